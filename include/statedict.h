@@ -1,0 +1,589 @@
+/*
+ statedict.h - read and write PyTorch checkpoints (torch.save / torch.load files) from C.
+
+ libstatedict reads every file torch.save has written (zip format since 1.6, the legacy
+ magic-number stream of 0.4-1.5, the oldest tar layout), hands the caller its object tree
+ (dicts, lists, numbers, strings, tensors) and writes trees back as files that
+ torch.load(path, weights_only=True) accepts. Its pickle machine never runs code: it interprets
+ an allow-list of globals and refuses everything else with an error naming the global.
+
+ Conventions used by every function in this header
+ - Shapes are outermost dimension first, exactly as torch.Size; strides and storage_offset are
+   in ELEMENTS, exactly as Tensor.stride() / Tensor.storage_offset(). Byte counts say "bytes".
+ - Every fallible function returns sdict_status; results come back through out-parameters,
+   which are set to NULL/0 on failure. Detail goes to an optional caller-owned sdict_error
+   (last argument, may be NULL). The library never prints, exits or aborts on input.
+ - Ownership: an sdict_doc owns every sdict_value created in it or loaded into it; values are
+   borrowed and live until sdict_doc_free(). Storages are reference-counted and may outlive
+   the doc that loaded them (retain them). Destructors accept NULL.
+ - Thread safety: no global state except the allocator hook (sdict_set_allocator); distinct
+   docs may be used from distinct threads; one doc is not safe to mutate from two threads.
+
+ Layers (each depends only on those above it): container (zip) -> pickle -> tensor/value ->
+ checkpoint (load/save). The nn and optim layers live in statedict_nn.h / statedict_optim.h.
+*/
+#ifndef STATEDICT_H
+#define STATEDICT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define SDICT_API
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define SDICT_API __attribute__((visibility("default")))
+#else
+#define SDICT_API
+#endif
+
+#define SDICT_VERSION_MAJOR 0
+#define SDICT_VERSION_MINOR 1
+#define SDICT_VERSION_PATCH 0
+/** Version as 0xMMmmpp, for comparing header and library (see sdict_version()). */
+#define SDICT_VERSION_HEX ((SDICT_VERSION_MAJOR << 16) | (SDICT_VERSION_MINOR << 8) | SDICT_VERSION_PATCH)
+
+/** Library version as SDICT_VERSION_HEX of the build that produced the library. */
+SDICT_API uint32_t sdict_version(void);
+
+/*==================================================================================================
+ MARK: Status and errors
+==================================================================================================*/
+
+/** Result of every fallible call. SDICT_OK is 0; everything else is a failure. */
+typedef enum sdict_status {
+    SDICT_OK = 0,
+    SDICT_E_NOMEM,               /**< an allocation failed */
+    SDICT_E_IO,                  /**< open/read/write/fsync/rename failed (errno in message) */
+    SDICT_E_INVALID_ARG,         /**< API misuse: NULL handle, wrong value kind, bad dimension */
+    SDICT_E_NOT_FOUND,           /**< key, record or path not present */
+    SDICT_E_TRUNCATED,           /**< input ends before a structure it declares */
+    SDICT_E_FORMAT,              /**< not a PyTorch file (unknown magic), or TorchScript archive */
+    SDICT_E_ZIP_CORRUPT,         /**< zip structures inconsistent (EOCD, ZIP64, headers, overlap) */
+    SDICT_E_ZIP_UNSUPPORTED,     /**< valid zip feature we do not read (encryption, multi-disk) */
+    SDICT_E_CRC,                 /**< CRC-32 of a record differs from the central directory */
+    SDICT_E_PICKLE_OPCODE,       /**< unknown or malformed pickle opcode */
+    SDICT_E_PICKLE_STACK,        /**< stack underflow, missing MARK, bad memo reference */
+    SDICT_E_PICKLE_UNSAFE_GLOBAL,/**< GLOBAL/STACK_GLOBAL/INST names something not allow-listed */
+    SDICT_E_PICKLE_TYPE,         /**< allowed callable got arguments of the wrong kind */
+    SDICT_E_STORAGE,             /**< storage missing, wrong size, or tensor extent outside it */
+    SDICT_E_LIMIT,               /**< a resource limit (depth, memo, length, count) was exceeded */
+    SDICT_E_DTYPE,               /**< unknown dtype, or a dtype the operation cannot handle */
+    SDICT_E_SHAPE,               /**< shape/stride invalid (negative, overflow) or mismatched */
+    SDICT_E_VERSION,             /**< unsupported format version record */
+    SDICT_E_UNSUPPORTED,         /**< valid PyTorch content statedict does not handle */
+    SDICT_STATUS_COUNT
+} sdict_status;
+
+/** Static English name of a status ("SDICT_E_CRC: CRC mismatch"). Never NULL, never freed. */
+SDICT_API const char *sdict_status_str(sdict_status status);
+
+/**
+ Caller-owned error detail, filled on failure by any function that takes one (yyjson's model).
+ Nothing in it is allocated; it may live on the stack. On success it is left untouched.
+ - code:    the status that was returned.
+ - file:    the path given to the call ("" for memory input).
+ - record:  the archive record being read ("lenet/data.pkl", "lenet/data/3"), or for legacy
+            files a section name ("legacy:pickle"), "" when not within a record.
+ - offset:  byte offset of the failure within that record (within the file when record is
+            ""), or -1 when no position applies.
+ - message: what was expected versus what was found, NUL-terminated, truncated to fit.
+*/
+typedef struct sdict_error {
+    sdict_status code;
+    int64_t offset;
+    char file[256];
+    char record[160];
+    char message[320];
+} sdict_error;
+
+/**
+ Renders an error as "FILE: RECORD @ OFFSET: MESSAGE" (parts that are empty or -1 omitted) into
+ buf, which receives at most n bytes including the NUL. Returns buf. err may not be NULL.
+*/
+SDICT_API char *sdict_error_format(const sdict_error *err, char *buf, size_t n);
+
+/*==================================================================================================
+ MARK: Allocator
+==================================================================================================*/
+
+/**
+ Memory hooks used for every allocation the library makes (values, storages, buffers).
+ Semantics are those of malloc/realloc/free; ctx is passed through.
+*/
+typedef struct sdict_allocator {
+    void *(*malloc)(void *ctx, size_t size);
+    void *(*realloc)(void *ctx, void *ptr, size_t size);
+    void (*free)(void *ctx, void *ptr);
+    void *ctx;
+} sdict_allocator;
+
+/**
+ Replaces the process-wide allocator (NULL restores libc). Call it before creating any object:
+ objects free their memory through the allocator that was current when they were made, so
+ switching while objects live is an error. Not thread-safe. Used by the tests to fail the Nth
+ allocation and drive every out-of-memory path.
+*/
+SDICT_API void sdict_set_allocator(const sdict_allocator *alc);
+
+/*==================================================================================================
+ MARK: dtypes
+==================================================================================================*/
+
+/** Element types, named as torch spells them (torch.float32 -> SDICT_FLOAT32). */
+typedef enum sdict_dtype {
+    SDICT_FLOAT64 = 0,
+    SDICT_FLOAT32,
+    SDICT_FLOAT16,
+    SDICT_BFLOAT16,
+    SDICT_COMPLEX128,
+    SDICT_COMPLEX64,
+    SDICT_COMPLEX32,
+    SDICT_INT64,
+    SDICT_INT32,
+    SDICT_INT16,
+    SDICT_INT8,
+    SDICT_UINT8,
+    SDICT_UINT16,
+    SDICT_UINT32,
+    SDICT_UINT64,
+    SDICT_BOOL,
+    SDICT_FLOAT8_E4M3FN,
+    SDICT_FLOAT8_E5M2,
+    SDICT_FLOAT8_E4M3FNUZ,
+    SDICT_FLOAT8_E5M2FNUZ,
+    SDICT_FLOAT8_E8M0FNU,
+    SDICT_DTYPE_COUNT
+} sdict_dtype;
+
+/** torch's name without "torch." ("float32", "bfloat16", "float8_e4m3fn"); "?" if invalid. */
+SDICT_API const char *sdict_dtype_name(sdict_dtype dtype);
+/** Bytes per element (bool 1, complex64 8); 0 for an invalid dtype. */
+SDICT_API size_t sdict_dtype_size(sdict_dtype dtype);
+/** Parses a torch dtype name ("float32", also "torch.float32"); SDICT_E_DTYPE if unknown. */
+SDICT_API sdict_status sdict_dtype_from_name(const char *name, sdict_dtype *out);
+/** Legacy storage class ("FloatStorage"), or NULL for dtypes that only exist via
+    UntypedStorage + _rebuild_tensor_v3 (uint16/32/64, float8 types, complex32). */
+SDICT_API const char *sdict_dtype_storage_class(sdict_dtype dtype);
+
+/*==================================================================================================
+ MARK: Storage
+==================================================================================================*/
+
+/**
+ A storage is a reference-counted block of bytes, torch's UntypedStorage: a tensor views it
+ through dtype, shape, stride and storage_offset. Its backing is owned heap memory, a read-only
+ file mapping made writable copy-on-write (MAP_PRIVATE), or caller memory with a release hook.
+ Storages loaded from one file and shared by several tensors (tied weights, a view and its
+ base) are one sdict_storage, so sharing survives load and save as in torch.
+*/
+typedef struct sdict_storage sdict_storage;
+
+/**
+ Allocates an owned, zero-filled storage of nbytes bytes (nbytes may be 0), refcount 1.
+ Errors: SDICT_E_NOMEM. Release with sdict_storage_release().
+*/
+SDICT_API sdict_status sdict_storage_new(size_t nbytes, sdict_storage **out, sdict_error *err);
+
+/**
+ Wraps caller memory of nbytes bytes without copying, refcount 1. When the last reference is
+ released, release(ctx, data) is called if release is not NULL; the caller keeps data valid
+ until then. Errors: SDICT_E_NOMEM, SDICT_E_INVALID_ARG (data NULL with nbytes > 0).
+*/
+SDICT_API sdict_status sdict_storage_wrap(void *data, size_t nbytes,
+                                          void (*release)(void *ctx, void *data), void *ctx,
+                                          sdict_storage **out, sdict_error *err);
+
+/** Adds a reference; returns s (NULL-tolerant). Thread-safe (atomic count). */
+SDICT_API sdict_storage *sdict_storage_retain(sdict_storage *s);
+/** Drops a reference, freeing/unmapping on the last one. NULL-tolerant. Thread-safe. */
+SDICT_API void sdict_storage_release(sdict_storage *s);
+/** First byte of the storage (NULL when nbytes is 0). Writable: mappings are copy-on-write. */
+SDICT_API void *sdict_storage_data(const sdict_storage *s);
+/** Size in bytes. */
+SDICT_API size_t sdict_storage_nbytes(const sdict_storage *s);
+/** True when the bytes point into a file mapping (zero-copy load), false when owned/wrapped. */
+SDICT_API bool sdict_storage_is_mapped(const sdict_storage *s);
+/** The key the storage had in its file ("0", "94340341200128"), or NULL for new storages.
+    Borrowed; lives as long as the storage. */
+SDICT_API const char *sdict_storage_key(const sdict_storage *s);
+
+/*==================================================================================================
+ MARK: Tensor
+==================================================================================================*/
+
+/** Largest rank statedict represents; files with more dimensions fail with SDICT_E_LIMIT. */
+#define SDICT_MAX_DIMS 16
+
+/**
+ A strided view of a storage, exactly torch's model: element i of a tensor with shape
+ (s0..sn-1) and stride (t0..tn-1) lives at element index storage_offset + sum(i_k * t_k) of
+ the storage read as dtype. Plain data: fill it, pass it to sdict_tensor_new(), read it from
+ sdict_value_tensor(). storage is NULL only for meta tensors (torch's device='meta', which
+ carry shape without data). The struct does not own its storage reference by itself; the
+ value that holds it does (see sdict_tensor_new()).
+*/
+typedef struct sdict_tensor {
+    sdict_dtype dtype;
+    int32_t ndim;                     /**< 0 for a scalar (torch.Size([])) */
+    int64_t shape[SDICT_MAX_DIMS];    /**< sizes, outermost first, each >= 0 */
+    int64_t stride[SDICT_MAX_DIMS];   /**< in elements; may be 0 (expanded) */
+    int64_t storage_offset;           /**< in elements */
+    sdict_storage *storage;           /**< borrowed; NULL for meta tensors */
+    bool requires_grad;
+    bool is_parameter;                /**< saved as nn.Parameter (_rebuild_parameter) */
+} sdict_tensor;
+
+/**
+ Fills t as a C-contiguous tensor (torch's default strides) of the given dtype and shape over
+ storage at storage_offset 0, requires_grad false. shape holds ndim sizes, outermost first;
+ ndim 0 makes a scalar. Does not retain storage. Errors: SDICT_E_INVALID_ARG (ndim outside
+ 0..SDICT_MAX_DIMS, negative size), SDICT_E_SHAPE (element count overflows int64),
+ SDICT_E_STORAGE (storage smaller than the tensor needs; storage may be NULL for meta).
+*/
+SDICT_API sdict_status sdict_tensor_init(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
+                                         const int64_t *shape, sdict_storage *storage,
+                                         sdict_error *err);
+
+/** Number of elements (product of shape; 1 for 0-dim, 0 if any size is 0). Like numel(). */
+SDICT_API int64_t sdict_tensor_numel(const sdict_tensor *t);
+/** numel * element size, in bytes: the size of a contiguous copy (not of the storage). */
+SDICT_API size_t sdict_tensor_nbytes(const sdict_tensor *t);
+/** True when strides are torch's default contiguous strides (sizes of 1 or 0 ignored, as
+    torch's is_contiguous() does). */
+SDICT_API bool sdict_tensor_is_contiguous(const sdict_tensor *t);
+/** Pointer to element (0,...,0): storage data + storage_offset * element size. NULL for meta
+    tensors and empty storages. Only meaningful for contiguous reading when
+    sdict_tensor_is_contiguous(). */
+SDICT_API void *sdict_tensor_data(const sdict_tensor *t);
+
+/**
+ Checks that the tensor is well formed: dtype valid, 0 <= ndim <= SDICT_MAX_DIMS, sizes >= 0,
+ strides >= 0, storage_offset >= 0, and (when numel > 0) that
+ (storage_offset + sum((size_k - 1) * stride_k) + 1) * element size fits in the storage,
+ computed with overflow checks. torch does not perform this check. Errors: SDICT_E_SHAPE,
+ SDICT_E_STORAGE, SDICT_E_DTYPE.
+*/
+SDICT_API sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err);
+
+/**
+ Copies the tensor's elements in C-contiguous order into dst (dst_bytes must be at least
+ sdict_tensor_nbytes(t)), following strides, converting to dtype `to` (the same as t->dtype
+ for a plain copy). Conversions follow torch's Tensor.to(): floats to ints truncate toward zero,
+ to bool is != 0, complex to real keeps the real part. Supported for every pair among
+ float64/32/16, bfloat16, int8/16/32/64, uint8/16/32/64, bool; complex only to the same dtype;
+ float8 types only to themselves. Errors: SDICT_E_INVALID_ARG (dst too small), SDICT_E_DTYPE
+ (unsupported pair), SDICT_E_STORAGE (meta tensor).
+*/
+SDICT_API sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *dst,
+                                            size_t dst_bytes, sdict_error *err);
+
+/*==================================================================================================
+ MARK: Values and documents
+==================================================================================================*/
+
+/** A document: owns a tree of values (an arena) and the references to storages in it. */
+typedef struct sdict_doc sdict_doc;
+/** One value in a doc. Borrowed: valid until sdict_doc_free() of the doc that owns it. */
+typedef struct sdict_value sdict_value;
+
+/** What a value is; Python's types as they appear in checkpoints. */
+typedef enum sdict_kind {
+    SDICT_KIND_NONE = 0,
+    SDICT_KIND_BOOL,
+    SDICT_KIND_INT,      /**< Python int of any size (int64 fast path, arbitrary precision kept) */
+    SDICT_KIND_FLOAT,    /**< Python float (IEEE double) */
+    SDICT_KIND_STR,      /**< UTF-8 text (Python-2 byte strings are decoded as latin-1 -> UTF-8) */
+    SDICT_KIND_BYTES,    /**< bytes / bytearray */
+    SDICT_KIND_LIST,
+    SDICT_KIND_TUPLE,    /**< tuple; torch.Size is a tuple too */
+    SDICT_KIND_SET,      /**< set or frozenset */
+    SDICT_KIND_DICT,     /**< dict or collections.OrderedDict (both keep insertion order) */
+    SDICT_KIND_TENSOR,   /**< torch.Tensor or nn.Parameter */
+    SDICT_KIND_DTYPE,    /**< a torch.dtype object stored as a value (torch.float16) */
+    SDICT_KIND_COUNT
+} sdict_kind;
+
+/** "none", "bool", "int", "float", "str", "bytes", "list", "tuple", "set", "dict",
+    "tensor", "dtype"; "?" when invalid. */
+SDICT_API const char *sdict_kind_name(sdict_kind kind);
+
+/** Creates an empty document whose root is None. Errors: SDICT_E_NOMEM. */
+SDICT_API sdict_status sdict_doc_new(sdict_doc **out, sdict_error *err);
+/** Frees the doc, every value in it, and its storage references. NULL-tolerant. */
+SDICT_API void sdict_doc_free(sdict_doc *doc);
+/** The root value (never NULL: None when unset). */
+SDICT_API sdict_value *sdict_doc_root(const sdict_doc *doc);
+/** Makes v (a value of this doc) the root. Errors: SDICT_E_INVALID_ARG. */
+SDICT_API sdict_status sdict_doc_set_root(sdict_doc *doc, sdict_value *v);
+
+/** Kind of a value (SDICT_KIND_NONE for NULL). */
+SDICT_API sdict_kind sdict_value_kind(const sdict_value *v);
+
+/* ---- scalars ---- */
+
+/** Creates values in doc. Return NULL only on out-of-memory (or NULL doc). */
+SDICT_API sdict_value *sdict_none_new(sdict_doc *doc);
+SDICT_API sdict_value *sdict_bool_new(sdict_doc *doc, bool b);
+SDICT_API sdict_value *sdict_int_new(sdict_doc *doc, int64_t i);
+SDICT_API sdict_value *sdict_float_new(sdict_doc *doc, double d);
+/** Copies len bytes of UTF-8 text (not validated; embedded NULs allowed). */
+SDICT_API sdict_value *sdict_str_new(sdict_doc *doc, const char *s, size_t len);
+/** Copies len bytes. */
+SDICT_API sdict_value *sdict_bytes_new(sdict_doc *doc, const void *p, size_t len);
+/** A torch.dtype value. */
+SDICT_API sdict_value *sdict_dtype_value_new(sdict_doc *doc, sdict_dtype dtype);
+
+/** The bool; false for non-bool. */
+SDICT_API bool sdict_bool_get(const sdict_value *v);
+/**
+ Reads an int (a bool reads as 0/1, as in Python). Errors: SDICT_E_INVALID_ARG (not an int or
+ bool), SDICT_E_LIMIT (the Python int does not fit in int64; use sdict_int_to_string).
+*/
+SDICT_API sdict_status sdict_int_get(const sdict_value *v, int64_t *out);
+/**
+ Writes the exact decimal value of an int of any size ("-12", "340282366920938463463374607431768211456")
+ into buf (n bytes incl. NUL). Returns the length the full text needs (excluding NUL), like
+ snprintf; 0 for non-ints.
+*/
+SDICT_API size_t sdict_int_to_string(const sdict_value *v, char *buf, size_t n);
+/** The float; ints and bools convert; NaN for other kinds. */
+SDICT_API double sdict_float_get(const sdict_value *v);
+/** Text of a str (NUL-terminated, borrowed); *len gets its byte length. NULL for non-str. */
+SDICT_API const char *sdict_str_get(const sdict_value *v, size_t *len);
+/** Bytes of a bytes value (borrowed); *len gets the length. NULL for other kinds. */
+SDICT_API const void *sdict_bytes_get(const sdict_value *v, size_t *len);
+/** The dtype of a SDICT_KIND_DTYPE value; SDICT_DTYPE_COUNT for other kinds. */
+SDICT_API sdict_dtype sdict_dtype_value_get(const sdict_value *v);
+
+/* ---- sequences: list, tuple, set ---- */
+
+/** Empty list / tuple / set (ordered as inserted). */
+SDICT_API sdict_value *sdict_list_new(sdict_doc *doc);
+SDICT_API sdict_value *sdict_tuple_new(sdict_doc *doc);
+SDICT_API sdict_value *sdict_set_new(sdict_doc *doc);
+/** Appends item (a value of the same doc) to a list, tuple or set. Sets skip duplicates.
+    Errors: SDICT_E_INVALID_ARG, SDICT_E_NOMEM. */
+SDICT_API sdict_status sdict_seq_append(sdict_value *seq, sdict_value *item);
+/** Number of items of a list, tuple or set; 0 for other kinds. */
+SDICT_API size_t sdict_seq_len(const sdict_value *seq);
+/** Item i (borrowed), NULL when out of range or not a sequence. */
+SDICT_API sdict_value *sdict_seq_item(const sdict_value *seq, size_t i);
+
+/* ---- dicts ---- */
+
+/**
+ Empty dict. ordered=true makes a collections.OrderedDict (what Module.state_dict() returns);
+ both kinds keep insertion order, the flag only decides what is saved.
+*/
+SDICT_API sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered);
+/** True for an OrderedDict. */
+SDICT_API bool sdict_dict_is_ordered(const sdict_value *d);
+/**
+ Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, None, bytes, or tuples
+ of those; an existing equal key keeps its position and gets the new value (Python semantics,
+ except that 1 and True are different keys). Errors: SDICT_E_INVALID_ARG (not a dict,
+ unhashable key, foreign doc), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dict_set(sdict_value *d, sdict_value *key, sdict_value *val);
+/** sdict_dict_set with a str key made from the NUL-terminated text. */
+SDICT_API sdict_status sdict_dict_set_str(sdict_value *d, const char *key, sdict_value *val);
+/** Number of items; 0 for non-dicts. */
+SDICT_API size_t sdict_dict_len(const sdict_value *d);
+/** Key / value of item i in insertion order (borrowed), NULL when out of range. */
+SDICT_API sdict_value *sdict_dict_key(const sdict_value *d, size_t i);
+SDICT_API sdict_value *sdict_dict_val(const sdict_value *d, size_t i);
+/** Value for a str key, NULL if absent. Average O(1). */
+SDICT_API sdict_value *sdict_dict_get(const sdict_value *d, const char *key);
+/** Value for an int key (optimizer `state` is keyed by parameter index), NULL if absent. */
+SDICT_API sdict_value *sdict_dict_get_int(const sdict_value *d, int64_t key);
+/** Value for any hashable key value, NULL if absent. */
+SDICT_API sdict_value *sdict_dict_find(const sdict_value *d, const sdict_value *key);
+/**
+ The attributes an OrderedDict carried in its pickle (its __dict__, set by BUILD), as a dict
+ of str -> value, or NULL when it had none. Module.state_dict() stores `_metadata` there:
+ an OrderedDict mapping module prefix ("" for the root, "bn1", "layer1.0") to {"version": N}.
+*/
+SDICT_API sdict_value *sdict_dict_attrs(const sdict_value *d);
+/** Sets the attribute dict (a str-keyed dict of the same doc, or NULL to drop it). */
+SDICT_API sdict_status sdict_dict_set_attrs(sdict_value *d, sdict_value *attrs);
+
+/* ---- tensors ---- */
+
+/**
+ Creates a tensor value from t (copied), taking a new reference on t->storage (which the doc
+ releases when freed). The tensor is checked with sdict_tensor_check(). Returns the status;
+ *out receives the value. Errors: those of sdict_tensor_check, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_tensor_new(sdict_doc *doc, const sdict_tensor *t, sdict_value **out,
+                                        sdict_error *err);
+/** The tensor of a tensor value (borrowed, lives with the doc), NULL for other kinds. */
+SDICT_API const sdict_tensor *sdict_value_tensor(const sdict_value *v);
+
+/* ---- paths ---- */
+
+/**
+ Finds the value at a dotted path such as "model_state_dict.conv1.weight" or
+ "optimizer_state_dict.state.0.momentum_buffer". State-dict keys contain dots themselves, so at
+ each dict the longest key that matches a prefix of the remaining path wins; list and tuple
+ items are addressed by decimal index, int dict keys by their decimal text. "" is the root.
+ Returns NULL when nothing matches.
+*/
+SDICT_API sdict_value *sdict_value_at(const sdict_value *root, const char *path);
+
+/*==================================================================================================
+ MARK: Loading (torch.load)
+==================================================================================================*/
+
+/** Bits for sdict_load_opts.flags. */
+enum {
+    /** Read all storages into owned memory instead of mapping the file. */
+    SDICT_LOAD_COPY = 1u << 0,
+    /** Verify the CRC-32 of every record read (torch never does); mismatch -> SDICT_E_CRC. */
+    SDICT_LOAD_VERIFY_CRC = 1u << 1,
+    /** Treat payloads of files without a byteorder record as big-endian (old s390x files). */
+    SDICT_LOAD_ASSUME_BIG_ENDIAN = 1u << 2,
+};
+
+/**
+ Resource limits for untrusted input. A field left 0 takes the default shown. Exceeding one
+ fails with SDICT_E_LIMIT naming the limit.
+*/
+typedef struct sdict_limits {
+    uint32_t max_depth;        /**< nesting of containers in the pickle; default 1000 */
+    uint64_t max_memo;         /**< memo slots; default 16M */
+    uint64_t max_stack;        /**< pickle stack entries; default 16M */
+    uint64_t max_str_bytes;    /**< one str/bytes; default 1 GiB */
+    uint64_t max_values;       /**< values created by one load; default 64M */
+    uint64_t max_records;      /**< zip entries; default 1M */
+    uint64_t max_inflate;      /**< bytes a deflated record may inflate to; default 16 GiB */
+} sdict_limits;
+
+/** Options for loading; a zeroed struct (or NULL) means defaults: mmap, no CRC check. */
+typedef struct sdict_load_opts {
+    uint32_t flags;
+    sdict_limits limits;
+} sdict_load_opts;
+
+/** Container format a doc was loaded from. */
+typedef enum sdict_format {
+    SDICT_FORMAT_NONE = 0,   /**< built in memory */
+    SDICT_FORMAT_ZIP,        /**< torch >= 1.6 zip archive */
+    SDICT_FORMAT_LEGACY,     /**< magic-number pickle stream, torch 0.4 - 1.5 */
+    SDICT_FORMAT_TAR,        /**< tar of sys_info/pickle/tensors/storages, torch < 0.4 */
+    SDICT_FORMAT_COUNT
+} sdict_format;
+
+/** "none", "zip", "legacy", "tar". */
+SDICT_API const char *sdict_format_name(sdict_format f);
+
+/**
+ Loads the file at path, as torch.load(path, map_location='cpu', weights_only=True) would,
+ but with statedict's allow-list (collections.OrderedDict, torch._utils rebuild functions,
+ torch storage classes, dtypes, torch.Size, builtins set/frozenset/bytearray,
+ _codecs.encode) and checks torch lacks (storage sizes, tensor extents, resource limits).
+ Zip, legacy and tar formats are detected from the content, not the name. TorchScript
+ archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+ By default stored, 64-byte-aligned, native-order records are mapped, not copied.
+
+ @param path  file to read; must not be NULL.
+ @param opts  NULL for defaults.
+ @param out   receives a new doc (free with sdict_doc_free), NULL on failure.
+ @param err   optional detail: file, record, byte offset and message.
+ @return SDICT_OK, or SDICT_E_IO, _TRUNCATED, _FORMAT, _ZIP_*, _CRC, _PICKLE_*, _STORAGE,
+         _LIMIT, _DTYPE, _SHAPE, _VERSION, _UNSUPPORTED, _NOMEM.
+*/
+SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
+                                  sdict_error *err);
+
+/**
+ Loads from memory. Storages are always copied out of data, so data may be freed after the
+ call. name is used in error messages only (may be NULL). Same errors as sdict_load.
+*/
+SDICT_API sdict_status sdict_load_buffer(const void *data, size_t size, const char *name,
+                                         const sdict_load_opts *opts, sdict_doc **out,
+                                         sdict_error *err);
+
+/** Format the doc was loaded from (SDICT_FORMAT_NONE for built docs). */
+SDICT_API sdict_format sdict_doc_format(const sdict_doc *doc);
+/** True when the payloads were stored big-endian (a `byteorder` record of "big", or
+    SDICT_LOAD_ASSUME_BIG_ENDIAN). Loaded tensors are always in native order. */
+SDICT_API bool sdict_doc_big_endian(const sdict_doc *doc);
+
+/*==================================================================================================
+ MARK: Saving (torch.save)
+==================================================================================================*/
+
+/** Options for saving; zeroed or NULL means defaults. */
+typedef struct sdict_save_opts {
+    /** Archive folder name inside the zip; NULL derives it from the path like torch
+        (directory stripped, text after the last dot removed: "sd.pt" -> "sd"). */
+    const char *archive_name;
+    uint32_t flags; /**< reserved, 0 */
+} sdict_save_opts;
+
+/**
+ Writes root as a torch zip checkpoint exactly as torch 1.13's torch.save does: pickle protocol
+ 2, records data.pkl, data/<key> (stored, 64-byte aligned via the FB extra field), version;
+ ZIP64 end records; CRC-32 on every record. Each distinct storage is written once and keyed
+ "0", "1", ... in first-seen order; tensors referencing it keep their storage_offset and stride.
+ Tensors with is_parameter are saved through _rebuild_parameter.
+ The file is written beside path under a temporary name, fsynced, renamed over path, and the
+ directory fsynced: a failure at any point leaves any previous file untouched.
+ Errors: SDICT_E_IO (with errno text), SDICT_E_INVALID_ARG (a value torch cannot load, such as
+ a tensor of one storage seen with two dtypes, or a cycle), SDICT_E_LIMIT (nesting deeper than
+ 1000), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_save(const char *path, const sdict_value *root,
+                                  const sdict_save_opts *opts, sdict_error *err);
+
+/**
+ As sdict_save, into a new heap buffer (*out_data, *out_size) freed with sdict_free_buffer.
+ The archive name is opts->archive_name, or "archive" (torch's name for file objects).
+*/
+SDICT_API sdict_status sdict_save_buffer(const sdict_value *root, const sdict_save_opts *opts,
+                                         void **out_data, size_t *out_size, sdict_error *err);
+/** Frees a buffer returned by sdict_save_buffer. NULL-tolerant. */
+SDICT_API void sdict_free_buffer(void *data);
+
+/*==================================================================================================
+ MARK: Inspection without loading
+==================================================================================================*/
+
+/** One global referenced by a file's pickles, reported by sdict_scan. */
+typedef struct sdict_scan_item {
+    const char *module;   /**< "torch._utils", "os" */
+    const char *name;     /**< "_rebuild_tensor_v2", "system" */
+    bool allowed;         /**< statedict's loader would accept it */
+    const char *record;   /**< the pickle record ("lenet/data.pkl") */
+    int64_t offset;       /**< byte offset of the opcode in that record */
+} sdict_scan_item;
+
+/**
+ Runs the loader's pickle machine over every pickle of the file without reading tensor data,
+ calling fn once per global reference (GLOBAL, STACK_GLOBAL, INST) in file order. Refused
+ globals do not stop the scan. Pointers in the item are valid during the call only.
+ *unsafe_count receives the number of refused references.
+ Errors: those of sdict_load for the container; pickle errors after a refused global are
+ reported but do not hide earlier items.
+*/
+SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
+                                  void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
+                                  size_t *unsafe_count, sdict_error *err);
+
+/**
+ Verifies a file end to end: the container structure, the CRC-32 of every record, the pickle
+ (allow-list), and every storage size and tensor extent. Returns SDICT_OK when everything
+ checks, else the first failure with its detail.
+*/
+SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STATEDICT_H */

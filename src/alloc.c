@@ -1,0 +1,2 @@
+/* alloc.c - placeholder until implemented */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* dtype.c - placeholder until implemented */
+#include "internal.h"

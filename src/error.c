@@ -1,0 +1,2 @@
+/* error.c - placeholder until implemented */
+#include "internal.h"

@@ -1,0 +1,314 @@
+/*
+ internal.h - private interfaces between libstatedict's subsystems. Not API: nothing here is
+ exported (the library builds with -fvisibility=hidden; only SDICT_API symbols are visible).
+
+ Subsystems, one file each, each using only those listed before it:
+   alloc.c       allocator hook, growable byte buffer
+   error.c       status strings, error filling and formatting
+   dtype.c       dtype table (names, sizes, storage classes)
+   storage.c     reference-counted storages, file mappings, the read-at-offset input source
+   tensor.c      tensor checks, contiguous copies and dtype conversion
+   value.c       documents, values, dict hashing, big ints, dotted paths
+   zip_read.c    zip/ZIP64 central directory reader, record reads (stored, deflate via libdeflate)
+   zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
+   pickle_read.c the pickle machine: protocols 0-5, allow-listed globals, torch rebuild functions
+   pickle_write.c protocol-2 pickler with CPython's memo and batching rules
+   load.c        sdict_load: format detection (zip/legacy/tar/TorchScript), storages, scan, verify
+   save.c        sdict_save: storage collection, record order, crash-safe file replacement
+*/
+#ifndef SDICT_INTERNAL_H
+#define SDICT_INTERNAL_H
+
+#include "statedict.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*==================================================================================================
+ alloc.c
+==================================================================================================*/
+
+/** Allocation through the current sdict_allocator. malloc/realloc of 0 bytes return a valid
+    unique pointer (never NULL on success). */
+void *sdict__malloc(size_t n);
+void *sdict__calloc(size_t count, size_t size); /* overflow-checked */
+void *sdict__realloc(void *p, size_t n);
+void sdict__free(void *p);
+char *sdict__strndup(const char *s, size_t n); /* NUL-terminated copy */
+
+/** Overflow-checked size arithmetic: return false on overflow. */
+static inline bool sdict__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+static inline bool sdict__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool sdict__add_i64(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+static inline bool sdict__mul_i64(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+/** Little-endian loads/stores (memcpy-based, alignment-free). */
+static inline uint16_t sdict__le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t sdict__le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t sdict__le64(const uint8_t *p) {
+    return (uint64_t)sdict__le32(p) | ((uint64_t)sdict__le32(p + 4) << 32);
+}
+
+/** Growable byte buffer. On allocation failure `oom` becomes true and further appends are
+    ignored, so a writer checks once at the end (sdict__buf_status). */
+typedef struct sdict__buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    bool oom;
+} sdict__buf;
+
+void sdict__buf_init(sdict__buf *b);
+void sdict__buf_free(sdict__buf *b);
+void sdict__buf_append(sdict__buf *b, const void *p, size_t n);
+void sdict__buf_byte(sdict__buf *b, uint8_t c);
+void sdict__buf_le16(sdict__buf *b, uint16_t v);
+void sdict__buf_le32(sdict__buf *b, uint32_t v);
+void sdict__buf_le64(sdict__buf *b, uint64_t v);
+/** SDICT_OK, or SDICT_E_NOMEM (filling err) if any append failed. */
+sdict_status sdict__buf_status(const sdict__buf *b, sdict_error *err);
+
+/*==================================================================================================
+ error.c
+==================================================================================================*/
+
+/**
+ Fills err (if not NULL) with code, record (NULL -> ""), offset and a printf-style message,
+ and returns code, so failure sites are one line:
+     return sdict__err(err, SDICT_E_TRUNCATED, rec, off, "BINUNICODE length %u past end", n);
+ err->file is left as it was; the public entry points set it (sdict__err_file).
+*/
+sdict_status sdict__err(sdict_error *err, sdict_status code, const char *record, int64_t offset,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/** Sets err->file (truncating) if err is not NULL. */
+void sdict__err_file(sdict_error *err, const char *file);
+
+/*==================================================================================================
+ dtype.c
+==================================================================================================*/
+
+/** Maps a legacy storage class name ("FloatStorage", any module) to its dtype.
+    Returns false when the name is not a known typed storage class. */
+bool sdict__dtype_from_storage_class(const char *name, sdict_dtype *out);
+
+/*==================================================================================================
+ storage.c : storages, mappings, input sources
+==================================================================================================*/
+
+/** A read-only-file mapping shared by the storages that point into it; unmapped when the last
+    reference goes. Mapped PROT_READ|PROT_WRITE, MAP_PRIVATE (copy-on-write, like torch). */
+typedef struct sdict__mapping sdict__mapping;
+sdict__mapping *sdict__mapping_retain(sdict__mapping *m);
+void sdict__mapping_release(sdict__mapping *m);
+
+/**
+ Where a load reads from: a mapped file (data != NULL, mapping != NULL), a file read with
+ pread (fd >= 0, data NULL: copy mode), or caller memory (data != NULL, mapping NULL, fd -1).
+*/
+typedef struct sdict__source {
+    const char *name;        /* for messages; borrowed */
+    int fd;
+    const uint8_t *data;
+    uint64_t size;
+    sdict__mapping *mapping;
+} sdict__source;
+
+/** Opens path; map=true maps the whole file (empty files are not mapped). SDICT_E_IO. */
+sdict_status sdict__source_open_file(sdict__source *src, const char *path, bool map,
+                                     sdict_error *err);
+void sdict__source_init_mem(sdict__source *src, const void *data, size_t size, const char *name);
+/** Closes the fd and drops the source's mapping reference (storages keep theirs). */
+void sdict__source_close(sdict__source *src);
+/** Reads n bytes at off into dst; SDICT_E_TRUNCATED (naming record/offset) past the end,
+    SDICT_E_IO on read errors. record is used for the message only. */
+sdict_status sdict__source_read(const sdict__source *src, uint64_t off, void *dst, size_t n,
+                                const char *record, sdict_error *err);
+
+/** A storage viewing nbytes at byte offset off of the mapping (retains it). SDICT_E_NOMEM. */
+sdict_status sdict__storage_new_mapped(sdict__mapping *m, uint64_t off, size_t nbytes,
+                                       sdict_storage **out, sdict_error *err);
+/** Sets the key reported by sdict_storage_key (copied). SDICT_E_NOMEM. */
+sdict_status sdict__storage_set_key(sdict_storage *s, const char *key, sdict_error *err);
+/** Base address of a mapping (for computing offsets of mapped storages). */
+const uint8_t *sdict__mapping_base(const sdict__mapping *m);
+
+/*==================================================================================================
+ tensor.c
+==================================================================================================*/
+
+/** Reverses the byte order of every element of n elements of elem_size bytes (2, 4, 8; complex
+    types swap each half: pass the component size and twice the count). */
+void sdict__byteswap(void *data, size_t n_elems, size_t elem_size);
+
+/*==================================================================================================
+ value.c : documents and values
+==================================================================================================*/
+
+/** Internal value kind for a storage inside a pickle (the persistent_load result). Never
+    visible through sdict_value_kind() once a load has finished... except in odd files that
+    save bare storages, where it reports SDICT_KIND_COUNT and the CLI says "storage". */
+#define SDICT__KIND_STORAGE ((sdict_kind)SDICT_KIND_COUNT)
+
+/** A storage value: holds a reference to s (released with the doc) and the dtype it was
+    declared with (the storage class of the persistent id; SDICT_UINT8 for UntypedStorage). */
+sdict_value *sdict__storage_value_new(sdict_doc *doc, sdict_storage *s, sdict_dtype dtype);
+/** Storage and dtype of a storage value; NULL for other kinds. */
+sdict_storage *sdict__storage_value_get(const sdict_value *v, sdict_dtype *dtype);
+
+/** An int from little-endian two's complement bytes (pickle LONG1/LONG4), any length. */
+sdict_value *sdict__int_from_le_bytes(sdict_doc *doc, const uint8_t *p, size_t n);
+/** Two's complement little-endian bytes of an int value, minimal length as CPython's
+    LONG1 encoding (0 -> 0 bytes). Pointer borrowed or written into buf (16 bytes) for int64. */
+const uint8_t *sdict__int_le_bytes(const sdict_value *v, uint8_t buf[16], size_t *n);
+
+/** Load bookkeeping kept on the doc. */
+void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian);
+
+/** Number of values created in the doc so far (for the max_values limit). */
+uint64_t sdict__doc_value_count(const sdict_doc *doc);
+
+/** True when the two values are equal as dict keys (kind and value; tuples elementwise). */
+bool sdict__value_key_equal(const sdict_value *a, const sdict_value *b);
+
+/** Freezes a list/tuple/set value being built by the unpickler into a tuple (TUPLE opcodes
+    build a list then retag it). Only for values not yet shared. */
+void sdict__value_retag(sdict_value *v, sdict_kind kind);
+
+/*==================================================================================================
+ zip_read.c
+==================================================================================================*/
+
+typedef struct sdict__zip_entry {
+    const char *name;        /* full name including the archive folder, NUL-terminated */
+    uint64_t header_offset;  /* local header */
+    uint64_t data_offset;    /* first payload byte, from the local header's name/extra lengths */
+    uint64_t comp_size;      /* from the central directory (ZIP64-aware) */
+    uint64_t size;
+    uint32_t crc32;
+    uint16_t method;         /* 0 stored, 8 deflate; others refused when read */
+    uint16_t flags;
+} sdict__zip_entry;
+
+typedef struct sdict__zip sdict__zip;
+
+/**
+ Parses the end records (classic EOCD, ZIP64 locator and record) and the whole central
+ directory, then each local header to find data offsets. Checks: every structure inside the
+ file, counts consistent, payloads inside the file and not overlapping each other or the
+ central directory, no encryption, single disk, entries <= limits->max_records, names without
+ NUL. The archive folder is what precedes the first '/' of the first entry; entries outside
+ it are refused (SDICT_E_ZIP_CORRUPT), as torch 2.x does. Errors name the structure and its
+ byte offset in the file: SDICT_E_ZIP_CORRUPT, _ZIP_UNSUPPORTED, _TRUNCATED, _LIMIT, _NOMEM, _IO.
+*/
+sdict_status sdict__zip_open(const sdict__source *src, const sdict_limits *limits,
+                             sdict__zip **out, sdict_error *err);
+void sdict__zip_close(sdict__zip *z);
+/** Archive folder including its trailing '/' ("lenet/"). */
+const char *sdict__zip_prefix(const sdict__zip *z);
+size_t sdict__zip_count(const sdict__zip *z);
+const sdict__zip_entry *sdict__zip_entry_at(const sdict__zip *z, size_t i);
+/** Entry named prefix + relname ("data.pkl", "data/0"), NULL if absent. O(1) average. */
+const sdict__zip_entry *sdict__zip_find(const sdict__zip *z, const char *relname);
+/**
+ Reads the uncompressed payload of e into dst (dst_size must be >= e->size), inflating
+ method 8 with libdeflate (bounded by e->size and limits->max_inflate), verifying the CRC-32
+ when verify_crc. Errors: SDICT_E_CRC, _ZIP_CORRUPT (inflate failed or size differs),
+ _ZIP_UNSUPPORTED (other methods), _TRUNCATED, _IO, _INVALID_ARG.
+*/
+sdict_status sdict__zip_read(const sdict__zip *z, const sdict__zip_entry *e, void *dst,
+                             size_t dst_size, bool verify_crc, sdict_error *err);
+/** CRC-32 (zlib polynomial) continuing from crc (0 to start), via libdeflate. */
+uint32_t sdict__crc32(uint32_t crc, const void *p, size_t n);
+
+/*==================================================================================================
+ zip_write.c
+==================================================================================================*/
+
+/** Sequential sink for the writer: writes all n bytes or fails (filling err). */
+typedef sdict_status (*sdict__write_fn)(void *ctx, const void *p, size_t n, sdict_error *err);
+
+typedef struct sdict__zip_writer sdict__zip_writer;
+
+/** Starts an archive whose records live under archive_name + "/". SDICT_E_NOMEM. */
+sdict_status sdict__zip_writer_new(sdict__write_fn write, void *ctx, const char *archive_name,
+                                   sdict__zip_writer **out, sdict_error *err);
+/**
+ Appends record archive_name/relname with n bytes from data, stored, exactly as PyTorch's
+ miniz writer does: local header (flags 0x0808, or 0x0800 with no data descriptor when n is
+ 0), ZIP64 extra when needed, the FB extra padding the payload to a 64-byte file offset, the
+ payload (CRC-32 computed in the same pass), then a 16- or 24-byte data descriptor.
+*/
+sdict_status sdict__zip_writer_add(sdict__zip_writer *w, const char *relname, const void *data,
+                                   uint64_t n, sdict_error *err);
+/** Writes the central directory, ZIP64 end record, ZIP64 locator and classic EOCD. */
+sdict_status sdict__zip_writer_finish(sdict__zip_writer *w, sdict_error *err);
+void sdict__zip_writer_free(sdict__zip_writer *w);
+
+/*==================================================================================================
+ pickle_read.c
+==================================================================================================*/
+
+/** What the machine reports for each global it meets (for sdict_scan). */
+typedef void (*sdict__global_fn)(void *ctx, const char *module, const char *name, bool allowed,
+                                 int64_t offset);
+
+typedef struct sdict__unpickler {
+    sdict_doc *doc;               /* values are created here */
+    const uint8_t *data;          /* the pickle bytes (may contain more after STOP) */
+    size_t size;
+    const char *record;           /* for errors: "lenet/data.pkl" */
+    const sdict_limits *limits;   /* defaults filled in by the caller */
+    /* Resolves a BINPERSID/PERSID id (a tuple or str value) into a value, normally a storage
+       value (sdict__storage_value_new). offset is the opcode's position. */
+    sdict_status (*persistent_load)(void *ctx, sdict_value *pid, int64_t offset, sdict_value **out,
+                                    sdict_error *err);
+    void *ctx;
+    /* Optional: called for every GLOBAL/STACK_GLOBAL/INST. With scan=true refused globals become
+       inert placeholders and the machine keeps going; calling one is still an error. */
+    sdict__global_fn on_global;
+    bool scan;
+    size_t consumed;              /* out: bytes used, through STOP */
+} sdict__unpickler;
+
+/**
+ Runs the pickle machine over u->data until STOP and returns the result in *out (owned by
+ u->doc). Never imports or calls anything outside the allow-list. Errors give the opcode's
+ byte offset in the record: SDICT_E_TRUNCATED, _PICKLE_OPCODE, _PICKLE_STACK,
+ _PICKLE_UNSAFE_GLOBAL ("module.name"), _PICKLE_TYPE, _STORAGE, _SHAPE, _DTYPE, _LIMIT, _NOMEM.
+*/
+sdict_status sdict__unpickle(sdict__unpickler *u, sdict_value **out, sdict_error *err);
+
+/*==================================================================================================
+ pickle_write.c
+==================================================================================================*/
+
+/** A distinct storage met while pickling, in first-seen order; key is its index. */
+typedef struct sdict__saved_storage {
+    sdict_storage *storage;  /* borrowed from the tree */
+    sdict_dtype dtype;       /* dtype it is saved as */
+    uint64_t nbytes;
+} sdict__saved_storage;
+
+/**
+ Pickles root with protocol 2 as torch.save does (persistent ids for storages), appending to
+ out. *storages receives a new array (free with sdict__free) of the distinct storages in key
+ order and *n_storages its length. Errors: SDICT_E_INVALID_ARG (storage seen with two dtypes,
+ unpicklable value, cycle), SDICT_E_LIMIT (depth), SDICT_E_NOMEM.
+*/
+sdict_status sdict__pickle_write(const sdict_value *root, sdict__buf *out,
+                                 sdict__saved_storage **storages, size_t *n_storages,
+                                 sdict_error *err);
+
+#endif /* SDICT_INTERNAL_H */

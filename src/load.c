@@ -1,0 +1,2 @@
+/* load.c - placeholder until implemented */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* pickle_read.c - placeholder until implemented */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* pickle_write.c - placeholder until implemented */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* save.c - placeholder until implemented */
+#include "internal.h"

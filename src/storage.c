@@ -1,0 +1,2 @@
+/* storage.c - placeholder until implemented */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* value.c - placeholder until implemented */
+#include "internal.h"

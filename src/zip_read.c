@@ -1,0 +1,2 @@
+/* zip_read.c - placeholder until implemented */
+#include "internal.h"

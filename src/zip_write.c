@@ -1,0 +1,2 @@
+/* zip_write.c - placeholder until implemented */
+#include "internal.h"
