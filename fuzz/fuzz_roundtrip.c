@@ -1,0 +1,113 @@
+/*
+ fuzz_roundtrip.c - load -> save -> load must give an equal tree. Anything the loader accepts and
+ the writer agrees to write must come back with the same kinds, values, tensor metadata and
+ element bytes; a difference aborts (a finding).
+*/
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Compares two trees, spending at most *budget node visits (shared subtrees are visited again,
+   so a "billion laughs" DAG exhausts the budget instead of the time limit). */
+static bool same(const sdict_value *a, const sdict_value *b, int depth, long *budget) {
+    if (depth > 200 || --*budget < 0)
+        return true; /* too big to compare: not a finding */
+    sdict_kind k = sdict_value_kind(a);
+    if (k != sdict_value_kind(b))
+        return false;
+    switch (k) {
+    case SDICT_KIND_NONE:
+        return true;
+    case SDICT_KIND_BOOL:
+        return sdict_bool_get(a) == sdict_bool_get(b);
+    case SDICT_KIND_INT: {
+        char x[128], y[128];
+        size_t n = sdict_int_to_string(a, x, sizeof x), m = sdict_int_to_string(b, y, sizeof y);
+        return n == m && strcmp(x, y) == 0;
+    }
+    case SDICT_KIND_FLOAT: {
+        double x = sdict_float_get(a), y = sdict_float_get(b);
+        return memcmp(&x, &y, sizeof x) == 0 || (isnan(x) && isnan(y));
+    }
+    case SDICT_KIND_STR:
+    case SDICT_KIND_BYTES: {
+        size_t n = 0, m = 0;
+        const void *x = k == SDICT_KIND_STR ? (const void *)sdict_str_get(a, &n) : sdict_bytes_get(a, &n);
+        const void *y = k == SDICT_KIND_STR ? (const void *)sdict_str_get(b, &m) : sdict_bytes_get(b, &m);
+        return n == m && (n == 0 || memcmp(x, y, n) == 0);
+    }
+    case SDICT_KIND_LIST:
+    case SDICT_KIND_TUPLE:
+    case SDICT_KIND_SET:
+        if (sdict_seq_len(a) != sdict_seq_len(b))
+            return false;
+        for (size_t i = 0; i < sdict_seq_len(a); i++)
+            if (!same(sdict_seq_item(a, i), sdict_seq_item(b, i), depth + 1, budget))
+                return false;
+        return true;
+    case SDICT_KIND_DICT:
+        if (sdict_dict_len(a) != sdict_dict_len(b) ||
+            sdict_dict_is_ordered(a) != sdict_dict_is_ordered(b))
+            return false;
+        for (size_t i = 0; i < sdict_dict_len(a); i++)
+            if (!same(sdict_dict_key(a, i), sdict_dict_key(b, i), depth + 1, budget) ||
+                !same(sdict_dict_val(a, i), sdict_dict_val(b, i), depth + 1, budget))
+                return false;
+        if ((sdict_dict_attrs(a) == NULL) != (sdict_dict_attrs(b) == NULL))
+            return false;
+        return !sdict_dict_attrs(a) ||
+               same(sdict_dict_attrs(a), sdict_dict_attrs(b), depth + 1, budget);
+    case SDICT_KIND_DTYPE:
+        return sdict_dtype_value_get(a) == sdict_dtype_value_get(b);
+    case SDICT_KIND_TENSOR: {
+        const sdict_tensor *x = sdict_value_tensor(a), *y = sdict_value_tensor(b);
+        if (x->dtype != y->dtype || x->ndim != y->ndim || x->storage_offset != y->storage_offset ||
+            x->requires_grad != y->requires_grad || x->is_parameter != y->is_parameter ||
+            (x->storage == NULL) != (y->storage == NULL))
+            return false;
+        for (int i = 0; i < x->ndim; i++)
+            if (x->shape[i] != y->shape[i] || x->stride[i] != y->stride[i])
+                return false;
+        if (!x->storage)
+            return true;
+        size_t n = sdict_tensor_nbytes(x);
+        if (n > (1u << 24))
+            return true;
+        void *p = malloc(n ? n : 1), *q = malloc(n ? n : 1);
+        bool eq = p && q && sdict_tensor_copy_to(x, x->dtype, p, n, NULL) == SDICT_OK &&
+                  sdict_tensor_copy_to(y, y->dtype, q, n, NULL) == SDICT_OK &&
+                  memcmp(p, q, n) == 0;
+        free(p);
+        free(q);
+        return eq || !p || !q;
+    }
+    default:
+        return true;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    sdict_load_opts opts = {.limits = {.max_str_bytes = 1u << 20, .max_values = 1u << 20,
+                                       .max_records = 4096, .max_inflate = 1u << 24}};
+    sdict_doc *a = NULL, *b = NULL;
+    void *buf = NULL;
+    size_t n = 0;
+    if (sdict_load_buffer(data, size, "fuzz", &opts, &a, NULL) != SDICT_OK)
+        return 0;
+    if (sdict_save_buffer(sdict_doc_root(a), NULL, &buf, &n, NULL) == SDICT_OK) {
+        sdict_error err;
+        if (sdict_load_buffer(buf, n, "resaved", &opts, &b, &err) != SDICT_OK)
+            abort(); /* statedict wrote a file it cannot read back */
+        long budget = 1L << 20;
+        if (!same(sdict_doc_root(a), sdict_doc_root(b), 0, &budget))
+            abort(); /* the tree changed on the way through save and load */
+        sdict_doc_free(b);
+        sdict_free_buffer(buf);
+    }
+    sdict_doc_free(a);
+    return 0;
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/python3
+"""Regenerates the fuzz seed corpus (fuzz/corpus/<target>/) from real torch output.
+
+Run with Debian's /usr/bin/python3 (torch 1.13). Seeds are small on purpose: the fuzzer mutates
+them, and the replay tests run them all on every CI run.
+"""
+import collections, io, os, pickle, shutil, sys, zipfile
+import torch
+
+here = os.path.dirname(os.path.abspath(__file__))
+torch.manual_seed(0)
+
+def tiny_net():
+    sd = collections.OrderedDict()
+    sd['fc.weight'] = torch.randn(3, 2)
+    sd['fc.bias'] = torch.randn(3)
+    sd['bn.running_mean'] = torch.zeros(3)
+    sd['bn.num_batches_tracked'] = torch.tensor(5)
+    sd._metadata = collections.OrderedDict([('', {'version': 1}), ('bn', {'version': 2})])
+    return sd
+
+base = torch.arange(12, dtype=torch.float32)
+objects = {
+    'state_dict': tiny_net(),
+    'checkpoint': {'epoch': 3, 'loss': 0.25, 'model_state_dict': tiny_net(),
+                   'optimizer_state_dict': {'state': {0: {'momentum_buffer': torch.ones(2)}},
+                                            'param_groups': [{'lr': 0.1, 'momentum': 0.9,
+                                                              'params': [0, 1]}]}},
+    'views': {'base': base, 'slice': base[2:8].view(2, 3), 't': base.view(3, 4).t(),
+              'scalar': torch.tensor(1.5, dtype=torch.float64)},
+    'dtypes': {str(d): torch.ones(2, dtype=d) for d in
+               [torch.float16, torch.bfloat16, torch.int8, torch.uint8, torch.bool,
+                torch.complex64, torch.int64, torch.int16, torch.int32]},
+    'values': {'none': None, 'big': 2**80, 'neg': -2**70, 'f': float('nan'), 's': 'héllo',
+               'b': b'\x00\xff', 'l': [1, (2, 3)], 'set': {1, 2}, 'nested': {0: {1: 'x'}}},
+    'empty': torch.empty(0),
+}
+
+def emit(target, name, data):
+    d = os.path.join(here, 'corpus', target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+for t in ['fuzz_zip_read', 'fuzz_pickle', 'fuzz_load', 'fuzz_roundtrip']:
+    shutil.rmtree(os.path.join(here, 'corpus', t), ignore_errors=True)
+
+for name, obj in objects.items():
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    z = buf.getvalue()
+    for t in ['fuzz_zip_read', 'fuzz_load', 'fuzz_roundtrip']:
+        emit(t, name + '.pt', z)
+    with zipfile.ZipFile(io.BytesIO(z)) as zf:
+        emit('fuzz_pickle', name + '.pkl', zf.read('archive/data.pkl'))
+    legacy = io.BytesIO()
+    torch.save(obj, legacy, _use_new_zipfile_serialization=False)
+    emit('fuzz_load', name + '.legacy', legacy.getvalue())
+    emit('fuzz_roundtrip', name + '.legacy', legacy.getvalue())
+
+for proto in range(0, 6):
+    emit('fuzz_pickle', 'plain_p%d.pkl' % proto, pickle.dumps(objects['values'], protocol=proto))
+print('corpus written')
