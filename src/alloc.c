@@ -1,2 +1,151 @@
-/* alloc.c - placeholder until implemented */
+/*
+ alloc.c - the process-wide allocator hook and a growable byte buffer.
+
+ Every allocation the library makes goes through sdict__malloc/realloc/free so a test can
+ install a counting allocator that fails the Nth call and drive each out-of-memory path.
+ Zero-byte requests are rounded up to one byte: callers treat NULL as failure only.
+*/
 #include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *libc_malloc(void *ctx, size_t n) {
+    (void)ctx;
+    return malloc(n);
+}
+static void *libc_realloc(void *ctx, void *p, size_t n) {
+    (void)ctx;
+    return realloc(p, n);
+}
+static void libc_free(void *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+
+static sdict_allocator g_alloc = {libc_malloc, libc_realloc, libc_free, NULL};
+
+void sdict_set_allocator(const sdict_allocator *alc) {
+    if (alc && alc->malloc && alc->realloc && alc->free) {
+        g_alloc = *alc;
+    } else {
+        g_alloc.malloc = libc_malloc;
+        g_alloc.realloc = libc_realloc;
+        g_alloc.free = libc_free;
+        g_alloc.ctx = NULL;
+    }
+}
+
+void *sdict__malloc(size_t n) { return g_alloc.malloc(g_alloc.ctx, n ? n : 1); }
+
+void *sdict__calloc(size_t count, size_t size) {
+    uint64_t total;
+    if (!sdict__mul_u64(count, size, &total) || total > SIZE_MAX)
+        return NULL;
+    /* With the default allocator use calloc: large blocks come zeroed from the kernel, so a
+       storage that is about to be overwritten is not touched twice. */
+    if (g_alloc.malloc == libc_malloc)
+        return calloc(total ? (size_t)total : 1, 1);
+    void *p = sdict__malloc((size_t)total);
+    if (p)
+        memset(p, 0, (size_t)total);
+    return p;
+}
+
+void *sdict__realloc(void *p, size_t n) {
+    if (!p)
+        return sdict__malloc(n);
+    return g_alloc.realloc(g_alloc.ctx, p, n ? n : 1);
+}
+
+void sdict__free(void *p) {
+    if (p)
+        g_alloc.free(g_alloc.ctx, p);
+}
+
+char *sdict__strndup(const char *s, size_t n) {
+    if (n == SIZE_MAX)
+        return NULL;
+    char *d = sdict__malloc(n + 1);
+    if (!d)
+        return NULL;
+    if (n)
+        memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+/*==================================================================================================
+ MARK: Growable buffer
+==================================================================================================*/
+
+void sdict__buf_init(sdict__buf *b) {
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->oom = false;
+}
+
+void sdict__buf_free(sdict__buf *b) {
+    sdict__free(b->data);
+    sdict__buf_init(b);
+}
+
+/* Grows capacity to hold `extra` more bytes; doubles so appends are amortised O(1). */
+static bool buf_reserve(sdict__buf *b, size_t extra) {
+    if (b->oom)
+        return false;
+    if (extra <= b->cap - b->len)
+        return true;
+    if (extra > SIZE_MAX - b->len) {
+        b->oom = true;
+        return false;
+    }
+    size_t need = b->len + extra;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    uint8_t *p = sdict__realloc(b->data, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->data = p;
+    b->cap = cap;
+    return true;
+}
+
+void sdict__buf_append(sdict__buf *b, const void *p, size_t n) {
+    if (n == 0 || !buf_reserve(b, n))
+        return;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void sdict__buf_byte(sdict__buf *b, uint8_t c) { sdict__buf_append(b, &c, 1); }
+
+void sdict__buf_le16(sdict__buf *b, uint16_t v) {
+    uint8_t t[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    sdict__buf_append(b, t, 2);
+}
+
+void sdict__buf_le32(sdict__buf *b, uint32_t v) {
+    uint8_t t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = (uint8_t)(v >> (8 * i));
+    sdict__buf_append(b, t, 4);
+}
+
+void sdict__buf_le64(sdict__buf *b, uint64_t v) {
+    uint8_t t[8];
+    for (int i = 0; i < 8; i++)
+        t[i] = (uint8_t)(v >> (8 * i));
+    sdict__buf_append(b, t, 8);
+}
+
+sdict_status sdict__buf_status(const sdict__buf *b, sdict_error *err) {
+    if (b->oom)
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory growing a %zu-byte buffer",
+                          b->len);
+    return SDICT_OK;
+}
