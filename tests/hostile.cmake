@@ -1,0 +1,13 @@
+# Hostile corpus (issue 4): generated at test time by a committed script (standard library only),
+# then refused by the library (test_hostile) and by the CLI (exit 3).
+set(SDICT_HOSTILE_DIR ${CMAKE_CURRENT_BINARY_DIR}/hostile)
+add_test(NAME hostile_generate
+         COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/hostile/gen_hostile.py
+                 ${SDICT_HOSTILE_DIR} ${SDICT_HOSTILE_DIR}/PWNED)
+set_tests_properties(hostile_generate PROPERTIES FIXTURES_SETUP hostile LABELS hostile)
+set_tests_properties(test_hostile PROPERTIES FIXTURES_REQUIRED hostile LABELS "unit;hostile")
+if(TARGET statedict_cli)
+  add_test(NAME cli_hostile COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/hostile/cli_hostile.sh
+           $<TARGET_FILE:statedict_cli> ${SDICT_HOSTILE_DIR})
+  set_tests_properties(cli_hostile PROPERTIES FIXTURES_REQUIRED hostile LABELS "cli;hostile" TIMEOUT 1200)
+endif()

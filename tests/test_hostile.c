@@ -1,0 +1,124 @@
+/*
+ test_hostile.c - every file of the hostile corpus (tests/hostile/gen_hostile.py) is refused with
+ one of the statuses its manifest allows, through the mapped, copying and in-memory loaders, and
+ the error names the file, a record or offset, and says what was wrong. No case may leave the
+ marker file its payload would create if anything ran.
+
+ Usage: test_hostile BUILD_TESTS_DIR   (its hostile/ holds the generated cases and manifest.tsv)
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "statedict.h"
+
+static const char *g_dir;
+
+/* "SDICT_E_CRC: ..." -> compares the name part with one entry of a comma-separated set. */
+static int status_in(sdict_status st, const char *set) {
+    const char *s = sdict_status_str(st);
+    size_t n = strcspn(s, ":");
+    const char *p = set;
+    while (*p) {
+        size_t m = strcspn(p, ",");
+        if (m == n && strncmp(p, s, n) == 0)
+            return 1;
+        p += m + (p[m] == ',');
+    }
+    return 0;
+}
+
+static void *read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc(len > 0 ? (size_t)len : 1);
+    if (p && len > 0 && fread(p, 1, (size_t)len, f) != (size_t)len) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    *n = (size_t)(len > 0 ? len : 0);
+    return p;
+}
+
+static void test_every_case_refused(void **state) {
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest.tsv", g_dir);
+    FILE *m = fopen(path, "r");
+    assert_non_null(m);
+    char line[1024];
+    int cases = 0, refused = 0;
+    while (fgets(line, sizeof line, m)) {
+        char *tab = strchr(line, '\t');
+        assert_non_null(tab);
+        *tab = '\0';
+        char *expect = tab + 1;
+        expect[strcspn(expect, "\n")] = '\0';
+        snprintf(path, sizeof path, "%s/%s.pt", g_dir, line);
+        cases++;
+        int ok_all = 1;
+        for (int mode = 0; mode < 3; mode++) {
+            sdict_load_opts opts = {0};
+            if (mode == 1)
+                opts.flags = SDICT_LOAD_COPY;
+            sdict_doc *doc = NULL;
+            sdict_error err;
+            memset(&err, 0, sizeof err);
+            sdict_status st;
+            if (mode < 2) {
+                st = sdict_load(path, &opts, &doc, &err);
+            } else {
+                size_t n = 0;
+                void *data = read_all(path, &n);
+                assert_true(data != NULL || n == 0);
+                st = sdict_load_buffer(data, n, line, NULL, &doc, &err);
+                free(data);
+            }
+            if (st == SDICT_OK || !status_in(st, expect)) {
+                char msg[1024];
+                fprintf(stderr, "case %s (mode %d): got %s, expected one of %s; %s\n", line, mode,
+                        sdict_status_str(st), expect,
+                        st == SDICT_OK ? "loaded" : sdict_error_format(&err, msg, sizeof msg));
+                ok_all = 0;
+            } else if (err.code != st || err.message[0] == '\0' || err.file[0] == '\0') {
+                fprintf(stderr, "case %s (mode %d): error detail missing (code %d, file '%s', "
+                        "message '%s')\n", line, mode, err.code, err.file, err.message);
+                ok_all = 0;
+            }
+            assert_null(doc);
+            sdict_doc_free(doc);
+        }
+        refused += ok_all;
+    }
+    fclose(m);
+    snprintf(path, sizeof path, "%s/PWNED", g_dir);
+    assert_int_not_equal(access(path, F_OK), 0); /* nothing ran */
+    printf("hostile corpus: %d cases, %d refused as specified in all three loaders\n", cases,
+           refused);
+    assert_true(cases > 100);
+    assert_int_equal(refused, cases);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_hostile DIR (run through ctest)\n");
+        return 77;
+    }
+    static char dir[4096];
+    snprintf(dir, sizeof dir, "%s/hostile", argv[1]);
+    g_dir = dir;
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_every_case_refused)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
