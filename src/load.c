@@ -1,2 +1,1093 @@
-/* load.c - placeholder until implemented */
+/*
+ load.c - sdict_load / sdict_load_buffer / sdict_scan / sdict_verify.
+
+ Detects the container from the content (never the file name), then drives the zip reader and
+ the pickle machine:
+   zip    (torch >= 1.6)  data.pkl + data/<key> records; storages mapped or copied
+   legacy (torch 0.4-1.5) magic, protocol, sys_info, object pickle, key list, raw payloads
+   tar    (torch < 0.4)   members sys_info, pickle, tensors, storages
+ Storages are created by the persistent_load callback given to the pickle machine and cached by
+ key, so tensors that shared a storage in torch share one sdict_storage here.
+*/
 #include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*==================================================================================================
+ MARK: Small helpers
+==================================================================================================*/
+
+static bool host_big_endian(void) {
+    const uint16_t one = 1;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 0;
+}
+
+static void fill_limits(sdict_limits *l, const sdict_load_opts *opts) {
+    if (opts)
+        *l = opts->limits;
+    else
+        memset(l, 0, sizeof *l);
+    if (!l->max_depth) l->max_depth = 1000;
+    if (!l->max_memo) l->max_memo = 16u << 20;
+    if (!l->max_stack) l->max_stack = 16u << 20;
+    if (!l->max_str_bytes) l->max_str_bytes = 1u << 30;
+    if (!l->max_values) l->max_values = 64u << 20;
+    if (!l->max_records) l->max_records = 1u << 20;
+    if (!l->max_inflate) l->max_inflate = (uint64_t)16 << 30;
+}
+
+/* Swaps payload bytes read from a file of the other byte order. Complex types swap each
+   component (a complex64 is two float32). */
+static void swap_payload(void *data, size_t nbytes, sdict_dtype dtype) {
+    size_t es = sdict_dtype_size(dtype);
+    if (dtype == SDICT_COMPLEX128 || dtype == SDICT_COMPLEX64 || dtype == SDICT_COMPLEX32)
+        es /= 2;
+    if (es > 1)
+        sdict__byteswap(data, nbytes / es, es);
+}
+
+/*==================================================================================================
+ MARK: Storage cache (key -> storage value), open addressing on an FNV-1a hash
+==================================================================================================*/
+
+typedef struct cache_ent {
+    char *key;
+    sdict_value *val;        /* storage value in the doc (holds the storage reference) */
+    sdict_storage *storage;  /* borrowed from val */
+    sdict_dtype dtype;
+    int64_t numel;
+    bool root;               /* legacy: a storage whose payload follows the key list */
+    bool filled;             /* legacy: payload read */
+} cache_ent;
+
+typedef struct cache {
+    cache_ent *ents;
+    size_t n, cap;     /* ents used / allocated */
+    uint32_t *slots;   /* index + 1 into ents, 0 = empty */
+    size_t nslots;     /* power of two */
+} cache;
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static void cache_free(cache *c) {
+    for (size_t i = 0; i < c->n; i++)
+        sdict__free(c->ents[i].key);
+    sdict__free(c->ents);
+    sdict__free(c->slots);
+    memset(c, 0, sizeof *c);
+}
+
+static cache_ent *cache_find(const cache *c, const char *key) {
+    if (!c->nslots)
+        return NULL;
+    for (size_t i = (size_t)fnv1a(key) & (c->nslots - 1);; i = (i + 1) & (c->nslots - 1)) {
+        uint32_t s = c->slots[i];
+        if (!s)
+            return NULL;
+        if (strcmp(c->ents[s - 1].key, key) == 0)
+            return &c->ents[s - 1];
+    }
+}
+
+static void cache_slot_insert(cache *c, uint32_t idx1) {
+    size_t i = (size_t)fnv1a(c->ents[idx1 - 1].key) & (c->nslots - 1);
+    while (c->slots[i])
+        i = (i + 1) & (c->nslots - 1);
+    c->slots[i] = idx1;
+}
+
+/* Adds an entry (key copied); returns it or NULL on out-of-memory. */
+static cache_ent *cache_add(cache *c, const char *key) {
+    if (c->n >= UINT32_MAX - 1)
+        return NULL;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        cache_ent *e = sdict__realloc(c->ents, cap * sizeof *e);
+        if (!e)
+            return NULL;
+        c->ents = e;
+        c->cap = cap;
+    }
+    if ((c->n + 1) * 2 > c->nslots) {
+        size_t ns = c->nslots ? c->nslots * 2 : 32;
+        uint32_t *slots = sdict__calloc(ns, sizeof *slots);
+        if (!slots)
+            return NULL;
+        sdict__free(c->slots);
+        c->slots = slots;
+        c->nslots = ns;
+        for (size_t i = 0; i < c->n; i++)
+            cache_slot_insert(c, (uint32_t)(i + 1));
+    }
+    cache_ent *e = &c->ents[c->n];
+    memset(e, 0, sizeof *e);
+    e->key = sdict__strndup(key, strlen(key));
+    if (!e->key)
+        return NULL;
+    c->n++;
+    cache_slot_insert(c, (uint32_t)c->n);
+    return e;
+}
+
+/*==================================================================================================
+ MARK: Loader state
+==================================================================================================*/
+
+typedef struct scan_state {
+    void (*fn)(void *ctx, const sdict_scan_item *item);
+    void *ctx;
+    const char *record;
+    size_t unsafe;
+} scan_state;
+
+typedef struct loader {
+    sdict_doc *doc;
+    sdict__source *src;
+    sdict_limits limits;
+    uint32_t flags;
+    bool scan;              /* sdict_scan: no payload bytes read, globals reported */
+    bool verify_crc;
+    bool big_endian;        /* payloads in the file are big-endian */
+    scan_state *ss;
+    cache storages;
+    /* zip */
+    sdict__zip *zip;
+    const char *data_dir;   /* "data/" (or "constants/" for TorchScript constants.pkl in scans) */
+    bool crc_all_zero;      /* writer computed no CRCs (torch 2.6+ compute_crc32=False) */
+    /* legacy */
+    const uint8_t *win;     /* bytes [0, win_size) of the file */
+    uint64_t win_size;
+    uint64_t alloc_budget;  /* legacy: payload bytes still possible after the pickles */
+    bool verify_all;        /* sdict_verify: CRC-check every record, read or not */
+    bool win_truncated;     /* legacy: a pickle ran past the window (read more, retry) */
+    char rec[200];          /* scratch record name */
+} loader;
+
+/* The unpickler passes its ctx, the loader, to both callbacks. */
+static void on_global_cb(void *ctx, const char *module, const char *name, bool allowed,
+                         int64_t offset) {
+    scan_state *ss = ((loader *)ctx)->ss;
+    if (!allowed)
+        ss->unsafe++;
+    if (ss->fn) {
+        sdict_scan_item it = {module, name, allowed, ss->record, offset};
+        ss->fn(ss->ctx, &it);
+    }
+}
+
+/* Runs the pickle machine over data[0, size) for record `record`. */
+static sdict_status run_pickle(loader *L, const uint8_t *data, size_t size, const char *record,
+                               sdict_status (*pl)(void *, sdict_value *, int64_t, sdict_value **,
+                                                  sdict_error *),
+                               sdict_value **out, size_t *consumed, sdict_error *err) {
+    sdict__unpickler u;
+    memset(&u, 0, sizeof u);
+    u.doc = L->doc;
+    u.data = data;
+    u.size = size;
+    u.record = record;
+    u.limits = &L->limits;
+    u.persistent_load = pl;
+    u.ctx = L;
+    if (L->ss) {
+        L->ss->record = record;
+        u.on_global = on_global_cb;
+        u.scan = true;
+    }
+    sdict_status st = sdict__unpickle(&u, out, err);
+    if (consumed)
+        *consumed = u.consumed;
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Persistent ids
+==================================================================================================*/
+
+/* A parsed storage persistent id: ('storage', cls, key, location, numel[, view_metadata]). */
+typedef struct pid_info {
+    sdict_dtype dtype;
+    char key[64];
+    int64_t numel;
+    const sdict_value *view; /* legacy view_metadata tuple, or NULL */
+} pid_info;
+
+/* Decimal text of a key value (str, bytes or int), into buf. */
+static bool key_text(const sdict_value *v, char *buf, size_t n) {
+    size_t len = 0;
+    const char *s = NULL;
+    if (sdict_value_kind(v) == SDICT_KIND_STR)
+        s = sdict_str_get(v, &len);
+    else if (sdict_value_kind(v) == SDICT_KIND_BYTES)
+        s = sdict_bytes_get(v, &len);
+    else if (sdict_value_kind(v) == SDICT_KIND_INT) {
+        size_t need = sdict_int_to_string(v, buf, n);
+        return need > 0 && need < n;
+    }
+    if (!s || len == 0 || len >= n || memchr(s, '\0', len))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return true;
+}
+
+/* The dtype a storage class value stands for. The pickle machine turns GLOBAL torch.FloatStorage
+   into a dtype value; a str naming the class is accepted too; UntypedStorage is bytes. */
+static bool storage_class_dtype(const sdict_value *v, sdict_dtype *out) {
+    if (sdict_value_kind(v) == SDICT_KIND_DTYPE) {
+        *out = sdict_dtype_value_get(v);
+        return *out < SDICT_DTYPE_COUNT;
+    }
+    if (sdict_value_kind(v) == SDICT_KIND_STR) {
+        const char *s = sdict_str_get(v, NULL);
+        const char *dot = strrchr(s, '.');
+        const char *name = dot ? dot + 1 : s;
+        if (strcmp(name, "UntypedStorage") == 0) {
+            *out = SDICT_UINT8;
+            return true;
+        }
+        return sdict__dtype_from_storage_class(name, out);
+    }
+    return false;
+}
+
+static sdict_status parse_pid(const char *record, int64_t off, const sdict_value *pid, bool legacy,
+                              pid_info *p, sdict_error *err) {
+    memset(p, 0, sizeof *p);
+    size_t n = sdict_seq_len(pid);
+    sdict_kind k = sdict_value_kind(pid);
+    if (k != SDICT_KIND_TUPLE && k != SDICT_KIND_LIST)
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "persistent id is a %s, expected a tuple", sdict_kind_name(k));
+    const char *tn = n ? sdict_str_get(sdict_seq_item(pid, 0), NULL) : NULL;
+    if (!tn || strcmp(tn, "storage") != 0)
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "persistent id type '%s' is not 'storage'", tn ? tn : "?");
+    if (legacy ? (n != 6 && n != 5) : n != 5)
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "storage persistent id has %zu items, expected %d", n, legacy ? 6 : 5);
+    if (!storage_class_dtype(sdict_seq_item(pid, 1), &p->dtype))
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "storage persistent id: item 1 is a %s, not a storage class",
+                          sdict_kind_name(sdict_value_kind(sdict_seq_item(pid, 1))));
+    if (!key_text(sdict_seq_item(pid, 2), p->key, sizeof p->key))
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "storage persistent id: key is not a short string");
+    if (sdict_value_kind(sdict_seq_item(pid, 3)) != SDICT_KIND_STR &&
+        sdict_value_kind(sdict_seq_item(pid, 3)) != SDICT_KIND_BYTES)
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "storage persistent id: location is not a string");
+    const sdict_value *nv = sdict_seq_item(pid, 4);
+    if (sdict_value_kind(nv) != SDICT_KIND_INT || sdict_int_get(nv, &p->numel) != SDICT_OK ||
+        p->numel < 0)
+        return sdict__err(err, SDICT_E_STORAGE, record, off,
+                          "storage '%s': element count is not an int in 0..2^63-1", p->key);
+    if (n == 6 && sdict_value_kind(sdict_seq_item(pid, 5)) != SDICT_KIND_NONE)
+        p->view = sdict_seq_item(pid, 5);
+    return SDICT_OK;
+}
+
+static sdict_status storage_nbytes(const char *record, int64_t off, const pid_info *p,
+                                   uint64_t *out, sdict_error *err) {
+    if (!sdict__mul_u64((uint64_t)p->numel, sdict_dtype_size(p->dtype), out) || *out > SIZE_MAX)
+        return sdict__err(err, SDICT_E_STORAGE, record, off,
+                          "storage '%s': %lld elements of %s overflow", p->key,
+                          (long long)p->numel, sdict_dtype_name(p->dtype));
+    return SDICT_OK;
+}
+
+/* Caches a new storage (reference moved into a storage value of the doc). */
+static sdict_status cache_storage(loader *L, const char *key, sdict_storage *s, sdict_dtype dtype,
+                                  int64_t numel, cache_ent **out, sdict_error *err) {
+    sdict_status st = sdict__storage_set_key(s, key, err);
+    sdict_value *v = st == SDICT_OK ? sdict__storage_value_new(L->doc, s, dtype) : NULL;
+    sdict_storage_release(s); /* the value holds its own reference */
+    if (st != SDICT_OK)
+        return st;
+    cache_ent *e = v ? cache_add(&L->storages, key) : NULL;
+    if (!e)
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory caching storage '%s'", key);
+    e->val = v;
+    e->storage = s;
+    e->dtype = dtype;
+    e->numel = numel;
+    *out = e;
+    return SDICT_OK;
+}
+
+/* A second reference to a cached key must use the same dtype (torch's writer refuses to save
+   one storage as two types; a file that does so is inconsistent). */
+static sdict_status cached_value(const cache_ent *e, const char *record, int64_t off,
+                                 sdict_dtype dtype, sdict_value **out, sdict_error *err) {
+    if (e->dtype != dtype)
+        return sdict__err(err, SDICT_E_STORAGE, record, off,
+                          "storage '%s' referenced as %s and as %s", e->key,
+                          sdict_dtype_name(e->dtype), sdict_dtype_name(dtype));
+    *out = e->val;
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Zip format
+==================================================================================================*/
+
+static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off,
+                                        sdict_value **out, sdict_error *err) {
+    loader *L = ctx;
+    char pkl_rec[200];
+    snprintf(pkl_rec, sizeof pkl_rec, "%s%s", sdict__zip_prefix(L->zip), "data.pkl");
+    pid_info p;
+    sdict_status st = parse_pid(pkl_rec, off, pid, false, &p, err);
+    if (st != SDICT_OK)
+        return st;
+    cache_ent *ce = cache_find(&L->storages, p.key);
+    if (ce)
+        return cached_value(ce, pkl_rec, off, p.dtype, out, err);
+
+    char rel[96];
+    snprintf(rel, sizeof rel, "%s%s", L->data_dir, p.key);
+    snprintf(L->rec, sizeof L->rec, "%s%s", sdict__zip_prefix(L->zip), rel);
+    const sdict__zip_entry *e = sdict__zip_find(L->zip, rel);
+    if (!e)
+        return sdict__err(err, SDICT_E_STORAGE, pkl_rec, off, "storage record %s is missing",
+                          L->rec);
+    uint64_t nbytes;
+    if ((st = storage_nbytes(pkl_rec, off, &p, &nbytes, err)) != SDICT_OK)
+        return st;
+    /* torch 1.13 does not compare these and exposes bytes past the record (CVE-2026-24747). */
+    if (nbytes != e->size)
+        return sdict__err(err, SDICT_E_STORAGE, L->rec, -1,
+                          "storage '%s' declares %lld x %s = %llu bytes but the record has %llu",
+                          p.key, (long long)p.numel, sdict_dtype_name(p.dtype),
+                          (unsigned long long)nbytes, (unsigned long long)e->size);
+
+    bool swap = L->big_endian != host_big_endian() && sdict_dtype_size(p.dtype) > 1;
+    sdict_storage *s = NULL;
+    bool crc = L->verify_crc && !L->crc_all_zero;
+    const sdict__mapping *m = L->src->mapping;
+    if (m && e->method == 0 && !swap && nbytes > 0 &&
+        (L->scan || e->data_offset % 64 == 0)) {
+        /* Zero-copy: the record is the storage. Scans map any offset: nothing reads it. */
+        if (crc && !L->scan) {
+            uint32_t c = sdict__crc32(0, sdict__mapping_base(m) + e->data_offset, (size_t)nbytes);
+            if (c != e->crc32)
+                return sdict__err(err, SDICT_E_CRC, L->rec, -1,
+                                  "CRC-32 is %08x, the central directory says %08x", c, e->crc32);
+        }
+        st = sdict__storage_new_mapped(L->src->mapping, e->data_offset, (size_t)nbytes, &s, err);
+        if (st != SDICT_OK)
+            return st;
+    } else {
+        if ((st = sdict_storage_new((size_t)nbytes, &s, err)) != SDICT_OK)
+            return st;
+        if (!L->scan && nbytes > 0) {
+            st = sdict__zip_read(L->zip, e, sdict_storage_data(s), (size_t)nbytes, crc, err);
+            if (st != SDICT_OK) {
+                sdict_storage_release(s);
+                return st;
+            }
+            if (swap)
+                swap_payload(sdict_storage_data(s), (size_t)nbytes, p.dtype);
+        }
+    }
+    if ((st = cache_storage(L, p.key, s, p.dtype, p.numel, &ce, err)) != SDICT_OK)
+        return st;
+    *out = ce->val;
+    return SDICT_OK;
+}
+
+/* Reads a small text record (version, byteorder) into buf; *found false when absent. */
+static sdict_status read_small(loader *L, const char *rel, char *buf, size_t n, bool *found,
+                               sdict_error *err) {
+    const sdict__zip_entry *e = sdict__zip_find(L->zip, rel);
+    *found = e != NULL;
+    buf[0] = '\0';
+    if (!e)
+        return SDICT_OK;
+    if (e->size >= n)
+        return sdict__err(err, SDICT_E_FORMAT, e->name, -1,
+                          "record is %llu bytes; expected at most %zu", (unsigned long long)e->size,
+                          n - 1);
+    sdict_status st = sdict__zip_read(L->zip, e, buf, n, L->verify_crc && !L->crc_all_zero, err);
+    if (st != SDICT_OK)
+        return st;
+    buf[e->size] = '\0';
+    return SDICT_OK;
+}
+
+/* Reads a whole record into a new heap buffer (bounded by the file size or max_inflate). */
+static sdict_status read_record(loader *L, const sdict__zip_entry *e, uint8_t **out,
+                                sdict_error *err) {
+    *out = NULL;
+    uint64_t bound = e->method == 0 ? L->src->size : L->limits.max_inflate;
+    if (e->size > bound || e->size > SIZE_MAX - 1)
+        return sdict__err(err, e->method == 0 ? SDICT_E_ZIP_CORRUPT : SDICT_E_LIMIT, e->name, -1,
+                          "record claims %llu bytes (limit %llu)", (unsigned long long)e->size,
+                          (unsigned long long)bound);
+    uint8_t *buf = sdict__malloc((size_t)e->size + 1);
+    if (!buf)
+        return sdict__err(err, SDICT_E_NOMEM, e->name, -1, "out of memory for %llu bytes",
+                          (unsigned long long)e->size);
+    sdict_status st = sdict__zip_read(L->zip, e, buf, (size_t)e->size,
+                                      L->verify_crc && !L->crc_all_zero, err);
+    if (st != SDICT_OK) {
+        sdict__free(buf);
+        return st;
+    }
+    *out = buf;
+    return SDICT_OK;
+}
+
+static bool is_ascii_digits(const char *s, size_t n) {
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* Parses "3\n" style decimal records; false for anything else. */
+static bool parse_decimal_record(const char *s, long *out) {
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+        n--;
+    if (n == 0 || n > 9 || !is_ascii_digits(s, n))
+        return false;
+    *out = strtol(s, NULL, 10);
+    return true;
+}
+
+static bool name_ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+static sdict_status zip_checks(loader *L, sdict_error *err) {
+    /* torch 2.6+ writes CRC 0 when compute_crc32=False; only then is "no CRC" plausible. */
+    L->crc_all_zero = true;
+    for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
+        const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
+        if (e->size > 0 && e->crc32 != 0)
+            L->crc_all_zero = false;
+    }
+    char buf[64];
+    bool found;
+    const char *which = ".data/version";
+    sdict_status st = read_small(L, which, buf, sizeof buf, &found, err);
+    if (st == SDICT_OK && !found) {
+        which = "version";
+        st = read_small(L, which, buf, sizeof buf, &found, err);
+    }
+    if (st != SDICT_OK)
+        return st;
+    if (!found)
+        return sdict__err(err, SDICT_E_FORMAT, NULL, -1,
+                          "zip archive has no %sversion record: not a torch.save file",
+                          sdict__zip_prefix(L->zip));
+    long ver;
+    if (!parse_decimal_record(buf, &ver) || ver < 1 || ver > 10)
+        return sdict__err(err, SDICT_E_VERSION, which, 0,
+                          "archive version '%.16s' is not one statedict reads (1..10; torch.save "
+                          "writes 3)", buf);
+
+    if ((st = read_small(L, "byteorder", buf, sizeof buf, &found, err)) != SDICT_OK)
+        return st;
+    if (found) {
+        if (strcmp(buf, "little") == 0)
+            L->big_endian = false;
+        else if (strcmp(buf, "big") == 0)
+            L->big_endian = true;
+        else
+            return sdict__err(err, SDICT_E_FORMAT, "byteorder", 0,
+                              "byteorder record is '%.16s', expected 'little' or 'big'", buf);
+    } else {
+        L->big_endian = (L->flags & SDICT_LOAD_ASSUME_BIG_ENDIAN) != 0;
+    }
+    /* Informational 2.7+ records: accept any decimal, refuse garbage. */
+    static const char *const info[] = {".format_version", ".storage_alignment"};
+    for (size_t i = 0; i < 2; i++) {
+        if ((st = read_small(L, info[i], buf, sizeof buf, &found, err)) != SDICT_OK)
+            return st;
+        if (found && !parse_decimal_record(buf, &ver))
+            return sdict__err(err, SDICT_E_FORMAT, info[i], 0, "record is '%.16s', not a number",
+                              buf);
+    }
+    return SDICT_OK;
+}
+
+/* sdict_verify: the CRC of every record the load did not already check (code, extra files,
+   storages nobody references, records read before CRCs were known to exist). */
+static sdict_status zip_verify_rest(loader *L, sdict_error *err) {
+    if (L->crc_all_zero)
+        return SDICT_OK;
+    size_t plen = strlen(sdict__zip_prefix(L->zip));
+    for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
+        const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
+        const char *rel = e->name + plen;
+        if (strncmp(rel, "data/", 5) == 0 && cache_find(&L->storages, rel + 5))
+            continue; /* checked when it was loaded */
+        uint8_t *buf;
+        sdict_status st = read_record(L, e, &buf, err);
+        if (st != SDICT_OK)
+            return st;
+        sdict__free(buf);
+    }
+    return SDICT_OK;
+}
+
+static sdict_status load_zip(loader *L, sdict_error *err) {
+    sdict_status st = sdict__zip_open(L->src, &L->limits, &L->zip, err);
+    if (st != SDICT_OK)
+        return st;
+    L->data_dir = "data/";
+    if (!L->scan && sdict__zip_find(L->zip, "constants.pkl"))
+        return sdict__err(err, SDICT_E_FORMAT, NULL, -1,
+                          "this is a TorchScript archive (torch.jit.save; it has %sconstants.pkl); "
+                          "statedict reads torch.save files - load it with torch.jit.load",
+                          sdict__zip_prefix(L->zip));
+    if ((st = zip_checks(L, err)) != SDICT_OK)
+        return st;
+
+    if (L->scan) {
+        /* Every pickle record, TorchScript archives included; keep going after errors. */
+        sdict_status first = SDICT_OK;
+        for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
+            const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
+            if (!name_ends_with(e->name, ".pkl"))
+                continue;
+            const char *rel = e->name + strlen(sdict__zip_prefix(L->zip));
+            L->data_dir = strcmp(rel, "constants.pkl") == 0 ? "constants/" : "data/";
+            uint8_t *buf;
+            sdict_value *root = NULL;
+            st = read_record(L, e, &buf, err);
+            if (st == SDICT_OK) {
+                st = run_pickle(L, buf, (size_t)e->size, e->name, zip_persistent_load, &root, NULL,
+                                err);
+                sdict__free(buf);
+            }
+            if (st != SDICT_OK && first == SDICT_OK)
+                first = st;
+            if (st == SDICT_E_NOMEM || st == SDICT_E_IO)
+                break;
+        }
+        return first;
+    }
+
+    const sdict__zip_entry *e = sdict__zip_find(L->zip, "data.pkl");
+    if (!e)
+        return sdict__err(err, SDICT_E_FORMAT, NULL, -1, "zip archive has no %sdata.pkl record",
+                          sdict__zip_prefix(L->zip));
+    uint8_t *buf;
+    if ((st = read_record(L, e, &buf, err)) != SDICT_OK)
+        return st;
+    sdict_value *root = NULL;
+    st = run_pickle(L, buf, (size_t)e->size, e->name, zip_persistent_load, &root, NULL, err);
+    sdict__free(buf);
+    if (st != SDICT_OK)
+        return st;
+    if (sdict_doc_set_root(L->doc, root) != SDICT_OK)
+        return sdict__err(err, SDICT_E_INVALID_ARG, e->name, -1, "cannot set the document root");
+    sdict__doc_set_format(L->doc, SDICT_FORMAT_ZIP, L->big_endian);
+    if (L->verify_all)
+        return zip_verify_rest(L, err);
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Legacy magic-number stream (FORMAT.md 2.1)
+==================================================================================================*/
+
+/* LONG1 0x1950a86a20f9469cfc6c, little-endian two's complement as pickle stores it. */
+static const uint8_t legacy_magic_le[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                            0x20, 0x6a, 0xa8, 0x50, 0x19};
+
+/* Header pickles (magic, protocol, sys_info, key list) carry no persistent ids. */
+static sdict_status refuse_persistent(void *ctx, sdict_value *pid, int64_t off, sdict_value **out,
+                                      sdict_error *err) {
+    loader *L = ctx;
+    if (L->scan) {
+        *out = sdict_none_new(L->doc);
+        return *out ? SDICT_OK : sdict__err(err, SDICT_E_NOMEM, L->rec, off, "out of memory");
+    }
+    return sdict__err(err, SDICT_E_PICKLE_TYPE, L->rec, off,
+                      "unexpected persistent id in a legacy header pickle");
+}
+
+static void release_root(void *ctx, void *data) {
+    (void)data;
+    sdict_storage_release(ctx);
+}
+
+/* ('storage', cls, root_key, location, numel, view_metadata): storages are allocated here and
+   filled after the key list. Their size is bounded by the bytes left in the file. */
+static sdict_status legacy_persistent_load(void *ctx, sdict_value *pid, int64_t off,
+                                           sdict_value **out, sdict_error *err) {
+    loader *L = ctx;
+    const char *rec = L->rec;
+    const char *tn = sdict_str_get(sdict_seq_item(pid, 0), NULL);
+    if (tn && strcmp(tn, "module") == 0) {
+        /* Class-source ids of whole-module pickles; the class itself is refused by the
+           allow-list, so this is only reached while scanning. */
+        if (!L->scan)
+            return sdict__err(err, SDICT_E_UNSUPPORTED, rec, off,
+                              "whole-module pickle (persistent id 'module')");
+        *out = sdict_none_new(L->doc);
+        return *out ? SDICT_OK : sdict__err(err, SDICT_E_NOMEM, rec, off, "out of memory");
+    }
+    pid_info p;
+    sdict_status st = parse_pid(rec, off, pid, true, &p, err);
+    if (st != SDICT_OK)
+        return st;
+    cache_ent *root = cache_find(&L->storages, p.key);
+    if (root && root->dtype != p.dtype)
+        return cached_value(root, rec, off, p.dtype, out, err);
+    if (!root) {
+        uint64_t nbytes;
+        if ((st = storage_nbytes(rec, off, &p, &nbytes, err)) != SDICT_OK)
+            return st;
+        if (nbytes > L->alloc_budget)
+            return sdict__err(err, SDICT_E_STORAGE, rec, off,
+                              "storage '%s' declares %llu bytes but only %llu bytes of payload can "
+                              "follow in the file", p.key, (unsigned long long)nbytes,
+                              (unsigned long long)L->alloc_budget);
+        /* Each payload also carries an 8-byte count. */
+        L->alloc_budget -= nbytes;
+        L->alloc_budget = L->alloc_budget >= 8 ? L->alloc_budget - 8 : 0;
+        sdict_storage *s;
+        if ((st = sdict_storage_new((size_t)nbytes, &s, err)) != SDICT_OK)
+            return st;
+        if ((st = cache_storage(L, p.key, s, p.dtype, p.numel, &root, err)) != SDICT_OK)
+            return st;
+        root->root = true;
+    }
+    if (!p.view) {
+        *out = root->val;
+        return SDICT_OK;
+    }
+
+    /* view_metadata (view_key, offset, size), in elements: a storage slice sharing memory. */
+    const sdict_value *vm = p.view;
+    char vkey[64];
+    int64_t voff = -1, vsize = -1;
+    if (sdict_value_kind(vm) != SDICT_KIND_TUPLE || sdict_seq_len(vm) != 3 ||
+        !key_text(sdict_seq_item(vm, 0), vkey, sizeof vkey) ||
+        sdict_int_get(sdict_seq_item(vm, 1), &voff) != SDICT_OK ||
+        sdict_int_get(sdict_seq_item(vm, 2), &vsize) != SDICT_OK)
+        return sdict__err(err, SDICT_E_UNSUPPORTED, rec, off,
+                          "storage '%s': view metadata is not (key, offset, size)", p.key);
+    cache_ent *ve = cache_find(&L->storages, vkey);
+    if (ve)
+        return cached_value(ve, rec, off, p.dtype, out, err);
+    if (voff < 0 || vsize < 0 || voff > root->numel || vsize > root->numel - voff)
+        return sdict__err(err, SDICT_E_STORAGE, rec, off,
+                          "storage view '%s' [%lld, +%lld) lies outside storage '%s' of %lld "
+                          "elements", vkey, (long long)voff, (long long)vsize, p.key,
+                          (long long)root->numel);
+    size_t es = sdict_dtype_size(p.dtype);
+    uint8_t *base = sdict_storage_data(root->storage);
+    sdict_storage *s;
+    sdict_storage *held = sdict_storage_retain(root->storage);
+    st = sdict_storage_wrap(base ? base + (size_t)voff * es : NULL, (size_t)vsize * es,
+                            release_root, held, &s, err);
+    if (st != SDICT_OK) {
+        sdict_storage_release(held);
+        return st;
+    }
+    if ((st = cache_storage(L, vkey, s, p.dtype, vsize, &ve, err)) != SDICT_OK)
+        return st;
+    *out = ve->val;
+    return SDICT_OK;
+}
+
+/* Hex of the first bytes of the input, for "not a PyTorch checkpoint" messages. */
+static void first_bytes(const loader *L, char *buf, size_t n) {
+    uint8_t head[8];
+    size_t k = L->src->size < sizeof head ? (size_t)L->src->size : sizeof head;
+    buf[0] = '\0';
+    if (sdict__source_read(L->src, 0, head, k, NULL, NULL) != SDICT_OK)
+        return;
+    size_t used = 0;
+    for (size_t i = 0; i < k && used + 4 < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%02x", i ? " " : "", head[i]);
+}
+
+static sdict_status not_torch(loader *L, const char *why, sdict_error *err) {
+    char hex[40];
+    first_bytes(L, hex, sizeof hex);
+    return sdict__err(err, SDICT_E_FORMAT, NULL, 0,
+                      "not a PyTorch checkpoint (first bytes %s): %s", hex, why);
+}
+
+/* One pickle of the legacy stream at *pos, within the window. */
+static sdict_status legacy_pickle(loader *L, uint64_t *pos, const char *rec,
+                                  sdict_status (*pl)(void *, sdict_value *, int64_t,
+                                                     sdict_value **, sdict_error *),
+                                  sdict_value **out, sdict_error *err) {
+    snprintf(L->rec, sizeof L->rec, "%s", rec);
+    size_t used = 0;
+    if (*pos >= L->win_size)
+        return sdict__err(err, SDICT_E_TRUNCATED, rec, -1, "file ends before the %s pickle",
+                          rec + 7);
+    sdict_status st = run_pickle(L, L->win + *pos, (size_t)(L->win_size - *pos), rec, pl, out,
+                                 &used, err);
+    if (st == SDICT_E_TRUNCATED && L->win_size < L->src->size)
+        L->win_truncated = true;
+    if (st == SDICT_OK)
+        *pos += used;
+    return st;
+}
+
+static sdict_status load_legacy(loader *L, sdict_error *err) {
+    uint64_t pos = 0;
+    sdict_value *v = NULL;
+    sdict_status st = legacy_pickle(L, &pos, "legacy:magic", refuse_persistent, &v, err);
+    if (st != SDICT_OK) {
+        /* Refused globals, limits and memory keep their status; anything else simply means the
+           input is not a pickle stream at all. */
+        if (st == SDICT_E_PICKLE_UNSAFE_GLOBAL || st == SDICT_E_NOMEM || st == SDICT_E_LIMIT ||
+            st == SDICT_E_IO || L->win_truncated)
+            return st;
+        char why[sizeof err->message + 64];
+        snprintf(why, sizeof why, "no zip, tar or legacy magic-number header (%s)",
+                 err ? err->message : "not a pickle");
+        return not_torch(L, why, err);
+    }
+    uint8_t ib[16];
+    size_t ilen = 0;
+    const uint8_t *ip = sdict_value_kind(v) == SDICT_KIND_INT ? sdict__int_le_bytes(v, ib, &ilen)
+                                                                : NULL;
+    if (!ip || ilen != sizeof legacy_magic_le || memcmp(ip, legacy_magic_le, ilen) != 0)
+        return not_torch(L, "the first pickle is not the legacy magic number 0x1950a86a20f9469cfc6c",
+                         err);
+    int64_t proto = 0;
+    if ((st = legacy_pickle(L, &pos, "legacy:protocol", refuse_persistent, &v, err)) != SDICT_OK)
+        return st;
+    if (sdict_int_get(v, &proto) != SDICT_OK || proto != 1001)
+        return sdict__err(err, SDICT_E_VERSION, "legacy:protocol", 0,
+                          "legacy protocol version is not 1001");
+    if ((st = legacy_pickle(L, &pos, "legacy:sys_info", refuse_persistent, &v, err)) != SDICT_OK)
+        return st;
+    if (sdict_value_kind(v) != SDICT_KIND_DICT)
+        return sdict__err(err, SDICT_E_FORMAT, "legacy:sys_info", 0,
+                          "sys_info is a %s, expected a dict", sdict_kind_name(sdict_value_kind(v)));
+
+    L->alloc_budget = L->src->size - pos;
+    sdict_value *root = NULL;
+    if ((st = legacy_pickle(L, &pos, "legacy:pickle", legacy_persistent_load, &root, err)) !=
+        SDICT_OK)
+        return st;
+    sdict_value *keys = NULL;
+    if ((st = legacy_pickle(L, &pos, "legacy:storage_keys", refuse_persistent, &keys, err)) !=
+        SDICT_OK)
+        return st;
+    if (sdict_value_kind(keys) != SDICT_KIND_LIST && sdict_value_kind(keys) != SDICT_KIND_TUPLE)
+        return sdict__err(err, SDICT_E_FORMAT, "legacy:storage_keys", 0,
+                          "storage key list is a %s", sdict_kind_name(sdict_value_kind(keys)));
+
+    /* Payloads in key-list order: int64 LE element count, then the raw little-endian bytes. */
+    const char *rec = "legacy:storages";
+    for (size_t i = 0; !L->scan && i < sdict_seq_len(keys); i++) {
+        char key[64];
+        if (!key_text(sdict_seq_item(keys, i), key, sizeof key))
+            return sdict__err(err, SDICT_E_FORMAT, "legacy:storage_keys", -1,
+                              "storage key %zu is not a short string", i);
+        cache_ent *e = cache_find(&L->storages, key);
+        if (!e || !e->root)
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "payload for storage '%s', which no tensor uses", key);
+        if (e->filled)
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "storage '%s' appears twice in the key list", key);
+        uint8_t cnt[8];
+        if ((st = sdict__source_read(L->src, pos, cnt, 8, rec, err)) != SDICT_OK)
+            return st;
+        int64_t count = (int64_t)sdict__le64(cnt);
+        if (count != e->numel)
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "storage '%s' has %lld elements in the file but %lld in the pickle",
+                              key, (long long)count, (long long)e->numel);
+        size_t nbytes = sdict_storage_nbytes(e->storage);
+        pos += 8;
+        st = sdict__source_read(L->src, pos, sdict_storage_data(e->storage), nbytes, rec, err);
+        if (st != SDICT_OK)
+            return st;
+        if (host_big_endian())
+            swap_payload(sdict_storage_data(e->storage), nbytes, e->dtype);
+        e->filled = true;
+        pos += nbytes;
+    }
+    for (size_t i = 0; !L->scan && i < L->storages.n; i++)
+        if (L->storages.ents[i].root && !L->storages.ents[i].filled)
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "storage '%s' has no payload (missing from the key list)",
+                              L->storages.ents[i].key);
+    if (sdict_doc_set_root(L->doc, root) != SDICT_OK)
+        return sdict__err(err, SDICT_E_INVALID_ARG, "legacy:pickle", -1,
+                          "cannot set the document root");
+    sdict__doc_set_format(L->doc, SDICT_FORMAT_LEGACY, false);
+    return SDICT_OK;
+}
+
+/* Runs load_legacy over a window of the file: the whole input when it is in memory, else a
+   prefix read with pread that grows (and the parse restarts in a fresh doc) whenever a pickle
+   runs past it. The pickles precede the payloads, so the window stays small. */
+static sdict_status load_legacy_windowed(loader *L, sdict_error *err) {
+    if (L->src->data) {
+        L->win = L->src->data;
+        L->win_size = L->src->size;
+        return load_legacy(L, err);
+    }
+    uint64_t w = L->src->size < ((uint64_t)1 << 20) ? L->src->size : (uint64_t)1 << 20;
+    for (;;) {
+        uint8_t *buf = sdict__malloc((size_t)w);
+        if (!buf)
+            return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for %llu bytes",
+                              (unsigned long long)w);
+        sdict_status st = sdict__source_read(L->src, 0, buf, (size_t)w, "legacy", err);
+        if (st == SDICT_OK) {
+            L->win = buf;
+            L->win_size = w;
+            L->win_truncated = false;
+            st = load_legacy(L, err);
+        }
+        sdict__free(buf);
+        L->win = NULL;
+        if (!(L->win_truncated && w < L->src->size))
+            return st;
+        /* Start over in a fresh doc with a larger window. */
+        cache_free(&L->storages);
+        sdict_doc_free(L->doc);
+        L->doc = NULL;
+        if ((st = sdict_doc_new(&L->doc, err)) != SDICT_OK)
+            return st;
+        w = L->src->size / 4 < w ? L->src->size : w * 4;
+    }
+}
+
+/*==================================================================================================
+ MARK: Legacy tar (FORMAT.md 2.2)
+==================================================================================================*/
+
+/* ustar magic, or a header whose checksum field matches its bytes (old v7 tars). */
+static bool tar_header_valid(const uint8_t *h) {
+    if (memcmp(h + 257, "ustar", 5) == 0)
+        return true;
+    uint64_t sum = 0, want = 0;
+    for (size_t i = 0; i < 512; i++)
+        sum += (i >= 148 && i < 156) ? ' ' : h[i];
+    size_t i = 148;
+    while (i < 156 && h[i] == ' ')
+        i++;
+    size_t digits = 0;
+    for (; i < 156 && h[i] >= '0' && h[i] <= '7'; i++, digits++)
+        want = want * 8 + (uint64_t)(h[i] - '0');
+    return digits > 0 && sum == want && sum != 8 * ' ';
+}
+
+/* Octal size field (12 bytes, NUL/space terminated); base-256 sizes are refused. */
+static bool tar_size(const uint8_t *f, uint64_t *out) {
+    uint64_t v = 0;
+    size_t i = 0, digits = 0;
+    while (i < 12 && f[i] == ' ')
+        i++;
+    for (; i < 12 && f[i] >= '0' && f[i] <= '7'; i++, digits++) {
+        if (v >> 60)
+            return false;
+        v = v * 8 + (uint64_t)(f[i] - '0');
+    }
+    if (i < 12 && f[i] != '\0' && f[i] != ' ')
+        return false;
+    *out = v;
+    return digits > 0;
+}
+
+static sdict_status load_tar(loader *L, sdict_error *err) {
+    static const char *const want[4] = {"sys_info", "pickle", "tensors", "storages"};
+    bool have[4] = {false, false, false, false};
+    uint64_t off = 0;
+    for (uint64_t n = 0; off + 512 <= L->src->size; n++) {
+        uint8_t h[512];
+        sdict_status st = sdict__source_read(L->src, off, h, 512, "tar", err);
+        if (st != SDICT_OK)
+            return st;
+        bool zero = true;
+        for (size_t i = 0; i < 512 && zero; i++)
+            zero = h[i] == 0;
+        if (zero)
+            break; /* end-of-archive marker */
+        if (n >= L->limits.max_records)
+            return sdict__err(err, SDICT_E_LIMIT, "tar", (int64_t)off,
+                              "more than %llu tar members (max_records)",
+                              (unsigned long long)L->limits.max_records);
+        uint64_t size;
+        if (!tar_header_valid(h) || !tar_size(h + 124, &size))
+            return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
+                              "malformed legacy tar: bad member header");
+        if (size > L->src->size - off - 512)
+            return sdict__err(err, SDICT_E_TRUNCATED, "tar", (int64_t)off,
+                              "tar member of %llu bytes runs past the end of the file",
+                              (unsigned long long)size);
+        char name[101];
+        memcpy(name, h, 100);
+        name[100] = '\0';
+        const char *nm = strncmp(name, "./", 2) == 0 ? name + 2 : name;
+        if (h[156] == '0' || h[156] == '\0')
+            for (size_t i = 0; i < 4; i++)
+                if (strcmp(nm, want[i]) == 0)
+                    have[i] = true;
+        uint64_t adv = (size + 511) / 512 * 512;
+        off += 512 + adv;
+    }
+    for (size_t i = 0; i < 4; i++)
+        if (!have[i])
+            return sdict__err(err, SDICT_E_FORMAT, "tar", -1,
+                              "malformed legacy tar checkpoint: no '%s' member (a torch < 0.4 tar "
+                              "has sys_info, pickle, tensors and storages)", want[i]);
+    return sdict__err(err, SDICT_E_UNSUPPORTED, "tar", -1,
+                      "legacy tar checkpoints (torch < 0.4) are recognised but not loaded; "
+                      "re-save the file with a newer torch");
+}
+
+/*==================================================================================================
+ MARK: Entry points
+==================================================================================================*/
+
+static sdict_status load_any(loader *L, sdict_error *err) {
+    if (L->src->size == 0)
+        return sdict__err(err, SDICT_E_FORMAT, NULL, 0,
+                          "empty input (0 bytes): not a PyTorch checkpoint");
+    uint8_t head[512];
+    size_t hn = L->src->size < sizeof head ? (size_t)L->src->size : sizeof head;
+    sdict_status st = sdict__source_read(L->src, 0, head, hn, NULL, err);
+    if (st != SDICT_OK)
+        return st;
+    if (hn >= 4 && memcmp(head, "PK\x03\x04", 4) == 0)
+        return load_zip(L, err);
+    if (hn == 512 && tar_header_valid(head))
+        return load_tar(L, err);
+    if (hn < 4)
+        return not_torch(L, "too short for any checkpoint format", err);
+    return load_legacy_windowed(L, err);
+}
+
+/* Creates the doc, runs the loader and cleans up; on success *out gets the doc (unless scan). */
+static sdict_status run_loader(loader *L, sdict_doc **out, sdict_error *err) {
+    sdict_status st = sdict_doc_new(&L->doc, err);
+    if (st == SDICT_OK)
+        st = load_any(L, err);
+    sdict__zip_close(L->zip);
+    L->zip = NULL;
+    cache_free(&L->storages);
+    if (st != SDICT_OK || !out) {
+        sdict_doc_free(L->doc);
+        L->doc = NULL;
+    } else {
+        *out = L->doc;
+    }
+    return st;
+}
+
+static void loader_init(loader *L, sdict__source *src, const sdict_load_opts *opts) {
+    memset(L, 0, sizeof *L);
+    L->src = src;
+    fill_limits(&L->limits, opts);
+    L->flags = opts ? opts->flags : 0;
+    L->verify_crc = (L->flags & SDICT_LOAD_VERIFY_CRC) != 0;
+}
+
+SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
+                                  sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!path || !out) {
+        sdict__err_file(err, path ? path : "");
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_load: %s is NULL",
+                          path ? "out" : "path");
+    }
+    uint32_t flags = opts ? opts->flags : 0;
+    sdict__source src;
+    sdict_status st = sdict__source_open_file(&src, path, !(flags & SDICT_LOAD_COPY), err);
+    if (st == SDICT_OK) {
+        loader L;
+        loader_init(&L, &src, opts);
+        st = run_loader(&L, out, err);
+        sdict__source_close(&src);
+    }
+    if (st != SDICT_OK)
+        sdict__err_file(err, path);
+    return st;
+}
+
+SDICT_API sdict_status sdict_load_buffer(const void *data, size_t size, const char *name,
+                                         const sdict_load_opts *opts, sdict_doc **out,
+                                         sdict_error *err) {
+    if (out)
+        *out = NULL;
+    sdict_status st;
+    if (!out || (!data && size > 0)) {
+        st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_load_buffer: %s is NULL",
+                        out ? "data" : "out");
+    } else {
+        /* A memory source has no mapping, so every storage is copied out of data. */
+        sdict__source src;
+        sdict__source_init_mem(&src, data, size, name);
+        loader L;
+        loader_init(&L, &src, opts);
+        st = run_loader(&L, out, err);
+    }
+    if (st != SDICT_OK)
+        sdict__err_file(err, name ? name : "");
+    return st;
+}
+
+SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
+                                  void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
+                                  size_t *unsafe_count, sdict_error *err) {
+    if (unsafe_count)
+        *unsafe_count = 0;
+    scan_state ss = {fn, ctx, "", 0};
+    sdict__source src;
+    /* Mapped: storages of stored records become views that are never touched. */
+    sdict_status st = sdict__source_open_file(&src, path, true, err);
+    if (st == SDICT_OK) {
+        loader L;
+        loader_init(&L, &src, opts);
+        L.scan = true;
+        L.ss = &ss;
+        st = run_loader(&L, NULL, err);
+        sdict__source_close(&src);
+    }
+    if (unsafe_count)
+        *unsafe_count = ss.unsafe;
+    if (st != SDICT_OK)
+        sdict__err_file(err, path ? path : "");
+    return st;
+}
+
+SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err) {
+    sdict__source src;
+    sdict_status st = sdict__source_open_file(&src, path, false, err);
+    if (st == SDICT_OK) {
+        sdict_load_opts opts;
+        memset(&opts, 0, sizeof opts);
+        opts.flags = SDICT_LOAD_COPY | SDICT_LOAD_VERIFY_CRC;
+        loader L;
+        loader_init(&L, &src, &opts);
+        L.verify_all = true;
+        st = run_loader(&L, NULL, err);
+        sdict__source_close(&src);
+    }
+    if (st != SDICT_OK)
+        sdict__err_file(err, path ? path : "");
+    return st;
+}
