@@ -1,2 +1,345 @@
-/* save.c - placeholder until implemented */
+/*
+ save.c - sdict_save / sdict_save_buffer: torch.save's zip layout and crash-safe replacement.
+
+ Layout (torch 1.13): <archive>/data.pkl, then <archive>/data/<key> for every storage with the
+ keys sorted AS STRINGS ("0", "1", "10", "11", "2", ...: torch iterates a std::set/sorted list
+ of key strings), then <archive>/version = "3\n" written last by writeEndOfFile. Payloads go
+ from storage memory straight to the zip writer (which streams them with their CRC), so saving
+ never stages a copy of the tensor data.
+
+ Crash safety: the archive is written to a new file beside the target (same directory, hence
+ same filesystem, so rename is atomic), fsynced and closed, renamed over the target, and the
+ directory is fsynced so the rename itself is durable. Until the rename the target is
+ untouched; after it the target is the complete new file. A failure unlinks the temporary.
+*/
+#define _POSIX_C_SOURCE 200809L
+
 #include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Writes are gathered into a buffer of this size so the many small zip headers cost one
+   system call; payloads larger than it bypass the buffer. */
+#define SAVE_WBUF (256u * 1024u)
+
+/*==================================================================================================
+ MARK: Archive name and record order
+==================================================================================================*/
+
+/* torch's basename() in inline_container.cc: text after the last '/' or '\\', with the part
+   from the last '.' on removed ("ckpt.pth.tar" -> "ckpt.pth", ".pt" -> ""). */
+static char *archive_name_from_path(const char *path) {
+    size_t start = 0, len = strlen(path);
+    for (size_t i = 0; i < len; i++)
+        if (path[i] == '/' || path[i] == '\\')
+            start = i + 1;
+    size_t end = len;
+    for (size_t i = len; i > start; i--) {
+        if (path[i - 1] == '.') {
+            end = i - 1;
+            break;
+        }
+    }
+    return sdict__strndup(path + start, end - start);
+}
+
+/* Orders storage indices by their decimal key text, as torch 1.13 writes data/<key>. */
+static int key_cmp(const void *a, const void *b) {
+    char ka[24], kb[24];
+    snprintf(ka, sizeof ka, "%zu", *(const size_t *)a);
+    snprintf(kb, sizeof kb, "%zu", *(const size_t *)b);
+    return strcmp(ka, kb);
+}
+
+/*
+ Pickles root and streams the whole archive to write/ctx. The pickle is built in memory
+ first (it is small: storages are persistent ids), then the records follow in torch's order.
+*/
+static sdict_status write_archive(const sdict_value *root, const char *archive_name,
+                                  sdict__write_fn write, void *ctx, sdict_error *err) {
+    sdict__buf pkl;
+    sdict__buf_init(&pkl);
+    sdict__saved_storage *st = NULL;
+    size_t n_st = 0;
+    size_t *order = NULL;
+    sdict__zip_writer *zw = NULL;
+
+    sdict_status rc = sdict__pickle_write(root, &pkl, &st, &n_st, err);
+    if (rc)
+        goto done;
+    order = sdict__calloc(n_st ? n_st : 1, sizeof *order);
+    if (!order) {
+        rc = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory ordering %zu storages", n_st);
+        goto done;
+    }
+    for (size_t i = 0; i < n_st; i++)
+        order[i] = i;
+    qsort(order, n_st, sizeof *order, key_cmp);
+
+    if ((rc = sdict__zip_writer_new(write, ctx, archive_name, &zw, err)))
+        goto done;
+    if ((rc = sdict__zip_writer_add(zw, "data.pkl", pkl.data, pkl.len, err)))
+        goto done;
+    for (size_t i = 0; i < n_st; i++) {
+        const sdict__saved_storage *s = &st[order[i]];
+        char rel[32];
+        snprintf(rel, sizeof rel, "data/%zu", order[i]);
+        const void *data = s->nbytes ? sdict_storage_data(s->storage) : NULL;
+        if ((rc = sdict__zip_writer_add(zw, rel, data, s->nbytes, err)))
+            goto done;
+    }
+    if ((rc = sdict__zip_writer_add(zw, "version", "3\n", 2, err)))
+        goto done;
+    rc = sdict__zip_writer_finish(zw, err);
+
+done:
+    sdict__zip_writer_free(zw);
+    sdict__free(order);
+    sdict__free(st);
+    sdict__buf_free(&pkl);
+    return rc;
+}
+
+/*==================================================================================================
+ MARK: File sink
+==================================================================================================*/
+
+typedef struct file_sink {
+    int fd;
+    const char *name;  /* the temporary file, for messages */
+    uint64_t offset;   /* bytes handed to write(2) so far */
+    uint8_t *buf;
+    size_t len;
+} file_sink;
+
+static sdict_status io_err(sdict_error *err, int64_t offset, const char *what, const char *name,
+                           int e) {
+    char text[128];
+    if (strerror_r(e, text, sizeof text) != 0)
+        snprintf(text, sizeof text, "errno %d", e);
+    return sdict__err(err, SDICT_E_IO, NULL, offset, "%s '%s': %s", what, name, text);
+}
+
+/* write(2) until everything is out: retries short writes and EINTR. */
+static sdict_status write_fully(file_sink *f, const uint8_t *p, size_t n, sdict_error *err) {
+    while (n) {
+        size_t chunk = n > (size_t)SSIZE_MAX ? (size_t)SSIZE_MAX : n;
+        if (chunk > ((size_t)1 << 30))
+            chunk = (size_t)1 << 30; /* Linux writes at most ~2 GiB per call anyway */
+        ssize_t k = write(f->fd, p, chunk);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return io_err(err, (int64_t)f->offset, "write", f->name, errno);
+        }
+        if (k == 0)
+            return io_err(err, (int64_t)f->offset, "write", f->name, EIO);
+        p += k;
+        n -= (size_t)k;
+        f->offset += (uint64_t)k;
+    }
+    return SDICT_OK;
+}
+
+static sdict_status file_flush(file_sink *f, sdict_error *err) {
+    sdict_status rc = write_fully(f, f->buf, f->len, err);
+    f->len = 0;
+    return rc;
+}
+
+static sdict_status file_write(void *ctx, const void *p, size_t n, sdict_error *err) {
+    file_sink *f = ctx;
+    if (n <= SAVE_WBUF - f->len) {
+        if (n)
+            memcpy(f->buf + f->len, p, n);
+        f->len += n;
+        return SDICT_OK;
+    }
+    sdict_status rc = file_flush(f, err);
+    if (rc)
+        return rc;
+    if (n < SAVE_WBUF) {
+        memcpy(f->buf, p, n);
+        f->len = n;
+        return SDICT_OK;
+    }
+    return write_fully(f, p, n, err);
+}
+
+/*==================================================================================================
+ MARK: sdict_save
+==================================================================================================*/
+
+/*
+ Creates "<dir>/.<base>.<pid>-<nanos>.sdtmp" with O_CREAT|O_EXCL, retrying with a new name when
+ one exists. Time plus pid makes collisions unlikely; O_EXCL makes them harmless.
+*/
+static sdict_status open_temp(const char *path, size_t dir_len, char **tmp_out, int *fd_out,
+                              sdict_error *err) {
+    const char *base = path + dir_len;
+    size_t cap = strlen(path) + 64;
+    char *tmp = sdict__malloc(cap);
+    if (!tmp)
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+    for (unsigned attempt = 0; attempt < 100; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(tmp, cap, "%.*s.%s.%ld-%ld%03u.sdtmp", (int)dir_len, path, base, (long)getpid(),
+                 (long)ts.tv_nsec, attempt);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0) {
+            *tmp_out = tmp;
+            *fd_out = fd;
+            return SDICT_OK;
+        }
+        if (errno == EINTR || errno == EEXIST)
+            continue;
+        sdict_status rc = io_err(err, -1, "create temporary file", tmp, errno);
+        sdict__free(tmp);
+        return rc;
+    }
+    sdict_status rc = sdict__err(err, SDICT_E_IO, NULL, -1,
+                                 "could not create a unique temporary file beside '%s'", path);
+    sdict__free(tmp);
+    return rc;
+}
+
+/* fsync of the directory holding the renamed file, so the new name survives a power loss.
+   Filesystems that cannot fsync a directory (EINVAL) are accepted. */
+static sdict_status sync_dir(const char *path, size_t dir_len, sdict_error *err) {
+    char *dir = dir_len ? sdict__strndup(path, dir_len) : sdict__strndup(".", 1);
+    if (!dir)
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+    sdict_status rc = SDICT_OK;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = io_err(err, -1, "open directory", dir, errno);
+    } else {
+        if (fsync(fd) != 0 && errno != EINVAL)
+            rc = io_err(err, -1, "fsync directory", dir, errno);
+        close(fd);
+    }
+    sdict__free(dir);
+    return rc;
+}
+
+sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_save_opts *opts,
+                        sdict_error *err) {
+    if (!path || !root) {
+        sdict__err_file(err, path ? path : "");
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL %s", path ? "root" : "path");
+    }
+    size_t dir_len = 0;
+    for (const char *p = path; *p; p++)
+        if (*p == '/')
+            dir_len = (size_t)(p - path) + 1;
+    if (!path[dir_len]) {
+        sdict__err_file(err, path);
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "path names a directory, not a file");
+    }
+
+    char *archive = opts && opts->archive_name ? sdict__strndup(opts->archive_name,
+                                                                strlen(opts->archive_name))
+                                               : archive_name_from_path(path);
+    file_sink f = {-1, NULL, 0, sdict__malloc(SAVE_WBUF), 0};
+    char *tmp = NULL;
+    sdict_status rc;
+    if (!archive || !f.buf) {
+        rc = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+        goto fail;
+    }
+    if ((rc = open_temp(path, dir_len, &tmp, &f.fd, err)))
+        goto fail;
+    f.name = tmp;
+
+    /* Keep the permissions of the file being replaced (torch overwrites in place, so its
+       mode survives); a new file gets 0666 minus the umask, as open() in torch would. */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+        (void)fchmod(f.fd, sb.st_mode & 07777);
+
+    if ((rc = write_archive(root, archive, file_write, &f, err)))
+        goto fail;
+    if ((rc = file_flush(&f, err)))
+        goto fail;
+    while (fsync(f.fd) != 0) {
+        if (errno != EINTR) {
+            rc = io_err(err, -1, "fsync", tmp, errno);
+            goto fail;
+        }
+    }
+    int fd = f.fd;
+    f.fd = -1;
+    if (close(fd) != 0 && errno != EINTR) {
+        rc = io_err(err, -1, "close", tmp, errno);
+        goto fail;
+    }
+    if (rename(tmp, path) != 0) {
+        rc = io_err(err, -1, "rename temporary file over", path, errno);
+        goto fail;
+    }
+    sdict__free(tmp);
+    tmp = NULL;
+    rc = sync_dir(path, dir_len, err);
+    if (rc)
+        goto fail;
+    sdict__free(f.buf);
+    sdict__free(archive);
+    return SDICT_OK;
+
+fail:
+    if (f.fd >= 0)
+        close(f.fd);
+    if (tmp) {
+        unlink(tmp);
+        sdict__free(tmp);
+    }
+    sdict__free(f.buf);
+    sdict__free(archive);
+    sdict__err_file(err, path);
+    return rc;
+}
+
+/*==================================================================================================
+ MARK: sdict_save_buffer
+==================================================================================================*/
+
+static sdict_status buf_write(void *ctx, const void *p, size_t n, sdict_error *err) {
+    sdict__buf *b = ctx;
+    sdict__buf_append(b, p, n);
+    return sdict__buf_status(b, err);
+}
+
+sdict_status sdict_save_buffer(const sdict_value *root, const sdict_save_opts *opts,
+                               void **out_data, size_t *out_size, sdict_error *err) {
+    if (out_data)
+        *out_data = NULL;
+    if (out_size)
+        *out_size = 0;
+    if (!root || !out_data || !out_size) {
+        sdict__err_file(err, "");
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL argument");
+    }
+    const char *archive = opts && opts->archive_name ? opts->archive_name : "archive";
+    sdict__buf b;
+    sdict__buf_init(&b);
+    sdict_status rc = write_archive(root, archive, buf_write, &b, err);
+    if (rc) {
+        sdict__buf_free(&b);
+        sdict__err_file(err, "");
+        return rc;
+    }
+    *out_data = b.data;
+    *out_size = b.len;
+    return SDICT_OK;
+}
+
+void sdict_free_buffer(void *data) { sdict__free(data); }
