@@ -1,0 +1,160 @@
+/*
+ cli.h - shared pieces of the `statedict` command-line tool.
+
+ The tool is built only on the public API (statedict.h). main.c holds the dispatch table; each
+ subcommand lives in its own cmd_*.c file and exports one handler. Helpers shared by several
+ subcommands (option parsing, loading with error reporting, key paths, Python-style value text,
+ leaf walking) live in common.c.
+
+ Exit statuses (every subcommand):
+   0  success (no differences, nothing unsafe)
+   1  differences found (diff), unsafe globals found (scan), verification failed (verify)
+   2  usage error; usage text goes to stderr
+   3  an input is unreadable, corrupt or unsafe (message on stderr says which), or the output
+      of convert could not be written
+*/
+#ifndef STATEDICT_CLI_H
+#define STATEDICT_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "statedict.h"
+
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_DIFFERENT = 1,
+    CLI_EXIT_USAGE = 2,
+    CLI_EXIT_BAD_INPUT = 3,
+};
+
+/** Option bits a subcommand accepts (cli_cmd.options); parse_args refuses any other option. */
+enum {
+    CLI_OPT_LOAD = 1u << 0,    /* --copy, --verify-crc, --big-endian */
+    CLI_OPT_JSON = 1u << 1,    /* --json, --pretty */
+    CLI_OPT_TOL = 1u << 2,     /* --rtol R, --atol A */
+};
+
+/** Parsed command line of one subcommand. */
+typedef struct cli_args {
+    int npos;                  /* positional arguments, in order */
+    char **pos;
+    bool json;
+    bool pretty;
+    bool help;
+    uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian */
+    double rtol;               /* default 1e-5, as torch.allclose */
+    double atol;               /* default 1e-8, as torch.allclose */
+} cli_args;
+
+/** One subcommand: name, handler, one-line help, usage text (after "usage: statedict "). */
+typedef struct cli_cmd {
+    const char *name;
+    int (*run)(const struct cli_cmd *cmd, const cli_args *args);
+    const char *summary;
+    const char *usage;         /* "ls [--json] [LOAD OPTIONS] FILE" */
+    const char *details;       /* further lines of help, may be NULL */
+    uint32_t options;          /* CLI_OPT_* */
+    int min_pos, max_pos;      /* number of positional arguments allowed; max -1 = any */
+} cli_cmd;
+
+int cmd_ls(const cli_cmd *cmd, const cli_args *args);
+int cmd_dump(const cli_cmd *cmd, const cli_args *args);
+int cmd_show(const cli_cmd *cmd, const cli_args *args);
+int cmd_convert(const cli_cmd *cmd, const cli_args *args);
+int cmd_diff(const cli_cmd *cmd, const cli_args *args);
+int cmd_verify(const cli_cmd *cmd, const cli_args *args);
+int cmd_scan(const cli_cmd *cmd, const cli_args *args);
+
+/* ---- common.c ---- */
+
+/** Parses argv (after the subcommand name) for cmd. Returns 0, or CLI_EXIT_USAGE after printing
+    the problem and the usage to stderr. args->pos points into argv. */
+int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args);
+/** Prints "usage: statedict USAGE" plus details to f. */
+void cli_print_usage(const cli_cmd *cmd, FILE *f);
+/** Reports a usage problem (printf-style) and the usage on stderr; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/** Prints "statedict: WHAT: <formatted error> [STATUS]" on stderr, where WHAT classifies the
+    status as unreadable / corrupt / unsafe / unsupported. */
+void cli_report_error(sdict_status st, const sdict_error *err);
+/** Word classifying a load failure: "unreadable", "corrupt", "unsafe", "unsupported". */
+const char *cli_status_class(sdict_status st);
+
+/** Loads path with the flags from args; on failure reports on stderr and returns NULL. */
+sdict_doc *cli_load(const char *path, const cli_args *args);
+
+/** A growable NUL-terminated string. */
+typedef struct cli_buf {
+    char *s;
+    size_t len, cap;
+} cli_buf;
+void buf_init(cli_buf *b);
+void buf_free(cli_buf *b);
+void buf_putn(cli_buf *b, const char *s, size_t n);
+void buf_puts(cli_buf *b, const char *s);
+void buf_printf(cli_buf *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void buf_truncate(cli_buf *b, size_t len);
+
+/** Python repr() of a double: shortest text that reads back exactly ("0.1", "1e-05", "100.0",
+    "nan", "inf"). buf needs 32 bytes. */
+void fmt_float_repr(double d, char *buf, size_t n);
+/** Exact decimal text of an int value of any size, appended to b. */
+void fmt_int(cli_buf *b, const sdict_value *v);
+/** Python-like repr of a scalar or a container of scalars, appended to b. Containers longer than
+    max_items show their first and last items around "...". Tensors show as
+    "tensor(float32 [2, 3])". */
+void fmt_value(cli_buf *b, const sdict_value *v, size_t max_items);
+/** Appends the path component for a dict key: str as is, int decimal, other scalars repr. */
+void fmt_key(cli_buf *b, const sdict_value *key);
+/** "[6, 3, 5, 5]" from a shape/stride array. */
+void fmt_dims(cli_buf *b, const int64_t *d, int32_t n);
+
+/** A JSON string of len bytes of text; invalid UTF-8 sequences (lone surrogates from Python's
+    surrogatepass, stray bytes) become U+FFFD. Embedded NULs are kept (as \u0000). */
+json_t *json_text(const char *s, size_t len);
+
+/** Value of a small float bit pattern (float16, float8 kinds): ebits exponent bits, mbits
+    mantissa bits, exponent bias; variant 0 IEEE (inf/NaN at the top exponent), 1 "fn" (no inf,
+    all ones is NaN), 2 "fnuz" (no inf, the -0 pattern is NaN). */
+double minifloat(uint32_t bits, int ebits, int mbits, int bias, int variant);
+
+/** Value of one float8 element of dtype d (NaN for other dtypes). */
+double float8_value(sdict_dtype d, uint8_t b);
+/** True for the float8 dtypes (which sdict_tensor_copy_to converts only to themselves). */
+bool is_float8(sdict_dtype d);
+
+/** strdup (not in C11); NULL on out-of-memory. */
+char *cli_strdup(const char *s);
+
+/** True for kinds without children (everything except list/tuple/set/dict). */
+bool is_scalar_kind(sdict_kind k);
+/** True for a list/tuple/set whose items are all scalars (shown inline as one leaf). */
+bool is_scalar_seq(const sdict_value *v);
+
+/**
+ Walks the tree under v in order, calling fn for every leaf with its dotted path: tensors,
+ scalars, empty containers, and (when inline_seqs) sequences made only of scalars. Dict
+ children get fmt_key(key), sequence items their decimal index. Returns false (after printing
+ an error) when the nesting is deeper than the walk allows, which only a cyclic tree reaches.
+*/
+typedef void (*leaf_fn)(void *ctx, const char *path, const sdict_value *v);
+bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx);
+
+/** Deepest nesting the walkers follow (the loader allows 1000). */
+#define CLI_MAX_DEPTH 4096
+
+#endif /* STATEDICT_CLI_H */

@@ -1,0 +1,466 @@
+/*
+ cmd_diff.c - `statedict diff A B [--rtol R] [--atol A]`: compares two checkpoints leaf by leaf.
+
+ Leaves are those `ls` lists (tensors, scalars, empty containers, sequences made only of
+ scalars), matched by dotted path. Output lines, A's order first, then B's extra keys:
+   only in A: KEY  DESC          only in B: KEY  DESC
+   type: KEY  int -> float       value: KEY  5 -> 6
+   dtype: KEY  float32 -> float16    shape: KEY  [3] -> [4]
+   requires_grad: KEY  False -> True     parameter: KEY  False -> True
+   values: KEY  N of M elements differ; max abs diff X, max rel diff Y
+ and a last line "N differences" or "no differences".
+
+ Tensor elements a (from A) and b (from B) are equal when a == b, both are NaN, or
+ |a - b| <= atol + rtol * |b| (torch.allclose's rule, but NaN equals NaN here so a file compared
+ with its own copy is equal); --rtol 0 --atol 0 demands exact equality. Floats, ints and bool
+ compare as float64, ints of both sides exactly as int64 (uint64 as uint64) before the rule is
+ applied, complex of one dtype by the modulus of the difference, float8 decoded to float64.
+ Complex against real is reported as a dtype change without comparing values. The max abs
+ and rel diff are over all elements (rel = |a-b|/|b|, inf where b is 0 and a is not).
+ Strides are not compared (the same values laid out differently are equal).
+
+ Exit 0 when nothing differs, 1 when something does, 3 when a file cannot be loaded.
+*/
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_ELEMS ((int64_t)1 << 20)
+
+typedef struct leaf {
+    char *path;
+    const sdict_value *v;
+    bool matched;
+} leaf;
+
+typedef struct leaves {
+    leaf *items;
+    size_t n, cap;
+    size_t *index;     /* open-addressing table of item indices + 1; 0 = empty */
+    size_t index_cap;
+    bool oom;
+} leaves;
+
+static size_t str_hash(const char *s) {
+    size_t h = (size_t)1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * (size_t)1099511628211ull;
+    return h;
+}
+
+static void collect(void *ctx, const char *path, const sdict_value *v) {
+    leaves *l = ctx;
+    if (l->oom)
+        return;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 64;
+        leaf *p = realloc(l->items, ncap * sizeof *p);
+        if (!p) {
+            l->oom = true;
+            return;
+        }
+        l->items = p;
+        l->cap = ncap;
+    }
+    char *s = cli_strdup(path);
+    if (!s) {
+        l->oom = true;
+        return;
+    }
+    l->items[l->n++] = (leaf){s, v, false};
+}
+
+static bool build_index(leaves *l) {
+    l->index_cap = 64;
+    while (l->index_cap < l->n * 2 + 1)
+        l->index_cap *= 2;
+    l->index = calloc(l->index_cap, sizeof *l->index);
+    if (!l->index)
+        return false;
+    for (size_t i = 0; i < l->n; i++) {
+        size_t h = str_hash(l->items[i].path) & (l->index_cap - 1);
+        while (l->index[h])
+            h = (h + 1) & (l->index_cap - 1);
+        l->index[h] = i + 1;
+    }
+    return true;
+}
+
+/* First unmatched leaf with this path (paths can repeat when keys of different kinds print
+   alike, such as 1 and '1'), or NULL. */
+static leaf *lookup(leaves *l, const char *path) {
+    size_t h = str_hash(path) & (l->index_cap - 1);
+    for (; l->index[h]; h = (h + 1) & (l->index_cap - 1)) {
+        leaf *e = &l->items[l->index[h] - 1];
+        if (!e->matched && strcmp(e->path, path) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void leaves_free(leaves *l) {
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i].path);
+    free(l->items);
+    free(l->index);
+}
+
+/* ---- non-tensor values ---- */
+
+static bool values_equal(const sdict_value *a, const sdict_value *b, int depth) {
+    sdict_kind k = sdict_value_kind(a);
+    if (k != sdict_value_kind(b) || depth > 64)
+        return false;
+    switch (k) {
+    case SDICT_KIND_NONE:
+        return true;
+    case SDICT_KIND_BOOL:
+        return sdict_bool_get(a) == sdict_bool_get(b);
+    case SDICT_KIND_INT: {
+        cli_buf x, y;
+        buf_init(&x);
+        buf_init(&y);
+        fmt_int(&x, a);
+        fmt_int(&y, b);
+        bool eq = strcmp(x.s, y.s) == 0;
+        buf_free(&x);
+        buf_free(&y);
+        return eq;
+    }
+    case SDICT_KIND_FLOAT: {
+        double x = sdict_float_get(a), y = sdict_float_get(b);
+        return x == y || (isnan(x) && isnan(y));
+    }
+    case SDICT_KIND_STR:
+    case SDICT_KIND_BYTES: {
+        size_t la = 0, lb = 0;
+        const void *pa = k == SDICT_KIND_STR ? (const void *)sdict_str_get(a, &la) : sdict_bytes_get(a, &la);
+        const void *pb = k == SDICT_KIND_STR ? (const void *)sdict_str_get(b, &lb) : sdict_bytes_get(b, &lb);
+        return la == lb && (la == 0 || memcmp(pa, pb, la) == 0);
+    }
+    case SDICT_KIND_DTYPE:
+        return sdict_dtype_value_get(a) == sdict_dtype_value_get(b);
+    case SDICT_KIND_LIST:
+    case SDICT_KIND_TUPLE:
+    case SDICT_KIND_SET: {
+        size_t n = sdict_seq_len(a);
+        if (n != sdict_seq_len(b))
+            return false;
+        for (size_t i = 0; i < n; i++)
+            if (!values_equal(sdict_seq_item(a, i), sdict_seq_item(b, i), depth + 1))
+                return false;
+        return true;
+    }
+    case SDICT_KIND_DICT:
+        return sdict_dict_len(a) == 0 && sdict_dict_len(b) == 0; /* only empty dicts are leaves */
+    default:
+        return false;
+    }
+}
+
+/* ---- tensor values ---- */
+
+typedef enum cmp_mode { CM_FLOAT, CM_INT, CM_UINT, CM_COMPLEX, CM_NONE } cmp_mode;
+
+static bool is_complex_dtype(sdict_dtype d) {
+    return d == SDICT_COMPLEX32 || d == SDICT_COMPLEX64 || d == SDICT_COMPLEX128;
+}
+
+static bool is_integral_dtype(sdict_dtype d) {
+    switch (d) {
+    case SDICT_INT8: case SDICT_INT16: case SDICT_INT32: case SDICT_INT64: case SDICT_UINT8:
+    case SDICT_UINT16: case SDICT_UINT32: case SDICT_UINT64: case SDICT_BOOL:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static cmp_mode mode_for(sdict_dtype a, sdict_dtype b) {
+    if (is_complex_dtype(a) || is_complex_dtype(b))
+        return a == b ? CM_COMPLEX : CM_NONE;
+    if (is_integral_dtype(a) && is_integral_dtype(b))
+        return (a == SDICT_UINT64 || b == SDICT_UINT64) ? CM_UINT : CM_INT;
+    return CM_FLOAT;
+}
+
+/*
+ Reads elements [r, r + k) of the outermost dimension of t into out as the comparison mode's
+ representation: doubles (CM_FLOAT), int64 (CM_INT), uint64 (CM_UINT) or (re, im) double pairs
+ (CM_COMPLEX). The slice is a strided view, so any layout works and memory stays bounded.
+*/
+static sdict_status fetch(const sdict_tensor *t, int64_t r, int64_t k, cmp_mode mode, void *out,
+                          size_t n_elems, sdict_error *err) {
+    sdict_tensor s = *t;
+    if (t->ndim) {
+        s.shape[0] = k;
+        s.storage_offset = t->storage_offset + r * t->stride[0];
+    }
+    size_t esize = sdict_dtype_size(t->dtype);
+    if (mode == CM_INT)
+        return sdict_tensor_copy_to(&s, SDICT_INT64, out, n_elems * 8, err);
+    if (mode == CM_UINT)
+        return sdict_tensor_copy_to(&s, SDICT_UINT64, out, n_elems * 8, err);
+    if (mode == CM_FLOAT && !is_float8(t->dtype))
+        return sdict_tensor_copy_to(&s, SDICT_FLOAT64, out, n_elems * 8, err);
+    if (mode == CM_COMPLEX && t->dtype == SDICT_COMPLEX128)
+        return sdict_tensor_copy_to(&s, t->dtype, out, n_elems * 16, err);
+    /* float8, complex64, complex32: copy in the own dtype, then widen */
+    unsigned char *raw = malloc(n_elems * esize + 1);
+    if (!raw)
+        return SDICT_E_NOMEM;
+    sdict_status st = sdict_tensor_copy_to(&s, t->dtype, raw, n_elems * esize, err);
+    double *d = out;
+    for (size_t i = 0; st == SDICT_OK && i < n_elems; i++) {
+        if (is_float8(t->dtype)) {
+            d[i] = float8_value(t->dtype, raw[i]);
+        } else if (t->dtype == SDICT_COMPLEX64) {
+            float f[2];
+            memcpy(f, raw + 8 * i, 8);
+            d[2 * i] = f[0], d[2 * i + 1] = f[1];
+        } else { /* complex32: two float16 halves */
+            uint16_t h[2];
+            memcpy(h, raw + 4 * i, 4);
+            d[2 * i] = minifloat(h[0], 5, 10, 15, 0), d[2 * i + 1] = minifloat(h[1], 5, 10, 15, 0);
+        }
+    }
+    free(raw);
+    return st;
+}
+
+typedef struct tensor_cmp {
+    int64_t mismatched, total;
+    double max_abs, max_rel;
+} tensor_cmp;
+
+/* Accounts one element pair given |a-b| (or NaN when exactly one side is NaN) and |b|. */
+static void account(tensor_cmp *c, double absdiff, double babs, bool same, double rtol, double atol) {
+    c->total++;
+    if (same)
+        return;
+    if (isnan(absdiff)) {
+        c->mismatched++;
+        c->max_abs = INFINITY;
+        c->max_rel = INFINITY;
+        return;
+    }
+    double rel = babs == 0 ? (absdiff == 0 ? 0 : INFINITY) : absdiff / babs;
+    if (absdiff > c->max_abs)
+        c->max_abs = absdiff;
+    if (rel > c->max_rel)
+        c->max_rel = rel;
+    if (!(absdiff <= atol + rtol * babs))
+        c->mismatched++;
+}
+
+static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b, cmp_mode mode,
+                                    double rtol, double atol, tensor_cmp *out, sdict_error *err) {
+    memset(out, 0, sizeof *out);
+    int64_t rows = a->ndim ? a->shape[0] : 1;
+    int64_t numel = sdict_tensor_numel(a);
+    if (numel == 0)
+        return SDICT_OK;
+    int64_t row_elems = numel / rows;
+    int64_t per = row_elems >= CHUNK_ELEMS ? 1 : CHUNK_ELEMS / row_elems;
+    if (per > rows)
+        per = rows;
+    size_t width = mode == CM_COMPLEX ? 16 : 8;
+    size_t cap = (size_t)(per * row_elems);
+    unsigned char *ba = malloc(cap * width), *bb = malloc(cap * width);
+    sdict_status st = (ba && bb) ? SDICT_OK : SDICT_E_NOMEM;
+    for (int64_t r = 0; st == SDICT_OK && r < rows; r += per) {
+        int64_t k = rows - r < per ? rows - r : per;
+        size_t n = (size_t)(k * row_elems);
+        st = fetch(a, r, k, mode, ba, n, err);
+        if (st == SDICT_OK)
+            st = fetch(b, r, k, mode, bb, n, err);
+        for (size_t i = 0; st == SDICT_OK && i < n; i++) {
+            if (mode == CM_INT || mode == CM_UINT) {
+                double absdiff, babs;
+                bool same;
+                if (mode == CM_INT) {
+                    int64_t x = ((int64_t *)(void *)ba)[i], y = ((int64_t *)(void *)bb)[i];
+                    same = x == y;
+                    /* exact difference in unsigned arithmetic, then to double */
+                    uint64_t d = x > y ? (uint64_t)x - (uint64_t)y : (uint64_t)y - (uint64_t)x;
+                    absdiff = (double)d;
+                    babs = y < 0 ? -(double)y : (double)y;
+                } else {
+                    uint64_t x = ((uint64_t *)(void *)ba)[i], y = ((uint64_t *)(void *)bb)[i];
+                    same = x == y;
+                    absdiff = (double)(x > y ? x - y : y - x);
+                    babs = (double)y;
+                }
+                account(out, absdiff, babs, same, rtol, atol);
+            } else if (mode == CM_FLOAT) {
+                double x = ((double *)(void *)ba)[i], y = ((double *)(void *)bb)[i];
+                bool same = x == y || (isnan(x) && isnan(y));
+                account(out, (isnan(x) || isnan(y)) ? NAN : fabs(x - y), fabs(y), same, rtol, atol);
+            } else {
+                const double *x = (double *)(void *)ba + 2 * i, *y = (double *)(void *)bb + 2 * i;
+                bool xn = isnan(x[0]) || isnan(x[1]), yn = isnan(y[0]) || isnan(y[1]);
+                bool same = (x[0] == y[0] && x[1] == y[1]) || (xn && yn);
+                double d = (xn || yn) ? NAN : hypot(x[0] - y[0], x[1] - y[1]);
+                account(out, d, hypot(y[0], y[1]), same, rtol, atol);
+            }
+        }
+    }
+    free(ba);
+    free(bb);
+    return st;
+}
+
+/* ---- driver ---- */
+
+typedef struct diff_ctx {
+    size_t ndiff;
+    double rtol, atol;
+    bool failed;
+} diff_ctx;
+
+static void describe(cli_buf *b, const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    if (t) {
+        buf_printf(b, "%s ", sdict_dtype_name(t->dtype));
+        fmt_dims(b, t->shape, t->ndim);
+    } else {
+        buf_printf(b, "%s ", sdict_kind_name(sdict_value_kind(v)));
+        fmt_value(b, v, 16);
+    }
+}
+
+static void report_only(diff_ctx *c, const char *side, const leaf *l) {
+    cli_buf b;
+    buf_init(&b);
+    describe(&b, l->v);
+    printf("only in %s: %s  %s\n", side, l->path, b.s);
+    buf_free(&b);
+    c->ndiff++;
+}
+
+static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, const sdict_value *b) {
+    sdict_kind ka = sdict_value_kind(a), kb = sdict_value_kind(b);
+    cli_buf x, y;
+    buf_init(&x);
+    buf_init(&y);
+    if (ka != kb) {
+        printf("type: %s  %s -> %s\n", path, sdict_kind_name(ka), sdict_kind_name(kb));
+        c->ndiff++;
+    } else if (ka != SDICT_KIND_TENSOR) {
+        if (!values_equal(a, b, 0)) {
+            fmt_value(&x, a, 16);
+            fmt_value(&y, b, 16);
+            printf("value: %s  %s -> %s\n", path, x.s, y.s);
+            c->ndiff++;
+        }
+    } else {
+        const sdict_tensor *ta = sdict_value_tensor(a), *tb = sdict_value_tensor(b);
+        bool same_shape = ta->ndim == tb->ndim &&
+                          memcmp(ta->shape, tb->shape, (size_t)ta->ndim * sizeof ta->shape[0]) == 0;
+        if (ta->dtype != tb->dtype) {
+            printf("dtype: %s  %s -> %s\n", path, sdict_dtype_name(ta->dtype), sdict_dtype_name(tb->dtype));
+            c->ndiff++;
+        }
+        if (!same_shape) {
+            fmt_dims(&x, ta->shape, ta->ndim);
+            fmt_dims(&y, tb->shape, tb->ndim);
+            printf("shape: %s  %s -> %s\n", path, x.s, y.s);
+            c->ndiff++;
+        }
+        if (ta->requires_grad != tb->requires_grad) {
+            printf("requires_grad: %s  %s -> %s\n", path, ta->requires_grad ? "True" : "False",
+                   tb->requires_grad ? "True" : "False");
+            c->ndiff++;
+        }
+        if (ta->is_parameter != tb->is_parameter) {
+            printf("parameter: %s  %s -> %s\n", path, ta->is_parameter ? "True" : "False",
+                   tb->is_parameter ? "True" : "False");
+            c->ndiff++;
+        }
+        cmp_mode mode = mode_for(ta->dtype, tb->dtype);
+        if (!ta->storage || !tb->storage) {
+            if ((ta->storage == NULL) != (tb->storage == NULL)) {
+                printf("values: %s  %s -> %s\n", path, ta->storage ? "data" : "meta (no data)",
+                       tb->storage ? "data" : "meta (no data)");
+                c->ndiff++;
+            }
+        } else if (same_shape && mode != CM_NONE) {
+            tensor_cmp r;
+            sdict_error err;
+            memset(&err, 0, sizeof err);
+            sdict_status st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
+            if (st != SDICT_OK) {
+                if (err.code == SDICT_OK)
+                    err.code = st, err.offset = -1;
+                fprintf(stderr, "statedict: cannot compare %s: ", path);
+                cli_report_error(st, &err);
+                c->failed = true;
+            } else if (r.mismatched) {
+                printf("values: %s  %lld of %lld elements differ; max abs diff %.6g, max rel diff %.6g\n",
+                       path, (long long)r.mismatched, (long long)r.total, r.max_abs, r.max_rel);
+                c->ndiff++;
+            }
+        }
+    }
+    buf_free(&x);
+    buf_free(&y);
+}
+
+static bool load_leaves(sdict_doc *doc, leaves *l) {
+    cli_buf path;
+    buf_init(&path);
+    memset(l, 0, sizeof *l);
+    bool ok = walk_leaves(sdict_doc_root(doc), &path, true, collect, l);
+    buf_free(&path);
+    if (ok && !l->oom && build_index(l))
+        return true;
+    if (ok)
+        fputs("statedict: out of memory\n", stderr);
+    leaves_free(l);
+    return false;
+}
+
+int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
+    (void)cmd;
+    sdict_doc *da = cli_load(args->pos[0], args);
+    if (!da)
+        return CLI_EXIT_BAD_INPUT;
+    sdict_doc *db = cli_load(args->pos[1], args);
+    if (!db) {
+        sdict_doc_free(da);
+        return CLI_EXIT_BAD_INPUT;
+    }
+    leaves la, lb;
+    int rc = CLI_EXIT_BAD_INPUT;
+    bool ok_a = load_leaves(da, &la);
+    bool ok_b = ok_a && load_leaves(db, &lb);
+    if (ok_a && ok_b) {
+        diff_ctx c = {0, args->rtol, args->atol, false};
+        for (size_t i = 0; i < la.n; i++) {
+            leaf *m = lookup(&lb, la.items[i].path);
+            if (!m) {
+                report_only(&c, "A", &la.items[i]);
+                continue;
+            }
+            m->matched = true;
+            compare_leaf(&c, la.items[i].path, la.items[i].v, m->v);
+        }
+        for (size_t i = 0; i < lb.n; i++)
+            if (!lb.items[i].matched)
+                report_only(&c, "B", &lb.items[i]);
+        if (c.ndiff)
+            printf("%zu difference%s\n", c.ndiff, c.ndiff == 1 ? "" : "s");
+        else
+            printf("no differences\n");
+        rc = c.failed ? CLI_EXIT_BAD_INPUT : c.ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
+    }
+    if (ok_a)
+        leaves_free(&la);
+    if (ok_b)
+        leaves_free(&lb);
+    sdict_doc_free(da);
+    sdict_doc_free(db);
+    return rc;
+}

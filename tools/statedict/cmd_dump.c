@@ -1,0 +1,287 @@
+/*
+ cmd_dump.c - `statedict dump --json FILE`: the whole tree as one canonical JSON document.
+
+   {"format": "zip"|"legacy"|"tar", "byteorder": "little"|"big", "root": NODE}
+
+ NODE forms (keys in this order):
+   {"type":"none"}  {"type":"bool","value":true}  {"type":"int","value":"-12"}
+   {"type":"float","value":"0x1.999999999999ap-2"}   (C99 %a; "nan", "inf", "-inf")
+   {"type":"str","value":"..."}  {"type":"bytes","hex":"00ff"}  {"type":"dtype","value":"float16"}
+   {"type":"list"|"tuple"|"set","items":[NODE...]}
+   {"type":"dict","ordered":B,"items":[[KEY,NODE]...],"attrs":[["_metadata",NODE]]}  (attrs if any)
+   {"type":"tensor","dtype":"float32","shape":[..],"stride":[..],"storage_offset":0,
+    "requires_grad":false,"parameter":false,"storage":"0"|null,"sha256":"hex"|null}
+
+ The tensor digest is over the elements in C-contiguous order, little-endian, whatever the
+ strides and the file's byte order: two files hold the same tensor exactly when digests agree.
+ Meta tensors (no storage) have null storage and digest.
+*/
+#include "cli.h"
+
+#include <math.h>
+#include <nettle/sha2.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Chunk size bounding the memory used to hash a non-contiguous or big-endian tensor. */
+#define HASH_CHUNK_BYTES ((size_t)16 << 20)
+
+static bool host_is_little_endian(void) {
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* Reverses each `unit`-byte group in p (unit = element size, or half of it for complex). */
+static void byteswap_units(unsigned char *p, size_t nbytes, size_t unit) {
+    if (unit <= 1)
+        return;
+    for (size_t i = 0; i + unit <= nbytes; i += unit)
+        for (size_t a = i, z = i + unit - 1; a < z; a++, z--) {
+            unsigned char t = p[a];
+            p[a] = p[z];
+            p[z] = t;
+        }
+}
+
+static bool is_complex(sdict_dtype d) {
+    return d == SDICT_COMPLEX32 || d == SDICT_COMPLEX64 || d == SDICT_COMPLEX128;
+}
+
+/*
+ Feeds the tensor's elements to the digest. A contiguous tensor on a little-endian host is
+ hashed in place; otherwise the tensor is copied in slices along its outermost dimension
+ (each slice is itself a strided view, so sdict_tensor_copy_to does the stride walking) to keep
+ memory bounded for multi-gigabyte tensors.
+*/
+static sdict_status hash_tensor(const sdict_tensor *t, struct sha256_ctx *h, sdict_error *err) {
+    size_t esize = sdict_dtype_size(t->dtype);
+    size_t total = sdict_tensor_nbytes(t);
+    bool le = host_is_little_endian();
+    if (total == 0)
+        return SDICT_OK;
+    if (le && sdict_tensor_is_contiguous(t) && sdict_tensor_data(t)) {
+        sha256_update(h, total, sdict_tensor_data(t));
+        return SDICT_OK;
+    }
+    size_t unit = is_complex(t->dtype) ? esize / 2 : esize;
+    sdict_tensor slice = *t;
+    int64_t rows = t->ndim ? t->shape[0] : 1;
+    size_t row_bytes = t->ndim ? total / (size_t)rows : total;
+    int64_t per = row_bytes >= HASH_CHUNK_BYTES ? 1 : (int64_t)(HASH_CHUNK_BYTES / row_bytes);
+    if (per > rows)
+        per = rows;
+    unsigned char *buf = malloc(row_bytes * (size_t)per);
+    if (!buf)
+        return SDICT_E_NOMEM;
+    sdict_status st = SDICT_OK;
+    for (int64_t r = 0; r < rows && st == SDICT_OK; r += per) {
+        int64_t k = rows - r < per ? rows - r : per;
+        size_t nb = row_bytes * (size_t)k;
+        if (t->ndim) {
+            slice.shape[0] = k;
+            slice.storage_offset = t->storage_offset + r * t->stride[0];
+        }
+        st = sdict_tensor_copy_to(&slice, t->dtype, buf, nb, err);
+        if (st == SDICT_OK) {
+            if (!le)
+                byteswap_units(buf, nb, unit);
+            sha256_update(h, nb, buf);
+        }
+    }
+    free(buf);
+    return st;
+}
+
+typedef struct dump_ctx {
+    sdict_status st;
+    sdict_error err;
+} dump_ctx;
+
+static json_t *node(dump_ctx *c, const sdict_value *v, int depth);
+
+static json_t *typed(const char *type) {
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string(type));
+    return o;
+}
+
+static json_t *dims(const int64_t *d, int32_t n) {
+    json_t *a = json_array();
+    for (int32_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((json_int_t)d[i]));
+    return a;
+}
+
+static json_t *tensor_node(dump_ctx *c, const sdict_tensor *t) {
+    json_t *o = typed("tensor");
+    json_object_set_new(o, "dtype", json_string(sdict_dtype_name(t->dtype)));
+    json_object_set_new(o, "shape", dims(t->shape, t->ndim));
+    json_object_set_new(o, "stride", dims(t->stride, t->ndim));
+    json_object_set_new(o, "storage_offset", json_integer((json_int_t)t->storage_offset));
+    json_object_set_new(o, "requires_grad", json_boolean(t->requires_grad));
+    json_object_set_new(o, "parameter", json_boolean(t->is_parameter));
+    const char *key = t->storage ? sdict_storage_key(t->storage) : NULL;
+    json_object_set_new(o, "storage", key ? json_text(key, strlen(key)) : json_null());
+    if (!t->storage) {
+        json_object_set_new(o, "sha256", json_null());
+        return o;
+    }
+    struct sha256_ctx h;
+    sha256_init(&h);
+    sdict_status st = hash_tensor(t, &h, &c->err);
+    if (st != SDICT_OK) {
+        if (c->st == SDICT_OK)
+            c->st = st;
+        json_object_set_new(o, "sha256", json_null());
+        return o;
+    }
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    char hex[2 * SHA256_DIGEST_SIZE + 1];
+    sha256_digest(&h, sizeof digest, digest);
+    for (size_t i = 0; i < sizeof digest; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    json_object_set_new(o, "sha256", json_string(hex));
+    return o;
+}
+
+static json_t *items_of(dump_ctx *c, const sdict_value *v, int depth) {
+    json_t *a = json_array();
+    size_t n = sdict_seq_len(v);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, node(c, sdict_seq_item(v, i), depth + 1));
+    return a;
+}
+
+static json_t *dict_items(dump_ctx *c, const sdict_value *d, int depth, bool key_nodes) {
+    json_t *a = json_array();
+    size_t n = sdict_dict_len(d);
+    for (size_t i = 0; i < n; i++) {
+        json_t *pair = json_array();
+        const sdict_value *k = sdict_dict_key(d, i);
+        if (key_nodes) {
+            json_array_append_new(pair, node(c, k, depth + 1));
+        } else { /* attrs: plain attribute names */
+            size_t len = 0;
+            const char *s = sdict_str_get(k, &len);
+            json_array_append_new(pair, s ? json_text(s, len) : node(c, k, depth + 1));
+        }
+        json_array_append_new(pair, node(c, sdict_dict_val(d, i), depth + 1));
+        json_array_append_new(a, pair);
+    }
+    return a;
+}
+
+static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
+    if (depth > CLI_MAX_DEPTH) {
+        if (c->st == SDICT_OK) {
+            c->st = SDICT_E_LIMIT;
+            c->err.code = SDICT_E_LIMIT;
+            c->err.offset = -1;
+            snprintf(c->err.message, sizeof c->err.message,
+                     "tree nested deeper than %d (cyclic?)", CLI_MAX_DEPTH);
+        }
+        return typed("none");
+    }
+    sdict_kind k = sdict_value_kind(v);
+    json_t *o = typed(sdict_kind_name(k));
+    switch (k) {
+    case SDICT_KIND_NONE:
+        break;
+    case SDICT_KIND_BOOL:
+        json_object_set_new(o, "value", json_boolean(sdict_bool_get(v)));
+        break;
+    case SDICT_KIND_INT: {
+        cli_buf b;
+        buf_init(&b);
+        fmt_int(&b, v);
+        json_object_set_new(o, "value", json_string(b.s ? b.s : ""));
+        buf_free(&b);
+        break;
+    }
+    case SDICT_KIND_FLOAT: {
+        double d = sdict_float_get(v);
+        char text[64];
+        if (isnan(d))
+            snprintf(text, sizeof text, "nan");
+        else if (isinf(d))
+            snprintf(text, sizeof text, d < 0 ? "-inf" : "inf");
+        else
+            snprintf(text, sizeof text, "%a", d);
+        json_object_set_new(o, "value", json_string(text));
+        break;
+    }
+    case SDICT_KIND_STR: {
+        size_t len = 0;
+        const char *s = sdict_str_get(v, &len);
+        json_object_set_new(o, "value", json_text(s, s ? len : 0));
+        break;
+    }
+    case SDICT_KIND_BYTES: {
+        size_t len = 0;
+        const unsigned char *p = sdict_bytes_get(v, &len);
+        char *hex = malloc(2 * len + 1);
+        if (!hex) {
+            c->st = SDICT_E_NOMEM;
+            break;
+        }
+        hex[0] = '\0';
+        for (size_t i = 0; i < len; i++)
+            snprintf(hex + 2 * i, 3, "%02x", p[i]);
+        json_object_set_new(o, "hex", json_string(hex));
+        free(hex);
+        break;
+    }
+    case SDICT_KIND_DTYPE:
+        json_object_set_new(o, "value", json_string(sdict_dtype_name(sdict_dtype_value_get(v))));
+        break;
+    case SDICT_KIND_LIST:
+    case SDICT_KIND_TUPLE:
+    case SDICT_KIND_SET:
+        json_object_set_new(o, "items", items_of(c, v, depth));
+        break;
+    case SDICT_KIND_DICT: {
+        json_object_set_new(o, "ordered", json_boolean(sdict_dict_is_ordered(v)));
+        json_object_set_new(o, "items", dict_items(c, v, depth, true));
+        const sdict_value *attrs = sdict_dict_attrs(v);
+        if (attrs)
+            json_object_set_new(o, "attrs", dict_items(c, attrs, depth, false));
+        break;
+    }
+    case SDICT_KIND_TENSOR:
+        json_decref(o);
+        return tensor_node(c, sdict_value_tensor(v));
+    default:
+        break;
+    }
+    return o;
+}
+
+int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
+    (void)cmd;
+    sdict_doc *doc = cli_load(args->pos[0], args);
+    if (!doc)
+        return CLI_EXIT_BAD_INPUT;
+    dump_ctx c;
+    memset(&c, 0, sizeof c);
+    json_t *root = json_object();
+    json_object_set_new(root, "format", json_string(sdict_format_name(sdict_doc_format(doc))));
+    json_object_set_new(root, "byteorder", json_string(sdict_doc_big_endian(doc) ? "big" : "little"));
+    json_object_set_new(root, "root", node(&c, sdict_doc_root(doc), 0));
+    int rc = CLI_EXIT_OK;
+    if (c.st != SDICT_OK) {
+        if (c.err.code == SDICT_OK)
+            c.err.code = c.st;
+        snprintf(c.err.file, sizeof c.err.file, "%s", args->pos[0]);
+        cli_report_error(c.st, &c.err);
+        rc = CLI_EXIT_BAD_INPUT;
+    } else if (json_dumpf(root, stdout, args->pretty ? JSON_INDENT(2) : 0) != 0) {
+        rc = CLI_EXIT_BAD_INPUT;
+    } else {
+        fputc('\n', stdout);
+    }
+    json_decref(root);
+    sdict_doc_free(doc);
+    return rc;
+}

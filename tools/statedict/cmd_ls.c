@@ -1,0 +1,281 @@
+/*
+ cmd_ls.c - `statedict ls FILE`: the listing PyTorch's tutorial print loop gives, for any file.
+
+ One line per leaf, in file order:
+   KEY  DTYPE  SHAPE  BYTES  [MARKS]      for tensors (BYTES = numel * element size)
+   KEY  KIND  VALUE                       for other leaves (epoch, loss, param_groups.0.lr)
+ then "N tensors, B bytes; S storages, SB bytes; format F, byteorder O".
+*/
+#include "cli.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Open-addressing map from storage pointer to the number of tensors using it. */
+typedef struct storage_count {
+    const sdict_storage *s;
+    size_t uses;
+} storage_count;
+
+typedef struct ls_entry {
+    char *key;
+    const sdict_value *v;
+} ls_entry;
+
+typedef struct ls_ctx {
+    ls_entry *items;
+    size_t n, cap;
+    storage_count *map;
+    size_t map_cap, map_n;
+    bool oom;
+} ls_ctx;
+
+static size_t ptr_hash(const void *p) {
+    uintptr_t x = (uintptr_t)p;
+    x ^= x >> 17;
+    x *= (uintptr_t)0x9E3779B97F4A7C15ull;
+    return (size_t)(x ^ (x >> 29));
+}
+
+static storage_count *map_slot(ls_ctx *c, const sdict_storage *s) {
+    size_t i = ptr_hash(s) & (c->map_cap - 1);
+    while (c->map[i].s && c->map[i].s != s)
+        i = (i + 1) & (c->map_cap - 1);
+    return &c->map[i];
+}
+
+static bool map_add(ls_ctx *c, const sdict_storage *s) {
+    if ((c->map_n + 1) * 2 > c->map_cap) {
+        size_t ncap = c->map_cap ? c->map_cap * 2 : 64;
+        storage_count *old = c->map;
+        size_t ocap = c->map_cap;
+        c->map = calloc(ncap, sizeof *c->map);
+        if (!c->map) {
+            c->map = old;
+            return false;
+        }
+        c->map_cap = ncap;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i].s)
+                *map_slot(c, old[i].s) = old[i];
+        free(old);
+    }
+    storage_count *e = map_slot(c, s);
+    if (!e->s) {
+        e->s = s;
+        c->map_n++;
+    }
+    e->uses++;
+    return true;
+}
+
+static size_t map_uses(ls_ctx *c, const sdict_storage *s) {
+    if (!c->map_cap)
+        return 0;
+    return map_slot(c, s)->uses;
+}
+
+static void collect(void *ctx, const char *path, const sdict_value *v) {
+    ls_ctx *c = ctx;
+    if (c->oom)
+        return;
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? c->cap * 2 : 64;
+        ls_entry *p = realloc(c->items, ncap * sizeof *p);
+        if (!p) {
+            c->oom = true;
+            return;
+        }
+        c->items = p;
+        c->cap = ncap;
+    }
+    char *key = cli_strdup(path);
+    if (!key) {
+        c->oom = true;
+        return;
+    }
+    c->items[c->n].key = key;
+    c->items[c->n].v = v;
+    c->n++;
+    const sdict_tensor *t = sdict_value_tensor(v);
+    if (t && t->storage && !map_add(c, t->storage))
+        c->oom = true;
+}
+
+static void storage_name(cli_buf *b, const sdict_storage *s) {
+    const char *k = sdict_storage_key(s);
+    if (k)
+        buf_puts(b, k);
+    else
+        buf_printf(b, "%p", (const void *)s);
+}
+
+/* Marks after a tensor line, space-separated. */
+static void tensor_marks(cli_buf *b, ls_ctx *c, const sdict_tensor *t) {
+    if (!t->storage)
+        buf_puts(b, " meta");
+    else if (!sdict_tensor_is_contiguous(t)) {
+        buf_puts(b, " non-contiguous(stride ");
+        fmt_dims(b, t->stride, t->ndim);
+        buf_puts(b, ")");
+    }
+    if (t->storage && map_uses(c, t->storage) > 1) {
+        buf_puts(b, " shared=");
+        storage_name(b, t->storage);
+        if (t->storage_offset)
+            buf_printf(b, "@%lld", (long long)t->storage_offset);
+    }
+    if (t->is_parameter)
+        buf_puts(b, " param");
+    if (t->requires_grad)
+        buf_puts(b, " grad");
+}
+
+static const char *display_key(const char *k) { return k[0] ? k : "<root>"; }
+
+static int print_text(ls_ctx *c, const sdict_doc *doc) {
+    size_t wkey = 0, wdtype = 0, wshape = 0, wbytes = 0;
+    cli_buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < c->n; i++) {
+        size_t kl = strlen(display_key(c->items[i].key));
+        if (kl > wkey)
+            wkey = kl;
+        const sdict_tensor *t = sdict_value_tensor(c->items[i].v);
+        const char *kind = t ? sdict_dtype_name(t->dtype) : sdict_kind_name(sdict_value_kind(c->items[i].v));
+        if (strlen(kind) > wdtype)
+            wdtype = strlen(kind);
+        if (t) {
+            buf_truncate(&b, 0);
+            fmt_dims(&b, t->shape, t->ndim);
+            if (b.len > wshape)
+                wshape = b.len;
+            buf_truncate(&b, 0);
+            buf_printf(&b, "%zu", sdict_tensor_nbytes(t));
+            if (b.len > wbytes)
+                wbytes = b.len;
+        }
+    }
+    if (wkey > 80)
+        wkey = 80;
+
+    size_t ntensors = 0, nstorages = 0;
+    unsigned long long tbytes = 0, sbytes = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const sdict_value *v = c->items[i].v;
+        const sdict_tensor *t = sdict_value_tensor(v);
+        buf_truncate(&b, 0);
+        if (t) {
+            ntensors++;
+            tbytes += sdict_tensor_nbytes(t);
+            buf_printf(&b, "%-*s  %-*s  ", (int)wkey, display_key(c->items[i].key), (int)wdtype,
+                       sdict_dtype_name(t->dtype));
+            size_t at = b.len;
+            fmt_dims(&b, t->shape, t->ndim);
+            size_t shown = b.len - at;
+            for (; shown < wshape; shown++)
+                buf_putn(&b, " ", 1);
+            buf_printf(&b, "  %*zu", (int)wbytes, sdict_tensor_nbytes(t));
+            tensor_marks(&b, c, t);
+        } else {
+            buf_printf(&b, "%-*s  %-*s  ", (int)wkey, display_key(c->items[i].key), (int)wdtype,
+                       sdict_kind_name(sdict_value_kind(v)));
+            fmt_value(&b, v, 16);
+        }
+        while (b.len && b.s[b.len - 1] == ' ')
+            buf_truncate(&b, b.len - 1);
+        printf("%s\n", b.s);
+    }
+    for (size_t i = 0; i < c->map_cap; i++)
+        if (c->map[i].s) {
+            nstorages++;
+            sbytes += sdict_storage_nbytes(c->map[i].s);
+        }
+    printf("%zu tensors, %llu bytes; %zu storages, %llu bytes; format %s, byteorder %s\n", ntensors,
+           tbytes, nstorages, sbytes, sdict_format_name(sdict_doc_format(doc)),
+           sdict_doc_big_endian(doc) ? "big" : "little");
+    buf_free(&b);
+    return CLI_EXIT_OK;
+}
+
+static json_t *json_dims(const int64_t *d, int32_t n) {
+    json_t *a = json_array();
+    for (int32_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((json_int_t)d[i]));
+    return a;
+}
+
+static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
+    json_t *root = json_object();
+    json_t *arr = json_array();
+    json_object_set_new(root, "format", json_string(sdict_format_name(sdict_doc_format(doc))));
+    json_object_set_new(root, "byteorder", json_string(sdict_doc_big_endian(doc) ? "big" : "little"));
+    size_t ntensors = 0;
+    unsigned long long tbytes = 0;
+    cli_buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < c->n; i++) {
+        const sdict_value *v = c->items[i].v;
+        const sdict_tensor *t = sdict_value_tensor(v);
+        json_t *o = json_object();
+        json_object_set_new(o, "key", json_text(c->items[i].key, strlen(c->items[i].key)));
+        if (t) {
+            ntensors++;
+            tbytes += sdict_tensor_nbytes(t);
+            json_object_set_new(o, "type", json_string("tensor"));
+            json_object_set_new(o, "dtype", json_string(sdict_dtype_name(t->dtype)));
+            json_object_set_new(o, "shape", json_dims(t->shape, t->ndim));
+            json_object_set_new(o, "stride", json_dims(t->stride, t->ndim));
+            json_object_set_new(o, "storage_offset", json_integer(t->storage_offset));
+            json_object_set_new(o, "nbytes", json_integer((json_int_t)sdict_tensor_nbytes(t)));
+            json_object_set_new(o, "contiguous", json_boolean(sdict_tensor_is_contiguous(t)));
+            if (t->storage) {
+                buf_truncate(&b, 0);
+                storage_name(&b, t->storage);
+                json_object_set_new(o, "storage", json_string(b.s));
+            } else {
+                json_object_set_new(o, "storage", json_null());
+            }
+            json_object_set_new(o, "shared", json_boolean(t->storage && map_uses(c, t->storage) > 1));
+        } else {
+            json_object_set_new(o, "type", json_string(sdict_kind_name(sdict_value_kind(v))));
+            buf_truncate(&b, 0);
+            fmt_value(&b, v, 64);
+            json_object_set_new(o, "value", json_text(b.s, b.len));
+        }
+        json_array_append_new(arr, o);
+    }
+    json_object_set_new(root, "leaves", arr);
+    json_object_set_new(root, "tensors", json_integer((json_int_t)ntensors));
+    json_object_set_new(root, "tensor_bytes", json_integer((json_int_t)tbytes));
+    buf_free(&b);
+    int rc = json_dumpf(root, stdout, pretty ? JSON_INDENT(2) : 0);
+    fputc('\n', stdout);
+    json_decref(root);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_BAD_INPUT;
+}
+
+int cmd_ls(const cli_cmd *cmd, const cli_args *args) {
+    (void)cmd;
+    sdict_doc *doc = cli_load(args->pos[0], args);
+    if (!doc)
+        return CLI_EXIT_BAD_INPUT;
+    ls_ctx c;
+    memset(&c, 0, sizeof c);
+    cli_buf path;
+    buf_init(&path);
+    bool ok = walk_leaves(sdict_doc_root(doc), &path, true, collect, &c);
+    buf_free(&path);
+    int rc = CLI_EXIT_BAD_INPUT;
+    if (c.oom)
+        fputs("statedict: out of memory\n", stderr);
+    else if (ok)
+        rc = args->json ? print_json(&c, doc, args->pretty) : print_text(&c, doc);
+    for (size_t i = 0; i < c.n; i++)
+        free(c.items[i].key);
+    free(c.items);
+    free(c.map);
+    sdict_doc_free(doc);
+    return rc;
+}

@@ -1,0 +1,33 @@
+/*
+ cmd_verify.c - `statedict verify FILE`: sdict_verify checks the container, the CRC-32 of every
+ record, the pickle against the allow-list, and every storage size and tensor extent.
+
+ Exit 0 when everything checks; 1 when the file could be read but fails a check (a flipped
+ payload byte is a CRC mismatch, so it gives 1); 3 when the file cannot be read at all (missing,
+ permission denied, out of memory).
+*/
+#include "cli.h"
+
+#include <string.h>
+
+int cmd_verify(const cli_cmd *cmd, const cli_args *args) {
+    (void)cmd;
+    const char *path = args->pos[0];
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_status st = sdict_verify(path, &err);
+    if (st == SDICT_OK) {
+        printf("%s: OK\n", path);
+        return CLI_EXIT_OK;
+    }
+    if (err.code == SDICT_OK) {
+        err.code = st;
+        err.offset = -1;
+        snprintf(err.file, sizeof err.file, "%s", path);
+    }
+    cli_report_error(st, &err);
+    bool unreadable = st == SDICT_E_IO || st == SDICT_E_NOMEM || st == SDICT_E_INVALID_ARG;
+    if (!unreadable)
+        printf("%s: FAILED\n", path);
+    return unreadable ? CLI_EXIT_BAD_INPUT : CLI_EXIT_DIFFERENT;
+}

@@ -1,0 +1,617 @@
+/* common.c - option parsing, error reporting, value formatting and tree walking for the CLI. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*==================================================================================================
+ MARK: Options
+==================================================================================================*/
+
+void cli_print_usage(const cli_cmd *cmd, FILE *f) {
+    fprintf(f, "usage: statedict %s\n", cmd->usage);
+    fprintf(f, "  %s\n", cmd->summary);
+    if (cmd->details)
+        fprintf(f, "%s", cmd->details);
+    if (cmd->options & CLI_OPT_LOAD)
+        fprintf(f, "load options:\n"
+                   "  --copy        read storages into memory instead of mapping the file\n"
+                   "  --verify-crc  check the CRC-32 of every record read\n"
+                   "  --big-endian  treat payloads of files without a byteorder record as big-endian\n");
+}
+
+int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("statedict: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    cli_print_usage(cmd, stderr);
+    return CLI_EXIT_USAGE;
+}
+
+/* Parses a non-negative finite tolerance. */
+static bool parse_tol(const char *s, double *out) {
+    char *end = NULL;
+    double d = strtod(s, &end);
+    if (end == s || *end != '\0' || !isfinite(d) || d < 0)
+        return false;
+    *out = d;
+    return true;
+}
+
+int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
+    memset(args, 0, sizeof *args);
+    args->rtol = 1e-5;
+    args->atol = 1e-8;
+    args->pos = calloc((size_t)argc + 1, sizeof *args->pos);
+    if (!args->pos) {
+        fputs("statedict: out of memory\n", stderr);
+        return CLI_EXIT_BAD_INPUT;
+    }
+    bool only_pos = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || a[1] == '\0') { /* "-" alone is a positional */
+            args->pos[args->npos++] = argv[i];
+            continue;
+        }
+        uint32_t o = cmd->options;
+        if (strcmp(a, "--") == 0) {
+            only_pos = true;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            args->help = true;
+        } else if ((o & CLI_OPT_LOAD) && strcmp(a, "--copy") == 0) {
+            args->load_flags |= SDICT_LOAD_COPY;
+        } else if ((o & CLI_OPT_LOAD) && strcmp(a, "--verify-crc") == 0) {
+            args->load_flags |= SDICT_LOAD_VERIFY_CRC;
+        } else if ((o & CLI_OPT_LOAD) && strcmp(a, "--big-endian") == 0) {
+            args->load_flags |= SDICT_LOAD_ASSUME_BIG_ENDIAN;
+        } else if ((o & CLI_OPT_JSON) && strcmp(a, "--json") == 0) {
+            args->json = true;
+        } else if ((o & CLI_OPT_JSON) && strcmp(a, "--pretty") == 0) {
+            args->pretty = true;
+        } else if ((o & CLI_OPT_TOL) && (strcmp(a, "--rtol") == 0 || strcmp(a, "--atol") == 0)) {
+            if (i + 1 >= argc)
+                return free(args->pos), args->pos = NULL, cli_usage_error(cmd, "%s needs a value", a);
+            double *dst = a[2] == 'r' ? &args->rtol : &args->atol;
+            if (!parse_tol(argv[++i], dst))
+                return free(args->pos), args->pos = NULL,
+                       cli_usage_error(cmd, "%s: '%s' is not a non-negative number", a, argv[i]);
+        } else {
+            free(args->pos);
+            args->pos = NULL;
+            return cli_usage_error(cmd, "%s: unknown option '%s'", cmd->name, a);
+        }
+    }
+    if (args->help)
+        return 0;
+    if (args->npos < cmd->min_pos || (cmd->max_pos >= 0 && args->npos > cmd->max_pos)) {
+        free(args->pos);
+        args->pos = NULL;
+        return cli_usage_error(cmd, "%s: wrong number of arguments", cmd->name);
+    }
+    return 0;
+}
+
+/*==================================================================================================
+ MARK: Errors and loading
+==================================================================================================*/
+
+const char *cli_status_class(sdict_status st) {
+    switch (st) {
+    case SDICT_E_IO:
+    case SDICT_E_NOMEM:
+    case SDICT_E_INVALID_ARG:
+    case SDICT_E_NOT_FOUND:
+        return "unreadable";
+    case SDICT_E_PICKLE_UNSAFE_GLOBAL:
+        return "unsafe";
+    case SDICT_E_ZIP_UNSUPPORTED:
+    case SDICT_E_UNSUPPORTED:
+    case SDICT_E_VERSION:
+        return "unsupported";
+    case SDICT_E_FORMAT:
+        return "not a PyTorch checkpoint";
+    default:
+        return "corrupt";
+    }
+}
+
+void cli_report_error(sdict_status st, const sdict_error *err) {
+    char text[1024];
+    if (err && err->code != SDICT_OK)
+        sdict_error_format(err, text, sizeof text);
+    else
+        text[0] = '\0';
+    if (text[0])
+        fprintf(stderr, "statedict: %s: %s [%s]\n", cli_status_class(st), text, sdict_status_str(st));
+    else
+        fprintf(stderr, "statedict: %s: %s\n", cli_status_class(st), sdict_status_str(st));
+}
+
+sdict_doc *cli_load(const char *path, const cli_args *args) {
+    sdict_load_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.flags = args->load_flags;
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_doc *doc = NULL;
+    sdict_status st = sdict_load(path, &opts, &doc, &err);
+    if (st != SDICT_OK) {
+        if (err.code == SDICT_OK) { /* be robust to a library that left err unfilled */
+            err.code = st;
+            snprintf(err.file, sizeof err.file, "%s", path);
+            err.offset = -1;
+        }
+        cli_report_error(st, &err);
+        sdict_doc_free(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/*==================================================================================================
+ MARK: Text buffer
+==================================================================================================*/
+
+void buf_init(cli_buf *b) {
+    b->s = NULL;
+    b->len = b->cap = 0;
+}
+
+void buf_free(cli_buf *b) {
+    free(b->s);
+    buf_init(b);
+}
+
+static void buf_reserve(cli_buf *b, size_t extra) {
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (!s) { /* the CLI has no sensible recovery from OOM while formatting text */
+        fputs("statedict: out of memory\n", stderr);
+        exit(CLI_EXIT_BAD_INPUT);
+    }
+    b->s = s;
+    b->cap = cap;
+}
+
+void buf_putn(cli_buf *b, const char *s, size_t n) {
+    buf_reserve(b, n);
+    if (n)
+        memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+void buf_puts(cli_buf *b, const char *s) { buf_putn(b, s, strlen(s)); }
+
+void buf_printf(cli_buf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    buf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void buf_truncate(cli_buf *b, size_t len) {
+    if (len < b->len) {
+        b->len = len;
+        b->s[len] = '\0';
+    }
+}
+
+/*==================================================================================================
+ MARK: Value text
+==================================================================================================*/
+
+/*
+ Python's float repr: the shortest digit string that reads back to the same double, shown in
+ positional notation when the decimal exponent is in [-4, 16) and in scientific notation
+ ("1e-05", "1.5e+16") otherwise, always with a ".0" when positional and integral.
+*/
+void fmt_float_repr(double d, char *buf, size_t n) {
+    if (isnan(d)) {
+        snprintf(buf, n, "nan");
+        return;
+    }
+    if (isinf(d)) {
+        snprintf(buf, n, d < 0 ? "-inf" : "inf");
+        return;
+    }
+    char e[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(e, sizeof e, "%.*e", prec - 1, d);
+        if (strtod(e, NULL) == d)
+            break;
+    }
+    /* e is "[-]D.DDDDe[+-]XX": collect the digits and the exponent */
+    const char *p = e;
+    bool neg = *p == '-';
+    if (neg)
+        p++;
+    char digits[24];
+    int nd = 0;
+    for (; *p && *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9' && nd < 23)
+            digits[nd++] = *p;
+    int exp10 = *p == 'e' ? atoi(p + 1) : 0;
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    digits[nd] = '\0';
+
+    char out[64];
+    size_t o = 0;
+    if (neg)
+        out[o++] = '-';
+    if (exp10 >= -4 && exp10 < 16) {
+        if (exp10 < 0) {
+            out[o++] = '0';
+            out[o++] = '.';
+            for (int i = 0; i < -exp10 - 1; i++)
+                out[o++] = '0';
+            for (int i = 0; i < nd; i++)
+                out[o++] = digits[i];
+        } else {
+            for (int i = 0; i <= exp10; i++)
+                out[o++] = i < nd ? digits[i] : '0';
+            out[o++] = '.';
+            if (nd > exp10 + 1)
+                for (int i = exp10 + 1; i < nd; i++)
+                    out[o++] = digits[i];
+            else
+                out[o++] = '0';
+        }
+        out[o] = '\0';
+    } else {
+        out[o++] = digits[0];
+        if (nd > 1) {
+            out[o++] = '.';
+            for (int i = 1; i < nd; i++)
+                out[o++] = digits[i];
+        }
+        snprintf(out + o, sizeof out - o, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
+    }
+    snprintf(buf, n, "%s", out);
+}
+
+void fmt_int(cli_buf *b, const sdict_value *v) {
+    char small[32];
+    size_t need = sdict_int_to_string(v, small, sizeof small);
+    if (need < sizeof small) {
+        buf_puts(b, small);
+        return;
+    }
+    char *big = malloc(need + 1);
+    if (!big) {
+        buf_puts(b, "<int>");
+        return;
+    }
+    sdict_int_to_string(v, big, need + 1);
+    buf_puts(b, big);
+    free(big);
+}
+
+/* Python repr of str/bytes content: quotes, escapes for quotes, backslash, controls. */
+static void fmt_quoted(cli_buf *b, const unsigned char *s, size_t len, bool is_bytes) {
+    if (is_bytes)
+        buf_putn(b, "b", 1);
+    buf_putn(b, "'", 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = s[i];
+        if (c == '\'' || c == '\\')
+            buf_printf(b, "\\%c", (char)c);
+        else if (c == '\n')
+            buf_puts(b, "\\n");
+        else if (c == '\t')
+            buf_puts(b, "\\t");
+        else if (c == '\r')
+            buf_puts(b, "\\r");
+        else if (c < 0x20 || c == 0x7f || (is_bytes && c >= 0x80))
+            buf_printf(b, "\\x%02x", c);
+        else
+            buf_putn(b, (const char *)&s[i], 1);
+    }
+    buf_putn(b, "'", 1);
+}
+
+void fmt_dims(cli_buf *b, const int64_t *d, int32_t n) {
+    buf_putn(b, "[", 1);
+    for (int32_t i = 0; i < n; i++)
+        buf_printf(b, "%s%lld", i ? ", " : "", (long long)d[i]);
+    buf_putn(b, "]", 1);
+}
+
+static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, int depth);
+
+static void fmt_seq_items(cli_buf *b, const sdict_value *v, size_t max_items, int depth) {
+    size_t n = sdict_seq_len(v);
+    for (size_t i = 0; i < n; i++) {
+        if (n > max_items && i == max_items / 2) {
+            buf_printf(b, "%s...", i ? ", " : "");
+            i = n - (max_items - max_items / 2);
+            buf_puts(b, ", ");
+        } else if (i) {
+            buf_puts(b, ", ");
+        }
+        fmt_value_depth(b, sdict_seq_item(v, i), max_items, depth + 1);
+    }
+}
+
+static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, int depth) {
+    char tmp[64];
+    if (depth > 64) {
+        buf_puts(b, "...");
+        return;
+    }
+    switch (sdict_value_kind(v)) {
+    case SDICT_KIND_NONE:
+        buf_puts(b, "None");
+        break;
+    case SDICT_KIND_BOOL:
+        buf_puts(b, sdict_bool_get(v) ? "True" : "False");
+        break;
+    case SDICT_KIND_INT:
+        fmt_int(b, v);
+        break;
+    case SDICT_KIND_FLOAT:
+        fmt_float_repr(sdict_float_get(v), tmp, sizeof tmp);
+        buf_puts(b, tmp);
+        break;
+    case SDICT_KIND_STR: {
+        size_t len = 0;
+        const char *s = sdict_str_get(v, &len);
+        fmt_quoted(b, (const unsigned char *)s, s ? len : 0, false);
+        break;
+    }
+    case SDICT_KIND_BYTES: {
+        size_t len = 0;
+        const void *p = sdict_bytes_get(v, &len);
+        fmt_quoted(b, p, p ? len : 0, true);
+        break;
+    }
+    case SDICT_KIND_DTYPE:
+        buf_printf(b, "torch.%s", sdict_dtype_name(sdict_dtype_value_get(v)));
+        break;
+    case SDICT_KIND_TENSOR: {
+        const sdict_tensor *t = sdict_value_tensor(v);
+        buf_printf(b, "tensor(%s ", sdict_dtype_name(t->dtype));
+        fmt_dims(b, t->shape, t->ndim);
+        buf_puts(b, ")");
+        break;
+    }
+    case SDICT_KIND_LIST:
+        buf_puts(b, "[");
+        fmt_seq_items(b, v, max_items, depth);
+        buf_puts(b, "]");
+        break;
+    case SDICT_KIND_TUPLE:
+        buf_puts(b, "(");
+        fmt_seq_items(b, v, max_items, depth);
+        buf_puts(b, sdict_seq_len(v) == 1 ? ",)" : ")");
+        break;
+    case SDICT_KIND_SET:
+        if (sdict_seq_len(v) == 0) {
+            buf_puts(b, "set()");
+        } else {
+            buf_puts(b, "{");
+            fmt_seq_items(b, v, max_items, depth);
+            buf_puts(b, "}");
+        }
+        break;
+    case SDICT_KIND_DICT: {
+        size_t n = sdict_dict_len(v);
+        buf_puts(b, "{");
+        for (size_t i = 0; i < n; i++) {
+            if (n > max_items && i == max_items / 2) {
+                buf_puts(b, ", ...");
+                i = n - (max_items - max_items / 2) - 1;
+                continue;
+            }
+            if (i)
+                buf_puts(b, ", ");
+            fmt_value_depth(b, sdict_dict_key(v, i), max_items, depth + 1);
+            buf_puts(b, ": ");
+            fmt_value_depth(b, sdict_dict_val(v, i), max_items, depth + 1);
+        }
+        buf_puts(b, "}");
+        break;
+    }
+    default:
+        buf_puts(b, "?");
+        break;
+    }
+}
+
+void fmt_value(cli_buf *b, const sdict_value *v, size_t max_items) {
+    fmt_value_depth(b, v, max_items < 2 ? 2 : max_items, 0);
+}
+
+void fmt_key(cli_buf *b, const sdict_value *key) {
+    if (sdict_value_kind(key) == SDICT_KIND_STR) {
+        size_t len = 0;
+        const char *s = sdict_str_get(key, &len);
+        buf_putn(b, s ? s : "", s ? len : 0);
+    } else {
+        fmt_value(b, key, 16);
+    }
+}
+
+/* Formats a small IEEE-like float: ebits exponent bits, mbits mantissa bits, given bias.
+   variant 0: IEEE (all-ones exponent is inf/NaN); 1: "fn" (no inf; all-ones exponent and
+   mantissa is NaN); 2: "fnuz" (no inf, no -0; the bit pattern of -0 is NaN). */
+double minifloat(uint32_t bits, int ebits, int mbits, int bias, int variant) {
+    uint32_t sign = (bits >> (ebits + mbits)) & 1;
+    uint32_t e = (bits >> mbits) & ((1u << ebits) - 1);
+    uint32_t m = bits & ((1u << mbits) - 1);
+    uint32_t emax = (1u << ebits) - 1;
+    if (variant == 2 && sign && e == 0 && m == 0)
+        return NAN;
+    if (variant == 0 && e == emax)
+        return m ? NAN : (sign ? -INFINITY : INFINITY);
+    if (variant == 1 && e == emax && m == (1u << mbits) - 1)
+        return NAN;
+    double v = e == 0 ? ldexp((double)m, 1 - bias - mbits)
+                      : ldexp((double)(m | (1u << mbits)), (int)e - bias - mbits);
+    return sign ? -v : v;
+}
+
+/*==================================================================================================
+ MARK: Walking
+==================================================================================================*/
+
+bool is_scalar_kind(sdict_kind k) {
+    return k != SDICT_KIND_LIST && k != SDICT_KIND_TUPLE && k != SDICT_KIND_SET &&
+           k != SDICT_KIND_DICT;
+}
+
+bool is_scalar_seq(const sdict_value *v) {
+    sdict_kind k = sdict_value_kind(v);
+    if (k != SDICT_KIND_LIST && k != SDICT_KIND_TUPLE && k != SDICT_KIND_SET)
+        return false;
+    size_t n = sdict_seq_len(v);
+    for (size_t i = 0; i < n; i++) {
+        sdict_kind ik = sdict_value_kind(sdict_seq_item(v, i));
+        if (!is_scalar_kind(ik) || ik == SDICT_KIND_TENSOR)
+            return false;
+    }
+    return true;
+}
+
+static bool walk_rec(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx,
+                     int depth) {
+    if (depth > CLI_MAX_DEPTH) {
+        fprintf(stderr, "statedict: nesting deeper than %d at '%s' (cyclic tree?)\n", CLI_MAX_DEPTH,
+                path->s ? path->s : "");
+        return false;
+    }
+    sdict_kind k = sdict_value_kind(v);
+    size_t base = path->len;
+    if (k == SDICT_KIND_DICT) {
+        size_t n = sdict_dict_len(v);
+        if (n == 0)
+            fn(ctx, path->s ? path->s : "", v);
+        for (size_t i = 0; i < n; i++) {
+            if (base)
+                buf_putn(path, ".", 1);
+            fmt_key(path, sdict_dict_key(v, i));
+            bool ok = walk_rec(sdict_dict_val(v, i), path, inline_seqs, fn, ctx, depth + 1);
+            buf_truncate(path, base);
+            if (!ok)
+                return false;
+        }
+        return true;
+    }
+    if (!is_scalar_kind(k) && !(inline_seqs && is_scalar_seq(v))) {
+        size_t n = sdict_seq_len(v);
+        if (n == 0)
+            fn(ctx, path->s ? path->s : "", v);
+        for (size_t i = 0; i < n; i++) {
+            buf_printf(path, base ? ".%zu" : "%zu", i);
+            bool ok = walk_rec(sdict_seq_item(v, i), path, inline_seqs, fn, ctx, depth + 1);
+            buf_truncate(path, base);
+            if (!ok)
+                return false;
+        }
+        return true;
+    }
+    fn(ctx, path->s ? path->s : "", v);
+    return true;
+}
+
+bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx) {
+    return walk_rec(v, path, inline_seqs, fn, ctx, 0);
+}
+
+/*==================================================================================================
+ MARK: JSON text
+==================================================================================================*/
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not valid UTF-8 (overlong
+   forms, surrogates and values past U+10FFFF are invalid, as jansson requires). */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+json_t *json_text(const char *s, size_t len) {
+    json_t *j = json_stringn(s ? s : "", s ? len : 0);
+    if (j)
+        return j;
+    cli_buf b;
+    buf_init(&b);
+    buf_putn(&b, "", 0);
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_seq(p + i, len - i);
+        if (k) {
+            buf_putn(&b, (const char *)p + i, k);
+            i += k;
+        } else {
+            buf_puts(&b, "\xEF\xBF\xBD");
+            i++;
+        }
+    }
+    j = json_stringn(b.s, b.len);
+    buf_free(&b);
+    return j ? j : json_string("");
+}
+
+double float8_value(sdict_dtype d, uint8_t b) {
+    switch (d) {
+    case SDICT_FLOAT8_E4M3FN: return minifloat(b, 4, 3, 7, 1);
+    case SDICT_FLOAT8_E5M2: return minifloat(b, 5, 2, 15, 0);
+    case SDICT_FLOAT8_E4M3FNUZ: return minifloat(b, 4, 3, 8, 2);
+    case SDICT_FLOAT8_E5M2FNUZ: return minifloat(b, 5, 2, 16, 2);
+    case SDICT_FLOAT8_E8M0FNU: return b == 0xff ? NAN : ldexp(1.0, (int)b - 127);
+    default: return NAN;
+    }
+}
+
+bool is_float8(sdict_dtype d) {
+    return d == SDICT_FLOAT8_E4M3FN || d == SDICT_FLOAT8_E5M2 || d == SDICT_FLOAT8_E4M3FNUZ ||
+           d == SDICT_FLOAT8_E5M2FNUZ || d == SDICT_FLOAT8_E8M0FNU;
+}
+
+char *cli_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}

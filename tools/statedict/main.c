@@ -1,0 +1,127 @@
+/*
+ main.c - the `statedict` command-line tool: subcommand dispatch, --help and --version.
+
+ Every subcommand is one row of the table below (name, handler, one-line help, usage, the
+ options it takes); its code lives in cmd_<name>.c. Exit statuses are listed in cli.h.
+*/
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const cli_cmd commands[] = {
+    {"ls", cmd_ls, "list every tensor (key, dtype, shape, bytes) and non-tensor leaf with its value",
+     "ls [--json] [LOAD OPTIONS] FILE",
+     "  Keys are dotted paths (model_state_dict.conv1.weight, optimizer_state_dict.state.0.exp_avg);\n"
+     "  list items appear by index. Marks: non-contiguous (with strides), shared=KEY (storage used\n"
+     "  by several tensors), meta (no data), param (nn.Parameter), grad (requires_grad).\n"
+     "  The last line sums tensors and bytes and names the format.\n",
+     CLI_OPT_LOAD | CLI_OPT_JSON, 1, 1},
+    {"dump", cmd_dump, "print the whole tree as one canonical JSON document",
+     "dump --json [--pretty] [LOAD OPTIONS] FILE",
+     "  {\"format\":..., \"byteorder\":..., \"root\": NODE}; tensors carry dtype, shape, stride,\n"
+     "  storage_offset, requires_grad, parameter, storage key and the SHA-256 of their elements\n"
+     "  in C-contiguous order, little-endian.\n",
+     CLI_OPT_LOAD | CLI_OPT_JSON, 1, 1},
+    {"show", cmd_show, "print the values of one tensor or subtree",
+     "show [LOAD OPTIONS] FILE KEY",
+     "  KEY is a dotted path as ls prints it; \"\" is the whole file. Large tensors are summarised\n"
+     "  like torch's print (first and last 3 items per dimension around \"...\"). Exit 1 when the\n"
+     "  file has no such key.\n",
+     CLI_OPT_LOAD, 2, 2},
+    {"convert", cmd_convert, "read any checkpoint and write it as a torch zip file",
+     "convert [LOAD OPTIONS] IN OUT", NULL, CLI_OPT_LOAD, 2, 2},
+    {"diff", cmd_diff, "compare two checkpoints leaf by leaf",
+     "diff [--rtol R] [--atol A] [LOAD OPTIONS] A B",
+     "  Reports keys only in A or B, type, dtype and shape changes, differing non-tensor values,\n"
+     "  and for tensors with elements outside |a-b| <= atol + rtol*|b| (torch.allclose; NaN equals\n"
+     "  NaN here) the max absolute and relative difference. --rtol 0 --atol 0 asks for exact\n"
+     "  equality. Defaults: rtol 1e-05, atol 1e-08. Exit 0 equal, 1 different, 3 unreadable.\n",
+     CLI_OPT_LOAD | CLI_OPT_TOL, 2, 2},
+    {"verify", cmd_verify, "check container, CRC-32 of every record, pickle and tensor extents",
+     "verify FILE",
+     "  Exit 0 when everything checks, 1 when the file was read but fails a check (CRC, zip\n"
+     "  structure, pickle, unsafe global, storage extent), 3 when it cannot be read at all.\n",
+     0, 1, 1},
+    {"scan", cmd_scan, "list every global the pickles reference, ALLOWED or REFUSED",
+     "scan [LOAD OPTIONS] FILE...",
+     "  Runs the loader's pickle machine without reading tensor data. Prints\n"
+     "  \"STATUS module.name RECORD@OFFSET\" per reference. Exit 1 when anything is refused,\n"
+     "  3 when a file cannot be scanned, 0 otherwise.\n",
+     CLI_OPT_LOAD, 1, -1},
+};
+static const size_t ncommands = sizeof commands / sizeof commands[0];
+
+static const cli_cmd *find_command(const char *name) {
+    for (size_t i = 0; i < ncommands; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void print_help(FILE *f) {
+    fprintf(f, "usage: statedict COMMAND [OPTIONS] ARGS...\n"
+               "Reads and writes PyTorch checkpoints without Python; never runs code from a file.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < ncommands; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-8s %s\n", "help", "help COMMAND: options and details of one command");
+    fprintf(f, "\nexit status: 0 ok, 1 differences / unsafe / verification failed, 2 usage error,\n"
+               "3 input unreadable, corrupt or unsafe (the message says which).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_help(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        print_help(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(name, "--version") == 0) {
+        uint32_t v = sdict_version();
+        printf("statedict %u.%u.%u (library %u.%u.%u)\n", SDICT_VERSION_MAJOR, SDICT_VERSION_MINOR,
+               SDICT_VERSION_PATCH, (unsigned)(v >> 16) & 0xff, (unsigned)(v >> 8) & 0xff,
+               (unsigned)v & 0xff);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(name, "help") == 0) {
+        if (argc == 2) {
+            print_help(stdout);
+            return CLI_EXIT_OK;
+        }
+        const cli_cmd *c = find_command(argv[2]);
+        if (!c || argc > 3) {
+            fprintf(stderr, "statedict: help: unknown command '%s'\n", argv[2]);
+            print_help(stderr);
+            return CLI_EXIT_USAGE;
+        }
+        cli_print_usage(c, stdout);
+        return CLI_EXIT_OK;
+    }
+    const cli_cmd *cmd = find_command(name);
+    if (!cmd) {
+        fprintf(stderr, "statedict: unknown command '%s'\n", name);
+        print_help(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    cli_args args;
+    int rc = cli_parse_args(cmd, argc - 2, argv + 2, &args);
+    if (rc != 0)
+        return rc;
+    if (args.help) {
+        cli_print_usage(cmd, stdout);
+        rc = CLI_EXIT_OK;
+    } else {
+        rc = cmd->run(cmd, &args);
+    }
+    free(args.pos);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fputs("statedict: error writing standard output\n", stderr);
+        if (rc == CLI_EXIT_OK)
+            rc = CLI_EXIT_BAD_INPUT;
+    }
+    return rc;
+}
