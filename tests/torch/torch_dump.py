@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Print what torch.load sees in FILE, in the canonical JSON of `statedict dump --json`.
 
-usage: torch_dump.py FILE       (exit 77 when torch is not importable)
+usage: torch_dump.py [--weights-only] FILE     (exit 77 when torch is not importable)
+
+--weights-only loads with torch.load(weights_only=True), torch's restricted unpickler: used
+for the third-party benign fixtures. Without it, weights_only=False (our own files only).
 
 The form (issue 2, "The CLI"): {"format": "zip"|"legacy"|"tar", "byteorder": "little"|"big",
 "root": NODE}; NODE is none/bool/int/float/str/bytes/list/tuple/set/dict/tensor as documented
@@ -42,7 +45,8 @@ def tensor_bytes(t):
     a = t.numpy()
     if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
         a = a.byteswap().view(a.dtype.newbyteorder("<"))
-    return a.tobytes()
+    # A flat uint8 view hashes in place: no copy even for the 4.3 GB ZIP64 fixture.
+    return memoryview(a.reshape(-1).view("u1"))
 
 
 def tensor_node(t):
@@ -113,16 +117,20 @@ def container_info(path):
     return "legacy", "little"
 
 
-def dump(path):
+def dump(path, weights_only=False):
     import torch
     fmt, byteorder = container_info(path)
-    obj = torch.load(path, map_location="cpu")
+    obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     return collections.OrderedDict([("format", fmt), ("byteorder", byteorder),
                                     ("root", node(obj))])
 
 
 def main(argv):
-    if len(argv) != 2:
+    args = argv[1:]
+    weights_only = bool(args) and args[0] == "--weights-only"
+    if weights_only:
+        args = args[1:]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -130,7 +138,7 @@ def main(argv):
     except ImportError as e:
         print("torch_dump: torch is not importable (%s): skipping" % e)
         return 77
-    json.dump(dump(argv[1]), sys.stdout, ensure_ascii=False)
+    json.dump(dump(args[0], weights_only), sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0
 
