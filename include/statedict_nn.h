@@ -1,0 +1,386 @@
+/*
+ statedict_nn.h - a small module layer on top of libstatedict (library statedict_nn).
+
+ It lets C code do the PyTorch recipe "build Net(), load_state_dict(torch.load(PATH)), eval(),
+ run inference" on weights from PyTorch, and hand weights back to PyTorch:
+ - modules with PyTorch's names, parameters and semantics (Linear, Conv2d, BatchNorm1d/2d,
+   Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Sequential and
+   user containers with named children);
+ - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
+   torch's missing/unexpected/size-mismatch reporting and its exact message text;
+ - forward passes in float32 on the CPU (OpenBLAS sgemm for Linear and Conv2d).
+
+ Conventions (those of statedict.h, plus):
+ - Activations are sdict_act: a plain, owned, C-contiguous buffer with a shape, outermost
+   dimension first, images in NCHW. Float32 everywhere except Embedding's int64 indices.
+ - Parameters and buffers are sdict_tensor views of storages the module owns (one reference
+   each); every parameter also has a zero-filled float32 gradient buffer of the same shape,
+   which the backward layer (statedict_optim) accumulates into.
+ - A module owns its children; sdict_module_free() frees the whole tree.
+ - Forward in training mode keeps what a backward pass needs in the module (its input, masks,
+   normalised values, argmax indices: see sdict_module.cache), replaced on every call.
+ - Nothing here prints or exits; failures return a status and fill the optional sdict_error.
+ - Not thread-safe per module tree: forward mutates caches, running statistics and RNG state.
+*/
+#ifndef STATEDICT_NN_H
+#define STATEDICT_NN_H
+
+#include "statedict.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*==================================================================================================
+ MARK: Activations
+==================================================================================================*/
+
+/**
+ An activation tensor: contiguous, owned by whoever holds the struct, freed with sdict_act_free.
+ dtype is SDICT_FLOAT32 (data is float *) or SDICT_INT64 (data is int64_t *, Embedding indices).
+ A zeroed struct is a valid empty activation.
+*/
+typedef struct sdict_act {
+    sdict_dtype dtype;
+    int32_t ndim;
+    int64_t shape[SDICT_MAX_DIMS];   /**< outermost first; NCHW for images */
+    void *data;                      /**< numel elements, malloc'd; NULL when numel is 0 */
+} sdict_act;
+
+/** Number of elements (product of shape; 1 for ndim 0). */
+SDICT_API int64_t sdict_act_numel(const sdict_act *a);
+/** data as float * (NULL if dtype is not float32). */
+SDICT_API float *sdict_act_f32(const sdict_act *a);
+
+/**
+ Allocates a zero-filled activation of dtype (float32 or int64) and shape (ndim sizes,
+ outermost first). a's previous content is NOT freed. Errors: SDICT_E_INVALID_ARG (bad dtype,
+ ndim or size), SDICT_E_NOMEM. On failure *a is zeroed.
+*/
+SDICT_API sdict_status sdict_act_init(sdict_act *a, sdict_dtype dtype, int32_t ndim,
+                                      const int64_t *shape, sdict_error *err);
+/** Frees the data and zeroes the struct. NULL-tolerant. */
+SDICT_API void sdict_act_free(sdict_act *a);
+/** Deep copy of src into dst (dst's previous content is not freed). Errors: SDICT_E_NOMEM. */
+SDICT_API sdict_status sdict_act_copy(sdict_act *dst, const sdict_act *src, sdict_error *err);
+
+/**
+ Converts any loaded tensor (any strides) into an activation: floating and bool dtypes become
+ float32, integer dtypes become int64 (as torch's .float() / .long()). Errors: those of
+ sdict_tensor_copy_to, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_act_from_tensor(const sdict_tensor *t, sdict_act *out,
+                                             sdict_error *err);
+/**
+ Creates a tensor value in doc holding a copy of a (new owned storage, contiguous), ready for
+ sdict_save (the result of `infer`). Errors: SDICT_E_NOMEM, those of sdict_tensor_new.
+*/
+SDICT_API sdict_status sdict_act_to_value(const sdict_act *a, sdict_doc *doc, sdict_value **out,
+                                          sdict_error *err);
+
+/** In-place ReLU (F.relu(x, inplace=True)) on a float32 activation. */
+SDICT_API void sdict_act_relu_(sdict_act *a);
+/** In-place a += b (same shape, float32): the residual add of ResNet blocks.
+    Errors: SDICT_E_SHAPE. */
+SDICT_API sdict_status sdict_act_add_(sdict_act *a, const sdict_act *b, sdict_error *err);
+/** In-place reshape that keeps numel: torch.flatten(x, start_dim, end_dim) with negative dims
+    counting from the end. Errors: SDICT_E_INVALID_ARG. */
+SDICT_API sdict_status sdict_act_flatten_(sdict_act *a, int32_t start_dim, int32_t end_dim,
+                                          sdict_error *err);
+
+/*==================================================================================================
+ MARK: Modules
+==================================================================================================*/
+
+/** Which built-in a module is. SDICT_MOD_CUSTOM is a user container with its own forward. */
+typedef enum sdict_module_type {
+    SDICT_MOD_CUSTOM = 0,
+    SDICT_MOD_SEQUENTIAL,
+    SDICT_MOD_LINEAR,
+    SDICT_MOD_CONV2D,
+    SDICT_MOD_BATCHNORM1D,
+    SDICT_MOD_BATCHNORM2D,
+    SDICT_MOD_DROPOUT,
+    SDICT_MOD_EMBEDDING,
+    SDICT_MOD_RELU,
+    SDICT_MOD_MAXPOOL2D,
+    SDICT_MOD_AVGPOOL2D,
+    SDICT_MOD_ADAPTIVE_AVGPOOL2D,
+    SDICT_MOD_FLATTEN,
+    SDICT_MOD_TYPE_COUNT
+} sdict_module_type;
+
+/**
+ One named parameter or buffer. `value` is a contiguous tensor over a storage the module holds
+ one reference to (float32; BatchNorm's num_batches_tracked is a 0-dim int64 buffer).
+ `grad` (parameters only; zeroed storage NULL for buffers) is a float32 tensor of the same
+ shape, zero-filled at creation: the backward layer accumulates into it, optimizers read it.
+ A buffer with persistent=false would be skipped by state_dict (none of the built-ins has one).
+*/
+typedef struct sdict_named_tensor {
+    char *name;              /**< "weight", "running_mean" (owned) */
+    sdict_tensor value;
+    sdict_tensor grad;
+    bool persistent;
+} sdict_named_tensor;
+
+typedef struct sdict_module sdict_module;
+
+/** Forward function: reads x, allocates and fills *y (caller frees with sdict_act_free).
+    *y is zeroed on failure. */
+typedef sdict_status (*sdict_forward_fn)(sdict_module *m, const sdict_act *x, sdict_act *y,
+                                         sdict_error *err);
+/** Backward hook for the optim layer: given dL/dy, accumulates parameter gradients into
+    grad buffers and writes dL/dx into *dx (allocated). Built-ins leave it NULL here. */
+typedef sdict_status (*sdict_backward_fn)(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                          sdict_error *err);
+
+/** Hyperparameters of built-in layers (fields unused by a type are 0). */
+typedef struct sdict_module_config {
+    int64_t in_features, out_features;        /**< Linear; Conv2d in/out channels */
+    int64_t kernel[2], stride[2], padding[2], dilation[2]; /**< Conv2d and pooling (h, w) */
+    int64_t groups;                           /**< Conv2d */
+    int64_t output_size[2];                   /**< AdaptiveAvgPool2d (h, w) */
+    int64_t num_features;                     /**< BatchNorm */
+    double eps, momentum;                     /**< BatchNorm */
+    bool momentum_none;                       /**< BatchNorm momentum=None: cumulative average */
+    bool affine, track_running_stats;         /**< BatchNorm */
+    bool has_bias;                            /**< Linear, Conv2d */
+    bool ceil_mode, count_include_pad;        /**< pooling (ceil_mode false only) */
+    double p;                                 /**< Dropout probability of zeroing */
+    int64_t num_embeddings, embedding_dim;    /**< Embedding */
+    int32_t start_dim, end_dim;               /**< Flatten */
+} sdict_module_config;
+
+/** Number of cached activations a module keeps from forward for backward. */
+#define SDICT_MODULE_CACHE 3
+
+/**
+ A module: torch.nn.Module's data, laid open so the optim layer can walk parameters and
+ gradients. Use the functions below to build and change it rather than editing arrays.
+*/
+struct sdict_module {
+    sdict_module_type type;
+    char *type_name;          /**< class name for messages: "Linear", "Net", "ResNet" (owned) */
+    bool training;            /**< true after construction, like torch */
+    int64_t version;          /**< _version written to _metadata: 2 for BatchNorm, else 1 */
+    sdict_module_config cfg;
+
+    size_t n_params;          sdict_named_tensor *params;    /**< registration order */
+    size_t n_buffers;         sdict_named_tensor *buffers;   /**< registration order */
+    size_t n_children;        char **child_names;            sdict_module **children;
+
+    sdict_forward_fn forward;   /**< built-in or user function; never NULL */
+    sdict_backward_fn backward; /**< NULL until the optim layer provides one */
+    void *user;                 /**< user data for SDICT_MOD_CUSTOM forwards */
+
+    /**
+     Training-mode forward caches, replaced on each call (all freed by sdict_module_free):
+     Linear/Conv2d/Embedding/ReLU/Flatten/pools: cache[0] = input; MaxPool2d: cache[1] = argmax
+     (int64, flat index into the input plane, shape of the output); BatchNorm: cache[0] = input,
+     cache[1] = x_hat (normalised input), cache[2] = per-channel 1/sqrt(var + eps) [C];
+     Dropout: cache[1] = mask already scaled by 1/(1-p) (float32, shape of the input).
+    */
+    sdict_act cache[SDICT_MODULE_CACHE];
+    uint64_t rng;               /**< Dropout generator state (splitmix64), seeded at creation */
+};
+
+/**
+ Creates an empty user container (torch: a subclass of nn.Module) whose forward is `forward`
+ and class name is type_name (used in load_state_dict messages). user is passed through.
+ Returns NULL on out-of-memory.
+*/
+SDICT_API sdict_module *sdict_module_new(const char *type_name, sdict_forward_fn forward,
+                                         void *user);
+/** nn.Sequential(): forward runs the children in insertion order. NULL on out-of-memory. */
+SDICT_API sdict_module *sdict_sequential_new(void);
+
+/**
+ Adds child under name (parent.add_module(name, child)); the parent takes ownership, also on
+ failure (the child is then freed). Names must be unique and contain no '.'.
+ Errors: SDICT_E_INVALID_ARG, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_module_add(sdict_module *parent, const char *name,
+                                        sdict_module *child, sdict_error *err);
+/** Child named name (one component), or NULL. */
+SDICT_API sdict_module *sdict_module_child(const sdict_module *m, const char *name);
+/** Module at a dotted path ("layer1.0.conv1"; "" is m itself), or NULL. */
+SDICT_API sdict_module *sdict_module_find(const sdict_module *m, const char *path);
+/** Parameter or buffer tensor at a dotted state_dict key ("fc.weight"), or NULL. */
+SDICT_API sdict_named_tensor *sdict_module_tensor(const sdict_module *m, const char *key);
+/** Frees the module, its children, parameters, buffers and caches. NULL-tolerant. */
+SDICT_API void sdict_module_free(sdict_module *m);
+
+/** Sets training mode on m and every descendant (Module.train(mode)); eval is train(false). */
+SDICT_API void sdict_module_train(sdict_module *m, bool mode);
+/** Module.eval(). */
+SDICT_API void sdict_module_eval(sdict_module *m);
+
+/** Runs m->forward(m, x, y). *y is allocated (free with sdict_act_free). */
+SDICT_API sdict_status sdict_module_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
+                                            sdict_error *err);
+
+/**
+ Registers a float32 parameter (or, with is_buffer, a persistent buffer of dtype) of the
+ given shape, zero-filled, on m; for use by custom modules. *out (may be NULL) receives it.
+ Errors: SDICT_E_INVALID_ARG (duplicate name), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_module_register(sdict_module *m, const char *name, bool is_buffer,
+                                             sdict_dtype dtype, int32_t ndim,
+                                             const int64_t *shape, sdict_named_tensor **out,
+                                             sdict_error *err);
+
+/** Sets every parameter's gradient to zero (optimizer.zero_grad(set_to_none=False)). */
+SDICT_API void sdict_module_zero_grad(sdict_module *m);
+
+/**
+ Visits parameters in torch's model.parameters() order (depth-first pre-order, own
+ parameters before children's), calling fn(ctx, key, nt) with the dotted key.
+*/
+SDICT_API void sdict_module_each_param(sdict_module *m,
+                                       void (*fn)(void *ctx, const char *key,
+                                                  sdict_named_tensor *nt),
+                                       void *ctx);
+
+/*==================================================================================================
+ MARK: Built-in layers
+ Each returns a new module in training mode, or NULL on out-of-memory or invalid arguments
+ (sizes <= 0, channels not divisible by groups, p outside [0, 1]). Weights are initialised
+ deterministically from a fixed-seed generator with PyTorch's bounds (kaiming-uniform with
+ a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases; N(0,1) for
+ Embedding; BatchNorm weight 1, bias 0, running_mean 0, running_var 1). The values are not
+ torch's: load torch's weights when equality matters.
+==================================================================================================*/
+
+/** nn.Linear(in, out, bias): weight [out, in], bias [out]; y = x W^T + b over the last dim. */
+SDICT_API sdict_module *sdict_linear_new(int64_t in_features, int64_t out_features, bool bias);
+/**
+ nn.Conv2d(in, out, (kh, kw), stride, padding, dilation, groups, bias) with square stride,
+ padding and dilation (zero padding); weight [out, in/groups, kh, kw], bias [out].
+ Input [N, C, H, W] -> [N, out, (H + 2p - d(kh-1) - 1)/s + 1, same for W].
+*/
+SDICT_API sdict_module *sdict_conv2d_new(int64_t in_channels, int64_t out_channels, int64_t kh,
+                                         int64_t kw, int64_t stride, int64_t padding,
+                                         int64_t dilation, int64_t groups, bool bias);
+/**
+ nn.BatchNorm1d / nn.BatchNorm2d(num_features, eps, momentum, affine, track_running_stats).
+ momentum < 0 means momentum=None (cumulative moving average). Parameters weight, bias
+ (affine); buffers running_mean, running_var, num_batches_tracked (int64 0-dim) when tracking.
+ BatchNorm1d takes [N, C] or [N, C, L]; BatchNorm2d takes [N, C, H, W].
+ Training: normalises with the batch mean and biased variance, then
+ running = (1 - m) * running + m * batch (unbiased variance), num_batches_tracked += 1.
+ Eval with tracking: normalises with the running statistics.
+*/
+SDICT_API sdict_module *sdict_batchnorm1d_new(int64_t num_features, double eps, double momentum,
+                                              bool affine, bool track_running_stats);
+SDICT_API sdict_module *sdict_batchnorm2d_new(int64_t num_features, double eps, double momentum,
+                                              bool affine, bool track_running_stats);
+/** nn.Dropout(p): training zeroes each element with probability p (seeded generator, see
+    sdict_dropout_seed) and scales the rest by 1/(1-p); eval is the identity. */
+SDICT_API sdict_module *sdict_dropout_new(double p);
+/** Reseeds a Dropout module's generator (deterministic masks for tests). */
+SDICT_API void sdict_dropout_seed(sdict_module *m, uint64_t seed);
+/** nn.Embedding(num, dim): weight [num, dim]; int64 indices of any shape S -> [S..., dim].
+    Indices outside [0, num) fail with SDICT_E_INVALID_ARG. */
+SDICT_API sdict_module *sdict_embedding_new(int64_t num_embeddings, int64_t embedding_dim);
+/** nn.ReLU(). */
+SDICT_API sdict_module *sdict_relu_new(void);
+/** nn.MaxPool2d(kernel, stride, padding) (stride 0 means kernel, padding is -inf). */
+SDICT_API sdict_module *sdict_maxpool2d_new(int64_t kernel, int64_t stride, int64_t padding);
+/** nn.AvgPool2d(kernel, stride, padding) with count_include_pad=True (torch's default). */
+SDICT_API sdict_module *sdict_avgpool2d_new(int64_t kernel, int64_t stride, int64_t padding);
+/** nn.AdaptiveAvgPool2d((oh, ow)): torch's bins start = floor(i*H/oh), end = ceil((i+1)*H/oh). */
+SDICT_API sdict_module *sdict_adaptive_avgpool2d_new(int64_t oh, int64_t ow);
+/** nn.Flatten(start_dim, end_dim) (torch's defaults are 1, -1). */
+SDICT_API sdict_module *sdict_flatten_new(int32_t start_dim, int32_t end_dim);
+
+/*==================================================================================================
+ MARK: Ready-made models (torch equivalents named in each comment)
+==================================================================================================*/
+
+/** torchvision.models.resnet18(num_classes=n): class "ResNet", torchvision's key names
+    (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0, fc, ...). NULL on out-of-memory. */
+SDICT_API sdict_module *sdict_resnet18_new(int64_t num_classes);
+/** The PyTorch recipe's Net ("TheModelClass"): conv1 3->6 k5, relu, pool 2x2, conv2 6->16 k5,
+    relu, pool, flatten, fc1 400->120, relu, fc2 120->84, relu, fc3 84->10; class "Net",
+    children conv1, pool, conv2, fc1, fc2, fc3. Input [N, 3, 32, 32]. */
+SDICT_API sdict_module *sdict_lenet_new(void);
+/** nn.Sequential(Embedding(100,16), Flatten(), Linear(128,64), BatchNorm1d(64), ReLU(),
+    Dropout(p), Linear(64,10)) on int64 input [N, 8]; keys "0.weight", "2.weight", ... */
+SDICT_API sdict_module *sdict_mlp_new(double dropout_p);
+
+/*==================================================================================================
+ MARK: state_dict and load_state_dict
+==================================================================================================*/
+
+/**
+ Module.state_dict(keep_vars): creates in doc an OrderedDict of every parameter, then every
+ persistent buffer, of each module in depth-first pre-order, keys prefixed with the dotted
+ child path ("conv1.weight", "bn1.num_batches_tracked"). Attributes carry
+ {'_metadata': OrderedDict(prefix -> {'version': v})} with prefix "" for the root, as torch.
+ Tensor values share the module's storages (no copy: saving writes the current weights;
+ later training changes what the values show). keep_vars marks parameters is_parameter and
+ requires_grad (saved as nn.Parameter), as torch's keep_vars=True.
+ Errors: SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_module_state_dict(const sdict_module *m, sdict_doc *doc,
+                                               bool keep_vars, sdict_value **out,
+                                               sdict_error *err);
+
+/** Outcome of sdict_module_load_state_dict (torch's _IncompatibleKeys plus its message). */
+typedef struct sdict_load_result {
+    size_t n_missing;     char **missing;     /**< dotted keys, owned */
+    size_t n_unexpected;  char **unexpected;  /**< dotted keys, owned */
+    /** torch's RuntimeError text ("Error(s) in loading state_dict for Net:\n\t..."), or NULL
+        when loading succeeded. Owned. */
+    char *message;
+} sdict_load_result;
+
+/** Frees the arrays and strings of r and zeroes it. NULL-tolerant. */
+SDICT_API void sdict_load_result_free(sdict_load_result *r);
+
+/**
+ Module.load_state_dict(state_dict, strict), torch 1.13 semantics:
+ - state_dict is a dict value (OrderedDict or dict); its `_metadata` attribute, when present,
+   gives per-module versions (BatchNorm synthesises num_batches_tracked = 0 when its version
+   is missing or < 2, so old and plain-dict files load).
+ - every parameter/buffer whose key is present is checked for shape (a 1-element 1-D tensor is
+   accepted for a 0-dim one) and copied with dtype conversion (sdict_tensor_copy_to), even when
+   other keys fail - as torch, the load is not atomic.
+ - strict collects missing keys and unexpected keys (keys under a module's prefix whose first
+   component is neither a child nor a parameter/buffer); non-strict reports neither.
+ On any problem returns an error and result->message holds torch's exact text: the header
+ "Error(s) in loading state_dict for <type_name>:" then tab-indented lines
+ 'Missing key(s) in state_dict: "a", "b". ', 'Unexpected key(s) in state_dict: "c". ',
+ 'size mismatch for k: copying a param with shape torch.Size([5, 3]) from checkpoint, the
+ shape in current model is torch.Size([2, 3]).' err->message gets the same, truncated.
+ @param result  optional; filled in every case (free with sdict_load_result_free).
+ @return SDICT_OK; SDICT_E_SHAPE if any size mismatch; else SDICT_E_INVALID_ARG for a
+         non-tensor value or state_dict not a dict; else SDICT_E_NOT_FOUND for missing or
+         unexpected keys (strict only); SDICT_E_DTYPE / SDICT_E_STORAGE from conversion;
+         SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_module_load_state_dict(sdict_module *m, const sdict_value *state_dict,
+                                                    bool strict, sdict_load_result *result,
+                                                    sdict_error *err);
+
+/**
+ torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, prefix), returning
+ the result as a new dict in doc instead of editing in place. As torch: every str key that
+ starts with prefix ("module." of DataParallel/DDP checkpoints) loses it; keys without it keep
+ their order and come first, stripped keys follow in sorted order (torch pops and re-inserts
+ them in sorted order); a stripped key equal to an existing one replaces its value in place.
+ The `_metadata` attribute is copied with its non-empty prefixes stripped the same way
+ ("module" -> "", "module.fc" -> "fc"), which is what torch's code intends (its check looks
+ for a "_metadata" key and so never fires on real state_dicts).
+ Errors: SDICT_E_INVALID_ARG (not a dict), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_state_dict_consume_prefix(sdict_doc *doc, const sdict_value *sd,
+                                                       const char *prefix, sdict_value **out,
+                                                       sdict_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STATEDICT_NN_H */
