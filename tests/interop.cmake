@@ -51,3 +51,13 @@ add_test(NAME interop_zip64
                  $<TARGET_FILE:statedict_cli> ${SDICT_INTEROP_DIR}/big)
 set_tests_properties(interop_zip64 PROPERTIES
   LABELS "interop;big" SKIP_RETURN_CODE 77 TIMEOUT 1800 RUN_SERIAL TRUE)
+
+# The committed example checkpoints (examples/make_examples.py) get the same comparison.
+foreach(f lenet.pt checkpoint.tar gan.pt)
+  add_test(NAME interop_example_${f}
+           COMMAND ${SDICT_PYTHON} ${SDICT_TORCH_DIR}/interop_check.py
+                   $<TARGET_FILE:statedict_cli> ${CMAKE_SOURCE_DIR}/examples/data/${f}
+                   ${SDICT_INTEROP_DIR}/dumps-examples)
+  set_tests_properties(interop_example_${f} PROPERTIES
+    LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 300)
+endforeach()
