@@ -289,17 +289,18 @@ static elem load_elem(sdict_dtype dt, const uint8_t *p) {
     return e;
 }
 
-/* Float to integer bits: truncate toward zero, then wrap to 64 bits as two's complement.
-   C leaves out-of-range conversions undefined, so NaN becomes 0 and the range saturates at
-   int64 (uint64 for large positive values), which is what x86 torch produces for int64. */
-static uint64_t float_to_raw(double d) {
+/* Float to integer bits: truncate toward zero, then keep the low bits as two's complement.
+   C leaves out-of-range conversions undefined, so NaN becomes 0 and magnitudes beyond the
+   range saturate: at uint64 for a uint64 target, at int64 for every other integer (whose
+   narrower widths then wrap, as torch's casts do for in-range values). */
+static uint64_t float_to_raw(double d, bool to_u64) {
     if (isnan(d))
         return 0;
     d = trunc(d);
-    if (d >= 18446744073709551616.0)
-        return UINT64_MAX;
+    if (to_u64 && d >= 9223372036854775808.0)
+        return d >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)d;
     if (d >= 9223372036854775808.0)
-        return (uint64_t)d;
+        return (uint64_t)INT64_MAX;
     if (d < -9223372036854775808.0)
         return (uint64_t)INT64_MIN;
     return (uint64_t)(int64_t)d;
@@ -330,7 +331,7 @@ static void store_elem(sdict_dtype dt, uint8_t *p, const elem *e) {
     case SDICT_BOOL: p[0] = e->is_float ? (e->d != 0.0) : (e->raw != 0); break;
     default: {
         /* integers: the low bytes of the two's complement value (wrapping as torch does) */
-        uint64_t raw = e->is_float ? float_to_raw(e->d) : e->raw;
+        uint64_t raw = e->is_float ? float_to_raw(e->d, dt == SDICT_UINT64) : e->raw;
         switch (sdict_dtype_size(dt)) {
         case 1: { uint8_t v = (uint8_t)raw; memcpy(p, &v, 1); break; }
         case 2: { uint16_t v = (uint16_t)raw; memcpy(p, &v, 2); break; }
