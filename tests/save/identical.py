@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""Byte-identity of statedict's writer against torch 1.13's torch.save.
+
+usage: identical.py SDICT_RESAVE WORKDIR
+
+torch writes a set of checkpoints into WORKDIR/torch/<name>; the driver loads each with
+sdict_load and saves it with sdict_save to WORKDIR/sdict/<name> (same file name, so the same
+archive folder name). Module state_dicts (LeNet, resnet18, a BatchNorm model) MUST come out
+byte-identical; the general checkpoints and optimizer states are compared and reported, and
+each must at least load in torch with equal content. Exits 77 when torch is unavailable.
+"""
+import collections
+import os
+import pickletools
+import subprocess
+import sys
+import zipfile
+
+try:
+    import torch
+    import torch.nn as nn
+except Exception as e:  # noqa: BLE001 - any import failure means "no torch here"
+    print(f"SKIP: cannot import torch with {sys.executable}: {e}")
+    sys.exit(77)
+
+
+class TheModelClass(nn.Module):
+    """LeNet from the PyTorch 'saving and loading models' tutorial."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = x.view(-1, 16 * 5 * 5)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class Tied(nn.Module):
+    """Embedding and output projection sharing one weight (tied weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.out = nn.Linear(8, 20, bias=False)
+        self.out.weight = self.emb.weight
+
+
+def bn_model():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 6 * 6, 10), nn.BatchNorm1d(10))
+
+
+def train_steps(model, opt, shape, steps=2):
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(*shape)).sum().backward()
+        opt.step()
+
+
+def generate(d):
+    """Writes the torch files; returns (name, required) pairs."""
+    os.makedirs(d, exist_ok=True)
+    cases = []
+
+    def save(obj, name, required):
+        torch.save(obj, os.path.join(d, name))
+        cases.append((name, required))
+
+    torch.manual_seed(0)
+    lenet = TheModelClass()
+    save(lenet.state_dict(), "lenet.pt", True)
+    try:
+        import torchvision
+        torch.manual_seed(0)
+        save(torchvision.models.resnet18(weights=None).state_dict(), "resnet18.pth", True)
+    except Exception as e:  # noqa: BLE001
+        print(f"NOTE: torchvision unavailable ({e}); resnet18 case not run")
+    torch.manual_seed(0)
+    bn = bn_model()
+    bn.train()
+    bn(torch.randn(4, 3, 8, 8))  # running stats and num_batches_tracked move
+    save(bn.state_dict(), "bn_model.pt", True)
+
+    # Reported cases: general checkpoints and optimizer states.
+    torch.manual_seed(0)
+    save(Tied().state_dict(), "tied.pt", False)
+    adam = torch.optim.Adam(lenet.parameters(), lr=1e-3)
+    train_steps(lenet, adam, (2, 3, 32, 32))
+    save(adam.state_dict(), "adam.pt", False)
+    sgd_model = TheModelClass()
+    sgd = torch.optim.SGD(sgd_model.parameters(), lr=0.1, momentum=0.9)
+    train_steps(sgd_model, sgd, (2, 3, 32, 32))
+    save(sgd.state_dict(), "sgd_momentum.pt", False)
+    save({"epoch": 3, "model_state_dict": lenet.state_dict(),
+          "optimizer_state_dict": adam.state_dict(), "loss": 0.4321}, "checkpoint.pth.tar", False)
+    save({"epoch": 3, "model_state_dict": bn.state_dict(), "loss": torch.tensor(0.25)},
+         "checkpoint_tensor_loss.tar", False)
+    save({f"w{i}": torch.full((2,), float(i)) for i in range(1000)}, "dict1000.pt", False)
+    save(collections.OrderedDict((f"w{i}", torch.tensor(i)) for i in range(1001)),
+         "odict1001.pt", False)
+    return cases
+
+
+def first_diff(a, b):
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def pickle_ops(path):
+    with zipfile.ZipFile(path) as z:
+        name = [n for n in z.namelist() if n.endswith("/data.pkl")][0]
+        return [(op.name, arg) for op, arg, _ in pickletools.genops(z.read(name))]
+
+
+def explain(ref, ours):
+    """Where two files differ: record names, then the first differing pickle opcode."""
+    zr, zo = zipfile.ZipFile(ref), zipfile.ZipFile(ours)
+    if zr.namelist() != zo.namelist():
+        return f"records differ: {zr.namelist()[:4]}... vs {zo.namelist()[:4]}..."
+    for n in zr.namelist():
+        if zr.read(n) != zo.read(n) and not n.endswith("data.pkl"):
+            return f"payload of {n} differs"
+    a, b = pickle_ops(ref), pickle_ops(ours)
+    i = first_diff(a, b)
+    return (f"data.pkl: first differing opcode #{i}: torch {a[i:i + 3]} vs statedict "
+            f"{b[i:i + 3]} ({len(a)} vs {len(b)} opcodes)")
+
+
+def same_content(x, y):
+    if isinstance(x, torch.Tensor):
+        return (isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape
+                and x.stride() == y.stride() and x.storage_offset() == y.storage_offset()
+                and torch.equal(x, y))
+    if isinstance(x, dict):
+        return (type(x) is type(y) and list(x.keys()) == list(y.keys())
+                and all(same_content(x[k], y[k]) for k in x)
+                and getattr(x, "_metadata", None) == getattr(y, "_metadata", None))
+    if isinstance(x, (list, tuple)):
+        return (type(x) is type(y) and len(x) == len(y)
+                and all(same_content(a, b) for a, b in zip(x, y)))
+    return type(x) is type(y) and x == y
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    driver, work = sys.argv[1], sys.argv[2]
+    tdir, sdir = os.path.join(work, "torch"), os.path.join(work, "sdict")
+    os.makedirs(sdir, exist_ok=True)
+    cases = generate(tdir)
+    failures, identical, differing = [], [], []
+    for name, required in cases:
+        ref, ours = os.path.join(tdir, name), os.path.join(sdir, name)
+        r = subprocess.run([driver, "resave", ref, ours], capture_output=True, text=True)
+        if r.returncode != 0:
+            failures.append(f"{name}: driver failed: {r.stderr.strip()}")
+            continue
+        with open(ref, "rb") as f:
+            a = f.read()
+        with open(ours, "rb") as f:
+            b = f.read()
+        if a == b:
+            identical.append(name)
+            print(f"IDENTICAL  {name} ({len(a)} bytes)")
+        else:
+            why = explain(ref, ours)
+            line = f"{name}: {len(a)} vs {len(b)} bytes, first difference at byte {first_diff(a, b)}; {why}"
+            (failures if required else differing).append(line)
+            print(("FAIL       " if required else "DIFFERENT  ") + line)
+        # Whatever the bytes, torch must read back the same content.
+        if not same_content(torch.load(ref), torch.load(ours)):
+            failures.append(f"{name}: torch.load content differs from the original")
+    print(f"\n{len(identical)}/{len(cases)} files byte-identical")
+    for f in failures:
+        print("FAILURE:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
