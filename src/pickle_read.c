@@ -1,2 +1,1862 @@
-/* pickle_read.c - placeholder until implemented */
+/*
+ pickle_read.c - the pickle machine: every opcode of protocols 0-5, an exact allow-list of
+ globals, and the torch rebuild functions. It never imports, resolves or calls anything: a
+ GLOBAL either names an entry of a fixed table or is refused.
+
+ Representation. The stack and the memo hold sdict_value pointers only. Things that are not
+ data in our tree (allowed callables such as torch._utils._rebuild_tensor_v2, refused globals
+ kept as inert placeholders in scan mode, numpy dtype/array objects under construction) are
+ str values "module.name" registered in a side table (`tags`, keyed by the value's address),
+ so they survive MARK/TUPLE/memo round trips and still cannot be mistaken for data: lists,
+ dicts and sets refuse them, and so does STOP. Storage classes and torch dtypes become dtype
+ values (load.c's persistent_load reads the storage class from the id tuple that way).
+
+ Robustness. Nothing recurses on input: the machine is a loop, and the final nesting check is
+ an explicit-stack walk memoised per container (a shared subtree is visited once, a cycle is
+ detected). Every declared length is checked against the bytes remaining and max_str_bytes
+ before anything is allocated. The memo is a hash keyed by memo index, so LONG_BINPUT 4e9
+ costs one slot. Errors carry the opcode's byte offset and its pickletools name.
+*/
 #include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*==================================================================================================
+ MARK: Opcodes
+==================================================================================================*/
+
+enum {
+    OP_MARK = '(', OP_STOP = '.', OP_POP = '0', OP_POP_MARK = '1', OP_DUP = '2', OP_FLOAT = 'F',
+    OP_INT = 'I', OP_BININT = 'J', OP_BININT1 = 'K', OP_LONG = 'L', OP_BININT2 = 'M',
+    OP_NONE = 'N', OP_PERSID = 'P', OP_BINPERSID = 'Q', OP_REDUCE = 'R', OP_STRING = 'S',
+    OP_BINSTRING = 'T', OP_SHORT_BINSTRING = 'U', OP_UNICODE = 'V', OP_BINUNICODE = 'X',
+    OP_APPEND = 'a', OP_BUILD = 'b', OP_GLOBAL = 'c', OP_DICT = 'd', OP_EMPTY_DICT = '}',
+    OP_APPENDS = 'e', OP_GET = 'g', OP_BINGET = 'h', OP_INST = 'i', OP_LONG_BINGET = 'j',
+    OP_LIST = 'l', OP_EMPTY_LIST = ']', OP_OBJ = 'o', OP_PUT = 'p', OP_BINPUT = 'q',
+    OP_LONG_BINPUT = 'r', OP_SETITEM = 's', OP_TUPLE = 't', OP_EMPTY_TUPLE = ')',
+    OP_SETITEMS = 'u', OP_BINFLOAT = 'G', OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_EXT1 = 0x82,
+    OP_EXT2 = 0x83, OP_EXT4 = 0x84, OP_TUPLE1 = 0x85, OP_TUPLE2 = 0x86, OP_TUPLE3 = 0x87,
+    OP_NEWTRUE = 0x88, OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a, OP_LONG4 = 0x8b, OP_BINBYTES = 'B',
+    OP_SHORT_BINBYTES = 'C', OP_SHORT_BINUNICODE = 0x8c, OP_BINUNICODE8 = 0x8d,
+    OP_BINBYTES8 = 0x8e, OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90, OP_FROZENSET = 0x91,
+    OP_NEWOBJ_EX = 0x92, OP_STACK_GLOBAL = 0x93, OP_MEMOIZE = 0x94, OP_FRAME = 0x95,
+    OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98,
+};
+
+/* Names as pickletools spells them, for messages. */
+static const char *op_name(int op) {
+    switch (op) {
+    case OP_MARK: return "MARK";
+    case OP_STOP: return "STOP";
+    case OP_POP: return "POP";
+    case OP_POP_MARK: return "POP_MARK";
+    case OP_DUP: return "DUP";
+    case OP_FLOAT: return "FLOAT";
+    case OP_INT: return "INT";
+    case OP_BININT: return "BININT";
+    case OP_BININT1: return "BININT1";
+    case OP_LONG: return "LONG";
+    case OP_BININT2: return "BININT2";
+    case OP_NONE: return "NONE";
+    case OP_PERSID: return "PERSID";
+    case OP_BINPERSID: return "BINPERSID";
+    case OP_REDUCE: return "REDUCE";
+    case OP_STRING: return "STRING";
+    case OP_BINSTRING: return "BINSTRING";
+    case OP_SHORT_BINSTRING: return "SHORT_BINSTRING";
+    case OP_UNICODE: return "UNICODE";
+    case OP_BINUNICODE: return "BINUNICODE";
+    case OP_APPEND: return "APPEND";
+    case OP_BUILD: return "BUILD";
+    case OP_GLOBAL: return "GLOBAL";
+    case OP_DICT: return "DICT";
+    case OP_EMPTY_DICT: return "EMPTY_DICT";
+    case OP_APPENDS: return "APPENDS";
+    case OP_GET: return "GET";
+    case OP_BINGET: return "BINGET";
+    case OP_INST: return "INST";
+    case OP_LONG_BINGET: return "LONG_BINGET";
+    case OP_LIST: return "LIST";
+    case OP_EMPTY_LIST: return "EMPTY_LIST";
+    case OP_OBJ: return "OBJ";
+    case OP_PUT: return "PUT";
+    case OP_BINPUT: return "BINPUT";
+    case OP_LONG_BINPUT: return "LONG_BINPUT";
+    case OP_SETITEM: return "SETITEM";
+    case OP_TUPLE: return "TUPLE";
+    case OP_EMPTY_TUPLE: return "EMPTY_TUPLE";
+    case OP_SETITEMS: return "SETITEMS";
+    case OP_BINFLOAT: return "BINFLOAT";
+    case OP_PROTO: return "PROTO";
+    case OP_NEWOBJ: return "NEWOBJ";
+    case OP_EXT1: return "EXT1";
+    case OP_EXT2: return "EXT2";
+    case OP_EXT4: return "EXT4";
+    case OP_TUPLE1: return "TUPLE1";
+    case OP_TUPLE2: return "TUPLE2";
+    case OP_TUPLE3: return "TUPLE3";
+    case OP_NEWTRUE: return "NEWTRUE";
+    case OP_NEWFALSE: return "NEWFALSE";
+    case OP_LONG1: return "LONG1";
+    case OP_LONG4: return "LONG4";
+    case OP_BINBYTES: return "BINBYTES";
+    case OP_SHORT_BINBYTES: return "SHORT_BINBYTES";
+    case OP_SHORT_BINUNICODE: return "SHORT_BINUNICODE";
+    case OP_BINUNICODE8: return "BINUNICODE8";
+    case OP_BINBYTES8: return "BINBYTES8";
+    case OP_EMPTY_SET: return "EMPTY_SET";
+    case OP_ADDITEMS: return "ADDITEMS";
+    case OP_FROZENSET: return "FROZENSET";
+    case OP_NEWOBJ_EX: return "NEWOBJ_EX";
+    case OP_STACK_GLOBAL: return "STACK_GLOBAL";
+    case OP_MEMOIZE: return "MEMOIZE";
+    case OP_FRAME: return "FRAME";
+    case OP_BYTEARRAY8: return "BYTEARRAY8";
+    case OP_NEXT_BUFFER: return "NEXT_BUFFER";
+    case OP_READONLY_BUFFER: return "READONLY_BUFFER";
+    default: return "?";
+    }
+}
+
+/*==================================================================================================
+ MARK: Tags (what a non-data value stands for)
+==================================================================================================*/
+
+typedef enum gkind {
+    G_REFUSED = 1,     /* refused global kept as a placeholder (scan mode) */
+    G_ODICT,           /* collections.OrderedDict */
+    G_RT1,             /* torch._utils._rebuild_tensor */
+    G_RT2,             /* torch._utils._rebuild_tensor_v2 */
+    G_RT3,             /* torch._utils._rebuild_tensor_v3 */
+    G_RP,              /* torch._utils._rebuild_parameter */
+    G_RPS,             /* torch._utils._rebuild_parameter_with_state */
+    G_RMETA,           /* torch._utils._rebuild_meta_tensor_no_storage */
+    G_SIZE,            /* torch.Size */
+    G_SET,             /* builtins.set / frozenset */
+    G_BYTEARRAY,       /* builtins.bytearray */
+    G_BYTES,           /* builtins.bytes (protocol 2 pickles b'' as bytes()) */
+    G_ENCODE,          /* _codecs.encode */
+    G_NP_SCALAR,       /* numpy.core.multiarray.scalar */
+    G_NP_DTYPE_CLS,    /* numpy.dtype */
+    G_NP_RECONSTRUCT,  /* numpy.core.multiarray._reconstruct */
+    G_NP_NDARRAY_CLS,  /* numpy.ndarray */
+    G_NP_DTYPE,        /* a numpy dtype object (REDUCE of numpy.dtype), BUILD sets byte order */
+    G_NP_ARRAY,        /* an ndarray awaiting its BUILD state; then `fwd` is the tensor */
+} gkind;
+
+typedef struct tag {
+    gkind kind;
+    int64_t offset;   /* opcode that made it */
+    char np_kind;     /* numpy dtype: 'f', 'i', 'u', 'b', 'c' */
+    uint8_t np_size;  /* bytes per element */
+    char np_order;    /* '<', '>', '|', '=' */
+    sdict_value *fwd; /* G_NP_ARRAY after BUILD: the tensor it became */
+} tag;
+
+/*==================================================================================================
+ MARK: Hash map (memo index -> value, value address -> tag index / height)
+==================================================================================================*/
+
+typedef struct hent {
+    uint64_t key;
+    uint64_t val;
+    bool used;
+} hent;
+
+typedef struct hmap {
+    hent *e;
+    size_t cap; /* power of two or 0 */
+    size_t count;
+} hmap;
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static hent *hmap_find(const hmap *h, uint64_t key) {
+    if (h->count == 0)
+        return NULL;
+    size_t mask = h->cap - 1;
+    for (size_t i = mix64(key) & mask;; i = (i + 1) & mask) {
+        if (!h->e[i].used)
+            return NULL;
+        if (h->e[i].key == key)
+            return &h->e[i];
+    }
+}
+
+/* Inserts or updates; false on out-of-memory. Load factor stays <= 1/2. */
+static bool hmap_put(hmap *h, uint64_t key, uint64_t val) {
+    if ((h->count + 1) * 2 > h->cap) {
+        size_t ncap = h->cap ? h->cap * 2 : 64;
+        hent *ne = sdict__calloc(ncap, sizeof *ne);
+        if (!ne)
+            return false;
+        for (size_t i = 0; i < h->cap; i++) {
+            if (!h->e[i].used)
+                continue;
+            size_t j = mix64(h->e[i].key) & (ncap - 1);
+            while (ne[j].used)
+                j = (j + 1) & (ncap - 1);
+            ne[j] = h->e[i];
+        }
+        sdict__free(h->e);
+        h->e = ne;
+        h->cap = ncap;
+    }
+    size_t mask = h->cap - 1;
+    size_t i = mix64(key) & mask;
+    while (h->e[i].used && h->e[i].key != key)
+        i = (i + 1) & mask;
+    if (!h->e[i].used) {
+        h->e[i].used = true;
+        h->e[i].key = key;
+        h->count++;
+    }
+    h->e[i].val = val;
+    return true;
+}
+
+static void hmap_free(hmap *h) {
+    sdict__free(h->e);
+    h->e = NULL;
+    h->cap = h->count = 0;
+}
+
+/*==================================================================================================
+ MARK: Machine state and errors
+==================================================================================================*/
+
+typedef struct vm {
+    sdict__unpickler *u;
+    sdict_doc *doc;
+    sdict_error *err;
+    const char *rec;
+    const uint8_t *p;
+    size_t n;
+    size_t pos;
+    int64_t off; /* offset of the current opcode */
+    int op;
+    sdict_value **stack;
+    size_t sp, scap;
+    size_t *marks; /* stack heights at each MARK */
+    size_t nmarks, mcap;
+    hmap memo;
+    hmap tagmap; /* value address -> index into tags */
+    tag *tags;
+    size_t ntags, tcap;
+} vm;
+
+static sdict_status fail(vm *m, sdict_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static sdict_status fail(vm *m, sdict_status code, const char *fmt, ...) {
+    char msg[260];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return sdict__err(m->err, code, m->rec, m->off, "%s: %s", op_name(m->op), msg);
+}
+
+static sdict_status nomem(vm *m) { return fail(m, SDICT_E_NOMEM, "out of memory"); }
+
+/* A status from another subsystem (tensor checks): keep its message, point it at our opcode. */
+static sdict_status relocate(vm *m, sdict_status st) {
+    if (m->err && st != SDICT_OK) {
+        snprintf(m->err->record, sizeof m->err->record, "%s", m->rec ? m->rec : "");
+        m->err->offset = m->off;
+    }
+    return st;
+}
+
+static const char *kind_of(vm *m, const sdict_value *v);
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        sdict_status st_ = (expr);                                                                 \
+        if (st_ != SDICT_OK)                                                                       \
+            return st_;                                                                            \
+    } while (0)
+
+#define NEWV(var, expr)                                                                            \
+    do {                                                                                           \
+        (var) = (expr);                                                                            \
+        if (!(var))                                                                                \
+            return nomem(m);                                                                       \
+    } while (0)
+
+static tag *tag_of(const vm *m, const sdict_value *v) {
+    if (m->ntags == 0 || !v)
+        return NULL;
+    hent *e = hmap_find(&m->tagmap, (uint64_t)(uintptr_t)v);
+    return e ? &m->tags[e->val] : NULL;
+}
+
+/* A placeholder str value "module.name" tagged kind. */
+static sdict_status new_tagged(vm *m, const char *text, size_t len, gkind kind, sdict_value **out,
+                               tag **t) {
+    sdict_value *v;
+    NEWV(v, sdict_str_new(m->doc, text, len));
+    if (m->ntags == m->tcap) {
+        size_t ncap = m->tcap ? m->tcap * 2 : 16;
+        tag *nt = sdict__realloc(m->tags, ncap * sizeof *nt);
+        if (!nt)
+            return nomem(m);
+        m->tags = nt;
+        m->tcap = ncap;
+    }
+    if (!hmap_put(&m->tagmap, (uint64_t)(uintptr_t)v, m->ntags))
+        return nomem(m);
+    tag *g = &m->tags[m->ntags++];
+    memset(g, 0, sizeof *g);
+    g->kind = kind;
+    g->offset = m->off;
+    *out = v;
+    if (t)
+        *t = g;
+    return SDICT_OK;
+}
+
+/* Description for messages: the kind, or "global 'x.y'" for tagged values. */
+static const char *kind_of(vm *m, const sdict_value *v) {
+    static _Thread_local char buf[200];
+    tag *t = tag_of(m, v);
+    if (t) {
+        snprintf(buf, sizeof buf, "'%s'", sdict_str_get(v, NULL));
+        return buf;
+    }
+    sdict_kind k = sdict_value_kind(v);
+    return k == SDICT__KIND_STORAGE ? "storage" : sdict_kind_name(k);
+}
+
+/*==================================================================================================
+ MARK: Stack, marks, input
+==================================================================================================*/
+
+static size_t base_of(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
+static size_t avail(const vm *m) { return m->sp - base_of(m); }
+
+static sdict_status push(vm *m, sdict_value *v) {
+    if (!v)
+        return nomem(m);
+    if (m->sp == m->scap) {
+        if (m->sp >= m->u->limits->max_stack)
+            return fail(m, SDICT_E_LIMIT, "stack exceeds max_stack (%llu entries)",
+                        (unsigned long long)m->u->limits->max_stack);
+        size_t ncap = m->scap ? m->scap * 2 : 64;
+        sdict_value **ns = sdict__realloc(m->stack, ncap * sizeof *ns);
+        if (!ns)
+            return nomem(m);
+        m->stack = ns;
+        m->scap = ncap;
+    }
+    m->stack[m->sp++] = v;
+    return SDICT_OK;
+}
+
+static sdict_status need_items(vm *m, size_t k) {
+    if (avail(m) < k)
+        return fail(m, SDICT_E_PICKLE_STACK, "needs %zu stack item%s above the last MARK, found %zu",
+                    k, k == 1 ? "" : "s", avail(m));
+    return SDICT_OK;
+}
+
+static sdict_status pop(vm *m, sdict_value **out) {
+    TRY(need_items(m, 1));
+    *out = m->stack[--m->sp];
+    return SDICT_OK;
+}
+
+/* Removes the top MARK; *base receives the stack height where its items begin. */
+static sdict_status pop_mark(vm *m, size_t *base) {
+    if (m->nmarks == 0)
+        return fail(m, SDICT_E_PICKLE_STACK, "no MARK on the stack");
+    *base = m->marks[--m->nmarks];
+    return SDICT_OK;
+}
+
+static sdict_status need_bytes(vm *m, size_t k) {
+    if (m->n - m->pos < k)
+        return sdict__err(m->err, SDICT_E_TRUNCATED, m->rec, m->off,
+                          "%s: needs %zu byte%s of argument, only %zu remain", op_name(m->op), k,
+                          k == 1 ? "" : "s", m->n - m->pos);
+    return SDICT_OK;
+}
+
+/* A declared length: checked against the input first (a claim past the end is truncation),
+   then against max_str_bytes, before anything is allocated. */
+static sdict_status check_len(vm *m, uint64_t len) {
+    if (len > m->n - m->pos)
+        return sdict__err(m->err, SDICT_E_TRUNCATED, m->rec, m->off,
+                          "%s: declares %llu bytes, only %zu remain", op_name(m->op),
+                          (unsigned long long)len, m->n - m->pos);
+    if (len > m->u->limits->max_str_bytes)
+        return fail(m, SDICT_E_LIMIT, "length %llu exceeds max_str_bytes %llu",
+                    (unsigned long long)len, (unsigned long long)m->u->limits->max_str_bytes);
+    return SDICT_OK;
+}
+
+/* A protocol-0 text argument up to (not including) the next newline. */
+static sdict_status read_line(vm *m, const char **s, size_t *len) {
+    const uint8_t *start = m->p + m->pos;
+    const uint8_t *nl = memchr(start, '\n', m->n - m->pos);
+    if (!nl)
+        return sdict__err(m->err, SDICT_E_TRUNCATED, m->rec, m->off,
+                          "%s: argument line has no terminating newline", op_name(m->op));
+    *s = (const char *)start;
+    *len = (size_t)(nl - start);
+    m->pos += *len + 1;
+    if (*len > m->u->limits->max_str_bytes)
+        return fail(m, SDICT_E_LIMIT, "line of %zu bytes exceeds max_str_bytes", *len);
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Containers
+==================================================================================================*/
+
+/* Lists, dicts and sets hold data only: a callable or placeholder there would misstate the
+   file (scan mode excepted, where placeholders are the point). Tuples may hold them because
+   call arguments and persistent ids are tuples. */
+static sdict_status check_data(vm *m, const sdict_value *v, const char *where) {
+    if (m->ntags && !m->u->scan && tag_of(m, v))
+        return fail(m, SDICT_E_PICKLE_TYPE, "%s cannot be stored in a %s (only data can)",
+                    kind_of(m, v), where);
+    return SDICT_OK;
+}
+
+/* Dict keys and set items: str, int, float, bool, None, bytes, or tuples of those. Checked
+   with a small explicit stack; a key needing more than 256 nodes is refused (real keys have a
+   handful), which also keeps hashing shared-subtuple bombs linear. */
+static sdict_status check_hashable(vm *m, const sdict_value *key) {
+    const sdict_value *st[256];
+    size_t n = 0, visited = 0;
+    st[n++] = key;
+    while (n) {
+        const sdict_value *v = st[--n];
+        if (++visited > 256)
+            return fail(m, SDICT_E_PICKLE_TYPE, "dict key or set item is a tuple too large to hash");
+        if (m->ntags && tag_of(m, v))
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s is not a hashable key", kind_of(m, v));
+        switch (sdict_value_kind(v)) {
+        case SDICT_KIND_NONE:
+        case SDICT_KIND_BOOL:
+        case SDICT_KIND_INT:
+        case SDICT_KIND_FLOAT:
+        case SDICT_KIND_STR:
+        case SDICT_KIND_BYTES:
+            break;
+        case SDICT_KIND_TUPLE: {
+            size_t k = sdict_seq_len(v);
+            if (k > 256 - n)
+                return fail(m, SDICT_E_PICKLE_TYPE,
+                            "dict key or set item is a tuple too large to hash");
+            for (size_t i = 0; i < k; i++)
+                st[n++] = sdict_seq_item(v, i);
+            break;
+        }
+        default:
+            return fail(m, SDICT_E_PICKLE_TYPE, "unhashable %s used as a dict key or set item",
+                        kind_of(m, v));
+        }
+    }
+    return SDICT_OK;
+}
+
+static sdict_status seq_add(vm *m, sdict_value *seq, sdict_value *item) {
+    sdict_kind k = sdict_value_kind(seq);
+    if (k == SDICT_KIND_SET)
+        TRY(check_hashable(m, item));
+    else if (k != SDICT_KIND_TUPLE)
+        TRY(check_data(m, item, sdict_kind_name(k)));
+    sdict_status st = sdict_seq_append(seq, item);
+    if (st == SDICT_E_NOMEM)
+        return nomem(m);
+    if (st != SDICT_OK)
+        return fail(m, SDICT_E_PICKLE_TYPE, "cannot add %s to a %s", kind_of(m, item),
+                    sdict_kind_name(k));
+    return SDICT_OK;
+}
+
+static sdict_status dict_put(vm *m, sdict_value *d, sdict_value *key, sdict_value *val) {
+    TRY(check_hashable(m, key));
+    TRY(check_data(m, val, "dict"));
+    sdict_status st = sdict_dict_set(d, key, val);
+    if (st == SDICT_E_NOMEM)
+        return nomem(m);
+    if (st != SDICT_OK)
+        return fail(m, SDICT_E_PICKLE_TYPE, "cannot use %s as a dict key", kind_of(m, key));
+    return SDICT_OK;
+}
+
+/* New container of kind from stack[base..sp), which is then dropped. */
+static sdict_status collect(vm *m, size_t base, sdict_kind kind, sdict_value **out) {
+    sdict_value *c;
+    NEWV(c, kind == SDICT_KIND_LIST    ? sdict_list_new(m->doc)
+            : kind == SDICT_KIND_TUPLE ? sdict_tuple_new(m->doc)
+                                       : sdict_set_new(m->doc));
+    for (size_t i = base; i < m->sp; i++)
+        TRY(seq_add(m, c, m->stack[i]));
+    m->sp = base;
+    *out = c;
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Numbers and text
+==================================================================================================*/
+
+/* Decimal text (protocol 0 INT/LONG) to an int of any size. Python caps int('...') at 4300
+   digits; so do we, which keeps the schoolbook conversion linear in practice. */
+static sdict_status int_from_text(vm *m, const char *s, size_t len, sdict_value **out) {
+    size_t i = 0;
+    bool neg = false;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\r'))
+        len--;
+    while (i < len && s[i] == ' ')
+        i++;
+    if (i < len && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    if (i == len)
+        return fail(m, SDICT_E_PICKLE_OPCODE, "expected a decimal integer, found \"%.*s\"",
+                    (int)(len > 40 ? 40 : len), s);
+    for (size_t j = i; j < len; j++)
+        if (s[j] < '0' || s[j] > '9')
+            return fail(m, SDICT_E_PICKLE_OPCODE, "expected a decimal integer, found \"%.*s\"",
+                        (int)(len > 40 ? 40 : len), s);
+    size_t nd = len - i;
+    if (nd > 4300)
+        return fail(m, SDICT_E_LIMIT, "integer literal of %zu digits (Python's limit is 4300)", nd);
+    if (nd <= 18) {
+        int64_t v = 0;
+        for (size_t j = i; j < len; j++)
+            v = v * 10 + (s[j] - '0');
+        NEWV(*out, sdict_int_new(m->doc, neg ? -v : v));
+        return SDICT_OK;
+    }
+    size_t nl = nd / 9 + 2;
+    uint32_t *limb = sdict__calloc(nl, sizeof *limb);
+    uint8_t *bytes = limb ? sdict__malloc(nl * 4 + 1) : NULL;
+    if (!bytes) {
+        sdict__free(limb);
+        return nomem(m);
+    }
+    size_t used = 1;
+    for (size_t j = i; j < len;) {
+        uint32_t chunk = 0, mul = 1;
+        for (int c = 0; c < 9 && j < len; c++, j++) {
+            chunk = chunk * 10 + (uint32_t)(s[j] - '0');
+            mul *= 10;
+        }
+        uint64_t carry = chunk;
+        for (size_t k = 0; k < used; k++) {
+            uint64_t t = (uint64_t)limb[k] * mul + carry;
+            limb[k] = (uint32_t)t;
+            carry = t >> 32;
+        }
+        if (carry)
+            limb[used++] = (uint32_t)carry;
+    }
+    for (size_t k = 0; k < nl; k++)
+        for (int b = 0; b < 4; b++)
+            bytes[k * 4 + (size_t)b] = (uint8_t)(limb[k] >> (8 * b));
+    bytes[nl * 4] = 0;
+    if (neg) { /* two's complement of the magnitude */
+        unsigned carry = 1;
+        for (size_t k = 0; k <= nl * 4; k++) {
+            unsigned t = (uint8_t)~bytes[k] + carry;
+            bytes[k] = (uint8_t)t;
+            carry = t >> 8;
+        }
+    }
+    *out = sdict__int_from_le_bytes(m->doc, bytes, nl * 4 + 1);
+    sdict__free(limb);
+    sdict__free(bytes);
+    return *out ? SDICT_OK : nomem(m);
+}
+
+/* Appends code point c as UTF-8 (surrogates kept as three bytes, as surrogatepass does). */
+static size_t put_utf8(uint8_t *o, uint32_t c) {
+    if (c < 0x80) {
+        o[0] = (uint8_t)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        o[0] = (uint8_t)(0xC0 | (c >> 6));
+        o[1] = (uint8_t)(0x80 | (c & 0x3F));
+        return 2;
+    }
+    if (c < 0x10000) {
+        o[0] = (uint8_t)(0xE0 | (c >> 12));
+        o[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        o[2] = (uint8_t)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    o[0] = (uint8_t)(0xF0 | (c >> 18));
+    o[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+    o[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+    o[3] = (uint8_t)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* Python 2 str bytes read as latin-1 (what torch.load(encoding='latin1') does): each byte is
+   one code point. */
+static sdict_status latin1_str(vm *m, const uint8_t *s, size_t len, sdict_value **out) {
+    uint8_t *buf = sdict__malloc(len * 2 + 1);
+    if (!buf)
+        return nomem(m);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++)
+        o += put_utf8(buf + o, s[i]);
+    *out = sdict_str_new(m->doc, (const char *)buf, o);
+    sdict__free(buf);
+    return *out ? SDICT_OK : nomem(m);
+}
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* STRING: a quoted repr decoded with Python's escape_decode, then latin-1. */
+static sdict_status string_op(vm *m, const char *s, size_t len, sdict_value **out) {
+    while (len && (s[len - 1] == '\r' || s[len - 1] == ' '))
+        len--;
+    if (len < 2 || s[0] != s[len - 1] || (s[0] != '\'' && s[0] != '"'))
+        return fail(m, SDICT_E_PICKLE_OPCODE, "the STRING argument must be quoted");
+    s++;
+    len -= 2;
+    uint8_t *b = sdict__malloc(len + 1);
+    if (!b)
+        return nomem(m);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\' || i + 1 == len) {
+            b[o++] = (uint8_t)s[i];
+            continue;
+        }
+        char c = s[++i];
+        switch (c) {
+        case 'n': b[o++] = '\n'; break;
+        case 't': b[o++] = '\t'; break;
+        case 'r': b[o++] = '\r'; break;
+        case 'a': b[o++] = '\a'; break;
+        case 'b': b[o++] = '\b'; break;
+        case 'f': b[o++] = '\f'; break;
+        case 'v': b[o++] = '\v'; break;
+        case '\\': case '\'': case '"': b[o++] = (uint8_t)c; break;
+        case 'x': {
+            int h1 = i + 1 < len ? hexval((unsigned char)s[i + 1]) : -1;
+            int h2 = i + 2 < len ? hexval((unsigned char)s[i + 2]) : -1;
+            if (h1 < 0 || h2 < 0) {
+                sdict__free(b);
+                return fail(m, SDICT_E_PICKLE_OPCODE, "invalid \\x escape in STRING");
+            }
+            b[o++] = (uint8_t)(h1 * 16 + h2);
+            i += 2;
+            break;
+        }
+        default:
+            if (c >= '0' && c <= '7') {
+                unsigned v = (unsigned)(c - '0');
+                for (int k = 0; k < 2 && i + 1 < len && s[i + 1] >= '0' && s[i + 1] <= '7'; k++)
+                    v = v * 8 + (unsigned)(s[++i] - '0');
+                b[o++] = (uint8_t)v;
+            } else { /* unknown escapes stay as written */
+                b[o++] = '\\';
+                b[o++] = (uint8_t)c;
+            }
+        }
+    }
+    sdict_status st = latin1_str(m, b, o, out);
+    sdict__free(b);
+    return st;
+}
+
+/* UNICODE: raw-unicode-escape, i.e. latin-1 bytes plus \uXXXX and \UXXXXXXXX escapes. */
+static sdict_status unicode_op(vm *m, const char *s, size_t len, sdict_value **out) {
+    uint8_t *b = sdict__malloc(len * 2 + 4);
+    if (!b)
+        return nomem(m);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\\' && i + 1 < len && (s[i + 1] == 'u' || s[i + 1] == 'U')) {
+            size_t nh = s[i + 1] == 'u' ? 4 : 8;
+            uint32_t c = 0;
+            bool ok = i + 2 + nh <= len;
+            for (size_t k = 0; ok && k < nh; k++) {
+                int h = hexval((unsigned char)s[i + 2 + k]);
+                ok = h >= 0;
+                c = c * 16 + (uint32_t)(h < 0 ? 0 : h);
+            }
+            if (!ok || c > 0x10FFFF) {
+                sdict__free(b);
+                return fail(m, SDICT_E_PICKLE_OPCODE, "invalid \\%c escape in UNICODE", s[i + 1]);
+            }
+            o += put_utf8(b + o, c);
+            i += 1 + nh;
+        } else {
+            o += put_utf8(b + o, (unsigned char)s[i]);
+        }
+    }
+    *out = sdict_str_new(m->doc, (const char *)b, o);
+    sdict__free(b);
+    return *out ? SDICT_OK : nomem(m);
+}
+
+static sdict_status float_text(vm *m, const char *s, size_t len, sdict_value **out) {
+    char buf[128];
+    while (len && (s[len - 1] == '\r' || s[len - 1] == ' '))
+        len--;
+    if (len == 0 || len >= sizeof buf)
+        return fail(m, SDICT_E_PICKLE_OPCODE, "float literal of %zu bytes", len);
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *end = NULL;
+    double d = strtod(buf, &end);
+    if (end != buf + len)
+        return fail(m, SDICT_E_PICKLE_OPCODE, "invalid float literal \"%s\"", buf);
+    NEWV(*out, sdict_float_new(m->doc, d));
+    return SDICT_OK;
+}
+
+/* The bytes of a str whose code points are all < 256 (latin-1 encoding), for _codecs.encode
+   and bytearray(str, 'latin-1'). */
+static sdict_status latin1_bytes(vm *m, const sdict_value *v, sdict_value **out) {
+    size_t len;
+    const uint8_t *s = (const uint8_t *)sdict_str_get(v, &len);
+    uint8_t *b = sdict__malloc(len + 1);
+    if (!b)
+        return nomem(m);
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            b[o++] = c;
+            i++;
+        } else if ((c & 0xE0) == 0xC0 && c <= 0xC3 && i + 1 < len && (s[i + 1] & 0xC0) == 0x80) {
+            b[o++] = (uint8_t)(((c & 0x1F) << 6) | (s[i + 1] & 0x3F));
+            i += 2;
+        } else {
+            sdict__free(b);
+            return fail(m, SDICT_E_PICKLE_TYPE,
+                        "text has characters outside latin-1 (at byte %zu of %zu)", i, len);
+        }
+    }
+    *out = sdict_bytes_new(m->doc, b, o);
+    sdict__free(b);
+    return *out ? SDICT_OK : nomem(m);
+}
+
+/*==================================================================================================
+ MARK: Globals (the allow-list)
+==================================================================================================*/
+
+static bool eq(const char *s, size_t n, const char *lit) {
+    return n == strlen(lit) && memcmp(s, lit, n) == 0;
+}
+
+typedef struct resolved {
+    gkind kind;          /* 0 when the global is a plain value (dtype) or refused */
+    bool allowed;
+    bool is_dtype;
+    sdict_dtype dtype;
+} resolved;
+
+/* Exact (module, name) lookup. Nothing is resolved by prefix or attribute walk. */
+static resolved resolve_global(const char *mod, size_t ml, const char *name, size_t nl) {
+    resolved r = {0};
+    r.allowed = true;
+    bool builtins = eq(mod, ml, "builtins") || eq(mod, ml, "__builtin__");
+    bool np_multiarray = eq(mod, ml, "numpy.core.multiarray") || eq(mod, ml, "numpy._core.multiarray");
+    char tmp[64];
+    if (eq(mod, ml, "collections") && eq(name, nl, "OrderedDict"))
+        r.kind = G_ODICT;
+    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_tensor"))
+        r.kind = G_RT1;
+    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_tensor_v2"))
+        r.kind = G_RT2;
+    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_tensor_v3"))
+        r.kind = G_RT3;
+    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_parameter"))
+        r.kind = G_RP;
+    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_parameter_with_state"))
+        r.kind = G_RPS;
+    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_meta_tensor_no_storage"))
+        r.kind = G_RMETA;
+    else if (eq(mod, ml, "torch") && eq(name, nl, "Size"))
+        r.kind = G_SIZE;
+    else if (builtins && (eq(name, nl, "set") || eq(name, nl, "frozenset")))
+        r.kind = G_SET;
+    else if (builtins && eq(name, nl, "bytearray"))
+        r.kind = G_BYTEARRAY;
+    else if (builtins && eq(name, nl, "bytes"))
+        r.kind = G_BYTES;
+    else if (eq(mod, ml, "_codecs") && eq(name, nl, "encode"))
+        r.kind = G_ENCODE;
+    else if (np_multiarray && eq(name, nl, "scalar"))
+        r.kind = G_NP_SCALAR;
+    else if (np_multiarray && eq(name, nl, "_reconstruct"))
+        r.kind = G_NP_RECONSTRUCT;
+    else if (eq(mod, ml, "numpy") && eq(name, nl, "dtype"))
+        r.kind = G_NP_DTYPE_CLS;
+    else if (eq(mod, ml, "numpy") && eq(name, nl, "ndarray"))
+        r.kind = G_NP_NDARRAY_CLS;
+    else if (eq(mod, ml, "torch.storage") && eq(name, nl, "UntypedStorage")) {
+        r.is_dtype = true;
+        r.dtype = SDICT_UINT8; /* numel of an untyped storage counts bytes */
+    } else if ((eq(mod, ml, "torch") || eq(mod, ml, "torch.cuda")) && nl < sizeof tmp &&
+               !memchr(name, '\0', nl) && !memchr(name, '.', nl)) {
+        memcpy(tmp, name, nl);
+        tmp[nl] = '\0';
+        if (nl > 7 && strcmp(tmp + nl - 7, "Storage") == 0 &&
+            sdict__dtype_from_storage_class(tmp, &r.dtype))
+            r.is_dtype = true;
+        else if (eq(mod, ml, "torch") && sdict_dtype_from_name(tmp, &r.dtype) == SDICT_OK)
+            r.is_dtype = true;
+        else
+            r.allowed = false;
+    } else {
+        r.allowed = false;
+    }
+    return r;
+}
+
+/* GLOBAL / STACK_GLOBAL / INST: report, then push the value the global stands for. For INST
+   (call_now) a refused global is an error even in scan mode, since INST calls it. */
+static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *name, size_t nl,
+                                bool call_now, sdict_value **out) {
+    resolved r = resolve_global(mod, ml, name, nl);
+    char *full = sdict__malloc(ml + nl + 2);
+    if (!full)
+        return nomem(m);
+    memcpy(full, mod, ml);
+    full[ml] = '\0';
+    memcpy(full + ml + 1, name, nl);
+    full[ml + 1 + nl] = '\0';
+    if (m->u->on_global)
+        m->u->on_global(m->u->ctx, full, full + ml + 1, r.allowed, m->off);
+    full[ml] = '.';
+    sdict_status st = SDICT_OK;
+    if (!r.allowed && (!m->u->scan || call_now)) {
+        st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s' is not on the allow-list", full);
+    } else if (r.is_dtype) {
+        *out = sdict_dtype_value_new(m->doc, r.dtype);
+        st = *out ? SDICT_OK : nomem(m);
+    } else {
+        st = new_tagged(m, full, ml + nl + 1, r.allowed ? r.kind : G_REFUSED, out, NULL);
+    }
+    sdict__free(full);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Tensors
+==================================================================================================*/
+
+static sdict_status int_arg(vm *m, const sdict_value *v, const char *what, int64_t *out) {
+    sdict_kind k = sdict_value_kind(v);
+    if (k != SDICT_KIND_INT && k != SDICT_KIND_BOOL)
+        return fail(m, SDICT_E_PICKLE_TYPE, "%s must be an int, found %s", what, kind_of(m, v));
+    if (sdict_int_get(v, out) != SDICT_OK)
+        return fail(m, SDICT_E_SHAPE, "%s does not fit in int64", what);
+    return SDICT_OK;
+}
+
+/* A size or stride tuple (torch.Size arrives as a tuple) of ints >= 0. */
+static sdict_status dims_arg(vm *m, const sdict_value *v, const char *what, int64_t *dims,
+                             int32_t *nd) {
+    sdict_kind k = sdict_value_kind(v);
+    if (k != SDICT_KIND_TUPLE && k != SDICT_KIND_LIST)
+        return fail(m, SDICT_E_PICKLE_TYPE, "%s must be a tuple of ints, found %s", what,
+                    kind_of(m, v));
+    size_t n = sdict_seq_len(v);
+    if (n > SDICT_MAX_DIMS)
+        return fail(m, SDICT_E_LIMIT, "%s has %zu dimensions, at most %d are supported", what, n,
+                    SDICT_MAX_DIMS);
+    for (size_t i = 0; i < n; i++) {
+        TRY(int_arg(m, sdict_seq_item(v, i), what, &dims[i]));
+        if (dims[i] < 0)
+            return fail(m, SDICT_E_SHAPE, "%s[%zu] is %lld, must be >= 0", what, i,
+                        (long long)dims[i]);
+    }
+    *nd = (int32_t)n;
+    return SDICT_OK;
+}
+
+static sdict_status flag_arg(vm *m, const sdict_value *v, const char *what, bool *out) {
+    sdict_kind k = sdict_value_kind(v);
+    if (k == SDICT_KIND_BOOL)
+        *out = sdict_bool_get(v);
+    else if (k == SDICT_KIND_INT) {
+        int64_t i = 0;
+        *out = sdict_int_get(v, &i) != SDICT_OK || i != 0;
+    } else
+        return fail(m, SDICT_E_PICKLE_TYPE, "%s must be a bool, found %s", what, kind_of(m, v));
+    return SDICT_OK;
+}
+
+/* torch drops backward hooks with a warning; a file carrying any is refused here. */
+static sdict_status hooks_arg(vm *m, const sdict_value *v) {
+    if (sdict_value_kind(v) != SDICT_KIND_DICT)
+        return fail(m, SDICT_E_PICKLE_TYPE, "backward_hooks must be an OrderedDict, found %s",
+                    kind_of(m, v));
+    if (sdict_dict_len(v) != 0)
+        return fail(m, SDICT_E_PICKLE_TYPE, "backward_hooks has %zu entries, expected none",
+                    sdict_dict_len(v));
+    return SDICT_OK;
+}
+
+/* storage, storage_offset, size, stride -> tensor; dtype_override for v3 (untyped storage). */
+static sdict_status make_tensor(vm *m, const sdict_value *const *a, const sdict_value *dtype_v,
+                                bool requires_grad, sdict_value **out) {
+    sdict_tensor t;
+    memset(&t, 0, sizeof t);
+    sdict_dtype sdt = SDICT_DTYPE_COUNT;
+    sdict_storage *s = sdict__storage_value_get(a[0], &sdt);
+    if (!s)
+        return fail(m, SDICT_E_PICKLE_TYPE, "argument 1 must be a storage, found %s",
+                    kind_of(m, a[0]));
+    t.dtype = sdt;
+    if (dtype_v) {
+        if (sdict_value_kind(dtype_v) != SDICT_KIND_DTYPE)
+            return fail(m, SDICT_E_PICKLE_TYPE, "dtype argument must be a torch dtype, found %s",
+                        kind_of(m, dtype_v));
+        t.dtype = sdict_dtype_value_get(dtype_v);
+    }
+    TRY(int_arg(m, a[1], "storage_offset", &t.storage_offset));
+    if (t.storage_offset < 0)
+        return fail(m, SDICT_E_SHAPE, "storage_offset is %lld, must be >= 0",
+                    (long long)t.storage_offset);
+    int32_t nds = 0;
+    TRY(dims_arg(m, a[2], "size", t.shape, &t.ndim));
+    TRY(dims_arg(m, a[3], "stride", t.stride, &nds));
+    if (nds != t.ndim)
+        return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d", (int)t.ndim,
+                    (int)nds);
+    t.storage = s;
+    t.requires_grad = requires_grad;
+    return relocate(m, sdict_tensor_new(m->doc, &t, out, m->err));
+}
+
+static sdict_status args_count(vm *m, const sdict_value *args, const char *fn, size_t lo,
+                               size_t hi) {
+    size_t n = sdict_seq_len(args);
+    if (n < lo || n > hi) {
+        if (lo == hi)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s takes %zu arguments, got %zu", fn, lo, n);
+        return fail(m, SDICT_E_PICKLE_TYPE, "%s takes %zu to %zu arguments, got %zu", fn, lo, hi,
+                    n);
+    }
+    return SDICT_OK;
+}
+
+static sdict_status metadata_arg(vm *m, const sdict_value *v) {
+    /* 2.x passes tensor metadata (conj/neg bits and the like) only when non-empty; nothing we
+       represent, so it is accepted and ignored when it is a dict. */
+    if (sdict_value_kind(v) != SDICT_KIND_DICT)
+        return fail(m, SDICT_E_PICKLE_TYPE, "metadata must be a dict, found %s", kind_of(m, v));
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: numpy
+==================================================================================================*/
+
+static bool np_dtype_of(const tag *t, sdict_dtype *out) {
+    switch (t->np_kind) {
+    case 'f':
+        *out = t->np_size == 2 ? SDICT_FLOAT16 : t->np_size == 4 ? SDICT_FLOAT32 : SDICT_FLOAT64;
+        return t->np_size == 2 || t->np_size == 4 || t->np_size == 8;
+    case 'i':
+        *out = t->np_size == 1 ? SDICT_INT8 : t->np_size == 2 ? SDICT_INT16
+               : t->np_size == 4 ? SDICT_INT32 : SDICT_INT64;
+        return t->np_size == 1 || t->np_size == 2 || t->np_size == 4 || t->np_size == 8;
+    case 'u':
+        *out = t->np_size == 1 ? SDICT_UINT8 : t->np_size == 2 ? SDICT_UINT16
+               : t->np_size == 4 ? SDICT_UINT32 : SDICT_UINT64;
+        return t->np_size == 1 || t->np_size == 2 || t->np_size == 4 || t->np_size == 8;
+    case 'b':
+        *out = SDICT_BOOL;
+        return t->np_size == 1;
+    case 'c':
+        *out = t->np_size == 8 ? SDICT_COMPLEX64 : SDICT_COMPLEX128;
+        return t->np_size == 8 || t->np_size == 16;
+    default:
+        return false;
+    }
+}
+
+static bool host_big_endian(void) {
+    const uint16_t one = 1;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 0;
+}
+
+static bool np_swapped(const tag *t) {
+    if (t->np_size == 1 || t->np_order == '|' || t->np_order == '=')
+        return false;
+    return (t->np_order == '>') != host_big_endian();
+}
+
+static double half_to_double(uint16_t h) {
+    int e = (h >> 10) & 0x1F, f = h & 0x3FF;
+    double v = e == 0 ? ldexp(f, -24) : e == 31 ? (f ? NAN : INFINITY) : ldexp(f + 1024, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+/* numpy.core.multiarray.scalar(dtype, bytes) -> a plain number. */
+static sdict_status np_scalar(vm *m, const sdict_value *args, sdict_value **out) {
+    TRY(args_count(m, args, "numpy scalar", 2, 2));
+    tag *t = tag_of(m, sdict_seq_item(args, 0));
+    size_t len = 0;
+    const uint8_t *raw = sdict_bytes_get(sdict_seq_item(args, 1), &len);
+    sdict_dtype dt;
+    if (!t || t->kind != G_NP_DTYPE || !raw)
+        return fail(m, SDICT_E_PICKLE_TYPE, "numpy scalar expects (numpy.dtype, bytes)");
+    if (!np_dtype_of(t, &dt) || t->np_kind == 'c')
+        return fail(m, SDICT_E_UNSUPPORTED, "numpy scalar of dtype '%c%u' is not supported",
+                    t->np_kind, t->np_size);
+    if (len != t->np_size)
+        return fail(m, SDICT_E_PICKLE_TYPE, "numpy scalar of %u bytes carries %zu bytes",
+                    t->np_size, len);
+    uint8_t le[9] = {0}; /* little-endian copy, plus a zero byte for unsigned 64-bit */
+    bool big = t->np_order == '>' || ((t->np_order == '=' || t->np_order == '|') && host_big_endian());
+    for (size_t i = 0; i < len; i++)
+        le[i] = big ? raw[len - 1 - i] : raw[i];
+    uint64_t bits = sdict__le64(le);
+    switch (t->np_kind) {
+    case 'b': NEWV(*out, sdict_bool_new(m->doc, le[0] != 0)); break;
+    case 'u': NEWV(*out, sdict__int_from_le_bytes(m->doc, le, len + 1)); break;
+    case 'i': NEWV(*out, sdict__int_from_le_bytes(m->doc, le, len)); break;
+    default: {
+        double d;
+        if (len == 8)
+            memcpy(&d, &bits, 8);
+        else if (len == 4) {
+            uint32_t b32 = (uint32_t)bits;
+            float f;
+            memcpy(&f, &b32, 4);
+            d = f;
+        } else
+            d = half_to_double((uint16_t)bits);
+        NEWV(*out, sdict_float_new(m->doc, d));
+    }
+    }
+    return SDICT_OK;
+}
+
+/* numpy.dtype(('f8', False, True)) -> a dtype object; its byte order comes with BUILD. */
+static sdict_status np_dtype_new(vm *m, const sdict_value *args, sdict_value **out) {
+    TRY(args_count(m, args, "numpy.dtype", 1, 3));
+    size_t len;
+    const char *s = sdict_str_get(sdict_seq_item(args, 0), &len);
+    if (!s)
+        return fail(m, SDICT_E_PICKLE_TYPE, "numpy.dtype expects a type string");
+    int size = 0;
+    for (size_t i = 1; i < len && i < 4 && s[i] >= '0' && s[i] <= '9'; i++)
+        size = size * 10 + (s[i] - '0');
+    tag *t;
+    TRY(new_tagged(m, "numpy.dtype", 11, G_NP_DTYPE, out, &t));
+    t->np_kind = len ? s[0] : '?';
+    t->np_size = (uint8_t)size;
+    t->np_order = '=';
+    sdict_dtype dt;
+    if (len < 2 || len > 4 || !np_dtype_of(t, &dt))
+        return fail(m, SDICT_E_UNSUPPORTED, "numpy dtype '%.*s' is not supported",
+                    (int)(len > 16 ? 16 : len), s);
+    return SDICT_OK;
+}
+
+/* BUILD of an ndarray: state (version, shape, dtype, is_fortran, raw bytes) -> owned tensor. */
+static sdict_status np_array_build(vm *m, tag *arr, const sdict_value *state, sdict_value **out) {
+    if (sdict_value_kind(state) != SDICT_KIND_TUPLE || sdict_seq_len(state) != 5)
+        return fail(m, SDICT_E_PICKLE_TYPE, "ndarray state must be a 5-tuple");
+    tag *dt = tag_of(m, sdict_seq_item(state, 2));
+    bool fortran = false;
+    size_t len = 0;
+    const uint8_t *raw = sdict_bytes_get(sdict_seq_item(state, 4), &len);
+    sdict_tensor t;
+    memset(&t, 0, sizeof t);
+    if (!dt || dt->kind != G_NP_DTYPE || !raw)
+        return fail(m, SDICT_E_UNSUPPORTED,
+                    "ndarray state needs a numpy dtype and raw bytes (object arrays unsupported)");
+    TRY(flag_arg(m, sdict_seq_item(state, 3), "is_fortran", &fortran));
+    TRY(dims_arg(m, sdict_seq_item(state, 1), "ndarray shape", t.shape, &t.ndim));
+    if (!np_dtype_of(dt, &t.dtype))
+        return fail(m, SDICT_E_UNSUPPORTED, "numpy dtype not supported");
+    uint64_t numel = 1, nbytes;
+    for (int i = 0; i < t.ndim; i++)
+        if (!sdict__mul_u64(numel, (uint64_t)t.shape[i], &numel))
+            return fail(m, SDICT_E_SHAPE, "ndarray element count overflows");
+    if (!sdict__mul_u64(numel, dt->np_size, &nbytes) || nbytes != len)
+        return fail(m, SDICT_E_PICKLE_TYPE, "ndarray data has %zu bytes, shape needs %llu", len,
+                    (unsigned long long)nbytes);
+    int64_t acc = 1;
+    for (int k = 0; k < t.ndim; k++) { /* C order: last dim fastest; Fortran: first fastest */
+        int i = fortran ? k : t.ndim - 1 - k;
+        t.stride[i] = acc;
+        acc *= t.shape[i] > 0 ? t.shape[i] : 1;
+    }
+    sdict_storage *s = NULL;
+    TRY(relocate(m, sdict_storage_new(len, &s, m->err)));
+    if (len)
+        memcpy(sdict_storage_data(s), raw, len);
+    if (np_swapped(dt)) {
+        if (dt->np_kind == 'c')
+            sdict__byteswap(sdict_storage_data(s), (size_t)numel * 2, dt->np_size / 2u);
+        else
+            sdict__byteswap(sdict_storage_data(s), (size_t)numel, dt->np_size);
+    }
+    t.storage = s;
+    sdict_status st = relocate(m, sdict_tensor_new(m->doc, &t, out, m->err));
+    sdict_storage_release(s);
+    if (st == SDICT_OK)
+        arr->fwd = *out;
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Calls (REDUCE, NEWOBJ, INST, OBJ) and BUILD
+==================================================================================================*/
+
+static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
+                         sdict_value **out) {
+    tag *t = tag_of(m, fn);
+    if (!t)
+        return fail(m, SDICT_E_PICKLE_TYPE, "expects a callable, found %s", kind_of(m, fn));
+    const char *name = sdict_str_get(fn, NULL);
+    if (t->kind == G_REFUSED)
+        return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "calls refused global '%s' (from offset %lld)",
+                    name, (long long)t->offset);
+    if (sdict_value_kind(args) != SDICT_KIND_TUPLE)
+        return fail(m, SDICT_E_PICKLE_TYPE, "arguments of '%s' must be a tuple, found %s", name,
+                    kind_of(m, args));
+    size_t n = sdict_seq_len(args);
+    const sdict_value *a[8] = {0};
+    for (size_t i = 0; i < n && i < 8; i++)
+        a[i] = sdict_seq_item(args, i);
+    if (newobj && t->kind != G_ODICT && t->kind != G_SET)
+        return fail(m, SDICT_E_PICKLE_TYPE, "cls.__new__ of '%s' is not supported", name);
+    switch (t->kind) {
+    case G_ODICT:
+        if (n != 0 && !newobj)
+            return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict() takes no arguments here, got %zu",
+                        n);
+        NEWV(*out, sdict_dict_new(m->doc, true));
+        return SDICT_OK;
+    case G_SET: {
+        NEWV(*out, sdict_set_new(m->doc));
+        if (newobj || n == 0)
+            return SDICT_OK;
+        sdict_kind k = sdict_value_kind(a[0]);
+        if (n != 1 || (k != SDICT_KIND_LIST && k != SDICT_KIND_TUPLE && k != SDICT_KIND_SET))
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s' expects one list argument", name);
+        for (size_t i = 0; i < sdict_seq_len(a[0]); i++)
+            TRY(seq_add(m, *out, sdict_seq_item(a[0], i)));
+        return SDICT_OK;
+    }
+    case G_SIZE:
+        if (n != 1 || sdict_value_kind(a[0]) != SDICT_KIND_TUPLE)
+            return fail(m, SDICT_E_PICKLE_TYPE, "torch.Size expects one tuple argument");
+        for (size_t i = 0; i < sdict_seq_len(a[0]); i++)
+            if (sdict_value_kind(sdict_seq_item(a[0], i)) != SDICT_KIND_INT)
+                return fail(m, SDICT_E_PICKLE_TYPE, "torch.Size item %zu is %s, not an int", i,
+                            kind_of(m, sdict_seq_item(a[0], i)));
+        *out = (sdict_value *)a[0]; /* tuples are immutable: the size is that tuple */
+        return SDICT_OK;
+    case G_BYTES:
+        if (n != 0)
+            return fail(m, SDICT_E_PICKLE_TYPE, "bytes() is only accepted without arguments");
+        NEWV(*out, sdict_bytes_new(m->doc, "", 0));
+        return SDICT_OK;
+    case G_ENCODE:
+    case G_BYTEARRAY: {
+        if (t->kind == G_BYTEARRAY && n == 0) {
+            NEWV(*out, sdict_bytes_new(m->doc, "", 0));
+            return SDICT_OK;
+        }
+        if (t->kind == G_BYTEARRAY && n == 1 && sdict_value_kind(a[0]) == SDICT_KIND_BYTES) {
+            *out = (sdict_value *)a[0];
+            return SDICT_OK;
+        }
+        const char *enc = n == 2 ? sdict_str_get(a[1], NULL) : NULL;
+        if (!enc || sdict_value_kind(a[0]) != SDICT_KIND_STR ||
+            (strcmp(enc, "latin1") != 0 && strcmp(enc, "latin-1") != 0))
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s' is only accepted as (str, 'latin1')", name);
+        return latin1_bytes(m, a[0], out);
+    }
+    case G_RT1:
+    case G_RT2: {
+        bool v1 = t->kind == G_RT1, rg = false;
+        TRY(args_count(m, args, name, v1 ? 4 : 6, v1 ? 4 : 7));
+        if (!v1) {
+            TRY(flag_arg(m, a[4], "requires_grad", &rg));
+            TRY(hooks_arg(m, a[5]));
+            if (n == 7)
+                TRY(metadata_arg(m, a[6]));
+        }
+        return make_tensor(m, a, NULL, rg, out);
+    }
+    case G_RT3: {
+        bool rg = false;
+        TRY(args_count(m, args, name, 7, 8));
+        TRY(flag_arg(m, a[4], "requires_grad", &rg));
+        TRY(hooks_arg(m, a[5]));
+        if (n == 8)
+            TRY(metadata_arg(m, a[7]));
+        return make_tensor(m, a, a[6], rg, out);
+    }
+    case G_RP:
+    case G_RPS: {
+        /* state of _rebuild_parameter_with_state (Python attributes) is not represented */
+        TRY(args_count(m, args, name, t->kind == G_RP ? 3 : 4, t->kind == G_RP ? 3 : 4));
+        const sdict_tensor *src = sdict_value_tensor(a[0]);
+        if (!src)
+            return fail(m, SDICT_E_PICKLE_TYPE, "Parameter data must be a tensor, found %s",
+                        kind_of(m, a[0]));
+        sdict_tensor p = *src;
+        TRY(flag_arg(m, a[1], "requires_grad", &p.requires_grad));
+        TRY(hooks_arg(m, a[2]));
+        p.is_parameter = true;
+        return relocate(m, sdict_tensor_new(m->doc, &p, out, m->err));
+    }
+    case G_RMETA: {
+        TRY(args_count(m, args, name, 4, 4));
+        sdict_tensor mt;
+        memset(&mt, 0, sizeof mt);
+        int32_t nds = 0;
+        if (sdict_value_kind(a[0]) != SDICT_KIND_DTYPE)
+            return fail(m, SDICT_E_PICKLE_TYPE, "dtype argument must be a torch dtype, found %s",
+                        kind_of(m, a[0]));
+        mt.dtype = sdict_dtype_value_get(a[0]);
+        TRY(dims_arg(m, a[1], "size", mt.shape, &mt.ndim));
+        TRY(dims_arg(m, a[2], "stride", mt.stride, &nds));
+        if (nds != mt.ndim)
+            return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d",
+                        (int)mt.ndim, (int)nds);
+        TRY(flag_arg(m, a[3], "requires_grad", &mt.requires_grad));
+        return relocate(m, sdict_tensor_new(m->doc, &mt, out, m->err));
+    }
+    case G_NP_SCALAR:
+        return np_scalar(m, args, out);
+    case G_NP_DTYPE_CLS:
+        return np_dtype_new(m, args, out);
+    case G_NP_RECONSTRUCT: {
+        tag *cls = n == 3 ? tag_of(m, a[0]) : NULL;
+        if (!cls || cls->kind != G_NP_NDARRAY_CLS)
+            return fail(m, SDICT_E_PICKLE_TYPE, "_reconstruct is only accepted for numpy.ndarray");
+        return new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, out, NULL);
+    }
+    default:
+        return fail(m, SDICT_E_PICKLE_TYPE, "'%s' cannot be called", name);
+    }
+}
+
+static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_value **result) {
+    *result = obj;
+    tag *t = tag_of(m, obj);
+    if (t) {
+        if (t->kind == G_REFUSED)
+            return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "BUILD on refused global '%s'",
+                        sdict_str_get(obj, NULL));
+        if (t->kind == G_NP_DTYPE) {
+            const char *order = sdict_value_kind(state) == SDICT_KIND_TUPLE
+                                    ? sdict_str_get(sdict_seq_item(state, 1), NULL)
+                                    : NULL;
+            if (!order || strlen(order) != 1 || !strchr("<>|=", order[0]))
+                return fail(m, SDICT_E_PICKLE_TYPE, "numpy dtype state has no byte order");
+            t->np_order = order[0];
+            return SDICT_OK;
+        }
+        if (t->kind == G_NP_ARRAY && !t->fwd)
+            return np_array_build(m, t, state, result);
+        return fail(m, SDICT_E_PICKLE_TYPE, "BUILD on %s is not supported", kind_of(m, obj));
+    }
+    if (sdict_value_kind(obj) != SDICT_KIND_DICT || !sdict_dict_is_ordered(obj))
+        return fail(m, SDICT_E_PICKLE_TYPE, "BUILD on %s is not supported", kind_of(m, obj));
+    /* OrderedDict.__reduce__ state: its __dict__ (Module.state_dict()'s _metadata), possibly
+       as (dict-or-None, slotstate). Both become the dict's attributes. */
+    sdict_value *parts[2] = {state, NULL};
+    if (sdict_value_kind(state) == SDICT_KIND_TUPLE) {
+        if (sdict_seq_len(state) != 2)
+            return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict state tuple must have 2 items");
+        parts[0] = sdict_seq_item(state, 0);
+        parts[1] = sdict_seq_item(state, 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        sdict_value *d = parts[i];
+        if (!d || sdict_value_kind(d) == SDICT_KIND_NONE)
+            continue;
+        if (sdict_value_kind(d) != SDICT_KIND_DICT)
+            return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict state must be a dict, found %s",
+                        kind_of(m, d));
+        if (sdict_dict_len(d) == 0)
+            continue;
+        sdict_value *attrs = sdict_dict_attrs(obj);
+        if (!attrs) {
+            NEWV(attrs, sdict_dict_new(m->doc, false));
+            sdict_status st = sdict_dict_set_attrs(obj, attrs);
+            if (st != SDICT_OK)
+                return st == SDICT_E_NOMEM ? nomem(m)
+                                           : fail(m, SDICT_E_PICKLE_TYPE, "cannot set attributes");
+        }
+        for (size_t k = 0; k < sdict_dict_len(d); k++) {
+            sdict_value *key = sdict_dict_key(d, k);
+            if (sdict_value_kind(key) != SDICT_KIND_STR)
+                return fail(m, SDICT_E_PICKLE_TYPE, "attribute name is %s, not a str",
+                            kind_of(m, key));
+            TRY(dict_put(m, attrs, key, sdict_dict_val(d, k)));
+        }
+    }
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Final nesting check
+==================================================================================================*/
+
+static bool is_container(const sdict_value *v) {
+    sdict_kind k = sdict_value_kind(v);
+    return k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE || k == SDICT_KIND_SET ||
+           k == SDICT_KIND_DICT;
+}
+
+static size_t n_children(const sdict_value *v) {
+    if (sdict_value_kind(v) == SDICT_KIND_DICT)
+        return sdict_dict_len(v) * 2 + (sdict_dict_attrs(v) ? 1 : 0);
+    return sdict_seq_len(v);
+}
+
+static sdict_value *child(const sdict_value *v, size_t i) {
+    if (sdict_value_kind(v) != SDICT_KIND_DICT)
+        return sdict_seq_item(v, i);
+    size_t n = sdict_dict_len(v);
+    if (i == 2 * n)
+        return sdict_dict_attrs(v);
+    return (i & 1) ? sdict_dict_val(v, i / 2) : sdict_dict_key(v, i / 2);
+}
+
+/* Memo slots can link containers into any depth, or into a cycle, with a flat stack. Users of
+   the tree recurse, so the result is walked once (explicitly, each container once) and must
+   nest at most max_depth deep and be acyclic. */
+static sdict_status check_nesting(vm *m, sdict_value *root) {
+    if (!is_container(root))
+        return SDICT_OK;
+    typedef struct frame {
+        sdict_value *v;
+        size_t next;
+    } frame;
+    size_t max = m->u->limits->max_depth, nf = 0, fcap = 64;
+    frame *f = sdict__malloc(fcap * sizeof *f);
+    hmap seen = {0}; /* container address -> 1 in progress, 2 done */
+    sdict_status st = SDICT_OK;
+    if (!f || !hmap_put(&seen, (uint64_t)(uintptr_t)root, 1)) {
+        st = nomem(m);
+        goto out;
+    }
+    f[nf++] = (frame){root, 0};
+    while (nf) {
+        frame *top = &f[nf - 1];
+        if (top->next == n_children(top->v)) {
+            hmap_put(&seen, (uint64_t)(uintptr_t)top->v, 2); /* key exists: cannot fail */
+            nf--;
+            continue;
+        }
+        sdict_value *c = child(top->v, top->next++);
+        if (!is_container(c))
+            continue;
+        hent *e = hmap_find(&seen, (uint64_t)(uintptr_t)c);
+        if (e && e->val == 2)
+            continue;
+        if (e) {
+            st = fail(m, SDICT_E_UNSUPPORTED, "the result contains a container inside itself");
+            goto out;
+        }
+        if (nf >= max) {
+            st = fail(m, SDICT_E_LIMIT, "containers nest deeper than max_depth (%zu)", max);
+            goto out;
+        }
+        if (nf == fcap) {
+            frame *nfp = sdict__realloc(f, fcap * 2 * sizeof *f);
+            if (!nfp) {
+                st = nomem(m);
+                goto out;
+            }
+            f = nfp;
+            fcap *= 2;
+        }
+        if (!hmap_put(&seen, (uint64_t)(uintptr_t)c, 1)) {
+            st = nomem(m);
+            goto out;
+        }
+        f[nf++] = (frame){c, 0};
+    }
+out:
+    sdict__free(f);
+    hmap_free(&seen);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: The machine
+==================================================================================================*/
+
+static sdict_value *memo_get(vm *m, uint64_t idx) {
+    hent *e = hmap_find(&m->memo, idx);
+    if (!e)
+        return NULL;
+    sdict_value *v = (sdict_value *)(uintptr_t)e->val;
+    tag *t = tag_of(m, v);
+    return t && t->fwd ? t->fwd : v;
+}
+
+static sdict_status memo_put(vm *m, uint64_t idx) {
+    if (avail(m) < 1)
+        return fail(m, SDICT_E_PICKLE_STACK, "memo store with an empty stack");
+    if (!hmap_find(&m->memo, idx) && m->memo.count >= m->u->limits->max_memo)
+        return fail(m, SDICT_E_LIMIT, "memo exceeds max_memo (%llu entries)",
+                    (unsigned long long)m->u->limits->max_memo);
+    if (!hmap_put(&m->memo, idx, (uint64_t)(uintptr_t)m->stack[m->sp - 1]))
+        return nomem(m);
+    return SDICT_OK;
+}
+
+static sdict_status memo_fetch(vm *m, uint64_t idx) {
+    sdict_value *v = memo_get(m, idx);
+    if (!v)
+        return fail(m, SDICT_E_PICKLE_STACK, "memo slot %llu is not set",
+                    (unsigned long long)idx);
+    return push(m, v);
+}
+
+static sdict_status text_index(vm *m, uint64_t *idx) {
+    const char *s;
+    size_t len;
+    TRY(read_line(m, &s, &len));
+    uint64_t v = 0;
+    if (len == 0 || len > 19)
+        return fail(m, SDICT_E_PICKLE_OPCODE, "expected a memo index");
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return fail(m, SDICT_E_PICKLE_OPCODE, "expected a memo index, found \"%.*s\"",
+                        (int)(len > 20 ? 20 : len), s);
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *idx = v;
+    return SDICT_OK;
+}
+
+static sdict_status persistent(vm *m, sdict_value *pid) {
+    if (!m->u->persistent_load)
+        return fail(m, SDICT_E_STORAGE, "persistent id but no storages to resolve it");
+    sdict_value *v = NULL;
+    TRY(m->u->persistent_load(m->u->ctx, pid, m->off, &v, m->err));
+    if (!v)
+        return fail(m, SDICT_E_STORAGE, "persistent id resolved to nothing");
+    return push(m, v);
+}
+
+static sdict_status step(vm *m, bool *stop, sdict_value **result) {
+    const uint8_t *p = m->p;
+    sdict_value *v = NULL, *a = NULL, *b = NULL;
+    size_t base = 0;
+    const char *s;
+    size_t len;
+    m->off = (int64_t)m->pos;
+    m->op = p[m->pos++];
+    switch (m->op) {
+    case OP_PROTO:
+        TRY(need_bytes(m, 1));
+        if (p[m->pos] > 5)
+            return fail(m, SDICT_E_PICKLE_OPCODE, "unsupported pickle protocol %u", p[m->pos]);
+        m->pos++;
+        return SDICT_OK;
+    case OP_FRAME: {
+        TRY(need_bytes(m, 8));
+        uint64_t fl = sdict__le64(p + m->pos);
+        m->pos += 8;
+        /* frames only batch reads; the content is ordinary opcodes */
+        if (fl > m->n - m->pos)
+            return sdict__err(m->err, SDICT_E_TRUNCATED, m->rec, m->off,
+                              "FRAME: declares %llu bytes, only %zu remain",
+                              (unsigned long long)fl, m->n - m->pos);
+        return SDICT_OK;
+    }
+    case OP_STOP:
+        TRY(pop(m, result));
+        *stop = true;
+        return SDICT_OK;
+    case OP_MARK:
+        if (m->nmarks >= m->u->limits->max_depth)
+            return fail(m, SDICT_E_LIMIT, "MARKs nest deeper than max_depth (%u)",
+                        m->u->limits->max_depth);
+        if (m->nmarks == m->mcap) {
+            size_t ncap = m->mcap ? m->mcap * 2 : 32;
+            size_t *nm = sdict__realloc(m->marks, ncap * sizeof *nm);
+            if (!nm)
+                return nomem(m);
+            m->marks = nm;
+            m->mcap = ncap;
+        }
+        m->marks[m->nmarks++] = m->sp;
+        return SDICT_OK;
+    case OP_POP:
+        if (avail(m) > 0)
+            m->sp--;
+        else if (m->nmarks) /* CPython: POP with nothing above the MARK drops the MARK */
+            m->nmarks--;
+        else
+            return fail(m, SDICT_E_PICKLE_STACK, "pop from an empty stack");
+        return SDICT_OK;
+    case OP_POP_MARK:
+        TRY(pop_mark(m, &base));
+        m->sp = base;
+        return SDICT_OK;
+    case OP_DUP:
+        TRY(need_items(m, 1));
+        return push(m, m->stack[m->sp - 1]);
+    case OP_NONE: return push(m, sdict_none_new(m->doc));
+    case OP_NEWTRUE: return push(m, sdict_bool_new(m->doc, true));
+    case OP_NEWFALSE: return push(m, sdict_bool_new(m->doc, false));
+    case OP_BININT1:
+        TRY(need_bytes(m, 1));
+        return push(m, sdict_int_new(m->doc, p[m->pos++]));
+    case OP_BININT2:
+        TRY(need_bytes(m, 2));
+        m->pos += 2;
+        return push(m, sdict_int_new(m->doc, sdict__le16(p + m->pos - 2)));
+    case OP_BININT:
+        TRY(need_bytes(m, 4));
+        m->pos += 4;
+        return push(m, sdict_int_new(m->doc, (int32_t)sdict__le32(p + m->pos - 4)));
+    case OP_LONG1:
+    case OP_LONG4: {
+        uint64_t n;
+        if (m->op == OP_LONG1) {
+            TRY(need_bytes(m, 1));
+            n = p[m->pos++];
+        } else {
+            TRY(need_bytes(m, 4));
+            int32_t sn = (int32_t)sdict__le32(p + m->pos);
+            m->pos += 4;
+            if (sn < 0)
+                return fail(m, SDICT_E_PICKLE_OPCODE, "negative byte count %d", (int)sn);
+            n = (uint64_t)sn;
+        }
+        TRY(check_len(m, n));
+        v = sdict__int_from_le_bytes(m->doc, p + m->pos, (size_t)n);
+        m->pos += (size_t)n;
+        return push(m, v);
+    }
+    case OP_INT:
+        TRY(read_line(m, &s, &len));
+        if (len == 2 && s[0] == '0' && (s[1] == '0' || s[1] == '1')) /* Python 2 bools */
+            return push(m, sdict_bool_new(m->doc, s[1] == '1'));
+        TRY(int_from_text(m, s, len, &v));
+        return push(m, v);
+    case OP_LONG:
+        TRY(read_line(m, &s, &len));
+        if (len && s[len - 1] == 'L')
+            len--;
+        TRY(int_from_text(m, s, len, &v));
+        return push(m, v);
+    case OP_FLOAT:
+        TRY(read_line(m, &s, &len));
+        TRY(float_text(m, s, len, &v));
+        return push(m, v);
+    case OP_BINFLOAT: {
+        TRY(need_bytes(m, 8));
+        uint64_t bits = 0;
+        for (int i = 0; i < 8; i++)
+            bits = (bits << 8) | p[m->pos + (size_t)i];
+        m->pos += 8;
+        double d;
+        memcpy(&d, &bits, 8);
+        return push(m, sdict_float_new(m->doc, d));
+    }
+    case OP_SHORT_BINUNICODE:
+    case OP_BINUNICODE:
+    case OP_BINUNICODE8:
+    case OP_SHORT_BINBYTES:
+    case OP_BINBYTES:
+    case OP_BINBYTES8:
+    case OP_BYTEARRAY8:
+    case OP_SHORT_BINSTRING:
+    case OP_BINSTRING: {
+        size_t w = (m->op == OP_SHORT_BINUNICODE || m->op == OP_SHORT_BINBYTES ||
+                    m->op == OP_SHORT_BINSTRING)
+                       ? 1
+                   : (m->op == OP_BINUNICODE8 || m->op == OP_BINBYTES8 || m->op == OP_BYTEARRAY8)
+                       ? 8
+                       : 4;
+        TRY(need_bytes(m, w));
+        uint64_t n = w == 1 ? p[m->pos] : w == 4 ? sdict__le32(p + m->pos) : sdict__le64(p + m->pos);
+        if (m->op == OP_BINSTRING && (int32_t)n < 0)
+            return fail(m, SDICT_E_PICKLE_OPCODE, "negative byte count %d", (int)(int32_t)n);
+        m->pos += w;
+        TRY(check_len(m, n));
+        const uint8_t *data = p + m->pos;
+        m->pos += (size_t)n;
+        if (m->op == OP_SHORT_BINSTRING || m->op == OP_BINSTRING) {
+            TRY(latin1_str(m, data, (size_t)n, &v));
+            return push(m, v);
+        }
+        if (m->op == OP_SHORT_BINUNICODE || m->op == OP_BINUNICODE || m->op == OP_BINUNICODE8)
+            return push(m, sdict_str_new(m->doc, (const char *)data, (size_t)n));
+        return push(m, sdict_bytes_new(m->doc, data, (size_t)n));
+    }
+    case OP_STRING:
+        TRY(read_line(m, &s, &len));
+        TRY(string_op(m, s, len, &v));
+        return push(m, v);
+    case OP_UNICODE:
+        TRY(read_line(m, &s, &len));
+        TRY(unicode_op(m, s, len, &v));
+        return push(m, v);
+    case OP_EMPTY_LIST: return push(m, sdict_list_new(m->doc));
+    case OP_EMPTY_TUPLE: return push(m, sdict_tuple_new(m->doc));
+    case OP_EMPTY_DICT: return push(m, sdict_dict_new(m->doc, false));
+    case OP_EMPTY_SET: return push(m, sdict_set_new(m->doc));
+    case OP_TUPLE1:
+    case OP_TUPLE2:
+    case OP_TUPLE3: {
+        size_t k = (size_t)(m->op - OP_TUPLE1 + 1);
+        TRY(need_items(m, k));
+        TRY(collect(m, m->sp - k, SDICT_KIND_TUPLE, &v));
+        return push(m, v);
+    }
+    case OP_TUPLE:
+    case OP_LIST:
+    case OP_FROZENSET:
+        TRY(pop_mark(m, &base));
+        TRY(collect(m, base,
+                    m->op == OP_TUPLE  ? SDICT_KIND_TUPLE
+                    : m->op == OP_LIST ? SDICT_KIND_LIST
+                                       : SDICT_KIND_SET,
+                    &v));
+        return push(m, v);
+    case OP_DICT:
+        TRY(pop_mark(m, &base));
+        if ((m->sp - base) % 2)
+            return fail(m, SDICT_E_PICKLE_STACK, "odd number of items (%zu) for key/value pairs",
+                        m->sp - base);
+        NEWV(v, sdict_dict_new(m->doc, false));
+        for (size_t i = base; i < m->sp; i += 2)
+            TRY(dict_put(m, v, m->stack[i], m->stack[i + 1]));
+        m->sp = base;
+        return push(m, v);
+    case OP_APPEND:
+    case OP_SETITEM:
+    case OP_APPENDS:
+    case OP_SETITEMS:
+    case OP_ADDITEMS: {
+        bool batch = m->op == OP_APPENDS || m->op == OP_SETITEMS || m->op == OP_ADDITEMS;
+        size_t k = m->op == OP_SETITEM ? 2 : 1;
+        if (batch) {
+            TRY(pop_mark(m, &base));
+        } else {
+            TRY(need_items(m, k + 1));
+            base = m->sp - k;
+        }
+        if (base == 0 || base <= base_of(m))
+            return fail(m, SDICT_E_PICKLE_STACK, "no target object below the items");
+        sdict_value *target = m->stack[base - 1];
+        sdict_kind tk = sdict_value_kind(target);
+        bool dict_op = m->op == OP_SETITEM || m->op == OP_SETITEMS;
+        sdict_kind want = dict_op ? SDICT_KIND_DICT
+                          : m->op == OP_ADDITEMS ? SDICT_KIND_SET
+                                                 : SDICT_KIND_LIST;
+        if (tk != want || tag_of(m, target))
+            return fail(m, SDICT_E_PICKLE_TYPE, "target must be a %s, found %s",
+                        sdict_kind_name(want), kind_of(m, target));
+        if (dict_op) {
+            if ((m->sp - base) % 2)
+                return fail(m, SDICT_E_PICKLE_STACK,
+                            "odd number of items (%zu) for key/value pairs", m->sp - base);
+            for (size_t i = base; i < m->sp; i += 2)
+                TRY(dict_put(m, target, m->stack[i], m->stack[i + 1]));
+        } else {
+            for (size_t i = base; i < m->sp; i++)
+                TRY(seq_add(m, target, m->stack[i]));
+        }
+        m->sp = base;
+        return SDICT_OK;
+    }
+    case OP_GET:
+    case OP_BINGET:
+    case OP_LONG_BINGET:
+    case OP_PUT:
+    case OP_BINPUT:
+    case OP_LONG_BINPUT: {
+        uint64_t idx = 0;
+        if (m->op == OP_GET || m->op == OP_PUT) {
+            TRY(text_index(m, &idx));
+        } else if (m->op == OP_BINGET || m->op == OP_BINPUT) {
+            TRY(need_bytes(m, 1));
+            idx = p[m->pos++];
+        } else {
+            TRY(need_bytes(m, 4));
+            idx = sdict__le32(p + m->pos);
+            m->pos += 4;
+        }
+        if (m->op == OP_GET || m->op == OP_BINGET || m->op == OP_LONG_BINGET)
+            return memo_fetch(m, idx);
+        return memo_put(m, idx);
+    }
+    case OP_MEMOIZE:
+        return memo_put(m, m->memo.count);
+    case OP_GLOBAL:
+    case OP_INST: {
+        const char *ms, *ns;
+        size_t ml, nl;
+        TRY(read_line(m, &ms, &ml));
+        TRY(read_line(m, &ns, &nl));
+        if (m->op == OP_GLOBAL) {
+            TRY(push_global(m, ms, ml, ns, nl, false, &v));
+            return push(m, v);
+        }
+        TRY(push_global(m, ms, ml, ns, nl, true, &a));
+        TRY(pop_mark(m, &base));
+        TRY(collect(m, base, SDICT_KIND_TUPLE, &b));
+        TRY(call(m, a, b, false, &v));
+        return push(m, v);
+    }
+    case OP_STACK_GLOBAL: {
+        TRY(pop(m, &b));
+        TRY(pop(m, &a));
+        const char *ms = tag_of(m, a) ? NULL : sdict_str_get(a, NULL);
+        const char *ns = tag_of(m, b) ? NULL : sdict_str_get(b, NULL);
+        size_t ml = 0, nl = 0;
+        if (!ms || !ns)
+            return fail(m, SDICT_E_PICKLE_TYPE, "module and name must both be str (found %s, %s)",
+                        sdict_kind_name(sdict_value_kind(a)), sdict_kind_name(sdict_value_kind(b)));
+        sdict_str_get(a, &ml);
+        sdict_str_get(b, &nl);
+        TRY(push_global(m, ms, ml, ns, nl, false, &v));
+        return push(m, v);
+    }
+    case OP_REDUCE:
+    case OP_NEWOBJ:
+        TRY(need_items(m, 2));
+        b = m->stack[--m->sp];
+        a = m->stack[--m->sp];
+        TRY(call(m, a, b, m->op == OP_NEWOBJ, &v));
+        return push(m, v);
+    case OP_NEWOBJ_EX: {
+        sdict_value *kw;
+        TRY(need_items(m, 3));
+        kw = m->stack[--m->sp];
+        b = m->stack[--m->sp];
+        a = m->stack[--m->sp];
+        if (tag_of(m, a) && tag_of(m, a)->kind == G_REFUSED)
+            return call(m, a, b, true, &v);
+        if (sdict_value_kind(kw) != SDICT_KIND_DICT || sdict_dict_len(kw) != 0)
+            return fail(m, SDICT_E_PICKLE_TYPE, "keyword arguments are not supported");
+        TRY(call(m, a, b, true, &v));
+        return push(m, v);
+    }
+    case OP_OBJ:
+        TRY(pop_mark(m, &base));
+        if (m->sp == base)
+            return fail(m, SDICT_E_PICKLE_STACK, "no class after the MARK");
+        a = m->stack[base];
+        TRY(collect(m, base + 1, SDICT_KIND_TUPLE, &b));
+        m->sp = base;
+        TRY(call(m, a, b, false, &v));
+        return push(m, v);
+    case OP_BUILD:
+        TRY(need_items(m, 2));
+        b = m->stack[--m->sp];
+        a = m->stack[m->sp - 1];
+        TRY(build(m, a, b, &v));
+        m->stack[m->sp - 1] = v;
+        return SDICT_OK;
+    case OP_PERSID:
+        TRY(read_line(m, &s, &len));
+        NEWV(v, sdict_str_new(m->doc, s, len));
+        return persistent(m, v);
+    case OP_BINPERSID:
+        TRY(pop(m, &v));
+        return persistent(m, v);
+    case OP_EXT1:
+    case OP_EXT2:
+    case OP_EXT4:
+        return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL,
+                    "extension registry codes name globals indirectly and are refused");
+    case OP_NEXT_BUFFER:
+    case OP_READONLY_BUFFER:
+        return fail(m, SDICT_E_UNSUPPORTED, "out-of-band buffers are not supported");
+    default:
+        return fail(m, SDICT_E_PICKLE_OPCODE, "unknown opcode 0x%02x", (unsigned)m->op);
+    }
+}
+
+sdict_status sdict__unpickle(sdict__unpickler *u, sdict_value **out, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!u || !out || !u->doc || !u->limits || (!u->data && u->size))
+        return sdict__err(err, SDICT_E_INVALID_ARG, u ? u->record : NULL, -1,
+                          "unpickle: missing document, data or limits");
+    vm m;
+    memset(&m, 0, sizeof m);
+    m.u = u;
+    m.doc = u->doc;
+    m.err = err;
+    m.rec = u->record;
+    m.p = u->data;
+    m.n = u->size;
+    u->consumed = 0;
+    sdict_status st = SDICT_OK;
+    bool stop = false;
+    sdict_value *result = NULL;
+    while (!stop) {
+        if (m.pos >= m.n) {
+            st = sdict__err(err, SDICT_E_TRUNCATED, m.rec, (int64_t)m.n,
+                            "pickle ends without STOP");
+            break;
+        }
+        if (sdict__doc_value_count(m.doc) > u->limits->max_values) {
+            st = fail(&m, SDICT_E_LIMIT, "more than max_values (%llu) values",
+                      (unsigned long long)u->limits->max_values);
+            break;
+        }
+        st = step(&m, &stop, &result);
+        if (st != SDICT_OK)
+            break;
+    }
+    if (st == SDICT_OK && !u->scan && tag_of(&m, result)) {
+        tag *t = tag_of(&m, result);
+        if (t->fwd)
+            result = t->fwd;
+        else
+            st = fail(&m, SDICT_E_PICKLE_TYPE, "the pickle's result is %s, not data",
+                      kind_of(&m, result));
+    }
+    if (st == SDICT_OK)
+        st = check_nesting(&m, result);
+    if (st == SDICT_OK) {
+        u->consumed = m.pos;
+        *out = result;
+    }
+    sdict__free(m.stack);
+    sdict__free(m.marks);
+    sdict__free(m.tags);
+    hmap_free(&m.memo);
+    hmap_free(&m.tagmap);
+    return st;
+}
