@@ -1,0 +1,129 @@
+/*
+ infer - run a model on weights and input written by PyTorch, save the output for PyTorch.
+
+   infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt --output Y.pt
+         [--mode eval|train] [--dropout P] [--save-state S.pt] [--non-strict]
+
+ W.pt is a state_dict, or a checkpoint dict whose 'model_state_dict' is one (a `module.`
+ prefix of DataParallel files is stripped). It is loaded strictly: on missing, unexpected or
+ mis-shaped keys, PyTorch's own error text is printed to stderr and the exit status is 1.
+ X.pt is a bare tensor or a dict with key 'input'. Y.pt receives the output as a bare tensor.
+ Extras used by the tests: --dropout overrides mlp's Dropout p (0.5); --save-state writes the
+ model's state_dict after the forward (updated BatchNorm statistics in train mode).
+ Exit status: 0 ok, 1 load or run failure, 2 usage.
+*/
+#include "statedict_nn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int usage(void) {
+    fprintf(stderr, "usage: infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt "
+                    "--output Y.pt [--mode eval|train] [--dropout P] [--save-state S.pt] "
+                    "[--non-strict]\n");
+    return 2;
+}
+
+static int fail(const char *what, const sdict_error *err) {
+    char buf[1024];
+    fprintf(stderr, "infer: %s: %s\n", what, sdict_error_format(err, buf, sizeof buf));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    const char *arch = NULL, *weights = NULL, *input = NULL, *output = NULL, *mode = "eval";
+    const char *save_state = NULL;
+    double dropout = 0.5;
+    bool strict = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--non-strict") == 0) { strict = false; continue; }
+        if (!v) return usage();
+        if (strcmp(a, "--arch") == 0) arch = v;
+        else if (strcmp(a, "--weights") == 0) weights = v;
+        else if (strcmp(a, "--input") == 0) input = v;
+        else if (strcmp(a, "--output") == 0) output = v;
+        else if (strcmp(a, "--mode") == 0) mode = v;
+        else if (strcmp(a, "--dropout") == 0) dropout = atof(v);
+        else if (strcmp(a, "--save-state") == 0) save_state = v;
+        else return usage();
+        i++;
+    }
+    if (!arch || !weights || !input || !output) return usage();
+    if (strcmp(mode, "eval") != 0 && strcmp(mode, "train") != 0) return usage();
+
+    sdict_module *net = NULL;
+    if (strcmp(arch, "lenet") == 0) net = sdict_lenet_new();
+    else if (strcmp(arch, "resnet18") == 0) net = sdict_resnet18_new(1000);
+    else if (strcmp(arch, "mlp") == 0) net = sdict_mlp_new(dropout);
+    else return usage();
+    if (!net) {
+        fprintf(stderr, "infer: cannot build %s\n", arch);
+        return 1;
+    }
+
+    int rc = 1;
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_doc *wdoc = NULL, *xdoc = NULL, *odoc = NULL;
+    sdict_act x = {0}, y = {0};
+    sdict_load_result res = {0};
+
+    if (sdict_load(weights, NULL, &wdoc, &err) != SDICT_OK) { rc = fail(weights, &err); goto done; }
+    const sdict_value *sd = sdict_doc_root(wdoc);
+    const sdict_value *inner = sdict_dict_get(sd, "model_state_dict");
+    if (inner) sd = inner;
+    sdict_value *stripped = NULL;
+    if (sdict_state_dict_consume_prefix(wdoc, sd, "module.", &stripped, &err) != SDICT_OK) {
+        rc = fail(weights, &err);
+        goto done;
+    }
+    if (sdict_module_load_state_dict(net, stripped, strict, &res, &err) != SDICT_OK) {
+        /* PyTorch's RuntimeError text, verbatim, so users recognise it. */
+        fprintf(stderr, "%s\n", res.message ? res.message : err.message);
+        goto done;
+    }
+    sdict_module_train(net, strcmp(mode, "train") == 0);
+
+    if (sdict_load(input, NULL, &xdoc, &err) != SDICT_OK) { rc = fail(input, &err); goto done; }
+    const sdict_value *xv = sdict_doc_root(xdoc);
+    if (sdict_value_kind(xv) == SDICT_KIND_DICT) xv = sdict_dict_get(xv, "input");
+    if (!sdict_value_tensor(xv)) {
+        fprintf(stderr, "infer: %s: expected a tensor or a dict with key 'input'\n", input);
+        goto done;
+    }
+    if (sdict_act_from_tensor(sdict_value_tensor(xv), &x, &err) != SDICT_OK) {
+        rc = fail(input, &err);
+        goto done;
+    }
+    if (sdict_module_forward(net, &x, &y, &err) != SDICT_OK) { rc = fail("forward", &err); goto done; }
+
+    sdict_value *out = NULL;
+    if (sdict_doc_new(&odoc, &err) != SDICT_OK ||
+        sdict_act_to_value(&y, odoc, &out, &err) != SDICT_OK ||
+        sdict_doc_set_root(odoc, out) != SDICT_OK ||
+        sdict_save(output, out, NULL, &err) != SDICT_OK) {
+        rc = fail(output, &err);
+        goto done;
+    }
+    if (save_state) {
+        sdict_value *state = NULL;
+        if (sdict_module_state_dict(net, odoc, false, &state, &err) != SDICT_OK ||
+            sdict_save(save_state, state, NULL, &err) != SDICT_OK) {
+            rc = fail(save_state, &err);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    sdict_load_result_free(&res);
+    sdict_act_free(&x);
+    sdict_act_free(&y);
+    sdict_doc_free(wdoc);
+    sdict_doc_free(xdoc);
+    sdict_doc_free(odoc);
+    sdict_module_free(net);
+    return rc;
+}

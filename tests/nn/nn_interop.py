@@ -1,0 +1,280 @@
+#!/usr/bin/python3
+"""Interop tests of the nn layer against real PyTorch, driven through examples/infer.
+
+usage: nn_interop.py CASE INFER WORKDIR
+
+torch builds the architecture with a fixed seed (BatchNorm statistics randomised so eval mode
+really uses them), saves weights and input; `infer` runs the C model; its output and the
+state_dict it saves (--save-state) are checked against torch:
+  eval_<arch>    eval output within tolerance; C's state_dict has torch's keys, order,
+                 _metadata, dtypes and values, loads with strict=True without warnings, and
+                 gives torch's output again
+  train_<arch>   train-mode forward (BatchNorm batch statistics; Dropout p=0): output and the
+                 updated running_mean / running_var / num_batches_tracked
+  ckpt_lenet     weights inside a general checkpoint under 'model_state_dict' with a
+                 DataParallel 'module.' prefix, input as {'input': x}
+  err_missing / err_unexpected / err_shape / err_type
+                 infer's stderr equals torch's RuntimeError text for the same state_dict
+Exit 77 (skip) when torch is not importable.
+"""
+import os
+import subprocess
+import sys
+import warnings
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except Exception as e:  # noqa: BLE001
+    print(f"SKIP: torch not importable: {e}")
+    sys.exit(77)
+
+
+class Net(nn.Module):
+    """The recipe's TheModelClass."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def mlp(p=0.5):
+    return nn.Sequential(nn.Embedding(100, 16), nn.Flatten(), nn.Linear(16 * 8, 64),
+                         nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 10))
+
+
+def build(arch, dropout=0.5):
+    torch.manual_seed(0)
+    if arch == "lenet":
+        model, x = Net(), torch.randn(4, 3, 32, 32)
+    elif arch == "resnet18":
+        import torchvision
+        model, x = torchvision.models.resnet18(), torch.randn(2, 3, 64, 64)
+    elif arch == "mlp":
+        model, x = mlp(dropout), torch.randint(0, 100, (6, 8), dtype=torch.int64)
+    else:
+        raise SystemExit(f"unknown arch {arch}")
+    # Non-trivial BatchNorm state so eval really uses running statistics and affine params.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+                m.num_batches_tracked.fill_(7)
+    return model, x
+
+
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what)
+
+
+def close(a, b, rtol, atol, what):
+    ok = a.shape == b.shape and a.dtype == b.dtype and torch.allclose(a, b, rtol=rtol, atol=atol)
+    diff = (a.double() - b.double()).abs().max().item() if a.shape == b.shape else float("nan")
+    print(f"{what}: shape {tuple(a.shape)} max abs diff {diff:.3g}")
+    check(ok, f"{what}: not within rtol={rtol} atol={atol} (max abs diff {diff}, "
+              f"shapes {tuple(a.shape)} vs {tuple(b.shape)}, dtypes {a.dtype} vs {b.dtype})")
+
+
+def run_infer(infer, args, expect_ok=True):
+    r = subprocess.run([infer] + args, capture_output=True, text=True)
+    if expect_ok and r.returncode != 0:
+        print(r.stderr)
+        raise SystemExit(f"infer failed with status {r.returncode}")
+    return r
+
+
+def tol(arch):
+    # issue 6: 1e-5 relative; resnet18 1e-4 absolute (long float32 sums in a different order)
+    return (1e-5, 1e-4) if arch == "resnet18" else (1e-5, 1e-6)
+
+
+def check_c_state(arch, model, c_state_path, x, ref_out, rtol, atol, dropout=0.5):
+    """C's state_dict: same keys/order/_metadata/dtypes/values as torch; strict load works."""
+    sd = torch.load(c_state_path)
+    ref = model.state_dict()
+    check(list(sd.keys()) == list(ref.keys()), f"{arch}: C state_dict key order differs")
+    check(getattr(sd, "_metadata", None) == ref._metadata,
+          f"{arch}: _metadata differs: {getattr(sd, '_metadata', None)} vs {ref._metadata}")
+    for k, v in ref.items():
+        if k not in sd:
+            continue
+        check(sd[k].dtype == v.dtype and sd[k].shape == v.shape,
+              f"{arch}: {k} dtype/shape {sd[k].dtype}{tuple(sd[k].shape)} vs {v.dtype}{tuple(v.shape)}")
+        check(type(sd[k]) is torch.Tensor, f"{arch}: {k} is {type(sd[k])}, not a plain Tensor")
+    fresh, _ = build(arch, dropout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = fresh.load_state_dict(sd, strict=True)
+    check(not res.missing_keys and not res.unexpected_keys, f"{arch}: strict load reported {res}")
+    return fresh
+
+
+def case_eval(arch, infer, wd):
+    model, x = build(arch)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    w, xi, yo, so = (os.path.join(wd, f"{arch}_{n}.pt") for n in ("w", "x", "y", "state"))
+    torch.save(model.state_dict(), w)
+    torch.save(x, xi)
+    run_infer(infer, ["--arch", arch, "--weights", w, "--input", xi, "--output", yo,
+                      "--mode", "eval", "--save-state", so])
+    out = torch.load(yo)
+    rtol, atol = tol(arch)
+    close(out, ref, rtol, atol, f"{arch} eval output")
+    fresh = check_c_state(arch, model, so, x, ref, rtol, atol)
+    fresh.eval()
+    with torch.no_grad():
+        again = fresh(x)
+    check(torch.equal(again, ref), f"{arch}: torch output differs after loading C's state_dict")
+
+
+def case_train(arch, infer, wd):
+    model, x = build(arch, dropout=0.0)
+    w, xi, yo, so = (os.path.join(wd, f"{arch}_train_{n}.pt") for n in ("w", "x", "y", "state"))
+    torch.save(model.state_dict(), w)
+    torch.save(x, xi)
+    model.train()
+    with torch.no_grad():
+        ref = model(x)
+    run_infer(infer, ["--arch", arch, "--weights", w, "--input", xi, "--output", yo,
+                      "--mode", "train", "--dropout", "0", "--save-state", so])
+    out = torch.load(yo)
+    rtol, atol = tol(arch)
+    # batch statistics over few samples amplify float32 rounding a little
+    close(out, ref, max(rtol, 1e-4), max(atol, 1e-4), f"{arch} train output")
+    sd = torch.load(so)
+    n_bn = 0
+    for k, v in model.state_dict().items():
+        if k.endswith(("running_mean", "running_var")):
+            close(sd[k], v, 1e-5, 1e-6, f"{arch} {k}")
+            n_bn += 1
+        elif k.endswith("num_batches_tracked"):
+            check(sd[k].dtype == torch.int64 and sd[k].dim() == 0 and int(sd[k]) == int(v) == 8,
+                  f"{arch} {k}: {sd[k]!r} vs {v!r}")
+    check(n_bn > 0, f"{arch}: no BatchNorm statistics compared")
+    check_c_state(arch, model, so, x, ref, rtol, atol, dropout=0.0)
+
+
+def case_ckpt(infer, wd):
+    model, x = build("lenet")
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    dp = nn.DataParallel(model)  # keys get the 'module.' prefix, as saved from multi-GPU runs
+    w, xi, yo = (os.path.join(wd, f"ckpt_{n}.pt") for n in ("w", "x", "y"))
+    ck = {"epoch": 3, "model_state_dict": dp.state_dict(), "loss": torch.tensor(0.25)}
+    check(next(iter(ck["model_state_dict"])).startswith("module."), "DataParallel prefix absent")
+    torch.save(ck, w)
+    torch.save({"input": x}, xi)
+    run_infer(infer, ["--arch", "lenet", "--weights", w, "--input", xi, "--output", yo])
+    close(torch.load(yo), ref, 1e-5, 1e-6, "lenet from checkpoint")
+
+
+def torch_message(model, sd):
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        return str(e)
+    raise SystemExit("torch accepted the broken state_dict")
+
+
+def case_error(kind, infer, wd):
+    arch = "resnet18" if kind == "err_bn" else "lenet"
+    model, x = build(arch)
+    sd = model.state_dict()
+    if kind == "err_missing":
+        del sd["fc2.bias"]
+        del sd["conv1.weight"]
+    elif kind == "err_unexpected":
+        sd["fc3.extra"] = torch.zeros(2)
+        sd["head.weight"] = torch.zeros(2)
+    elif kind == "err_shape":
+        sd["fc1.weight"] = torch.zeros(120, 401)
+        sd["conv2.bias"] = torch.zeros(1, 16)
+        del sd["fc3.bias"]
+        sd["extra"] = torch.zeros(1)
+    elif kind == "err_type":
+        sd["fc3.bias"] = 5
+    elif kind == "err_bn":
+        # a version-2 file without num_batches_tracked: missing (torch synthesises it only for
+        # older versions); a plain dict (no _metadata) would load leniently
+        del sd["layer1.0.bn1.num_batches_tracked"]
+    expected = torch_message(model, sd)
+    w, xi, yo = (os.path.join(wd, f"{kind}_{n}.pt") for n in ("w", "x", "y"))
+    torch.save(sd, w)
+    torch.save(x, xi)
+    r = run_infer(infer, ["--arch", arch, "--weights", w, "--input", xi, "--output", yo],
+                  expect_ok=False)
+    check(r.returncode == 1, f"{kind}: infer exit status {r.returncode}, expected 1")
+    got = r.stderr[:-1] if r.stderr.endswith("\n") else r.stderr
+    print("torch :", repr(expected))
+    print("infer :", repr(got))
+    check(got == expected, f"{kind}: message differs from torch's")
+    check(not os.path.exists(yo), f"{kind}: output written despite the failure")
+
+
+def case_bn_legacy(infer, wd):
+    """Plain dict without _metadata and without num_batches_tracked loads (torch synthesises 0)."""
+    model, x = build("mlp")
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    sd = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.nn.Sequential(*list(mlp())).load_state_dict(sd)  # torch accepts it too
+    w, xi, yo, so = (os.path.join(wd, f"legacy_{n}.pt") for n in ("w", "x", "y", "s"))
+    torch.save(sd, w)
+    torch.save(x, xi)
+    run_infer(infer, ["--arch", "mlp", "--weights", w, "--input", xi, "--output", yo,
+                      "--save-state", so])
+    close(torch.load(yo), ref, 1e-5, 1e-6, "mlp from legacy dict")
+    check(int(torch.load(so)["3.num_batches_tracked"]) == 0, "num_batches_tracked not reset to 0")
+
+
+def main():
+    if len(sys.argv) != 4:
+        raise SystemExit(__doc__)
+    case, infer, wd = sys.argv[1:]
+    os.makedirs(wd, exist_ok=True)
+    if case.startswith("eval_"):
+        case_eval(case[5:], infer, wd)
+    elif case.startswith("train_"):
+        case_train(case[6:], infer, wd)
+    elif case == "ckpt_lenet":
+        case_ckpt(infer, wd)
+    elif case == "bn_legacy":
+        case_bn_legacy(infer, wd)
+    elif case.startswith("err_"):
+        case_error(case, infer, wd)
+    else:
+        raise SystemExit(f"unknown case {case}")
+    if FAILURES:
+        print(f"{len(FAILURES)} failure(s)")
+        sys.exit(1)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
