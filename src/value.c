@@ -1068,7 +1068,8 @@ static bool parse_index(const char *p, size_t n, int64_t *out) {
 /* At a dict: the value of the longest key equal to a prefix of path that ends at a '.' or at
    the end; *rest gets what follows (without the dot). Candidates are tried longest first
    through the hash index, so this costs one lookup per dot, not one per key. */
-static sdict_value *dict_step(const sdict_value *d, const char *path, const char **rest) {
+static sdict_value *dict_step(const sdict_value *d, const char *path, const char **rest,
+                              bool *dot) {
     size_t n = strlen(path);
     for (size_t end = n;;) {
         sdict_value *v = dict_get_strn(d, path, end);
@@ -1076,7 +1077,8 @@ static sdict_value *dict_step(const sdict_value *d, const char *path, const char
         if (!v && parse_index(path, end, &ik))
             v = sdict_dict_get_int(d, ik);
         if (v) {
-            *rest = path[end] ? path + end + 1 : path + end;
+            *dot = path[end] != '\0';
+            *rest = *dot ? path + end + 1 : path + end;
             return v;
         }
         /* next candidate: the prefix ending before the previous dot */
@@ -1092,9 +1094,11 @@ sdict_value *sdict_value_at(const sdict_value *root, const char *path) {
     if (!root || !path)
         return NULL;
     const sdict_value *v = root;
-    while (*path) {
+    /* pending: a dot was just consumed, so one more segment (possibly "") must follow */
+    bool pending = false;
+    while (*path || pending) {
         if (v->kind == SDICT_KIND_DICT) {
-            v = dict_step(v, path, &path);
+            v = dict_step(v, path, &path, &pending);
         } else if (v->kind == SDICT_KIND_LIST || v->kind == SDICT_KIND_TUPLE) {
             const char *dot = strchr(path, '.');
             size_t n = dot ? (size_t)(dot - path) : strlen(path);
@@ -1102,6 +1106,7 @@ sdict_value *sdict_value_at(const sdict_value *root, const char *path) {
             if (!parse_index(path, n, &i) || i < 0 || (uint64_t)i >= v->u.seq.len)
                 return NULL;
             v = v->u.seq.items[i];
+            pending = dot != NULL;
             path = dot ? dot + 1 : path + n;
         } else {
             return NULL;
