@@ -1,0 +1,767 @@
+/* test_pickle.c - the pickle machine: CPython pickles of protocols 0-5 against the canonical
+   text gen_pickles.py writes, hand-assembled hostile pickles (each with its status and opcode
+   offset), and the torch rebuild functions through a stub persistent_load. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*------------------------------------------------------------------------------------------------
+ helpers
+------------------------------------------------------------------------------------------------*/
+
+typedef struct run {
+    sdict_doc *doc;
+    sdict_value *v;
+    sdict_status st;
+    sdict_error err;
+    size_t consumed;
+    int globals, refused;
+} run;
+
+/* ('storage', <dtype value>, key, location, numel) -> a zeroed storage of numel elements. */
+static sdict_status stub_load(void *ctx, sdict_value *pid, int64_t offset, sdict_value **out,
+                              sdict_error *err) {
+    run *r = ctx;
+    const sdict_value *cls = sdict_seq_item(pid, 1);
+    int64_t numel = -1;
+    if (sdict_seq_len(pid) != 5 || sdict_value_kind(cls) != SDICT_KIND_DTYPE ||
+        sdict_int_get(sdict_seq_item(pid, 4), &numel) != SDICT_OK || numel < 0)
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, "stub", offset, "bad pid");
+    sdict_dtype dt = sdict_dtype_value_get(cls);
+    sdict_storage *s = NULL;
+    sdict_status st = sdict_storage_new((size_t)numel * sdict_dtype_size(dt), &s, err);
+    if (st != SDICT_OK)
+        return st;
+    *out = sdict__storage_value_new(r->doc, s, dt);
+    sdict_storage_release(s);
+    return *out ? SDICT_OK : SDICT_E_NOMEM;
+}
+
+static void count_global(void *ctx, const char *module, const char *name, bool allowed,
+                         int64_t offset) {
+    run *r = ctx;
+    (void)module, (void)name, (void)offset;
+    r->globals++;
+    r->refused += !allowed;
+}
+
+static sdict_limits default_limits(void) {
+    sdict_limits l = {.max_depth = 1000, .max_memo = 16u << 20, .max_stack = 16u << 20,
+                      .max_str_bytes = 1u << 30, .max_values = 64u << 20};
+    return l;
+}
+
+static void unpickle_lim(run *r, const void *data, size_t n, bool scan, const sdict_limits *lim) {
+    memset(r, 0, sizeof *r);
+    assert_int_equal(sdict_doc_new(&r->doc, NULL), SDICT_OK);
+    sdict__unpickler u = {.doc = r->doc, .data = data, .size = n, .record = "rec/data.pkl",
+                          .limits = lim, .persistent_load = stub_load, .ctx = r,
+                          .on_global = count_global, .scan = scan};
+    r->err.offset = -2;
+    r->st = sdict__unpickle(&u, &r->v, &r->err);
+    r->consumed = u.consumed;
+}
+
+static void unpickle(run *r, const void *data, size_t n, bool scan) {
+    static sdict_limits lim;
+    lim = default_limits();
+    unpickle_lim(r, data, n, scan, &lim);
+}
+
+static void done(run *r) { sdict_doc_free(r->doc); }
+
+/* Expects failure `st` at byte `off`, with the record name filled. */
+static void expect_fail(const char *data, size_t n, bool scan, sdict_status st, int64_t off) {
+    run r;
+    unpickle(&r, data, n, scan);
+    if (r.st != st || r.err.offset != off)
+        fprintf(stderr, "case %.*s...: status %s offset %lld msg %s\n", (int)(n > 20 ? 20 : n),
+                data, sdict_status_str(r.st), (long long)r.err.offset, r.err.message);
+    assert_int_equal(r.st, st);
+    assert_int_equal(r.err.offset, off);
+    assert_string_equal(r.err.record, "rec/data.pkl");
+    assert_null(r.v);
+    done(&r);
+}
+#define FAIL(lit, scan, st, off) expect_fail(lit, sizeof(lit) - 1, scan, st, off)
+
+/* Canonical text (see gen_pickles.py). */
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
+static void hex(sbuf *b, const void *p, size_t n) {
+    char t[3];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(t, sizeof t, "%02x", ((const uint8_t *)p)[i]);
+        put(b, t, 2);
+    }
+}
+static int cmpstr(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void canon(sbuf *b, const sdict_value *v) {
+    size_t n;
+    char tmp[2048];
+    switch (sdict_value_kind(v)) {
+    case SDICT_KIND_NONE: puts_(b, "N"); break;
+    case SDICT_KIND_BOOL: puts_(b, sdict_bool_get(v) ? "T" : "F"); break;
+    case SDICT_KIND_INT:
+        assert_true(sdict_int_to_string(v, tmp, sizeof tmp) < sizeof tmp);
+        puts_(b, "i");
+        puts_(b, tmp);
+        break;
+    case SDICT_KIND_FLOAT: {
+        double d = sdict_float_get(v);
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        snprintf(tmp, sizeof tmp, "f%016llx", (unsigned long long)bits);
+        puts_(b, tmp);
+        break;
+    }
+    case SDICT_KIND_STR: {
+        const char *s = sdict_str_get(v, &n);
+        puts_(b, "s");
+        hex(b, s, n);
+        break;
+    }
+    case SDICT_KIND_BYTES: {
+        const void *s = sdict_bytes_get(v, &n);
+        puts_(b, "b");
+        hex(b, s, n);
+        break;
+    }
+    case SDICT_KIND_LIST:
+    case SDICT_KIND_TUPLE: {
+        bool list = sdict_value_kind(v) == SDICT_KIND_LIST;
+        puts_(b, list ? "L[" : "T(");
+        for (size_t i = 0; i < sdict_seq_len(v); i++) {
+            if (i)
+                puts_(b, ",");
+            canon(b, sdict_seq_item(v, i));
+        }
+        puts_(b, list ? "]" : ")");
+        break;
+    }
+    case SDICT_KIND_SET: {
+        size_t k = sdict_seq_len(v);
+        char **items = calloc(k + 1, sizeof *items);
+        for (size_t i = 0; i < k; i++) {
+            sbuf t = {0};
+            canon(&t, sdict_seq_item(v, i));
+            items[i] = t.p;
+        }
+        qsort(items, k, sizeof *items, cmpstr);
+        puts_(b, "S{");
+        for (size_t i = 0; i < k; i++) {
+            if (i)
+                puts_(b, ",");
+            puts_(b, items[i]);
+            free(items[i]);
+        }
+        free(items);
+        puts_(b, "}");
+        break;
+    }
+    case SDICT_KIND_DICT:
+        puts_(b, sdict_dict_is_ordered(v) ? "O{" : "D{");
+        for (size_t i = 0; i < sdict_dict_len(v); i++) {
+            if (i)
+                puts_(b, ",");
+            canon(b, sdict_dict_key(v, i));
+            puts_(b, ":");
+            canon(b, sdict_dict_val(v, i));
+        }
+        puts_(b, "}");
+        if (sdict_dict_attrs(v)) {
+            puts_(b, "@");
+            canon(b, sdict_dict_attrs(v));
+        }
+        break;
+    default: puts_(b, "?"); break;
+    }
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc((size_t)sz + 1);
+    assert_int_equal(fread(p, 1, (size_t)sz, f), (size_t)sz);
+    p[sz] = '\0';
+    fclose(f);
+    *n = (size_t)sz;
+    return p;
+}
+
+/*------------------------------------------------------------------------------------------------
+ CPython pickles
+------------------------------------------------------------------------------------------------*/
+
+static void test_cpython_corpus(void **state) {
+    (void)state;
+    const char *dir = getenv("SDICT_PICKLE_DATA");
+    if (!dir) {
+        printf("SKIP: SDICT_PICKLE_DATA not set (run through ctest)\n");
+        return;
+    }
+    const char *names[] = {"nested", "memo", "big", "odict"};
+    int checked = 0;
+    for (size_t c = 0; c < sizeof names / sizeof names[0]; c++) {
+        for (int proto = 0; proto <= 5; proto++) {
+            char path[1024];
+            size_t n, tn;
+            snprintf(path, sizeof path, "%s/%s_p%d.pkl", dir, names[c], proto);
+            char *data = slurp(path, &n);
+            snprintf(path, sizeof path, "%s/%s_p%d.txt", dir, names[c], proto);
+            char *want = slurp(path, &tn);
+            assert_non_null(data);
+            assert_non_null(want);
+            run r;
+            unpickle(&r, data, n, false);
+            if (r.st != SDICT_OK)
+                fprintf(stderr, "%s p%d: %s @ %lld: %s\n", names[c], proto,
+                        sdict_status_str(r.st), (long long)r.err.offset, r.err.message);
+            assert_int_equal(r.st, SDICT_OK);
+            assert_int_equal(r.consumed, n);
+            assert_int_equal(r.refused, 0);
+            sbuf got = {0};
+            canon(&got, r.v);
+            if (strcmp(got.p, want) != 0) {
+                size_t i = 0;
+                while (got.p[i] && got.p[i] == want[i])
+                    i++;
+                fprintf(stderr, "%s p%d differs at %zu:\n got  %.80s\n want %.80s\n", names[c],
+                        proto, i, got.p + i, want + i);
+            }
+            assert_string_equal(got.p, want);
+            free(got.p);
+            free(data);
+            free(want);
+            done(&r);
+            checked++;
+        }
+    }
+    assert_int_equal(checked, 24);
+}
+
+/* Two pickles back to back (the legacy format): consumed stops after the first STOP. */
+static void test_consumed(void **state) {
+    (void)state;
+    static const char two[] = "\x80\x02K\x05.\x80\x02M\xe9\x03.";
+    run r;
+    unpickle(&r, two, sizeof two - 1, false);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(r.consumed, 5);
+    int64_t i = 0;
+    assert_int_equal(sdict_int_get(r.v, &i), SDICT_OK);
+    assert_int_equal(i, 5);
+    done(&r);
+    unpickle(&r, two + 5, sizeof two - 6, false);
+    assert_int_equal(sdict_int_get(r.v, &i), SDICT_OK);
+    assert_int_equal(i, 1001);
+    done(&r);
+}
+
+/* Python 2 pickles: STRING / BINSTRING / SHORT_BINSTRING are latin-1, INT 01 is True, LONG
+   text keeps big values, UNICODE escapes. */
+static void test_protocol0_text(void **state) {
+    (void)state;
+    static const char p[] = "(S'a\\xe9\\n\\'q'\nU\x02\xe9zT\x01\x00\x00\x00xI01\nI-42\n"
+                            "L-1267650600228229401496703205376L\nF-2.5\nVh\\u00e9\\U0001f600\n"
+                            "g0\nl.";
+    /* g0 is unset: first check the failure, then the same pickle with a PUT */
+    run r;
+    unpickle(&r, p, sizeof p - 1, false);
+    assert_int_equal(r.st, SDICT_E_PICKLE_STACK);
+    done(&r);
+    static const char q[] = "(S'a\\xe9\\n\\'q'\np0\nU\x02\xe9zT\x01\x00\x00\x00xI01\nI-42\n"
+                            "L-1267650600228229401496703205376L\nF-2.5\nVh\\u00e9\\U0001f600\n"
+                            "g0\nl.";
+    unpickle(&r, q, sizeof q - 1, false);
+    assert_int_equal(r.st, SDICT_OK);
+    sbuf got = {0};
+    canon(&got, r.v);
+    /* derived by hand: 'a\xe9\n\'q' -> "aé\n'q"; b'\xe9z' latin-1 -> "éz"; 2**100 negated */
+    assert_string_equal(got.p, "L[s61c3a90a2771,sc3a97a,s78,T,i-42,"
+                               "i-1267650600228229401496703205376,fc004000000000000,"
+                               "s68c3a9f09f9880,s61c3a90a2771]");
+    free(got.p);
+    done(&r);
+}
+
+/*------------------------------------------------------------------------------------------------
+ hostile pickles
+------------------------------------------------------------------------------------------------*/
+
+static void test_refused_globals(void **state) {
+    (void)state;
+    FAIL("\x80\x02" "cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.", false,
+         SDICT_E_PICKLE_UNSAFE_GLOBAL, 2);
+    FAIL("\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94.", false,
+         SDICT_E_PICKLE_UNSAFE_GLOBAL, 16);
+    FAIL("(S'ls'\nios\nsystem\n.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 7);
+    FAIL("(S'ls'\nios\nsystem\n.", true, SDICT_E_PICKLE_UNSAFE_GLOBAL, 7); /* INST calls */
+    FAIL("(cos\nsystem\nS'ls'\no.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 1);
+    FAIL("(cos\nsystem\nS'ls'\no.", true, SDICT_E_PICKLE_UNSAFE_GLOBAL, 18);
+    FAIL("\x80\x02" "cos\nsystem\n)\x81.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 2);
+    FAIL("\x80\x02" "cos\nsystem\n)\x81.", true, SDICT_E_PICKLE_UNSAFE_GLOBAL, 14);
+    FAIL("\x80\x04" "cos\nsystem\n)}\x92.", true, SDICT_E_PICKLE_UNSAFE_GLOBAL, 15);
+    FAIL("\x80\x02" "cos\nsystem\nX\x02\x00\x00\x00id\x85R.", true,
+         SDICT_E_PICKLE_UNSAFE_GLOBAL, 21);
+    FAIL("\x80\x02" "cos\nsystem\n}b.", true, SDICT_E_PICKLE_UNSAFE_GLOBAL, 14);
+    /* gadgets, including names inside torch and numpy and attempts at dotted lookup */
+    static const char *const gadgets[][2] = {
+        {"builtins", "eval"}, {"builtins", "exec"}, {"builtins", "getattr"},
+        {"__builtin__", "eval"}, {"importlib", "import_module"}, {"subprocess", "Popen"},
+        {"posix", "system"}, {"torch._utils", "_rebuild_device_tensor_from_numpy"},
+        {"torch", "load"}, {"torch", "_utils._rebuild_tensor_v2"},
+        {"torch.serialization", "load"}, {"numpy.testing._private.utils", "runstring"},
+        {"collections", "OrderedDict.fromkeys"}, {"torch", "FloatStorage.from_file"},
+        {"torch.storage", "_load_from_bytes"}, {"torch", "Tensor"}, {"torch", "float32x"},
+        {"builtins", "setx"}, {"_codecs", "decode"}, {"numpy", "load"},
+    };
+    for (size_t i = 0; i < sizeof gadgets / sizeof gadgets[0]; i++) {
+        char buf[256];
+        int n = snprintf(buf, sizeof buf, "\x80\x02" "c%s\n%s\n)R.", gadgets[i][0], gadgets[i][1]);
+        expect_fail(buf, (size_t)n, false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 2);
+        run r;
+        unpickle(&r, buf, (size_t)n, false);
+        char full[200];
+        snprintf(full, sizeof full, "'%s.%s'", gadgets[i][0], gadgets[i][1]);
+        assert_non_null(strstr(r.err.message, full));
+        assert_non_null(strstr(r.err.message, "GLOBAL"));
+        assert_int_equal(r.globals, 1);
+        assert_int_equal(r.refused, 1);
+        done(&r);
+    }
+    /* scan mode keeps going past refused globals that are never called */
+    static const char scan[] = "\x80\x02(cos\nsystem\ncbuiltins\neval\nctorch._utils\n"
+                               "_rebuild_tensor_v2\nt.";
+    run r;
+    unpickle(&r, scan, sizeof scan - 1, true);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(r.globals, 3);
+    assert_int_equal(r.refused, 2);
+    done(&r);
+    /* NUL inside a name is not a way around exact matching */
+    FAIL("\x80\x02" "ccollections\x00x\nOrderedDict\n)R.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 2);
+    FAIL("\x80\x02\x82\x01.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 2); /* EXT1 */
+}
+
+static void test_structure_errors(void **state) {
+    (void)state;
+    FAIL("\x80\x02]K\x01K\x02s.", false, SDICT_E_PICKLE_TYPE, 7);       /* SETITEM on a list */
+    FAIL("\x80\x02](K\x01K\x02u.", false, SDICT_E_PICKLE_TYPE, 8);      /* SETITEMS on a list */
+    FAIL("\x80\x02)(K\x01K\x02u.", false, SDICT_E_PICKLE_TYPE, 8);      /* SETITEMS on a tuple */
+    FAIL("}K\x01" "a.", false, SDICT_E_PICKLE_TYPE, 3);                    /* APPEND on a dict */
+    FAIL("\x80\x04\x8f(K\x01" "e.", false, SDICT_E_PICKLE_TYPE, 6);        /* APPENDS on a set */
+    FAIL("](K\x01\x90.", false, SDICT_E_PICKLE_TYPE, 4);                /* ADDITEMS on a list */
+    FAIL("}]K\x01s.", false, SDICT_E_PICKLE_TYPE, 4);                   /* list as a key */
+    FAIL("}K\x01K\x02" "b.", false, SDICT_E_PICKLE_TYPE, 5);               /* BUILD on int */
+    FAIL("}}b.", false, SDICT_E_PICKLE_TYPE, 2);                        /* BUILD on dict */
+    FAIL("\x80\x02h\x05.", false, SDICT_E_PICKLE_STACK, 2);             /* unset memo */
+    FAIL("\x80\x02j\x00\x00\x01\x00.", false, SDICT_E_PICKLE_STACK, 2); /* LONG_BINGET */
+    FAIL("g7\n.", false, SDICT_E_PICKLE_STACK, 0);
+    FAIL("\x80\x02R.", false, SDICT_E_PICKLE_STACK, 2);                 /* underflow */
+    FAIL("0.", false, SDICT_E_PICKLE_STACK, 0);
+    FAIL("t.", false, SDICT_E_PICKLE_STACK, 0);                         /* no MARK */
+    FAIL("K\x01(\x85.", false, SDICT_E_PICKLE_STACK, 3);                /* items behind MARK */
+    FAIL(".", false, SDICT_E_PICKLE_STACK, 0);
+    FAIL("\x80\x02K", false, SDICT_E_TRUNCATED, 2);
+    FAIL("\x80\x02N", false, SDICT_E_TRUNCATED, 3);                     /* no STOP */
+    FAIL("\x80\x02X\xff\xff\xff\xff" "abc.", false, SDICT_E_TRUNCATED, 2);  /* 4 GB str */
+    FAIL("\x80\x02\x8b\xff\xff\xff\x7f" "abc.", false, SDICT_E_TRUNCATED, 2); /* 2 GB LONG4 */
+    FAIL("\x80\x02\x8b\x00\x00\x00\x80.", false, SDICT_E_PICKLE_OPCODE, 2); /* negative */
+    FAIL("\x80\x04\x8d\x00\x00\x00\x00\x00\x00\x00\x80.", false, SDICT_E_TRUNCATED, 2);
+    FAIL("\x80\x04\x95\xff\x00\x00\x00\x00\x00\x00\x00N.", false, SDICT_E_TRUNCATED, 2);
+    FAIL("\x80\x06N.", false, SDICT_E_PICKLE_OPCODE, 0);
+    FAIL("\x80\x02\xff.", false, SDICT_E_PICKLE_OPCODE, 2);
+    FAIL("\x80\x05\x97.", false, SDICT_E_UNSUPPORTED, 2);               /* NEXT_BUFFER */
+    FAIL("]q\x00h\x00" "a.", false, SDICT_E_UNSUPPORTED, 6);               /* list inside itself */
+    FAIL("Iabc\n.", false, SDICT_E_PICKLE_OPCODE, 0);
+    FAIL("S'abc\n.", false, SDICT_E_PICKLE_OPCODE, 0);
+    FAIL("\x80\x02" "ccollections\nOrderedDict\n]\x85R.", false, SDICT_E_PICKLE_TYPE, 29);
+    /* the length limit, with the bytes present */
+    sdict_limits lim = default_limits();
+    lim.max_str_bytes = 2;
+    run r;
+    unpickle_lim(&r, "X\x03\x00\x00\x00" "abc.", 9, false, &lim);
+    assert_int_equal(r.st, SDICT_E_LIMIT);
+    assert_int_equal(r.err.offset, 0);
+    done(&r);
+    lim = default_limits();
+    lim.max_memo = 2;
+    unpickle_lim(&r, "Nq\x00q\x01q\x00q\x02.", 10, false, &lim);
+    assert_int_equal(r.st, SDICT_E_LIMIT);
+    assert_int_equal(r.err.offset, 7);
+    done(&r);
+    /* huge sparse memo indices cost one slot each */
+    unpickle(&r, "Nr\xff\xff\xff\xffj\xff\xff\xff\xff.", 12, false);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_value_kind(r.v), SDICT_KIND_NONE);
+    done(&r);
+}
+
+static void test_deep_nesting(void **state) {
+    (void)state;
+    size_t n = 100000;
+    char *p = malloc(2 * n + 1);
+    /* 100,000 MARKs: the 1001st exceeds max_depth */
+    memset(p, '(', n);
+    p[n] = '.';
+    expect_fail(p, n + 1, false, SDICT_E_LIMIT, 1000);
+    /* 100,000 lists nested through APPEND: built without recursion, refused at STOP */
+    memset(p, ']', n);
+    memset(p + n, 'a', n - 1);
+    p[2 * n - 1] = '.';
+    expect_fail(p, 2 * n, false, SDICT_E_LIMIT, (int64_t)(2 * n - 1));
+    /* 100,000 nestings through the memo with a flat stack */
+    size_t m = 0;
+    char *q = malloc(8 * n + 16);
+    memcpy(q, "]q\x00" "0", 4);
+    m = 4;
+    for (size_t i = 0; i < n; i++) { /* x = [x]: new list, get x, append, put, pop */
+        memcpy(q + m, "]h\x00" "aq\x00" "0", 7);
+        m += 7;
+    }
+    memcpy(q + m, "h\x00.", 3);
+    m += 3;
+    expect_fail(q, m, false, SDICT_E_LIMIT, (int64_t)(m - 1));
+    free(q);
+    /* 100,000 EMPTY_LISTs left on the stack: fine, the top one is the result */
+    memset(p, ']', n);
+    p[n] = '.';
+    run r;
+    unpickle(&r, p, n + 1, false);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_value_kind(r.v), SDICT_KIND_LIST);
+    done(&r);
+    free(p);
+}
+
+/* Shared subtrees (a DAG of 2^60 paths) are walked once. */
+static void test_shared_subtrees(void **state) {
+    (void)state;
+    char q[2048];
+    size_t m = 0;
+    q[m++] = 'N';
+    for (int i = 0; i < 60; i++) { /* x = [x, x] */
+        memcpy(q + m, "q\x00(h\x00h\x00l", 8);
+        m += 8;
+    }
+    q[m++] = '.';
+    run r;
+    unpickle(&r, q, m, false);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_seq_len(r.v), 2);
+    done(&r);
+}
+
+/*------------------------------------------------------------------------------------------------
+ tensors through persistent_load
+------------------------------------------------------------------------------------------------*/
+
+typedef struct pk {
+    char b[4096];
+    size_t n;
+} pk;
+
+static void raw(pk *p, const void *s, size_t n) {
+    assert_true(p->n + n < sizeof p->b);
+    memcpy(p->b + p->n, s, n);
+    p->n += n;
+}
+static void op(pk *p, int c) {
+    char ch = (char)c;
+    raw(p, &ch, 1);
+}
+static void glob(pk *p, const char *mod, const char *name) {
+    op(p, 'c');
+    raw(p, mod, strlen(mod));
+    op(p, '\n');
+    raw(p, name, strlen(name));
+    op(p, '\n');
+}
+static void str(pk *p, const char *s) {
+    uint32_t n = (uint32_t)strlen(s);
+    uint8_t le[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
+    op(p, 'X');
+    raw(p, le, 4);
+    raw(p, s, n);
+}
+static void i64(pk *p, int64_t v) { /* LONG1 of 8 bytes */
+    op(p, 0x8a);
+    op(p, 8);
+    for (int i = 0; i < 8; i++)
+        op(p, (int)(((uint64_t)v >> (8 * i)) & 0xff));
+}
+static void dims(pk *p, const int64_t *d, int n) {
+    op(p, '(');
+    for (int i = 0; i < n; i++)
+        i64(p, d[i]);
+    op(p, 't');
+}
+static void empty_odict(pk *p) {
+    glob(p, "collections", "OrderedDict");
+    op(p, ')');
+    op(p, 'R');
+}
+
+typedef struct tspec {
+    const char *fn;      /* rebuild function */
+    const char *cls;     /* storage class name (module torch or torch.storage) */
+    int64_t numel;
+    int64_t offset;
+    int64_t size[20], stride[20];
+    int nd, nds;
+    const char *v3_dtype;
+    bool hooks_nonempty;
+} tspec;
+
+/* Emits rebuild(storage, offset, size, stride, False, OrderedDict()[, dtype]); returns the
+   offset of the REDUCE. */
+static size_t tensor_call(pk *p, const tspec *t) {
+    glob(p, "torch._utils", t->fn);
+    op(p, '(');
+    op(p, '(');
+    str(p, "storage");
+    glob(p, strcmp(t->cls, "UntypedStorage") == 0 ? "torch.storage" : "torch", t->cls);
+    str(p, "0");
+    str(p, "cpu");
+    i64(p, t->numel);
+    op(p, 't');
+    op(p, 'Q');
+    i64(p, t->offset);
+    dims(p, t->size, t->nd);
+    dims(p, t->stride, t->nds);
+    op(p, 0x89);
+    if (t->hooks_nonempty) {
+        empty_odict(p);
+        str(p, "h");
+        op(p, 'N');
+        op(p, 's');
+    } else {
+        empty_odict(p);
+    }
+    if (t->v3_dtype)
+        glob(p, "torch", t->v3_dtype);
+    op(p, 't');
+    size_t at = p->n;
+    op(p, 'R');
+    return at;
+}
+
+static void tensor_run(const tspec *t, sdict_status want, sdict_tensor *out) {
+    pk p = {.n = 0};
+    raw(&p, "\x80\x02", 2);
+    size_t at = tensor_call(&p, t);
+    op(&p, '.');
+    run r;
+    unpickle(&r, p.b, p.n, false);
+    if (r.st != want)
+        fprintf(stderr, "tensor case: %s @ %lld: %s\n", sdict_status_str(r.st),
+                (long long)r.err.offset, r.err.message);
+    assert_int_equal(r.st, want);
+    if (want != SDICT_OK) {
+        assert_int_equal(r.err.offset, (int64_t)at);
+    } else if (out) {
+        *out = *sdict_value_tensor(r.v);
+        out->storage = NULL; /* freed with the doc */
+    }
+    done(&r);
+}
+
+static void test_rebuild_tensor(void **state) {
+    (void)state;
+    sdict_tensor t;
+    tspec s = {.fn = "_rebuild_tensor_v2", .cls = "FloatStorage", .numel = 6, .offset = 0,
+               .size = {2, 3}, .stride = {3, 1}, .nd = 2, .nds = 2};
+    tensor_run(&s, SDICT_OK, &t);
+    assert_int_equal(t.dtype, SDICT_FLOAT32);
+    assert_int_equal(t.ndim, 2);
+    assert_int_equal(t.shape[0], 2);
+    assert_int_equal(t.shape[1], 3);
+    assert_int_equal(t.stride[0], 3);
+    assert_false(t.is_parameter);
+    /* view at offset 2 of a bigger storage, transposed */
+    tspec v = {.fn = "_rebuild_tensor_v2", .cls = "DoubleStorage", .numel = 14, .offset = 2,
+               .size = {4, 3}, .stride = {1, 4}, .nd = 2, .nds = 2};
+    tensor_run(&v, SDICT_OK, &t);
+    assert_int_equal(t.dtype, SDICT_FLOAT64);
+    assert_int_equal(t.storage_offset, 2);
+    assert_int_equal(t.stride[1], 4);
+    v.numel = 13; /* extent 2 + 3 + 8 + 1 = 14 elements */
+    tensor_run(&v, SDICT_E_STORAGE, NULL);
+    tspec bad = s;
+    bad.numel = 5;
+    tensor_run(&bad, SDICT_E_STORAGE, NULL);
+    bad = s;
+    bad.stride[1] = -1;
+    tensor_run(&bad, SDICT_E_SHAPE, NULL);
+    bad = s;
+    bad.size[0] = -2;
+    tensor_run(&bad, SDICT_E_SHAPE, NULL);
+    bad = s;
+    bad.offset = -1;
+    tensor_run(&bad, SDICT_E_SHAPE, NULL);
+    bad = s;
+    bad.nds = 1;
+    tensor_run(&bad, SDICT_E_SHAPE, NULL);
+    bad = s; /* extent overflows int64 */
+    bad.size[0] = INT64_C(1) << 40;
+    bad.size[1] = INT64_C(1) << 40;
+    bad.stride[0] = INT64_C(1) << 40;
+    tensor_run(&bad, SDICT_E_SHAPE, NULL);
+    bad = s;
+    bad.nd = bad.nds = 17;
+    for (int i = 0; i < 17; i++)
+        bad.size[i] = 1, bad.stride[i] = 1;
+    tensor_run(&bad, SDICT_E_LIMIT, NULL);
+    bad = s;
+    bad.hooks_nonempty = true;
+    tensor_run(&bad, SDICT_E_PICKLE_TYPE, NULL);
+    /* 0-dim scalar, like num_batches_tracked */
+    tspec sc = {.fn = "_rebuild_tensor_v2", .cls = "LongStorage", .numel = 1, .nd = 0, .nds = 0};
+    tensor_run(&sc, SDICT_OK, &t);
+    assert_int_equal(t.ndim, 0);
+    assert_int_equal(t.dtype, SDICT_INT64);
+    /* v3: untyped storage counts bytes, dtype comes from the argument */
+    tspec v3 = {.fn = "_rebuild_tensor_v3", .cls = "UntypedStorage", .numel = 12, .size = {6},
+                .stride = {1}, .nd = 1, .nds = 1, .v3_dtype = "float16"};
+    tensor_run(&v3, SDICT_OK, &t);
+    assert_int_equal(t.dtype, SDICT_FLOAT16);
+    v3.size[0] = 7;
+    tensor_run(&v3, SDICT_E_STORAGE, NULL);
+    v3.size[0] = 3;
+    v3.v3_dtype = "float8_e4m3fn";
+    tensor_run(&v3, SDICT_OK, &t);
+    assert_int_equal(t.dtype, SDICT_FLOAT8_E4M3FN);
+    /* v2 arity is checked */
+    tspec v2as3 = v3;
+    v2as3.fn = "_rebuild_tensor_v2";
+    tensor_run(&v2as3, SDICT_E_PICKLE_TYPE, NULL); /* a dtype is not v2's metadata dict */
+}
+
+static void test_rebuild_parameter_and_meta(void **state) {
+    (void)state;
+    tspec s = {.fn = "_rebuild_tensor_v2", .cls = "HalfStorage", .numel = 4, .size = {4},
+               .stride = {1}, .nd = 1, .nds = 1};
+    pk p = {.n = 0};
+    raw(&p, "\x80\x02", 2);
+    glob(&p, "torch._utils", "_rebuild_parameter");
+    op(&p, '(');
+    tensor_call(&p, &s);
+    op(&p, 0x88);
+    empty_odict(&p);
+    op(&p, 't');
+    op(&p, 'R');
+    op(&p, '.');
+    run r;
+    unpickle(&r, p.b, p.n, false);
+    assert_int_equal(r.st, SDICT_OK);
+    const sdict_tensor *t = sdict_value_tensor(r.v);
+    assert_non_null(t);
+    assert_true(t->is_parameter);
+    assert_true(t->requires_grad);
+    assert_int_equal(t->dtype, SDICT_FLOAT16);
+    assert_int_equal(sdict_storage_nbytes(t->storage), 8);
+    done(&r);
+    /* the parameter's data must be a tensor */
+    static const char notensor[] = "\x80\x02" "ctorch._utils\n_rebuild_parameter\n(K\x01\x88}t"
+                                   "R.";
+    FAIL(notensor, false, SDICT_E_PICKLE_TYPE, 41);
+    /* meta tensors carry no storage */
+    pk m = {.n = 0};
+    raw(&m, "\x80\x02", 2);
+    glob(&m, "torch._utils", "_rebuild_meta_tensor_no_storage");
+    op(&m, '(');
+    glob(&m, "torch", "bfloat16");
+    int64_t sz[2] = {2, 3}, st[2] = {3, 1};
+    dims(&m, sz, 2);
+    dims(&m, st, 2);
+    op(&m, 0x89);
+    op(&m, 't');
+    op(&m, 'R');
+    op(&m, '.');
+    unpickle(&r, m.b, m.n, false);
+    assert_int_equal(r.st, SDICT_OK);
+    t = sdict_value_tensor(r.v);
+    assert_non_null(t);
+    assert_null(t->storage);
+    assert_int_equal(t->dtype, SDICT_BFLOAT16);
+    assert_int_equal(t->shape[1], 3);
+    done(&r);
+}
+
+/* numpy scalars (np.float64(0.5), np.int64(-3)) as protocol-2 pickles from numpy 1.x. */
+static void test_numpy_scalar(void **state) {
+    (void)state;
+    static const char f8[] =
+        "\x80\x02" "cnumpy.core.multiarray\nscalar\nq\x00" "cnumpy\ndtype\nq\x01"
+        "X\x02\x00\x00\x00" "f8q\x02\x89\x88\x87q\x03Rq\x04(K\x03X\x01\x00\x00\x00<q\x05"
+        "NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x06" "bc_codecs\nencode\nq\x07"
+        "X\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\xc3\xa0?q\x08X\x06\x00\x00\x00"
+        "latin1q\x09\x86q\x0aRq\x0b\x86q\x0cRq\x0d.";
+    run r;
+    unpickle(&r, f8, sizeof f8 - 1, false);
+    if (r.st)
+        fprintf(stderr, "%s\n", r.err.message);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_value_kind(r.v), SDICT_KIND_FLOAT);
+    assert_true(sdict_float_get(r.v) == 0.5);
+    done(&r);
+    /* big-endian int32 -3 via BINBYTES */
+    static const char i4[] =
+        "\x80\x03" "cnumpy.core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00i4\x89\x88"
+        "\x87R(K\x03X\x01\x00\x00\x00>NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbC\x04\xff\xff"
+        "\xff\xfd\x86R.";
+    unpickle(&r, i4, sizeof i4 - 1, false);
+    if (r.st)
+        fprintf(stderr, "%s\n", r.err.message);
+    assert_int_equal(r.st, SDICT_OK);
+    int64_t iv = 0;
+    assert_int_equal(sdict_int_get(r.v, &iv), SDICT_OK);
+    assert_int_equal(iv, -3);
+    done(&r);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cpython_corpus),
+        cmocka_unit_test(test_consumed),
+        cmocka_unit_test(test_protocol0_text),
+        cmocka_unit_test(test_refused_globals),
+        cmocka_unit_test(test_structure_errors),
+        cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_shared_subtrees),
+        cmocka_unit_test(test_rebuild_tensor),
+        cmocka_unit_test(test_rebuild_parameter_and_meta),
+        cmocka_unit_test(test_numpy_scalar),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
