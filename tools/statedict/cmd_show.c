@@ -91,6 +91,12 @@ static sdict_status read_elem(const sdict_tensor *t, int64_t off, elem *out, sdi
     }
 }
 
+/* torch's _Formatter for one set of numbers (the real parts, or the imaginary parts). */
+typedef struct formatter {
+    int mode;            /* 0 integral "1.", 1 fixed "%.4f", 2 scientific "%.4e"; ints: 3 */
+    int width;           /* every formatted number is right-aligned to this width */
+} formatter;
+
 typedef struct show_ctx {
     const sdict_tensor *t;
     bool summarize;
@@ -99,9 +105,7 @@ typedef struct show_ctx {
     size_t next;         /* print pass cursor */
     sdict_status st;
     sdict_error err;
-    /* float formatter */
-    int mode;            /* 0 integral "1.", 1 fixed "%.4f", 2 scientific "%.4e" */
-    int width;
+    formatter f1, f2;    /* f2: imaginary parts of complex tensors */
 } show_ctx;
 
 /* Calls visit for the storage index of every shown element in print order. */
@@ -132,106 +136,152 @@ static void gather(show_ctx *c, int dim, int64_t off) {
     }
 }
 
-static void fmt_one_float(const show_ctx *c, double d, char *buf, size_t n) {
+/* One float as torch's _Formatter.format prints it, padded to the formatter's width. */
+static void fmt_float(const formatter *f, double d, char *buf, size_t n) {
+    char tmp[64];
     if (isnan(d))
-        snprintf(buf, n, "nan");
+        snprintf(tmp, sizeof tmp, "nan");
     else if (isinf(d))
-        snprintf(buf, n, d < 0 ? "-inf" : "inf");
-    else if (c->mode == 0)
-        snprintf(buf, n, "%.0f.", d);
-    else if (c->mode == 1)
-        snprintf(buf, n, "%.4f", d);
+        snprintf(tmp, sizeof tmp, d < 0 ? "-inf" : "inf");
+    else if (f->mode == 0)
+        snprintf(tmp, sizeof tmp, "%.0f.", d);
+    else if (f->mode == 1)
+        snprintf(tmp, sizeof tmp, "%.4f", d);
     else
-        snprintf(buf, n, "%.4e", d);
+        snprintf(tmp, sizeof tmp, "%.4e", d);
+    snprintf(buf, n, "%*s", f->width, tmp);
 }
 
+/* One element, padded: ints and bools as str(), complex as torch's "re+imj" (the imaginary
+   part formatted by its own formatter, then stripped of padding and given a sign). */
 static void fmt_elem(const show_ctx *c, const elem *e, char *buf, size_t n) {
+    char tmp[64];
     switch (class_of(c->t->dtype)) {
     case EC_INT:
-        snprintf(buf, n, "%" PRId64, e->i);
+        snprintf(tmp, sizeof tmp, "%" PRId64, e->i);
+        snprintf(buf, n, "%*s", c->f1.width, tmp);
         break;
     case EC_UINT:
-        snprintf(buf, n, "%" PRIu64, e->u);
+        snprintf(tmp, sizeof tmp, "%" PRIu64, e->u);
+        snprintf(buf, n, "%*s", c->f1.width, tmp);
         break;
     case EC_BOOL:
-        snprintf(buf, n, "%s", e->i ? "True" : "False");
+        snprintf(buf, n, "%*s", c->f1.width, e->i ? "True" : "False");
         break;
     case EC_COMPLEX: {
-        char re[40], im[40];
-        fmt_one_float(c, e->re, re, sizeof re);
-        fmt_one_float(c, fabs(e->im), im, sizeof im);
-        snprintf(buf, n, "%s%s%sj", re, signbit(e->im) ? "-" : "+", im);
+        char re[64], im[64];
+        fmt_float(&c->f1, e->re, re, sizeof re);
+        fmt_float(&c->f2, e->im, im, sizeof im);
+        const char *p = im;
+        while (*p == ' ')
+            p++;
+        snprintf(buf, n, "%s%s%sj", re, (*p == '-' || *p == '+') ? "" : "+", p);
         break;
     }
     default:
-        fmt_one_float(c, e->re, buf, n);
+        fmt_float(&c->f1, e->re, buf, n);
         break;
     }
 }
 
-/* torch's _Formatter: choose integral / fixed / scientific from the finite shown values. */
-static void choose_format(show_ctx *c) {
+/* torch's _Formatter over the shown values: integral floats print as "1.", magnitudes spanning
+   more than 1000x or outside [1e-4, 1e8] as "%.4e", the rest as "%.4f"; widths come from the
+   nonzero finite values only (so nan/inf may stick out, as in torch). */
+static void choose_float_format(formatter *f, const elem *vals, size_t n, bool imag) {
     bool integral = true, any = false;
     double lo = INFINITY, hi = 0;
-    for (size_t i = 0; i < c->nvals; i++) {
-        double parts[2] = {c->vals[i].re, c->vals[i].im};
-        int np = class_of(c->t->dtype) == EC_COMPLEX ? 2 : 1;
-        for (int k = 0; k < np; k++) {
-            double a = fabs(parts[k]);
-            if (!isfinite(a))
-                continue;
-            if (a != floor(a))
-                integral = false;
-            if (a != 0) {
-                any = true;
-                if (a < lo)
-                    lo = a;
-                if (a > hi)
-                    hi = a;
-            }
-        }
+    for (size_t i = 0; i < n; i++) {
+        double v = imag ? vals[i].im : vals[i].re, a = fabs(v);
+        if (!isfinite(a) || a == 0)
+            continue;
+        any = true;
+        if (a != floor(a))
+            integral = false;
+        if (a < lo)
+            lo = a;
+        if (a > hi)
+            hi = a;
     }
+    f->width = 1;
+    f->mode = 0;
+    if (!any)
+        return;
     if (integral)
-        c->mode = (any && hi > 1e8) ? 2 : 0;
-    else if (any && (hi / lo > 1000.0 || hi > 1e8 || lo < 1e-4))
-        c->mode = 2;
+        f->mode = (hi / lo > 1000.0 || hi > 1e8) ? 2 : 0;
     else
-        c->mode = 1;
-    c->width = 0;
-    for (size_t i = 0; i < c->nvals; i++) {
-        char buf[96];
-        fmt_elem(c, &c->vals[i], buf, sizeof buf);
-        int w = (int)strlen(buf);
-        if (w > c->width)
-            c->width = w;
+        f->mode = (hi / lo > 1000.0 || hi > 1e8 || lo < 1e-4) ? 2 : 1;
+    formatter probe = {f->mode, 0};
+    for (size_t i = 0; i < n; i++) {
+        double v = imag ? vals[i].im : vals[i].re;
+        if (!isfinite(v) || v == 0)
+            continue;
+        char buf[64];
+        fmt_float(&probe, v, buf, sizeof buf);
+        if ((int)strlen(buf) > f->width)
+            f->width = (int)strlen(buf);
     }
 }
 
+static void choose_format(show_ctx *c) {
+    elem_class ec = class_of(c->t->dtype);
+    if (ec == EC_FLOAT || ec == EC_COMPLEX) {
+        choose_float_format(&c->f1, c->vals, c->nvals, false);
+        if (ec == EC_COMPLEX)
+            choose_float_format(&c->f2, c->vals, c->nvals, true);
+        return;
+    }
+    c->f1.mode = 3;
+    c->f1.width = 0;
+    for (size_t i = 0; i < c->nvals; i++) {
+        char buf[64];
+        fmt_elem(c, &c->vals[i], buf, sizeof buf);
+        if ((int)strlen(buf) > c->f1.width)
+            c->f1.width = (int)strlen(buf);
+    }
+}
+
+/* Width of one element plus ", ", for torch's line wrapping at 80 columns. */
+static int element_length(const show_ctx *c) {
+    if (class_of(c->t->dtype) == EC_COMPLEX)
+        return c->f1.width + c->f2.width + 3;
+    return c->f1.width + 2;
+}
+
+/*
+ Prints dimension dim like torch's _tensor_str_with_formatter: the innermost dimension as rows
+ of elements wrapped so that each line holds floor((80 - indent) / element_length) items (the
+ " ..." of a summarised row counts as an item), outer dimensions as sub-tensors separated by
+ "," and one newline per remaining dimension, "..." standing for the skipped middle.
+*/
 static void print_dim(show_ctx *c, cli_buf *b, int dim, int indent) {
     const sdict_tensor *t = c->t;
     if (dim == t->ndim) {
-        char buf[96];
+        char buf[160];
         fmt_elem(c, &c->vals[c->next++], buf, sizeof buf);
-        buf_printf(b, "%*s", c->width, buf);
+        buf_puts(b, buf);
         return;
     }
     int64_t n = t->shape[dim];
     bool cut = c->summarize && n > 2 * EDGE_ITEMS;
     bool inner = dim == t->ndim - 1;
+    int per_line = (80 - indent) / element_length(c);
+    if (per_line < 1)
+        per_line = 1;
     buf_puts(b, "[");
-    for (int64_t i = 0; i < n; i++) {
+    int64_t item = 0; /* position in torch's data list, for wrapping */
+    for (int64_t i = 0; i < n; i++, item++) {
         if (i) {
-            if (inner) {
+            if (inner && item % per_line != 0) {
                 buf_puts(b, ", ");
             } else {
                 buf_puts(b, ",");
-                for (int k = 0; k < t->ndim - dim - 1; k++)
+                for (int k = 0; k < (inner ? 1 : t->ndim - dim - 1); k++)
                     buf_puts(b, "\n");
                 buf_printf(b, "%*s", indent + 1, "");
             }
         }
         if (cut && i == EDGE_ITEMS) {
-            buf_puts(b, "...");
+            buf_puts(b, inner ? " ..." : "..."); /* torch pads the inner one */
             i = n - EDGE_ITEMS - 1;
             continue;
         }
@@ -276,7 +326,14 @@ static int show_tensor(const char *key, const sdict_tensor *t) {
             print_dim(&c, &b, 0, 7); /* 7 = strlen("tensor(") */
         }
         sdict_dtype d = t->dtype;
-        if (d != SDICT_FLOAT32 && d != SDICT_INT64 && d != SDICT_BOOL)
+        if (sdict_tensor_numel(t) == 0 && t->ndim != 1) { /* torch: size=(0, 3) */
+            buf_puts(&b, ", size=(");
+            for (int32_t i = 0; i < t->ndim; i++)
+                buf_printf(&b, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+            buf_puts(&b, t->ndim == 1 ? ",)" : ")");
+        }
+        /* torch omits the default dtypes: float32, complex64, int64, bool */
+        if (d != SDICT_FLOAT32 && d != SDICT_COMPLEX64 && d != SDICT_INT64 && d != SDICT_BOOL)
             buf_printf(&b, ", dtype=torch.%s", sdict_dtype_name(d));
         if (t->requires_grad)
             buf_puts(&b, ", requires_grad=True");

@@ -1,0 +1,24 @@
+# CLI tests (label "cli"): tests/cli/usage.sh needs nothing but the tool; the others generate
+# small checkpoints with real PyTorch (tests/cli/gen_cli.py, once per ctest run) and check each
+# subcommand against values torch computes from the same files (tests/cli/check_cli.py). They
+# skip (77) when ${SDICT_PYTHON} cannot import torch.
+if(NOT TARGET statedict_cli)
+  return()
+endif()
+set(SDICT_CLI_TEST_DIR ${CMAKE_CURRENT_BINARY_DIR}/cli)
+
+add_test(NAME cli_usage COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/usage.sh
+         $<TARGET_FILE:statedict_cli> ${SDICT_CLI_TEST_DIR}/usage)
+set_tests_properties(cli_usage PROPERTIES LABELS cli TIMEOUT 120)
+
+add_test(NAME cli_generate COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_gen.sh
+         ${SDICT_PYTHON} ${SDICT_CLI_TEST_DIR}/files)
+set_tests_properties(cli_generate PROPERTIES
+  LABELS cli FIXTURES_SETUP sdict_cli_files SKIP_RETURN_CODE 77 TIMEOUT 300)
+
+foreach(sub ls dump show diff convert verify scan)
+  add_test(NAME cli_${sub} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/run.sh
+           ${SDICT_PYTHON} $<TARGET_FILE:statedict_cli> ${SDICT_CLI_TEST_DIR}/files ${sub})
+  set_tests_properties(cli_${sub} PROPERTIES
+    LABELS cli FIXTURES_REQUIRED sdict_cli_files SKIP_RETURN_CODE 77 TIMEOUT 300)
+endforeach()

@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""Write the small checkpoints the CLI tests read, with real PyTorch (Debian's python3-torch).
+
+usage: gen_cli.py OUTDIR
+
+Everything is seeded. Besides torch.save output, it writes two hand-made zip files the CLI must
+refuse or flag: evil.pt (a data.pkl that calls os.system) and a copy of lenet.pt with one payload
+byte flipped (flipped.pt). Exits 77 when torch cannot be imported.
+"""
+import os
+import struct
+import sys
+import zipfile
+
+try:
+    import torch
+    import torch.nn as nn
+except ImportError as e:  # the test runner treats 77 as "skipped"
+    print(f"skip: /usr/bin/python3 cannot import torch ({e})")
+    sys.exit(77)
+
+
+class LeNet(nn.Module):
+    """The model of PyTorch's "Saving and loading models" tutorial."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    model = LeNet()
+    sd = model.state_dict()
+    torch.save(sd, os.path.join(out, "lenet.pt"))
+    torch.save(sd, os.path.join(out, "lenet_legacy.pt"), _use_new_zipfile_serialization=False)
+
+    # diff targets: one tensor nudged by 1e-3 (values differ), one within tolerance (1e-9),
+    # one key removed, one key added, one dtype changed, one shape changed
+    b = {k: v.clone() for k, v in sd.items()}
+    b["conv1.weight"][0, 0, 0, 0] += 1e-3
+    b["fc3.bias"] = b["fc3.bias"] + 1e-9
+    del b["fc2.bias"]
+    b["extra.weight"] = torch.ones(2)
+    b["conv2.bias"] = b["conv2.bias"].double()
+    b["fc1.bias"] = torch.zeros(7)
+    torch.save(b, os.path.join(out, "lenet_b.pt"))
+    tol = {k: v.clone() for k, v in sd.items()}
+    tol["fc3.bias"] = tol["fc3.bias"] + 1e-9
+    torch.save(tol, os.path.join(out, "lenet_tol.pt"))
+
+    # the tutorial's general checkpoint: model, SGD with momentum after one step, epoch, loss
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    x = torch.randn(2, 3, 32, 32)
+    import torch.nn.functional as F
+    y = model.fc3(F.relu(model.fc2(F.relu(model.fc1(
+        model.pool(F.relu(model.conv2(model.pool(F.relu(model.conv1(x)))))).view(-1, 400))))))
+    y.sum().backward()
+    opt.step()
+    torch.save({"epoch": 5, "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": opt.state_dict(), "loss": 0.4},
+               os.path.join(out, "checkpoint.tar"))
+
+    # layouts: a transposed view and a slice sharing one storage, a 0-dim, an empty tensor
+    base = torch.arange(12, dtype=torch.float32)
+    torch.save({"base": base, "t": base.view(3, 4).t(), "slice": base[2:8].view(2, 3),
+                "scalar": torch.tensor(3.5, dtype=torch.float64),
+                "empty": torch.zeros(0, 3)}, os.path.join(out, "views.pt"))
+
+    # dtypes and plain values
+    torch.save({"f16": torch.tensor([1.5, -2.25, 65504.0], dtype=torch.float16),
+                "bf16": torch.tensor([1.0, 0.1], dtype=torch.bfloat16),
+                "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+                "u8": torch.tensor([0, 255], dtype=torch.uint8),
+                "b": torch.tensor([True, False, True]),
+                "c64": torch.tensor([1 + 2j, -0.5j], dtype=torch.complex64),
+                "i64": torch.arange(-3, 3).reshape(2, 3),
+                "big": torch.arange(2000, dtype=torch.float32).reshape(40, 50) / 7,
+                "mixed": torch.tensor([[-1.25, float("nan")], [float("inf"), 0.5]]),
+                "cube": torch.arange(24, dtype=torch.float64).reshape(2, 3, 4) / 3,
+                "long4": torch.arange(1296).reshape(6, 6, 6, 6),
+                "values": {"none": None, "t": True, "big_int": 2 ** 70, "neg": -12,
+                           "f": 0.1, "s": "héllo", "raw": b"\x00\xff",
+                           "tup": (1, 2.5, "x"), "lst": [], 7: "int key",
+                           "dt": torch.float16}},
+               os.path.join(out, "dtypes.pt"))
+
+    # flipped.pt: lenet.pt with one byte of the first tensor payload inverted
+    data = bytearray(open(os.path.join(out, "lenet.pt"), "rb").read())
+    with zipfile.ZipFile(os.path.join(out, "lenet.pt")) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("/data/0"))
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    payload = info.header_offset + 30 + name_len + extra_len
+    data[payload + 5] ^= 0xFF
+    open(os.path.join(out, "flipped.pt"), "wb").write(bytes(data))
+
+    # evil.pt: data.pkl calls os.system("true") through GLOBAL + REDUCE; never loaded by Python
+    pkl = (b"\x80\x02" + b"cos\nsystem\n" + b"X\x04\x00\x00\x00true" + b"\x85" + b"R" + b".")
+    with zipfile.ZipFile(os.path.join(out, "evil.pt"), "w") as z:
+        z.writestr("evil/data.pkl", pkl)
+        z.writestr("evil/version", "3\n")
+
+    # not_a_checkpoint.pt: text
+    open(os.path.join(out, "not_a_checkpoint.pt"), "w").write("hello, not a checkpoint\n")
+
+
+if __name__ == "__main__":
+    main()
