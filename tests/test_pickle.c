@@ -750,6 +750,91 @@ static void test_numpy_scalar(void **state) {
     done(&r);
 }
 
+/* numpy arrays become tensors owning a native-order copy; bytes from numpy 1.24's pickler
+   (np.arange(6, dtype='>i4').reshape(2, 3), and a Fortran-ordered float32 arange). */
+static void test_numpy_array(void **state) {
+    (void)state;
+    static const char be_i4[] =
+        "\x80\x03\x63\x6e\x75\x6d\x70\x79\x2e\x63\x6f\x72\x65\x2e\x6d\x75\x6c\x74\x69\x61\x72\x72\x61\x79"
+        "\x0a\x5f\x72\x65\x63\x6f\x6e\x73\x74\x72\x75\x63\x74\x0a\x71\x00\x63\x6e\x75\x6d\x70\x79\x0a\x6e"
+        "\x64\x61\x72\x72\x61\x79\x0a\x71\x01\x4b\x00\x85\x71\x02\x43\x01\x62\x71\x03\x87\x71\x04\x52\x71"
+        "\x05\x28\x4b\x01\x4b\x02\x4b\x03\x86\x71\x06\x63\x6e\x75\x6d\x70\x79\x0a\x64\x74\x79\x70\x65\x0a"
+        "\x71\x07\x58\x02\x00\x00\x00\x69\x34\x71\x08\x89\x88\x87\x71\x09\x52\x71\x0a\x28\x4b\x03\x58\x01"
+        "\x00\x00\x00\x3e\x71\x0b\x4e\x4e\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x71\x0c"
+        "\x62\x89\x43\x18\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00\x04"
+        "\x00\x00\x00\x05\x71\x0d\x74\x71\x0e\x62\x2e";
+    static const char f_f4[] =
+        "\x80\x02\x63\x6e\x75\x6d\x70\x79\x2e\x63\x6f\x72\x65\x2e\x6d\x75\x6c\x74\x69\x61\x72\x72\x61\x79"
+        "\x0a\x5f\x72\x65\x63\x6f\x6e\x73\x74\x72\x75\x63\x74\x0a\x71\x00\x63\x6e\x75\x6d\x70\x79\x0a\x6e"
+        "\x64\x61\x72\x72\x61\x79\x0a\x71\x01\x4b\x00\x85\x71\x02\x63\x5f\x63\x6f\x64\x65\x63\x73\x0a\x65"
+        "\x6e\x63\x6f\x64\x65\x0a\x71\x03\x58\x01\x00\x00\x00\x62\x71\x04\x58\x06\x00\x00\x00\x6c\x61\x74"
+        "\x69\x6e\x31\x71\x05\x86\x71\x06\x52\x71\x07\x87\x71\x08\x52\x71\x09\x28\x4b\x01\x4b\x02\x4b\x03"
+        "\x86\x71\x0a\x63\x6e\x75\x6d\x70\x79\x0a\x64\x74\x79\x70\x65\x0a\x71\x0b\x58\x02\x00\x00\x00\x66"
+        "\x34\x71\x0c\x89\x88\x87\x71\x0d\x52\x71\x0e\x28\x4b\x03\x58\x01\x00\x00\x00\x3c\x71\x0f\x4e\x4e"
+        "\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x71\x10\x62\x88\x68\x03\x58\x1b\x00\x00"
+        "\x00\x00\x00\x00\x00\x00\x00\x40\x40\x00\x00\xc2\x80\x3f\x00\x00\xc2\x80\x40\x00\x00\x00\x40\x00"
+        "\x00\xc2\xa0\x40\x71\x11\x68\x05\x86\x71\x12\x52\x71\x13\x74\x71\x14\x62\x2e";
+    run r;
+    unpickle(&r, be_i4, sizeof be_i4 - 1, false);
+    assert_int_equal(r.st, SDICT_OK);
+    const sdict_tensor *t = sdict_value_tensor(r.v);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, SDICT_INT32);
+    assert_int_equal(t->ndim, 2);
+    assert_int_equal(t->shape[1], 3);
+    assert_int_equal(t->stride[0], 3);
+    int32_t iv[6];
+    assert_int_equal(sdict_tensor_copy_to(t, SDICT_INT32, iv, sizeof iv, NULL), SDICT_OK);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(iv[i], i);
+    done(&r);
+    unpickle(&r, f_f4, sizeof f_f4 - 1, false);
+    assert_int_equal(r.st, SDICT_OK);
+    t = sdict_value_tensor(r.v);
+    assert_non_null(t);
+    assert_int_equal(t->stride[0], 1);
+    assert_int_equal(t->stride[1], 2);
+    float fv[6];
+    assert_int_equal(sdict_tensor_copy_to(t, SDICT_FLOAT32, fv, sizeof fv, NULL), SDICT_OK);
+    for (int i = 0; i < 6; i++)
+        assert_true(fv[i] == (float)i);
+    done(&r);
+}
+
+/* 100,000 keys through SETITEMS batches, and 100,000 memo entries: must stay linear. */
+static void test_large_dict(void **state) {
+    (void)state;
+    size_t n = 100000;
+    char *p = malloc(n * 20 + 16);
+    size_t m = 0;
+    memcpy(p, "\x80\x02}(", 4);
+    m = 4;
+    for (size_t i = 0; i < n; i++) {
+        p[m++] = 'J'; /* BININT key i, value: BINUNICODE "v" memoized with LONG_BINPUT i */
+        for (int b = 0; b < 4; b++)
+            p[m++] = (char)((i >> (8 * b)) & 0xff);
+        memcpy(p + m, "X\x01\x00\x00\x00v", 6);
+        m += 6;
+        p[m++] = 'r';
+        for (int b = 0; b < 4; b++)
+            p[m++] = (char)((i >> (8 * b)) & 0xff);
+        if (i % 1000 == 999) {
+            memcpy(p + m, "u(", 2);
+            m += 2;
+        }
+    }
+    memcpy(p + m, "u.", 2);
+    m += 2;
+    run r;
+    unpickle(&r, p, m, false);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_dict_len(r.v), n);
+    assert_non_null(sdict_dict_get_int(r.v, 99999));
+    assert_null(sdict_dict_get_int(r.v, 100000));
+    done(&r);
+    free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpython_corpus),
@@ -762,6 +847,8 @@ int main(void) {
         cmocka_unit_test(test_rebuild_tensor),
         cmocka_unit_test(test_rebuild_parameter_and_meta),
         cmocka_unit_test(test_numpy_scalar),
+        cmocka_unit_test(test_numpy_array),
+        cmocka_unit_test(test_large_dict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
