@@ -605,6 +605,44 @@ static void test_tensor_values(void **state) {
     assert_int_equal(released, 1);
 }
 
+/* A 100,000-tensor state dict (what a large model's load builds) is made and freed quickly,
+   and every storage reference the doc took is dropped. */
+static void test_many_tensor_values(void **state) {
+    (void)state;
+    enum { N = 100000 };
+    sdict_storage *s;
+    float *mem = calloc(N, 4);
+    int hook_calls = 0;
+    assert_int_equal(sdict_storage_wrap(mem, N * 4, on_release, &hook_calls, &s, NULL), SDICT_OK);
+    clock_t t0 = clock();
+    sdict_doc *d = new_doc();
+    sdict_value *root = sdict_dict_new(d, true);
+    sdict_doc_set_root(d, root);
+    char key[64];
+    for (int i = 0; i < N; i++) {
+        sdict_tensor t;
+        int64_t shape[1] = {1};
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, shape, s, NULL), SDICT_OK);
+        t.storage_offset = i;
+        sdict_value *tv;
+        assert_int_equal(sdict_tensor_new(d, &t, &tv, NULL), SDICT_OK);
+        snprintf(key, sizeof key, "blocks.%d.mlp.fc1.weight", i);
+        assert_int_equal(sdict_dict_set_str(root, key, tv), SDICT_OK);
+    }
+    assert_int_equal(sdict_value_at(root, "blocks.99999.mlp.fc1.weight") != NULL, 1);
+    assert_int_equal(sdict_value_tensor(sdict_dict_val(root, 777))->storage_offset, 777);
+    sdict_doc_free(d);
+    double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    print_message("100,000 tensor values: build and free in %.3f s\n", secs);
+    assert_true(secs < 10.0); /* generous for sanitizer builds; ~0.05 s optimised */
+    /* only the test's own reference is left: the storage must still be usable */
+    assert_int_equal(hook_calls, 0);
+    assert_int_equal(sdict_storage_nbytes(s), N * 4);
+    sdict_storage_release(s);
+    assert_int_equal(hook_calls, 1);
+    free(mem);
+}
+
 /*==================================================================================================
  Out of memory at every allocation
 ==================================================================================================*/
@@ -730,6 +768,7 @@ int main(void) {
         cmocka_unit_test(test_sequences_sets),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_tensor_values),
+        cmocka_unit_test(test_many_tensor_values),
         cmocka_unit_test(test_oom_every_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
