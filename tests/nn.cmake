@@ -16,3 +16,10 @@ foreach(c ${_sdict_nn_cases})
   set_tests_properties(nn_interop_${c} PROPERTIES
     LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600)
 endforeach()
+if(TARGET lenet)
+  add_test(NAME nn_interop_lenet_example
+           COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/nn/nn_interop.py lenet_example
+                   $<TARGET_FILE:lenet> ${CMAKE_CURRENT_BINARY_DIR}/nn_interop)
+  set_tests_properties(nn_interop_lenet_example PROPERTIES
+    LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600)
+endif()

@@ -11,6 +11,7 @@ state_dict it saves (--save-state) are checked against torch:
                  gives torch's output again
   train_<arch>   train-mode forward (BatchNorm batch statistics; Dropout p=0): output and the
                  updated running_mean / running_var / num_batches_tracked
+  lenet_example  examples/lenet (INFER is then the lenet binary) prints torch's outputs
   ckpt_lenet     weights inside a general checkpoint under 'model_state_dict' with a
                  DataParallel 'module.' prefix, input as {'input': x}
   err_missing / err_unexpected / err_shape / err_type
@@ -253,6 +254,24 @@ def case_bn_legacy(infer, wd):
     check(int(torch.load(so)["3.num_batches_tracked"]) == 0, "num_batches_tracked not reset to 0")
 
 
+def case_lenet_example(lenet, wd):
+    """examples/lenet (the recipe written by hand in C) prints torch's outputs and classes."""
+    model, x = build("lenet")
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    w, xi = (os.path.join(wd, f"example_{n}.pt") for n in ("w", "x"))
+    torch.save(model.state_dict(), w)
+    torch.save(x, xi)
+    r = run_infer(lenet, [w, xi])
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("sample ")]
+    check(len(rows) == ref.shape[0], f"lenet example printed {len(rows)} rows")
+    for n, ln in enumerate(rows):
+        vals = torch.tensor([float(t) for t in ln.split(":")[1].split("->")[0].split()])
+        close(vals, ref[n], 0, 2e-6, f"lenet example sample {n}")  # printed with 6 decimals
+        check(ln.endswith(f"class {int(ref[n].argmax())}"), f"lenet example class: {ln}")
+
+
 def main():
     if len(sys.argv) != 4:
         raise SystemExit(__doc__)
@@ -264,6 +283,8 @@ def main():
         case_train(case[6:], infer, wd)
     elif case == "ckpt_lenet":
         case_ckpt(infer, wd)
+    elif case == "lenet_example":
+        case_lenet_example(infer, wd)
     elif case == "bn_legacy":
         case_bn_legacy(infer, wd)
     elif case.startswith("err_"):
