@@ -44,7 +44,7 @@ static void copy_trunc(char *dst, size_t cap, const char *src) {
     if (n >= cap)
         n = cap - 1;
     if (n)
-        memcpy(dst, src, n);
+        memmove(dst, src, n); /* src may be the same field (re-raising an error) */
     dst[n] = '\0';
 }
 
@@ -55,13 +55,17 @@ sdict_status sdict__err(sdict_error *err, sdict_status code, const char *record,
     err->code = code;
     err->offset = offset;
     copy_trunc(err->record, sizeof err->record, record);
-    err->message[0] = '\0';
+    /* format into a temporary first: the arguments may point into err itself, as when a
+       caller re-raises an error with "%s", err->message */
+    char msg[sizeof err->message];
+    msg[0] = '\0';
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
     }
+    memcpy(err->message, msg, sizeof msg);
     return code;
 }
 

@@ -205,6 +205,14 @@ static void test_error_fill_format(void **state) {
     assert_int_equal(strlen(e.record), sizeof e.record - 1);
     assert_int_equal(strlen(e.message), sizeof e.message - 1);
 
+    /* re-raising with the error's own fields as arguments */
+    sdict__err(&e, SDICT_E_CRC, "arch/data/3", 5, "crc differs");
+    sdict__err(&e, SDICT_E_STORAGE, e.record, e.offset + 1, "storage: %s", e.message);
+    assert_int_equal(e.code, SDICT_E_STORAGE);
+    assert_string_equal(e.record, "arch/data/3");
+    assert_int_equal(e.offset, 6);
+    assert_string_equal(e.message, "storage: crc differs");
+
     /* NULL err is allowed and still returns the code */
     assert_int_equal(sdict__err(NULL, SDICT_E_LIMIT, "r", 1, "x"), SDICT_E_LIMIT);
     sdict__err_file(NULL, "x");
