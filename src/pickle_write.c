@@ -585,12 +585,19 @@ static sdict_status write_bytes(pw *w, const sdict_value *v) {
     return SDICT_OK;
 }
 
-static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind, pw_slot *slot) {
+/* Memoizes container v (CPython memoize) and records the index in its map slot, looked up
+   afresh: writing the items may have grown (rehashed) the map. */
+static void put_value(pw *w, const sdict_value *v) {
+    int64_t idx = put(w);
+    map_find(&w->memo, v)->val = idx;
+}
+
+static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind) {
     sdict_status st;
     switch (kind) {
     case SDICT_KIND_LIST:
         op(w, OP_EMPTY_LIST);
-        slot->val = put(w);
+        put_value(w, v);
         return write_list_items(w, v);
     case SDICT_KIND_TUPLE: {
         size_t n = sdict_seq_len(v);
@@ -600,7 +607,7 @@ static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind
             if ((st = write_value(w, sdict_seq_item(v, i))))
                 return st;
         op(w, n == 1 ? OP_TUPLE1 : n == 2 ? OP_TUPLE2 : n == 3 ? OP_TUPLE3 : OP_TUPLE);
-        slot->val = put(w);
+        put_value(w, v);
         return SDICT_OK;
     }
     case SDICT_KIND_SET:
@@ -614,7 +621,7 @@ static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind
         op(w, OP_TUPLE1);
         put(w);
         op(w, OP_REDUCE);
-        slot->val = put(w);
+        put_value(w, v);
         return SDICT_OK;
     case SDICT_KIND_DICT: {
         const sdict_value *attrs = sdict_dict_attrs(v);
@@ -623,7 +630,7 @@ static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind
                 return sdict__err(w->err, SDICT_E_INVALID_ARG, NULL, -1,
                                   "a plain dict cannot carry attributes (only an OrderedDict can)");
             op(w, OP_EMPTY_DICT);
-            slot->val = put(w);
+            put_value(w, v);
             return write_dict_items(w, v, true);
         }
         /* OrderedDict.__reduce__ -> (OrderedDict, (), state or None, None, iter(items)):
@@ -632,7 +639,7 @@ static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind
             return st;
         op(w, OP_EMPTY_TUPLE);
         op(w, OP_REDUCE);
-        slot->val = put(w);
+        put_value(w, v);
         if ((st = write_dict_items(w, v, false)))
             return st;
         if (attrs && sdict_dict_len(attrs)) {
@@ -734,7 +741,7 @@ static sdict_status write_value(pw *w, const sdict_value *v) {
         return nomem(w);
     slot->open = true;
     w->depth++;
-    sdict_status st = write_container(w, v, kind, slot);
+    sdict_status st = write_container(w, v, kind);
     w->depth--;
     if (st)
         return st;

@@ -540,6 +540,29 @@ static void test_pickle_memo(void **state) {
     n = pickle_body(l3, big, sizeof big);
     /* ... X"k" r 300 (LONG_BINPUT) then j 300 (LONG_BINGET) e */
     assert_memory_equal(big + n - 11, "r\x2c\x01\x00\x00j\x2c\x01\x00\x00" "e", 11);
+
+    /* tuples and sets memoized after many items (the identity map grows meanwhile), then
+       referenced again: a tuple (set(300 strs), [300 strs]) appended twice */
+    sdict_value *outer = sdict_list_new(doc), *tp = sdict_tuple_new(doc), *st = sdict_set_new(doc),
+                *ls = sdict_list_new(doc);
+    char k[16];
+    for (int i = 0; i < 300; i++) {
+        snprintf(k, sizeof k, "s%d", i);
+        assert_int_equal(sdict_seq_append(st, sdict_str_new(doc, k, strlen(k))), SDICT_OK);
+        assert_int_equal(sdict_seq_append(ls, sdict_str_new(doc, k, strlen(k))), SDICT_OK);
+    }
+    assert_int_equal(sdict_seq_append(tp, st), SDICT_OK);
+    assert_int_equal(sdict_seq_append(tp, ls), SDICT_OK);
+    assert_int_equal(sdict_seq_append(outer, tp), SDICT_OK);
+    assert_int_equal(sdict_seq_append(outer, tp), SDICT_OK);
+    assert_int_equal(sdict_seq_append(outer, st), SDICT_OK);
+    void *buf = NULL;
+    assert_int_equal(sdict_save_buffer(outer, NULL, &buf, &n, NULL), SDICT_OK);
+    sdict_doc *back = NULL;
+    assert_int_equal(sdict_load_buffer(buf, n, "memo", NULL, &back, NULL), SDICT_OK);
+    assert_same(outer, sdict_doc_root(back));
+    sdict_free_buffer(buf);
+    sdict_doc_free(back);
     sdict_doc_free(doc);
 }
 
