@@ -103,6 +103,16 @@ def generate(d):
           "optimizer_state_dict": adam.state_dict(), "loss": 0.4321}, "checkpoint.pth.tar", False)
     save({"epoch": 3, "model_state_dict": bn.state_dict(), "loss": torch.tensor(0.25)},
          "checkpoint_tensor_loss.tar", False)
+    # two param groups share the defaults' objects (betas tuple), AMSGrad adds a state key,
+    # a scheduler state carries floats and lists
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    adamw = torch.optim.AdamW([{"params": mlp[0].parameters()},
+                               {"params": mlp[1].parameters(), "lr": 0.1}], amsgrad=True)
+    train_steps(mlp, adamw, (5, 4))
+    sched = torch.optim.lr_scheduler.StepLR(adamw, 3)
+    save({"opt": adamw.state_dict(), "sched": sched.state_dict(), "model": mlp.state_dict()},
+         "adamw_groups_sched.pt", False)
     save({f"w{i}": torch.full((2,), float(i)) for i in range(1000)}, "dict1000.pt", False)
     save(collections.OrderedDict((f"w{i}", torch.tensor(i)) for i in range(1001)),
          "odict1001.pt", False)
