@@ -646,6 +646,71 @@ static void test_reads(void **state) {
     sdict__buf_free(&o.b);
 }
 
+/* Allocator that fails the Nth call: every allocation failure path returns SDICT_E_NOMEM and
+   leaks nothing (AddressSanitizer checks the latter). */
+static long alloc_budget;
+static void *fail_malloc(void *ctx, size_t n) {
+    (void)ctx;
+    return alloc_budget-- > 0 ? malloc(n) : NULL;
+}
+static void *fail_realloc(void *ctx, void *p, size_t n) {
+    (void)ctx;
+    return alloc_budget-- > 0 ? realloc(p, n) : NULL;
+}
+static void fail_free(void *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+
+static void test_out_of_memory(void **state) {
+    (void)state;
+    sdict_allocator alc = {fail_malloc, fail_realloc, fail_free, NULL};
+    sdict_error err;
+    sdict__buf out;
+    sdict__buf_init(&out);
+    int seen_fail = 0;
+    for (long budget = 0;; budget++) {
+        sdict__buf_free(&out);
+        sdict__zip_writer *w = NULL;
+        sdict_set_allocator(&alc);
+        alloc_budget = budget;
+        sdict_status st = sdict__zip_writer_new(buf_sink, &out, "oom", &w, &err);
+        if (st == SDICT_OK)
+            st = sdict__zip_writer_add(w, "data.pkl", P2, sizeof P2, &err);
+        if (st == SDICT_OK)
+            st = sdict__zip_writer_add(w, "version", "3\n", 2, &err);
+        if (st == SDICT_OK)
+            st = sdict__zip_writer_finish(w, &err);
+        sdict__zip_writer_free(w);
+        sdict_set_allocator(NULL);
+        if (st == SDICT_OK)
+            break;
+        assert_int_equal(st, SDICT_E_NOMEM);
+        seen_fail++;
+    }
+    assert_true(seen_fail > 0);
+    seen_fail = 0;
+    for (long budget = 0;; budget++) {
+        sdict__source src;
+        sdict__source_init_mem(&src, out.data, out.len, "oom");
+        sdict__zip *z = NULL;
+        sdict_set_allocator(&alc);
+        alloc_budget = budget;
+        sdict_status st = sdict__zip_open(&src, NULL, &z, &err);
+        sdict_set_allocator(NULL);
+        if (st == SDICT_OK) {
+            assert_non_null(sdict__zip_find(z, "version"));
+            sdict__zip_close(z);
+            break;
+        }
+        assert_int_equal(st, SDICT_E_NOMEM);
+        assert_null(z);
+        seen_fail++;
+    }
+    assert_true(seen_fail > 0);
+    sdict__buf_free(&out);
+}
+
 /*==================================================================================================
  MARK: Scale
 ==================================================================================================*/
@@ -955,6 +1020,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_end_record_corruption),
         cmocka_unit_test(test_entry_checks),
         cmocka_unit_test(test_reads),
+        cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_many_entries),
         cmocka_unit_test(test_zip64_big),
         cmocka_unit_test(test_shared_fixtures),
