@@ -209,6 +209,9 @@ static void assert_same(const sdict_value *a, const sdict_value *b) {
         assert_int_equal(x->storage_offset, y->storage_offset);
         assert_int_equal(x->requires_grad, y->requires_grad);
         assert_int_equal(x->is_parameter, y->is_parameter);
+        assert_int_equal(x->storage == NULL, y->storage == NULL);
+        if (!x->storage)
+            break;
         size_t n = sdict_tensor_nbytes(x);
         uint8_t *bx = malloc(n + 1), *by = malloc(n + 1);
         assert_int_equal(sdict_tensor_copy_to(x, x->dtype, bx, n, NULL), SDICT_OK);
@@ -260,6 +263,12 @@ static sdict_value *build_tree(sdict_doc *doc) {
     assert_int_equal(sdict_dict_set_str(sd, "scalar", new_tensor(doc, SDICT_INT64, 0, NULL)), SDICT_OK);
     const int64_t e[2] = {0, 5};
     assert_int_equal(sdict_dict_set_str(sd, "empty", new_tensor(doc, SDICT_FLOAT32, 2, e)), SDICT_OK);
+    /* a meta tensor (no storage): _rebuild_meta_tensor_no_storage */
+    sdict_tensor mt;
+    sdict_value *meta_t = NULL;
+    assert_int_equal(sdict_tensor_init(&mt, SDICT_FLOAT16, 2, s23, NULL, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_new(doc, &mt, &meta_t, NULL), SDICT_OK);
+    assert_int_equal(sdict_dict_set_str(sd, "meta", meta_t), SDICT_OK);
     /* a view with offset and transposed strides, and tied weights on one storage */
     const int64_t n24 = 24;
     sdict_value *base = new_tensor(doc, SDICT_FLOAT32, 1, &n24);

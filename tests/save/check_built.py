@@ -34,6 +34,8 @@ ALLOWED = {
     ("__builtin__", "bytes"),
     ("builtins", "bytes"),
     ("torch", "bfloat16"),
+    ("torch", "float16"),
+    ("torch._utils", "_rebuild_meta_tensor_no_storage"),
 }
 
 
@@ -171,6 +173,9 @@ def main():
         check(d["big_pos"] == 2**100 and d["big_neg"] == -2**70 and d["big_huge"] == 2**2100,
               "big ints")
         check(d["dtype"] is torch.bfloat16, f"dtype {d['dtype']}")
+        m = d["meta"]
+        check(m.is_meta and m.dtype == torch.float16 and tuple(m.shape) == (2, 3)
+              and m.stride() == (1, 2), f"meta tensor {m}")
         # The restricted unpickler must really be in use: an unknown global fails.
         try:
             RestrictedUnpickler.find_class(None, "os", "system")

@@ -254,6 +254,13 @@ static int build(const char *out, bool weights_only) {
         big[262] = 0x10; /* 2**2100 = 0x10 << (262*8) */
         CHECK(sdict_dict_set_str(root, "big_huge", sdict__int_from_le_bytes(doc, big, 264)));
         CHECK(sdict_dict_set_str(root, "dtype", sdict_dtype_value_new(doc, SDICT_BFLOAT16)));
+        /* a meta tensor: shape and strides without data */
+        sdict_tensor mt;
+        CHECK(sdict_tensor_init(&mt, SDICT_FLOAT16, 2, shape23, NULL, &err));
+        mt.stride[0] = 1;
+        mt.stride[1] = 2;
+        CHECK(sdict_tensor_new(doc, &mt, &v, &err));
+        CHECK(sdict_dict_set_str(root, "meta", v));
     }
 
     CHECK(sdict_doc_set_root(doc, root));
