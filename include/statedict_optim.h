@@ -1,0 +1,211 @@
+/*
+ statedict_optim.h - training on top of statedict_nn (same library, statedict_nn): backward
+ passes for the built-in modules, CrossEntropyLoss and MSELoss, the optimizers SGD, Adam and
+ AdamW with torch 1.13's update rules, and optimizer state_dict / load_state_dict in PyTorch's
+ layout, so that general checkpoints ({'epoch', 'model_state_dict', 'optimizer_state_dict',
+ 'loss'}) and multi-model files move freely between C and PyTorch.
+
+ Conventions (those of statedict.h and statedict_nn.h, plus):
+ - Everything is float32 on the CPU. Gradients accumulate (+=) into each parameter's `grad`
+   tensor (sdict_named_tensor.grad), as torch's .backward() does; zero them before each step
+   with sdict_module_zero_grad() or sdict_optim_zero_grad().
+ - A backward pass reads the caches a training-mode forward left in the module (see
+   sdict_module.cache); run forward in training mode first.
+ - Nothing here prints or exits; failures return a status and fill the optional sdict_error.
+*/
+#ifndef STATEDICT_OPTIM_H
+#define STATEDICT_OPTIM_H
+
+#include "statedict.h"
+#include "statedict_nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*==================================================================================================
+ MARK: Backward
+==================================================================================================*/
+
+/**
+ Backward of m for the output gradient dy (shape of m's last forward output): adds parameter
+ gradients into the grad tensors of m and its descendants and, when dx is not NULL, allocates
+ *dx with dL/dx (shape of the last input; free with sdict_act_free).
+ Dispatch: m->backward when set (user containers provide theirs, see sdict_lenet_backward);
+ else the built-in rule of m->type; Sequential runs its children's backwards in reverse.
+ Embedding has no input gradient (*dx is left zeroed). BatchNorm uses the batch statistics of
+ the training-mode forward (torch's training backward); in eval mode it is an affine map.
+ Errors: SDICT_E_INVALID_ARG (no forward cache: forward was not run in training mode, or a
+ custom module without backward), SDICT_E_SHAPE (dy does not match), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_module_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                             sdict_error *err);
+
+/**
+ Backward of the recipe's Net (sdict_lenet_new): an sdict_backward_fn for `net->backward`.
+ Net reuses one MaxPool2d twice and applies ReLU functionally, so this recomputes conv1's
+ output from conv1's cached input to recover the first pooling's argmax.
+*/
+SDICT_API sdict_status sdict_lenet_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                            sdict_error *err);
+
+/*==================================================================================================
+ MARK: Losses
+==================================================================================================*/
+
+/**
+ nn.CrossEntropyLoss() (reduction 'mean', class-index targets, no weights, no label smoothing).
+ logits: float32 [N, C]; targets: int64 [N] with values in [0, C).
+ loss = mean_n(logsumexp(x_n) - x_n[t_n]), computed stably (max subtracted) in double and
+ rounded to float as torch's float32 result. dlogits (optional) receives a new [N, C]
+ activation (softmax(x) - onehot(t)) / N. Errors: SDICT_E_SHAPE, SDICT_E_DTYPE,
+ SDICT_E_INVALID_ARG (target out of range, as torch's "Target 12 is out of bounds."),
+ SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_cross_entropy_loss(const sdict_act *logits, const sdict_act *targets,
+                                                float *loss, sdict_act *dlogits,
+                                                sdict_error *err);
+
+/**
+ nn.MSELoss() (reduction 'mean'): loss = mean((pred - target)^2); dpred (optional) receives a
+ new activation 2 (pred - target) / numel. pred and target: float32 of the same shape.
+ Errors: SDICT_E_SHAPE, SDICT_E_DTYPE, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_mse_loss(const sdict_act *pred, const sdict_act *target, float *loss,
+                                      sdict_act *dpred, sdict_error *err);
+
+/*==================================================================================================
+ MARK: Optimizers
+==================================================================================================*/
+
+typedef enum sdict_optim_kind {
+    SDICT_OPTIM_SGD = 0, /**< torch.optim.SGD */
+    SDICT_OPTIM_ADAM,    /**< torch.optim.Adam */
+    SDICT_OPTIM_ADAMW,   /**< torch.optim.AdamW (decoupled weight decay) */
+} sdict_optim_kind;
+
+/** Hyperparameters of one parameter group (fields unused by a kind are ignored). */
+typedef struct sdict_optim_hparams {
+    double lr;
+    double momentum, dampening;   /**< SGD */
+    double weight_decay;          /**< SGD, Adam (L2 added to the gradient), AdamW (decoupled) */
+    bool nesterov;                /**< SGD; needs momentum > 0 and dampening 0 */
+    bool maximize;                /**< all */
+    double beta1, beta2, eps;     /**< Adam, AdamW */
+    bool amsgrad;                 /**< Adam, AdamW */
+} sdict_optim_hparams;
+
+/** torch 1.13's constructor defaults for kind (SGD has no default lr in 1.13; 0.01 is put
+    there as a placeholder to overwrite). AdamW's weight_decay default is 0.01. */
+SDICT_API sdict_optim_hparams sdict_optim_defaults(sdict_optim_kind kind);
+
+/** One parameter an optimizer updates: contiguous float32 data and gradient of numel elements
+    (borrowed: they must outlive the optimizer), and the shape its state tensors get. */
+typedef struct sdict_optim_param {
+    float *data;
+    float *grad;
+    int64_t numel;
+    int32_t ndim;
+    int64_t shape[SDICT_MAX_DIMS];
+} sdict_optim_param;
+
+/** An optimizer: parameter groups and per-parameter state (opaque). */
+typedef struct sdict_optim sdict_optim;
+
+/** New optimizer of kind with no groups. NULL on out-of-memory. */
+SDICT_API sdict_optim *sdict_optim_new(sdict_optim_kind kind);
+/** Frees the optimizer and its state (not the parameters). NULL-tolerant. */
+SDICT_API void sdict_optim_free(sdict_optim *o);
+/** Kind given at creation. */
+SDICT_API sdict_optim_kind sdict_optim_get_kind(const sdict_optim *o);
+
+/**
+ optimizer.add_param_group({'params': params, **hp}): parameters get the next indices
+ (0, 1, ... across groups in order, as in the state_dict). Checks torch's constructor rules
+ with its messages ("Invalid learning rate: -1.0", "Nesterov momentum requires a momentum and
+ zero dampening", "Invalid beta parameter at index 0: 1.0", ...).
+ Errors: SDICT_E_INVALID_ARG, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_optim_add_group(sdict_optim *o, const sdict_optim_hparams *hp,
+                                             const sdict_optim_param *params, size_t n,
+                                             sdict_error *err);
+/** add_group with every parameter of m in model.parameters() order (torch's
+    optim.X(model.parameters(), ...)). Parameters must be float32 and contiguous. */
+SDICT_API sdict_status sdict_optim_add_module(sdict_optim *o, const sdict_optim_hparams *hp,
+                                              sdict_module *m, sdict_error *err);
+
+/** Number of groups; pointer to group i's hyperparameters (mutable, like
+    optimizer.param_groups[i]['lr'] = ...), NULL when out of range. */
+SDICT_API size_t sdict_optim_n_groups(const sdict_optim *o);
+SDICT_API sdict_optim_hparams *sdict_optim_group(sdict_optim *o, size_t i);
+
+/** Sets every gradient to zero (zero_grad(set_to_none=False)). */
+SDICT_API void sdict_optim_zero_grad(sdict_optim *o);
+
+/**
+ optimizer.step() with torch 1.13's single-tensor (foreach=False) rules:
+ SGD: g = ±grad (+ wd*p); with momentum, buf = g on the first step, else
+ buf = momentum*buf + (1-dampening)*g; g = nesterov ? g + momentum*buf : buf; p -= lr*g.
+ Adam: step += 1; g = ±grad (+ wd*p); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ (amsgrad: vmax = max(vmax, v), used instead of v);
+ p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).
+ AdamW: as Adam but p *= 1 - lr*wd first and no wd in g.
+ Errors: none today (returns SDICT_OK); kept for future checks.
+*/
+SDICT_API sdict_status sdict_optim_step(sdict_optim *o, sdict_error *err);
+
+/**
+ optimizer.state_dict() in torch 1.13's layout, created in doc:
+ {'state': {index: {...}}, 'param_groups': [{hyperparameters..., 'params': [indices]}]}
+ (plain dicts). State entries appear for parameters that have stepped, in index order:
+ SGD {'momentum_buffer': tensor, or None when momentum is 0}; Adam/AdamW {'step': 0-dim
+ float32 tensor, 'exp_avg', 'exp_avg_sq'[, 'max_exp_avg_sq' when amsgrad]}. Group keys in
+ torch 1.13's order: SGD lr, momentum, dampening, weight_decay, nesterov, maximize, foreach
+ (None), differentiable; Adam lr, betas, eps, weight_decay, amsgrad, maximize, foreach,
+ capturable, differentiable, fused; AdamW lr, betas, eps, weight_decay, amsgrad, foreach,
+ maximize, capturable. State tensors are copies (new storages owned by doc).
+ Errors: SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_optim_state_dict(const sdict_optim *o, sdict_doc *doc,
+                                              sdict_value **out, sdict_error *err);
+
+/**
+ optimizer.load_state_dict(sd): accepts torch 1.13 and 2.x layouts (step as tensor, int or
+ float; any extra group keys such as foreach, fused, differentiable, capturable, param_names;
+ lr as a number or 0-dim tensor). As torch: the number of groups and each group's parameter
+ count must match ("loaded state dict has a different number of parameter groups", "loaded
+ state dict contains a parameter group that doesn't match the size of optimizer's group"),
+ saved indices map to this optimizer's parameters in order, and the saved hyperparameters
+ replace the current ones (keys absent from the file keep their current value). State tensors
+ are converted to float32; unlike torch, a state tensor whose element count differs from its
+ parameter's is refused here rather than at the next step. All-or-nothing: on failure the
+ optimizer is unchanged.
+ Errors: SDICT_E_INVALID_ARG (layout or group sizes), SDICT_E_SHAPE, SDICT_E_DTYPE, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd,
+                                                   sdict_error *err);
+
+/*==================================================================================================
+ MARK: Checkpoint helpers
+==================================================================================================*/
+
+/**
+ Item key of a checkpoint dict (general checkpoint or multi-model file) that must be a dict
+ ("model_state_dict", "optimizerA_state_dict"). Returns it, or NULL with SDICT_E_NOT_FOUND
+ ("checkpoint has no key 'model_state_dict'") or SDICT_E_INVALID_ARG (not a dict) in err.
+*/
+SDICT_API sdict_value *sdict_checkpoint_dict(const sdict_value *ckpt, const char *key,
+                                             sdict_error *err);
+/**
+ Number stored under key of a checkpoint dict ('epoch', 'loss'): an int, float, bool or
+ one-element tensor (torch users often save loss as a 0-dim tensor). Errors: SDICT_E_NOT_FOUND,
+ SDICT_E_INVALID_ARG.
+*/
+SDICT_API sdict_status sdict_checkpoint_number(const sdict_value *ckpt, const char *key,
+                                               double *out, sdict_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STATEDICT_OPTIM_H */
