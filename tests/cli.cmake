@@ -22,3 +22,7 @@ foreach(sub ls dump show diff convert verify scan)
   set_tests_properties(cli_${sub} PROPERTIES
     LABELS cli FIXTURES_REQUIRED sdict_cli_files SKIP_RETURN_CODE 77 TIMEOUT 300)
 endforeach()
+
+add_test(NAME cli_bigendian COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/bigendian.sh
+         $<TARGET_FILE:statedict_cli> ${SDICT_SHARED_FIXTURES})
+set_tests_properties(cli_bigendian PROPERTIES LABELS cli SKIP_RETURN_CODE 77 TIMEOUT 120)

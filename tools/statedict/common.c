@@ -115,7 +115,7 @@ const char *cli_status_class(sdict_status st) {
     case SDICT_E_VERSION:
         return "unsupported";
     case SDICT_E_FORMAT:
-        return "not a PyTorch checkpoint";
+        return "not a checkpoint";
     default:
         return "corrupt";
     }
