@@ -752,10 +752,12 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
     sdict_value *v = NULL;
     sdict_status st = legacy_pickle(L, &pos, "legacy:magic", refuse_persistent, &v, err);
     if (st != SDICT_OK) {
-        /* Refused globals, limits and memory keep their status; anything else simply means the
-           input is not a pickle stream at all. */
-        if (st == SDICT_E_PICKLE_UNSAFE_GLOBAL || st == SDICT_E_NOMEM || st == SDICT_E_LIMIT ||
-            st == SDICT_E_IO || L->win_truncated)
+        /* Refused globals, limits and memory keep their status, and so does any error in input
+           that starts like a binary pickle (PROTO 0-5): it is a pickle, broken or hostile, and
+           the pickle error says more. Anything else is simply not a checkpoint. */
+        bool proto = L->win_size >= 2 && L->win[0] == 0x80 && L->win[1] <= 5;
+        if (proto || st == SDICT_E_PICKLE_UNSAFE_GLOBAL || st == SDICT_E_NOMEM ||
+            st == SDICT_E_LIMIT || st == SDICT_E_IO || L->win_truncated)
             return st;
         char why[sizeof err->message + 64];
         snprintf(why, sizeof why, "no zip, tar or legacy magic-number header (%s)",
@@ -975,8 +977,6 @@ static sdict_status load_any(loader *L, sdict_error *err) {
         return load_zip(L, err);
     if (hn == 512 && tar_header_valid(head))
         return load_tar(L, err);
-    if (hn < 4)
-        return not_torch(L, "too short for any checkpoint format", err);
     return load_legacy_windowed(L, err);
 }
 
