@@ -159,6 +159,7 @@ typedef struct loader {
     bool big_endian;        /* payloads in the file are big-endian */
     scan_state *ss;
     cache storages;
+    cache tensors;          /* tar: tensors member, by key */
     /* zip */
     sdict__zip *zip;
     const char *data_dir;   /* "data/" (or "constants/" for TorchScript constants.pkl in scans) */
@@ -913,9 +914,249 @@ static bool tar_size(const uint8_t *f, uint64_t *out) {
     return digits > 0;
 }
 
+/* A tar member: file offset and size of its data. */
+typedef struct tar_member {
+    uint64_t off, size;
+    bool present;
+} tar_member;
+
+/* The member's bytes: a pointer into the input when it is in memory, else read into *owned. */
+static sdict_status member_bytes(loader *L, const tar_member *m, const char *rec,
+                                 const uint8_t **out, uint8_t **owned, sdict_error *err) {
+    *owned = NULL;
+    if (L->src->data) {
+        *out = L->src->data + m->off;
+        return SDICT_OK;
+    }
+    *owned = sdict__malloc((size_t)m->size + 1);
+    if (!*owned)
+        return sdict__err(err, SDICT_E_NOMEM, rec, -1, "out of memory for %llu bytes",
+                          (unsigned long long)m->size);
+    sdict_status st = sdict__source_read(L->src, m->off, *owned, (size_t)m->size, rec, err);
+    if (st != SDICT_OK) {
+        sdict__free(*owned);
+        *owned = NULL;
+        return st;
+    }
+    *out = *owned;
+    return SDICT_OK;
+}
+
+static sdict_status tar_persistent_load(void *ctx, sdict_value *pid, int64_t off,
+                                        sdict_value **out, sdict_error *err) {
+    loader *L = ctx;
+    char key[64];
+    if (sdict_value_kind(pid) == SDICT_KIND_TUPLE) {
+        /* (class, source_file, source): class-source records of whole-module pickles; the class
+           itself is refused by the allow-list, so only scans get here. */
+        if (!L->scan)
+            return sdict__err(err, SDICT_E_UNSUPPORTED, "tar:pickle", off,
+                              "whole-module pickle (class source persistent id)");
+        *out = sdict_none_new(L->doc);
+        return *out ? SDICT_OK : sdict__err(err, SDICT_E_NOMEM, "tar:pickle", off, "out of memory");
+    }
+    if (!key_text(pid, key, sizeof key))
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, "tar:pickle", off,
+                          "persistent id is a %s, expected a decimal key",
+                          sdict_kind_name(sdict_value_kind(pid)));
+    cache_ent *e = cache_find(&L->tensors, key);
+    if (!e)
+        e = cache_find(&L->storages, key);
+    if (!e)
+        return sdict__err(err, SDICT_E_STORAGE, "tar:pickle", off,
+                          "persistent id '%s' names no tensor or storage", key);
+    *out = e->val;
+    return SDICT_OK;
+}
+
+
+/* storages member: pickled count; per storage a pickled (key, location, storage_type), an int64
+   LE element count and the raw bytes; then a pickled list of views
+   (view_key, root_key, offset, numel), in elements. */
+static sdict_status tar_storages(loader *L, const uint8_t *d, size_t n, sdict_error *err) {
+    const char *rec = "tar:storages";
+    size_t pos = 0, used = 0;
+    sdict_value *v;
+    sdict_status st = run_pickle(L, d, n, rec, refuse_persistent, &v, &used, err);
+    int64_t count;
+    if (st != SDICT_OK)
+        return st;
+    if (sdict_int_get(v, &count) != SDICT_OK || count < 0 || (uint64_t)count > n / 8)
+        return sdict__err(err, SDICT_E_FORMAT, rec, 0, "storage count is not an int in 0..%zu",
+                          n / 8);
+    pos += used;
+    for (int64_t i = 0; i < count; i++) {
+        if ((st = run_pickle(L, d + pos, n - pos, rec, refuse_persistent, &v, &used, err)))
+            return st;
+        char key[64];
+        sdict_dtype dtype;
+        if (sdict_value_kind(v) != SDICT_KIND_TUPLE || sdict_seq_len(v) != 3 ||
+            !key_text(sdict_seq_item(v, 0), key, sizeof key) ||
+            !storage_class_dtype(sdict_seq_item(v, 2), &dtype))
+            return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos,
+                              "storage record is not (key, location, storage class)");
+        pos += used;
+        if (n - pos < 8)
+            return sdict__err(err, SDICT_E_TRUNCATED, rec, (int64_t)pos,
+                              "storage '%s': element count past the end of the member", key);
+        uint64_t numel = sdict__le64(d + pos), nbytes;
+        pos += 8;
+        if (!sdict__mul_u64(numel, sdict_dtype_size(dtype), &nbytes) || nbytes > n - pos)
+            return sdict__err(err, SDICT_E_TRUNCATED, rec, (int64_t)pos,
+                              "storage '%s': %llu elements run past the end of the member", key,
+                              (unsigned long long)numel);
+        if (cache_find(&L->storages, key))
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "storage '%s' is defined twice", key);
+        sdict_storage *s;
+        if ((st = sdict_storage_new((size_t)nbytes, &s, err)) != SDICT_OK)
+            return st;
+        if (nbytes) {
+            memcpy(sdict_storage_data(s), d + pos, (size_t)nbytes);
+            if (host_big_endian())
+                swap_payload(sdict_storage_data(s), (size_t)nbytes, dtype);
+        }
+        cache_ent *e;
+        if ((st = cache_storage(L, key, s, dtype, (int64_t)numel, &e, err)) != SDICT_OK)
+            return st;
+        e->root = e->filled = true;
+        pos += (size_t)nbytes;
+    }
+    if (pos >= n)
+        return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos,
+                          "malformed legacy tar: the storages member ends before its list of "
+                          "storage views");
+    if ((st = run_pickle(L, d + pos, n - pos, rec, refuse_persistent, &v, &used, err)))
+        return st;
+    if (sdict_value_kind(v) != SDICT_KIND_LIST && sdict_value_kind(v) != SDICT_KIND_TUPLE)
+        return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos, "storage views are not a list");
+    for (size_t i = 0; i < sdict_seq_len(v); i++) {
+        const sdict_value *t = sdict_seq_item(v, i);
+        char vkey[64], rkey[64];
+        int64_t voff, vnum;
+        if (sdict_value_kind(t) != SDICT_KIND_TUPLE || sdict_seq_len(t) != 4 ||
+            !key_text(sdict_seq_item(t, 0), vkey, sizeof vkey) ||
+            !key_text(sdict_seq_item(t, 1), rkey, sizeof rkey) ||
+            sdict_int_get(sdict_seq_item(t, 2), &voff) != SDICT_OK ||
+            sdict_int_get(sdict_seq_item(t, 3), &vnum) != SDICT_OK)
+            return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos,
+                              "storage view %zu is not (key, root, offset, numel)", i);
+        cache_ent *root = cache_find(&L->storages, rkey);
+        if (!root || !root->root)
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "storage view '%s' of unknown storage '%s'", vkey, rkey);
+        if (cache_find(&L->storages, vkey))
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "storage '%s' is defined twice", vkey);
+        if (voff < 0 || vnum < 0 || voff > root->numel || vnum > root->numel - voff)
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "storage view '%s' lies outside storage '%s'", vkey, rkey);
+        size_t es = sdict_dtype_size(root->dtype);
+        uint8_t *base = sdict_storage_data(root->storage);
+        sdict_storage *held = sdict_storage_retain(root->storage), *s;
+        st = sdict_storage_wrap(base ? base + (size_t)voff * es : NULL, (size_t)vnum * es,
+                                release_root, held, &s, err);
+        if (st != SDICT_OK) {
+            sdict_storage_release(held);
+            return st;
+        }
+        sdict_dtype dt = root->dtype;
+        cache_ent *e;
+        if ((st = cache_storage(L, vkey, s, dt, vnum, &e, err)) != SDICT_OK)
+            return st;
+    }
+    return SDICT_OK;
+}
+
+/* tensors member: pickled count; per tensor a pickled (key, storage_key, tensor_type), then
+   int32 LE ndim, 4 padding bytes, ndim int64 sizes, ndim int64 strides, int64 storage offset.
+   tensor_type (torch.FloatTensor ...) is not on the allow-list and torch ignores it: that one
+   pickle runs in the machine's scan mode, where refused globals are inert placeholders. */
+static sdict_status tar_tensors(loader *L, const uint8_t *d, size_t n, sdict_error *err) {
+    const char *rec = "tar:tensors";
+    size_t pos = 0, used = 0;
+    sdict_value *v;
+    sdict_status st = run_pickle(L, d, n, rec, refuse_persistent, &v, &used, err);
+    int64_t count;
+    if (st != SDICT_OK)
+        return st;
+    if (sdict_int_get(v, &count) != SDICT_OK || count < 0 || (uint64_t)count > n / 16)
+        return sdict__err(err, SDICT_E_FORMAT, rec, 0, "tensor count is not an int in 0..%zu",
+                          n / 16);
+    pos += used;
+    cache *tc = &L->tensors;
+    for (int64_t i = 0; i < count; i++) {
+        sdict__unpickler u;
+        memset(&u, 0, sizeof u);
+        u.doc = L->doc;
+        u.data = d + pos;
+        u.size = n - pos;
+        u.record = rec;
+        u.limits = &L->limits;
+        u.persistent_load = refuse_persistent;
+        u.ctx = L;
+        u.scan = true;
+        if (L->ss) {
+            L->ss->record = rec;
+            u.on_global = on_global_cb;
+        }
+        if ((st = sdict__unpickle(&u, &v, err)) != SDICT_OK)
+            return st;
+        char key[64], skey[64];
+        if (sdict_value_kind(v) != SDICT_KIND_TUPLE || sdict_seq_len(v) != 3 ||
+            !key_text(sdict_seq_item(v, 0), key, sizeof key) ||
+            !key_text(sdict_seq_item(v, 1), skey, sizeof skey))
+            return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos,
+                              "tensor record is not (key, storage key, tensor type)");
+        pos += u.consumed;
+        if (n - pos < 8)
+            return sdict__err(err, SDICT_E_TRUNCATED, rec, (int64_t)pos, "tensor '%s' header", key);
+        int32_t ndim = (int32_t)sdict__le32(d + pos);
+        if (ndim < 0 || ndim > SDICT_MAX_DIMS)
+            return sdict__err(err, ndim < 0 ? SDICT_E_SHAPE : SDICT_E_LIMIT, rec, (int64_t)pos,
+                              "tensor '%s' has %d dimensions", key, ndim);
+        size_t need = 8 + (size_t)ndim * 16 + 8;
+        if (n - pos < need)
+            return sdict__err(err, SDICT_E_TRUNCATED, rec, (int64_t)pos,
+                              "tensor '%s': sizes and strides past the end of the member", key);
+        cache_ent *se = cache_find(&L->storages, skey);
+        if (!se)
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "tensor '%s' uses unknown storage '%s'", key, skey);
+        sdict_tensor t;
+        memset(&t, 0, sizeof t);
+        t.dtype = se->dtype;
+        t.ndim = ndim;
+        t.storage = se->storage;
+        for (int32_t k = 0; k < ndim; k++) {
+            t.shape[k] = (int64_t)sdict__le64(d + pos + 8 + (size_t)k * 8);
+            t.stride[k] = (int64_t)sdict__le64(d + pos + 8 + (size_t)(ndim + k) * 8);
+        }
+        t.storage_offset = (int64_t)sdict__le64(d + pos + 8 + (size_t)ndim * 16);
+        pos += need;
+        sdict_value *tv;
+        if ((st = sdict_tensor_new(L->doc, &t, &tv, err)) != SDICT_OK) {
+            if (err) { /* keep the check's message, place it in the member */
+                snprintf(err->record, sizeof err->record, "%s", rec);
+                err->offset = (int64_t)pos;
+            }
+            return st;
+        }
+        if (cache_find(tc, key))
+            return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
+                              "tensor '%s' is defined twice", key);
+        cache_ent *e = cache_add(tc, key);
+        if (!e)
+            return sdict__err(err, SDICT_E_NOMEM, rec, -1, "out of memory");
+        e->val = tv;
+    }
+    return SDICT_OK;
+}
+
 static sdict_status load_tar(loader *L, sdict_error *err) {
     static const char *const want[4] = {"sys_info", "pickle", "tensors", "storages"};
-    bool have[4] = {false, false, false, false};
+    tar_member mem[4];
+    memset(mem, 0, sizeof mem);
     uint64_t off = 0;
     for (uint64_t n = 0; off + 512 <= L->src->size; n++) {
         uint8_t h[512];
@@ -935,7 +1176,7 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
         if (!tar_header_valid(h) || !tar_size(h + 124, &size))
             return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
                               "malformed legacy tar: bad member header");
-        if (size > L->src->size - off - 512)
+        if (size > L->src->size - off - 512 || size > SIZE_MAX - 1)
             return sdict__err(err, SDICT_E_TRUNCATED, "tar", (int64_t)off,
                               "tar member of %llu bytes runs past the end of the file",
                               (unsigned long long)size);
@@ -945,19 +1186,48 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
         const char *nm = strncmp(name, "./", 2) == 0 ? name + 2 : name;
         if (h[156] == '0' || h[156] == '\0')
             for (size_t i = 0; i < 4; i++)
-                if (strcmp(nm, want[i]) == 0)
-                    have[i] = true;
-        uint64_t adv = (size + 511) / 512 * 512;
-        off += 512 + adv;
+                if (strcmp(nm, want[i]) == 0) {
+                    if (mem[i].present)
+                        return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
+                                          "malformed legacy tar: two '%s' members", nm);
+                    mem[i].present = true;
+                    mem[i].off = off + 512;
+                    mem[i].size = size;
+                }
+        off += 512 + (size + 511) / 512 * 512;
     }
     for (size_t i = 0; i < 4; i++)
-        if (!have[i])
+        if (!mem[i].present)
             return sdict__err(err, SDICT_E_FORMAT, "tar", -1,
                               "malformed legacy tar checkpoint: no '%s' member (a torch < 0.4 tar "
                               "has sys_info, pickle, tensors and storages)", want[i]);
-    return sdict__err(err, SDICT_E_UNSUPPORTED, "tar", -1,
-                      "legacy tar checkpoints (torch < 0.4) are recognised but not loaded; "
-                      "re-save the file with a newer torch");
+    /* torch reads storages, then tensors, then the main pickle. */
+    const uint8_t *d;
+    uint8_t *owned;
+    sdict_status st = member_bytes(L, &mem[3], "tar:storages", &d, &owned, err);
+    if (st != SDICT_OK)
+        return st;
+    st = tar_storages(L, d, (size_t)mem[3].size, err);
+    sdict__free(owned);
+    if (st != SDICT_OK)
+        return st;
+    if ((st = member_bytes(L, &mem[2], "tar:tensors", &d, &owned, err)) != SDICT_OK)
+        return st;
+    st = tar_tensors(L, d, (size_t)mem[2].size, err);
+    sdict__free(owned);
+    if (st != SDICT_OK)
+        return st;
+    if ((st = member_bytes(L, &mem[1], "tar:pickle", &d, &owned, err)) != SDICT_OK)
+        return st;
+    sdict_value *root = NULL;
+    st = run_pickle(L, d, (size_t)mem[1].size, "tar:pickle", tar_persistent_load, &root, NULL, err);
+    sdict__free(owned);
+    if (st != SDICT_OK)
+        return st;
+    if (sdict_doc_set_root(L->doc, root) != SDICT_OK)
+        return sdict__err(err, SDICT_E_INVALID_ARG, "tar:pickle", -1, "cannot set the root");
+    sdict__doc_set_format(L->doc, SDICT_FORMAT_TAR, false);
+    return SDICT_OK;
 }
 
 /*==================================================================================================
@@ -988,6 +1258,7 @@ static sdict_status run_loader(loader *L, sdict_doc **out, sdict_error *err) {
     sdict__zip_close(L->zip);
     L->zip = NULL;
     cache_free(&L->storages);
+    cache_free(&L->tensors);
     if (st != SDICT_OK || !out) {
         sdict_doc_free(L->doc);
         L->doc = NULL;

@@ -772,7 +772,7 @@ static void test_torch_files(void **state) {
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s/load/gen_torch.py' '%s'", SDICT_TEST_DATA, dir);
     assert_int_equal(system(cmd), 0);
     static const char *const names[] = {"legacy", "proto1", "proto2", "proto3", "proto4",
-                                        "proto5", "views",  "tied",   "tied_legacy"};
+                                        "proto5", "views",  "tied",   "tied_legacy", "tar"};
     const uint32_t modes[3] = {0, SDICT_LOAD_COPY, SDICT_LOAD_VERIFY_CRC};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         for (int m = 0; m < 3; m++)
@@ -804,7 +804,30 @@ static void test_torch_files(void **state) {
     free(d);
     sdict_doc_free(doc);
 
+    /* tar: the storage view aliases its root storage's memory */
+    snprintf(path, sizeof path, "%s/tar.pt", dir);
+    assert_int_equal(sdict_load(path, NULL, &doc, &err), SDICT_OK);
+    assert_int_equal(sdict_doc_format(doc), SDICT_FORMAT_TAR);
+    const sdict_tensor *w = tensor_at(doc, "w"), *v = tensor_at(doc, "v");
+    assert_ptr_equal((uint8_t *)sdict_storage_data(v->storage),
+                     (uint8_t *)sdict_storage_data(w->storage) + 2 * sizeof(float));
+    sdict_doc_free(doc);
+
+    /* legacy object pickle larger than copy mode's first read window (1 MiB) */
+    snprintf(path, sizeof path, "%s/legacy_big.pt", dir);
+    for (int m = 0; m < 2; m++) {
+        sdict_load_opts o;
+        memset(&o, 0, sizeof o);
+        o.flags = m ? SDICT_LOAD_COPY : 0;
+        assert_int_equal(sdict_load(path, &o, &doc, &err), SDICT_OK);
+        assert_int_equal(sdict_dict_len(sdict_doc_root(doc)), 12000);
+        const sdict_tensor *k = tensor_at(doc, "k11999");
+        assert_true(*(const float *)sdict_tensor_data(k) == 11999.0f);
+        sdict_doc_free(doc);
+    }
+
     /* CVE-2026-24747: the pickle claims 25 elements for a 24-element record */
+    snprintf(path, sizeof path, "%s/views.pt", dir);
     size_t n;
     uint8_t *buf = read_file(path, &n);
     assert_non_null(buf);

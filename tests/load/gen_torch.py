@@ -83,3 +83,63 @@ describe(os.path.join(out, "tied.pt"))
 torch.save(Tied().state_dict(), os.path.join(out, "tied_legacy.pt"),
            _use_new_zipfile_serialization=False)
 describe(os.path.join(out, "tied_legacy.pt"))
+
+
+# The oldest tar layout (FORMAT.md 2.2), written by hand since no installable torch writes it any
+# more; torch 1.13's loader still reads it, and describe() records what it reads.
+def write_tar(path):
+    import collections
+    import io
+    import pickle
+    import struct
+    import tarfile
+
+    def member(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    w = torch.arange(6, dtype=torch.float32) / 10
+    b = torch.tensor([0.25, -0.5], dtype=torch.float32)
+    storages = io.BytesIO()
+    pickle.dump(2, storages, protocol=2)
+    for key, data in ((11, w), (12, b)):
+        pickle.dump((key, "cpu", torch.FloatStorage), storages, protocol=2)
+        storages.write(struct.pack("<q", data.numel()) + data.numpy().tobytes())
+    pickle.dump([(13, 11, 2, 3)], storages, protocol=2)  # storage view: w's elements 2..4
+
+    tensors = io.BytesIO()
+    pickle.dump(3, tensors, protocol=2)
+    for key, sid, sizes, strides, off in ((21, 11, [2, 3], [3, 1], 0), (22, 12, [2], [1], 0),
+                                          (23, 13, [3], [1], 0)):
+        pickle.dump((key, sid, torch.FloatTensor), tensors, protocol=2)
+        n = len(sizes)
+        tensors.write(struct.pack("<i", n) + b"\0" * 4 + struct.pack("<%dq" % n, *sizes) +
+                      struct.pack("<%dq" % n, *strides) + struct.pack("<q", off))
+
+    class Ref:
+        def __init__(self, k):
+            self.k = k
+
+    class P(pickle.Pickler):
+        def persistent_id(self, obj):
+            return obj.k if isinstance(obj, Ref) else None
+
+    main = io.BytesIO()
+    P(main, protocol=2).dump(collections.OrderedDict(
+        [("w", Ref("21")), ("b", Ref("22")), ("v", Ref("23"))]))
+    sys_info = pickle.dumps({"protocol_version": 1000, "little_endian": True,
+                             "type_sizes": {"short": 2, "int": 4, "long": 8}}, protocol=2)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        member(tar, "sys_info", sys_info)
+        member(tar, "pickle", main.getvalue())
+        member(tar, "tensors", tensors.getvalue())
+        member(tar, "storages", storages.getvalue())
+
+
+write_tar(os.path.join(out, "tar.pt"))
+describe(os.path.join(out, "tar.pt"))
+
+# A legacy file whose object pickle is larger than the first read window of copy mode (1 MiB).
+big = {"k%d" % i: torch.tensor([float(i)]) for i in range(12000)}
+torch.save(big, os.path.join(out, "legacy_big.pt"), _use_new_zipfile_serialization=False)
