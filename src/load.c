@@ -170,6 +170,7 @@ typedef struct loader {
     uint64_t alloc_budget;  /* legacy: payload bytes still possible after the pickles */
     bool verify_all;        /* sdict_verify: CRC-check every record, read or not */
     bool win_truncated;     /* legacy: a pickle ran past the window (read more, retry) */
+    const char *pkl_rec;    /* zip: the pickle record being run, for messages */
     char rec[200];          /* scratch record name */
 } loader;
 
@@ -344,8 +345,7 @@ static sdict_status cached_value(const cache_ent *e, const char *record, int64_t
 static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off,
                                         sdict_value **out, sdict_error *err) {
     loader *L = ctx;
-    char pkl_rec[200];
-    snprintf(pkl_rec, sizeof pkl_rec, "%s%s", sdict__zip_prefix(L->zip), "data.pkl");
+    const char *pkl_rec = L->pkl_rec;
     pid_info p;
     sdict_status st = parse_pid(pkl_rec, off, pid, false, &p, err);
     if (st != SDICT_OK)
@@ -570,6 +570,7 @@ static sdict_status load_zip(loader *L, sdict_error *err) {
             L->data_dir = strcmp(rel, "constants.pkl") == 0 ? "constants/" : "data/";
             uint8_t *buf;
             sdict_value *root = NULL;
+            L->pkl_rec = e->name;
             st = read_record(L, e, &buf, err);
             if (st == SDICT_OK) {
                 st = run_pickle(L, buf, (size_t)e->size, e->name, zip_persistent_load, &root, NULL,
@@ -592,6 +593,7 @@ static sdict_status load_zip(loader *L, sdict_error *err) {
     if ((st = read_record(L, e, &buf, err)) != SDICT_OK)
         return st;
     sdict_value *root = NULL;
+    L->pkl_rec = e->name;
     st = run_pickle(L, buf, (size_t)e->size, e->name, zip_persistent_load, &root, NULL, err);
     sdict__free(buf);
     if (st != SDICT_OK)

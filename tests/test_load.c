@@ -687,6 +687,27 @@ static void test_scan(void **state) {
     sdict_scan(FIX "/picklescan/pytorch_magic_bypass.pt", NULL, scan_cb, &l, &unsafe, &err);
     assert_true(unsafe >= 1);
     assert_string_equal(l.first_refused, "__builtin__.eval");
+    /* Every fixture scans without reading data: files that load have no refused globals, files
+       refused for a global have at least one, and the callback sees each refused one. */
+    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", FIX, fixtures[i].path);
+        memset(&l, 0, sizeof l);
+        sdict_status st = sdict_scan(path, NULL, scan_cb, &l, &unsafe, &err);
+        assert_int_equal(unsafe, (size_t)l.refused);
+        if (fixtures[i].status == SDICT_OK) {
+            if (st != SDICT_OK || unsafe != 0) {
+                print_error("scan %s: %s, %zu refused (%s)\n", fixtures[i].path,
+                            sdict_status_str(st), unsafe, l.first_refused);
+                fail();
+            }
+        } else if (fixtures[i].status == SDICT_E_PICKLE_UNSAFE_GLOBAL) {
+            if (unsafe == 0) {
+                print_error("scan %s: no refused global reported\n", fixtures[i].path);
+                fail();
+            }
+        }
+    }
     /* NULL callback still counts */
     assert_int_not_equal(sdict_scan(FIX "/zml/simple.pt", NULL, NULL, NULL, &unsafe, &err), -1);
     assert_int_equal(unsafe, 1);
