@@ -909,8 +909,11 @@ static sdict_status flag_arg(vm *m, const sdict_value *v, const char *what, bool
     return SDICT_OK;
 }
 
-/* torch drops backward hooks with a warning; a file carrying any is refused here. */
+/* torch drops backward hooks with a warning; a file carrying any is refused here. Files of the
+   torch 0.4 era pass None instead of an empty OrderedDict. */
 static sdict_status hooks_arg(vm *m, const sdict_value *v) {
+    if (sdict_value_kind(v) == SDICT_KIND_NONE)
+        return SDICT_OK;
     if (sdict_value_kind(v) != SDICT_KIND_DICT)
         return fail(m, SDICT_E_PICKLE_TYPE, "backward_hooks must be an OrderedDict, found %s",
                     kind_of(m, v));
@@ -1153,12 +1156,25 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
     if (newobj && t->kind != G_ODICT && t->kind != G_SET)
         return fail(m, SDICT_E_PICKLE_TYPE, "cls.__new__ of '%s' is not supported", name);
     switch (t->kind) {
-    case G_ODICT:
-        if (n != 0 && !newobj)
-            return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict() takes no arguments here, got %zu",
-                        n);
+    case G_ODICT: {
+        /* OrderedDict() as torch writes it, or OrderedDict([[k, v], ...]) as Python 2's
+           pickler wrote state_dicts (items as a list of 2-item lists or tuples). */
         NEWV(*out, sdict_dict_new(m->doc, true));
+        if (n == 0 || newobj)
+            return SDICT_OK;
+        sdict_kind k = sdict_value_kind(a[0]);
+        if (n != 1 || (k != SDICT_KIND_LIST && k != SDICT_KIND_TUPLE))
+            return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict() expects no arguments or one list "
+                        "of pairs, got %zu arguments", n);
+        for (size_t i = 0; i < sdict_seq_len(a[0]); i++) {
+            sdict_value *pair = sdict_seq_item(a[0], i);
+            sdict_kind pk = sdict_value_kind(pair);
+            if ((pk != SDICT_KIND_LIST && pk != SDICT_KIND_TUPLE) || sdict_seq_len(pair) != 2)
+                return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict() item %zu is not a pair", i);
+            TRY(dict_put(m, *out, sdict_seq_item(pair, 0), sdict_seq_item(pair, 1)));
+        }
         return SDICT_OK;
+    }
     case G_SET: {
         NEWV(*out, sdict_set_new(m->doc));
         if (newobj || n == 0)
