@@ -1,0 +1,347 @@
+/*
+ train - train a model in C and save a general checkpoint PyTorch can resume from (and resume
+ from one PyTorch wrote), as in the recipe's "Saving & loading a general checkpoint".
+
+   train --arch lenet|mlp --data D.pt --optimizer sgd|adam|adamw --lr LR [--momentum M]
+         --epochs N --batch-size B [--resume CKPT] --checkpoint OUT.tar
+         [--weight-decay WD] [--dampening D] [--nesterov] [--amsgrad] [--betas B1,B2]
+         [--eps E] [--maximize] [--dropout P] [--digits] [--range A:B] [--eval A:B]
+
+ D.pt is {'x': tensor, 'y': int tensor}: x float [N, 3, 32, 32] for lenet (or, with --digits,
+ uint8 [N, 64] 8x8 images with values 0..16, turned into [N, 3, 32, 32] by nearest upsampling,
+ three equal channels and /16), int64 [N, 8] for mlp. Samples A..B-1 (--range, default all)
+ are cut into batches of B in order (the last may be smaller), no shuffling. Each epoch runs
+ forward in training mode, CrossEntropyLoss, backward and one optimizer step per batch, and
+ prints the mean batch loss. OUT.tar receives {'epoch': epochs done in total,
+ 'model_state_dict', 'optimizer_state_dict', 'loss': last epoch's mean loss}.
+ --resume first loads the model (strictly) and optimizer state from such a checkpoint,
+ whoever wrote it; as in PyTorch the saved hyperparameters (lr, momentum, betas...) win over
+ the command line. --eval A:B prints the accuracy on samples A..B-1 in eval mode after
+ training (with --epochs 0 it only evaluates). --dropout sets mlp's Dropout p (default 0.5).
+ Exit status: 0 ok, 1 failure, 2 usage.
+*/
+#include "statedict_nn.h"
+#include "statedict_optim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: train --arch lenet|mlp --data D.pt --optimizer sgd|adam|adamw --lr LR "
+            "[--momentum M] --epochs N --batch-size B [--resume CKPT] --checkpoint OUT.tar\n"
+            "             [--weight-decay WD] [--dampening D] [--nesterov] [--amsgrad] "
+            "[--betas B1,B2] [--eps E] [--maximize] [--dropout P] [--digits] [--range A:B] "
+            "[--eval A:B]\n");
+    return 2;
+}
+
+static int fail(const char *what, const sdict_error *err) {
+    char buf[1024];
+    fprintf(stderr, "train: %s: %s\n", what, sdict_error_format(err, buf, sizeof buf));
+    return 1;
+}
+
+/* "A:B" -> [a, b); either side may be empty (0 / n). */
+static void parse_range(const char *s, int64_t n, int64_t *a, int64_t *b) {
+    *a = 0;
+    *b = n;
+    if (!s) return;
+    const char *colon = strchr(s, ':');
+    if (colon != s) *a = atoll(s);
+    if (colon && colon[1]) *b = atoll(colon + 1);
+    if (*a < 0) *a = 0;
+    if (*b > n) *b = n;
+    if (*a > *b) *a = *b;
+}
+
+/* Rows [a, b) of x (outermost dimension) as a new activation. */
+static sdict_status slice(const sdict_act *x, int64_t a, int64_t b, sdict_act *out,
+                          sdict_error *err) {
+    int64_t shape[SDICT_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[0] = b - a;
+    sdict_status st = sdict_act_init(out, x->dtype, x->ndim, shape, err);
+    if (st != SDICT_OK) return st;
+    size_t row = (size_t)(sdict_act_numel(x) / (x->shape[0] ? x->shape[0] : 1)) *
+                 sdict_dtype_size(x->dtype);
+    if (b > a) memcpy(out->data, (char *)x->data + (size_t)a * row, (size_t)(b - a) * row);
+    return SDICT_OK;
+}
+
+/* 8x8 digits (int64 [N, 64], 0..16) -> float32 [N, 3, 32, 32]: each pixel becomes a 4x4
+   block (nearest upsampling), the three channels are equal, values scaled to 0..1. */
+static sdict_status digits_to_images(const sdict_act *x, sdict_act *out, sdict_error *err) {
+    if (x->ndim != 2 || x->shape[1] != 64) {
+        fprintf(stderr, "train: --digits expects x of shape [N, 64]\n");
+        return SDICT_E_SHAPE;
+    }
+    int64_t N = x->shape[0], shape[4] = {N, 3, 32, 32};
+    sdict_status st = sdict_act_init(out, SDICT_FLOAT32, 4, shape, err);
+    if (st != SDICT_OK) return st;
+    const int64_t *X = x->data;
+    float *Y = out->data;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < 3; c++)
+            for (int64_t i = 0; i < 32; i++)
+                for (int64_t j = 0; j < 32; j++)
+                    Y[((n * 3 + c) * 32 + i) * 32 + j] = (float)X[n * 64 + (i / 4) * 8 + j / 4] / 16.0f;
+    return SDICT_OK;
+}
+
+static double accuracy(sdict_module *net, const sdict_act *x, const sdict_act *y, int64_t a,
+                       int64_t b, int64_t bs, sdict_error *err, bool *ok) {
+    int64_t correct = 0;
+    *ok = true;
+    sdict_module_eval(net);
+    for (int64_t s = a; s < b; s += bs) {
+        int64_t e = s + bs < b ? s + bs : b;
+        sdict_act xb = {0}, out = {0};
+        if (slice(x, s, e, &xb, err) != SDICT_OK ||
+            sdict_module_forward(net, &xb, &out, err) != SDICT_OK) {
+            sdict_act_free(&xb);
+            *ok = false;
+            return 0.0;
+        }
+        const float *o = out.data;
+        int64_t C = out.shape[1];
+        for (int64_t r = 0; r < e - s; r++) {
+            int64_t best = 0;
+            for (int64_t c = 1; c < C; c++) if (o[r * C + c] > o[r * C + best]) best = c;
+            if (best == ((const int64_t *)y->data)[s + r]) correct++;
+        }
+        sdict_act_free(&xb);
+        sdict_act_free(&out);
+    }
+    sdict_module_train(net, true);
+    return b > a ? (double)correct / (double)(b - a) : 0.0;
+}
+
+int main(int argc, char **argv) {
+    const char *arch = NULL, *data = NULL, *optname = NULL, *resume = NULL, *out = NULL;
+    const char *range = NULL, *eval_range = NULL;
+    double lr = -1.0, momentum = 0.0, wd = -1.0, dampening = 0.0, dropout = 0.5;
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    bool nesterov = false, amsgrad = false, maximize = false, digits = false;
+    long epochs = -1, bs = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--nesterov") == 0) { nesterov = true; continue; }
+        if (strcmp(a, "--amsgrad") == 0) { amsgrad = true; continue; }
+        if (strcmp(a, "--maximize") == 0) { maximize = true; continue; }
+        if (strcmp(a, "--digits") == 0) { digits = true; continue; }
+        if (!v) return usage();
+        if (strcmp(a, "--arch") == 0) arch = v;
+        else if (strcmp(a, "--data") == 0) data = v;
+        else if (strcmp(a, "--optimizer") == 0) optname = v;
+        else if (strcmp(a, "--lr") == 0) lr = atof(v);
+        else if (strcmp(a, "--momentum") == 0) momentum = atof(v);
+        else if (strcmp(a, "--weight-decay") == 0) wd = atof(v);
+        else if (strcmp(a, "--dampening") == 0) dampening = atof(v);
+        else if (strcmp(a, "--eps") == 0) eps = atof(v);
+        else if (strcmp(a, "--betas") == 0) {
+            if (sscanf(v, "%lf,%lf", &beta1, &beta2) != 2) return usage();
+        } else if (strcmp(a, "--dropout") == 0) dropout = atof(v);
+        else if (strcmp(a, "--epochs") == 0) epochs = atol(v);
+        else if (strcmp(a, "--batch-size") == 0) bs = atol(v);
+        else if (strcmp(a, "--resume") == 0) resume = v;
+        else if (strcmp(a, "--checkpoint") == 0) out = v;
+        else if (strcmp(a, "--range") == 0) range = v;
+        else if (strcmp(a, "--eval") == 0) eval_range = v;
+        else return usage();
+        i++;
+    }
+    if (!arch || !data || !optname || epochs < 0 || bs <= 0 || (epochs > 0 && !out))
+        return usage();
+    sdict_optim_kind kind;
+    if (strcmp(optname, "sgd") == 0) kind = SDICT_OPTIM_SGD;
+    else if (strcmp(optname, "adam") == 0) kind = SDICT_OPTIM_ADAM;
+    else if (strcmp(optname, "adamw") == 0) kind = SDICT_OPTIM_ADAMW;
+    else return usage();
+    if (lr < 0.0 && !resume) {
+        fprintf(stderr, "train: --lr is required (torch 1.13's SGD has no default either)\n");
+        return 2;
+    }
+
+    /* ---- model and optimizer, as model = Net(); optimizer = optim.SGD(model.parameters(), ...) */
+    sdict_module *net = NULL;
+    if (strcmp(arch, "lenet") == 0) {
+        net = sdict_lenet_new();
+        if (net) net->backward = sdict_lenet_backward;  /* Net's forward is hand-written too */
+    } else if (strcmp(arch, "mlp") == 0) net = sdict_mlp_new(dropout);
+    else return usage();
+    sdict_optim *opt = sdict_optim_new(kind);
+    if (!net || !opt) {
+        fprintf(stderr, "train: out of memory\n");
+        return 1;
+    }
+    sdict_optim_hparams hp = sdict_optim_defaults(kind);
+    if (lr >= 0.0) hp.lr = lr;
+    if (wd >= 0.0) hp.weight_decay = wd;
+    hp.momentum = momentum;
+    hp.dampening = dampening;
+    hp.nesterov = nesterov;
+    hp.amsgrad = amsgrad;
+    hp.maximize = maximize;
+    hp.beta1 = beta1;
+    hp.beta2 = beta2;
+    hp.eps = eps;
+    sdict_error err;
+    int rc = 1;
+    sdict_doc *ddoc = NULL, *cdoc = NULL;
+    sdict_act x = {0}, y = {0};
+    sdict_load_result lres = {0};
+    if (sdict_optim_add_module(opt, &hp, net, &err) != SDICT_OK) {
+        rc = fail("optimizer", &err);
+        goto done;
+    }
+
+    /* ---- resume: checkpoint = torch.load(PATH); model.load_state_dict(...); ... */
+    long start_epoch = 0;
+    if (resume) {
+        if (sdict_load(resume, NULL, &cdoc, &err) != SDICT_OK) {
+            rc = fail(resume, &err);
+            goto done;
+        }
+        const sdict_value *ck = sdict_doc_root(cdoc);
+        const sdict_value *msd = sdict_checkpoint_dict(ck, "model_state_dict", &err);
+        if (!msd) { rc = fail(resume, &err); goto done; }
+        if (sdict_module_load_state_dict(net, msd, true, &lres, &err) != SDICT_OK) {
+            fprintf(stderr, "train: %s\n", lres.message ? lres.message : err.message);
+            goto done;
+        }
+        const sdict_value *osd = sdict_checkpoint_dict(ck, "optimizer_state_dict", &err);
+        if (!osd) { rc = fail(resume, &err); goto done; }
+        const sdict_value *g0 = sdict_seq_item(sdict_dict_get(osd, "param_groups"), 0);
+        if (g0 && (kind == SDICT_OPTIM_SGD) != (sdict_dict_get(g0, "betas") == NULL)) {
+            fprintf(stderr, "train: %s holds %s state, but --optimizer is %s\n", resume,
+                    kind == SDICT_OPTIM_SGD ? "Adam-style" : "SGD", optname);
+            goto done;
+        }
+        if (sdict_optim_load_state_dict(opt, osd, &err) != SDICT_OK) {
+            rc = fail("optimizer_state_dict", &err);
+            goto done;
+        }
+        double e = 0.0;
+        if (sdict_checkpoint_number(ck, "epoch", &e, &err) != SDICT_OK) {
+            rc = fail(resume, &err);
+            goto done;
+        }
+        start_epoch = (long)e;
+        sdict_doc_free(cdoc);
+        cdoc = NULL;
+        printf("resumed from %s at epoch %ld (lr %g)\n", resume, start_epoch,
+               sdict_optim_group(opt, 0)->lr);
+    }
+
+    /* ---- data */
+    if (sdict_load(data, NULL, &ddoc, &err) != SDICT_OK) {
+        rc = fail(data, &err);
+        goto done;
+    }
+    {
+        const sdict_value *root = sdict_doc_root(ddoc);
+        const sdict_tensor *tx = sdict_value_tensor(sdict_dict_get(root, "x"));
+        const sdict_tensor *ty = sdict_value_tensor(sdict_dict_get(root, "y"));
+        if (!tx || !ty) {
+            fprintf(stderr, "train: %s must be a dict with tensors 'x' and 'y'\n", data);
+            goto done;
+        }
+        if (sdict_act_from_tensor(tx, &x, &err) != SDICT_OK ||
+            sdict_act_from_tensor(ty, &y, &err) != SDICT_OK) {
+            rc = fail(data, &err);
+            goto done;
+        }
+        if (digits) {
+            sdict_act img;
+            if (digits_to_images(&x, &img, &err) != SDICT_OK) goto done;
+            sdict_act_free(&x);
+            x = img;
+        }
+        if (y.dtype != SDICT_INT64 || y.ndim != 1 || x.ndim < 1 || x.shape[0] != y.shape[0]) {
+            fprintf(stderr, "train: y must be integer class indices [N] with N = len(x)\n");
+            goto done;
+        }
+    }
+    int64_t a, b;
+    parse_range(range, x.shape[0], &a, &b);
+
+    /* ---- the loop: for epoch ...: for batch: zero_grad, forward, loss, backward, step */
+    sdict_module_train(net, true);
+    double epoch_loss = 0.0;
+    for (long ep = 0; ep < epochs; ep++) {
+        double sum = 0.0;
+        long batches = 0;
+        for (int64_t s = a; s < b; s += bs) {
+            int64_t e = s + bs < b ? s + bs : b;
+            sdict_act xb = {0}, yb = {0}, logits = {0}, dlogits = {0}, dx = {0};
+            float loss = 0.0f;
+            sdict_optim_zero_grad(opt);
+            sdict_status st = slice(&x, s, e, &xb, &err);
+            if (st == SDICT_OK) st = slice(&y, s, e, &yb, &err);
+            if (st == SDICT_OK) st = sdict_module_forward(net, &xb, &logits, &err);
+            if (st == SDICT_OK) st = sdict_cross_entropy_loss(&logits, &yb, &loss, &dlogits, &err);
+            if (st == SDICT_OK) st = sdict_module_backward(net, &dlogits, NULL, &err);
+            if (st == SDICT_OK) st = sdict_optim_step(opt, &err);
+            sdict_act_free(&xb);
+            sdict_act_free(&yb);
+            sdict_act_free(&logits);
+            sdict_act_free(&dlogits);
+            sdict_act_free(&dx);
+            if (st != SDICT_OK) {
+                rc = fail("training step", &err);
+                goto done;
+            }
+            sum += loss;
+            batches++;
+        }
+        epoch_loss = batches ? sum / (double)batches : 0.0;
+        printf("epoch %ld loss %.6f\n", start_epoch + ep + 1, epoch_loss);
+        fflush(stdout);
+    }
+
+    /* ---- torch.save({'epoch', 'model_state_dict', 'optimizer_state_dict', 'loss'}, PATH) */
+    if (epochs > 0) {
+        sdict_doc *odoc = NULL;
+        sdict_value *root = NULL, *msd = NULL, *osd = NULL;
+        sdict_status st = sdict_doc_new(&odoc, &err);
+        if (st == SDICT_OK && !(root = sdict_dict_new(odoc, false))) st = SDICT_E_NOMEM;
+        if (st == SDICT_OK) st = sdict_dict_set_str(root, "epoch", sdict_int_new(odoc, start_epoch + epochs));
+        if (st == SDICT_OK) st = sdict_module_state_dict(net, odoc, false, &msd, &err);
+        if (st == SDICT_OK) st = sdict_dict_set_str(root, "model_state_dict", msd);
+        if (st == SDICT_OK) st = sdict_optim_state_dict(opt, odoc, &osd, &err);
+        if (st == SDICT_OK) st = sdict_dict_set_str(root, "optimizer_state_dict", osd);
+        if (st == SDICT_OK) st = sdict_dict_set_str(root, "loss", sdict_float_new(odoc, epoch_loss));
+        if (st == SDICT_OK) st = sdict_doc_set_root(odoc, root);
+        if (st == SDICT_OK) st = sdict_save(out, root, NULL, &err);
+        sdict_doc_free(odoc);
+        if (st != SDICT_OK) {
+            rc = fail(out, &err);
+            goto done;
+        }
+        printf("saved %s (epoch %ld)\n", out, start_epoch + epochs);
+    }
+    if (eval_range) {
+        int64_t ea, eb;
+        bool ok;
+        parse_range(eval_range, x.shape[0], &ea, &eb);
+        double acc = accuracy(net, &x, &y, ea, eb, bs, &err, &ok);
+        if (!ok) {
+            rc = fail("evaluation", &err);
+            goto done;
+        }
+        printf("eval accuracy %.4f (%lld of samples %lld..%lld, eval mode)\n", acc,
+               (long long)(acc * (double)(eb - ea) + 0.5), (long long)ea, (long long)eb - 1);
+    }
+    rc = 0;
+done:
+    sdict_load_result_free(&lres);
+    sdict_act_free(&x);
+    sdict_act_free(&y);
+    sdict_doc_free(ddoc);
+    sdict_doc_free(cdoc);
+    sdict_optim_free(opt);
+    sdict_module_free(net);
+    return rc;
+}

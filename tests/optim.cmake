@@ -1,0 +1,34 @@
+# Interop tests of the training layer against real PyTorch (label "interop"), driven through
+# the `train` and `seed_multi_model` examples: N optimizer steps in C equal N steps in torch
+# (SGD plain/momentum/nesterov/weight decay/maximize, Adam, AdamW, amsgrad), cross-resume in
+# both directions, and multi-model files both ways. Each case is one run of
+# tests/optim/optim_interop.py; it exits 77 (skip) when ${SDICT_PYTHON} lacks torch.
+# The examples come from examples/CMakeLists-train.cmake.
+if(NOT TARGET train)
+  message(STATUS "optim interop tests: no train target (examples off), not registered")
+  return()
+endif()
+set(_sdict_optim_cases
+  steps_lenet_sgd steps_lenet_sgd_momentum steps_lenet_sgd_nesterov steps_lenet_sgd_wd
+  steps_lenet_sgd_maximize steps_lenet_adam steps_lenet_adam_wd steps_lenet_adamw
+  steps_lenet_amsgrad steps_lenet_adamw_amsgrad
+  steps_mlp_sgd steps_mlp_sgd_momentum steps_mlp_sgd_nesterov steps_mlp_sgd_wd
+  xresume_tc_sgd_momentum xresume_ct_sgd_momentum xresume_tc_adam xresume_ct_adam
+  xresume_tc_adamw_amsgrad xresume_ct_adamw_amsgrad)
+foreach(c ${_sdict_optim_cases})
+  add_test(NAME optim_interop_${c}
+           COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py ${c}
+                   $<TARGET_FILE:train> ${CMAKE_CURRENT_BINARY_DIR}/optim_interop)
+  # one BLAS thread: results then do not depend on the machine's core count
+  set_tests_properties(optim_interop_${c} PROPERTIES
+    LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
+endforeach()
+if(TARGET seed_multi_model)
+  foreach(c multi_c2t multi_t2c)
+    add_test(NAME optim_interop_${c}
+             COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py ${c}
+                     $<TARGET_FILE:seed_multi_model> ${CMAKE_CURRENT_BINARY_DIR}/optim_interop)
+    set_tests_properties(optim_interop_${c} PROPERTIES
+      LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
+  endforeach()
+endif()
