@@ -458,7 +458,9 @@ typedef struct sdict_limits {
     uint64_t max_memo;         /**< memo slots; default 16M */
     uint64_t max_stack;        /**< pickle stack entries; default 16M */
     uint64_t max_str_bytes;    /**< one str/bytes; default 1 GiB */
-    uint64_t max_values;       /**< values created by one load; default 64M */
+    uint64_t max_values;       /**< values created by one load, and values in the tree when
+                                    shared subtrees are counted each time they are reachable
+                                    (bounds every later walk of the tree); default 64M */
     uint64_t max_records;      /**< zip entries; default 1M */
     uint64_t max_inflate;      /**< bytes a deflated record may inflate to; default 16 GiB */
 } sdict_limits;

@@ -1369,36 +1369,53 @@ static sdict_value *child(const sdict_value *v, size_t i) {
 
 /* Memo slots can link containers into any depth, or into a cycle, with a flat stack. Users of
    the tree recurse, so the result is walked once (explicitly, each container once) and must
-   nest at most max_depth deep and be acyclic. */
+   nest at most max_depth deep and be acyclic. Shared containers are also how a small pickle
+   describes a huge tree ("billion laughs": each list holds the previous one twice), so the
+   walk also sums each container's expanded size, counting shared subtrees every time they are
+   reachable, and the whole must stay within max_values: whatever walks the tree later (ls,
+   dump, diff) then does bounded work. */
 static sdict_status check_nesting(vm *m, sdict_value *root) {
     if (!is_container(root))
         return SDICT_OK;
     typedef struct frame {
         sdict_value *v;
         size_t next;
+        uint64_t size; /* values in the expanded subtree so far, this container included */
     } frame;
+    const uint64_t max_values = m->u->limits->max_values;
     size_t max = m->u->limits->max_depth, nf = 0, fcap = 64;
     frame *f = sdict__malloc(fcap * sizeof *f);
-    hmap seen = {0}; /* container address -> 1 in progress, 2 done */
+    hmap seen = {0}; /* container address -> 1 in progress, 2 + expanded size when done */
     sdict_status st = SDICT_OK;
     if (!f || !hmap_put(&seen, (uint64_t)(uintptr_t)root, 1)) {
         st = nomem(m);
         goto out;
     }
-    f[nf++] = (frame){root, 0};
+    f[nf++] = (frame){root, 0, 1};
     while (nf) {
         frame *top = &f[nf - 1];
+        if (top->size > max_values) {
+            st = fail(m, SDICT_E_LIMIT, "the result expands to more than max_values (%llu) "
+                      "values through shared references", (unsigned long long)max_values);
+            goto out;
+        }
         if (top->next == n_children(top->v)) {
-            hmap_put(&seen, (uint64_t)(uintptr_t)top->v, 2); /* key exists: cannot fail */
-            nf--;
+            uint64_t size = top->size;
+            hmap_put(&seen, (uint64_t)(uintptr_t)top->v, 2 + size); /* key exists: cannot fail */
+            if (--nf)
+                f[nf - 1].size += size; /* both <= max_values: cannot overflow */
             continue;
         }
         sdict_value *c = child(top->v, top->next++);
-        if (!is_container(c))
+        if (!is_container(c)) {
+            top->size += c != NULL;
             continue;
+        }
         hent *e = hmap_find(&seen, (uint64_t)(uintptr_t)c);
-        if (e && e->val == 2)
+        if (e && e->val >= 2) {
+            top->size += e->val - 2;
             continue;
+        }
         if (e) {
             st = fail(m, SDICT_E_UNSUPPORTED, "the result contains a container inside itself");
             goto out;
@@ -1420,7 +1437,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             st = nomem(m);
             goto out;
         }
-        f[nf++] = (frame){c, 0};
+        f[nf++] = (frame){c, 0, 1};
     }
 out:
     sdict__free(f);

@@ -465,22 +465,42 @@ static void test_deep_nesting(void **state) {
     free(p);
 }
 
-/* Shared subtrees (a DAG of 2^60 paths) are walked once. */
-static void test_shared_subtrees(void **state) {
-    (void)state;
-    char q[2048];
+/* x = [x, x] repeated: a DAG of 2^levels paths. Shared subtrees are walked once, but the tree
+   they stand for counts in full against max_values, so later walks of the result are bounded. */
+static size_t laughs(char *q, int levels) {
     size_t m = 0;
     q[m++] = 'N';
-    for (int i = 0; i < 60; i++) { /* x = [x, x] */
+    for (int i = 0; i < levels; i++) {
         memcpy(q + m, "q\x00(h\x00h\x00l", 8);
         m += 8;
     }
     q[m++] = '.';
+    return m;
+}
+
+static void test_shared_subtrees(void **state) {
+    (void)state;
+    char q[2048];
+    /* 10 levels: 2^11 - 1 values when expanded, far below the default limit */
+    size_t m = laughs(q, 10);
     run r;
     unpickle(&r, q, m, false);
     assert_int_equal(r.st, SDICT_OK);
     assert_int_equal(sdict_seq_len(r.v), 2);
     done(&r);
+    /* the same with max_values 2046: one value short of the expanded size (2047) */
+    sdict_limits lim = default_limits();
+    lim.max_values = 2046;
+    unpickle_lim(&r, q, m, false, &lim);
+    assert_int_equal(r.st, SDICT_E_LIMIT);
+    done(&r);
+    lim.max_values = 2047;
+    unpickle_lim(&r, q, m, false, &lim);
+    assert_int_equal(r.st, SDICT_OK);
+    done(&r);
+    /* 60 levels: 2^61 values, refused at STOP in linear time */
+    m = laughs(q, 60);
+    expect_fail(q, m, false, SDICT_E_LIMIT, (int64_t)(m - 1));
 }
 
 /*------------------------------------------------------------------------------------------------

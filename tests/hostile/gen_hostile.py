@@ -148,7 +148,9 @@ add('no_mark', P2 + I(1) + b't' + STOP, 'SDICT_E_PICKLE_STACK')
 add('no_stop', P2 + EMPTY_DICT, 'SDICT_E_TRUNCATED')
 add('unknown_opcode', P2 + b'\xff' + STOP, 'SDICT_E_PICKLE_OPCODE')
 add('ext1', P2 + b'\x82\x01' + STOP, 'SDICT_E_PICKLE_OPCODE,SDICT_E_UNSUPPORTED,' + UNSAFE)
-add('deep_lists', P2 + EMPTY_LIST * 100000 + STOP, 'SDICT_E_LIMIT')
+# 100,000 lists, each appended into the one before: a 100,000-deep nest
+add('deep_lists', torch_zip(P2 + EMPTY_LIST + (MARK + EMPTY_LIST) * 100000 + b'e' * 100000 + STOP), 'SDICT_E_LIMIT')
+add('deep_memo_nesting', torch_zip(P2 + EMPTY_LIST + b'q\x00' + b''.join(EMPTY_LIST + b'r' + struct.pack('<I', i + 1) + b'j' + struct.pack('<I', i) + b'j' + struct.pack('<I', i + 1) + b'a0' for i in range(100000)) + b'h\x00' + STOP), 'SDICT_E_LIMIT')
 add('deep_marks', P2 + MARK * 100000 + STOP, 'SDICT_E_LIMIT,SDICT_E_PICKLE_STACK')
 add('deep_nested_appends', P2 + (EMPTY_LIST + MARK) * 100000 + STOP, 'SDICT_E_LIMIT,SDICT_E_PICKLE_STACK')
 add('huge_binunicode', P2 + b'X' + struct.pack('<I', 0xfffffff0) + b'abc' + STOP, 'SDICT_E_TRUNCATED,SDICT_E_LIMIT')
@@ -161,7 +163,7 @@ add('frame_lies', b'\x80\x04\x95' + struct.pack('<Q', 1 << 40) + EMPTY_DICT + ST
 laughs = P2 + EMPTY_LIST + b'q\x00'
 for i in range(60):
     laughs += EMPTY_LIST + MARK + b'h' + bytes([i]) + b'h' + bytes([i]) + b'e' + b'q' + bytes([i + 1])
-add('billion_laughs', laughs + STOP, 'SDICT_E_LIMIT')
+add('billion_laughs', torch_zip(laughs + STOP), 'SDICT_E_LIMIT')
 add('binpersid_not_tuple', torch_zip(P2 + I(7) + b'Q' + STOP), 'SDICT_E_PICKLE_TYPE,SDICT_E_STORAGE,SDICT_E_FORMAT')
 add('persid_wrong_tag', torch_zip(P2 + T(U('module'), G('torch', 'FloatStorage'), U('0'), U('cpu'), I(1)) + b'Q' + STOP,
                                   {'0': b'\0' * 4}), 'SDICT_E_PICKLE_TYPE,SDICT_E_STORAGE,SDICT_E_UNSUPPORTED')
