@@ -192,8 +192,13 @@ def test_dump():
     check(dict_get(v, "lst") == {"type": "list", "items": []}, "dump empty list")
     check(dict_get(v, "dt") == {"type": "dtype", "value": "float16"}, "dump dtype value")
     intkey = [kv for kv in v["items"] if kv[0]["type"] == "int"]
-    check(len(intkey) == 1 and intkey[0][0]["value"] == "7"
-          and intkey[0][1] == {"type": "str", "value": "int key"}, f"dump int key {intkey}")
+    want = [(str(k), vals[k]) for k in vals if isinstance(k, int)]
+    check([(k["value"], n["value"]) for k, n in intkey] == want, f"dump int keys {intkey} != {want}")
+    fk = [kv for kv in v["items"] if kv[0]["type"] == "float"]
+    check(len(fk) == 1 and float.fromhex(fk[0][0]["value"]) == 1.5, f"dump float key {fk}")
+    tk = [kv for kv in v["items"] if kv[0]["type"] == "tuple"]
+    check(len(tk) == 1 and tk[0][0]["items"] == [{"type": "int", "value": "1"},
+                                                  {"type": "int", "value": "2"}], f"dump tuple key {tk}")
 
     # module state_dict: OrderedDict with _metadata attrs, in torch's key order
     d = dump("lenet.pt")
@@ -257,6 +262,15 @@ def test_show():
           f"show subtree: {out}")
     rc, out, _ = run("show", path("checkpoint.tar"), "epoch")
     check(rc == 0 and out.strip() == "epoch: int  5", f"show epoch: {out!r}")
+    # every key ls prints resolves in show, even float, tuple and past-int64 dict keys
+    rows, _ = ls_lines("dtypes.pt")
+    for key in rows:
+        rc, out, err = run("show", path("dtypes.pt"), key)
+        check(rc == 0 and out.startswith(key), f"show dtypes.pt {key!r}: exit {rc} {err}")
+    for key, want in (("values.1.5", "float key"), ("values.(1, 2)", "tuple key"),
+                      (f"values.{2 ** 65}", "big key")):
+        rc, out, err = run("show", path("dtypes.pt"), key)
+        check(rc == 0 and out.strip() == f"{key}: str  {want!r}", f"show {key}: {rc} {out!r} {err}")
     rc, _, err = run("show", path("checkpoint.tar"), "no.such.key")
     check(rc == 1 and "no.such.key" in err, f"show missing key: exit {rc} {err}")
 

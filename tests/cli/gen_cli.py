@@ -89,6 +89,7 @@ def main():
                 "values": {"none": None, "t": True, "big_int": 2 ** 70, "neg": -12,
                            "f": 0.1, "s": "héllo", "raw": b"\x00\xff",
                            "tup": (1, 2.5, "x"), "lst": [], 7: "int key",
+                           1.5: "float key", (1, 2): "tuple key", 2 ** 65: "big key",
                            "dt": torch.float16}},
                os.path.join(out, "dtypes.pt"))
 

@@ -362,6 +362,53 @@ static void print_leaf(void *ctx, const char *path, const sdict_value *v) {
     buf_free(&b);
 }
 
+/*
+ Resolves a dotted path the way ls prints keys, for keys sdict_value_at cannot address (float,
+ bool, None, bytes and tuple keys, ints past int64): at a dict every key whose printed text is
+ the whole remaining path or a prefix of it followed by "." is tried, longest first; list,
+ tuple and set items by decimal index.
+*/
+static const sdict_value *resolve(const sdict_value *v, const char *path, int depth) {
+    if (!*path)
+        return v;
+    if (depth > CLI_MAX_DEPTH)
+        return NULL;
+    sdict_kind k = sdict_value_kind(v);
+    if (k == SDICT_KIND_DICT) {
+        size_t n = sdict_dict_len(v);
+        size_t plen = strlen(path);
+        const sdict_value *best = NULL;
+        size_t best_len = 0;
+        cli_buf kb;
+        buf_init(&kb);
+        for (size_t i = 0; i < n; i++) {
+            buf_truncate(&kb, 0);
+            buf_putn(&kb, "", 0);
+            fmt_key(&kb, sdict_dict_key(v, i));
+            size_t kl = kb.len;
+            if (kl > plen || memcmp(kb.s, path, kl) != 0 || (kl < plen && path[kl] != '.'))
+                continue;
+            if (best && kl <= best_len)
+                continue;
+            const sdict_value *r = resolve(sdict_dict_val(v, i), path + kl + (kl < plen), depth + 1);
+            if (r)
+                best = r, best_len = kl;
+        }
+        buf_free(&kb);
+        return best;
+    }
+    if (k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE || k == SDICT_KIND_SET) {
+        char *end = NULL;
+        if (*path < '0' || *path > '9')
+            return NULL;
+        unsigned long long idx = strtoull(path, &end, 10);
+        if ((*end != '\0' && *end != '.') || idx >= sdict_seq_len(v))
+            return NULL;
+        return resolve(sdict_seq_item(v, (size_t)idx), *end ? end + 1 : end, depth + 1);
+    }
+    return NULL;
+}
+
 int cmd_show(const cli_cmd *cmd, const cli_args *args) {
     (void)cmd;
     const char *key = args->pos[1];
@@ -369,6 +416,8 @@ int cmd_show(const cli_cmd *cmd, const cli_args *args) {
     if (!doc)
         return CLI_EXIT_BAD_INPUT;
     const sdict_value *v = sdict_value_at(sdict_doc_root(doc), key);
+    if (!v)
+        v = resolve(sdict_doc_root(doc), key, 0);
     int rc = CLI_EXIT_OK;
     if (!v) {
         fprintf(stderr, "statedict: %s: no key '%s'\n", args->pos[0], key);
