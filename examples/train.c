@@ -187,7 +187,7 @@ int main(int argc, char **argv) {
     hp.beta1 = beta1;
     hp.beta2 = beta2;
     hp.eps = eps;
-    sdict_error err;
+    sdict_error err = {0};
     int rc = 1;
     sdict_doc *ddoc = NULL, *cdoc = NULL;
     sdict_act x = {0}, y = {0};

@@ -314,6 +314,12 @@ static sdict_status put(sdict_value *d, const char *key, sdict_value *v, sdict_e
     return SDICT_OK;
 }
 
+/* torch's defaults for these are the int 0 (momentum=0, dampening=0, weight_decay=0), so a
+   zero is written as the int a default-constructed torch optimizer holds. */
+static sdict_value *num_value(sdict_doc *doc, double d) {
+    return d == 0.0 && !signbit(d) ? sdict_int_new(doc, 0) : sdict_float_new(doc, d);
+}
+
 static sdict_status group_value(const sdict_optim *o, const group *g, sdict_doc *doc,
                                 sdict_value **out, sdict_error *err) {
     const sdict_optim_hparams *h = &g->hp;
@@ -321,9 +327,9 @@ static sdict_status group_value(const sdict_optim *o, const group *g, sdict_doc 
     NOMEM(d);
     TRY(put(d, "lr", sdict_float_new(doc, h->lr), err));
     if (o->kind == SDICT_OPTIM_SGD) {
-        TRY(put(d, "momentum", sdict_float_new(doc, h->momentum), err));
-        TRY(put(d, "dampening", sdict_float_new(doc, h->dampening), err));
-        TRY(put(d, "weight_decay", sdict_float_new(doc, h->weight_decay), err));
+        TRY(put(d, "momentum", num_value(doc, h->momentum), err));
+        TRY(put(d, "dampening", num_value(doc, h->dampening), err));
+        TRY(put(d, "weight_decay", num_value(doc, h->weight_decay), err));
         TRY(put(d, "nesterov", sdict_bool_new(doc, h->nesterov), err));
         TRY(put(d, "maximize", sdict_bool_new(doc, h->maximize), err));
         TRY(put(d, "foreach", sdict_none_new(doc), err));
@@ -336,7 +342,8 @@ static sdict_status group_value(const sdict_optim *o, const group *g, sdict_doc 
               sdict_seq_append(betas, b2) == SDICT_OK);
         TRY(put(d, "betas", betas, err));
         TRY(put(d, "eps", sdict_float_new(doc, h->eps), err));
-        TRY(put(d, "weight_decay", sdict_float_new(doc, h->weight_decay), err));
+        TRY(put(d, "weight_decay", o->kind == SDICT_OPTIM_ADAM ? num_value(doc, h->weight_decay)
+                                                               : sdict_float_new(doc, h->weight_decay), err));
         TRY(put(d, "amsgrad", sdict_bool_new(doc, h->amsgrad), err));
         if (o->kind == SDICT_OPTIM_ADAM) {
             TRY(put(d, "maximize", sdict_bool_new(doc, h->maximize), err));
