@@ -1,6 +1,8 @@
 /* fuzz_zip_read.c - the zip/ZIP64 central directory reader and record reads on arbitrary bytes. */
 #include "internal.h"
 
+#include <stdlib.h>
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
