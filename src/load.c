@@ -342,6 +342,23 @@ static sdict_status cached_value(const cache_ent *e, const char *record, int64_t
  MARK: Zip format
 ==================================================================================================*/
 
+/* sdict__zip_read skips the check when a record's CRC field is 0 (torch 2.6+ compute_crc32=False
+   writes 0 everywhere). A single 0 among real CRCs is no such file, so then the 0 is checked like
+   any other value: a tampered record cannot opt out of verification. */
+static sdict_status zip_read_checked(loader *L, const sdict__zip_entry *e, void *dst, size_t n,
+                                     sdict_error *err) {
+    bool crc = L->verify_crc && !L->crc_all_zero;
+    sdict_status st = sdict__zip_read(L->zip, e, dst, n, crc, err);
+    if (st == SDICT_OK && crc && e->crc32 == 0 && e->size > 0) {
+        uint32_t c = sdict__crc32(0, dst, (size_t)e->size);
+        if (c != 0)
+            return sdict__err(err, SDICT_E_CRC, e->name, -1,
+                              "CRC-32 of the payload is 0x%08x, central directory says 0x00000000 "
+                              "while other records carry CRCs", c);
+    }
+    return st;
+}
+
 static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off,
                                         sdict_value **out, sdict_error *err) {
     loader *L = ctx;
@@ -391,7 +408,7 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
         if ((st = sdict_storage_new((size_t)nbytes, &s, err)) != SDICT_OK)
             return st;
         if (!L->scan && nbytes > 0) {
-            st = sdict__zip_read(L->zip, e, sdict_storage_data(s), (size_t)nbytes, crc, err);
+            st = zip_read_checked(L, e, sdict_storage_data(s), (size_t)nbytes, err);
             if (st != SDICT_OK) {
                 sdict_storage_release(s);
                 return st;
@@ -418,7 +435,7 @@ static sdict_status read_small(loader *L, const char *rel, char *buf, size_t n, 
         return sdict__err(err, SDICT_E_FORMAT, e->name, -1,
                           "record is %llu bytes; expected at most %zu", (unsigned long long)e->size,
                           n - 1);
-    sdict_status st = sdict__zip_read(L->zip, e, buf, n, L->verify_crc && !L->crc_all_zero, err);
+    sdict_status st = zip_read_checked(L, e, buf, n, err);
     if (st != SDICT_OK)
         return st;
     buf[e->size] = '\0';
@@ -438,8 +455,7 @@ static sdict_status read_record(loader *L, const sdict__zip_entry *e, uint8_t **
     if (!buf)
         return sdict__err(err, SDICT_E_NOMEM, e->name, -1, "out of memory for %llu bytes",
                           (unsigned long long)e->size);
-    sdict_status st = sdict__zip_read(L->zip, e, buf, (size_t)e->size,
-                                      L->verify_crc && !L->crc_all_zero, err);
+    sdict_status st = zip_read_checked(L, e, buf, (size_t)e->size, err);
     if (st != SDICT_OK) {
         sdict__free(buf);
         return st;
