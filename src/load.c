@@ -375,6 +375,12 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
     snprintf(rel, sizeof rel, "%s%s", L->data_dir, p.key);
     snprintf(L->rec, sizeof L->rec, "%s%s", sdict__zip_prefix(L->zip), rel);
     const sdict__zip_entry *e = sdict__zip_find(L->zip, rel);
+    if (!e && strcmp(L->data_dir, "data/") != 0) {
+        /* scans of TorchScript side pickles: older archives keep every tensor in data/ */
+        snprintf(rel, sizeof rel, "data/%s", p.key);
+        snprintf(L->rec, sizeof L->rec, "%s%s", sdict__zip_prefix(L->zip), rel);
+        e = sdict__zip_find(L->zip, rel);
+    }
     if (!e)
         return sdict__err(err, SDICT_E_STORAGE, pkl_rec, off, "storage record %s is missing",
                           L->rec);
@@ -576,14 +582,24 @@ static sdict_status load_zip(loader *L, sdict_error *err) {
         return st;
 
     if (L->scan) {
-        /* Every pickle record, TorchScript archives included; keep going after errors. */
+        /* Every pickle record, TorchScript archives included; keep going after errors and
+           report the first one. Tensors of X.pkl live under X/ (constants/, traced_inputs/),
+           data.pkl's under data/. */
         sdict_status first = SDICT_OK;
+        sdict_error first_err;
+        memset(&first_err, 0, sizeof first_err);
         for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
             const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
             if (!name_ends_with(e->name, ".pkl"))
                 continue;
             const char *rel = e->name + strlen(sdict__zip_prefix(L->zip));
-            L->data_dir = strcmp(rel, "constants.pkl") == 0 ? "constants/" : "data/";
+            char dir[64];
+            size_t stem = strlen(rel) - 4;
+            if (stem + 2 > sizeof dir || memchr(rel, '/', stem))
+                stem = 4, rel = "data";
+            memcpy(dir, rel, stem);
+            memcpy(dir + stem, "/", 2);
+            L->data_dir = dir;
             uint8_t *buf;
             sdict_value *root = NULL;
             L->pkl_rec = e->name;
@@ -593,11 +609,17 @@ static sdict_status load_zip(loader *L, sdict_error *err) {
                                 err);
                 sdict__free(buf);
             }
-            if (st != SDICT_OK && first == SDICT_OK)
+            L->data_dir = "data/";
+            if (st != SDICT_OK && first == SDICT_OK) {
                 first = st;
+                if (err)
+                    first_err = *err;
+            }
             if (st == SDICT_E_NOMEM || st == SDICT_E_IO)
                 break;
         }
+        if (first != SDICT_OK && err)
+            *err = first_err;
         return first;
     }
 
