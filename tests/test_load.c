@@ -653,6 +653,61 @@ static void test_not_torch(void **state) {
     assert_string_equal(err.file, path);
 }
 
+/* Legacy payload records: the int64 count must match the pickle, the bytes must be there. */
+static void test_legacy_payload_checks(void **state) {
+    (void)state;
+    REQUIRE_FIXTURES();
+    size_t n;
+    uint8_t *buf = read_file(FIX "/burn/legacy_with_offsets.pt", &n);
+    assert_non_null(buf);
+    sdict_doc *doc;
+    sdict_error err;
+    assert_int_equal(sdict_load_buffer(buf, n, "lwo", NULL, &doc, &err), SDICT_OK);
+    tcount c;
+    memset(&c, 0, sizeof c);
+    count_tensors(sdict_doc_root(doc), &c);
+    /* SOURCES.md: three storages of 10, 5 and 5 floats; find the 10-float one in the file */
+    const sdict_storage *s10 = NULL;
+    for (int i = 0; i < c.total; i++)
+        if (sdict_storage_nbytes(c.list[i]->storage) == 40)
+            s10 = c.list[i]->storage;
+    assert_non_null(s10);
+    uint8_t *payload = memfind(buf, n, sdict_storage_data(s10), 40);
+    assert_non_null(payload);
+    sdict_doc_free(doc);
+    const uint8_t ten[8] = {10, 0, 0, 0, 0, 0, 0, 0};
+    assert_memory_equal(payload - 8, ten, 8);
+    payload[-8] = 11;
+    assert_int_equal(sdict_load_buffer(buf, n, "lwo", NULL, &doc, &err), SDICT_E_STORAGE);
+    assert_string_equal(err.record, "legacy:storages");
+    assert_non_null(strstr(err.message, "11 elements"));
+    payload[-8] = 10;
+    /* cut inside that payload */
+    size_t cut = (size_t)(payload - buf) + 20;
+    assert_int_equal(sdict_load_buffer(buf, cut, "lwo", NULL, &doc, &err), SDICT_E_TRUNCATED);
+    free(buf);
+}
+
+/* Limits given in the options reach the zip reader and the pickle machine; 0 means default. */
+static void test_limits(void **state) {
+    (void)state;
+    REQUIRE_FIXTURES();
+    sdict_load_opts opts;
+    memset(&opts, 0, sizeof opts);
+    sdict_doc *doc;
+    sdict_error err;
+    opts.limits.max_records = 3; /* mnist has 24 records */
+    assert_int_equal(sdict_load(FIX "/burn/mnist.pt", &opts, &doc, &err), SDICT_E_LIMIT);
+    memset(&opts, 0, sizeof opts);
+    opts.limits.max_values = 50; /* 38 tensors need far more values */
+    assert_int_equal(sdict_load(FIX "/picklescan/pytorch_model.bin", &opts, &doc, &err),
+                     SDICT_E_LIMIT);
+    memset(&opts, 0, sizeof opts);
+    opts.limits.max_values = 1u << 20;
+    assert_int_equal(sdict_load(FIX "/picklescan/pytorch_model.bin", &opts, &doc, &err), SDICT_OK);
+    sdict_doc_free(doc);
+}
+
 /*==================================================================================================
  Scan
 ==================================================================================================*/
@@ -909,6 +964,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_fixture_buffers),  cmocka_unit_test(test_big_endian),
         cmocka_unit_test(test_mmap_vs_copy),     cmocka_unit_test(test_legacy_views_fixture),
         cmocka_unit_test(test_crc_flip),         cmocka_unit_test(test_scan),
+        cmocka_unit_test(test_legacy_payload_checks), cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests_name("load", tests, NULL, teardown_all);
 }
