@@ -7,7 +7,12 @@ add_test(NAME hostile_generate
 set_tests_properties(hostile_generate PROPERTIES FIXTURES_SETUP hostile LABELS hostile)
 set_tests_properties(test_hostile PROPERTIES FIXTURES_REQUIRED hostile LABELS "unit;hostile")
 if(TARGET statedict_cli)
+  if(SDICT_SANITIZE)
+    set(vmem_kb 0)        # sanitizers need their shadow memory; the release build checks the bound
+  else()
+    set(vmem_kb 2000000)  # 2 GB of address space
+  endif()
   add_test(NAME cli_hostile COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/hostile/cli_hostile.sh
-           $<TARGET_FILE:statedict_cli> ${SDICT_HOSTILE_DIR})
+           $<TARGET_FILE:statedict_cli> ${SDICT_HOSTILE_DIR} ${vmem_kb})
   set_tests_properties(cli_hostile PROPERTIES FIXTURES_REQUIRED hostile LABELS "cli;hostile" TIMEOUT 1200)
 endif()
