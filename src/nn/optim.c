@@ -9,6 +9,7 @@
 #include "statedict_optim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,34 +81,48 @@ sdict_optim_hparams *sdict_optim_group(sdict_optim *o, size_t i) {
     return o && i < o->n_groups ? &o->groups[i].hp : NULL;
 }
 
-/* torch's constructor checks, with its messages ({} formats a Python float: 1.0, 0.5). */
+/* Python's str() of a float: the shortest text that reads back, with ".0" when integral. */
+typedef struct pyfloat { char s[40]; } pyfloat;
+static pyfloat pyf(double d) {
+    pyfloat r;
+    int p = 1;
+    for (; p < 17; p++) {
+        snprintf(r.s, sizeof r.s, "%.*g", p, d);
+        if (strtod(r.s, NULL) == d) break;
+    }
+    if (p == 17) snprintf(r.s, sizeof r.s, "%.17g", d);
+    if (!strpbrk(r.s, ".eni")) strcat(r.s, ".0");
+    return r;
+}
+
+/* torch's constructor checks, with its messages ("Invalid learning rate: -1.0"). */
 static sdict_status check_hparams(sdict_optim_kind kind, const sdict_optim_hparams *h,
                                   sdict_error *err) {
     if (!(h->lr >= 0.0))
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid learning rate: %.17g", h->lr);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid learning rate: %s", pyf(h->lr).s);
     if (kind == SDICT_OPTIM_SGD) {
         if (!(h->momentum >= 0.0))
-            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid momentum value: %.17g",
-                                 h->momentum);
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid momentum value: %s",
+                                 pyf(h->momentum).s);
         if (!(h->weight_decay >= 0.0))
-            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid weight_decay value: %.17g",
-                                 h->weight_decay);
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid weight_decay value: %s",
+                                 pyf(h->weight_decay).s);
         if (h->nesterov && (h->momentum <= 0.0 || h->dampening != 0.0))
             return sdict_nn__err(err, SDICT_E_INVALID_ARG,
                                  "Nesterov momentum requires a momentum and zero dampening");
         return SDICT_OK;
     }
     if (!(h->eps >= 0.0))
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid epsilon value: %.17g", h->eps);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid epsilon value: %s", pyf(h->eps).s);
     if (!(h->beta1 >= 0.0 && h->beta1 < 1.0))
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid beta parameter at index 0: %.17g",
-                             h->beta1);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid beta parameter at index 0: %s",
+                             pyf(h->beta1).s);
     if (!(h->beta2 >= 0.0 && h->beta2 < 1.0))
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid beta parameter at index 1: %.17g",
-                             h->beta2);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid beta parameter at index 1: %s",
+                             pyf(h->beta2).s);
     if (!(h->weight_decay >= 0.0))
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid weight_decay value: %.17g",
-                             h->weight_decay);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Invalid weight_decay value: %s",
+                             pyf(h->weight_decay).s);
     return SDICT_OK;
 }
 
