@@ -14,8 +14,8 @@
  Robustness. Nothing recurses on input: the machine is a loop, and the final nesting check is
  an explicit-stack walk memoised per container (a shared subtree is visited once, a cycle is
  detected). Every declared length is checked against the bytes remaining and max_str_bytes
- before anything is allocated. The memo is a hash keyed by memo index, so LONG_BINPUT 4e9
- costs one slot. Errors carry the opcode's byte offset and its pickletools name.
+ before anything is allocated. The memo is a dense array plus a hash for far indices, so
+ LONG_BINPUT 4e9 costs one slot. Errors carry the opcode's byte offset and its pickletools name.
 */
 #include "internal.h"
 
@@ -248,7 +248,10 @@ typedef struct vm {
     size_t sp, scap;
     size_t *marks; /* stack heights at each MARK */
     size_t nmarks, mcap;
-    hmap memo;
+    sdict_value **memo_vec; /* dense memo slots 0..memo_len-1 (NULL: unset) */
+    size_t memo_len, memo_cap;
+    hmap memo;              /* memo slots far beyond memo_len */
+    size_t memo_count;      /* slots set, in both */
     hmap tagmap; /* value address -> index into tags */
     tag *tags;
     size_t ntags, tcap;
@@ -1449,11 +1452,20 @@ out:
  MARK: The machine
 ==================================================================================================*/
 
-static sdict_value *memo_get(vm *m, uint64_t idx) {
+/* The memo. CPython numbers slots 0, 1, 2, ... so a dense array holds real files' memos with
+   sequential, cache-friendly access; an index far beyond the slots in use (LONG_BINPUT 4e9 from
+   a hostile file) goes to the hash instead, so it costs one entry, not a huge array. */
+static sdict_value *memo_raw(vm *m, uint64_t idx) {
+    if (idx < m->memo_len && m->memo_vec[idx])
+        return m->memo_vec[idx];
     hent *e = hmap_find(&m->memo, idx);
-    if (!e)
+    return e ? (sdict_value *)(uintptr_t)e->val : NULL;
+}
+
+static sdict_value *memo_get(vm *m, uint64_t idx) {
+    sdict_value *v = memo_raw(m, idx);
+    if (!v)
         return NULL;
-    sdict_value *v = (sdict_value *)(uintptr_t)e->val;
     tag *t = tag_of(m, v);
     return t && t->fwd ? t->fwd : v;
 }
@@ -1461,11 +1473,37 @@ static sdict_value *memo_get(vm *m, uint64_t idx) {
 static sdict_status memo_put(vm *m, uint64_t idx) {
     if (avail(m) < 1)
         return fail(m, SDICT_E_PICKLE_STACK, "memo store with an empty stack");
-    if (!hmap_find(&m->memo, idx) && m->memo.count >= m->u->limits->max_memo)
+    sdict_value *v = m->stack[m->sp - 1];
+    bool is_new = memo_raw(m, idx) == NULL;
+    if (is_new && m->memo_count >= m->u->limits->max_memo)
         return fail(m, SDICT_E_LIMIT, "memo exceeds max_memo (%llu entries)",
                     (unsigned long long)m->u->limits->max_memo);
-    if (!hmap_put(&m->memo, idx, (uint64_t)(uintptr_t)m->stack[m->sp - 1]))
+    /* a slot stays where it is; a new one is dense when near the slots in use */
+    bool dense;
+    if (idx < m->memo_len && m->memo_vec[idx])
+        dense = true;
+    else if (hmap_find(&m->memo, idx))
+        dense = false;
+    else
+        dense = idx <= 2 * (uint64_t)m->memo_len + 1024;
+    if (dense) {
+        if (idx >= m->memo_cap) {
+            size_t ncap = m->memo_cap ? m->memo_cap : 1024;
+            while (ncap <= idx)
+                ncap *= 2;
+            sdict_value **nv = sdict__realloc(m->memo_vec, ncap * sizeof *nv);
+            if (!nv)
+                return nomem(m);
+            m->memo_vec = nv;
+            m->memo_cap = ncap;
+        }
+        while (m->memo_len <= idx)
+            m->memo_vec[m->memo_len++] = NULL;
+        m->memo_vec[idx] = v;
+    } else if (!hmap_put(&m->memo, idx, (uint64_t)(uintptr_t)v)) {
         return nomem(m);
+    }
+    m->memo_count += is_new;
     return SDICT_OK;
 }
 
@@ -1752,7 +1790,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         return memo_put(m, idx);
     }
     case OP_MEMOIZE:
-        return memo_put(m, m->memo.count);
+        return memo_put(m, m->memo_count);
     case OP_GLOBAL:
     case OP_INST: {
         const char *ms, *ns;
@@ -1889,6 +1927,7 @@ sdict_status sdict__unpickle(sdict__unpickler *u, sdict_value **out, sdict_error
     sdict__free(m.stack);
     sdict__free(m.marks);
     sdict__free(m.tags);
+    sdict__free(m.memo_vec);
     hmap_free(&m.memo);
     hmap_free(&m.tagmap);
     return st;
