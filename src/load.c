@@ -405,7 +405,8 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
             uint32_t c = sdict__crc32(0, sdict__mapping_base(m) + e->data_offset, (size_t)nbytes);
             if (c != e->crc32)
                 return sdict__err(err, SDICT_E_CRC, L->rec, -1,
-                                  "CRC-32 is %08x, the central directory says %08x", c, e->crc32);
+                                  "CRC-32 of the payload is 0x%08x, central directory says 0x%08x", c,
+                                  e->crc32);
         }
         st = sdict__storage_new_mapped(L->src->mapping, e->data_offset, (size_t)nbytes, &s, err);
         if (st != SDICT_OK)
