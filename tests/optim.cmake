@@ -1,6 +1,7 @@
 # Interop tests of the training layer against real PyTorch (label "interop"), driven through
 # the `train` and `seed_multi_model` examples: N optimizer steps in C equal N steps in torch
-# (SGD plain/momentum/nesterov/weight decay/maximize, Adam, AdamW, amsgrad), cross-resume in
+# (SGD plain/momentum/nesterov/weight decay/maximize, Adam, AdamW, amsgrad; Adam-family with the
+# default eps against a float64 torch run), cross-resume in
 # both directions, and multi-model files both ways. Each case is one run of
 # tests/optim/optim_interop.py; it exits 77 (skip) when ${SDICT_PYTHON} lacks torch.
 # The examples come from examples/CMakeLists-train.cmake.
@@ -11,7 +12,7 @@ endif()
 set(_sdict_optim_cases
   steps_lenet_sgd steps_lenet_sgd_momentum steps_lenet_sgd_nesterov steps_lenet_sgd_wd
   steps_lenet_sgd_maximize steps_lenet_adam steps_lenet_adam_wd steps_lenet_adamw
-  steps_lenet_amsgrad steps_lenet_adamw_amsgrad
+  steps_lenet_amsgrad steps_lenet_adamw_amsgrad eps8_lenet_adam eps8_lenet_adamw eps8_lenet_amsgrad
   steps_mlp_sgd steps_mlp_sgd_momentum steps_mlp_sgd_nesterov steps_mlp_sgd_wd
   xresume_tc_sgd_momentum xresume_ct_sgd_momentum xresume_tc_adam xresume_ct_adam
   xresume_tc_adamw_amsgrad xresume_ct_adamw_amsgrad)

@@ -11,6 +11,10 @@ usage: optim_interop.py CASE TRAIN_OR_MULTI WORKDIR
                        optimizer state_dict has torch's keys and group key order, and torch's
                        optimizer.load_state_dict accepts it. The command line passes wrong
                        hyperparameters on purpose: the checkpoint's must win.
+  eps8_lenet_<opt>     Adam-family with the default eps=1e-8, where elements with |grad| ~ eps
+                       make float32 results depend on summation order: C and torch float32
+                       are both compared with torch in float64, and C must be within 3x
+                       torch's own float32 error (plus 1e-5 relative) for every tensor.
   xresume_tc_<opt>     torch trains k steps and saves; C resumes for k more and saves; torch
                        loads that checkpoint: equal to torch's own 2k-step run.
   xresume_ct_<opt>     C trains k steps from the initial checkpoint; torch loads it and trains
@@ -211,6 +215,33 @@ def case_steps(train, work, arch, optname):
     return errors
 
 
+def case_eps8(train, work, arch, optname):
+    ctor, kw, cname = OPTS[optname]
+    kw = dict(kw, eps=1e-8)
+    OPTS["eps8"] = (ctor, kw, cname)
+    model, opt, x, y, data, init, _, _, _ = setup(work, arch, "eps8")
+    m64 = Net().double() if arch == "lenet" else mlp().double()
+    m64.load_state_dict(model.state_dict())
+    o64 = ctor(m64.parameters(), **kw)
+    out = os.path.join(work, f"{arch}_{optname}_eps8_c.tar")
+    c_train(train, arch, cname, data, init, out, EPOCHS)
+    train_torch(model, opt, x, y, EPOCHS)
+    train_torch(m64, o64, x.double() if x.is_floating_point() else x, y, EPOCHS)
+    ck = torch.load(out)["model_state_dict"]
+    errors = []
+    t32, t64 = model.state_dict(), m64.state_dict()
+    for k, r in t64.items():
+        if not r.is_floating_point():
+            continue
+        c_err = (ck[k].double() - r).abs().max().item()
+        t_err = (t32[k].double() - r).abs().max().item()
+        bound = RTOL * max(r.abs().max().item(), 1e-2) + 3 * t_err
+        print(f"  {k:14s} |C-T64| {c_err:.2e}  |T32-T64| {t_err:.2e}")
+        if not c_err <= bound:
+            errors.append(f"{k}: |C - torch64| {c_err:.3g} > {bound:.3g}")
+    return errors
+
+
 def case_xresume(train, work, direction, optname):
     arch, k = "lenet", 1
     model, opt, x, y, data, init, ctor, kw, cname = setup(work, arch, optname)
@@ -326,6 +357,9 @@ def main():
     if case.startswith("steps_"):
         _, arch, optname = case.split("_", 2)
         errors = case_steps(prog, work, arch, optname)
+    elif case.startswith("eps8_"):
+        _, arch, optname = case.split("_", 2)
+        errors = case_eps8(prog, work, arch, optname)
     elif case.startswith("xresume_"):
         _, direction, optname = case.split("_", 2)
         errors = case_xresume(prog, work, direction, optname)
