@@ -8,12 +8,16 @@
    save IN OUT        load IN (mapped, untimed), then time sdict_save to OUT (fsync included)
    write FILE BYTES   plain large write()s of BYTES bytes + fsync: the physical limit for save
    memcpy FILE        read FILE into memory (untimed), then time one memcpy of the same bytes
+   read-fresh FILE    read FILE with large pread()s into newly mapped memory (pre-faulted with
+                      MAP_POPULATE): the limit for any load that ends with the bytes in new memory
 */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_POPULATE */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,6 +111,28 @@ int main(int argc, char **argv) {
         double t1 = now_ms();
         free(buf);
         printf("write ms=%.3f\n", t1 - t0);
+    } else if (!strcmp(mode, "read-fresh")) {
+        double t0 = now_ms();
+        int fd = open(file, O_RDONLY);
+        off_t n = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+        if (n <= 0)
+            die("open", NULL);
+        char *p = mmap(NULL, (size_t)n, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (p == MAP_FAILED)
+            die("mmap", NULL);
+        for (size_t done = 0; done < (size_t)n;) {
+            size_t k = (size_t)n - done < (1u << 30) ? (size_t)n - done : (1u << 30);
+            ssize_t r = pread(fd, p + done, k, (off_t)done);
+            if (r <= 0)
+                die("pread", NULL);
+            done += (size_t)r;
+        }
+        double t1 = now_ms();
+        sink ^= (unsigned char)p[n / 2];
+        munmap(p, (size_t)n);
+        close(fd);
+        printf("read-fresh ms=%.3f\n", t1 - t0);
     } else if (!strcmp(mode, "memcpy")) {
         FILE *f = fopen(file, "rb");
         if (!f)

@@ -36,6 +36,8 @@ void sdict_set_allocator(const sdict_allocator *alc) {
     }
 }
 
+bool sdict__allocator_is_default(void) { return g_alloc.malloc == libc_malloc; }
+
 void *sdict__malloc(size_t n) { return g_alloc.malloc(g_alloc.ctx, n ? n : 1); }
 
 void *sdict__calloc(size_t count, size_t size) {

@@ -37,6 +37,8 @@ void *sdict__calloc(size_t count, size_t size); /* overflow-checked */
 void *sdict__realloc(void *p, size_t n);
 void sdict__free(void *p);
 char *sdict__strndup(const char *s, size_t n); /* NUL-terminated copy */
+/** True while no custom allocator is installed (large storages may then use mmap directly). */
+bool sdict__allocator_is_default(void);
 
 /** Overflow-checked size arithmetic: return false on overflow. */
 static inline bool sdict__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
