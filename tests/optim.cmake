@@ -33,3 +33,23 @@ if(TARGET seed_multi_model)
       LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
   endforeach()
 endif()
+if(TARGET seed_print_state_dict)
+  add_test(NAME optim_interop_print_state_dict
+           COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py
+                   print_state_dict $<TARGET_FILE:seed_print_state_dict>
+                   ${CMAKE_CURRENT_BINARY_DIR}/optim_interop)
+  set_tests_properties(optim_interop_print_state_dict PROPERTIES
+    LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600)
+endif()
+# The recipe examples check themselves: seed_checkpoint fails unless training resumed from the
+# file equals training that never left memory; seed_inference fails unless the reloaded model's
+# eval output equals the original's (here on the torch-written examples/data/lenet.pt).
+if(TARGET seed_checkpoint AND TARGET seed_inference)
+  add_test(NAME optim_example_checkpoint
+           COMMAND seed_checkpoint --path ${CMAKE_CURRENT_BINARY_DIR}/optim_example_ckpt.tar)
+  add_test(NAME optim_example_inference
+           COMMAND seed_inference --weights ${CMAKE_SOURCE_DIR}/examples/data/lenet.pt
+                   --path ${CMAKE_CURRENT_BINARY_DIR}/optim_example_sd.pt)
+  set_tests_properties(optim_example_checkpoint optim_example_inference PROPERTIES
+    LABELS unit TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
+endif()

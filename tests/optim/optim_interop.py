@@ -23,6 +23,8 @@ usage: optim_interop.py CASE TRAIN_OR_MULTI WORKDIR
                        torch loads them into two modules (strict) and two optimizers.
   multi_t2c            torch writes such a file; seed_multi_model loads it and writes it back;
                        every tensor and hyperparameter is what torch wrote.
+  print_state_dict     seed_print_state_dict prints exactly what the recipe's print loops print
+                       in PyTorch for TheModelClass and SGD(lr=0.001, momentum=0.9).
 Dropout is off (p=0) everywhere. Exit 77 (skip) when torch is not importable.
 """
 import os
@@ -348,6 +350,25 @@ def case_multi(prog, work, direction):
     return errors
 
 
+def case_print(prog):
+    import contextlib
+    import io
+    model = Net()
+    optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print("Model's state_dict:")
+        for k in model.state_dict():
+            print(k, "\t", model.state_dict()[k].size())
+        print("Optimizer's state_dict:")
+        for k in optimizer.state_dict():
+            print(k, "\t", optimizer.state_dict()[k])
+    got = run([prog])
+    if got != buf.getvalue():
+        return [f"output differs:\n--- C\n{got}--- torch\n{buf.getvalue()}"]
+    return []
+
+
 def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
@@ -363,6 +384,8 @@ def main():
     elif case.startswith("xresume_"):
         _, direction, optname = case.split("_", 2)
         errors = case_xresume(prog, work, direction, optname)
+    elif case == "print_state_dict":
+        errors = case_print(prog)
     elif case.startswith("multi_"):
         errors = case_multi(prog, work, case.split("_", 1)[1])
     else:
