@@ -373,6 +373,7 @@ def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     case, prog, work = sys.argv[1:]
+    work = os.path.join(work, case)   # ctest runs cases in parallel: no shared files
     os.makedirs(work, exist_ok=True)
     torch.set_num_threads(1)
     if case.startswith("steps_"):
