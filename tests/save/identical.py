@@ -24,23 +24,8 @@ except Exception as e:  # noqa: BLE001 - any import failure means "no torch here
     sys.exit(77)
 
 
-class TheModelClass(nn.Module):
-    """LeNet from the PyTorch 'saving and loading models' tutorial."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(torch.relu(self.conv1(x)))
-        x = self.pool(torch.relu(self.conv2(x)))
-        x = x.view(-1, 16 * 5 * 5)
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "torch"))
+from recipe_net import TheModelClass  # noqa: E402
 
 
 class Tied(nn.Module):
