@@ -2,6 +2,7 @@
  act.c - activation buffers (sdict_act) and the small functional ops user forwards need,
  plus the error helper shared by the nn sources.
 */
+#include "nn_private.h"
 #include "statedict_nn.h"
 
 #include <stdarg.h>
@@ -9,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Shared by the nn sources (no private header: each file repeats this prototype). */
-sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt, ...);
 
 /* Fills the public error struct directly: the nn layer uses only the public API, and its
    errors concern modules rather than file records, so record is "" and offset -1. */

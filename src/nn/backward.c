@@ -5,6 +5,7 @@
  sdict_module.cache), adds parameter gradients into the grad tensors (+=, as autograd
  accumulates into .grad) and optionally produces dL/dx. Linear and Conv2d use cblas_sgemm.
 */
+#include "nn_private.h"
 #include "statedict_optim.h"
 
 #include <cblas.h>
@@ -12,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt, ...);
 
 static float *f32(const sdict_tensor *t) { return (float *)sdict_storage_data(t->storage); }
 
@@ -258,30 +258,18 @@ static sdict_status maxpool_bwd(const sdict_module *m, const sdict_act *x, const
     sdict_status st = check_dy(m, dy, 4, oshape, err);
     if (st != SDICT_OK || !dx) return st;
     if ((st = sdict_act_init(dx, SDICT_FLOAT32, 4, x->shape, err)) != SDICT_OK) return st;
-    const float *X = x->data, *D = dy->data;
+    int64_t *A = malloc((size_t)(N * C * OH * OW) * sizeof *A + 1);
+    if (!A) {
+        sdict_act_free(dx);
+        return sdict_nn__err(err, SDICT_E_NOMEM, "MaxPool2d backward: out of memory");
+    }
+    sdict_nn__maxpool2d_scan(c, x->data, N * C, H, W, OH, OW, NULL, A);
+    const float *D = dy->data;
     float *O = dx->data;
     for (int64_t p = 0; p < N * C; p++)
-        for (int64_t oh = 0; oh < OH; oh++)
-            for (int64_t ow = 0; ow < OW; ow++) {
-                float best = -INFINITY;
-                int64_t bi = -1;
-                for (int64_t i = 0; i < c->kernel[0]; i++) {
-                    int64_t ih = oh * c->stride[0] - c->padding[0] + i;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int64_t j = 0; j < c->kernel[1]; j++) {
-                        int64_t iw = ow * c->stride[1] - c->padding[1] + j;
-                        if (iw < 0 || iw >= W) continue;
-                        float v = X[(p * H + ih) * W + iw];
-                        if (v > best || v != v || bi < 0) {
-                            best = v;
-                            bi = ih * W + iw;
-                            if (v != v) goto done;
-                        }
-                    }
-                }
-            done:
-                if (bi >= 0) O[p * H * W + bi] += D[(p * OH + oh) * OW + ow];
-            }
+        for (int64_t k = 0; k < OH * OW; k++)
+            if (A[p * OH * OW + k] >= 0) O[p * H * W + A[p * OH * OW + k]] += D[p * OH * OW + k];
+    free(A);
     return SDICT_OK;
 }
 

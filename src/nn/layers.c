@@ -4,6 +4,7 @@
  In training mode each forward leaves in m->cache what a backward pass needs (see the
  sdict_module documentation in statedict_nn.h).
 */
+#include "nn_private.h"
 #include "statedict_nn.h"
 
 #include <cblas.h>
@@ -11,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt, ...);
 
 /*==================================================================================================
  MARK: Helpers
@@ -521,29 +521,13 @@ static sdict_status pool_output(sdict_module *m, const sdict_act *x, int64_t *OH
     return SDICT_OK;
 }
 
-static sdict_status maxpool_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
-                                    sdict_error *err) {
-    int64_t OH, OW;
-    sdict_status st = pool_output(m, x, &OH, &OW, err);
-    if (st != SDICT_OK) return st;
-    const sdict_module_config *c = &m->cfg;
-    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t shape[4] = {N, C, OH, OW};
-    if ((st = sdict_act_init(y, SDICT_FLOAT32, 4, shape, err)) != SDICT_OK) return st;
-    sdict_act arg = {0};
-    for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
-    if (m->training) {
-        st = sdict_act_copy(&m->cache[0], x, err);
-        if (st == SDICT_OK) st = sdict_act_init(&arg, SDICT_INT64, 4, shape, err);
-        if (st != SDICT_OK) {
-            sdict_act_free(y);
-            return st;
-        }
-    }
-    const float *X = x->data;
-    float *Y = y->data;
-    int64_t *A = arg.data;
-    for (int64_t p = 0; p < N * C; p++)
+/* Max over every pooling window of X ([NC, H, W] float32 planes) into Y ([NC, OH, OW]), and,
+   when A is not NULL, the flat in-plane index ih * W + iw of each window's maximum (the first
+   one on ties; NaN wins, as in torch's max pooling; -1 for a window entirely in the padding).
+   MaxPool2d's forward and backward (src/nn/backward.c) share it. */
+void sdict_nn__maxpool2d_scan(const sdict_module_config *c, const float *X, int64_t NC,
+                              int64_t H, int64_t W, int64_t OH, int64_t OW, float *Y, int64_t *A) {
+    for (int64_t p = 0; p < NC; p++)
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) {
                 float best = -INFINITY;
@@ -555,7 +539,6 @@ static sdict_status maxpool_forward(sdict_module *m, const sdict_act *x, sdict_a
                         int64_t iw = ow * c->stride[1] - c->padding[1] + j;
                         if (iw < 0 || iw >= W) continue;
                         float v = X[(p * H + ih) * W + iw];
-                        /* NaN wins, as in torch's max pooling */
                         if (v > best || v != v || bi < 0) {
                             best = v;
                             bi = ih * W + iw;
@@ -564,10 +547,32 @@ static sdict_status maxpool_forward(sdict_module *m, const sdict_act *x, sdict_a
                     }
                 }
             done:
-                Y[(p * OH + oh) * OW + ow] = best;
+                if (Y) Y[(p * OH + oh) * OW + ow] = best;
                 if (A) A[(p * OH + oh) * OW + ow] = bi;
             }
-    m->cache[1] = arg;
+}
+
+static sdict_status maxpool_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
+                                    sdict_error *err) {
+    int64_t OH, OW;
+    sdict_status st = pool_output(m, x, &OH, &OW, err);
+    if (st != SDICT_OK) return st;
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t shape[4] = {N, C, OH, OW};
+    if ((st = sdict_act_init(y, SDICT_FLOAT32, 4, shape, err)) != SDICT_OK) return st;
+    for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
+    /* training: cache[0] = input, cache[1] = argmax (see sdict_module.cache); backward
+       recomputes the argmax from the input, so a pool used twice (the recipe's Net) still gets
+       each use right */
+    if (m->training) {
+        st = sdict_act_copy(&m->cache[0], x, err);
+        if (st == SDICT_OK) st = sdict_act_init(&m->cache[1], SDICT_INT64, 4, shape, err);
+        if (st != SDICT_OK) {
+            sdict_act_free(y);
+            return st;
+        }
+    }
+    sdict_nn__maxpool2d_scan(&m->cfg, x->data, N * C, H, W, OH, OW, y->data, m->cache[1].data);
     return SDICT_OK;
 }
 

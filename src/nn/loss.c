@@ -1,12 +1,12 @@
 /*
  loss.c - nn.CrossEntropyLoss and nn.MSELoss (reduction 'mean') with their input gradients.
 */
+#include "nn_private.h"
 #include "statedict_optim.h"
 
 #include <math.h>
 #include <string.h>
 
-sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt, ...);
 
 sdict_status sdict_cross_entropy_loss(const sdict_act *logits, const sdict_act *targets,
                                       float *loss, sdict_act *dlogits, sdict_error *err) {

@@ -2,12 +2,12 @@
  models.c - ready-made models with PyTorch's module trees and key names: torchvision's
  resnet18, the PyTorch recipe's Net (LeNet-style) and the small Embedding MLP used by `infer`.
 */
+#include "nn_private.h"
 #include "statedict_nn.h"
 
 #include <stdio.h>
 #include <string.h>
 
-sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt, ...);
 
 /* Runs child `name` of m on x into y. */
 static sdict_status run(sdict_module *m, const char *name, const sdict_act *x, sdict_act *y,

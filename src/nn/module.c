@@ -3,15 +3,13 @@
  load_state_dict (torch 1.13's Module._load_from_state_dict and load_state_dict, message text
  included) and consume_prefix_in_state_dict_if_present.
 */
+#include "nn_private.h"
 #include "statedict_nn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt, ...);
-sdict_status sdict_nn__tensor_alloc(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
-                                    const int64_t *shape, sdict_error *err);
 
 static char *dup_str(const char *s) {
     size_t n = strlen(s) + 1;

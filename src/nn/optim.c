@@ -6,6 +6,7 @@
  the scalars (bias corrections, step sizes) are computed in double as Python does, element
  math is float32, so C and torch agree to rounding (tests use 1e-5 relative).
 */
+#include "nn_private.h"
 #include "statedict_optim.h"
 
 #include <math.h>
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt, ...);
 
 /* Per-parameter state. `has` mirrors torch's "state[p] is not empty": it becomes true at the
    first step (SGD with momentum 0 then holds momentum_buffer=None, i.e. buf == NULL). */
