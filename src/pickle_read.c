@@ -252,6 +252,7 @@ typedef struct vm {
     size_t memo_len, memo_cap;
     hmap memo;              /* memo slots far beyond memo_len */
     size_t memo_count;      /* slots set, in both */
+    uint64_t entries;       /* items put into containers so far (count_entry) */
     hmap tagmap; /* value address -> index into tags */
     tag *tags;
     size_t ntags, tcap;
@@ -474,7 +475,23 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
     return SDICT_OK;
 }
 
+/* Every item put into a container counts. Values are bounded by max_values as they are made,
+   but REDUCE can copy a whole list into a new set or OrderedDict for one opcode byte, again and
+   again: so container entries are bounded too, by max_values and by 2 per pickle byte (a real
+   pickle spends at least one opcode byte per entry it adds), which keeps memory proportional
+   to the input. */
+static sdict_status count_entry(vm *m) {
+    uint64_t cap = 2 * (uint64_t)m->n + 65536;
+    if (cap > m->u->limits->max_values)
+        cap = m->u->limits->max_values;
+    if (++m->entries > cap)
+        return fail(m, SDICT_E_LIMIT, "more than %llu container entries (max_values, or 2 per "
+                    "byte of a %zu-byte pickle)", (unsigned long long)cap, m->n);
+    return SDICT_OK;
+}
+
 static sdict_status seq_add(vm *m, sdict_value *seq, sdict_value *item) {
+    TRY(count_entry(m));
     sdict_kind k = sdict_value_kind(seq);
     if (k == SDICT_KIND_SET)
         TRY(check_hashable(m, item));
@@ -490,6 +507,7 @@ static sdict_status seq_add(vm *m, sdict_value *seq, sdict_value *item) {
 }
 
 static sdict_status dict_put(vm *m, sdict_value *d, sdict_value *key, sdict_value *val) {
+    TRY(count_entry(m));
     TRY(check_hashable(m, key));
     TRY(check_data(m, val, "dict"));
     sdict_status st = sdict_dict_set(d, key, val);
@@ -1410,6 +1428,13 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             continue;
         }
         sdict_value *c = child(top->v, top->next++);
+        if (c && !m->u->scan && tag_of(m, c)) {
+            /* a callable or placeholder got into the result inside a tuple (direct items of
+               lists, dicts and sets are refused as they are added) */
+            st = fail(m, SDICT_E_PICKLE_TYPE, "the result holds the callable '%s', not data",
+                      sdict_str_get(c, NULL));
+            goto out;
+        }
         if (!is_container(c)) {
             top->size += c != NULL;
             continue;
@@ -1630,6 +1655,11 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
             n = (uint64_t)sn;
         }
         TRY(check_len(m, n));
+        /* Python refuses int <-> str past 4300 digits (1786 bytes); anything longer is no
+           checkpoint's, and printing it exactly would cost quadratic time */
+        if (n > 1786)
+            return fail(m, SDICT_E_LIMIT, "integer of %llu bytes (more than Python's 4300 "
+                        "decimal digits)", (unsigned long long)n);
         v = sdict__int_from_le_bytes(m->doc, p + m->pos, (size_t)n);
         m->pos += (size_t)n;
         return push(m, v);

@@ -238,7 +238,8 @@ sdict_status sdict__source_open_file(sdict__source *src, const char *path, bool 
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "path is NULL");
     int fd;
     do {
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return io_err(err, "cannot open", path, errno);
@@ -252,9 +253,15 @@ sdict_status sdict__source_open_file(sdict__source *src, const char *path, bool 
         close(fd);
         return io_err(err, "cannot read", path, EISDIR);
     }
+    if (!S_ISREG(st.st_mode)) {
+        /* FIFOs, sockets and devices: torch.load needs a seekable file too, and a device such
+           as /dev/zero has no end to check sizes against */
+        close(fd);
+        return sdict__err(err, SDICT_E_IO, NULL, -1, "%s is not a regular file", path);
+    }
     src->fd = fd;
     src->size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
-    if (!map || src->size == 0 || src->size > SIZE_MAX || !S_ISREG(st.st_mode))
+    if (!map || src->size == 0 || src->size > SIZE_MAX)
         return SDICT_OK;
 
     sdict__mapping *m = sdict__malloc(sizeof *m);

@@ -470,6 +470,19 @@ static sdict_status check_locals(sdict__zip *z, uint64_t cd_off, sdict_error *er
                               "local header name (%u bytes) differs from the central directory "
                               "name (%zu bytes)",
                               lnlen, nlen);
+        /* A stored record's two sizes must agree (else a mapped storage of `size` bytes would
+           run into the records that follow), and a deflated one cannot inflate beyond
+           deflate's maximum ratio (about 1032:1): storages are sized from `size` before any
+           inflating, so a lie there must not be able to reserve gigabytes. */
+        if (e->method == 0 && e->comp_size != e->size)
+            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
+                              "stored record has compressed size %llu but size %llu",
+                              (unsigned long long)e->comp_size, (unsigned long long)e->size);
+        if (e->method == 8 && e->size / 1032 > e->comp_size + 64)
+            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
+                              "deflated record of %llu bytes claims to inflate to %llu bytes, "
+                              "beyond deflate's maximum ratio",
+                              (unsigned long long)e->comp_size, (unsigned long long)e->size);
         uint64_t data_end;
         e->data_offset = lend + lxlen;
         if (!sdict__add_u64(e->data_offset, e->comp_size, &data_end) || data_end > cd_off)

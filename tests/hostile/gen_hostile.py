@@ -164,6 +164,17 @@ laughs = P2 + EMPTY_LIST + b'q\x00'
 for i in range(60):
     laughs += EMPTY_LIST + MARK + b'h' + bytes([i]) + b'h' + bytes([i]) + b'e' + b'q' + bytes([i + 1])
 add('billion_laughs', torch_zip(laughs + STOP), 'SDICT_E_LIMIT')
+# an integer of 1 MiB (printing it exactly would take quadratic time)
+add('huge_int', torch_zip(P2 + EMPTY_DICT + U('big') + b'\x8b' + struct.pack('<i', 1 << 20) + b'\x11' * (1 << 20) +
+    SETITEM + STOP), 'SDICT_E_LIMIT')
+# OrderedDict(pairs) called again and again on one memoized list of 100,000 pairs: each REDUCE
+# copies them all for 7 bytes of pickle
+pairs = EMPTY_LIST + MARK + b''.join(MARK + b'J' + struct.pack('<i', i) + NONE + b'l' for i in range(100000)) + b'e' + b'q\x00'
+add('odict_copy_amplification', torch_zip(P2 + G('collections', 'OrderedDict') + b'q\x01' + b'0' + pairs + b'0' +
+    b'h\x01h\x00\x85R0' * 2000 + EMPTY_DICT + STOP), 'SDICT_E_LIMIT')
+# a callable smuggled into the result inside a tuple
+add('callable_in_tuple', torch_zip(P2 + EMPTY_DICT + U('a') + MARK + G('torch._utils', '_rebuild_tensor_v2') + b'\x85l' +
+    SETITEM + STOP), TYPE)
 add('binpersid_not_tuple', torch_zip(P2 + I(7) + b'Q' + STOP), 'SDICT_E_PICKLE_TYPE,SDICT_E_STORAGE,SDICT_E_FORMAT')
 add('persid_wrong_tag', torch_zip(P2 + T(U('module'), G('torch', 'FloatStorage'), U('0'), U('cpu'), I(1)) + b'Q' + STOP,
                                   {'0': b'\0' * 4}), 'SDICT_E_PICKLE_TYPE,SDICT_E_STORAGE,SDICT_E_UNSUPPORTED')
@@ -233,6 +244,23 @@ add('zip_empty_archive', plain_zip({}), ZC + ',SDICT_E_FORMAT,SDICT_E_NOT_FOUND'
 add('zip_no_data_pkl', plain_zip({'archive/version': b'3\n'}), 'SDICT_E_FORMAT,SDICT_E_NOT_FOUND')
 add('zip_bad_version', plain_zip({'a/data.pkl': state_dict(), 'a/version': b'99\n'}), 'SDICT_E_VERSION')
 add('zip_bad_byteorder', torch_zip(state_dict(), extra={'archive/byteorder': b'middle'}), 'SDICT_E_FORMAT,SDICT_E_ZIP_CORRUPT')
+
+# regressions from adversarial review: records whose sizes disagree
+def cd_entry(data, name):
+    """Offset of the central-directory entry for name."""
+    i = data.index(b'PK\x01\x02')
+    while data[i + 46:i + 46 + len(name)] != name.encode():
+        i = data.index(b'PK\x01\x02', i + 4)
+    return i
+st = torch_zip(state_dict(('w', tensor('0', 40, 0, (40,), (1,), 'ByteStorage'))), {'0': b''})
+add('zip_stored_sizes_disagree', patched(st, cd_entry(st, 'archive/data/0') + 24, '<I', 40), 'SDICT_E_ZIP_CORRUPT')
+b = io.BytesIO()
+with zipfile.ZipFile(b, 'w') as z:
+    z.writestr('archive/data.pkl', state_dict(('w', tensor('0', 2**30 - 1, 0, (2**30 - 1,), (1,)))))
+    z.writestr(zipfile.ZipInfo('archive/data/0'), b'\0' * 1024, compress_type=zipfile.ZIP_DEFLATED)
+    z.writestr('archive/version', b'3\n')
+bomb = b.getvalue()
+add('zip_deflate_size_lie', patched(bomb, cd_entry(bomb, 'archive/data/0') + 24, '<I', 4 * (2**30 - 1)), 'SDICT_E_ZIP_CORRUPT')
 
 # ---- 8. legacy stream: every header field corrupted ----------------------------------------------
 sd_legacy = P2 + EMPTY_DICT + U('w') + G('torch._utils', '_rebuild_tensor_v2') + MARK + legacy_pid('1', 4) + I(0) + \
