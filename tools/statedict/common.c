@@ -442,9 +442,17 @@ void fmt_value(cli_buf *b, const sdict_value *v, size_t max_items) {
 
 void fmt_key(cli_buf *b, const sdict_value *key) {
     if (sdict_value_kind(key) == SDICT_KIND_STR) {
+        /* Control characters (newlines, NUL, terminal escapes) are written as \xNN, so a key
+           cannot forge output lines or reach the terminal; show resolves the same text. */
         size_t len = 0;
         const char *s = sdict_str_get(key, &len);
-        buf_putn(b, s ? s : "", s ? len : 0);
+        for (size_t i = 0; s && i < len; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c < 0x20 || c == 0x7f)
+                buf_printf(b, "\\x%02x", c);
+            else
+                buf_putn(b, s + i, 1);
+        }
     } else {
         fmt_value(b, key, 16);
     }
