@@ -154,6 +154,25 @@ bool is_scalar_seq(const sdict_value *v);
 typedef void (*leaf_fn)(void *ctx, const char *path, const sdict_value *v);
 bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx);
 
+/** Walks a tensor's elements in C order in pieces of at most max_elems elements, each piece a
+    view of the same storage (no copy): the outer dimensions advance like an odometer, each step
+    covering the innermost dimensions that fit, or a run of the innermost one. dump and diff
+    use it so that memory stays bounded whatever the shape (a huge single row, stride 0). */
+typedef struct cli_chunker {
+    int32_t split;                   /* dimension cut into runs; -1: the whole tensor fits */
+    int64_t run;                     /* elements of dimension `split` per piece */
+    int64_t idx[SDICT_MAX_DIMS];     /* position in dimensions 0..split */
+    bool done;
+} cli_chunker;
+void cli_chunker_init(cli_chunker *c, const sdict_tensor *t, int64_t max_elems);
+/** The current piece of t (or of any tensor with t's shape) as a view; false when done. */
+bool cli_chunk_view(const cli_chunker *c, const sdict_tensor *t, sdict_tensor *view);
+void cli_chunker_next(cli_chunker *c, const sdict_tensor *t);
+/** Refuses (SDICT_E_LIMIT, filling err) a tensor whose elements span far more bytes than its
+    storage holds (stride-0 expansion: a 500-byte file can describe 2^58 elements), so that
+    hashing or comparing element by element stays proportional to the input. */
+sdict_status cli_check_expansion(const sdict_tensor *t, sdict_error *err);
+
 /** Deepest nesting the walkers follow (the loader allows 1000). */
 #define CLI_MAX_DEPTH 4096
 

@@ -191,27 +191,24 @@ static cmp_mode mode_for(sdict_dtype a, sdict_dtype b) {
  representation: doubles (CM_FLOAT), int64 (CM_INT), uint64 (CM_UINT) or (re, im) double pairs
  (CM_COMPLEX). The slice is a strided view, so any layout works and memory stays bounded.
 */
-static sdict_status fetch(const sdict_tensor *t, int64_t r, int64_t k, cmp_mode mode, void *out,
-                          size_t n_elems, sdict_error *err) {
-    sdict_tensor s = *t;
-    if (t->ndim) {
-        s.shape[0] = k;
-        s.storage_offset = t->storage_offset + r * t->stride[0];
-    }
+/* Elements of the piece s of a tensor as int64, uint64, float64 or complex128 (per mode). */
+static sdict_status fetch(const sdict_tensor *s, cmp_mode mode, void *out, size_t n_elems,
+                          sdict_error *err) {
+    const sdict_tensor *t = s;
     size_t esize = sdict_dtype_size(t->dtype);
     if (mode == CM_INT)
-        return sdict_tensor_copy_to(&s, SDICT_INT64, out, n_elems * 8, err);
+        return sdict_tensor_copy_to(s, SDICT_INT64, out, n_elems * 8, err);
     if (mode == CM_UINT)
-        return sdict_tensor_copy_to(&s, SDICT_UINT64, out, n_elems * 8, err);
+        return sdict_tensor_copy_to(s, SDICT_UINT64, out, n_elems * 8, err);
     if (mode == CM_FLOAT && !is_float8(t->dtype))
-        return sdict_tensor_copy_to(&s, SDICT_FLOAT64, out, n_elems * 8, err);
+        return sdict_tensor_copy_to(s, SDICT_FLOAT64, out, n_elems * 8, err);
     if (mode == CM_COMPLEX && t->dtype == SDICT_COMPLEX128)
-        return sdict_tensor_copy_to(&s, t->dtype, out, n_elems * 16, err);
+        return sdict_tensor_copy_to(s, t->dtype, out, n_elems * 16, err);
     /* float8, complex64, complex32: copy in the own dtype, then widen */
     unsigned char *raw = malloc(n_elems * esize + 1);
     if (!raw)
         return SDICT_E_NOMEM;
-    sdict_status st = sdict_tensor_copy_to(&s, t->dtype, raw, n_elems * esize, err);
+    sdict_status st = sdict_tensor_copy_to(s, t->dtype, raw, n_elems * esize, err);
     double *d = out;
     for (size_t i = 0; st == SDICT_OK && i < n_elems; i++) {
         if (is_float8(t->dtype)) {
@@ -258,24 +255,25 @@ static void account(tensor_cmp *c, double absdiff, double babs, bool same, doubl
 static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b, cmp_mode mode,
                                     double rtol, double atol, tensor_cmp *out, sdict_error *err) {
     memset(out, 0, sizeof *out);
-    int64_t rows = a->ndim ? a->shape[0] : 1;
-    int64_t numel = sdict_tensor_numel(a);
-    if (numel == 0)
+    if (sdict_tensor_numel(a) == 0)
         return SDICT_OK;
-    int64_t row_elems = numel / rows;
-    int64_t per = row_elems >= CHUNK_ELEMS ? 1 : CHUNK_ELEMS / row_elems;
-    if (per > rows)
-        per = rows;
+    sdict_status st = cli_check_expansion(a, err);
+    if (st == SDICT_OK)
+        st = cli_check_expansion(b, err);
+    if (st != SDICT_OK)
+        return st;
     size_t width = mode == CM_COMPLEX ? 16 : 8;
-    size_t cap = (size_t)(per * row_elems);
-    unsigned char *ba = malloc(cap * width), *bb = malloc(cap * width);
-    sdict_status st = (ba && bb) ? SDICT_OK : SDICT_E_NOMEM;
-    for (int64_t r = 0; st == SDICT_OK && r < rows; r += per) {
-        int64_t k = rows - r < per ? rows - r : per;
-        size_t n = (size_t)(k * row_elems);
-        st = fetch(a, r, k, mode, ba, n, err);
+    unsigned char *ba = malloc((size_t)CHUNK_ELEMS * width), *bb = malloc((size_t)CHUNK_ELEMS * width);
+    st = (ba && bb) ? SDICT_OK : SDICT_E_NOMEM;
+    cli_chunker c;
+    sdict_tensor pa, pb;
+    for (cli_chunker_init(&c, a, CHUNK_ELEMS); st == SDICT_OK && cli_chunk_view(&c, a, &pa);
+         cli_chunker_next(&c, a)) {
+        cli_chunk_view(&c, b, &pb);
+        size_t n = (size_t)sdict_tensor_numel(&pa);
+        st = fetch(&pa, mode, ba, n, err);
         if (st == SDICT_OK)
-            st = fetch(b, r, k, mode, bb, n, err);
+            st = fetch(&pb, mode, bb, n, err);
         for (size_t i = 0; st == SDICT_OK && i < n; i++) {
             if (mode == CM_INT || mode == CM_UINT) {
                 double absdiff, babs;
@@ -452,7 +450,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
                 report_only(&c, "B", &lb.items[i]);
         if (c.ndiff)
             printf("%zu difference%s\n", c.ndiff, c.ndiff == 1 ? "" : "s");
-        else
+        else if (!c.failed)
             printf("no differences\n");
         rc = c.failed ? CLI_EXIT_BAD_INPUT : c.ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
     }

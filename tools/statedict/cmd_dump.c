@@ -65,25 +65,20 @@ static sdict_status hash_tensor(const sdict_tensor *t, struct sha256_ctx *h, sdi
         sha256_update(h, total, sdict_tensor_data(t));
         return SDICT_OK;
     }
+    sdict_status st = cli_check_expansion(t, err);
+    if (st != SDICT_OK)
+        return st;
     size_t unit = is_complex(t->dtype) ? esize / 2 : esize;
-    sdict_tensor slice = *t;
-    int64_t rows = t->ndim ? t->shape[0] : 1;
-    size_t row_bytes = t->ndim ? total / (size_t)rows : total;
-    int64_t per = row_bytes >= HASH_CHUNK_BYTES ? 1 : (int64_t)(HASH_CHUNK_BYTES / row_bytes);
-    if (per > rows)
-        per = rows;
-    unsigned char *buf = malloc(row_bytes * (size_t)per);
+    int64_t max_elems = (int64_t)(HASH_CHUNK_BYTES / esize);
+    unsigned char *buf = malloc(total < HASH_CHUNK_BYTES ? total : HASH_CHUNK_BYTES);
     if (!buf)
         return SDICT_E_NOMEM;
-    sdict_status st = SDICT_OK;
-    for (int64_t r = 0; r < rows && st == SDICT_OK; r += per) {
-        int64_t k = rows - r < per ? rows - r : per;
-        size_t nb = row_bytes * (size_t)k;
-        if (t->ndim) {
-            slice.shape[0] = k;
-            slice.storage_offset = t->storage_offset + r * t->stride[0];
-        }
-        st = sdict_tensor_copy_to(&slice, t->dtype, buf, nb, err);
+    cli_chunker c;
+    sdict_tensor piece;
+    for (cli_chunker_init(&c, t, max_elems); st == SDICT_OK && cli_chunk_view(&c, t, &piece);
+         cli_chunker_next(&c, t)) {
+        size_t nb = sdict_tensor_nbytes(&piece);
+        st = sdict_tensor_copy_to(&piece, t->dtype, buf, nb, err);
         if (st == SDICT_OK) {
             if (!le)
                 byteswap_units(buf, nb, unit);

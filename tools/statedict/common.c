@@ -623,3 +623,74 @@ char *cli_strdup(const char *s) {
         memcpy(p, s, n);
     return p;
 }
+
+/* ---- chunked element walks ---------------------------------------------------------------- */
+
+void cli_chunker_init(cli_chunker *c, const sdict_tensor *t, int64_t max_elems) {
+    memset(c, 0, sizeof *c);
+    int64_t inner = 1;
+    int32_t d = t->ndim;
+    c->done = sdict_tensor_numel(t) == 0; /* else every size is >= 1 */
+    while (!c->done && d > 0 && t->shape[d - 1] <= max_elems / inner) {
+        inner *= t->shape[d - 1];
+        d--;
+    }
+    c->split = d - 1; /* dimensions split+1.. fit whole; split itself is cut into runs */
+    c->run = max_elems / inner; /* >= 1: inner never exceeds max_elems */
+}
+
+bool cli_chunk_view(const cli_chunker *c, const sdict_tensor *t, sdict_tensor *view) {
+    if (c->done)
+        return false;
+    *view = *t;
+    if (c->split < 0)
+        return true;
+    int64_t off = t->storage_offset;
+    for (int32_t j = 0; j <= c->split; j++)
+        off += c->idx[j] * t->stride[j];
+    int64_t left = t->shape[c->split] - c->idx[c->split];
+    view->ndim = t->ndim - c->split;
+    view->shape[0] = left < c->run ? left : c->run;
+    view->stride[0] = t->stride[c->split];
+    for (int32_t j = 1; j < view->ndim; j++) {
+        view->shape[j] = t->shape[c->split + j];
+        view->stride[j] = t->stride[c->split + j];
+    }
+    view->storage_offset = off;
+    return true;
+}
+
+void cli_chunker_next(cli_chunker *c, const sdict_tensor *t) {
+    if (c->split < 0) {
+        c->done = true;
+        return;
+    }
+    c->idx[c->split] += c->run;
+    for (int32_t j = c->split; j >= 0; j--) {
+        if (c->idx[j] < t->shape[j])
+            return;
+        if (j == 0) {
+            c->done = true;
+            return;
+        }
+        c->idx[j] = 0;
+        c->idx[j - 1] += 1;
+    }
+}
+
+sdict_status cli_check_expansion(const sdict_tensor *t, sdict_error *err) {
+    uint64_t logical = sdict_tensor_nbytes(t);
+    uint64_t stored = t->storage ? sdict_storage_nbytes(t->storage) : 0;
+    if (logical <= (1ull << 30) || logical / 64 <= stored)
+        return SDICT_OK;
+    if (err) {
+        memset(err, 0, sizeof *err);
+        err->code = SDICT_E_LIMIT;
+        err->offset = -1;
+        snprintf(err->message, sizeof err->message,
+                 "tensor spans %llu bytes of elements over a storage of %llu bytes (stride-0 "
+                 "expansion beyond 64x): too large to walk element by element",
+                 (unsigned long long)logical, (unsigned long long)stored);
+    }
+    return SDICT_E_LIMIT;
+}
