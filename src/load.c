@@ -1057,7 +1057,7 @@ static sdict_status tar_storages(loader *L, const uint8_t *d, size_t n, sdict_er
             if (host_big_endian())
                 swap_payload(sdict_storage_data(s), (size_t)nbytes, dtype);
         }
-        cache_ent *e;
+        cache_ent *e = NULL;
         if ((st = cache_storage(L, key, s, dtype, (int64_t)numel, &e, err)) != SDICT_OK)
             return st;
         e->root = e->filled = true;
@@ -1243,8 +1243,8 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
                               "malformed legacy tar checkpoint: no '%s' member (a torch < 0.4 tar "
                               "has sys_info, pickle, tensors and storages)", want[i]);
     /* torch reads storages, then tensors, then the main pickle. */
-    const uint8_t *d;
-    uint8_t *owned;
+    const uint8_t *d = NULL;
+    uint8_t *owned = NULL;
     sdict_status st = member_bytes(L, &mem[3], "tar:storages", &d, &owned, err);
     if (st != SDICT_OK)
         return st;

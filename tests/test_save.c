@@ -91,7 +91,7 @@ static int count_entries(const char *dir, const char *needle, bool remove) {
     assert_non_null(d);
     int count = 0;
     struct dirent *e;
-    char p[512];
+    char p[4096 + 256 + 2]; /* dir (a temp path) + d_name + separator + NUL */
     while ((e = readdir(d))) {
         if (strstr(e->d_name, needle)) {
             count++;

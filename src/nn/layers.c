@@ -554,7 +554,7 @@ void sdict_nn__maxpool2d_scan(const sdict_module_config *c, const float *X, int6
 
 static sdict_status maxpool_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
                                     sdict_error *err) {
-    int64_t OH, OW;
+    int64_t OH = 0, OW = 0;
     sdict_status st = pool_output(m, x, &OH, &OW, err);
     if (st != SDICT_OK) return st;
     int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
@@ -578,7 +578,7 @@ static sdict_status maxpool_forward(sdict_module *m, const sdict_act *x, sdict_a
 
 static sdict_status avgpool_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
                                     sdict_error *err) {
-    int64_t OH, OW;
+    int64_t OH = 0, OW = 0;
     sdict_status st = pool_output(m, x, &OH, &OW, err);
     if (st != SDICT_OK) return st;
     const sdict_module_config *c = &m->cfg;
