@@ -164,7 +164,8 @@ typedef enum sdict_dtype {
 SDICT_API const char *sdict_dtype_name(sdict_dtype dtype);
 /** Bytes per element (bool 1, complex64 8); 0 for an invalid dtype. */
 SDICT_API size_t sdict_dtype_size(sdict_dtype dtype);
-/** Parses a torch dtype name ("float32", also "torch.float32"); SDICT_E_DTYPE if unknown. */
+/** Parses a torch dtype name ("float32", also "torch.float32" and torch's aliases "float",
+    "half", "double", "long", "int", "short", "cfloat", "cdouble"); SDICT_E_DTYPE if unknown. */
 SDICT_API sdict_status sdict_dtype_from_name(const char *name, sdict_dtype *out);
 /** Legacy storage class ("FloatStorage"), or NULL for dtypes that only exist via
     UntypedStorage + _rebuild_tensor_v3 (uint16/32/64, float8 types, complex32). */
@@ -249,9 +250,11 @@ SDICT_API sdict_status sdict_tensor_init(sdict_tensor *t, sdict_dtype dtype, int
                                          const int64_t *shape, sdict_storage *storage,
                                          sdict_error *err);
 
-/** Number of elements (product of shape; 1 for 0-dim, 0 if any size is 0). Like numel(). */
+/** Number of elements (product of shape; 1 for 0-dim, 0 if any size is 0), like numel();
+    -1 when the shape is malformed (a negative size, or a product past int64). */
 SDICT_API int64_t sdict_tensor_numel(const sdict_tensor *t);
-/** numel * element size, in bytes: the size of a contiguous copy (not of the storage). */
+/** numel * element size, in bytes: the size of a contiguous copy (not of the storage); 0 for
+    a malformed shape. */
 SDICT_API size_t sdict_tensor_nbytes(const sdict_tensor *t);
 /** True when strides are torch's default contiguous strides (sizes of 1 or 0 ignored, as
     torch's is_contiguous() does). */
@@ -273,8 +276,11 @@ SDICT_API sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *er
 /**
  Copies the tensor's elements in C-contiguous order into dst (dst_bytes must be at least
  sdict_tensor_nbytes(t)), following strides, converting to dtype `to` (the same as t->dtype
- for a plain copy). Conversions follow torch's Tensor.to(): floats to ints truncate toward zero,
- to bool is != 0, complex to real keeps the real part. Supported for every pair among
+ for a plain copy). Conversions follow torch's Tensor.to(): floats to ints truncate toward zero
+ (NaN and out-of-range values give INT64_MIN, then wrap for narrower types), to bool is != 0,
+ complex to real keeps the real part; float16 and bfloat16 round to nearest even from the exact
+ source value (torch 1.13 rounds float64 through float32 first, so about 3 in 100,000 float64
+ values differ from torch's by one unit in the last place). Supported for every pair among
  float64/32/16, bfloat16, int8/16/32/64, uint8/16/32/64, bool; complex only to the same dtype;
  float8 types only to themselves. Errors: SDICT_E_INVALID_ARG (dst too small), SDICT_E_DTYPE
  (unsupported pair), SDICT_E_STORAGE (meta tensor).
