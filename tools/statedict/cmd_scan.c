@@ -56,7 +56,8 @@ int cmd_scan(const cli_cmd *cmd, const cli_args *args) {
         }
         if (c.refused)
             rc = CLI_EXIT_DIFFERENT;
-        printf("%s: %zu globals, %zu refused%s\n", c.path, c.total, c.refused,
+        printf("%s: %zu global%s, %zu refused%s\n", c.path, c.total, c.total == 1 ? "" : "s",
+               c.refused,
                st != SDICT_OK ? ", scan incomplete" : "");
         /* a refusal anywhere (1) outranks a file that could not be scanned (3) */
         if (rc == CLI_EXIT_DIFFERENT || (rc == CLI_EXIT_BAD_INPUT && worst == CLI_EXIT_OK))

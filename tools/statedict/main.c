@@ -13,8 +13,9 @@ static const cli_cmd commands[] = {
     {"ls", cmd_ls, "list every tensor (key, dtype, shape, bytes) and non-tensor leaf with its value",
      "ls [--json] [LOAD OPTIONS] FILE",
      "  Keys are dotted paths (model_state_dict.conv1.weight, optimizer_state_dict.state.0.exp_avg);\n"
-     "  list items appear by index. Marks: non-contiguous (with strides), shared=KEY (storage used\n"
-     "  by several tensors), meta (no data), param (nn.Parameter), grad (requires_grad).\n"
+     "  list items appear by index. Marks: non-contiguous (with strides), shared=KEY[@OFFSET]\n"
+     "  (the file's storage key, used by several tensors; @OFFSET: this tensor's storage_offset in\n"
+     "  elements), meta (no data), param (nn.Parameter), grad (requires_grad).\n"
      "  The last line sums tensors and bytes and names the format.\n",
      CLI_OPT_LOAD | CLI_OPT_JSON, 1, 1},
     {"dump", cmd_dump, "print the whole tree as one canonical JSON document",
