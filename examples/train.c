@@ -331,7 +331,7 @@ int main(int argc, char **argv) {
             rc = fail("evaluation", &err);
             goto done;
         }
-        printf("eval accuracy %.4f (%lld of %lld samples, %lld..%lld, right in eval mode)\n", acc,
+        printf("eval accuracy %.4f (%lld of %lld samples %lld..%lld right, in eval mode)\n", acc,
                (long long)(acc * (double)(eb - ea) + 0.5), (long long)(eb - ea), (long long)ea,
                (long long)eb - 1);
     }
