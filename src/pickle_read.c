@@ -17,8 +17,10 @@
  before anything is allocated. The memo is a dense array plus a hash for far indices, so
  LONG_BINPUT 4e9 costs one slot. Errors carry the opcode's byte offset and its pickletools name.
 */
+#define _POSIX_C_SOURCE 200809L /* newlocale, uselocale */
 #include "internal.h"
 
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -708,6 +710,42 @@ static sdict_status string_op(vm *m, const char *s, size_t len, sdict_value **ou
 }
 
 /* UNICODE: raw-unicode-escape, i.e. latin-1 bytes plus \uXXXX and \UXXXXXXXX escapes. */
+/* Python's pickle decodes BINUNICODE with 'utf-8' and 'surrogatepass': well-formed UTF-8,
+   where encoded surrogates (ED A0..BF xx) are allowed too. Returns the offset of the first
+   byte that breaks it, or len when the text is valid. */
+static size_t utf8_invalid_at(const uint8_t *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            n = 1, cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2, cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3, cp = c & 0x07;
+        } else {
+            return i;
+        }
+        if (len - i <= n)
+            return i;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        /* overlong forms and code points past U+10FFFF */
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 static sdict_status unicode_op(vm *m, const char *s, size_t len, sdict_value **out) {
     uint8_t *b = sdict__malloc(len * 2 + 4);
     if (!b)
@@ -746,8 +784,16 @@ static sdict_status float_text(vm *m, const char *s, size_t len, sdict_value **o
         return fail(m, SDICT_E_PICKLE_OPCODE, "float literal of %zu bytes", len);
     memcpy(buf, s, len);
     buf[len] = '\0';
+    /* strtod follows LC_NUMERIC, which the calling program may have set to a locale whose
+       decimal point is ','; pickle text always uses '.', so parse in the C locale */
+    locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (c_locale == (locale_t)0)
+        return nomem(m);
+    locale_t old = uselocale(c_locale);
     char *end = NULL;
     double d = strtod(buf, &end);
+    uselocale(old);
+    freelocale(c_locale);
     if (end != buf + len)
         return fail(m, SDICT_E_PICKLE_OPCODE, "invalid float literal \"%s\"", buf);
     NEWV(*out, sdict_float_new(m->doc, d));
@@ -1717,8 +1763,14 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
             TRY(latin1_str(m, data, (size_t)n, &v));
             return push(m, v);
         }
-        if (m->op == OP_SHORT_BINUNICODE || m->op == OP_BINUNICODE || m->op == OP_BINUNICODE8)
+        if (m->op == OP_SHORT_BINUNICODE || m->op == OP_BINUNICODE || m->op == OP_BINUNICODE8) {
+            size_t bad = utf8_invalid_at(data, (size_t)n);
+            if (bad != (size_t)n)
+                return fail(m, SDICT_E_PICKLE_OPCODE, "string is not UTF-8: byte %zu of %llu is "
+                            "0x%02x (Python's unpickler raises UnicodeDecodeError)", bad,
+                            (unsigned long long)n, data[bad]);
             return push(m, sdict_str_new(m->doc, (const char *)data, (size_t)n));
+        }
         return push(m, sdict_bytes_new(m->doc, data, (size_t)n));
     }
     case OP_STRING:

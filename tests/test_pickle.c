@@ -373,6 +373,25 @@ static void test_refused_globals(void **state) {
     FAIL("\x80\x02\x82\x01.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 2); /* EXT1 */
 }
 
+/* BINUNICODE text must be UTF-8 as Python's unpickler decodes it ('utf-8', 'surrogatepass'). */
+static void test_utf8(void **state) {
+    (void)state;
+    FAIL("\x80\x04\x8c\x02\xc3\xa9\x8c\x01\xff.", false, SDICT_E_PICKLE_OPCODE, 6); /* 0xff */
+    FAIL("\x80\x04\x8c\x02\xc0\x80.", false, SDICT_E_PICKLE_OPCODE, 2);  /* overlong NUL */
+    FAIL("\x80\x04\x8c\x02\xe2\x82.", false, SDICT_E_PICKLE_OPCODE, 2);  /* cut sequence */
+    FAIL("\x80\x04\x8c\x04\xf4\x90\x80\x80.", false, SDICT_E_PICKLE_OPCODE, 2); /* > U+10FFFF */
+    FAIL("X\x01\x00\x00\x00\x80.", false, SDICT_E_PICKLE_OPCODE, 0);      /* lone continuation */
+    /* accepted: 2-, 3- and 4-byte forms, and an encoded surrogate (surrogatepass) */
+    const char ok[] = "\x80\x04\x8c\x0c\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xed\xa0\x80.";
+    run r;
+    unpickle(&r, ok, sizeof ok - 1, false);
+    assert_int_equal(r.st, SDICT_OK);
+    size_t len = 0;
+    assert_non_null(sdict_str_get(r.v, &len));
+    assert_int_equal(len, 12);
+    done(&r);
+}
+
 static void test_structure_errors(void **state) {
     (void)state;
     FAIL("\x80\x02]K\x01K\x02s.", false, SDICT_E_PICKLE_TYPE, 7);       /* SETITEM on a list */
@@ -863,6 +882,7 @@ int main(void) {
         cmocka_unit_test(test_protocol0_text),
         cmocka_unit_test(test_refused_globals),
         cmocka_unit_test(test_structure_errors),
+        cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_shared_subtrees),
         cmocka_unit_test(test_rebuild_tensor),
