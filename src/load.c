@@ -389,10 +389,10 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
         return st;
     /* torch 1.13 does not compare these and exposes bytes past the record (CVE-2026-24747). */
     if (nbytes != e->size)
-        return sdict__err(err, SDICT_E_STORAGE, L->rec, -1,
-                          "storage '%s' declares %lld x %s = %llu bytes but the record has %llu",
+        return sdict__err(err, SDICT_E_STORAGE, pkl_rec, off,
+                          "storage '%s' declares %lld x %s = %llu bytes but record %s has %llu",
                           p.key, (long long)p.numel, sdict_dtype_name(p.dtype),
-                          (unsigned long long)nbytes, (unsigned long long)e->size);
+                          (unsigned long long)nbytes, L->rec, (unsigned long long)e->size);
 
     bool swap = L->big_endian != host_big_endian() && sdict_dtype_size(p.dtype) > 1;
     sdict_storage *s = NULL;
