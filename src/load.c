@@ -1111,8 +1111,7 @@ static sdict_status tar_storages(loader *L, const uint8_t *d, size_t n, sdict_er
 
 /* tensors member: pickled count; per tensor a pickled (key, storage_key, tensor_type), then
    int32 LE ndim, 4 padding bytes, ndim int64 sizes, ndim int64 strides, int64 storage offset.
-   tensor_type (torch.FloatTensor ...) is not on the allow-list and torch ignores it: that one
-   pickle runs in the machine's scan mode, where refused globals are inert placeholders. */
+   tensor_type (torch.FloatTensor ...) is an allow-listed type marker; torch ignores it. */
 static sdict_status tar_tensors(loader *L, const uint8_t *d, size_t n, sdict_error *err) {
     const char *rec = "tar:tensors";
     size_t pos = 0, used = 0;
@@ -1127,21 +1126,8 @@ static sdict_status tar_tensors(loader *L, const uint8_t *d, size_t n, sdict_err
     pos += used;
     cache *tc = &L->tensors;
     for (int64_t i = 0; i < count; i++) {
-        sdict__unpickler u;
-        memset(&u, 0, sizeof u);
-        u.doc = L->doc;
-        u.data = d + pos;
-        u.size = n - pos;
-        u.record = rec;
-        u.limits = &L->limits;
-        u.persistent_load = refuse_persistent;
-        u.ctx = L;
-        u.scan = true;
-        if (L->ss) {
-            L->ss->record = rec;
-            u.on_global = on_global_cb;
-        }
-        if ((st = sdict__unpickle(&u, &v, err)) != SDICT_OK)
+        if ((st = run_pickle(L, d + pos, n - pos, rec, refuse_persistent, &v, &used, err)) !=
+            SDICT_OK)
             return st;
         char key[64], skey[64];
         if (sdict_value_kind(v) != SDICT_KIND_TUPLE || sdict_seq_len(v) != 3 ||
@@ -1149,7 +1135,7 @@ static sdict_status tar_tensors(loader *L, const uint8_t *d, size_t n, sdict_err
             !key_text(sdict_seq_item(v, 1), skey, sizeof skey))
             return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos,
                               "tensor record is not (key, storage key, tensor type)");
-        pos += u.consumed;
+        pos += used;
         if (n - pos < 8)
             return sdict__err(err, SDICT_E_TRUNCATED, rec, (int64_t)pos, "tensor '%s' header", key);
         int32_t ndim = (int32_t)sdict__le32(d + pos);

@@ -8,8 +8,9 @@
  kept as inert placeholders in scan mode, numpy dtype/array objects under construction) are
  str values "module.name" registered in a side table (`tags`, keyed by the value's address),
  so they survive MARK/TUPLE/memo round trips and still cannot be mistaken for data: lists,
- dicts and sets refuse them, and so does STOP. Storage classes and torch dtypes become dtype
- values (load.c's persistent_load reads the storage class from the id tuple that way).
+ dicts and sets refuse them, and so does STOP. Storage classes, legacy tensor types and torch
+ dtypes become dtype values (load.c's persistent_load reads the storage class from the id
+ tuple that way).
 
  Robustness. Nothing recurses on input: the machine is a loop, and the final nesting check is
  an explicit-stack walk memoised per container (a shared subtree is visited once, a cycle is
@@ -889,8 +890,16 @@ static resolved resolve_global(const char *mod, size_t ml, const char *name, siz
                !memchr(name, '\0', nl) && !memchr(name, '.', nl)) {
         memcpy(tmp, name, nl);
         tmp[nl] = '\0';
+        char storage_name[sizeof tmp + 2];
         if (nl > 7 && strcmp(tmp + nl - 7, "Storage") == 0 &&
             sdict__dtype_from_storage_class(tmp, &r.dtype))
+            r.is_dtype = true;
+        /* legacy tensor types (torch.FloatTensor), named by torch < 0.4 tar files: type markers
+           standing for their dtype, like the storage classes (torch's weights_only allows them) */
+        else if (nl > 6 && strcmp(tmp + nl - 6, "Tensor") == 0 &&
+                 snprintf(storage_name, sizeof storage_name, "%.*sStorage", (int)(nl - 6),
+                          tmp) > 0 &&
+                 sdict__dtype_from_storage_class(storage_name, &r.dtype))
             r.is_dtype = true;
         else if (eq(mod, ml, "torch") && sdict_dtype_from_name(tmp, &r.dtype) == SDICT_OK)
             r.is_dtype = true;
