@@ -281,6 +281,35 @@ add('legacy_payload_truncated', legacy(sd_legacy, ['1'], [payload[:-3]]), 'SDICT
 add('legacy_numel_huge', legacy(sd_legacy.replace(I(4) + NONE, I(2**60) + NONE, 1), ['1'], [payload]), 'SDICT_E_STORAGE,SDICT_E_TRUNCATED,SDICT_E_LIMIT')
 add('legacy_missing_keylist', MAGIC + PROTO + SYSINFO + sd_legacy, 'SDICT_E_TRUNCATED,SDICT_E_FORMAT')
 
+# ---- 8b. legacy tar (torch < 0.4): members sys_info, pickle, tensors, storages -------------------
+import tarfile
+def tar(members):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode='w', format=tarfile.USTAR_FORMAT) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return b.getvalue()
+def tar_tensors(record):
+    return P2 + I(1) + STOP + P2 + record + STOP + struct.pack('<ii', 1, 0) + struct.pack('<qqq', 4, 1, 0)
+tar_storages = (P2 + I(1) + STOP + P2 + T(U('1'), U('cpu'), G('torch', 'FloatStorage')) + STOP +
+                struct.pack('<q', 4) + b'\0' * 16 + P2 + EMPTY_LIST + STOP)
+tar_pickle = P2 + EMPTY_DICT + U('w') + U('t1') + b'Q' + SETITEM + STOP
+def tar_case(tensors=tar_tensors(T(U('t1'), U('1'), G('torch', 'FloatTensor'))), pickle=tar_pickle,
+             storages=tar_storages):
+    return tar([('sys_info', SYSINFO), ('pickle', pickle), ('tensors', tensors), ('storages', storages)])
+add('tar_tensor_type_os_system', tar_case(tensors=tar_tensors(T(U('t1'), U('1'), G('os', 'system')))), UNSAFE)
+add('tar_tensor_record_reduce', tar_case(tensors=tar_tensors(G('os', 'system') + T(U(CMD)) + REDUCE)), UNSAFE)
+add('tar_pickle_os_system', tar_case(pickle=P2 + G('os', 'system') + T(U(CMD)) + REDUCE + STOP), UNSAFE)
+add('tar_storage_type_os_system', tar_case(storages=P2 + I(1) + STOP + P2 + T(U('1'), U('cpu'), G('os', 'system')) +
+    STOP + struct.pack('<q', 4) + b'\0' * 16 + P2 + EMPTY_LIST + STOP), UNSAFE + ',SDICT_E_DTYPE,SDICT_E_FORMAT')
+add('tar_tensor_count_lies', tar_case(tensors=P2 + I(10**9) + STOP), 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')
+add('tar_tensor_extent_huge', tar_case(tensors=P2 + I(1) + STOP + P2 + T(U('t1'), U('1'), G('torch', 'FloatTensor')) +
+    STOP + struct.pack('<ii', 2, 0) + struct.pack('<qqqqq', 1 << 40, 1 << 40, 1, 1, 0)), 'SDICT_E_STORAGE,SDICT_E_SHAPE')
+add('tar_storage_count_lies', tar_case(storages=P2 + I(1) + STOP + P2 + T(U('1'), U('cpu'), G('torch', 'FloatStorage')) +
+    STOP + struct.pack('<q', 1 << 40) + b'\0' * 16), 'SDICT_E_STORAGE,SDICT_E_TRUNCATED,SDICT_E_FORMAT')
+
 # ---- 9. not a checkpoint at all -------------------------------------------------------------------
 add('empty_file', b'', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')
 add('three_bytes', b'abc', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')
