@@ -13,6 +13,7 @@
  untouched; after it the target is the complete new file. A failure unlinks the temporary.
 */
 #define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath */
 
 #include "internal.h"
 
@@ -237,34 +238,60 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
         sdict__err_file(err, path ? path : "");
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL %s", path ? "root" : "path");
     }
-    size_t dir_len = 0;
-    for (const char *p = path; *p; p++)
-        if (*p == '/')
-            dir_len = (size_t)(p - path) + 1;
-    if (!path[dir_len]) {
+    if (!path[0] || path[strlen(path) - 1] == '/') {
         sdict__err_file(err, path);
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "path names a directory, not a file");
     }
 
+    /* The archive folder comes from the name given, as in torch; the file replaced is the one
+       a symbolic link points to (torch writes through links), and anything that exists but
+       is not a regular file (a device such as /dev/null, a FIFO, a directory) is refused:
+       renaming over it would replace the device node itself. */
     char *archive = opts && opts->archive_name ? sdict__strndup(opts->archive_name,
                                                                 strlen(opts->archive_name))
                                                : archive_name_from_path(path);
     file_sink f = {-1, NULL, 0, sdict__malloc(SAVE_WBUF), 0};
-    char *tmp = NULL;
+    char *tmp = NULL, *resolved = NULL;
+    const char *target = path;
     sdict_status rc;
+    struct stat sb;
+    bool exists = false;
     if (!archive || !f.buf) {
         rc = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
         goto fail;
     }
-    if ((rc = open_temp(path, dir_len, &tmp, &f.fd, err)))
+    if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+        if (!(resolved = realpath(path, NULL))) {
+            rc = io_err(err, -1, "resolve the symbolic link", path, errno);
+            goto fail;
+        }
+        target = resolved;
+    }
+    if (stat(target, &sb) == 0) {
+        if (!S_ISREG(sb.st_mode)) {
+            rc = sdict__err(err, SDICT_E_IO, NULL, -1,
+                            "'%s' exists and is not a regular file; refusing to replace it",
+                            target);
+            goto fail;
+        }
+        exists = true;
+    }
+    size_t dir_len = 0;
+    for (const char *p = target; *p; p++)
+        if (*p == '/')
+            dir_len = (size_t)(p - target) + 1;
+    if ((rc = open_temp(target, dir_len, &tmp, &f.fd, err)))
         goto fail;
     f.name = tmp;
 
-    /* Keep the permissions of the file being replaced (torch overwrites in place, so its
-       mode survives); a new file gets 0666 minus the umask, as open() in torch would. */
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+    /* Keep the permissions and owner of the file being replaced (torch overwrites in place,
+       so they survive); a new file gets 0666 minus the umask, as open() in torch would. The
+       owner can only be kept by root; otherwise it is the caller, as for any new file. */
+    if (exists) {
         (void)fchmod(f.fd, sb.st_mode & 07777);
+        if (sb.st_uid != geteuid() || sb.st_gid != getegid())
+            (void)!fchown(f.fd, sb.st_uid, sb.st_gid);
+    }
 
     if ((rc = write_archive(root, archive, file_write, &f, err)))
         goto fail;
@@ -282,15 +309,16 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
         rc = io_err(err, -1, "close", tmp, errno);
         goto fail;
     }
-    if (rename(tmp, path) != 0) {
-        rc = io_err(err, -1, "rename temporary file over", path, errno);
+    if (rename(tmp, target) != 0) {
+        rc = io_err(err, -1, "rename temporary file over", target, errno);
         goto fail;
     }
     sdict__free(tmp);
     tmp = NULL;
-    rc = sync_dir(path, dir_len, err);
+    rc = sync_dir(target, dir_len, err);
     if (rc)
         goto fail;
+    free(resolved); /* from realpath */
     sdict__free(f.buf);
     sdict__free(archive);
     return SDICT_OK;
@@ -302,6 +330,7 @@ fail:
         unlink(tmp);
         sdict__free(tmp);
     }
+    free(resolved);
     sdict__free(f.buf);
     sdict__free(archive);
     sdict__err_file(err, path);

@@ -711,14 +711,45 @@ static void test_errors(void **state) {
     assert_non_null(strstr(err.message, strerror(ENOENT)));
     assert_string_equal(err.file, bad);
 
-    /* the target is a directory: rename fails, the temporary is removed */
+    /* targets that exist but are not regular files are refused before anything is written:
+       renaming over a device node or a FIFO would replace the node itself */
     char dirpath[600];
     snprintf(dirpath, sizeof dirpath, "%s/adir", g_dir);
     assert_int_equal(mkdir(dirpath, 0755), 0);
     assert_int_equal(sdict_save(dirpath, sdict_int_new(doc, 1), NULL, &err), SDICT_E_IO);
-    assert_non_null(strstr(err.message, "rename"));
-    assert_int_equal(count_entries(g_dir, ".sdtmp", false), 0);
+    assert_non_null(strstr(err.message, "not a regular file"));
     rmdir(dirpath);
+    char fifo[600];
+    snprintf(fifo, sizeof fifo, "%s/fifo.pt", g_dir);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    assert_int_equal(sdict_save(fifo, sdict_int_new(doc, 1), NULL, &err), SDICT_E_IO);
+    struct stat fst;
+    assert_int_equal(stat(fifo, &fst), 0);
+    assert_true(S_ISFIFO(fst.st_mode));
+    unlink(fifo);
+    assert_int_equal(sdict_save("/dev/null", sdict_int_new(doc, 1), NULL, &err), SDICT_E_IO);
+    assert_int_equal(stat("/dev/null", &fst), 0);
+    assert_true(S_ISCHR(fst.st_mode));
+    assert_int_equal(count_entries(g_dir, ".sdtmp", false), 0);
+
+    /* a symbolic link is written through, as torch.save does: the link stays a link and the
+       file it names gets the new checkpoint */
+    char real[600], link[600];
+    snprintf(real, sizeof real, "%s/real.pt", g_dir);
+    snprintf(link, sizeof link, "%s/link.pt", g_dir);
+    write_marker(real, "previous");
+    assert_int_equal(symlink("real.pt", link), 0);
+    assert_int_equal(sdict_save(link, sdict_int_new(doc, 7), NULL, &err), SDICT_OK);
+    assert_int_equal(lstat(link, &fst), 0);
+    assert_true(S_ISLNK(fst.st_mode));
+    sdict_doc *back = NULL;
+    assert_int_equal(sdict_load(real, NULL, &back, &err), SDICT_OK);
+    int64_t seven = 0;
+    assert_int_equal(sdict_int_get(sdict_doc_root(back), &seven), SDICT_OK);
+    assert_int_equal(seven, 7);
+    sdict_doc_free(back);
+    unlink(link);
+    unlink(real);
 
     /* NULL arguments */
     assert_int_equal(sdict_save(NULL, l, NULL, &err), SDICT_E_INVALID_ARG);
