@@ -128,9 +128,12 @@ int main(int argc, char **argv) {
         }
         const sdict_value *v = sdict_doc_root(xdoc);
         if (sdict_value_kind(v) == SDICT_KIND_DICT) v = sdict_dict_get(v, "input");
-        if (!sdict_value_tensor(v) ||
-            sdict_act_from_tensor(sdict_value_tensor(v), &x, &err) != SDICT_OK) {
+        if (!sdict_value_tensor(v)) {
             fprintf(stderr, "lenet: %s: no input tensor\n", argv[2]);
+            goto done;
+        }
+        if (sdict_act_from_tensor(sdict_value_tensor(v), &x, &err) != SDICT_OK) {
+            fprintf(stderr, "lenet: %s: %s\n", argv[2], sdict_error_format(&err, buf, sizeof buf));
             goto done;
         }
     } else {

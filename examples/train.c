@@ -73,8 +73,8 @@ static sdict_status slice(const sdict_act *x, int64_t a, int64_t b, sdict_act *o
 /* 8x8 digits (int64 [N, 64], 0..16) -> float32 [N, 3, 32, 32]: each pixel becomes a 4x4
    block (nearest upsampling), the three channels are equal, values scaled to 0..1. */
 static sdict_status digits_to_images(const sdict_act *x, sdict_act *out, sdict_error *err) {
-    if (x->ndim != 2 || x->shape[1] != 64) {
-        fprintf(stderr, "train: --digits expects x of shape [N, 64]\n");
+    if (x->ndim != 2 || x->shape[1] != 64 || x->dtype != SDICT_INT64) {
+        fprintf(stderr, "train: --digits expects x as integers of shape [N, 64]\n");
         return SDICT_E_SHAPE;
     }
     int64_t N = x->shape[0], shape[4] = {N, 3, 32, 32};
@@ -226,6 +226,11 @@ int main(int argc, char **argv) {
         double e = 0.0;
         if (sdict_checkpoint_number(ck, "epoch", &e, &err) != SDICT_OK) {
             rc = fail(resume, &err);
+            goto done;
+        }
+        if (!(e >= 0 && e <= 9007199254740992.0 && e == (double)(long)e)) { /* 2^53 */
+            fprintf(stderr, "train: %s: 'epoch' is %g, not a count of epochs\n", resume, e);
+            rc = 1;
             goto done;
         }
         start_epoch = (long)e;

@@ -67,7 +67,9 @@ SDICT_API sdict_status sdict_act_copy(sdict_act *dst, const sdict_act *src, sdic
 /**
  Converts any loaded tensor (any strides) into an activation: floating and bool dtypes become
  float32, integer dtypes become int64 (as torch's .float() / .long()). Errors: those of
- sdict_tensor_copy_to, SDICT_E_NOMEM.
+ sdict_tensor_copy_to, SDICT_E_NOMEM, SDICT_E_LIMIT (a stride-0 expansion of more than 2^28
+ bytes of elements and 64x its storage: a tiny file must not make a dense activation of
+ terabytes).
 */
 SDICT_API sdict_status sdict_act_from_tensor(const sdict_tensor *t, sdict_act *out,
                                              sdict_error *err);

@@ -88,6 +88,17 @@ static bool is_integer_dtype(sdict_dtype d) {
 
 sdict_status sdict_act_from_tensor(const sdict_tensor *t, sdict_act *out, sdict_error *err) {
     sdict_dtype to = is_integer_dtype(t->dtype) ? SDICT_INT64 : SDICT_FLOAT32;
+    /* A stride-0 (expanded) tensor in a tiny file can describe terabytes of elements; an
+       activation is always dense, so refuse expansions far beyond the bytes the file holds. */
+    int64_t numel = sdict_tensor_numel(t);
+    uint64_t stored = t->storage ? sdict_storage_nbytes(t->storage) : 0;
+    if (numel > 0 && (uint64_t)numel > (1u << 28) / sdict_dtype_size(to) &&
+        (uint64_t)numel / 64 > stored) {
+        memset(out, 0, sizeof *out);
+        return sdict_nn__err(err, SDICT_E_LIMIT, "a tensor of %lld elements over a storage of "
+                             "%llu bytes (expanded with stride 0) is too large to make dense",
+                             (long long)numel, (unsigned long long)stored);
+    }
     sdict_status st = sdict_act_init(out, to, t->ndim, t->shape, err);
     if (st != SDICT_OK) return st;
     size_t nbytes = (size_t)sdict_act_numel(out) * sdict_dtype_size(to);

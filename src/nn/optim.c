@@ -545,6 +545,10 @@ static sdict_status read_state(const sdict_optim *o, const sdict_value *sv, int6
         if (!number_of(v, &d))
             return sdict_nn__err(err, SDICT_E_INVALID_ARG, "state[%lld]['step'] is not a number "
                                  "or one-element tensor", (long long)key);
+        /* a step count: also keeps the float conversion defined (1e300 has no float) */
+        if (!(d >= 0 && d <= 1e15))
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "state[%lld]['step'] is %g, not a "
+                                 "step count", (long long)key, d);
         s->step = (float)d;
     }
     if ((v = sdict_dict_get(sv, "exp_avg"))) TRY(read_tensor(v, "exp_avg", key, n, &s->exp_avg, err));

@@ -330,6 +330,13 @@ def test_diff():
     check(rc == 0, f"diff within tolerance: exit {rc} {out}")
     rc, out, _ = run("diff", "--rtol", "0", "--atol", "0", path("lenet.pt"), path("lenet_tol.pt"))
     check(rc == 1 and "values: fc3.bias  " in out, f"diff exact: exit {rc} {out}")
+    # infinities are close only to the same infinity, whatever the tolerances (torch.isclose)
+    for a, b in (("finite.pt", "infs.pt"), ("infs.pt", "finite.pt"), ("infs.pt", "infs_swapped.pt")):
+        rc, out, _ = run("diff", path(a), path(b))
+        ref = torch.allclose(torch.load(path(a))["w"], torch.load(path(b))["w"])
+        check(not ref and rc == 1 and "2 of 2 elements differ" in out, f"diff {a} {b}: {rc} {out}")
+    rc, out, _ = run("diff", path("infs.pt"), path("infs.pt"))
+    check(rc == 0, f"diff infs self: {rc} {out}")
     # unreadable input
     rc, _, err = run("diff", path("lenet.pt"), path("missing.pt"))
     check(rc == 3 and err.startswith("statedict: ") and "missing.pt" in err, f"diff missing: {rc} {err}")

@@ -46,6 +46,10 @@ def main():
     tol = {k: v.clone() for k, v in sd.items()}
     tol["fc3.bias"] = tol["fc3.bias"] + 1e-9
     torch.save(tol, os.path.join(out, "lenet_tol.pt"))
+    inf = float("inf")
+    torch.save({"w": torch.tensor([1.0, 2.0])}, os.path.join(out, "finite.pt"))
+    torch.save({"w": torch.tensor([inf, -inf])}, os.path.join(out, "infs.pt"))
+    torch.save({"w": torch.tensor([-inf, inf])}, os.path.join(out, "infs_swapped.pt"))
 
     # the tutorial's general checkpoint: model, SGD with momentum after one step, epoch, loss
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)

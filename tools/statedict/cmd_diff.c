@@ -237,7 +237,9 @@ static void account(tensor_cmp *c, double absdiff, double babs, bool same, doubl
     c->total++;
     if (same)
         return;
-    if (isnan(absdiff)) {
+    /* NaN against a number, or an infinity against anything but the same infinity: never
+       close, whatever the tolerances (torch.isclose); atol + rtol * inf must not excuse it */
+    if (!isfinite(absdiff)) {
         c->mismatched++;
         c->max_abs = INFINITY;
         c->max_rel = INFINITY;
