@@ -541,7 +541,11 @@ typedef struct sdict_save_opts {
  "0", "1", ... in first-seen order; tensors referencing it keep their storage_offset and stride.
  Tensors with is_parameter are saved through _rebuild_parameter.
  The file is written beside path under a temporary name, fsynced, renamed over path, and the
- directory fsynced: a failure at any point leaves any previous file untouched.
+ directory fsynced: a failure at any point leaves any previous file untouched (a process killed
+ mid-save may leave its temporary ".NAME.PID-NNN.sdtmp" behind). A symbolic link is written
+ through (the file it names is replaced, as torch.save writes through links); the replaced
+ file's mode (and, for root, owner) is kept; a path that exists but is not a regular file (a
+ device, a FIFO, a directory) is refused with SDICT_E_IO.
  Errors: SDICT_E_IO (with errno text), SDICT_E_INVALID_ARG (a value torch cannot load, such as
  a tensor of one storage seen with two dtypes, or a cycle), SDICT_E_LIMIT (nesting deeper than
  1000), SDICT_E_NOMEM.
