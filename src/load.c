@@ -1010,6 +1010,20 @@ static sdict_status tar_persistent_load(void *ctx, sdict_value *pid, int64_t off
     return SDICT_OK;
 }
 
+/* The pickled item count that starts the tar's storages and tensors members, bounded by the
+   member's size. */
+static sdict_status tar_count(loader *L, const uint8_t *d, size_t n, const char *rec,
+                              const char *what, size_t max, int64_t *count, size_t *used,
+                              sdict_error *err) {
+    sdict_value *v;
+    sdict_status st = run_pickle(L, d, n, rec, refuse_persistent, &v, used, err);
+    if (st != SDICT_OK)
+        return st;
+    if (sdict_int_get(v, count) != SDICT_OK || *count < 0 || (uint64_t)*count > max)
+        return sdict__err(err, SDICT_E_FORMAT, rec, 0, "%s count is not an int in 0..%zu", what,
+                          max);
+    return SDICT_OK;
+}
 
 /* storages member: pickled count; per storage a pickled (key, location, storage_type), an int64
    LE element count and the raw bytes; then a pickled list of views
@@ -1018,13 +1032,10 @@ static sdict_status tar_storages(loader *L, const uint8_t *d, size_t n, sdict_er
     const char *rec = "tar:storages";
     size_t pos = 0, used = 0;
     sdict_value *v;
-    sdict_status st = run_pickle(L, d, n, rec, refuse_persistent, &v, &used, err);
     int64_t count;
+    sdict_status st = tar_count(L, d, n, rec, "storage", n / 8, &count, &used, err);
     if (st != SDICT_OK)
         return st;
-    if (sdict_int_get(v, &count) != SDICT_OK || count < 0 || (uint64_t)count > n / 8)
-        return sdict__err(err, SDICT_E_FORMAT, rec, 0, "storage count is not an int in 0..%zu",
-                          n / 8);
     pos += used;
     for (int64_t i = 0; i < count; i++) {
         if ((st = run_pickle(L, d + pos, n - pos, rec, refuse_persistent, &v, &used, err)))
@@ -1116,13 +1127,10 @@ static sdict_status tar_tensors(loader *L, const uint8_t *d, size_t n, sdict_err
     const char *rec = "tar:tensors";
     size_t pos = 0, used = 0;
     sdict_value *v;
-    sdict_status st = run_pickle(L, d, n, rec, refuse_persistent, &v, &used, err);
     int64_t count;
+    sdict_status st = tar_count(L, d, n, rec, "tensor", n / 16, &count, &used, err);
     if (st != SDICT_OK)
         return st;
-    if (sdict_int_get(v, &count) != SDICT_OK || count < 0 || (uint64_t)count > n / 16)
-        return sdict__err(err, SDICT_E_FORMAT, rec, 0, "tensor count is not an int in 0..%zu",
-                          n / 16);
     pos += used;
     cache *tc = &L->tensors;
     for (int64_t i = 0; i < count; i++) {
