@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,23 +35,6 @@ static int status_in(sdict_status st, const char *set) {
         p += m + (p[m] == ',');
     }
     return 0;
-}
-
-static void *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *p = malloc(len > 0 ? (size_t)len : 1);
-    if (p && len > 0 && fread(p, 1, (size_t)len, f) != (size_t)len) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *n = (size_t)(len > 0 ? len : 0);
-    return p;
 }
 
 static void test_every_case_refused(void **state) {
@@ -81,7 +66,7 @@ static void test_every_case_refused(void **state) {
                 st = sdict_load(path, &opts, &doc, &err);
             } else {
                 size_t n = 0;
-                void *data = read_all(path, &n);
+                void *data = test_read_file(path, &n);
                 assert_true(data != NULL || n == 0);
                 st = sdict_load_buffer(data, n, line, NULL, &doc, &err);
                 free(data);

@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "statedict.h"
 
 #define FIX SDICT_SHARED_FIXTURES
@@ -43,25 +45,6 @@ static bool fixtures_present(void) {
             skip();                                                                           \
         }                                                                                     \
     } while (0)
-
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(len > 0 ? (size_t)len + 1 : 1);
-    size_t got = buf ? fread(buf, 1, (size_t)len, f) : 0;
-    fclose(f);
-    if (!buf || got != (size_t)len) {
-        free(buf);
-        return NULL;
-    }
-    buf[len] = 0;
-    *n = (size_t)len;
-    return buf;
-}
 
 static void write_file(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -346,7 +329,7 @@ static void test_fixture_buffers(void **state) {
         char path[512];
         snprintf(path, sizeof path, "%s/%s", FIX, f->path);
         size_t n;
-        uint8_t *buf = read_file(path, &n);
+        uint8_t *buf = test_read_file(path, &n);
         assert_non_null(buf);
         sdict_doc *doc;
         sdict_error err;
@@ -527,7 +510,7 @@ static void test_crc_flip(void **state) {
     REQUIRE_FIXTURES();
     make_tmpdir();
     size_t n;
-    uint8_t *buf = read_file(FIX "/burn/mnist.pt", &n);
+    uint8_t *buf = test_read_file(FIX "/burn/mnist.pt", &n);
     assert_non_null(buf);
     /* Find the largest tensor's payload in the file by its bytes. */
     sdict_doc *doc;
@@ -577,7 +560,7 @@ static void test_crc_flip(void **state) {
 
     /* A CRC field of 0 means "not computed" only when every record has 0 (torch 2.6+
        compute_crc32=False); one zeroed CRC among real ones is checked, not skipped. */
-    buf = read_file(FIX "/burn/mnist.pt", &n);
+    buf = test_read_file(FIX "/burn/mnist.pt", &n);
     assert_non_null(buf);
     uint8_t *cd = NULL;
     for (uint8_t *q = buf; (q = memfind(q, n - (size_t)(q - buf), "PK\x01\x02", 4)) != NULL; q++)
@@ -658,7 +641,7 @@ static void test_legacy_payload_checks(void **state) {
     (void)state;
     REQUIRE_FIXTURES();
     size_t n;
-    uint8_t *buf = read_file(FIX "/burn/legacy_with_offsets.pt", &n);
+    uint8_t *buf = test_read_file(FIX "/burn/legacy_with_offsets.pt", &n);
     assert_non_null(buf);
     sdict_doc *doc;
     sdict_error err;
@@ -817,7 +800,7 @@ static void compare_with_torch(const char *dir, const char *name, uint32_t flags
         fail();
     }
     size_t n;
-    char *text = (char *)read_file(txt, &n);
+    char *text = (char *)test_read_file(txt, &n);
     assert_non_null(text);
     const sdict_storage *groups[64] = {0};
     int lines = 0;
@@ -929,7 +912,7 @@ static void test_torch_files(void **state) {
     /* CVE-2026-24747: the pickle claims 25 elements for a 24-element record */
     snprintf(path, sizeof path, "%s/views.pt", dir);
     size_t n;
-    uint8_t *buf = read_file(path, &n);
+    uint8_t *buf = test_read_file(path, &n);
     assert_non_null(buf);
     static const uint8_t pat[] = {'X', 3, 0, 0, 0, 'c', 'p', 'u', 'q', 6, 'K', 24};
     uint8_t *p = memfind(buf, n, pat, sizeof pat);

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,20 +57,6 @@ static void *t_realloc(void *ctx, void *q, size_t n) {
 }
 static const sdict_allocator tracking = {t_malloc, t_realloc, t_free, NULL};
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
 /* Loads data; returns the status. Checks the memory bound and that nothing leaked. */
 static sdict_status load_checked(const uint8_t *data, size_t n, uint32_t flags) {
     sdict_load_opts opts = {.flags = flags};
@@ -87,7 +75,8 @@ static int g_prefixes, g_flips, g_payload_flips;
 
 static void mutate_file(const char *path) {
     size_t n = 0;
-    uint8_t *orig = read_file(path, &n);
+    uint8_t *orig = test_read_file(path, &n);
+    assert_non_null(orig);
     uint8_t *buf = malloc(n + 1);
     assert_non_null(buf);
     assert_int_equal(load_checked(orig, n, SDICT_LOAD_VERIFY_CRC), SDICT_OK);

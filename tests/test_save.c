@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -68,22 +70,6 @@ static int teardown_dir(void **state) {
 }
 
 static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", g_dir, name); }
-
-/* Whole file into a malloc'ed buffer (NULL if it does not exist). */
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
 
 /* Number of entries in dir whose name contains needle; removes them when remove is set. */
 static int count_entries(const char *dir, const char *needle, bool remove) {
@@ -359,7 +345,8 @@ static void test_round_trip(void **state) {
     size_t n = 0, fn = 0;
     sdict_save_opts o = {"tree", 0};
     assert_int_equal(sdict_save_buffer(root, &o, &buf, &n, &err), SDICT_OK);
-    uint8_t *file = read_file(path, &fn);
+    uint8_t *file = test_read_file(path, &fn);
+    assert_non_null(file);
     assert_int_equal(n, fn);
     assert_memory_equal(buf, file, n);
     free(file);
@@ -369,7 +356,8 @@ static void test_round_trip(void **state) {
     path_in(path2, sizeof path2, "tree.pt.again");
     sdict_save_opts o2 = {"tree", 0};
     assert_int_equal(sdict_save(path2, sdict_doc_root(back), &o2, &err), SDICT_OK);
-    file = read_file(path2, &fn);
+    file = test_read_file(path2, &fn);
+    assert_non_null(file);
     assert_int_equal(n, fn);
     assert_memory_equal(buf, file, n);
     free(file);
@@ -595,7 +583,8 @@ static void test_archive_name_and_order(void **state) {
     assert_int_equal(sdict_save(path, root, NULL, NULL), SDICT_OK);
 
     size_t n = 0;
-    uint8_t *file = read_file(path, &n);
+    uint8_t *file = test_read_file(path, &n);
+    assert_non_null(file);
     sdict__source src;
     sdict__source_init_mem(&src, file, n, "mem");
     sdict_limits lim = {0};
@@ -622,13 +611,15 @@ static void test_archive_name_and_order(void **state) {
     /* no dot: the whole name is the archive name */
     path_in(path, sizeof path, "weights");
     assert_int_equal(sdict_save(path, root, NULL, NULL), SDICT_OK);
-    file = read_file(path, &n);
+    file = test_read_file(path, &n);
+    assert_non_null(file);
     assert_memory_equal(file + 30, "weights/data.pkl", 16);
     free(file);
     /* opts->archive_name wins */
     sdict_save_opts o = {"custom", 0};
     assert_int_equal(sdict_save(path, root, &o, NULL), SDICT_OK);
-    file = read_file(path, &n);
+    file = test_read_file(path, &n);
+    assert_non_null(file);
     assert_memory_equal(file + 30, "custom/data.pkl", 15);
     free(file);
     sdict_doc_free(doc);
@@ -647,7 +638,7 @@ static void write_marker(const char *path, const char *text) {
 
 static void assert_file_is(const char *path, const char *text) {
     size_t n = 0;
-    uint8_t *p = read_file(path, &n);
+    uint8_t *p = test_read_file(path, &n);
     assert_non_null(p);
     assert_int_equal(n, strlen(text));
     assert_memory_equal(p, text, n);
@@ -856,7 +847,8 @@ static void test_crash_kill(void **state) {
     path_in(path, sizeof path, "crash.pt");
     assert_int_equal(sdict_save(path, old_root, NULL, NULL), SDICT_OK);
     size_t old_n = 0, new_n = 0;
-    uint8_t *old_bytes = read_file(path, &old_n);
+    uint8_t *old_bytes = test_read_file(path, &old_n);
+    assert_non_null(old_bytes);
     void *new_bytes = NULL;
     sdict_save_opts o = {"crash", 0};
     assert_int_equal(sdict_save_buffer(new_root, &o, &new_bytes, &new_n, NULL), SDICT_OK);
@@ -896,7 +888,7 @@ static void test_crash_kill(void **state) {
         assert_int_equal(waitpid(pid, &status, 0), pid);
 
         size_t n = 0;
-        uint8_t *now = read_file(path, &n);
+        uint8_t *now = test_read_file(path, &n);
         assert_non_null(now);
         bool is_old = n == old_n && memcmp(now, old_bytes, n) == 0;
         bool is_new = n == new_n && memcmp(now, new_bytes, n) == 0;
@@ -949,7 +941,8 @@ static void test_enospc(void **state) {
     assert_int_equal(sdict_dict_set_str(old_root, "w", new_tensor(doc, SDICT_FLOAT32, 1, &small)), SDICT_OK);
     assert_int_equal(sdict_save(path, old_root, NULL, NULL), SDICT_OK);
     size_t old_n = 0;
-    uint8_t *old_bytes = read_file(path, &old_n);
+    uint8_t *old_bytes = test_read_file(path, &old_n);
+    assert_non_null(old_bytes);
 
     sdict_value *new_root = sdict_dict_new(doc, true);
     assert_int_equal(sdict_dict_set_str(new_root, "w", new_tensor(doc, SDICT_FLOAT32, 1, &big)), SDICT_OK);
@@ -957,7 +950,8 @@ static void test_enospc(void **state) {
     memset(&err, 0, sizeof err);
     sdict_status st = sdict_save(path, new_root, NULL, &err);
     size_t n = 0;
-    uint8_t *now = read_file(path, &n);
+    uint8_t *now = test_read_file(path, &n);
+    assert_non_null(now);
     int leftovers = count_entries(mnt, ".sdtmp", true);
     snprintf(cmd, sizeof cmd, "umount '%s'", mnt);
     assert_int_equal(system(cmd), 0);
