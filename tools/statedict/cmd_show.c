@@ -338,7 +338,8 @@ static int show_tensor(const char *key, const sdict_tensor *t) {
         if (t->requires_grad)
             buf_puts(&b, ", requires_grad=True");
         buf_puts(&b, ")");
-        printf("%s\n", b.s);
+        /* str() of an nn.Parameter */
+        printf("%s%s\n", t->is_parameter ? "Parameter containing:\n" : "", b.s);
     }
     free(c.vals);
     buf_free(&b);
