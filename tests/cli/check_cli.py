@@ -241,6 +241,7 @@ def test_show():
              ("dtypes.pt", "big", src["big"]), ("dtypes.pt", "c64", src["c64"]),
              ("dtypes.pt", "mixed", src["mixed"]), ("dtypes.pt", "cube", src["cube"]),
              ("dtypes.pt", "long4", src["long4"]), ("dtypes.pt", "bf16", src["bf16"]),
+             ("param.pt", "param", load("param.pt")["param"]),
              ("views.pt", "t", views["t"]), ("views.pt", "slice", views["slice"]),
              ("views.pt", "scalar", views["scalar"]), ("views.pt", "empty", views["empty"])]
     for name, key, t in cases:

@@ -47,6 +47,7 @@ def main():
     tol["fc3.bias"] = tol["fc3.bias"] + 1e-9
     torch.save(tol, os.path.join(out, "lenet_tol.pt"))
     inf = float("inf")
+    torch.save({"param": torch.nn.Parameter(torch.tensor([1.5, 2.0]))}, os.path.join(out, "param.pt"))
     torch.save({"w": torch.tensor([1.0, 2.0])}, os.path.join(out, "finite.pt"))
     torch.save({"w": torch.tensor([inf, -inf])}, os.path.join(out, "infs.pt"))
     torch.save({"w": torch.tensor([-inf, inf])}, os.path.join(out, "infs_swapped.pt"))
