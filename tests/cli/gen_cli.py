@@ -20,7 +20,7 @@ except ImportError as e:  # the test runner treats 77 as "skipped"
     sys.exit(77)
 
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "torch"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
 from recipe_net import TheModelClass as LeNet  # noqa: E402
 
 

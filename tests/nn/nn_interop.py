@@ -32,7 +32,7 @@ except Exception as e:  # noqa: BLE001
     sys.exit(77)
 
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "torch"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
 from recipe_net import TheModelClass  # noqa: E402
 
 

@@ -44,7 +44,7 @@ RTOL = 1e-5
 N, BS, EPOCHS = int(os.environ.get("OPTIM_N", 32)), int(os.environ.get("OPTIM_BS", 16)), int(os.environ.get("OPTIM_EPOCHS", 2))
 
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "torch"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
 from recipe_net import TheModelClass  # noqa: E402
 
 

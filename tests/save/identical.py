@@ -24,7 +24,7 @@ except Exception as e:  # noqa: BLE001 - any import failure means "no torch here
     sys.exit(77)
 
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "torch"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
 from recipe_net import TheModelClass  # noqa: E402
 
 

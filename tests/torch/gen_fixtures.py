@@ -30,7 +30,7 @@ def fixture(name):
 # ---- models -------------------------------------------------------------------------------------
 
 def lenet_class():
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
     from recipe_net import TheModelClass
     return TheModelClass
 

@@ -1,5 +1,6 @@
-"""The model of PyTorch's "Saving and loading models" recipe (TheModelClass, a LeNet), shared by
-the test scripts that need it: each adds this folder to sys.path and imports it."""
+"""The model of PyTorch's "Saving and loading models" recipe (TheModelClass, a LeNet), as the
+recipe writes it. examples/make_examples.py and the test scripts that need it import it from
+here (adding this folder to sys.path); examples/lenet.c is the same model written in C."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
