@@ -44,6 +44,24 @@ static void fill_const(sdict_named_tensor *nt, float v) {
     for (int64_t i = 0; i < n; i++) p[i] = v;
 }
 
+/* Registers weight (wdims sizes ws) and, when bias, a bias of ws[0] elements, both drawn
+   uniformly from [-1/sqrt(fan_in), 1/sqrt(fan_in)] (torch's bound; the generator is ours).
+   Linear and Conv2d share it. */
+static bool register_weight_bias(sdict_module *m, int32_t wdims, const int64_t *ws, int64_t fan_in,
+                                 bool bias, uint64_t seed) {
+    sdict_named_tensor *w = NULL, *b = NULL;
+    if (sdict_module_register(m, "weight", false, SDICT_FLOAT32, wdims, ws, &w, NULL) != SDICT_OK)
+        return false;
+    double bound = 1.0 / sqrt((double)fan_in);
+    fill_uniform(w, bound, &seed);
+    if (bias) {
+        if (sdict_module_register(m, "bias", false, SDICT_FLOAT32, 1, ws, &b, NULL) != SDICT_OK)
+            return false;
+        fill_uniform(b, bound, &seed);
+    }
+    return true;
+}
+
 /* Keeps a copy of the input for backward when training; drops stale caches otherwise. */
 static sdict_status cache_input(sdict_module *m, const sdict_act *x, sdict_error *err) {
     for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
@@ -107,22 +125,12 @@ sdict_module *sdict_linear_new(int64_t in_features, int64_t out_features, bool b
     m->cfg.out_features = out_features;
     m->cfg.has_bias = bias;
     int64_t ws[2] = {out_features, in_features};
-    sdict_named_tensor *w = NULL, *b = NULL;
-    if (sdict_module_register(m, "weight", false, SDICT_FLOAT32, 2, ws, &w, NULL) != SDICT_OK)
-        goto fail;
     uint64_t seed = 0x11ULL ^ ((uint64_t)in_features << 20) ^ (uint64_t)out_features;
-    double bound = 1.0 / sqrt((double)in_features);
-    fill_uniform(w, bound, &seed);
-    if (bias) {
-        if (sdict_module_register(m, "bias", false, SDICT_FLOAT32, 1, &out_features, &b, NULL) !=
-            SDICT_OK)
-            goto fail;
-        fill_uniform(b, bound, &seed);
+    if (!register_weight_bias(m, 2, ws, in_features, bias, seed)) {
+        sdict_module_free(m);
+        return NULL;
     }
     return m;
-fail:
-    sdict_module_free(m);
-    return NULL;
 }
 
 /*==================================================================================================
@@ -215,23 +223,13 @@ sdict_module *sdict_conv2d_new(int64_t in_channels, int64_t out_channels, int64_
     c->groups = groups;
     c->has_bias = bias;
     int64_t ws[4] = {out_channels, in_channels / groups, kh, kw};
-    sdict_named_tensor *w = NULL, *b = NULL;
-    if (sdict_module_register(m, "weight", false, SDICT_FLOAT32, 4, ws, &w, NULL) != SDICT_OK)
-        goto fail;
     uint64_t seed = 0x22ULL ^ ((uint64_t)in_channels << 24) ^ ((uint64_t)out_channels << 8) ^
                     (uint64_t)(kh * 31 + kw);
-    double bound = 1.0 / sqrt((double)(ws[1] * kh * kw));
-    fill_uniform(w, bound, &seed);
-    if (bias) {
-        if (sdict_module_register(m, "bias", false, SDICT_FLOAT32, 1, &out_channels, &b, NULL) !=
-            SDICT_OK)
-            goto fail;
-        fill_uniform(b, bound, &seed);
+    if (!register_weight_bias(m, 4, ws, ws[1] * kh * kw, bias, seed)) {
+        sdict_module_free(m);
+        return NULL;
     }
     return m;
-fail:
-    sdict_module_free(m);
-    return NULL;
 }
 
 /*==================================================================================================
