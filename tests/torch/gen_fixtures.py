@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Generate ground-truth checkpoints with real PyTorch (Debian's python3-torch 1.13).
 
-usage: gen_fixtures.py OUTDIR          write every fixture into OUTDIR
-       gen_fixtures.py --list          print the fixture file names (needs no torch)
+usage: gen_fixtures.py OUTDIR          write every fixture the running torch can write into OUTDIR
+       gen_fixtures.py --list [GEN]    print the fixture file names for torch generation GEN
+                                       ("1.13", "2.6", "2.14"; default 1.13; needs no torch)
        gen_fixtures.py --big OUTDIR    write only big_zip64.pt (> 4 GiB, see big_zip64())
 
 Everything is seeded, so two runs write the same tensors. The files are only ever read back by
@@ -18,13 +19,28 @@ import sys
 
 # Fixture name -> builder. Filled by @fixture below; the order is the order of --list.
 FIXTURES = collections.OrderedDict()
+# Fixture name -> the oldest torch (major, minor) that can write it; absent means any.
+SINCE = {}
 
 
-def fixture(name):
+def fixture(name, since=None):
+    """Registers a builder; since=(2, 1) marks content that older torch cannot save."""
     def register(fn):
         FIXTURES[name] = fn
+        if since:
+            SINCE[name] = since
         return fn
     return register
+
+
+def generation(text):
+    """(major, minor) of a torch version or generation string: "2.14.0+debian" -> (2, 14)."""
+    parts = text.split("+")[0].split(".")
+    return int(parts[0]), int(parts[1])
+
+
+def names_for(gen):
+    return [n for n in FIXTURES if gen >= SINCE.get(n, (0, 0))]
 
 
 # ---- models -------------------------------------------------------------------------------------
@@ -343,8 +359,8 @@ def big_zip64(outdir):
 
 
 def main(argv):
-    if len(argv) == 2 and argv[1] == "--list":
-        print("\n".join(FIXTURES))
+    if len(argv) in (2, 3) and argv[1] == "--list":
+        print("\n".join(names_for(generation(argv[2] if len(argv) == 3 else "1.13"))))
         return 0
     if len(argv) == 3 and argv[1] == "--big":
         os.makedirs(argv[2], exist_ok=True)
@@ -359,8 +375,8 @@ def main(argv):
         return 77
     outdir = argv[1]
     os.makedirs(outdir, exist_ok=True)
-    for name, build in FIXTURES.items():
-        path = save(name, build(), outdir)
+    for name in names_for(generation(torch.__version__)):
+        path = save(name, FIXTURES[name](), outdir)
         print("%-24s %10d bytes" % (name, os.path.getsize(path)))
     return 0
 
