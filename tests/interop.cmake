@@ -6,6 +6,9 @@
 #   interop_generate      FIXTURES_SETUP: writes the checkpoints into the build tree, once per
 #                         ctest run (seeded, about 50 MB, a few seconds)
 #   interop_<file>        one comparison per checkpoint
+#   interop_convert_<file>
+#                         high_rank.pt and its legacy twin through `statedict convert` and back
+#                         into torch: same tree, values, strides and sharing
 #   interop_compare_self  compare_dump.py's own test (needs no torch)
 #   interop_zip64         the > 4 GiB checkpoint, generated, compared and deleted in one test;
 #                         skips when the disk has less than ~10 GB free (label "interop;big")
@@ -34,13 +37,22 @@ add_test(NAME interop_generate
 set_tests_properties(interop_generate PROPERTIES
   LABELS interop FIXTURES_SETUP sdict_interop_files SKIP_RETURN_CODE 77 TIMEOUT 600)
 
-foreach(f ${_sdict_interop_files})
-  add_test(NAME interop_${f}
-           COMMAND ${SDICT_PYTHON} ${SDICT_TORCH_DIR}/interop_check.py
-                   $<TARGET_FILE:statedict_cli> ${SDICT_INTEROP_DIR}/${f}
-                   ${SDICT_INTEROP_DIR}/dumps)
-  set_tests_properties(interop_${f} PROPERTIES
+# sdict_interop_test(NAME SCRIPT FILE WORKDIR): tests/torch/SCRIPT STATEDICT FILE WORKDIR on a
+# generated fixture.
+function(sdict_interop_test name script file workdir)
+  add_test(NAME ${name}
+           COMMAND ${SDICT_PYTHON} ${SDICT_TORCH_DIR}/${script}
+                   $<TARGET_FILE:statedict_cli> ${SDICT_INTEROP_DIR}/${file} ${workdir})
+  set_tests_properties(${name} PROPERTIES
     LABELS interop FIXTURES_REQUIRED sdict_interop_files SKIP_RETURN_CODE 77 TIMEOUT 600)
+endfunction()
+
+foreach(f ${_sdict_interop_files})
+  sdict_interop_test(interop_${f} interop_check.py ${f} ${SDICT_INTEROP_DIR}/dumps)
+endforeach()
+# High-rank tensors also go through `statedict convert` and back into torch.
+foreach(f high_rank.pt legacy_high_rank.pt)
+  sdict_interop_test(interop_convert_${f} convert_check.py ${f} ${SDICT_INTEROP_DIR}/converted)
 endforeach()
 
 add_test(NAME interop_compare_self COMMAND ${SDICT_PYTHON} ${SDICT_TORCH_DIR}/selftest_compare.py)
