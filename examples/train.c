@@ -62,7 +62,7 @@ static void parse_range(const char *s, int64_t n, int64_t *a, int64_t *b) {
 /* Rows [a, b) of x (outermost dimension) as a new activation. */
 static sdict_status slice(const sdict_act *x, int64_t a, int64_t b, sdict_act *out,
                           sdict_error *err) {
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = b - a;
     sdict_status st = sdict_act_init(out, x->dtype, x->ndim, shape, err);

@@ -217,9 +217,6 @@ SDICT_API const char *sdict_storage_key(const sdict_storage *s);
  MARK: Tensor
 ==================================================================================================*/
 
-/** Largest rank statedict represents; files with more dimensions fail with SDICT_E_LIMIT. */
-#define SDICT_MAX_DIMS 16
-
 /**
  A strided view of a storage, exactly torch's model: element i of a tensor with shape
  (s0..sn-1) and stride (t0..tn-1) lives at element index storage_offset + sum(i_k * t_k) of
@@ -227,12 +224,23 @@ SDICT_API const char *sdict_storage_key(const sdict_storage *s);
  sdict_value_tensor(). storage is NULL only for meta tensors (torch's device='meta', which
  carry shape without data). The struct does not own its storage reference by itself; the
  value that holds it does (see sdict_tensor_new()).
+
+ Any rank torch has is represented (torch itself saves and loads thousands of dimensions):
+ shape and stride point to ndim values each (either may be NULL when ndim is 0) and the struct
+ does not own them. In a tensor read from a doc (sdict_value_tensor(), hence everything a load
+ produces) they point into memory the doc owns, valid until sdict_doc_free(); in a tensor you
+ fill yourself they point to your arrays, which sdict_tensor_new() copies into the doc, so they
+ need to live only until that call. Rank is bounded only by the load limits: a loaded
+ tensor's dimensions count against max_values, so what a load builds stays proportional to
+ the file. Only sizes of 2 and more multiply the element count, so a tensor with elements has
+ at most 62 of them and every other dimension has size 1: the functions below walk the
+ dimensions once (copies then walk the elements), so their cost grows linearly with ndim.
 */
 typedef struct sdict_tensor {
     sdict_dtype dtype;
-    int32_t ndim;                     /**< 0 for a scalar (torch.Size([])) */
-    int64_t shape[SDICT_MAX_DIMS];    /**< sizes, outermost first, each >= 0 */
-    int64_t stride[SDICT_MAX_DIMS];   /**< in elements; may be 0 (expanded) */
+    int32_t ndim;                     /**< 0 for a scalar (torch.Size([])); any rank >= 0 */
+    const int64_t *shape;             /**< ndim sizes, outermost first, each >= 0 */
+    const int64_t *stride;            /**< ndim strides in elements; may be 0 (expanded) */
     int64_t storage_offset;           /**< in elements */
     sdict_storage *storage;           /**< borrowed; NULL for meta tensors */
     bool requires_grad;
@@ -241,14 +249,32 @@ typedef struct sdict_tensor {
 
 /**
  Fills t as a C-contiguous tensor (torch's default strides) of the given dtype and shape over
- storage at storage_offset 0, requires_grad false. shape holds ndim sizes, outermost first;
- ndim 0 makes a scalar. Does not retain storage. Errors: SDICT_E_INVALID_ARG (ndim outside
- 0..SDICT_MAX_DIMS, negative size), SDICT_E_SHAPE (element count overflows int64),
- SDICT_E_STORAGE (storage smaller than the tensor needs; storage may be NULL for meta).
+ storage at storage_offset 0, requires_grad false. Does not retain storage.
+
+ @param t        out: the tensor. t->shape becomes shape and t->stride becomes stride: t
+                 borrows both arrays, which must outlive every use of t (sdict_tensor_new()
+                 copies them, so a tensor value does not depend on them).
+ @param ndim     rank, >= 0; 0 makes a scalar.
+ @param shape    in: ndim sizes, outermost first; may be NULL when ndim is 0.
+ @param stride   out: caller memory for ndim int64 values, receiving torch's contiguous
+                 strides in elements (stride[k] = stride[k+1] * max(shape[k+1], 1)); may be
+                 NULL when ndim is 0. It may not overlap shape.
+ @param storage  the storage viewed, or NULL for a meta tensor.
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (negative ndim, NULL shape or stride with ndim > 0,
+         negative size), SDICT_E_SHAPE (element count or a stride overflows int64),
+         SDICT_E_STORAGE (storage smaller than the tensor needs), SDICT_E_DTYPE.
+
+ @code
+ int64_t shape[3] = {2, 3, 4}, stride[3];
+ sdict_tensor t;
+ if (sdict_tensor_init(&t, SDICT_FLOAT32, 3, shape, stride, storage, &err) == SDICT_OK)
+     st = sdict_tensor_new(doc, &t, &value, &err);
+ @endcode
+ after which stride holds {12, 4, 1} and the value holds its own copies of both arrays.
 */
 SDICT_API sdict_status sdict_tensor_init(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
-                                         const int64_t *shape, sdict_storage *storage,
-                                         sdict_error *err);
+                                         const int64_t *shape, int64_t *stride,
+                                         sdict_storage *storage, sdict_error *err);
 
 /** Number of elements (product of shape; 1 for 0-dim, 0 if any size is 0), like numel();
     -1 when the shape is malformed (a negative size, or a product past int64). */
@@ -265,11 +291,12 @@ SDICT_API bool sdict_tensor_is_contiguous(const sdict_tensor *t);
 SDICT_API void *sdict_tensor_data(const sdict_tensor *t);
 
 /**
- Checks that the tensor is well formed: dtype valid, 0 <= ndim <= SDICT_MAX_DIMS, sizes >= 0,
- strides >= 0, storage_offset >= 0, and (when numel > 0) that
+ Checks that the tensor is well formed: dtype valid, ndim >= 0 (shape and stride not NULL
+ when ndim > 0), sizes >= 0, strides >= 0, storage_offset >= 0, and (when numel > 0) that
  (storage_offset + sum((size_k - 1) * stride_k) + 1) * element size fits in the storage,
  computed with overflow checks. torch does not perform this check. Errors: SDICT_E_SHAPE,
- SDICT_E_STORAGE, SDICT_E_DTYPE.
+ SDICT_E_STORAGE, SDICT_E_DTYPE, SDICT_E_INVALID_ARG (t NULL, or shape or stride NULL with
+ ndim > 0).
 */
 SDICT_API sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err);
 
@@ -466,7 +493,10 @@ typedef struct sdict_limits {
     uint64_t max_str_bytes;    /**< one str/bytes; default 1 GiB */
     uint64_t max_values;       /**< values created by one load, and values in the tree when
                                     shared subtrees are counted each time they are reachable
-                                    (bounds every later walk of the tree); default 64M */
+                                    (bounds every later walk of the tree); a tensor counts
+                                    with its dimensions. Container entries and tensor
+                                    dimensions made by one pickle are also bounded by 2 per
+                                    byte of it; default 64M */
     uint64_t max_records;      /**< zip entries; default 1M */
     uint64_t max_inflate;      /**< bytes a deflated record may inflate to; default 16 GiB */
 } sdict_limits;

@@ -128,7 +128,7 @@ typedef struct sdict_optim_param {
     float *grad;
     int64_t numel;
     int32_t ndim;
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
 } sdict_optim_param;
 
 /** An optimizer: parameter groups and per-parameter state (opaque). */

@@ -255,7 +255,10 @@ typedef struct vm {
     size_t memo_len, memo_cap;
     hmap memo;              /* memo slots far beyond memo_len */
     size_t memo_count;      /* slots set, in both */
-    uint64_t entries;       /* items put into containers so far (count_entry) */
+    uint64_t entries;       /* items put into containers so far (count_entry), and the
+                               dimensions of the tensors made (count_dims) */
+    int64_t *dims;          /* scratch for the sizes and strides of the tensor being made */
+    size_t dims_cap;
     hmap tagmap; /* value address -> index into tags */
     tag *tags;
     size_t ntags, tcap;
@@ -483,13 +486,30 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
    again: so container entries are bounded too, by max_values and by 2 per pickle byte (a real
    pickle spends at least one opcode byte per entry it adds), which keeps memory proportional
    to the input. */
-static sdict_status count_entry(vm *m) {
+static uint64_t entry_cap(const vm *m) {
     uint64_t cap = 2 * (uint64_t)m->n + 65536;
-    if (cap > m->u->limits->max_values)
-        cap = m->u->limits->max_values;
+    return cap < m->u->limits->max_values ? cap : m->u->limits->max_values;
+}
+
+static sdict_status count_entry(vm *m) {
+    uint64_t cap = entry_cap(m);
     if (++m->entries > cap)
         return fail(m, SDICT_E_LIMIT, "more than %llu container entries (max_values, or 2 per "
                     "byte of a %zu-byte pickle)", (unsigned long long)cap, m->n);
+    return SDICT_OK;
+}
+
+/* A tensor copies its sizes and strides into the doc, and one memoized size tuple can be
+   passed to the rebuild functions again and again: so they count like container entries (2 per
+   dimension), which keeps the memory and time tensors take proportional to the input whatever
+   their rank. A real file spends at least 4 bytes per dimension on its two tuples. */
+static sdict_status count_dims(vm *m, int32_t ndim) {
+    uint64_t cap = entry_cap(m);
+    m->entries += 2 * (uint64_t)ndim; /* ndim < 2^31: cannot overflow before the check fails */
+    if (m->entries > cap)
+        return fail(m, SDICT_E_LIMIT, "tensors of %d dimensions bring the container entries and "
+                    "tensor dimensions past %llu (max_values, or 2 per byte of a %zu-byte pickle)",
+                    (int)ndim, (unsigned long long)cap, m->n);
     return SDICT_OK;
 }
 
@@ -952,17 +972,39 @@ static sdict_status int_arg(vm *m, const sdict_value *v, const char *what, int64
     return SDICT_OK;
 }
 
-/* A size or stride tuple (torch.Size arrives as a tuple) of ints >= 0. */
-static sdict_status dims_arg(vm *m, const sdict_value *v, const char *what, int64_t *dims,
-                             int32_t *nd) {
+/* Room for n int64 in the machine's scratch (m->dims), kept between tensors. */
+static sdict_status dims_room(vm *m, size_t n) {
+    if (n <= m->dims_cap)
+        return SDICT_OK;
+    size_t cap = m->dims_cap ? m->dims_cap : 64;
+    while (cap < n)
+        cap = cap > SIZE_MAX / 2 ? n : cap * 2;
+    int64_t *p = cap <= SIZE_MAX / sizeof *p ? sdict__realloc(m->dims, cap * sizeof *p) : NULL;
+    if (!p)
+        return nomem(m);
+    m->dims = p;
+    m->dims_cap = cap;
+    return SDICT_OK;
+}
+
+/* Length of a size or stride tuple (torch.Size arrives as a tuple), or a type error. A tuple
+   has at most max_values items, so any length that gets here fits int32. */
+static sdict_status dims_len(vm *m, const sdict_value *v, const char *what, size_t *n) {
     sdict_kind k = sdict_value_kind(v);
     if (k != SDICT_KIND_TUPLE && k != SDICT_KIND_LIST)
         return fail(m, SDICT_E_PICKLE_TYPE, "%s must be a tuple of ints, found %s", what,
                     kind_of(m, v));
-    size_t n = sdict_seq_len(v);
-    if (n > SDICT_MAX_DIMS)
-        return fail(m, SDICT_E_LIMIT, "%s has %zu dimensions, at most %d are supported", what, n,
-                    SDICT_MAX_DIMS);
+    *n = sdict_seq_len(v);
+    if (*n > INT32_MAX)
+        return fail(m, SDICT_E_LIMIT, "%s has %zu dimensions", what, *n);
+    return SDICT_OK;
+}
+
+/* A size or stride tuple of ints >= 0 into dims (room for its length, from dims_len). */
+static sdict_status dims_arg(vm *m, const sdict_value *v, const char *what, int64_t *dims,
+                             int32_t *nd) {
+    size_t n = 0;
+    TRY(dims_len(m, v, what, &n));
     for (size_t i = 0; i < n; i++) {
         TRY(int_arg(m, sdict_seq_item(v, i), what, &dims[i]));
         if (dims[i] < 0)
@@ -999,6 +1041,27 @@ static sdict_status hooks_arg(vm *m, const sdict_value *v) {
     return SDICT_OK;
 }
 
+/* The size and stride arguments of a rebuild function into t->ndim, t->shape and t->stride
+   (pointing into the machine's scratch until the next tensor), counted by count_dims. */
+static sdict_status shape_args(vm *m, const sdict_value *size, const sdict_value *stride,
+                               sdict_tensor *t) {
+    size_t n1 = 0, n2 = 0;
+    TRY(dims_len(m, size, "size", &n1));
+    TRY(dims_len(m, stride, "stride", &n2));
+    TRY(dims_room(m, n1 + n2));
+    int32_t nd = 0, nds = 0;
+    TRY(dims_arg(m, size, "size", m->dims, &nd));
+    TRY(dims_arg(m, stride, "stride", m->dims + n1, &nds));
+    if (nds != nd)
+        return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d", (int)nd,
+                    (int)nds);
+    TRY(count_dims(m, nd));
+    t->ndim = nd;
+    t->shape = m->dims;
+    t->stride = m->dims + n1;
+    return SDICT_OK;
+}
+
 /* storage, storage_offset, size, stride -> tensor; dtype_override for v3 (untyped storage). */
 static sdict_status make_tensor(vm *m, const sdict_value *const *a, const sdict_value *dtype_v,
                                 bool requires_grad, sdict_value **out) {
@@ -1020,12 +1083,7 @@ static sdict_status make_tensor(vm *m, const sdict_value *const *a, const sdict_
     if (t.storage_offset < 0)
         return fail(m, SDICT_E_SHAPE, "storage_offset is %lld, must be >= 0",
                     (long long)t.storage_offset);
-    int32_t nds = 0;
-    TRY(dims_arg(m, a[2], "size", t.shape, &t.ndim));
-    TRY(dims_arg(m, a[3], "stride", t.stride, &nds));
-    if (nds != t.ndim)
-        return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d", (int)t.ndim,
-                    (int)nds);
+    TRY(shape_args(m, a[2], a[3], &t));
     t.storage = s;
     t.requires_grad = requires_grad;
     return relocate(m, sdict_tensor_new(m->doc, &t, out, m->err));
@@ -1175,21 +1233,28 @@ static sdict_status np_array_build(vm *m, tag *arr, const sdict_value *state, sd
         return fail(m, SDICT_E_UNSUPPORTED,
                     "ndarray state needs a numpy dtype and raw bytes (object arrays unsupported)");
     TRY(flag_arg(m, sdict_seq_item(state, 3), "is_fortran", &fortran));
-    TRY(dims_arg(m, sdict_seq_item(state, 1), "ndarray shape", t.shape, &t.ndim));
+    size_t nd = 0;
+    TRY(dims_len(m, sdict_seq_item(state, 1), "ndarray shape", &nd));
+    TRY(dims_room(m, 2 * nd));
+    TRY(dims_arg(m, sdict_seq_item(state, 1), "ndarray shape", m->dims, &t.ndim));
+    TRY(count_dims(m, t.ndim));
+    int64_t *shape = m->dims, *stride = m->dims + nd;
+    t.shape = shape;
+    t.stride = stride;
     if (!np_dtype_of(dt, &t.dtype))
         return fail(m, SDICT_E_UNSUPPORTED, "numpy dtype not supported");
     uint64_t numel = 1, nbytes;
-    for (int i = 0; i < t.ndim; i++)
-        if (!sdict__mul_u64(numel, (uint64_t)t.shape[i], &numel))
+    for (int32_t i = 0; i < t.ndim; i++)
+        if (!sdict__mul_u64(numel, (uint64_t)shape[i], &numel))
             return fail(m, SDICT_E_SHAPE, "ndarray element count overflows");
     if (!sdict__mul_u64(numel, dt->np_size, &nbytes) || nbytes != len)
         return fail(m, SDICT_E_PICKLE_TYPE, "ndarray data has %zu bytes, shape needs %llu", len,
                     (unsigned long long)nbytes);
     int64_t acc = 1;
-    for (int k = 0; k < t.ndim; k++) { /* C order: last dim fastest; Fortran: first fastest */
-        int i = fortran ? k : t.ndim - 1 - k;
-        t.stride[i] = acc;
-        acc *= t.shape[i] > 0 ? t.shape[i] : 1;
+    for (int32_t k = 0; k < t.ndim; k++) { /* C order: last dim fastest; Fortran: first fastest */
+        int32_t i = fortran ? k : t.ndim - 1 - k;
+        stride[i] = acc;
+        acc *= shape[i] > 0 ? shape[i] : 1;
     }
     sdict_storage *s = NULL;
     TRY(relocate(m, sdict_storage_new(len, &s, m->err)));
@@ -1324,6 +1389,7 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         sdict_tensor p = *src;
         TRY(flag_arg(m, a[1], "requires_grad", &p.requires_grad));
         TRY(hooks_arg(m, a[2]));
+        TRY(count_dims(m, p.ndim));
         p.is_parameter = true;
         return relocate(m, sdict_tensor_new(m->doc, &p, out, m->err));
     }
@@ -1331,16 +1397,11 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         TRY(args_count(m, args, name, 4, 4));
         sdict_tensor mt;
         memset(&mt, 0, sizeof mt);
-        int32_t nds = 0;
         if (sdict_value_kind(a[0]) != SDICT_KIND_DTYPE)
             return fail(m, SDICT_E_PICKLE_TYPE, "dtype argument must be a torch dtype, found %s",
                         kind_of(m, a[0]));
         mt.dtype = sdict_dtype_value_get(a[0]);
-        TRY(dims_arg(m, a[1], "size", mt.shape, &mt.ndim));
-        TRY(dims_arg(m, a[2], "stride", mt.stride, &nds));
-        if (nds != mt.ndim)
-            return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d",
-                        (int)mt.ndim, (int)nds);
+        TRY(shape_args(m, a[1], a[2], &mt));
         TRY(flag_arg(m, a[3], "requires_grad", &mt.requires_grad));
         return relocate(m, sdict_tensor_new(m->doc, &mt, out, m->err));
     }
@@ -1448,8 +1509,8 @@ static sdict_value *child(const sdict_value *v, size_t i) {
    nest at most max_depth deep and be acyclic. Shared containers are also how a small pickle
    describes a huge tree ("billion laughs": each list holds the previous one twice), so the
    walk also sums each container's expanded size, counting shared subtrees every time they are
-   reachable, and the whole must stay within max_values: whatever walks the tree later (ls,
-   dump, diff) then does bounded work. */
+   reachable (a tensor with its dimensions), and the whole must stay within max_values:
+   whatever walks the tree later (ls, dump, diff) then does bounded work. */
 static sdict_status check_nesting(vm *m, sdict_value *root) {
     if (!is_container(root))
         return SDICT_OK;
@@ -1491,7 +1552,9 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             goto out;
         }
         if (!is_container(c)) {
-            top->size += c != NULL;
+            /* a tensor's dimensions are walked with it (printed, saved, compared) */
+            const sdict_tensor *ct = sdict_value_tensor(c);
+            top->size += (uint64_t)(c != NULL) + (ct ? (uint64_t)ct->ndim : 0);
             continue;
         }
         hent *e = hmap_find(&seen, (uint64_t)(uintptr_t)c);
@@ -2016,6 +2079,7 @@ sdict_status sdict__unpickle(sdict__unpickler *u, sdict_value **out, sdict_error
         *out = result;
     }
     sdict__free(m.stack);
+    sdict__free(m.dims);
     sdict__free(m.marks);
     sdict__free(m.tags);
     sdict__free(m.memo_vec);

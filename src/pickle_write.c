@@ -448,9 +448,9 @@ static sdict_status write_tensor(pw *w, const sdict_tensor *t) {
     if (sdict_dtype_size(t->dtype) == 0)
         return sdict__err(w->err, SDICT_E_DTYPE, NULL, -1, "tensor has invalid dtype %d",
                           (int)t->dtype);
-    if (t->ndim < 0 || t->ndim > SDICT_MAX_DIMS)
-        return sdict__err(w->err, SDICT_E_SHAPE, NULL, -1, "tensor has %d dimensions",
-                          (int)t->ndim);
+    if (t->ndim < 0 || (t->ndim > 0 && (!t->shape || !t->stride)))
+        return sdict__err(w->err, SDICT_E_SHAPE, NULL, -1, "tensor has %d dimensions%s",
+                          (int)t->ndim, t->ndim < 0 ? "" : " but no shape or stride");
     if (!t->is_parameter)
         return write_tensor_body(w, t, t->requires_grad);
     /* nn.Parameter.__reduce_ex__: _rebuild_parameter(self.data, self.requires_grad,

@@ -1001,13 +1001,28 @@ sdict_status sdict_tensor_new(sdict_doc *doc, const sdict_tensor *t, sdict_value
     sdict_status st = sdict_tensor_check(t, err);
     if (st != SDICT_OK)
         return st;
-    sdict_tensor *copy = arena_alloc(doc, sizeof *copy);
+    /* the struct, then its shape and stride arrays, in one arena block */
+    size_t nd = (size_t)t->ndim;
+    uint64_t bytes;
+    if (!sdict__mul_u64(nd, 2 * sizeof(int64_t), &bytes) ||
+        !sdict__add_u64(bytes, sizeof(sdict_tensor), &bytes) || bytes > SIZE_MAX)
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "no room for a tensor of rank %zu", nd);
+    sdict_tensor *copy = arena_alloc(doc, (size_t)bytes);
     if (!copy)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a tensor");
     sdict_value *v = value_alloc(doc, SDICT_KIND_TENSOR);
     if (!v)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a tensor");
     *copy = *t;
+    int64_t *dims = (int64_t *)(void *)(copy + 1);
+    if (nd) {
+        memcpy(dims, t->shape, nd * sizeof *dims);
+        memcpy(dims + nd, t->stride, nd * sizeof *dims);
+        copy->shape = dims;
+        copy->stride = dims + nd;
+    } else {
+        copy->shape = copy->stride = NULL;
+    }
     copy->storage = sdict_storage_retain(t->storage);
     v->u.tensor = copy;
     *out = v;

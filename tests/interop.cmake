@@ -7,6 +7,9 @@
 #   interop_generate@GEN  FIXTURES_SETUP: writes the checkpoints into interop/GEN, once per
 #                         ctest run (seeded, about 50 MB, a few seconds)
 #   interop_<file>@GEN    one comparison per checkpoint that generation can write
+#   interop_convert_<file>@GEN
+#                         high_rank.pt and its legacy twin through `statedict convert` and back
+#                         into that torch: same tree, values, strides and sharing
 #   interop_compare_self  compare_dump.py's own test (needs no torch)
 #   interop_zip64         the > 4 GiB checkpoint (torch 1.13), generated, compared and deleted in
 #                         one test; skips when the disk has less than ~10 GB free
@@ -39,6 +42,13 @@ foreach(gen ${SDICT_TORCH_GENERATIONS})
     sdict_torch_test(interop_${f} GENERATIONS ${gen}
       COMMAND @PYTHON@ ${SDICT_TORCH_DIR}/interop_check.py $<TARGET_FILE:statedict_cli>
               ${SDICT_INTEROP_DIR}/@GEN@/${f} ${SDICT_INTEROP_DIR}/@GEN@/dumps
+      PROPERTIES FIXTURES_REQUIRED sdict_interop_files@GEN@ TIMEOUT 600)
+  endforeach()
+  # High-rank tensors also go through `statedict convert` and back into torch.
+  foreach(f high_rank.pt legacy_high_rank.pt)
+    sdict_torch_test(interop_convert_${f} GENERATIONS ${gen}
+      COMMAND @PYTHON@ ${SDICT_TORCH_DIR}/convert_check.py $<TARGET_FILE:statedict_cli>
+              ${SDICT_INTEROP_DIR}/@GEN@/${f} ${SDICT_INTEROP_DIR}/@GEN@/converted
       PROPERTIES FIXTURES_REQUIRED sdict_interop_files@GEN@ TIMEOUT 600)
   endforeach()
 endforeach()

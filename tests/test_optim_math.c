@@ -378,7 +378,7 @@ static sdict_value *adam_like_dict(sdict_doc *doc, size_t n_params, bool int_ste
     *(float *)sdict_storage_data(s) = 0.25f;
     sdict_tensor t;
     sdict_value *lr;
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, NULL, s, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_new(doc, &t, &lr, NULL), SDICT_OK);
     sdict_storage_release(s);
     sdict_dict_set_str(g, "lr", lr);
@@ -409,7 +409,7 @@ static sdict_value *adam_like_dict(sdict_doc *doc, size_t n_params, bool int_ste
     else {
         assert_int_equal(sdict_storage_new(sizeof(float), &s, NULL), SDICT_OK);
         *(float *)sdict_storage_data(s) = 7.0f;
-        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, s, NULL), SDICT_OK);
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, NULL, s, NULL), SDICT_OK);
         assert_int_equal(sdict_tensor_new(doc, &t, &stepv, NULL), SDICT_OK);
         sdict_storage_release(s);
     }
@@ -420,9 +420,9 @@ static sdict_value *adam_like_dict(sdict_doc *doc, size_t n_params, bool int_ste
         assert_int_equal(sdict_storage_new(2 * sizeof(double), &s, NULL), SDICT_OK);
         double *d = sdict_storage_data(s);
         d[0] = d[1] = vals[k];
-        int64_t shape[1] = {2};
+        int64_t shape[1] = {2}, stride[1];
         sdict_value *v;
-        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, s, NULL), SDICT_OK);
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, stride, s, NULL), SDICT_OK);
         assert_int_equal(sdict_tensor_new(doc, &t, &v, NULL), SDICT_OK);
         sdict_storage_release(s);
         sdict_dict_set_str(s0, names2[k], v);

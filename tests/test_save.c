@@ -108,7 +108,9 @@ static sdict_value *new_tensor(sdict_doc *doc, sdict_dtype dt, int32_t ndim, con
     assert_int_equal(sdict_storage_new(n * sdict_dtype_size(dt), &s, NULL), SDICT_OK);
     assert_int_equal(sdict_storage_wrap(src, n * sizeof *src, NULL, NULL, &tmp, NULL), SDICT_OK);
     sdict_tensor t, t64;
-    assert_int_equal(sdict_tensor_init(&t64, SDICT_FLOAT64, ndim, shape, tmp, NULL), SDICT_OK);
+    int64_t *stride = calloc(ndim ? (size_t)ndim : 1, sizeof *stride);
+    assert_non_null(stride);
+    assert_int_equal(sdict_tensor_init(&t64, SDICT_FLOAT64, ndim, shape, stride, tmp, NULL), SDICT_OK);
     if (n && dt != SDICT_COMPLEX64 && dt != SDICT_COMPLEX128)
         assert_int_equal(sdict_tensor_copy_to(&t64, dt, sdict_storage_data(s), sdict_storage_nbytes(s), NULL),
                          SDICT_OK);
@@ -124,10 +126,11 @@ static sdict_value *new_tensor(sdict_doc *doc, sdict_dtype dt, int32_t ndim, con
         }
     sdict_storage_release(tmp);
     free(src);
-    assert_int_equal(sdict_tensor_init(&t, dt, ndim, shape, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, dt, ndim, shape, stride, s, NULL), SDICT_OK);
     sdict_value *v = NULL;
     assert_int_equal(sdict_tensor_new(doc, &t, &v, NULL), SDICT_OK);
     sdict_storage_release(s);
+    free(stride);
     return v;
 }
 
@@ -238,7 +241,8 @@ static sdict_value *build_tree(sdict_doc *doc) {
             for (size_t b = 0; b < nb; b++)
                 ((uint8_t *)sdict_storage_data(s))[b] = (uint8_t)(b * 13 + i);
             sdict_tensor t;
-            assert_int_equal(sdict_tensor_init(&t, dt, 2, s23, s, NULL), SDICT_OK);
+            int64_t stride[2];
+            assert_int_equal(sdict_tensor_init(&t, dt, 2, s23, stride, s, NULL), SDICT_OK);
             assert_int_equal(sdict_tensor_new(doc, &t, &v, NULL), SDICT_OK);
             sdict_storage_release(s);
         } else {
@@ -252,15 +256,17 @@ static sdict_value *build_tree(sdict_doc *doc) {
     /* a meta tensor (no storage): _rebuild_meta_tensor_no_storage */
     sdict_tensor mt;
     sdict_value *meta_t = NULL;
-    assert_int_equal(sdict_tensor_init(&mt, SDICT_FLOAT16, 2, s23, NULL, NULL), SDICT_OK);
+    int64_t meta_stride[2];
+    assert_int_equal(sdict_tensor_init(&mt, SDICT_FLOAT16, 2, s23, meta_stride, NULL, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_new(doc, &mt, &meta_t, NULL), SDICT_OK);
     assert_int_equal(sdict_dict_set_str(sd, "meta", meta_t), SDICT_OK);
     /* a view with offset and transposed strides, and tied weights on one storage */
     const int64_t n24 = 24;
     sdict_value *base = new_tensor(doc, SDICT_FLOAT32, 1, &n24);
     sdict_tensor t = *sdict_value_tensor(base);
+    const int64_t view_shape[2] = {3, 4}, view_stride[2] = {1, 5};
     t.ndim = 2;
-    t.shape[0] = 3; t.shape[1] = 4; t.stride[0] = 1; t.stride[1] = 5; t.storage_offset = 3;
+    t.shape = view_shape; t.stride = view_stride; t.storage_offset = 3;
     sdict_value *view = NULL;
     assert_int_equal(sdict_tensor_new(doc, &t, &view, NULL), SDICT_OK);
     assert_int_equal(sdict_dict_set_str(sd, "base", base), SDICT_OK);
@@ -567,6 +573,72 @@ static void test_pickle_memo(void **state) {
  MARK: Zip layout
 ==================================================================================================*/
 
+/* Tensors of rank 0, 17, 100 and 1000 (sizes of 1 around a few larger ones, a reversed view
+   of the same storage, a Parameter) save and load back unchanged. */
+static void test_high_rank_round_trip(void **state) {
+    (void)state;
+    sdict_doc *doc = NULL;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_value *root = sdict_dict_new(doc, true);
+    assert_int_equal(sdict_doc_set_root(doc, root), SDICT_OK);
+    static const int32_t ranks[] = {0, 17, 100, 1000};
+    for (size_t c = 0; c < sizeof ranks / sizeof ranks[0]; c++) {
+        int32_t r = ranks[c];
+        size_t n = r ? (size_t)r : 1;
+        int64_t *shape = calloc(2 * n, sizeof *shape), *rev = calloc(2 * n, sizeof *rev);
+        assert_true(shape && rev);
+        for (int32_t k = 0; k < r; k++)
+            shape[k] = 1;
+        if (r > 2)
+            shape[1] = 3, shape[r - 2] = 2;
+        sdict_value *base = new_tensor(doc, SDICT_FLOAT32, r, shape);
+        const sdict_tensor *bt = sdict_value_tensor(base);
+        sdict_tensor t = *bt;
+        for (int32_t k = 0; k < r; k++) {
+            rev[k] = bt->shape[r - 1 - k];
+            rev[n + k] = bt->stride[r - 1 - k];
+        }
+        t.shape = rev;
+        t.stride = rev + n;
+        t.is_parameter = t.requires_grad = true;
+        sdict_value *view = NULL;
+        assert_int_equal(sdict_tensor_new(doc, &t, &view, NULL), SDICT_OK);
+        char key[32];
+        snprintf(key, sizeof key, "rank%d", (int)r);
+        assert_int_equal(sdict_dict_set_str(root, key, base), SDICT_OK);
+        snprintf(key, sizeof key, "rank%d_reversed", (int)r);
+        assert_int_equal(sdict_dict_set_str(root, key, view), SDICT_OK);
+        free(shape);
+        free(rev);
+    }
+    void *buf = NULL;
+    size_t nbuf = 0;
+    sdict_error err;
+    assert_int_equal(sdict_save_buffer(root, NULL, &buf, &nbuf, &err), SDICT_OK);
+    sdict_doc *back = NULL;
+    assert_int_equal(sdict_load_buffer(buf, nbuf, "high_rank", NULL, &back, &err), SDICT_OK);
+    assert_same(root, sdict_doc_root(back));
+    const sdict_value *b = sdict_doc_root(back);
+    const sdict_tensor *x = sdict_value_tensor(sdict_dict_get(b, "rank1000"));
+    const sdict_tensor *y = sdict_value_tensor(sdict_dict_get(b, "rank1000_reversed"));
+    assert_int_equal(x->ndim, 1000);
+    assert_int_equal(x->shape[998], 2);
+    assert_int_equal(x->stride[0], 6);
+    assert_int_equal(y->stride[999], 6);
+    assert_ptr_equal(x->storage, y->storage);
+    assert_true(y->is_parameter);
+    /* saving what was loaded gives the same bytes */
+    void *again = NULL;
+    size_t nagain = 0;
+    assert_int_equal(sdict_save_buffer(b, NULL, &again, &nagain, &err), SDICT_OK);
+    assert_int_equal(nagain, nbuf);
+    assert_memory_equal(again, buf, nbuf);
+    sdict_free_buffer(again);
+    sdict_free_buffer(buf);
+    sdict_doc_free(back);
+    sdict_doc_free(doc);
+}
+
 static void test_archive_name_and_order(void **state) {
     (void)state;
     sdict_doc *doc = NULL;
@@ -820,7 +892,8 @@ static sdict_value *big_tree(sdict_doc *doc, size_t nbytes, uint8_t fillb) {
         memset(sdict_storage_data(s), fillb + i, nbytes / 8);
         sdict_tensor t;
         const int64_t n = (int64_t)(nbytes / 8 / 4);
-        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, &n, s, NULL), SDICT_OK);
+        int64_t stride;
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, &n, &stride, s, NULL), SDICT_OK);
         sdict_value *v = NULL;
         assert_int_equal(sdict_tensor_new(doc, &t, &v, NULL), SDICT_OK);
         sdict_storage_release(s);
@@ -974,6 +1047,7 @@ int main(void) {
         cmocka_unit_test(test_pickle_batching),
         cmocka_unit_test(test_pickle_memo),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_high_rank_round_trip),
         cmocka_unit_test(test_archive_name_and_order),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_out_of_memory),

@@ -21,22 +21,24 @@ static char *dup_str(const char *s) {
 /* A C-contiguous tensor over a new zero-filled storage of its own (one reference, released
    with the module). */
 sdict_status sdict_nn__tensor_alloc(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
-                                    const int64_t *shape, sdict_error *err) {
+                                    const int64_t *shape, int64_t *dims, sdict_error *err) {
     memset(t, 0, sizeof *t);
-    if (ndim < 0 || ndim > SDICT_MAX_DIMS)
+    if (ndim < 0 || ndim > SDICT_NN_MAX_DIMS || (ndim > 0 && (!shape || !dims)))
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "tensor: bad ndim %d", (int)ndim);
     int64_t n = 1;
     for (int32_t i = ndim - 1; i >= 0; i--) {
         if (shape[i] < 0)
             return sdict_nn__err(err, SDICT_E_INVALID_ARG, "tensor: negative size");
-        t->shape[i] = shape[i];
-        t->stride[i] = n;
+        dims[i] = shape[i];
+        dims[ndim + i] = n;
         n *= shape[i] > 1 ? shape[i] : 1;
     }
     for (int32_t i = 0; i < ndim; i++)
         if (shape[i] == 0) n = 0;
     t->dtype = dtype;
     t->ndim = ndim;
+    t->shape = ndim ? dims : NULL;
+    t->stride = ndim ? dims + ndim : NULL;
     return sdict_storage_new((size_t)n * sdict_dtype_size(dtype), &t->storage, err);
 }
 
@@ -88,6 +90,7 @@ sdict_module *sdict_sequential_new(void) {
 static void free_named(sdict_named_tensor *nt, size_t n) {
     for (size_t i = 0; i < n; i++) {
         free(nt[i].name);
+        free(nt[i].dims);
         sdict_storage_release(nt[i].value.storage);
         sdict_storage_release(nt[i].grad.storage);
     }
@@ -199,11 +202,18 @@ sdict_status sdict_module_register(sdict_module *m, const char *name, bool is_bu
     memset(&nt, 0, sizeof nt);
     nt.persistent = true;
     nt.name = dup_str(name);
-    if (!nt.name) return sdict_nn__err(err, SDICT_E_NOMEM, "register: out of memory");
+    /* value and grad share one shape and stride block, owned by the entry */
+    if (ndim > 0 && ndim <= SDICT_NN_MAX_DIMS)
+        nt.dims = malloc(2 * (size_t)ndim * sizeof *nt.dims);
+    if (!nt.name || (ndim > 0 && ndim <= SDICT_NN_MAX_DIMS && !nt.dims)) {
+        free(nt.name);
+        free(nt.dims);
+        return sdict_nn__err(err, SDICT_E_NOMEM, "register: out of memory");
+    }
     sdict_status st = sdict_nn__tensor_alloc(&nt.value, is_buffer ? dtype : SDICT_FLOAT32, ndim,
-                                             shape, err);
+                                             shape, nt.dims, err);
     if (st == SDICT_OK && !is_buffer)
-        st = sdict_nn__tensor_alloc(&nt.grad, SDICT_FLOAT32, ndim, shape, err);
+        st = sdict_nn__tensor_alloc(&nt.grad, SDICT_FLOAT32, ndim, shape, nt.dims, err);
     size_t *count = is_buffer ? &m->n_buffers : &m->n_params;
     sdict_named_tensor **arr = is_buffer ? &m->buffers : &m->params;
     sdict_named_tensor *grown = NULL;
@@ -213,6 +223,7 @@ sdict_status sdict_module_register(sdict_module *m, const char *name, bool is_bu
     }
     if (st != SDICT_OK) {
         free(nt.name);
+        free(nt.dims);
         sdict_storage_release(nt.value.storage);
         sdict_storage_release(nt.grad.storage);
         return st;
@@ -482,7 +493,8 @@ static void load_one(load_ctx *c, const char *key, sdict_named_tensor *nt, sdict
     bool scalar_compat = cur->ndim == 0 && in->ndim == 1 && in->shape[0] >= 1;
     bool same = scalar_compat ||
                 (in->ndim == cur->ndim &&
-                 memcmp(in->shape, cur->shape, sizeof(int64_t) * (size_t)in->ndim) == 0);
+                 (in->ndim == 0 ||
+                  memcmp(in->shape, cur->shape, sizeof(int64_t) * (size_t)in->ndim) == 0));
     if (!same) {
         strbuf b = {0};
         sb_puts(&b, "size mismatch for ");

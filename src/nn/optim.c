@@ -193,6 +193,7 @@ static void collect_param(void *ctx, const char *key, sdict_named_tensor *nt) {
     collect_ctx *c = ctx;
     if (c->bad || c->nomem) return;
     if (nt->value.dtype != SDICT_FLOAT32 || nt->grad.dtype != SDICT_FLOAT32 ||
+        nt->value.ndim > SDICT_NN_MAX_DIMS ||
         !sdict_tensor_is_contiguous(&nt->value) || !sdict_tensor_is_contiguous(&nt->grad) ||
         sdict_tensor_numel(&nt->value) != sdict_tensor_numel(&nt->grad)) {
         c->bad = true;
@@ -214,7 +215,8 @@ static void collect_param(void *ctx, const char *key, sdict_named_tensor *nt) {
     p->data = p->numel ? sdict_tensor_data(&nt->value) : NULL;
     p->grad = p->numel ? sdict_tensor_data(&nt->grad) : NULL;
     p->ndim = nt->value.ndim;
-    memcpy(p->shape, nt->value.shape, sizeof p->shape);
+    if (p->ndim)
+        memcpy(p->shape, nt->value.shape, (size_t)p->ndim * sizeof *p->shape);
 }
 
 sdict_status sdict_optim_add_module(sdict_optim *o, const sdict_optim_hparams *hp,
@@ -336,12 +338,15 @@ sdict_status sdict_optim_step(sdict_optim *o, sdict_error *err) {
 static sdict_status tensor_value(sdict_doc *doc, const float *src, int32_t ndim,
                                  const int64_t *shape, int64_t n, sdict_value **out,
                                  sdict_error *err) {
+    if (ndim < 0 || ndim > SDICT_NN_MAX_DIMS)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "optim: parameter of rank %d", (int)ndim);
     sdict_storage *s = NULL;
     sdict_status st = sdict_storage_new((size_t)n * sizeof(float), &s, err);
     if (st != SDICT_OK) return st;
     if (n) memcpy(sdict_storage_data(s), src, (size_t)n * sizeof(float));
     sdict_tensor t;
-    st = sdict_tensor_init(&t, SDICT_FLOAT32, ndim, shape, s, err);
+    int64_t stride[SDICT_NN_MAX_DIMS];
+    st = sdict_tensor_init(&t, SDICT_FLOAT32, ndim, shape, stride, s, err);
     if (st == SDICT_OK) st = sdict_tensor_new(doc, &t, out, err);
     sdict_storage_release(s);   /* the value holds its own reference */
     return st;

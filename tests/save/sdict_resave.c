@@ -93,9 +93,11 @@ static sdict_status add_tensor(sdict_doc *doc, sdict_value *dict, const char *ke
     fill(dt, sdict_storage_data(s), n);
     sdict_tensor t;
     sdict_value *v = NULL;
-    st = sdict_tensor_init(&t, dt, ndim, shape, s, err);
+    int64_t *stride = calloc(ndim ? (size_t)ndim : 1, sizeof *stride);
+    st = stride ? sdict_tensor_init(&t, dt, ndim, shape, stride, s, err) : SDICT_E_NOMEM;
     if (!st)
-        st = sdict_tensor_new(doc, &t, &v, err);
+        st = sdict_tensor_new(doc, &t, &v, err); /* copies shape and stride */
+    free(stride);
     sdict_storage_release(s);
     if (!st)
         st = sdict_dict_set_str(dict, key, v);
@@ -134,16 +136,18 @@ static int build(const char *out, bool weights_only) {
     sdict_tensor t;
     sdict_value *v;
     const int64_t n24 = 24;
-    CHECK(sdict_tensor_init(&t, SDICT_FLOAT32, 1, &n24, s, &err));
+    int64_t shape[2], stride[2];
+    CHECK(sdict_tensor_init(&t, SDICT_FLOAT32, 1, &n24, stride, s, &err));
     CHECK(sdict_tensor_new(doc, &t, &v, &err));
     CHECK(sdict_dict_set_str(tensors, "view_base", v));
-    t.ndim = 2; t.shape[0] = 2; t.shape[1] = 3; t.stride[0] = 3; t.stride[1] = 1; t.storage_offset = 2;
+    t.ndim = 2; t.shape = shape; t.stride = stride;
+    shape[0] = 2; shape[1] = 3; stride[0] = 3; stride[1] = 1; t.storage_offset = 2;
     CHECK(sdict_tensor_new(doc, &t, &v, &err));
     CHECK(sdict_dict_set_str(tensors, "view_slice", v));
-    t.shape[0] = 6; t.shape[1] = 4; t.stride[0] = 1; t.stride[1] = 6; t.storage_offset = 0;
+    shape[0] = 6; shape[1] = 4; stride[0] = 1; stride[1] = 6; t.storage_offset = 0;
     CHECK(sdict_tensor_new(doc, &t, &v, &err));
     CHECK(sdict_dict_set_str(tensors, "view_t", v));
-    t.shape[0] = 3; t.shape[1] = 5; t.stride[0] = 0; t.stride[1] = 1; t.storage_offset = 7;
+    shape[0] = 3; shape[1] = 5; stride[0] = 0; stride[1] = 1; t.storage_offset = 7;
     CHECK(sdict_tensor_new(doc, &t, &v, &err));
     CHECK(sdict_dict_set_str(tensors, "view_expand", v));
     sdict_storage_release(s);
@@ -152,7 +156,7 @@ static int build(const char *out, bool weights_only) {
     CHECK(sdict_storage_new(10 * 3 * 4, &s, &err));
     fill(SDICT_FLOAT32, sdict_storage_data(s), 30);
     const int64_t emb[2] = {10, 3};
-    CHECK(sdict_tensor_init(&t, SDICT_FLOAT32, 2, emb, s, &err));
+    CHECK(sdict_tensor_init(&t, SDICT_FLOAT32, 2, emb, stride, s, &err));
     t.is_parameter = true;
     t.requires_grad = true;
     CHECK(sdict_tensor_new(doc, &t, &v, &err));
@@ -256,9 +260,10 @@ static int build(const char *out, bool weights_only) {
         CHECK(sdict_dict_set_str(root, "dtype", sdict_dtype_value_new(doc, SDICT_BFLOAT16)));
         /* a meta tensor: shape and strides without data */
         sdict_tensor mt;
-        CHECK(sdict_tensor_init(&mt, SDICT_FLOAT16, 2, shape23, NULL, &err));
-        mt.stride[0] = 1;
-        mt.stride[1] = 2;
+        int64_t mstride[2];
+        CHECK(sdict_tensor_init(&mt, SDICT_FLOAT16, 2, shape23, mstride, NULL, &err));
+        mstride[0] = 1;
+        mstride[1] = 2;
         CHECK(sdict_tensor_new(doc, &mt, &v, &err));
         CHECK(sdict_dict_set_str(root, "meta", v));
     }

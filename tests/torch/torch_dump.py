@@ -39,7 +39,8 @@ def float_text(x):
 def tensor_bytes(t):
     """Elements in C-contiguous order, little-endian (bool 1 byte, complex real then imag)."""
     import torch
-    t = t.detach().contiguous()
+    # flat first: numpy takes at most 32 dimensions, torch any number (same C-order bytes)
+    t = t.detach().contiguous().reshape(-1)
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)            # numpy has no bfloat16; the bits are what we hash
     a = t.numpy()

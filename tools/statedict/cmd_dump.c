@@ -74,11 +74,11 @@ static sdict_status hash_tensor(const sdict_tensor *t, struct sha256_ctx *h, sdi
     if (!buf)
         return SDICT_E_NOMEM;
     cli_chunker c;
-    sdict_tensor piece;
+    cli_piece piece;
     for (cli_chunker_init(&c, t, max_elems); st == SDICT_OK && cli_chunk_view(&c, t, &piece);
          cli_chunker_next(&c, t)) {
-        size_t nb = sdict_tensor_nbytes(&piece);
-        st = sdict_tensor_copy_to(&piece, t->dtype, buf, nb, err);
+        size_t nb = sdict_tensor_nbytes(&piece.t);
+        st = sdict_tensor_copy_to(&piece.t, t->dtype, buf, nb, err);
         if (st == SDICT_OK) {
             if (!le)
                 byteswap_units(buf, nb, unit);

@@ -108,32 +108,52 @@ typedef struct show_ctx {
     formatter f1, f2;    /* f2: imaginary parts of complex tensors */
 } show_ctx;
 
-/* Calls visit for the storage index of every shown element in print order. */
-static void gather(show_ctx *c, int dim, int64_t off) {
+/* The index after i in a dimension of n items as it is shown: summarised dimensions jump from
+   the first EDGE_ITEMS to the last ones. n or more when the dimension is done. */
+static int64_t shown_next(const show_ctx *c, int64_t i, int64_t n) {
+    return (c->summarize && n > 2 * EDGE_ITEMS && i + 1 == EDGE_ITEMS) ? n - EDGE_ITEMS : i + 1;
+}
+
+/* Reads every shown element, in print order, into c->vals. The index space is walked like an
+   odometer over heap-held indices (any rank; no recursion per dimension); the caller makes
+   sure the tensor has elements. */
+static void gather(show_ctx *c) {
     const sdict_tensor *t = c->t;
-    if (c->st != SDICT_OK)
+    int32_t nd = t->ndim;
+    int64_t *idx = calloc(nd ? (size_t)nd : 1, sizeof *idx), off = t->storage_offset;
+    if (!idx) {
+        c->st = SDICT_E_NOMEM;
         return;
-    if (dim == t->ndim) {
+    }
+    for (;;) {
         if (c->nvals == c->cap) {
             size_t ncap = c->cap ? c->cap * 2 : 256;
             elem *p = realloc(c->vals, ncap * sizeof *p);
             if (!p) {
                 c->st = SDICT_E_NOMEM;
-                return;
+                break;
             }
             c->vals = p;
             c->cap = ncap;
         }
         c->st = read_elem(t, off, &c->vals[c->nvals++], &c->err);
-        return;
+        if (c->st != SDICT_OK)
+            break;
+        int32_t k = nd - 1;
+        for (; k >= 0; k--) {
+            int64_t next = shown_next(c, idx[k], t->shape[k]);
+            if (next < t->shape[k]) {
+                off += (next - idx[k]) * t->stride[k];
+                idx[k] = next;
+                break;
+            }
+            off -= idx[k] * t->stride[k];
+            idx[k] = 0;
+        }
+        if (k < 0)
+            break;
     }
-    int64_t n = t->shape[dim];
-    bool cut = c->summarize && n > 2 * EDGE_ITEMS;
-    for (int64_t i = 0; i < n; i++) {
-        if (cut && i == EDGE_ITEMS)
-            i = n - EDGE_ITEMS;
-        gather(c, dim + 1, off + i * t->stride[dim]);
-    }
+    free(idx);
 }
 
 /* One float as torch's _Formatter.format prints it, padded to the formatter's width. */
@@ -248,46 +268,76 @@ static int element_length(const show_ctx *c) {
 }
 
 /*
- Prints dimension dim like torch's _tensor_str_with_formatter: the innermost dimension as rows
- of elements wrapped so that each line holds floor((80 - indent) / element_length) items (the
- " ..." of a summarised row counts as an item), outer dimensions as sub-tensors separated by
- "," and one newline per remaining dimension, "..." standing for the skipped middle.
+ Prints the tensor like torch's _tensor_str_with_formatter, starting at column `indent`: the
+ innermost dimension as rows of elements wrapped so that each line holds
+ floor((80 - indent) / element_length) items (the " ..." of a summarised row counts as an
+ item), outer dimensions as sub-tensors separated by "," and one newline per remaining
+ dimension, "..." standing for the skipped middle. torch recurses per dimension; this walks the
+ same nesting with one heap-held position per dimension, so any rank prints. The caller makes
+ sure the tensor has elements.
 */
-static void print_dim(show_ctx *c, cli_buf *b, int dim, int indent) {
+static void print_tensor(show_ctx *c, cli_buf *b, int indent) {
     const sdict_tensor *t = c->t;
-    if (dim == t->ndim) {
-        char buf[160];
+    int32_t nd = t->ndim;
+    char buf[160];
+    if (nd == 0) {
         fmt_elem(c, &c->vals[c->next++], buf, sizeof buf);
         buf_puts(b, buf);
         return;
     }
-    int64_t n = t->shape[dim];
-    bool cut = c->summarize && n > 2 * EDGE_ITEMS;
-    bool inner = dim == t->ndim - 1;
-    int per_line = (80 - indent) / element_length(c);
-    if (per_line < 1)
-        per_line = 1;
+    /* pos[d]: index being printed in dimension d; item[d]: its place in torch's data list
+       (the "..." of a summarised dimension takes one place), for wrapping */
+    int64_t *pos = calloc(2 * (size_t)nd, sizeof *pos);
+    if (!pos) {
+        c->st = SDICT_E_NOMEM;
+        return;
+    }
+    int64_t *item = pos + nd;
+    int32_t d = 0;
     buf_puts(b, "[");
-    int64_t item = 0; /* position in torch's data list, for wrapping */
-    for (int64_t i = 0; i < n; i++, item++) {
+    while (d >= 0) {
+        int64_t n = t->shape[d], i = pos[d];
+        if (i >= n) { /* dimension d done: back to its parent's next item */
+            buf_puts(b, "]");
+            if (--d >= 0) {
+                pos[d]++;
+                item[d]++;
+            }
+            continue;
+        }
+        bool inner = d == nd - 1;
+        int col = indent + d; /* column of this dimension's "[" */
         if (i) {
-            if (inner && item % per_line != 0) {
+            int per_line = (80 - col) / element_length(c);
+            if (per_line < 1)
+                per_line = 1;
+            if (inner && item[d] % per_line != 0) {
                 buf_puts(b, ", ");
             } else {
                 buf_puts(b, ",");
-                for (int k = 0; k < (inner ? 1 : t->ndim - dim - 1); k++)
+                for (int32_t k = 0; k < (inner ? 1 : nd - d - 1); k++)
                     buf_puts(b, "\n");
-                buf_printf(b, "%*s", indent + 1, "");
+                buf_printf(b, "%*s", col + 1, "");
             }
         }
-        if (cut && i == EDGE_ITEMS) {
+        if (c->summarize && n > 2 * EDGE_ITEMS && i == EDGE_ITEMS) {
             buf_puts(b, inner ? " ..." : "..."); /* torch pads the inner one */
-            i = n - EDGE_ITEMS - 1;
+            pos[d] = n - EDGE_ITEMS;
+            item[d]++;
             continue;
         }
-        print_dim(c, b, dim + 1, indent + 1);
+        if (inner) {
+            fmt_elem(c, &c->vals[c->next++], buf, sizeof buf);
+            buf_puts(b, buf);
+            pos[d]++;
+            item[d]++;
+        } else {
+            buf_puts(b, "[");
+            d++;
+            pos[d] = item[d] = 0;
+        }
     }
-    buf_puts(b, "]");
+    free(pos);
 }
 
 static int show_tensor(const char *key, const sdict_tensor *t) {
@@ -310,7 +360,16 @@ static int show_tensor(const char *key, const sdict_tensor *t) {
     memset(&c, 0, sizeof c);
     c.t = t;
     c.summarize = sdict_tensor_numel(t) > SUMMARIZE_THRESHOLD;
-    gather(&c, 0, t->storage_offset);
+    if (sdict_tensor_numel(t) > 0)
+        gather(&c);
+    if (c.st == SDICT_OK) {
+        choose_format(&c);
+        buf_puts(&b, "tensor(");
+        if (sdict_tensor_numel(t) == 0)
+            buf_puts(&b, "[]");
+        else
+            print_tensor(&c, &b, 7); /* 7 = strlen("tensor(") */
+    }
     int rc = CLI_EXIT_OK;
     if (c.st != SDICT_OK) {
         if (c.err.code == SDICT_OK)
@@ -318,13 +377,6 @@ static int show_tensor(const char *key, const sdict_tensor *t) {
         cli_report_error(c.st, &c.err);
         rc = CLI_EXIT_BAD_INPUT;
     } else {
-        choose_format(&c);
-        buf_puts(&b, "tensor(");
-        if (sdict_tensor_numel(t) == 0) {
-            buf_puts(&b, "[]");
-        } else {
-            print_dim(&c, &b, 0, 7); /* 7 = strlen("tensor(") */
-        }
         sdict_dtype d = t->dtype;
         if (sdict_tensor_numel(t) == 0 && t->ndim != 1) { /* torch: size=(0, 3) */
             buf_puts(&b, ", size=(");
