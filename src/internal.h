@@ -254,6 +254,15 @@ sdict_status sdict__zip_writer_new(sdict__write_fn write, void *ctx, const char 
 */
 sdict_status sdict__zip_writer_add(sdict__zip_writer *w, const char *relname, const void *data,
                                    uint64_t n, sdict_error *err);
+/**
+ The 40 digits torch >= 2.1 writes as `.data/serialization_id` for the records added so far
+ (PyTorchStreamWriter::writeSerializationId): the fold of libstdc++'s std::hash of each
+ relative record name in std::unordered_set iteration order, then the fold of the CRC-32s of
+ the data descriptors written, each as 20 zero-padded decimal digits, NUL-terminated.
+ Record names must be distinct. SDICT_E_NOMEM.
+*/
+sdict_status sdict__zip_writer_serialization_id(const sdict__zip_writer *w, char out[41],
+                                                sdict_error *err);
 /** Writes the central directory, ZIP64 end record, ZIP64 locator and classic EOCD. */
 sdict_status sdict__zip_writer_finish(sdict__zip_writer *w, sdict_error *err);
 void sdict__zip_writer_free(sdict__zip_writer *w);
