@@ -345,6 +345,36 @@ typedef enum sdict_kind {
     "tensor", "dtype"; "?" when invalid. */
 SDICT_API const char *sdict_kind_name(sdict_kind kind);
 
+/**
+ Python types that share a kind with a plainer one. A value read from a file remembers which
+ it was, and sdict_save writes it back as that type, never as the plain one: reading and
+ writing a checkpoint changes no value's Python type.
+*/
+typedef enum sdict_pytype {
+    SDICT_PYTYPE_PLAIN = 0,      /**< the kind's own type (int, tuple, set, bytes, torch.Tensor...) */
+    SDICT_PYTYPE_TORCH_SIZE,     /**< a tuple of ints that is a torch.Size */
+    SDICT_PYTYPE_FROZENSET,      /**< a set that is a frozenset */
+    SDICT_PYTYPE_BYTEARRAY,      /**< bytes that are a bytearray */
+    SDICT_PYTYPE_NUMPY_SCALAR,   /**< a bool, int or float that is a numpy scalar
+                                      (numpy.float32(1.5), numpy.int64(7), numpy.bool_(True)) */
+    SDICT_PYTYPE_NUMPY_ARRAY,    /**< a tensor (C- or Fortran-contiguous, own storage) that is a
+                                      numpy.ndarray */
+    SDICT_PYTYPE_COUNT
+} sdict_pytype;
+
+/** The Python type of v (SDICT_PYTYPE_PLAIN for NULL and for values built in memory). */
+SDICT_API sdict_pytype sdict_value_pytype(const sdict_value *v);
+/** numpy's dtype string of a numpy scalar or array ("<f4", "|b1", ">i8", "<c16") written into
+    buf; NULL for other values. */
+SDICT_API const char *sdict_value_numpy_dtype(const sdict_value *v, char buf[8]);
+/**
+ Marks v as a torch.Size (a tuple of ints), a frozenset (a set) or a bytearray (bytes), or
+ back as its plain type (which also turns a numpy value into a plain number or tensor).
+ numpy types cannot be set: they come from files. Errors: SDICT_E_INVALID_ARG (NULL, numpy
+ type, or a kind that does not match).
+*/
+SDICT_API sdict_status sdict_value_set_pytype(sdict_value *v, sdict_pytype t);
+
 /** Creates an empty document whose root is None. Errors: SDICT_E_NOMEM. */
 SDICT_API sdict_status sdict_doc_new(sdict_doc **out, sdict_error *err);
 /** Frees the doc, every value in it, and its storage references. NULL-tolerant. */
@@ -556,20 +586,48 @@ SDICT_API bool sdict_doc_big_endian(const sdict_doc *doc);
  MARK: Saving (torch.save)
 ==================================================================================================*/
 
+/** Bits for sdict_save_opts.flags. */
+enum {
+    /**
+     Write the layout of torch 2.7 and later, byte for byte as torch 2.14's torch.save writes
+     it, instead of torch 1.13's (the default: records data.pkl, data/<key> with the keys
+     sorted as strings, "0", "1", "10", "2", then version). The records are data.pkl,
+     .format_version ("1"), .storage_alignment ("64"), byteorder (the host's), data/0,
+     data/1, ... in numeric order, version, and .data/serialization_id (torch's hash of the
+     record names and CRC-32s); the archive folder is "archive" when the path is not ASCII,
+     as torch names it then. The pickle is the same. Both layouts load in every torch >= 1.6.
+    */
+    SDICT_SAVE_LAYOUT_TORCH2 = 1u << 0,
+    /**
+     Also write values that torch.load's default weights-only unpickler (torch >= 2.6) refuses:
+     numpy scalars and arrays, frozensets, ints longer than 255 bytes. Such files, like the
+     files they were read from, need torch.load(path, weights_only=False). Without this flag
+     sdict_save refuses them with SDICT_E_UNSUPPORTED naming the value's path.
+    */
+    SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY = 1u << 1,
+};
+
 /** Options for saving; zeroed or NULL means defaults. */
 typedef struct sdict_save_opts {
     /** Archive folder name inside the zip; NULL derives it from the path like torch
         (directory stripped, text after the last dot removed: "sd.pt" -> "sd"). */
     const char *archive_name;
-    uint32_t flags; /**< reserved, 0 */
+    uint32_t flags; /**< SDICT_SAVE_* bits; 0 for torch 1.13's layout */
 } sdict_save_opts;
 
 /**
- Writes root as a torch zip checkpoint exactly as torch 1.13's torch.save does: pickle protocol
- 2, records data.pkl, data/<key> (stored, 64-byte aligned via the FB extra field), version;
- ZIP64 end records; CRC-32 on every record. Each distinct storage is written once and keyed
- "0", "1", ... in first-seen order; tensors referencing it keep their storage_offset and stride.
- Tensors with is_parameter are saved through _rebuild_parameter.
+ Writes root as a torch zip checkpoint exactly as torch 1.13's torch.save does (or, with
+ SDICT_SAVE_LAYOUT_TORCH2, as torch 2.14's does): pickle protocol 2, records data.pkl,
+ data/<key> (stored, 64-byte aligned via the FB extra field), version; ZIP64 end records;
+ CRC-32 on every record. Each distinct storage is written once and keyed "0", "1", ... in
+ first-seen order; tensors referencing it keep their storage_offset and stride. Tensors with
+ is_parameter are saved through _rebuild_parameter. Values are pickled as the Python type
+ they were read as (sdict_value_pytype). The file loads with torch.load(path) of every torch
+ since 1.6 under its defaults, weights_only=True from 2.6 on: values that unpickler refuses
+ (numpy values, frozensets, ints past 255 bytes) are refused with SDICT_E_UNSUPPORTED unless
+ SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY, and b'' is written as _codecs.encode('', 'latin1') where
+ torch writes builtins.bytes(), which its own weights-only unpickler refuses. (torch 1.13's
+ weights_only=True, off by default there, also refuses floats and bytes.)
  The file is written beside path under a temporary name, fsynced, renamed over path, and the
  directory fsynced: a failure at any point leaves any previous file untouched (a process killed
  mid-save may leave its temporary ".NAME.PID-NNN.sdtmp" behind). A symbolic link is written
@@ -577,8 +635,10 @@ typedef struct sdict_save_opts {
  file's mode (and, for root, owner) is kept; a path that exists but is not a regular file (a
  device, a FIFO, a directory) is refused with SDICT_E_IO.
  Errors: SDICT_E_IO (with errno text), SDICT_E_INVALID_ARG (a value torch cannot load, such as
- a tensor of one storage seen with two dtypes, or a cycle), SDICT_E_LIMIT (nesting deeper than
- 1000), SDICT_E_NOMEM.
+ a tensor of one storage seen with two dtypes, or a cycle; unknown opts->flags bits),
+ SDICT_E_UNSUPPORTED (a value torch's weights-only unpickler refuses, or a numpy value that
+ cannot be written back as numpy; the message names its dotted path), SDICT_E_LIMIT (nesting
+ deeper than 1000), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_save(const char *path, const sdict_value *root,
                                   const sdict_save_opts *opts, sdict_error *err);

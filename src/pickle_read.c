@@ -156,6 +156,7 @@ typedef struct tag {
     char np_kind;     /* numpy dtype: 'f', 'i', 'u', 'b', 'c' */
     uint8_t np_size;  /* bytes per element */
     char np_order;    /* '<', '>', '|', '=' */
+    bool np_underscore; /* G_NP_ARRAY: made by numpy._core's _reconstruct (numpy >= 2) */
     sdict_value *fwd; /* G_NP_ARRAY after BUILD: the tensor it became */
 } tag;
 
@@ -1156,8 +1157,15 @@ static double half_to_double(uint16_t h) {
     return (h & 0x8000) ? -v : v;
 }
 
-/* numpy.core.multiarray.scalar(dtype, bytes) -> a plain number. */
-static sdict_status np_scalar(vm *m, const sdict_value *args, sdict_value **out) {
+/* The byte order a numpy value is written back with: '=' (native) as the host spells it. */
+static char np_order_of(const tag *t) {
+    if (t->np_order == '=')
+        return t->np_size == 1 ? '|' : host_big_endian() ? '>' : '<';
+    return t->np_order;
+}
+
+/* numpy.core.multiarray.scalar(dtype, bytes) -> a number that remembers its numpy type. */
+static sdict_status np_scalar(vm *m, const sdict_value *args, bool underscore, sdict_value **out) {
     TRY(args_count(m, args, "numpy scalar", 2, 2));
     tag *t = tag_of(m, sdict_seq_item(args, 0));
     size_t len = 0;
@@ -1194,6 +1202,8 @@ static sdict_status np_scalar(vm *m, const sdict_value *args, sdict_value **out)
         NEWV(*out, sdict_float_new(m->doc, d));
     }
     }
+    sdict__value_set_numpy(*out, SDICT_PYTYPE_NUMPY_SCALAR, np_order_of(t), t->np_kind,
+                           t->np_size, underscore);
     return SDICT_OK;
 }
 
@@ -1269,8 +1279,11 @@ static sdict_status np_array_build(vm *m, tag *arr, const sdict_value *state, sd
     t.storage = s;
     sdict_status st = relocate(m, sdict_tensor_new(m->doc, &t, out, m->err));
     sdict_storage_release(s);
-    if (st == SDICT_OK)
+    if (st == SDICT_OK) {
+        sdict__value_set_numpy(*out, SDICT_PYTYPE_NUMPY_ARRAY, np_order_of(dt), dt->np_kind,
+                               dt->np_size, arr->np_underscore);
         arr->fwd = *out;
+    }
     return st;
 }
 
@@ -1318,6 +1331,9 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
     }
     case G_SET: {
         NEWV(*out, sdict_set_new(m->doc));
+        size_t nl = strlen(name);
+        if (nl >= 9 && strcmp(name + nl - 9, "frozenset") == 0)
+            (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_FROZENSET);
         if (newobj || n == 0)
             return SDICT_OK;
         sdict_kind k = sdict_value_kind(a[0]);
@@ -1334,7 +1350,12 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
             if (sdict_value_kind(sdict_seq_item(a[0], i)) != SDICT_KIND_INT)
                 return fail(m, SDICT_E_PICKLE_TYPE, "torch.Size item %zu is %s, not an int", i,
                             kind_of(m, sdict_seq_item(a[0], i)));
-        *out = (sdict_value *)a[0]; /* tuples are immutable: the size is that tuple */
+        /* a tuple of its own: the argument tuple may be shared as a plain tuple */
+        NEWV(*out, sdict_tuple_new(m->doc));
+        for (size_t i = 0; i < sdict_seq_len(a[0]); i++)
+            if (sdict_seq_append(*out, sdict_seq_item(a[0], i)) != SDICT_OK)
+                return nomem(m);
+        (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_TORCH_SIZE); /* items checked above */
         return SDICT_OK;
     case G_BYTES:
         if (n != 0)
@@ -1343,19 +1364,22 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         return SDICT_OK;
     case G_ENCODE:
     case G_BYTEARRAY: {
-        if (t->kind == G_BYTEARRAY && n == 0) {
-            NEWV(*out, sdict_bytes_new(m->doc, "", 0));
-            return SDICT_OK;
-        }
-        if (t->kind == G_BYTEARRAY && n == 1 && sdict_value_kind(a[0]) == SDICT_KIND_BYTES) {
-            *out = (sdict_value *)a[0];
+        if (t->kind == G_BYTEARRAY && (n == 0 || (n == 1 && sdict_value_kind(a[0]) == SDICT_KIND_BYTES))) {
+            /* bytes of its own (the argument may be shared as plain bytes) */
+            size_t bl = 0;
+            const void *bp = n ? sdict_bytes_get(a[0], &bl) : "";
+            NEWV(*out, sdict_bytes_new(m->doc, bp, bl));
+            (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_BYTEARRAY);
             return SDICT_OK;
         }
         const char *enc = n == 2 ? sdict_str_get(a[1], NULL) : NULL;
         if (!enc || sdict_value_kind(a[0]) != SDICT_KIND_STR ||
             (strcmp(enc, "latin1") != 0 && strcmp(enc, "latin-1") != 0))
             return fail(m, SDICT_E_PICKLE_TYPE, "'%s' is only accepted as (str, 'latin1')", name);
-        return latin1_bytes(m, a[0], out);
+        TRY(latin1_bytes(m, a[0], out));
+        if (t->kind == G_BYTEARRAY) /* bytearray('...', 'latin-1'): a new value */
+            (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_BYTEARRAY);
+        return SDICT_OK;
     }
     case G_RT1:
     case G_RT2: {
@@ -1406,14 +1430,17 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         return relocate(m, sdict_tensor_new(m->doc, &mt, out, m->err));
     }
     case G_NP_SCALAR:
-        return np_scalar(m, args, out);
+        return np_scalar(m, args, strncmp(name, "numpy._core.", 12) == 0, out);
     case G_NP_DTYPE_CLS:
         return np_dtype_new(m, args, out);
     case G_NP_RECONSTRUCT: {
         tag *cls = n == 3 ? tag_of(m, a[0]) : NULL;
         if (!cls || cls->kind != G_NP_NDARRAY_CLS)
             return fail(m, SDICT_E_PICKLE_TYPE, "_reconstruct is only accepted for numpy.ndarray");
-        return new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, out, NULL);
+        tag *arr;
+        TRY(new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, out, &arr));
+        arr->np_underscore = strncmp(name, "numpy._core.", 12) == 0;
+        return SDICT_OK;
     }
     default:
         return fail(m, SDICT_E_PICKLE_TYPE, "'%s' cannot be called", name);
@@ -1843,7 +1870,10 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
                             (unsigned long long)n, data[bad]);
             return push(m, sdict_str_new(m->doc, (const char *)data, (size_t)n));
         }
-        return push(m, sdict_bytes_new(m->doc, data, (size_t)n));
+        v = sdict_bytes_new(m->doc, data, (size_t)n);
+        if (v && m->op == OP_BYTEARRAY8)
+            (void)sdict_value_set_pytype(v, SDICT_PYTYPE_BYTEARRAY);
+        return push(m, v);
     }
     case OP_STRING:
         TRY(read_line(m, &s, &len));
@@ -1874,6 +1904,8 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
                     : m->op == OP_LIST ? SDICT_KIND_LIST
                                        : SDICT_KIND_SET,
                     &v));
+        if (m->op == OP_FROZENSET)
+            (void)sdict_value_set_pytype(v, SDICT_PYTYPE_FROZENSET);
         return push(m, v);
     case OP_DICT:
         TRY(pop_mark(m, &base));

@@ -231,6 +231,8 @@ static uint16_t small_from_double(double d, small_fmt f) {
     return round_small(neg, frac | (UINT64_C(1) << 52), e - 1075, f);
 }
 
+uint16_t sdict__half_from_double(double d) { return small_from_double(d, FMT_F16); }
+
 static double small_to_double(uint16_t h, small_fmt f) {
     int man_mask = (1 << f.man_bits) - 1;
     int e = (h >> f.man_bits) & ((1 << f.exp_bits) - 1);

@@ -25,6 +25,7 @@
 enum {
     FLAG_ORDERED = 1, /* dict: collections.OrderedDict */
     FLAG_BIG = 2,     /* int: value in u.s as minimal little-endian two's complement bytes */
+    FLAG_NP_UNDERSCORE_CORE = 4, /* numpy value pickled through numpy._core (numpy >= 2) */
 };
 
 #define INDEX_MIN 8      /* dicts/sets up to this many items are searched linearly */
@@ -39,6 +40,10 @@ typedef struct dict_item {
 struct sdict_value {
     uint8_t kind;
     uint8_t flags;
+    uint8_t pytype;   /* sdict_pytype */
+    char np_order;    /* numpy values: byte order '<', '>', '|' */
+    char np_kind;     /* numpy values: 'f', 'i', 'u', 'b', 'c' */
+    uint8_t np_size;  /* numpy values: bytes per element */
     sdict_doc *doc;
     union {
         bool b;
@@ -1130,4 +1135,61 @@ sdict_value *sdict_value_at(const sdict_value *root, const char *path) {
             return NULL;
     }
     return (sdict_value *)v;
+}
+
+/*==================================================================================================
+ MARK: Python types folded into kinds
+==================================================================================================*/
+
+sdict_pytype sdict_value_pytype(const sdict_value *v) {
+    return v ? (sdict_pytype)v->pytype : SDICT_PYTYPE_PLAIN;
+}
+
+const char *sdict_value_numpy_dtype(const sdict_value *v, char buf[8]) {
+    if (!v || !buf || (v->pytype != SDICT_PYTYPE_NUMPY_SCALAR && v->pytype != SDICT_PYTYPE_NUMPY_ARRAY))
+        return NULL;
+    snprintf(buf, 8, "%c%c%u", v->np_order, v->np_kind, (unsigned)v->np_size);
+    return buf;
+}
+
+bool sdict__value_numpy(const sdict_value *v, char *order, char *kind, uint8_t *size,
+                        bool *underscore_core) {
+    if (!v || (v->pytype != SDICT_PYTYPE_NUMPY_SCALAR && v->pytype != SDICT_PYTYPE_NUMPY_ARRAY))
+        return false;
+    *order = v->np_order;
+    *kind = v->np_kind;
+    *size = v->np_size;
+    *underscore_core = (v->flags & FLAG_NP_UNDERSCORE_CORE) != 0;
+    return true;
+}
+
+void sdict__value_set_numpy(sdict_value *v, sdict_pytype t, char order, char kind, uint8_t size,
+                            bool underscore_core) {
+    v->pytype = (uint8_t)t;
+    v->np_order = order;
+    v->np_kind = kind;
+    v->np_size = size;
+    if (underscore_core)
+        v->flags |= FLAG_NP_UNDERSCORE_CORE;
+}
+
+sdict_status sdict_value_set_pytype(sdict_value *v, sdict_pytype t) {
+    if (!v)
+        return SDICT_E_INVALID_ARG;
+    sdict_kind want = t == SDICT_PYTYPE_TORCH_SIZE  ? SDICT_KIND_TUPLE
+                      : t == SDICT_PYTYPE_FROZENSET ? SDICT_KIND_SET
+                      : t == SDICT_PYTYPE_BYTEARRAY ? SDICT_KIND_BYTES
+                                                    : (sdict_kind)v->kind;
+    if (t != SDICT_PYTYPE_PLAIN && t != SDICT_PYTYPE_TORCH_SIZE && t != SDICT_PYTYPE_FROZENSET &&
+        t != SDICT_PYTYPE_BYTEARRAY)
+        return SDICT_E_INVALID_ARG; /* numpy types come with a numpy dtype: read from files */
+    if (v->kind != want)
+        return SDICT_E_INVALID_ARG;
+    if (t == SDICT_PYTYPE_TORCH_SIZE)
+        for (size_t i = 0; i < v->u.seq.len; i++)
+            if (v->u.seq.items[i]->kind != SDICT_KIND_INT)
+                return SDICT_E_INVALID_ARG;
+    v->pytype = (uint8_t)t;
+    v->flags &= (uint8_t)~FLAG_NP_UNDERSCORE_CORE;
+    return SDICT_OK;
 }

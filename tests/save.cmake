@@ -2,10 +2,11 @@
 # re-saves a loaded file or writes a C-built tree; the python scripts make torch write the
 # reference files and load ours. They skip (exit 77) when ${SDICT_PYTHON} cannot import torch.
 #
-#   save_identical   torch 1.13 writes LeNet, resnet18 and a BatchNorm model's state_dicts (and
-#                    general checkpoints / optimizer states, reported only); the driver loads and
-#                    re-saves each under the same file name; module state_dicts must be
-#                    byte-identical
+#   save_identical   torch 1.13 writes LeNet, resnet18 and a BatchNorm model's state_dicts, an
+#                    AdamW checkpoint and Python types (and other checkpoints / optimizer
+#                    states, reported only); the driver loads and re-saves each under the same
+#                    file name; those must be byte-identical (save2x.cmake runs the same script
+#                    with torch 2.14 and the 2.x layout)
 #   save_torch_load@GEN  C-built trees (every dtype, 0-dim, empty, views, tied weights, nested
 #                    checkpoint values) loaded by torch.load and checked element by element,
 #                    in every torch generation

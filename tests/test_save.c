@@ -300,7 +300,8 @@ static sdict_value *build_tree(sdict_doc *doc) {
     uint8_t big[300];
     memset(big, 0xab, sizeof big);
     assert_int_equal(sdict_seq_append(lst, sdict__int_from_le_bytes(doc, big, 20)), SDICT_OK);
-    assert_int_equal(sdict_seq_append(lst, sdict__int_from_le_bytes(doc, big, 300)), SDICT_OK);
+    /* 255 bytes: the longest int LONG1 holds (LONG4 needs SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY) */
+    assert_int_equal(sdict_seq_append(lst, sdict__int_from_le_bytes(doc, big, 255)), SDICT_OK);
     for (int i = 0; i < 4; i++)
         assert_int_equal(sdict_seq_append(tup, sdict_bool_new(doc, i & 1)), SDICT_OK);
     assert_int_equal(sdict_seq_append(set, sdict_str_new(doc, "a", 1)), SDICT_OK);
@@ -385,13 +386,13 @@ static void test_round_trip(void **state) {
  MARK: Pickle bytes
 ==================================================================================================*/
 
-/* Pickles v and returns the bytes between PROTO 2 and STOP in *body (static buffer). */
-static size_t pickle_body(const sdict_value *v, uint8_t *body, size_t cap) {
+/* Pickles v with the save flags and returns the bytes between PROTO 2 and STOP in *body. */
+static size_t pickle_body_flags(const sdict_value *v, uint32_t flags, uint8_t *body, size_t cap) {
     sdict__buf b;
     sdict__buf_init(&b);
     sdict__saved_storage *st = NULL;
     size_t nst = 0;
-    assert_int_equal(sdict__pickle_write(v, &b, &st, &nst, NULL), SDICT_OK);
+    assert_int_equal(sdict__pickle_write(v, flags, &b, &st, &nst, NULL), SDICT_OK);
     sdict__free(st);
     assert_true(b.len >= 3);
     assert_int_equal(b.data[0], 0x80);
@@ -402,6 +403,10 @@ static size_t pickle_body(const sdict_value *v, uint8_t *body, size_t cap) {
     memcpy(body, b.data + 2, n);
     sdict__buf_free(&b);
     return n;
+}
+
+static size_t pickle_body(const sdict_value *v, uint8_t *body, size_t cap) {
+    return pickle_body_flags(v, 0, body, cap);
 }
 
 static void test_pickle_ints(void **state) {
@@ -429,11 +434,23 @@ static void test_pickle_ints(void **state) {
         assert_int_equal(n, cases[i].n);
         assert_memory_equal(body, cases[i].bytes, n);
     }
-    /* 300-byte int: LONG4 */
+    /* 300-byte int: LONG4, which torch's weights-only unpickler lacks: refused by default,
+       naming where it is */
     uint8_t big[300];
     memset(big, 0x11, sizeof big);
     uint8_t out[400];
-    size_t n = pickle_body(sdict__int_from_le_bytes(doc, big, 300), out, sizeof out);
+    sdict_value *huge = sdict__int_from_le_bytes(doc, big, 300), *hd = sdict_dict_new(doc, false);
+    assert_int_equal(sdict_dict_set_str(hd, "big", huge), SDICT_OK);
+    sdict__buf b;
+    sdict__buf_init(&b);
+    sdict__saved_storage *sst = NULL;
+    size_t nst = 0;
+    sdict_error err;
+    assert_int_equal(sdict__pickle_write(hd, 0, &b, &sst, &nst, &err), SDICT_E_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "'big' is an int of 300 bytes"));
+    assert_non_null(strstr(err.message, "LONG4"));
+    sdict__buf_free(&b);
+    size_t n = pickle_body_flags(huge, SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY, out, sizeof out);
     assert_int_equal(n, 305);
     assert_memory_equal(out, "\x8b\x2c\x01\x00\x00", 5);
     assert_memory_equal(out + 5, big, 300);
@@ -535,13 +552,13 @@ static void test_pickle_memo(void **state) {
     /* more than 256 memo entries switch to LONG_BINPUT / LONG_BINGET */
     sdict_value *l3 = sdict_list_new(doc), *last = NULL;
     for (int i = 0; i < 300; i++) {
-        last = sdict_str_new(doc, "k", 1);
+        last = sdict_str_new(doc, "kk", 2);
         assert_int_equal(sdict_seq_append(l3, last), SDICT_OK);
     }
     assert_int_equal(sdict_seq_append(l3, last), SDICT_OK);
     static uint8_t big[8192];
     n = pickle_body(l3, big, sizeof big);
-    /* ... X"k" r 300 (LONG_BINPUT) then j 300 (LONG_BINGET) e */
+    /* ... X"kk" r 300 (LONG_BINPUT) then j 300 (LONG_BINGET) e */
     assert_memory_equal(big + n - 11, "r\x2c\x01\x00\x00j\x2c\x01\x00\x00" "e", 11);
 
     /* tuples and sets memoized after many items (the identity map grows meanwhile), then

@@ -333,9 +333,11 @@ static sdict_status add_tensor_entry(sdict_doc *doc, sdict_value *dict, const ch
     return SDICT_OK;
 }
 
+/* version_key: the one "version" str of every _metadata entry (torch's entries share the
+   keyword's interned str, which pickles as one object). */
 static sdict_status state_dict_rec(const sdict_module *m, sdict_doc *doc, sdict_value *dict,
-                                   sdict_value *meta, strbuf *prefix, bool keep_vars,
-                                   sdict_error *err) {
+                                   sdict_value *meta, sdict_value *version_key, strbuf *prefix,
+                                   bool keep_vars, sdict_error *err) {
     size_t plen = prefix->len;
     /* _metadata key: the prefix without its trailing dot ("" for the root). */
     char *mkey = dup_str(plen ? prefix->p : "");
@@ -343,7 +345,7 @@ static sdict_status state_dict_rec(const sdict_module *m, sdict_doc *doc, sdict_
     if (plen) mkey[plen - 1] = '\0';
     sdict_value *ver = sdict_dict_new(doc, false);
     sdict_value *vv = sdict_int_new(doc, m->version);
-    sdict_status st = (ver && vv) ? sdict_dict_set_str(ver, "version", vv) : SDICT_E_NOMEM;
+    sdict_status st = (ver && vv) ? sdict_dict_set(ver, version_key, vv) : SDICT_E_NOMEM;
     if (st == SDICT_OK) st = sdict_dict_set_str(meta, mkey, ver);
     free(mkey);
     if (st != SDICT_OK) return sdict_nn__err(err, st, "state_dict: cannot build _metadata");
@@ -365,7 +367,7 @@ static sdict_status state_dict_rec(const sdict_module *m, sdict_doc *doc, sdict_
         sb_puts(prefix, m->child_names[i]);
         sb_puts(prefix, ".");
         if (prefix->oom) return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
-        st = state_dict_rec(m->children[i], doc, dict, meta, prefix, keep_vars, err);
+        st = state_dict_rec(m->children[i], doc, dict, meta, version_key, prefix, keep_vars, err);
         prefix->len = plen;
         prefix->p[plen] = '\0';
         if (st != SDICT_OK) return st;
@@ -380,11 +382,13 @@ sdict_status sdict_module_state_dict(const sdict_module *m, sdict_doc *doc, bool
     sdict_value *dict = sdict_dict_new(doc, true);
     sdict_value *meta = sdict_dict_new(doc, true);
     sdict_value *attrs = sdict_dict_new(doc, false);
-    if (!dict || !meta || !attrs) return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
+    sdict_value *version_key = sdict_str_new(doc, "version", 7);
+    if (!dict || !meta || !attrs || !version_key)
+        return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
     strbuf prefix = {0};
     sb_puts(&prefix, "");
     if (prefix.oom) return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
-    sdict_status st = state_dict_rec(m, doc, dict, meta, &prefix, keep_vars, err);
+    sdict_status st = state_dict_rec(m, doc, dict, meta, version_key, &prefix, keep_vars, err);
     free(prefix.p);
     if (st != SDICT_OK) return st;
     st = sdict_dict_set_str(attrs, "_metadata", meta);

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """Records which torch generation the interop tests ran against.
 
-usage: torch_env.py GEN OUTDIR [--require]
+usage: torch_env.py GEN OUTDIR
 
 Run with generation GEN's python (tests/CMakeLists.txt). Writes OUTDIR/GEN.txt with the exact
 versions of torch and its companions, prints them, and checks that the major.minor of torch is
-GEN. Exit 0 recorded; 77 (skip) when torch is not importable here; 1 with --require instead of
-the skip, or when the version is not the generation's.
+GEN. Exit 0 recorded; 77 (skip) when torch is not importable here; 1 instead of the skip when
+the environment variable SDICT_REQUIRE_TORCH is set, or when the version is not GEN's.
 """
 import importlib
 import os
@@ -14,10 +14,10 @@ import sys
 
 
 def main(argv):
-    if len(argv) not in (3, 4) or (len(argv) == 4 and argv[3] != "--require"):
+    if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
-    gen, outdir, require = argv[1], argv[2], len(argv) == 4
+    gen, outdir, require = argv[1], argv[2], bool(os.environ.get("SDICT_REQUIRE_TORCH"))
     try:
         import torch
     except Exception as e:  # ImportError, or a broken install

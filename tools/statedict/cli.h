@@ -37,6 +37,7 @@ enum {
     CLI_OPT_LOAD = 1u << 0,    /* --copy, --verify-crc, --big-endian */
     CLI_OPT_JSON = 1u << 1,    /* --json, --pretty */
     CLI_OPT_TOL = 1u << 2,     /* --rtol R, --atol A */
+    CLI_OPT_SAVE = 1u << 3,    /* --layout 1.13|2.x, --not-weights-only */
 };
 
 /** Parsed command line of one subcommand. */
@@ -49,6 +50,7 @@ typedef struct cli_args {
     uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian */
     double rtol;               /* default 1e-5, as torch.allclose */
     double atol;               /* default 1e-8, as torch.allclose */
+    uint32_t save_flags;       /* SDICT_SAVE_* bits from --layout/--not-weights-only */
 } cli_args;
 
 /** One subcommand: name, handler, one-line help, usage text (after "usage: statedict "). */

@@ -74,6 +74,19 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
             args->json = true;
         } else if ((o & CLI_OPT_JSON) && strcmp(a, "--pretty") == 0) {
             args->pretty = true;
+        } else if ((o & CLI_OPT_SAVE) && strcmp(a, "--layout") == 0) {
+            if (i + 1 >= argc)
+                return free(args->pos), args->pos = NULL, cli_usage_error(cmd, "%s needs a value", a);
+            const char *l = argv[++i];
+            if (strcmp(l, "2.x") == 0 || strcmp(l, "2") == 0)
+                args->save_flags |= SDICT_SAVE_LAYOUT_TORCH2;
+            else if (strcmp(l, "1.13") == 0)
+                args->save_flags &= ~(uint32_t)SDICT_SAVE_LAYOUT_TORCH2;
+            else
+                return free(args->pos), args->pos = NULL,
+                       cli_usage_error(cmd, "--layout: '%s' is not 1.13 or 2.x", l);
+        } else if ((o & CLI_OPT_SAVE) && strcmp(a, "--not-weights-only") == 0) {
+            args->save_flags |= SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY;
         } else if ((o & CLI_OPT_TOL) && (strcmp(a, "--rtol") == 0 || strcmp(a, "--atol") == 0)) {
             if (i + 1 >= argc)
                 return free(args->pos), args->pos = NULL, cli_usage_error(cmd, "%s needs a value", a);
