@@ -258,6 +258,7 @@ typedef struct vm {
     size_t memo_count;      /* slots set, in both */
     uint64_t entries;       /* items put into containers so far (count_entry), and the
                                dimensions of the tensors made (count_dims) */
+    uint64_t copied;        /* bytes the constructors copied out of other values (count_copy) */
     int64_t *dims;          /* scratch for the sizes and strides of the tensor being made */
     size_t dims_cap;
     hmap tagmap; /* value address -> index into tags */
@@ -511,6 +512,18 @@ static sdict_status count_dims(vm *m, int32_t ndim) {
         return fail(m, SDICT_E_LIMIT, "tensors of %d dimensions bring the container entries and "
                     "tensor dimensions past %llu (max_values, or 2 per byte of a %zu-byte pickle)",
                     (int)ndim, (unsigned long long)cap, m->n);
+    return SDICT_OK;
+}
+
+/* bytes(), bytearray() and _codecs.encode() copy bytes out of a value that may be memoized and
+   passed to them again and again: the copies count against twice the pickle's size plus
+   64 MiB, which keeps their memory proportional to the input. */
+static sdict_status count_copy(vm *m, size_t len) {
+    uint64_t cap = 2 * (uint64_t)m->n + (UINT64_C(64) << 20);
+    m->copied += len;   /* len <= the pickle's size: no overflow before the check fails */
+    if (m->copied > cap)
+        return fail(m, SDICT_E_LIMIT, "bytes constructors copy more than %llu bytes (2 per "
+                    "byte of a %zu-byte pickle, plus 64 MiB)", (unsigned long long)cap, m->n);
     return SDICT_OK;
 }
 
@@ -827,6 +840,7 @@ static sdict_status float_text(vm *m, const char *s, size_t len, sdict_value **o
 static sdict_status latin1_bytes(vm *m, const sdict_value *v, sdict_value **out) {
     size_t len;
     const uint8_t *s = (const uint8_t *)sdict_str_get(v, &len);
+    TRY(count_copy(m, len));
     uint8_t *b = sdict__malloc(len + 1);
     if (!b)
         return nomem(m);
@@ -1260,11 +1274,14 @@ static sdict_status np_array_build(vm *m, tag *arr, const sdict_value *state, sd
     if (!sdict__mul_u64(numel, dt->np_size, &nbytes) || nbytes != len)
         return fail(m, SDICT_E_PICKLE_TYPE, "ndarray data has %zu bytes, shape needs %llu", len,
                     (unsigned long long)nbytes);
-    int64_t acc = 1;
+    uint64_t acc = 1;
     for (int32_t k = 0; k < t.ndim; k++) { /* C order: last dim fastest; Fortran: first fastest */
         int32_t i = fortran ? k : t.ndim - 1 - k;
-        stride[i] = acc;
-        acc *= shape[i] > 0 ? shape[i] : 1;
+        stride[i] = (int64_t)acc;
+        /* an empty array may have huge other sizes: its strides must still be int64s */
+        if (!sdict__mul_u64(acc, (uint64_t)(shape[i] > 0 ? shape[i] : 1), &acc) ||
+            acc > (uint64_t)INT64_MAX)
+            return fail(m, SDICT_E_SHAPE, "ndarray strides overflow int64");
     }
     sdict_storage *s = NULL;
     TRY(relocate(m, sdict_storage_new(len, &s, m->err)));
@@ -1353,8 +1370,7 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         /* a tuple of its own: the argument tuple may be shared as a plain tuple */
         NEWV(*out, sdict_tuple_new(m->doc));
         for (size_t i = 0; i < sdict_seq_len(a[0]); i++)
-            if (sdict_seq_append(*out, sdict_seq_item(a[0], i)) != SDICT_OK)
-                return nomem(m);
+            TRY(seq_add(m, *out, sdict_seq_item(a[0], i)));
         (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_TORCH_SIZE); /* items checked above */
         return SDICT_OK;
     case G_BYTES:
@@ -1368,6 +1384,7 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
             /* bytes of its own (the argument may be shared as plain bytes) */
             size_t bl = 0;
             const void *bp = n ? sdict_bytes_get(a[0], &bl) : "";
+            TRY(count_copy(m, bl));
             NEWV(*out, sdict_bytes_new(m->doc, bp, bl));
             (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_BYTEARRAY);
             return SDICT_OK;
