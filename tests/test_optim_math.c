@@ -533,6 +533,15 @@ static void test_layouts_and_kept_keys(void **state) {
     sdict_dict_set_str(gv, "decoupled_weight_decay", sdict_bool_new(doc, true));
     sdict_dict_set_str(gv, "params", params);
     sdict_dict_set_str(gv, "initial_lr", sdict_float_new(doc, 0.75));
+    /* lists holding the same list twice, 24 deep: kept and written back shared, not 2^24 copies */
+    sdict_value *dag = sdict_list_new(doc);
+    for (int d = 0; d < 24; d++) {
+        sdict_value *up = sdict_list_new(doc);
+        sdict_seq_append(up, dag);
+        sdict_seq_append(up, dag);
+        dag = up;
+    }
+    sdict_dict_set_str(gv, "dag", dag);
     sdict_value *groups = sdict_list_new(doc), *in = sdict_dict_new(doc, false);
     sdict_seq_append(groups, gv);
     sdict_dict_set_str(in, "state", sdict_dict_new(doc, false));
@@ -548,12 +557,19 @@ static void test_layouts_and_kept_keys(void **state) {
     assert_int_equal(sdict_optim_state_dict(o, doc, &sd, NULL), SDICT_OK);
     g = sdict_seq_item(sdict_dict_get(sd, "param_groups"), 0);
     static const char *const kept[] = {"lr", "weight_decay", "foreach", "decoupled_weight_decay",
-                                       "params", "initial_lr", "betas", "eps", "amsgrad",
+                                       "params", "initial_lr", "dag", "betas", "eps", "amsgrad",
                                        "maximize", "capturable", "differentiable", "fused"};
     expect_keys(g, kept, sizeof kept / sizeof *kept);
     assert_float_equal(sdict_float_get(sdict_dict_get(g, "lr")), 0.25, 0);
     assert_float_equal(sdict_float_get(sdict_dict_get(g, "initial_lr")), 0.75, 0);
     assert_true(sdict_bool_get(sdict_dict_get(g, "foreach")));
+    const sdict_value *dag_out = sdict_dict_get(g, "dag");
+    for (int d = 0; d < 24; d++) {
+        assert_int_equal(sdict_seq_len(dag_out), 2);
+        assert_ptr_equal(sdict_seq_item(dag_out, 0), sdict_seq_item(dag_out, 1));
+        dag_out = sdict_seq_item(dag_out, 0);
+    }
+    assert_int_equal(sdict_seq_len(dag_out), 0);
     sdict_optim_free(o);
     sdict_doc_free(doc);
 }

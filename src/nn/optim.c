@@ -443,15 +443,75 @@ static sdict_value *hkey_value(const sdict_optim *o, const sdict_optim_hparams *
     return NULL;
 }
 
+/* Containers already copied (source -> copy), so a subtree shared in the file is copied once
+   and stays shared: without it a pickle of lists holding the same list twice, 24 deep, would
+   copy 2^24 times its size. Open addressing on the pointer, grown at half full. */
+typedef struct copy_memo {
+    const sdict_value **src;
+    sdict_value **dst;
+    size_t n, cap;
+} copy_memo;
+
+static size_t memo_slot(const copy_memo *cm, const sdict_value *v) {
+    size_t h = (size_t)((uintptr_t)v >> 4) * (size_t)0x9E3779B97F4A7C15u;
+    for (size_t i = h & (cm->cap - 1);; i = (i + 1) & (cm->cap - 1))
+        if (!cm->src[i] || cm->src[i] == v) return i;
+}
+
+static bool memo_put(copy_memo *cm, const sdict_value *v, sdict_value *copy) {
+    if (2 * (cm->n + 1) > cm->cap) {
+        copy_memo bigger = {calloc(cm->cap ? 2 * cm->cap : 64, sizeof *bigger.src),
+                            calloc(cm->cap ? 2 * cm->cap : 64, sizeof *bigger.dst), 0,
+                            cm->cap ? 2 * cm->cap : 64};
+        if (!bigger.src || !bigger.dst) {
+            free(bigger.src);
+            free(bigger.dst);
+            return false;
+        }
+        for (size_t i = 0; i < cm->cap; i++)
+            if (cm->src[i]) {
+                size_t j = memo_slot(&bigger, cm->src[i]);
+                bigger.src[j] = cm->src[i];
+                bigger.dst[j] = cm->dst[i];
+                bigger.n++;
+            }
+        free(cm->src);
+        free(cm->dst);
+        *cm = bigger;
+    }
+    size_t i = memo_slot(cm, v);
+    cm->src[i] = v;
+    cm->dst[i] = copy;
+    cm->n++;
+    return true;
+}
+
 /* Deep copy of a value kept from a loaded param group (scalars, text, sequences, dicts,
-   dtypes, tensors sharing their storage) into doc. Other kinds are refused by name. */
-static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, sdict_value **out,
-                               const char *key, sdict_error *err) {
+   dtypes, tensors sharing their storage) into doc, keeping shared containers shared. Other
+   kinds are refused by name. */
+static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, copy_memo *cm,
+                               sdict_value **out, const char *key, sdict_error *err) {
     sdict_value *r = NULL;
     int64_t i;
     size_t len;
     const char *p;
-    switch (sdict_value_kind(v)) {
+    sdict_kind kind = sdict_value_kind(v);
+    if (kind == SDICT_KIND_LIST || kind == SDICT_KIND_TUPLE || kind == SDICT_KIND_SET ||
+        kind == SDICT_KIND_DICT) {
+        if (cm->cap) {
+            size_t slot = memo_slot(cm, v);
+            if (cm->src[slot]) {
+                *out = cm->dst[slot];
+                return SDICT_OK;
+            }
+        }
+        r = kind == SDICT_KIND_LIST ? sdict_list_new(doc)
+            : kind == SDICT_KIND_TUPLE ? sdict_tuple_new(doc)
+            : kind == SDICT_KIND_SET ? sdict_set_new(doc)
+            : sdict_dict_new(doc, sdict_dict_is_ordered(v));
+        NOMEM(r && memo_put(cm, v, r));
+    }
+    switch (kind) {
     case SDICT_KIND_NONE: r = sdict_none_new(doc); break;
     case SDICT_KIND_BOOL: r = sdict_bool_new(doc, sdict_bool_get(v)); break;
     case SDICT_KIND_INT:
@@ -465,35 +525,38 @@ static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, sdict_value
     case SDICT_KIND_BYTES: p = sdict_bytes_get(v, &len); r = sdict_bytes_new(doc, p, len); break;
     case SDICT_KIND_DTYPE: r = sdict_dtype_value_new(doc, sdict_dtype_value_get(v)); break;
     case SDICT_KIND_TENSOR: TRY(sdict_tensor_new(doc, sdict_value_tensor(v), &r, err)); break;
-    case SDICT_KIND_LIST: case SDICT_KIND_TUPLE: case SDICT_KIND_SET: {
-        sdict_kind k = sdict_value_kind(v);
-        r = k == SDICT_KIND_LIST ? sdict_list_new(doc)
-            : k == SDICT_KIND_TUPLE ? sdict_tuple_new(doc) : sdict_set_new(doc);
-        NOMEM(r);
+    case SDICT_KIND_LIST: case SDICT_KIND_TUPLE: case SDICT_KIND_SET:
         for (size_t j = 0; j < sdict_seq_len(v); j++) {
             sdict_value *item;
-            TRY(copy_value(doc, sdict_seq_item(v, j), &item, key, err));
+            TRY(copy_value(doc, sdict_seq_item(v, j), cm, &item, key, err));
             NOMEM(sdict_seq_append(r, item) == SDICT_OK);
         }
         break;
-    }
     case SDICT_KIND_DICT:
-        r = sdict_dict_new(doc, sdict_dict_is_ordered(v));
-        NOMEM(r);
         for (size_t j = 0; j < sdict_dict_len(v); j++) {
             sdict_value *dk, *dv;
-            TRY(copy_value(doc, sdict_dict_key(v, j), &dk, key, err));
-            TRY(copy_value(doc, sdict_dict_val(v, j), &dv, key, err));
+            TRY(copy_value(doc, sdict_dict_key(v, j), cm, &dk, key, err));
+            TRY(copy_value(doc, sdict_dict_val(v, j), cm, &dv, key, err));
             NOMEM(sdict_dict_set(r, dk, dv) == SDICT_OK);
         }
         break;
     default:
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "param group key '%s' holds a %s, which "
-                             "the optimizer cannot keep", key, sdict_kind_name(sdict_value_kind(v)));
+                             "the optimizer cannot keep", key, sdict_kind_name(kind));
     }
     NOMEM(r);
     *out = r;
     return SDICT_OK;
+}
+
+/* copy_value of one value with a memo of its own. */
+static sdict_status copy_tree(sdict_doc *doc, const sdict_value *v, sdict_value **out,
+                              const char *key, sdict_error *err) {
+    copy_memo cm = {0};
+    sdict_status st = copy_value(doc, v, &cm, out, key, err);
+    free(cm.src);
+    free(cm.dst);
+    return st;
 }
 
 /* One param_groups entry. A group loaded from a file keeps that file's keys, order and the
@@ -514,7 +577,7 @@ static sdict_status group_value(const sdict_optim *o, const group *g, sdict_doc 
         sdict_value *v;
         if (strcmp(name, "params") == 0) v = params;
         else if (k != K_END) v = hkey_value(o, &g->hp, k, doc);
-        else TRY(copy_value(doc, sdict_dict_val(g->kept, j), &v, name, err));
+        else TRY(copy_tree(doc, sdict_dict_val(g->kept, j), &v, name, err));
         TRY(put(d, name, v, err));
     }
     for (const hkey *k = layout_keys(o->kind, o->layout); *k != K_END; k++)
@@ -790,7 +853,7 @@ sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd, 
             if (sdict_value_kind(sdict_dict_key(gv, j)) != SDICT_KIND_STR)
                 st = sdict_nn__err(err, SDICT_E_INVALID_ARG, "param_groups[%zu] has a key that "
                                    "is not a str", g);
-        if (st == SDICT_OK) st = copy_value(kept, gv, &kv[g], "param_groups", err);
+        if (st == SDICT_OK) st = copy_tree(kept, gv, &kv[g], "param_groups", err);
     }
     if (st == SDICT_OK) {
         for (size_t i = 0; i < o->n_params; i++) {
