@@ -989,7 +989,7 @@ static sdict_status int_arg(vm *m, const sdict_value *v, const char *what, int64
 
 /* Room for n int64 in the machine's scratch (m->dims), kept between tensors. */
 static sdict_status dims_room(vm *m, size_t n) {
-    if (n <= m->dims_cap)
+    if (n <= m->dims_cap && m->dims)   /* allocated even for 0-dim tensors: m->dims + 0 is used */
         return SDICT_OK;
     size_t cap = m->dims_cap ? m->dims_cap : 64;
     while (cap < n)
