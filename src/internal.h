@@ -9,6 +9,7 @@
    storage.c     reference-counted storages, file mappings, the read-at-offset input source
    tensor.c      tensor checks, contiguous copies and dtype conversion
    value.c       documents, values, dict hashing, big ints, dotted paths
+   composite.c   quantized, sparse and nested tensors: checks of their parts
    zip_read.c    zip/ZIP64 central directory reader, record reads (stored, deflate via libdeflate)
    zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
    pickle_read.c the pickle machine: protocols 0-5, allow-listed globals, torch rebuild functions
@@ -174,6 +175,18 @@ sdict_value *sdict__int_from_le_bytes(sdict_doc *doc, const uint8_t *p, size_t n
 /** Two's complement little-endian bytes of an int value, minimal length as CPython's
     LONG1 encoding (0 -> 0 bytes). Pointer borrowed or written into buf (16 bytes) for int64. */
 const uint8_t *sdict__int_le_bytes(const sdict_value *v, uint8_t buf[16], size_t *n);
+
+/** A tensor value (t checked as by sdict_tensor_new) carrying a copy of quantizer q (NULL for
+    a plain tensor); q is trusted (sdict_qtensor_new checks it). */
+sdict_status sdict__tensor_value_new(sdict_doc *doc, const sdict_tensor *t,
+                                     const sdict_quantizer *q, sdict_value **out,
+                                     sdict_error *err);
+/** Sparse / nested values holding a copy of a description already checked (composite.c);
+    NULL on out-of-memory. */
+sdict_value *sdict__sparse_value_new(sdict_doc *doc, const sdict_sparse *s);
+sdict_value *sdict__nested_value_new(sdict_doc *doc, const sdict_nested *n);
+/** The doc that owns v, NULL for NULL. */
+sdict_doc *sdict__value_doc(const sdict_value *v);
 
 /** Load bookkeeping kept on the doc. */
 void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian);

@@ -113,8 +113,8 @@ add('dotted_builtins', b'\x80\x04' + SU('collections') + SU('OrderedDict.__init_
 
 # ---- 2. gadgets hidden under torch.* and numpy.* names -----------------------------------------
 gadgets = [('torch', 'load'), ('torch.serialization', 'load'), ('torch.storage', '_load_from_bytes'),
-           ('torch.hub', 'load'), ('torch.jit', 'load'), ('torch._utils', '_rebuild_device_tensor_from_numpy'),
-           ('torch._utils', '_rebuild_from_type_v2'), ('torch._tensor', '_rebuild_from_type_v2'),
+           ('torch.hub', 'load'), ('torch.jit', 'load'), ('torch._utils', '_rebuild_xla_tensor'),
+           ('torch._utils', '_rebuild_from_type_v2'), ('torch._tensor', '_rebuild_from_type'),
            ('torch.utils.cpp_extension', 'load_inline'), ('torch._dynamo', 'eval_frame'),
            ('torch.fx.experimental.symbolic_shapes', 'ShapeEnv'), ('torch._inductor.codecache', 'compile_file'),
            ('numpy', 'load'), ('numpy.testing._private.utils', 'runstring'), ('numpy.lib.npyio', 'load'),

@@ -10,7 +10,9 @@ C's %a and Python's float.hex spell values differently, nan equal to nan, -0.0 d
 0.0); equal tensor metadata (dtype, shape, stride, storage_offset, requires_grad, parameter)
 and sha256; and the same sharing groups: the storage strings differ by construction (file key
 vs StorageImpl pointer), so each side's storages are numbered in first-seen order and the
-numbers must match. Sets are compared as multisets (their order is hash order, not file order).
+numbers must match. Sets are compared as multisets (their order is hash order, not file order). Also compared:
+complex, device, qscheme and layout values, Counters, the conj/neg bits, quantizers, Python
+attributes of tensors, and the parts of sparse and nested tensors (as tensors).
 Extra keys a node may carry ("numpy") are compared only when both sides have them.
 Needs no torch.
 """
@@ -93,12 +95,30 @@ class Comparer:
         self.need(ta == tb, path, "type", ta, tb)
         if ta == "none":
             return
-        if ta in ("bool", "str", "int"):
+        if ta in ("bool", "str", "int", "dtype", "device", "qscheme", "layout"):
             self.need(a.get("value") == b.get("value"), path, ta + " value", a.get("value"),
                       b.get("value"))
         elif ta == "float":
             fa, fb = parse_float(a.get("value"), path), parse_float(b.get("value"), path)
             self.need(same_float(fa, fb), path, "float value", a.get("value"), b.get("value"))
+        elif ta == "complex":
+            for part in ("real", "imag"):
+                fa, fb = parse_float(a.get(part), path), parse_float(b.get(part), path)
+                self.need(same_float(fa, fb), path, "complex " + part, a.get(part), b.get(part))
+        elif ta == "sparse":
+            for f in ("layout", "size", "requires_grad", "parameter", "is_coalesced"):
+                self.need(a.get(f) == b.get(f), path, "sparse " + f, a.get(f), b.get(f))
+            for f in ("indices", "plain_indices", "values"):
+                self.need((f in a) == (f in b), path, "presence of sparse " + f, f in a, f in b)
+                if f in a:
+                    self.node(a[f], b[f], path + "." + f)
+            self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
+        elif ta == "nested":
+            for f in ("requires_grad", "parameter"):
+                self.need(a.get(f) == b.get(f), path, "nested " + f, a.get(f), b.get(f))
+            for f in ("buffer", "sizes", "strides", "storage_offsets"):
+                self.node(a.get(f), b.get(f), path + "." + f)
+            self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
         elif ta == "bytes":
             self.need(a.get("hex", "").lower() == b.get("hex", "").lower(), path, "bytes",
                       a.get("hex"), b.get("hex"))
@@ -114,7 +134,10 @@ class Comparer:
         else:
             raise Mismatch("%s: unknown node type %r" % (path, ta))
         for extra in set(a) & set(b) - {"type", "value", "items", "hex", "ordered", "attrs",
-                                         "storage"} - set(TENSOR_FIELDS):
+                                         "storage", "counter", "real", "imag", "quantizer",
+                                         "indices", "plain_indices", "values", "buffer",
+                                         "sizes", "strides", "storage_offsets"} - set(
+                                             TENSOR_FIELDS):
             self.need(a[extra] == b[extra], path, extra, a[extra], b[extra])
 
     def seq(self, ia, ib, path):
@@ -145,6 +168,8 @@ class Comparer:
     def dict(self, a, b, path):
         self.need(a.get("ordered") == b.get("ordered"), path, "dict ordered", a.get("ordered"),
                   b.get("ordered"))
+        self.need(a.get("counter", False) == b.get("counter", False), path, "dict is a Counter",
+                  a.get("counter", False), b.get("counter", False))
         self.pairs(a.get("items"), b.get("items"), path, "items")
         self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
 
@@ -152,6 +177,24 @@ class Comparer:
         for f in TENSOR_FIELDS:
             self.need(f in b, path, "presence of tensor field " + f, True, False)
             self.need(a[f] == b[f], path, "tensor " + f, a[f], b[f])
+        for f in ("conj", "neg"):       # torch's lazy bits, present only when set
+            self.need(a.get(f, False) == b.get(f, False), path, "tensor " + f, a.get(f, False),
+                      b.get(f, False))
+        qa, qb = a.get("quantizer"), b.get("quantizer")
+        self.need((qa is None) == (qb is None), path, "quantizer presence", qa is not None,
+                  qb is not None)
+        if qa is not None:
+            for f in ("qscheme", "zero_point", "axis"):
+                self.need(qa.get(f) == qb.get(f), path, "quantizer " + f, qa.get(f), qb.get(f))
+            if "scale" in qa or "scale" in qb:
+                fa, fb = parse_float(qa.get("scale"), path), parse_float(qb.get("scale"), path)
+                self.need(same_float(fa, fb), path, "quantizer scale", qa.get("scale"),
+                          qb.get("scale"))
+            for f in ("scales", "zero_points"):
+                self.need((f in qa) == (f in qb), path, "quantizer " + f, f in qa, f in qb)
+                if f in qa:
+                    self.node(qa[f], qb[f], path + ".quantizer." + f)
+        self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
         ga, gb = self.group(0, a.get("storage")), self.group(1, b.get("storage"))
         self.need(ga == gb, path, "storage sharing group (first-seen storage number)", ga, gb)
 

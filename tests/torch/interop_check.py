@@ -34,8 +34,8 @@ def check(statedict, path, workdir):
         print("FAIL: %s does not exist (did the fixture setup test run?)" % path)
         return 1
     with open(exp, "wb") as out:
-        r = subprocess.run([sys.executable, os.path.join(HERE, "torch_dump.py"), path],
-                           stdout=out)
+        r = subprocess.run([sys.executable, os.path.join(HERE, "torch_dump.py"),
+                            "--prefer-weights-only", path], stdout=out)
     if r.returncode != 0:
         print("FAIL: torch_dump.py exited %d on %s" % (r.returncode, path))
         return 1
