@@ -473,10 +473,10 @@ SDICT_API sdict_value *sdict_counter_new(sdict_doc *doc);
 /** True for a collections.Counter. */
 SDICT_API bool sdict_dict_is_counter(const sdict_value *d);
 /**
- Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, None, bytes, or tuples
- of those; an existing equal key keeps its position and gets the new value (Python semantics,
- except that 1 and True are different keys). Errors: SDICT_E_INVALID_ARG (not a dict,
- unhashable key, foreign doc), SDICT_E_NOMEM.
+ Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, complex, None, bytes,
+ dtype, device, qscheme, layout, or tuples of those; an existing equal key keeps its position
+ and gets the new value (Python semantics, except that 1 and True are different keys).
+ Errors: SDICT_E_INVALID_ARG (not a dict, unhashable key, foreign doc), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dict_set(sdict_value *d, sdict_value *key, sdict_value *val);
 /** sdict_dict_set with a str key made from the NUL-terminated text. */
@@ -726,12 +726,23 @@ SDICT_API const char *sdict_format_name(sdict_format f);
 
 /**
  Loads the file at path, as torch.load(path, map_location='cpu', weights_only=True) would,
- but with statedict's allow-list (collections.OrderedDict, torch._utils rebuild functions,
- torch storage classes, dtypes, torch.Size, builtins set/frozenset/bytearray,
- _codecs.encode) and checks torch lacks (storage sizes, tensor extents, resource limits).
+ with statedict's allow-list: what torch 2.14's default weights_only loader allows
+ (collections.OrderedDict and Counter, torch.Size, torch.device, torch.Tensor,
+ torch.nn.parameter.Parameter, every dtype, qscheme and storage class, the legacy tensor
+ types, torch.serialization._get_layout, builtins set/bytearray/complex, _codecs.encode, the
+ torch._utils rebuild functions and torch._tensor._rebuild_from_type_v2), plus
+ builtins.frozenset/bytes, torch 1.13's _rebuild_sparse_csr_tensor and numpy's array and
+ scalar reconstructors; and checks torch lacks (storage sizes, tensor extents, resource
+ limits). What each becomes: see sdict_kind, sdict_quantizer, sdict_sparse, sdict_nested and
+ sdict_tensor_attrs; _rebuild_device_tensor_from_cpu_tensor / _from_numpy give the CPU tensor
+ converted to the saved dtype (map_location='cpu'); _rebuild_wrapper_subclass is refused
+ (SDICT_E_UNSUPPORTED) because torch cannot rebuild any allowed class with it either.
  Zip, legacy and tar formats are detected from the content, not the name. TorchScript
  archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
- By default stored, 64-byte-aligned, native-order records are mapped, not copied.
+ By default stored, native-order records are mapped, not copied, when they start where torch's
+ writer puts them: at a multiple of the archive's storage alignment (64 bytes, or the
+ .storage_alignment record of torch >= 2.7, counting at most 64) and of the dtype's natural
+ alignment; other records are copied, so storage data is always aligned for its dtype.
 
  @param path  file to read; must not be NULL.
  @param opts  NULL for defaults.
@@ -774,7 +785,15 @@ typedef struct sdict_save_opts {
  2, records data.pkl, data/<key> (stored, 64-byte aligned via the FB extra field), version;
  ZIP64 end records; CRC-32 on every record. Each distinct storage is written once and keyed
  "0", "1", ... in first-seen order; tensors referencing it keep their storage_offset and stride.
- Tensors with is_parameter are saved through _rebuild_parameter.
+ Tensors with is_parameter are saved through _rebuild_parameter. Everything torch 2.x adds is
+ written the way torch 2.x writes it, so files holding it load in torch 2.x (and, for what
+ torch 1.13 knows, in 1.13): dtypes without a storage class through _rebuild_tensor_v3 (not
+ 1.13), the conj/neg bits as rebuild metadata (not 1.13), quantized tensors through
+ _rebuild_qtensor, sparse tensors through _rebuild_sparse_tensor (CSR loaded from a torch 1.13
+ file through _rebuild_sparse_csr_tensor, as it came; COO without is_coalesced when the file
+ had none), nested tensors through _rebuild_nested_tensor (not 1.13), tensor attributes
+ through _rebuild_parameter_with_state / _rebuild_from_type_v2 (not 1.13), Counter, device,
+ complex, qscheme and layout values as their own reduce functions.
  The file is written beside path under a temporary name, fsynced, renamed over path, and the
  directory fsynced: a failure at any point leaves any previous file untouched (a process killed
  mid-save may leave its temporary ".NAME.PID-NNN.sdtmp" behind). A symbolic link is written

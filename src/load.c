@@ -164,6 +164,8 @@ typedef struct loader {
     sdict__zip *zip;
     const char *data_dir;   /* "data/" (or "constants/" for TorchScript constants.pkl in scans) */
     bool crc_all_zero;      /* writer computed no CRCs (torch 2.6+ compute_crc32=False) */
+    uint64_t alignment;     /* storage payload alignment: 64, or a .storage_alignment record */
+    bool alignment_record;  /* the archive declared it (torch >= 2.7) */
     /* legacy */
     const uint8_t *win;     /* bytes [0, win_size) of the file */
     uint64_t win_size;
@@ -398,8 +400,14 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
     sdict_storage *s = NULL;
     bool crc = L->verify_crc && !L->crc_all_zero;
     const sdict__mapping *m = L->src->mapping;
-    if (m && e->method == 0 && !swap && nbytes > 0 &&
-        (L->scan || e->data_offset % 64 == 0)) {
+    /* A payload is mapped in place when it sits where its writer put it: at a multiple of the
+       archive's storage alignment (64 bytes, or what .storage_alignment declares, at most 64
+       counted), and of its elements' natural alignment; anything else is copied, so a mapped
+       or copied storage is always aligned for its dtype. */
+    uint64_t want = L->alignment < 64 ? L->alignment : 64, es = sdict_dtype_size(p.dtype);
+    es = es > 8 ? 8 : es;
+    bool aligned = e->data_offset % want == 0 && e->data_offset % es == 0;
+    if (m && e->method == 0 && !swap && nbytes > 0 && (L->scan || aligned)) {
         /* Zero-copy: the record is the storage. Scans map any offset: nothing reads it. */
         if (crc && !L->scan) {
             uint32_t c = sdict__crc32(0, sdict__mapping_base(m) + e->data_offset, (size_t)nbytes);
@@ -537,14 +545,21 @@ static sdict_status zip_checks(loader *L, sdict_error *err) {
     } else {
         L->big_endian = (L->flags & SDICT_LOAD_ASSUME_BIG_ENDIAN) != 0;
     }
-    /* Informational 2.7+ records: accept any decimal, refuse garbage. */
+    /* 2.7+ records: .format_version (1: storages in numeric key order, 2: with the storage
+       alignment record) is informational; .storage_alignment says where every payload starts
+       (a positive decimal, 64 by default). Garbage in either is refused. */
     static const char *const info[] = {".format_version", ".storage_alignment"};
+    L->alignment = 64;
     for (size_t i = 0; i < 2; i++) {
         if ((st = read_small(L, info[i], buf, sizeof buf, &found, err)) != SDICT_OK)
             return st;
-        if (found && !parse_decimal_record(buf, &ver))
-            return sdict__err(err, SDICT_E_FORMAT, info[i], 0, "record is '%.16s', not a number",
-                              buf);
+        if (found && (!parse_decimal_record(buf, &ver) || (i == 1 && ver <= 0)))
+            return sdict__err(err, SDICT_E_FORMAT, info[i], 0, "record is '%.16s', not a %s "
+                              "number", buf, i == 1 ? "positive" : "decimal");
+        if (found && i == 1) {
+            L->alignment = (uint64_t)ver;
+            L->alignment_record = true;
+        }
     }
     return SDICT_OK;
 }
@@ -552,9 +567,21 @@ static sdict_status zip_checks(loader *L, sdict_error *err) {
 /* sdict_verify: the CRC of every record the load did not already check (code, extra files,
    storages nobody references, records read before CRCs were known to exist). */
 static sdict_status zip_verify_rest(loader *L, sdict_error *err) {
+    size_t plen = strlen(sdict__zip_prefix(L->zip));
+    /* torch 2.7+ may compute payload offsets from the declared alignment instead of reading
+       local headers (config.load.calculate_storage_offsets): a payload elsewhere would be read
+       from the wrong bytes */
+    for (size_t i = 0; L->alignment_record && i < sdict__zip_count(L->zip); i++) {
+        const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
+        if (strncmp(e->name + plen, "data/", 5) == 0 && e->size > 0 &&
+            e->data_offset % L->alignment != 0)
+            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, -1, "payload starts at file "
+                              "offset %llu, not at a multiple of the archive's "
+                              ".storage_alignment %llu", (unsigned long long)e->data_offset,
+                              (unsigned long long)L->alignment);
+    }
     if (L->crc_all_zero)
         return SDICT_OK;
-    size_t plen = strlen(sdict__zip_prefix(L->zip));
     for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
         const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
         const char *rel = e->name + plen;

@@ -454,7 +454,8 @@ static sdict_status check_data(vm *m, const sdict_value *v, const char *where) {
     return SDICT_OK;
 }
 
-/* Dict keys and set items: str, int, float, bool, None, bytes, or tuples of those. Checked
+/* Dict keys and set items: str, int, float, bool, None, bytes, the torch singletons (dtype,
+   device, qscheme, layout), complex, or tuples of those. Checked
    with a small explicit stack; a key needing more than 256 nodes is refused (real keys have a
    handful), which also keeps hashing shared-subtuple bombs linear. */
 static sdict_status check_hashable(vm *m, const sdict_value *key) {
@@ -474,6 +475,11 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
         case SDICT_KIND_FLOAT:
         case SDICT_KIND_STR:
         case SDICT_KIND_BYTES:
+        case SDICT_KIND_DTYPE:
+        case SDICT_KIND_DEVICE:
+        case SDICT_KIND_COMPLEX:
+        case SDICT_KIND_QSCHEME:
+        case SDICT_KIND_LAYOUT:
             break;
         case SDICT_KIND_TUPLE: {
             size_t k = sdict_seq_len(v);
@@ -1749,20 +1755,50 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
  MARK: Final nesting check
 ==================================================================================================*/
 
+/* The values a tensor-like value refers to: its attributes, a per-channel quantizer's tensors,
+   the parts of sparse and nested tensors (NULLs skipped by the caller's count). */
+static size_t tensor_refs(const sdict_value *v, sdict_value *out[6]) {
+    const sdict_quantizer *q = sdict_value_quantizer(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    size_t n = 0;
+    out[n++] = sdict_tensor_attrs(v);
+    if (q && q->scales)
+        out[n++] = q->scales, out[n++] = q->zero_points;
+    if (sp)
+        out[n++] = sp->size, out[n++] = sp->indices, out[n++] = sp->plain_indices,
+        out[n++] = sp->values;
+    if (ns)
+        out[n++] = ns->buffer, out[n++] = ns->sizes, out[n++] = ns->strides,
+        out[n++] = ns->storage_offsets;
+    return n;
+}
+
 static bool is_container(const sdict_value *v) {
     sdict_kind k = sdict_value_kind(v);
     return k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE || k == SDICT_KIND_SET ||
-           k == SDICT_KIND_DICT;
+           k == SDICT_KIND_DICT || k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE ||
+           k == SDICT_KIND_NESTED;
 }
 
 static size_t n_children(const sdict_value *v) {
-    if (sdict_value_kind(v) == SDICT_KIND_DICT)
+    sdict_kind k = sdict_value_kind(v);
+    sdict_value *refs[6];
+    if (k == SDICT_KIND_DICT)
         return sdict_dict_len(v) * 2 + (sdict_dict_attrs(v) ? 1 : 0);
+    if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED)
+        return tensor_refs(v, refs);
     return sdict_seq_len(v);
 }
 
 static sdict_value *child(const sdict_value *v, size_t i) {
-    if (sdict_value_kind(v) != SDICT_KIND_DICT)
+    sdict_kind k = sdict_value_kind(v);
+    if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED) {
+        sdict_value *refs[6];
+        tensor_refs(v, refs);
+        return refs[i];
+    }
+    if (k != SDICT_KIND_DICT)
         return sdict_seq_item(v, i);
     size_t n = sdict_dict_len(v);
     if (i == 2 * n)
@@ -1770,7 +1806,9 @@ static sdict_value *child(const sdict_value *v, size_t i) {
     return (i & 1) ? sdict_dict_val(v, i / 2) : sdict_dict_key(v, i / 2);
 }
 
-/* Memo slots can link containers into any depth, or into a cycle, with a flat stack. Users of
+/* Memo slots can link containers into any depth, or into a cycle, with a flat stack (tensors
+   count as containers of their attributes and parts: an attribute list can be made to hold its
+   own tensor). Users of
    the tree recurse, so the result is walked once (explicitly, each container once) and must
    nest at most max_depth deep and be acyclic. Shared containers are also how a small pickle
    describes a huge tree ("billion laughs": each list holds the previous one twice), so the

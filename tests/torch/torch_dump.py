@@ -70,7 +70,7 @@ def tensor_bytes(t):
         if t.numel() == 0:
             return memoryview(b"")
         t = t.view(getattr(torch, BITS_VIEW[name]))
-    elif t.dtype.itemsize == 1 and not t.dtype.is_floating_point and t.dtype not in (
+    elif t.element_size() == 1 and not t.dtype.is_floating_point and t.dtype not in (
             torch.bool, torch.int8, torch.uint8):
         t = t.view(torch.uint8)           # uint1..7, int1..7: one byte each
     a = t.numpy()
