@@ -7,6 +7,8 @@
  size, and every index value inside its dimension (torch 2.x validates sparse invariants
  whenever weights_only is on; statedict always does). Index tensors may not expand their
  storage (stride 0 over a short storage), so a check reads each stored index at most once.
+ Legacy files carry their storage bytes after the pickle, so their loader checks the values
+ once the bytes are in (sdict__composite_check_values), as torch defers its own validation.
 */
 #include "internal.h"
 
@@ -167,7 +169,7 @@ sdict_status sdict_qtensor_new(sdict_doc *doc, const sdict_tensor *t, const sdic
 ==================================================================================================*/
 
 static sdict_status check_coo(sdict_doc *doc, const sdict_sparse *sp, const int64_t *size,
-                              size_t nsize, sdict_error *err) {
+                              size_t nsize, bool values, sdict_error *err) {
     const sdict_tensor *ix = part(doc, sp->indices, "sparse indices", err);
     const sdict_tensor *val = ix ? part(doc, sp->values, "sparse values", err) : NULL;
     if (!val)
@@ -195,6 +197,8 @@ static sdict_status check_coo(sdict_doc *doc, const sdict_sparse *sp, const int6
                               "size says %lld", (long long)(1 + j), (long long)val->shape[1 + j],
                               (long long)size[sparse_dim + j]);
     int64_t *v;
+    if (!values)
+        return SDICT_OK;
     if ((st = read_ints(ix, "COO indices", &v, err)) != SDICT_OK)
         return st;
     for (int64_t d = 0; d < sparse_dim && st == SDICT_OK; d++)
@@ -212,7 +216,7 @@ static sdict_status check_coo(sdict_doc *doc, const sdict_sparse *sp, const int6
 }
 
 static sdict_status check_compressed(sdict_doc *doc, const sdict_sparse *sp, const int64_t *size,
-                                     size_t nsize, sdict_error *err) {
+                                     size_t nsize, bool values, sdict_error *err) {
     bool rowwise = sp->layout == SDICT_LAYOUT_SPARSE_CSR || sp->layout == SDICT_LAYOUT_SPARSE_BSR;
     bool blocked = sp->layout == SDICT_LAYOUT_SPARSE_BSR || sp->layout == SDICT_LAYOUT_SPARSE_BSC;
     const char *name = sdict_layout_name(sp->layout);
@@ -262,6 +266,8 @@ static sdict_status check_compressed(sdict_doc *doc, const sdict_sparse *sp, con
                               (long long)val->shape[val->ndim - dense + j],
                               (long long)size[batch + 2 + j]);
     int64_t *c = NULL, *p = NULL;
+    if (!values)
+        return SDICT_OK;
     sdict_status st = read_ints(ci, "compressed indices", &c, err);
     if (st == SDICT_OK)
         st = read_ints(pi, "plain indices", &p, err);
@@ -287,12 +293,9 @@ static sdict_status check_compressed(sdict_doc *doc, const sdict_sparse *sp, con
     return st;
 }
 
-sdict_status sdict_sparse_new(sdict_doc *doc, const sdict_sparse *s, sdict_value **out,
-                              sdict_error *err) {
-    if (out)
-        *out = NULL;
-    if (!doc || !s || !out)
-        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL doc, description or out");
+/* The checks of sdict_sparse_new; the index values only when `values`. */
+static sdict_status sparse_check(sdict_doc *doc, const sdict_sparse *s, bool values,
+                                 sdict_error *err) {
     if (s->layout < SDICT_LAYOUT_SPARSE_COO || s->layout > SDICT_LAYOUT_SPARSE_BSC)
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "layout %s is not sparse",
                           sdict_layout_name(s->layout));
@@ -308,25 +311,38 @@ sdict_status sdict_sparse_new(sdict_doc *doc, const sdict_sparse *s, sdict_value
     size_t nsize = 0;
     sdict_status st = size_items(s->size, &size, &nsize, err);
     if (st == SDICT_OK)
-        st = s->layout == SDICT_LAYOUT_SPARSE_COO ? check_coo(doc, s, size, nsize, err)
-                                                  : check_compressed(doc, s, size, nsize, err);
+        st = s->layout == SDICT_LAYOUT_SPARSE_COO
+                 ? check_coo(doc, s, size, nsize, values, err)
+                 : check_compressed(doc, s, size, nsize, values, err);
     sdict__free(size);
+    return st;
+}
+
+sdict_status sdict__sparse_new(sdict_doc *doc, const sdict_sparse *s, bool check_values,
+                               sdict_value **out, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!doc || !s || !out)
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL doc, description or out");
+    sdict_status st = sparse_check(doc, s, check_values, err);
     if (st != SDICT_OK)
         return st;
     *out = sdict__sparse_value_new(doc, s);
     return *out ? SDICT_OK : sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
 }
 
+sdict_status sdict_sparse_new(sdict_doc *doc, const sdict_sparse *s, sdict_value **out,
+                              sdict_error *err) {
+    return sdict__sparse_new(doc, s, true, out, err);
+}
+
 /*==================================================================================================
  MARK: Nested tensors
 ==================================================================================================*/
 
-sdict_status sdict_nested_new(sdict_doc *doc, const sdict_nested *n, sdict_value **out,
-                              sdict_error *err) {
-    if (out)
-        *out = NULL;
-    if (!doc || !n || !out)
-        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL doc, description or out");
+/* The checks of sdict_nested_new; the sizes, strides and offsets only when `values`. */
+static sdict_status nested_check(sdict_doc *doc, const sdict_nested *n, bool values,
+                                 sdict_error *err) {
     const sdict_tensor *buf = part(doc, n->buffer, "nested buffer", err);
     const sdict_tensor *sz = buf ? part(doc, n->sizes, "nested sizes", err) : NULL;
     const sdict_tensor *sd = sz ? part(doc, n->strides, "nested strides", err) : NULL;
@@ -350,6 +366,8 @@ sdict_status sdict_nested_new(sdict_doc *doc, const sdict_nested *n, sdict_value
         return sdict__err(err, SDICT_E_SHAPE, NULL, -1, "nested sizes [%lld, %lld], strides and "
                           "offsets do not match", (long long)sz->shape[0], (long long)sz->shape[1]);
     int64_t *a = NULL, *b = NULL, *c = NULL;
+    if (!values)
+        return SDICT_OK;
     st = read_ints(sz, "nested sizes", &a, err);
     if (st == SDICT_OK)
         st = read_ints(sd, "nested strides", &b, err);
@@ -374,8 +392,32 @@ sdict_status sdict_nested_new(sdict_doc *doc, const sdict_nested *n, sdict_value
     sdict__free(a);
     sdict__free(b);
     sdict__free(c);
+    return st;
+}
+
+sdict_status sdict__nested_new(sdict_doc *doc, const sdict_nested *n, bool check_values,
+                               sdict_value **out, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!doc || !n || !out)
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL doc, description or out");
+    sdict_status st = nested_check(doc, n, check_values, err);
     if (st != SDICT_OK)
         return st;
     *out = sdict__nested_value_new(doc, n);
     return *out ? SDICT_OK : sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+}
+
+sdict_status sdict_nested_new(sdict_doc *doc, const sdict_nested *n, sdict_value **out,
+                              sdict_error *err) {
+    return sdict__nested_new(doc, n, true, out, err);
+}
+
+sdict_status sdict__composite_check_values(const sdict_value *v, sdict_error *err) {
+    sdict_doc *doc = sdict__value_doc(v);
+    if (sdict_value_sparse(v))
+        return sparse_check(doc, sdict_value_sparse(v), true, err);
+    if (sdict_value_nested(v))
+        return nested_check(doc, sdict_value_nested(v), true, err);
+    return SDICT_OK;
 }

@@ -185,6 +185,14 @@ sdict_status sdict__tensor_value_new(sdict_doc *doc, const sdict_tensor *t,
     NULL on out-of-memory. */
 sdict_value *sdict__sparse_value_new(sdict_doc *doc, const sdict_sparse *s);
 sdict_value *sdict__nested_value_new(sdict_doc *doc, const sdict_nested *n);
+/** sdict_sparse_new / sdict_nested_new, checking the index values (which need the storages'
+    bytes) only when check_values; sdict__composite_check_values checks them later (OK for
+    other values). composite.c. */
+sdict_status sdict__sparse_new(sdict_doc *doc, const sdict_sparse *s, bool check_values,
+                               sdict_value **out, sdict_error *err);
+sdict_status sdict__nested_new(sdict_doc *doc, const sdict_nested *n, bool check_values,
+                               sdict_value **out, sdict_error *err);
+sdict_status sdict__composite_check_values(const sdict_value *v, sdict_error *err);
 /** The doc that owns v, NULL for NULL. */
 sdict_doc *sdict__value_doc(const sdict_value *v);
 
@@ -294,6 +302,16 @@ typedef struct sdict__unpickler {
        inert placeholders and the machine keeps going; calling one is still an error. */
     sdict__global_fn on_global;
     bool scan;
+    /* Sparse and nested tensors whose index values cannot be checked yet (legacy files: the
+       storage bytes follow the pickle) are appended here, for the caller to check with
+       sdict__composite_check_values and free (sdict__free). NULL when not deferring (with
+       defer false the checks run at once; in scan mode they never run: no bytes are read). */
+    bool defer_checks;
+    struct sdict__deferred {
+        sdict_value *v;
+        int64_t offset;           /* the opcode that made it, for messages */
+    } *deferred;
+    size_t n_deferred, cap_deferred;
     size_t consumed;              /* out: bytes used, through STOP */
 } sdict__unpickler;
 

@@ -174,6 +174,10 @@ typedef struct loader {
     bool win_truncated;     /* legacy: a pickle ran past the window (read more, retry) */
     const char *pkl_rec;    /* zip: the pickle record being run, for messages */
     char rec[200];          /* scratch record name */
+    bool defer;             /* legacy object pickle: sparse/nested index checks wait for the
+                               payloads, which follow the pickle */
+    struct sdict__deferred *deferred;
+    size_t n_deferred;
 } loader;
 
 /* The unpickler passes its ctx, the loader, to both callbacks. */
@@ -207,10 +211,32 @@ static sdict_status run_pickle(loader *L, const uint8_t *data, size_t size, cons
         u.on_global = on_global_cb;
         u.scan = true;
     }
+    u.defer_checks = L->defer;
     sdict_status st = sdict__unpickle(&u, out, err);
     if (consumed)
         *consumed = u.consumed;
+    if (L->defer) { /* a restarted legacy parse drops the last attempt's list */
+        sdict__free(L->deferred);
+        L->deferred = u.deferred;
+        L->n_deferred = u.n_deferred;
+    }
     return st;
+}
+
+/* The index checks of sparse and nested tensors deferred while the pickle ran (their index
+   tensors' bytes had not been read yet), reported at the opcode that built each. */
+static sdict_status check_deferred(loader *L, const char *record, sdict_error *err) {
+    for (size_t i = 0; i < L->n_deferred; i++) {
+        sdict_status st = sdict__composite_check_values(L->deferred[i].v, err);
+        if (st != SDICT_OK) {
+            if (err) {
+                snprintf(err->record, sizeof err->record, "%s", record);
+                err->offset = L->deferred[i].offset;
+            }
+            return st;
+        }
+    }
+    return SDICT_OK;
 }
 
 /*==================================================================================================
@@ -854,8 +880,10 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
 
     L->alloc_budget = L->src->size - pos;
     sdict_value *root = NULL;
-    if ((st = legacy_pickle(L, &pos, "legacy:pickle", legacy_persistent_load, &root, err)) !=
-        SDICT_OK)
+    L->defer = true;
+    st = legacy_pickle(L, &pos, "legacy:pickle", legacy_persistent_load, &root, err);
+    L->defer = false;
+    if (st != SDICT_OK)
         return st;
     sdict_value *keys = NULL;
     if ((st = legacy_pickle(L, &pos, "legacy:storage_keys", refuse_persistent, &keys, err)) !=
@@ -902,6 +930,8 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
             return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
                               "storage '%s' has no payload (missing from the key list)",
                               L->storages.ents[i].key);
+    if (!L->scan && (st = check_deferred(L, "legacy:pickle", err)) != SDICT_OK)
+        return st;
     if (sdict_doc_set_root(L->doc, root) != SDICT_OK)
         return sdict__err(err, SDICT_E_INVALID_ARG, "legacy:pickle", -1,
                           "cannot set the document root");
@@ -1321,6 +1351,8 @@ static sdict_status run_loader(loader *L, sdict_doc **out, sdict_error *err) {
     L->zip = NULL;
     cache_free(&L->storages);
     cache_free(&L->tensors);
+    sdict__free(L->deferred);
+    L->deferred = NULL;
     if (st != SDICT_OK || !out) {
         sdict_doc_free(L->doc);
         L->doc = NULL;

@@ -298,6 +298,18 @@ static sdict_status relocate(vm *m, sdict_status st) {
     return st;
 }
 
+/* relocate for the constructors of quantized, sparse and nested tensors, whose
+   SDICT_E_INVALID_ARG (a part of the wrong kind) is, coming from a file, a pickle argument of
+   the wrong type. */
+static sdict_status relocate_parts(vm *m, sdict_status st) {
+    if (st == SDICT_E_INVALID_ARG) {
+        st = SDICT_E_PICKLE_TYPE;
+        if (m->err)
+            m->err->code = st;
+    }
+    return relocate(m, st);
+}
+
 static const char *kind_of(vm *m, const sdict_value *v);
 
 #define TRY(expr)                                                                                  \
@@ -1121,6 +1133,61 @@ static sdict_status args_count(vm *m, const sdict_value *args, const char *fn, s
     return SDICT_OK;
 }
 
+/*
+ src.to(dtype) as torch computes it (memory_format=torch.preserve_format): a non-overlapping,
+ dense source keeps its strides, anything else becomes contiguous. The elements are copied in
+ the source's memory order, which for a dense source is C order of its dimensions sorted by
+ stride.
+*/
+static sdict_status convert_tensor(vm *m, const sdict_tensor *src, sdict_dtype dt, bool rg,
+                                   sdict_value **out) {
+    sdict_tensor c, order = *src;
+    /* order: src's dimensions by decreasing stride (insertion sort, stable) */
+    for (int32_t i = 1; i < order.ndim; i++)
+        for (int32_t j = i; j > 0 && order.stride[j - 1] < order.stride[j]; j--) {
+            int64_t sz = order.shape[j], sd = order.stride[j];
+            order.shape[j] = order.shape[j - 1], order.stride[j] = order.stride[j - 1];
+            order.shape[j - 1] = sz, order.stride[j - 1] = sd;
+        }
+    bool dense = sdict_tensor_numel(src) > 0 && sdict_tensor_is_contiguous(&order);
+    TRY(relocate(m, sdict_tensor_init(&c, dt, src->ndim, src->shape, NULL, m->err)));
+    if (dense)
+        for (int32_t i = 0; i < src->ndim; i++)
+            c.stride[i] = src->stride[i];
+    size_t nb = sdict_tensor_nbytes(&c);
+    sdict_storage *st = NULL;
+    TRY(relocate(m, sdict_storage_new(nb, &st, m->err)));
+    sdict_status cst = relocate(m, sdict_tensor_copy_to(dense ? &order : src, dt,
+                                                        sdict_storage_data(st), nb, m->err));
+    c.storage = st;
+    c.requires_grad = rg;
+    if (cst == SDICT_OK)
+        cst = relocate(m, sdict_tensor_new(m->doc, &c, out, m->err));
+    sdict_storage_release(st);
+    return cst;
+}
+
+/* Whether index values are checked later (legacy files) or never (scans read no bytes). */
+static bool defer(const vm *m) { return m->u->defer_checks || m->u->scan; }
+
+/* Records v for the caller's later check of its index values, when deferring. */
+static sdict_status defer_check(vm *m, sdict_value *v) {
+    sdict__unpickler *u = m->u;
+    if (!u->defer_checks || u->scan)
+        return SDICT_OK;
+    if (u->n_deferred == u->cap_deferred) {
+        size_t ncap = u->cap_deferred ? u->cap_deferred * 2 : 16;
+        struct sdict__deferred *nd = sdict__realloc(u->deferred, ncap * sizeof *nd);
+        if (!nd)
+            return nomem(m);
+        u->deferred = nd;
+        u->cap_deferred = ncap;
+    }
+    u->deferred[u->n_deferred].v = v;
+    u->deferred[u->n_deferred++].offset = m->off;
+    return SDICT_OK;
+}
+
 /* The value a tagged placeholder became (an ndarray after its BUILD), else v itself. */
 static const sdict_value *resolved_value(vm *m, const sdict_value *v) {
     tag *t = tag_of(m, v);
@@ -1494,7 +1561,7 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
                         "%s (\"Can't deserialize quantized tensor\")",
                         sdict_qscheme_name(q.qscheme));
         }
-        return relocate(m, sdict_qtensor_new(m->doc, &tt, &q, out, m->err));
+        return relocate_parts(m, sdict_qtensor_new(m->doc, &tt, &q, out, m->err));
     }
     case G_RSPARSE:
     case G_RSPARSE_CSR: {
@@ -1530,7 +1597,8 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
             TRY(flag_arg(m, d[3], "is_coalesced", &c));
             sp.is_coalesced = c;
         }
-        return relocate(m, sdict_sparse_new(m->doc, &sp, out, m->err));
+        TRY(relocate_parts(m, sdict__sparse_new(m->doc, &sp, !defer(m), out, m->err)));
+        return defer_check(m, *out);
     }
     case G_RNESTED: {
         TRY(args_count(m, args, name, 4, 4));
@@ -1540,7 +1608,8 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         ns.sizes = (sdict_value *)resolved_value(m, a[1]);
         ns.strides = (sdict_value *)resolved_value(m, a[2]);
         ns.storage_offsets = (sdict_value *)resolved_value(m, a[3]);
-        return relocate(m, sdict_nested_new(m->doc, &ns, out, m->err));
+        TRY(relocate_parts(m, sdict__nested_new(m->doc, &ns, !defer(m), out, m->err)));
+        return defer_check(m, *out);
     }
     case G_RDEV_CPU:
     case G_RDEV_NUMPY: {
@@ -1560,20 +1629,7 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         sdict_dtype dt = sdict_dtype_value_get(a[1]);
         if (dt == src->dtype)
             return retag(m, data, false, rg, NULL, out);
-        sdict_tensor c;
-        sdict_storage *st = NULL;
-        size_t nb;
-        TRY(relocate(m, sdict_tensor_init(&c, dt, src->ndim, src->shape, NULL, m->err)));
-        nb = sdict_tensor_nbytes(&c);
-        TRY(relocate(m, sdict_storage_new(nb, &st, m->err)));
-        sdict_status cst = relocate(m, sdict_tensor_copy_to(src, dt, sdict_storage_data(st), nb,
-                                                            m->err));
-        c.storage = st;
-        c.requires_grad = rg;
-        if (cst == SDICT_OK)
-            cst = relocate(m, sdict_tensor_new(m->doc, &c, out, m->err));
-        sdict_storage_release(st);
-        return cst;
+        return convert_tensor(m, src, dt, rg, out);
     }
     case G_RWRAPPER:
         /* (cls, dtype, size, stride, storage_offset, layout, device, requires_grad): a

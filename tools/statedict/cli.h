@@ -129,16 +129,6 @@ void fmt_dims(cli_buf *b, const int64_t *d, int32_t n);
     surrogatepass, stray bytes) become U+FFFD. Embedded NULs are kept (as \u0000). */
 json_t *json_text(const char *s, size_t len);
 
-/** Value of a small float bit pattern (float16, float8 kinds): ebits exponent bits, mbits
-    mantissa bits, exponent bias; variant 0 IEEE (inf/NaN at the top exponent), 1 "fn" (no inf,
-    all ones is NaN), 2 "fnuz" (no inf, the -0 pattern is NaN). */
-double minifloat(uint32_t bits, int ebits, int mbits, int bias, int variant);
-
-/** Value of one float8 element of dtype d (NaN for other dtypes). */
-double float8_value(sdict_dtype d, uint8_t b);
-/** True for the float8 dtypes (which sdict_tensor_copy_to converts only to themselves). */
-bool is_float8(sdict_dtype d);
-
 /** strdup (not in C11); NULL on out-of-memory. */
 char *cli_strdup(const char *s);
 

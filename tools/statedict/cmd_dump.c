@@ -10,7 +10,7 @@
    {"type":"list"|"tuple"|"set","items":[NODE...]}
    {"type":"dict","ordered":B,"items":[[KEY,NODE]...],"attrs":[["_metadata",NODE]]}  (attrs if any)
    {"type":"tensor","dtype":"float32","shape":[..],"stride":[..],"storage_offset":0,
-    "requires_grad":false,"parameter":false,"storage":"0"|null,"sha256":"hex"|null}
+    "requires_grad":false,"parameter":false,"storage":"0"|"mem:ADDR"|null,"sha256":"hex"|null}
      plus, only when they apply: "conj":true, "neg":true (torch's lazy bits), "quantizer":
      {"qscheme":"per_tensor_affine","scale":"%a","zero_point":3} or {"qscheme":...,
      "scales":NODE,"zero_points":NODE,"axis":0}, and "attrs":[[NAME,NODE]...] (Python
@@ -204,8 +204,14 @@ static json_t *tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
     json_object_set_new(o, "storage_offset", json_integer((json_int_t)t->storage_offset));
     json_object_set_new(o, "requires_grad", json_boolean(t->requires_grad));
     json_object_set_new(o, "parameter", json_boolean(t->is_parameter));
+    /* the key in the file; storages made while loading (a dtype conversion torch's rebuild
+       asked for) have none and are named by address, which keeps sharing visible */
     const char *key = t->storage ? sdict_storage_key(t->storage) : NULL;
-    json_object_set_new(o, "storage", key ? json_text(key, strlen(key)) : json_null());
+    char addr[32];
+    if (t->storage && !key)
+        snprintf(addr, sizeof addr, "mem:%p", (const void *)t->storage);
+    json_object_set_new(o, "storage", key ? json_text(key, strlen(key))
+                                          : t->storage ? json_string(addr) : json_null());
     if (t->is_conj)
         json_object_set_new(o, "conj", json_true());
     if (t->is_neg)

@@ -517,25 +517,6 @@ void fmt_key(cli_buf *b, const sdict_value *key) {
     }
 }
 
-/* Formats a small IEEE-like float: ebits exponent bits, mbits mantissa bits, given bias.
-   variant 0: IEEE (all-ones exponent is inf/NaN); 1: "fn" (no inf; all-ones exponent and
-   mantissa is NaN); 2: "fnuz" (no inf, no -0; the bit pattern of -0 is NaN). */
-double minifloat(uint32_t bits, int ebits, int mbits, int bias, int variant) {
-    uint32_t sign = (bits >> (ebits + mbits)) & 1;
-    uint32_t e = (bits >> mbits) & ((1u << ebits) - 1);
-    uint32_t m = bits & ((1u << mbits) - 1);
-    uint32_t emax = (1u << ebits) - 1;
-    if (variant == 2 && sign && e == 0 && m == 0)
-        return NAN;
-    if (variant == 0 && e == emax)
-        return m ? NAN : (sign ? -INFINITY : INFINITY);
-    if (variant == 1 && e == emax && m == (1u << mbits) - 1)
-        return NAN;
-    double v = e == 0 ? ldexp((double)m, 1 - bias - mbits)
-                      : ldexp((double)(m | (1u << mbits)), (int)e - bias - mbits);
-    return sign ? -v : v;
-}
-
 /*==================================================================================================
  MARK: Walking
 ==================================================================================================*/
@@ -658,22 +639,6 @@ json_t *json_text(const char *s, size_t len) {
     j = json_stringn(b.s, b.len);
     buf_free(&b);
     return j ? j : json_string("");
-}
-
-double float8_value(sdict_dtype d, uint8_t b) {
-    switch (d) {
-    case SDICT_FLOAT8_E4M3FN: return minifloat(b, 4, 3, 7, 1);
-    case SDICT_FLOAT8_E5M2: return minifloat(b, 5, 2, 15, 0);
-    case SDICT_FLOAT8_E4M3FNUZ: return minifloat(b, 4, 3, 8, 2);
-    case SDICT_FLOAT8_E5M2FNUZ: return minifloat(b, 5, 2, 16, 2);
-    case SDICT_FLOAT8_E8M0FNU: return b == 0xff ? NAN : ldexp(1.0, (int)b - 127);
-    default: return NAN;
-    }
-}
-
-bool is_float8(sdict_dtype d) {
-    return d == SDICT_FLOAT8_E4M3FN || d == SDICT_FLOAT8_E5M2 || d == SDICT_FLOAT8_E4M3FNUZ ||
-           d == SDICT_FLOAT8_E5M2FNUZ || d == SDICT_FLOAT8_E8M0FNU;
 }
 
 char *cli_strdup(const char *s) {
