@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Compare two canonical dumps (torch_dump.py vs `statedict dump --json`) structurally.
 
-usage: compare_dump.py EXPECTED.json ACTUAL.json
+usage: compare_dump.py [--ignore-container] EXPECTED.json ACTUAL.json
+
+--ignore-container skips "format" and "byteorder" (a converted copy of a legacy file is a zip).
 
 Exit 0 when they agree, 1 with the path of the first difference otherwise, 2 on bad input.
 Agreement means: same format and byteorder; same tree (kinds, lengths, dict order, ordered-ness,
@@ -199,9 +201,9 @@ class Comparer:
         self.need(ga == gb, path, "storage sharing group (first-seen storage number)", ga, gb)
 
 
-def compare(exp, act):
+def compare(exp, act, container=True):
     c = Comparer()
-    for k in ("format", "byteorder"):
+    for k in ("format", "byteorder") if container else ():
         c.need(exp.get(k) == act.get(k), "$", k, exp.get(k), act.get(k))
     if "root" not in act:
         raise Mismatch("$: actual has no root")
@@ -209,6 +211,10 @@ def compare(exp, act):
 
 
 def main(argv):
+    container = True
+    if len(argv) > 1 and argv[1] == "--ignore-container":
+        container = False
+        argv = argv[:1] + argv[2:]
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
@@ -221,7 +227,7 @@ def main(argv):
             print("compare_dump: %s: %s" % (p, e))
             return 2
     try:
-        compare(docs[0], docs[1])
+        compare(docs[0], docs[1], container)
     except Mismatch as e:
         print("compare_dump: MISMATCH at %s" % e)
         return 1

@@ -228,10 +228,15 @@ def container_info(path):
         magic = f.read(4)
     if magic == b"PK\x03\x04":
         byteorder = "little"
-        with zipfile.ZipFile(path) as z:
-            for n in z.namelist():
-                if n.split("/", 1)[-1] == "byteorder":
-                    byteorder = z.read(n).decode("ascii").strip()
+        with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+            for info in z.infolist():
+                if info.filename.split("/", 1)[-1] == "byteorder":
+                    # read the stored record directly: files saved with torch 2.6+'s
+                    # compute_crc32=False carry CRC 0, which zipfile's reader refuses
+                    f.seek(info.header_offset + 26)
+                    n, m = f.read(2), f.read(2)
+                    f.seek(int.from_bytes(n, "little") + int.from_bytes(m, "little"), 1)
+                    byteorder = f.read(info.file_size).decode("ascii").strip()
         return "zip", byteorder
     if tarfile.is_tarfile(path):
         return "tar", "little"
