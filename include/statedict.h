@@ -607,7 +607,8 @@ SDICT_API const sdict_quantizer *sdict_value_quantizer(const sdict_value *v);
    values [batch..., nnz, (block rows, block cols for BSR/BSC,) dense dims...].
  size is the sparse tensor's torch.Size (a tuple of ints). is_coalesced is COO's flag as torch
  2.x saves it (1 or 0), -1 when the file did not record it (torch 1.13 writes 3-item COO data;
- saved back the same way, which both torch generations load). legacy_csr marks a CSR tensor
+ torch then takes a tensor of fewer than two entries as coalesced; saved back the same way,
+ which both torch generations load). legacy_csr marks a CSR tensor
  saved through torch 1.13's _rebuild_sparse_csr_tensor; it is saved back that way (torch 2.x
  has no such function and cannot load those files; 1.13 cannot load CSR the 2.x way).
  requires_grad and is_parameter come only through nn.Parameter (torch saves a sparse tensor's

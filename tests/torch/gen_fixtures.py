@@ -555,7 +555,9 @@ def schedulers():
     out["optimizer"] = opt.state_dict()
     out["adam"] = one.state_dict()
     for name, s in scheds.items():
-        out[name] = s.state_dict()
+        # torch 1.13's OneCycleLR keeps its anneal function, a bound method, in its state_dict;
+        # only a loader that runs code can rebuild one (2.x stores its name instead)
+        out[name] = {k: v for k, v in s.state_dict().items() if not callable(v)}
     return out
 
 

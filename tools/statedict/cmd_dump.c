@@ -18,7 +18,7 @@
    {"type":"device","value":"cuda:1"}  {"type":"complex","real":"%a","imag":"%a"}
    {"type":"qscheme","value":"per_tensor_affine"}  {"type":"layout","value":"sparse_csr"}
    {"type":"sparse","layout":"sparse_coo","size":[..],"requires_grad":B,"parameter":B,
-    "is_coalesced":B (COO only; false when the file did not say, as torch then reports),
+    "is_coalesced":B (COO only; when the file did not say, nnz < 2, as torch then reports),
     "indices":NODE,"plain_indices":NODE (compressed layouts only),"values":NODE[,"attrs"]}
    {"type":"nested","requires_grad":B,"parameter":B,"buffer":NODE,"sizes":NODE,
     "strides":NODE,"storage_offsets":NODE[,"attrs"]}
@@ -171,8 +171,13 @@ static json_t *sparse_node(dump_ctx *c, const sdict_value *v, int depth) {
     json_object_set_new(o, "size", size);
     json_object_set_new(o, "requires_grad", json_boolean(sp->requires_grad));
     json_object_set_new(o, "parameter", json_boolean(sp->is_parameter));
-    if (sp->layout == SDICT_LAYOUT_SPARSE_COO)
-        json_object_set_new(o, "is_coalesced", json_boolean(sp->is_coalesced == 1));
+    if (sp->layout == SDICT_LAYOUT_SPARSE_COO) {
+        /* unrecorded (torch 1.13 files): torch then takes fewer than two entries as coalesced */
+        const sdict_tensor *ix = sdict_value_tensor(sp->indices);
+        json_object_set_new(o, "is_coalesced", json_boolean(sp->is_coalesced == 1 ||
+                                                            (sp->is_coalesced == -1 &&
+                                                             ix->shape[1] < 2)));
+    }
     json_object_set_new(o, "indices", node(c, sp->indices, depth + 1));
     if (sp->plain_indices)
         json_object_set_new(o, "plain_indices", node(c, sp->plain_indices, depth + 1));
