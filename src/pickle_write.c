@@ -769,6 +769,25 @@ static sdict_status write_object(pw *w, const sdict_value *v) {
     return SDICT_OK;
 }
 
+/* module.name(<fresh list or dict of v's items>) by REDUCE: how a set and a Counter reduce;
+   the object is memoized after. */
+static sdict_status write_rebuilt_from_items(pw *w, const sdict_value *v, const char *module,
+                                             const char *name) {
+    bool dict = sdict_value_kind(v) == SDICT_KIND_DICT;
+    sdict_status st = write_global(w, module, name);
+    if (st)
+        return st;
+    op(w, dict ? OP_EMPTY_DICT : OP_EMPTY_LIST);
+    put(w);
+    if ((st = dict ? write_dict_items(w, v, true) : write_list_items(w, v)))
+        return st;
+    op(w, OP_TUPLE1);
+    put(w);
+    op(w, OP_REDUCE);
+    put_value(w, v);
+    return SDICT_OK;
+}
+
 static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind) {
     sdict_status st;
     switch (kind) {
@@ -789,17 +808,7 @@ static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind
     }
     case SDICT_KIND_SET:
         /* set.__reduce__ -> (set, (list(self),), None) */
-        if ((st = write_global(w, "__builtin__", "set")))
-            return st;
-        op(w, OP_EMPTY_LIST);
-        put(w);
-        if ((st = write_list_items(w, v)))
-            return st;
-        op(w, OP_TUPLE1);
-        put(w);
-        op(w, OP_REDUCE);
-        put_value(w, v);
-        return SDICT_OK;
+        return write_rebuilt_from_items(w, v, "__builtin__", "set");
     case SDICT_KIND_TENSOR:
     case SDICT_KIND_SPARSE:
     case SDICT_KIND_NESTED:
@@ -810,20 +819,8 @@ static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind
         return SDICT_OK;
     case SDICT_KIND_DICT: {
         const sdict_value *attrs = sdict_dict_attrs(v);
-        if (sdict_dict_is_counter(v)) {
-            /* Counter.__reduce__ -> (Counter, (dict(self),)): a fresh dict of the items */
-            if ((st = write_global(w, "collections", "Counter")))
-                return st;
-            op(w, OP_EMPTY_DICT);
-            put(w);
-            if ((st = write_dict_items(w, v, true)))
-                return st;
-            op(w, OP_TUPLE1);
-            put(w);
-            op(w, OP_REDUCE);
-            put_value(w, v);
-            return SDICT_OK;
-        }
+        if (sdict_dict_is_counter(v)) /* Counter.__reduce__ -> (Counter, (dict(self),)) */
+            return write_rebuilt_from_items(w, v, "collections", "Counter");
         if (!sdict_dict_is_ordered(v)) {
             if (attrs && sdict_dict_len(attrs))
                 return sdict__err(w->err, SDICT_E_INVALID_ARG, NULL, -1,

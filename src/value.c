@@ -46,15 +46,13 @@ typedef struct tensor_ext {
     sdict_value *attrs;
 } tensor_ext;
 
-typedef struct sparse_ext {
-    sdict_sparse s;
+typedef struct composite_ext {
+    union {
+        sdict_sparse s;
+        sdict_nested n;
+    } d;
     sdict_value *attrs;
-} sparse_ext;
-
-typedef struct nested_ext {
-    sdict_nested n;
-    sdict_value *attrs;
-} nested_ext;
+} composite_ext;
 
 struct sdict_value {
     uint8_t kind;
@@ -83,8 +81,7 @@ struct sdict_value {
             sdict_value *attrs;
         } dict;
         tensor_ext *tensor;
-        sparse_ext *sparse;
-        nested_ext *nested;
+        composite_ext *comp; /* sparse, nested */
         struct {
             sdict_storage *storage;
             sdict_dtype dtype;
@@ -1178,34 +1175,33 @@ const sdict_quantizer *sdict_value_quantizer(const sdict_value *v) {
     return v && v->kind == SDICT_KIND_TENSOR && v->u.tensor->quantized ? &v->u.tensor->q : NULL;
 }
 
-sdict_value *sdict__sparse_value_new(sdict_doc *doc, const sdict_sparse *s) {
-    sparse_ext *ext = doc ? arena_alloc(doc, sizeof *ext) : NULL;
-    sdict_value *v = ext ? value_alloc(doc, SDICT_KIND_SPARSE) : NULL;
+/* A sparse or nested value holding a copy of its description (nbytes of desc). */
+static sdict_value *composite_new(sdict_doc *doc, sdict_kind kind, const void *desc,
+                                  size_t nbytes) {
+    composite_ext *ext = doc ? arena_alloc(doc, sizeof *ext) : NULL;
+    sdict_value *v = ext ? value_alloc(doc, kind) : NULL;
     if (v) {
-        ext->s = *s;
-        ext->attrs = NULL;
-        v->u.sparse = ext;
+        memset(ext, 0, sizeof *ext);
+        memcpy(&ext->d, desc, nbytes);
+        v->u.comp = ext;
     }
     return v;
 }
 
-const sdict_sparse *sdict_value_sparse(const sdict_value *v) {
-    return v && v->kind == SDICT_KIND_SPARSE ? &v->u.sparse->s : NULL;
+sdict_value *sdict__sparse_value_new(sdict_doc *doc, const sdict_sparse *s) {
+    return composite_new(doc, SDICT_KIND_SPARSE, s, sizeof *s);
 }
 
 sdict_value *sdict__nested_value_new(sdict_doc *doc, const sdict_nested *n) {
-    nested_ext *ext = doc ? arena_alloc(doc, sizeof *ext) : NULL;
-    sdict_value *v = ext ? value_alloc(doc, SDICT_KIND_NESTED) : NULL;
-    if (v) {
-        ext->n = *n;
-        ext->attrs = NULL;
-        v->u.nested = ext;
-    }
-    return v;
+    return composite_new(doc, SDICT_KIND_NESTED, n, sizeof *n);
+}
+
+const sdict_sparse *sdict_value_sparse(const sdict_value *v) {
+    return v && v->kind == SDICT_KIND_SPARSE ? &v->u.comp->d.s : NULL;
 }
 
 const sdict_nested *sdict_value_nested(const sdict_value *v) {
-    return v && v->kind == SDICT_KIND_NESTED ? &v->u.nested->n : NULL;
+    return v && v->kind == SDICT_KIND_NESTED ? &v->u.comp->d.n : NULL;
 }
 
 /* The attribute slot of a tensor-like value, NULL for other kinds. */
@@ -1214,8 +1210,8 @@ static sdict_value **attrs_slot(const sdict_value *v) {
         return NULL;
     switch (v->kind) {
     case SDICT_KIND_TENSOR: return &v->u.tensor->attrs;
-    case SDICT_KIND_SPARSE: return &v->u.sparse->attrs;
-    case SDICT_KIND_NESTED: return &v->u.nested->attrs;
+    case SDICT_KIND_SPARSE:
+    case SDICT_KIND_NESTED: return &v->u.comp->attrs;
     default: return NULL;
     }
 }

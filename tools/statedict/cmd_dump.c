@@ -17,7 +17,7 @@
      attributes of the tensor)
    {"type":"device","value":"cuda:1"}  {"type":"complex","real":"%a","imag":"%a"}
    {"type":"qscheme","value":"per_tensor_affine"}  {"type":"layout","value":"sparse_csr"}
-   {"type":"sparse","layout":"sparse_coo","size":[..],"requires_grad":B,"parameter":B,
+   {"type":"sparse","requires_grad":B,"parameter":B,"layout":"sparse_coo","size":[..],
     "is_coalesced":B (COO only; when the file did not say, nnz < 2, as torch then reports),
     "indices":NODE,"plain_indices":NODE (compressed layouts only),"values":NODE[,"attrs"]}
    {"type":"nested","requires_grad":B,"parameter":B,"buffer":NODE,"sizes":NODE,
@@ -145,6 +145,14 @@ static void attrs_field(dump_ctx *c, json_t *o, const sdict_value *v, int depth)
         json_object_set_new(o, "attrs", dict_items(c, attrs, depth, false));
 }
 
+/* A sparse or nested node with its requires_grad and parameter fields. */
+static json_t *composite_node(const char *type, bool requires_grad, bool parameter) {
+    json_t *o = typed(type);
+    json_object_set_new(o, "requires_grad", json_boolean(requires_grad));
+    json_object_set_new(o, "parameter", json_boolean(parameter));
+    return o;
+}
+
 static json_t *quantizer_node(dump_ctx *c, const sdict_quantizer *q, int depth) {
     json_t *o = json_object();
     json_object_set_new(o, "qscheme", json_string(sdict_qscheme_name(q->qscheme)));
@@ -161,16 +169,14 @@ static json_t *quantizer_node(dump_ctx *c, const sdict_quantizer *q, int depth) 
 
 static json_t *sparse_node(dump_ctx *c, const sdict_value *v, int depth) {
     const sdict_sparse *sp = sdict_value_sparse(v);
-    json_t *o = typed("sparse"), *size = json_array();
-    json_object_set_new(o, "layout", json_string(sdict_layout_name(sp->layout)));
+    json_t *o = composite_node("sparse", sp->requires_grad, sp->is_parameter), *size = json_array();
     for (size_t i = 0; i < sdict_seq_len(sp->size); i++) {
         int64_t d = 0;
         sdict_int_get(sdict_seq_item(sp->size, i), &d);
         json_array_append_new(size, json_integer((json_int_t)d));
     }
+    json_object_set_new(o, "layout", json_string(sdict_layout_name(sp->layout)));
     json_object_set_new(o, "size", size);
-    json_object_set_new(o, "requires_grad", json_boolean(sp->requires_grad));
-    json_object_set_new(o, "parameter", json_boolean(sp->is_parameter));
     if (sp->layout == SDICT_LAYOUT_SPARSE_COO) {
         /* unrecorded (torch 1.13 files): torch then takes fewer than two entries as coalesced */
         const sdict_tensor *ix = sdict_value_tensor(sp->indices);
@@ -188,9 +194,7 @@ static json_t *sparse_node(dump_ctx *c, const sdict_value *v, int depth) {
 
 static json_t *nested_node(dump_ctx *c, const sdict_value *v, int depth) {
     const sdict_nested *ns = sdict_value_nested(v);
-    json_t *o = typed("nested");
-    json_object_set_new(o, "requires_grad", json_boolean(ns->requires_grad));
-    json_object_set_new(o, "parameter", json_boolean(ns->is_parameter));
+    json_t *o = composite_node("nested", ns->requires_grad, ns->is_parameter);
     json_object_set_new(o, "buffer", node(c, ns->buffer, depth + 1));
     json_object_set_new(o, "sizes", node(c, ns->sizes, depth + 1));
     json_object_set_new(o, "strides", node(c, ns->strides, depth + 1));
