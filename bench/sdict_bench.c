@@ -6,6 +6,7 @@
    load-copy FILE     sdict_load with SDICT_LOAD_COPY (all bytes into owned memory)
    touch-mmap FILE    load mapped and read one byte per page of every tensor (pages faulted in)
    save IN OUT        load IN (mapped, untimed), then time sdict_save to OUT (fsync included)
+   save2 IN OUT       the same with SDICT_SAVE_LAYOUT_TORCH2 (torch 2.x's records and id)
    write FILE BYTES   plain large write()s of BYTES bytes + fsync: the physical limit for save
    memcpy FILE        read FILE into memory (untimed), then time one memcpy of the same bytes
    read-fresh FILE    read FILE with large pread()s into newly mapped memory (pre-faulted with
@@ -81,16 +82,17 @@ int main(int argc, char **argv) {
         double t1 = now_ms();
         sdict_doc_free(doc);
         printf("%s ms=%.3f tensors=%ld\n", mode, t1 - t0, n);
-    } else if (!strcmp(mode, "save") && argc >= 4) {
+    } else if ((!strcmp(mode, "save") || !strcmp(mode, "save2")) && argc >= 4) {
         sdict_doc *doc = NULL;
         if (sdict_load(file, NULL, &doc, &err) != SDICT_OK)
             die("load", &err);
+        sdict_save_opts opts = {NULL, !strcmp(mode, "save2") ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u};
         double t0 = now_ms();
-        if (sdict_save(argv[3], sdict_doc_root(doc), NULL, &err) != SDICT_OK)
+        if (sdict_save(argv[3], sdict_doc_root(doc), &opts, &err) != SDICT_OK)
             die("save", &err);
         double t1 = now_ms();
         sdict_doc_free(doc);
-        printf("save ms=%.3f\n", t1 - t0);
+        printf("%s ms=%.3f\n", mode, t1 - t0);
     } else if (!strcmp(mode, "write") && argc >= 4) {
         size_t total = strtoull(argv[3], NULL, 10), chunk = 8u << 20;
         char *buf = malloc(chunk);

@@ -3,13 +3,15 @@
 
    infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt --output Y.pt
          [--mode eval|train] [--dropout P] [--save-state S.pt] [--non-strict]
+         [--layout 1.13|2.x]
 
  W.pt is a state_dict, or a checkpoint dict whose 'model_state_dict' is one (a `module.`
  prefix of DataParallel files is stripped). It is loaded strictly: on missing, unexpected or
  mis-shaped keys, PyTorch's own error text is printed to stderr and the exit status is 1.
  X.pt is a bare tensor or a dict with key 'input'. Y.pt receives the output as a bare tensor.
  Extras used by the tests: --dropout overrides mlp's Dropout p (0.5); --save-state writes the
- model's state_dict after the forward (updated BatchNorm statistics in train mode).
+ model's state_dict after the forward (updated BatchNorm statistics in train mode); --layout
+ 2.x writes Y.pt and S.pt as torch 2.7+ writes files (1.13's layout by default).
  Exit status: 0 ok, 1 load or run failure, 2 usage.
 */
 #include "statedict_nn.h"
@@ -21,7 +23,7 @@
 static int usage(void) {
     fprintf(stderr, "usage: infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt "
                     "--output Y.pt [--mode eval|train] [--dropout P] [--save-state S.pt] "
-                    "[--non-strict]\n");
+                    "[--non-strict] [--layout 1.13|2.x]\n");
     return 2;
 }
 
@@ -36,6 +38,7 @@ int main(int argc, char **argv) {
     const char *save_state = NULL;
     double dropout = 0.5;
     bool strict = true;
+    sdict_save_opts save_opts = {NULL, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -48,6 +51,10 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--mode") == 0) mode = v;
         else if (strcmp(a, "--dropout") == 0) dropout = atof(v);
         else if (strcmp(a, "--save-state") == 0) save_state = v;
+        else if (strcmp(a, "--layout") == 0 && strcmp(v, "2.x") == 0)
+            save_opts.flags = SDICT_SAVE_LAYOUT_TORCH2;
+        else if (strcmp(a, "--layout") == 0 && strcmp(v, "1.13") == 0)
+            save_opts.flags = 0;
         else return usage();
         i++;
     }
@@ -104,14 +111,14 @@ int main(int argc, char **argv) {
     if (sdict_doc_new(&odoc, &err) != SDICT_OK ||
         sdict_act_to_value(&y, odoc, &out, &err) != SDICT_OK ||
         sdict_doc_set_root(odoc, out) != SDICT_OK ||
-        sdict_save(output, out, NULL, &err) != SDICT_OK) {
+        sdict_save(output, out, &save_opts, &err) != SDICT_OK) {
         rc = fail(output, &err);
         goto done;
     }
     if (save_state) {
         sdict_value *state = NULL;
         if (sdict_module_state_dict(net, odoc, false, &state, &err) != SDICT_OK ||
-            sdict_save(save_state, state, NULL, &err) != SDICT_OK) {
+            sdict_save(save_state, state, &save_opts, &err) != SDICT_OK) {
             rc = fail(save_state, &err);
             goto done;
         }

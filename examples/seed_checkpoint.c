@@ -48,7 +48,7 @@ static sdict_status make_data(sdict_act *x, sdict_act *y, sdict_error *err) {
 }
 
 static sdict_status rows(const sdict_act *a, int64_t s, int64_t e, sdict_act *out, sdict_error *err) {
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[0] = e - s;
     sdict_status st = sdict_act_init(out, a->dtype, a->ndim, shape, err);

@@ -3,7 +3,9 @@
  optimizer, print the model's state_dict (key and size) and the optimizer's state_dict the way
  PyTorch prints them.
 
-   seed_print_state_dict [--step]    (--step first trains one step, so the optimizer has state)
+   seed_print_state_dict [--step] [--torch 1.13|2.6|2.14]
+     --step first trains one step, so the optimizer has state; --torch picks the torch whose
+     optimizer state_dict layout is printed (default 1.13)
 
  PyTorch:
    model = TheModelClass(); optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
@@ -79,13 +81,26 @@ static void print_value(const sdict_value *v) {
 }
 
 int main(int argc, char **argv) {
-    bool step = argc > 1 && strcmp(argv[1], "--step") == 0;
+    bool step = false;
+    const char *gen = "1.13";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--step") == 0) step = true;
+        else if (strcmp(argv[i], "--torch") == 0 && i + 1 < argc) gen = argv[++i];
+        else {
+            fprintf(stderr, "usage: seed_print_state_dict [--step] [--torch 1.13|2.6|2.14]\n");
+            return 2;
+        }
+    }
     sdict_module *model = sdict_lenet_new();
     sdict_optim *opt = sdict_optim_new(SDICT_OPTIM_SGD);
     sdict_doc *doc = NULL;
     sdict_error err = {0};
+    sdict_optim_layout layout;
     int rc = 1;
     if (!model || !opt || sdict_doc_new(&doc, &err) != SDICT_OK) goto done;
+    if (sdict_optim_layout_from_name(gen, &layout, &err) != SDICT_OK ||
+        sdict_optim_set_layout(opt, layout, &err) != SDICT_OK)
+        goto done;
     model->backward = sdict_lenet_backward;
     sdict_optim_hparams hp = sdict_optim_defaults(SDICT_OPTIM_SGD);
     hp.lr = 0.001;

@@ -6,6 +6,7 @@
          --epochs N --batch-size B [--resume CKPT] --checkpoint OUT.tar
          [--weight-decay WD] [--dampening D] [--nesterov] [--amsgrad] [--betas B1,B2]
          [--eps E] [--maximize] [--dropout P] [--digits] [--range A:B] [--eval A:B]
+         [--torch 1.13|2.6|2.14]
 
  D.pt is {'x': tensor, 'y': int tensor}: x float [N, 3, 32, 32] for lenet (or, with --digits,
  uint8 [N, 64] 8x8 images with values 0..16, turned into [N, 3, 32, 32] by nearest upsampling,
@@ -18,6 +19,8 @@
  whoever wrote it; as in PyTorch the saved hyperparameters (lr, momentum, betas...) win over
  the command line. --eval A:B prints the accuracy on samples A..B-1 in eval mode after
  training (with --epochs 0 it only evaluates). --dropout sets mlp's Dropout p (default 0.5).
+ --torch picks the torch whose optimizer state_dict layout a new optimizer writes (default
+ 1.13; a resumed optimizer keeps its checkpoint's layout).
  Exit status: 0 ok, 1 failure, 2 usage.
 */
 #include "statedict_nn.h"
@@ -33,7 +36,7 @@ static int usage(void) {
             "[--momentum M] --epochs N --batch-size B [--resume CKPT] --checkpoint OUT.tar\n"
             "             [--weight-decay WD] [--dampening D] [--nesterov] [--amsgrad] "
             "[--betas B1,B2] [--eps E] [--maximize] [--dropout P] [--digits] [--range A:B] "
-            "[--eval A:B]\n");
+            "[--eval A:B] [--torch 1.13|2.6|2.14]\n");
     return 2;
 }
 
@@ -59,7 +62,7 @@ static void parse_range(const char *s, int64_t n, int64_t *a, int64_t *b) {
 /* Rows [a, b) of x (outermost dimension) as a new activation. */
 static sdict_status slice(const sdict_act *x, int64_t a, int64_t b, sdict_act *out,
                           sdict_error *err) {
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = b - a;
     sdict_status st = sdict_act_init(out, x->dtype, x->ndim, shape, err);
@@ -120,7 +123,7 @@ static double accuracy(sdict_module *net, const sdict_act *x, const sdict_act *y
 
 int main(int argc, char **argv) {
     const char *arch = NULL, *data = NULL, *optname = NULL, *resume = NULL, *out = NULL;
-    const char *range = NULL, *eval_range = NULL;
+    const char *range = NULL, *eval_range = NULL, *gen = NULL;
     double lr = -1.0, momentum = 0.0, wd = -1.0, dampening = 0.0, dropout = 0.5;
     double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
     bool nesterov = false, amsgrad = false, maximize = false, digits = false;
@@ -149,6 +152,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--checkpoint") == 0) out = v;
         else if (strcmp(a, "--range") == 0) range = v;
         else if (strcmp(a, "--eval") == 0) eval_range = v;
+        else if (strcmp(a, "--torch") == 0) gen = v;
         else return usage();
         i++;
     }
@@ -194,6 +198,12 @@ int main(int argc, char **argv) {
     sdict_load_result lres = {0};
     if (sdict_optim_add_module(opt, &hp, net, &err) != SDICT_OK) {
         rc = fail("optimizer", &err);
+        goto done;
+    }
+    sdict_optim_layout layout;
+    if (gen && (sdict_optim_layout_from_name(gen, &layout, &err) != SDICT_OK ||
+                sdict_optim_set_layout(opt, layout, &err) != SDICT_OK)) {
+        rc = fail("--torch", &err);
         goto done;
     }
 

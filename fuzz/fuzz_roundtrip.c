@@ -1,7 +1,9 @@
 /*
  fuzz_roundtrip.c - load -> save -> load must give an equal tree. Anything the loader accepts and
- the writer agrees to write must come back with the same kinds, values, tensor metadata and
- element bytes; a difference aborts (a finding).
+ the writer agrees to write must come back with the same kinds, Python types, values, tensor
+ metadata and element bytes; a difference aborts (a finding). The writer runs with
+ SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY (so numpy values are written too), in the torch 1.13 or 2.x
+ layout depending on the input's size.
 */
 #include "internal.h"
 
@@ -17,7 +19,10 @@ static bool same(const sdict_value *a, const sdict_value *b, int depth, long *bu
     if (depth > 200 || --*budget < 0)
         return true; /* too big to compare: not a finding */
     sdict_kind k = sdict_value_kind(a);
-    if (k != sdict_value_kind(b))
+    char na[8], nb[8];
+    const char *da = sdict_value_numpy_dtype(a, na), *db = sdict_value_numpy_dtype(b, nb);
+    if (k != sdict_value_kind(b) || sdict_value_pytype(a) != sdict_value_pytype(b) ||
+        (da == NULL) != (db == NULL) || (da && strcmp(da, db) != 0))
         return false;
     switch (k) {
     case SDICT_KIND_NONE:
@@ -69,8 +74,11 @@ static bool same(const sdict_value *a, const sdict_value *b, int depth, long *bu
             x->requires_grad != y->requires_grad || x->is_parameter != y->is_parameter ||
             (x->storage == NULL) != (y->storage == NULL))
             return false;
+        /* a numpy array's strides follow its memory order, which numpy (and the writer) take
+           as C order whenever the array is C-contiguous: only the shape must match */
+        bool np = sdict_value_pytype(a) == SDICT_PYTYPE_NUMPY_ARRAY;
         for (int i = 0; i < x->ndim; i++)
-            if (x->shape[i] != y->shape[i] || x->stride[i] != y->stride[i])
+            if (x->shape[i] != y->shape[i] || (!np && x->stride[i] != y->stride[i]))
                 return false;
         if (!x->storage)
             return true;
@@ -98,7 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = 0;
     if (sdict_load_buffer(data, size, "fuzz", &opts, &a, NULL) != SDICT_OK)
         return 0;
-    if (sdict_save_buffer(sdict_doc_root(a), NULL, &buf, &n, NULL) == SDICT_OK) {
+    sdict_save_opts so = {NULL, SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY |
+                                    (size & 1 ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u)};
+    if (sdict_save_buffer(sdict_doc_root(a), &so, &buf, &n, NULL) == SDICT_OK) {
         sdict_error err;
         if (sdict_load_buffer(buf, n, "resaved", &opts, &b, &err) != SDICT_OK)
             abort(); /* statedict wrote a file it cannot read back */

@@ -5,6 +5,7 @@ Run with Debian's /usr/bin/python3 (torch 1.13). Seeds are small on purpose: the
 them, and the replay tests run them all on every CI run.
 """
 import collections, io, os, pickle, shutil, sys, zipfile
+import numpy as np
 import torch
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -34,6 +35,11 @@ objects = {
     'values': {'none': None, 'big': 2**80, 'neg': -2**70, 'f': float('nan'), 's': 'héllo',
                'b': b'\x00\xff', 'l': [1, (2, 3)], 'set': {1, 2}, 'nested': {0: {1: 'x'}}},
     'empty': torch.empty(0),
+    # Python types the value model keeps (sdict_pytype), numpy through its reconstructors
+    'pytypes': {'size': torch.Size([2, 3]), 'fs': frozenset({1}), 'ba': bytearray(b'x'),
+                'np': [np.float32(1.5), np.int8(-5), np.bool_(True), np.uint64(2**64 - 1),
+                       np.arange(6, dtype=np.float32).reshape(2, 3),
+                       np.asfortranarray(np.ones((2, 2))), np.arange(3, dtype='>i4')]},
 }
 
 def emit(target, name, data):

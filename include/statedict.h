@@ -259,9 +259,6 @@ SDICT_API const char *sdict_storage_key(const sdict_storage *s);
  MARK: Tensor
 ==================================================================================================*/
 
-/** Largest rank statedict represents; files with more dimensions fail with SDICT_E_LIMIT. */
-#define SDICT_MAX_DIMS 16
-
 /**
  A strided view of a storage, exactly torch's model: element i of a tensor with shape
  (s0..sn-1) and stride (t0..tn-1) lives at element index storage_offset + sum(i_k * t_k) of
@@ -269,12 +266,23 @@ SDICT_API const char *sdict_storage_key(const sdict_storage *s);
  sdict_value_tensor(). storage is NULL only for meta tensors (torch's device='meta', which
  carry shape without data). The struct does not own its storage reference by itself; the
  value that holds it does (see sdict_tensor_new()).
+
+ Any rank torch has is represented (torch itself saves and loads thousands of dimensions):
+ shape and stride point to ndim values each (either may be NULL when ndim is 0) and the struct
+ does not own them. In a tensor read from a doc (sdict_value_tensor(), hence everything a load
+ produces) they point into memory the doc owns, valid until sdict_doc_free(); in a tensor you
+ fill yourself they point to your arrays, which sdict_tensor_new() copies into the doc, so they
+ need to live only until that call. Rank is bounded only by the load limits: a loaded
+ tensor's dimensions count against max_values, so what a load builds stays proportional to
+ the file. Only sizes of 2 and more multiply the element count, so a tensor with elements has
+ at most 62 of them and every other dimension has size 1: the functions below walk the
+ dimensions once (copies then walk the elements), so their cost grows linearly with ndim.
 */
 typedef struct sdict_tensor {
     sdict_dtype dtype;
-    int32_t ndim;                     /**< 0 for a scalar (torch.Size([])) */
-    int64_t shape[SDICT_MAX_DIMS];    /**< sizes, outermost first, each >= 0 */
-    int64_t stride[SDICT_MAX_DIMS];   /**< in elements; may be 0 (expanded) */
+    int32_t ndim;                     /**< 0 for a scalar (torch.Size([])); any rank >= 0 */
+    const int64_t *shape;             /**< ndim sizes, outermost first, each >= 0 */
+    const int64_t *stride;            /**< ndim strides in elements; may be 0 (expanded) */
     int64_t storage_offset;           /**< in elements */
     sdict_storage *storage;           /**< borrowed; NULL for meta tensors */
     bool requires_grad;
@@ -288,14 +296,32 @@ typedef struct sdict_tensor {
 
 /**
  Fills t as a C-contiguous tensor (torch's default strides) of the given dtype and shape over
- storage at storage_offset 0, requires_grad false. shape holds ndim sizes, outermost first;
- ndim 0 makes a scalar. Does not retain storage. Errors: SDICT_E_INVALID_ARG (ndim outside
- 0..SDICT_MAX_DIMS, negative size), SDICT_E_SHAPE (element count overflows int64),
- SDICT_E_STORAGE (storage smaller than the tensor needs; storage may be NULL for meta).
+ storage at storage_offset 0, requires_grad false. Does not retain storage.
+
+ @param t        out: the tensor. t->shape becomes shape and t->stride becomes stride: t
+                 borrows both arrays, which must outlive every use of t (sdict_tensor_new()
+                 copies them, so a tensor value does not depend on them).
+ @param ndim     rank, >= 0; 0 makes a scalar.
+ @param shape    in: ndim sizes, outermost first; may be NULL when ndim is 0.
+ @param stride   out: caller memory for ndim int64 values, receiving torch's contiguous
+                 strides in elements (stride[k] = stride[k+1] * max(shape[k+1], 1)); may be
+                 NULL when ndim is 0. It may not overlap shape.
+ @param storage  the storage viewed, or NULL for a meta tensor.
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (negative ndim, NULL shape or stride with ndim > 0,
+         negative size), SDICT_E_SHAPE (element count or a stride overflows int64),
+         SDICT_E_STORAGE (storage smaller than the tensor needs), SDICT_E_DTYPE.
+
+ @code
+ int64_t shape[3] = {2, 3, 4}, stride[3];
+ sdict_tensor t;
+ if (sdict_tensor_init(&t, SDICT_FLOAT32, 3, shape, stride, storage, &err) == SDICT_OK)
+     st = sdict_tensor_new(doc, &t, &value, &err);
+ @endcode
+ after which stride holds {12, 4, 1} and the value holds its own copies of both arrays.
 */
 SDICT_API sdict_status sdict_tensor_init(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
-                                         const int64_t *shape, sdict_storage *storage,
-                                         sdict_error *err);
+                                         const int64_t *shape, int64_t *stride,
+                                         sdict_storage *storage, sdict_error *err);
 
 /** Number of elements (product of shape; 1 for 0-dim, 0 if any size is 0), like numel();
     -1 when the shape is malformed (a negative size, or a product past int64). */
@@ -313,12 +339,13 @@ SDICT_API bool sdict_tensor_is_contiguous(const sdict_tensor *t);
 SDICT_API void *sdict_tensor_data(const sdict_tensor *t);
 
 /**
- Checks that the tensor is well formed: dtype valid, 0 <= ndim <= SDICT_MAX_DIMS, sizes >= 0,
- strides >= 0, storage_offset >= 0, and (when numel > 0) that
+ Checks that the tensor is well formed: dtype valid, ndim >= 0 (shape and stride not NULL
+ when ndim > 0), sizes >= 0, strides >= 0, storage_offset >= 0, and (when numel > 0) that
  (storage_offset + sum((size_k - 1) * stride_k) + 1) * element size fits in the storage,
  computed with overflow checks (for quint4x2/quint2x4: ceil(that count * bits / 8) bytes, and
  storage_offset must start on a byte). torch does not perform this check. Errors: SDICT_E_SHAPE,
- SDICT_E_STORAGE, SDICT_E_DTYPE.
+ SDICT_E_STORAGE, SDICT_E_DTYPE, SDICT_E_INVALID_ARG (t NULL, or shape or stride NULL with
+ ndim > 0).
 */
 SDICT_API sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err);
 
@@ -379,6 +406,39 @@ typedef enum sdict_kind {
     "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested"; "?" when
     invalid. */
 SDICT_API const char *sdict_kind_name(sdict_kind kind);
+
+/**
+ Python types that share a kind with a plainer one. A value read from a file remembers which
+ it was, and sdict_save writes it back as that type, never as the plain one: reading and
+ writing a checkpoint changes no value's Python type.
+*/
+typedef enum sdict_pytype {
+    SDICT_PYTYPE_PLAIN = 0,      /**< the kind's own type (int, tuple, set, bytes, torch.Tensor...) */
+    SDICT_PYTYPE_TORCH_SIZE,     /**< a tuple of ints that is a torch.Size */
+    SDICT_PYTYPE_FROZENSET,      /**< a set that is a frozenset */
+    SDICT_PYTYPE_BYTEARRAY,      /**< bytes that are a bytearray */
+    SDICT_PYTYPE_NUMPY_SCALAR,   /**< a bool, int or float that is a numpy scalar
+                                      (numpy.float32(1.5), numpy.int64(7), numpy.bool_(True)) */
+    SDICT_PYTYPE_NUMPY_ARRAY,    /**< a tensor (C- or Fortran-contiguous, own storage) that is a
+                                      numpy.ndarray */
+    SDICT_PYTYPE_COUNTER,        /**< a dict (not an OrderedDict) that is a collections.Counter
+                                      (an LR scheduler's `milestones`); values may be anything */
+    SDICT_PYTYPE_COUNT
+} sdict_pytype;
+
+/** The Python type of v (SDICT_PYTYPE_PLAIN for NULL and for values built in memory). */
+SDICT_API sdict_pytype sdict_value_pytype(const sdict_value *v);
+/** numpy's dtype string of a numpy scalar or array ("<f4", "|b1", ">i8", "<c16") written into
+    buf; NULL for other values. */
+SDICT_API const char *sdict_value_numpy_dtype(const sdict_value *v, char buf[8]);
+/**
+ Marks v as a torch.Size (a tuple of ints), a frozenset (a set), a bytearray (bytes) or a
+ Counter (a dict that is not ordered), or back as its plain type (which also turns a numpy
+ value into a plain number or tensor).
+ numpy types cannot be set: they come from files. Errors: SDICT_E_INVALID_ARG (NULL, numpy
+ type, or a kind that does not match).
+*/
+SDICT_API sdict_status sdict_value_set_pytype(sdict_value *v, sdict_pytype t);
 
 /** Creates an empty document whose root is None. Errors: SDICT_E_NOMEM. */
 SDICT_API sdict_status sdict_doc_new(sdict_doc **out, sdict_error *err);
@@ -465,13 +525,6 @@ SDICT_API sdict_value *sdict_seq_item(const sdict_value *seq, size_t i);
 SDICT_API sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered);
 /** True for an OrderedDict. */
 SDICT_API bool sdict_dict_is_ordered(const sdict_value *d);
-/**
- Empty collections.Counter (a dict subclass; an LR scheduler's `milestones` is one). It is a
- dict in every accessor (values may be anything, as in Python) and saves back as a Counter.
-*/
-SDICT_API sdict_value *sdict_counter_new(sdict_doc *doc);
-/** True for a collections.Counter. */
-SDICT_API bool sdict_dict_is_counter(const sdict_value *d);
 /**
  Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, complex, None, bytes,
  dtype, device, qscheme, layout, or tuples of those; an existing equal key keeps its position
@@ -702,7 +755,10 @@ typedef struct sdict_limits {
     uint64_t max_str_bytes;    /**< one str/bytes; default 1 GiB */
     uint64_t max_values;       /**< values created by one load, and values in the tree when
                                     shared subtrees are counted each time they are reachable
-                                    (bounds every later walk of the tree); default 64M */
+                                    (bounds every later walk of the tree); a tensor counts
+                                    with its dimensions. Container entries and tensor
+                                    dimensions made by one pickle are also bounded by 2 per
+                                    byte of it; default 64M */
     uint64_t max_records;      /**< zip entries; default 1M */
     uint64_t max_inflate;      /**< bytes a deflated record may inflate to; default 16 GiB */
 } sdict_limits;
@@ -773,28 +829,61 @@ SDICT_API bool sdict_doc_big_endian(const sdict_doc *doc);
  MARK: Saving (torch.save)
 ==================================================================================================*/
 
+/** Bits for sdict_save_opts.flags. */
+enum {
+    /**
+     Write the layout of torch 2.7 and later, byte for byte as torch 2.14's torch.save writes
+     it, instead of torch 1.13's (the default: records data.pkl, data/<key> with the keys
+     sorted as strings, "0", "1", "10", "2", then version). The records are data.pkl,
+     .format_version ("1"), .storage_alignment ("64"), byteorder (the host's), data/0,
+     data/1, ... in numeric order, version, and .data/serialization_id (torch's hash of the
+     record names and CRC-32s); the archive folder is "archive" when the path is not ASCII,
+     as torch names it then. The pickle is the same. Both layouts load in every torch >= 1.6.
+    */
+    SDICT_SAVE_LAYOUT_TORCH2 = 1u << 0,
+    /**
+     Also write values that torch.load's default weights-only unpickler (torch >= 2.6) refuses:
+     numpy scalars and arrays, frozensets, ints longer than 255 bytes. Such files, like the
+     files they were read from, need torch.load(path, weights_only=False). Without this flag
+     sdict_save refuses them with SDICT_E_UNSUPPORTED naming the value's path.
+    */
+    SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY = 1u << 1,
+};
+
 /** Options for saving; zeroed or NULL means defaults. */
 typedef struct sdict_save_opts {
     /** Archive folder name inside the zip; NULL derives it from the path like torch
         (directory stripped, text after the last dot removed: "sd.pt" -> "sd"). */
     const char *archive_name;
-    uint32_t flags; /**< reserved, 0 */
+    uint32_t flags; /**< SDICT_SAVE_* bits; 0 for torch 1.13's layout */
 } sdict_save_opts;
 
 /**
- Writes root as a torch zip checkpoint exactly as torch 1.13's torch.save does: pickle protocol
- 2, records data.pkl, data/<key> (stored, 64-byte aligned via the FB extra field), version;
- ZIP64 end records; CRC-32 on every record. Each distinct storage is written once and keyed
- "0", "1", ... in first-seen order; tensors referencing it keep their storage_offset and stride.
- Tensors with is_parameter are saved through _rebuild_parameter. Everything torch 2.x adds is
- written the way torch 2.x writes it, so files holding it load in torch 2.x (and, for what
- torch 1.13 knows, in 1.13): dtypes without a storage class through _rebuild_tensor_v3 (not
- 1.13), the conj/neg bits as rebuild metadata (not 1.13), quantized tensors through
- _rebuild_qtensor, sparse tensors through _rebuild_sparse_tensor (CSR loaded from a torch 1.13
- file through _rebuild_sparse_csr_tensor, as it came; COO without is_coalesced when the file
- had none), nested tensors through _rebuild_nested_tensor (not 1.13), tensor attributes
- through _rebuild_parameter_with_state / _rebuild_from_type_v2 (not 1.13), Counter, device,
- complex, qscheme and layout values as their own reduce functions.
+ Writes root as a torch zip checkpoint exactly as torch 1.13's torch.save does (or, with
+ SDICT_SAVE_LAYOUT_TORCH2, as torch 2.14's does): pickle protocol 2, records data.pkl,
+ data/<key> (stored, 64-byte aligned via the FB extra field), version; ZIP64 end records;
+ CRC-32 on every record. Each distinct storage is written once and keyed "0", "1", ... in
+ first-seen order; tensors referencing it keep their storage_offset and stride. Tensors with
+ is_parameter are saved through _rebuild_parameter. Values are pickled as the Python type
+ they were read as (sdict_value_pytype). The file loads with torch.load(path) of every torch
+ since 1.6 under its defaults, weights_only=True from 2.6 on: values that unpickler refuses
+ (numpy values, frozensets, ints past 255 bytes) are refused with SDICT_E_UNSUPPORTED unless
+ SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY, and b'' is written as _codecs.encode('', 'latin1') where
+ torch writes builtins.bytes(), which its own weights-only unpickler refuses. (torch 1.13's
+ weights_only=True, off by default there, also refuses floats and bytes.)
+ What torch 2.x added is written the way torch 2.x writes it, so it loads in torch 2.x (and,
+ for what torch 1.13 knows, in 1.13): dtypes without a storage class through
+ _rebuild_tensor_v3, the conj/neg bits as rebuild metadata, quantized tensors through
+ _rebuild_qtensor, sparse tensors through _rebuild_sparse_tensor (COO without is_coalesced
+ when its file had none), nested tensors through _rebuild_nested_tensor, tensor attributes
+ through _rebuild_parameter_with_state / _rebuild_from_type_v2, Counter, device, complex,
+ qscheme and layout values as their own reduce functions (torch 1.13 loads none of those but
+ quantized tensors, COO tensors without is_coalesced, Counters, devices, complex, qschemes and
+ layouts). One exception to the weights-only rule: a CSR tensor read from a torch 1.13 file
+ (sdict_sparse.legacy_csr) is written, in torch 1.13's layout, through 1.13's
+ _rebuild_sparse_csr_tensor, which 1.13 loads (also with weights_only=True) and torch 2.x
+ cannot load at all, as it cannot load the file it came from; SDICT_SAVE_LAYOUT_TORCH2 writes
+ it the 2.x way.
  The file is written beside path under a temporary name, fsynced, renamed over path, and the
  directory fsynced: a failure at any point leaves any previous file untouched (a process killed
  mid-save may leave its temporary ".NAME.PID-NNN.sdtmp" behind). A symbolic link is written
@@ -802,8 +891,10 @@ typedef struct sdict_save_opts {
  file's mode (and, for root, owner) is kept; a path that exists but is not a regular file (a
  device, a FIFO, a directory) is refused with SDICT_E_IO.
  Errors: SDICT_E_IO (with errno text), SDICT_E_INVALID_ARG (a value torch cannot load, such as
- a tensor of one storage seen with two dtypes, or a cycle), SDICT_E_LIMIT (nesting deeper than
- 1000), SDICT_E_NOMEM.
+ a tensor of one storage seen with two dtypes, or a cycle; unknown opts->flags bits),
+ SDICT_E_UNSUPPORTED (a value torch's weights-only unpickler refuses, or a numpy value that
+ cannot be written back as numpy; the message names its dotted path), SDICT_E_LIMIT (nesting
+ deeper than 1000), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_save(const char *path, const sdict_value *root,
                                   const sdict_save_opts *opts, sdict_error *err);

@@ -35,6 +35,10 @@ extern "C" {
  MARK: Activations
 ==================================================================================================*/
 
+/** Largest rank of an activation (sdict_act) and of a module parameter or buffer. The core
+    library has no such limit; sdict_act_from_tensor refuses higher-rank tensors. */
+#define SDICT_NN_MAX_DIMS 16
+
 /**
  An activation tensor: contiguous, owned by whoever holds the struct, freed with sdict_act_free.
  dtype is SDICT_FLOAT32 (data is float *) or SDICT_INT64 (data is int64_t *, Embedding indices).
@@ -43,8 +47,8 @@ extern "C" {
 typedef struct sdict_act {
     sdict_dtype dtype;
     int32_t ndim;
-    int64_t shape[SDICT_MAX_DIMS];   /**< outermost first; NCHW for images */
-    void *data;                      /**< numel elements, malloc'd; NULL when numel is 0 */
+    int64_t shape[SDICT_NN_MAX_DIMS]; /**< outermost first; NCHW for images */
+    void *data;                       /**< numel elements, malloc'd; NULL when numel is 0 */
 } sdict_act;
 
 /** Number of elements (product of shape; 1 for ndim 0). */
@@ -55,7 +59,7 @@ SDICT_API float *sdict_act_f32(const sdict_act *a);
 /**
  Allocates a zero-filled activation of dtype (float32 or int64) and shape (ndim sizes,
  outermost first). a's previous content is NOT freed. Errors: SDICT_E_INVALID_ARG (bad dtype,
- ndim or size), SDICT_E_NOMEM. On failure *a is zeroed.
+ ndim outside 0..SDICT_NN_MAX_DIMS, or bad size), SDICT_E_NOMEM. On failure *a is zeroed.
 */
 SDICT_API sdict_status sdict_act_init(sdict_act *a, sdict_dtype dtype, int32_t ndim,
                                       const int64_t *shape, sdict_error *err);
@@ -67,9 +71,9 @@ SDICT_API sdict_status sdict_act_copy(sdict_act *dst, const sdict_act *src, sdic
 /**
  Converts any loaded tensor (any strides) into an activation: floating and bool dtypes become
  float32, integer dtypes become int64 (as torch's .float() / .long()). Errors: those of
- sdict_tensor_copy_to, SDICT_E_NOMEM, SDICT_E_LIMIT (a stride-0 expansion of more than 2^28
- bytes of elements and 64x its storage: a tiny file must not make a dense activation of
- terabytes).
+ sdict_tensor_copy_to, SDICT_E_NOMEM, SDICT_E_LIMIT (rank above SDICT_NN_MAX_DIMS, or a stride-0
+ expansion of more than 2^28 bytes of elements and 64x its storage: a tiny file must not make a
+ dense activation of terabytes).
 */
 SDICT_API sdict_status sdict_act_from_tensor(const sdict_tensor *t, sdict_act *out,
                                              sdict_error *err);
@@ -124,6 +128,8 @@ typedef struct sdict_named_tensor {
     sdict_tensor value;
     sdict_tensor grad;
     bool persistent;
+    int64_t *dims;           /**< owned: the shape then the contiguous strides (ndim each) that
+                                  value and grad point to; NULL for rank 0 */
 } sdict_named_tensor;
 
 typedef struct sdict_module sdict_module;
@@ -224,8 +230,9 @@ SDICT_API sdict_status sdict_module_forward(sdict_module *m, const sdict_act *x,
 
 /**
  Registers a float32 parameter (or, with is_buffer, a persistent buffer of dtype) of the
- given shape, zero-filled, on m; for use by custom modules. *out (may be NULL) receives it.
- Errors: SDICT_E_INVALID_ARG (duplicate name), SDICT_E_NOMEM.
+ given shape (ndim <= SDICT_NN_MAX_DIMS sizes), zero-filled, on m; for use by custom modules.
+ *out (may be NULL) receives it. Errors: SDICT_E_INVALID_ARG (duplicate name, bad ndim or size),
+ SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_module_register(sdict_module *m, const char *name, bool is_buffer,
                                              sdict_dtype dtype, int32_t ndim,

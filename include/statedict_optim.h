@@ -93,10 +93,32 @@ typedef struct sdict_optim_hparams {
     bool maximize;                /**< all */
     double beta1, beta2, eps;     /**< Adam, AdamW */
     bool amsgrad;                 /**< Adam, AdamW */
+    bool decoupled_weight_decay;  /**< Adam: AdamW's decoupled decay (torch 2.14's flag of that
+                                       name); AdamW always decouples */
 } sdict_optim_hparams;
 
+/**
+ The param_groups layout of sdict_optim_state_dict, as each torch generation writes it (key
+ order and defaults measured with torch 1.13, 2.6 and 2.14; FORMAT.md 6.2):
+ - TORCH_1_13: SGD lr, momentum, dampening, weight_decay, nesterov, maximize, foreach (None),
+   differentiable; Adam lr, betas, eps, weight_decay, amsgrad, maximize, foreach, capturable,
+   differentiable, fused (False); AdamW lr, betas, eps, weight_decay, amsgrad, foreach,
+   maximize, capturable. SGD with momentum 0 has state {'momentum_buffer': None} per stepped
+   parameter.
+ - TORCH_2_6: SGD adds fused (None); Adam's fused is None; AdamW adds differentiable and fused.
+   SGD with momentum 0 keeps no state.
+ - TORCH_2_14: as 2.6, and Adam and AdamW both have Adam's order plus decoupled_weight_decay
+   (False for Adam, True for AdamW).
+*/
+typedef enum sdict_optim_layout {
+    SDICT_OPTIM_LAYOUT_TORCH_1_13 = 0,
+    SDICT_OPTIM_LAYOUT_TORCH_2_6,
+    SDICT_OPTIM_LAYOUT_TORCH_2_14,
+} sdict_optim_layout;
+
 /** torch 1.13's constructor defaults for kind (SGD has no default lr in 1.13; 0.01 is put
-    there as a placeholder to overwrite). AdamW's weight_decay default is 0.01. */
+    there as a placeholder to overwrite). AdamW's weight_decay default is 0.01 and its
+    decoupled_weight_decay true. */
 SDICT_API sdict_optim_hparams sdict_optim_defaults(sdict_optim_kind kind);
 
 /** One parameter an optimizer updates: contiguous float32 data and gradient of numel elements
@@ -106,7 +128,7 @@ typedef struct sdict_optim_param {
     float *grad;
     int64_t numel;
     int32_t ndim;
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
 } sdict_optim_param;
 
 /** An optimizer: parameter groups and per-parameter state (opaque). */
@@ -118,6 +140,18 @@ SDICT_API sdict_optim *sdict_optim_new(sdict_optim_kind kind);
 SDICT_API void sdict_optim_free(sdict_optim *o);
 /** Kind given at creation. */
 SDICT_API sdict_optim_kind sdict_optim_get_kind(const sdict_optim *o);
+/** The layout sdict_optim_state_dict writes: TORCH_1_13 for a new optimizer; after
+    sdict_optim_load_state_dict, the layout of the loaded file (told by the keys only 2.x
+    writes: decoupled_weight_decay for 2.14, fused in SGD/AdamW or Adam's fused=None for 2.6). */
+SDICT_API sdict_optim_layout sdict_optim_get_layout(const sdict_optim *o);
+/** Chooses the layout sdict_optim_state_dict writes, for the torch that will read it.
+    Errors: SDICT_E_INVALID_ARG (NULL optimizer or unknown layout). */
+SDICT_API sdict_status sdict_optim_set_layout(sdict_optim *o, sdict_optim_layout layout,
+                                              sdict_error *err);
+/** Parses a torch generation name ("1.13", "2.6", "2.14") into its layout, for command lines.
+    Errors: SDICT_E_INVALID_ARG (another name; the message lists the valid ones). */
+SDICT_API sdict_status sdict_optim_layout_from_name(const char *name, sdict_optim_layout *out,
+                                                    sdict_error *err);
 
 /**
  optimizer.add_param_group({'params': params, **hp}): parameters get the next indices
@@ -149,21 +183,24 @@ SDICT_API void sdict_optim_zero_grad(sdict_optim *o);
  Adam: step += 1; g = ±grad (+ wd*p); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  (amsgrad: vmax = max(vmax, v), used instead of v);
  p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).
- AdamW: as Adam but p *= 1 - lr*wd first and no wd in g.
+ AdamW (and Adam with decoupled_weight_decay): as Adam but p *= 1 - lr*wd first and no wd
+ in g.
  Errors: none today (returns SDICT_OK); kept for future checks.
 */
 SDICT_API sdict_status sdict_optim_step(sdict_optim *o, sdict_error *err);
 
 /**
- optimizer.state_dict() in torch 1.13's layout, created in doc:
+ optimizer.state_dict(), created in doc, in the layout of sdict_optim_get_layout():
  {'state': {index: {...}}, 'param_groups': [{hyperparameters..., 'params': [indices]}]}
  (plain dicts). State entries appear for parameters that have stepped, in index order:
- SGD {'momentum_buffer': tensor, or None when momentum is 0}; Adam/AdamW {'step': 0-dim
- float32 tensor, 'exp_avg', 'exp_avg_sq'[, 'max_exp_avg_sq' when amsgrad]}. Group keys in
- torch 1.13's order: SGD lr, momentum, dampening, weight_decay, nesterov, maximize, foreach
- (None), differentiable; Adam lr, betas, eps, weight_decay, amsgrad, maximize, foreach,
- capturable, differentiable, fused; AdamW lr, betas, eps, weight_decay, amsgrad, foreach,
- maximize, capturable. State tensors are copies (new storages owned by doc).
+ SGD {'momentum_buffer': tensor} (momentum 0: see sdict_optim_layout); Adam/AdamW {'step':
+ 0-dim float32 tensor, 'exp_avg', 'exp_avg_sq'[, 'max_exp_avg_sq' when amsgrad]}. A group
+ loaded by sdict_optim_load_state_dict keeps the loaded dict's keys in its order, with the
+ current hyperparameters and the file's values for keys this optimizer does not compute
+ (foreach, fused, capturable, differentiable, a scheduler's initial_lr, param_names, ...), as
+ torch's load_state_dict keeps the saved group dicts; layout keys the file lacked follow
+ 'params', where torch's setdefault puts them. Other groups have the layout's keys in its
+ order. State tensors are copies (new storages owned by doc).
  Errors: SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_optim_state_dict(const sdict_optim *o, sdict_doc *doc,
@@ -176,11 +213,14 @@ SDICT_API sdict_status sdict_optim_state_dict(const sdict_optim *o, sdict_doc *d
  count must match ("loaded state dict has a different number of parameter groups", "loaded
  state dict contains a parameter group that doesn't match the size of optimizer's group"),
  saved indices map to this optimizer's parameters in order, and the saved hyperparameters
- replace the current ones (keys absent from the file keep their current value). State tensors
+ replace the current ones (keys absent from the file keep their current value); the groups
+ are kept for sdict_optim_state_dict, and the layout becomes the file's. State tensors
  are converted to float32; unlike torch, a state tensor whose element count differs from its
  parameter's is refused here rather than at the next step. All-or-nothing: on failure the
  optimizer is unchanged.
- Errors: SDICT_E_INVALID_ARG (layout or group sizes), SDICT_E_SHAPE, SDICT_E_DTYPE, SDICT_E_NOMEM.
+ Errors: SDICT_E_INVALID_ARG (layout or group sizes, a group key that is not a str, a group
+ value of a kind it cannot keep), SDICT_E_LIMIT (an int past int64 in a group), SDICT_E_SHAPE,
+ SDICT_E_DTYPE, SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd,
                                                    sdict_error *err);

@@ -154,6 +154,8 @@ const uint8_t *sdict__mapping_base(const sdict__mapping *m);
 /** Reverses the byte order of every element of n elements of elem_size bytes (2, 4, 8; complex
     types swap each half: pass the component size and twice the count). */
 void sdict__byteswap(void *data, size_t n_elems, size_t elem_size);
+/** The float16 bits nearest to d (ties to even; NaN keeps its sign, as torch rounds). */
+uint16_t sdict__half_from_double(double d);
 
 /*==================================================================================================
  value.c : documents and values
@@ -204,6 +206,15 @@ uint64_t sdict__doc_value_count(const sdict_doc *doc);
 
 /** True when the two values are equal as dict keys (kind and value; tuples elementwise). */
 bool sdict__value_key_equal(const sdict_value *a, const sdict_value *b);
+
+/** The numpy dtype of a numpy scalar or array value (byte order '<' '>' '|', kind 'f' 'i' 'u'
+    'b' 'c', element size) and whether it was pickled through numpy._core (numpy >= 2) rather
+    than numpy.core; false for other values. */
+bool sdict__value_numpy(const sdict_value *v, char *order, char *kind, uint8_t *size,
+                        bool *underscore_core);
+/** Marks v as a numpy scalar or array (t) of the given numpy dtype. */
+void sdict__value_set_numpy(sdict_value *v, sdict_pytype t, char order, char kind, uint8_t size,
+                            bool underscore_core);
 
 /** Freezes a list/tuple/set value being built by the unpickler into a tuple (TUPLE opcodes
     build a list then retag it). Only for values not yet shared. */
@@ -275,6 +286,15 @@ sdict_status sdict__zip_writer_new(sdict__write_fn write, void *ctx, const char 
 */
 sdict_status sdict__zip_writer_add(sdict__zip_writer *w, const char *relname, const void *data,
                                    uint64_t n, sdict_error *err);
+/**
+ The 40 digits torch >= 2.1 writes as `.data/serialization_id` for the records added so far
+ (PyTorchStreamWriter::writeSerializationId): the fold of libstdc++'s std::hash of each
+ relative record name in std::unordered_set iteration order, then the fold of the CRC-32s of
+ the data descriptors written, each as 20 zero-padded decimal digits, NUL-terminated.
+ Record names must be distinct. SDICT_E_NOMEM.
+*/
+sdict_status sdict__zip_writer_serialization_id(const sdict__zip_writer *w, char out[41],
+                                                sdict_error *err);
 /** Writes the central directory, ZIP64 end record, ZIP64 locator and classic EOCD. */
 sdict_status sdict__zip_writer_finish(sdict__zip_writer *w, sdict_error *err);
 void sdict__zip_writer_free(sdict__zip_writer *w);
@@ -336,11 +356,13 @@ typedef struct sdict__saved_storage {
 
 /**
  Pickles root with protocol 2 as torch.save does (persistent ids for storages), appending to
- out. *storages receives a new array (free with sdict__free) of the distinct storages in key
- order and *n_storages its length. Errors: SDICT_E_INVALID_ARG (storage seen with two dtypes,
- unpicklable value, cycle), SDICT_E_LIMIT (depth), SDICT_E_NOMEM.
+ out. flags are sdict_save_opts.flags. *storages receives a new array (free with sdict__free)
+ of the distinct storages in key order and *n_storages its length. Errors: SDICT_E_INVALID_ARG
+ (storage seen with two dtypes, unpicklable value, cycle), SDICT_E_UNSUPPORTED (a value
+ torch's weights-only unpickler refuses, without SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY),
+ SDICT_E_LIMIT (depth), SDICT_E_NOMEM.
 */
-sdict_status sdict__pickle_write(const sdict_value *root, sdict__buf *out,
+sdict_status sdict__pickle_write(const sdict_value *root, uint32_t flags, sdict__buf *out,
                                  sdict__saved_storage **storages, size_t *n_storages,
                                  sdict_error *err);
 

@@ -1204,30 +1204,38 @@ static sdict_status tar_tensors(loader *L, const uint8_t *d, size_t n, sdict_err
         if (n - pos < 8)
             return sdict__err(err, SDICT_E_TRUNCATED, rec, (int64_t)pos, "tensor '%s' header", key);
         int32_t ndim = (int32_t)sdict__le32(d + pos);
-        if (ndim < 0 || ndim > SDICT_MAX_DIMS)
-            return sdict__err(err, ndim < 0 ? SDICT_E_SHAPE : SDICT_E_LIMIT, rec, (int64_t)pos,
+        if (ndim < 0)
+            return sdict__err(err, SDICT_E_SHAPE, rec, (int64_t)pos,
                               "tensor '%s' has %d dimensions", key, ndim);
-        size_t need = 8 + (size_t)ndim * 16 + 8;
-        if (n - pos < need)
+        /* the sizes and strides must be in the member: memory stays proportional to it */
+        size_t nd = (size_t)ndim;
+        uint64_t need64 = 8 + (uint64_t)nd * 16 + 8;
+        size_t need = (size_t)need64;
+        if (n - pos < need64)
             return sdict__err(err, SDICT_E_TRUNCATED, rec, (int64_t)pos,
                               "tensor '%s': sizes and strides past the end of the member", key);
         cache_ent *se = cache_find(&L->storages, skey);
         if (!se)
             return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
                               "tensor '%s' uses unknown storage '%s'", key, skey);
+        int64_t *dims = nd ? sdict__malloc(nd * 2 * sizeof *dims) : NULL; /* sizes, strides */
+        if (nd && !dims)
+            return sdict__err(err, SDICT_E_NOMEM, rec, -1, "out of memory");
+        for (size_t k = 0; k < 2 * nd; k++)
+            dims[k] = (int64_t)sdict__le64(d + pos + 8 + k * 8);
         sdict_tensor t;
         memset(&t, 0, sizeof t);
         t.dtype = se->dtype;
         t.ndim = ndim;
+        t.shape = dims;
+        t.stride = nd ? dims + nd : NULL;
         t.storage = se->storage;
-        for (int32_t k = 0; k < ndim; k++) {
-            t.shape[k] = (int64_t)sdict__le64(d + pos + 8 + (size_t)k * 8);
-            t.stride[k] = (int64_t)sdict__le64(d + pos + 8 + (size_t)(ndim + k) * 8);
-        }
-        t.storage_offset = (int64_t)sdict__le64(d + pos + 8 + (size_t)ndim * 16);
+        t.storage_offset = (int64_t)sdict__le64(d + pos + 8 + nd * 16);
         pos += need;
         sdict_value *tv;
-        if ((st = sdict_tensor_new(L->doc, &t, &tv, err)) != SDICT_OK) {
+        st = sdict_tensor_new(L->doc, &t, &tv, err); /* copies the dimensions into the doc */
+        sdict__free(dims);
+        if (st != SDICT_OK) {
             if (err) { /* keep the check's message, place it in the member */
                 snprintf(err->record, sizeof err->record, "%s", rec);
                 err->offset = (int64_t)pos;

@@ -170,6 +170,7 @@ typedef struct tag {
     char np_kind;     /* numpy dtype: 'f', 'i', 'u', 'b', 'c' */
     uint8_t np_size;  /* bytes per element */
     char np_order;    /* '<', '>', '|', '=' */
+    bool np_underscore; /* G_NP_ARRAY: made by numpy._core's _reconstruct (numpy >= 2) */
     sdict_value *fwd; /* G_NP_ARRAY after BUILD: the tensor it became */
 } tag;
 
@@ -269,7 +270,11 @@ typedef struct vm {
     size_t memo_len, memo_cap;
     hmap memo;              /* memo slots far beyond memo_len */
     size_t memo_count;      /* slots set, in both */
-    uint64_t entries;       /* items put into containers so far (count_entry) */
+    uint64_t entries;       /* items put into containers so far (count_entry), and the
+                               dimensions of the tensors made (count_dims) */
+    uint64_t copied;        /* bytes the constructors copied out of other values (count_copy) */
+    int64_t *dims;          /* scratch for the sizes and strides of the tensor being made */
+    size_t dims_cap;
     hmap tagmap; /* value address -> index into tags */
     tag *tags;
     size_t ntags, tcap;
@@ -515,13 +520,42 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
    again: so container entries are bounded too, by max_values and by 2 per pickle byte (a real
    pickle spends at least one opcode byte per entry it adds), which keeps memory proportional
    to the input. */
-static sdict_status count_entry(vm *m) {
+static uint64_t entry_cap(const vm *m) {
     uint64_t cap = 2 * (uint64_t)m->n + 65536;
-    if (cap > m->u->limits->max_values)
-        cap = m->u->limits->max_values;
+    return cap < m->u->limits->max_values ? cap : m->u->limits->max_values;
+}
+
+static sdict_status count_entry(vm *m) {
+    uint64_t cap = entry_cap(m);
     if (++m->entries > cap)
         return fail(m, SDICT_E_LIMIT, "more than %llu container entries (max_values, or 2 per "
                     "byte of a %zu-byte pickle)", (unsigned long long)cap, m->n);
+    return SDICT_OK;
+}
+
+/* A tensor copies its sizes and strides into the doc, and one memoized size tuple can be
+   passed to the rebuild functions again and again: so they count like container entries (2 per
+   dimension), which keeps the memory and time tensors take proportional to the input whatever
+   their rank. A real file spends at least 4 bytes per dimension on its two tuples. */
+static sdict_status count_dims(vm *m, int32_t ndim) {
+    uint64_t cap = entry_cap(m);
+    m->entries += 2 * (uint64_t)ndim; /* ndim < 2^31: cannot overflow before the check fails */
+    if (m->entries > cap)
+        return fail(m, SDICT_E_LIMIT, "tensors of %d dimensions bring the container entries and "
+                    "tensor dimensions past %llu (max_values, or 2 per byte of a %zu-byte pickle)",
+                    (int)ndim, (unsigned long long)cap, m->n);
+    return SDICT_OK;
+}
+
+/* bytes(), bytearray() and _codecs.encode() copy bytes out of a value that may be memoized and
+   passed to them again and again: the copies count against twice the pickle's size plus
+   64 MiB, which keeps their memory proportional to the input. */
+static sdict_status count_copy(vm *m, size_t len) {
+    uint64_t cap = 2 * (uint64_t)m->n + (UINT64_C(64) << 20);
+    m->copied += len;   /* len <= the pickle's size: no overflow before the check fails */
+    if (m->copied > cap)
+        return fail(m, SDICT_E_LIMIT, "bytes constructors copy more than %llu bytes (2 per "
+                    "byte of a %zu-byte pickle, plus 64 MiB)", (unsigned long long)cap, m->n);
     return SDICT_OK;
 }
 
@@ -838,6 +872,7 @@ static sdict_status float_text(vm *m, const char *s, size_t len, sdict_value **o
 static sdict_status latin1_bytes(vm *m, const sdict_value *v, sdict_value **out) {
     size_t len;
     const uint8_t *s = (const uint8_t *)sdict_str_get(v, &len);
+    TRY(count_copy(m, len));
     uint8_t *b = sdict__malloc(len + 1);
     if (!b)
         return nomem(m);
@@ -1026,17 +1061,39 @@ static sdict_status int_arg(vm *m, const sdict_value *v, const char *what, int64
     return SDICT_OK;
 }
 
-/* A size or stride tuple (torch.Size arrives as a tuple) of ints >= 0. */
-static sdict_status dims_arg(vm *m, const sdict_value *v, const char *what, int64_t *dims,
-                             int32_t *nd) {
+/* Room for n int64 in the machine's scratch (m->dims), kept between tensors. */
+static sdict_status dims_room(vm *m, size_t n) {
+    if (n <= m->dims_cap)
+        return SDICT_OK;
+    size_t cap = m->dims_cap ? m->dims_cap : 64;
+    while (cap < n)
+        cap = cap > SIZE_MAX / 2 ? n : cap * 2;
+    int64_t *p = cap <= SIZE_MAX / sizeof *p ? sdict__realloc(m->dims, cap * sizeof *p) : NULL;
+    if (!p)
+        return nomem(m);
+    m->dims = p;
+    m->dims_cap = cap;
+    return SDICT_OK;
+}
+
+/* Length of a size or stride tuple (torch.Size arrives as a tuple), or a type error. A tuple
+   has at most max_values items, so any length that gets here fits int32. */
+static sdict_status dims_len(vm *m, const sdict_value *v, const char *what, size_t *n) {
     sdict_kind k = sdict_value_kind(v);
     if (k != SDICT_KIND_TUPLE && k != SDICT_KIND_LIST)
         return fail(m, SDICT_E_PICKLE_TYPE, "%s must be a tuple of ints, found %s", what,
                     kind_of(m, v));
-    size_t n = sdict_seq_len(v);
-    if (n > SDICT_MAX_DIMS)
-        return fail(m, SDICT_E_LIMIT, "%s has %zu dimensions, at most %d are supported", what, n,
-                    SDICT_MAX_DIMS);
+    *n = sdict_seq_len(v);
+    if (*n > INT32_MAX)
+        return fail(m, SDICT_E_LIMIT, "%s has %zu dimensions", what, *n);
+    return SDICT_OK;
+}
+
+/* A size or stride tuple of ints >= 0 into dims (room for its length, from dims_len). */
+static sdict_status dims_arg(vm *m, const sdict_value *v, const char *what, int64_t *dims,
+                             int32_t *nd) {
+    size_t n = 0;
+    TRY(dims_len(m, v, what, &n));
     for (size_t i = 0; i < n; i++) {
         TRY(int_arg(m, sdict_seq_item(v, i), what, &dims[i]));
         if (dims[i] < 0)
@@ -1091,7 +1148,29 @@ static sdict_status metadata_arg(vm *m, const sdict_value *v, sdict_tensor *t) {
     return SDICT_OK;
 }
 
-/* storage, storage_offset, size, stride -> t; dtype_v overrides the storage's dtype (v3). */
+/* The size and stride arguments of a rebuild function into t->ndim, t->shape and t->stride
+   (pointing into the machine's scratch until the next tensor), counted by count_dims. */
+static sdict_status shape_args(vm *m, const sdict_value *size, const sdict_value *stride,
+                               sdict_tensor *t) {
+    size_t n1 = 0, n2 = 0;
+    TRY(dims_len(m, size, "size", &n1));
+    TRY(dims_len(m, stride, "stride", &n2));
+    TRY(dims_room(m, n1 + n2));
+    int32_t nd = 0, nds = 0;
+    TRY(dims_arg(m, size, "size", m->dims, &nd));
+    TRY(dims_arg(m, stride, "stride", m->dims + n1, &nds));
+    if (nds != nd)
+        return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d", (int)nd,
+                    (int)nds);
+    TRY(count_dims(m, nd));
+    t->ndim = nd;
+    t->shape = m->dims;
+    t->stride = m->dims + n1;
+    return SDICT_OK;
+}
+
+/* storage, storage_offset, size, stride -> t (shape and stride in the machine's scratch);
+   dtype_v overrides the storage's dtype (v3). */
 static sdict_status fill_tensor(vm *m, const sdict_value *const *a, const sdict_value *dtype_v,
                                 sdict_tensor *t) {
     memset(t, 0, sizeof *t);
@@ -1111,12 +1190,7 @@ static sdict_status fill_tensor(vm *m, const sdict_value *const *a, const sdict_
     if (t->storage_offset < 0)
         return fail(m, SDICT_E_SHAPE, "storage_offset is %lld, must be >= 0",
                     (long long)t->storage_offset);
-    int32_t nds = 0;
-    TRY(dims_arg(m, a[2], "size", t->shape, &t->ndim));
-    TRY(dims_arg(m, a[3], "stride", t->stride, &nds));
-    if (nds != t->ndim)
-        return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d", (int)t->ndim,
-                    (int)nds);
+    TRY(shape_args(m, a[2], a[3], t));
     t->storage = s;
     return SDICT_OK;
 }
@@ -1141,19 +1215,29 @@ static sdict_status args_count(vm *m, const sdict_value *args, const char *fn, s
 */
 static sdict_status convert_tensor(vm *m, const sdict_tensor *src, sdict_dtype dt, bool rg,
                                    sdict_value **out) {
-    sdict_tensor c, order = *src;
-    /* order: src's dimensions by decreasing stride (insertion sort, stable) */
-    for (int32_t i = 1; i < order.ndim; i++)
-        for (int32_t j = i; j > 0 && order.stride[j - 1] < order.stride[j]; j--) {
-            int64_t sz = order.shape[j], sd = order.stride[j];
-            order.shape[j] = order.shape[j - 1], order.stride[j] = order.stride[j - 1];
-            order.shape[j - 1] = sz, order.stride[j - 1] = sd;
+    /* scratch: the sorted sizes and strides, then the new tensor's strides */
+    size_t nd = (size_t)src->ndim;
+    TRY(dims_room(m, 3 * nd));
+    TRY(count_dims(m, src->ndim));
+    int64_t *osize = m->dims, *ostride = m->dims + nd, *cstride = m->dims + 2 * nd;
+    if (nd) {
+        memcpy(osize, src->shape, nd * sizeof *osize);
+        memcpy(ostride, src->stride, nd * sizeof *ostride);
+    }
+    /* src's dimensions by decreasing stride (insertion sort, stable) */
+    for (size_t i = 1; i < nd; i++)
+        for (size_t j = i; j > 0 && ostride[j - 1] < ostride[j]; j--) {
+            int64_t sz = osize[j], sd = ostride[j];
+            osize[j] = osize[j - 1], ostride[j] = ostride[j - 1];
+            osize[j - 1] = sz, ostride[j - 1] = sd;
         }
+    sdict_tensor c, order = *src;
+    order.shape = osize;
+    order.stride = ostride;
     bool dense = sdict_tensor_numel(src) > 0 && sdict_tensor_is_contiguous(&order);
-    TRY(relocate(m, sdict_tensor_init(&c, dt, src->ndim, src->shape, NULL, m->err)));
-    if (dense)
-        for (int32_t i = 0; i < src->ndim; i++)
-            c.stride[i] = src->stride[i];
+    TRY(relocate(m, sdict_tensor_init(&c, dt, src->ndim, src->shape, cstride, NULL, m->err)));
+    if (dense && nd)
+        memcpy(cstride, src->stride, nd * sizeof *cstride);
     size_t nb = sdict_tensor_nbytes(&c);
     sdict_storage *st = NULL;
     TRY(relocate(m, sdict_storage_new(nb, &st, m->err)));
@@ -1238,6 +1322,9 @@ static sdict_status retag(vm *m, const sdict_value *v, bool param, int rg, sdict
     const sdict_sparse *sp = sdict_value_sparse(v);
     const sdict_nested *ns = sdict_value_nested(v);
     if (src) {
+        /* the copy duplicates the dimensions: a memoized tensor rebuilt again and again must
+           count them each time */
+        TRY(count_dims(m, src->ndim));
         sdict_tensor t = *src;
         t.is_parameter = t.is_parameter || param;
         if (rg >= 0)
@@ -1311,8 +1398,15 @@ static double half_to_double(uint16_t h) {
     return (h & 0x8000) ? -v : v;
 }
 
-/* numpy.core.multiarray.scalar(dtype, bytes) -> a plain number. */
-static sdict_status np_scalar(vm *m, const sdict_value *args, sdict_value **out) {
+/* The byte order a numpy value is written back with: '=' (native) as the host spells it. */
+static char np_order_of(const tag *t) {
+    if (t->np_order == '=')
+        return t->np_size == 1 ? '|' : host_big_endian() ? '>' : '<';
+    return t->np_order;
+}
+
+/* numpy.core.multiarray.scalar(dtype, bytes) -> a number that remembers its numpy type. */
+static sdict_status np_scalar(vm *m, const sdict_value *args, bool underscore, sdict_value **out) {
     TRY(args_count(m, args, "numpy scalar", 2, 2));
     tag *t = tag_of(m, sdict_seq_item(args, 0));
     size_t len = 0;
@@ -1349,6 +1443,8 @@ static sdict_status np_scalar(vm *m, const sdict_value *args, sdict_value **out)
         NEWV(*out, sdict_float_new(m->doc, d));
     }
     }
+    sdict__value_set_numpy(*out, SDICT_PYTYPE_NUMPY_SCALAR, np_order_of(t), t->np_kind,
+                           t->np_size, underscore);
     return SDICT_OK;
 }
 
@@ -1388,21 +1484,31 @@ static sdict_status np_array_build(vm *m, tag *arr, const sdict_value *state, sd
         return fail(m, SDICT_E_UNSUPPORTED,
                     "ndarray state needs a numpy dtype and raw bytes (object arrays unsupported)");
     TRY(flag_arg(m, sdict_seq_item(state, 3), "is_fortran", &fortran));
-    TRY(dims_arg(m, sdict_seq_item(state, 1), "ndarray shape", t.shape, &t.ndim));
+    size_t nd = 0;
+    TRY(dims_len(m, sdict_seq_item(state, 1), "ndarray shape", &nd));
+    TRY(dims_room(m, 2 * nd));
+    TRY(dims_arg(m, sdict_seq_item(state, 1), "ndarray shape", m->dims, &t.ndim));
+    TRY(count_dims(m, t.ndim));
+    int64_t *shape = m->dims, *stride = m->dims + nd;
+    t.shape = shape;
+    t.stride = stride;
     if (!np_dtype_of(dt, &t.dtype))
         return fail(m, SDICT_E_UNSUPPORTED, "numpy dtype not supported");
     uint64_t numel = 1, nbytes;
-    for (int i = 0; i < t.ndim; i++)
-        if (!sdict__mul_u64(numel, (uint64_t)t.shape[i], &numel))
+    for (int32_t i = 0; i < t.ndim; i++)
+        if (!sdict__mul_u64(numel, (uint64_t)shape[i], &numel))
             return fail(m, SDICT_E_SHAPE, "ndarray element count overflows");
     if (!sdict__mul_u64(numel, dt->np_size, &nbytes) || nbytes != len)
         return fail(m, SDICT_E_PICKLE_TYPE, "ndarray data has %zu bytes, shape needs %llu", len,
                     (unsigned long long)nbytes);
-    int64_t acc = 1;
-    for (int k = 0; k < t.ndim; k++) { /* C order: last dim fastest; Fortran: first fastest */
-        int i = fortran ? k : t.ndim - 1 - k;
-        t.stride[i] = acc;
-        acc *= t.shape[i] > 0 ? t.shape[i] : 1;
+    uint64_t acc = 1;
+    for (int32_t k = 0; k < t.ndim; k++) { /* C order: last dim fastest; Fortran: first fastest */
+        int32_t i = fortran ? k : t.ndim - 1 - k;
+        stride[i] = (int64_t)acc;
+        /* an empty array may have huge other sizes: its strides must still be int64s */
+        if (!sdict__mul_u64(acc, (uint64_t)(shape[i] > 0 ? shape[i] : 1), &acc) ||
+            acc > (uint64_t)INT64_MAX)
+            return fail(m, SDICT_E_SHAPE, "ndarray strides overflow int64");
     }
     sdict_storage *s = NULL;
     TRY(relocate(m, sdict_storage_new(len, &s, m->err)));
@@ -1417,8 +1523,11 @@ static sdict_status np_array_build(vm *m, tag *arr, const sdict_value *state, sd
     t.storage = s;
     sdict_status st = relocate(m, sdict_tensor_new(m->doc, &t, out, m->err));
     sdict_storage_release(s);
-    if (st == SDICT_OK)
+    if (st == SDICT_OK) {
+        sdict__value_set_numpy(*out, SDICT_PYTYPE_NUMPY_ARRAY, np_order_of(dt), dt->np_kind,
+                               dt->np_size, arr->np_underscore);
         arr->fwd = *out;
+    }
     return st;
 }
 
@@ -1467,6 +1576,9 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
     }
     case G_SET: {
         NEWV(*out, sdict_set_new(m->doc));
+        size_t nl = strlen(name);
+        if (nl >= 9 && strcmp(name + nl - 9, "frozenset") == 0)
+            (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_FROZENSET);
         if (newobj || n == 0)
             return SDICT_OK;
         sdict_kind k = sdict_value_kind(a[0]);
@@ -1483,7 +1595,11 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
             if (sdict_value_kind(sdict_seq_item(a[0], i)) != SDICT_KIND_INT)
                 return fail(m, SDICT_E_PICKLE_TYPE, "torch.Size item %zu is %s, not an int", i,
                             kind_of(m, sdict_seq_item(a[0], i)));
-        *out = (sdict_value *)a[0]; /* tuples are immutable: the size is that tuple */
+        /* a tuple of its own: the argument tuple may be shared as a plain tuple */
+        NEWV(*out, sdict_tuple_new(m->doc));
+        for (size_t i = 0; i < sdict_seq_len(a[0]); i++)
+            TRY(seq_add(m, *out, sdict_seq_item(a[0], i)));
+        (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_TORCH_SIZE); /* items checked above */
         return SDICT_OK;
     case G_BYTES:
         if (n != 0)
@@ -1492,19 +1608,23 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         return SDICT_OK;
     case G_ENCODE:
     case G_BYTEARRAY: {
-        if (t->kind == G_BYTEARRAY && n == 0) {
-            NEWV(*out, sdict_bytes_new(m->doc, "", 0));
-            return SDICT_OK;
-        }
-        if (t->kind == G_BYTEARRAY && n == 1 && sdict_value_kind(a[0]) == SDICT_KIND_BYTES) {
-            *out = (sdict_value *)a[0];
+        if (t->kind == G_BYTEARRAY && (n == 0 || (n == 1 && sdict_value_kind(a[0]) == SDICT_KIND_BYTES))) {
+            /* bytes of its own (the argument may be shared as plain bytes) */
+            size_t bl = 0;
+            const void *bp = n ? sdict_bytes_get(a[0], &bl) : "";
+            TRY(count_copy(m, bl));
+            NEWV(*out, sdict_bytes_new(m->doc, bp, bl));
+            (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_BYTEARRAY);
             return SDICT_OK;
         }
         const char *enc = n == 2 ? sdict_str_get(a[1], NULL) : NULL;
         if (!enc || sdict_value_kind(a[0]) != SDICT_KIND_STR ||
             (strcmp(enc, "latin1") != 0 && strcmp(enc, "latin-1") != 0))
             return fail(m, SDICT_E_PICKLE_TYPE, "'%s' is only accepted as (str, 'latin1')", name);
-        return latin1_bytes(m, a[0], out);
+        TRY(latin1_bytes(m, a[0], out));
+        if (t->kind == G_BYTEARRAY) /* bytearray('...', 'latin-1'): a new value */
+            (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_BYTEARRAY);
+        return SDICT_OK;
     }
     case G_RT1:
     case G_RT2:
@@ -1678,22 +1798,18 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         TRY(args_count(m, args, name, 4, 4));
         sdict_tensor mt;
         memset(&mt, 0, sizeof mt);
-        int32_t nds = 0;
         if (sdict_value_kind(a[0]) != SDICT_KIND_DTYPE)
             return fail(m, SDICT_E_PICKLE_TYPE, "dtype argument must be a torch dtype, found %s",
                         kind_of(m, a[0]));
         mt.dtype = sdict_dtype_value_get(a[0]);
-        TRY(dims_arg(m, a[1], "size", mt.shape, &mt.ndim));
-        TRY(dims_arg(m, a[2], "stride", mt.stride, &nds));
-        if (nds != mt.ndim)
-            return fail(m, SDICT_E_SHAPE, "size has %d dimensions but stride has %d",
-                        (int)mt.ndim, (int)nds);
+        TRY(shape_args(m, a[1], a[2], &mt));
         TRY(flag_arg(m, a[3], "requires_grad", &mt.requires_grad));
         return relocate(m, sdict_tensor_new(m->doc, &mt, out, m->err));
     }
     case G_COUNTER: {
         /* Counter.__reduce__ gives (Counter, (dict(self),)) */
-        NEWV(*out, sdict_counter_new(m->doc));
+        NEWV(*out, sdict_dict_new(m->doc, false));
+        (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_COUNTER); /* a plain dict: cannot fail */
         if (n == 0 || newobj)
             return SDICT_OK;
         if (n != 1 || sdict_value_kind(a[0]) != SDICT_KIND_DICT)
@@ -1762,14 +1878,17 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
                     ln ? "'" : "");
     }
     case G_NP_SCALAR:
-        return np_scalar(m, args, out);
+        return np_scalar(m, args, strncmp(name, "numpy._core.", 12) == 0, out);
     case G_NP_DTYPE_CLS:
         return np_dtype_new(m, args, out);
     case G_NP_RECONSTRUCT: {
         tag *cls = n == 3 ? tag_of(m, a[0]) : NULL;
         if (!cls || cls->kind != G_NP_NDARRAY_CLS)
             return fail(m, SDICT_E_PICKLE_TYPE, "_reconstruct is only accepted for numpy.ndarray");
-        return new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, out, NULL);
+        tag *arr;
+        TRY(new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, out, &arr));
+        arr->np_underscore = strncmp(name, "numpy._core.", 12) == 0;
+        return SDICT_OK;
     }
     default:
         return fail(m, SDICT_E_PICKLE_TYPE, "'%s' cannot be called", name);
@@ -1869,8 +1988,15 @@ static sdict_value *child(const sdict_value *v, size_t i) {
    nest at most max_depth deep and be acyclic. Shared containers are also how a small pickle
    describes a huge tree ("billion laughs": each list holds the previous one twice), so the
    walk also sums each container's expanded size, counting shared subtrees every time they are
-   reachable, and the whole must stay within max_values: whatever walks the tree later (ls,
-   dump, diff) then does bounded work. */
+   reachable (a tensor with its dimensions), and the whole must stay within max_values:
+   whatever walks the tree later (ls, dump, diff) then does bounded work. */
+/* What walking a value costs by itself: 1, plus a tensor's dimensions, which are walked with
+   it (printed, saved, compared). */
+static uint64_t own_size(const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    return 1 + (t ? (uint64_t)t->ndim : 0);
+}
+
 static sdict_status check_nesting(vm *m, sdict_value *root) {
     if (!is_container(root))
         return SDICT_OK;
@@ -1888,7 +2014,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
         st = nomem(m);
         goto out;
     }
-    f[nf++] = (frame){root, 0, 1};
+    f[nf++] = (frame){root, 0, own_size(root)};
     while (nf) {
         frame *top = &f[nf - 1];
         if (top->size > max_values) {
@@ -1941,7 +2067,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             st = nomem(m);
             goto out;
         }
-        f[nf++] = (frame){c, 0, 1};
+        f[nf++] = (frame){c, 0, own_size(c)};
     }
 out:
     sdict__free(f);
@@ -2201,7 +2327,10 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
                             (unsigned long long)n, data[bad]);
             return push(m, sdict_str_new(m->doc, (const char *)data, (size_t)n));
         }
-        return push(m, sdict_bytes_new(m->doc, data, (size_t)n));
+        v = sdict_bytes_new(m->doc, data, (size_t)n);
+        if (v && m->op == OP_BYTEARRAY8)
+            (void)sdict_value_set_pytype(v, SDICT_PYTYPE_BYTEARRAY);
+        return push(m, v);
     }
     case OP_STRING:
         TRY(read_line(m, &s, &len));
@@ -2232,6 +2361,8 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
                     : m->op == OP_LIST ? SDICT_KIND_LIST
                                        : SDICT_KIND_SET,
                     &v));
+        if (m->op == OP_FROZENSET)
+            (void)sdict_value_set_pytype(v, SDICT_PYTYPE_FROZENSET);
         return push(m, v);
     case OP_DICT:
         TRY(pop_mark(m, &base));
@@ -2437,6 +2568,7 @@ sdict_status sdict__unpickle(sdict__unpickler *u, sdict_value **out, sdict_error
         *out = result;
     }
     sdict__free(m.stack);
+    sdict__free(m.dims);
     sdict__free(m.marks);
     sdict__free(m.tags);
     sdict__free(m.memo_vec);

@@ -1,11 +1,17 @@
 /*
  save.c - sdict_save / sdict_save_buffer: torch.save's zip layout and crash-safe replacement.
 
- Layout (torch 1.13): <archive>/data.pkl, then <archive>/data/<key> for every storage with the
- keys sorted AS STRINGS ("0", "1", "10", "11", "2", ...: torch iterates a std::set/sorted list
- of key strings), then <archive>/version = "3\n" written last by writeEndOfFile. Payloads go
- from storage memory straight to the zip writer (which streams them with their CRC), so saving
- never stages a copy of the tensor data.
+ Layouts (SDICT_SAVE_LAYOUT_TORCH2):
+ - torch 1.13: <archive>/data.pkl, then <archive>/data/<key> for every storage with the keys
+   sorted AS STRINGS ("0", "1", "10", "11", "2", ...: torch iterates a std::set/sorted list of
+   key strings), then <archive>/version = "3\n" written last by writeEndOfFile.
+ - torch >= 2.7 (checked against 2.14's torch.save): data.pkl, .format_version = "1" (storages
+   in numeric key order), .storage_alignment = "64", byteorder = sys.byteorder, data/0, data/1,
+   ... in first-seen (numeric) order, then writeEndOfFile's version = "3\n" and
+   .data/serialization_id (see zip_write.c). A path that is not ASCII makes torch write through
+   a Python file object, whose archive folder is "archive".
+ The pickle is the same in both. Payloads go from storage memory straight to the zip writer
+ (which streams them with their CRC), so saving never stages a copy of the tensor data.
 
  Crash safety: the archive is written to a new file beside the target (same directory, hence
  same filesystem, so rename is atomic), fsynced and closed, renamed over the target, and the
@@ -60,20 +66,31 @@ static int key_cmp(const void *a, const void *b) {
     return strcmp(ka, kb);
 }
 
+/* Checks the options a caller passed; NULL is the defaults. */
+static sdict_status check_opts(const sdict_save_opts *opts, sdict_error *err) {
+    if (opts && (opts->flags & ~(uint32_t)(SDICT_SAVE_LAYOUT_TORCH2 |
+                                           SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY)))
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "unknown save flags 0x%x",
+                          (unsigned)opts->flags);
+    return SDICT_OK;
+}
+
 /*
  Pickles root and streams the whole archive to write/ctx. The pickle is built in memory
  first (it is small: storages are persistent ids), then the records follow in torch's order.
 */
 static sdict_status write_archive(const sdict_value *root, const char *archive_name,
-                                  sdict__write_fn write, void *ctx, sdict_error *err) {
+                                  const sdict_save_opts *opts, sdict__write_fn write, void *ctx,
+                                  sdict_error *err) {
     sdict__buf pkl;
     sdict__buf_init(&pkl);
     sdict__saved_storage *st = NULL;
     size_t n_st = 0;
     size_t *order = NULL;
     sdict__zip_writer *zw = NULL;
+    bool torch2 = opts && (opts->flags & SDICT_SAVE_LAYOUT_TORCH2);
 
-    sdict_status rc = sdict__pickle_write(root, &pkl, &st, &n_st, err);
+    sdict_status rc = sdict__pickle_write(root, opts ? opts->flags : 0, &pkl, &st, &n_st, err);
     if (rc)
         goto done;
     order = sdict__calloc(n_st ? n_st : 1, sizeof *order);
@@ -83,12 +100,23 @@ static sdict_status write_archive(const sdict_value *root, const char *archive_n
     }
     for (size_t i = 0; i < n_st; i++)
         order[i] = i;
-    qsort(order, n_st, sizeof *order, key_cmp);
+    if (!torch2)
+        qsort(order, n_st, sizeof *order, key_cmp);
 
     if ((rc = sdict__zip_writer_new(write, ctx, archive_name, &zw, err)))
         goto done;
     if ((rc = sdict__zip_writer_add(zw, "data.pkl", pkl.data, pkl.len, err)))
         goto done;
+    if (torch2) {
+        const uint16_t one = 1;
+        uint8_t first;
+        memcpy(&first, &one, 1);
+        const char *byteorder = first ? "little" : "big";
+        if ((rc = sdict__zip_writer_add(zw, ".format_version", "1", 1, err)) ||
+            (rc = sdict__zip_writer_add(zw, ".storage_alignment", "64", 2, err)) ||
+            (rc = sdict__zip_writer_add(zw, "byteorder", byteorder, strlen(byteorder), err)))
+            goto done;
+    }
     for (size_t i = 0; i < n_st; i++) {
         const sdict__saved_storage *s = &st[order[i]];
         char rel[32];
@@ -99,6 +127,12 @@ static sdict_status write_archive(const sdict_value *root, const char *archive_n
     }
     if ((rc = sdict__zip_writer_add(zw, "version", "3\n", 2, err)))
         goto done;
+    if (torch2) {
+        char id[41];
+        if ((rc = sdict__zip_writer_serialization_id(zw, id, err)) ||
+            (rc = sdict__zip_writer_add(zw, ".data/serialization_id", id, 40, err)))
+            goto done;
+    }
     rc = sdict__zip_writer_finish(zw, err);
 
 done:
@@ -247,13 +281,22 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
        a symbolic link points to (torch writes through links), and anything that exists but
        is not a regular file (a device such as /dev/null, a FIFO, a directory) is refused:
        renaming over it would replace the device node itself. */
-    char *archive = opts && opts->archive_name ? sdict__strndup(opts->archive_name,
-                                                                strlen(opts->archive_name))
-                                               : archive_name_from_path(path);
+    sdict_status rc = check_opts(opts, err);
+    if (rc) {
+        sdict__err_file(err, path);
+        return rc;
+    }
+    bool ascii = true;
+    for (const char *p = path; *p; p++)
+        ascii = ascii && (unsigned char)*p < 0x80;
+    char *archive = opts && opts->archive_name
+                        ? sdict__strndup(opts->archive_name, strlen(opts->archive_name))
+                    : opts && (opts->flags & SDICT_SAVE_LAYOUT_TORCH2) && !ascii
+                        ? sdict__strndup("archive", 7)
+                        : archive_name_from_path(path);
     file_sink f = {-1, NULL, 0, sdict__malloc(SAVE_WBUF), 0};
     char *tmp = NULL, *resolved = NULL;
     const char *target = path;
-    sdict_status rc;
     struct stat sb;
     bool exists = false;
     if (!archive || !f.buf) {
@@ -293,7 +336,7 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
             (void)!fchown(f.fd, sb.st_uid, sb.st_gid);
     }
 
-    if ((rc = write_archive(root, archive, file_write, &f, err)))
+    if ((rc = write_archive(root, archive, opts, file_write, &f, err)))
         goto fail;
     if ((rc = file_flush(&f, err)))
         goto fail;
@@ -357,10 +400,15 @@ sdict_status sdict_save_buffer(const sdict_value *root, const sdict_save_opts *o
         sdict__err_file(err, "");
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL argument");
     }
+    sdict_status rc = check_opts(opts, err);
+    if (rc) {
+        sdict__err_file(err, "");
+        return rc;
+    }
     const char *archive = opts && opts->archive_name ? opts->archive_name : "archive";
     sdict__buf b;
     sdict__buf_init(&b);
-    sdict_status rc = write_archive(root, archive, buf_write, &b, err);
+    rc = write_archive(root, archive, opts, buf_write, &b, err);
     if (rc) {
         sdict__buf_free(&b);
         sdict__err_file(err, "");

@@ -20,8 +20,13 @@
  MARK: Geometry
 ==================================================================================================*/
 
+/* True when t's dimension arrays can be read: ndim >= 0 and both arrays present when needed. */
+static bool dims_readable(const sdict_tensor *t) {
+    return t && t->ndim >= 0 && (t->ndim == 0 || (t->shape && t->stride));
+}
+
 int64_t sdict_tensor_numel(const sdict_tensor *t) {
-    if (!t || t->ndim < 0 || t->ndim > SDICT_MAX_DIMS)
+    if (!dims_readable(t))
         return -1;
     int64_t n = 1;
     for (int32_t k = 0; k < t->ndim; k++) {
@@ -84,9 +89,11 @@ sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err) {
     size_t esize = sdict_dtype_size(t->dtype);
     if (esize == 0)
         return sdict__err(err, SDICT_E_DTYPE, NULL, -1, "invalid dtype %d", (int)t->dtype);
-    if (t->ndim < 0 || t->ndim > SDICT_MAX_DIMS)
-        return sdict__err(err, SDICT_E_SHAPE, NULL, -1, "rank %d outside 0..%d", (int)t->ndim,
-                          SDICT_MAX_DIMS);
+    if (t->ndim < 0)
+        return sdict__err(err, SDICT_E_SHAPE, NULL, -1, "negative rank %d", (int)t->ndim);
+    if (!dims_readable(t))
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                          "rank %d but the shape or stride array is NULL", (int)t->ndim);
     if (t->storage_offset < 0)
         return sdict__err(err, SDICT_E_SHAPE, NULL, -1, "negative storage_offset %lld",
                           (long long)t->storage_offset);
@@ -136,33 +143,34 @@ sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err) {
 }
 
 sdict_status sdict_tensor_init(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
-                               const int64_t *shape, sdict_storage *storage, sdict_error *err) {
+                               const int64_t *shape, int64_t *stride, sdict_storage *storage,
+                               sdict_error *err) {
     if (!t)
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "tensor is NULL");
     memset(t, 0, sizeof *t);
     if (sdict_dtype_size(dtype) == 0)
         return sdict__err(err, SDICT_E_DTYPE, NULL, -1, "invalid dtype %d", (int)dtype);
-    if (ndim < 0 || ndim > SDICT_MAX_DIMS)
-        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "rank %d outside 0..%d",
-                          (int)ndim, SDICT_MAX_DIMS);
-    if (ndim > 0 && !shape)
-        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "shape is NULL");
-    t->dtype = dtype;
-    t->ndim = ndim;
-    t->storage = storage;
+    if (ndim < 0)
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "negative rank %d", (int)ndim);
+    if (ndim > 0 && (!shape || !stride))
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "shape or stride array is NULL");
     for (int32_t k = 0; k < ndim; k++) {
         if (shape[k] < 0)
             return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
                               "negative size %lld in dimension %d", (long long)shape[k], (int)k);
-        t->shape[k] = shape[k];
     }
     /* torch's contiguous strides: stride[k] = stride[k+1] * max(size[k+1], 1) */
     int64_t s = 1;
     for (int32_t k = ndim - 1; k >= 0; k--) {
-        t->stride[k] = s;
+        stride[k] = s;
         if (!sdict__mul_i64(s, shape[k] > 1 ? shape[k] : 1, &s))
             return sdict__err(err, SDICT_E_SHAPE, NULL, -1, "strides overflow int64");
     }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    t->shape = shape;
+    t->stride = stride;
+    t->storage = storage;
     return sdict_tensor_check(t, err);
 }
 
@@ -240,6 +248,8 @@ static uint16_t small_from_double(double d, small_fmt f) {
         return round_small(neg, frac, -1074, f);
     return round_small(neg, frac | (UINT64_C(1) << 52), e - 1075, f);
 }
+
+uint16_t sdict__half_from_double(double d) { return small_from_double(d, FMT_F16); }
 
 static double small_to_double(uint16_t h, small_fmt f) {
     int man_mask = (1 << f.man_bits) - 1;
@@ -449,6 +459,23 @@ static void apply_bits(elem *e, bool conj, bool neg) {
  MARK: Strided copy
 ==================================================================================================*/
 
+/* Each dimension of size >= 2 at least doubles the element count, which a checked tensor keeps
+   below 2^63: a tensor with elements has at most 62 of them, whatever its rank. */
+#define SQUEEZED_MAX 64
+
+/* The sizes and strides of t's dimensions of size > 1, in order, into size/stride (room for
+   SQUEEZED_MAX); returns their count. t must be checked and have elements (no size 0). */
+static int32_t squeeze(const sdict_tensor *t, int64_t *size, int64_t *stride) {
+    int32_t n = 0;
+    for (int32_t k = 0; k < t->ndim; k++) {
+        if (t->shape[k] > 1 && n < SQUEEZED_MAX) {
+            size[n] = t->shape[k];
+            stride[n++] = t->stride[k];
+        }
+    }
+    return n;
+}
+
 sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *dst,
                                   size_t dst_bytes, sdict_error *err) {
     sdict_status st = sdict_tensor_check(t, err);
@@ -487,11 +514,13 @@ sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *d
         return SDICT_OK;
     }
     /* Walk the index space in C order: an odometer over the outer dimensions, a tight loop
-       over the innermost. A 0-dim tensor is one element. */
-    int32_t nd = t->ndim;
-    int64_t inner_n = nd ? t->shape[nd - 1] : 1;
-    int64_t inner_step = nd ? t->stride[nd - 1] * (int64_t)esize : 0;
-    int64_t idx[SDICT_MAX_DIMS] = {0};
+       over the innermost. Only dimensions of size > 1 take part (size-1 ones move nothing), so
+       the work is the same for any rank; with none left the tensor is one element. */
+    int64_t shape[SQUEEZED_MAX], stride[SQUEEZED_MAX];
+    int32_t nd = squeeze(t, shape, stride);
+    int64_t inner_n = nd ? shape[nd - 1] : 1;
+    int64_t inner_step = nd ? stride[nd - 1] * (int64_t)esize : 0;
+    int64_t idx[SQUEEZED_MAX] = {0};
     int64_t off = 0; /* byte offset of the current row start from src */
     for (;;) {
         const uint8_t *p = src + off;
@@ -507,13 +536,13 @@ sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *d
         }
         int32_t k = nd - 2;
         for (; k >= 0; k--) {
-            if (idx[k] + 1 < t->shape[k]) {
+            if (idx[k] + 1 < shape[k]) {
                 idx[k]++;
-                off += t->stride[k] * (int64_t)esize;
+                off += stride[k] * (int64_t)esize;
                 break;
             }
             /* (size - 1) * stride bytes is within the checked extent: no overflow */
-            off -= (t->shape[k] - 1) * t->stride[k] * (int64_t)esize;
+            off -= (shape[k] - 1) * stride[k] * (int64_t)esize;
             idx[k] = 0;
         }
         if (k < 0)

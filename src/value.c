@@ -25,7 +25,7 @@
 enum {
     FLAG_ORDERED = 1, /* dict: collections.OrderedDict */
     FLAG_BIG = 2,     /* int: value in u.s as minimal little-endian two's complement bytes */
-    FLAG_COUNTER = 4, /* dict: collections.Counter */
+    FLAG_NP_UNDERSCORE_CORE = 4, /* numpy value pickled through numpy._core (numpy >= 2) */
 };
 
 #define INDEX_MIN 8      /* dicts/sets up to this many items are searched linearly */
@@ -57,6 +57,10 @@ typedef struct composite_ext {
 struct sdict_value {
     uint8_t kind;
     uint8_t flags;
+    uint8_t pytype;   /* sdict_pytype */
+    char np_order;    /* numpy values: byte order '<', '>', '|' */
+    char np_kind;     /* numpy values: 'f', 'i', 'u', 'b', 'c' */
+    uint8_t np_size;  /* numpy values: bytes per element */
     sdict_doc *doc;
     union {
         bool b;
@@ -957,20 +961,10 @@ sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered) {
     return v;
 }
 
-sdict_value *sdict_counter_new(sdict_doc *doc) {
-    sdict_value *v = value_alloc(doc, SDICT_KIND_DICT);
-    if (v)
-        v->flags = FLAG_COUNTER;
-    return v;
-}
-
 bool sdict_dict_is_ordered(const sdict_value *d) {
     return d && d->kind == SDICT_KIND_DICT && (d->flags & FLAG_ORDERED);
 }
 
-bool sdict_dict_is_counter(const sdict_value *d) {
-    return d && d->kind == SDICT_KIND_DICT && (d->flags & FLAG_COUNTER);
-}
 
 size_t sdict_dict_len(const sdict_value *d) {
     return d && d->kind == SDICT_KIND_DICT ? d->u.dict.len : 0;
@@ -1144,7 +1138,14 @@ sdict_status sdict__tensor_value_new(sdict_doc *doc, const sdict_tensor *t,
     sdict_status st = sdict_tensor_check(t, err);
     if (st != SDICT_OK)
         return st;
-    tensor_ext *ext = arena_alloc(doc, sizeof *ext);
+    /* the tensor (with its quantizer and attributes), then its shape and stride arrays, in
+       one arena block */
+    size_t nd = (size_t)t->ndim;
+    uint64_t bytes;
+    if (!sdict__mul_u64(nd, 2 * sizeof(int64_t), &bytes) ||
+        !sdict__add_u64(bytes, sizeof(tensor_ext), &bytes) || bytes > SIZE_MAX)
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "no room for a tensor of rank %zu", nd);
+    tensor_ext *ext = arena_alloc(doc, (size_t)bytes);
     if (!ext)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a tensor");
     sdict_value *v = value_alloc(doc, SDICT_KIND_TENSOR);
@@ -1152,6 +1153,15 @@ sdict_status sdict__tensor_value_new(sdict_doc *doc, const sdict_tensor *t,
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a tensor");
     memset(ext, 0, sizeof *ext);
     ext->t = *t;
+    int64_t *dims = (int64_t *)(void *)(ext + 1);
+    if (nd) {
+        memcpy(dims, t->shape, nd * sizeof *dims);
+        memcpy(dims + nd, t->stride, nd * sizeof *dims);
+        ext->t.shape = dims;
+        ext->t.stride = dims + nd;
+    } else {
+        ext->t.shape = ext->t.stride = NULL;
+    }
     ext->t.storage = sdict_storage_retain(t->storage);
     if (q) {
         ext->quantized = true;
@@ -1326,4 +1336,62 @@ sdict_value *sdict_value_at(const sdict_value *root, const char *path) {
             return NULL;
     }
     return (sdict_value *)v;
+}
+
+/*==================================================================================================
+ MARK: Python types folded into kinds
+==================================================================================================*/
+
+sdict_pytype sdict_value_pytype(const sdict_value *v) {
+    return v ? (sdict_pytype)v->pytype : SDICT_PYTYPE_PLAIN;
+}
+
+const char *sdict_value_numpy_dtype(const sdict_value *v, char buf[8]) {
+    if (!v || !buf || (v->pytype != SDICT_PYTYPE_NUMPY_SCALAR && v->pytype != SDICT_PYTYPE_NUMPY_ARRAY))
+        return NULL;
+    snprintf(buf, 8, "%c%c%u", v->np_order, v->np_kind, (unsigned)v->np_size);
+    return buf;
+}
+
+bool sdict__value_numpy(const sdict_value *v, char *order, char *kind, uint8_t *size,
+                        bool *underscore_core) {
+    if (!v || (v->pytype != SDICT_PYTYPE_NUMPY_SCALAR && v->pytype != SDICT_PYTYPE_NUMPY_ARRAY))
+        return false;
+    *order = v->np_order;
+    *kind = v->np_kind;
+    *size = v->np_size;
+    *underscore_core = (v->flags & FLAG_NP_UNDERSCORE_CORE) != 0;
+    return true;
+}
+
+void sdict__value_set_numpy(sdict_value *v, sdict_pytype t, char order, char kind, uint8_t size,
+                            bool underscore_core) {
+    v->pytype = (uint8_t)t;
+    v->np_order = order;
+    v->np_kind = kind;
+    v->np_size = size;
+    if (underscore_core)
+        v->flags |= FLAG_NP_UNDERSCORE_CORE;
+}
+
+sdict_status sdict_value_set_pytype(sdict_value *v, sdict_pytype t) {
+    if (!v)
+        return SDICT_E_INVALID_ARG;
+    sdict_kind want = t == SDICT_PYTYPE_TORCH_SIZE  ? SDICT_KIND_TUPLE
+                      : t == SDICT_PYTYPE_FROZENSET ? SDICT_KIND_SET
+                      : t == SDICT_PYTYPE_BYTEARRAY ? SDICT_KIND_BYTES
+                      : t == SDICT_PYTYPE_COUNTER   ? SDICT_KIND_DICT
+                                                    : (sdict_kind)v->kind;
+    if (t != SDICT_PYTYPE_PLAIN && t != SDICT_PYTYPE_TORCH_SIZE && t != SDICT_PYTYPE_FROZENSET &&
+        t != SDICT_PYTYPE_BYTEARRAY && t != SDICT_PYTYPE_COUNTER)
+        return SDICT_E_INVALID_ARG; /* numpy types come with a numpy dtype: read from files */
+    if (v->kind != want || (t == SDICT_PYTYPE_COUNTER && (v->flags & FLAG_ORDERED)))
+        return SDICT_E_INVALID_ARG; /* a Counter is a dict, not an OrderedDict */
+    if (t == SDICT_PYTYPE_TORCH_SIZE)
+        for (size_t i = 0; i < v->u.seq.len; i++)
+            if (v->u.seq.items[i]->kind != SDICT_KIND_INT)
+                return SDICT_E_INVALID_ARG;
+    v->pytype = (uint8_t)t;
+    v->flags &= (uint8_t)~FLAG_NP_UNDERSCORE_CORE;
+    return SDICT_OK;
 }

@@ -17,9 +17,19 @@
 
  miniz's "needs ZIP64" threshold is >= 0xFFFFFFFF (not > ), for sizes and offsets alike, and
  PyTorch's getPadding uses the same test; we mirror both exactly.
+
+ torch >= 2.1 ends its archives with a `.data/serialization_id` record of 40 ASCII digits
+ (PyTorchStreamWriter::writeSerializationId): a 20-digit, zero-padded fold of the hashes of
+ the record names written so far (relative names, without the archive folder), visited in the
+ iteration order of the std::unordered_set<std::string> holding them, then a 20-digit fold of
+ the CRC-32s that went by in data descriptors. Both folds use c10::hash_combine; the name hash
+ is libstdc++'s std::hash<std::string> (_Hash_bytes, a MurmurHash2 variant, seed 0xc70f6907).
+ The writer keeps both inputs as it goes; serialization_id() below reproduces the set's order
+ by replaying libstdc++'s hashtable (bucket growth, node placement) over the names' hashes.
 */
 #include "internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define U32_SAT 0xFFFFFFFFu
@@ -34,6 +44,9 @@ struct sdict__zip_writer {
     uint64_t cursor;     /* bytes written so far = offset of the next record */
     uint64_t count;      /* records added */
     sdict__buf cd;       /* central directory, built as records are added */
+    uint64_t crc_fold;   /* PyTorch's combined_uncomp_crc32_ (see observe()) */
+    uint64_t *name_hash; /* std::hash of each relative record name, in the order written */
+    size_t cap_names;
     bool failed;         /* a write failed: the output is unusable */
     bool finished;
 };
@@ -82,6 +95,155 @@ static void put64(uint8_t *p, uint64_t v) {
 }
 static uint32_t sat32(uint64_t v) { return v >= U32_SAT ? U32_SAT : (uint32_t)v; }
 
+/*==================================================================================================
+ MARK: Serialization id (torch >= 2.1)
+==================================================================================================*/
+
+/* c10::hash_combine on a 64-bit size_t. */
+static uint64_t hash_combine(uint64_t seed, uint64_t value) {
+    return seed ^ (value + 0x9e3779b9u + (seed << 6) + (seed >> 2));
+}
+
+static uint64_t shift_mix(uint64_t v) { return v ^ (v >> 47); }
+
+/* libstdc++'s _Hash_bytes for a 64-bit size_t, which std::hash<std::string> calls with seed
+   0xc70f6907. Whole 8-byte words are loaded in host order, as the C++ library does. */
+static uint64_t std_string_hash(const void *ptr, size_t len) {
+    const uint64_t mul = ((uint64_t)0xc6a4a793u << 32) + 0x5bd1e995u;
+    const uint8_t *p = ptr;
+    size_t whole = len & ~(size_t)7;
+    uint64_t h = 0xc70f6907u ^ ((uint64_t)len * mul);
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h ^= shift_mix(w * mul) * mul;
+        h *= mul;
+    }
+    if (len & 7) {
+        uint64_t tail = 0;
+        for (size_t i = len & 7; i-- > 0;)
+            tail = (tail << 8) + p[whole + i];
+        h ^= tail;
+        h *= mul;
+    }
+    return shift_mix(shift_mix(h) * mul);
+}
+
+/* Every buffer miniz hands PyTorch's write callback that is at least 8 bytes long and starts
+   with the data-descriptor signature adds its next 4 bytes to the CRC fold: each descriptor,
+   and (PyTorch does not tell them apart) a record name or payload that happens to start with
+   those bytes. miniz writes the name and the payload of a stored record in one call each. */
+static void observe(sdict__zip_writer *w, const uint8_t *p, uint64_t n) {
+    if (n >= 8 && sdict__le32(p) == 0x08074b50u)
+        w->crc_fold = hash_combine(w->crc_fold, sdict__le32(p + 4));
+}
+
+/* Bucket counts libstdc++'s unordered_set goes through while it grows one insertion at a time
+   under the default max_load_factor 1.0: 13 at the first insertion, then, whenever the count
+   would pass the bucket count, the first prime of its _Prime_rehash_policy table that is at
+   least twice the current count. Enough for 2^40 records. */
+static const uint64_t set_buckets[] = {
+    13, 29, 59, 127, 257, 541, 1109, 2357, 5087, 10273, 20753, 42043, 85229, 172933, 351061,
+    712697, 1447153, 2938679, 5967347, 12117689, 24607243, 49969847, 101473717, 206062531,
+    418451333, 849749479, 1725587117, 3504151727, 8589934583, 25769803693, 68719476731,
+    206158430123, 412316860387, 1099511627689, 2199023255531};
+
+#define SET_END SIZE_MAX          /* end of the node list */
+#define SET_BEFORE (SIZE_MAX - 1) /* libstdc++'s _M_before_begin node */
+#define SET_EMPTY (SIZE_MAX - 2)  /* empty bucket */
+
+/* The order in which std::unordered_set<std::string> iterates distinct names inserted in the
+   order given, from their hashes alone: libstdc++ keeps one singly linked list whose buckets
+   point at the node before their first node; a node entering an empty bucket goes to the
+   front of the list, one entering a used bucket right after that bucket's head; a rehash
+   walks the list and re-inserts the same way. order receives n node indices. */
+static bool set_order(const uint64_t *hash, size_t n, size_t *order) {
+    size_t *next = sdict__calloc(n ? n : 1, sizeof *next);
+    size_t *bkt = NULL;
+    uint64_t nb = 1;
+    size_t level = 0, head = SET_END; /* head: _M_before_begin._M_nxt */
+    bool ok = next != NULL;
+#define NEXT_OF(x) ((x) == SET_BEFORE ? head : next[x])
+#define SET_NEXT(x, v) ((x) == SET_BEFORE ? (void)(head = (v)) : (void)(next[x] = (v)))
+    for (size_t i = 0; ok && i < n; i++) {
+        if (i == 0 || i + 1 > nb) { /* _M_need_rehash: grow before inserting */
+            if (i > 0 && ++level >= sizeof set_buckets / sizeof set_buckets[0]) {
+                ok = false;
+                break;
+            }
+            uint64_t nnb = set_buckets[level];
+            size_t *nbkt = nnb <= SIZE_MAX / sizeof *nbkt ? sdict__malloc((size_t)nnb * sizeof *nbkt)
+                                                           : NULL;
+            if (!nbkt) {
+                ok = false;
+                break;
+            }
+            for (uint64_t b = 0; b < nnb; b++)
+                nbkt[b] = SET_EMPTY;
+            size_t p = head, prev_bkt = 0;
+            head = SET_END;
+            while (p != SET_END) { /* _M_rehash_aux for unique keys */
+                size_t after = next[p];
+                size_t b = (size_t)(hash[p] % nnb);
+                if (nbkt[b] == SET_EMPTY) {
+                    next[p] = head;
+                    head = p;
+                    nbkt[b] = SET_BEFORE;
+                    if (next[p] != SET_END)
+                        nbkt[prev_bkt] = p;
+                    prev_bkt = b;
+                } else {
+                    next[p] = NEXT_OF(nbkt[b]);
+                    SET_NEXT(nbkt[b], p);
+                }
+                p = after;
+            }
+            sdict__free(bkt);
+            bkt = nbkt;
+            nb = nnb;
+        }
+        size_t b = (size_t)(hash[i] % nb); /* _M_insert_bucket_begin */
+        if (bkt[b] != SET_EMPTY) {
+            next[i] = NEXT_OF(bkt[b]);
+            SET_NEXT(bkt[b], i);
+        } else {
+            next[i] = head;
+            head = i;
+            if (next[i] != SET_END)
+                bkt[hash[next[i]] % nb] = i;
+            bkt[b] = SET_BEFORE;
+        }
+    }
+#undef NEXT_OF
+#undef SET_NEXT
+    if (ok) {
+        size_t k = 0;
+        for (size_t p = head; p != SET_END; p = next[p])
+            order[k++] = p;
+    }
+    sdict__free(bkt);
+    sdict__free(next);
+    return ok;
+}
+
+sdict_status sdict__zip_writer_serialization_id(const sdict__zip_writer *w, char out[41],
+                                                sdict_error *err) {
+    size_t n = (size_t)w->count;
+    size_t *order = sdict__calloc(n ? n : 1, sizeof *order);
+    if (!order || !set_order(w->name_hash, n, order)) {
+        sdict__free(order);
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1,
+                          "out of memory computing the serialization id of %zu records", n);
+    }
+    uint64_t names = 0;
+    for (size_t i = 0; i < n; i++)
+        names = hash_combine(names, w->name_hash[order[i]]);
+    sdict__free(order);
+    snprintf(out, 41, "%020llu%020llu", (unsigned long long)names,
+             (unsigned long long)w->crc_fold);
+    return SDICT_OK;
+}
+
 /* Writes through the sink, tracking the cursor; any failure poisons the writer. */
 static sdict_status emit(sdict__zip_writer *w, const void *p, size_t n, const char *rec,
                          sdict_error *err) {
@@ -118,6 +280,14 @@ sdict_status sdict__zip_writer_add(sdict__zip_writer *w, const char *relname, co
                           "record of %llu bytes larger than this platform's address space",
                           (unsigned long long)n);
     size_t nlen = w->prefix_len + rlen;
+    if (w->count == w->cap_names) {
+        size_t ncap = w->cap_names ? w->cap_names * 2 : 16;
+        uint64_t *nh = sdict__realloc(w->name_hash, ncap * sizeof *nh);
+        if (!nh)
+            return sdict__err(err, SDICT_E_NOMEM, relname, -1, "out of memory for record names");
+        w->name_hash = nh;
+        w->cap_names = ncap;
+    }
     uint64_t hdr = w->cursor;
     bool big_size = n >= U32_SAT, big_ofs = hdr >= U32_SAT;
     bool zip64 = big_size || big_ofs;
@@ -165,10 +335,12 @@ sdict_status sdict__zip_writer_add(sdict__zip_writer *w, const char *relname, co
     x[x64_len + 1] = 'B';
     put16(x + x64_len + 2, (uint16_t)pad);
     memset(x + x64_len + 4, 'Z', pad);
+    observe(w, h + 30, nlen);
     sdict_status st = emit(w, h, hlen, relname, err);
     sdict__free(h);
     if (st != SDICT_OK)
         return st;
+    observe(w, data, n);
 
     uint32_t crc = 0;
     const uint8_t *p = data;
@@ -193,6 +365,7 @@ sdict_status sdict__zip_writer_add(sdict__zip_writer *w, const char *relname, co
             put32(dd + 8, (uint32_t)n);
             put32(dd + 12, (uint32_t)n);
         }
+        observe(w, dd, ddlen);
         st = emit(w, dd, ddlen, relname, err);
         if (st != SDICT_OK)
             return st;
@@ -227,7 +400,7 @@ sdict_status sdict__zip_writer_add(sdict__zip_writer *w, const char *relname, co
         w->failed = true;
         return st;
     }
-    w->count++;
+    w->name_hash[w->count++] = std_string_hash(relname, rlen);
     return SDICT_OK;
 }
 
@@ -278,6 +451,7 @@ void sdict__zip_writer_free(sdict__zip_writer *w) {
     if (!w)
         return;
     sdict__buf_free(&w->cd);
+    sdict__free(w->name_hash);
     sdict__free(w->prefix);
     sdict__free(w);
 }

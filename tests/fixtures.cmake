@@ -17,7 +17,9 @@ function(sdict_fixture_test mode rel)
 endfunction()
 
 # Benign files: `ls` works, tensors per dtype as torch 1.13 counted them, and the whole dump
-# agrees with torch.load(weights_only=True) where torch 1.13 could load the file.
+# agrees with torch.load(weights_only=True) where torch could load the file: torch 1.13 (as
+# SOURCES.md records) and torch 2.14 (its own weights_only verdict), one test each
+# (fixture_load_<REL>@1.13, @2.14).
 foreach(rel
     candle/boolean.pt candle/config.pt candle/fortran_tensor_3d.pth candle/test.pt
     candle/test_with_key.pt
@@ -33,7 +35,10 @@ foreach(rel
     burn/weights_with_config.pt
     picklescan/new_pytorch_model.bin picklescan/pytorch_model.bin
     pytorch/lstm.BE.pt)
-  sdict_fixture_test(load ${rel})
+  sdict_torch_test(fixture_load_${rel} GENERATIONS 1.13 2.14 LABELS fixture
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/torch/fixtures_check.py load
+            $<TARGET_FILE:statedict_cli> ${SDICT_SHARED_FIXTURES} ${rel}
+    PROPERTIES TIMEOUT 300)
 endforeach()
 
 # The big-endian LSTM: byte-swapped values (with and without the byteorder record).

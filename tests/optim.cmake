@@ -3,7 +3,8 @@
 # (SGD plain/momentum/nesterov/weight decay/maximize, Adam, AdamW, amsgrad; Adam-family with the
 # default eps against a float64 torch run), cross-resume in
 # both directions, and multi-model files both ways. Each case is one run of
-# tests/optim/optim_interop.py; it exits 77 (skip) when ${SDICT_PYTHON} lacks torch.
+# tests/optim/optim_interop.py per torch generation (NAME@GEN); it exits 77 (skip) when
+# that generation's torch is missing.
 # The examples come from examples/CMakeLists-train.cmake.
 if(NOT TARGET train)
   message(STATUS "optim interop tests: no train target (examples off), not registered")
@@ -17,29 +18,25 @@ set(_sdict_optim_cases
   xresume_tc_sgd_momentum xresume_ct_sgd_momentum xresume_tc_adam xresume_ct_adam
   xresume_tc_adamw_amsgrad xresume_ct_adamw_amsgrad)
 foreach(c ${_sdict_optim_cases})
-  add_test(NAME optim_interop_${c}
-           COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py ${c}
-                   $<TARGET_FILE:train> ${CMAKE_CURRENT_BINARY_DIR}/optim_interop)
   # one BLAS thread: results then do not depend on the machine's core count
-  set_tests_properties(optim_interop_${c} PROPERTIES
-    LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
+  sdict_torch_test(optim_interop_${c}
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py ${c}
+            $<TARGET_FILE:train> ${CMAKE_CURRENT_BINARY_DIR}/optim_interop/@GEN@
+    PROPERTIES TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
 endforeach()
 if(TARGET seed_multi_model)
   foreach(c multi_c2t multi_t2c)
-    add_test(NAME optim_interop_${c}
-             COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py ${c}
-                     $<TARGET_FILE:seed_multi_model> ${CMAKE_CURRENT_BINARY_DIR}/optim_interop)
-    set_tests_properties(optim_interop_${c} PROPERTIES
-      LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
+    sdict_torch_test(optim_interop_${c}
+      COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py ${c}
+              $<TARGET_FILE:seed_multi_model> ${CMAKE_CURRENT_BINARY_DIR}/optim_interop/@GEN@
+      PROPERTIES TIMEOUT 600 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
   endforeach()
 endif()
 if(TARGET seed_print_state_dict)
-  add_test(NAME optim_interop_print_state_dict
-           COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py
-                   print_state_dict $<TARGET_FILE:seed_print_state_dict>
-                   ${CMAKE_CURRENT_BINARY_DIR}/optim_interop)
-  set_tests_properties(optim_interop_print_state_dict PROPERTIES
-    LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 600)
+  sdict_torch_test(optim_interop_print_state_dict
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/optim/optim_interop.py print_state_dict
+            $<TARGET_FILE:seed_print_state_dict> ${CMAKE_CURRENT_BINARY_DIR}/optim_interop/@GEN@
+    PROPERTIES TIMEOUT 600)
 endif()
 # The recipe examples check themselves: seed_checkpoint fails unless training resumed from the
 # file equals training that never left memory; seed_inference fails unless the reloaded model's

@@ -30,7 +30,8 @@ static sdict_value *tensor_of(sdict_doc *d, sdict_dtype dt, int32_t ndim, const 
     if (nbytes)
         memcpy(sdict_storage_data(s), src, nbytes);
     sdict_tensor t;
-    assert_int_equal(sdict_tensor_init(&t, dt, ndim, shape, s, NULL), SDICT_OK);
+    int64_t stride[2];
+    assert_int_equal(sdict_tensor_init(&t, dt, ndim, shape, stride, s, NULL), SDICT_OK);
     sdict_value *v = NULL;
     assert_int_equal(sdict_tensor_new(d, &t, &v, NULL), SDICT_OK);
     sdict_storage_release(s);
@@ -95,12 +96,16 @@ static void test_objects(void **state) {
                      SDICT_OK);
     assert_int_equal(got, 2);
     assert_null(sdict_dict_find(dict, sdict_device_new(d, "cuda", -1)));
-    /* a Counter is a dict that remembers being one */
-    sdict_value *c = sdict_counter_new(d);
+    /* a Counter is a dict that remembers being one; an OrderedDict cannot be one */
+    sdict_value *c = sdict_dict_new(d, false);
+    assert_int_equal(sdict_value_set_pytype(c, SDICT_PYTYPE_COUNTER), SDICT_OK);
     assert_int_equal(sdict_value_kind(c), SDICT_KIND_DICT);
-    assert_true(sdict_dict_is_counter(c));
+    assert_int_equal(sdict_value_pytype(c), SDICT_PYTYPE_COUNTER);
     assert_false(sdict_dict_is_ordered(c));
-    assert_false(sdict_dict_is_counter(dict));
+    assert_int_equal(sdict_value_pytype(dict), SDICT_PYTYPE_PLAIN);
+    assert_int_equal(sdict_value_set_pytype(sdict_dict_new(d, true), SDICT_PYTYPE_COUNTER),
+                     SDICT_E_INVALID_ARG);
+    assert_int_equal(sdict_value_set_pytype(z, SDICT_PYTYPE_COUNTER), SDICT_E_INVALID_ARG);
     sdict_doc_free(d);
 }
 
@@ -117,7 +122,8 @@ static void test_quantized(void **state) {
     assert_int_equal(sdict_storage_new(6, &s, NULL), SDICT_OK);
     memcpy(sdict_storage_data(s), raw, 6);
     sdict_tensor t;
-    assert_int_equal(sdict_tensor_init(&t, SDICT_QINT8, 2, shape, s, NULL), SDICT_OK);
+    int64_t stride[2];
+    assert_int_equal(sdict_tensor_init(&t, SDICT_QINT8, 2, shape, stride, s, NULL), SDICT_OK);
     sdict_quantizer q = {SDICT_PER_TENSOR_AFFINE, 0.5, -1, NULL, NULL, 0};
     sdict_value *v = NULL;
     sdict_error err;
@@ -250,7 +256,8 @@ static void test_round_trip(void **state) {
     sdict_doc *d = new_doc();
     sdict_value *root = sdict_dict_new(d, true);
     assert_int_equal(sdict_doc_set_root(d, root), SDICT_OK);
-    sdict_value *counter = sdict_counter_new(d);
+    sdict_value *counter = sdict_dict_new(d, false);
+    assert_int_equal(sdict_value_set_pytype(counter, SDICT_PYTYPE_COUNTER), SDICT_OK);
     assert_int_equal(sdict_dict_set(counter, sdict_int_new(d, 30), sdict_int_new(d, 2)), SDICT_OK);
     assert_int_equal(sdict_dict_set_str(root, "milestones", counter), SDICT_OK);
     assert_int_equal(sdict_dict_set_str(root, "dev", sdict_device_new(d, "cuda", 0)), SDICT_OK);
@@ -306,7 +313,7 @@ static void test_round_trip(void **state) {
     assert_int_equal(sdict_load_buffer(buf, n, "round trip", NULL, &e, &err), SDICT_OK);
     sdict_free_buffer(buf);
     const sdict_value *r = sdict_doc_root(e);
-    assert_true(sdict_dict_is_counter(sdict_dict_get(r, "milestones")));
+    assert_int_equal(sdict_value_pytype(sdict_dict_get(r, "milestones")), SDICT_PYTYPE_COUNTER);
     int64_t ix;
     assert_string_equal(sdict_device_get(sdict_dict_get(r, "dev"), &ix), "cuda");
     assert_int_equal(ix, 0);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,7 +175,9 @@ static sdict_value *f64_tensor(sdict_doc *doc, int32_t nd, const int64_t *shape)
     double *p = sdict_storage_data(s);
     for (int64_t i = 0; i < n; i++) p[i] = 0.5 + (double)i;
     sdict_tensor t;
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, nd, shape, s, NULL), SDICT_OK);
+    int64_t stride[SDICT_NN_MAX_DIMS];
+    assert_true(nd <= SDICT_NN_MAX_DIMS);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, nd, shape, stride, s, NULL), SDICT_OK);
     sdict_value *v;
     assert_int_equal(sdict_tensor_new(doc, &t, &v, NULL), SDICT_OK);
     sdict_storage_release(s);
@@ -273,8 +276,8 @@ static void test_batchnorm_version_rule(void **state) {
     assert_int_equal(sdict_storage_new(8, &s, NULL), SDICT_OK);
     *(int64_t *)sdict_storage_data(s) = 12;
     sdict_tensor t;
-    int64_t one = 1;
-    assert_int_equal(sdict_tensor_init(&t, SDICT_INT64, 1, &one, s, NULL), SDICT_OK);
+    int64_t one = 1, one_stride;
+    assert_int_equal(sdict_tensor_init(&t, SDICT_INT64, 1, &one, &one_stride, s, NULL), SDICT_OK);
     sdict_value *tv;
     assert_int_equal(sdict_tensor_new(doc, &t, &tv, NULL), SDICT_OK);
     sdict_storage_release(s);
@@ -326,6 +329,63 @@ static void test_consume_prefix(void **state) {
     sdict_doc_free(doc);
 }
 
+/* The nn layer keeps its own rank bound (SDICT_NN_MAX_DIMS) while loaded tensors have any rank:
+   registration and activations stop at the bound, with LIMIT for a tensor beyond it. */
+static void test_rank_bounds(void **state) {
+    (void)state;
+    sdict_module *m = sdict_module_new("Custom", never_called, NULL);
+    int64_t shape[SDICT_NN_MAX_DIMS + 1];
+    for (int i = 0; i <= SDICT_NN_MAX_DIMS; i++) shape[i] = 1;
+    shape[0] = 2;
+    shape[SDICT_NN_MAX_DIMS - 1] = 3;
+    sdict_named_tensor *nt = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_module_register(m, "w", false, SDICT_FLOAT32, SDICT_NN_MAX_DIMS, shape,
+                                           &nt, &err), SDICT_OK);
+    assert_int_equal(nt->value.ndim, SDICT_NN_MAX_DIMS);
+    assert_int_equal(nt->value.stride[0], 3);
+    assert_int_equal(nt->value.shape[SDICT_NN_MAX_DIMS - 1], 3);
+    assert_int_equal(sdict_tensor_numel(&nt->grad), 6);
+    assert_int_equal(sdict_module_register(m, "v", false, SDICT_FLOAT32, SDICT_NN_MAX_DIMS + 1,
+                                           shape, NULL, &err), SDICT_E_INVALID_ARG);
+    /* more registrations move the entries: their dimensions must stay valid */
+    char name[8];
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "p%d", i);
+        assert_int_equal(sdict_module_register(m, name, true, SDICT_INT64, 2, shape, NULL, &err),
+                         SDICT_OK);
+    }
+    nt = sdict_module_tensor(m, "w");
+    assert_int_equal(nt->value.shape[0], 2);
+    assert_int_equal(nt->grad.stride[SDICT_NN_MAX_DIMS - 1], 1);
+
+    /* activations: a tensor of SDICT_NN_MAX_DIMS dimensions converts, one more is refused */
+    sdict_doc *doc = NULL;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_storage *s = NULL;
+    assert_int_equal(sdict_storage_new(6 * sizeof(float), &s, NULL), SDICT_OK);
+    int64_t stride[SDICT_NN_MAX_DIMS + 1];
+    sdict_tensor t;
+    sdict_act a;
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, SDICT_NN_MAX_DIMS, shape, stride, s, NULL),
+                     SDICT_OK);
+    assert_int_equal(sdict_act_from_tensor(&t, &a, &err), SDICT_OK);
+    assert_int_equal(a.ndim, SDICT_NN_MAX_DIMS);
+    assert_int_equal(sdict_act_numel(&a), 6);
+    sdict_value *v = NULL;
+    assert_int_equal(sdict_act_to_value(&a, doc, &v, &err), SDICT_OK);
+    assert_int_equal(sdict_value_tensor(v)->stride[0], 3);
+    sdict_act_free(&a);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, SDICT_NN_MAX_DIMS + 1, shape, stride, s,
+                                       NULL), SDICT_OK);
+    assert_int_equal(sdict_act_from_tensor(&t, &a, &err), SDICT_E_LIMIT);
+    assert_int_equal(a.ndim, 0);
+    assert_null(a.data);
+    sdict_storage_release(s);
+    sdict_doc_free(doc);
+    sdict_module_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_dict_layout),
@@ -334,6 +394,7 @@ int main(void) {
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_batchnorm_version_rule),
         cmocka_unit_test(test_consume_prefix),
+        cmocka_unit_test(test_rank_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,19 +65,28 @@ static sdict_status op_load_copy(const char *path, const void *data, size_t n) {
     sdict_doc_free(doc);
     return st;
 }
-/* load from memory, then save to memory: the writer's allocation paths */
-static sdict_status op_roundtrip(const char *path, const void *data, size_t n) {
-    (void)path;
+/* load from memory, then save to memory: the writer's allocation paths (numpy values and
+   the rest of what only weights_only=False loads included), in either layout */
+static sdict_status roundtrip(const void *data, size_t n, uint32_t layout) {
     sdict_doc *doc = NULL;
     sdict_status st = sdict_load_buffer(data, n, "oom", NULL, &doc, NULL);
     if (st == SDICT_OK) {
         void *out = NULL;
         size_t len = 0;
-        st = sdict_save_buffer(sdict_doc_root(doc), NULL, &out, &len, NULL);
+        sdict_save_opts o = {NULL, SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY | layout};
+        st = sdict_save_buffer(sdict_doc_root(doc), &o, &out, &len, NULL);
         sdict_free_buffer(out);
     }
     sdict_doc_free(doc);
     return st;
+}
+static sdict_status op_roundtrip(const char *path, const void *data, size_t n) {
+    (void)path;
+    return roundtrip(data, n, 0);
+}
+static sdict_status op_roundtrip2(const char *path, const void *data, size_t n) {
+    (void)path;
+    return roundtrip(data, n, SDICT_SAVE_LAYOUT_TORCH2);
 }
 
 static long g_paths;
@@ -114,7 +123,7 @@ static void drive(const char *path, op_fn op) {
 static void test_oom(void **state) {
     (void)state;
     const char *dir = SDICT_TEST_DATA "/../fuzz/corpus/fuzz_load";
-    const op_fn ops[] = {op_load_mmap, op_load_copy, op_roundtrip};
+    const op_fn ops[] = {op_load_mmap, op_load_copy, op_roundtrip, op_roundtrip2};
     DIR *d = opendir(dir);
     assert_non_null(d);
     struct dirent *e;

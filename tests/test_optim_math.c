@@ -378,7 +378,7 @@ static sdict_value *adam_like_dict(sdict_doc *doc, size_t n_params, bool int_ste
     *(float *)sdict_storage_data(s) = 0.25f;
     sdict_tensor t;
     sdict_value *lr;
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, NULL, s, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_new(doc, &t, &lr, NULL), SDICT_OK);
     sdict_storage_release(s);
     sdict_dict_set_str(g, "lr", lr);
@@ -409,7 +409,7 @@ static sdict_value *adam_like_dict(sdict_doc *doc, size_t n_params, bool int_ste
     else {
         assert_int_equal(sdict_storage_new(sizeof(float), &s, NULL), SDICT_OK);
         *(float *)sdict_storage_data(s) = 7.0f;
-        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, s, NULL), SDICT_OK);
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, NULL, s, NULL), SDICT_OK);
         assert_int_equal(sdict_tensor_new(doc, &t, &stepv, NULL), SDICT_OK);
         sdict_storage_release(s);
     }
@@ -420,9 +420,9 @@ static sdict_value *adam_like_dict(sdict_doc *doc, size_t n_params, bool int_ste
         assert_int_equal(sdict_storage_new(2 * sizeof(double), &s, NULL), SDICT_OK);
         double *d = sdict_storage_data(s);
         d[0] = d[1] = vals[k];
-        int64_t shape[1] = {2};
+        int64_t shape[1] = {2}, stride[1];
         sdict_value *v;
-        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, s, NULL), SDICT_OK);
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, stride, s, NULL), SDICT_OK);
         assert_int_equal(sdict_tensor_new(doc, &t, &v, NULL), SDICT_OK);
         sdict_storage_release(s);
         sdict_dict_set_str(s0, names2[k], v);
@@ -467,6 +467,111 @@ static void test_load_2x_layout(void **state) {
         sdict_optim_free(o);
         sdict_doc_free(doc);
     }
+}
+
+/* Fresh optimizers write each torch generation's group keys; a loaded group keeps the file's
+   keys, order and the values the optimizer does not compute; Adam honours 2.14's
+   decoupled_weight_decay. */
+static void test_layouts_and_kept_keys(void **state) {
+    (void)state;
+    static const char *const sgd2[] = {"lr", "momentum", "dampening", "weight_decay", "nesterov",
+                                       "maximize", "foreach", "differentiable", "fused", "params"};
+    static const char *const adamw26[] = {"lr", "betas", "eps", "weight_decay", "amsgrad",
+                                          "foreach", "maximize", "capturable", "differentiable",
+                                          "fused", "params"};
+    static const char *const adam214[] = {"lr", "betas", "eps", "weight_decay", "amsgrad",
+                                          "maximize", "foreach", "capturable", "differentiable",
+                                          "fused", "decoupled_weight_decay", "params"};
+    sdict_error err;
+    sdict_optim_layout lay;
+    assert_int_equal(sdict_optim_layout_from_name("2.9", &lay, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "2.14"));
+    fixture f;
+    sdict_doc *doc;
+    sdict_value *sd;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+
+    /* SGD, momentum 0, 2.6 layout: fused None, and no state after a step */
+    sdict_optim_hparams h = sdict_optim_defaults(SDICT_OPTIM_SGD);
+    sdict_optim *o = make(SDICT_OPTIM_SGD, &h, &f);
+    assert_int_equal(sdict_optim_layout_from_name("2.6", &lay, NULL), SDICT_OK);
+    assert_int_equal(sdict_optim_set_layout(o, lay, NULL), SDICT_OK);
+    set_grads(&f, 1.0f, 1.0f);
+    sdict_optim_step(o, NULL);
+    assert_int_equal(sdict_optim_state_dict(o, doc, &sd, NULL), SDICT_OK);
+    assert_int_equal(sdict_dict_len(sdict_dict_get(sd, "state")), 0);
+    const sdict_value *g = sdict_seq_item(sdict_dict_get(sd, "param_groups"), 0);
+    expect_keys(g, sgd2, sizeof sgd2 / sizeof *sgd2);
+    assert_int_equal(sdict_value_kind(sdict_dict_get(g, "fused")), SDICT_KIND_NONE);
+    sdict_optim_free(o);
+
+    /* AdamW in 2.6 and 2.14 */
+    h = sdict_optim_defaults(SDICT_OPTIM_ADAMW);
+    o = make(SDICT_OPTIM_ADAMW, &h, &f);
+    assert_int_equal(sdict_optim_set_layout(o, SDICT_OPTIM_LAYOUT_TORCH_2_6, NULL), SDICT_OK);
+    assert_int_equal(sdict_optim_state_dict(o, doc, &sd, NULL), SDICT_OK);
+    expect_keys(sdict_seq_item(sdict_dict_get(sd, "param_groups"), 0), adamw26,
+                sizeof adamw26 / sizeof *adamw26);
+    assert_int_equal(sdict_optim_set_layout(o, SDICT_OPTIM_LAYOUT_TORCH_2_14, NULL), SDICT_OK);
+    assert_int_equal(sdict_optim_state_dict(o, doc, &sd, NULL), SDICT_OK);
+    g = sdict_seq_item(sdict_dict_get(sd, "param_groups"), 0);
+    expect_keys(g, adam214, sizeof adam214 / sizeof *adam214);
+    assert_true(sdict_bool_get(sdict_dict_get(g, "decoupled_weight_decay")));
+    assert_int_equal(sdict_optim_set_layout(o, (sdict_optim_layout)7, NULL), SDICT_E_INVALID_ARG);
+
+    /* an Adam group from 2.14 with decoupled_weight_decay=True, a scheduler's initial_lr and
+       foreach=True: loaded, it steps as AdamW and writes the file's keys back */
+    sdict_optim_free(o);
+    h = sdict_optim_defaults(SDICT_OPTIM_ADAM);
+    o = make(SDICT_OPTIM_ADAM, &h, &f);
+    sdict_value *gv = sdict_dict_new(doc, false), *params = sdict_list_new(doc);
+    sdict_seq_append(params, sdict_int_new(doc, 0));
+    sdict_seq_append(params, sdict_int_new(doc, 1));
+    sdict_dict_set_str(gv, "lr", sdict_float_new(doc, 0.5));
+    sdict_dict_set_str(gv, "weight_decay", sdict_float_new(doc, 0.1));
+    sdict_dict_set_str(gv, "foreach", sdict_bool_new(doc, true));
+    sdict_dict_set_str(gv, "decoupled_weight_decay", sdict_bool_new(doc, true));
+    sdict_dict_set_str(gv, "params", params);
+    sdict_dict_set_str(gv, "initial_lr", sdict_float_new(doc, 0.75));
+    /* lists holding the same list twice, 24 deep: kept and written back shared, not 2^24 copies */
+    sdict_value *dag = sdict_list_new(doc);
+    for (int d = 0; d < 24; d++) {
+        sdict_value *up = sdict_list_new(doc);
+        sdict_seq_append(up, dag);
+        sdict_seq_append(up, dag);
+        dag = up;
+    }
+    sdict_dict_set_str(gv, "dag", dag);
+    sdict_value *groups = sdict_list_new(doc), *in = sdict_dict_new(doc, false);
+    sdict_seq_append(groups, gv);
+    sdict_dict_set_str(in, "state", sdict_dict_new(doc, false));
+    sdict_dict_set_str(in, "param_groups", groups);
+    assert_int_equal(sdict_optim_load_state_dict(o, in, &err), SDICT_OK);
+    assert_int_equal(sdict_optim_get_layout(o), SDICT_OPTIM_LAYOUT_TORCH_2_14);
+    assert_true(sdict_optim_group(o, 0)->decoupled_weight_decay);
+    set_grads(&f, 0.0f, 0.0f);
+    float before = f.p0[0];
+    sdict_optim_step(o, NULL);   /* zero gradient: only the decoupled decay moves p */
+    assert_float_equal(f.p0[0], before * (float)(1.0 - 0.5 * 0.1), 1e-7);
+    sdict_optim_group(o, 0)->lr = 0.25;
+    assert_int_equal(sdict_optim_state_dict(o, doc, &sd, NULL), SDICT_OK);
+    g = sdict_seq_item(sdict_dict_get(sd, "param_groups"), 0);
+    static const char *const kept[] = {"lr", "weight_decay", "foreach", "decoupled_weight_decay",
+                                       "params", "initial_lr", "dag", "betas", "eps", "amsgrad",
+                                       "maximize", "capturable", "differentiable", "fused"};
+    expect_keys(g, kept, sizeof kept / sizeof *kept);
+    assert_float_equal(sdict_float_get(sdict_dict_get(g, "lr")), 0.25, 0);
+    assert_float_equal(sdict_float_get(sdict_dict_get(g, "initial_lr")), 0.75, 0);
+    assert_true(sdict_bool_get(sdict_dict_get(g, "foreach")));
+    const sdict_value *dag_out = sdict_dict_get(g, "dag");
+    for (int d = 0; d < 24; d++) {
+        assert_int_equal(sdict_seq_len(dag_out), 2);
+        assert_ptr_equal(sdict_seq_item(dag_out, 0), sdict_seq_item(dag_out, 1));
+        dag_out = sdict_seq_item(dag_out, 0);
+    }
+    assert_int_equal(sdict_seq_len(dag_out), 0);
+    sdict_optim_free(o);
+    sdict_doc_free(doc);
 }
 
 static void test_load_errors(void **state) {
@@ -535,7 +640,7 @@ int main(void) {
         cmocka_unit_test(test_against_reference), cmocka_unit_test(test_constructor_checks),
         cmocka_unit_test(test_state_dict_layout), cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_load_2x_layout),    cmocka_unit_test(test_load_errors),
-        cmocka_unit_test(test_checkpoint_helpers),
+        cmocka_unit_test(test_checkpoint_helpers), cmocka_unit_test(test_layouts_and_kept_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

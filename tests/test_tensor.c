@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,10 @@ static void test_init_and_strides(void **state) {
     sdict_storage *s;
     assert_int_equal(sdict_storage_new(2 * 3 * 4 * 4, &s, NULL), SDICT_OK);
     sdict_tensor t;
-    int64_t shape[3] = {2, 3, 4};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 3, shape, s, NULL), SDICT_OK);
+    int64_t shape[3] = {2, 3, 4}, stride[3];
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 3, shape, stride, s, NULL), SDICT_OK);
+    assert_ptr_equal(t.shape, shape); /* t borrows both arrays */
+    assert_ptr_equal(t.stride, stride);
     assert_int_equal(t.stride[0], 12);
     assert_int_equal(t.stride[1], 4);
     assert_int_equal(t.stride[2], 1);
@@ -52,7 +55,7 @@ static void test_init_and_strides(void **state) {
 
     /* torch.empty(2, 0, 3).stride() == (3, 3, 1): sizes of 0 count as 1 */
     int64_t z[3] = {2, 0, 3};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 3, z, NULL, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 3, z, stride, NULL, NULL), SDICT_OK);
     assert_int_equal(t.stride[0], 3);
     assert_int_equal(t.stride[1], 3);
     assert_int_equal(t.stride[2], 1);
@@ -62,7 +65,7 @@ static void test_init_and_strides(void **state) {
     assert_null(sdict_tensor_data(&t));
 
     /* scalar */
-    assert_int_equal(sdict_tensor_init(&t, SDICT_INT64, 0, NULL, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_INT64, 0, NULL, NULL, s, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_numel(&t), 1);
     assert_int_equal(sdict_tensor_nbytes(&t), 8);
     assert_true(sdict_tensor_is_contiguous(&t));
@@ -70,18 +73,22 @@ static void test_init_and_strides(void **state) {
     /* errors */
     sdict_error err;
     int64_t neg[1] = {-1};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, neg, NULL, &err),
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, neg, stride, NULL, &err),
                      SDICT_E_INVALID_ARG);
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, SDICT_MAX_DIMS + 1, shape, NULL, &err),
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, -1, shape, stride, NULL, &err),
                      SDICT_E_INVALID_ARG);
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, -1, shape, NULL, &err),
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 3, NULL, stride, NULL, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 3, shape, NULL, NULL, &err),
                      SDICT_E_INVALID_ARG);
     int64_t big[2] = {INT64_C(1) << 32, INT64_C(1) << 32};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 2, big, NULL, &err), SDICT_E_SHAPE);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 2, big, stride, NULL, &err),
+                     SDICT_E_SHAPE);
     int64_t too_big[1] = {100};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, too_big, s, &err), SDICT_E_STORAGE);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, too_big, stride, s, &err),
+                     SDICT_E_STORAGE);
     assert_int_equal(err.code, SDICT_E_STORAGE);
-    assert_int_equal(sdict_tensor_init(&t, SDICT_DTYPE_COUNT, 1, too_big, NULL, &err),
+    assert_int_equal(sdict_tensor_init(&t, SDICT_DTYPE_COUNT, 1, too_big, stride, NULL, &err),
                      SDICT_E_DTYPE);
     sdict_storage_release(s);
 }
@@ -93,21 +100,21 @@ static void test_is_contiguous(void **state) {
     t.dtype = SDICT_FLOAT32;
     t.ndim = 3;
     int64_t sh[3] = {3, 1, 4}, st[3] = {4, 99, 1};
-    memcpy(t.shape, sh, sizeof sh);
-    memcpy(t.stride, st, sizeof st);
+    t.shape = sh;
+    t.stride = st;
     assert_true(sdict_tensor_is_contiguous(&t)); /* the size-1 stride is ignored */
-    t.stride[0] = 5;
+    st[0] = 5;
     assert_false(sdict_tensor_is_contiguous(&t));
-    t.shape[0] = 0;
+    sh[0] = 0;
     assert_true(sdict_tensor_is_contiguous(&t)); /* empty tensors are contiguous */
     t.ndim = 2;
-    t.shape[0] = 4;
-    t.shape[1] = 3;
-    t.stride[0] = 1;
-    t.stride[1] = 4; /* a transpose */
+    sh[0] = 4;
+    sh[1] = 3;
+    st[0] = 1;
+    st[1] = 4; /* a transpose */
     assert_false(sdict_tensor_is_contiguous(&t));
-    t.stride[0] = 0; /* expanded */
-    t.stride[1] = 1;
+    st[0] = 0; /* expanded */
+    st[1] = 1;
     assert_false(sdict_tensor_is_contiguous(&t));
 }
 
@@ -119,11 +126,14 @@ static void test_check_cases(void **state) {
     memset(&t, 0, sizeof t);
     t.dtype = SDICT_FLOAT32;
     t.storage = s;
+    int64_t sh[2], st[2];
+    t.shape = sh;
+    t.stride = st;
     t.ndim = 2;
-    t.shape[0] = 2;
-    t.shape[1] = 5;
-    t.stride[0] = 5;
-    t.stride[1] = 1;
+    sh[0] = 2;
+    sh[1] = 5;
+    st[0] = 5;
+    st[1] = 1;
     sdict_error err;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
     /* extent: offset + (2-1)*5 + (5-1)*1 + 1 = offset + 10 elements */
@@ -131,66 +141,69 @@ static void test_check_cases(void **state) {
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_STORAGE);
     assert_non_null(strstr(err.message, "40"));
     t.storage_offset = 0;
-    t.stride[0] = 6;
+    st[0] = 6;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_STORAGE);
-    t.stride[0] = 0; /* expanded rows: extent 5 elements */
+    st[0] = 0; /* expanded rows: extent 5 elements */
     t.storage_offset = 5;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
     t.storage_offset = 6;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_STORAGE);
     t.storage_offset = 0;
 
-    t.stride[1] = -1;
+    st[1] = -1;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
-    t.stride[1] = 1;
-    t.shape[0] = -2;
+    st[1] = 1;
+    sh[0] = -2;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
-    t.shape[0] = 2;
+    sh[0] = 2;
     t.storage_offset = -1;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
     t.storage_offset = 0;
-    t.ndim = SDICT_MAX_DIMS + 1;
-    assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
     t.ndim = -1;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
+    t.ndim = 2;
+    t.stride = NULL;
+    assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_INVALID_ARG);
+    assert_int_equal(sdict_tensor_numel(&t), -1);
+    t.stride = st;
     t.ndim = 2;
     t.dtype = (sdict_dtype)99;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_DTYPE);
     t.dtype = SDICT_FLOAT32;
 
     /* overflow of the extent computation */
-    t.stride[0] = INT64_MAX;
+    st[0] = INT64_MAX;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
-    t.stride[0] = INT64_MAX / 2;
+    st[0] = INT64_MAX / 2;
     t.storage_offset = INT64_MAX / 2 + 2; /* (1 * stride) + offset overflows */
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
-    t.stride[0] = 1;
+    st[0] = 1;
     t.storage_offset = INT64_MAX / 8; /* extent in bytes fits in 64 bits: merely too big */
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_STORAGE);
     t.storage_offset = INT64_MAX - 20; /* fits in int64, but not once multiplied by 4 bytes */
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
     t.storage_offset = 0;
     /* numel overflow */
-    t.shape[0] = INT64_C(1) << 40;
-    t.shape[1] = INT64_C(1) << 40;
+    sh[0] = INT64_C(1) << 40;
+    sh[1] = INT64_C(1) << 40;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
     /* element count fits int64 but bytes do not */
     t.ndim = 1;
-    t.shape[0] = INT64_C(1) << 62;
-    t.stride[0] = 0;
+    sh[0] = INT64_C(1) << 62;
+    st[0] = 0;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
     /* empty tensors never touch the storage, whatever their strides */
     t.ndim = 2;
-    t.shape[0] = 0;
-    t.shape[1] = 7;
-    t.stride[0] = INT64_MAX;
-    t.stride[1] = INT64_MAX;
+    sh[0] = 0;
+    sh[1] = 7;
+    st[0] = INT64_MAX;
+    st[1] = INT64_MAX;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
     /* meta tensors (no storage) are checked for shape only */
     t.storage = NULL;
-    t.shape[0] = 1000;
-    t.stride[0] = 7;
-    t.stride[1] = 1;
+    sh[0] = 1000;
+    st[0] = 7;
+    st[1] = 1;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
     assert_int_equal(sdict_tensor_check(NULL, &err), SDICT_E_INVALID_ARG);
     sdict_storage_release(s);
@@ -212,7 +225,9 @@ static sdict_storage *iota_f64(size_t n) {
 
 /* Expected C-order values of a strided view over iota: the storage index itself. */
 static void expect_view(const sdict_tensor *t, const double *got) {
-    int64_t n = sdict_tensor_numel(t), idx[SDICT_MAX_DIMS] = {0};
+    int64_t n = sdict_tensor_numel(t);
+    int64_t *idx = calloc(t->ndim ? (size_t)t->ndim : 1, sizeof *idx);
+    assert_non_null(idx);
     for (int64_t e = 0; e < n; e++) {
         int64_t rem = e, pos = t->storage_offset;
         for (int k = t->ndim - 1; k >= 0; k--) {
@@ -223,6 +238,7 @@ static void expect_view(const sdict_tensor *t, const double *got) {
             pos += idx[k] * t->stride[k];
         assert_true(got[e] == (double)pos);
     }
+    free(idx);
 }
 
 static void test_copy_strided(void **state) {
@@ -251,8 +267,8 @@ static void test_copy_strided(void **state) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         t.ndim = cases[c].ndim;
-        memcpy(t.shape, cases[c].shape, sizeof cases[c].shape);
-        memcpy(t.stride, cases[c].stride, sizeof cases[c].stride);
+        t.shape = cases[c].shape;
+        t.stride = cases[c].stride;
         t.storage_offset = cases[c].off;
         int64_t n = sdict_tensor_numel(&t);
         memset(out, 0xFF, sizeof out);
@@ -272,15 +288,16 @@ static void test_copy_strided(void **state) {
         }
     }
     /* a view reaching past the storage is refused before copying */
+    int64_t sh[1] = {10}, st[1] = {25};
     t.ndim = 1;
-    t.shape[0] = 10;
-    t.stride[0] = 25;
+    t.shape = sh;
+    t.stride = st;
     t.storage_offset = 0;
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT64, out, sizeof out, NULL),
                      SDICT_E_STORAGE);
     /* meta tensors have nothing to copy */
     t.storage = NULL;
-    t.stride[0] = 1;
+    st[0] = 1;
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT64, out, sizeof out, NULL),
                      SDICT_E_STORAGE);
     sdict_storage_release(s);
@@ -294,12 +311,12 @@ static void test_copy_same_dtype_odd_types(void **state) {
         cbuf[i] = (float)i;
     sdict_storage *s = storage_of(cbuf, sizeof cbuf);
     sdict_tensor t;
-    int64_t shape[2] = {2, 3};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_COMPLEX64, 2, shape, s, NULL), SDICT_OK);
-    t.shape[0] = 3;
-    t.shape[1] = 2;
-    t.stride[0] = 1;
-    t.stride[1] = 3;
+    int64_t shape[2] = {2, 3}, stride[2];
+    assert_int_equal(sdict_tensor_init(&t, SDICT_COMPLEX64, 2, shape, stride, s, NULL), SDICT_OK);
+    shape[0] = 3;
+    shape[1] = 2;
+    stride[0] = 1;
+    stride[1] = 3;
     float out[12];
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_COMPLEX64, out, sizeof out, NULL), SDICT_OK);
     /* element (i, j) is complex number i + 3j, i.e. floats 2(i+3j), 2(i+3j)+1 */
@@ -330,9 +347,9 @@ static void test_copy_same_dtype_odd_types(void **state) {
     uint8_t f8[4] = {0x38, 0x40, 0x7F, 0x01};
     s = storage_of(f8, 4);
     int64_t n4[1] = {4};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT8_E4M3FN, 1, n4, s, NULL), SDICT_OK);
-    t.shape[0] = 2;
-    t.stride[0] = 2;
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT8_E4M3FN, 1, n4, stride, s, NULL), SDICT_OK);
+    n4[0] = 2;
+    stride[0] = 2;
     uint8_t o8[2];
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT8_E4M3FN, o8, 2, NULL), SDICT_OK);
     assert_int_equal(o8[0], 0x38);
@@ -351,21 +368,177 @@ static void test_copy_same_dtype_odd_types(void **state) {
     uint8_t q4[3] = {0x10, 0x32, 0x04};
     s = storage_of(q4, 3);
     int64_t n5[1] = {5};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_QUINT4X2, 1, n5, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_QUINT4X2, 1, n5, stride, s, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_nbytes(&t), 3);
     uint8_t oq[3];
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_QUINT4X2, oq, 3, NULL), SDICT_OK);
     assert_memory_equal(oq, q4, 3);
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_UINT8, oq, 3, &err), SDICT_E_DTYPE);
-    t.shape[0] = 7; /* needs 4 bytes */
+    n5[0] = 7; /* needs 4 bytes */
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_STORAGE);
-    t.shape[0] = 2;
+    n5[0] = 2;
     t.storage_offset = 1; /* half a byte in */
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
     t.storage_offset = 2;
     assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
     assert_ptr_equal(sdict_tensor_data(&t), (uint8_t *)sdict_storage_data(s) + 1);
     sdict_storage_release(s);
+}
+
+/*==================================================================================================
+ Any rank
+==================================================================================================*/
+
+/* Rank r: sizes of 1 with 2, 3 and 4 spread over the first, middle and last dimensions (24
+   elements; 1 for rank 0; for rank 17 the middle one is dimension 8). */
+static void high_rank_shape(int32_t r, int64_t *shape) {
+    for (int32_t k = 0; k < r; k++)
+        shape[k] = 1;
+    if (r >= 3) {
+        shape[0] = 2;
+        shape[r / 2] = 3;
+        shape[r - 1] = 4;
+    }
+}
+
+/* init, check, numel, contiguity, copies (plain, converted, of a permuted view) and doc values
+   at ranks torch saves but older statedict refused (its cap was 16). */
+static void test_high_rank(void **state) {
+    (void)state;
+    static const int32_t ranks[] = {0, 17, 100, 1000};
+    for (size_t c = 0; c < sizeof ranks / sizeof ranks[0]; c++) {
+        const int32_t r = ranks[c];
+        const size_t n = r ? (size_t)r : 1;
+        int64_t *shape = calloc(n, sizeof *shape), *stride = calloc(n, sizeof *stride);
+        int64_t *rshape = calloc(n, sizeof *rshape), *rstride = calloc(n, sizeof *rstride);
+        assert_true(shape && stride && rshape && rstride);
+        high_rank_shape(r, shape);
+        const int64_t numel = r ? 24 : 1;
+        sdict_storage *s = iota_f64((size_t)numel);
+        sdict_tensor t;
+        sdict_error err;
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, r, r ? shape : NULL,
+                                           r ? stride : NULL, s, &err), SDICT_OK);
+        assert_int_equal(t.ndim, r);
+        assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
+        assert_int_equal(sdict_tensor_numel(&t), numel);
+        assert_int_equal(sdict_tensor_nbytes(&t), (size_t)numel * 8);
+        assert_true(sdict_tensor_is_contiguous(&t));
+        /* torch's contiguous strides: max(size, 1) products from the right */
+        int64_t want = 1;
+        for (int32_t k = r - 1; k >= 0; k--) {
+            assert_int_equal(stride[k], want);
+            want *= shape[k];
+        }
+        double out[24];
+        int32_t out_i[24];
+        assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT64, out, sizeof out, NULL), SDICT_OK);
+        for (int64_t e = 0; e < numel; e++)
+            assert_true(out[e] == (double)e);
+
+        /* the reversed dimensions: a non-contiguous view of the same storage */
+        for (int32_t k = 0; k < r; k++) {
+            rshape[k] = shape[r - 1 - k];
+            rstride[k] = stride[r - 1 - k];
+        }
+        sdict_tensor v = t;
+        v.shape = rshape;
+        v.stride = rstride;
+        assert_int_equal(sdict_tensor_check(&v, &err), SDICT_OK);
+        assert_int_equal(sdict_tensor_is_contiguous(&v), r < 3);
+        assert_int_equal(sdict_tensor_copy_to(&v, SDICT_FLOAT64, out, sizeof out, NULL), SDICT_OK);
+        expect_view(&v, out);
+        assert_int_equal(sdict_tensor_copy_to(&v, SDICT_INT32, out_i, sizeof out_i, NULL), SDICT_OK);
+        for (int64_t e = 0; e < numel; e++)
+            out[e] = out_i[e];
+        expect_view(&v, out);
+
+        /* a value copies the dimensions: the caller's arrays may change or go */
+        sdict_doc *doc = NULL;
+        assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+        sdict_value *val = NULL;
+        assert_int_equal(sdict_tensor_new(doc, &v, &val, &err), SDICT_OK);
+        const sdict_tensor *held = sdict_value_tensor(val);
+        assert_int_equal(held->ndim, r);
+        if (r) {
+            assert_true(held->shape != rshape && held->stride != rstride);
+            assert_memory_equal(held->shape, rshape, n * sizeof *rshape);
+            assert_memory_equal(held->stride, rstride, n * sizeof *rstride);
+            rshape[r - 1] = 99;
+            rstride[r - 1] = 99;
+            assert_int_equal(held->shape[r - 1], shape[0]);
+            assert_int_equal(held->stride[r - 1], stride[0]);
+        } else {
+            assert_null(held->shape);
+            assert_null(held->stride);
+        }
+        assert_int_equal(sdict_tensor_copy_to(held, SDICT_FLOAT64, out, sizeof out, NULL), SDICT_OK);
+        expect_view(held, out);
+
+        if (r) {
+            /* errors name the dimension, however deep */
+            stride[r - 1] = -1;
+            assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
+            char dim[32];
+            snprintf(dim, sizeof dim, "dimension %d", (int)(r - 1));
+            assert_non_null(strstr(err.message, dim));
+            stride[r - 1] = 1;
+            /* one element past the storage, through the outermost stride */
+            stride[0] += 1;
+            assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_STORAGE);
+            assert_int_equal(sdict_tensor_new(doc, &t, &val, &err), SDICT_E_STORAGE);
+            stride[0] -= 1;
+            /* meta: shape only */
+            t.storage = NULL;
+            assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
+            t.storage = s;
+        }
+        if (r >= 100) {
+            /* 63 sizes of 2 overflow the element count, whatever the rank */
+            for (int32_t k = 0; k < 63; k++)
+                shape[k * (r / 63)] = 2;
+            assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
+            assert_int_equal(sdict_tensor_numel(&t), -1);
+            assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, r, shape, stride, NULL, &err),
+                             SDICT_E_SHAPE);
+        }
+        sdict_doc_free(doc);
+        sdict_storage_release(s);
+        free(shape);
+        free(stride);
+        free(rshape);
+        free(rstride);
+    }
+}
+
+/* A copy walks only the dimensions of size > 1: a million size-1 dimensions around three
+   sizes of 2 cost one pass over the dimensions, not one per element (rank 2^20, 8 elements). */
+static void test_copy_huge_rank(void **state) {
+    (void)state;
+    const int32_t r = 1 << 20;
+    int64_t *shape = malloc((size_t)r * sizeof *shape), *stride = malloc((size_t)r * sizeof *stride);
+    assert_true(shape && stride);
+    for (int32_t k = 0; k < r; k++)
+        shape[k] = 1, stride[k] = 1000;
+    shape[0] = shape[r / 2] = shape[r - 1] = 2;
+    stride[0] = 1, stride[r / 2] = 2, stride[r - 1] = 4; /* reversed: Fortran order */
+    sdict_storage *s = iota_f64(8);
+    sdict_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = SDICT_FLOAT64;
+    t.ndim = r;
+    t.shape = shape;
+    t.stride = stride;
+    t.storage = s;
+    assert_int_equal(sdict_tensor_check(&t, NULL), SDICT_OK); /* size-1 strides move nothing */
+    assert_false(sdict_tensor_is_contiguous(&t));
+    double out[8];
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT64, out, sizeof out, NULL), SDICT_OK);
+    for (int i = 0; i < 8; i++) /* element (a, b, c) is a + 2b + 4c */
+        assert_true(out[i] == (double)((i >> 2 & 1) + 2 * (i >> 1 & 1) + 4 * (i & 1)));
+    sdict_storage_release(s);
+    free(shape);
+    free(stride);
 }
 
 /*==================================================================================================
@@ -376,7 +549,7 @@ static void test_copy_same_dtype_odd_types(void **state) {
 static void conv1(sdict_dtype from, const void *src, sdict_dtype to, void *dst) {
     sdict_storage *s = storage_of(src, sdict_dtype_size(from));
     sdict_tensor t;
-    assert_int_equal(sdict_tensor_init(&t, from, 0, NULL, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, from, 0, NULL, NULL, s, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_copy_to(&t, to, dst, sdict_dtype_size(to), NULL), SDICT_OK);
     sdict_storage_release(s);
 }
@@ -543,11 +716,11 @@ static void check_small(sdict_dtype to, const double *table, unsigned count, uns
     }
     sdict_storage *s32 = storage_of(xf, n * 4);
     uint16_t *o64 = malloc(n * 2), *o32 = malloc(n * 2);
-    int64_t shape[1] = {(int64_t)n};
+    int64_t shape[1] = {(int64_t)n}, stride[1];
     sdict_tensor t;
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, s64, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, stride, s64, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_copy_to(&t, to, o64, n * 2, NULL), SDICT_OK);
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, shape, s32, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, shape, stride, s32, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_copy_to(&t, to, o32, n * 2, NULL), SDICT_OK);
     for (size_t i = 0; i < n; i++) {
         uint16_t want = oracle(table, count, sign_bit, xs[i]);
@@ -609,9 +782,9 @@ static void test_f16_bf16_rounding(void **state) {
     double sp[4] = {INFINITY, -INFINITY, NAN, -NAN};
     uint16_t h[4];
     sdict_storage *s = storage_of(sp, sizeof sp);
-    int64_t shape[1] = {4};
+    int64_t shape[1] = {4}, stride[1];
     sdict_tensor t;
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT64, 1, shape, stride, s, NULL), SDICT_OK);
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT16, h, sizeof h, NULL), SDICT_OK);
     assert_int_equal(h[0], 0x7C00);
     assert_int_equal(h[1], 0xFC00);
@@ -634,12 +807,12 @@ static void test_f16_bf16_decode(void **state) {
     sdict_storage *s = storage_of(all, sizeof all);
     static double dec[65536];
     static uint16_t again[65536];
-    int64_t shape[1] = {65536};
+    int64_t shape[1] = {65536}, stride[1];
     for (int which = 0; which < 2; which++) {
         sdict_dtype dt = which ? SDICT_BFLOAT16 : SDICT_FLOAT16;
         unsigned count = which ? BF16_FINITE : F16_FINITE;
         sdict_tensor t;
-        assert_int_equal(sdict_tensor_init(&t, dt, 1, shape, s, NULL), SDICT_OK);
+        assert_int_equal(sdict_tensor_init(&t, dt, 1, shape, stride, s, NULL), SDICT_OK);
         assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT64, dec, sizeof dec, NULL),
                          SDICT_OK);
         assert_int_equal(sdict_tensor_copy_to(&t, dt, again, sizeof again, NULL), SDICT_OK);
@@ -746,6 +919,8 @@ int main(void) {
         cmocka_unit_test(test_check_cases),
         cmocka_unit_test(test_copy_strided),
         cmocka_unit_test(test_copy_same_dtype_odd_types),
+        cmocka_unit_test(test_high_rank),
+        cmocka_unit_test(test_copy_huge_rank),
         cmocka_unit_test(test_int_float_conversions),
         cmocka_unit_test(test_f16_bf16_rounding),
         cmocka_unit_test(test_f16_bf16_decode),

@@ -565,15 +565,15 @@ static void test_tensor_values(void **state) {
                      SDICT_OK);
     sdict_doc *d = new_doc();
     sdict_tensor t;
-    int64_t shape[2] = {2, 3};
-    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 2, shape, s, NULL), SDICT_OK);
+    int64_t shape[2] = {2, 3}, stride[2];
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 2, shape, stride, s, NULL), SDICT_OK);
     t.requires_grad = true;
     sdict_value *a, *b;
     assert_int_equal(sdict_tensor_new(d, &t, &a, NULL), SDICT_OK);
-    t.shape[0] = 3; /* transposed view of the same storage */
-    t.shape[1] = 2;
-    t.stride[0] = 1;
-    t.stride[1] = 3;
+    shape[0] = 3; /* transposed view of the same storage; the value keeps its own copies */
+    shape[1] = 2;
+    stride[0] = 1;
+    stride[1] = 3;
     t.is_parameter = true;
     assert_int_equal(sdict_tensor_new(d, &t, &b, NULL), SDICT_OK);
     sdict_value *sv = sdict__storage_value_new(d, s, SDICT_FLOAT32);
@@ -585,13 +585,19 @@ static void test_tensor_values(void **state) {
     const sdict_tensor *ta = sdict_value_tensor(a), *tb = sdict_value_tensor(b);
     assert_int_equal(sdict_value_kind(a), SDICT_KIND_TENSOR);
     assert_int_equal(ta->shape[0], 2);
+    assert_int_equal(ta->shape[1], 3);
+    assert_int_equal(ta->stride[0], 3);
+    assert_int_equal(ta->stride[1], 1);
+    assert_true(ta->shape != shape && ta->stride != stride);
+    assert_int_equal(tb->shape[0], 3);
+    assert_int_equal(tb->stride[1], 3);
     assert_true(ta->requires_grad);
     assert_false(ta->is_parameter);
     assert_true(tb->is_parameter);
     assert_ptr_equal(ta->storage, s);
     assert_null(sdict_value_tensor(sv));
     /* a bad tensor is refused with the check's status */
-    t.stride[0] = 5;
+    stride[0] = 5;
     sdict_value *c = (sdict_value *)&t;
     sdict_error err;
     assert_int_equal(sdict_tensor_new(d, &t, &c, &err), SDICT_E_STORAGE);
@@ -623,8 +629,8 @@ static void test_many_tensor_values(void **state) {
     char key[64];
     for (int i = 0; i < N; i++) {
         sdict_tensor t;
-        int64_t shape[1] = {1};
-        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, shape, s, NULL), SDICT_OK);
+        int64_t shape[1] = {1}, stride[1];
+        assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 1, shape, stride, s, NULL), SDICT_OK);
         t.storage_offset = i;
         sdict_value *tv;
         assert_int_equal(sdict_tensor_new(d, &t, &tv, NULL), SDICT_OK);
@@ -689,9 +695,9 @@ static sdict_status build(sdict_doc **out, sdict_storage *s) {
     char key[32];
     for (int i = 0; i < 40; i++) {
         sdict_tensor t;
-        int64_t shape[1] = {4};
+        int64_t shape[1] = {4}, stride[1];
         sdict_value *tv;
-        if ((st = sdict_tensor_init(&t, SDICT_FLOAT32, 1, shape, s, NULL)))
+        if ((st = sdict_tensor_init(&t, SDICT_FLOAT32, 1, shape, stride, s, NULL)))
             return st;
         if ((st = sdict_tensor_new(d, &t, &tv, NULL)))
             return st;

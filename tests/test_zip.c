@@ -192,6 +192,66 @@ static sdict_status try_spec(const spec *s, size_t count, int64_t delta, sdict_e
  MARK: Writer layout
 ==================================================================================================*/
 
+/* torch 2.x's .data/serialization_id. The name halves were computed with libstdc++ itself
+   (std::unordered_set<std::string> filled in this order, std::hash, c10::hash_combine) for
+   torch 2.x's record names with N storages: 0 to 6000 storages cross eight rehashes. */
+static void test_serialization_id(void **state) {
+    (void)state;
+    static const struct {
+        int n;
+        uint64_t names;
+    } cases[] = {
+        {0, UINT64_C(2908468677762923104)},     {9, UINT64_C(1977860353369201443)},
+        {100, UINT64_C(9159737005121336556)},   {1000, UINT64_C(2450224207034579348)},
+        {3000, UINT64_C(7460312898770484889)},  {6000, UINT64_C(18078252886748964491)},
+    };
+    sdict_error err;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        sdict__buf out;
+        sdict__buf_init(&out);
+        sdict__zip_writer *w;
+        assert_int_equal(sdict__zip_writer_new(buf_sink, &out, "a", &w, &err), SDICT_OK);
+        static const char *const head[] = {"data.pkl", ".format_version", ".storage_alignment",
+                                           "byteorder"};
+        for (size_t i = 0; i < 4; i++)
+            assert_int_equal(sdict__zip_writer_add(w, head[i], NULL, 0, &err), SDICT_OK);
+        char name[32];
+        for (int i = 0; i < cases[c].n; i++) {
+            snprintf(name, sizeof name, "data/%d", i);
+            assert_int_equal(sdict__zip_writer_add(w, name, NULL, 0, &err), SDICT_OK);
+        }
+        assert_int_equal(sdict__zip_writer_add(w, "version", NULL, 0, &err), SDICT_OK);
+        char id[41], want[41];
+        assert_int_equal(sdict__zip_writer_serialization_id(w, id, &err), SDICT_OK);
+        /* empty records have no data descriptor: nothing in the CRC half */
+        snprintf(want, sizeof want, "%020llu%020d", (unsigned long long)cases[c].names, 0);
+        assert_string_equal(id, want);
+        sdict__zip_writer_free(w);
+        sdict__buf_free(&out);
+    }
+
+    /* the CRC half folds every data descriptor's CRC-32 and, as PyTorch's write callback does,
+       the 4 bytes after a payload (of 8 bytes or more) that starts like a data descriptor */
+    sdict__buf out;
+    sdict__buf_init(&out);
+    sdict__zip_writer *w;
+    assert_int_equal(sdict__zip_writer_new(buf_sink, &out, "a", &w, &err), SDICT_OK);
+    static const uint8_t pk[8] = {0x50, 0x4b, 0x07, 0x08, 1, 2, 3, 4};
+    assert_int_equal(sdict__zip_writer_add(w, "x", pk, 8, &err), SDICT_OK);
+    assert_int_equal(sdict__zip_writer_add(w, "y", pk, 4, &err), SDICT_OK);
+    char id[41];
+    assert_int_equal(sdict__zip_writer_serialization_id(w, id, &err), SDICT_OK);
+    uint64_t fold = 0;
+    const uint64_t parts[] = {0x04030201u, sdict__crc32(0, pk, 8), sdict__crc32(0, pk, 4)};
+    for (size_t i = 0; i < 3; i++)
+        fold ^= parts[i] + 0x9e3779b9u + (fold << 6) + (fold >> 2);
+    char tail[21];
+    snprintf(tail, sizeof tail, "%020llu", (unsigned long long)fold);
+    assert_string_equal(id + 20, tail);
+    sdict__zip_writer_free(w);
+    sdict__buf_free(&out);
+}
+
 /* FORMAT.md 1.3's worked example, measured on a real 1.13 file "sd.pt": data.pkl of 680 bytes
    at payload offset 64, next header at 760, data/0 payload at 832. */
 static void test_writer_worked_example(void **state) {
@@ -1022,6 +1082,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_reads),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_many_entries),
+        cmocka_unit_test(test_serialization_id),
         cmocka_unit_test(test_zip64_big),
         cmocka_unit_test(test_shared_fixtures),
     };

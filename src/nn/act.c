@@ -40,7 +40,7 @@ float *sdict_act_f32(const sdict_act *a) {
 sdict_status sdict_act_init(sdict_act *a, sdict_dtype dtype, int32_t ndim, const int64_t *shape,
                             sdict_error *err) {
     memset(a, 0, sizeof *a);
-    if ((dtype != SDICT_FLOAT32 && dtype != SDICT_INT64) || ndim < 0 || ndim > SDICT_MAX_DIMS)
+    if ((dtype != SDICT_FLOAT32 && dtype != SDICT_INT64) || ndim < 0 || ndim > SDICT_NN_MAX_DIMS)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "activation: bad dtype or ndim %d",
                              (int)ndim);
     int64_t n = 1;
@@ -88,6 +88,12 @@ static bool is_integer_dtype(sdict_dtype d) {
 
 sdict_status sdict_act_from_tensor(const sdict_tensor *t, sdict_act *out, sdict_error *err) {
     sdict_dtype to = is_integer_dtype(t->dtype) ? SDICT_INT64 : SDICT_FLOAT32;
+    if (t->ndim > SDICT_NN_MAX_DIMS) {
+        memset(out, 0, sizeof *out);
+        return sdict_nn__err(err, SDICT_E_LIMIT, "a tensor of %d dimensions cannot be an "
+                             "activation (at most SDICT_NN_MAX_DIMS, %d)", (int)t->ndim,
+                             SDICT_NN_MAX_DIMS);
+    }
     /* A stride-0 (expanded) tensor in a tiny file can describe terabytes of elements; an
        activation is always dense, so refuse expansions far beyond the bytes the file holds. */
     int64_t numel = sdict_tensor_numel(t);
@@ -122,12 +128,13 @@ sdict_status sdict_act_to_value(const sdict_act *a, sdict_doc *doc, sdict_value 
     memset(&t, 0, sizeof t);
     t.dtype = a->dtype;
     t.ndim = a->ndim;
-    int64_t stride = 1;
+    int64_t strides[SDICT_NN_MAX_DIMS], stride = 1;
     for (int32_t i = a->ndim - 1; i >= 0; i--) {
-        t.shape[i] = a->shape[i];
-        t.stride[i] = stride;
+        strides[i] = stride;
         stride *= a->shape[i] > 1 ? a->shape[i] : 1;
     }
+    t.shape = a->shape;
+    t.stride = strides;
     t.storage = s;
     st = sdict_tensor_new(doc, &t, out, err);
     sdict_storage_release(s); /* the value holds its own reference */
@@ -168,7 +175,7 @@ sdict_status sdict_act_flatten_(sdict_act *a, int32_t start_dim, int32_t end_dim
     }
     int64_t m = 1;
     for (int32_t i = s; i <= e; i++) m *= a->shape[i];
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
     int32_t k = 0;
     for (int32_t i = 0; i < s; i++) shape[k++] = a->shape[i];
     shape[k++] = m;

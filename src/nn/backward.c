@@ -46,7 +46,7 @@ static sdict_status linear_backward(sdict_module *m, const sdict_act *dy, sdict_
     if (!x->data && sdict_act_numel(x) != 0) return no_cache(m, err);
     if (x->ndim == 0) return no_cache(m, err);
     int64_t in = m->cfg.in_features, out = m->cfg.out_features;
-    int64_t oshape[SDICT_MAX_DIMS];
+    int64_t oshape[SDICT_NN_MAX_DIMS];
     memcpy(oshape, x->shape, sizeof oshape);
     oshape[x->ndim - 1] = out;
     sdict_status st = check_dy(m, dy, x->ndim, oshape, err);

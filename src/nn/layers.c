@@ -90,13 +90,13 @@ static sdict_module *new_layer(sdict_module_type type, const char *name, sdict_f
 
 static sdict_status linear_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
                                    sdict_error *err) {
-    sdict_status st = need_f32(m, x, 1, SDICT_MAX_DIMS, err);
+    sdict_status st = need_f32(m, x, 1, SDICT_NN_MAX_DIMS, err);
     if (st != SDICT_OK) return st;
     int64_t in = m->cfg.in_features, out = m->cfg.out_features;
     if (x->shape[x->ndim - 1] != in)
         return sdict_nn__err(err, SDICT_E_SHAPE, "Linear: input has %lld features, expected %lld",
                              (long long)x->shape[x->ndim - 1], (long long)in);
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = out;
     if ((st = sdict_act_init(y, SDICT_FLOAT32, x->ndim, shape, err)) != SDICT_OK) return st;
@@ -386,7 +386,7 @@ sdict_module *sdict_batchnorm2d_new(int64_t num_features, double eps, double mom
 
 static sdict_status dropout_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
                                     sdict_error *err) {
-    sdict_status st = need_f32(m, x, 0, SDICT_MAX_DIMS, err);
+    sdict_status st = need_f32(m, x, 0, SDICT_NN_MAX_DIMS, err);
     if (st == SDICT_OK) st = sdict_act_copy(y, x, err);
     if (st != SDICT_OK) return st;
     for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
@@ -423,7 +423,7 @@ void sdict_dropout_seed(sdict_module *m, uint64_t seed) {
 
 static sdict_status relu_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
                                  sdict_error *err) {
-    sdict_status st = need_f32(m, x, 0, SDICT_MAX_DIMS, err);
+    sdict_status st = need_f32(m, x, 0, SDICT_NN_MAX_DIMS, err);
     if (st == SDICT_OK) st = sdict_act_copy(y, x, err);
     if (st != SDICT_OK) return st;
     sdict_act_relu_(y);
@@ -457,7 +457,7 @@ sdict_module *sdict_flatten_new(int32_t start_dim, int32_t end_dim) {
 
 static sdict_status embedding_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
                                       sdict_error *err) {
-    if (x->dtype != SDICT_INT64 || x->ndim >= SDICT_MAX_DIMS)
+    if (x->dtype != SDICT_INT64 || x->ndim >= SDICT_NN_MAX_DIMS)
         return sdict_nn__err(err, SDICT_E_DTYPE, "Embedding: expected int64 indices, got %s",
                              sdict_dtype_name(x->dtype));
     int64_t num = m->cfg.num_embeddings, dim = m->cfg.embedding_dim;
@@ -467,7 +467,7 @@ static sdict_status embedding_forward(sdict_module *m, const sdict_act *x, sdict
         if (idx[i] < 0 || idx[i] >= num)
             return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Embedding: index %lld out of range "
                                  "[0, %lld)", (long long)idx[i], (long long)num);
-    int64_t shape[SDICT_MAX_DIMS];
+    int64_t shape[SDICT_NN_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim] = dim;
     sdict_status st = sdict_act_init(y, SDICT_FLOAT32, x->ndim + 1, shape, err);

@@ -21,22 +21,24 @@ static char *dup_str(const char *s) {
 /* A C-contiguous tensor over a new zero-filled storage of its own (one reference, released
    with the module). */
 sdict_status sdict_nn__tensor_alloc(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
-                                    const int64_t *shape, sdict_error *err) {
+                                    const int64_t *shape, int64_t *dims, sdict_error *err) {
     memset(t, 0, sizeof *t);
-    if (ndim < 0 || ndim > SDICT_MAX_DIMS)
+    if (ndim < 0 || ndim > SDICT_NN_MAX_DIMS || (ndim > 0 && (!shape || !dims)))
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "tensor: bad ndim %d", (int)ndim);
     int64_t n = 1;
     for (int32_t i = ndim - 1; i >= 0; i--) {
         if (shape[i] < 0)
             return sdict_nn__err(err, SDICT_E_INVALID_ARG, "tensor: negative size");
-        t->shape[i] = shape[i];
-        t->stride[i] = n;
+        dims[i] = shape[i];
+        dims[ndim + i] = n;
         n *= shape[i] > 1 ? shape[i] : 1;
     }
     for (int32_t i = 0; i < ndim; i++)
         if (shape[i] == 0) n = 0;
     t->dtype = dtype;
     t->ndim = ndim;
+    t->shape = ndim ? dims : NULL;
+    t->stride = ndim ? dims + ndim : NULL;
     return sdict_storage_new((size_t)n * sdict_dtype_size(dtype), &t->storage, err);
 }
 
@@ -88,6 +90,7 @@ sdict_module *sdict_sequential_new(void) {
 static void free_named(sdict_named_tensor *nt, size_t n) {
     for (size_t i = 0; i < n; i++) {
         free(nt[i].name);
+        free(nt[i].dims);
         sdict_storage_release(nt[i].value.storage);
         sdict_storage_release(nt[i].grad.storage);
     }
@@ -199,11 +202,18 @@ sdict_status sdict_module_register(sdict_module *m, const char *name, bool is_bu
     memset(&nt, 0, sizeof nt);
     nt.persistent = true;
     nt.name = dup_str(name);
-    if (!nt.name) return sdict_nn__err(err, SDICT_E_NOMEM, "register: out of memory");
+    /* value and grad share one shape and stride block, owned by the entry */
+    if (ndim > 0 && ndim <= SDICT_NN_MAX_DIMS)
+        nt.dims = malloc(2 * (size_t)ndim * sizeof *nt.dims);
+    if (!nt.name || (ndim > 0 && ndim <= SDICT_NN_MAX_DIMS && !nt.dims)) {
+        free(nt.name);
+        free(nt.dims);
+        return sdict_nn__err(err, SDICT_E_NOMEM, "register: out of memory");
+    }
     sdict_status st = sdict_nn__tensor_alloc(&nt.value, is_buffer ? dtype : SDICT_FLOAT32, ndim,
-                                             shape, err);
+                                             shape, nt.dims, err);
     if (st == SDICT_OK && !is_buffer)
-        st = sdict_nn__tensor_alloc(&nt.grad, SDICT_FLOAT32, ndim, shape, err);
+        st = sdict_nn__tensor_alloc(&nt.grad, SDICT_FLOAT32, ndim, shape, nt.dims, err);
     size_t *count = is_buffer ? &m->n_buffers : &m->n_params;
     sdict_named_tensor **arr = is_buffer ? &m->buffers : &m->params;
     sdict_named_tensor *grown = NULL;
@@ -213,6 +223,7 @@ sdict_status sdict_module_register(sdict_module *m, const char *name, bool is_bu
     }
     if (st != SDICT_OK) {
         free(nt.name);
+        free(nt.dims);
         sdict_storage_release(nt.value.storage);
         sdict_storage_release(nt.grad.storage);
         return st;
@@ -322,9 +333,11 @@ static sdict_status add_tensor_entry(sdict_doc *doc, sdict_value *dict, const ch
     return SDICT_OK;
 }
 
+/* version_key: the one "version" str of every _metadata entry (torch's entries share the
+   keyword's interned str, which pickles as one object). */
 static sdict_status state_dict_rec(const sdict_module *m, sdict_doc *doc, sdict_value *dict,
-                                   sdict_value *meta, strbuf *prefix, bool keep_vars,
-                                   sdict_error *err) {
+                                   sdict_value *meta, sdict_value *version_key, strbuf *prefix,
+                                   bool keep_vars, sdict_error *err) {
     size_t plen = prefix->len;
     /* _metadata key: the prefix without its trailing dot ("" for the root). */
     char *mkey = dup_str(plen ? prefix->p : "");
@@ -332,7 +345,7 @@ static sdict_status state_dict_rec(const sdict_module *m, sdict_doc *doc, sdict_
     if (plen) mkey[plen - 1] = '\0';
     sdict_value *ver = sdict_dict_new(doc, false);
     sdict_value *vv = sdict_int_new(doc, m->version);
-    sdict_status st = (ver && vv) ? sdict_dict_set_str(ver, "version", vv) : SDICT_E_NOMEM;
+    sdict_status st = (ver && vv) ? sdict_dict_set(ver, version_key, vv) : SDICT_E_NOMEM;
     if (st == SDICT_OK) st = sdict_dict_set_str(meta, mkey, ver);
     free(mkey);
     if (st != SDICT_OK) return sdict_nn__err(err, st, "state_dict: cannot build _metadata");
@@ -354,7 +367,7 @@ static sdict_status state_dict_rec(const sdict_module *m, sdict_doc *doc, sdict_
         sb_puts(prefix, m->child_names[i]);
         sb_puts(prefix, ".");
         if (prefix->oom) return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
-        st = state_dict_rec(m->children[i], doc, dict, meta, prefix, keep_vars, err);
+        st = state_dict_rec(m->children[i], doc, dict, meta, version_key, prefix, keep_vars, err);
         prefix->len = plen;
         prefix->p[plen] = '\0';
         if (st != SDICT_OK) return st;
@@ -369,11 +382,13 @@ sdict_status sdict_module_state_dict(const sdict_module *m, sdict_doc *doc, bool
     sdict_value *dict = sdict_dict_new(doc, true);
     sdict_value *meta = sdict_dict_new(doc, true);
     sdict_value *attrs = sdict_dict_new(doc, false);
-    if (!dict || !meta || !attrs) return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
+    sdict_value *version_key = sdict_str_new(doc, "version", 7);
+    if (!dict || !meta || !attrs || !version_key)
+        return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
     strbuf prefix = {0};
     sb_puts(&prefix, "");
     if (prefix.oom) return sdict_nn__err(err, SDICT_E_NOMEM, "state_dict: out of memory");
-    sdict_status st = state_dict_rec(m, doc, dict, meta, &prefix, keep_vars, err);
+    sdict_status st = state_dict_rec(m, doc, dict, meta, version_key, &prefix, keep_vars, err);
     free(prefix.p);
     if (st != SDICT_OK) return st;
     st = sdict_dict_set_str(attrs, "_metadata", meta);
@@ -482,7 +497,8 @@ static void load_one(load_ctx *c, const char *key, sdict_named_tensor *nt, sdict
     bool scalar_compat = cur->ndim == 0 && in->ndim == 1 && in->shape[0] >= 1;
     bool same = scalar_compat ||
                 (in->ndim == cur->ndim &&
-                 memcmp(in->shape, cur->shape, sizeof(int64_t) * (size_t)in->ndim) == 0);
+                 (in->ndim == 0 ||
+                  memcmp(in->shape, cur->shape, sizeof(int64_t) * (size_t)in->ndim) == 0));
     if (!same) {
         strbuf b = {0};
         sb_puts(&b, "size mismatch for ");

@@ -27,10 +27,13 @@ typedef struct pstate {
 typedef struct group {
     sdict_optim_hparams hp;
     size_t first, count;                /* parameter indices [first, first + count) */
+    sdict_value *kept;                  /* the loaded group dict (in kept_doc), or NULL */
 } group;
 
 struct sdict_optim {
     sdict_optim_kind kind;
+    sdict_optim_layout layout;
+    sdict_doc *kept_doc;                /* copies of loaded param_groups, see load_state_dict */
     size_t n_groups;
     group *groups;
     size_t n_params;
@@ -54,7 +57,10 @@ sdict_optim_hparams sdict_optim_defaults(sdict_optim_kind kind) {
     h.eps = 1e-8;
     if (kind == SDICT_OPTIM_SGD) h.lr = 0.01;
     else h.lr = 1e-3;
-    if (kind == SDICT_OPTIM_ADAMW) h.weight_decay = 1e-2;
+    if (kind == SDICT_OPTIM_ADAMW) {
+        h.weight_decay = 1e-2;
+        h.decoupled_weight_decay = true;
+    }
     return h;
 }
 
@@ -72,13 +78,33 @@ void sdict_optim_free(sdict_optim *o) {
     free(o->state);
     free(o->params);
     free(o->groups);
+    sdict_doc_free(o->kept_doc);
     free(o);
 }
 
 sdict_optim_kind sdict_optim_get_kind(const sdict_optim *o) { return o->kind; }
+sdict_optim_layout sdict_optim_get_layout(const sdict_optim *o) { return o->layout; }
+sdict_status sdict_optim_set_layout(sdict_optim *o, sdict_optim_layout layout, sdict_error *err) {
+    if (!o || layout < SDICT_OPTIM_LAYOUT_TORCH_1_13 || layout > SDICT_OPTIM_LAYOUT_TORCH_2_14)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "optim: invalid state_dict layout");
+    o->layout = layout;
+    return SDICT_OK;
+}
 size_t sdict_optim_n_groups(const sdict_optim *o) { return o ? o->n_groups : 0; }
 sdict_optim_hparams *sdict_optim_group(sdict_optim *o, size_t i) {
     return o && i < o->n_groups ? &o->groups[i].hp : NULL;
+}
+
+sdict_status sdict_optim_layout_from_name(const char *name, sdict_optim_layout *out,
+                                          sdict_error *err) {
+    static const char *const names[] = {"1.13", "2.6", "2.14"};
+    for (int i = 0; name && out && i < 3; i++)
+        if (strcmp(name, names[i]) == 0) {
+            *out = (sdict_optim_layout)i;
+            return SDICT_OK;
+        }
+    return sdict_nn__err(err, SDICT_E_INVALID_ARG, "unknown torch layout '%s' (1.13, 2.6, 2.14)",
+                         name ? name : "(null)");
 }
 
 /* Python's str() of a float: the shortest text that reads back, with ".0" when integral. */
@@ -150,6 +176,7 @@ sdict_status sdict_optim_add_group(sdict_optim *o, const sdict_optim_hparams *hp
     g[o->n_groups].hp = *hp;
     g[o->n_groups].first = o->n_params;
     g[o->n_groups].count = n;
+    g[o->n_groups].kept = NULL;
     o->n_groups++;
     o->n_params += n;
     return SDICT_OK;
@@ -166,6 +193,7 @@ static void collect_param(void *ctx, const char *key, sdict_named_tensor *nt) {
     collect_ctx *c = ctx;
     if (c->bad || c->nomem) return;
     if (nt->value.dtype != SDICT_FLOAT32 || nt->grad.dtype != SDICT_FLOAT32 ||
+        nt->value.ndim > SDICT_NN_MAX_DIMS ||
         !sdict_tensor_is_contiguous(&nt->value) || !sdict_tensor_is_contiguous(&nt->grad) ||
         sdict_tensor_numel(&nt->value) != sdict_tensor_numel(&nt->grad)) {
         c->bad = true;
@@ -187,7 +215,8 @@ static void collect_param(void *ctx, const char *key, sdict_named_tensor *nt) {
     p->data = p->numel ? sdict_tensor_data(&nt->value) : NULL;
     p->grad = p->numel ? sdict_tensor_data(&nt->grad) : NULL;
     p->ndim = nt->value.ndim;
-    memcpy(p->shape, nt->value.shape, sizeof p->shape);
+    if (p->ndim)
+        memcpy(p->shape, nt->value.shape, (size_t)p->ndim * sizeof *p->shape);
 }
 
 sdict_status sdict_optim_add_module(sdict_optim *o, const sdict_optim_hparams *hp,
@@ -266,11 +295,12 @@ static sdict_status adam_one(sdict_optim_kind kind, const sdict_optim_hparams *h
     float eps = (float)h->eps, wd = (float)h->weight_decay, nss = (float)-step_size;
     float bc2s = (float)bc2_sqrt;
     float decay = (float)(1.0 - h->lr * h->weight_decay);
+    bool decoupled = kind == SDICT_OPTIM_ADAMW || h->decoupled_weight_decay;
     float *w = p->data, *m = s->exp_avg, *v = s->exp_avg_sq, *vm = s->max_exp_avg_sq;
     const float *gr = p->grad;
     for (int64_t i = 0; i < n; i++) {
         float g = h->maximize ? -gr[i] : gr[i];
-        if (kind == SDICT_OPTIM_ADAMW) w[i] = w[i] * decay;      /* param.mul_(1 - lr*wd) */
+        if (decoupled) w[i] = w[i] * decay;                      /* param.mul_(1 - lr*wd) */
         else if (h->weight_decay != 0.0) g = g + wd * w[i];      /* grad.add(param, alpha=wd) */
         m[i] = m[i] * b1 + omb1 * g;
         v[i] = v[i] * b2 + omb2 * (g * g);
@@ -308,12 +338,15 @@ sdict_status sdict_optim_step(sdict_optim *o, sdict_error *err) {
 static sdict_status tensor_value(sdict_doc *doc, const float *src, int32_t ndim,
                                  const int64_t *shape, int64_t n, sdict_value **out,
                                  sdict_error *err) {
+    if (ndim < 0 || ndim > SDICT_NN_MAX_DIMS)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "optim: parameter of rank %d", (int)ndim);
     sdict_storage *s = NULL;
     sdict_status st = sdict_storage_new((size_t)n * sizeof(float), &s, err);
     if (st != SDICT_OK) return st;
     if (n) memcpy(sdict_storage_data(s), src, (size_t)n * sizeof(float));
     sdict_tensor t;
-    st = sdict_tensor_init(&t, SDICT_FLOAT32, ndim, shape, s, err);
+    int64_t stride[SDICT_NN_MAX_DIMS];
+    st = sdict_tensor_init(&t, SDICT_FLOAT32, ndim, shape, stride, s, err);
     if (st == SDICT_OK) st = sdict_tensor_new(doc, &t, out, err);
     sdict_storage_release(s);   /* the value holds its own reference */
     return st;
@@ -335,50 +368,221 @@ static sdict_value *num_value(sdict_doc *doc, double d) {
     return d == 0.0 && !signbit(d) ? sdict_int_new(doc, 0) : sdict_float_new(doc, d);
 }
 
+/* The hyperparameter keys of a param_groups entry, and each layout's order of them
+   (FORMAT.md 6.2; measured with torch 1.13, 2.6 and 2.14). */
+typedef enum hkey {
+    K_LR, K_MOMENTUM, K_DAMPENING, K_WEIGHT_DECAY, K_NESTEROV, K_BETAS, K_EPS, K_AMSGRAD,
+    K_MAXIMIZE, K_FOREACH, K_CAPTURABLE, K_DIFFERENTIABLE, K_FUSED, K_DECOUPLED, K_END
+} hkey;
+static const char *const hkey_name[K_END] = {
+    "lr", "momentum", "dampening", "weight_decay", "nesterov", "betas", "eps", "amsgrad",
+    "maximize", "foreach", "capturable", "differentiable", "fused", "decoupled_weight_decay"};
+
+static const hkey *layout_keys(sdict_optim_kind kind, sdict_optim_layout layout) {
+    static const hkey sgd_113[] = {K_LR, K_MOMENTUM, K_DAMPENING, K_WEIGHT_DECAY, K_NESTEROV,
+                                   K_MAXIMIZE, K_FOREACH, K_DIFFERENTIABLE, K_END};
+    static const hkey sgd_2[] = {K_LR, K_MOMENTUM, K_DAMPENING, K_WEIGHT_DECAY, K_NESTEROV,
+                                 K_MAXIMIZE, K_FOREACH, K_DIFFERENTIABLE, K_FUSED, K_END};
+    static const hkey adam_26[] = {K_LR, K_BETAS, K_EPS, K_WEIGHT_DECAY, K_AMSGRAD, K_MAXIMIZE,
+                                   K_FOREACH, K_CAPTURABLE, K_DIFFERENTIABLE, K_FUSED, K_END};
+    static const hkey adam_214[] = {K_LR, K_BETAS, K_EPS, K_WEIGHT_DECAY, K_AMSGRAD, K_MAXIMIZE,
+                                    K_FOREACH, K_CAPTURABLE, K_DIFFERENTIABLE, K_FUSED,
+                                    K_DECOUPLED, K_END};
+    static const hkey adamw_113[] = {K_LR, K_BETAS, K_EPS, K_WEIGHT_DECAY, K_AMSGRAD, K_FOREACH,
+                                     K_MAXIMIZE, K_CAPTURABLE, K_END};
+    static const hkey adamw_26[] = {K_LR, K_BETAS, K_EPS, K_WEIGHT_DECAY, K_AMSGRAD, K_FOREACH,
+                                    K_MAXIMIZE, K_CAPTURABLE, K_DIFFERENTIABLE, K_FUSED, K_END};
+    if (kind == SDICT_OPTIM_SGD) return layout == SDICT_OPTIM_LAYOUT_TORCH_1_13 ? sgd_113 : sgd_2;
+    if (layout == SDICT_OPTIM_LAYOUT_TORCH_2_14) return adam_214;   /* AdamW is an Adam there */
+    if (kind == SDICT_OPTIM_ADAM) return adam_26;                    /* 1.13 and 2.6: same keys */
+    return layout == SDICT_OPTIM_LAYOUT_TORCH_1_13 ? adamw_113 : adamw_26;
+}
+
+/* The key whose value this optimizer computes (a hyperparameter of its update rule, in any
+   layout of its kind), or K_END. The implementation flags (foreach, capturable,
+   differentiable, fused) are not computed: a loaded group keeps the file's values. */
+static hkey tracked_key(sdict_optim_kind kind, const char *name) {
+    for (int l = SDICT_OPTIM_LAYOUT_TORCH_1_13; l <= SDICT_OPTIM_LAYOUT_TORCH_2_14; l++)
+        for (const hkey *k = layout_keys(kind, (sdict_optim_layout)l); *k != K_END; k++)
+            if (*k != K_FOREACH && *k != K_CAPTURABLE && *k != K_DIFFERENTIABLE &&
+                *k != K_FUSED && strcmp(hkey_name[*k], name) == 0)
+                return *k;
+    return K_END;
+}
+
+static sdict_value *hkey_value(const sdict_optim *o, const sdict_optim_hparams *h, hkey k,
+                               sdict_doc *doc) {
+    switch (k) {
+    case K_LR: return sdict_float_new(doc, h->lr);
+    case K_MOMENTUM: return num_value(doc, h->momentum);
+    case K_DAMPENING: return num_value(doc, h->dampening);
+    case K_WEIGHT_DECAY:
+        return o->kind == SDICT_OPTIM_ADAMW ? sdict_float_new(doc, h->weight_decay)
+                                            : num_value(doc, h->weight_decay);
+    case K_NESTEROV: return sdict_bool_new(doc, h->nesterov);
+    case K_BETAS: {
+        sdict_value *betas = sdict_tuple_new(doc);
+        sdict_value *b1 = sdict_float_new(doc, h->beta1), *b2 = sdict_float_new(doc, h->beta2);
+        if (!betas || !b1 || !b2 || sdict_seq_append(betas, b1) != SDICT_OK ||
+            sdict_seq_append(betas, b2) != SDICT_OK)
+            return NULL;
+        return betas;
+    }
+    case K_EPS: return sdict_float_new(doc, h->eps);
+    case K_AMSGRAD: return sdict_bool_new(doc, h->amsgrad);
+    case K_MAXIMIZE: return sdict_bool_new(doc, h->maximize);
+    case K_FOREACH: return sdict_none_new(doc);
+    case K_CAPTURABLE: case K_DIFFERENTIABLE: return sdict_bool_new(doc, false);
+    case K_FUSED:   /* 1.13's Adam defaults it to False, 2.x to None */
+        return o->layout == SDICT_OPTIM_LAYOUT_TORCH_1_13 ? sdict_bool_new(doc, false)
+                                                         : sdict_none_new(doc);
+    case K_DECOUPLED:
+        return sdict_bool_new(doc, o->kind == SDICT_OPTIM_ADAMW || h->decoupled_weight_decay);
+    case K_END: break;
+    }
+    return NULL;
+}
+
+/* Containers already copied (source -> copy), so a subtree shared in the file is copied once
+   and stays shared: without it a pickle of lists holding the same list twice, 24 deep, would
+   copy 2^24 times its size. Open addressing on the pointer, grown at half full. */
+typedef struct copy_memo {
+    const sdict_value **src;
+    sdict_value **dst;
+    size_t n, cap;
+} copy_memo;
+
+static size_t memo_slot(const copy_memo *cm, const sdict_value *v) {
+    size_t h = (size_t)((uintptr_t)v >> 4) * (size_t)0x9E3779B97F4A7C15u;
+    for (size_t i = h & (cm->cap - 1);; i = (i + 1) & (cm->cap - 1))
+        if (!cm->src[i] || cm->src[i] == v) return i;
+}
+
+static bool memo_put(copy_memo *cm, const sdict_value *v, sdict_value *copy) {
+    if (2 * (cm->n + 1) > cm->cap) {
+        copy_memo bigger = {calloc(cm->cap ? 2 * cm->cap : 64, sizeof *bigger.src),
+                            calloc(cm->cap ? 2 * cm->cap : 64, sizeof *bigger.dst), 0,
+                            cm->cap ? 2 * cm->cap : 64};
+        if (!bigger.src || !bigger.dst) {
+            free(bigger.src);
+            free(bigger.dst);
+            return false;
+        }
+        for (size_t i = 0; i < cm->cap; i++)
+            if (cm->src[i]) {
+                size_t j = memo_slot(&bigger, cm->src[i]);
+                bigger.src[j] = cm->src[i];
+                bigger.dst[j] = cm->dst[i];
+                bigger.n++;
+            }
+        free(cm->src);
+        free(cm->dst);
+        *cm = bigger;
+    }
+    size_t i = memo_slot(cm, v);
+    cm->src[i] = v;
+    cm->dst[i] = copy;
+    cm->n++;
+    return true;
+}
+
+/* Deep copy of a value kept from a loaded param group (scalars, text, sequences, dicts,
+   dtypes, tensors sharing their storage) into doc, keeping shared containers shared. Other
+   kinds are refused by name. */
+static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, copy_memo *cm,
+                               sdict_value **out, const char *key, sdict_error *err) {
+    sdict_value *r = NULL;
+    int64_t i;
+    size_t len;
+    const char *p;
+    sdict_kind kind = sdict_value_kind(v);
+    if (kind == SDICT_KIND_LIST || kind == SDICT_KIND_TUPLE || kind == SDICT_KIND_SET ||
+        kind == SDICT_KIND_DICT) {
+        if (cm->cap) {
+            size_t slot = memo_slot(cm, v);
+            if (cm->src[slot]) {
+                *out = cm->dst[slot];
+                return SDICT_OK;
+            }
+        }
+        r = kind == SDICT_KIND_LIST ? sdict_list_new(doc)
+            : kind == SDICT_KIND_TUPLE ? sdict_tuple_new(doc)
+            : kind == SDICT_KIND_SET ? sdict_set_new(doc)
+            : sdict_dict_new(doc, sdict_dict_is_ordered(v));
+        NOMEM(r && memo_put(cm, v, r));
+    }
+    switch (kind) {
+    case SDICT_KIND_NONE: r = sdict_none_new(doc); break;
+    case SDICT_KIND_BOOL: r = sdict_bool_new(doc, sdict_bool_get(v)); break;
+    case SDICT_KIND_INT:
+        if (sdict_int_get(v, &i) != SDICT_OK)
+            return sdict_nn__err(err, SDICT_E_LIMIT, "param group key '%s' holds an int beyond "
+                                 "int64, which the optimizer cannot keep", key);
+        r = sdict_int_new(doc, i);
+        break;
+    case SDICT_KIND_FLOAT: r = sdict_float_new(doc, sdict_float_get(v)); break;
+    case SDICT_KIND_STR: p = sdict_str_get(v, &len); r = sdict_str_new(doc, p, len); break;
+    case SDICT_KIND_BYTES: p = sdict_bytes_get(v, &len); r = sdict_bytes_new(doc, p, len); break;
+    case SDICT_KIND_DTYPE: r = sdict_dtype_value_new(doc, sdict_dtype_value_get(v)); break;
+    case SDICT_KIND_TENSOR: TRY(sdict_tensor_new(doc, sdict_value_tensor(v), &r, err)); break;
+    case SDICT_KIND_LIST: case SDICT_KIND_TUPLE: case SDICT_KIND_SET:
+        for (size_t j = 0; j < sdict_seq_len(v); j++) {
+            sdict_value *item;
+            TRY(copy_value(doc, sdict_seq_item(v, j), cm, &item, key, err));
+            NOMEM(sdict_seq_append(r, item) == SDICT_OK);
+        }
+        break;
+    case SDICT_KIND_DICT:
+        for (size_t j = 0; j < sdict_dict_len(v); j++) {
+            sdict_value *dk, *dv;
+            TRY(copy_value(doc, sdict_dict_key(v, j), cm, &dk, key, err));
+            TRY(copy_value(doc, sdict_dict_val(v, j), cm, &dv, key, err));
+            NOMEM(sdict_dict_set(r, dk, dv) == SDICT_OK);
+        }
+        break;
+    default:
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "param group key '%s' holds a %s, which "
+                             "the optimizer cannot keep", key, sdict_kind_name(kind));
+    }
+    NOMEM(r);
+    *out = r;
+    return SDICT_OK;
+}
+
+/* copy_value of one value with a memo of its own. */
+static sdict_status copy_tree(sdict_doc *doc, const sdict_value *v, sdict_value **out,
+                              const char *key, sdict_error *err) {
+    copy_memo cm = {0};
+    sdict_status st = copy_value(doc, v, &cm, out, key, err);
+    free(cm.src);
+    free(cm.dst);
+    return st;
+}
+
+/* One param_groups entry. A group loaded from a file keeps that file's keys, order and the
+   values of keys this optimizer does not compute (a scheduler's initial_lr, param_names, a
+   newer torch's flags), as torch's load_state_dict keeps the saved group dicts; keys of the
+   layout the file lacked follow 'params', where torch's __setstate__ setdefault puts them. */
 static sdict_status group_value(const sdict_optim *o, const group *g, sdict_doc *doc,
                                 sdict_value **out, sdict_error *err) {
-    const sdict_optim_hparams *h = &g->hp;
-    sdict_value *d = sdict_dict_new(doc, false);
-    NOMEM(d);
-    TRY(put(d, "lr", sdict_float_new(doc, h->lr), err));
-    if (o->kind == SDICT_OPTIM_SGD) {
-        TRY(put(d, "momentum", num_value(doc, h->momentum), err));
-        TRY(put(d, "dampening", num_value(doc, h->dampening), err));
-        TRY(put(d, "weight_decay", num_value(doc, h->weight_decay), err));
-        TRY(put(d, "nesterov", sdict_bool_new(doc, h->nesterov), err));
-        TRY(put(d, "maximize", sdict_bool_new(doc, h->maximize), err));
-        TRY(put(d, "foreach", sdict_none_new(doc), err));
-        TRY(put(d, "differentiable", sdict_bool_new(doc, false), err));
-    } else {
-        sdict_value *betas = sdict_tuple_new(doc);
-        NOMEM(betas);
-        sdict_value *b1 = sdict_float_new(doc, h->beta1), *b2 = sdict_float_new(doc, h->beta2);
-        NOMEM(b1 && b2 && sdict_seq_append(betas, b1) == SDICT_OK &&
-              sdict_seq_append(betas, b2) == SDICT_OK);
-        TRY(put(d, "betas", betas, err));
-        TRY(put(d, "eps", sdict_float_new(doc, h->eps), err));
-        TRY(put(d, "weight_decay", o->kind == SDICT_OPTIM_ADAM ? num_value(doc, h->weight_decay)
-                                                               : sdict_float_new(doc, h->weight_decay), err));
-        TRY(put(d, "amsgrad", sdict_bool_new(doc, h->amsgrad), err));
-        if (o->kind == SDICT_OPTIM_ADAM) {
-            TRY(put(d, "maximize", sdict_bool_new(doc, h->maximize), err));
-            TRY(put(d, "foreach", sdict_none_new(doc), err));
-            TRY(put(d, "capturable", sdict_bool_new(doc, false), err));
-            TRY(put(d, "differentiable", sdict_bool_new(doc, false), err));
-            TRY(put(d, "fused", sdict_bool_new(doc, false), err));
-        } else {
-            TRY(put(d, "foreach", sdict_none_new(doc), err));
-            TRY(put(d, "maximize", sdict_bool_new(doc, h->maximize), err));
-            TRY(put(d, "capturable", sdict_bool_new(doc, false), err));
-        }
-    }
-    sdict_value *params = sdict_list_new(doc);
-    NOMEM(params);
+    sdict_value *d = sdict_dict_new(doc, false), *params = sdict_list_new(doc);
+    NOMEM(d && params);
     for (size_t k = 0; k < g->count; k++) {
         sdict_value *iv = sdict_int_new(doc, (int64_t)(g->first + k));
         NOMEM(iv && sdict_seq_append(params, iv) == SDICT_OK);
     }
-    TRY(put(d, "params", params, err));
+    for (size_t j = 0; g->kept && j < sdict_dict_len(g->kept); j++) {
+        const char *name = sdict_str_get(sdict_dict_key(g->kept, j), NULL);
+        hkey k = tracked_key(o->kind, name);
+        sdict_value *v;
+        if (strcmp(name, "params") == 0) v = params;
+        else if (k != K_END) v = hkey_value(o, &g->hp, k, doc);
+        else TRY(copy_tree(doc, sdict_dict_val(g->kept, j), &v, name, err));
+        TRY(put(d, name, v, err));
+    }
+    for (const hkey *k = layout_keys(o->kind, o->layout); *k != K_END; k++)
+        if (!sdict_dict_get(d, hkey_name[*k])) TRY(put(d, hkey_name[*k], hkey_value(o, &g->hp, *k, doc), err));
+    if (!g->kept) TRY(put(d, "params", params, err));
     *out = d;
     return SDICT_OK;
 }
@@ -421,6 +625,10 @@ sdict_status sdict_optim_state_dict(const sdict_optim *o, sdict_doc *doc, sdict_
     NOMEM(root && state && groups);
     for (size_t i = 0; i < o->n_params; i++) {
         if (!o->state[i].has) continue;
+        /* SGD with momentum 0 keeps momentum_buffer=None in 1.13 and no state at all in 2.x */
+        if (o->kind == SDICT_OPTIM_SGD && !o->state[i].buf &&
+            o->layout != SDICT_OPTIM_LAYOUT_TORCH_1_13)
+            continue;
         sdict_value *sv = NULL, *key = sdict_int_new(doc, (int64_t)i);
         NOMEM(key);
         TRY(state_value(o, i, doc, &sv, err));
@@ -495,6 +703,7 @@ static sdict_status read_group(const sdict_optim *o, const sdict_value *g, size_
     } else {
         TRY(get_num(g, "eps", &h->eps, gi, err));
         TRY(get_bool(g, "amsgrad", &h->amsgrad, gi, err));
+        TRY(get_bool(g, "decoupled_weight_decay", &h->decoupled_weight_decay, gi, err));
         const sdict_value *b = sdict_dict_get(g, "betas");
         if (b) {
             sdict_kind k = sdict_value_kind(b);
@@ -562,6 +771,19 @@ static sdict_status read_state(const sdict_optim *o, const sdict_value *sv, int6
     return SDICT_OK;
 }
 
+/* The layout a loaded group was written in, from the keys only torch 2.x writes; `current`
+   when there is no group to tell. */
+static sdict_optim_layout detect_layout(sdict_optim_kind kind, const sdict_value *g,
+                                        sdict_optim_layout current) {
+    if (!g) return current;
+    if (sdict_dict_get(g, "decoupled_weight_decay")) return SDICT_OPTIM_LAYOUT_TORCH_2_14;
+    const sdict_value *fused = sdict_dict_get(g, "fused");
+    if ((kind != SDICT_OPTIM_ADAM && fused) ||
+        (kind == SDICT_OPTIM_ADAM && fused && sdict_value_kind(fused) == SDICT_KIND_NONE))
+        return SDICT_OPTIM_LAYOUT_TORCH_2_6;
+    return SDICT_OPTIM_LAYOUT_TORCH_1_13;
+}
+
 sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd, sdict_error *err) {
     if (!o || !sd) return sdict_nn__err(err, SDICT_E_INVALID_ARG, "optim: NULL argument");
     if (sdict_value_kind(sd) != SDICT_KIND_DICT)
@@ -620,15 +842,37 @@ sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd, 
         if (i == o->n_params) continue;
         st = read_state(o, sdict_dict_val(state, j), key, i, &ns[i], err);
     }
+    /* the loaded groups are kept (keys, order, values this optimizer does not compute) */
+    sdict_doc *kept = NULL;
+    sdict_value **kv = calloc(o->n_groups + 1, sizeof *kv);
+    if (st == SDICT_OK && (!kv || sdict_doc_new(&kept, err) != SDICT_OK))
+        st = sdict_nn__err(err, SDICT_E_NOMEM, "optim: out of memory");
+    for (size_t g = 0; st == SDICT_OK && g < o->n_groups; g++) {
+        const sdict_value *gv = sdict_seq_item(groups, g);
+        for (size_t j = 0; st == SDICT_OK && j < sdict_dict_len(gv); j++)
+            if (sdict_value_kind(sdict_dict_key(gv, j)) != SDICT_KIND_STR)
+                st = sdict_nn__err(err, SDICT_E_INVALID_ARG, "param_groups[%zu] has a key that "
+                                   "is not a str", g);
+        if (st == SDICT_OK) st = copy_tree(kept, gv, &kv[g], "param_groups", err);
+    }
     if (st == SDICT_OK) {
         for (size_t i = 0; i < o->n_params; i++) {
             pstate_free(&o->state[i]);
             o->state[i] = ns[i];
         }
-        for (size_t g = 0; g < o->n_groups; g++) o->groups[g].hp = hps[g];
+        for (size_t g = 0; g < o->n_groups; g++) {
+            o->groups[g].hp = hps[g];
+            o->groups[g].kept = kv[g];
+        }
+        sdict_doc_free(o->kept_doc);
+        o->kept_doc = kept;
+        kept = NULL;
+        o->layout = detect_layout(o->kind, sdict_seq_item(groups, 0), o->layout);
     } else if (ns) {
         for (size_t i = 0; i < o->n_params; i++) pstate_free(&ns[i]);
     }
+    sdict_doc_free(kept);
+    free(kv);
     free(hps);
     free(ns);
     free(ids);

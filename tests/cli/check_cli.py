@@ -87,7 +87,8 @@ def ls_lines(name, *opts):
 
 
 def test_ls():
-    for name in ("lenet.pt", "lenet_legacy.pt", "checkpoint.tar", "views.pt", "dtypes.pt"):
+    for name in ("lenet.pt", "lenet_legacy.pt", "checkpoint.tar", "views.pt", "dtypes.pt",
+                 "high_rank.pt"):
         rows, summary = ls_lines(name)
         leaves = flatten(load(name))
         tensors = {k: v for k, v in leaves.items() if isinstance(v, torch.Tensor)}
@@ -244,6 +245,8 @@ def test_show():
              ("param.pt", "param", load("param.pt")["param"]),
              ("views.pt", "t", views["t"]), ("views.pt", "slice", views["slice"]),
              ("views.pt", "scalar", views["scalar"]), ("views.pt", "empty", views["empty"])]
+    high = load("high_rank.pt")
+    cases += [("high_rank.pt", k, high[k]) for k in ("r20", "r100", "summ")]
     for name, key, t in cases:
         rc, out, err = run("show", path(name), key)
         check(rc == 0, f"show {name} {key}: exit {rc} {err}")
@@ -338,6 +341,14 @@ def test_diff():
         check(not ref and rc == 1 and "2 of 2 elements differ" in out, f"diff {a} {b}: {rc} {out}")
     rc, out, _ = run("diff", path("infs.pt"), path("infs.pt"))
     check(rc == 0, f"diff infs self: {rc} {out}")
+    # high rank, a permuted view against a contiguous copy, compared in several pieces
+    ha, hb = load("high_rank.pt")["h"], load("high_rank_b.pt")["h"]
+    rc, out, err = run("diff", path("high_rank.pt"), path("high_rank_b.pt"))
+    want = int((ha != hb).sum())
+    check(rc == 1 and f"values: h  {want} of {ha.numel()} elements differ;" in out
+          and out.count("values:") == 1, f"diff high_rank: {rc} {out} {err}")
+    rc, out, err = run("diff", path("high_rank.pt"), path("high_rank.pt"))
+    check(rc == 0, f"diff high_rank self: {rc} {out} {err}")
     # unreadable input
     rc, _, err = run("diff", path("lenet.pt"), path("missing.pt"))
     check(rc == 3 and err.startswith("statedict: ") and "missing.pt" in err, f"diff missing: {rc} {err}")

@@ -89,6 +89,22 @@ def main():
                            "dt": torch.float16}},
                os.path.join(out, "dtypes.pt"))
 
+    # high rank (torch has no limit): shown as torch prints it; h is a permuted view of 1.1M
+    # elements, so diff walks it in several pieces; high_rank_b.pt holds h contiguous with
+    # three elements changed
+    g = torch.Generator().manual_seed(3)
+    hbase = torch.randn([1] * 10 + [1100] + [1] * 20 + [1000] + [1] * 8, generator=g)
+    h = hbase.transpose(10, 31)
+    r20 = torch.randn([2, 1, 3, 1, 1, 2] + [1] * 13 + [2], generator=g).permute(*reversed(range(20)))
+    torch.save({"h": h, "r20": r20, "r100": torch.zeros([1] * 100),
+                "summ": torch.arange(1600.).reshape([1] * 20 + [40, 1, 40]) / 3},
+               os.path.join(out, "high_rank.pt"))
+    hb = h.contiguous()
+    hb.view(-1)[[0, 123457, 1099999]] += 1.0
+    torch.save({"h": hb, "r20": r20, "r100": torch.zeros([1] * 100),
+                "summ": torch.arange(1600.).reshape([1] * 20 + [40, 1, 40]) / 3},
+               os.path.join(out, "high_rank_b.pt"))
+
     # flipped.pt: lenet.pt with one byte of the first tensor payload inverted
     data = bytearray(open(os.path.join(out, "lenet.pt"), "rb").read())
     with zipfile.ZipFile(os.path.join(out, "lenet.pt")) as z:

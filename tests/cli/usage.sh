@@ -22,6 +22,10 @@ expect 2 err "--atol needs a value"          -- diff a.pt b.pt --atol
 expect 2 err "unknown option '--rtol'"       -- ls --rtol 1 a.pt
 expect 2 err "usage: statedict show"         -- show a.pt
 expect 2 err "usage: statedict convert"      -- convert a.pt
+expect 2 err "--layout: '3' is not 1.13 or 2.x" -- convert --layout 3 a.pt b.pt
+expect 2 err "--layout needs a value"        -- convert a.pt b.pt --layout
+expect 2 err "unknown option '--layout'"     -- ls --layout 2.x a.pt
+expect 0 out "--not-weights-only"            -- help convert
 expect 2 err "usage: statedict scan"         -- scan
 expect 2 err "unknown command 'bogus'"       -- help bogus
 expect 0 out "usage: statedict COMMAND"      -- --help

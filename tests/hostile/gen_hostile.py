@@ -203,7 +203,45 @@ add('negative_size', torch_zip(state_dict(('w', tensor('0', 4, 0, (-1,), (1,))))
 add('negative_stride', torch_zip(state_dict(('w', tensor('0', 4, 3, (4,), (-1,)))), {'0': b'\0' * 16}), SH)
 add('negative_offset', torch_zip(state_dict(('w', tensor('0', 4, -1, (1,), (1,)))), {'0': b'\0' * 16}), SH)
 add('negative_numel', torch_zip(state_dict(('w', tensor('0', -4, 0, (1,), (1,)))), {'0': b'\0' * 16}), ST + ',SDICT_E_PICKLE_TYPE')
-add('rank_too_high', torch_zip(state_dict(('w', tensor('0', 1, 0, (1,) * 40, (1,) * 40))), {'0': b'\0' * 4}), 'SDICT_E_LIMIT,SDICT_E_SHAPE')
+# Rank has no fixed cap (torch saves and loads thousands of dimensions): these cases go after
+# what a high rank costs instead. 64 sizes of 2 overflow the element count:
+add('rank_numel_overflow', torch_zip(state_dict(('w', tensor('0', 1, 0, (2,) * 64, (0,) * 64))), {'0': b'\0' * 4}), SH)
+# one memoized tuple of 100,000 ones passed as size and stride to 2,000 tensors: each REDUCE
+# would copy 200,000 dimensions for 100 bytes of pickle (3.2 GB in all)
+ones = T(*[I(1)] * 100000) + b'q\x00' + b'0'
+rebuild_ones = (G('torch._utils', '_rebuild_tensor_v2') + MARK + pid('0', 1) + I(0) + b'h\x00h\x00' + FALSE + ODICT +
+                b't' + REDUCE)
+add('rank_memo_amplification', torch_zip(P2 + ones + EMPTY_LIST + MARK + rebuild_ones * 2000 + b'e' + STOP,
+                                         {'0': b'\0' * 4}), 'SDICT_E_LIMIT')
+# a valid tensor of 50,000 dimensions reachable 2**20 times through shared lists: whatever walks
+# the result (dump, save) would visit 5e10 dimensions
+rank_laughs = P2 + tensor('0', 1, 0, (1,) * 50000, (1,) * 50000) + b'q\x00'
+for i in range(20):
+    rank_laughs += EMPTY_LIST + MARK + b'h' + bytes([i]) + b'h' + bytes([i]) + b'e' + b'q' + bytes([i + 1])
+add('rank_laughs', torch_zip(rank_laughs + STOP, {'0': b'\0' * 4}), 'SDICT_E_LIMIT')
+# Constructors that copy a memoized argument again and again (adversarial review): torch.Size of
+# one 20,000-int tuple 2,000 times, bytearray of one 1 MB bytes 200 times, _codecs.encode of one
+# 1 MB str 200 times. Each copy counts against the input's budget.
+size_arg = T(*[I(1)] * 20000) + b'q\x02'
+add('size_memo_amplification', torch_zip(P2 + b'}' + G('torch', 'Size') + b'q\x01' + b'0' + size_arg +
+                                         b'0' + U('k') + b']' + (b'h\x01h\x02\x85R' + b'a') * 2000 + b's' + STOP),
+    'SDICT_E_LIMIT')
+big_bytes = b'B' + struct.pack('<I', 10**6) + b'\0' * 10**6 + b'q\x02'
+add('bytearray_memo_amplification', torch_zip(b'\x80\x03}' + G('builtins', 'bytearray') + b'q\x01' + b'0' +
+                                              big_bytes + b'0' + U('k') + b']' +
+                                              (b'h\x01h\x02\x85R' + b'a') * 200 + b's' + STOP), 'SDICT_E_LIMIT')
+add('encode_memo_amplification', torch_zip(P2 + b'}' + G('_codecs', 'encode') + b'q\x01' + b'0' +
+                                           U('a' * 10**6) + b'q\x02' + U('latin1') + b'q\x03' + b'0' + U('k') +
+                                           b']' + (b'h\x01h\x02h\x03\x86R' + b'a') * 200 + b's' + STOP),
+    'SDICT_E_LIMIT')
+# a numpy array with a zero-sized dimension beside huge ones: no elements, but its C strides
+# would overflow int64
+np_zero = (G('numpy.core.multiarray', '_reconstruct') + G('numpy', 'ndarray') + T(I(0)) + b'C\x01b' + b'\x87' +
+           REDUCE + MARK + I(1) + T(I(0), I(2**32), I(2**32), I(5)) +
+           G('numpy', 'dtype') + T(U('f4'), FALSE, TRUE) + REDUCE +
+           T(I(3), U('<'), NONE, NONE, NONE, I(-1), I(-1), I(0)) + BUILD +
+           FALSE + b'B' + struct.pack('<I', 0) + b't' + BUILD)
+add('numpy_empty_stride_overflow', torch_zip(P2 + b'}' + U('a') + np_zero + b's' + STOP), SH)
 add('shape_stride_rank_differ', torch_zip(state_dict(('w', tensor('0', 4, 0, (2, 2), (1,)))), {'0': b'\0' * 16}), SH + ',SDICT_E_PICKLE_TYPE')
 add('one_storage_two_dtypes', torch_zip(state_dict(('a', tensor('0', 4, 0, (4,), (1,))),
                                                    ('b', tensor('0', 2, 0, (2,), (1,), 'DoubleStorage'))),

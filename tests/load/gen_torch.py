@@ -64,7 +64,8 @@ for proto in (1, 2, 3, 4, 5):
 
 # A view sharing storage with its base: one data/ record, two tensors.
 base = torch.arange(24, dtype=torch.float32)
-torch.save({"base": base, "view": base[2:8].view(2, 3), "tview": base.view(4, 6).t()},
+torch.save({"base": base, "view": base[2:8].view(2, 3), "tview": base.view(4, 6).t(),
+            "rank30": base.view([1] * 14 + [4, 1, 6] + [1] * 13).transpose(14, 16)},
            os.path.join(out, "views.pt"))
 describe(os.path.join(out, "views.pt"))
 
@@ -108,10 +109,14 @@ def write_tar(path):
         storages.write(struct.pack("<q", data.numel()) + data.numpy().tobytes())
     pickle.dump([(13, 11, 2, 3)], storages, protocol=2)  # storage view: w's elements 2..4
 
+    # 24: a rank-30 view of w's elements (the sizes and strides are inline in this member)
+    high_sizes = [1] * 18 + [2] + [1] * 10 + [3]
+    high_strides = [7] * 18 + [3] + [5] * 10 + [1]
     tensors = io.BytesIO()
-    pickle.dump(3, tensors, protocol=2)
+    pickle.dump(4, tensors, protocol=2)
     for key, sid, sizes, strides, off in ((21, 11, [2, 3], [3, 1], 0), (22, 12, [2], [1], 0),
-                                          (23, 13, [3], [1], 0)):
+                                          (23, 13, [3], [1], 0),
+                                          (24, 11, high_sizes, high_strides, 0)):
         pickle.dump((key, sid, torch.FloatTensor), tensors, protocol=2)
         n = len(sizes)
         tensors.write(struct.pack("<i", n) + b"\0" * 4 + struct.pack("<%dq" % n, *sizes) +
@@ -127,7 +132,7 @@ def write_tar(path):
 
     main = io.BytesIO()
     P(main, protocol=2).dump(collections.OrderedDict(
-        [("w", Ref("21")), ("b", Ref("22")), ("v", Ref("23"))]))
+        [("w", Ref("21")), ("b", Ref("22")), ("v", Ref("23")), ("r", Ref("24"))]))
     sys_info = pickle.dumps({"protocol_version": 1000, "little_endian": True,
                              "type_sizes": {"short": 2, "int": 4, "long": 8}}, protocol=2)
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:

@@ -23,8 +23,9 @@ usage: optim_interop.py CASE TRAIN_OR_MULTI WORKDIR
                        torch loads them into two modules (strict) and two optimizers.
   multi_t2c            torch writes such a file; seed_multi_model loads it and writes it back;
                        every tensor and hyperparameter is what torch wrote.
-  print_state_dict     seed_print_state_dict prints exactly what the recipe's print loops print
-                       in PyTorch for TheModelClass and SGD(lr=0.001, momentum=0.9).
+  print_state_dict     seed_print_state_dict --torch GEN prints exactly what the recipe's print
+                       loops print in this torch for TheModelClass and SGD(lr=0.001,
+                       momentum=0.9).
 Dropout is off (p=0) everywhere. Exit 77 (skip) when torch is not importable.
 """
 import os
@@ -41,6 +42,8 @@ except Exception as e:  # noqa: BLE001
     sys.exit(77)
 
 RTOL = 1e-5
+# this torch's generation as the C programs name it ("1.13", "2.6", "2.14")
+GEN = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 N, BS, EPOCHS = int(os.environ.get("OPTIM_N", 32)), int(os.environ.get("OPTIM_BS", 16)), int(os.environ.get("OPTIM_EPOCHS", 2))
 
 
@@ -350,7 +353,7 @@ def case_print(prog):
         print("Optimizer's state_dict:")
         for k in optimizer.state_dict():
             print(k, "\t", optimizer.state_dict()[k])
-    got = run([prog])
+    got = run([prog, "--torch", GEN])
     if got != buf.getvalue():
         return [f"output differs:\n--- C\n{got}--- torch\n{buf.getvalue()}"]
     return []

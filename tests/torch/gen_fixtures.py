@@ -272,6 +272,47 @@ def f_values():
     return non_tensor_values()
 
 
+def high_rank():
+    """Tensors of many dimensions (torch has no rank limit; numpy stops at 32): ranks 20, 40,
+    100 and 1000, with sizes above 1 spread among size-1 dimensions, permuted (non-contiguous)
+    views sharing their base's storage, an expanded one (stride 0), a sliced one (offset and
+    steps), an empty one, a Parameter and a 0-dim tensor beside them."""
+    import torch
+    import torch.nn as nn
+    g = torch.Generator().manual_seed(9)
+
+    def sizes(rank, **big):
+        s = [1] * rank
+        for k, n in big.items():
+            s[int(k[1:])] = n
+        return s
+
+    out = collections.OrderedDict()
+    out["rank20"] = torch.randn(sizes(20, d2=3, d7=4, d19=5), generator=g)
+    # 10080 elements; a fixed scramble of the 20 dimensions makes every stride differ from C order
+    base20 = torch.randn(sizes(20, d0=2, d1=3, d3=4, d5=5, d7=6, d9=7, d19=2), generator=g)
+    perm20 = [(7 * i + 3) % 20 for i in range(20)]
+    out["rank20_permuted"] = base20.permute(*perm20)
+    base40 = torch.randn(sizes(40, d0=2, d13=3, d26=2, d39=7), generator=g)
+    out["rank40"] = base40
+    out["rank40_permuted"] = base40.permute(*reversed(range(40)))      # same storage as rank40
+    out["rank40_half"] = base40.half().transpose(0, 39)
+    out["rank100"] = torch.arange(24, dtype=torch.int64).reshape(sizes(100, d5=2, d50=3, d99=4))
+    out["rank100_zeros"] = torch.zeros([1] * 100)
+    out["rank100_expanded"] = torch.randn([1] * 99 + [3], generator=g).expand([4] + [1] * 98 + [3])
+    out["rank60_sliced"] = torch.randn(sizes(60, d30=6, d59=8), generator=g)[..., 1::3]
+    out["rank30_empty"] = torch.zeros(sizes(30, d15=0, d16=4))
+    out["rank1000"] = torch.arange(6, dtype=torch.int16).reshape([1] * 997 + [2, 1, 3]).transpose(997, 999)
+    out["rank50_param"] = nn.Parameter(torch.randn(sizes(50, d49=3), generator=g))
+    out["scalar"] = torch.tensor(1.25)
+    return out
+
+
+@fixture("high_rank.pt")
+def f_high_rank():
+    return high_rank()
+
+
 # Legacy (pre-1.6) stream format of a few of the above.
 @fixture("legacy_lenet.pt")
 def f_legacy_lenet():
@@ -293,7 +334,13 @@ def f_legacy_values():
     return non_tensor_values()
 
 
-LEGACY = {"legacy_lenet.pt", "legacy_views.pt", "legacy_dtypes.pt", "legacy_values.pt"}
+@fixture("legacy_high_rank.pt")
+def f_legacy_high_rank():
+    return high_rank()
+
+
+LEGACY = {"legacy_lenet.pt", "legacy_views.pt", "legacy_dtypes.pt", "legacy_values.pt",
+          "legacy_high_rank.pt"}
 
 # Pickle protocols 1..5 of one state_dict with _metadata (protocol 0 cannot carry torch's
 # tuple persistent ids). Protocol 4/5 bring FRAME, STACK_GLOBAL, MEMOIZE, SHORT_BINUNICODE.

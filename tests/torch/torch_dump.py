@@ -64,7 +64,8 @@ def tensor_bytes(t):
         t = t.resolve_conj()
     if t.is_neg():
         t = t.resolve_neg()
-    t = t.contiguous()
+    # flat first: numpy takes at most 32 dimensions, torch any number (same C-order bytes)
+    t = t.contiguous().reshape(-1)
     name = dtype_name(t.dtype)
     if name in BITS_VIEW:
         if t.numel() == 0:

@@ -37,6 +37,7 @@ enum {
     CLI_OPT_LOAD = 1u << 0,    /* --copy, --verify-crc, --big-endian */
     CLI_OPT_JSON = 1u << 1,    /* --json, --pretty */
     CLI_OPT_TOL = 1u << 2,     /* --rtol R, --atol A */
+    CLI_OPT_SAVE = 1u << 3,    /* --layout 1.13|2.x, --not-weights-only */
 };
 
 /** Parsed command line of one subcommand. */
@@ -49,6 +50,7 @@ typedef struct cli_args {
     uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian */
     double rtol;               /* default 1e-5, as torch.allclose */
     double atol;               /* default 1e-8, as torch.allclose */
+    uint32_t save_flags;       /* SDICT_SAVE_* bits from --layout/--not-weights-only */
 } cli_args;
 
 /** One subcommand: name, handler, one-line help, usage text (after "usage: statedict "). */
@@ -146,19 +148,34 @@ bool is_scalar_seq(const sdict_value *v);
 typedef void (*leaf_fn)(void *ctx, const char *path, const sdict_value *v);
 bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx);
 
+/** Most dimensions of size > 1 a tensor with elements has: each one at least doubles the
+    element count, which stays below 2^63. Size-1 dimensions, of which there may be any number,
+    change neither the elements nor their order, so the chunker leaves them out. */
+#define CLI_MAX_SQUEEZED 64
+
+/** One piece of a chunked walk: a view of the tensor's storage whose shape and strides (the
+    tensor's dimensions of size > 1, the first one possibly cut short) live in the struct. */
+typedef struct cli_piece {
+    sdict_tensor t;
+    int64_t shape[CLI_MAX_SQUEEZED], stride[CLI_MAX_SQUEEZED];
+} cli_piece;
+
 /** Walks a tensor's elements in C order in pieces of at most max_elems elements, each piece a
     view of the same storage (no copy): the outer dimensions advance like an odometer, each step
     covering the innermost dimensions that fit, or a run of the innermost one. dump and diff
-    use it so that memory stays bounded whatever the shape (a huge single row, stride 0). */
+    use it so that memory stays bounded whatever the shape (a huge single row, stride 0), and
+    time stays linear in the rank (only dimensions of size > 1 take part). */
 typedef struct cli_chunker {
-    int32_t split;                   /* dimension cut into runs; -1: the whole tensor fits */
-    int64_t run;                     /* elements of dimension `split` per piece */
-    int64_t idx[SDICT_MAX_DIMS];     /* position in dimensions 0..split */
+    int32_t nd;                          /* dimensions of size > 1 */
+    int32_t dim[CLI_MAX_SQUEEZED];       /* their positions in the tensor */
+    int32_t split;                       /* entry of dim[] cut into runs; -1: all fits */
+    int64_t run;                         /* elements of dimension dim[split] per piece */
+    int64_t idx[CLI_MAX_SQUEEZED];       /* position in dimensions dim[0..split] */
     bool done;
 } cli_chunker;
 void cli_chunker_init(cli_chunker *c, const sdict_tensor *t, int64_t max_elems);
 /** The current piece of t (or of any tensor with t's shape) as a view; false when done. */
-bool cli_chunk_view(const cli_chunker *c, const sdict_tensor *t, sdict_tensor *view);
+bool cli_chunk_view(const cli_chunker *c, const sdict_tensor *t, cli_piece *piece);
 void cli_chunker_next(cli_chunker *c, const sdict_tensor *t);
 /** Refuses (SDICT_E_LIMIT, filling err) a tensor whose elements span far more bytes than its
     storage holds (stride-0 expansion: a 500-byte file can describe 2^58 elements), so that

@@ -294,14 +294,14 @@ static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b
     unsigned char *ba = malloc((size_t)CHUNK_ELEMS * width), *bb = malloc((size_t)CHUNK_ELEMS * width);
     st = (ba && bb) ? SDICT_OK : SDICT_E_NOMEM;
     cli_chunker c;
-    sdict_tensor pa, pb;
+    cli_piece pa, pb;
     for (cli_chunker_init(&c, a, CHUNK_ELEMS); st == SDICT_OK && cli_chunk_view(&c, a, &pa);
          cli_chunker_next(&c, a)) {
         cli_chunk_view(&c, b, &pb);
-        size_t n = (size_t)sdict_tensor_numel(&pa);
-        st = fetch(&pa, mode, ba, n, err);
+        size_t n = (size_t)sdict_tensor_numel(&pa.t);
+        st = fetch(&pa.t, mode, ba, n, err);
         if (st == SDICT_OK)
-            st = fetch(&pb, mode, bb, n, err);
+            st = fetch(&pb.t, mode, bb, n, err);
         for (size_t i = 0; st == SDICT_OK && i < n; i++) {
             if (mode == CM_RAW) {
                 size_t es = sdict_dtype_size(a->dtype);
@@ -465,7 +465,8 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
     } else {
         const sdict_tensor *ta = sdict_value_tensor(a), *tb = sdict_value_tensor(b);
         bool same_shape = ta->ndim == tb->ndim &&
-                          memcmp(ta->shape, tb->shape, (size_t)ta->ndim * sizeof ta->shape[0]) == 0;
+                          (ta->ndim == 0 || memcmp(ta->shape, tb->shape,
+                                                   (size_t)ta->ndim * sizeof ta->shape[0]) == 0);
         if (ta->dtype != tb->dtype) {
             printf("dtype: %s  %s -> %s\n", path, sdict_dtype_name(ta->dtype), sdict_dtype_name(tb->dtype));
             c->ndiff++;

@@ -90,11 +90,11 @@ static sdict_status hash_tensor(const sdict_tensor *t, struct sha256_ctx *h, sdi
     if (!buf)
         return SDICT_E_NOMEM;
     cli_chunker c;
-    sdict_tensor piece;
+    cli_piece piece;
     for (cli_chunker_init(&c, t, max_elems); st == SDICT_OK && cli_chunk_view(&c, t, &piece);
          cli_chunker_next(&c, t)) {
-        size_t nb = sdict_tensor_nbytes(&piece);
-        st = sdict_tensor_copy_to(&piece, t->dtype, buf, nb, err);
+        size_t nb = sdict_tensor_nbytes(&piece.t);
+        st = sdict_tensor_copy_to(&piece.t, t->dtype, buf, nb, err);
         if (st == SDICT_OK) {
             if (!le)
                 byteswap_units(buf, nb, unit);
@@ -362,7 +362,7 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
         break;
     case SDICT_KIND_DICT: {
         json_object_set_new(o, "ordered", json_boolean(sdict_dict_is_ordered(v)));
-        if (sdict_dict_is_counter(v))
+        if ((sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER))
             json_object_set_new(o, "counter", json_true());
         json_object_set_new(o, "items", dict_items(c, v, depth, true));
         const sdict_value *attrs = sdict_dict_attrs(v);

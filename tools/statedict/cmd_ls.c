@@ -254,6 +254,8 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
     }
     if (wkey > 80)
         wkey = 80;
+    if (wshape > 80) /* one tensor of a thousand dimensions does not widen every line */
+        wshape = 80;
 
     size_t ntensors = 0, nstorages = 0;
     unsigned long long tbytes = 0, sbytes = 0;

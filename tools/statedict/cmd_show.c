@@ -132,33 +132,53 @@ static sdict_status read_elem(const show_ctx *c, int64_t off, int64_t ch, elem *
     }
 }
 
-/* Collects every shown element, in print order. */
-static void gather(show_ctx *c, int dim, int64_t off, int64_t ch) {
+/* The index after i in a dimension of n items as it is shown: summarised dimensions jump from
+   the first EDGE_ITEMS to the last ones. n or more when the dimension is done. */
+static int64_t shown_next(const show_ctx *c, int64_t i, int64_t n) {
+    return (c->summarize && n > 2 * EDGE_ITEMS && i + 1 == EDGE_ITEMS) ? n - EDGE_ITEMS : i + 1;
+}
+
+/* Reads every shown element, in print order, into c->vals (with its index along a per-channel
+   quantizer's axis). The index space is walked like an odometer over heap-held indices (any
+   rank; no recursion per dimension); the caller makes sure the tensor has elements. */
+static void gather(show_ctx *c) {
     const sdict_tensor *t = c->t;
-    if (c->st != SDICT_OK)
+    int32_t nd = t->ndim;
+    int64_t *idx = calloc(nd ? (size_t)nd : 1, sizeof *idx), off = t->storage_offset;
+    int32_t axis = c->q && c->q->qscheme != SDICT_PER_TENSOR_AFFINE ? (int32_t)c->q->axis : -1;
+    if (!idx) {
+        c->st = SDICT_E_NOMEM;
         return;
-    if (dim == t->ndim) {
+    }
+    for (;;) {
         if (c->nvals == c->cap) {
             size_t ncap = c->cap ? c->cap * 2 : 256;
             elem *p = realloc(c->vals, ncap * sizeof *p);
             if (!p) {
                 c->st = SDICT_E_NOMEM;
-                return;
+                break;
             }
             c->vals = p;
             c->cap = ncap;
         }
-        c->st = read_elem(c, off, ch, &c->vals[c->nvals++], &c->err);
-        return;
+        c->st = read_elem(c, off, axis >= 0 ? idx[axis] : 0, &c->vals[c->nvals++], &c->err);
+        if (c->st != SDICT_OK)
+            break;
+        int32_t k = nd - 1;
+        for (; k >= 0; k--) {
+            int64_t next = shown_next(c, idx[k], t->shape[k]);
+            if (next < t->shape[k]) {
+                off += (next - idx[k]) * t->stride[k];
+                idx[k] = next;
+                break;
+            }
+            off -= idx[k] * t->stride[k];
+            idx[k] = 0;
+        }
+        if (k < 0)
+            break;
     }
-    int64_t n = t->shape[dim];
-    bool cut = c->summarize && n > 2 * EDGE_ITEMS;
-    bool axis = c->q && c->q->qscheme != SDICT_PER_TENSOR_AFFINE && dim == c->q->axis;
-    for (int64_t i = 0; i < n; i++) {
-        if (cut && i == EDGE_ITEMS)
-            i = n - EDGE_ITEMS;
-        gather(c, dim + 1, off + i * t->stride[dim], axis ? i : ch);
-    }
+    free(idx);
 }
 
 /* One float as torch's _Formatter.format prints it, padded to the formatter's width. */
@@ -294,46 +314,76 @@ static int element_length(const show_ctx *c) {
 }
 
 /*
- Prints dimension dim like torch's _tensor_str_with_formatter: the innermost dimension as rows
- of elements wrapped so that each line holds floor((80 - indent) / element_length) items (the
- " ..." of a summarised row counts as an item), outer dimensions as sub-tensors separated by
- "," and one newline per remaining dimension, "..." standing for the skipped middle.
+ Prints the tensor like torch's _tensor_str_with_formatter, starting at column `indent`: the
+ innermost dimension as rows of elements wrapped so that each line holds
+ floor((80 - indent) / element_length) items (the " ..." of a summarised row counts as an
+ item), outer dimensions as sub-tensors separated by "," and one newline per remaining
+ dimension, "..." standing for the skipped middle. torch recurses per dimension; this walks the
+ same nesting with one heap-held position per dimension, so any rank prints. The caller makes
+ sure the tensor has elements.
 */
-static void print_dim(show_ctx *c, cli_buf *b, int dim, int indent) {
+static void print_tensor(show_ctx *c, cli_buf *b, int indent) {
     const sdict_tensor *t = c->t;
-    if (dim == t->ndim) {
-        char buf[160];
+    int32_t nd = t->ndim;
+    char buf[160];
+    if (nd == 0) {
         fmt_elem(c, &c->vals[c->next++], buf, sizeof buf);
         buf_puts(b, buf);
         return;
     }
-    int64_t n = t->shape[dim];
-    bool cut = c->summarize && n > 2 * EDGE_ITEMS;
-    bool inner = dim == t->ndim - 1;
-    int per_line = (LINE_WIDTH - indent) / element_length(c);
-    if (per_line < 1)
-        per_line = 1;
+    /* pos[d]: index being printed in dimension d; item[d]: its place in torch's data list
+       (the "..." of a summarised dimension takes one place), for wrapping */
+    int64_t *pos = calloc(2 * (size_t)nd, sizeof *pos);
+    if (!pos) {
+        c->st = SDICT_E_NOMEM;
+        return;
+    }
+    int64_t *item = pos + nd;
+    int32_t d = 0;
     buf_puts(b, "[");
-    int64_t item = 0; /* position in torch's data list, for wrapping */
-    for (int64_t i = 0; i < n; i++, item++) {
+    while (d >= 0) {
+        int64_t n = t->shape[d], i = pos[d];
+        if (i >= n) { /* dimension d done: back to its parent's next item */
+            buf_puts(b, "]");
+            if (--d >= 0) {
+                pos[d]++;
+                item[d]++;
+            }
+            continue;
+        }
+        bool inner = d == nd - 1;
+        int col = indent + d; /* column of this dimension's "[" */
         if (i) {
-            if (inner && item % per_line != 0) {
+            int per_line = (80 - col) / element_length(c);
+            if (per_line < 1)
+                per_line = 1;
+            if (inner && item[d] % per_line != 0) {
                 buf_puts(b, ", ");
             } else {
                 buf_puts(b, ",");
-                for (int k = 0; k < (inner ? 1 : t->ndim - dim - 1); k++)
+                for (int32_t k = 0; k < (inner ? 1 : nd - d - 1); k++)
                     buf_puts(b, "\n");
-                buf_printf(b, "%*s", indent + 1, "");
+                buf_printf(b, "%*s", col + 1, "");
             }
         }
-        if (cut && i == EDGE_ITEMS) {
+        if (c->summarize && n > 2 * EDGE_ITEMS && i == EDGE_ITEMS) {
             buf_puts(b, inner ? " ..." : "..."); /* torch pads the inner one */
-            i = n - EDGE_ITEMS - 1;
+            pos[d] = n - EDGE_ITEMS;
+            item[d]++;
             continue;
         }
-        print_dim(c, b, dim + 1, indent + 1);
+        if (inner) {
+            fmt_elem(c, &c->vals[c->next++], buf, sizeof buf);
+            buf_puts(b, buf);
+            pos[d]++;
+            item[d]++;
+        } else {
+            buf_puts(b, "[");
+            d++;
+            pos[d] = item[d] = 0;
+        }
     }
-    buf_puts(b, "]");
+    free(pos);
 }
 
 /* A parameter tensor of a quantizer as doubles (NULL after reporting into c on failure). */
@@ -366,11 +416,12 @@ static sdict_status tensor_body(const sdict_tensor *t, const sdict_quantizer *q,
             c.ch_zero = channel_params(&c, q->zero_points);
     }
     if (c.st == SDICT_OK)
-        gather(&c, 0, t->storage_offset, 0);
+        gather(&c);
     if (c.st == SDICT_OK) {
         choose_format(&c);
-        print_dim(&c, out, 0, indent);
-    } else if (err) {
+        print_tensor(&c, out, indent);
+    }
+    if (c.st != SDICT_OK && err) {
         *err = c.err;
         if (err->code == SDICT_OK)
             err->code = c.st;
@@ -437,13 +488,12 @@ static void add_suffixes(cli_buf *out, suffixes *s, int indent, bool force_newli
     buf_puts(out, ")");
 }
 
-/* str(tuple(shape)): "(2, 3)", "(5,)", "()". */
-static void size_text(char *buf, size_t n, const int64_t *d, int32_t nd) {
-    size_t o = (size_t)snprintf(buf, n, "(");
-    for (int32_t i = 0; i < nd && o < n; i++)
-        o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)d[i]);
-    if (o < n)
-        snprintf(buf + o, n - o, nd == 1 ? ",)" : ")");
+/* str(tuple(shape)): "(2, 3)", "(5,)", "()", appended to b. */
+static void size_text(cli_buf *b, const int64_t *d, int32_t nd) {
+    buf_puts(b, "(");
+    for (int32_t i = 0; i < nd; i++)
+        buf_printf(b, "%s%lld", i ? ", " : "", (long long)d[i]);
+    buf_puts(b, nd == 1 ? ",)" : ")");
 }
 
 static bool default_dtype(sdict_dtype d) {
@@ -456,18 +506,19 @@ static sdict_status value_repr(const sdict_value *v, cli_buf *out, sdict_error *
 static sdict_status tensor_repr(const sdict_tensor *t, const sdict_quantizer *q, cli_buf *out,
                                 sdict_error *err) {
     suffixes sx = {{0}, 0};
-    char size[400];
-    size_text(size, sizeof size, t->shape, t->ndim);
+    cli_buf size;
+    buf_init(&size);
+    size_text(&size, t->shape, t->ndim);
     buf_puts(out, "tensor(");
     sdict_status st = SDICT_OK;
     if (!t->storage) {
         buf_puts(out, "...");
         suffix(&sx, "device='meta'");
-        suffix(&sx, "size=%s", size);
+        suffix_text(&sx, "size", &size);
         if (t->dtype != SDICT_FLOAT32)
             suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
     } else if (q) {
-        suffix(&sx, "size=%s", size);
+        suffix_text(&sx, "size", &size);
         suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
         suffix(&sx, "quantization_scheme=torch.%s", sdict_qscheme_name(q->qscheme));
         if (q->qscheme == SDICT_PER_TENSOR_AFFINE) {
@@ -492,7 +543,7 @@ static sdict_status tensor_repr(const sdict_tensor *t, const sdict_quantizer *q,
     } else {
         if (sdict_tensor_numel(t) == 0) {
             if (t->ndim != 1)
-                suffix(&sx, "size=%s", size);
+                suffix_text(&sx, "size", &size);
             if (t->dtype != SDICT_FLOAT32)
                 suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
         } else if (!default_dtype(t->dtype)) {
@@ -506,6 +557,7 @@ static sdict_status tensor_repr(const sdict_tensor *t, const sdict_quantizer *q,
         add_suffixes(out, &sx, 7, false);
     for (int i = 0; i < sx.n; i++)
         free(sx.items[i]);
+    buf_free(&size);
     return st;
 }
 
@@ -516,9 +568,8 @@ static sdict_status sparse_part(cli_buf *out, const char *name, const sdict_valu
     buf_printf(out, "%s=tensor(", name);
     sdict_status st = tensor_body(t, NULL, 7 + (int)strlen(name) + 8, out, err);
     if (sdict_tensor_numel(t) == 0) {
-        char size[400];
-        size_text(size, sizeof size, t->shape, t->ndim);
-        buf_printf(out, ", size=%s", size);
+        buf_puts(out, ", size=");
+        size_text(out, t->shape, t->ndim);
     }
     buf_puts(out, ")");
     return st;
@@ -589,10 +640,8 @@ static sdict_status nested_repr(const sdict_nested *ns, cli_buf *out, sdict_erro
         sdict_tensor c = *buf;
         c.ndim = (int32_t)nd;
         c.storage_offset = buf->storage_offset + meta[2 * n * nd + i];
-        for (int64_t d = 0; d < nd; d++) {
-            c.shape[d] = meta[i * nd + d];
-            c.stride[d] = meta[n * nd + i * nd + d];
-        }
+        c.shape = meta + i * nd;
+        c.stride = meta + n * nd + i * nd;
         c.requires_grad = false;
         cli_buf one;
         buf_init(&one);

@@ -74,6 +74,19 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
             args->json = true;
         } else if ((o & CLI_OPT_JSON) && strcmp(a, "--pretty") == 0) {
             args->pretty = true;
+        } else if ((o & CLI_OPT_SAVE) && strcmp(a, "--layout") == 0) {
+            if (i + 1 >= argc)
+                return free(args->pos), args->pos = NULL, cli_usage_error(cmd, "%s needs a value", a);
+            const char *l = argv[++i];
+            if (strcmp(l, "2.x") == 0 || strcmp(l, "2") == 0)
+                args->save_flags |= SDICT_SAVE_LAYOUT_TORCH2;
+            else if (strcmp(l, "1.13") == 0)
+                args->save_flags &= ~(uint32_t)SDICT_SAVE_LAYOUT_TORCH2;
+            else
+                return free(args->pos), args->pos = NULL,
+                       cli_usage_error(cmd, "--layout: '%s' is not 1.13 or 2.x", l);
+        } else if ((o & CLI_OPT_SAVE) && strcmp(a, "--not-weights-only") == 0) {
+            args->save_flags |= SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY;
         } else if ((o & CLI_OPT_TOL) && (strcmp(a, "--rtol") == 0 || strcmp(a, "--atol") == 0)) {
             if (i + 1 >= argc)
                 return free(args->pos), args->pos = NULL, cli_usage_error(cmd, "%s needs a value", a);
@@ -468,7 +481,7 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
         break;
     case SDICT_KIND_DICT: {
         size_t n = sdict_dict_len(v);
-        bool counter = sdict_dict_is_counter(v);
+        bool counter = (sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER);
         if (counter && n == 0) {
             buf_puts(b, "Counter()");
             break;
@@ -653,35 +666,41 @@ char *cli_strdup(const char *s) {
 
 void cli_chunker_init(cli_chunker *c, const sdict_tensor *t, int64_t max_elems) {
     memset(c, 0, sizeof *c);
+    c->done = sdict_tensor_numel(t) <= 0; /* else every size is >= 1 */
+    for (int32_t k = 0; !c->done && k < t->ndim; k++)
+        if (t->shape[k] > 1 && c->nd < CLI_MAX_SQUEEZED)
+            c->dim[c->nd++] = k;
     int64_t inner = 1;
-    int32_t d = t->ndim;
-    c->done = sdict_tensor_numel(t) == 0; /* else every size is >= 1 */
-    while (!c->done && d > 0 && t->shape[d - 1] <= max_elems / inner) {
-        inner *= t->shape[d - 1];
+    int32_t d = c->nd;
+    while (!c->done && d > 0 && t->shape[c->dim[d - 1]] <= max_elems / inner) {
+        inner *= t->shape[c->dim[d - 1]];
         d--;
     }
     c->split = d - 1; /* dimensions split+1.. fit whole; split itself is cut into runs */
     c->run = max_elems / inner; /* >= 1: inner never exceeds max_elems */
 }
 
-bool cli_chunk_view(const cli_chunker *c, const sdict_tensor *t, sdict_tensor *view) {
+bool cli_chunk_view(const cli_chunker *c, const sdict_tensor *t, cli_piece *piece) {
     if (c->done)
         return false;
-    *view = *t;
-    if (c->split < 0)
-        return true;
+    int32_t first = c->split < 0 ? 0 : c->split;
     int64_t off = t->storage_offset;
-    for (int32_t j = 0; j <= c->split; j++)
-        off += c->idx[j] * t->stride[j];
-    int64_t left = t->shape[c->split] - c->idx[c->split];
-    view->ndim = t->ndim - c->split;
-    view->shape[0] = left < c->run ? left : c->run;
-    view->stride[0] = t->stride[c->split];
-    for (int32_t j = 1; j < view->ndim; j++) {
-        view->shape[j] = t->shape[c->split + j];
-        view->stride[j] = t->stride[c->split + j];
+    for (int32_t j = 0; j < first; j++)
+        off += c->idx[j] * t->stride[c->dim[j]];
+    for (int32_t j = first; j < c->nd; j++) {
+        piece->shape[j - first] = t->shape[c->dim[j]];
+        piece->stride[j - first] = t->stride[c->dim[j]];
     }
-    view->storage_offset = off;
+    if (c->split >= 0) {
+        int64_t left = t->shape[c->dim[first]] - c->idx[first];
+        piece->shape[0] = left < c->run ? left : c->run;
+        off += c->idx[first] * t->stride[c->dim[first]];
+    }
+    piece->t = *t;
+    piece->t.ndim = c->nd - first;
+    piece->t.shape = piece->shape;
+    piece->t.stride = piece->stride;
+    piece->t.storage_offset = off;
     return true;
 }
 
@@ -692,7 +711,7 @@ void cli_chunker_next(cli_chunker *c, const sdict_tensor *t) {
     }
     c->idx[c->split] += c->run;
     for (int32_t j = c->split; j >= 0; j--) {
-        if (c->idx[j] < t->shape[j])
+        if (c->idx[j] < t->shape[c->dim[j]])
             return;
         if (j == 0) {
             c->done = true;

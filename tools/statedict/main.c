@@ -31,7 +31,16 @@ static const cli_cmd commands[] = {
      "  file has no such key.\n",
      CLI_OPT_LOAD, 2, 2},
     {"convert", cmd_convert, "read any checkpoint and write it as a torch zip file",
-     "convert [LOAD OPTIONS] IN OUT", NULL, CLI_OPT_LOAD, 2, 2},
+     "convert [--layout 1.13|2.x] [--not-weights-only] [LOAD OPTIONS] IN OUT",
+     "  --layout 1.13 (the default) writes what torch 1.13's torch.save writes, byte for byte;\n"
+     "  --layout 2.x what torch 2.7 and later write (2.14's bytes: .format_version,\n"
+     "  .storage_alignment, byteorder, numeric storage order, .data/serialization_id). Both load\n"
+     "  in every torch since 1.6. Every value keeps its Python type (torch.Size, frozenset,\n"
+     "  bytearray, numpy scalars and arrays stay what they were). Values torch.load's default\n"
+     "  weights_only=True refuses (numpy values, frozensets, ints past 255 bytes) are refused,\n"
+     "  naming them; --not-weights-only writes them anyway, and the output then needs\n"
+     "  torch.load(OUT, weights_only=False), as the input did.\n",
+     CLI_OPT_LOAD | CLI_OPT_SAVE, 2, 2},
     {"diff", cmd_diff, "compare two checkpoints leaf by leaf",
      "diff [--rtol R] [--atol A] [LOAD OPTIONS] A B",
      "  Reports keys only in A or B, type, dtype and shape changes, differing non-tensor values,\n"
