@@ -546,8 +546,11 @@ static sdict_status write_layout(pw *w, sdict_layout l) {
     return SDICT_OK;
 }
 
-/* torch.Size(size): REDUCE of torch.Size on a one-tuple holding the size tuple. */
+/* torch.Size(size): REDUCE of torch.Size on a one-tuple holding the size tuple (a tuple read
+   as a torch.Size is written so by itself). */
 static sdict_status write_size(pw *w, const sdict_value *size) {
+    if (sdict_value_pytype(size) == SDICT_PYTYPE_TORCH_SIZE)
+        return write_value(w, size);
     sdict_status st = write_global(w, "torch", "Size");
     if (!st)
         st = write_value(w, size);
@@ -631,16 +634,18 @@ static sdict_status write_rebuild_args(pw *w, const sdict_value *v, bool require
         /* (layout, (indices, values, size[, is_coalesced])) or
            (layout, (compressed_indices, plain_indices, values, size)) */
         bool coo = sp->layout == SDICT_LAYOUT_SPARSE_COO;
+        bool three = coo && sp->is_coalesced < 0; /* torch 1.13's COO data: TUPLE3 */
         if ((st = write_layout(w, sp->layout)))
             return st;
-        op(w, OP_MARK);
+        if (!three)
+            op(w, OP_MARK);
         if ((st = write_value(w, sp->indices)) ||
             (!coo && (st = write_value(w, sp->plain_indices))) ||
             (st = write_value(w, sp->values)) || (st = write_size(w, sp->size)))
             return st;
         if (coo && sp->is_coalesced >= 0)
             op(w, sp->is_coalesced ? OP_NEWTRUE : OP_NEWFALSE);
-        op(w, OP_TUPLE);
+        op(w, three ? OP_TUPLE3 : OP_TUPLE);
         put(w);
         op(w, OP_TUPLE2);
         put(w);
