@@ -662,8 +662,9 @@ SDICT_API const sdict_quantizer *sdict_value_quantizer(const sdict_value *v);
  2.x saves it (1 or 0), -1 when the file did not record it (torch 1.13 writes 3-item COO data;
  torch then takes a tensor of fewer than two entries as coalesced; saved back the same way,
  which both torch generations load). legacy_csr marks a CSR tensor
- saved through torch 1.13's _rebuild_sparse_csr_tensor; it is saved back that way (torch 2.x
- has no such function and cannot load those files; 1.13 cannot load CSR the 2.x way).
+ saved through torch 1.13's _rebuild_sparse_csr_tensor; sdict_save writes it back that way in
+ torch 1.13's layout (torch 2.x has no such function and cannot load those files; 1.13 cannot
+ load CSR the 2.x way) and the 2.x way with SDICT_SAVE_LAYOUT_TORCH2.
  requires_grad and is_parameter come only through nn.Parameter (torch saves a sparse tensor's
  requires_grad nowhere else).
 */
