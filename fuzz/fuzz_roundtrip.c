@@ -1,7 +1,8 @@
 /*
  fuzz_roundtrip.c - load -> save -> load must give an equal tree. Anything the loader accepts and
  the writer agrees to write must come back with the same kinds, Python types, values, tensor
- metadata and element bytes; a difference aborts (a finding). The writer runs with
+ metadata (conj/neg bits, quantizers, attributes, sparse and nested parts) and element bytes; a
+ difference aborts (a finding). The writer runs with
  SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY (so numpy values are written too), in the torch 1.13 or 2.x
  layout depending on the input's size.
 */
@@ -12,6 +13,15 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool same(const sdict_value *a, const sdict_value *b, int depth, long *budget);
+
+/* The Python attributes of two tensor-like values. */
+static bool same_attrs(const sdict_value *a, const sdict_value *b, int depth, long *budget) {
+    const sdict_value *x = sdict_tensor_attrs(a), *y = sdict_tensor_attrs(b);
+    size_t n = sdict_dict_len(x);
+    return n == sdict_dict_len(y) && (n == 0 || same(x, y, depth + 1, budget));
+}
 
 /* Compares two trees, spending at most *budget node visits (shared subtrees are visited again,
    so a "billion laughs" DAG exhausts the budget instead of the time limit). */
@@ -68,11 +78,54 @@ static bool same(const sdict_value *a, const sdict_value *b, int depth, long *bu
                same(sdict_dict_attrs(a), sdict_dict_attrs(b), depth + 1, budget);
     case SDICT_KIND_DTYPE:
         return sdict_dtype_value_get(a) == sdict_dtype_value_get(b);
+    case SDICT_KIND_QSCHEME:
+        return sdict_qscheme_value_get(a) == sdict_qscheme_value_get(b);
+    case SDICT_KIND_LAYOUT:
+        return sdict_layout_value_get(a) == sdict_layout_value_get(b);
+    case SDICT_KIND_DEVICE: {
+        int64_t i, j;
+        const char *x = sdict_device_get(a, &i), *y = sdict_device_get(b, &j);
+        return i == j && strcmp(x, y) == 0;
+    }
+    case SDICT_KIND_COMPLEX: {
+        double x[2], y[2];
+        sdict_complex_get(a, &x[0], &x[1]);
+        sdict_complex_get(b, &y[0], &y[1]);
+        return memcmp(x, y, sizeof x) == 0 || (isnan(x[0]) && isnan(y[0])) ||
+               (isnan(x[1]) && isnan(y[1]));
+    }
+    case SDICT_KIND_SPARSE: {
+        const sdict_sparse *x = sdict_value_sparse(a), *y = sdict_value_sparse(b);
+        return x->layout == y->layout && x->is_coalesced == y->is_coalesced &&
+               x->is_parameter == y->is_parameter && x->requires_grad == y->requires_grad &&
+               same(x->size, y->size, depth + 1, budget) &&
+               same(x->indices, y->indices, depth + 1, budget) &&
+               (!x->plain_indices || same(x->plain_indices, y->plain_indices, depth + 1, budget)) &&
+               same(x->values, y->values, depth + 1, budget) && same_attrs(a, b, depth, budget);
+    }
+    case SDICT_KIND_NESTED: {
+        const sdict_nested *x = sdict_value_nested(a), *y = sdict_value_nested(b);
+        return x->is_parameter == y->is_parameter && x->requires_grad == y->requires_grad &&
+               same(x->buffer, y->buffer, depth + 1, budget) &&
+               same(x->sizes, y->sizes, depth + 1, budget) &&
+               same(x->strides, y->strides, depth + 1, budget) &&
+               same(x->storage_offsets, y->storage_offsets, depth + 1, budget) &&
+               same_attrs(a, b, depth, budget);
+    }
     case SDICT_KIND_TENSOR: {
         const sdict_tensor *x = sdict_value_tensor(a), *y = sdict_value_tensor(b);
+        const sdict_quantizer *qa = sdict_value_quantizer(a), *qb = sdict_value_quantizer(b);
         if (x->dtype != y->dtype || x->ndim != y->ndim || x->storage_offset != y->storage_offset ||
             x->requires_grad != y->requires_grad || x->is_parameter != y->is_parameter ||
-            (x->storage == NULL) != (y->storage == NULL))
+            x->is_conj != y->is_conj || x->is_neg != y->is_neg ||
+            (x->storage == NULL) != (y->storage == NULL) || (qa == NULL) != (qb == NULL) ||
+            !same_attrs(a, b, depth, budget))
+            return false;
+        if (qa && (qa->qscheme != qb->qscheme || qa->axis != qb->axis ||
+                   qa->zero_point != qb->zero_point ||
+                   memcmp(&qa->scale, &qb->scale, sizeof qa->scale) != 0 ||
+                   (qa->scales && (!same(qa->scales, qb->scales, depth + 1, budget) ||
+                                   !same(qa->zero_points, qb->zero_points, depth + 1, budget)))))
             return false;
         /* a numpy array's strides follow its memory order, which numpy (and the writer) take
            as C order whenever the array is C-contiguous: only the shape must match */

@@ -40,6 +40,15 @@ objects = {
                 'np': [np.float32(1.5), np.int8(-5), np.bool_(True), np.uint64(2**64 - 1),
                        np.arange(6, dtype=np.float32).reshape(2, 3),
                        np.asfortranarray(np.ones((2, 2))), np.arange(3, dtype='>i4')]},
+    # what torch 2.x's weights-only loader allows beyond plain tensors (as 1.13 writes them)
+    'torch2x': {'counter': collections.Counter({3: 1, 5: 2}), 'dev': torch.device('cuda', 1),
+                'z': complex(1.5, -2), 'qs': torch.per_channel_affine, 'lay': torch.sparse_csr,
+                'q': torch.quantize_per_tensor(torch.tensor([1.0, 2.0]), 0.5, 1, torch.quint8),
+                'qc': torch.quantize_per_channel(torch.ones(2, 2), torch.tensor([0.1, 0.2],
+                                                 dtype=torch.double), torch.tensor([0, 1]), 0,
+                                                 torch.qint8),
+                'coo': torch.tensor([[0, 1.5], [2, 0]]).to_sparse(),
+                'csr': torch.tensor([[0, 1.5], [2, 0]]).to_sparse_csr()},
 }
 
 def emit(target, name, data):

@@ -134,7 +134,17 @@ SDICT_API void sdict_set_allocator(const sdict_allocator *alc);
  MARK: dtypes
 ==================================================================================================*/
 
-/** Element types, named as torch spells them (torch.float32 -> SDICT_FLOAT32). */
+/**
+ Element types, named as torch spells them (torch.float32 -> SDICT_FLOAT32): every dtype torch
+ 2.14 has. Values are stable; new dtypes are appended.
+ - float4_e2m1fn_x2 packs two 4-bit floats into each one-byte element (shapes count bytes, as
+   in torch); bits8/16, bits1x8/2x4/4x2 are torch's untyped bit containers; uint1..uint7 and
+   int1..int7 are torch's placeholder dtypes (one byte per element; torch 2.14 cannot save
+   tensors of them, but dtype objects of them appear in files).
+ - qint8, quint8, qint32, quint4x2, quint2x4 are the quantized dtypes: elements are the integer
+   representation (torch's int_repr()); see sdict_quantizer for scale and zero point.
+   quint4x2 and quint2x4 pack 2 and 4 elements into each byte (sdict_dtype_bits 4 and 2).
+*/
 typedef enum sdict_dtype {
     SDICT_FLOAT64 = 0,
     SDICT_FLOAT32,
@@ -157,18 +167,50 @@ typedef enum sdict_dtype {
     SDICT_FLOAT8_E4M3FNUZ,
     SDICT_FLOAT8_E5M2FNUZ,
     SDICT_FLOAT8_E8M0FNU,
+    SDICT_FLOAT4_E2M1FN_X2,
+    SDICT_BITS8,
+    SDICT_BITS16,
+    SDICT_BITS1X8,
+    SDICT_BITS2X4,
+    SDICT_BITS4X2,
+    SDICT_BCOMPLEX32,        /**< complex of two bfloat16 (torch 2.14) */
+    SDICT_QINT8,
+    SDICT_QUINT8,
+    SDICT_QINT32,
+    SDICT_QUINT4X2,
+    SDICT_QUINT2X4,
+    SDICT_UINT1,
+    SDICT_UINT2,
+    SDICT_UINT3,
+    SDICT_UINT4,
+    SDICT_UINT5,
+    SDICT_UINT6,
+    SDICT_UINT7,
+    SDICT_INT1,
+    SDICT_INT2,
+    SDICT_INT3,
+    SDICT_INT4,
+    SDICT_INT5,
+    SDICT_INT6,
+    SDICT_INT7,
     SDICT_DTYPE_COUNT
 } sdict_dtype;
 
 /** torch's name without "torch." ("float32", "bfloat16", "float8_e4m3fn"); "?" if invalid. */
 SDICT_API const char *sdict_dtype_name(sdict_dtype dtype);
-/** Bytes per element (bool 1, complex64 8); 0 for an invalid dtype. */
+/** Bytes per element as torch's element_size() (bool 1, complex64 8, quint4x2 1); 0 for an
+    invalid dtype. */
 SDICT_API size_t sdict_dtype_size(sdict_dtype dtype);
+/** Bits per element: 8 * sdict_dtype_size, except the packed quantized dtypes quint4x2 (4)
+    and quint2x4 (2), whose storages hold ceil(numel * bits / 8) bytes; 0 for invalid. */
+SDICT_API size_t sdict_dtype_bits(sdict_dtype dtype);
 /** Parses a torch dtype name ("float32", also "torch.float32" and torch's aliases "float",
-    "half", "double", "long", "int", "short", "cfloat", "cdouble"); SDICT_E_DTYPE if unknown. */
+    "half", "double", "long", "int", "short", "cfloat", "cdouble", "chalf", "bit");
+    SDICT_E_DTYPE if unknown. */
 SDICT_API sdict_status sdict_dtype_from_name(const char *name, sdict_dtype *out);
-/** Legacy storage class ("FloatStorage"), or NULL for dtypes that only exist via
-    UntypedStorage + _rebuild_tensor_v3 (uint16/32/64, float8 types, complex32). */
+/** Legacy storage class ("FloatStorage", "QInt8Storage"), or NULL for dtypes that only exist
+    via UntypedStorage + _rebuild_tensor_v3 (torch.storage._new_dtypes(): uint16/32/64, the
+    float8 and float4 types, bits types, complex32, bcomplex32; and uint1..7, int1..7). */
 SDICT_API const char *sdict_dtype_storage_class(sdict_dtype dtype);
 
 /*==================================================================================================
@@ -245,6 +287,11 @@ typedef struct sdict_tensor {
     sdict_storage *storage;           /**< borrowed; NULL for meta tensors */
     bool requires_grad;
     bool is_parameter;                /**< saved as nn.Parameter (_rebuild_parameter) */
+    /** torch's lazy conjugate and negative bits (Tensor.is_conj(), is_neg(); torch 2.x saves
+        them as rebuild metadata): the elements are the conjugate / negation of what the
+        storage holds. sdict_tensor_copy_to applies them; sdict_tensor_data does not. */
+    bool is_conj;
+    bool is_neg;
 } sdict_tensor;
 
 /**
@@ -279,22 +326,24 @@ SDICT_API sdict_status sdict_tensor_init(sdict_tensor *t, sdict_dtype dtype, int
 /** Number of elements (product of shape; 1 for 0-dim, 0 if any size is 0), like numel();
     -1 when the shape is malformed (a negative size, or a product past int64). */
 SDICT_API int64_t sdict_tensor_numel(const sdict_tensor *t);
-/** numel * element size, in bytes: the size of a contiguous copy (not of the storage); 0 for
-    a malformed shape. */
+/** numel * element size, in bytes: the size of a contiguous copy (not of the storage); for
+    quint4x2/quint2x4 ceil(numel * bits / 8); 0 for a malformed shape. */
 SDICT_API size_t sdict_tensor_nbytes(const sdict_tensor *t);
 /** True when strides are torch's default contiguous strides (sizes of 1 or 0 ignored, as
     torch's is_contiguous() does). */
 SDICT_API bool sdict_tensor_is_contiguous(const sdict_tensor *t);
-/** Pointer to element (0,...,0): storage data + storage_offset * element size. NULL for meta
-    tensors and empty storages. Only meaningful for contiguous reading when
-    sdict_tensor_is_contiguous(). */
+/** Pointer to element (0,...,0): storage data + storage_offset * element size (bits / 8 for
+    the packed dtypes). NULL for meta tensors and empty storages. Only meaningful for
+    contiguous reading when sdict_tensor_is_contiguous(); the raw stored bytes, without the
+    is_conj / is_neg bits applied. */
 SDICT_API void *sdict_tensor_data(const sdict_tensor *t);
 
 /**
  Checks that the tensor is well formed: dtype valid, ndim >= 0 (shape and stride not NULL
  when ndim > 0), sizes >= 0, strides >= 0, storage_offset >= 0, and (when numel > 0) that
  (storage_offset + sum((size_k - 1) * stride_k) + 1) * element size fits in the storage,
- computed with overflow checks. torch does not perform this check. Errors: SDICT_E_SHAPE,
+ computed with overflow checks (for quint4x2/quint2x4: ceil(that count * bits / 8) bytes, and
+ storage_offset must start on a byte). torch does not perform this check. Errors: SDICT_E_SHAPE,
  SDICT_E_STORAGE, SDICT_E_DTYPE, SDICT_E_INVALID_ARG (t NULL, or shape or stride NULL with
  ndim > 0).
 */
@@ -305,12 +354,18 @@ SDICT_API sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *er
  sdict_tensor_nbytes(t)), following strides, converting to dtype `to` (the same as t->dtype
  for a plain copy). Conversions follow torch's Tensor.to(): floats to ints truncate toward zero
  (NaN and out-of-range values give INT64_MIN, then wrap for narrower types), to bool is != 0,
- complex to real keeps the real part; float16 and bfloat16 round to nearest even from the exact
- source value (torch 1.13 rounds float64 through float32 first, so about 3 in 100,000 float64
- values differ from torch's by one unit in the last place). Supported for every pair among
- float64/32/16, bfloat16, int8/16/32/64, uint8/16/32/64, bool; complex only to the same dtype;
- float8 types only to themselves. Errors: SDICT_E_INVALID_ARG (dst too small), SDICT_E_DTYPE
- (unsupported pair), SDICT_E_STORAGE (meta tensor).
+ complex to real keeps the real part (torch warns and discards the imaginary part), real to
+ complex has imaginary part 0; float16 and bfloat16 (and the halves of complex32/bcomplex32)
+ round to nearest even from the exact source value (torch 1.13 rounds float64 through float32
+ first, so about 3 in 100,000 float64 values differ from torch's by one unit in the last
+ place). Supported: every pair among float64/32/16, bfloat16, int8/16/32/64, uint8/16/32/64,
+ bool, complex32/64/128 and bcomplex32; the float8 types to themselves and, decoded exactly, to
+ any of those (torch converts float8 to wider types the same way); every other dtype
+ (float4_e2m1fn_x2, bits*, quantized, uint1..7, int1..7) only to itself, a raw copy (quint4x2
+ and quint2x4 only when contiguous). The is_conj / is_neg bits are applied (conjugate: the
+ imaginary part negated; negative: the value negated, integers wrapping). Errors:
+ SDICT_E_INVALID_ARG (dst too small), SDICT_E_DTYPE (unsupported pair, or a conj/neg bit on a
+ dtype without arithmetic), SDICT_E_STORAGE (meta tensor).
 */
 SDICT_API sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *dst,
                                             size_t dst_bytes, sdict_error *err);
@@ -338,11 +393,18 @@ typedef enum sdict_kind {
     SDICT_KIND_DICT,     /**< dict or collections.OrderedDict (both keep insertion order) */
     SDICT_KIND_TENSOR,   /**< torch.Tensor or nn.Parameter */
     SDICT_KIND_DTYPE,    /**< a torch.dtype object stored as a value (torch.float16) */
+    SDICT_KIND_DEVICE,   /**< torch.device ("cpu", "cuda:1"): sdict_device_new */
+    SDICT_KIND_COMPLEX,  /**< Python complex (two doubles): sdict_complex_new */
+    SDICT_KIND_QSCHEME,  /**< torch.qscheme object (torch.per_tensor_affine) */
+    SDICT_KIND_LAYOUT,   /**< torch.layout object (torch.sparse_csr) */
+    SDICT_KIND_SPARSE,   /**< torch.Tensor of a sparse layout (COO, CSR, CSC, BSR, BSC) */
+    SDICT_KIND_NESTED,   /**< torch.Tensor nested (torch.nested.nested_tensor, strided layout) */
     SDICT_KIND_COUNT
 } sdict_kind;
 
 /** "none", "bool", "int", "float", "str", "bytes", "list", "tuple", "set", "dict",
-    "tensor", "dtype"; "?" when invalid. */
+    "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested"; "?" when
+    invalid. */
 SDICT_API const char *sdict_kind_name(sdict_kind kind);
 
 /**
@@ -359,6 +421,8 @@ typedef enum sdict_pytype {
                                       (numpy.float32(1.5), numpy.int64(7), numpy.bool_(True)) */
     SDICT_PYTYPE_NUMPY_ARRAY,    /**< a tensor (C- or Fortran-contiguous, own storage) that is a
                                       numpy.ndarray */
+    SDICT_PYTYPE_COUNTER,        /**< a dict (not an OrderedDict) that is a collections.Counter
+                                      (an LR scheduler's `milestones`); values may be anything */
     SDICT_PYTYPE_COUNT
 } sdict_pytype;
 
@@ -368,8 +432,9 @@ SDICT_API sdict_pytype sdict_value_pytype(const sdict_value *v);
     buf; NULL for other values. */
 SDICT_API const char *sdict_value_numpy_dtype(const sdict_value *v, char buf[8]);
 /**
- Marks v as a torch.Size (a tuple of ints), a frozenset (a set) or a bytearray (bytes), or
- back as its plain type (which also turns a numpy value into a plain number or tensor).
+ Marks v as a torch.Size (a tuple of ints), a frozenset (a set), a bytearray (bytes) or a
+ Counter (a dict that is not ordered), or back as its plain type (which also turns a numpy
+ value into a plain number or tensor).
  numpy types cannot be set: they come from files. Errors: SDICT_E_INVALID_ARG (NULL, numpy
  type, or a kind that does not match).
 */
@@ -400,6 +465,14 @@ SDICT_API sdict_value *sdict_str_new(sdict_doc *doc, const char *s, size_t len);
 SDICT_API sdict_value *sdict_bytes_new(sdict_doc *doc, const void *p, size_t len);
 /** A torch.dtype value. */
 SDICT_API sdict_value *sdict_dtype_value_new(sdict_doc *doc, sdict_dtype dtype);
+/**
+ A torch.device value: type ("cpu", "cuda", "meta", a privateuse1 name; copied; letters,
+ digits and '_' only) and index (>= 0), or index -1 for a device without one (torch.device('cpu')
+ differs from torch.device('cpu', 0), and both save as they are). NULL on a bad type or index.
+*/
+SDICT_API sdict_value *sdict_device_new(sdict_doc *doc, const char *type, int64_t index);
+/** A Python complex. */
+SDICT_API sdict_value *sdict_complex_new(sdict_doc *doc, double re, double im);
 
 /** The bool; false for non-bool. */
 SDICT_API bool sdict_bool_get(const sdict_value *v);
@@ -422,6 +495,12 @@ SDICT_API const char *sdict_str_get(const sdict_value *v, size_t *len);
 SDICT_API const void *sdict_bytes_get(const sdict_value *v, size_t *len);
 /** The dtype of a SDICT_KIND_DTYPE value; SDICT_DTYPE_COUNT for other kinds. */
 SDICT_API sdict_dtype sdict_dtype_value_get(const sdict_value *v);
+/** Type (NUL-terminated, borrowed) of a device value, NULL for other kinds; *index (may be
+    NULL) gets its index or -1. */
+SDICT_API const char *sdict_device_get(const sdict_value *v, int64_t *index);
+/** Real and imaginary parts of a complex value (NaN for other kinds); either pointer may be
+    NULL. Returns false for other kinds. */
+SDICT_API bool sdict_complex_get(const sdict_value *v, double *re, double *im);
 
 /* ---- sequences: list, tuple, set ---- */
 
@@ -447,10 +526,10 @@ SDICT_API sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered);
 /** True for an OrderedDict. */
 SDICT_API bool sdict_dict_is_ordered(const sdict_value *d);
 /**
- Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, None, bytes, or tuples
- of those; an existing equal key keeps its position and gets the new value (Python semantics,
- except that 1 and True are different keys). Errors: SDICT_E_INVALID_ARG (not a dict,
- unhashable key, foreign doc), SDICT_E_NOMEM.
+ Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, complex, None, bytes,
+ dtype, device, qscheme, layout, or tuples of those; an existing equal key keeps its position
+ and gets the new value (Python semantics, except that 1 and True are different keys).
+ Errors: SDICT_E_INVALID_ARG (not a dict, unhashable key, foreign doc), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dict_set(sdict_value *d, sdict_value *key, sdict_value *val);
 /** sdict_dict_set with a str key made from the NUL-terminated text. */
@@ -486,6 +565,160 @@ SDICT_API sdict_status sdict_tensor_new(sdict_doc *doc, const sdict_tensor *t, s
                                         sdict_error *err);
 /** The tensor of a tensor value (borrowed, lives with the doc), NULL for other kinds. */
 SDICT_API const sdict_tensor *sdict_value_tensor(const sdict_value *v);
+
+/**
+ Python attributes a tensor carried (torch 2.x pickles them as the `state` of
+ torch._utils._rebuild_parameter_with_state for Parameters and of
+ torch._tensor._rebuild_from_type_v2 for other tensors): a str-keyed dict, or NULL when none.
+ Works for tensor, sparse and nested values. A (dict, slots) state pair is merged into one.
+*/
+SDICT_API sdict_value *sdict_tensor_attrs(const sdict_value *v);
+/** Sets the attribute dict (a str-keyed dict of the same doc, or NULL to drop it) of a tensor,
+    sparse or nested value; saved as torch 2.x saves a tensor with attributes (torch 1.13 cannot
+    load those). Errors: SDICT_E_INVALID_ARG. */
+SDICT_API sdict_status sdict_tensor_set_attrs(sdict_value *v, sdict_value *attrs);
+
+/* ---- qschemes, layouts and quantized tensors ---- */
+
+/** torch.qscheme objects, named as torch spells them. */
+typedef enum sdict_qscheme {
+    SDICT_PER_TENSOR_AFFINE = 0,
+    SDICT_PER_CHANNEL_AFFINE,
+    SDICT_PER_TENSOR_SYMMETRIC,
+    SDICT_PER_CHANNEL_SYMMETRIC,
+    SDICT_PER_CHANNEL_AFFINE_FLOAT_QPARAMS,
+    SDICT_QSCHEME_COUNT
+} sdict_qscheme;
+
+/** torch.layout objects (torch.strided, torch.sparse_coo, ...; torch._mkldnn, torch.jagged). */
+typedef enum sdict_layout {
+    SDICT_LAYOUT_STRIDED = 0,
+    SDICT_LAYOUT_SPARSE_COO,
+    SDICT_LAYOUT_SPARSE_CSR,
+    SDICT_LAYOUT_SPARSE_CSC,
+    SDICT_LAYOUT_SPARSE_BSR,
+    SDICT_LAYOUT_SPARSE_BSC,
+    SDICT_LAYOUT_MKLDNN,
+    SDICT_LAYOUT_JAGGED,
+    SDICT_LAYOUT_COUNT
+} sdict_layout;
+
+/** "per_tensor_affine", ...; "?" if invalid. */
+SDICT_API const char *sdict_qscheme_name(sdict_qscheme q);
+/** "strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "_mkldnn",
+    "jagged"; "?" if invalid. */
+SDICT_API const char *sdict_layout_name(sdict_layout l);
+/** A torch.qscheme / torch.layout value; NULL when invalid or out of memory. */
+SDICT_API sdict_value *sdict_qscheme_value_new(sdict_doc *doc, sdict_qscheme q);
+SDICT_API sdict_value *sdict_layout_value_new(sdict_doc *doc, sdict_layout l);
+/** The qscheme / layout of such a value; SDICT_QSCHEME_COUNT / SDICT_LAYOUT_COUNT otherwise. */
+SDICT_API sdict_qscheme sdict_qscheme_value_get(const sdict_value *v);
+SDICT_API sdict_layout sdict_layout_value_get(const sdict_value *v);
+
+/**
+ The quantizer of a quantized tensor (torch._utils._rebuild_qtensor): the tensor itself holds
+ the integer representation (dtype qint8, quint8, qint32, quint4x2 or quint2x4); the real value
+ of element x is (x - zero_point) * scale, per tensor or per channel along `axis`.
+ - qscheme: SDICT_PER_TENSOR_AFFINE (scale, zero_point), or SDICT_PER_CHANNEL_AFFINE /
+   SDICT_PER_CHANNEL_AFFINE_FLOAT_QPARAMS (scales, zero_points, axis). torch saves both
+   per-channel schemes as per_channel_affine and tells them apart on load by the zero points'
+   dtype (floating: float_qparams); statedict reports the scheme torch has after loading and
+   saves it as torch does.
+ - scales, zero_points: 1-D tensor values of the same doc with shape[axis] elements (torch
+   writes float64 scales and int64 zero points, float32 both for float_qparams).
+*/
+typedef struct sdict_quantizer {
+    sdict_qscheme qscheme;
+    double scale;              /**< per tensor */
+    int64_t zero_point;        /**< per tensor */
+    sdict_value *scales;       /**< per channel */
+    sdict_value *zero_points;  /**< per channel */
+    int64_t axis;              /**< per channel: 0 <= axis < ndim */
+} sdict_quantizer;
+
+/**
+ Creates a quantized tensor value: t as for sdict_tensor_new (dtype must be quantized) plus a
+ copy of q. Errors: those of sdict_tensor_new; SDICT_E_DTYPE (dtype not quantized);
+ SDICT_E_INVALID_ARG (scheme not affine, axis out of range, scales/zero_points not 1-D tensors
+ of this doc with shape[axis] elements, float_qparams with integer zero points).
+*/
+SDICT_API sdict_status sdict_qtensor_new(sdict_doc *doc, const sdict_tensor *t,
+                                         const sdict_quantizer *q, sdict_value **out,
+                                         sdict_error *err);
+/** The quantizer of a quantized tensor value (borrowed), NULL for other values (a tensor of a
+    quantized dtype without a quantizer is torch's plain tensor of that dtype). */
+SDICT_API const sdict_quantizer *sdict_value_quantizer(const sdict_value *v);
+
+/* ---- sparse and nested tensors ---- */
+
+/**
+ A sparse tensor (torch._utils._rebuild_sparse_tensor; torch 1.13's _rebuild_sparse_csr_tensor),
+ made of component tensor values of the same doc:
+ - SDICT_LAYOUT_SPARSE_COO: indices (int64 [sparse_dim, nnz]) and values ([nnz, dense dims...]);
+ - CSR/BSR: indices = crow_indices, plain_indices = col_indices; CSC/BSC: indices =
+   ccol_indices, plain_indices = row_indices (int32 or int64, with leading batch dimensions);
+   values [batch..., nnz, (block rows, block cols for BSR/BSC,) dense dims...].
+ size is the sparse tensor's torch.Size (a tuple of ints). is_coalesced is COO's flag as torch
+ 2.x saves it (1 or 0), -1 when the file did not record it (torch 1.13 writes 3-item COO data;
+ torch then takes a tensor of fewer than two entries as coalesced; saved back the same way,
+ which both torch generations load). legacy_csr marks a CSR tensor
+ saved through torch 1.13's _rebuild_sparse_csr_tensor; sdict_save writes it back that way in
+ torch 1.13's layout (torch 2.x has no such function and cannot load those files; 1.13 cannot
+ load CSR the 2.x way) and the 2.x way with SDICT_SAVE_LAYOUT_TORCH2.
+ requires_grad and is_parameter come only through nn.Parameter (torch saves a sparse tensor's
+ requires_grad nowhere else).
+*/
+typedef struct sdict_sparse {
+    sdict_layout layout;
+    sdict_value *size;
+    sdict_value *indices;
+    sdict_value *plain_indices;  /**< NULL for COO */
+    sdict_value *values;
+    int8_t is_coalesced;
+    bool legacy_csr;
+    bool requires_grad;
+    bool is_parameter;
+} sdict_sparse;
+
+/**
+ Creates a sparse tensor value from a copy of s, after checking it as torch's weights_only
+ loader does (torch._validate_sparse_coo_tensor_args / _validate_sparse_compressed_tensor_args):
+ component kinds, dtypes and shapes against size, every index inside its dimension, compressed
+ indices starting at 0, non-decreasing and ending at nnz. Index tensors may not expand their
+ storage (stride 0), so checking costs at most one pass over the file's bytes.
+ Errors: SDICT_E_INVALID_ARG (a component is not a tensor of this doc, bad layout),
+ SDICT_E_SHAPE, SDICT_E_DTYPE, SDICT_E_STORAGE (meta components, an index outside its range).
+*/
+SDICT_API sdict_status sdict_sparse_new(sdict_doc *doc, const sdict_sparse *s, sdict_value **out,
+                                        sdict_error *err);
+/** The description of a sparse value (borrowed), NULL for other kinds. */
+SDICT_API const sdict_sparse *sdict_value_sparse(const sdict_value *v);
+
+/**
+ A nested tensor (torch.nested.nested_tensor; torch._utils._rebuild_nested_tensor): n
+ component tensors that are strided views of one 1-D buffer. sizes and strides are int64
+ [n, ndim] tensors, storage_offsets int64 [n] (elements of buffer), as torch's
+ _nested_tensor_size(), _nested_tensor_strides(), _nested_tensor_storage_offsets().
+*/
+typedef struct sdict_nested {
+    sdict_value *buffer;
+    sdict_value *sizes;
+    sdict_value *strides;
+    sdict_value *storage_offsets;
+    bool requires_grad;
+    bool is_parameter;
+} sdict_nested;
+
+/**
+ Creates a nested tensor value from a copy of n after checking that buffer is a 1-D tensor,
+ sizes/strides/storage_offsets int64 tensors of matching shapes with values >= 0, and every
+ component inside the buffer. Errors: SDICT_E_INVALID_ARG, SDICT_E_SHAPE, SDICT_E_DTYPE,
+ SDICT_E_STORAGE.
+*/
+SDICT_API sdict_status sdict_nested_new(sdict_doc *doc, const sdict_nested *n, sdict_value **out,
+                                        sdict_error *err);
+/** The description of a nested value (borrowed), NULL for other kinds. */
+SDICT_API const sdict_nested *sdict_value_nested(const sdict_value *v);
 
 /* ---- paths ---- */
 
@@ -551,12 +784,23 @@ SDICT_API const char *sdict_format_name(sdict_format f);
 
 /**
  Loads the file at path, as torch.load(path, map_location='cpu', weights_only=True) would,
- but with statedict's allow-list (collections.OrderedDict, torch._utils rebuild functions,
- torch storage classes, dtypes, torch.Size, builtins set/frozenset/bytearray,
- _codecs.encode) and checks torch lacks (storage sizes, tensor extents, resource limits).
+ with statedict's allow-list: what torch 2.14's default weights_only loader allows
+ (collections.OrderedDict and Counter, torch.Size, torch.device, torch.Tensor,
+ torch.nn.parameter.Parameter, every dtype, qscheme and storage class, the legacy tensor
+ types, torch.serialization._get_layout, builtins set/bytearray/complex, _codecs.encode, the
+ torch._utils rebuild functions and torch._tensor._rebuild_from_type_v2), plus
+ builtins.frozenset/bytes, torch 1.13's _rebuild_sparse_csr_tensor and numpy's array and
+ scalar reconstructors; and checks torch lacks (storage sizes, tensor extents, resource
+ limits). What each becomes: see sdict_kind, sdict_quantizer, sdict_sparse, sdict_nested and
+ sdict_tensor_attrs; _rebuild_device_tensor_from_cpu_tensor / _from_numpy give the CPU tensor
+ converted to the saved dtype (map_location='cpu'); _rebuild_wrapper_subclass is refused
+ (SDICT_E_UNSUPPORTED) because torch cannot rebuild any allowed class with it either.
  Zip, legacy and tar formats are detected from the content, not the name. TorchScript
  archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
- By default stored, 64-byte-aligned, native-order records are mapped, not copied.
+ By default stored, native-order records are mapped, not copied, when they start where torch's
+ writer puts them: at a multiple of the archive's storage alignment (64 bytes, or the
+ .storage_alignment record of torch >= 2.7, counting at most 64) and of the dtype's natural
+ alignment; other records are copied, so storage data is always aligned for its dtype.
 
  @param path  file to read; must not be NULL.
  @param opts  NULL for defaults.
@@ -628,6 +872,19 @@ typedef struct sdict_save_opts {
  SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY, and b'' is written as _codecs.encode('', 'latin1') where
  torch writes builtins.bytes(), which its own weights-only unpickler refuses. (torch 1.13's
  weights_only=True, off by default there, also refuses floats and bytes.)
+ What torch 2.x added is written the way torch 2.x writes it, so it loads in torch 2.x (and,
+ for what torch 1.13 knows, in 1.13): dtypes without a storage class through
+ _rebuild_tensor_v3, the conj/neg bits as rebuild metadata, quantized tensors through
+ _rebuild_qtensor, sparse tensors through _rebuild_sparse_tensor (COO without is_coalesced
+ when its file had none), nested tensors through _rebuild_nested_tensor, tensor attributes
+ through _rebuild_parameter_with_state / _rebuild_from_type_v2, Counter, device, complex,
+ qscheme and layout values as their own reduce functions (torch 1.13 loads none of those but
+ quantized tensors, COO tensors without is_coalesced, Counters, devices, complex, qschemes and
+ layouts). One exception to the weights-only rule: a CSR tensor read from a torch 1.13 file
+ (sdict_sparse.legacy_csr) is written, in torch 1.13's layout, through 1.13's
+ _rebuild_sparse_csr_tensor, which 1.13 loads (also with weights_only=True) and torch 2.x
+ cannot load at all, as it cannot load the file it came from; SDICT_SAVE_LAYOUT_TORCH2 writes
+ it the 2.x way.
  The file is written beside path under a temporary name, fsynced, renamed over path, and the
  directory fsynced: a failure at any point leaves any previous file untouched (a process killed
  mid-save may leave its temporary ".NAME.PID-NNN.sdtmp" behind). A symbolic link is written

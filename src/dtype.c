@@ -1,8 +1,11 @@
 /*
  dtype.c - the dtype table: torch's names, element sizes and legacy storage classes
- (FORMAT.md 1.7). Dtypes torch added after typed storages were retired (uint16/32/64,
- complex32, float8 types) have no storage class and travel as UntypedStorage plus
- _rebuild_tensor_v3's dtype argument.
+ (FORMAT.md 1.7). Dtypes torch added after typed storages were retired (torch 2.14's
+ storage._new_dtypes(): uint16/32/64, complex32, bcomplex32, float8 and float4 types, bits
+ types) have no storage class and travel as UntypedStorage plus _rebuild_tensor_v3's dtype
+ argument; so do uint1..7 and int1..7, which torch lists as dtypes but cannot save tensors of.
+ The quantized dtypes keep their legacy classes (QInt8Storage, ...); quint4x2 and quint2x4
+ pack two and four elements per byte.
 */
 #include "internal.h"
 
@@ -12,6 +15,7 @@ typedef struct dtype_info {
     const char *name;
     size_t size;
     const char *storage_class;
+    size_t bits; /* 0: 8 * size */
 } dtype_info;
 
 static const dtype_info dtypes[SDICT_DTYPE_COUNT] = {
@@ -36,6 +40,32 @@ static const dtype_info dtypes[SDICT_DTYPE_COUNT] = {
     [SDICT_FLOAT8_E4M3FNUZ] = {"float8_e4m3fnuz", 1, NULL},
     [SDICT_FLOAT8_E5M2FNUZ] = {"float8_e5m2fnuz", 1, NULL},
     [SDICT_FLOAT8_E8M0FNU] = {"float8_e8m0fnu", 1, NULL},
+    [SDICT_FLOAT4_E2M1FN_X2] = {"float4_e2m1fn_x2", 1, NULL},
+    [SDICT_BITS8] = {"bits8", 1, NULL},
+    [SDICT_BITS16] = {"bits16", 2, NULL},
+    [SDICT_BITS1X8] = {"bits1x8", 1, NULL},
+    [SDICT_BITS2X4] = {"bits2x4", 1, NULL},
+    [SDICT_BITS4X2] = {"bits4x2", 1, NULL},
+    [SDICT_BCOMPLEX32] = {"bcomplex32", 4, NULL},
+    [SDICT_QINT8] = {"qint8", 1, "QInt8Storage"},
+    [SDICT_QUINT8] = {"quint8", 1, "QUInt8Storage"},
+    [SDICT_QINT32] = {"qint32", 4, "QInt32Storage"},
+    [SDICT_QUINT4X2] = {"quint4x2", 1, "QUInt4x2Storage", 4},
+    [SDICT_QUINT2X4] = {"quint2x4", 1, "QUInt2x4Storage", 2},
+    [SDICT_UINT1] = {"uint1", 1, NULL},
+    [SDICT_UINT2] = {"uint2", 1, NULL},
+    [SDICT_UINT3] = {"uint3", 1, NULL},
+    [SDICT_UINT4] = {"uint4", 1, NULL},
+    [SDICT_UINT5] = {"uint5", 1, NULL},
+    [SDICT_UINT6] = {"uint6", 1, NULL},
+    [SDICT_UINT7] = {"uint7", 1, NULL},
+    [SDICT_INT1] = {"int1", 1, NULL},
+    [SDICT_INT2] = {"int2", 1, NULL},
+    [SDICT_INT3] = {"int3", 1, NULL},
+    [SDICT_INT4] = {"int4", 1, NULL},
+    [SDICT_INT5] = {"int5", 1, NULL},
+    [SDICT_INT6] = {"int6", 1, NULL},
+    [SDICT_INT7] = {"int7", 1, NULL},
 };
 
 /* torch's aliases (torch.float is float32, torch.half float16, ...), which also name dtypes
@@ -47,6 +77,7 @@ static const struct {
     {"double", SDICT_FLOAT64}, {"float", SDICT_FLOAT32},       {"half", SDICT_FLOAT16},
     {"cdouble", SDICT_COMPLEX128}, {"cfloat", SDICT_COMPLEX64}, {"chalf", SDICT_COMPLEX32},
     {"long", SDICT_INT64},     {"int", SDICT_INT32},           {"short", SDICT_INT16},
+    {"bit", SDICT_UINT1},
 };
 
 const char *sdict_dtype_name(sdict_dtype dtype) {
@@ -59,6 +90,12 @@ size_t sdict_dtype_size(sdict_dtype dtype) {
     if ((unsigned)dtype >= SDICT_DTYPE_COUNT)
         return 0;
     return dtypes[dtype].size;
+}
+
+size_t sdict_dtype_bits(sdict_dtype dtype) {
+    if ((unsigned)dtype >= SDICT_DTYPE_COUNT)
+        return 0;
+    return dtypes[dtype].bits ? dtypes[dtype].bits : 8 * dtypes[dtype].size;
 }
 
 const char *sdict_dtype_storage_class(sdict_dtype dtype) {

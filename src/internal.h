@@ -9,6 +9,7 @@
    storage.c     reference-counted storages, file mappings, the read-at-offset input source
    tensor.c      tensor checks, contiguous copies and dtype conversion
    value.c       documents, values, dict hashing, big ints, dotted paths
+   composite.c   quantized, sparse and nested tensors: checks of their parts
    zip_read.c    zip/ZIP64 central directory reader, record reads (stored, deflate via libdeflate)
    zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
    pickle_read.c the pickle machine: protocols 0-5, allow-listed globals, torch rebuild functions
@@ -177,6 +178,26 @@ sdict_value *sdict__int_from_le_bytes(sdict_doc *doc, const uint8_t *p, size_t n
     LONG1 encoding (0 -> 0 bytes). Pointer borrowed or written into buf (16 bytes) for int64. */
 const uint8_t *sdict__int_le_bytes(const sdict_value *v, uint8_t buf[16], size_t *n);
 
+/** A tensor value (t checked as by sdict_tensor_new) carrying a copy of quantizer q (NULL for
+    a plain tensor); q is trusted (sdict_qtensor_new checks it). */
+sdict_status sdict__tensor_value_new(sdict_doc *doc, const sdict_tensor *t,
+                                     const sdict_quantizer *q, sdict_value **out,
+                                     sdict_error *err);
+/** Sparse / nested values holding a copy of a description already checked (composite.c);
+    NULL on out-of-memory. */
+sdict_value *sdict__sparse_value_new(sdict_doc *doc, const sdict_sparse *s);
+sdict_value *sdict__nested_value_new(sdict_doc *doc, const sdict_nested *n);
+/** sdict_sparse_new / sdict_nested_new, checking the index values (which need the storages'
+    bytes) only when check_values; sdict__composite_check_values checks them later (OK for
+    other values). composite.c. */
+sdict_status sdict__sparse_new(sdict_doc *doc, const sdict_sparse *s, bool check_values,
+                               sdict_value **out, sdict_error *err);
+sdict_status sdict__nested_new(sdict_doc *doc, const sdict_nested *n, bool check_values,
+                               sdict_value **out, sdict_error *err);
+sdict_status sdict__composite_check_values(const sdict_value *v, sdict_error *err);
+/** The doc that owns v, NULL for NULL. */
+sdict_doc *sdict__value_doc(const sdict_value *v);
+
 /** Load bookkeeping kept on the doc. */
 void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian);
 
@@ -301,6 +322,16 @@ typedef struct sdict__unpickler {
        inert placeholders and the machine keeps going; calling one is still an error. */
     sdict__global_fn on_global;
     bool scan;
+    /* Sparse and nested tensors whose index values cannot be checked yet (legacy files: the
+       storage bytes follow the pickle) are appended here, for the caller to check with
+       sdict__composite_check_values and free (sdict__free). NULL when not deferring (with
+       defer false the checks run at once; in scan mode they never run: no bytes are read). */
+    bool defer_checks;
+    struct sdict__deferred {
+        sdict_value *v;
+        int64_t offset;           /* the opcode that made it, for messages */
+    } *deferred;
+    size_t n_deferred, cap_deferred;
     size_t consumed;              /* out: bytes used, through STOP */
 } sdict__unpickler;
 

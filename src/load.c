@@ -164,6 +164,8 @@ typedef struct loader {
     sdict__zip *zip;
     const char *data_dir;   /* "data/" (or "constants/" for TorchScript constants.pkl in scans) */
     bool crc_all_zero;      /* writer computed no CRCs (torch 2.6+ compute_crc32=False) */
+    uint64_t alignment;     /* storage payload alignment: 64, or a .storage_alignment record */
+    bool alignment_record;  /* the archive declared it (torch >= 2.7) */
     /* legacy */
     const uint8_t *win;     /* bytes [0, win_size) of the file */
     uint64_t win_size;
@@ -172,6 +174,10 @@ typedef struct loader {
     bool win_truncated;     /* legacy: a pickle ran past the window (read more, retry) */
     const char *pkl_rec;    /* zip: the pickle record being run, for messages */
     char rec[200];          /* scratch record name */
+    bool defer;             /* legacy object pickle: sparse/nested index checks wait for the
+                               payloads, which follow the pickle */
+    struct sdict__deferred *deferred;
+    size_t n_deferred;
 } loader;
 
 /* The unpickler passes its ctx, the loader, to both callbacks. */
@@ -205,10 +211,32 @@ static sdict_status run_pickle(loader *L, const uint8_t *data, size_t size, cons
         u.on_global = on_global_cb;
         u.scan = true;
     }
+    u.defer_checks = L->defer;
     sdict_status st = sdict__unpickle(&u, out, err);
     if (consumed)
         *consumed = u.consumed;
+    if (L->defer) { /* a restarted legacy parse drops the last attempt's list */
+        sdict__free(L->deferred);
+        L->deferred = u.deferred;
+        L->n_deferred = u.n_deferred;
+    }
     return st;
+}
+
+/* The index checks of sparse and nested tensors deferred while the pickle ran (their index
+   tensors' bytes had not been read yet), reported at the opcode that built each. */
+static sdict_status check_deferred(loader *L, const char *record, sdict_error *err) {
+    for (size_t i = 0; i < L->n_deferred; i++) {
+        sdict_status st = sdict__composite_check_values(L->deferred[i].v, err);
+        if (st != SDICT_OK) {
+            if (err) {
+                snprintf(err->record, sizeof err->record, "%s", record);
+                err->offset = L->deferred[i].offset;
+            }
+            return st;
+        }
+    }
+    return SDICT_OK;
 }
 
 /*==================================================================================================
@@ -398,8 +426,14 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
     sdict_storage *s = NULL;
     bool crc = L->verify_crc && !L->crc_all_zero;
     const sdict__mapping *m = L->src->mapping;
-    if (m && e->method == 0 && !swap && nbytes > 0 &&
-        (L->scan || e->data_offset % 64 == 0)) {
+    /* A payload is mapped in place when it sits where its writer put it: at a multiple of the
+       archive's storage alignment (64 bytes, or what .storage_alignment declares, at most 64
+       counted), and of its elements' natural alignment; anything else is copied, so a mapped
+       or copied storage is always aligned for its dtype. */
+    uint64_t want = L->alignment < 64 ? L->alignment : 64, es = sdict_dtype_size(p.dtype);
+    es = es > 8 ? 8 : es;
+    bool aligned = e->data_offset % want == 0 && e->data_offset % es == 0;
+    if (m && e->method == 0 && !swap && nbytes > 0 && (L->scan || aligned)) {
         /* Zero-copy: the record is the storage. Scans map any offset: nothing reads it. */
         if (crc && !L->scan) {
             uint32_t c = sdict__crc32(0, sdict__mapping_base(m) + e->data_offset, (size_t)nbytes);
@@ -537,14 +571,21 @@ static sdict_status zip_checks(loader *L, sdict_error *err) {
     } else {
         L->big_endian = (L->flags & SDICT_LOAD_ASSUME_BIG_ENDIAN) != 0;
     }
-    /* Informational 2.7+ records: accept any decimal, refuse garbage. */
+    /* 2.7+ records: .format_version (1: storages in numeric key order, 2: with the storage
+       alignment record) is informational; .storage_alignment says where every payload starts
+       (a positive decimal, 64 by default). Garbage in either is refused. */
     static const char *const info[] = {".format_version", ".storage_alignment"};
+    L->alignment = 64;
     for (size_t i = 0; i < 2; i++) {
         if ((st = read_small(L, info[i], buf, sizeof buf, &found, err)) != SDICT_OK)
             return st;
-        if (found && !parse_decimal_record(buf, &ver))
-            return sdict__err(err, SDICT_E_FORMAT, info[i], 0, "record is '%.16s', not a number",
-                              buf);
+        if (found && (!parse_decimal_record(buf, &ver) || (i == 1 && ver <= 0)))
+            return sdict__err(err, SDICT_E_FORMAT, info[i], 0, "record is '%.16s', not a %s "
+                              "number", buf, i == 1 ? "positive" : "decimal");
+        if (found && i == 1) {
+            L->alignment = (uint64_t)ver;
+            L->alignment_record = true;
+        }
     }
     return SDICT_OK;
 }
@@ -552,9 +593,21 @@ static sdict_status zip_checks(loader *L, sdict_error *err) {
 /* sdict_verify: the CRC of every record the load did not already check (code, extra files,
    storages nobody references, records read before CRCs were known to exist). */
 static sdict_status zip_verify_rest(loader *L, sdict_error *err) {
+    size_t plen = strlen(sdict__zip_prefix(L->zip));
+    /* torch 2.7+ may compute payload offsets from the declared alignment instead of reading
+       local headers (config.load.calculate_storage_offsets): a payload elsewhere would be read
+       from the wrong bytes */
+    for (size_t i = 0; L->alignment_record && i < sdict__zip_count(L->zip); i++) {
+        const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
+        if (strncmp(e->name + plen, "data/", 5) == 0 && e->size > 0 &&
+            e->data_offset % L->alignment != 0)
+            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, -1, "payload starts at file "
+                              "offset %llu, not at a multiple of the archive's "
+                              ".storage_alignment %llu", (unsigned long long)e->data_offset,
+                              (unsigned long long)L->alignment);
+    }
     if (L->crc_all_zero)
         return SDICT_OK;
-    size_t plen = strlen(sdict__zip_prefix(L->zip));
     for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
         const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
         const char *rel = e->name + plen;
@@ -827,8 +880,10 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
 
     L->alloc_budget = L->src->size - pos;
     sdict_value *root = NULL;
-    if ((st = legacy_pickle(L, &pos, "legacy:pickle", legacy_persistent_load, &root, err)) !=
-        SDICT_OK)
+    L->defer = true;
+    st = legacy_pickle(L, &pos, "legacy:pickle", legacy_persistent_load, &root, err);
+    L->defer = false;
+    if (st != SDICT_OK)
         return st;
     sdict_value *keys = NULL;
     if ((st = legacy_pickle(L, &pos, "legacy:storage_keys", refuse_persistent, &keys, err)) !=
@@ -875,6 +930,8 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
             return sdict__err(err, SDICT_E_STORAGE, rec, (int64_t)pos,
                               "storage '%s' has no payload (missing from the key list)",
                               L->storages.ents[i].key);
+    if (!L->scan && (st = check_deferred(L, "legacy:pickle", err)) != SDICT_OK)
+        return st;
     if (sdict_doc_set_root(L->doc, root) != SDICT_OK)
         return sdict__err(err, SDICT_E_INVALID_ARG, "legacy:pickle", -1,
                           "cannot set the document root");
@@ -1302,6 +1359,8 @@ static sdict_status run_loader(loader *L, sdict_doc **out, sdict_error *err) {
     L->zip = NULL;
     cache_free(&L->storages);
     cache_free(&L->tensors);
+    sdict__free(L->deferred);
+    L->deferred = NULL;
     if (st != SDICT_OK || !out) {
         sdict_doc_free(L->doc);
         L->doc = NULL;

@@ -148,6 +148,20 @@ typedef enum gkind {
     G_NP_NDARRAY_CLS,  /* numpy.ndarray */
     G_NP_DTYPE,        /* a numpy dtype object (REDUCE of numpy.dtype), BUILD sets byte order */
     G_NP_ARRAY,        /* an ndarray awaiting its BUILD state; then `fwd` is the tensor */
+    G_COUNTER,         /* collections.Counter */
+    G_DEVICE,          /* torch.device */
+    G_COMPLEX,         /* builtins.complex */
+    G_GET_LAYOUT,      /* torch.serialization._get_layout */
+    G_RQT,             /* torch._utils._rebuild_qtensor */
+    G_RSPARSE,         /* torch._utils._rebuild_sparse_tensor */
+    G_RSPARSE_CSR,     /* torch._utils._rebuild_sparse_csr_tensor (torch 1.13) */
+    G_RNESTED,         /* torch._utils._rebuild_nested_tensor */
+    G_RWRAPPER,        /* torch._utils._rebuild_wrapper_subclass */
+    G_RDEV_CPU,        /* torch._utils._rebuild_device_tensor_from_cpu_tensor */
+    G_RDEV_NUMPY,      /* torch._utils._rebuild_device_tensor_from_numpy */
+    G_FROM_TYPE,       /* torch._tensor._rebuild_from_type_v2 */
+    G_TENSOR_CLS,      /* torch.Tensor (a class argument) */
+    G_PARAM_CLS,       /* torch.nn.parameter.Parameter (a class argument) */
 } gkind;
 
 typedef struct tag {
@@ -287,6 +301,18 @@ static sdict_status relocate(vm *m, sdict_status st) {
         m->err->offset = m->off;
     }
     return st;
+}
+
+/* relocate for the constructors of quantized, sparse and nested tensors, whose
+   SDICT_E_INVALID_ARG (a part of the wrong kind) is, coming from a file, a pickle argument of
+   the wrong type. */
+static sdict_status relocate_parts(vm *m, sdict_status st) {
+    if (st == SDICT_E_INVALID_ARG) {
+        st = SDICT_E_PICKLE_TYPE;
+        if (m->err)
+            m->err->code = st;
+    }
+    return relocate(m, st);
 }
 
 static const char *kind_of(vm *m, const sdict_value *v);
@@ -445,7 +471,8 @@ static sdict_status check_data(vm *m, const sdict_value *v, const char *where) {
     return SDICT_OK;
 }
 
-/* Dict keys and set items: str, int, float, bool, None, bytes, or tuples of those. Checked
+/* Dict keys and set items: str, int, float, bool, None, bytes, the torch singletons (dtype,
+   device, qscheme, layout), complex, or tuples of those. Checked
    with a small explicit stack; a key needing more than 256 nodes is refused (real keys have a
    handful), which also keeps hashing shared-subtuple bombs linear. */
 static sdict_status check_hashable(vm *m, const sdict_value *key) {
@@ -465,6 +492,11 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
         case SDICT_KIND_FLOAT:
         case SDICT_KIND_STR:
         case SDICT_KIND_BYTES:
+        case SDICT_KIND_DTYPE:
+        case SDICT_KIND_DEVICE:
+        case SDICT_KIND_COMPLEX:
+        case SDICT_KIND_QSCHEME:
+        case SDICT_KIND_LAYOUT:
             break;
         case SDICT_KIND_TUPLE: {
             size_t k = sdict_seq_len(v);
@@ -873,33 +905,72 @@ static bool eq(const char *s, size_t n, const char *lit) {
 }
 
 typedef struct resolved {
-    gkind kind;          /* 0 when the global is a plain value (dtype) or refused */
+    gkind kind;          /* 0 when the global is a plain value (dtype, qscheme) or refused */
     bool allowed;
     bool is_dtype;
     sdict_dtype dtype;
+    int qscheme;         /* >= 0: the global is this qscheme object */
 } resolved;
+
+/* torch's quantization schemes, as module torch names them. */
+static int qscheme_of(const char *name, size_t nl) {
+    for (int q = 0; q < SDICT_QSCHEME_COUNT; q++)
+        if (eq(name, nl, sdict_qscheme_name((sdict_qscheme)q)))
+            return q;
+    return -1;
+}
+
+/* Exact names of the torch._utils rebuild functions the machine interprets. */
+static const struct {
+    const char *name;
+    gkind kind;
+} rebuild_fns[] = {
+    {"_rebuild_tensor", G_RT1},
+    {"_rebuild_tensor_v2", G_RT2},
+    {"_rebuild_tensor_v3", G_RT3},
+    {"_rebuild_parameter", G_RP},
+    {"_rebuild_parameter_with_state", G_RPS},
+    {"_rebuild_meta_tensor_no_storage", G_RMETA},
+    {"_rebuild_qtensor", G_RQT},
+    {"_rebuild_sparse_tensor", G_RSPARSE},
+    {"_rebuild_sparse_csr_tensor", G_RSPARSE_CSR},
+    {"_rebuild_nested_tensor", G_RNESTED},
+    {"_rebuild_wrapper_subclass", G_RWRAPPER},
+    {"_rebuild_device_tensor_from_cpu_tensor", G_RDEV_CPU},
+    {"_rebuild_device_tensor_from_numpy", G_RDEV_NUMPY},
+};
 
 /* Exact (module, name) lookup. Nothing is resolved by prefix or attribute walk. */
 static resolved resolve_global(const char *mod, size_t ml, const char *name, size_t nl) {
     resolved r = {0};
     r.allowed = true;
+    r.qscheme = -1;
     bool builtins = eq(mod, ml, "builtins") || eq(mod, ml, "__builtin__");
     bool np_multiarray = eq(mod, ml, "numpy.core.multiarray") || eq(mod, ml, "numpy._core.multiarray");
     char tmp[64];
-    if (eq(mod, ml, "collections") && eq(name, nl, "OrderedDict"))
+    if (eq(mod, ml, "torch._utils")) {
+        for (size_t i = 0; i < sizeof rebuild_fns / sizeof rebuild_fns[0]; i++)
+            if (eq(name, nl, rebuild_fns[i].name))
+                r.kind = rebuild_fns[i].kind;
+        r.allowed = r.kind != 0;
+    } else if (eq(mod, ml, "collections") && eq(name, nl, "OrderedDict"))
         r.kind = G_ODICT;
-    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_tensor"))
-        r.kind = G_RT1;
-    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_tensor_v2"))
-        r.kind = G_RT2;
-    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_tensor_v3"))
-        r.kind = G_RT3;
-    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_parameter"))
-        r.kind = G_RP;
-    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_parameter_with_state"))
-        r.kind = G_RPS;
-    else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_meta_tensor_no_storage"))
-        r.kind = G_RMETA;
+    else if (eq(mod, ml, "collections") && eq(name, nl, "Counter"))
+        r.kind = G_COUNTER;
+    else if (eq(mod, ml, "torch._tensor") && eq(name, nl, "_rebuild_from_type_v2"))
+        r.kind = G_FROM_TYPE;
+    else if (eq(mod, ml, "torch.serialization") && eq(name, nl, "_get_layout"))
+        r.kind = G_GET_LAYOUT;
+    else if (eq(mod, ml, "torch.nn.parameter") && eq(name, nl, "Parameter"))
+        r.kind = G_PARAM_CLS;
+    else if (eq(mod, ml, "torch") && eq(name, nl, "Tensor"))
+        r.kind = G_TENSOR_CLS;
+    else if (eq(mod, ml, "torch") && eq(name, nl, "device"))
+        r.kind = G_DEVICE;
+    else if (eq(mod, ml, "torch") && qscheme_of(name, nl) >= 0)
+        r.qscheme = qscheme_of(name, nl);
+    else if (builtins && eq(name, nl, "complex"))
+        r.kind = G_COMPLEX;
     else if (eq(mod, ml, "torch") && eq(name, nl, "Size"))
         r.kind = G_SIZE;
     else if (builtins && (eq(name, nl, "set") || eq(name, nl, "frozenset")))
@@ -966,6 +1037,9 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s' is not on the allow-list", full);
     } else if (r.is_dtype) {
         *out = sdict_dtype_value_new(m->doc, r.dtype);
+        st = *out ? SDICT_OK : nomem(m);
+    } else if (r.qscheme >= 0) {
+        *out = sdict_qscheme_value_new(m->doc, (sdict_qscheme)r.qscheme);
         st = *out ? SDICT_OK : nomem(m);
     } else {
         st = new_tagged(m, full, ml + nl + 1, r.allowed ? r.kind : G_REFUSED, out, NULL);
@@ -1056,6 +1130,24 @@ static sdict_status hooks_arg(vm *m, const sdict_value *v) {
     return SDICT_OK;
 }
 
+/* 2.x passes tensor metadata only when non-empty: {'conj': bool, 'neg': bool} (torch's
+   _get_tensor_metadata). Other keys are ignored, as torch's _set_tensor_metadata ignores them;
+   the conjugate bit on a non-complex tensor is refused (torch fails an internal assert). */
+static sdict_status metadata_arg(vm *m, const sdict_value *v, sdict_tensor *t) {
+    if (sdict_value_kind(v) != SDICT_KIND_DICT)
+        return fail(m, SDICT_E_PICKLE_TYPE, "metadata must be a dict, found %s", kind_of(m, v));
+    const sdict_value *c = sdict_dict_get(v, "conj"), *n = sdict_dict_get(v, "neg");
+    if (c)
+        TRY(flag_arg(m, c, "metadata 'conj'", &t->is_conj));
+    if (n)
+        TRY(flag_arg(m, n, "metadata 'neg'", &t->is_neg));
+    if (t->is_conj && t->dtype != SDICT_COMPLEX32 && t->dtype != SDICT_BCOMPLEX32 &&
+        t->dtype != SDICT_COMPLEX64 && t->dtype != SDICT_COMPLEX128)
+        return fail(m, SDICT_E_PICKLE_TYPE, "metadata sets the conjugate bit on a %s tensor (only "
+                    "complex tensors have one)", sdict_dtype_name(t->dtype));
+    return SDICT_OK;
+}
+
 /* The size and stride arguments of a rebuild function into t->ndim, t->shape and t->stride
    (pointing into the machine's scratch until the next tensor), counted by count_dims. */
 static sdict_status shape_args(vm *m, const sdict_value *size, const sdict_value *stride,
@@ -1077,31 +1169,30 @@ static sdict_status shape_args(vm *m, const sdict_value *size, const sdict_value
     return SDICT_OK;
 }
 
-/* storage, storage_offset, size, stride -> tensor; dtype_override for v3 (untyped storage). */
-static sdict_status make_tensor(vm *m, const sdict_value *const *a, const sdict_value *dtype_v,
-                                bool requires_grad, sdict_value **out) {
-    sdict_tensor t;
-    memset(&t, 0, sizeof t);
+/* storage, storage_offset, size, stride -> t (shape and stride in the machine's scratch);
+   dtype_v overrides the storage's dtype (v3). */
+static sdict_status fill_tensor(vm *m, const sdict_value *const *a, const sdict_value *dtype_v,
+                                sdict_tensor *t) {
+    memset(t, 0, sizeof *t);
     sdict_dtype sdt = SDICT_DTYPE_COUNT;
     sdict_storage *s = sdict__storage_value_get(a[0], &sdt);
     if (!s)
         return fail(m, SDICT_E_PICKLE_TYPE, "argument 1 must be a storage, found %s",
                     kind_of(m, a[0]));
-    t.dtype = sdt;
+    t->dtype = sdt;
     if (dtype_v) {
         if (sdict_value_kind(dtype_v) != SDICT_KIND_DTYPE)
             return fail(m, SDICT_E_PICKLE_TYPE, "dtype argument must be a torch dtype, found %s",
                         kind_of(m, dtype_v));
-        t.dtype = sdict_dtype_value_get(dtype_v);
+        t->dtype = sdict_dtype_value_get(dtype_v);
     }
-    TRY(int_arg(m, a[1], "storage_offset", &t.storage_offset));
-    if (t.storage_offset < 0)
+    TRY(int_arg(m, a[1], "storage_offset", &t->storage_offset));
+    if (t->storage_offset < 0)
         return fail(m, SDICT_E_SHAPE, "storage_offset is %lld, must be >= 0",
-                    (long long)t.storage_offset);
-    TRY(shape_args(m, a[2], a[3], &t));
-    t.storage = s;
-    t.requires_grad = requires_grad;
-    return relocate(m, sdict_tensor_new(m->doc, &t, out, m->err));
+                    (long long)t->storage_offset);
+    TRY(shape_args(m, a[2], a[3], t));
+    t->storage = s;
+    return SDICT_OK;
 }
 
 static sdict_status args_count(vm *m, const sdict_value *args, const char *fn, size_t lo,
@@ -1116,11 +1207,147 @@ static sdict_status args_count(vm *m, const sdict_value *args, const char *fn, s
     return SDICT_OK;
 }
 
-static sdict_status metadata_arg(vm *m, const sdict_value *v) {
-    /* 2.x passes tensor metadata (conj/neg bits and the like) only when non-empty; nothing we
-       represent, so it is accepted and ignored when it is a dict. */
-    if (sdict_value_kind(v) != SDICT_KIND_DICT)
-        return fail(m, SDICT_E_PICKLE_TYPE, "metadata must be a dict, found %s", kind_of(m, v));
+/*
+ src.to(dtype) as torch computes it (memory_format=torch.preserve_format): a non-overlapping,
+ dense source keeps its strides, anything else becomes contiguous. The elements are copied in
+ the source's memory order, which for a dense source is C order of its dimensions sorted by
+ stride.
+*/
+static sdict_status convert_tensor(vm *m, const sdict_tensor *src, sdict_dtype dt, bool rg,
+                                   sdict_value **out) {
+    /* scratch: the sorted sizes and strides, then the new tensor's strides */
+    size_t nd = (size_t)src->ndim;
+    TRY(dims_room(m, 3 * nd));
+    TRY(count_dims(m, src->ndim));
+    int64_t *osize = m->dims, *ostride = m->dims + nd, *cstride = m->dims + 2 * nd;
+    if (nd) {
+        memcpy(osize, src->shape, nd * sizeof *osize);
+        memcpy(ostride, src->stride, nd * sizeof *ostride);
+    }
+    /* src's dimensions by decreasing stride (insertion sort, stable) */
+    for (size_t i = 1; i < nd; i++)
+        for (size_t j = i; j > 0 && ostride[j - 1] < ostride[j]; j--) {
+            int64_t sz = osize[j], sd = ostride[j];
+            osize[j] = osize[j - 1], ostride[j] = ostride[j - 1];
+            osize[j - 1] = sz, ostride[j - 1] = sd;
+        }
+    sdict_tensor c, order = *src;
+    order.shape = osize;
+    order.stride = ostride;
+    bool dense = sdict_tensor_numel(src) > 0 && sdict_tensor_is_contiguous(&order);
+    TRY(relocate(m, sdict_tensor_init(&c, dt, src->ndim, src->shape, cstride, NULL, m->err)));
+    if (dense && nd)
+        memcpy(cstride, src->stride, nd * sizeof *cstride);
+    size_t nb = sdict_tensor_nbytes(&c);
+    sdict_storage *st = NULL;
+    TRY(relocate(m, sdict_storage_new(nb, &st, m->err)));
+    sdict_status cst = relocate(m, sdict_tensor_copy_to(dense ? &order : src, dt,
+                                                        sdict_storage_data(st), nb, m->err));
+    c.storage = st;
+    c.requires_grad = rg;
+    if (cst == SDICT_OK)
+        cst = relocate(m, sdict_tensor_new(m->doc, &c, out, m->err));
+    sdict_storage_release(st);
+    return cst;
+}
+
+/* Whether index values are checked later (legacy files) or never (scans read no bytes). */
+static bool defer(const vm *m) { return m->u->defer_checks || m->u->scan; }
+
+/* Records v for the caller's later check of its index values, when deferring. */
+static sdict_status defer_check(vm *m, sdict_value *v) {
+    sdict__unpickler *u = m->u;
+    if (!u->defer_checks || u->scan)
+        return SDICT_OK;
+    if (u->n_deferred == u->cap_deferred) {
+        size_t ncap = u->cap_deferred ? u->cap_deferred * 2 : 16;
+        struct sdict__deferred *nd = sdict__realloc(u->deferred, ncap * sizeof *nd);
+        if (!nd)
+            return nomem(m);
+        u->deferred = nd;
+        u->cap_deferred = ncap;
+    }
+    u->deferred[u->n_deferred].v = v;
+    u->deferred[u->n_deferred++].offset = m->off;
+    return SDICT_OK;
+}
+
+/* The value a tagged placeholder became (an ndarray after its BUILD), else v itself. */
+static const sdict_value *resolved_value(vm *m, const sdict_value *v) {
+    tag *t = tag_of(m, v);
+    return t && t->fwd ? t->fwd : v;
+}
+
+static bool is_tensorish(const sdict_value *v) {
+    sdict_kind k = sdict_value_kind(v);
+    return k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED;
+}
+
+/* A Python object state (its __dict__, or (__dict__ or None, slots dict or None)) merged into
+   the str-keyed attribute dict *attrs, which is created when NULL and something is set. */
+static sdict_status state_attrs(vm *m, const sdict_value *state, const char *whose,
+                                sdict_value **attrs) {
+    const sdict_value *parts[2] = {state, NULL};
+    if (sdict_value_kind(state) == SDICT_KIND_TUPLE) {
+        if (sdict_seq_len(state) != 2)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s state tuple must have 2 items", whose);
+        parts[0] = sdict_seq_item(state, 0);
+        parts[1] = sdict_seq_item(state, 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        const sdict_value *d = parts[i];
+        if (!d || sdict_value_kind(d) == SDICT_KIND_NONE)
+            continue;
+        if (sdict_value_kind(d) != SDICT_KIND_DICT)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s state must be a dict, found %s", whose,
+                        kind_of(m, d));
+        for (size_t k = 0; k < sdict_dict_len(d); k++) {
+            sdict_value *key = sdict_dict_key(d, k);
+            if (sdict_value_kind(key) != SDICT_KIND_STR)
+                return fail(m, SDICT_E_PICKLE_TYPE, "attribute name is %s, not a str",
+                            kind_of(m, key));
+            if (!*attrs)
+                NEWV(*attrs, sdict_dict_new(m->doc, false));
+            TRY(dict_put(m, *attrs, key, sdict_dict_val(d, k)));
+        }
+    }
+    return SDICT_OK;
+}
+
+/* A new value like tensor-like v (tensor, sparse, nested) made a Parameter when param, with
+   requires_grad rg when rg >= 0, carrying attrs (or v's own when attrs is NULL). */
+static sdict_status retag(vm *m, const sdict_value *v, bool param, int rg, sdict_value *attrs,
+                          sdict_value **out) {
+    const sdict_tensor *src = sdict_value_tensor(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    if (src) {
+        /* the copy duplicates the dimensions: a memoized tensor rebuilt again and again must
+           count them each time */
+        TRY(count_dims(m, src->ndim));
+        sdict_tensor t = *src;
+        t.is_parameter = t.is_parameter || param;
+        if (rg >= 0)
+            t.requires_grad = rg != 0;
+        TRY(relocate(m, sdict__tensor_value_new(m->doc, &t, sdict_value_quantizer(v), out,
+                                                m->err)));
+    } else if (sp) {
+        sdict_sparse c = *sp;
+        c.is_parameter = c.is_parameter || param;
+        if (rg >= 0)
+            c.requires_grad = rg != 0;
+        NEWV(*out, sdict__sparse_value_new(m->doc, &c));
+    } else if (ns) {
+        sdict_nested c = *ns;
+        c.is_parameter = c.is_parameter || param;
+        if (rg >= 0)
+            c.requires_grad = rg != 0;
+        NEWV(*out, sdict__nested_value_new(m->doc, &c));
+    } else {
+        return fail(m, SDICT_E_PICKLE_TYPE, "expected a tensor, found %s", kind_of(m, v));
+    }
+    if (sdict_tensor_set_attrs(*out, attrs ? attrs : sdict_tensor_attrs(v)) != SDICT_OK)
+        return fail(m, SDICT_E_PICKLE_TYPE, "cannot set the tensor's attributes");
     return SDICT_OK;
 }
 
@@ -1324,7 +1551,8 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
     const sdict_value *a[8] = {0};
     for (size_t i = 0; i < n && i < 8; i++)
         a[i] = sdict_seq_item(args, i);
-    if (newobj && t->kind != G_ODICT && t->kind != G_SET)
+    if (newobj && t->kind != G_ODICT && t->kind != G_SET && t->kind != G_COUNTER &&
+        t->kind != G_COMPLEX)
         return fail(m, SDICT_E_PICKLE_TYPE, "cls.__new__ of '%s' is not supported", name);
     switch (t->kind) {
     case G_ODICT: {
@@ -1399,40 +1627,172 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         return SDICT_OK;
     }
     case G_RT1:
-    case G_RT2: {
-        bool v1 = t->kind == G_RT1, rg = false;
-        TRY(args_count(m, args, name, v1 ? 4 : 6, v1 ? 4 : 7));
-        if (!v1) {
-            TRY(flag_arg(m, a[4], "requires_grad", &rg));
-            TRY(hooks_arg(m, a[5]));
-            if (n == 7)
-                TRY(metadata_arg(m, a[6]));
-        }
-        return make_tensor(m, a, NULL, rg, out);
-    }
+    case G_RT2:
     case G_RT3: {
+        /* v1 (storage, offset, size, stride); v2 adds requires_grad, backward_hooks and
+           optional metadata; v3 (torch 2.x, dtypes without a storage class) puts the dtype
+           before the metadata. */
+        bool v1 = t->kind == G_RT1, v3 = t->kind == G_RT3;
+        size_t lo = v1 ? 4 : v3 ? 7 : 6;
+        sdict_tensor tt;
+        TRY(args_count(m, args, name, lo, v1 ? 4 : lo + 1));
+        TRY(fill_tensor(m, a, v3 ? a[6] : NULL, &tt));
+        if (!v1) {
+            TRY(flag_arg(m, a[4], "requires_grad", &tt.requires_grad));
+            TRY(hooks_arg(m, a[5]));
+            if (n == lo + 1)
+                TRY(metadata_arg(m, a[lo], &tt));
+        }
+        return relocate(m, sdict_tensor_new(m->doc, &tt, out, m->err));
+    }
+    case G_RQT: {
+        /* (storage, offset, size, stride, quantizer_params, requires_grad, backward_hooks) */
+        sdict_tensor tt;
+        sdict_quantizer q;
+        memset(&q, 0, sizeof q);
+        TRY(args_count(m, args, name, 7, 7));
+        TRY(fill_tensor(m, a, NULL, &tt));
+        TRY(flag_arg(m, a[5], "requires_grad", &tt.requires_grad));
+        TRY(hooks_arg(m, a[6]));
+        const sdict_value *qp = a[4];
+        size_t np = sdict_seq_len(qp);
+        q.qscheme = np ? sdict_qscheme_value_get(sdict_seq_item(qp, 0)) : SDICT_QSCHEME_COUNT;
+        if (sdict_value_kind(qp) != SDICT_KIND_TUPLE || q.qscheme == SDICT_QSCHEME_COUNT)
+            return fail(m, SDICT_E_PICKLE_TYPE, "quantizer_params must be a tuple starting with a "
+                        "torch.qscheme, found %s", kind_of(m, qp));
+        if (q.qscheme == SDICT_PER_TENSOR_AFFINE) {
+            const sdict_value *sc = sdict_seq_item(qp, 1);
+            sdict_kind sk = sdict_value_kind(sc);
+            if (np != 3 || (sk != SDICT_KIND_FLOAT && sk != SDICT_KIND_INT))
+                return fail(m, SDICT_E_PICKLE_TYPE, "per_tensor_affine parameters are "
+                            "(qscheme, scale, zero_point)");
+            q.scale = sdict_float_get(sc);
+            TRY(int_arg(m, sdict_seq_item(qp, 2), "zero_point", &q.zero_point));
+        } else if (q.qscheme == SDICT_PER_CHANNEL_AFFINE ||
+                   q.qscheme == SDICT_PER_CHANNEL_AFFINE_FLOAT_QPARAMS) {
+            if (np != 4)
+                return fail(m, SDICT_E_PICKLE_TYPE, "per-channel parameters are (qscheme, "
+                            "scales, zero_points, axis), got %zu items", np);
+            q.scales = (sdict_value *)resolved_value(m, sdict_seq_item(qp, 1));
+            q.zero_points = (sdict_value *)resolved_value(m, sdict_seq_item(qp, 2));
+            TRY(int_arg(m, sdict_seq_item(qp, 3), "axis", &q.axis));
+        } else {
+            return fail(m, SDICT_E_UNSUPPORTED, "torch cannot load quantized tensors of qscheme "
+                        "%s (\"Can't deserialize quantized tensor\")",
+                        sdict_qscheme_name(q.qscheme));
+        }
+        return relocate_parts(m, sdict_qtensor_new(m->doc, &tt, &q, out, m->err));
+    }
+    case G_RSPARSE:
+    case G_RSPARSE_CSR: {
+        /* (layout, data): COO data (indices, values, size[, is_coalesced]); compressed
+           layouts (compressed_indices, plain_indices, values, size) */
+        TRY(args_count(m, args, name, 2, 2));
+        sdict_sparse sp;
+        memset(&sp, 0, sizeof sp);
+        sp.layout = sdict_layout_value_get(a[0]);
+        sp.is_coalesced = -1;
+        sp.legacy_csr = t->kind == G_RSPARSE_CSR;
+        size_t nd = sdict_seq_len(a[1]);
+        bool coo = sp.layout == SDICT_LAYOUT_SPARSE_COO;
+        if (sp.layout == SDICT_LAYOUT_COUNT)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s: the layout must be a torch.layout, found %s",
+                        name, kind_of(m, a[0]));
+        if ((sp.legacy_csr && sp.layout != SDICT_LAYOUT_SPARSE_CSR) ||
+            sp.layout == SDICT_LAYOUT_STRIDED || sp.layout >= SDICT_LAYOUT_MKLDNN)
+            return fail(m, SDICT_E_UNSUPPORTED, "%s cannot rebuild layout torch.%s (torch raises "
+                        "NotImplementedError)", name, sdict_layout_name(sp.layout));
+        if (sdict_value_kind(a[1]) != SDICT_KIND_TUPLE || nd < (coo ? 3 : 4) || nd > 4)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s data must be a tuple of %s items", name,
+                        coo ? "3 or 4" : "4");
+        sdict_value *d[4];
+        for (size_t i = 0; i < nd; i++)
+            d[i] = (sdict_value *)resolved_value(m, sdict_seq_item(a[1], i));
+        sp.indices = d[0];
+        sp.plain_indices = coo ? NULL : d[1];
+        sp.values = coo ? d[1] : d[2];
+        sp.size = coo ? d[2] : d[3];
+        if (coo && nd == 4 && sdict_value_kind(d[3]) != SDICT_KIND_NONE) {
+            bool c;
+            TRY(flag_arg(m, d[3], "is_coalesced", &c));
+            sp.is_coalesced = c;
+        }
+        TRY(relocate_parts(m, sdict__sparse_new(m->doc, &sp, !defer(m), out, m->err)));
+        return defer_check(m, *out);
+    }
+    case G_RNESTED: {
+        TRY(args_count(m, args, name, 4, 4));
+        sdict_nested ns;
+        memset(&ns, 0, sizeof ns);
+        ns.buffer = (sdict_value *)resolved_value(m, a[0]);
+        ns.sizes = (sdict_value *)resolved_value(m, a[1]);
+        ns.strides = (sdict_value *)resolved_value(m, a[2]);
+        ns.storage_offsets = (sdict_value *)resolved_value(m, a[3]);
+        TRY(relocate_parts(m, sdict__nested_new(m->doc, &ns, !defer(m), out, m->err)));
+        return defer_check(m, *out);
+    }
+    case G_RDEV_CPU:
+    case G_RDEV_NUMPY: {
+        /* (data, dtype, device, requires_grad): data.to(dtype), on the CPU as with
+           map_location='cpu'; the data is a tensor (a numpy array already decoded to one) */
+        TRY(args_count(m, args, name, 4, 4));
+        const sdict_value *data = resolved_value(m, a[0]);
+        const sdict_tensor *src = sdict_value_tensor(data);
         bool rg = false;
-        TRY(args_count(m, args, name, 7, 8));
-        TRY(flag_arg(m, a[4], "requires_grad", &rg));
-        TRY(hooks_arg(m, a[5]));
-        if (n == 8)
-            TRY(metadata_arg(m, a[7]));
-        return make_tensor(m, a, a[6], rg, out);
+        if (!src || sdict_value_quantizer(data) || !src->storage)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s data must be a plain tensor with data, "
+                        "found %s", name, kind_of(m, data));
+        if (sdict_value_kind(a[1]) != SDICT_KIND_DTYPE || sdict_value_kind(a[2]) != SDICT_KIND_STR)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s expects (tensor, dtype, device str, bool)",
+                        name);
+        TRY(flag_arg(m, a[3], "requires_grad", &rg));
+        sdict_dtype dt = sdict_dtype_value_get(a[1]);
+        if (dt == src->dtype)
+            return retag(m, data, false, rg, NULL, out);
+        return convert_tensor(m, src, dt, rg, out);
+    }
+    case G_RWRAPPER:
+        /* (cls, dtype, size, stride, storage_offset, layout, device, requires_grad): a
+           storage-less instance of a tensor subclass. The allowed classes are torch.Tensor,
+           Parameter and the legacy tensor types, none of which defines __torch_dispatch__, so
+           torch itself fails; the classes that can be rebuilt must be allow-listed by hand. */
+        TRY(args_count(m, args, name, 8, 8));
+        return fail(m, SDICT_E_UNSUPPORTED, "%s of %s: torch refuses it as well (\"must define "
+                    "__torch_dispatch__\"); wrapper subclasses are user classes", name,
+                    kind_of(m, a[0]));
+    case G_FROM_TYPE: {
+        /* (func, new_type, args, state): func(*args), made an instance of new_type (torch.Tensor
+           or Parameter), with the Python attributes in state */
+        TRY(args_count(m, args, name, 4, 4));
+        tag *ft = tag_of(m, a[0]), *cls = tag_of(m, a[1]);
+        if (!ft || ft->kind == G_FROM_TYPE || ft->kind == G_REFUSED)
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s: the function must be a torch rebuild "
+                        "function, found %s", name, kind_of(m, a[0]));
+        if (!cls || (cls->kind != G_TENSOR_CLS && cls->kind != G_PARAM_CLS))
+            return fail(m, SDICT_E_UNSUPPORTED, "%s: only torch.Tensor and nn.Parameter are "
+                        "rebuilt (found %s)", name, kind_of(m, a[1]));
+        sdict_value *inner = NULL, *attrs = NULL;
+        TRY(call(m, sdict_seq_item(args, 0), sdict_seq_item(args, 2), false, &inner));
+        if (!is_tensorish(inner))
+            return fail(m, SDICT_E_PICKLE_TYPE, "%s: the function made %s, not a tensor", name,
+                        kind_of(m, inner));
+        TRY(state_attrs(m, a[3], "tensor", &attrs));
+        return retag(m, inner, cls->kind == G_PARAM_CLS, -1, attrs, out);
     }
     case G_RP:
     case G_RPS: {
-        /* state of _rebuild_parameter_with_state (Python attributes) is not represented */
+        /* (data, requires_grad, backward_hooks[, state]) */
         TRY(args_count(m, args, name, t->kind == G_RP ? 3 : 4, t->kind == G_RP ? 3 : 4));
-        const sdict_tensor *src = sdict_value_tensor(a[0]);
-        if (!src)
+        bool rg = false;
+        sdict_value *attrs = NULL;
+        if (!is_tensorish(a[0]))
             return fail(m, SDICT_E_PICKLE_TYPE, "Parameter data must be a tensor, found %s",
                         kind_of(m, a[0]));
-        sdict_tensor p = *src;
-        TRY(flag_arg(m, a[1], "requires_grad", &p.requires_grad));
+        TRY(flag_arg(m, a[1], "requires_grad", &rg));
         TRY(hooks_arg(m, a[2]));
-        TRY(count_dims(m, p.ndim));
-        p.is_parameter = true;
-        return relocate(m, sdict_tensor_new(m->doc, &p, out, m->err));
+        if (t->kind == G_RPS)
+            TRY(state_attrs(m, a[3], "Parameter", &attrs));
+        return retag(m, a[0], true, rg, attrs, out);
     }
     case G_RMETA: {
         TRY(args_count(m, args, name, 4, 4));
@@ -1445,6 +1805,77 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         TRY(shape_args(m, a[1], a[2], &mt));
         TRY(flag_arg(m, a[3], "requires_grad", &mt.requires_grad));
         return relocate(m, sdict_tensor_new(m->doc, &mt, out, m->err));
+    }
+    case G_COUNTER: {
+        /* Counter.__reduce__ gives (Counter, (dict(self),)) */
+        NEWV(*out, sdict_dict_new(m->doc, false));
+        (void)sdict_value_set_pytype(*out, SDICT_PYTYPE_COUNTER); /* a plain dict: cannot fail */
+        if (n == 0 || newobj)
+            return SDICT_OK;
+        if (n != 1 || sdict_value_kind(a[0]) != SDICT_KIND_DICT)
+            return fail(m, SDICT_E_UNSUPPORTED, "Counter() is rebuilt from one dict, got %zu "
+                        "arguments (first %s)", n, n ? kind_of(m, a[0]) : "none");
+        for (size_t i = 0; i < sdict_dict_len(a[0]); i++)
+            TRY(dict_put(m, *out, sdict_dict_key(a[0], i), sdict_dict_val(a[0], i)));
+        return SDICT_OK;
+    }
+    case G_DEVICE: {
+        /* torch.device.__reduce__ gives (device, (type,)) or (device, (type, index)); a
+           "type:index" string is accepted as torch's constructor accepts it */
+        size_t len = 0;
+        const char *ty = n ? sdict_str_get(a[0], &len) : NULL;
+        int64_t index = -1;
+        char buf[64];
+        if (!ty || n > 2 || len >= sizeof buf)
+            return fail(m, SDICT_E_PICKLE_TYPE, "torch.device expects (type[, index]) with a "
+                        "short str type");
+        memcpy(buf, ty, len + 1);
+        char *colon = strchr(buf, ':');
+        if (colon && n == 1) {
+            char *end = NULL;
+            *colon = '\0';
+            long long ix = strtoll(colon + 1, &end, 10);
+            if (!colon[1] || *end || ix < 0)
+                return fail(m, SDICT_E_PICKLE_TYPE, "invalid device string '%.60s'", ty);
+            index = ix;
+        }
+        if (n == 2) {
+            TRY(int_arg(m, a[1], "device index", &index));
+            if (index < 0)
+                return fail(m, SDICT_E_PICKLE_TYPE, "device index %lld must not be negative",
+                            (long long)index);
+        }
+        *out = sdict_device_new(m->doc, buf, index);
+        if (!*out)
+            return fail(m, SDICT_E_PICKLE_TYPE, "invalid device type '%.60s'", buf);
+        return SDICT_OK;
+    }
+    case G_COMPLEX: {
+        /* complex(real, imag) from numbers, as complex.__reduce__ writes it */
+        double part[2] = {0.0, 0.0};
+        if (n > 2)
+            return fail(m, SDICT_E_PICKLE_TYPE, "complex() takes at most 2 arguments, got %zu", n);
+        for (size_t i = 0; i < n; i++) {
+            sdict_kind k = sdict_value_kind(a[i]);
+            if (k != SDICT_KIND_FLOAT && k != SDICT_KIND_INT && k != SDICT_KIND_BOOL)
+                return fail(m, SDICT_E_UNSUPPORTED, "complex() from %s is not supported (only "
+                            "numbers)", kind_of(m, a[i]));
+            part[i] = sdict_float_get(a[i]);
+        }
+        NEWV(*out, sdict_complex_new(m->doc, part[0], part[1]));
+        return SDICT_OK;
+    }
+    case G_GET_LAYOUT: {
+        const char *ln = n == 1 ? sdict_str_get(a[0], NULL) : NULL;
+        for (int l = 0; ln && l < SDICT_LAYOUT_COUNT; l++) {
+            if (strncmp(ln, "torch.", 6) == 0 && strcmp(ln + 6, sdict_layout_name((sdict_layout)l)) == 0) {
+                NEWV(*out, sdict_layout_value_new(m->doc, (sdict_layout)l));
+                return SDICT_OK;
+            }
+        }
+        return fail(m, SDICT_E_PICKLE_TYPE, "_get_layout expects a layout name such as "
+                    "'torch.sparse_coo'%s%.60s%s", ln ? ", found '" : "", ln ? ln : "",
+                    ln ? "'" : "");
     }
     case G_NP_SCALAR:
         return np_scalar(m, args, strncmp(name, "numpy._core.", 12) == 0, out);
@@ -1488,38 +1919,10 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
         return fail(m, SDICT_E_PICKLE_TYPE, "BUILD on %s is not supported", kind_of(m, obj));
     /* OrderedDict.__reduce__ state: its __dict__ (Module.state_dict()'s _metadata), possibly
        as (dict-or-None, slotstate). Both become the dict's attributes. */
-    sdict_value *parts[2] = {state, NULL};
-    if (sdict_value_kind(state) == SDICT_KIND_TUPLE) {
-        if (sdict_seq_len(state) != 2)
-            return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict state tuple must have 2 items");
-        parts[0] = sdict_seq_item(state, 0);
-        parts[1] = sdict_seq_item(state, 1);
-    }
-    for (int i = 0; i < 2; i++) {
-        sdict_value *d = parts[i];
-        if (!d || sdict_value_kind(d) == SDICT_KIND_NONE)
-            continue;
-        if (sdict_value_kind(d) != SDICT_KIND_DICT)
-            return fail(m, SDICT_E_PICKLE_TYPE, "OrderedDict state must be a dict, found %s",
-                        kind_of(m, d));
-        if (sdict_dict_len(d) == 0)
-            continue;
-        sdict_value *attrs = sdict_dict_attrs(obj);
-        if (!attrs) {
-            NEWV(attrs, sdict_dict_new(m->doc, false));
-            sdict_status st = sdict_dict_set_attrs(obj, attrs);
-            if (st != SDICT_OK)
-                return st == SDICT_E_NOMEM ? nomem(m)
-                                           : fail(m, SDICT_E_PICKLE_TYPE, "cannot set attributes");
-        }
-        for (size_t k = 0; k < sdict_dict_len(d); k++) {
-            sdict_value *key = sdict_dict_key(d, k);
-            if (sdict_value_kind(key) != SDICT_KIND_STR)
-                return fail(m, SDICT_E_PICKLE_TYPE, "attribute name is %s, not a str",
-                            kind_of(m, key));
-            TRY(dict_put(m, attrs, key, sdict_dict_val(d, k)));
-        }
-    }
+    sdict_value *attrs = sdict_dict_attrs(obj);
+    TRY(state_attrs(m, state, "OrderedDict", &attrs));
+    if (attrs != sdict_dict_attrs(obj) && sdict_dict_set_attrs(obj, attrs) != SDICT_OK)
+        return fail(m, SDICT_E_PICKLE_TYPE, "cannot set attributes");
     return SDICT_OK;
 }
 
@@ -1527,20 +1930,50 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
  MARK: Final nesting check
 ==================================================================================================*/
 
+/* The values a tensor-like value refers to: its attributes, a per-channel quantizer's tensors,
+   the parts of sparse and nested tensors (NULLs skipped by the caller's count). */
+static size_t tensor_refs(const sdict_value *v, sdict_value *out[6]) {
+    const sdict_quantizer *q = sdict_value_quantizer(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    size_t n = 0;
+    out[n++] = sdict_tensor_attrs(v);
+    if (q && q->scales)
+        out[n++] = q->scales, out[n++] = q->zero_points;
+    if (sp)
+        out[n++] = sp->size, out[n++] = sp->indices, out[n++] = sp->plain_indices,
+        out[n++] = sp->values;
+    if (ns)
+        out[n++] = ns->buffer, out[n++] = ns->sizes, out[n++] = ns->strides,
+        out[n++] = ns->storage_offsets;
+    return n;
+}
+
 static bool is_container(const sdict_value *v) {
     sdict_kind k = sdict_value_kind(v);
     return k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE || k == SDICT_KIND_SET ||
-           k == SDICT_KIND_DICT;
+           k == SDICT_KIND_DICT || k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE ||
+           k == SDICT_KIND_NESTED;
 }
 
 static size_t n_children(const sdict_value *v) {
-    if (sdict_value_kind(v) == SDICT_KIND_DICT)
+    sdict_kind k = sdict_value_kind(v);
+    sdict_value *refs[6];
+    if (k == SDICT_KIND_DICT)
         return sdict_dict_len(v) * 2 + (sdict_dict_attrs(v) ? 1 : 0);
+    if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED)
+        return tensor_refs(v, refs);
     return sdict_seq_len(v);
 }
 
 static sdict_value *child(const sdict_value *v, size_t i) {
-    if (sdict_value_kind(v) != SDICT_KIND_DICT)
+    sdict_kind k = sdict_value_kind(v);
+    if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED) {
+        sdict_value *refs[6];
+        tensor_refs(v, refs);
+        return refs[i];
+    }
+    if (k != SDICT_KIND_DICT)
         return sdict_seq_item(v, i);
     size_t n = sdict_dict_len(v);
     if (i == 2 * n)
@@ -1548,13 +1981,22 @@ static sdict_value *child(const sdict_value *v, size_t i) {
     return (i & 1) ? sdict_dict_val(v, i / 2) : sdict_dict_key(v, i / 2);
 }
 
-/* Memo slots can link containers into any depth, or into a cycle, with a flat stack. Users of
+/* Memo slots can link containers into any depth, or into a cycle, with a flat stack (tensors
+   count as containers of their attributes and parts: an attribute list can be made to hold its
+   own tensor). Users of
    the tree recurse, so the result is walked once (explicitly, each container once) and must
    nest at most max_depth deep and be acyclic. Shared containers are also how a small pickle
    describes a huge tree ("billion laughs": each list holds the previous one twice), so the
    walk also sums each container's expanded size, counting shared subtrees every time they are
    reachable (a tensor with its dimensions), and the whole must stay within max_values:
    whatever walks the tree later (ls, dump, diff) then does bounded work. */
+/* What walking a value costs by itself: 1, plus a tensor's dimensions, which are walked with
+   it (printed, saved, compared). */
+static uint64_t own_size(const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    return 1 + (t ? (uint64_t)t->ndim : 0);
+}
+
 static sdict_status check_nesting(vm *m, sdict_value *root) {
     if (!is_container(root))
         return SDICT_OK;
@@ -1572,7 +2014,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
         st = nomem(m);
         goto out;
     }
-    f[nf++] = (frame){root, 0, 1};
+    f[nf++] = (frame){root, 0, own_size(root)};
     while (nf) {
         frame *top = &f[nf - 1];
         if (top->size > max_values) {
@@ -1596,9 +2038,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             goto out;
         }
         if (!is_container(c)) {
-            /* a tensor's dimensions are walked with it (printed, saved, compared) */
-            const sdict_tensor *ct = sdict_value_tensor(c);
-            top->size += (uint64_t)(c != NULL) + (ct ? (uint64_t)ct->ndim : 0);
+            top->size += c != NULL;
             continue;
         }
         hent *e = hmap_find(&seen, (uint64_t)(uintptr_t)c);
@@ -1627,7 +2067,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             st = nomem(m);
             goto out;
         }
-        f[nf++] = (frame){c, 0, 1};
+        f[nf++] = (frame){c, 0, own_size(c)};
     }
 out:
     sdict__free(f);

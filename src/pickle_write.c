@@ -37,7 +37,15 @@
  instead of __builtin__.bytes() (not allow-listed), and values the unpickler cannot accept at
  all (numpy scalars and arrays, frozensets, ints past 255 bytes) are refused unless the caller
  passes SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY. Values keep their Python type (sdict_pytype):
- torch.Size, frozenset, bytearray and numpy values are pickled as CPython pickles them.
+ torch.Size, frozenset, bytearray, Counter and numpy values are pickled as CPython pickles them.
+
+ What torch 2.x added is reduced as torch 2.x reduces it: quantized tensors through
+ _rebuild_qtensor, sparse ones through _rebuild_sparse_tensor (a CSR tensor from a torch 1.13
+ file through 1.13's _rebuild_sparse_csr_tensor in 1.13's layout), nested ones through
+ _rebuild_nested_tensor, the conj/neg bits as the metadata argument, Python attributes through
+ _rebuild_parameter_with_state or _rebuild_from_type_v2, devices, complex numbers, qschemes
+ and layouts (copyreg's _get_layout, a singleton per layout) as their own reduces. Tensors are
+ written like containers (open while written): their attributes may lead back to them.
 */
 #include "internal.h"
 
@@ -158,6 +166,7 @@ typedef struct pw {
     int64_t memo_storage;  /* 'storage' */
     int64_t memo_cpu;      /* 'cpu' */
     int64_t memo_latin1;   /* 'latin1' (CPython's interned constant in save_bytes) */
+    int64_t memo_layout[SDICT_LAYOUT_COUNT]; /* torch.layout singletons */
     int64_t memo_char[257]; /* made str of one char U+0000..U+00FF, '' at 256 (singletons) */
     int64_t memo_byte[257]; /* made bytes of one byte, b'' at 256 (singletons) */
     pw_npdtype np_dtypes[32];
@@ -514,71 +523,229 @@ static sdict_status write_storage_pid(pw *w, sdict_storage *s, sdict_dtype dtype
     return SDICT_OK;
 }
 
-/*
- The reduce of a plain tensor (Tensor._reduce_ex_internal, 1.13; v3 from 2.x for dtypes
- without a storage class). requires_grad is passed separately because a Parameter's inner
- tensor is param.data, which never requires grad. Leaves the rebuilt tensor memoized.
-*/
-static sdict_status write_tensor_body(pw *w, const sdict_tensor *t, bool requires_grad) {
-    sdict_status st;
-    if (!t->storage) {
-        /* Meta tensor: _rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad). */
-        if ((st = write_global(w, "torch._utils", "_rebuild_meta_tensor_no_storage")))
-            return st;
-        op(w, OP_MARK);
-        if ((st = write_global(w, "torch", sdict_dtype_name(t->dtype))))
-            return st;
-        write_int_tuple(w, t->shape, t->ndim);
-        write_int_tuple(w, t->stride, t->ndim);
-        op(w, requires_grad ? OP_NEWTRUE : OP_NEWFALSE);
-        op(w, OP_TUPLE);
-        put(w);
-        op(w, OP_REDUCE);
-        put(w);
+static sdict_status write_value(pw *w, const sdict_value *v);
+
+/* A torch.layout: copyreg's (_get_layout, ('torch.sparse_coo',)). Layouts are singletons in
+   torch, so each is written once per pickle and fetched afterwards. */
+static sdict_status write_layout(pw *w, sdict_layout l) {
+    if (w->memo_layout[l] >= 0) {
+        get(w, w->memo_layout[l]);
         return SDICT_OK;
     }
-    bool v3 = sdict_dtype_storage_class(t->dtype) == NULL;
-    if ((st = write_global(w, "torch._utils", v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2")))
+    char name[32];
+    sdict_status st = write_global(w, "torch.serialization", "_get_layout");
+    if (st)
         return st;
-    op(w, OP_MARK);
-    if ((st = write_storage_pid(w, t->storage, t->dtype)))
+    int n = snprintf(name, sizeof name, "torch.%s", sdict_layout_name(l));
+    if ((st = write_new_str(w, name, (size_t)n, NULL)))
         return st;
-    write_i64(w, t->storage_offset);
-    write_int_tuple(w, t->shape, t->ndim);
-    write_int_tuple(w, t->stride, t->ndim);
-    op(w, requires_grad ? OP_NEWTRUE : OP_NEWFALSE);
-    if ((st = write_empty_ordered_dict(w)))
+    op(w, OP_TUPLE1);
+    put(w);
+    op(w, OP_REDUCE);
+    w->memo_layout[l] = put(w);
+    return SDICT_OK;
+}
+
+/* torch.Size(size): REDUCE of torch.Size on a one-tuple holding the size tuple (a tuple read
+   as a torch.Size is written so by itself). */
+static sdict_status write_size(pw *w, const sdict_value *size) {
+    if (sdict_value_pytype(size) == SDICT_PYTYPE_TORCH_SIZE)
+        return write_value(w, size);
+    sdict_status st = write_global(w, "torch", "Size");
+    if (!st)
+        st = write_value(w, size);
+    if (st)
         return st;
-    if (v3 && (st = write_global(w, "torch", sdict_dtype_name(t->dtype))))
-        return st;
-    op(w, OP_TUPLE);
+    op(w, OP_TUPLE1);
     put(w);
     op(w, OP_REDUCE);
     put(w);
     return SDICT_OK;
 }
 
-static sdict_status write_tensor(pw *w, const sdict_tensor *t) {
-    if (sdict_dtype_size(t->dtype) == 0)
-        return sdict__err(w->err, SDICT_E_DTYPE, NULL, -1, "tensor has invalid dtype %d",
-                          (int)t->dtype);
-    if (t->ndim < 0 || (t->ndim > 0 && (!t->shape || !t->stride)))
-        return sdict__err(w->err, SDICT_E_SHAPE, NULL, -1, "tensor has %d dimensions%s",
-                          (int)t->ndim, t->ndim < 0 ? "" : " but no shape or stride");
-    if (!t->is_parameter)
-        return write_tensor_body(w, t, t->requires_grad);
-    /* nn.Parameter.__reduce_ex__: _rebuild_parameter(self.data, self.requires_grad,
-       OrderedDict()). */
-    sdict_status st = write_global(w, "torch._utils", "_rebuild_parameter");
+/* The rebuild function of tensor-like v (Tensor._reduce_ex_internal's first item). */
+static sdict_status write_rebuild_fn(pw *w, const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    /* a CSR tensor from a torch 1.13 file keeps 1.13's function in 1.13's layout */
+    bool legacy = sp && sp->legacy_csr && !(w->flags & SDICT_SAVE_LAYOUT_TORCH2);
+    const char *fn = sp ? (legacy ? "_rebuild_sparse_csr_tensor" : "_rebuild_sparse_tensor")
+                     : sdict_value_nested(v) ? "_rebuild_nested_tensor"
+                     : sdict_value_quantizer(v) ? "_rebuild_qtensor"
+                     : !t->storage ? "_rebuild_meta_tensor_no_storage"
+                     : sdict_dtype_storage_class(t->dtype) ? "_rebuild_tensor_v2"
+                                                           : "_rebuild_tensor_v3";
+    return write_global(w, "torch._utils", fn);
+}
+
+/* (qscheme, scale, zero_point) or (qscheme, scales, zero_points, axis); torch writes both
+   per-channel schemes as per_channel_affine (float zero points tell float_qparams apart). */
+static sdict_status write_qparams(pw *w, const sdict_quantizer *q) {
+    sdict_status st;
+    if (q->qscheme == SDICT_PER_TENSOR_AFFINE) {
+        if ((st = write_global(w, "torch", "per_tensor_affine")))
+            return st;
+        write_float(w, q->scale);
+        write_i64(w, q->zero_point);
+        op(w, OP_TUPLE3);
+        put(w);
+        return SDICT_OK;
+    }
+    op(w, OP_MARK);
+    if ((st = write_global(w, "torch", "per_channel_affine")) || (st = write_value(w, q->scales)) ||
+        (st = write_value(w, q->zero_points)))
+        return st;
+    write_i64(w, q->axis);
+    op(w, OP_TUPLE);
+    put(w);
+    return SDICT_OK;
+}
+
+/* {'conj': True, 'neg': True} (the bits set), as torch._utils.get_tensor_metadata. */
+static void write_metadata(pw *w, const sdict_tensor *t) {
+    int64_t unused;
+    op(w, OP_EMPTY_DICT);
+    put(w);
+    if (t->is_conj && t->is_neg)
+        op(w, OP_MARK);
+    if (t->is_conj) {
+        write_new_str(w, "conj", 4, &unused);
+        op(w, OP_NEWTRUE);
+    }
+    if (t->is_neg) {
+        write_new_str(w, "neg", 3, &unused);
+        op(w, OP_NEWTRUE);
+    }
+    op(w, t->is_conj && t->is_neg ? OP_SETITEMS : OP_SETITEM);
+}
+
+/*
+ The argument tuple of tensor-like v's rebuild function (Tensor._reduce_ex_internal, 1.13; v3
+ and the others from 2.x), memoized. requires_grad is passed separately because a Parameter's
+ inner tensor is param.data, which never requires grad.
+*/
+static sdict_status write_rebuild_args(pw *w, const sdict_value *v, bool requires_grad) {
+    sdict_status st;
+    const sdict_tensor *t = sdict_value_tensor(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    const sdict_quantizer *q = sdict_value_quantizer(v);
+    if (sp) {
+        /* (layout, (indices, values, size[, is_coalesced])) or
+           (layout, (compressed_indices, plain_indices, values, size)) */
+        bool coo = sp->layout == SDICT_LAYOUT_SPARSE_COO;
+        bool three = coo && sp->is_coalesced < 0; /* torch 1.13's COO data: TUPLE3 */
+        if ((st = write_layout(w, sp->layout)))
+            return st;
+        if (!three)
+            op(w, OP_MARK);
+        if ((st = write_value(w, sp->indices)) ||
+            (!coo && (st = write_value(w, sp->plain_indices))) ||
+            (st = write_value(w, sp->values)) || (st = write_size(w, sp->size)))
+            return st;
+        if (coo && sp->is_coalesced >= 0)
+            op(w, sp->is_coalesced ? OP_NEWTRUE : OP_NEWFALSE);
+        op(w, three ? OP_TUPLE3 : OP_TUPLE);
+        put(w);
+        op(w, OP_TUPLE2);
+        put(w);
+        return SDICT_OK;
+    }
+    op(w, OP_MARK);
+    if (ns) {
+        if ((st = write_value(w, ns->buffer)) || (st = write_value(w, ns->sizes)) ||
+            (st = write_value(w, ns->strides)) || (st = write_value(w, ns->storage_offsets)))
+            return st;
+    } else if (!t->storage) {
+        /* _rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad) */
+        if ((st = write_global(w, "torch", sdict_dtype_name(t->dtype))))
+            return st;
+        write_int_tuple(w, t->shape, t->ndim);
+        write_int_tuple(w, t->stride, t->ndim);
+        op(w, requires_grad ? OP_NEWTRUE : OP_NEWFALSE);
+    } else {
+        bool v3 = !q && sdict_dtype_storage_class(t->dtype) == NULL;
+        if ((st = write_storage_pid(w, t->storage, t->dtype)))
+            return st;
+        write_i64(w, t->storage_offset);
+        write_int_tuple(w, t->shape, t->ndim);
+        write_int_tuple(w, t->stride, t->ndim);
+        if (q && (st = write_qparams(w, q)))
+            return st;
+        op(w, requires_grad ? OP_NEWTRUE : OP_NEWFALSE);
+        if ((st = write_empty_ordered_dict(w)))
+            return st;
+        if (v3 && (st = write_global(w, "torch", sdict_dtype_name(t->dtype))))
+            return st;
+        if (!q && (t->is_conj || t->is_neg))
+            write_metadata(w, t);
+    }
+    op(w, OP_TUPLE);
+    put(w);
+    return SDICT_OK;
+}
+
+/* fn(*args): the rebuilt object, memoized. */
+static sdict_status write_reduce(pw *w, const sdict_value *v, bool requires_grad) {
+    sdict_status st = write_rebuild_fn(w, v);
     if (!st)
-        st = write_tensor_body(w, t, false);
+        st = write_rebuild_args(w, v, requires_grad);
     if (st)
         return st;
-    op(w, t->requires_grad ? OP_NEWTRUE : OP_NEWFALSE);
-    if ((st = write_empty_ordered_dict(w)))
-        return st;
-    op(w, OP_TUPLE3);
+    op(w, OP_REDUCE);
     put(w);
+    return SDICT_OK;
+}
+
+/*
+ A tensor, sparse or nested value, as torch 2.x reduces it: a Parameter through
+ _rebuild_parameter(self.data, requires_grad, OrderedDict()) or, with Python attributes,
+ _rebuild_parameter_with_state(..., state); another tensor with attributes through
+ torch._tensor._rebuild_from_type_v2(fn, torch.Tensor, args, state); otherwise the plain
+ reduce. Leaves the object memoized as the last slot.
+*/
+static sdict_status write_tensorish(pw *w, const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    bool param = t ? t->is_parameter : sp ? sp->is_parameter : ns->is_parameter;
+    bool rg = t ? t->requires_grad : sp ? sp->requires_grad : ns->requires_grad;
+    const sdict_value *attrs = sdict_tensor_attrs(v);
+    sdict_status st;
+    if (t && sdict_dtype_size(t->dtype) == 0)
+        return sdict__err(w->err, SDICT_E_DTYPE, NULL, -1, "tensor has invalid dtype %d",
+                          (int)t->dtype);
+    if (t && (t->ndim < 0 || (t->ndim > 0 && (!t->shape || !t->stride))))
+        return sdict__err(w->err, SDICT_E_SHAPE, NULL, -1, "tensor has %d dimensions%s",
+                          (int)t->ndim, t->ndim < 0 ? "" : " but no shape or stride");
+    if (attrs && sdict_dict_len(attrs) == 0)
+        attrs = NULL;
+    if (param) {
+        st = write_global(w, "torch._utils",
+                          attrs ? "_rebuild_parameter_with_state" : "_rebuild_parameter");
+        if (!st && attrs)
+            op(w, OP_MARK);
+        if (!st)
+            st = write_reduce(w, v, false);
+        if (st)
+            return st;
+        op(w, rg ? OP_NEWTRUE : OP_NEWFALSE);
+        if ((st = write_empty_ordered_dict(w)) || (attrs && (st = write_value(w, attrs))))
+            return st;
+        op(w, attrs ? OP_TUPLE : OP_TUPLE3);
+        put(w);
+    } else if (attrs) {
+        if ((st = write_global(w, "torch._tensor", "_rebuild_from_type_v2")))
+            return st;
+        op(w, OP_MARK);
+        if ((st = write_rebuild_fn(w, v)) || (st = write_global(w, "torch", "Tensor")) ||
+            (st = write_rebuild_args(w, v, rg)) || (st = write_value(w, attrs)))
+            return st;
+        op(w, OP_TUPLE);
+        put(w);
+    } else {
+        return write_reduce(w, v, rg);
+    }
     op(w, OP_REDUCE);
     put(w);
     return SDICT_OK;
@@ -914,8 +1081,6 @@ static sdict_status write_np_array(pw *w, const sdict_tensor *t, char order, cha
  MARK: Containers
 ==================================================================================================*/
 
-static sdict_status write_value(pw *w, const sdict_value *v);
-
 /* A child of the container being written, with its place on the path for messages. */
 static sdict_status write_child(pw *w, const sdict_value *key, size_t index, const sdict_value *v) {
     sdict_status st = path_push(w, key, index);
@@ -1009,6 +1174,53 @@ static void put_value(pw *w, const sdict_value *v) {
     map_find(&w->memo, v)->val = idx;
 }
 
+/* module.name(<fresh list or dict of v's items>) by REDUCE: how a set, a frozenset and a
+   Counter reduce; the object is memoized after. */
+static sdict_status write_rebuilt_from_items(pw *w, const sdict_value *v, const char *module,
+                                             const char *name) {
+    bool dict = sdict_value_kind(v) == SDICT_KIND_DICT;
+    sdict_status st = write_global(w, module, name);
+    if (st)
+        return st;
+    op(w, dict ? OP_EMPTY_DICT : OP_EMPTY_LIST);
+    put(w);
+    if ((st = dict ? write_dict_items(w, v, true) : write_list_items(w, v)))
+        return st;
+    op(w, OP_TUPLE1);
+    put(w);
+    op(w, OP_REDUCE);
+    put_value(w, v);
+    return SDICT_OK;
+}
+
+/* torch.device -> (device, (type[, index])); complex -> (complex, (real, imag)); the object
+   is memoized last. */
+static sdict_status write_reduced_scalar(pw *w, const sdict_value *v) {
+    sdict_status st;
+    if (sdict_value_kind(v) == SDICT_KIND_DEVICE) {
+        int64_t index;
+        const char *type = sdict_device_get(v, &index);
+        if ((st = write_global(w, "torch", "device")) ||
+            (st = write_new_str(w, type, strlen(type), NULL)))
+            return st;
+        if (index >= 0)
+            write_i64(w, index);
+        op(w, index >= 0 ? OP_TUPLE2 : OP_TUPLE1);
+    } else {
+        double re, im;
+        sdict_complex_get(v, &re, &im);
+        if ((st = write_global(w, "__builtin__", "complex")))
+            return st;
+        write_float(w, re);
+        write_float(w, im);
+        op(w, OP_TUPLE2);
+    }
+    put(w);
+    op(w, OP_REDUCE);
+    put(w);
+    return SDICT_OK;
+}
+
 static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind) {
     sdict_status st;
     sdict_pytype pt = sdict_value_pytype(v);
@@ -1050,19 +1262,20 @@ static sdict_status write_container(pw *w, const sdict_value *v, sdict_kind kind
     }
     case SDICT_KIND_SET:
         /* set.__reduce__ -> (set, (list(self),), None); frozenset alike */
-        if ((st = write_global(w, "__builtin__", pt == SDICT_PYTYPE_FROZENSET ? "frozenset" : "set")))
+        return write_rebuilt_from_items(w, v, "__builtin__",
+                                        pt == SDICT_PYTYPE_FROZENSET ? "frozenset" : "set");
+    case SDICT_KIND_TENSOR:
+    case SDICT_KIND_SPARSE:
+    case SDICT_KIND_NESTED:
+        /* the object is memoized last; record it for later references */
+        if ((st = write_tensorish(w, v)))
             return st;
-        op(w, OP_EMPTY_LIST);
-        put(w);
-        if ((st = write_list_items(w, v)))
-            return st;
-        op(w, OP_TUPLE1);
-        put(w);
-        op(w, OP_REDUCE);
-        put_value(w, v);
+        map_find(&w->memo, v)->val = (int64_t)w->next_memo - 1;
         return SDICT_OK;
     case SDICT_KIND_DICT: {
         const sdict_value *attrs = sdict_dict_attrs(v);
+        if (pt == SDICT_PYTYPE_COUNTER) /* Counter.__reduce__ -> (Counter, (dict(self),)) */
+            return write_rebuilt_from_items(w, v, "collections", "Counter");
         if (!sdict_dict_is_ordered(v)) {
             if (attrs && sdict_dict_len(attrs))
                 return sdict__err(w->err, SDICT_E_INVALID_ARG, NULL, -1,
@@ -1142,9 +1355,13 @@ static sdict_status write_object(pw *w, const sdict_value *v, sdict_kind kind, s
     if ((st = check_weights_only(w, v, pt)))
         return st;
 
-    /* Leaves: written, then the index of the object they made is recorded. */
+    /* Leaves: written, then the index of the object they made is recorded. Tensors (but numpy
+       arrays) are written as containers: their Python attributes and parts are values that
+       may lead back to them. */
+    bool tensorish = (kind == SDICT_KIND_TENSOR && pt != SDICT_PYTYPE_NUMPY_ARRAY) ||
+                     kind == SDICT_KIND_SPARSE || kind == SDICT_KIND_NESTED;
     if (kind != SDICT_KIND_LIST && kind != SDICT_KIND_TUPLE && kind != SDICT_KIND_SET &&
-        kind != SDICT_KIND_DICT) {
+        kind != SDICT_KIND_DICT && !tensorish) {
         int64_t idx = -1;
         char order = 0, npk = 0;
         uint8_t size = 0;
@@ -1163,9 +1380,8 @@ static sdict_status write_object(pw *w, const sdict_value *v, sdict_kind kind, s
             }
         } else if (kind == SDICT_KIND_TENSOR && np && pt == SDICT_PYTYPE_NUMPY_ARRAY) {
             st = write_np_array(w, sdict_value_tensor(v), order, npk, size, us, &idx);
-        } else if (kind == SDICT_KIND_TENSOR) {
-            /* write_tensor leaves the rebuilt tensor memoized as the last slot */
-            if (!(st = write_tensor(w, sdict_value_tensor(v))))
+        } else if (kind == SDICT_KIND_DEVICE || kind == SDICT_KIND_COMPLEX) {
+            if (!(st = write_reduced_scalar(w, v)))
                 idx = (int64_t)w->next_memo - 1;
         } else if (np && pt == SDICT_PYTYPE_NUMPY_SCALAR) {
             if (!(st = write_np_scalar(w, v, order, npk, size, us)))
@@ -1231,6 +1447,10 @@ static sdict_status write_value(pw *w, const sdict_value *v) {
             return sdict__err(w->err, SDICT_E_DTYPE, NULL, -1, "dtype value is invalid");
         return write_global(w, "torch", sdict_dtype_name(dt));
     }
+    case SDICT_KIND_QSCHEME: /* a module-level singleton: GLOBAL torch per_tensor_affine */
+        return write_global(w, "torch", sdict_qscheme_name(sdict_qscheme_value_get(v)));
+    case SDICT_KIND_LAYOUT:
+        return write_layout(w, sdict_layout_value_get(v));
     case SDICT__KIND_STORAGE: {
         /* A bare storage in the tree: only its persistent id (never memoized). */
         sdict_dtype dt = SDICT_UINT8;
@@ -1269,6 +1489,8 @@ sdict_status sdict__pickle_write(const sdict_value *root, uint32_t flags, sdict_
     w.memo_storage = w.memo_cpu = w.memo_latin1 = -1;
     for (size_t i = 0; i < 257; i++)
         w.memo_char[i] = w.memo_byte[i] = -1;
+    for (int l = 0; l < SDICT_LAYOUT_COUNT; l++)
+        w.memo_layout[l] = -1;
 
     op(&w, OP_PROTO);
     op(&w, 2);

@@ -36,10 +36,23 @@ int64_t sdict_tensor_numel(const sdict_tensor *t) {
     return n;
 }
 
+/* Bytes holding n elements of dtype d: n * size, or ceil(n * bits / 8) for the packed
+   quantized dtypes. False on overflow. */
+static bool elems_to_bytes(sdict_dtype d, uint64_t n, uint64_t *out) {
+    size_t bits = sdict_dtype_bits(d);
+    if (bits % 8 == 0)
+        return sdict__mul_u64(n, bits / 8, out);
+    uint64_t b;
+    if (!sdict__mul_u64(n, bits, &b) || !sdict__add_u64(b, 7, &b))
+        return false;
+    *out = b / 8;
+    return true;
+}
+
 size_t sdict_tensor_nbytes(const sdict_tensor *t) {
     int64_t n = sdict_tensor_numel(t);
     uint64_t b;
-    if (n < 0 || !sdict__mul_u64((uint64_t)n, sdict_dtype_size(t->dtype), &b) || b > SIZE_MAX)
+    if (n < 0 || !elems_to_bytes(t->dtype, (uint64_t)n, &b) || b > SIZE_MAX)
         return 0;
     return (size_t)b;
 }
@@ -67,7 +80,7 @@ void *sdict_tensor_data(const sdict_tensor *t) {
     uint8_t *base = sdict_storage_data(t->storage);
     if (!base)
         return NULL;
-    return base + (size_t)t->storage_offset * sdict_dtype_size(t->dtype);
+    return base + (size_t)t->storage_offset * sdict_dtype_bits(t->dtype) / 8;
 }
 
 sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err) {
@@ -97,11 +110,16 @@ sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err) {
             return sdict__err(err, SDICT_E_SHAPE, NULL, -1, "element count overflows int64");
     }
     uint64_t nbytes;
-    if (!sdict__mul_u64((uint64_t)numel, esize, &nbytes) || nbytes > SIZE_MAX ||
+    if (!elems_to_bytes(t->dtype, (uint64_t)numel, &nbytes) || nbytes > SIZE_MAX ||
         nbytes > INT64_MAX)
         return sdict__err(err, SDICT_E_SHAPE, NULL, -1,
                           "%lld elements of %zu bytes overflow the address space",
                           (long long)numel, esize);
+    size_t bits = sdict_dtype_bits(t->dtype);
+    if (bits % 8 && ((uint64_t)t->storage_offset * bits) % 8)
+        return sdict__err(err, SDICT_E_SHAPE, NULL, -1,
+                          "storage_offset %lld of a %s tensor does not start on a byte",
+                          (long long)t->storage_offset, sdict_dtype_name(t->dtype));
     if (numel == 0 || !t->storage)
         return SDICT_OK; /* empty and meta tensors touch no bytes */
     /* last element index = offset + sum((size_k - 1) * stride_k); extent is one past it */
@@ -113,7 +131,7 @@ sdict_status sdict_tensor_check(const sdict_tensor *t, sdict_error *err) {
                               "tensor extent overflows int64 (dimension %d)", (int)k);
     }
     uint64_t need;
-    if (!sdict__mul_u64((uint64_t)last + 1, esize, &need))
+    if (!elems_to_bytes(t->dtype, (uint64_t)last + 1, &need))
         return sdict__err(err, SDICT_E_SHAPE, NULL, -1, "tensor extent in bytes overflows");
     size_t have = sdict_storage_nbytes(t->storage);
     if (need > have)
@@ -259,15 +277,17 @@ static uint16_t small_from_int(bool is_signed, uint64_t raw, small_fmt f) {
  MARK: Element conversion
 ==================================================================================================*/
 
-/* One element in transit: a double for float sources, raw two's complement bits otherwise. */
+/* One element in transit: a double (and an imaginary part) for float and complex sources,
+   raw two's complement bits otherwise. */
 typedef struct elem {
     bool is_float;
     bool is_signed;
     double d;
+    double im;
     uint64_t raw;
 } elem;
 
-static bool dtype_convertible(sdict_dtype d) {
+static bool is_real_dtype(sdict_dtype d) {
     switch (d) {
     case SDICT_FLOAT64: case SDICT_FLOAT32: case SDICT_FLOAT16: case SDICT_BFLOAT16:
     case SDICT_INT64: case SDICT_INT32: case SDICT_INT16: case SDICT_INT8:
@@ -279,8 +299,50 @@ static bool dtype_convertible(sdict_dtype d) {
     }
 }
 
+static bool is_complex_dtype(sdict_dtype d) {
+    return d == SDICT_COMPLEX32 || d == SDICT_BCOMPLEX32 || d == SDICT_COMPLEX64 ||
+           d == SDICT_COMPLEX128;
+}
+
+static bool is_float8_dtype(sdict_dtype d) {
+    return d == SDICT_FLOAT8_E4M3FN || d == SDICT_FLOAT8_E5M2 || d == SDICT_FLOAT8_E4M3FNUZ ||
+           d == SDICT_FLOAT8_E5M2FNUZ || d == SDICT_FLOAT8_E8M0FNU;
+}
+
+/* Sources copy_to can read as numbers, and targets it can write. */
+static bool readable(sdict_dtype d) {
+    return is_real_dtype(d) || is_complex_dtype(d) || is_float8_dtype(d);
+}
+static bool writable(sdict_dtype d) { return is_real_dtype(d) || is_complex_dtype(d); }
+
+/* A float8 byte, exactly: e4m3fn and the fnuz formats have no infinities (e4m3fn's all-ones
+   pattern is NaN; the fnuz formats have no -0, its pattern is NaN), e5m2 is IEEE-like,
+   e8m0fnu is an unsigned power of two with 0xFF as NaN. */
+static double float8_to_double(sdict_dtype d, uint8_t b) {
+    int ebits = 4, mbits = 3, bias = 7;
+    switch (d) {
+    case SDICT_FLOAT8_E8M0FNU: return b == 0xFF ? NAN : ldexp(1.0, (int)b - 127);
+    case SDICT_FLOAT8_E5M2: ebits = 5, mbits = 2, bias = 15; break;
+    case SDICT_FLOAT8_E4M3FNUZ: bias = 8; break;
+    case SDICT_FLOAT8_E5M2FNUZ: ebits = 5, mbits = 2, bias = 16; break;
+    default: break;
+    }
+    bool fnuz = d == SDICT_FLOAT8_E4M3FNUZ || d == SDICT_FLOAT8_E5M2FNUZ;
+    unsigned e = (b >> mbits) & ((1u << ebits) - 1), m = b & ((1u << mbits) - 1);
+    bool neg = (b & 0x80) != 0;
+    if (fnuz && b == 0x80)
+        return NAN;
+    if (d == SDICT_FLOAT8_E5M2 && e == 31)
+        return m ? NAN : (neg ? -INFINITY : INFINITY);
+    if (d == SDICT_FLOAT8_E4M3FN && (b & 0x7F) == 0x7F)
+        return NAN;
+    double v = e == 0 ? ldexp((double)m, 1 - bias - mbits)
+                      : ldexp((double)(m | (1u << mbits)), (int)e - bias - mbits);
+    return neg ? -v : v;
+}
+
 static elem load_elem(sdict_dtype dt, const uint8_t *p) {
-    elem e = {false, true, 0.0, 0};
+    elem e = {false, true, 0.0, 0.0, 0};
     switch (dt) {
     case SDICT_FLOAT64: e.is_float = true; memcpy(&e.d, p, 8); break;
     case SDICT_FLOAT32: { float f; memcpy(&f, p, 4); e.is_float = true; e.d = f; break; }
@@ -288,6 +350,13 @@ static elem load_elem(sdict_dtype dt, const uint8_t *p) {
         e.d = small_to_double(h, FMT_F16); break; }
     case SDICT_BFLOAT16: { uint16_t h; memcpy(&h, p, 2); e.is_float = true;
         e.d = small_to_double(h, FMT_BF16); break; }
+    case SDICT_COMPLEX128: e.is_float = true; memcpy(&e.d, p, 8); memcpy(&e.im, p + 8, 8); break;
+    case SDICT_COMPLEX64: { float f[2]; memcpy(f, p, 8); e.is_float = true; e.d = f[0];
+        e.im = f[1]; break; }
+    case SDICT_COMPLEX32: case SDICT_BCOMPLEX32: { uint16_t h[2]; memcpy(h, p, 4);
+        small_fmt f = dt == SDICT_COMPLEX32 ? FMT_F16 : FMT_BF16;
+        e.is_float = true; e.d = small_to_double(h[0], f); e.im = small_to_double(h[1], f);
+        break; }
     case SDICT_INT64: { int64_t v; memcpy(&v, p, 8); e.raw = (uint64_t)v; break; }
     case SDICT_INT32: { int32_t v; memcpy(&v, p, 4); e.raw = (uint64_t)(int64_t)v; break; }
     case SDICT_INT16: { int16_t v; memcpy(&v, p, 2); e.raw = (uint64_t)(int64_t)v; break; }
@@ -297,7 +366,12 @@ static elem load_elem(sdict_dtype dt, const uint8_t *p) {
     case SDICT_UINT32: { uint32_t v; memcpy(&v, p, 4); e.is_signed = false; e.raw = v; break; }
     case SDICT_UINT64: { uint64_t v; memcpy(&v, p, 8); e.is_signed = false; e.raw = v; break; }
     case SDICT_BOOL: e.is_signed = false; e.raw = p[0] != 0; break;
-    default: break;
+    default:
+        if (is_float8_dtype(dt)) {
+            e.is_float = true;
+            e.d = float8_to_double(dt, p[0]);
+        }
+        break;
     }
     return e;
 }
@@ -340,7 +414,21 @@ static void store_elem(sdict_dtype dt, uint8_t *p, const elem *e) {
         memcpy(p, &h, 2);
         break;
     }
-    case SDICT_BOOL: p[0] = e->is_float ? (e->d != 0.0) : (e->raw != 0); break;
+    case SDICT_COMPLEX128: case SDICT_COMPLEX64: case SDICT_COMPLEX32: case SDICT_BCOMPLEX32: {
+        /* each part as the real dtype of half the width; a real source has imaginary 0 */
+        sdict_dtype part = dt == SDICT_COMPLEX128  ? SDICT_FLOAT64
+                           : dt == SDICT_COMPLEX64 ? SDICT_FLOAT32
+                           : dt == SDICT_COMPLEX32 ? SDICT_FLOAT16
+                                                   : SDICT_BFLOAT16;
+        size_t half = sdict_dtype_size(dt) / 2;
+        elem im = {true, true, e->is_float ? e->im : 0.0, 0.0, 0};
+        store_elem(part, p, e);
+        store_elem(part, p + half, &im);
+        break;
+    }
+    case SDICT_BOOL:
+        p[0] = e->is_float ? (e->d != 0.0 || e->im != 0.0) : (e->raw != 0);
+        break;
     default: {
         /* integers: the low bytes of the two's complement value (wrapping as torch does) */
         uint64_t raw = e->is_float ? float_to_raw(e->d, dt == SDICT_UINT64) : e->raw;
@@ -352,6 +440,18 @@ static void store_elem(sdict_dtype dt, uint8_t *p, const elem *e) {
         }
         break;
     }
+    }
+}
+
+/* Applies the lazy bits to a loaded element: conj negates the imaginary part, neg the value
+   (integers wrap, as torch's neg does). */
+static void apply_bits(elem *e, bool conj, bool neg) {
+    if (conj)
+        e->im = -e->im;
+    if (neg) {
+        e->d = -e->d;
+        e->im = -e->im;
+        e->raw = 0 - e->raw;
     }
 }
 
@@ -386,12 +486,20 @@ sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *d
     size_t to_size = sdict_dtype_size(to);
     if (to_size == 0)
         return sdict__err(err, SDICT_E_DTYPE, NULL, -1, "invalid target dtype %d", (int)to);
-    bool same = to == t->dtype;
-    if (!same && (!dtype_convertible(t->dtype) || !dtype_convertible(to)))
-        return sdict__err(err, SDICT_E_DTYPE, NULL, -1, "cannot convert %s to %s",
+    /* conj only means something for complex elements (torch sets it on nothing else) */
+    bool conj = t->is_conj && is_complex_dtype(t->dtype);
+    bool raw = to == t->dtype && !conj && !t->is_neg;
+    if (!raw && (!readable(t->dtype) || !writable(to)))
+        return sdict__err(err, SDICT_E_DTYPE, NULL, -1, "cannot convert %s%s to %s",
+                          t->is_neg ? "the negative-bit view of " : "",
                           sdict_dtype_name(t->dtype), sdict_dtype_name(to));
+    if (sdict_dtype_bits(t->dtype) % 8 && !sdict_tensor_is_contiguous(t))
+        return sdict__err(err, SDICT_E_DTYPE, NULL, -1,
+                          "a %s tensor packs several elements per byte: only contiguous ones "
+                          "can be copied", sdict_dtype_name(t->dtype));
     int64_t numel = sdict_tensor_numel(t);
-    uint64_t need = (uint64_t)numel * to_size; /* checked: numel * 16 fits once check passed */
+    /* checked: numel * 16 fits once check passed */
+    uint64_t need = raw ? sdict_tensor_nbytes(t) : (uint64_t)numel * to_size;
     if (dst_bytes < need || (!dst && need))
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
                           "destination holds %zu bytes but the copy needs %llu", dst_bytes,
@@ -401,7 +509,7 @@ sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *d
     const size_t esize = sdict_dtype_size(t->dtype);
     const uint8_t *src = sdict_tensor_data(t);
     uint8_t *out = dst;
-    if (same && sdict_tensor_is_contiguous(t)) {
+    if (raw && sdict_tensor_is_contiguous(t)) {
         memcpy(out, src, (size_t)need);
         return SDICT_OK;
     }
@@ -416,12 +524,13 @@ sdict_status sdict_tensor_copy_to(const sdict_tensor *t, sdict_dtype to, void *d
     int64_t off = 0; /* byte offset of the current row start from src */
     for (;;) {
         const uint8_t *p = src + off;
-        if (same) {
+        if (raw) {
             for (int64_t i = 0; i < inner_n; i++, p += inner_step, out += esize)
                 memcpy(out, p, esize);
         } else {
             for (int64_t i = 0; i < inner_n; i++, p += inner_step, out += to_size) {
                 elem e = load_elem(t->dtype, p);
+                apply_bits(&e, conj, t->is_neg);
                 store_elem(to, out, &e);
             }
         }

@@ -37,6 +37,23 @@ typedef struct dict_item {
     uint64_t hash;
 } dict_item;
 
+/* What a tensor value holds beyond the public struct: its quantizer and Python attributes.
+   Sparse and nested values keep their description and attributes the same way. */
+typedef struct tensor_ext {
+    sdict_tensor t;
+    bool quantized;
+    sdict_quantizer q;
+    sdict_value *attrs;
+} tensor_ext;
+
+typedef struct composite_ext {
+    union {
+        sdict_sparse s;
+        sdict_nested n;
+    } d;
+    sdict_value *attrs;
+} composite_ext;
+
 struct sdict_value {
     uint8_t kind;
     uint8_t flags;
@@ -67,11 +84,20 @@ struct sdict_value {
             size_t index_cap;
             sdict_value *attrs;
         } dict;
-        sdict_tensor *tensor;
+        tensor_ext *tensor;
+        composite_ext *comp; /* sparse, nested */
         struct {
             sdict_storage *storage;
             sdict_dtype dtype;
         } st;
+        struct { /* device: type text in the arena, index or -1 */
+            const char *type;
+            int64_t index;
+        } dev;
+        struct {
+            double re, im;
+        } c;
+        int e; /* qscheme, layout */
     } u;
 };
 
@@ -206,7 +232,7 @@ void sdict_doc_free(sdict_doc *doc) {
                 break;
             case SDICT_KIND_TENSOR:
                 if (v->u.tensor)
-                    sdict_storage_release(v->u.tensor->storage);
+                    sdict_storage_release(v->u.tensor->t.storage);
                 break;
             case SDICT__KIND_STORAGE:
                 sdict_storage_release(v->u.st.storage);
@@ -259,14 +285,18 @@ const char *sdict_format_name(sdict_format f) {
 }
 
 const char *sdict_kind_name(sdict_kind kind) {
-    static const char *const names[] = {"none", "bool",  "int",  "float", "str",    "bytes",
-                                        "list", "tuple", "set",  "dict",  "tensor", "dtype"};
+    static const char *const names[] = {"none",   "bool",    "int",     "float",  "str",
+                                        "bytes",  "list",    "tuple",   "set",    "dict",
+                                        "tensor", "dtype",   "device",  "complex", "qscheme",
+                                        "layout", "sparse",  "nested"};
     if ((unsigned)kind < SDICT_KIND_COUNT)
         return names[kind];
     if (kind == SDICT__KIND_STORAGE)
         return "storage";
     return "?";
 }
+
+sdict_doc *sdict__value_doc(const sdict_value *v) { return v ? v->doc : NULL; }
 
 sdict_kind sdict_value_kind(const sdict_value *v) {
     return v ? (sdict_kind)v->kind : SDICT_KIND_NONE;
@@ -332,6 +362,90 @@ sdict_value *sdict_dtype_value_new(sdict_doc *doc, sdict_dtype dtype) {
     if (v)
         v->u.dtype = dtype;
     return v;
+}
+
+sdict_value *sdict_device_new(sdict_doc *doc, const char *type, int64_t index) {
+    if (!doc || !type || !type[0] || index < -1)
+        return NULL;
+    size_t n = strlen(type);
+    for (size_t i = 0; i < n; i++) {
+        char c = type[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_'))
+            return NULL;
+    }
+    char *copy = n < 256 ? arena_alloc(doc, n + 1) : NULL;
+    if (!copy)
+        return NULL;
+    memcpy(copy, type, n + 1);
+    sdict_value *v = value_alloc(doc, SDICT_KIND_DEVICE);
+    if (v) {
+        v->u.dev.type = copy;
+        v->u.dev.index = index;
+    }
+    return v;
+}
+
+sdict_value *sdict_complex_new(sdict_doc *doc, double re, double im) {
+    sdict_value *v = value_alloc(doc, SDICT_KIND_COMPLEX);
+    if (v) {
+        v->u.c.re = re;
+        v->u.c.im = im;
+    }
+    return v;
+}
+
+static const char *const qscheme_names[SDICT_QSCHEME_COUNT] = {
+    "per_tensor_affine", "per_channel_affine", "per_tensor_symmetric", "per_channel_symmetric",
+    "per_channel_affine_float_qparams"};
+static const char *const layout_names[SDICT_LAYOUT_COUNT] = {
+    "strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "_mkldnn",
+    "jagged"};
+
+const char *sdict_qscheme_name(sdict_qscheme q) {
+    return (unsigned)q < SDICT_QSCHEME_COUNT ? qscheme_names[q] : "?";
+}
+
+const char *sdict_layout_name(sdict_layout l) {
+    return (unsigned)l < SDICT_LAYOUT_COUNT ? layout_names[l] : "?";
+}
+
+sdict_value *sdict_qscheme_value_new(sdict_doc *doc, sdict_qscheme q) {
+    sdict_value *v = (unsigned)q < SDICT_QSCHEME_COUNT ? value_alloc(doc, SDICT_KIND_QSCHEME) : NULL;
+    if (v)
+        v->u.e = (int)q;
+    return v;
+}
+
+sdict_value *sdict_layout_value_new(sdict_doc *doc, sdict_layout l) {
+    sdict_value *v = (unsigned)l < SDICT_LAYOUT_COUNT ? value_alloc(doc, SDICT_KIND_LAYOUT) : NULL;
+    if (v)
+        v->u.e = (int)l;
+    return v;
+}
+
+sdict_qscheme sdict_qscheme_value_get(const sdict_value *v) {
+    return v && v->kind == SDICT_KIND_QSCHEME ? (sdict_qscheme)v->u.e : SDICT_QSCHEME_COUNT;
+}
+
+sdict_layout sdict_layout_value_get(const sdict_value *v) {
+    return v && v->kind == SDICT_KIND_LAYOUT ? (sdict_layout)v->u.e : SDICT_LAYOUT_COUNT;
+}
+
+const char *sdict_device_get(const sdict_value *v, int64_t *index) {
+    bool ok = v && v->kind == SDICT_KIND_DEVICE;
+    if (index)
+        *index = ok ? v->u.dev.index : -1;
+    return ok ? v->u.dev.type : NULL;
+}
+
+bool sdict_complex_get(const sdict_value *v, double *re, double *im) {
+    bool ok = v && v->kind == SDICT_KIND_COMPLEX;
+    if (re)
+        *re = ok ? v->u.c.re : NAN;
+    if (im)
+        *im = ok ? v->u.c.im : NAN;
+    return ok;
 }
 
 bool sdict_bool_get(const sdict_value *v) { return v && v->kind == SDICT_KIND_BOOL && v->u.b; }
@@ -609,6 +723,17 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
     case SDICT_KIND_STR:
     case SDICT_KIND_BYTES: *out = hash_bytes(kind, v->u.s.p, v->u.s.len); return true;
     case SDICT_KIND_DTYPE: *out = mix64((kind << 32) | (uint64_t)v->u.dtype); return true;
+    case SDICT_KIND_QSCHEME:
+    case SDICT_KIND_LAYOUT: *out = mix64((kind << 32) | (uint64_t)v->u.e); return true;
+    case SDICT_KIND_DEVICE:
+        *out = hash_bytes(kind ^ (uint64_t)v->u.dev.index, (const uint8_t *)v->u.dev.type,
+                          strlen(v->u.dev.type));
+        return true;
+    case SDICT_KIND_COMPLEX: {
+        double d[2] = {v->u.c.re == 0.0 ? 0.0 : v->u.c.re, v->u.c.im == 0.0 ? 0.0 : v->u.c.im};
+        *out = hash_bytes(kind, (const uint8_t *)d, sizeof d);
+        return true;
+    }
     case SDICT_KIND_TUPLE: {
         uint64_t h = mix64(kind << 40 | v->u.seq.len);
         for (size_t k = 0; k < v->u.seq.len; k++) {
@@ -643,6 +768,11 @@ static bool key_equal(const sdict_value *a, const sdict_value *b, int depth) {
         return a->u.s.len == b->u.s.len && memcmp(a->u.s.p, b->u.s.p, a->u.s.len) == 0;
     case SDICT_KIND_FLOAT: return a->u.d == b->u.d;
     case SDICT_KIND_DTYPE: return a->u.dtype == b->u.dtype;
+    case SDICT_KIND_QSCHEME:
+    case SDICT_KIND_LAYOUT: return a->u.e == b->u.e;
+    case SDICT_KIND_DEVICE:
+        return a->u.dev.index == b->u.dev.index && strcmp(a->u.dev.type, b->u.dev.type) == 0;
+    case SDICT_KIND_COMPLEX: return a->u.c.re == b->u.c.re && a->u.c.im == b->u.c.im;
     case SDICT_KIND_TUPLE:
         if (a->u.seq.len != b->u.seq.len)
             return false;
@@ -835,6 +965,7 @@ bool sdict_dict_is_ordered(const sdict_value *d) {
     return d && d->kind == SDICT_KIND_DICT && (d->flags & FLAG_ORDERED);
 }
 
+
 size_t sdict_dict_len(const sdict_value *d) {
     return d && d->kind == SDICT_KIND_DICT ? d->u.dict.len : 0;
 }
@@ -997,8 +1128,9 @@ sdict_status sdict_dict_set_attrs(sdict_value *d, sdict_value *attrs) {
  MARK: Tensors and storages
 ==================================================================================================*/
 
-sdict_status sdict_tensor_new(sdict_doc *doc, const sdict_tensor *t, sdict_value **out,
-                              sdict_error *err) {
+sdict_status sdict__tensor_value_new(sdict_doc *doc, const sdict_tensor *t,
+                                     const sdict_quantizer *q, sdict_value **out,
+                                     sdict_error *err) {
     if (out)
         *out = NULL;
     if (!doc || !t || !out)
@@ -1006,36 +1138,105 @@ sdict_status sdict_tensor_new(sdict_doc *doc, const sdict_tensor *t, sdict_value
     sdict_status st = sdict_tensor_check(t, err);
     if (st != SDICT_OK)
         return st;
-    /* the struct, then its shape and stride arrays, in one arena block */
+    /* the tensor (with its quantizer and attributes), then its shape and stride arrays, in
+       one arena block */
     size_t nd = (size_t)t->ndim;
     uint64_t bytes;
     if (!sdict__mul_u64(nd, 2 * sizeof(int64_t), &bytes) ||
-        !sdict__add_u64(bytes, sizeof(sdict_tensor), &bytes) || bytes > SIZE_MAX)
+        !sdict__add_u64(bytes, sizeof(tensor_ext), &bytes) || bytes > SIZE_MAX)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "no room for a tensor of rank %zu", nd);
-    sdict_tensor *copy = arena_alloc(doc, (size_t)bytes);
-    if (!copy)
+    tensor_ext *ext = arena_alloc(doc, (size_t)bytes);
+    if (!ext)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a tensor");
     sdict_value *v = value_alloc(doc, SDICT_KIND_TENSOR);
     if (!v)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a tensor");
-    *copy = *t;
-    int64_t *dims = (int64_t *)(void *)(copy + 1);
+    memset(ext, 0, sizeof *ext);
+    ext->t = *t;
+    int64_t *dims = (int64_t *)(void *)(ext + 1);
     if (nd) {
         memcpy(dims, t->shape, nd * sizeof *dims);
         memcpy(dims + nd, t->stride, nd * sizeof *dims);
-        copy->shape = dims;
-        copy->stride = dims + nd;
+        ext->t.shape = dims;
+        ext->t.stride = dims + nd;
     } else {
-        copy->shape = copy->stride = NULL;
+        ext->t.shape = ext->t.stride = NULL;
     }
-    copy->storage = sdict_storage_retain(t->storage);
-    v->u.tensor = copy;
+    ext->t.storage = sdict_storage_retain(t->storage);
+    if (q) {
+        ext->quantized = true;
+        ext->q = *q;
+    }
+    v->u.tensor = ext;
     *out = v;
     return SDICT_OK;
 }
 
+sdict_status sdict_tensor_new(sdict_doc *doc, const sdict_tensor *t, sdict_value **out,
+                              sdict_error *err) {
+    return sdict__tensor_value_new(doc, t, NULL, out, err);
+}
+
 const sdict_tensor *sdict_value_tensor(const sdict_value *v) {
-    return v && v->kind == SDICT_KIND_TENSOR ? v->u.tensor : NULL;
+    return v && v->kind == SDICT_KIND_TENSOR ? &v->u.tensor->t : NULL;
+}
+
+const sdict_quantizer *sdict_value_quantizer(const sdict_value *v) {
+    return v && v->kind == SDICT_KIND_TENSOR && v->u.tensor->quantized ? &v->u.tensor->q : NULL;
+}
+
+/* A sparse or nested value holding a copy of its description (nbytes of desc). */
+static sdict_value *composite_new(sdict_doc *doc, sdict_kind kind, const void *desc,
+                                  size_t nbytes) {
+    composite_ext *ext = doc ? arena_alloc(doc, sizeof *ext) : NULL;
+    sdict_value *v = ext ? value_alloc(doc, kind) : NULL;
+    if (v) {
+        memset(ext, 0, sizeof *ext);
+        memcpy(&ext->d, desc, nbytes);
+        v->u.comp = ext;
+    }
+    return v;
+}
+
+sdict_value *sdict__sparse_value_new(sdict_doc *doc, const sdict_sparse *s) {
+    return composite_new(doc, SDICT_KIND_SPARSE, s, sizeof *s);
+}
+
+sdict_value *sdict__nested_value_new(sdict_doc *doc, const sdict_nested *n) {
+    return composite_new(doc, SDICT_KIND_NESTED, n, sizeof *n);
+}
+
+const sdict_sparse *sdict_value_sparse(const sdict_value *v) {
+    return v && v->kind == SDICT_KIND_SPARSE ? &v->u.comp->d.s : NULL;
+}
+
+const sdict_nested *sdict_value_nested(const sdict_value *v) {
+    return v && v->kind == SDICT_KIND_NESTED ? &v->u.comp->d.n : NULL;
+}
+
+/* The attribute slot of a tensor-like value, NULL for other kinds. */
+static sdict_value **attrs_slot(const sdict_value *v) {
+    if (!v)
+        return NULL;
+    switch (v->kind) {
+    case SDICT_KIND_TENSOR: return &v->u.tensor->attrs;
+    case SDICT_KIND_SPARSE:
+    case SDICT_KIND_NESTED: return &v->u.comp->attrs;
+    default: return NULL;
+    }
+}
+
+sdict_value *sdict_tensor_attrs(const sdict_value *v) {
+    sdict_value **slot = attrs_slot(v);
+    return slot ? *slot : NULL;
+}
+
+sdict_status sdict_tensor_set_attrs(sdict_value *v, sdict_value *attrs) {
+    sdict_value **slot = attrs_slot(v);
+    if (!slot || (attrs && (attrs->kind != SDICT_KIND_DICT || attrs->doc != v->doc)))
+        return SDICT_E_INVALID_ARG;
+    *slot = attrs;
+    return SDICT_OK;
 }
 
 sdict_value *sdict__storage_value_new(sdict_doc *doc, sdict_storage *s, sdict_dtype dtype) {
@@ -1179,12 +1380,13 @@ sdict_status sdict_value_set_pytype(sdict_value *v, sdict_pytype t) {
     sdict_kind want = t == SDICT_PYTYPE_TORCH_SIZE  ? SDICT_KIND_TUPLE
                       : t == SDICT_PYTYPE_FROZENSET ? SDICT_KIND_SET
                       : t == SDICT_PYTYPE_BYTEARRAY ? SDICT_KIND_BYTES
+                      : t == SDICT_PYTYPE_COUNTER   ? SDICT_KIND_DICT
                                                     : (sdict_kind)v->kind;
     if (t != SDICT_PYTYPE_PLAIN && t != SDICT_PYTYPE_TORCH_SIZE && t != SDICT_PYTYPE_FROZENSET &&
-        t != SDICT_PYTYPE_BYTEARRAY)
+        t != SDICT_PYTYPE_BYTEARRAY && t != SDICT_PYTYPE_COUNTER)
         return SDICT_E_INVALID_ARG; /* numpy types come with a numpy dtype: read from files */
-    if (v->kind != want)
-        return SDICT_E_INVALID_ARG;
+    if (v->kind != want || (t == SDICT_PYTYPE_COUNTER && (v->flags & FLAG_ORDERED)))
+        return SDICT_E_INVALID_ARG; /* a Counter is a dict, not an OrderedDict */
     if (t == SDICT_PYTYPE_TORCH_SIZE)
         for (size_t i = 0; i < v->u.seq.len; i++)
             if (v->u.seq.items[i]->kind != SDICT_KIND_INT)

@@ -230,34 +230,62 @@ static void test_dtype_table(void **state) {
         const char *name;
         size_t size;
         const char *cls;
+        size_t bits; /* 0: 8 * size */
     } want[] = {
-        {SDICT_FLOAT64, "float64", sizeof(double), "DoubleStorage"},
-        {SDICT_FLOAT32, "float32", sizeof(float), "FloatStorage"},
-        {SDICT_FLOAT16, "float16", 2, "HalfStorage"},
-        {SDICT_BFLOAT16, "bfloat16", 2, "BFloat16Storage"},
-        {SDICT_COMPLEX128, "complex128", 2 * sizeof(double), "ComplexDoubleStorage"},
-        {SDICT_COMPLEX64, "complex64", 2 * sizeof(float), "ComplexFloatStorage"},
-        {SDICT_COMPLEX32, "complex32", 4, NULL},
-        {SDICT_INT64, "int64", sizeof(int64_t), "LongStorage"},
-        {SDICT_INT32, "int32", sizeof(int32_t), "IntStorage"},
-        {SDICT_INT16, "int16", sizeof(int16_t), "ShortStorage"},
-        {SDICT_INT8, "int8", 1, "CharStorage"},
-        {SDICT_UINT8, "uint8", 1, "ByteStorage"},
-        {SDICT_UINT16, "uint16", 2, NULL},
-        {SDICT_UINT32, "uint32", 4, NULL},
-        {SDICT_UINT64, "uint64", 8, NULL},
-        {SDICT_BOOL, "bool", 1, "BoolStorage"},
-        {SDICT_FLOAT8_E4M3FN, "float8_e4m3fn", 1, NULL},
-        {SDICT_FLOAT8_E5M2, "float8_e5m2", 1, NULL},
-        {SDICT_FLOAT8_E4M3FNUZ, "float8_e4m3fnuz", 1, NULL},
-        {SDICT_FLOAT8_E5M2FNUZ, "float8_e5m2fnuz", 1, NULL},
-        {SDICT_FLOAT8_E8M0FNU, "float8_e8m0fnu", 1, NULL},
+        {SDICT_FLOAT64, "float64", sizeof(double), "DoubleStorage", 0},
+        {SDICT_FLOAT32, "float32", sizeof(float), "FloatStorage", 0},
+        {SDICT_FLOAT16, "float16", 2, "HalfStorage", 0},
+        {SDICT_BFLOAT16, "bfloat16", 2, "BFloat16Storage", 0},
+        {SDICT_COMPLEX128, "complex128", 2 * sizeof(double), "ComplexDoubleStorage", 0},
+        {SDICT_COMPLEX64, "complex64", 2 * sizeof(float), "ComplexFloatStorage", 0},
+        {SDICT_COMPLEX32, "complex32", 4, NULL, 0},
+        {SDICT_INT64, "int64", sizeof(int64_t), "LongStorage", 0},
+        {SDICT_INT32, "int32", sizeof(int32_t), "IntStorage", 0},
+        {SDICT_INT16, "int16", sizeof(int16_t), "ShortStorage", 0},
+        {SDICT_INT8, "int8", 1, "CharStorage", 0},
+        {SDICT_UINT8, "uint8", 1, "ByteStorage", 0},
+        {SDICT_UINT16, "uint16", 2, NULL, 0},
+        {SDICT_UINT32, "uint32", 4, NULL, 0},
+        {SDICT_UINT64, "uint64", 8, NULL, 0},
+        {SDICT_BOOL, "bool", 1, "BoolStorage", 0},
+        {SDICT_FLOAT8_E4M3FN, "float8_e4m3fn", 1, NULL, 0},
+        {SDICT_FLOAT8_E5M2, "float8_e5m2", 1, NULL, 0},
+        {SDICT_FLOAT8_E4M3FNUZ, "float8_e4m3fnuz", 1, NULL, 0},
+        {SDICT_FLOAT8_E5M2FNUZ, "float8_e5m2fnuz", 1, NULL, 0},
+        {SDICT_FLOAT8_E8M0FNU, "float8_e8m0fnu", 1, NULL, 0},
+        {SDICT_FLOAT4_E2M1FN_X2, "float4_e2m1fn_x2", 1, NULL, 0},
+        {SDICT_BITS8, "bits8", 1, NULL, 0},
+        {SDICT_BITS16, "bits16", 2, NULL, 0},
+        {SDICT_BITS1X8, "bits1x8", 1, NULL, 0},
+        {SDICT_BITS2X4, "bits2x4", 1, NULL, 0},
+        {SDICT_BITS4X2, "bits4x2", 1, NULL, 0},
+        {SDICT_BCOMPLEX32, "bcomplex32", 4, NULL, 0},
+        {SDICT_QINT8, "qint8", 1, "QInt8Storage", 0},
+        {SDICT_QUINT8, "quint8", 1, "QUInt8Storage", 0},
+        {SDICT_QINT32, "qint32", 4, "QInt32Storage", 0},
+        {SDICT_QUINT4X2, "quint4x2", 1, "QUInt4x2Storage", 4},
+        {SDICT_QUINT2X4, "quint2x4", 1, "QUInt2x4Storage", 2},
+        {SDICT_UINT1, "uint1", 1, NULL, 0},
+        {SDICT_UINT2, "uint2", 1, NULL, 0},
+        {SDICT_UINT3, "uint3", 1, NULL, 0},
+        {SDICT_UINT4, "uint4", 1, NULL, 0},
+        {SDICT_UINT5, "uint5", 1, NULL, 0},
+        {SDICT_UINT6, "uint6", 1, NULL, 0},
+        {SDICT_UINT7, "uint7", 1, NULL, 0},
+        {SDICT_INT1, "int1", 1, NULL, 0},
+        {SDICT_INT2, "int2", 1, NULL, 0},
+        {SDICT_INT3, "int3", 1, NULL, 0},
+        {SDICT_INT4, "int4", 1, NULL, 0},
+        {SDICT_INT5, "int5", 1, NULL, 0},
+        {SDICT_INT6, "int6", 1, NULL, 0},
+        {SDICT_INT7, "int7", 1, NULL, 0},
     };
     assert_int_equal(sizeof want / sizeof want[0], SDICT_DTYPE_COUNT);
     for (size_t i = 0; i < SDICT_DTYPE_COUNT; i++) {
         sdict_dtype d = want[i].d;
         assert_string_equal(sdict_dtype_name(d), want[i].name);
         assert_int_equal(sdict_dtype_size(d), want[i].size);
+        assert_int_equal(sdict_dtype_bits(d), want[i].bits ? want[i].bits : 8 * want[i].size);
         const char *cls = sdict_dtype_storage_class(d);
         if (want[i].cls) {
             assert_non_null(cls);
@@ -289,17 +317,20 @@ static void test_dtype_table(void **state) {
     assert_int_equal(d, SDICT_FLOAT16);
     assert_int_equal(sdict_dtype_from_name("long", &d), SDICT_OK);
     assert_int_equal(d, SDICT_INT64);
+    assert_int_equal(sdict_dtype_from_name("torch.bit", &d), SDICT_OK);
+    assert_int_equal(d, SDICT_UINT1);
     assert_int_equal(sdict_dtype_from_name("float33", &d), SDICT_E_DTYPE);
     assert_int_equal(d, SDICT_DTYPE_COUNT);
     assert_int_equal(sdict_dtype_from_name("", &d), SDICT_E_DTYPE);
     assert_int_not_equal(sdict_dtype_from_name(NULL, &d), SDICT_OK);
     assert_false(sdict__dtype_from_storage_class("UntypedStorage", &d));
-    assert_false(sdict__dtype_from_storage_class("QInt8Storage", &d));
+    assert_false(sdict__dtype_from_storage_class("QInt16Storage", &d));
     assert_false(sdict__dtype_from_storage_class("Float", &d));
     assert_false(sdict__dtype_from_storage_class(NULL, &d));
     assert_string_equal(sdict_dtype_name(SDICT_DTYPE_COUNT), "?");
     assert_string_equal(sdict_dtype_name((sdict_dtype)-3), "?");
     assert_int_equal(sdict_dtype_size(SDICT_DTYPE_COUNT), 0);
+    assert_int_equal(sdict_dtype_bits(SDICT_DTYPE_COUNT), 0);
     assert_null(sdict_dtype_storage_class(SDICT_DTYPE_COUNT));
 }
 

@@ -338,11 +338,11 @@ static void test_refused_globals(void **state) {
     static const char *const gadgets[][2] = {
         {"builtins", "eval"}, {"builtins", "exec"}, {"builtins", "getattr"},
         {"__builtin__", "eval"}, {"importlib", "import_module"}, {"subprocess", "Popen"},
-        {"posix", "system"}, {"torch._utils", "_rebuild_device_tensor_from_numpy"},
+        {"posix", "system"}, {"torch._utils", "_rebuild_xla_tensor"},
         {"torch", "load"}, {"torch", "_utils._rebuild_tensor_v2"},
         {"torch.serialization", "load"}, {"numpy.testing._private.utils", "runstring"},
         {"collections", "OrderedDict.fromkeys"}, {"torch", "FloatStorage.from_file"},
-        {"torch.storage", "_load_from_bytes"}, {"torch", "Tensor"}, {"torch", "float32x"},
+        {"torch.storage", "_load_from_bytes"}, {"torch", "TensorBase"}, {"torch", "float32x"},
         {"builtins", "setx"}, {"_codecs", "decode"}, {"numpy", "load"},
     };
     for (size_t i = 0; i < sizeof gadgets / sizeof gadgets[0]; i++) {

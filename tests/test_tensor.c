@@ -325,10 +325,23 @@ static void test_copy_same_dtype_odd_types(void **state) {
             assert_true(out[2 * (i * 2 + j)] == (float)(2 * (i + 3 * j)));
             assert_true(out[2 * (i * 2 + j) + 1] == (float)(2 * (i + 3 * j) + 1));
         }
+    /* complex to real keeps the real part; complex widens part by part */
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT32, out, sizeof out, NULL), SDICT_OK);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++)
+            assert_true(out[i * 2 + j] == (float)(2 * (i + 3 * j)));
+    double wide[12];
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_COMPLEX128, wide, sizeof wide, NULL),
+                     SDICT_OK);
+    assert_true(wide[2] == 6.0 && wide[3] == 7.0); /* element (0, 1) */
+    /* the conjugate bit negates imaginary parts; the negative bit whole values */
+    t.is_conj = true;
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_COMPLEX64, out, sizeof out, NULL), SDICT_OK);
+    assert_true(out[2] == 6.0f && out[3] == -7.0f);
+    t.is_neg = true;
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_COMPLEX64, out, sizeof out, NULL), SDICT_OK);
+    assert_true(out[2] == -6.0f && out[3] == 7.0f);
     sdict_error err;
-    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT32, out, sizeof out, &err), SDICT_E_DTYPE);
-    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_COMPLEX128, out, sizeof out, &err),
-                     SDICT_E_DTYPE);
     sdict_storage_release(s);
 
     uint8_t f8[4] = {0x38, 0x40, 0x7F, 0x01};
@@ -341,9 +354,34 @@ static void test_copy_same_dtype_odd_types(void **state) {
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT8_E4M3FN, o8, 2, NULL), SDICT_OK);
     assert_int_equal(o8[0], 0x38);
     assert_int_equal(o8[1], 0x7F);
-    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT32, out, sizeof out, &err), SDICT_E_DTYPE);
+    /* float8 decodes exactly into wider types (0x38 = 1.0, 0x7F = NaN in e4m3fn) */
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT32, out, sizeof out, &err), SDICT_OK);
+    assert_true(out[0] == 1.0f && isnan(out[1]));
+    /* but nothing converts to a float8 type or between float8 types */
     assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT8_E5M2, out, sizeof out, &err),
                      SDICT_E_DTYPE);
+    t.is_neg = true;
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_FLOAT8_E4M3FN, o8, 2, &err), SDICT_E_DTYPE);
+    sdict_storage_release(s);
+
+    /* packed quint4x2: 5 elements in 3 bytes, copied raw, and only when contiguous */
+    uint8_t q4[3] = {0x10, 0x32, 0x04};
+    s = storage_of(q4, 3);
+    int64_t n5[1] = {5};
+    assert_int_equal(sdict_tensor_init(&t, SDICT_QUINT4X2, 1, n5, stride, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_nbytes(&t), 3);
+    uint8_t oq[3];
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_QUINT4X2, oq, 3, NULL), SDICT_OK);
+    assert_memory_equal(oq, q4, 3);
+    assert_int_equal(sdict_tensor_copy_to(&t, SDICT_UINT8, oq, 3, &err), SDICT_E_DTYPE);
+    n5[0] = 7; /* needs 4 bytes */
+    assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_STORAGE);
+    n5[0] = 2;
+    t.storage_offset = 1; /* half a byte in */
+    assert_int_equal(sdict_tensor_check(&t, &err), SDICT_E_SHAPE);
+    t.storage_offset = 2;
+    assert_int_equal(sdict_tensor_check(&t, &err), SDICT_OK);
+    assert_ptr_equal(sdict_tensor_data(&t), (uint8_t *)sdict_storage_data(s) + 1);
     sdict_storage_release(s);
 }
 

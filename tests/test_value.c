@@ -82,8 +82,10 @@ static void test_scalars(void **state) {
     /* a doc counts what it made (including its root None) */
     assert_int_equal(sdict__doc_value_count(d), 9);
 
-    const char *kinds[] = {"none", "bool", "int", "float", "str", "bytes",
-                           "list", "tuple", "set", "dict", "tensor", "dtype"};
+    const char *kinds[] = {"none",   "bool",   "int",    "float",   "str",     "bytes",
+                           "list",   "tuple",  "set",    "dict",    "tensor",  "dtype",
+                           "device", "complex", "qscheme", "layout", "sparse", "nested"};
+    assert_int_equal(sizeof kinds / sizeof kinds[0], SDICT_KIND_COUNT);
     for (int k = 0; k < SDICT_KIND_COUNT; k++)
         assert_string_equal(sdict_kind_name((sdict_kind)k), kinds[k]);
     assert_string_equal(sdict_kind_name(SDICT__KIND_STORAGE), "storage");

@@ -9,7 +9,7 @@ run `touch MARKER`: a loader that executed anything would leave the marker behin
 Needs only the Python standard library: the pickles are assembled opcode by opcode (no pickle
 module, nothing here is ever unpickled), the archives with zipfile and struct.
 """
-import io, os, struct, sys, zipfile
+import io, math, os, struct, sys, zipfile
 
 out, marker = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
@@ -113,8 +113,8 @@ add('dotted_builtins', b'\x80\x04' + SU('collections') + SU('OrderedDict.__init_
 
 # ---- 2. gadgets hidden under torch.* and numpy.* names -----------------------------------------
 gadgets = [('torch', 'load'), ('torch.serialization', 'load'), ('torch.storage', '_load_from_bytes'),
-           ('torch.hub', 'load'), ('torch.jit', 'load'), ('torch._utils', '_rebuild_device_tensor_from_numpy'),
-           ('torch._utils', '_rebuild_from_type_v2'), ('torch._tensor', '_rebuild_from_type_v2'),
+           ('torch.hub', 'load'), ('torch.jit', 'load'), ('torch._utils', '_rebuild_xla_tensor'),
+           ('torch._utils', '_rebuild_from_type_v2'), ('torch._tensor', '_rebuild_from_type'),
            ('torch.utils.cpp_extension', 'load_inline'), ('torch._dynamo', 'eval_frame'),
            ('torch.fx.experimental.symbolic_shapes', 'ShapeEnv'), ('torch._inductor.codecache', 'compile_file'),
            ('numpy', 'load'), ('numpy.testing._private.utils', 'runstring'), ('numpy.lib.npyio', 'load'),
@@ -347,6 +347,177 @@ add('tar_tensor_extent_huge', tar_case(tensors=P2 + I(1) + STOP + P2 + T(U('t1')
     STOP + struct.pack('<ii', 2, 0) + struct.pack('<qqqqq', 1 << 40, 1 << 40, 1, 1, 0)), 'SDICT_E_STORAGE,SDICT_E_SHAPE')
 add('tar_storage_count_lies', tar_case(storages=P2 + I(1) + STOP + P2 + T(U('1'), U('cpu'), G('torch', 'FloatStorage')) +
     STOP + struct.pack('<q', 1 << 40) + b'\0' * 16), 'SDICT_E_STORAGE,SDICT_E_TRUNCATED,SDICT_E_FORMAT')
+
+# ---- 8c. the constructors torch 2.x added, given wrong arguments --------------------------------
+TY, UN, DT = 'SDICT_E_PICKLE_TYPE', 'SDICT_E_UNSUPPORTED', 'SDICT_E_DTYPE'
+F = lambda x: b'G' + struct.pack('>d', x)                                          # BINFLOAT
+def call(mod, name, *args): return G(mod, name) + T(*args) + REDUCE
+def v2(key, numel, offset, size, stride, cls='FloatStorage', meta=None):
+    """_rebuild_tensor_v2 with optional metadata dict (bytes of a pickled dict)."""
+    return (G('torch._utils', '_rebuild_tensor_v2') + MARK + pid(key, numel, cls) + I(offset) +
+            T(*[I(x) for x in size]) + T(*[I(x) for x in stride]) + FALSE + ODICT +
+            (meta or b'') + b't' + REDUCE)
+def longs(*xs): return struct.pack('<%dq' % len(xs), *xs)
+def one(v, storages=None): return torch_zip(P2 + EMPTY_DICT + U('x') + v + SETITEM + STOP, storages)
+def layout(name): return call('torch.serialization', '_get_layout', U(name))
+SIZE = lambda *d: G('torch', 'Size') + T(T(*[I(x) for x in d])) + REDUCE
+# Counter, device, complex, layouts
+add('counter_from_list', one(call('collections', 'Counter', EMPTY_LIST + MARK + I(1) + I(1) + b'e')), UN)
+add('counter_two_args', one(call('collections', 'Counter', EMPTY_DICT, EMPTY_DICT)), UN)
+add('device_no_args', one(G('torch', 'device') + b')' + REDUCE), TY)
+add('device_bad_type', one(call('torch', 'device', U('cu da'))), TY)
+add('device_long_type', one(call('torch', 'device', U('x' * 5000))), TY)
+add('device_negative_index', one(call('torch', 'device', U('cuda'), I(-1))), TY)
+add('device_index_str', one(call('torch', 'device', U('cuda'), U('1'))), TY)
+add('device_bad_string_index', one(call('torch', 'device', U('cuda:-1'))), TY)
+add('device_empty_string_index', one(call('torch', 'device', U('cuda:'))), TY)
+add('complex_from_str', one(call('builtins', 'complex', U('1+2j'))), UN)
+add('complex_three_args', one(call('builtins', 'complex', F(1), F(2), F(3))), TY)
+add('layout_unknown', one(layout('torch.sparse_xyz')), TY)
+add('layout_not_str', one(call('torch.serialization', '_get_layout', I(1))), TY)
+add('qscheme_unknown', one(G('torch', 'per_tensor_bogus')), UNSAFE)
+# _rebuild_qtensor
+def qt(params, cls='QInt8Storage', numel=4, size=(4,), stride=(1,), nargs=7):
+    args = [pid('0', numel, cls), I(0), T(*[I(x) for x in size]), T(*[I(x) for x in stride]), params,
+            FALSE, ODICT][:nargs]
+    return G('torch._utils', '_rebuild_qtensor') + MARK + b''.join(args) + b't' + REDUCE
+PT = T(G('torch', 'per_tensor_affine'), F(0.1), I(0))
+Q4 = {'0': b'\0' * 4}
+add('qtensor_six_args', one(qt(PT, nargs=6), Q4), TY)
+add('qtensor_params_not_tuple', one(qt(I(5)), Q4), TY)
+add('qtensor_params_no_qscheme', one(qt(T(F(0.1), I(0))), Q4), TY)
+add('qtensor_per_tensor_two_items', one(qt(T(G('torch', 'per_tensor_affine'), F(0.1))), Q4), TY)
+add('qtensor_symmetric', one(qt(T(G('torch', 'per_tensor_symmetric'), F(0.1), I(0))), Q4), UN)
+add('qtensor_float_storage', one(qt(PT, cls='FloatStorage'), {'0': b'\0' * 16}), DT)
+add('qtensor_packed_past_storage', one(qt(PT, cls='QUInt4x2Storage', numel=2, size=(7,)), {'0': b'\0' * 2}),
+    'SDICT_E_STORAGE')
+PC = lambda scales, zps, axis: T(G('torch', 'per_channel_affine'), scales, zps, I(axis))
+sc = v2('1', 4, 0, (4,), (1,), 'DoubleStorage')
+zp = v2('2', 4, 0, (4,), (1,), 'LongStorage')
+QS = {'0': b'\0' * 4, '1': b'\0' * 32, '2': b'\0' * 32}
+add('qtensor_axis_out_of_range', one(qt(MARK + G('torch', 'per_channel_affine') + sc + zp + I(3) + b't'), QS), TY)
+add('qtensor_axis_negative', one(qt(MARK + G('torch', 'per_channel_affine') + sc + zp + I(-1) + b't'), QS), TY)
+add('qtensor_scales_short', one(qt(MARK + G('torch', 'per_channel_affine') + v2('1', 4, 0, (3,), (1,), 'DoubleStorage') +
+                                   zp + I(0) + b't'), QS), TY)
+add('qtensor_scales_list', one(qt(MARK + G('torch', 'per_channel_affine') + EMPTY_LIST + zp + I(0) + b't'), QS), TY)
+add('qtensor_scales_int', one(qt(MARK + G('torch', 'per_channel_affine') + v2('1', 4, 0, (4,), (1,), 'LongStorage') +
+                                 zp + I(0) + b't'), QS), DT)
+add('qtensor_zero_points_bool', one(qt(MARK + G('torch', 'per_channel_affine') + sc +
+                                       v2('2', 4, 0, (4,), (1,), 'BoolStorage') + I(0) + b't'),
+                                    {'0': b'\0' * 4, '1': b'\0' * 32, '2': b'\0' * 4}), DT)
+# _rebuild_sparse_tensor / _rebuild_sparse_csr_tensor
+def sparse(lay, *data, fn='_rebuild_sparse_tensor'):
+    return G('torch._utils', fn) + T(lay, T(*data)) + REDUCE
+ix = lambda key, *shape, cls='LongStorage': v2(key, max(1, math.prod(shape)), 0, shape,
+                                               tuple(math.prod(shape[i + 1:]) for i in range(len(shape))), cls)
+vals = lambda key, n: v2(key, n, 0, (n,), (1,))
+COO_S = lambda idx: {'0': longs(*idx), '1': b'\0' * 8}
+coo = lambda idx, size=(2, 2), extra=b'': sparse(layout('torch.sparse_coo'), ix('0', 2, 2), vals('1', 2), SIZE(*size), *([extra] if extra else []))
+add('sparse_layout_not_layout', one(sparse(I(3), ix('0', 2, 2), vals('1', 2), SIZE(2, 2)), COO_S([0, 1, 0, 1])), TY)
+add('sparse_strided_layout', one(sparse(layout('torch.strided'), ix('0', 2, 2), vals('1', 2), SIZE(2, 2)),
+                                 COO_S([0, 1, 0, 1])), UN)
+add('sparse_data_not_tuple', one(G('torch._utils', '_rebuild_sparse_tensor') + T(layout('torch.sparse_coo'), I(1)) +
+                                 REDUCE), TY)
+add('sparse_coo_two_items', one(sparse(layout('torch.sparse_coo'), ix('0', 2, 2), vals('1', 2)), COO_S([0, 1, 0, 1])), TY)
+add('sparse_coo_index_out_of_range', one(coo(None), COO_S([0, 1, 5, 1])), 'SDICT_E_STORAGE')
+add('sparse_coo_index_negative', one(coo(None), COO_S([0, -1, 0, 1])), 'SDICT_E_STORAGE')
+add('sparse_coo_index_float', one(sparse(layout('torch.sparse_coo'), v2('0', 4, 0, (2, 2), (2, 1)), vals('1', 2),
+                                         SIZE(2, 2)), {'0': b'\0' * 16, '1': b'\0' * 8}), DT)
+add('sparse_coo_index_1d', one(sparse(layout('torch.sparse_coo'), ix('0', 4), vals('1', 2), SIZE(2, 2)),
+                               COO_S([0, 1, 0, 1])), 'SDICT_E_SHAPE')
+add('sparse_coo_values_rows', one(sparse(layout('torch.sparse_coo'), ix('0', 2, 2), vals('1', 3), SIZE(2, 2)),
+                                  {'0': longs(0, 1, 0, 1), '1': b'\0' * 12}), 'SDICT_E_SHAPE')
+add('sparse_coo_size_rank', one(coo(None, size=(2, 2, 2)), COO_S([0, 1, 0, 1])), 'SDICT_E_SHAPE')
+add('sparse_coo_size_negative', one(coo(None, size=(2, -2)), COO_S([0, 1, 0, 1])), 'SDICT_E_SHAPE')
+add('sparse_coo_expanded_indices', one(sparse(layout('torch.sparse_coo'), v2('0', 2, 0, (2, 1 << 40), (1, 0), 'LongStorage'),
+                                              v2('1', 1, 0, (1 << 40,), (0,)), SIZE(2, 2)),
+                                       {'0': longs(0, 1), '1': b'\0' * 4}), 'SDICT_E_SHAPE')
+add('sparse_coo_coalesced_not_bool', one(coo(None, extra=U('yes')), COO_S([0, 1, 0, 1])), TY)
+add('sparse_components_not_tensors', one(sparse(layout('torch.sparse_coo'), I(1), I(2), SIZE(2, 2))), TY)
+CSR_S = lambda crow, col: {'0': longs(*crow), '1': longs(*col), '2': b'\0' * 4 * len(col)}
+def csr(crow, col, fn='_rebuild_sparse_tensor', lay='torch.sparse_csr'):
+    """A 2x3 CSR tensor (valid for crow [0, 1, 2], col [0, 2]) with its storages."""
+    return one(sparse(layout(lay), ix('0', len(crow)), ix('1', len(col)), vals('2', len(col)), SIZE(2, 3), fn=fn),
+               CSR_S(crow, col))
+add('sparse_csr_crow_not_zero', csr([1, 1, 2], [0, 2]), 'SDICT_E_STORAGE')
+add('sparse_csr_crow_past_nnz', csr([0, 1, 9], [0, 2]), 'SDICT_E_STORAGE')
+add('sparse_csr_crow_decreasing', csr([0, 3, 2], [0, 2]), 'SDICT_E_STORAGE')
+add('sparse_csr_col_out_of_range', csr([0, 1, 2], [0, 7]), 'SDICT_E_STORAGE')
+add('sparse_csr_crow_length', csr([0, 1, 1, 2], [0, 2]), 'SDICT_E_SHAPE')
+add('sparse_csr_index_dtypes_differ', one(sparse(layout('torch.sparse_csr'), ix('0', 3), ix('1', 2, cls='IntStorage'),
+                                                 vals('2', 2), SIZE(2, 3)),
+                                          {'0': longs(0, 1, 2), '1': b'\0' * 8, '2': b'\0' * 8}), DT)
+add('sparse_legacy_csr_on_coo', csr([0, 1, 2], [0, 2], fn='_rebuild_sparse_csr_tensor', lay='torch.sparse_coo'), UN)
+# the valid CSR tensor above loads (a check that the cases fail for the reason they name)
+assert csr([0, 1, 2], [0, 2])
+add('sparse_bsr_blocks_do_not_tile', one(sparse(layout('torch.sparse_bsr'), ix('0', 2), ix('1', 1),
+                                                v2('2', 4, 0, (1, 2, 2), (4, 2, 1)), SIZE(3, 2)),
+                                         {'0': longs(0, 1), '1': longs(0), '2': b'\0' * 16}), 'SDICT_E_SHAPE')
+# the legacy format checks index values after its payloads are read (they follow the pickle)
+lcoo = (P2 + EMPTY_DICT + U('x') + G('torch._utils', '_rebuild_sparse_tensor') + T(layout('torch.sparse_coo'), T(
+    G('torch._utils', '_rebuild_tensor_v2') + MARK + T(U('storage'), G('torch', 'LongStorage'), U('1'), U('cpu'), I(4), NONE) +
+    b'Q' + I(0) + T(I(2), I(2)) + T(I(2), I(1)) + FALSE + ODICT + b't' + REDUCE,
+    G('torch._utils', '_rebuild_tensor_v2') + MARK + legacy_pid('2', 2) + I(0) + T(I(2)) + T(I(1)) + FALSE + ODICT +
+    b't' + REDUCE, SIZE(2, 2))) + REDUCE + SETITEM + STOP)
+add('legacy_sparse_index_out_of_range', legacy(lcoo, ['1', '2'], [struct.pack('<q', 4) + longs(0, 1, 9, 1),
+                                                                  struct.pack('<q', 2) + b'\0' * 8]), 'SDICT_E_STORAGE')
+# _rebuild_nested_tensor
+def nested(buf_n, sizes, strides, offsets, cls='LongStorage'):
+    n = len(offsets)
+    return one(G('torch._utils', '_rebuild_nested_tensor') + T(vals('0', buf_n), v2('1', 2 * n, 0, (n, 2), (2, 1), cls),
+               v2('2', 2 * n, 0, (n, 2), (2, 1), cls), v2('3', n, 0, (n,), (1,), cls)) + REDUCE,
+               {'0': b'\0' * 4 * buf_n, '1': longs(*sizes), '2': longs(*strides), '3': longs(*offsets)})
+add('nested_offset_past_buffer', nested(6, [2, 3, 1, 1], [3, 1, 1, 1], [0, 6]), 'SDICT_E_STORAGE')
+add('nested_extent_past_buffer', nested(6, [2, 3, 2, 3], [3, 1, 3, 1], [0, 1]), 'SDICT_E_STORAGE')
+add('nested_negative_stride', nested(6, [2, 3, 1, 1], [-3, 1, 1, 1], [3, 0]), 'SDICT_E_STORAGE')
+add('nested_size_overflow', nested(6, [2**62, 2**62, 1, 1], [1, 1, 1, 1], [0, 0]), 'SDICT_E_STORAGE')
+add('nested_float_sizes', one(G('torch._utils', '_rebuild_nested_tensor') + T(vals('0', 4), v2('1', 2, 0, (1, 2), (2, 1)),
+                                                                              v2('1', 2, 0, (1, 2), (2, 1)), vals('1', 1)) +
+                              REDUCE, {'0': b'\0' * 16, '1': b'\0' * 8}), DT)
+add('nested_three_args', one(G('torch._utils', '_rebuild_nested_tensor') + T(vals('0', 4), I(1), I(2)) + REDUCE,
+                             {'0': b'\0' * 16}), TY)
+# _rebuild_wrapper_subclass: torch itself cannot rebuild any allowed class
+add('wrapper_subclass_tensor', one(G('torch._utils', '_rebuild_wrapper_subclass') + MARK + G('torch', 'Tensor') +
+    G('torch', 'float32') + T(I(2)) + T(I(1)) + I(0) + layout('torch.strided') + call('torch', 'device', U('cpu')) +
+    FALSE + b't' + REDUCE), UN)
+add('wrapper_subclass_two_args', one(call('torch._utils', '_rebuild_wrapper_subclass', G('torch', 'Tensor'), I(1))), TY)
+# _rebuild_device_tensor_from_cpu_tensor / _from_numpy
+F4 = {'0': b'\0' * 16}
+def devt(data, dtype=G('torch', 'float64'), dev=U('xla:0'), fn='_rebuild_device_tensor_from_cpu_tensor'):
+    return one(G('torch._utils', fn) + T(data, dtype, dev, FALSE) + REDUCE, F4)
+add('device_tensor_data_int', devt(I(1)), TY)
+add('device_tensor_dtype_str', devt(vals('0', 4), dtype=U('float64')), TY)
+add('device_tensor_device_int', devt(vals('0', 4), dev=I(0)), TY)
+add('device_tensor_to_bits', devt(vals('0', 4), dtype=G('torch', 'bits8')), DT)
+add('device_tensor_numpy_not_array', devt(U('x'), fn='_rebuild_device_tensor_from_numpy'), TY)
+# _rebuild_from_type_v2 and _rebuild_parameter_with_state
+V2ARGS = MARK + pid('0', 4) + I(0) + T(I(4)) + T(I(1)) + FALSE + ODICT + b't'
+def fromtype(fn, cls, args, state):
+    return one(G('torch._tensor', '_rebuild_from_type_v2') + MARK + fn + cls + args + state + b't' + REDUCE, F4)
+RT2 = G('torch._utils', '_rebuild_tensor_v2')
+add('from_type_func_not_callable', fromtype(I(1), G('torch', 'Tensor'), V2ARGS, NONE), TY)
+add('from_type_func_os_system', fromtype(G('os', 'system'), G('torch', 'Tensor'), T(U(CMD)), NONE), UNSAFE)
+add('from_type_nested', fromtype(G('torch._tensor', '_rebuild_from_type_v2'), G('torch', 'Tensor'),
+                                 T(RT2, G('torch', 'Tensor'), V2ARGS, NONE), NONE), TY)
+add('from_type_class_storage', fromtype(RT2, G('torch', 'FloatStorage'), V2ARGS, NONE), UN)
+add('from_type_class_unknown', fromtype(RT2, G('torch', 'TensorSubclass'), V2ARGS, NONE), UNSAFE)
+add('from_type_state_list', fromtype(RT2, G('torch', 'Tensor'), V2ARGS, EMPTY_LIST), TY)
+add('from_type_attr_name_int', fromtype(RT2, G('torch', 'Tensor'), V2ARGS, EMPTY_DICT + I(1) + I(2) + SETITEM), TY)
+add('from_type_not_a_tensor', fromtype(G('collections', 'OrderedDict'), G('torch', 'Tensor'), b')', NONE), TY)
+add('from_type_wrong_arg_count', one(call('torch._tensor', '_rebuild_from_type_v2', RT2, G('torch', 'Tensor'))), TY)
+PS = G('torch._utils', '_rebuild_parameter_with_state')
+add('param_state_three_args', one(PS + T(v2('0', 4, 0, (4,), (1,)), TRUE, ODICT) + REDUCE, F4), TY)
+add('param_state_not_dict', one(PS + MARK + v2('0', 4, 0, (4,), (1,)) + TRUE + ODICT + I(5) + b't' + REDUCE, F4), TY)
+add('param_state_data_int', one(PS + MARK + I(1) + TRUE + ODICT + EMPTY_DICT + b't' + REDUCE), TY)
+# a tensor attribute list that is made to hold its own tensor: a cycle through the attributes
+cyc = (P2 + EMPTY_LIST + b'q\x00' + b'0' + G('torch._tensor', '_rebuild_from_type_v2') + MARK + RT2 + G('torch', 'Tensor') +
+       V2ARGS + EMPTY_DICT + U('a') + b'h\x00' + SETITEM + b't' + REDUCE + b'q\x01' + b'h\x00' + b'h\x01' + b'a' + b'0' + STOP)
+add('tensor_attrs_cycle', torch_zip(cyc, F4), UN + ',SDICT_E_LIMIT')
+# v2/v3 metadata
+add('metadata_conj_on_float', one(v2('0', 4, 0, (4,), (1,), meta=EMPTY_DICT + U('conj') + TRUE + SETITEM), F4), TY)
+add('metadata_not_dict', one(v2('0', 4, 0, (4,), (1,), meta=EMPTY_LIST), F4), TY)
+add('metadata_conj_str', one(v2('0', 4, 0, (4,), (1,), 'ComplexFloatStorage', meta=EMPTY_DICT + U('conj') + U('yes') +
+                                 SETITEM), {'0': b'\0' * 32}), TY)
 
 # ---- 9. not a checkpoint at all -------------------------------------------------------------------
 add('empty_file', b'', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Compare two canonical dumps (torch_dump.py vs `statedict dump --json`) structurally.
 
-usage: compare_dump.py EXPECTED.json ACTUAL.json
+usage: compare_dump.py [--ignore-container] EXPECTED.json ACTUAL.json
+
+--ignore-container skips "format" and "byteorder" (a converted copy of a legacy file is a zip).
 
 Exit 0 when they agree, 1 with the path of the first difference otherwise, 2 on bad input.
 Agreement means: same format and byteorder; same tree (kinds, lengths, dict order, ordered-ness,
@@ -10,7 +12,9 @@ C's %a and Python's float.hex spell values differently, nan equal to nan, -0.0 d
 0.0); equal tensor metadata (dtype, shape, stride, storage_offset, requires_grad, parameter)
 and sha256; and the same sharing groups: the storage strings differ by construction (file key
 vs StorageImpl pointer), so each side's storages are numbered in first-seen order and the
-numbers must match. Sets are compared as multisets (their order is hash order, not file order).
+numbers must match. Sets are compared as multisets (their order is hash order, not file order). Also compared:
+complex, device, qscheme and layout values, Counters, the conj/neg bits, quantizers, Python
+attributes of tensors, and the parts of sparse and nested tensors (as tensors).
 Extra keys a node may carry ("numpy") are compared only when both sides have them.
 Needs no torch.
 """
@@ -93,12 +97,30 @@ class Comparer:
         self.need(ta == tb, path, "type", ta, tb)
         if ta == "none":
             return
-        if ta in ("bool", "str", "int"):
+        if ta in ("bool", "str", "int", "dtype", "device", "qscheme", "layout"):
             self.need(a.get("value") == b.get("value"), path, ta + " value", a.get("value"),
                       b.get("value"))
         elif ta == "float":
             fa, fb = parse_float(a.get("value"), path), parse_float(b.get("value"), path)
             self.need(same_float(fa, fb), path, "float value", a.get("value"), b.get("value"))
+        elif ta == "complex":
+            for part in ("real", "imag"):
+                fa, fb = parse_float(a.get(part), path), parse_float(b.get(part), path)
+                self.need(same_float(fa, fb), path, "complex " + part, a.get(part), b.get(part))
+        elif ta == "sparse":
+            for f in ("layout", "size", "requires_grad", "parameter", "is_coalesced"):
+                self.need(a.get(f) == b.get(f), path, "sparse " + f, a.get(f), b.get(f))
+            for f in ("indices", "plain_indices", "values"):
+                self.need((f in a) == (f in b), path, "presence of sparse " + f, f in a, f in b)
+                if f in a:
+                    self.node(a[f], b[f], path + "." + f)
+            self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
+        elif ta == "nested":
+            for f in ("requires_grad", "parameter"):
+                self.need(a.get(f) == b.get(f), path, "nested " + f, a.get(f), b.get(f))
+            for f in ("buffer", "sizes", "strides", "storage_offsets"):
+                self.node(a.get(f), b.get(f), path + "." + f)
+            self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
         elif ta == "bytes":
             self.need(a.get("hex", "").lower() == b.get("hex", "").lower(), path, "bytes",
                       a.get("hex"), b.get("hex"))
@@ -114,7 +136,10 @@ class Comparer:
         else:
             raise Mismatch("%s: unknown node type %r" % (path, ta))
         for extra in set(a) & set(b) - {"type", "value", "items", "hex", "ordered", "attrs",
-                                         "storage"} - set(TENSOR_FIELDS):
+                                         "storage", "counter", "real", "imag", "quantizer",
+                                         "indices", "plain_indices", "values", "buffer",
+                                         "sizes", "strides", "storage_offsets"} - set(
+                                             TENSOR_FIELDS):
             self.need(a[extra] == b[extra], path, extra, a[extra], b[extra])
 
     def seq(self, ia, ib, path):
@@ -145,6 +170,8 @@ class Comparer:
     def dict(self, a, b, path):
         self.need(a.get("ordered") == b.get("ordered"), path, "dict ordered", a.get("ordered"),
                   b.get("ordered"))
+        self.need(a.get("counter", False) == b.get("counter", False), path, "dict is a Counter",
+                  a.get("counter", False), b.get("counter", False))
         self.pairs(a.get("items"), b.get("items"), path, "items")
         self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
 
@@ -152,13 +179,31 @@ class Comparer:
         for f in TENSOR_FIELDS:
             self.need(f in b, path, "presence of tensor field " + f, True, False)
             self.need(a[f] == b[f], path, "tensor " + f, a[f], b[f])
+        for f in ("conj", "neg"):       # torch's lazy bits, present only when set
+            self.need(a.get(f, False) == b.get(f, False), path, "tensor " + f, a.get(f, False),
+                      b.get(f, False))
+        qa, qb = a.get("quantizer"), b.get("quantizer")
+        self.need((qa is None) == (qb is None), path, "quantizer presence", qa is not None,
+                  qb is not None)
+        if qa is not None:
+            for f in ("qscheme", "zero_point", "axis"):
+                self.need(qa.get(f) == qb.get(f), path, "quantizer " + f, qa.get(f), qb.get(f))
+            if "scale" in qa or "scale" in qb:
+                fa, fb = parse_float(qa.get("scale"), path), parse_float(qb.get("scale"), path)
+                self.need(same_float(fa, fb), path, "quantizer scale", qa.get("scale"),
+                          qb.get("scale"))
+            for f in ("scales", "zero_points"):
+                self.need((f in qa) == (f in qb), path, "quantizer " + f, f in qa, f in qb)
+                if f in qa:
+                    self.node(qa[f], qb[f], path + ".quantizer." + f)
+        self.pairs(a.get("attrs"), b.get("attrs"), path + "@", "attrs")
         ga, gb = self.group(0, a.get("storage")), self.group(1, b.get("storage"))
         self.need(ga == gb, path, "storage sharing group (first-seen storage number)", ga, gb)
 
 
-def compare(exp, act):
+def compare(exp, act, container=True):
     c = Comparer()
-    for k in ("format", "byteorder"):
+    for k in ("format", "byteorder") if container else ():
         c.need(exp.get(k) == act.get(k), "$", k, exp.get(k), act.get(k))
     if "root" not in act:
         raise Mismatch("$: actual has no root")
@@ -166,6 +211,10 @@ def compare(exp, act):
 
 
 def main(argv):
+    container = True
+    if len(argv) > 1 and argv[1] == "--ignore-container":
+        container = False
+        argv = argv[:1] + argv[2:]
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
@@ -178,7 +227,7 @@ def main(argv):
             print("compare_dump: %s: %s" % (p, e))
             return 2
     try:
-        compare(docs[0], docs[1])
+        compare(docs[0], docs[1], container)
     except Mismatch as e:
         print("compare_dump: MISMATCH at %s" % e)
         return 1

@@ -1,18 +1,30 @@
 #!/usr/bin/python3
-"""One interop test: torch.load and `statedict dump --json` must agree on FILE.
+"""One interop test: torch.load and `statedict dump --json` must agree on FILE, and torch must
+load statedict's rewrite of FILE as it loads FILE.
 
 usage: interop_check.py STATEDICT FILE WORKDIR
 
-Writes WORKDIR/<name>.torch.json (torch_dump.py) and WORKDIR/<name>.statedict.json (the CLI),
-then runs compare_dump.py on them. Exit 0 agree, 1 disagree or the CLI failed, 77 (ctest skip)
-when torch cannot be imported. A missing FILE is a failure, not a skip: the fixture-setup test
-that writes it ran with torch and should have produced it.
+1. Writes WORKDIR/<name>.torch.json (torch_dump.py: torch.load with weights_only=True, as torch
+   2.6+ loads by default, falling back to weights_only=False only where torch's restricted
+   loader refuses the content) and WORKDIR/<name>.statedict.json (the CLI), then runs
+   compare_dump.py on them.
+2. Round trip: `statedict convert FILE WORKDIR/<name>.converted.pt`, torch loads that, and its
+   dump must equal torch's dump of FILE (values, dtypes, strides, sharing, Python types; the
+   container may differ: a legacy file becomes a zip). When torch loaded FILE with
+   weights_only=True it must load the rewrite that way too.
+3. For the fixtures gen_fixtures.SHOW_CHECK names, `statedict show` of every tensor must print
+   what torch's str() prints (show_check.py).
+Exit 0 agree, 1 disagree or the CLI failed, 77 (ctest skip) when torch cannot be imported. A
+missing FILE is a failure, not a skip: the fixture-setup test that writes it ran with torch and
+should have produced it.
 """
 import os
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gen_fixtures  # noqa: E402  (its SAME_AS table; importing it needs no torch)
 
 
 def torch_available():
@@ -33,11 +45,12 @@ def check(statedict, path, workdir):
     if not os.path.exists(path):
         print("FAIL: %s does not exist (did the fixture setup test run?)" % path)
         return 1
-    with open(exp, "wb") as out:
-        r = subprocess.run([sys.executable, os.path.join(HERE, "torch_dump.py"), path],
-                           stdout=out)
-    if r.returncode != 0:
-        print("FAIL: torch_dump.py exited %d on %s" % (r.returncode, path))
+    # a file torch cannot load back is compared with torch's reading of its twin
+    twin = gen_fixtures.SAME_AS.get(name)
+    if twin:
+        print("torch cannot load %s: comparing with torch's reading of %s" % (name, twin))
+    weights_only = torch_dump(os.path.join(os.path.dirname(path), twin) if twin else path, exp)
+    if weights_only is None:
         return 1
     with open(act, "wb") as out:
         r = subprocess.run([statedict, "dump", "--json", path], stdout=out,
@@ -46,8 +59,52 @@ def check(statedict, path, workdir):
         print("FAIL: statedict dump --json %s exited %d: %s"
               % (path, r.returncode, r.stderr.decode(errors="replace").strip()))
         return 1
-    r = subprocess.run([sys.executable, os.path.join(HERE, "compare_dump.py"), exp, act])
+    r = subprocess.run([sys.executable, os.path.join(HERE, "compare_dump.py")] +
+                       (["--ignore-container"] if twin else []) + [exp, act])
     print("(expected %s, actual %s)" % (exp, act))
+    if r.returncode != 0:
+        return 1
+    if round_trip(statedict, path, workdir, exp, weights_only) != 0:
+        return 1
+    if name in gen_fixtures.SHOW_CHECK:
+        r = subprocess.run([sys.executable, os.path.join(HERE, "show_check.py"), statedict, path])
+        return 0 if r.returncode == 0 else 1
+    return 0
+
+
+def torch_dump(path, out_json):
+    """torch's view of path into out_json; returns whether it loaded with weights_only=True,
+    or None (after saying why) when torch could not load it at all."""
+    with open(out_json, "wb") as out:
+        r = subprocess.run([sys.executable, os.path.join(HERE, "torch_dump.py"),
+                            "--prefer-weights-only", path], stdout=out, stderr=subprocess.PIPE)
+    note = r.stderr.decode(errors="replace").strip()
+    if r.returncode != 0:
+        print("FAIL: torch_dump.py exited %d on %s: %s" % (r.returncode, path, note[-2000:]))
+        return None
+    print(note.splitlines()[-1] if note else "torch_dump: %s: loaded" % path)
+    return "loaded with weights_only=True" in note
+
+
+def round_trip(statedict, path, workdir, exp, weights_only):
+    name = os.path.basename(path)
+    conv = os.path.join(workdir, name + ".converted.pt")
+    conv_json = os.path.join(workdir, name + ".converted.torch.json")
+    r = subprocess.run([statedict, "convert", path, conv], stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        print("FAIL: statedict convert %s exited %d: %s"
+              % (path, r.returncode, r.stderr.decode(errors="replace").strip()))
+        return 1
+    conv_weights_only = torch_dump(conv, conv_json)
+    if conv_weights_only is None:
+        return 1
+    if weights_only and not conv_weights_only:
+        print("FAIL: torch loads %s with weights_only=True but not statedict's rewrite %s"
+              % (path, conv))
+        return 1
+    r = subprocess.run([sys.executable, os.path.join(HERE, "compare_dump.py"),
+                        "--ignore-container", exp, conv_json])
+    print("(round trip: expected %s, rewrite %s)" % (exp, conv_json))
     return 0 if r.returncode == 0 else 1
 
 

@@ -120,6 +120,8 @@ void fmt_int(cli_buf *b, const sdict_value *v);
     max_items show their first and last items around "...". Tensors show as
     "tensor(float32 [2, 3])". */
 void fmt_value(cli_buf *b, const sdict_value *v, size_t max_items);
+/** Python's repr of a complex value ("(1.5-2j)", "1j", "(nan+infj)"), appended to b. */
+void fmt_complex_repr(cli_buf *b, const sdict_value *v);
 /** Appends the path component for a dict key: str as is, int decimal, other scalars repr. */
 void fmt_key(cli_buf *b, const sdict_value *key);
 /** "[6, 3, 5, 5]" from a shape/stride array. */
@@ -128,16 +130,6 @@ void fmt_dims(cli_buf *b, const int64_t *d, int32_t n);
 /** A JSON string of len bytes of text; invalid UTF-8 sequences (lone surrogates from Python's
     surrogatepass, stray bytes) become U+FFFD. Embedded NULs are kept (as \u0000). */
 json_t *json_text(const char *s, size_t len);
-
-/** Value of a small float bit pattern (float16, float8 kinds): ebits exponent bits, mbits
-    mantissa bits, exponent bias; variant 0 IEEE (inf/NaN at the top exponent), 1 "fn" (no inf,
-    all ones is NaN), 2 "fnuz" (no inf, the -0 pattern is NaN). */
-double minifloat(uint32_t bits, int ebits, int mbits, int bias, int variant);
-
-/** Value of one float8 element of dtype d (NaN for other dtypes). */
-double float8_value(sdict_dtype d, uint8_t b);
-/** True for the float8 dtypes (which sdict_tensor_copy_to converts only to themselves). */
-bool is_float8(sdict_dtype d);
 
 /** strdup (not in C11); NULL on out-of-memory. */
 char *cli_strdup(const char *s);

@@ -14,10 +14,15 @@
  |a - b| <= atol + rtol * |b| (torch.allclose's rule, but NaN equals NaN here so a file compared
  with its own copy is equal); --rtol 0 --atol 0 demands exact equality. Floats, ints and bool
  compare as float64, ints of both sides exactly as int64 (uint64 as uint64) before the rule is
- applied, complex of one dtype by the modulus of the difference, float8 decoded to float64.
- Complex against real is reported as a dtype change without comparing values. The max abs
- and rel diff are over all elements (rel = |a-b|/|b|, inf where b is 0 and a is not).
- Strides are not compared (the same values laid out differently are equal).
+ applied, complex by the modulus of the difference, float8 decoded to float64, the conj/neg
+ bits applied. Complex against real is reported as a dtype change without comparing values.
+ Dtypes without arithmetic (bits*, float4_e2m1fn_x2, uint1..7, int1..7, quantized integer
+ representations) compare their bytes exactly. The max abs and rel diff are over all elements
+ (rel = |a-b|/|b|, inf where b is 0 and a is not). Strides are not compared (the same values
+ laid out differently are equal). Quantizers are compared (scheme, scale and zero point, or
+ per-channel parameters as tensors KEY.scales / KEY.zero_points), and sparse and nested
+ tensors part by part (KEY.indices, KEY.plain_indices, KEY.values; KEY.buffer, KEY.sizes,
+ KEY.strides, KEY.storage_offsets) after their layout and size.
 
  Exit 0 when nothing differs, 1 when something does, 3 when a file cannot be loaded.
 */
@@ -142,6 +147,21 @@ static bool values_equal(const sdict_value *a, const sdict_value *b, int depth) 
     }
     case SDICT_KIND_DTYPE:
         return sdict_dtype_value_get(a) == sdict_dtype_value_get(b);
+    case SDICT_KIND_QSCHEME:
+        return sdict_qscheme_value_get(a) == sdict_qscheme_value_get(b);
+    case SDICT_KIND_LAYOUT:
+        return sdict_layout_value_get(a) == sdict_layout_value_get(b);
+    case SDICT_KIND_DEVICE: {
+        int64_t ia, ib;
+        const char *ta = sdict_device_get(a, &ia), *tb = sdict_device_get(b, &ib);
+        return ia == ib && strcmp(ta, tb) == 0;
+    }
+    case SDICT_KIND_COMPLEX: {
+        double ra, ja, rb, jb;
+        sdict_complex_get(a, &ra, &ja);
+        sdict_complex_get(b, &rb, &jb);
+        return (ra == rb || (isnan(ra) && isnan(rb))) && (ja == jb || (isnan(ja) && isnan(jb)));
+    }
     case SDICT_KIND_LIST:
     case SDICT_KIND_TUPLE:
     case SDICT_KIND_SET: {
@@ -162,10 +182,23 @@ static bool values_equal(const sdict_value *a, const sdict_value *b, int depth) 
 
 /* ---- tensor values ---- */
 
-typedef enum cmp_mode { CM_FLOAT, CM_INT, CM_UINT, CM_COMPLEX, CM_NONE } cmp_mode;
+typedef enum cmp_mode { CM_FLOAT, CM_INT, CM_UINT, CM_COMPLEX, CM_RAW, CM_NONE } cmp_mode;
 
 static bool is_complex_dtype(sdict_dtype d) {
-    return d == SDICT_COMPLEX32 || d == SDICT_COMPLEX64 || d == SDICT_COMPLEX128;
+    return d == SDICT_COMPLEX32 || d == SDICT_BCOMPLEX32 || d == SDICT_COMPLEX64 ||
+           d == SDICT_COMPLEX128;
+}
+
+/* Dtypes whose elements copy_to reads as numbers (the others compare as raw bytes). */
+static bool is_numeric_dtype(sdict_dtype d) {
+    switch (d) {
+    case SDICT_FLOAT64: case SDICT_FLOAT32: case SDICT_FLOAT16: case SDICT_BFLOAT16:
+    case SDICT_FLOAT8_E4M3FN: case SDICT_FLOAT8_E5M2: case SDICT_FLOAT8_E4M3FNUZ:
+    case SDICT_FLOAT8_E5M2FNUZ: case SDICT_FLOAT8_E8M0FNU:
+        return true;
+    default:
+        return is_complex_dtype(d);
+    }
 }
 
 static bool is_integral_dtype(sdict_dtype d) {
@@ -179,52 +212,27 @@ static bool is_integral_dtype(sdict_dtype d) {
 }
 
 static cmp_mode mode_for(sdict_dtype a, sdict_dtype b) {
+    bool ia = is_integral_dtype(a), ib = is_integral_dtype(b);
+    if ((!ia && !is_numeric_dtype(a)) || (!ib && !is_numeric_dtype(b)))
+        return a == b ? CM_RAW : CM_NONE;
     if (is_complex_dtype(a) || is_complex_dtype(b))
-        return a == b ? CM_COMPLEX : CM_NONE;
-    if (is_integral_dtype(a) && is_integral_dtype(b))
+        return is_complex_dtype(a) && is_complex_dtype(b) ? CM_COMPLEX : CM_NONE;
+    if (ia && ib)
         return (a == SDICT_UINT64 || b == SDICT_UINT64) ? CM_UINT : CM_INT;
     return CM_FLOAT;
 }
 
-/*
- Reads elements [r, r + k) of the outermost dimension of t into out as the comparison mode's
- representation: doubles (CM_FLOAT), int64 (CM_INT), uint64 (CM_UINT) or (re, im) double pairs
- (CM_COMPLEX). The slice is a strided view, so any layout works and memory stays bounded.
-*/
-/* Elements of the piece s of a tensor as int64, uint64, float64 or complex128 (per mode). */
+/* Elements of the piece s of a tensor as int64, uint64, float64, complex128 (per mode), or its
+   own bytes (CM_RAW). */
 static sdict_status fetch(const sdict_tensor *s, cmp_mode mode, void *out, size_t n_elems,
                           sdict_error *err) {
-    const sdict_tensor *t = s;
-    size_t esize = sdict_dtype_size(t->dtype);
-    if (mode == CM_INT)
-        return sdict_tensor_copy_to(s, SDICT_INT64, out, n_elems * 8, err);
-    if (mode == CM_UINT)
-        return sdict_tensor_copy_to(s, SDICT_UINT64, out, n_elems * 8, err);
-    if (mode == CM_FLOAT && !is_float8(t->dtype))
-        return sdict_tensor_copy_to(s, SDICT_FLOAT64, out, n_elems * 8, err);
-    if (mode == CM_COMPLEX && t->dtype == SDICT_COMPLEX128)
-        return sdict_tensor_copy_to(s, t->dtype, out, n_elems * 16, err);
-    /* float8, complex64, complex32: copy in the own dtype, then widen */
-    unsigned char *raw = malloc(n_elems * esize + 1);
-    if (!raw)
-        return SDICT_E_NOMEM;
-    sdict_status st = sdict_tensor_copy_to(s, t->dtype, raw, n_elems * esize, err);
-    double *d = out;
-    for (size_t i = 0; st == SDICT_OK && i < n_elems; i++) {
-        if (is_float8(t->dtype)) {
-            d[i] = float8_value(t->dtype, raw[i]);
-        } else if (t->dtype == SDICT_COMPLEX64) {
-            float f[2];
-            memcpy(f, raw + 8 * i, 8);
-            d[2 * i] = f[0], d[2 * i + 1] = f[1];
-        } else { /* complex32: two float16 halves */
-            uint16_t h[2];
-            memcpy(h, raw + 4 * i, 4);
-            d[2 * i] = minifloat(h[0], 5, 10, 15, 0), d[2 * i + 1] = minifloat(h[1], 5, 10, 15, 0);
-        }
+    switch (mode) {
+    case CM_INT: return sdict_tensor_copy_to(s, SDICT_INT64, out, n_elems * 8, err);
+    case CM_UINT: return sdict_tensor_copy_to(s, SDICT_UINT64, out, n_elems * 8, err);
+    case CM_COMPLEX: return sdict_tensor_copy_to(s, SDICT_COMPLEX128, out, n_elems * 16, err);
+    case CM_RAW: return sdict_tensor_copy_to(s, s->dtype, out, sdict_tensor_nbytes(s), err);
+    default: return sdict_tensor_copy_to(s, SDICT_FLOAT64, out, n_elems * 8, err);
     }
-    free(raw);
-    return st;
 }
 
 typedef struct tensor_cmp {
@@ -265,6 +273,24 @@ static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b
     if (st != SDICT_OK)
         return st;
     size_t width = mode == CM_COMPLEX ? 16 : 8;
+    if (mode == CM_RAW && sdict_dtype_bits(a->dtype) % 8) {
+        /* packed elements: whole contiguous tensors byte by byte (pieces could split a byte) */
+        size_t nb = sdict_tensor_nbytes(a);
+        if (!sdict_tensor_is_contiguous(a) || !sdict_tensor_is_contiguous(b)) {
+            if (err) {
+                memset(err, 0, sizeof *err);
+                err->code = SDICT_E_DTYPE;
+                err->offset = -1;
+                snprintf(err->message, sizeof err->message, "non-contiguous %s tensors (several "
+                         "elements per byte) cannot be compared", sdict_dtype_name(a->dtype));
+            }
+            return SDICT_E_DTYPE;
+        }
+        const uint8_t *x = sdict_tensor_data(a), *y = sdict_tensor_data(b);
+        for (size_t i = 0; i < nb; i++)
+            account(out, x[i] == y[i] ? 0 : INFINITY, 0, x[i] == y[i], rtol, atol);
+        return SDICT_OK;
+    }
     unsigned char *ba = malloc((size_t)CHUNK_ELEMS * width), *bb = malloc((size_t)CHUNK_ELEMS * width);
     st = (ba && bb) ? SDICT_OK : SDICT_E_NOMEM;
     cli_chunker c;
@@ -277,7 +303,11 @@ static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b
         if (st == SDICT_OK)
             st = fetch(&pb.t, mode, bb, n, err);
         for (size_t i = 0; st == SDICT_OK && i < n; i++) {
-            if (mode == CM_INT || mode == CM_UINT) {
+            if (mode == CM_RAW) {
+                size_t es = sdict_dtype_size(a->dtype);
+                bool same = memcmp(ba + i * es, bb + i * es, es) == 0;
+                account(out, same ? 0 : INFINITY, 0, same, rtol, atol);
+            } else if (mode == CM_INT || mode == CM_UINT) {
                 double absdiff, babs;
                 bool same;
                 if (mode == CM_INT) {
@@ -340,6 +370,81 @@ static void report_only(diff_ctx *c, const char *side, const leaf *l) {
     c->ndiff++;
 }
 
+static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, const sdict_value *b);
+
+/* compare_leaf on the part `name` of composite leaves a and b (KEY.name). */
+static void compare_part(diff_ctx *c, const char *path, const char *name, const sdict_value *a,
+                         const sdict_value *b) {
+    cli_buf p;
+    buf_init(&p);
+    buf_printf(&p, "%s.%s", path, name);
+    compare_leaf(c, p.s, a, b);
+    buf_free(&p);
+}
+
+/* Sparse and nested tensors: layout and size, then their parts as tensors. */
+static void compare_composite(diff_ctx *c, const char *path, const sdict_value *a,
+                              const sdict_value *b) {
+    const sdict_sparse *sa = sdict_value_sparse(a), *sb = sdict_value_sparse(b);
+    if (sa) {
+        cli_buf x, y;
+        buf_init(&x);
+        buf_init(&y);
+        fmt_value(&x, a, 16);
+        fmt_value(&y, b, 16);
+        if (sa->layout != sb->layout || !values_equal(sa->size, sb->size, 0)) {
+            printf("shape: %s  %s -> %s\n", path, x.s, y.s);
+            c->ndiff++;
+        } else {
+            compare_part(c, path, "indices", sa->indices, sb->indices);
+            if (sa->plain_indices)
+                compare_part(c, path, "plain_indices", sa->plain_indices, sb->plain_indices);
+            compare_part(c, path, "values", sa->values, sb->values);
+        }
+        buf_free(&x);
+        buf_free(&y);
+        return;
+    }
+    const sdict_nested *na = sdict_value_nested(a), *nb = sdict_value_nested(b);
+    compare_part(c, path, "buffer", na->buffer, nb->buffer);
+    compare_part(c, path, "sizes", na->sizes, nb->sizes);
+    compare_part(c, path, "strides", na->strides, nb->strides);
+    compare_part(c, path, "storage_offsets", na->storage_offsets, nb->storage_offsets);
+}
+
+/* Quantizers: scheme and per-tensor parameters, or per-channel axis and parameter tensors. */
+static void compare_quantizers(diff_ctx *c, const char *path, const sdict_quantizer *qa,
+                               const sdict_quantizer *qb) {
+    if (!qa && !qb)
+        return;
+    cli_buf x, y;
+    buf_init(&x);
+    buf_init(&y);
+    for (int i = 0; i < 2; i++) {
+        const sdict_quantizer *q = i ? qb : qa;
+        cli_buf *t = i ? &y : &x;
+        char scale[40];
+        if (!q) {
+            buf_puts(t, "none");
+        } else if (q->qscheme == SDICT_PER_TENSOR_AFFINE) {
+            fmt_float_repr(q->scale, scale, sizeof scale);
+            buf_printf(t, "%s(scale=%s, zero_point=%lld)", sdict_qscheme_name(q->qscheme), scale,
+                       (long long)q->zero_point);
+        } else {
+            buf_printf(t, "%s(axis=%lld)", sdict_qscheme_name(q->qscheme), (long long)q->axis);
+        }
+    }
+    if (strcmp(x.s, y.s) != 0) {
+        printf("quantizer: %s  %s -> %s\n", path, x.s, y.s);
+        c->ndiff++;
+    } else if (qa->qscheme != SDICT_PER_TENSOR_AFFINE) {
+        compare_part(c, path, "scales", qa->scales, qb->scales);
+        compare_part(c, path, "zero_points", qa->zero_points, qb->zero_points);
+    }
+    buf_free(&x);
+    buf_free(&y);
+}
+
 static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, const sdict_value *b) {
     sdict_kind ka = sdict_value_kind(a), kb = sdict_value_kind(b);
     cli_buf x, y;
@@ -348,6 +453,8 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
     if (ka != kb) {
         printf("type: %s  %s -> %s\n", path, sdict_kind_name(ka), sdict_kind_name(kb));
         c->ndiff++;
+    } else if (ka == SDICT_KIND_SPARSE || ka == SDICT_KIND_NESTED) {
+        compare_composite(c, path, a, b);
     } else if (ka != SDICT_KIND_TENSOR) {
         if (!values_equal(a, b, 0)) {
             fmt_value(&x, a, 16);
@@ -380,6 +487,7 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
                    tb->is_parameter ? "True" : "False");
             c->ndiff++;
         }
+        compare_quantizers(c, path, sdict_value_quantizer(a), sdict_value_quantizer(b));
         cmp_mode mode = mode_for(ta->dtype, tb->dtype);
         if (!ta->storage || !tb->storage) {
             if ((ta->storage == NULL) != (tb->storage == NULL)) {

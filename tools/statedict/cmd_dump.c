@@ -10,11 +10,25 @@
    {"type":"list"|"tuple"|"set","items":[NODE...]}
    {"type":"dict","ordered":B,"items":[[KEY,NODE]...],"attrs":[["_metadata",NODE]]}  (attrs if any)
    {"type":"tensor","dtype":"float32","shape":[..],"stride":[..],"storage_offset":0,
-    "requires_grad":false,"parameter":false,"storage":"0"|null,"sha256":"hex"|null}
+    "requires_grad":false,"parameter":false,"storage":"0"|"mem:ADDR"|null,"sha256":"hex"|null}
+     plus, only when they apply: "conj":true, "neg":true (torch's lazy bits), "quantizer":
+     {"qscheme":"per_tensor_affine","scale":"%a","zero_point":3} or {"qscheme":...,
+     "scales":NODE,"zero_points":NODE,"axis":0}, and "attrs":[[NAME,NODE]...] (Python
+     attributes of the tensor)
+   {"type":"device","value":"cuda:1"}  {"type":"complex","real":"%a","imag":"%a"}
+   {"type":"qscheme","value":"per_tensor_affine"}  {"type":"layout","value":"sparse_csr"}
+   {"type":"sparse","requires_grad":B,"parameter":B,"layout":"sparse_coo","size":[..],
+    "is_coalesced":B (COO only; when the file did not say, nnz < 2, as torch then reports),
+    "indices":NODE,"plain_indices":NODE (compressed layouts only),"values":NODE[,"attrs"]}
+   {"type":"nested","requires_grad":B,"parameter":B,"buffer":NODE,"sizes":NODE,
+    "strides":NODE,"storage_offsets":NODE[,"attrs"]}
+   A collections.Counter is a dict node with "counter":true.
 
  The tensor digest is over the elements in C-contiguous order, little-endian, whatever the
- strides and the file's byte order: two files hold the same tensor exactly when digests agree.
- Meta tensors (no storage) have null storage and digest.
+ strides and the file's byte order, with the conj/neg bits applied (torch's resolve_conj() and
+ resolve_neg()); quantized tensors hash their integer representation (int_repr(); quint4x2 and
+ quint2x4 as packed bytes): two files hold the same tensor exactly when digests agree. Meta
+ tensors (no storage) have null storage and digest.
 */
 #include "cli.h"
 
@@ -46,7 +60,8 @@ static void byteswap_units(unsigned char *p, size_t nbytes, size_t unit) {
 }
 
 static bool is_complex(sdict_dtype d) {
-    return d == SDICT_COMPLEX32 || d == SDICT_COMPLEX64 || d == SDICT_COMPLEX128;
+    return d == SDICT_COMPLEX32 || d == SDICT_BCOMPLEX32 || d == SDICT_COMPLEX64 ||
+           d == SDICT_COMPLEX128;
 }
 
 /*
@@ -61,7 +76,8 @@ static sdict_status hash_tensor(const sdict_tensor *t, struct sha256_ctx *h, sdi
     bool le = host_is_little_endian();
     if (total == 0)
         return SDICT_OK;
-    if (le && sdict_tensor_is_contiguous(t) && sdict_tensor_data(t)) {
+    if (le && sdict_tensor_is_contiguous(t) && sdict_tensor_data(t) && !t->is_conj &&
+        !t->is_neg) {
         sha256_update(h, total, sdict_tensor_data(t));
         return SDICT_OK;
     }
@@ -109,7 +125,87 @@ static json_t *dims(const int64_t *d, int32_t n) {
     return a;
 }
 
-static json_t *tensor_node(dump_ctx *c, const sdict_tensor *t) {
+static json_t *float_json(double d) {
+    char text[64];
+    if (isnan(d))
+        snprintf(text, sizeof text, "nan");
+    else if (isinf(d))
+        snprintf(text, sizeof text, d < 0 ? "-inf" : "inf");
+    else
+        snprintf(text, sizeof text, "%a", d);
+    return json_string(text);
+}
+
+static json_t *dict_items(dump_ctx *c, const sdict_value *d, int depth, bool key_nodes);
+
+/* "attrs" of a tensor-like value, when it has any. */
+static void attrs_field(dump_ctx *c, json_t *o, const sdict_value *v, int depth) {
+    const sdict_value *attrs = sdict_tensor_attrs(v);
+    if (attrs && sdict_dict_len(attrs))
+        json_object_set_new(o, "attrs", dict_items(c, attrs, depth, false));
+}
+
+/* A sparse or nested node with its requires_grad and parameter fields. */
+static json_t *composite_node(const char *type, bool requires_grad, bool parameter) {
+    json_t *o = typed(type);
+    json_object_set_new(o, "requires_grad", json_boolean(requires_grad));
+    json_object_set_new(o, "parameter", json_boolean(parameter));
+    return o;
+}
+
+static json_t *quantizer_node(dump_ctx *c, const sdict_quantizer *q, int depth) {
+    json_t *o = json_object();
+    json_object_set_new(o, "qscheme", json_string(sdict_qscheme_name(q->qscheme)));
+    if (q->qscheme == SDICT_PER_TENSOR_AFFINE) {
+        json_object_set_new(o, "scale", float_json(q->scale));
+        json_object_set_new(o, "zero_point", json_integer((json_int_t)q->zero_point));
+    } else {
+        json_object_set_new(o, "scales", node(c, q->scales, depth + 1));
+        json_object_set_new(o, "zero_points", node(c, q->zero_points, depth + 1));
+        json_object_set_new(o, "axis", json_integer((json_int_t)q->axis));
+    }
+    return o;
+}
+
+static json_t *sparse_node(dump_ctx *c, const sdict_value *v, int depth) {
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    json_t *o = composite_node("sparse", sp->requires_grad, sp->is_parameter), *size = json_array();
+    for (size_t i = 0; i < sdict_seq_len(sp->size); i++) {
+        int64_t d = 0;
+        sdict_int_get(sdict_seq_item(sp->size, i), &d);
+        json_array_append_new(size, json_integer((json_int_t)d));
+    }
+    json_object_set_new(o, "layout", json_string(sdict_layout_name(sp->layout)));
+    json_object_set_new(o, "size", size);
+    if (sp->layout == SDICT_LAYOUT_SPARSE_COO) {
+        /* unrecorded (torch 1.13 files): torch then takes fewer than two entries as coalesced */
+        const sdict_tensor *ix = sdict_value_tensor(sp->indices);
+        json_object_set_new(o, "is_coalesced", json_boolean(sp->is_coalesced == 1 ||
+                                                            (sp->is_coalesced == -1 &&
+                                                             ix->shape[1] < 2)));
+    }
+    json_object_set_new(o, "indices", node(c, sp->indices, depth + 1));
+    if (sp->plain_indices)
+        json_object_set_new(o, "plain_indices", node(c, sp->plain_indices, depth + 1));
+    json_object_set_new(o, "values", node(c, sp->values, depth + 1));
+    attrs_field(c, o, v, depth);
+    return o;
+}
+
+static json_t *nested_node(dump_ctx *c, const sdict_value *v, int depth) {
+    const sdict_nested *ns = sdict_value_nested(v);
+    json_t *o = composite_node("nested", ns->requires_grad, ns->is_parameter);
+    json_object_set_new(o, "buffer", node(c, ns->buffer, depth + 1));
+    json_object_set_new(o, "sizes", node(c, ns->sizes, depth + 1));
+    json_object_set_new(o, "strides", node(c, ns->strides, depth + 1));
+    json_object_set_new(o, "storage_offsets", node(c, ns->storage_offsets, depth + 1));
+    attrs_field(c, o, v, depth);
+    return o;
+}
+
+static json_t *tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    const sdict_quantizer *q = sdict_value_quantizer(v);
     json_t *o = typed("tensor");
     json_object_set_new(o, "dtype", json_string(sdict_dtype_name(t->dtype)));
     json_object_set_new(o, "shape", dims(t->shape, t->ndim));
@@ -117,8 +213,21 @@ static json_t *tensor_node(dump_ctx *c, const sdict_tensor *t) {
     json_object_set_new(o, "storage_offset", json_integer((json_int_t)t->storage_offset));
     json_object_set_new(o, "requires_grad", json_boolean(t->requires_grad));
     json_object_set_new(o, "parameter", json_boolean(t->is_parameter));
+    /* the key in the file; storages made while loading (a dtype conversion torch's rebuild
+       asked for) have none and are named by address, which keeps sharing visible */
     const char *key = t->storage ? sdict_storage_key(t->storage) : NULL;
-    json_object_set_new(o, "storage", key ? json_text(key, strlen(key)) : json_null());
+    char addr[32];
+    if (t->storage && !key)
+        snprintf(addr, sizeof addr, "mem:%p", (const void *)t->storage);
+    json_object_set_new(o, "storage", key ? json_text(key, strlen(key))
+                                          : t->storage ? json_string(addr) : json_null());
+    if (t->is_conj)
+        json_object_set_new(o, "conj", json_true());
+    if (t->is_neg)
+        json_object_set_new(o, "neg", json_true());
+    if (q)
+        json_object_set_new(o, "quantizer", quantizer_node(c, q, depth));
+    attrs_field(c, o, v, depth);
     if (!t->storage) {
         json_object_set_new(o, "sha256", json_null());
         return o;
@@ -195,18 +304,33 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
         buf_free(&b);
         break;
     }
-    case SDICT_KIND_FLOAT: {
-        double d = sdict_float_get(v);
-        char text[64];
-        if (isnan(d))
-            snprintf(text, sizeof text, "nan");
-        else if (isinf(d))
-            snprintf(text, sizeof text, d < 0 ? "-inf" : "inf");
+    case SDICT_KIND_FLOAT:
+        json_object_set_new(o, "value", float_json(sdict_float_get(v)));
+        break;
+    case SDICT_KIND_COMPLEX: {
+        double re, im;
+        sdict_complex_get(v, &re, &im);
+        json_object_set_new(o, "real", float_json(re));
+        json_object_set_new(o, "imag", float_json(im));
+        break;
+    }
+    case SDICT_KIND_DEVICE: {
+        int64_t index;
+        char text[300];
+        const char *type = sdict_device_get(v, &index);
+        if (index >= 0)
+            snprintf(text, sizeof text, "%s:%lld", type, (long long)index);
         else
-            snprintf(text, sizeof text, "%a", d);
+            snprintf(text, sizeof text, "%s", type);
         json_object_set_new(o, "value", json_string(text));
         break;
     }
+    case SDICT_KIND_QSCHEME:
+        json_object_set_new(o, "value", json_string(sdict_qscheme_name(sdict_qscheme_value_get(v))));
+        break;
+    case SDICT_KIND_LAYOUT:
+        json_object_set_new(o, "value", json_string(sdict_layout_name(sdict_layout_value_get(v))));
+        break;
     case SDICT_KIND_STR: {
         size_t len = 0;
         const char *s = sdict_str_get(v, &len);
@@ -238,6 +362,8 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
         break;
     case SDICT_KIND_DICT: {
         json_object_set_new(o, "ordered", json_boolean(sdict_dict_is_ordered(v)));
+        if ((sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER))
+            json_object_set_new(o, "counter", json_true());
         json_object_set_new(o, "items", dict_items(c, v, depth, true));
         const sdict_value *attrs = sdict_dict_attrs(v);
         if (attrs)
@@ -246,7 +372,13 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
     }
     case SDICT_KIND_TENSOR:
         json_decref(o);
-        return tensor_node(c, sdict_value_tensor(v));
+        return tensor_node(c, v, depth);
+    case SDICT_KIND_SPARSE:
+        json_decref(o);
+        return sparse_node(c, v, depth);
+    case SDICT_KIND_NESTED:
+        json_decref(o);
+        return nested_node(c, v, depth);
     default:
         break;
     }

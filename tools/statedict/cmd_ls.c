@@ -2,7 +2,10 @@
  cmd_ls.c - `statedict ls FILE`: the listing PyTorch's tutorial print loop gives, for any file.
 
  One line per leaf, in file order:
-   KEY  DTYPE  SHAPE  BYTES  [MARKS]      for tensors (BYTES = numel * element size)
+   KEY  DTYPE  SHAPE  BYTES  [MARKS]      for tensors (BYTES = numel * element size); sparse
+                                          tensors show their values' dtype, their size and
+                                          the bytes of their parts, nested tensors the sizes
+                                          of their components
    KEY  KIND  VALUE                       for other leaves (epoch, loss, param_groups.0.lr)
  then "N tensors, B bytes; S storages, SB bytes; format F, byteorder O".
 */
@@ -98,9 +101,59 @@ static void collect(void *ctx, const char *path, const sdict_value *v) {
     c->items[c->n].key = key;
     c->items[c->n].v = v;
     c->n++;
+    /* the storages of a tensor and of the parts of sparse, nested and per-channel quantized
+       tensors */
+    const sdict_value *parts[4] = {v, NULL, NULL, NULL};
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    const sdict_quantizer *q = sdict_value_quantizer(v);
+    if (sp)
+        parts[0] = sp->indices, parts[1] = sp->plain_indices, parts[2] = sp->values;
+    else if (ns)
+        parts[0] = ns->buffer, parts[1] = ns->sizes, parts[2] = ns->strides,
+        parts[3] = ns->storage_offsets;
+    else if (q && q->scales)
+        parts[1] = q->scales, parts[2] = q->zero_points;
+    for (int i = 0; i < 4; i++) {
+        const sdict_tensor *t = sdict_value_tensor(parts[i]);
+        if (t && t->storage && !map_add(c, t->storage))
+            c->oom = true;
+    }
+}
+
+/* What a tensor-like leaf shows: dtype, shape text and bytes (for sparse and nested tensors,
+   the bytes of their parts). False for other leaves. */
+static bool tensor_summary(const sdict_value *v, const char **dtype, cli_buf *shape,
+                           size_t *bytes) {
     const sdict_tensor *t = sdict_value_tensor(v);
-    if (t && t->storage && !map_add(c, t->storage))
-        c->oom = true;
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    if (t) {
+        *dtype = sdict_dtype_name(t->dtype);
+        fmt_dims(shape, t->shape, t->ndim);
+        *bytes = sdict_tensor_nbytes(t);
+    } else if (sp) {
+        const sdict_tensor *vals = sdict_value_tensor(sp->values);
+        *dtype = sdict_dtype_name(vals->dtype);
+        buf_puts(shape, "[");
+        for (size_t i = 0; i < sdict_seq_len(sp->size); i++) {
+            if (i)
+                buf_puts(shape, ", ");
+            fmt_int(shape, sdict_seq_item(sp->size, i));
+        }
+        buf_puts(shape, "]");
+        *bytes = sdict_tensor_nbytes(sdict_value_tensor(sp->indices)) + sdict_tensor_nbytes(vals) +
+                 (sp->plain_indices ? sdict_tensor_nbytes(sdict_value_tensor(sp->plain_indices))
+                                    : 0);
+    } else if (ns) {
+        const sdict_tensor *buf = sdict_value_tensor(ns->buffer);
+        *dtype = sdict_dtype_name(buf->dtype);
+        buf_printf(shape, "nested(%lld)", (long long)sdict_value_tensor(ns->sizes)->shape[0]);
+        *bytes = sdict_tensor_nbytes(buf);
+    } else {
+        return false;
+    }
+    return true;
 }
 
 static void storage_name(cli_buf *b, const sdict_storage *s) {
@@ -112,7 +165,49 @@ static void storage_name(cli_buf *b, const sdict_storage *s) {
 }
 
 /* Marks after a tensor line, space-separated. */
-static void tensor_marks(cli_buf *b, ls_ctx *c, const sdict_tensor *t) {
+static void tensor_marks(cli_buf *b, ls_ctx *c, const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    const sdict_value *attrs = sdict_tensor_attrs(v);
+    bool param = t ? t->is_parameter : sp ? sp->is_parameter : ns->is_parameter;
+    bool grad = t ? t->requires_grad : sp ? sp->requires_grad : ns->requires_grad;
+    if (sp) {
+        /* nnz: COO indices are [sparse_dim, nnz]; plain indices [batch..., nnz] */
+        const sdict_tensor *ix = sdict_value_tensor(sp->plain_indices ? sp->plain_indices
+                                                                       : sp->indices);
+        buf_printf(b, " %s nnz=%lld", sdict_layout_name(sp->layout),
+                   (long long)ix->shape[ix->ndim - 1]);
+    }
+    if (attrs && sdict_dict_len(attrs)) {
+        buf_puts(b, " attrs=");
+        for (size_t i = 0; i < sdict_dict_len(attrs); i++) {
+            if (i)
+                buf_puts(b, ",");
+            fmt_key(b, sdict_dict_key(attrs, i));
+        }
+    }
+    if (!t) {
+        if (param)
+            buf_puts(b, " param");
+        if (grad)
+            buf_puts(b, " grad");
+        return;
+    }
+    const sdict_quantizer *q = sdict_value_quantizer(v);
+    if (q && q->qscheme == SDICT_PER_TENSOR_AFFINE) {
+        char scale[40];
+        fmt_float_repr(q->scale, scale, sizeof scale);
+        buf_printf(b, " quantized(%s, scale=%s, zero_point=%lld)", sdict_qscheme_name(q->qscheme),
+                   scale, (long long)q->zero_point);
+    } else if (q) {
+        buf_printf(b, " quantized(%s, axis=%lld)", sdict_qscheme_name(q->qscheme),
+                   (long long)q->axis);
+    }
+    if (t->is_conj)
+        buf_puts(b, " conj");
+    if (t->is_neg)
+        buf_puts(b, " neg");
     if (!t->storage)
         buf_puts(b, " meta");
     else if (!sdict_tensor_is_contiguous(t)) {
@@ -136,26 +231,26 @@ static const char *display_key(const char *k) { return k[0] ? k : "<root>"; }
 
 static int print_text(ls_ctx *c, const sdict_doc *doc) {
     size_t wkey = 0, wdtype = 0, wshape = 0, wbytes = 0;
-    cli_buf b;
+    cli_buf b, shape;
     buf_init(&b);
+    buf_init(&shape);
     for (size_t i = 0; i < c->n; i++) {
         size_t kl = strlen(display_key(c->items[i].key));
         if (kl > wkey)
             wkey = kl;
-        const sdict_tensor *t = sdict_value_tensor(c->items[i].v);
-        const char *kind = t ? sdict_dtype_name(t->dtype) : sdict_kind_name(sdict_value_kind(c->items[i].v));
-        if (strlen(kind) > wdtype)
-            wdtype = strlen(kind);
-        if (t) {
+        const char *kind = sdict_kind_name(sdict_value_kind(c->items[i].v));
+        size_t bytes = 0;
+        buf_truncate(&shape, 0);
+        if (tensor_summary(c->items[i].v, &kind, &shape, &bytes)) {
+            if (shape.len > wshape)
+                wshape = shape.len;
             buf_truncate(&b, 0);
-            fmt_dims(&b, t->shape, t->ndim);
-            if (b.len > wshape)
-                wshape = b.len;
-            buf_truncate(&b, 0);
-            buf_printf(&b, "%zu", sdict_tensor_nbytes(t));
+            buf_printf(&b, "%zu", bytes);
             if (b.len > wbytes)
                 wbytes = b.len;
         }
+        if (strlen(kind) > wdtype)
+            wdtype = strlen(kind);
     }
     if (wkey > 80)
         wkey = 80;
@@ -166,20 +261,16 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
     unsigned long long tbytes = 0, sbytes = 0;
     for (size_t i = 0; i < c->n; i++) {
         const sdict_value *v = c->items[i].v;
-        const sdict_tensor *t = sdict_value_tensor(v);
+        const char *dtype;
+        size_t bytes = 0;
         buf_truncate(&b, 0);
-        if (t) {
+        buf_truncate(&shape, 0);
+        if (tensor_summary(v, &dtype, &shape, &bytes)) {
             ntensors++;
-            tbytes += sdict_tensor_nbytes(t);
-            buf_printf(&b, "%-*s  %-*s  ", (int)wkey, display_key(c->items[i].key), (int)wdtype,
-                       sdict_dtype_name(t->dtype));
-            size_t at = b.len;
-            fmt_dims(&b, t->shape, t->ndim);
-            size_t shown = b.len - at;
-            for (; shown < wshape; shown++)
-                buf_putn(&b, " ", 1);
-            buf_printf(&b, "  %*zu", (int)wbytes, sdict_tensor_nbytes(t));
-            tensor_marks(&b, c, t);
+            tbytes += bytes;
+            buf_printf(&b, "%-*s  %-*s  %-*s  %*zu", (int)wkey, display_key(c->items[i].key),
+                       (int)wdtype, dtype, (int)wshape, shape.s, (int)wbytes, bytes);
+            tensor_marks(&b, c, v);
         } else {
             buf_printf(&b, "%-*s  %-*s  ", (int)wkey, display_key(c->items[i].key), (int)wdtype,
                        sdict_kind_name(sdict_value_kind(v)));
@@ -198,6 +289,7 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
            tbytes, nstorages, sbytes, sdict_format_name(sdict_doc_format(doc)),
            sdict_doc_big_endian(doc) ? "big" : "little");
     buf_free(&b);
+    buf_free(&shape);
     return CLI_EXIT_OK;
 }
 
@@ -240,6 +332,37 @@ static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
                 json_object_set_new(o, "storage", json_null());
             }
             json_object_set_new(o, "shared", json_boolean(t->storage && map_uses(c, t->storage) > 1));
+            const sdict_quantizer *q = sdict_value_quantizer(v);
+            if (q)
+                json_object_set_new(o, "qscheme", json_string(sdict_qscheme_name(q->qscheme)));
+            if (t->is_conj)
+                json_object_set_new(o, "conj", json_true());
+            if (t->is_neg)
+                json_object_set_new(o, "neg", json_true());
+        } else if (sdict_value_sparse(v) || sdict_value_nested(v)) {
+            const sdict_sparse *sp = sdict_value_sparse(v);
+            const char *dtype;
+            size_t bytes = 0;
+            buf_truncate(&b, 0);
+            tensor_summary(v, &dtype, &b, &bytes);
+            ntensors++;
+            tbytes += bytes;
+            json_object_set_new(o, "type", json_string(sdict_kind_name(sdict_value_kind(v))));
+            json_object_set_new(o, "dtype", json_string(dtype));
+            if (sp) {
+                json_t *size = json_array();
+                for (size_t k = 0; k < sdict_seq_len(sp->size); k++) {
+                    int64_t d = 0;
+                    sdict_int_get(sdict_seq_item(sp->size, k), &d);
+                    json_array_append_new(size, json_integer((json_int_t)d));
+                }
+                json_object_set_new(o, "shape", size);
+                json_object_set_new(o, "layout", json_string(sdict_layout_name(sp->layout)));
+            } else {
+                const sdict_tensor *sizes = sdict_value_tensor(sdict_value_nested(v)->sizes);
+                json_object_set_new(o, "components", json_integer((json_int_t)sizes->shape[0]));
+            }
+            json_object_set_new(o, "nbytes", json_integer((json_int_t)bytes));
         } else {
             json_object_set_new(o, "type", json_string(sdict_kind_name(sdict_value_kind(v))));
             buf_truncate(&b, 0);

@@ -1,30 +1,42 @@
 /*
  cmd_show.c - `statedict show FILE KEY`: the values of one tensor, or the leaves of a subtree.
 
- Tensors print the way torch's print(tensor) does: nested brackets, a common format chosen from
- the shown values (integral floats as "1.", fixed "%.4f", or "%.4e" when the magnitudes span
- more than 1000x or leave [1e-4, 1e8]), and for more than 1000 elements only the first and last
- 3 items of each dimension around "...". Each shown element is read through a 0-dim view of the
- tensor, so the strides are honoured and a huge tensor is never copied whole.
+ Tensors print the way torch's print(tensor) does (torch/_tensor_str.py): nested brackets, a
+ common format chosen from the shown values (integral floats as "1.", fixed "%.4f", or "%.4e"
+ when the magnitudes span more than 1000x or leave [1e-4, 1e8]), for more than 1000 elements
+ only the first and last 3 items of each dimension around "...", and the suffixes (dtype,
+ size, requires_grad, ...) wrapped at 80 columns as _add_suffixes does. Quantized tensors show
+ their dequantized values and quantizer, sparse tensors their parts, nested tensors their
+ components, the conj/neg bits are applied; dtypes torch cannot print (bits*, uint1..7,
+ int1..7) show their raw bytes as unsigned integers, float4_e2m1fn_x2 its bytes as numbers as
+ torch does. Each shown element is read through a 0-dim view of the tensor, so the strides are
+ honoured and a huge tensor is never copied whole.
 */
 #include "cli.h"
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define EDGE_ITEMS 3
 #define SUMMARIZE_THRESHOLD 1000
+#define LINE_WIDTH 80
 
 /* How the elements of a dtype are read and shown. */
-typedef enum elem_class { EC_FLOAT, EC_INT, EC_UINT, EC_BOOL, EC_COMPLEX } elem_class;
+typedef enum elem_class { EC_FLOAT, EC_INT, EC_UINT, EC_BOOL, EC_COMPLEX, EC_QUANT, EC_RAW } elem_class;
 
 typedef struct elem {
-    double re, im;   /* EC_FLOAT, EC_COMPLEX */
+    double re, im;   /* EC_FLOAT, EC_COMPLEX, EC_QUANT (dequantized) */
     int64_t i;       /* EC_INT, EC_BOOL */
-    uint64_t u;      /* EC_UINT */
+    uint64_t u;      /* EC_UINT, EC_RAW */
 } elem;
+
+static bool is_quantized(sdict_dtype d) {
+    return d == SDICT_QINT8 || d == SDICT_QUINT8 || d == SDICT_QINT32 || d == SDICT_QUINT4X2 ||
+           d == SDICT_QUINT2X4;
+}
 
 static elem_class class_of(sdict_dtype d) {
     switch (d) {
@@ -35,78 +47,90 @@ static elem_class class_of(sdict_dtype d) {
         return EC_UINT;
     case SDICT_BOOL:
         return EC_BOOL;
-    case SDICT_COMPLEX32: case SDICT_COMPLEX64: case SDICT_COMPLEX128:
+    case SDICT_COMPLEX32: case SDICT_BCOMPLEX32: case SDICT_COMPLEX64: case SDICT_COMPLEX128:
         return EC_COMPLEX;
-    default:
-        return EC_FLOAT;
-    }
-}
-
-/* Reads the element at storage element index `off` (a 0-dim view of t). */
-static sdict_status read_elem(const sdict_tensor *t, int64_t off, elem *out, sdict_error *err) {
-    sdict_tensor one = *t;
-    one.ndim = 0;
-    one.storage_offset = off;
-    memset(out, 0, sizeof *out);
-    unsigned char raw[16];
-    sdict_status st;
-    switch (t->dtype) {
+    case SDICT_FLOAT64: case SDICT_FLOAT32: case SDICT_FLOAT16: case SDICT_BFLOAT16:
     case SDICT_FLOAT8_E4M3FN: case SDICT_FLOAT8_E5M2: case SDICT_FLOAT8_E4M3FNUZ:
-    case SDICT_FLOAT8_E5M2FNUZ: case SDICT_FLOAT8_E8M0FNU:
-        /* float8 converts only to itself: decode the byte here */
-        st = sdict_tensor_copy_to(&one, t->dtype, raw, 1, err);
-        if (st != SDICT_OK)
-            return st;
-        out->re = float8_value(t->dtype, raw[0]);
-        return SDICT_OK;
-    case SDICT_COMPLEX32: case SDICT_COMPLEX64: case SDICT_COMPLEX128:
-        st = sdict_tensor_copy_to(&one, t->dtype, raw, sizeof raw, err);
-        if (st != SDICT_OK)
-            return st;
-        if (t->dtype == SDICT_COMPLEX128) {
-            memcpy(&out->re, raw, 8);
-            memcpy(&out->im, raw + 8, 8);
-        } else if (t->dtype == SDICT_COMPLEX64) {
-            float re, im;
-            memcpy(&re, raw, 4);
-            memcpy(&im, raw + 4, 4);
-            out->re = re, out->im = im;
-        } else {
-            uint16_t re, im;
-            memcpy(&re, raw, 2);
-            memcpy(&im, raw + 2, 2);
-            out->re = minifloat(re, 5, 10, 15, 0), out->im = minifloat(im, 5, 10, 15, 0);
-        }
-        return SDICT_OK;
+    case SDICT_FLOAT8_E5M2FNUZ: case SDICT_FLOAT8_E8M0FNU: case SDICT_FLOAT4_E2M1FN_X2:
+        return EC_FLOAT;
     default:
-        break;
-    }
-    switch (class_of(t->dtype)) {
-    case EC_INT: case EC_BOOL:
-        return sdict_tensor_copy_to(&one, SDICT_INT64, &out->i, sizeof out->i, err);
-    case EC_UINT:
-        return sdict_tensor_copy_to(&one, SDICT_UINT64, &out->u, sizeof out->u, err);
-    default:
-        return sdict_tensor_copy_to(&one, SDICT_FLOAT64, &out->re, sizeof out->re, err);
+        return is_quantized(d) ? EC_QUANT : EC_RAW;
     }
 }
 
-/* torch's _Formatter for one set of numbers (the real parts, or the imaginary parts). */
-typedef struct formatter {
-    int mode;            /* 0 integral "1.", 1 fixed "%.4f", 2 scientific "%.4e"; ints: 3 */
-    int width;           /* every formatted number is right-aligned to this width */
-} formatter;
-
+/* What is being printed: a strided tensor, with its quantizer's per-channel parameters. */
 typedef struct show_ctx {
     const sdict_tensor *t;
+    const sdict_quantizer *q;
+    double *ch_scale, *ch_zero;  /* per channel, shape[axis] each */
     bool summarize;
     elem *vals;          /* shown elements, in print order */
     size_t nvals, cap;
     size_t next;         /* print pass cursor */
     sdict_status st;
     sdict_error err;
-    formatter f1, f2;    /* f2: imaginary parts of complex tensors */
+    struct formatter {
+        int mode;        /* 0 integral "1.", 1 fixed "%.4f", 2 scientific "%.4e"; ints: 3 */
+        int width;       /* every formatted number is right-aligned to this width */
+    } f1, f2;            /* f2: imaginary parts of complex tensors */
 } show_ctx;
+typedef struct formatter formatter;
+
+/* The integer representation of quantized element `off` (packed dtypes read from their byte). */
+static int64_t quantized_int(const sdict_tensor *t, int64_t off) {
+    const uint8_t *base = sdict_storage_data(t->storage);
+    size_t bits = sdict_dtype_bits(t->dtype);
+    uint64_t bit = (uint64_t)off * bits;
+    switch (t->dtype) {
+    case SDICT_QINT8: return (int8_t)base[off];
+    case SDICT_QUINT8: return base[off];
+    case SDICT_QINT32: { int32_t v; memcpy(&v, base + 4 * off, 4); return v; }
+    default: return (base[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
+    }
+}
+
+/* Reads element `off` (a storage element index; `ch` its index along a per-channel axis). */
+static sdict_status read_elem(const show_ctx *c, int64_t off, int64_t ch, elem *out,
+                              sdict_error *err) {
+    const sdict_tensor *t = c->t;
+    sdict_tensor one = *t;
+    one.ndim = 0;
+    one.storage_offset = off;
+    memset(out, 0, sizeof *out);
+    switch (class_of(t->dtype)) {
+    case EC_QUANT: {
+        /* torch's dequantize: float((q - zero_point) * scale) */
+        double q = (double)quantized_int(t, off);
+        if (c->q->qscheme == SDICT_PER_TENSOR_AFFINE)
+            out->re = (float)((float)c->q->scale * (float)(q - (double)c->q->zero_point));
+        else
+            out->re = (float)((q - c->ch_zero[ch]) * c->ch_scale[ch]);
+        return SDICT_OK;
+    }
+    case EC_RAW: {
+        uint8_t raw[8] = {0};
+        sdict_status st = sdict_tensor_copy_to(&one, t->dtype, raw, sizeof raw, err);
+        uint16_t h;
+        memcpy(&h, raw, 2);
+        out->u = sdict_dtype_size(t->dtype) == 2 ? h : raw[0];
+        return st;
+    }
+    case EC_COMPLEX:
+        return sdict_tensor_copy_to(&one, SDICT_COMPLEX128, &out->re, 2 * sizeof(double), err);
+    case EC_INT: case EC_BOOL:
+        return sdict_tensor_copy_to(&one, SDICT_INT64, &out->i, sizeof out->i, err);
+    case EC_UINT:
+        return sdict_tensor_copy_to(&one, SDICT_UINT64, &out->u, sizeof out->u, err);
+    default:
+        if (t->dtype == SDICT_FLOAT4_E2M1FN_X2) { /* torch shows the byte as a number */
+            uint8_t raw;
+            sdict_status st = sdict_tensor_copy_to(&one, t->dtype, &raw, 1, err);
+            out->re = raw;
+            return st;
+        }
+        return sdict_tensor_copy_to(&one, SDICT_FLOAT64, &out->re, sizeof out->re, err);
+    }
+}
 
 /* The index after i in a dimension of n items as it is shown: summarised dimensions jump from
    the first EDGE_ITEMS to the last ones. n or more when the dimension is done. */
@@ -114,13 +138,14 @@ static int64_t shown_next(const show_ctx *c, int64_t i, int64_t n) {
     return (c->summarize && n > 2 * EDGE_ITEMS && i + 1 == EDGE_ITEMS) ? n - EDGE_ITEMS : i + 1;
 }
 
-/* Reads every shown element, in print order, into c->vals. The index space is walked like an
-   odometer over heap-held indices (any rank; no recursion per dimension); the caller makes
-   sure the tensor has elements. */
+/* Reads every shown element, in print order, into c->vals (with its index along a per-channel
+   quantizer's axis). The index space is walked like an odometer over heap-held indices (any
+   rank; no recursion per dimension); the caller makes sure the tensor has elements. */
 static void gather(show_ctx *c) {
     const sdict_tensor *t = c->t;
     int32_t nd = t->ndim;
     int64_t *idx = calloc(nd ? (size_t)nd : 1, sizeof *idx), off = t->storage_offset;
+    int32_t axis = c->q && c->q->qscheme != SDICT_PER_TENSOR_AFFINE ? (int32_t)c->q->axis : -1;
     if (!idx) {
         c->st = SDICT_E_NOMEM;
         return;
@@ -136,7 +161,7 @@ static void gather(show_ctx *c) {
             c->vals = p;
             c->cap = ncap;
         }
-        c->st = read_elem(t, off, &c->vals[c->nvals++], &c->err);
+        c->st = read_elem(c, off, axis >= 0 ? idx[axis] : 0, &c->vals[c->nvals++], &c->err);
         if (c->st != SDICT_OK)
             break;
         int32_t k = nd - 1;
@@ -181,7 +206,7 @@ static void fmt_elem(const show_ctx *c, const elem *e, char *buf, size_t n) {
         snprintf(tmp, sizeof tmp, "%" PRId64, e->i);
         snprintf(buf, n, "%*s", c->f1.width, tmp);
         break;
-    case EC_UINT:
+    case EC_UINT: case EC_RAW:
         snprintf(tmp, sizeof tmp, "%" PRIu64, e->u);
         snprintf(buf, n, "%*s", c->f1.width, tmp);
         break;
@@ -207,12 +232,33 @@ static void fmt_elem(const show_ctx *c, const elem *e, char *buf, size_t n) {
 /* torch's _Formatter over the shown values: integral floats print as "1.", magnitudes spanning
    more than 1000x or outside [1e-4, 1e8] as "%.4e", the rest as "%.4f"; widths come from the
    nonzero finite values only (so nan/inf may stick out, as in torch). */
-static void choose_float_format(formatter *f, const elem *vals, size_t n, bool imag) {
+static void choose_float_format(formatter *f, const elem *vals, size_t n, bool imag,
+                                sdict_dtype dt) {
     bool integral = true, any = false;
     double lo = INFINITY, hi = 0;
+    /* float8_e8m0fnu has no zero and torch's isfinite() does not see its NaN: torch's
+       ne(0) drops the smallest value (2^-127, what 0 becomes), and a NaN among the rest turns
+       the min/max tests false: fixed notation, widths over every value but 2^-127 */
+    bool e8m0 = dt == SDICT_FLOAT8_E8M0FNU, nan_seen = false;
+    for (size_t i = 0; e8m0 && i < n; i++)
+        nan_seen = nan_seen || isnan(vals[i].re);
+    if (nan_seen) {
+        formatter probe = {1, 0};
+        f->mode = 1;
+        f->width = 1;
+        for (size_t i = 0; i < n; i++) {
+            char buf[64];
+            if (vals[i].re == ldexp(1.0, -127))
+                continue;
+            fmt_float(&probe, vals[i].re, buf, sizeof buf);
+            if ((int)strlen(buf) > f->width)
+                f->width = (int)strlen(buf);
+        }
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         double v = imag ? vals[i].im : vals[i].re, a = fabs(v);
-        if (!isfinite(a) || a == 0)
+        if (!isfinite(a) || a == 0 || (e8m0 && a == ldexp(1.0, -127)))
             continue;
         any = true;
         if (a != floor(a))
@@ -233,7 +279,7 @@ static void choose_float_format(formatter *f, const elem *vals, size_t n, bool i
     formatter probe = {f->mode, 0};
     for (size_t i = 0; i < n; i++) {
         double v = imag ? vals[i].im : vals[i].re;
-        if (!isfinite(v) || v == 0)
+        if (!isfinite(v) || v == 0 || (e8m0 && v == ldexp(1.0, -127)))
             continue;
         char buf[64];
         fmt_float(&probe, v, buf, sizeof buf);
@@ -244,16 +290,16 @@ static void choose_float_format(formatter *f, const elem *vals, size_t n, bool i
 
 static void choose_format(show_ctx *c) {
     elem_class ec = class_of(c->t->dtype);
-    if (ec == EC_FLOAT || ec == EC_COMPLEX) {
-        choose_float_format(&c->f1, c->vals, c->nvals, false);
+    if (ec == EC_FLOAT || ec == EC_COMPLEX || ec == EC_QUANT) {
+        choose_float_format(&c->f1, c->vals, c->nvals, false, c->t->dtype);
         if (ec == EC_COMPLEX)
-            choose_float_format(&c->f2, c->vals, c->nvals, true);
+            choose_float_format(&c->f2, c->vals, c->nvals, true, c->t->dtype);
         return;
     }
     c->f1.mode = 3;
     c->f1.width = 0;
     for (size_t i = 0; i < c->nvals; i++) {
-        char buf[64];
+        char buf[160];
         fmt_elem(c, &c->vals[i], buf, sizeof buf);
         if ((int)strlen(buf) > c->f1.width)
             c->f1.width = (int)strlen(buf);
@@ -340,64 +386,335 @@ static void print_tensor(show_ctx *c, cli_buf *b, int indent) {
     free(pos);
 }
 
-static int show_tensor(const char *key, const sdict_tensor *t) {
-    printf("%s: %s ", key[0] ? key : "<root>", sdict_dtype_name(t->dtype));
-    cli_buf b;
-    buf_init(&b);
-    fmt_dims(&b, t->shape, t->ndim);
-    buf_puts(&b, " stride ");
-    fmt_dims(&b, t->stride, t->ndim);
-    printf("%s offset %lld, %zu bytes%s%s\n", b.s, (long long)t->storage_offset,
-           sdict_tensor_nbytes(t), t->is_parameter ? ", parameter" : "",
-           t->requires_grad ? ", requires_grad" : "");
-    buf_truncate(&b, 0);
-    if (!t->storage) {
-        printf("tensor(..., device='meta', size=%s)\n", (fmt_dims(&b, t->shape, t->ndim), b.s));
-        buf_free(&b);
-        return CLI_EXIT_OK;
-    }
+/* A parameter tensor of a quantizer as doubles (NULL after reporting into c on failure). */
+static double *channel_params(show_ctx *c, const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    int64_t n = sdict_tensor_numel(t);
+    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+    if (!d)
+        c->st = SDICT_E_NOMEM;
+    else if ((c->st = sdict_tensor_copy_to(t, SDICT_FLOAT64, d, (size_t)n * sizeof *d, &c->err)))
+        free(d), d = NULL;
+    return d;
+}
+
+/* torch's _tensor_str: the bracketed values of t (dequantized when q) for a given indent. */
+static sdict_status tensor_body(const sdict_tensor *t, const sdict_quantizer *q, int indent,
+                                cli_buf *out, sdict_error *err) {
     show_ctx c;
     memset(&c, 0, sizeof c);
     c.t = t;
+    c.q = q;
     c.summarize = sdict_tensor_numel(t) > SUMMARIZE_THRESHOLD;
-    if (sdict_tensor_numel(t) > 0)
+    if (sdict_tensor_numel(t) == 0) {
+        buf_puts(out, "[]");
+        return SDICT_OK;
+    }
+    if (q && q->qscheme != SDICT_PER_TENSOR_AFFINE) {
+        c.ch_scale = channel_params(&c, q->scales);
+        if (c.ch_scale)
+            c.ch_zero = channel_params(&c, q->zero_points);
+    }
+    if (c.st == SDICT_OK)
         gather(&c);
     if (c.st == SDICT_OK) {
         choose_format(&c);
-        buf_puts(&b, "tensor(");
-        if (sdict_tensor_numel(t) == 0)
-            buf_puts(&b, "[]");
-        else
-            print_tensor(&c, &b, 7); /* 7 = strlen("tensor(") */
+        print_tensor(&c, out, indent);
     }
-    int rc = CLI_EXIT_OK;
-    if (c.st != SDICT_OK) {
-        if (c.err.code == SDICT_OK)
-            c.err.code = c.st;
-        cli_report_error(c.st, &c.err);
-        rc = CLI_EXIT_BAD_INPUT;
-    } else {
-        sdict_dtype d = t->dtype;
-        if (sdict_tensor_numel(t) == 0 && t->ndim != 1) { /* torch: size=(0, 3) */
-            buf_puts(&b, ", size=(");
-            for (int32_t i = 0; i < t->ndim; i++)
-                buf_printf(&b, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-            buf_puts(&b, t->ndim == 1 ? ",)" : ")");
-        }
-        /* torch omits the default dtypes: float32, complex64, int64, bool */
-        if (d != SDICT_FLOAT32 && d != SDICT_COMPLEX64 && d != SDICT_INT64 && d != SDICT_BOOL)
-            buf_printf(&b, ", dtype=torch.%s", sdict_dtype_name(d));
-        if (t->requires_grad)
-            buf_puts(&b, ", requires_grad=True");
-        buf_puts(&b, ")");
-        /* str() of an nn.Parameter */
-        printf("%s%s\n", t->is_parameter ? "Parameter containing:\n" : "", b.s);
+    if (c.st != SDICT_OK && err) {
+        *err = c.err;
+        if (err->code == SDICT_OK)
+            err->code = c.st;
     }
     free(c.vals);
+    free(c.ch_scale);
+    free(c.ch_zero);
+    return c.st;
+}
+
+/* A suffix list, joined by _add_suffixes. */
+typedef struct suffixes {
+    char *items[16];
+    int n;
+} suffixes;
+
+static void suffix(suffixes *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void suffix(suffixes *s, const char *fmt, ...) {
+    cli_buf b;
+    buf_init(&b);
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[512];
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    buf_puts(&b, tmp);
+    if (s->n < 16)
+        s->items[s->n++] = b.s;
+    else
+        free(b.s);
+}
+
+/* A suffix that is itself a (multi-line) text: "scale=" + str(scales). */
+static void suffix_text(suffixes *s, const char *name, const cli_buf *text) {
+    cli_buf b;
+    buf_init(&b);
+    buf_printf(&b, "%s=", name);
+    buf_puts(&b, text->s ? text->s : "");
+    if (s->n < 16)
+        s->items[s->n++] = b.s;
+    else
+        free(b.s);
+}
+
+/* torch's _add_suffixes: appends each suffix after ", " while the line stays within 80
+   columns, else on a new line indented to the prefix; then ")". */
+static void add_suffixes(cli_buf *out, suffixes *s, int indent, bool force_newline) {
+    const char *nl = strrchr(out->s ? out->s : "", '\n');
+    /* torch's len(s) - s.rfind("\n") + 1, where rfind gives -1 without a newline */
+    long last = (long)out->len - (nl ? (long)(nl - out->s) : -1) + 1;
+    for (int i = 0; i < s->n; i++) {
+        long len = (long)strlen(s->items[i]);
+        if (force_newline || last + len + 2 > LINE_WIDTH) {
+            buf_printf(out, ",\n%*s%s", indent, "", s->items[i]);
+            last = indent + len;
+            force_newline = false;
+        } else {
+            buf_printf(out, ", %s", s->items[i]);
+            last += len + 2;
+        }
+        free(s->items[i]);
+    }
+    s->n = 0;
+    buf_puts(out, ")");
+}
+
+/* str(tuple(shape)): "(2, 3)", "(5,)", "()", appended to b. */
+static void size_text(cli_buf *b, const int64_t *d, int32_t nd) {
+    buf_puts(b, "(");
+    for (int32_t i = 0; i < nd; i++)
+        buf_printf(b, "%s%lld", i ? ", " : "", (long long)d[i]);
+    buf_puts(b, nd == 1 ? ",)" : ")");
+}
+
+static bool default_dtype(sdict_dtype d) {
+    return d == SDICT_FLOAT32 || d == SDICT_COMPLEX64 || d == SDICT_INT64 || d == SDICT_BOOL;
+}
+
+static sdict_status value_repr(const sdict_value *v, cli_buf *out, sdict_error *err);
+
+/* str() of a strided (possibly quantized) tensor. */
+static sdict_status tensor_repr(const sdict_tensor *t, const sdict_quantizer *q, cli_buf *out,
+                                sdict_error *err) {
+    suffixes sx = {{0}, 0};
+    cli_buf size;
+    buf_init(&size);
+    size_text(&size, t->shape, t->ndim);
+    buf_puts(out, "tensor(");
+    sdict_status st = SDICT_OK;
+    if (!t->storage) {
+        buf_puts(out, "...");
+        suffix(&sx, "device='meta'");
+        suffix_text(&sx, "size", &size);
+        if (t->dtype != SDICT_FLOAT32)
+            suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
+    } else if (q) {
+        suffix_text(&sx, "size", &size);
+        suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
+        suffix(&sx, "quantization_scheme=torch.%s", sdict_qscheme_name(q->qscheme));
+        if (q->qscheme == SDICT_PER_TENSOR_AFFINE) {
+            char scale[40];
+            fmt_float_repr(q->scale, scale, sizeof scale);
+            suffix(&sx, "scale=%s", scale);
+            suffix(&sx, "zero_point=%lld", (long long)q->zero_point);
+        } else {
+            cli_buf p;
+            buf_init(&p);
+            st = value_repr(q->scales, &p, err);
+            suffix_text(&sx, "scale", &p);
+            buf_truncate(&p, 0);
+            if (st == SDICT_OK)
+                st = value_repr(q->zero_points, &p, err);
+            suffix_text(&sx, "zero_point", &p);
+            buf_free(&p);
+            suffix(&sx, "axis=%lld", (long long)q->axis);
+        }
+        if (st == SDICT_OK)
+            st = tensor_body(t, q, 7, out, err);
+    } else {
+        if (sdict_tensor_numel(t) == 0) {
+            if (t->ndim != 1)
+                suffix_text(&sx, "size", &size);
+            if (t->dtype != SDICT_FLOAT32)
+                suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
+        } else if (!default_dtype(t->dtype)) {
+            suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
+        }
+        st = tensor_body(t, NULL, 7, out, err);
+    }
+    if (t->requires_grad)
+        suffix(&sx, "requires_grad=True");
+    if (st == SDICT_OK)
+        add_suffixes(out, &sx, 7, false);
+    for (int i = 0; i < sx.n; i++)
+        free(sx.items[i]);
+    buf_free(&size);
+    return st;
+}
+
+/* "NAME=tensor(" + the part's values at the matching indent + ")" (", size=(..)" when empty). */
+static sdict_status sparse_part(cli_buf *out, const char *name, const sdict_value *part,
+                                sdict_error *err) {
+    const sdict_tensor *t = sdict_value_tensor(part);
+    buf_printf(out, "%s=tensor(", name);
+    sdict_status st = tensor_body(t, NULL, 7 + (int)strlen(name) + 8, out, err);
+    if (sdict_tensor_numel(t) == 0) {
+        buf_puts(out, ", size=");
+        size_text(out, t->shape, t->ndim);
+    }
+    buf_puts(out, ")");
+    return st;
+}
+
+/* str() of a sparse tensor, as _str_intern prints its parts and suffixes. */
+static sdict_status sparse_repr(const sdict_sparse *sp, cli_buf *out, sdict_error *err) {
+    static const char *const names[][2] = {{"crow_indices", "col_indices"},
+                                           {"ccol_indices", "row_indices"}};
+    bool coo = sp->layout == SDICT_LAYOUT_SPARSE_COO;
+    bool rowwise = sp->layout == SDICT_LAYOUT_SPARSE_CSR || sp->layout == SDICT_LAYOUT_SPARSE_BSR;
+    const sdict_tensor *vals = sdict_value_tensor(sp->values);
+    const sdict_tensor *plain = sdict_value_tensor(coo ? sp->indices : sp->plain_indices);
+    suffixes sx = {{0}, 0};
+    cli_buf size;
+    buf_init(&size);
+    buf_puts(&size, "(");
+    for (size_t i = 0; i < sdict_seq_len(sp->size); i++) {
+        if (i)
+            buf_puts(&size, ", ");
+        fmt_int(&size, sdict_seq_item(sp->size, i));
+    }
+    buf_puts(&size, sdict_seq_len(sp->size) == 1 ? ",)" : ")");
+    suffix(&sx, "size=%s", size.s);
+    buf_free(&size);
+    suffix(&sx, "nnz=%lld", (long long)plain->shape[plain->ndim - 1]);
+    if (!default_dtype(vals->dtype))
+        suffix(&sx, "dtype=torch.%s", sdict_dtype_name(vals->dtype));
+    buf_puts(out, "tensor(");
+    sdict_status st = coo ? sparse_part(out, "indices", sp->indices, err)
+                          : sparse_part(out, names[!rowwise][0], sp->indices, err);
+    if (st == SDICT_OK && !coo) {
+        buf_puts(out, ",\n       ");
+        st = sparse_part(out, names[!rowwise][1], sp->plain_indices, err);
+    }
+    if (st == SDICT_OK) {
+        buf_puts(out, ",\n       ");
+        st = sparse_part(out, "values", sp->values, err);
+    }
+    suffix(&sx, "layout=torch.%s", sdict_layout_name(sp->layout));
+    if (sp->requires_grad)
+        suffix(&sx, "requires_grad=True");
+    if (st == SDICT_OK)
+        add_suffixes(out, &sx, 7, coo);
+    for (int i = 0; i < sx.n; i++)
+        free(sx.items[i]);
+    return st;
+}
+
+/* str() of a nested tensor: "nested_tensor([", each component's str() indented by two, "])". */
+static sdict_status nested_repr(const sdict_nested *ns, cli_buf *out, sdict_error *err) {
+    const sdict_tensor *buf = sdict_value_tensor(ns->buffer);
+    const sdict_tensor *sizes = sdict_value_tensor(ns->sizes);
+    int64_t n = sizes->shape[0], nd = sizes->shape[1];
+    int64_t *meta = malloc((size_t)(3 * n * nd + n + 1) * sizeof *meta);
+    if (!meta)
+        return SDICT_E_NOMEM;
+    /* sizes, strides, offsets: checked by the loader to fit int64 arrays of these shapes */
+    sdict_status st = sdict_tensor_copy_to(sizes, SDICT_INT64, meta, (size_t)(n * nd) * 8, err);
+    if (st == SDICT_OK)
+        st = sdict_tensor_copy_to(sdict_value_tensor(ns->strides), SDICT_INT64, meta + n * nd,
+                                  (size_t)(n * nd) * 8, err);
+    if (st == SDICT_OK)
+        st = sdict_tensor_copy_to(sdict_value_tensor(ns->storage_offsets), SDICT_INT64,
+                                  meta + 2 * n * nd, (size_t)n * 8, err);
+    buf_puts(out, "nested_tensor([\n");
+    for (int64_t i = 0; st == SDICT_OK && i < n; i++) {
+        sdict_tensor c = *buf;
+        c.ndim = (int32_t)nd;
+        c.storage_offset = buf->storage_offset + meta[2 * n * nd + i];
+        c.shape = meta + i * nd;
+        c.stride = meta + n * nd + i * nd;
+        c.requires_grad = false;
+        cli_buf one;
+        buf_init(&one);
+        st = tensor_repr(&c, NULL, &one, err);
+        for (const char *line = one.s; st == SDICT_OK && line;) { /* "  " before each line */
+            const char *end = strchr(line, '\n');
+            buf_puts(out, "  ");
+            buf_putn(out, line, end ? (size_t)(end - line) : strlen(line));
+            line = end ? end + 1 : NULL;
+            if (line)
+                buf_puts(out, "\n");
+        }
+        buf_free(&one);
+        buf_puts(out, i + 1 < n ? ",\n" : "\n");
+    }
+    buf_puts(out, "]");
+    free(meta);
+    suffixes sx = {{0}, 0};
+    if (ns->requires_grad)
+        suffix(&sx, "requires_grad=True");
+    if (st == SDICT_OK)
+        add_suffixes(out, &sx, 14, false);
+    for (int i = 0; i < sx.n; i++)
+        free(sx.items[i]);
+    return st;
+}
+
+/* str() of a tensor, sparse or nested value (without "Parameter containing:"). */
+static sdict_status value_repr(const sdict_value *v, cli_buf *out, sdict_error *err) {
+    if (sdict_value_sparse(v))
+        return sparse_repr(sdict_value_sparse(v), out, err);
+    if (sdict_value_nested(v))
+        return nested_repr(sdict_value_nested(v), out, err);
+    return tensor_repr(sdict_value_tensor(v), sdict_value_quantizer(v), out, err);
+}
+
+/* The header line (key, dtype, shape, layout) and str() of a tensor-like value. */
+static int show_tensor(const char *key, const sdict_value *v) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    const sdict_sparse *sp = sdict_value_sparse(v);
+    const sdict_nested *ns = sdict_value_nested(v);
+    cli_buf b;
+    buf_init(&b);
+    if (t) {
+        buf_printf(&b, "%s ", sdict_dtype_name(t->dtype));
+        fmt_dims(&b, t->shape, t->ndim);
+        buf_puts(&b, " stride ");
+        fmt_dims(&b, t->stride, t->ndim);
+        buf_printf(&b, " offset %lld, %zu bytes%s%s", (long long)t->storage_offset,
+                   sdict_tensor_nbytes(t), t->is_parameter ? ", parameter" : "",
+                   t->requires_grad ? ", requires_grad" : "");
+    } else {
+        fmt_value(&b, v, 16);
+    }
+    printf("%s: %s\n", key[0] ? key : "<root>", b.s);
+    buf_truncate(&b, 0);
+    bool param = t ? t->is_parameter : sp ? sp->is_parameter : ns->is_parameter;
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_status st = value_repr(v, &b, &err);
+    int rc = CLI_EXIT_OK;
+    if (st != SDICT_OK) {
+        if (err.code == SDICT_OK)
+            err.code = st, err.offset = -1;
+        cli_report_error(st, &err);
+        rc = CLI_EXIT_BAD_INPUT;
+    } else {
+        /* str() of an nn.Parameter */
+        printf("%s%s\n", param ? "Parameter containing:\n" : "", b.s);
+    }
     buf_free(&b);
     return rc;
 }
-
 static void print_leaf(void *ctx, const char *path, const sdict_value *v) {
     (void)ctx;
     cli_buf b;
@@ -407,6 +724,9 @@ static void print_leaf(void *ctx, const char *path, const sdict_value *v) {
     if (t) {
         buf_printf(&b, "%s  ", sdict_dtype_name(t->dtype));
         fmt_dims(&b, t->shape, t->ndim);
+    } else if (sdict_value_sparse(v) || sdict_value_nested(v)) {
+        buf_printf(&b, "%s  ", sdict_kind_name(sdict_value_kind(v)));
+        fmt_value(&b, v, 16);
     } else {
         buf_printf(&b, "%s  ", sdict_kind_name(sdict_value_kind(v)));
         fmt_value(&b, v, 64);
@@ -475,8 +795,9 @@ int cmd_show(const cli_cmd *cmd, const cli_args *args) {
     if (!v) {
         fprintf(stderr, "statedict: %s: no key '%s'\n", args->pos[0], key);
         rc = CLI_EXIT_DIFFERENT;
-    } else if (sdict_value_kind(v) == SDICT_KIND_TENSOR) {
-        rc = show_tensor(key, sdict_value_tensor(v));
+    } else if (sdict_value_kind(v) == SDICT_KIND_TENSOR || sdict_value_kind(v) == SDICT_KIND_SPARSE ||
+               sdict_value_kind(v) == SDICT_KIND_NESTED) {
+        rc = show_tensor(key, v);
     } else if (is_scalar_kind(sdict_value_kind(v))) {
         cli_buf b;
         buf_init(&b);

@@ -350,6 +350,26 @@ void fmt_dims(cli_buf *b, const int64_t *d, int32_t n) {
 
 static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, int depth);
 
+/* One part of a complex repr: Python's repr of the float without a trailing ".0". */
+static void complex_part(char *buf, size_t n, double d) {
+    fmt_float_repr(d, buf, n);
+    size_t len = strlen(buf);
+    if (len > 2 && strcmp(buf + len - 2, ".0") == 0)
+        buf[len - 2] = '\0';
+}
+
+void fmt_complex_repr(cli_buf *b, const sdict_value *v) {
+    double re, im;
+    char r[40], i[40];
+    sdict_complex_get(v, &re, &im);
+    complex_part(r, sizeof r, re);
+    complex_part(i, sizeof i, im);
+    if (re == 0 && !signbit(re))
+        buf_printf(b, "%sj", i); /* repr(1j) is '1j' */
+    else
+        buf_printf(b, "(%s%s%sj)", r, (i[0] == '-') ? "" : "+", i);
+}
+
 static void fmt_seq_items(cli_buf *b, const sdict_value *v, size_t max_items, int depth) {
     size_t n = sdict_seq_len(v);
     for (size_t i = 0; i < n; i++) {
@@ -399,11 +419,45 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
     case SDICT_KIND_DTYPE:
         buf_printf(b, "torch.%s", sdict_dtype_name(sdict_dtype_value_get(v)));
         break;
+    case SDICT_KIND_QSCHEME:
+        buf_printf(b, "torch.%s", sdict_qscheme_name(sdict_qscheme_value_get(v)));
+        break;
+    case SDICT_KIND_LAYOUT:
+        buf_printf(b, "torch.%s", sdict_layout_name(sdict_layout_value_get(v)));
+        break;
+    case SDICT_KIND_DEVICE: {
+        int64_t index;
+        const char *type = sdict_device_get(v, &index);
+        if (index >= 0)
+            buf_printf(b, "device(type='%s', index=%lld)", type, (long long)index);
+        else
+            buf_printf(b, "device(type='%s')", type);
+        break;
+    }
+    case SDICT_KIND_COMPLEX:
+        fmt_complex_repr(b, v);
+        break;
     case SDICT_KIND_TENSOR: {
         const sdict_tensor *t = sdict_value_tensor(v);
         buf_printf(b, "tensor(%s ", sdict_dtype_name(t->dtype));
         fmt_dims(b, t->shape, t->ndim);
         buf_puts(b, ")");
+        break;
+    }
+    case SDICT_KIND_SPARSE: {
+        const sdict_sparse *sp = sdict_value_sparse(v);
+        const sdict_tensor *vals = sdict_value_tensor(sp->values);
+        buf_printf(b, "tensor(%s ", sdict_dtype_name(vals->dtype));
+        fmt_value_depth(b, sp->size, max_items, depth + 1);
+        buf_printf(b, ", layout=torch.%s)", sdict_layout_name(sp->layout));
+        break;
+    }
+    case SDICT_KIND_NESTED: {
+        const sdict_nested *ns = sdict_value_nested(v);
+        const sdict_tensor *sizes = sdict_value_tensor(ns->sizes);
+        buf_printf(b, "nested_tensor(%s, %lld components)",
+                   sdict_dtype_name(sdict_value_tensor(ns->buffer)->dtype),
+                   (long long)sizes->shape[0]);
         break;
     }
     case SDICT_KIND_LIST:
@@ -427,7 +481,12 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
         break;
     case SDICT_KIND_DICT: {
         size_t n = sdict_dict_len(v);
-        buf_puts(b, "{");
+        bool counter = (sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER);
+        if (counter && n == 0) {
+            buf_puts(b, "Counter()");
+            break;
+        }
+        buf_puts(b, counter ? "Counter({" : "{");
         for (size_t i = 0; i < n; i++) {
             if (n > max_items && i == max_items / 2) {
                 buf_puts(b, ", ...");
@@ -440,7 +499,7 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
             buf_puts(b, ": ");
             fmt_value_depth(b, sdict_dict_val(v, i), max_items, depth + 1);
         }
-        buf_puts(b, "}");
+        buf_puts(b, counter ? "})" : "}");
         break;
     }
     default:
@@ -471,25 +530,6 @@ void fmt_key(cli_buf *b, const sdict_value *key) {
     }
 }
 
-/* Formats a small IEEE-like float: ebits exponent bits, mbits mantissa bits, given bias.
-   variant 0: IEEE (all-ones exponent is inf/NaN); 1: "fn" (no inf; all-ones exponent and
-   mantissa is NaN); 2: "fnuz" (no inf, no -0; the bit pattern of -0 is NaN). */
-double minifloat(uint32_t bits, int ebits, int mbits, int bias, int variant) {
-    uint32_t sign = (bits >> (ebits + mbits)) & 1;
-    uint32_t e = (bits >> mbits) & ((1u << ebits) - 1);
-    uint32_t m = bits & ((1u << mbits) - 1);
-    uint32_t emax = (1u << ebits) - 1;
-    if (variant == 2 && sign && e == 0 && m == 0)
-        return NAN;
-    if (variant == 0 && e == emax)
-        return m ? NAN : (sign ? -INFINITY : INFINITY);
-    if (variant == 1 && e == emax && m == (1u << mbits) - 1)
-        return NAN;
-    double v = e == 0 ? ldexp((double)m, 1 - bias - mbits)
-                      : ldexp((double)(m | (1u << mbits)), (int)e - bias - mbits);
-    return sign ? -v : v;
-}
-
 /*==================================================================================================
  MARK: Walking
 ==================================================================================================*/
@@ -506,7 +546,8 @@ bool is_scalar_seq(const sdict_value *v) {
     size_t n = sdict_seq_len(v);
     for (size_t i = 0; i < n; i++) {
         sdict_kind ik = sdict_value_kind(sdict_seq_item(v, i));
-        if (!is_scalar_kind(ik) || ik == SDICT_KIND_TENSOR)
+        if (!is_scalar_kind(ik) || ik == SDICT_KIND_TENSOR || ik == SDICT_KIND_SPARSE ||
+            ik == SDICT_KIND_NESTED)
             return false;
     }
     return true;
@@ -611,22 +652,6 @@ json_t *json_text(const char *s, size_t len) {
     j = json_stringn(b.s, b.len);
     buf_free(&b);
     return j ? j : json_string("");
-}
-
-double float8_value(sdict_dtype d, uint8_t b) {
-    switch (d) {
-    case SDICT_FLOAT8_E4M3FN: return minifloat(b, 4, 3, 7, 1);
-    case SDICT_FLOAT8_E5M2: return minifloat(b, 5, 2, 15, 0);
-    case SDICT_FLOAT8_E4M3FNUZ: return minifloat(b, 4, 3, 8, 2);
-    case SDICT_FLOAT8_E5M2FNUZ: return minifloat(b, 5, 2, 16, 2);
-    case SDICT_FLOAT8_E8M0FNU: return b == 0xff ? NAN : ldexp(1.0, (int)b - 127);
-    default: return NAN;
-    }
-}
-
-bool is_float8(sdict_dtype d) {
-    return d == SDICT_FLOAT8_E4M3FN || d == SDICT_FLOAT8_E5M2 || d == SDICT_FLOAT8_E4M3FNUZ ||
-           d == SDICT_FLOAT8_E5M2FNUZ || d == SDICT_FLOAT8_E8M0FNU;
 }
 
 char *cli_strdup(const char *s) {
