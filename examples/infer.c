@@ -3,11 +3,17 @@
 
    infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt --output Y.pt
          [--mode eval|train] [--dropout P] [--save-state S.pt] [--non-strict]
-         [--layout 1.13|2.x]
+         [--strip-prefix PREFIX] [--skip-size-mismatch] [--layout 1.13|2.x]
 
- W.pt is a state_dict, or a checkpoint dict whose 'model_state_dict' is one (a `module.`
- prefix of DataParallel files is stripped). It is loaded strictly: on missing, unexpected or
- mis-shaped keys, PyTorch's own error text is printed to stderr and the exit status is 1.
+ W.pt is a state_dict, or a checkpoint dict whose 'model_state_dict' is one. Keys are never
+ renamed silently: --strip-prefix module. removes the prefix DataParallel/DDP files carry
+ (torch's consume_prefix_in_state_dict_if_present); without it such a file fails, with a hint.
+ It is loaded strictly: on missing, unexpected or mis-shaped keys, PyTorch's own error text is
+ printed to stderr and the exit status is 1. --non-strict loads what matches and prints what
+ torch's load_state_dict(strict=False) returns, `_IncompatibleKeys(missing_keys=[...],
+ unexpected_keys=[...])`, to stderr when a list is not empty. --skip-size-mismatch leaves keys
+ whose shape differs from the model's at the model's values and names each on stderr
+ ("infer: skipped size mismatch for KEY: checkpoint torch.Size([...]), model torch.Size([...])").
  X.pt is a bare tensor or a dict with key 'input'. Y.pt receives the output as a bare tensor.
  Extras used by the tests: --dropout overrides mlp's Dropout p (0.5); --save-state writes the
  model's state_dict after the forward (updated BatchNorm statistics in train mode); --layout
@@ -23,7 +29,8 @@
 static int usage(void) {
     fprintf(stderr, "usage: infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt "
                     "--output Y.pt [--mode eval|train] [--dropout P] [--save-state S.pt] "
-                    "[--non-strict] [--layout 1.13|2.x]\n");
+                    "[--non-strict] [--strip-prefix PREFIX] [--skip-size-mismatch] "
+                    "[--layout 1.13|2.x]\n");
     return 2;
 }
 
@@ -33,16 +40,84 @@ static int fail(const char *what, const sdict_error *err) {
     return 1;
 }
 
+/* A Python str repr of s (ASCII escapes as Python writes them; other bytes as they are). */
+static void print_pyrepr(const char *s) {
+    char q = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
+    fputc(q, stderr);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\\' || *p == (unsigned char)q) fprintf(stderr, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", stderr);
+        else if (*p == '\t') fputs("\\t", stderr);
+        else if (*p == '\r') fputs("\\r", stderr);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(stderr, "\\x%02x", *p);
+        else fputc(*p, stderr);
+    }
+    fputc(q, stderr);
+}
+
+static void print_keys(const char *name, char **keys, size_t n) {
+    fprintf(stderr, "%s=[", name);
+    for (size_t i = 0; i < n; i++) {
+        if (i) fputs(", ", stderr);
+        print_pyrepr(keys[i]);
+    }
+    fputc(']', stderr);
+}
+
+static void print_shape(const int64_t *shape, int32_t ndim) {
+    fputs("torch.Size([", stderr);
+    for (int32_t i = 0; i < ndim; i++) fprintf(stderr, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    fputs("])", stderr);
+}
+
+/* Keys the file has under "module." that the model does not: a DataParallel/DDP file. */
+static void hint_prefix(const sdict_load_result *res, const char *strip_prefix) {
+    if (strip_prefix) return;
+    for (size_t i = 0; i < res->n_unexpected; i++)
+        if (strncmp(res->unexpected[i], "module.", 7) == 0) {
+            fprintf(stderr, "infer: the state_dict's keys start with \"module.\" (saved from "
+                            "DataParallel or DistributedDataParallel); rerun with "
+                            "--strip-prefix module. to load them\n");
+            return;
+        }
+}
+
+/* What a non-strict or size-skipping load did not copy, so nothing passes silently. */
+static void report_load(const sdict_load_result *res, bool strict, const char *strip_prefix) {
+    for (size_t i = 0; i < res->n_size_mismatch; i++) {
+        const sdict_size_mismatch *s = &res->size_mismatch[i];
+        fprintf(stderr, "infer: skipped size mismatch for %s: checkpoint ", s->key);
+        print_shape(s->checkpoint_shape, s->checkpoint_ndim);
+        fputs(", model ", stderr);
+        print_shape(s->model_shape, s->model_ndim);
+        fputc('\n', stderr);
+    }
+    if (!strict && (res->n_missing || res->n_unexpected)) {
+        fputs("_IncompatibleKeys(", stderr);
+        print_keys("missing_keys", res->missing, res->n_missing);
+        fputs(", ", stderr);
+        print_keys("unexpected_keys", res->unexpected, res->n_unexpected);
+        fputs(")\n", stderr);
+        hint_prefix(res, strip_prefix);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *arch = NULL, *weights = NULL, *input = NULL, *output = NULL, *mode = "eval";
     const char *save_state = NULL;
     double dropout = 0.5;
     bool strict = true;
+    unsigned load_flags = 0;
+    const char *strip_prefix = NULL;
     sdict_save_opts save_opts = {NULL, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--non-strict") == 0) { strict = false; continue; }
+        if (strcmp(a, "--skip-size-mismatch") == 0) {
+            load_flags |= SDICT_LOAD_SD_SKIP_SIZE_MISMATCH;
+            continue;
+        }
         if (!v) return usage();
         if (strcmp(a, "--arch") == 0) arch = v;
         else if (strcmp(a, "--weights") == 0) weights = v;
@@ -51,6 +126,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--mode") == 0) mode = v;
         else if (strcmp(a, "--dropout") == 0) dropout = atof(v);
         else if (strcmp(a, "--save-state") == 0) save_state = v;
+        else if (strcmp(a, "--strip-prefix") == 0 && *v) strip_prefix = v;
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "2.x") == 0)
             save_opts.flags = SDICT_SAVE_LAYOUT_TORCH2;
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "1.13") == 0)
@@ -82,16 +158,22 @@ int main(int argc, char **argv) {
     const sdict_value *sd = sdict_doc_root(wdoc);
     const sdict_value *inner = sdict_dict_get(sd, "model_state_dict");
     if (inner) sd = inner;
-    sdict_value *stripped = NULL;
-    if (sdict_state_dict_consume_prefix(wdoc, sd, "module.", &stripped, &err) != SDICT_OK) {
-        rc = fail(weights, &err);
-        goto done;
+    if (strip_prefix) {
+        sdict_value *stripped = NULL;
+        if (sdict_state_dict_consume_prefix(wdoc, sd, strip_prefix, &stripped, &err) != SDICT_OK) {
+            rc = fail(weights, &err);
+            goto done;
+        }
+        sd = stripped;
     }
-    if (sdict_module_load_state_dict(net, stripped, strict, &res, &err) != SDICT_OK) {
+    sdict_status lst = sdict_module_load_state_dict_ex(net, sd, strict, load_flags, &res, &err);
+    if (lst != SDICT_OK) {
         /* PyTorch's RuntimeError text, verbatim, so users recognise it. */
         fprintf(stderr, "%s\n", res.message ? res.message : err.message);
+        hint_prefix(&res, strip_prefix);
         goto done;
     }
+    report_load(&res, strict, strip_prefix);
     sdict_module_train(net, strcmp(mode, "train") == 0);
 
     if (sdict_load(input, NULL, &xdoc, &err) != SDICT_OK) { rc = fail(input, &err); goto done; }

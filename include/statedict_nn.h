@@ -7,7 +7,8 @@
    Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Sequential and
    user containers with named children);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
-   torch's missing/unexpected/size-mismatch reporting and its exact message text;
+   torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
+   torch's _IncompatibleKeys) and its exact message text;
  - forward passes in float32 on the CPU (OpenBLAS sgemm for Linear and Conv2d).
 
  Conventions (those of statedict.h, plus):
@@ -277,7 +278,12 @@ SDICT_API sdict_module *sdict_conv2d_new(int64_t in_channels, int64_t out_channe
  (affine); buffers running_mean, running_var, num_batches_tracked (int64 0-dim) when tracking.
  BatchNorm1d takes [N, C] or [N, C, L]; BatchNorm2d takes [N, C, H, W].
  Training: normalises with the batch mean and biased variance, then
- running = (1 - m) * running + m * batch (unbiased variance), num_batches_tracked += 1.
+ running = (1 - m) * running + m * batch (unbiased variance), num_batches_tracked += 1
+ (int64 two's complement, as torch's num_batches_tracked.add_(1): INT64_MAX + 1 wraps to
+ INT64_MIN, and momentum=None then uses the factor 1/INT64_MIN as torch does). With
+ momentum=None the factor is 1/num_batches_tracked after the increment; a loaded count of -1
+ makes it 1/0, which torch raises as ZeroDivisionError: forward then fails with
+ SDICT_E_INVALID_ARG (the count stays incremented, as torch's does).
  Eval with tracking: normalises with the running statistics.
 */
 SDICT_API sdict_module *sdict_batchnorm1d_new(int64_t num_features, double eps, double momentum,
@@ -336,35 +342,76 @@ SDICT_API sdict_status sdict_module_state_dict(const sdict_module *m, sdict_doc 
                                                bool keep_vars, sdict_value **out,
                                                sdict_error *err);
 
-/** Outcome of sdict_module_load_state_dict (torch's _IncompatibleKeys plus its message). */
+/**
+ One state_dict key whose tensor's shape differs from the module's (an entry of
+ sdict_load_result.size_mismatch). All pointers are owned by the result.
+*/
+typedef struct sdict_size_mismatch {
+    char *key;                  /**< dotted key ("fc.weight") */
+    int32_t checkpoint_ndim;    /**< rank of the state_dict's tensor */
+    int32_t model_ndim;         /**< rank of the module's parameter or buffer */
+    int64_t *checkpoint_shape;  /**< checkpoint_ndim sizes, outermost first; NULL for rank 0 */
+    int64_t *model_shape;       /**< model_ndim sizes, outermost first; NULL for rank 0 */
+} sdict_size_mismatch;
+
+/**
+ Outcome of sdict_module_load_state_dict: torch's _IncompatibleKeys (missing_keys,
+ unexpected_keys, in torch's order), the size-mismatched keys, and torch's RuntimeError text.
+ Every array and string is owned by the result and freed by sdict_load_result_free; a zeroed
+ struct is a valid empty result.
+*/
 typedef struct sdict_load_result {
-    size_t n_missing;     char **missing;     /**< dotted keys, owned */
-    size_t n_unexpected;  char **unexpected;  /**< dotted keys, owned */
+    size_t n_missing;     char **missing;     /**< dotted keys of the module absent from the
+                                                   state_dict, in state_dict() order */
+    size_t n_unexpected;  char **unexpected;  /**< dotted keys of the state_dict that name no
+                                                   parameter, buffer or child, module by module
+                                                   in pre-order, each in the state_dict's order */
     /** torch's RuntimeError text ("Error(s) in loading state_dict for Net:\n\t..."), or NULL
-        when loading succeeded. Owned. */
+        when loading succeeded. */
     char *message;
+    /** Keys whose shape differs from the module's, in state_dict() order: skipped (not copied)
+        under SDICT_LOAD_SD_SKIP_SIZE_MISMATCH, else each also has a "size mismatch" line in
+        message. */
+    size_t n_size_mismatch;
+    sdict_size_mismatch *size_mismatch;
 } sdict_load_result;
 
 /** Frees the arrays and strings of r and zeroes it. NULL-tolerant. */
 SDICT_API void sdict_load_result_free(sdict_load_result *r);
 
 /**
- Module.load_state_dict(state_dict, strict), torch 1.13 semantics:
+ Flag of sdict_module_load_state_dict_ex: a key whose tensor's shape differs from the
+ module's is skipped (the module keeps its current value) and listed in
+ result->size_mismatch instead of failing the load. It mirrors the common recipe
+ `sd = {k: v for k, v in sd.items() if v.shape == model_sd[k].shape};
+ model.load_state_dict(sd, strict=False)`, except that a skipped key is reported in
+ size_mismatch only, not as missing (the file has it), so strict still checks the other keys.
+*/
+#define SDICT_LOAD_SD_SKIP_SIZE_MISMATCH (1u << 0)
+
+/**
+ Module.load_state_dict(state_dict, strict), torch 1.13 semantics (unchanged up to 2.14):
  - state_dict is a dict value (OrderedDict or dict); its `_metadata` attribute, when present,
    gives per-module versions (BatchNorm synthesises num_batches_tracked = 0 when its version
    is missing or < 2, so old and plain-dict files load).
  - every parameter/buffer whose key is present is checked for shape (a 1-element 1-D tensor is
    accepted for a 0-dim one) and copied with dtype conversion (sdict_tensor_copy_to), even when
    other keys fail - as torch, the load is not atomic.
- - strict collects missing keys and unexpected keys (keys under a module's prefix whose first
-   component is neither a child nor a parameter/buffer); non-strict reports neither.
+ - missing keys and unexpected keys (keys under a module's prefix whose first component is
+   neither a child nor a parameter/buffer) are collected whatever strict says, as torch's
+   _IncompatibleKeys return value; only strict turns them into an error.
  On any problem returns an error and result->message holds torch's exact text: the header
  "Error(s) in loading state_dict for <type_name>:" then tab-indented lines
- 'Missing key(s) in state_dict: "a", "b". ', 'Unexpected key(s) in state_dict: "c". ',
- 'size mismatch for k: copying a param with shape torch.Size([5, 3]) from checkpoint, the
- shape in current model is torch.Size([2, 3]).' err->message gets the same, truncated.
- @param result  optional; filled in every case (free with sdict_load_result_free).
- @return SDICT_OK; SDICT_E_SHAPE if any size mismatch; else SDICT_E_INVALID_ARG for a
+ 'Missing key(s) in state_dict: "a", "b". ', 'Unexpected key(s) in state_dict: "c". ' (these
+ two with strict only), 'size mismatch for k: copying a param with shape torch.Size([5, 3])
+ from checkpoint, the shape in current model is torch.Size([2, 3]).' err->message gets the
+ same, truncated.
+ @param result  optional; filled in every case, errors included (free with
+                sdict_load_result_free): missing, unexpected and size_mismatch as described
+                above, message NULL on success. Left zeroed on SDICT_E_NOMEM, on a failed
+                dtype conversion and for a state_dict that is not a dict.
+ @return SDICT_OK (also for strict=false with missing or unexpected keys: read them from
+         result); SDICT_E_SHAPE if any size mismatch; else SDICT_E_INVALID_ARG for a
          non-tensor value or state_dict not a dict; else SDICT_E_NOT_FOUND for missing or
          unexpected keys (strict only); SDICT_E_DTYPE / SDICT_E_STORAGE from conversion;
          SDICT_E_NOMEM.
@@ -372,6 +419,18 @@ SDICT_API void sdict_load_result_free(sdict_load_result *r);
 SDICT_API sdict_status sdict_module_load_state_dict(sdict_module *m, const sdict_value *state_dict,
                                                     bool strict, sdict_load_result *result,
                                                     sdict_error *err);
+
+/**
+ sdict_module_load_state_dict with flags (0 or SDICT_LOAD_SD_SKIP_SIZE_MISMATCH; other bits
+ are refused with SDICT_E_INVALID_ARG). With SDICT_LOAD_SD_SKIP_SIZE_MISMATCH a shape
+ difference is no error: the key is not copied and is listed in result->size_mismatch with
+ both shapes. Errors and result otherwise as sdict_module_load_state_dict.
+*/
+SDICT_API sdict_status sdict_module_load_state_dict_ex(sdict_module *m,
+                                                       const sdict_value *state_dict,
+                                                       bool strict, unsigned flags,
+                                                       sdict_load_result *result,
+                                                       sdict_error *err);
 
 /**
  torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, prefix), returning

@@ -218,9 +218,19 @@ SDICT_API sdict_status sdict_optim_state_dict(const sdict_optim *o, sdict_doc *d
  are converted to float32; unlike torch, a state tensor whose element count differs from its
  parameter's is refused here rather than at the next step. All-or-nothing: on failure the
  optimizer is unchanged.
- Errors: SDICT_E_INVALID_ARG (layout or group sizes, a group key that is not a str, a group
- value of a kind it cannot keep), SDICT_E_LIMIT (an int past int64 in a group), SDICT_E_SHAPE,
- SDICT_E_DTYPE, SDICT_E_NOMEM.
+ Another optimizer family's state_dict is refused, naming both: a group with SGD's keys
+ (momentum, dampening, nesterov) or a parameter state with momentum_buffer loaded into Adam or
+ AdamW, or a group with Adam's keys (betas, eps, amsgrad) or a state with step, exp_avg,
+ exp_avg_sq or max_exp_avg_sq loaded into SGD ("cannot load an optimizer state_dict written by
+ Adam into SGD: param_groups[0] has 'betas'"; the writer is told apart as Adam or AdamW by
+ 2.14's decoupled_weight_decay, else by the key order 1.13 and 2.6 write, else named "Adam or
+ AdamW"). torch does not check this: torch 1.13 and 2.14 load Adam's state into SGD and fail
+ only at step() with KeyError: 'momentum', and fail loading SGD's into Adam with KeyError:
+ 'step' (an SGD state_dict without per-parameter state loads, and step() fails). Adam and AdamW states load into each
+ other, as in torch (AdamW keeps decoupled weight decay).
+ Errors: SDICT_E_INVALID_ARG (another optimizer's state_dict, layout or group sizes, a group
+ key that is not a str, a group value of a kind it cannot keep), SDICT_E_LIMIT (an int past
+ int64 in a group), SDICT_E_SHAPE, SDICT_E_DTYPE, SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd,
                                                    sdict_error *err);

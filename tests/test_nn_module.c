@@ -217,10 +217,18 @@ static void test_load_errors(void **state) {
     assert_int_equal(res.n_unexpected, 2);
     assert_string_equal(err.message, res.message);
     sdict_load_result_free(&res);
-    /* non-strict: neither reported, the present key still loads */
+    /* non-strict: no error, but both lists are returned as torch's _IncompatibleKeys */
     assert_int_equal(sdict_module_load_state_dict(net, sd, false, &res, NULL), SDICT_OK);
-    assert_int_equal(res.n_missing + res.n_unexpected, 0);
+    assert_null(res.message);
+    assert_int_equal(res.n_missing, 1);
+    assert_string_equal(res.missing[0], "fc.bias");
+    assert_int_equal(res.n_unexpected, 2);
+    assert_string_equal(res.unexpected[0], "other");
+    assert_string_equal(res.unexpected[1], "fc.extra");
+    assert_int_equal(res.n_size_mismatch, 0);
     sdict_load_result_free(&res);
+    assert_null(res.missing);
+    assert_int_equal(res.n_unexpected, 0);
 
     /* size mismatch is reported even with strict=false; the other key is still copied */
     sd = sdict_dict_new(doc, true);
@@ -232,6 +240,8 @@ static void test_load_errors(void **state) {
                         "size mismatch for fc.weight: copying a param with shape "
                         "torch.Size([5, 3]) from checkpoint, the shape in current model is "
                         "torch.Size([2, 3]).");
+    assert_int_equal(res.n_size_mismatch, 1);
+    assert_string_equal(res.size_mismatch[0].key, "fc.weight");
     sdict_load_result_free(&res);
     assert_int_equal(sdict_module_load_state_dict(net, sdict_int_new(doc, 3), true, &res, &err),
                      SDICT_E_INVALID_ARG);
@@ -287,6 +297,175 @@ static void test_batchnorm_version_rule(void **state) {
     sdict_load_result_free(&res);
     sdict_doc_free(doc);
     sdict_module_free(bn);
+}
+
+/* SDICT_LOAD_SD_SKIP_SIZE_MISMATCH: mis-shaped keys are skipped, listed with both shapes, and
+   strict still checks the rest. */
+static void test_skip_size_mismatch(void **state) {
+    (void)state;
+    sdict_module *net = small_net();
+    set_values(net, 1.0f);
+    sdict_doc *doc;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_value *sd;
+    assert_int_equal(sdict_module_state_dict(net, doc, false, &sd, NULL), SDICT_OK);
+    /* a fresh copy of the values in another module, then one key of the wrong shape */
+    sdict_module *dst = small_net();
+    set_values(dst, 50.0f);
+    int64_t bad[3] = {2, 3, 1}, hs[2] = {1, 2};
+    sdict_value *copy = sdict_dict_new(doc, true);
+    for (size_t i = 0; i < NKEYS; i++)
+        sdict_dict_set_str(copy, KEYS[i], strcmp(KEYS[i], "fc.weight") == 0
+                                              ? f64_tensor(doc, 3, bad)
+                                              : sdict_dict_get(sd, KEYS[i]));
+    sdict_load_result res;
+    sdict_error err;
+    assert_int_equal(sdict_module_load_state_dict_ex(dst, copy, true, SDICT_LOAD_SD_SKIP_SIZE_MISMATCH,
+                                                     &res, &err), SDICT_OK);
+    assert_null(res.message);
+    assert_int_equal(res.n_missing + res.n_unexpected, 0);
+    assert_int_equal(res.n_size_mismatch, 1);
+    const sdict_size_mismatch *mm = &res.size_mismatch[0];
+    assert_string_equal(mm->key, "fc.weight");
+    assert_int_equal(mm->checkpoint_ndim, 3);
+    assert_int_equal(mm->checkpoint_shape[0], 2);
+    assert_int_equal(mm->checkpoint_shape[1], 3);
+    assert_int_equal(mm->checkpoint_shape[2], 1);
+    assert_int_equal(mm->model_ndim, 2);
+    assert_int_equal(mm->model_shape[0], 2);
+    assert_int_equal(mm->model_shape[1], 3);
+    sdict_load_result_free(&res);
+    assert_int_equal(res.n_size_mismatch, 0);
+    /* the skipped key kept dst's value; the others came from the file */
+    const float *w = sdict_storage_data(sdict_module_tensor(dst, "fc.weight")->value.storage);
+    assert_true(w[1] == 50.0f + 0.01f);
+    const float *b = sdict_storage_data(sdict_module_tensor(dst, "fc.bias")->value.storage);
+    assert_true(b[1] == 1.0f + 1.0f + 0.01f);
+    assert_int_equal(*(int64_t *)sdict_storage_data(
+                         sdict_module_tensor(dst, "block.1.num_batches_tracked")->value.storage), 1);
+
+    /* a mis-shaped 0-dim buffer and a missing key: strict fails on the missing key only */
+    sdict_dict_set_str(copy, "block.1.num_batches_tracked", f64_tensor(doc, 2, hs));
+    sdict_value *less = sdict_dict_new(doc, true);
+    for (size_t i = 0; i + 1 < NKEYS; i++)
+        sdict_dict_set_str(less, KEYS[i], sdict_dict_get(copy, KEYS[i]));
+    assert_int_equal(sdict_module_load_state_dict_ex(dst, less, true, SDICT_LOAD_SD_SKIP_SIZE_MISMATCH,
+                                                     &res, &err), SDICT_E_NOT_FOUND);
+    assert_string_equal(res.message, "Error(s) in loading state_dict for Net:\n\t"
+                                     "Missing key(s) in state_dict: \"head.weight\". ");
+    assert_int_equal(res.n_size_mismatch, 2);
+    assert_string_equal(res.size_mismatch[0].key, "fc.weight");
+    assert_string_equal(res.size_mismatch[1].key, "block.1.num_batches_tracked");
+    assert_int_equal(res.size_mismatch[1].model_ndim, 0);
+    assert_null(res.size_mismatch[1].model_shape);
+    assert_int_equal(res.size_mismatch[1].checkpoint_shape[1], 2);
+    sdict_load_result_free(&res);
+    /* the same non-strict: OK, missing still reported */
+    assert_int_equal(sdict_module_load_state_dict_ex(dst, less, false,
+                                                     SDICT_LOAD_SD_SKIP_SIZE_MISMATCH, &res,
+                                                     &err), SDICT_OK);
+    assert_int_equal(res.n_missing, 1);
+    assert_string_equal(res.missing[0], "head.weight");
+    assert_int_equal(res.n_size_mismatch, 2);
+    sdict_load_result_free(&res);
+    /* without the flag the mismatches fail the load as torch does, listed as well */
+    assert_int_equal(sdict_module_load_state_dict(dst, less, false, &res, &err), SDICT_E_SHAPE);
+    assert_int_equal(res.n_size_mismatch, 2);
+    assert_non_null(strstr(res.message, "size mismatch for block.1.num_batches_tracked: copying a "
+                                        "param with shape torch.Size([1, 2]) from checkpoint"));
+    sdict_load_result_free(&res);
+    /* unknown flags are refused */
+    assert_int_equal(sdict_module_load_state_dict_ex(dst, less, false, 0x10u, &res, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_null(res.size_mismatch);
+    sdict_doc_free(doc);
+    sdict_module_free(dst);
+    sdict_module_free(net);
+}
+
+/* Unexpected keys in nested modules: module by module in pre-order, prefix + "_extra_state"
+   first in its module (torch's _load_from_state_dict), the rest in the state_dict's order. */
+static void test_unexpected_order(void **state) {
+    (void)state;
+    sdict_module *net = small_net();
+    sdict_doc *doc;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_value *sd;
+    assert_int_equal(sdict_module_state_dict(net, doc, false, &sd, NULL), SDICT_OK);
+    int64_t one = 1;
+    sdict_value *x = f64_tensor(doc, 1, &one);
+    sdict_value *d = sdict_dict_new(doc, true);
+    const char *extra[] = {"block.1.zz", "head.weight.sub", "block.2.weight", "block.1._extra_state",
+                           "zz", "_extra_state", "fc.a.b"};
+    for (size_t i = 0; i < 7; i++) sdict_dict_set_str(d, extra[i], x);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(KEYS[i], "block.0.bias") != 0 && strcmp(KEYS[i], "head.weight") != 0)
+            sdict_dict_set_str(d, KEYS[i], sdict_dict_get(sd, KEYS[i]));
+    sdict_load_result res;
+    assert_int_equal(sdict_module_load_state_dict(net, d, false, &res, NULL), SDICT_OK);
+    /* "head.weight.sub": its first component below head is the parameter, so torch does not
+       report it (and head.weight itself is missing) */
+    const char *want_unexpected[] = {"_extra_state", "zz", "fc.a.b", "block.2.weight",
+                                     "block.1._extra_state", "block.1.zz"};
+    assert_int_equal(res.n_unexpected, 6);
+    for (size_t i = 0; i < 6; i++) assert_string_equal(res.unexpected[i], want_unexpected[i]);
+    assert_int_equal(res.n_missing, 2);
+    assert_string_equal(res.missing[0], "block.0.bias");
+    assert_string_equal(res.missing[1], "head.weight");
+    sdict_load_result_free(&res);
+    sdict_doc_free(doc);
+    sdict_module_free(net);
+}
+
+/* num_batches_tracked at INT64_MAX wraps to INT64_MIN as torch's add_(1) (no signed overflow:
+   this runs under UBSan); momentum=None then divides by it, and by 0 after -1 it fails as
+   torch's ZeroDivisionError. */
+static void test_num_batches_tracked_wrap(void **state) {
+    (void)state;
+    for (int none = 0; none < 2; none++) {
+        sdict_module *bn = sdict_batchnorm1d_new(2, 1e-5, none ? -1.0 : 0.1, true, true);
+        int64_t *nbt = sdict_storage_data(sdict_module_tensor(bn, "num_batches_tracked")->value.storage);
+        float *rm = sdict_storage_data(sdict_module_tensor(bn, "running_mean")->value.storage);
+        *nbt = INT64_MAX;
+        sdict_act x, y;
+        int64_t shape[2] = {2, 2};
+        assert_int_equal(sdict_act_init(&x, SDICT_FLOAT32, 2, shape, NULL), SDICT_OK);
+        float *xd = sdict_act_f32(&x);
+        xd[0] = 1.0f; xd[1] = 2.0f; xd[2] = 3.0f; xd[3] = 6.0f;   /* batch means 2 and 4 */
+        assert_int_equal(sdict_module_forward(bn, &x, &y, NULL), SDICT_OK);
+        assert_true(*nbt == INT64_MIN);
+        if (none) {
+            /* factor 1/INT64_MIN: running_mean = (1 - f) * 0 + f * mean, about -2.2e-19 */
+            assert_float_equal(rm[0], 2.0 / (double)INT64_MIN, 1e-25);
+            assert_true(rm[1] < 0.0f && rm[1] > -1e-18f);
+        } else {
+            assert_float_equal(rm[0], 0.2, 1e-6);
+            assert_float_equal(rm[1], 0.4, 1e-6);
+        }
+        sdict_act_free(&y);
+        assert_int_equal(sdict_module_forward(bn, &x, &y, NULL), SDICT_OK);
+        assert_true(*nbt == INT64_MIN + 1);
+        sdict_act_free(&y);
+        *nbt = -1;
+        sdict_error err;
+        sdict_status st = sdict_module_forward(bn, &x, &y, &err);
+        assert_int_equal(*nbt, 0);
+        if (none) {
+            assert_int_equal(st, SDICT_E_INVALID_ARG);
+            assert_non_null(strstr(err.message, "float division by zero"));
+            assert_null(y.data);
+        } else {
+            assert_int_equal(st, SDICT_OK);
+            sdict_act_free(&y);
+        }
+        /* eval mode never counts */
+        sdict_module_eval(bn);
+        assert_int_equal(sdict_module_forward(bn, &x, &y, NULL), SDICT_OK);
+        assert_int_equal(*nbt, 0);
+        sdict_act_free(&y);
+        sdict_act_free(&x);
+        sdict_module_free(bn);
+    }
 }
 
 static void test_consume_prefix(void **state) {
@@ -394,6 +573,9 @@ int main(void) {
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_batchnorm_version_rule),
         cmocka_unit_test(test_consume_prefix),
+        cmocka_unit_test(test_skip_size_mismatch),
+        cmocka_unit_test(test_unexpected_order),
+        cmocka_unit_test(test_num_batches_tracked_wrap),
         cmocka_unit_test(test_rank_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -611,6 +611,94 @@ static void test_load_errors(void **state) {
     sdict_doc_free(doc);
 }
 
+/* Another optimizer family's state_dict is refused naming both, and changes nothing. */
+static void test_refuse_other_kind(void **state) {
+    (void)state;
+    fixture fa, fs, fw;
+    sdict_optim_hparams ha = sdict_optim_defaults(SDICT_OPTIM_ADAM);
+    sdict_optim_hparams hs = sdict_optim_defaults(SDICT_OPTIM_SGD);
+    sdict_optim_hparams hw = sdict_optim_defaults(SDICT_OPTIM_ADAMW);
+    hs.momentum = 0.9;
+    sdict_optim *adam = make(SDICT_OPTIM_ADAM, &ha, &fa);
+    sdict_optim *sgd = make(SDICT_OPTIM_SGD, &hs, &fs);
+    sdict_optim *adamw = make(SDICT_OPTIM_ADAMW, &hw, &fw);
+    sdict_error err;
+    /* before any step: the groups alone tell (1.13 layout: Adam writes maximize first) */
+    sdict_doc *a0 = round_trip(adam), *s0 = round_trip(sgd), *w0 = round_trip(adamw);
+    assert_int_equal(sdict_optim_load_state_dict(sgd, sdict_doc_root(a0), &err), SDICT_E_INVALID_ARG);
+    assert_string_equal(err.message, "cannot load an optimizer state_dict written by Adam into "
+                                     "SGD: param_groups[0] has 'betas'");
+    assert_int_equal(sdict_optim_load_state_dict(sgd, sdict_doc_root(w0), &err), SDICT_E_INVALID_ARG);
+    assert_string_equal(err.message, "cannot load an optimizer state_dict written by AdamW into "
+                                     "SGD: param_groups[0] has 'betas'");
+    assert_int_equal(sdict_optim_load_state_dict(adam, sdict_doc_root(s0), &err), SDICT_E_INVALID_ARG);
+    assert_string_equal(err.message, "cannot load an optimizer state_dict written by SGD into "
+                                     "Adam: param_groups[0] has 'momentum'");
+    assert_int_equal(sdict_optim_load_state_dict(adamw, sdict_doc_root(s0), &err), SDICT_E_INVALID_ARG);
+    assert_string_equal(err.message, "cannot load an optimizer state_dict written by SGD into "
+                                     "AdamW: param_groups[0] has 'momentum'");
+    /* Adam and AdamW take each other's, as torch */
+    assert_int_equal(sdict_optim_load_state_dict(adamw, sdict_doc_root(a0), &err), SDICT_OK);
+    assert_int_equal(sdict_optim_load_state_dict(adam, sdict_doc_root(w0), &err), SDICT_OK);
+    sdict_doc_free(a0);
+    sdict_doc_free(s0);
+    sdict_doc_free(w0);
+
+    /* after a step, with the hyperparameter keys removed: the per-parameter state tells
+       (a fresh Adam: the one above now keeps AdamW's loaded group, key order included) */
+    sdict_optim_free(adam);
+    adam = make(SDICT_OPTIM_ADAM, &ha, &fa);
+    set_grads(&fa, 0.5f, -0.5f);
+    set_grads(&fs, 0.5f, -0.5f);
+    sdict_optim_step(adam, NULL);
+    sdict_optim_step(sgd, NULL);
+    a0 = round_trip(adam);
+    s0 = round_trip(sgd);
+    const char *adam_keys[] = {"betas", "eps", "amsgrad"};
+    const char *sgd_keys[] = {"momentum", "dampening", "nesterov"};
+    sdict_value *ga = sdict_seq_item(sdict_dict_get(sdict_doc_root(a0), "param_groups"), 0);
+    sdict_value *gs = sdict_seq_item(sdict_dict_get(sdict_doc_root(s0), "param_groups"), 0);
+    sdict_value *ga2 = sdict_dict_new(a0, false), *gs2 = sdict_dict_new(s0, false);
+    for (size_t j = 0; j < sdict_dict_len(ga); j++) {
+        const char *k = sdict_str_get(sdict_dict_key(ga, j), NULL);
+        bool drop = false;
+        for (int i = 0; i < 3; i++) drop |= strcmp(k, adam_keys[i]) == 0;
+        if (!drop) sdict_dict_set(ga2, sdict_dict_key(ga, j), sdict_dict_val(ga, j));
+    }
+    for (size_t j = 0; j < sdict_dict_len(gs); j++) {
+        const char *k = sdict_str_get(sdict_dict_key(gs, j), NULL);
+        bool drop = false;
+        for (int i = 0; i < 3; i++) drop |= strcmp(k, sgd_keys[i]) == 0;
+        if (!drop) sdict_dict_set(gs2, sdict_dict_key(gs, j), sdict_dict_val(gs, j));
+    }
+    sdict_value *la = sdict_list_new(a0), *ls = sdict_list_new(s0);
+    assert_int_equal(sdict_seq_append(la, ga2), SDICT_OK);
+    assert_int_equal(sdict_seq_append(ls, gs2), SDICT_OK);
+    assert_int_equal(sdict_dict_set_str(sdict_doc_root(a0), "param_groups", la), SDICT_OK);
+    assert_int_equal(sdict_dict_set_str(sdict_doc_root(s0), "param_groups", ls), SDICT_OK);
+    float before[2] = {fs.p0[0], fs.p0[1]};
+    assert_int_equal(sdict_optim_load_state_dict(sgd, sdict_doc_root(a0), &err), SDICT_E_INVALID_ARG);
+    assert_string_equal(err.message, "cannot load an optimizer state_dict written by Adam into "
+                                     "SGD: state[0] has 'exp_avg'");
+    assert_int_equal(sdict_optim_load_state_dict(adam, sdict_doc_root(s0), &err), SDICT_E_INVALID_ARG);
+    assert_string_equal(err.message, "cannot load an optimizer state_dict written by SGD into "
+                                     "Adam: state[0] has 'momentum_buffer'");
+    /* nothing changed: the refused optimizer still has its own hyperparameters and state */
+    assert_float_equal(sdict_optim_group(sgd, 0)->momentum, 0.9, 0);
+    sdict_doc *cur = round_trip(sgd);
+    assert_non_null(sdict_dict_get(sdict_dict_get_int(sdict_dict_get(sdict_doc_root(cur), "state"), 0),
+                                   "momentum_buffer"));
+    sdict_doc_free(cur);
+    set_grads(&fs, 0.0f, 0.0f);
+    sdict_optim_step(sgd, NULL);   /* momentum keeps moving the weights */
+    assert_true(fs.p0[0] != before[0] && fs.p0[1] != before[1]);
+    sdict_doc_free(a0);
+    sdict_doc_free(s0);
+    sdict_optim_free(adam);
+    sdict_optim_free(sgd);
+    sdict_optim_free(adamw);
+}
+
 static void test_checkpoint_helpers(void **state) {
     (void)state;
     sdict_doc *doc;
@@ -641,6 +729,7 @@ int main(void) {
         cmocka_unit_test(test_state_dict_layout), cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_load_2x_layout),    cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_checkpoint_helpers), cmocka_unit_test(test_layouts_and_kept_keys),
+        cmocka_unit_test(test_refuse_other_kind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -288,7 +289,17 @@ static sdict_status batchnorm_forward(sdict_module *m, const sdict_act *x, sdict
     double factor = c->momentum;
     if (m->training && nbt) {
         int64_t *cnt = sdict_storage_data(nbt->value.storage);
-        *cnt += 1;
+        /* torch's num_batches_tracked.add_(1) wraps in int64 two's complement; C's signed
+           overflow is undefined, so the wrap is spelled out. */
+        *cnt = *cnt == INT64_MAX ? INT64_MIN : *cnt + 1;
+        if (c->momentum_none && *cnt == 0) {
+            /* a loaded count of -1: torch's 1.0 / float(0) raises ZeroDivisionError */
+            sdict_act_free(y);
+            for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: float division by zero "
+                                 "(momentum=None and num_batches_tracked is 0 after the "
+                                 "increment)", m->type_name);
+        }
         if (c->momentum_none) factor = 1.0 / (double)*cnt;
     }
     const float *X = x->data;

@@ -428,11 +428,64 @@ static void kl_free(keylist *k) {
     memset(k, 0, sizeof *k);
 }
 
+/* Growable array of size-mismatch records. */
+typedef struct mismatchlist {
+    sdict_size_mismatch *items;
+    size_t n;
+    bool oom;
+} mismatchlist;
+
+static int64_t *dup_shape(const int64_t *shape, int32_t ndim, bool *oom) {
+    if (ndim <= 0) return NULL;
+    int64_t *p = malloc((size_t)ndim * sizeof *p);
+    if (!p) *oom = true;
+    else memcpy(p, shape, (size_t)ndim * sizeof *p);
+    return p;
+}
+
+static void ml_add(mismatchlist *l, const char *key, const sdict_tensor *in,
+                   const sdict_tensor *cur) {
+    if (l->oom) return;
+    sdict_size_mismatch *p = realloc(l->items, (l->n + 1) * sizeof *p);
+    if (!p) {
+        l->oom = true;
+        return;
+    }
+    l->items = p;
+    sdict_size_mismatch e;
+    memset(&e, 0, sizeof e);
+    bool oom = false;
+    e.key = dup_str(key);
+    e.checkpoint_ndim = in->ndim;
+    e.model_ndim = cur->ndim;
+    e.checkpoint_shape = dup_shape(in->shape, in->ndim, &oom);
+    e.model_shape = dup_shape(cur->shape, cur->ndim, &oom);
+    if (!e.key || oom) {
+        free(e.key);
+        free(e.checkpoint_shape);
+        free(e.model_shape);
+        l->oom = true;
+        return;
+    }
+    l->items[l->n++] = e;
+}
+
+static void mismatch_free(sdict_size_mismatch *items, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(items[i].key);
+        free(items[i].checkpoint_shape);
+        free(items[i].model_shape);
+    }
+    free(items);
+}
+
 typedef struct load_ctx {
     const sdict_value *sd;
     const sdict_value *meta;   /* the _metadata OrderedDict or NULL */
     bool strict;
+    bool skip_mismatch;        /* SDICT_LOAD_SD_SKIP_SIZE_MISMATCH */
     keylist missing, unexpected;
+    mismatchlist mismatch;
     strbuf msgs;               /* error_msgs joined by "\n\t", in torch's order */
     size_t n_msgs;
     sdict_status worst;        /* first-class status of the messages collected */
@@ -477,7 +530,9 @@ static const char *py_type_repr(const sdict_value *v) {
 static void load_one(load_ctx *c, const char *key, sdict_named_tensor *nt, sdict_error *err) {
     const sdict_value *v = sdict_dict_get(c->sd, key);
     if (!v) {
-        if (c->strict) kl_add(&c->missing, key);
+        /* torch passes strict=True to every _load_from_state_dict and decides only at the
+           end whether the lists are an error, so they are collected in both modes. */
+        kl_add(&c->missing, key);
         return;
     }
     const sdict_tensor *in = sdict_value_tensor(v);
@@ -500,6 +555,8 @@ static void load_one(load_ctx *c, const char *key, sdict_named_tensor *nt, sdict
                  (in->ndim == 0 ||
                   memcmp(in->shape, cur->shape, sizeof(int64_t) * (size_t)in->ndim) == 0));
     if (!same) {
+        ml_add(&c->mismatch, key, in, cur);
+        if (c->skip_mismatch) return;
         strbuf b = {0};
         sb_puts(&b, "size mismatch for ");
         sb_puts(&b, key);
@@ -581,13 +638,24 @@ static void load_rec(load_ctx *c, sdict_module *m, strbuf *prefix, sdict_error *
             prefix->p[plen] = '\0';
         }
     }
-    if (c->strict) {
+    {
+        /* torch: no module here has extra state, so prefix + "_extra_state" is reported
+           first, then every other key under the prefix that names nothing local. */
         size_t n = sdict_dict_len(c->sd);
+        sb_puts(prefix, "_extra_state");
+        if (prefix->oom) {
+            c->fatal = SDICT_E_NOMEM;
+            return;
+        }
+        if (sdict_dict_get(c->sd, prefix->p)) kl_add(&c->unexpected, prefix->p);
+        prefix->len = plen;
+        prefix->p[plen] = '\0';
         for (size_t i = 0; i < n; i++) {
             size_t klen = 0;
             const char *k = sdict_str_get(sdict_dict_key(c->sd, i), &klen);
             if (!k || klen < plen || memcmp(k, prefix->p, plen) != 0) continue;
             const char *rest = k + plen;
+            if (strcmp(rest, "_extra_state") == 0) continue;
             const char *dot = strchr(rest, '.');
             size_t len = dot ? (size_t)(dot - rest) : strlen(rest);
             if (!local_has(m, rest, len)) kl_add(&c->unexpected, k);
@@ -613,6 +681,7 @@ void sdict_load_result_free(sdict_load_result *r) {
     free(r->missing);
     free(r->unexpected);
     free(r->message);
+    mismatch_free(r->size_mismatch, r->n_size_mismatch);
     memset(r, 0, sizeof *r);
 }
 
@@ -630,7 +699,16 @@ static void quoted_list(strbuf *b, const char *head, const keylist *k) {
 sdict_status sdict_module_load_state_dict(sdict_module *m, const sdict_value *state_dict,
                                           bool strict, sdict_load_result *result,
                                           sdict_error *err) {
+    return sdict_module_load_state_dict_ex(m, state_dict, strict, 0, result, err);
+}
+
+sdict_status sdict_module_load_state_dict_ex(sdict_module *m, const sdict_value *state_dict,
+                                             bool strict, unsigned flags,
+                                             sdict_load_result *result, sdict_error *err) {
     if (result) memset(result, 0, sizeof *result);
+    if (flags & ~SDICT_LOAD_SD_SKIP_SIZE_MISMATCH)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "load_state_dict: unknown flags 0x%x",
+                             flags & ~SDICT_LOAD_SD_SKIP_SIZE_MISMATCH);
     if (!m || sdict_value_kind(state_dict) != SDICT_KIND_DICT)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG,
                              "load_state_dict: expected a dict, got %s",
@@ -639,6 +717,7 @@ sdict_status sdict_module_load_state_dict(sdict_module *m, const sdict_value *st
     memset(&c, 0, sizeof c);
     c.sd = state_dict;
     c.strict = strict;
+    c.skip_mismatch = (flags & SDICT_LOAD_SD_SKIP_SIZE_MISMATCH) != 0;
     const sdict_value *attrs = sdict_dict_attrs(state_dict);
     c.meta = attrs ? sdict_dict_get(attrs, "_metadata") : NULL;
     if (c.meta && sdict_value_kind(c.meta) != SDICT_KIND_DICT) c.meta = NULL;
@@ -648,21 +727,23 @@ sdict_status sdict_module_load_state_dict(sdict_module *m, const sdict_value *st
     if (prefix.oom) c.fatal = SDICT_E_NOMEM;
     else load_rec(&c, m, &prefix, err);
     free(prefix.p);
-    if (c.missing.oom || c.unexpected.oom || c.msgs.oom) c.fatal = SDICT_E_NOMEM;
+    if (c.missing.oom || c.unexpected.oom || c.msgs.oom || c.mismatch.oom)
+        c.fatal = SDICT_E_NOMEM;
 
     sdict_status st = c.fatal;
     strbuf full = {0};
-    if (st == SDICT_OK && (c.n_msgs || c.missing.n || c.unexpected.n)) {
+    bool key_errors = strict && (c.missing.n || c.unexpected.n);
+    if (st == SDICT_OK && (c.n_msgs || key_errors)) {
         /* torch inserts "Unexpected" then "Missing" at index 0, so Missing comes first. */
         sb_puts(&full, "Error(s) in loading state_dict for ");
         sb_puts(&full, m->type_name);
         sb_puts(&full, ":\n\t");
         bool first = true;
-        if (c.missing.n) {
+        if (strict && c.missing.n) {
             quoted_list(&full, "Missing key(s) in state_dict: ", &c.missing);
             first = false;
         }
-        if (c.unexpected.n) {
+        if (strict && c.unexpected.n) {
             if (!first) sb_puts(&full, "\n\t");
             quoted_list(&full, "Unexpected key(s) in state_dict: ", &c.unexpected);
             first = false;
@@ -686,11 +767,15 @@ sdict_status sdict_module_load_state_dict(sdict_module *m, const sdict_value *st
         result->unexpected = c.unexpected.items;
         result->n_unexpected = c.unexpected.n;
         result->message = full.p;
+        result->size_mismatch = c.mismatch.items;
+        result->n_size_mismatch = c.mismatch.n;
         memset(&c.missing, 0, sizeof c.missing);
         memset(&c.unexpected, 0, sizeof c.unexpected);
+        memset(&c.mismatch, 0, sizeof c.mismatch);
         full.p = NULL;
     }
     free(full.p);
+    mismatch_free(c.mismatch.items, c.mismatch.n);
     free(c.msgs.p);
     kl_free(&c.missing);
     kl_free(&c.unexpected);

@@ -784,6 +784,78 @@ static sdict_optim_layout detect_layout(sdict_optim_kind kind, const sdict_value
     return SDICT_OPTIM_LAYOUT_TORCH_1_13;
 }
 
+static const char *kind_name(sdict_optim_kind kind) {
+    return kind == SDICT_OPTIM_SGD ? "SGD" : kind == SDICT_OPTIM_ADAM ? "Adam" : "AdamW";
+}
+
+/* Index of key among g's keys, or -1. */
+static long key_index(const sdict_value *g, const char *key) {
+    for (size_t j = 0; j < sdict_dict_len(g); j++) {
+        const char *k = sdict_str_get(sdict_dict_key(g, j), NULL);
+        if (k && strcmp(k, key) == 0) return (long)j;
+    }
+    return -1;
+}
+
+/* The first key of names that d has, or NULL. */
+static const char *first_key_of(const sdict_value *d, const char *const *names) {
+    if (sdict_value_kind(d) != SDICT_KIND_DICT) return NULL;
+    for (const char *const *n = names; *n; n++)
+        if (sdict_dict_get(d, *n)) return *n;
+    return NULL;
+}
+
+/* Which Adam-family optimizer wrote group g: 2.14's decoupled_weight_decay tells it; before
+   2.14 the key order does (Adam writes maximize before foreach, AdamW foreach first). */
+static const char *adam_family_name(const sdict_value *g) {
+    const sdict_value *d = sdict_value_kind(g) == SDICT_KIND_DICT
+                               ? sdict_dict_get(g, "decoupled_weight_decay") : NULL;
+    if (d && sdict_value_kind(d) == SDICT_KIND_BOOL) return sdict_bool_get(d) ? "AdamW" : "Adam";
+    long mi = sdict_value_kind(g) == SDICT_KIND_DICT ? key_index(g, "maximize") : -1;
+    long fi = sdict_value_kind(g) == SDICT_KIND_DICT ? key_index(g, "foreach") : -1;
+    if (mi >= 0 && fi >= 0) return mi < fi ? "Adam" : "AdamW";
+    return "Adam or AdamW";
+}
+
+/* Refuses the state_dict of the other optimizer family: SGD's groups hold momentum,
+   dampening and nesterov and its per-parameter state momentum_buffer; Adam's and AdamW's
+   groups hold betas, eps and amsgrad and their state step, exp_avg, exp_avg_sq and
+   max_exp_avg_sq. Any key of the other family is enough. */
+static sdict_status check_kind(const sdict_optim *o, const sdict_value *groups,
+                               const sdict_value *state, sdict_error *err) {
+    static const char *const sgd_group[] = {"momentum", "dampening", "nesterov", NULL};
+    static const char *const adam_group[] = {"betas", "eps", "amsgrad", NULL};
+    static const char *const sgd_state[] = {"momentum_buffer", NULL};
+    static const char *const adam_state[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step",
+                                             NULL};
+    bool into_sgd = o->kind == SDICT_OPTIM_SGD;
+    const char *const *fg = into_sgd ? adam_group : sgd_group;
+    const char *const *fs = into_sgd ? adam_state : sgd_state;
+    const sdict_value *g0 = sdict_seq_len(groups) ? sdict_seq_item(groups, 0) : NULL;
+    const char *from = into_sgd ? adam_family_name(g0) : "SGD";
+    for (size_t g = 0; g < sdict_seq_len(groups); g++) {
+        const char *k = first_key_of(sdict_seq_item(groups, g), fg);
+        if (k)
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "cannot load an optimizer state_dict "
+                                 "written by %s into %s: param_groups[%zu] has '%s'", from,
+                                 kind_name(o->kind), g, k);
+    }
+    for (size_t j = 0; j < sdict_dict_len(state); j++) {
+        const char *k = first_key_of(sdict_dict_val(state, j), fs);
+        if (!k) continue;
+        int64_t key = 0;
+        const sdict_value *kv = sdict_dict_key(state, j);
+        if (sdict_value_kind(kv) == SDICT_KIND_INT && sdict_int_get(kv, &key) == SDICT_OK)
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "cannot load an optimizer state_dict "
+                                 "written by %s into %s: state[%lld] has '%s'", from,
+                                 kind_name(o->kind), (long long)key, k);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "cannot load an optimizer state_dict "
+                             "written by %s into %s: its state has '%s'", from, kind_name(o->kind),
+                             k);
+    }
+    return SDICT_OK;
+}
+
 sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd, sdict_error *err) {
     if (!o || !sd) return sdict_nn__err(err, SDICT_E_INVALID_ARG, "optim: NULL argument");
     if (sdict_value_kind(sd) != SDICT_KIND_DICT)
@@ -796,6 +868,7 @@ sdict_status sdict_optim_load_state_dict(sdict_optim *o, const sdict_value *sd, 
                              "optimizer state_dict has no 'param_groups' list");
     if (!state || sdict_value_kind(state) != SDICT_KIND_DICT)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "optimizer state_dict has no 'state' dict");
+    TRY(check_kind(o, groups, state, err));
     if (sdict_seq_len(groups) != o->n_groups)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG,
                              "loaded state dict has a different number of parameter groups");
