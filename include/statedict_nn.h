@@ -397,9 +397,13 @@ SDICT_API void sdict_load_result_free(sdict_load_result *r);
  - every parameter/buffer whose key is present is checked for shape (a 1-element 1-D tensor is
    accepted for a 0-dim one) and copied with dtype conversion (sdict_tensor_copy_to), even when
    other keys fail - as torch, the load is not atomic.
- - missing keys and unexpected keys (keys under a module's prefix whose first component is
-   neither a child nor a parameter/buffer) are collected whatever strict says, as torch's
-   _IncompatibleKeys return value; only strict turns them into an error.
+ - missing keys and unexpected keys are collected whatever strict says, as torch's
+   _IncompatibleKeys return value; only strict turns them into an error. A key under a
+   module's prefix is unexpected when its rest has one component that is no parameter or
+   persistent buffer of that module, or more components whose first is no child of it, or is
+   "_extra_state" (reported first for its module: no module here has extra state). That is
+   torch 2.x's rule (2.6 and 2.14 checked); torch 1.13 accepted a parameter, buffer or child
+   name for both, so it did not report keys such as "fc.weight.sub" or a bare "fc".
  On any problem returns an error and result->message holds torch's exact text: the header
  "Error(s) in loading state_dict for <type_name>:" then tab-indented lines
  'Missing key(s) in state_dict: "a", "b". ', 'Unexpected key(s) in state_dict: "c". ' (these

@@ -579,7 +579,8 @@ static void load_one(load_ctx *c, const char *key, sdict_named_tensor *nt, sdict
     if (st != SDICT_OK && c->fatal == SDICT_OK) c->fatal = st;
 }
 
-static bool local_has(const sdict_module *m, const char *name, size_t len) {
+/* A parameter or persistent buffer of m itself (torch's local_state) named name[0..len). */
+static bool local_tensor_has(const sdict_module *m, const char *name, size_t len) {
     for (size_t i = 0; i < m->n_params; i++)
         if (strlen(m->params[i].name) == len && memcmp(m->params[i].name, name, len) == 0)
             return true;
@@ -587,6 +588,11 @@ static bool local_has(const sdict_module *m, const char *name, size_t len) {
         if (m->buffers[i].persistent && strlen(m->buffers[i].name) == len &&
             memcmp(m->buffers[i].name, name, len) == 0)
             return true;
+    return false;
+}
+
+/* A child of m named name[0..len). */
+static bool local_child_has(const sdict_module *m, const char *name, size_t len) {
     for (size_t i = 0; i < m->n_children; i++)
         if (strlen(m->child_names[i]) == len && memcmp(m->child_names[i], name, len) == 0)
             return true;
@@ -656,9 +662,13 @@ static void load_rec(load_ctx *c, sdict_module *m, strbuf *prefix, sdict_error *
             if (!k || klen < plen || memcmp(k, prefix->p, plen) != 0) continue;
             const char *rest = k + plen;
             if (strcmp(rest, "_extra_state") == 0) continue;
+            /* torch 2.x's rule ("must be Module if it has attributes"): a key with more
+               components needs a child for its first one, a one-component key a parameter
+               or buffer. torch 1.13 accepted either for both, missing "fc.weight.sub". */
             const char *dot = strchr(rest, '.');
-            size_t len = dot ? (size_t)(dot - rest) : strlen(rest);
-            if (!local_has(m, rest, len)) kl_add(&c->unexpected, k);
+            if (dot ? !local_child_has(m, rest, (size_t)(dot - rest))
+                    : !local_tensor_has(m, rest, strlen(rest)))
+                kl_add(&c->unexpected, k);
         }
     }
     for (size_t i = 0; i < m->n_children && c->fatal == SDICT_OK; i++) {
