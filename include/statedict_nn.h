@@ -390,7 +390,8 @@ SDICT_API void sdict_load_result_free(sdict_load_result *r);
 #define SDICT_LOAD_SD_SKIP_SIZE_MISMATCH (1u << 0)
 
 /**
- Module.load_state_dict(state_dict, strict), torch 1.13 semantics (unchanged up to 2.14):
+ Module.load_state_dict(state_dict, strict), torch 1.13 and 2.14 semantics (where they differ,
+ noted below):
  - state_dict is a dict value (OrderedDict or dict); its `_metadata` attribute, when present,
    gives per-module versions (BatchNorm synthesises num_batches_tracked = 0 when its version
    is missing or < 2, so old and plain-dict files load).
