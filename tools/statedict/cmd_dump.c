@@ -403,7 +403,7 @@ int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
         snprintf(c.err.file, sizeof c.err.file, "%s", args->pos[0]);
         cli_report_error(c.st, &c.err);
         rc = CLI_EXIT_BAD_INPUT;
-    } else if (json_dumpf(root, stdout, args->pretty ? JSON_INDENT(2) : 0) != 0) {
+    } else if (cli_json_dump(root, stdout, args->pretty ? 2 : 0) != 0) {
         rc = CLI_EXIT_BAD_INPUT;
     } else {
         fputc('\n', stdout);
