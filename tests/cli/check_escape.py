@@ -67,6 +67,10 @@ files = {
     'badutf8.pt': torch_zip(P2 + dict_of([(b'k\xff\x1b[31m\xc2\x9b', b'K\x01')]) + STOP,
                             'bad\x1b[31m', {}),
     # a global that is refused, whose module and name hold escapes, BEL, C1 and stray bytes
+    # many multi-byte keys: the output crosses stdio's buffer many times, cutting UTF-8
+    # sequences between two writes, which the escaping streams must join again
+    'many.pt': torch_zip(P2 + dict_of([('\u00e9\u20ac\U0001F600%d' % i, b'K\x01') for i in range(3000)]) + STOP,
+                         'many', {}),
     'global.pt': torch_zip(P2 + G(b'os\x1b[2J\xc2\x9b', b'sys\x07tem\xff') + T(U('x')) + REDUCE + STOP,
                            'g\x1b]0;t\x07', {}),
 }
@@ -108,6 +112,10 @@ must_contain(p, 'stdout', "b'\\x1b[2J\\x07\\x9b\\xff'", 'ls')
 if b'forged.key' in p.stdout and any(l.startswith(b'forged.key') for l in p.stdout.split(b'\n')):
     failures.append('ls: a key forged an output line')
 run('ls', '--json', E('escape.pt'), expect=0)
+p = run('ls', E('many.pt'), expect=0)
+keys = [l.split()[0] for l in p.stdout.decode('utf-8', 'replace').splitlines()[:-1]]
+if keys != ['\u00e9\u20ac\U0001F600%d' % i for i in range(3000)]:
+    failures.append('ls many.pt: keys changed, e.g. %r' % [k for k in keys if '\\x' in k][:3])
 for opts in ([], ['--pretty']):
     p = run('dump', '--json', *opts, E('escape.pt'), expect=0)
     try:
