@@ -109,8 +109,11 @@ typedef struct sdict_error {
 */
 SDICT_API char *sdict_error_format(const sdict_error *err, char *buf, size_t n);
 
-/** sdict_escape_text flag: keep newline and tab bytes as they are (text made of lines). */
-#define SDICT_ESCAPE_KEEP_LAYOUT 1u
+/** Flags of sdict_escape_text. */
+enum {
+    /** Keep newline and tab bytes as they are (text made of lines, such as a whole report). */
+    SDICT_ESCAPE_KEEP_LAYOUT = 1u << 0,
+};
 
 /**
  Escapes text that came from a file (a key, a str, a global's name) so that printing it cannot

@@ -24,6 +24,10 @@
     "strides":NODE,"storage_offsets":NODE[,"attrs"]}
    A collections.Counter is a dict node with "counter":true.
 
+ The text is ASCII, as Python's json.dumps writes it (cli_json_dump): every str is kept exactly,
+ non-ASCII and control characters as \uXXXX, lone surrogates (which Python strs may hold and
+ torch.save writes with 'surrogatepass') as "\ud800", so json.loads gives back the same str.
+
  The tensor digest is over the elements in C-contiguous order, little-endian, whatever the
  strides and the file's byte order, with the conj/neg bits applied (torch's resolve_conj() and
  resolve_neg()); quantized tensors hash their integer representation (int_repr(); quint4x2 and
