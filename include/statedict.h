@@ -104,8 +104,33 @@ typedef struct sdict_error {
 /**
  Renders an error as "FILE: RECORD @ OFFSET: MESSAGE" (parts that are empty or -1 omitted) into
  buf, which receives at most n bytes including the NUL. Returns buf. err may not be NULL.
+ Each part is escaped with sdict_escape_text (flags 0): keys and names quoted from a file in a
+ message cannot put control characters or terminal escape sequences on a terminal or in a log.
 */
 SDICT_API char *sdict_error_format(const sdict_error *err, char *buf, size_t n);
+
+/** Flags of sdict_escape_text. */
+enum {
+    /** Keep newline and tab bytes as they are (text made of lines, such as a whole report). */
+    SDICT_ESCAPE_KEEP_LAYOUT = 1u << 0,
+};
+
+/**
+ Escapes text that came from a file (a key, a str, a global's name) so that printing it cannot
+ move the cursor, change colours, set a window title or otherwise drive a terminal. Valid UTF-8
+ is kept, apart from: C0 control characters and DEL, written "\n", "\t", "\r" or "\xNN" as
+ Python's repr writes them (newline and tab are kept as they are with SDICT_ESCAPE_KEEP_LAYOUT);
+ C1 control characters (U+0080..U+009F, the UTF-8 bytes C2 80..C2 9F) written "\xNN" with the
+ code point; lone surrogates in the three-byte form Python's 'surrogatepass' writes (ED A0 80
+ .. ED BF BF) written "\udNNN" as repr writes them; every byte that does not start a valid
+ sequence (stray continuation bytes, overlong forms, code points past U+10FFFF, a truncated
+ sequence) written "\xNN". Backslashes are not doubled.
+ s need not be NUL-terminated (n bytes; embedded NULs become "\x00"). out receives at most cap
+ bytes including the NUL, cut only between escapes; out may be NULL when cap is 0. Returns the
+ length the whole escaped text needs (without the NUL), at most 4 * n: compare with cap to
+ detect truncation, as with snprintf. No errors; allocates nothing.
+*/
+SDICT_API size_t sdict_escape_text(const char *s, size_t n, uint32_t flags, char *out, size_t cap);
 
 /*==================================================================================================
  MARK: Allocator
@@ -854,7 +879,8 @@ enum {
 /** Options for saving; zeroed or NULL means defaults. */
 typedef struct sdict_save_opts {
     /** Archive folder name inside the zip; NULL derives it from the path like torch
-        (directory stripped, text after the last dot removed: "sd.pt" -> "sd"). */
+        (directory stripped, text after the last dot removed: "sd.pt" -> "sd"). A name with
+        a '/' or longer than 4096 bytes is refused (SDICT_E_INVALID_ARG). */
     const char *archive_name;
     uint32_t flags; /**< SDICT_SAVE_* bits; 0 for torch 1.13's layout */
 } sdict_save_opts;
@@ -885,14 +911,25 @@ typedef struct sdict_save_opts {
  _rebuild_sparse_csr_tensor, which 1.13 loads (also with weights_only=True) and torch 2.x
  cannot load at all, as it cannot load the file it came from; SDICT_SAVE_LAYOUT_TORCH2 writes
  it the 2.x way.
- The file is written beside path under a temporary name, fsynced, renamed over path, and the
- directory fsynced: a failure at any point leaves any previous file untouched (a process killed
- mid-save may leave its temporary ".NAME.PID-NNN.sdtmp" behind). A symbolic link is written
- through (the file it names is replaced, as torch.save writes through links); the replaced
- file's mode (and, for root, owner) is kept; a path that exists but is not a regular file (a
- device, a FIFO, a directory) is refused with SDICT_E_IO.
+ The file is written beside path under a short temporary name (".sdict-PID-NNN.sdtmp", so
+ any file name the filesystem allows, up to 255 bytes, can be saved), fsynced, renamed over
+ path, and the directory fsynced: a failure at any point leaves any previous file untouched (a
+ process killed mid-save may leave its temporary behind). Saving never destroys what torch.save
+ could not overwrite: an existing file the caller may not write (torch's open(path, 'wb') fails
+ on it) is refused with SDICT_E_IO and left as it was, although the folder would allow the
+ rename. A symbolic link is written through as torch.save writes through it: the file at the
+ end of the chain of links is replaced (the links stay as they were), or created when the link
+ is dangling, as open(path, 'wb') creates it; the replaced file's mode (and, for root, owner)
+ is kept; a path that exists but is not a regular file (a device, a FIFO, a directory) is
+ refused with SDICT_E_IO. Nothing is written that torch could not load back: a str (value or
+ key) that Python's unpickler cannot decode (not UTF-8; Python decodes with 'surrogatepass',
+ so the three-byte forms of lone surrogates, ED A0 80..ED BF BF, are written and load back as
+ the lone surrogates they are) is refused with SDICT_E_INVALID_ARG quoting it and naming its
+ path, and so is an opts->archive_name containing '/' (torch.load would look for data.pkl
+ under the text before the first '/') or longer than 4096 bytes.
  Errors: SDICT_E_IO (with errno text), SDICT_E_INVALID_ARG (a value torch cannot load, such as
- a tensor of one storage seen with two dtypes, or a cycle; unknown opts->flags bits),
+ a tensor of one storage seen with two dtypes, a cycle or a str that is not UTF-8; unknown
+ opts->flags bits; an unusable archive name),
  SDICT_E_UNSUPPORTED (a value torch's weights-only unpickler refuses, or a numpy value that
  cannot be written back as numpy; the message names its dotted path), SDICT_E_LIMIT (nesting
  deeper than 1000), SDICT_E_NOMEM.
@@ -902,7 +939,8 @@ SDICT_API sdict_status sdict_save(const char *path, const sdict_value *root,
 
 /**
  As sdict_save, into a new heap buffer (*out_data, *out_size) freed with sdict_free_buffer.
- The archive name is opts->archive_name, or "archive" (torch's name for file objects).
+ The archive name is opts->archive_name, or "archive" (torch's name for file objects); the
+ values and archive names sdict_save refuses are refused the same way.
 */
 SDICT_API sdict_status sdict_save_buffer(const sdict_value *root, const sdict_save_opts *opts,
                                          void **out_data, size_t *out_size, sdict_error *err);

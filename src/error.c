@@ -74,6 +74,91 @@ void sdict__err_file(sdict_error *err, const char *file) {
         copy_trunc(err->file, sizeof err->file, file);
 }
 
+/*
+ Length of the UTF-8 sequence at s (n > 0 bytes available) and its code point, with
+ surrogates accepted (the 'surrogatepass' form); 0 when the byte at s starts no such sequence.
+*/
+static size_t utf8_seq(const uint8_t *s, size_t n, uint32_t *cp_out) {
+    uint8_t c = s[0];
+    size_t k;
+    uint32_t cp;
+    if (c < 0x80) {
+        *cp_out = c;
+        return 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        k = 1, cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        k = 2, cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        k = 3, cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n <= k)
+        return 0;
+    for (size_t i = 1; i <= k; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    *cp_out = cp;
+    return k + 1;
+}
+
+size_t sdict__utf8_invalid_at(const uint8_t *s, size_t len) {
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        size_t k = utf8_seq(s + i, len - i, &cp);
+        if (!k)
+            return i;
+        i += k;
+    }
+    return len;
+}
+
+size_t sdict_escape_text(const char *s, size_t n, uint32_t flags, char *out, size_t cap) {
+    const uint8_t *p = (const uint8_t *)s;
+    size_t need = 0; /* length of the whole escaped text */
+    size_t used = 0; /* bytes stored in out; stops growing at the first piece that misses */
+    bool full = cap == 0;
+    for (size_t i = 0; i < n;) {
+        char esc[8];
+        const char *piece = esc;
+        size_t plen;
+        uint32_t cp = 0;
+        size_t k = utf8_seq(p + i, n - i, &cp);
+        if (k == 0) { /* a byte that starts no valid sequence */
+            plen = (size_t)snprintf(esc, sizeof esc, "\\x%02x", p[i]);
+            k = 1;
+        } else if (cp == '\n' && !(flags & SDICT_ESCAPE_KEEP_LAYOUT)) {
+            piece = "\\n", plen = 2;
+        } else if (cp == '\t' && !(flags & SDICT_ESCAPE_KEEP_LAYOUT)) {
+            piece = "\\t", plen = 2;
+        } else if (cp == '\r') {
+            piece = "\\r", plen = 2;
+        } else if ((cp < 0x20 && cp != '\n' && cp != '\t') || (cp >= 0x7F && cp <= 0x9F)) {
+            plen = (size_t)snprintf(esc, sizeof esc, "\\x%02x", (unsigned)cp);
+        } else if (cp >= 0xD800 && cp <= 0xDFFF) {
+            plen = (size_t)snprintf(esc, sizeof esc, "\\u%04x", (unsigned)cp);
+        } else {
+            piece = s + i, plen = k;
+        }
+        if (!full && plen < cap - used) {
+            memcpy(out + used, piece, plen);
+            used += plen;
+        } else {
+            full = true;
+        }
+        need += plen;
+        i += k;
+    }
+    if (cap)
+        out[used] = '\0';
+    return need;
+}
+
 /* strnlen is POSIX, not C11 */
 static size_t bounded_len(const char *s, size_t cap) {
     size_t n = 0;
@@ -99,25 +184,30 @@ char *sdict_error_format(const sdict_error *err, char *buf, size_t n) {
         }                                                                                        \
     } while (0)
     /* fixed arrays may lack a NUL if a caller filled them by hand: bound the reads */
-    int flen = (int)bounded_len(err->file, sizeof err->file);
-    int rlen = (int)bounded_len(err->record, sizeof err->record);
-    int mlen = (int)bounded_len(err->message, sizeof err->message);
+    size_t flen = bounded_len(err->file, sizeof err->file);
+    size_t rlen = bounded_len(err->record, sizeof err->record);
+    size_t mlen = bounded_len(err->message, sizeof err->message);
+    /* each part escaped: names and keys from a file reach the caller's terminal through here */
+    char text[4 * sizeof err->message + 1];
     const char *sep = "";
     if (flen) {
-        APPEND("%.*s", flen, err->file);
+        sdict_escape_text(err->file, flen, 0, text, sizeof text);
+        APPEND("%s", text);
         sep = ": ";
     }
     if (rlen) {
-        APPEND("%s%.*s", sep, rlen, err->record);
+        sdict_escape_text(err->record, rlen, 0, text, sizeof text);
+        APPEND("%s%s", sep, text);
         sep = ": ";
     }
     if (err->offset >= 0) {
         APPEND("%s@ %lld", rlen ? " " : sep, (long long)err->offset);
         sep = ": ";
     }
-    if (mlen)
-        APPEND("%s%.*s", sep, mlen, err->message);
-    else
+    if (mlen) {
+        sdict_escape_text(err->message, mlen, 0, text, sizeof text);
+        APPEND("%s%s", sep, text);
+    } else
         APPEND("%s%s", sep, sdict_status_str(err->code));
 #undef APPEND
     return buf;

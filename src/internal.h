@@ -98,6 +98,12 @@ sdict_status sdict__err(sdict_error *err, sdict_status code, const char *record,
 /** Sets err->file (truncating) if err is not NULL. */
 void sdict__err_file(sdict_error *err, const char *file);
 
+/* Python's pickle decodes BINUNICODE with 'utf-8' and 'surrogatepass': well-formed UTF-8
+   (no overlong forms, nothing past U+10FFFF, no truncated sequence), where the three-byte
+   forms of surrogates (ED A0..BF 80..BF) are allowed too. Returns the offset of the first byte
+   that breaks it, or len when Python reads the text back. */
+size_t sdict__utf8_invalid_at(const uint8_t *s, size_t len);
+
 /*==================================================================================================
  dtype.c
 ==================================================================================================*/

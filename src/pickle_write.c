@@ -350,6 +350,23 @@ static void write_float(pw *w, double d) {
     sdict__buf_append(w->out, b, 8);
 }
 
+/* A str (value or key) Python's unpickler could not decode, so torch.load could not load the
+   file: anything but UTF-8 with surrogates allowed (see sdict__utf8_invalid_at). The message
+   quotes the text; sdict_error_format escapes it. */
+static sdict_status check_str(pw *w, const char *s, size_t n) {
+    size_t bad = sdict__utf8_invalid_at((const uint8_t *)s, n);
+    if (bad == n)
+        return SDICT_OK;
+    char where[160];
+    path_text(w, where, sizeof where);
+    return sdict__err(w->err, SDICT_E_INVALID_ARG, NULL, -1,
+                      "str '%.*s'%s at %s%s%s is not UTF-8 (byte 0x%02x at %zu of %zu), which "
+                      "torch.load cannot decode; refusing to write it",
+                      (int)(n > 48 ? 48 : n), s, n > 48 ? "..." : "", where[0] ? "'" : "",
+                      where[0] ? where : "the root", where[0] ? "'" : "",
+                      (unsigned)(uint8_t)s[bad], bad, n);
+}
+
 /* BINUNICODE (protocol 2 has no SHORT_BINUNICODE or BINUNICODE8), then memoized. */
 static sdict_status write_new_str(pw *w, const char *s, size_t n, int64_t *memo) {
     if (n > UINT32_MAX)
@@ -1369,7 +1386,9 @@ static sdict_status write_object(pw *w, const sdict_value *v, sdict_kind kind, s
         bool np = sdict__value_numpy(v, &order, &npk, &size, &us);
         if (kind == SDICT_KIND_STR) {
             const char *s = sdict_str_get(v, &n);
-            st = write_new_str(w, s, n, &idx);
+            st = check_str(w, s, n);
+            if (!st)
+                st = write_new_str(w, s, n, &idx);
         } else if (kind == SDICT_KIND_BYTES) {
             const uint8_t *p = sdict_bytes_get(v, &n);
             if (pt == SDICT_PYTYPE_BYTEARRAY) {

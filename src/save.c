@@ -19,7 +19,7 @@
  untouched; after it the target is the complete new file. A failure unlinks the temporary.
 */
 #define _POSIX_C_SOURCE 200809L
-#define _XOPEN_SOURCE 700 /* realpath */
+#define _XOPEN_SOURCE 700 /* readlink, faccessat */
 
 #include "internal.h"
 
@@ -66,12 +66,29 @@ static int key_cmp(const void *a, const void *b) {
     return strcmp(ka, kb);
 }
 
-/* Checks the options a caller passed; NULL is the defaults. */
+/* Checks the options a caller passed; NULL is the defaults. An archive name with a '/' would
+   put the records one folder deeper than torch's reader looks (it takes the text before the
+   first '/' of the first record as the archive name, then reads NAME/data.pkl); a name past
+   SDICT_ARCHIVE_NAME_MAX bytes would not fit a zip record name with its suffix. */
+#define SDICT_ARCHIVE_NAME_MAX 4096
 static sdict_status check_opts(const sdict_save_opts *opts, sdict_error *err) {
     if (opts && (opts->flags & ~(uint32_t)(SDICT_SAVE_LAYOUT_TORCH2 |
                                            SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY)))
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "unknown save flags 0x%x",
                           (unsigned)opts->flags);
+    if (opts && opts->archive_name) {
+        size_t n = strlen(opts->archive_name);
+        if (strchr(opts->archive_name, '/'))
+            return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                              "archive name '%s' contains '/': torch.load reads the archive "
+                              "folder as the text before the first '/' and would not find "
+                              "its data.pkl",
+                              opts->archive_name);
+        if (n > SDICT_ARCHIVE_NAME_MAX)
+            return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                              "archive name of %zu bytes is longer than %d bytes", n,
+                              SDICT_ARCHIVE_NAME_MAX);
+    }
     return SDICT_OK;
 }
 
@@ -160,6 +177,12 @@ static sdict_status io_err(sdict_error *err, int64_t offset, const char *what, c
     char text[128];
     if (strerror_r(e, text, sizeof text) != 0)
         snprintf(text, sizeof text, "errno %d", e);
+    /* a long name is shortened in the middle so that the errno text always fits the message
+       (err->file holds the path given) */
+    size_t n = strlen(name);
+    if (n > 150)
+        return sdict__err(err, SDICT_E_IO, NULL, offset, "%s '%.80s...%s': %s", what, name,
+                          name + n - 60, text);
     return sdict__err(err, SDICT_E_IO, NULL, offset, "%s '%s': %s", what, name, text);
 }
 
@@ -214,20 +237,21 @@ static sdict_status file_write(void *ctx, const void *p, size_t n, sdict_error *
 ==================================================================================================*/
 
 /*
- Creates "<dir>/.<base>.<pid>-<nanos>.sdtmp" with O_CREAT|O_EXCL, retrying with a new name when
- one exists. Time plus pid makes collisions unlikely; O_EXCL makes them harmless.
+ Creates "<dir>/.sdict-<pid>-<nanos>.sdtmp" with O_CREAT|O_EXCL, retrying with a new name when
+ one exists. Time plus pid makes collisions unlikely; O_EXCL makes them harmless. The name is
+ short and does not contain the target's, so any name the filesystem allows for the target
+ (up to NAME_MAX bytes) can be saved.
 */
 static sdict_status open_temp(const char *path, size_t dir_len, char **tmp_out, int *fd_out,
                               sdict_error *err) {
-    const char *base = path + dir_len;
-    size_t cap = strlen(path) + 64;
+    size_t cap = dir_len + 64;
     char *tmp = sdict__malloc(cap);
     if (!tmp)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
     for (unsigned attempt = 0; attempt < 100; attempt++) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        snprintf(tmp, cap, "%.*s.%s.%ld-%ld%03u.sdtmp", (int)dir_len, path, base, (long)getpid(),
+        snprintf(tmp, cap, "%.*s.sdict-%ld-%09ld%02u.sdtmp", (int)dir_len, path, (long)getpid(),
                  (long)ts.tv_nsec, attempt);
         int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd >= 0) {
@@ -237,7 +261,7 @@ static sdict_status open_temp(const char *path, size_t dir_len, char **tmp_out, 
         }
         if (errno == EINTR || errno == EEXIST)
             continue;
-        sdict_status rc = io_err(err, -1, "create temporary file", tmp, errno);
+        sdict_status rc = io_err(err, -1, "create a temporary file beside", path, errno);
         sdict__free(tmp);
         return rc;
     }
@@ -247,12 +271,63 @@ static sdict_status open_temp(const char *path, size_t dir_len, char **tmp_out, 
     return rc;
 }
 
-/* fsync of the directory holding the renamed file, so the new name survives a power loss.
+/*
+ The file a save to path writes: path itself, or, when path is a symbolic link, the file at
+ the end of its chain of links (relative links resolved against their own folder), whether
+ or not that file exists yet. open(path, 'wb') in torch.save follows links the same way,
+ creating the target of a dangling link. More than 40 links (Linux's limit) is ELOOP.
+*/
+static sdict_status resolve_links(const char *path, char **out, sdict_error *err) {
+    char *cur = sdict__strndup(path, strlen(path));
+    char *link = sdict__malloc(PATH_MAX);
+    sdict_status rc = SDICT_OK;
+    if (!cur || !link) {
+        rc = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+        goto done;
+    }
+    for (int hops = 0;; hops++) {
+        struct stat sb;
+        if (lstat(cur, &sb) != 0 || !S_ISLNK(sb.st_mode))
+            break; /* a file, or nothing yet: open() would create it here */
+        if (hops == 40) {
+            rc = io_err(err, -1, "follow the symbolic links of", path, ELOOP);
+            goto done;
+        }
+        ssize_t n = readlink(cur, link, PATH_MAX);
+        if (n < 0 || n >= PATH_MAX) {
+            rc = io_err(err, -1, "read the symbolic link", cur, n < 0 ? errno : ENAMETOOLONG);
+            goto done;
+        }
+        size_t dir_len = 0;
+        if (link[0] != '/')
+            for (const char *p = cur; *p; p++)
+                if (*p == '/')
+                    dir_len = (size_t)(p - cur) + 1;
+        char *next = sdict__malloc(dir_len + (size_t)n + 1);
+        if (!next) {
+            rc = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+            goto done;
+        }
+        memcpy(next, cur, dir_len);
+        memcpy(next + dir_len, link, (size_t)n);
+        next[dir_len + (size_t)n] = '\0';
+        sdict__free(cur);
+        cur = next;
+    }
+done:
+    sdict__free(link);
+    if (rc) {
+        sdict__free(cur);
+        cur = NULL;
+    }
+    *out = cur;
+    return rc;
+}
+
+/* fsync of the directory (its name made before the rename: nothing after the rename may fail
+   for want of memory) holding the renamed file, so the new name survives a power loss.
    Filesystems that cannot fsync a directory (EINVAL) are accepted. */
-static sdict_status sync_dir(const char *path, size_t dir_len, sdict_error *err) {
-    char *dir = dir_len ? sdict__strndup(path, dir_len) : sdict__strndup(".", 1);
-    if (!dir)
-        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+static sdict_status sync_dir(const char *dir, sdict_error *err) {
     sdict_status rc = SDICT_OK;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -262,7 +337,6 @@ static sdict_status sync_dir(const char *path, size_t dir_len, sdict_error *err)
             rc = io_err(err, -1, "fsync directory", dir, errno);
         close(fd);
     }
-    sdict__free(dir);
     return rc;
 }
 
@@ -295,26 +369,26 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
                         ? sdict__strndup("archive", 7)
                         : archive_name_from_path(path);
     file_sink f = {-1, NULL, 0, sdict__malloc(SAVE_WBUF), 0};
-    char *tmp = NULL, *resolved = NULL;
-    const char *target = path;
+    char *tmp = NULL, *target = NULL, *dir = NULL;
     struct stat sb;
     bool exists = false;
     if (!archive || !f.buf) {
         rc = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
         goto fail;
     }
-    if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
-        if (!(resolved = realpath(path, NULL))) {
-            rc = io_err(err, -1, "resolve the symbolic link", path, errno);
-            goto fail;
-        }
-        target = resolved;
-    }
+    if ((rc = resolve_links(path, &target, err)))
+        goto fail;
     if (stat(target, &sb) == 0) {
         if (!S_ISREG(sb.st_mode)) {
             rc = sdict__err(err, SDICT_E_IO, NULL, -1,
                             "'%s' exists and is not a regular file; refusing to replace it",
                             target);
+            goto fail;
+        }
+        /* torch.save's open(path, 'wb') fails on a file the caller may not write; renaming
+           over it would replace it anyway (the folder's permission is what rename needs) */
+        if (faccessat(AT_FDCWD, target, W_OK, AT_EACCESS) != 0) {
+            rc = io_err(err, -1, "open for writing (the file is left as it was)", target, errno);
             goto fail;
         }
         exists = true;
@@ -323,6 +397,11 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
     for (const char *p = target; *p; p++)
         if (*p == '/')
             dir_len = (size_t)(p - target) + 1;
+    dir = dir_len ? sdict__strndup(target, dir_len) : sdict__strndup(".", 1);
+    if (!dir) {
+        rc = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+        goto fail;
+    }
     if ((rc = open_temp(target, dir_len, &tmp, &f.fd, err)))
         goto fail;
     f.name = tmp;
@@ -358,10 +437,11 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
     }
     sdict__free(tmp);
     tmp = NULL;
-    rc = sync_dir(target, dir_len, err);
+    rc = sync_dir(dir, err);
     if (rc)
         goto fail;
-    free(resolved); /* from realpath */
+    sdict__free(dir);
+    sdict__free(target);
     sdict__free(f.buf);
     sdict__free(archive);
     return SDICT_OK;
@@ -373,7 +453,8 @@ fail:
         unlink(tmp);
         sdict__free(tmp);
     }
-    free(resolved);
+    sdict__free(dir);
+    sdict__free(target);
     sdict__free(f.buf);
     sdict__free(archive);
     sdict__err_file(err, path);

@@ -26,3 +26,17 @@ endforeach()
 add_test(NAME cli_bigendian COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/bigendian.sh
          $<TARGET_FILE:statedict_cli> ${SDICT_SHARED_FIXTURES})
 set_tests_properties(cli_bigendian PROPERTIES LABELS cli SKIP_RETURN_CODE 77 TIMEOUT 120)
+
+# Keys, values, global names and record names holding terminal escapes, BEL, C1 controls, lone
+# surrogates and bytes that are not UTF-8 (written by the script itself, standard library
+# only): every command's stdout and stderr stay free of control bytes, dump --json keeps the
+# exact strs, convert keeps them.
+add_test(NAME cli_escape COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_escape.py
+         $<TARGET_FILE:statedict_cli> ${SDICT_CLI_TEST_DIR}/escape)
+set_tests_properties(cli_escape PROPERTIES LABELS cli TIMEOUT 300)
+
+# convert's save rules against real torch: a read-only target refused and kept, a 255-byte
+# name, a dangling symbolic link and a link to a file written through.
+add_test(NAME cli_save_rules COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/save_rules.sh
+         $<TARGET_FILE:statedict_cli> ${SDICT_PYTHON} ${SDICT_CLI_TEST_DIR}/save_rules)
+set_tests_properties(cli_save_rules PROPERTIES LABELS cli SKIP_RETURN_CODE 77 TIMEOUT 300)

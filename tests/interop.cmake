@@ -69,3 +69,12 @@ foreach(f lenet.pt checkpoint.tar gan.pt)
             ${CMAKE_SOURCE_DIR}/examples/data/${f} ${SDICT_INTEROP_DIR}/@GEN@/dumps-examples
     PROPERTIES TIMEOUT 300)
 endforeach()
+
+# Strings kept exactly: strs with lone surrogates and control characters that torch wrote come
+# out of `dump --json` as json.dumps writes them and through `convert` (both layouts) as torch
+# loads them back; bytearray, torch.Size, frozenset, Parameter flags and Python attributes
+# survive convert (tests/torch/strings_convert_check.py).
+sdict_torch_test(interop_strings_convert
+  COMMAND @PYTHON@ ${SDICT_TORCH_DIR}/strings_convert_check.py $<TARGET_FILE:statedict_cli>
+          ${SDICT_INTEROP_DIR}/@GEN@/strings
+  PROPERTIES TIMEOUT 300)

@@ -524,12 +524,62 @@ static void test_source_and_mapping(void **state) {
     sdict__source_close(&src);
 }
 
+/* Text from a file is escaped for terminals: C0, DEL and C1 controls, lone surrogates and
+   bytes that are not UTF-8, while other UTF-8 is kept; every error part goes through it. */
+static void test_escape_text(void **state) {
+    (void)state;
+    char out[256];
+    static const struct { const char *in; size_t n; uint32_t flags; const char *want; } cases[] = {
+        {"plain.key", 9, 0, "plain.key"},
+        {"\x1b[31mred\x07", 9, 0, "\\x1b[31mred\\x07"},
+        {"a\nb\tc\rd", 7, 0, "a\\nb\\tc\\rd"},
+        {"a\nb\tc\rd", 7, SDICT_ESCAPE_KEEP_LAYOUT, "a\nb\tc\\rd"},
+        {"n\0ul\x7f", 5, 0, "n\\x00ul\\x7f"},
+        {"csi\xc2\x9b" "2J", 7, 0, "csi\\x9b2J"},       /* C1 as UTF-8 */
+        {"nel\xc2\x85", 5, 0, "nel\\x85"},
+        {"r\xc3\xa9s \xe2\x82\xac \xf0\x9f\x98\x80", 13, 0, "r\xc3\xa9s \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"\xc2\xa0nbsp", 6, 0, "\xc2\xa0nbsp"},            /* U+00A0 is not C1 */
+        {"s\xed\xa0\x80\xed\xbf\xbf", 7, 0, "s\\ud800\\udfff"},
+        {"bad\xff\xfe", 5, 0, "bad\\xff\\xfe"},
+        {"\xc0\x80", 2, 0, "\\xc0\\x80"},                  /* overlong */
+        {"\xf4\x90\x80\x80", 4, 0, "\\xf4\\x90\\x80\\x80"}, /* past U+10FFFF */
+        {"cut\xe2\x82", 5, 0, "cut\\xe2\\x82"},
+        {"\x9b", 1, 0, "\\x9b"},                           /* raw C1 byte: not UTF-8 */
+        {"back\\slash", 10, 0, "back\\slash"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t need = sdict_escape_text(cases[i].in, cases[i].n, cases[i].flags, out, sizeof out);
+        assert_string_equal(out, cases[i].want);
+        assert_int_equal(need, strlen(cases[i].want));
+        assert_true(need <= 4 * cases[i].n);
+        assert_int_equal(sdict_escape_text(cases[i].in, cases[i].n, cases[i].flags, NULL, 0), need);
+    }
+    /* truncation never cuts an escape, and reports the full length */
+    char small[6];
+    assert_int_equal(sdict_escape_text("ab\x1b" "cd", 5, 0, small, sizeof small), 8);
+    assert_string_equal(small, "ab");
+    assert_int_equal(sdict_escape_text("abcdefgh", 8, 0, small, sizeof small), 8);
+    assert_string_equal(small, "abcde");
+
+    /* every part of a formatted error is escaped */
+    sdict_error e;
+    memset(&e, 0, sizeof e);
+    sdict__err_file(&e, "m\x1b]0;t\x07.pt");
+    sdict__err(&e, SDICT_E_PICKLE_UNSAFE_GLOBAL, "a\x1b[2J/data.pkl", 3, "global 'os\xc2\x9b.sys\xff'");
+    char buf[256];
+    sdict_error_format(&e, buf, sizeof buf);
+    assert_string_equal(buf, "m\\x1b]0;t\\x07.pt: a\\x1b[2J/data.pkl @ 3: global 'os\\x9b.sys\\xff'");
+    for (const char *p = buf; *p; p++)
+        assert_true((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc_basics),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_status_str),
         cmocka_unit_test(test_error_fill_format),
+        cmocka_unit_test(test_escape_text),
         cmocka_unit_test(test_dtype_table),
         cmocka_unit_test(test_storage_owned_wrapped),
         cmocka_unit_test(test_storage_oom),

@@ -8,10 +8,13 @@
  - zip layout: archive name from the path, data/<key> order sorted as strings;
  - errors: dtype conflicts, cycles, depth, unwritable directories, allocation failures, all
    leaving the previous file untouched;
+ - what torch.save could not do is not done: a read-only target refused and kept, strs Python
+   could not decode and archive names with '/' refused; what it can is done: 255-byte names,
+   writing through dangling links and links to files;
  - crash safety: a child saving over a checkpoint is SIGKILLed at 30 points;
  - ENOSPC on a 1 MiB tmpfs (root only, skipped otherwise).
 */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* memmem */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -787,7 +790,7 @@ static void test_errors(void **state) {
     char bad[600];
     snprintf(bad, sizeof bad, "%s/no/such/dir/x.pt", g_dir);
     assert_int_equal(sdict_save(bad, sdict_int_new(doc, 1), NULL, &err), SDICT_E_IO);
-    assert_non_null(strstr(err.message, "create temporary file"));
+    assert_non_null(strstr(err.message, "create a temporary file beside"));
     assert_non_null(strstr(err.message, strerror(ENOENT)));
     assert_string_equal(err.file, bad);
 
@@ -837,6 +840,278 @@ static void test_errors(void **state) {
     assert_int_equal(sdict_save_buffer(l, NULL, NULL, &n, &err), SDICT_E_INVALID_ARG);
     assert_file_is(path, "previous");
     assert_int_equal(count_entries(g_dir, ".sdtmp", false), 0);
+    sdict_doc_free(doc);
+}
+
+/* Loads path and returns its root int (which must be one). */
+static int64_t load_int(const char *path) {
+    sdict_doc *back = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_load(path, NULL, &back, &err), SDICT_OK);
+    int64_t v = -1;
+    assert_int_equal(sdict_int_get(sdict_doc_root(back), &v), SDICT_OK);
+    sdict_doc_free(back);
+    return v;
+}
+
+/*
+ Saving never destroys what torch.save could not overwrite: a file the caller may not write is
+ refused and left as it was, although its folder (writable by everyone) would allow the rename.
+ As root (who may write anything, as torch would) the save runs in a child that drops to
+ nobody; the child also saves a file it owns in the same folder, which must work.
+*/
+static void test_read_only_target(void **state) {
+    (void)state;
+    char dir[600], ro[700], own[700];
+    snprintf(dir, sizeof dir, "%s/shared", g_dir);
+    assert_int_equal(mkdir(dir, 0777), 0);
+    assert_int_equal(chmod(dir, 0777), 0); /* past the umask */
+    snprintf(ro, sizeof ro, "%s/readonly.pt", dir);
+    snprintf(own, sizeof own, "%s/own.pt", dir);
+    write_marker(ro, "precious");
+    assert_int_equal(chmod(ro, 0444), 0);
+    write_marker(own, "old");
+    bool root = geteuid() == 0;
+    if (root) {
+        assert_int_equal(chmod(g_dir, 0711), 0); /* nobody may pass through */
+        assert_int_equal(chown(own, 65534, 65534), 0);
+    } else {
+        assert_int_equal(chmod(own, 0644), 0);
+    }
+    fflush(NULL);
+    pid_t pid = root ? fork() : 0;
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int code = 0;
+        if (root && (setgid(65534) != 0 || setuid(65534) != 0))
+            code = 10;
+        sdict_doc *doc = NULL;
+        sdict_error err;
+        char msg[1024];
+        if (!code && sdict_doc_new(&doc, NULL) != SDICT_OK)
+            code = 11;
+        if (!code && sdict_save(ro, sdict_int_new(doc, 1), NULL, &err) != SDICT_E_IO)
+            code = 12;
+        sdict_error_format(&err, msg, sizeof msg);
+        if (!code && (strcmp(err.file, ro) != 0 || !strstr(msg, "readonly.pt") ||
+                      !strstr(err.message, strerror(EACCES)) ||
+                      !strstr(err.message, "left as it was")))
+            code = 13;
+        if (!code && sdict_save(own, sdict_int_new(doc, 2), NULL, &err) != SDICT_OK)
+            code = 14;
+        sdict_doc_free(doc);
+        if (root)
+            _exit(code);
+        assert_int_equal(code, 0);
+    } else {
+        int ws = 0;
+        assert_int_equal(waitpid(pid, &ws, 0), pid);
+        assert_true(WIFEXITED(ws));
+        assert_int_equal(WEXITSTATUS(ws), 0);
+        assert_int_equal(chmod(g_dir, 0700), 0);
+    }
+    assert_file_is(ro, "precious");
+    struct stat st;
+    assert_int_equal(stat(ro, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0444);
+    assert_int_equal(load_int(own), 2);
+    assert_int_equal(count_entries(dir, ".sdtmp", false), 0);
+    unlink(ro);
+    unlink(own);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* Saving refuses what torch could not load back, naming it: a str that Python's unpickler
+   cannot decode ('utf-8' with 'surrogatepass'), and an archive name with a '/'. The
+   surrogatepass forms themselves are written and read back byte for byte. */
+static void test_refuse_unloadable(void **state) {
+    (void)state;
+    sdict_doc *doc = NULL;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    char path[512];
+    path_in(path, sizeof path, "strs.pt");
+    write_marker(path, "previous");
+    sdict_error err;
+    char msg[1024];
+    void *buf = NULL;
+    size_t n = 0;
+
+    /* a key that is not UTF-8: refused, the message quotes it (escaped) */
+    sdict_value *root = sdict_dict_new(doc, false);
+    assert_int_equal(sdict_dict_set_str(root, "fine", sdict_int_new(doc, 1)), SDICT_OK);
+    assert_int_equal(sdict_dict_set(root, sdict_str_new(doc, "bad\xffkey", 7), sdict_int_new(doc, 2)),
+                     SDICT_OK);
+    assert_int_equal(sdict_save(path, root, NULL, &err), SDICT_E_INVALID_ARG);
+    sdict_error_format(&err, msg, sizeof msg);
+    assert_non_null(strstr(msg, "str 'bad\\xffkey'"));
+    assert_non_null(strstr(msg, "byte 0xff at 3 of 7"));
+    assert_string_equal(err.file, path);
+    assert_file_is(path, "previous");
+    assert_int_equal(sdict_save_buffer(root, NULL, &buf, &n, &err), SDICT_E_INVALID_ARG);
+    assert_null(buf);
+
+    /* values that are not UTF-8 as Python reads it, each named with its path */
+    static const struct { const char *s; size_t n; } bad[] = {
+        {"a\xc0\x80", 3},          /* overlong NUL */
+        {"\xe0\x80\xaf", 3},       /* overlong '/' */
+        {"\xf4\x90\x80\x80", 4},   /* past U+10FFFF */
+        {"\xe2\x82", 2},           /* truncated */
+        {"\x80", 1},               /* stray continuation byte */
+        {"\xed\xa0", 2},           /* a surrogate cut short */
+        {"\xf8\x88\x80\x80\x80", 5}, /* five-byte form */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sdict_value *r = sdict_dict_new(doc, false);
+        sdict_value *inner = sdict_dict_new(doc, false);
+        assert_int_equal(sdict_dict_set_str(r, "outer", inner), SDICT_OK);
+        assert_int_equal(sdict_dict_set_str(inner, "name", sdict_str_new(doc, bad[i].s, bad[i].n)),
+                         SDICT_OK);
+        assert_int_equal(sdict_save(path, r, NULL, &err), SDICT_E_INVALID_ARG);
+        assert_non_null(strstr(err.message, "at 'outer.name'"));
+        assert_non_null(strstr(err.message, "not UTF-8"));
+        assert_file_is(path, "previous");
+    }
+
+    /* what Python accepts: encoded lone surrogates (surrogatepass), U+D7FF, U+E000,
+       U+10FFFF, NUL, as keys and values; they come back byte for byte */
+    static const char ok[] = "\xed\xa0\x80|\xed\xbf\xbf|\xed\x9f\xbf|\xee\x80\x80|\xf4\x8f\xbf\xbf|\0|";
+    sdict_value *good = sdict_dict_new(doc, false);
+    assert_int_equal(sdict_dict_set(good, sdict_str_new(doc, "\xed\xb0\x80", 3),
+                                    sdict_str_new(doc, ok, sizeof ok - 1)), SDICT_OK);
+    assert_int_equal(sdict_save(path, good, NULL, &err), SDICT_OK);
+    sdict_doc *back = NULL;
+    assert_int_equal(sdict_load(path, NULL, &back, &err), SDICT_OK);
+    const sdict_value *br = sdict_doc_root(back);
+    assert_int_equal(sdict_dict_len(br), 1);
+    size_t kl = 0, vl = 0;
+    const char *k = sdict_str_get(sdict_dict_key(br, 0), &kl);
+    const char *v = sdict_str_get(sdict_dict_val(br, 0), &vl);
+    assert_int_equal(kl, 3);
+    assert_memory_equal(k, "\xed\xb0\x80", 3);
+    assert_int_equal(vl, sizeof ok - 1);
+    assert_memory_equal(v, ok, vl);
+    sdict_doc_free(back);
+    write_marker(path, "previous");
+
+    /* an archive name with '/': torch.load would look for data.pkl under "a" */
+    sdict_save_opts opts = {"a/b", 0};
+    assert_int_equal(sdict_save(path, sdict_int_new(doc, 1), &opts, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "archive name 'a/b' contains '/'"));
+    assert_string_equal(err.file, path);
+    assert_file_is(path, "previous");
+    assert_int_equal(sdict_save_buffer(sdict_int_new(doc, 1), &opts, &buf, &n, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_null(buf);
+    /* and a usable one is kept as given */
+    opts.archive_name = "my model";
+    assert_int_equal(sdict_save_buffer(sdict_int_new(doc, 1), &opts, &buf, &n, &err), SDICT_OK);
+    assert_non_null(memmem(buf, n, "my model/data.pkl", 17));
+    sdict_free_buffer(buf);
+    assert_int_equal(count_entries(g_dir, ".sdtmp", false), 0);
+    unlink(path);
+    sdict_doc_free(doc);
+}
+
+/* Any name the filesystem allows can be saved: a 255-byte name (NAME_MAX) works, because the
+   temporary file's name is short. */
+static void test_long_name(void **state) {
+    (void)state;
+    sdict_doc *doc = NULL;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    char name[256];
+    memset(name, 'n', 252);
+    memcpy(name + 252, ".pt", 4);
+    assert_int_equal(strlen(name), 255);
+    char path[600];
+    path_in(path, sizeof path, name);
+    sdict_error err;
+    assert_int_equal(sdict_save(path, sdict_int_new(doc, 255), NULL, &err), SDICT_OK);
+    assert_int_equal(load_int(path), 255);
+    /* and again over the existing file */
+    assert_int_equal(sdict_save(path, sdict_int_new(doc, 254), NULL, &err), SDICT_OK);
+    assert_int_equal(load_int(path), 254);
+    /* one byte more is the filesystem's refusal, named */
+    char longer[600];
+    snprintf(longer, sizeof longer, "%s/x%s", g_dir, name);
+    assert_int_equal(sdict_save(longer, sdict_int_new(doc, 1), NULL, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, strerror(ENAMETOOLONG)));
+    assert_int_equal(count_entries(g_dir, ".sdtmp", false), 0);
+    unlink(path);
+    sdict_doc_free(doc);
+}
+
+/* Symbolic links are written through as torch.save's open(path, 'wb') writes through them: a
+   dangling link gets its target created, a link to a file gets the file's content replaced,
+   and the links themselves stay as they were (chains and relative links included). */
+static void test_symlinks(void **state) {
+    (void)state;
+    sdict_doc *doc = NULL;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_error err;
+    char sub[600], link[600], link2[600], target[700], got[700];
+    struct stat st;
+    snprintf(sub, sizeof sub, "%s/sub", g_dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    snprintf(link, sizeof link, "%s/dangling.pt", g_dir);
+    snprintf(link2, sizeof link2, "%s/chain.pt", g_dir);
+    snprintf(target, sizeof target, "%s/made.pt", sub);
+
+    /* chain.pt -> dangling.pt -> sub/made.pt, which does not exist yet */
+    assert_int_equal(symlink("sub/made.pt", link), 0);
+    assert_int_equal(symlink("dangling.pt", link2), 0);
+    assert_int_equal(stat(target, &st), -1);
+    assert_int_equal(sdict_save(link2, sdict_int_new(doc, 5), NULL, &err), SDICT_OK);
+    assert_int_equal(lstat(target, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_int_equal(lstat(link2, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    ssize_t n = readlink(link, got, sizeof got - 1);
+    assert_int_equal(n, 11);
+    got[n] = '\0';
+    assert_string_equal(got, "sub/made.pt");
+    assert_int_equal(load_int(target), 5);
+    assert_int_equal(load_int(link2), 5);
+
+    /* a link to an existing file: the file's content is replaced, the link kept */
+    write_marker(target, "previous");
+    struct stat before;
+    assert_int_equal(chmod(target, 0640), 0);
+    assert_int_equal(stat(target, &before), 0);
+    assert_int_equal(sdict_save(link, sdict_int_new(doc, 6), NULL, &err), SDICT_OK);
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_int_equal(stat(target, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+    assert_int_equal(load_int(target), 6);
+
+    /* a loop of links is refused, naming the path */
+    char la[600], lb[600];
+    snprintf(la, sizeof la, "%s/loop_a.pt", g_dir);
+    snprintf(lb, sizeof lb, "%s/loop_b.pt", g_dir);
+    assert_int_equal(symlink("loop_b.pt", la), 0);
+    assert_int_equal(symlink("loop_a.pt", lb), 0);
+    assert_int_equal(sdict_save(la, sdict_int_new(doc, 1), NULL, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, strerror(ELOOP)));
+    assert_int_equal(lstat(la, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    /* a dangling link into a folder that does not exist: open() would fail too */
+    char nodir[600];
+    snprintf(nodir, sizeof nodir, "%s/nodir.pt", g_dir);
+    assert_int_equal(symlink("no/such/dir/x.pt", nodir), 0);
+    assert_int_equal(sdict_save(nodir, sdict_int_new(doc, 1), NULL, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, strerror(ENOENT)));
+
+    assert_int_equal(count_entries(g_dir, ".sdtmp", false), 0);
+    assert_int_equal(count_entries(sub, ".sdtmp", false), 0);
+    unlink(la);
+    unlink(lb);
+    unlink(nodir);
+    unlink(link);
+    unlink(link2);
+    unlink(target);
+    assert_int_equal(rmdir(sub), 0);
     sdict_doc_free(doc);
 }
 
@@ -1067,6 +1342,10 @@ int main(void) {
         cmocka_unit_test(test_high_rank_round_trip),
         cmocka_unit_test(test_archive_name_and_order),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_read_only_target),
+        cmocka_unit_test(test_refuse_unloadable),
+        cmocka_unit_test(test_long_name),
+        cmocka_unit_test(test_symlinks),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_crash_kill),
         cmocka_unit_test(test_enospc),

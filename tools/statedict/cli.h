@@ -122,14 +122,35 @@ void fmt_int(cli_buf *b, const sdict_value *v);
 void fmt_value(cli_buf *b, const sdict_value *v, size_t max_items);
 /** Python's repr of a complex value ("(1.5-2j)", "1j", "(nan+infj)"), appended to b. */
 void fmt_complex_repr(cli_buf *b, const sdict_value *v);
+/** Appends n bytes of text from a file escaped by sdict_escape_text (flags 0): newlines, tabs
+    and every other control character, C1 controls, lone surrogates and invalid bytes as
+    escapes. */
+void fmt_escaped(cli_buf *b, const char *s, size_t n);
 /** Appends the path component for a dict key: str as is, int decimal, other scalars repr. */
 void fmt_key(cli_buf *b, const sdict_value *key);
 /** "[6, 3, 5, 5]" from a shape/stride array. */
 void fmt_dims(cli_buf *b, const int64_t *d, int32_t n);
 
-/** A JSON string of len bytes of text; invalid UTF-8 sequences (lone surrogates from Python's
-    surrogatepass, stray bytes) become U+FFFD. Embedded NULs are kept (as \u0000). */
+/** A JSON string of len bytes of text (a Python str as the loader keeps it): lone surrogates
+    (Python's 'surrogatepass' form, ED A0 80..ED BF BF) are kept, for cli_json_dump to write
+    as \udXXX; bytes Python could not have decoded become U+FFFD. Embedded NULs are kept. */
 json_t *json_text(const char *s, size_t len);
+/** Writes j to f as Python's json.dumps(ensure_ascii=True) would: only printable ASCII and
+    newlines, non-ASCII text as \uXXXX escapes, lone surrogates as themselves ("\ud800"),
+    which jansson's own dump cannot write. indent > 0 puts each member on its own line indented
+    by that many spaces per level; 0 writes one line with ", " and ": " separators. Objects
+    keep their insertion order. Returns 0, or -1 when the write failed. */
+int cli_json_dump(const json_t *j, FILE *f, int indent);
+
+/** Makes stdout and stderr escape what is written to them (sdict_escape_text with
+    SDICT_ESCAPE_KEEP_LAYOUT): whatever a command prints, control characters, C1 controls and
+    bytes that are not UTF-8 from a file reach the terminal as escapes, while newlines and
+    tabs stay the structure of the output. UTF-8 sequences cut between two writes are joined.
+    glibc only (fopencookie); elsewhere a no-op. */
+void cli_escape_streams_begin(void);
+/** Flushes and removes the escaping streams, restoring the real stdout and stderr. Returns 0,
+    or -1 when writing standard output failed. */
+int cli_escape_streams_end(void);
 
 /** strdup (not in C11); NULL on out-of-memory. */
 char *cli_strdup(const char *s);

@@ -24,6 +24,10 @@
     "strides":NODE,"storage_offsets":NODE[,"attrs"]}
    A collections.Counter is a dict node with "counter":true.
 
+ The text is ASCII, as Python's json.dumps writes it (cli_json_dump): every str is kept exactly,
+ non-ASCII and control characters as \uXXXX, lone surrogates (which Python strs may hold and
+ torch.save writes with 'surrogatepass') as "\ud800", so json.loads gives back the same str.
+
  The tensor digest is over the elements in C-contiguous order, little-endian, whatever the
  strides and the file's byte order, with the conj/neg bits applied (torch's resolve_conj() and
  resolve_neg()); quantized tensors hash their integer representation (int_repr(); quint4x2 and
@@ -403,7 +407,7 @@ int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
         snprintf(c.err.file, sizeof c.err.file, "%s", args->pos[0]);
         cli_report_error(c.st, &c.err);
         rc = CLI_EXIT_BAD_INPUT;
-    } else if (json_dumpf(root, stdout, args->pretty ? JSON_INDENT(2) : 0) != 0) {
+    } else if (cli_json_dump(root, stdout, args->pretty ? 2 : 0) != 0) {
         rc = CLI_EXIT_BAD_INPUT;
     } else {
         fputc('\n', stdout);

@@ -375,7 +375,7 @@ static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
     json_object_set_new(root, "tensors", json_integer((json_int_t)ntensors));
     json_object_set_new(root, "tensor_bytes", json_integer((json_int_t)tbytes));
     buf_free(&b);
-    int rc = json_dumpf(root, stdout, pretty ? JSON_INDENT(2) : 0);
+    int rc = cli_json_dump(root, stdout, pretty ? 2 : 0);
     fputc('\n', stdout);
     json_decref(root);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_BAD_INPUT;

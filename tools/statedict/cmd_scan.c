@@ -21,9 +21,21 @@ static void on_global(void *ctx, const sdict_scan_item *item) {
     c->total++;
     if (!item->allowed)
         c->refused++;
-    printf("%s  %s.%s  %s:%s@%lld\n", item->allowed ? "ALLOWED" : "REFUSED",
-           item->module ? item->module : "?", item->name ? item->name : "?", c->path,
-           item->record ? item->record : "", (long long)item->offset);
+    /* module, name and record come from the file: escaped, one line per global whatever
+       they hold */
+    const char *m = item->module ? item->module : "?", *n = item->name ? item->name : "?";
+    const char *r = item->record ? item->record : "";
+    cli_buf b;
+    buf_init(&b);
+    buf_puts(&b, item->allowed ? "ALLOWED  " : "REFUSED  ");
+    fmt_escaped(&b, m, strlen(m));
+    buf_putn(&b, ".", 1);
+    fmt_escaped(&b, n, strlen(n));
+    buf_printf(&b, "  %s:", c->path);
+    fmt_escaped(&b, r, strlen(r));
+    buf_printf(&b, "@%lld\n", (long long)item->offset);
+    fputs(b.s, stdout);
+    buf_free(&b);
 }
 
 int cmd_scan(const cli_cmd *cmd, const cli_args *args) {

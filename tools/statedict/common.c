@@ -1,4 +1,5 @@
 /* common.c - option parsing, error reporting, value formatting and tree walking for the CLI. */
+#define _GNU_SOURCE /* fopencookie */
 #include "cli.h"
 
 #include <math.h>
@@ -319,6 +320,20 @@ void fmt_int(cli_buf *b, const sdict_value *v) {
 }
 
 /* Python repr of str/bytes content: quotes, escapes for quotes, backslash, controls. */
+/* Appends the run of bytes >= 0x80 at s (n > 0 bytes), escaped by sdict_escape_text: C1
+   controls, lone surrogates and invalid bytes as repr-like escapes, other UTF-8 as it is.
+   Returns the run's length. */
+static size_t fmt_escaped_run(cli_buf *b, const unsigned char *s, size_t n) {
+    size_t run = 0;
+    while (run < n && s[run] >= 0x80)
+        run++;
+    size_t need = sdict_escape_text((const char *)s, run, 0, NULL, 0);
+    buf_reserve(b, need);
+    sdict_escape_text((const char *)s, run, 0, b->s + b->len, need + 1);
+    b->len += need;
+    return run;
+}
+
 static void fmt_quoted(cli_buf *b, const unsigned char *s, size_t len, bool is_bytes) {
     if (is_bytes)
         buf_putn(b, "b", 1);
@@ -335,6 +350,8 @@ static void fmt_quoted(cli_buf *b, const unsigned char *s, size_t len, bool is_b
             buf_puts(b, "\\r");
         else if (c < 0x20 || c == 0x7f || (is_bytes && c >= 0x80))
             buf_printf(b, "\\x%02x", c);
+        else if (c >= 0x80)
+            i += fmt_escaped_run(b, s + i, len - i) - 1;
         else
             buf_putn(b, (const char *)&s[i], 1);
     }
@@ -512,19 +529,22 @@ void fmt_value(cli_buf *b, const sdict_value *v, size_t max_items) {
     fmt_value_depth(b, v, max_items < 2 ? 2 : max_items, 0);
 }
 
+void fmt_escaped(cli_buf *b, const char *s, size_t n) {
+    size_t need = sdict_escape_text(s, n, 0, NULL, 0);
+    buf_reserve(b, need);
+    sdict_escape_text(s, n, 0, b->s + b->len, need + 1);
+    b->len += need;
+}
+
 void fmt_key(cli_buf *b, const sdict_value *key) {
     if (sdict_value_kind(key) == SDICT_KIND_STR) {
-        /* Control characters (newlines, NUL, terminal escapes) are written as \xNN, so a key
-           cannot forge output lines or reach the terminal; show resolves the same text. */
+        /* Control characters (newlines, NUL, terminal escapes, C1), lone surrogates and bytes
+           that are not UTF-8 are written as escapes (sdict_escape_text), so a key cannot
+           forge output lines or reach the terminal; show resolves the same text. */
         size_t len = 0;
         const char *s = sdict_str_get(key, &len);
-        for (size_t i = 0; s && i < len; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (c < 0x20 || c == 0x7f)
-                buf_printf(b, "\\x%02x", c);
-            else
-                buf_putn(b, s + i, 1);
-        }
+        if (s)
+            fmt_escaped(b, s, len);
     } else {
         fmt_value(b, key, 16);
     }
@@ -602,15 +622,17 @@ bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn 
  MARK: JSON text
 ==================================================================================================*/
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not valid UTF-8 (overlong
-   forms, surrogates and values past U+10FFFF are invalid, as jansson requires). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
+/* Length (1-4) and code point of the UTF-8 sequence at s (n > 0 bytes), or 0 when the bytes
+   are not UTF-8 as Python decodes a pickle's str: overlong forms and values past U+10FFFF are
+   invalid, lone surrogates in their three-byte form are kept ('surrogatepass'). */
+static size_t utf8_cp(const unsigned char *s, size_t n, uint32_t *cp_out) {
     unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
     size_t len;
     uint32_t cp, min;
-    if ((c & 0xE0) == 0xC0) {
+    if (c < 0x80) {
+        *cp_out = c;
+        return 1;
+    } else if ((c & 0xE0) == 0xC0) {
         len = 2, cp = c & 0x1F, min = 0x80;
     } else if ((c & 0xF0) == 0xE0) {
         len = 3, cp = c & 0x0F, min = 0x800;
@@ -626,8 +648,9 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
             return 0;
         cp = (cp << 6) | (s[i] & 0x3F);
     }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+    if (cp < min || cp > 0x10FFFF)
         return 0;
+    *cp_out = cp;
     return len;
 }
 
@@ -635,12 +658,15 @@ json_t *json_text(const char *s, size_t len) {
     json_t *j = json_stringn(s ? s : "", s ? len : 0);
     if (j)
         return j;
+    /* jansson holds only strict UTF-8: keep the lone surrogates (cli_json_dump writes them as
+       \udXXX, as Python's json.dumps does) and replace what Python could not have read. */
     cli_buf b;
     buf_init(&b);
     buf_putn(&b, "", 0);
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
-        size_t k = utf8_seq(p + i, len - i);
+        uint32_t cp;
+        size_t k = utf8_cp(p + i, len - i, &cp);
         if (k) {
             buf_putn(&b, (const char *)p + i, k);
             i += k;
@@ -649,9 +675,226 @@ json_t *json_text(const char *s, size_t len) {
             i++;
         }
     }
-    j = json_stringn(b.s, b.len);
+    j = json_stringn_nocheck(b.s, b.len);
     buf_free(&b);
     return j ? j : json_string("");
+}
+
+/* A JSON string as Python's json.dumps writes it (ensure_ascii): printable ASCII as it is,
+   everything else as \uXXXX escapes (surrogate pairs past U+FFFF, lone surrogates as they
+   are), so the output holds no control bytes and no byte >= 0x80. */
+static void json_put_string(cli_buf *b, const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    buf_putn(b, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = utf8_cp(p + i, n - i, &cp);
+        if (!k)
+            cp = 0xFFFD, k = 1; /* json_text never stores such bytes */
+        i += k;
+        if (cp == '"' || cp == '\\')
+            buf_printf(b, "\\%c", (char)cp);
+        else if (cp == '\n')
+            buf_puts(b, "\\n");
+        else if (cp == '\r')
+            buf_puts(b, "\\r");
+        else if (cp == '\t')
+            buf_puts(b, "\\t");
+        else if (cp == '\b')
+            buf_puts(b, "\\b");
+        else if (cp == '\f')
+            buf_puts(b, "\\f");
+        else if (cp >= 0x20 && cp < 0x7F) {
+            char ch = (char)cp;
+            buf_putn(b, &ch, 1);
+        }
+        else if (cp < 0x10000)
+            buf_printf(b, "\\u%04x", (unsigned)cp);
+        else
+            buf_printf(b, "\\u%04x\\u%04x", (unsigned)(0xD800 + ((cp - 0x10000) >> 10)),
+                       (unsigned)(0xDC00 + ((cp - 0x10000) & 0x3FF)));
+    }
+    buf_putn(b, "\"", 1);
+}
+
+static void json_newline(cli_buf *b, int indent, int depth) {
+    if (indent <= 0)
+        return;
+    buf_putn(b, "\n", 1);
+    for (int i = 0; i < indent * depth; i++)
+        buf_putn(b, " ", 1);
+}
+
+/* Appends j as JSON text (see cli_json_dump). Depth is bounded by the trees the CLI builds
+   (CLI_MAX_DEPTH levels of values, each at most a few JSON levels). */
+static void json_put(cli_buf *b, const json_t *j, int indent, int depth) {
+    const char *comma = indent > 0 ? "," : ", ";
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *v;
+        bool first = true;
+        buf_putn(b, "{", 1);
+        json_object_foreach((json_t *)j, key, v) {
+            if (!first)
+                buf_puts(b, comma);
+            first = false;
+            json_newline(b, indent, depth + 1);
+            json_put_string(b, key, strlen(key));
+            buf_puts(b, ": ");
+            json_put(b, v, indent, depth + 1);
+        }
+        if (!first)
+            json_newline(b, indent, depth);
+        buf_putn(b, "}", 1);
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(j);
+        buf_putn(b, "[", 1);
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                buf_puts(b, comma);
+            json_newline(b, indent, depth + 1);
+            json_put(b, json_array_get(j, i), indent, depth + 1);
+        }
+        if (n)
+            json_newline(b, indent, depth);
+        buf_putn(b, "]", 1);
+        break;
+    }
+    case JSON_STRING:
+        json_put_string(b, json_string_value(j), json_string_length(j));
+        break;
+    case JSON_INTEGER:
+        buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        break;
+    case JSON_REAL:
+        buf_printf(b, "%.17g", json_real_value(j));
+        break;
+    case JSON_TRUE:
+        buf_puts(b, "true");
+        break;
+    case JSON_FALSE:
+        buf_puts(b, "false");
+        break;
+    default:
+        buf_puts(b, "null");
+        break;
+    }
+}
+
+int cli_json_dump(const json_t *j, FILE *f, int indent) {
+    cli_buf b;
+    buf_init(&b);
+    json_put(&b, j, indent, 0);
+    buf_putn(&b, "", 0);
+    size_t w = fwrite(b.s, 1, b.len, f);
+    int rc = w == b.len ? 0 : -1;
+    buf_free(&b);
+    return rc;
+}
+
+/*==================================================================================================
+ MARK: Escaped standard streams
+==================================================================================================*/
+
+#ifdef __GLIBC__
+/* State of one escaping stream: where the escaped text goes, and the start of a UTF-8
+   sequence that the next write may complete. */
+typedef struct esc_stream {
+    FILE *to;
+    char pend[4];
+    size_t npend;
+} esc_stream;
+static esc_stream esc_out, esc_err;
+static FILE *esc_out_file, *esc_err_file;
+
+/* Bytes at the end of s that start a UTF-8 sequence longer than what is there. */
+static size_t utf8_open_tail(const unsigned char *s, size_t n) {
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned c = s[n - k];
+        if ((c & 0xC0) == 0x80)
+            continue;
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
+static void esc_emit(esc_stream *e, const char *s, size_t n) {
+    char out[4 * 1024 + 1];
+    while (n) {
+        size_t k = n > 1024 ? 1024 : n;
+        if (k < n) /* do not cut a sequence in two */
+            k -= utf8_open_tail((const unsigned char *)s, k);
+        size_t m = sdict_escape_text(s, k, SDICT_ESCAPE_KEEP_LAYOUT, out, sizeof out);
+        fwrite(out, 1, m, e->to);
+        s += k;
+        n -= k;
+    }
+}
+
+static ssize_t esc_write(void *cookie, const char *buf, size_t size) {
+    esc_stream *e = cookie;
+    size_t total = e->npend + size;
+    char *all = malloc(total ? total : 1);
+    if (!all)
+        return -1;
+    memcpy(all, e->pend, e->npend);
+    memcpy(all + e->npend, buf, size);
+    size_t keep = utf8_open_tail((const unsigned char *)all, total);
+    esc_emit(e, all, total - keep);
+    memcpy(e->pend, all + total - keep, keep);
+    e->npend = keep;
+    free(all);
+    return ferror(e->to) ? -1 : (ssize_t)size;
+}
+
+static int esc_close(void *cookie) {
+    esc_stream *e = cookie;
+    esc_emit(e, e->pend, e->npend); /* an unfinished sequence: its bytes as \xNN */
+    e->npend = 0;
+    return fflush(e->to) == 0 && !ferror(e->to) ? 0 : EOF;
+}
+
+static FILE *esc_open(esc_stream *e, FILE *to, int mode) {
+    cookie_io_functions_t io = {NULL, esc_write, NULL, esc_close};
+    e->to = to;
+    e->npend = 0;
+    FILE *f = fopencookie(e, "w", io);
+    if (f)
+        setvbuf(f, NULL, mode, BUFSIZ);
+    return f;
+}
+#endif
+
+void cli_escape_streams_begin(void) {
+#ifdef __GLIBC__
+    esc_out_file = esc_open(&esc_out, stdout, _IOFBF);
+    esc_err_file = esc_open(&esc_err, stderr, _IOLBF);
+    if (esc_out_file)
+        stdout = esc_out_file;
+    if (esc_err_file)
+        stderr = esc_err_file;
+#endif
+}
+
+int cli_escape_streams_end(void) {
+    int rc = 0;
+#ifdef __GLIBC__
+    if (esc_out_file) {
+        rc |= fclose(esc_out_file) != 0;
+        stdout = esc_out.to;
+        esc_out_file = NULL;
+    }
+    if (esc_err_file) {
+        (void)fclose(esc_err_file);
+        stderr = esc_err.to;
+        esc_err_file = NULL;
+    }
+#endif
+    return rc ? -1 : 0;
 }
 
 char *cli_strdup(const char *s) {

@@ -80,7 +80,7 @@ static void print_help(FILE *f) {
                "3 input unreadable, corrupt or unsafe (the message says which).\n");
 }
 
-int main(int argc, char **argv) {
+static int run(int argc, char **argv) {
     if (argc < 2) {
         print_help(stderr);
         return CLI_EXIT_USAGE;
@@ -128,7 +128,17 @@ int main(int argc, char **argv) {
         rc = cmd->run(cmd, &args);
     }
     free(args.pos);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
+    return rc;
+}
+
+/* Everything printed goes through the escaping streams (cli_escape_streams_begin): names and
+   keys from a file cannot drive the terminal, whichever command prints them. */
+int main(int argc, char **argv) {
+    cli_escape_streams_begin();
+    int rc = run(argc, argv);
+    bool failed = fflush(stdout) != 0 || ferror(stdout);
+    failed = cli_escape_streams_end() != 0 || failed;
+    if (fflush(stdout) != 0 || ferror(stdout) || failed) {
         fputs("statedict: error writing standard output\n", stderr);
         if (rc == CLI_EXIT_OK)
             rc = CLI_EXIT_BAD_INPUT;
