@@ -288,7 +288,7 @@ const char *sdict_kind_name(sdict_kind kind) {
     static const char *const names[] = {"none",   "bool",    "int",     "float",  "str",
                                         "bytes",  "list",    "tuple",   "set",    "dict",
                                         "tensor", "dtype",   "device",  "complex", "qscheme",
-                                        "layout", "sparse",  "nested"};
+                                        "layout", "sparse",  "nested",  "storage"};
     if ((unsigned)kind < SDICT_KIND_COUNT)
         return names[kind];
     if (kind == SDICT__KIND_STORAGE)
@@ -1248,6 +1248,10 @@ sdict_value *sdict__storage_value_new(sdict_doc *doc, sdict_storage *s, sdict_dt
         v->u.st.dtype = dtype;
     }
     return v;
+}
+
+sdict_storage *sdict_value_storage(const sdict_value *v, sdict_dtype *dtype) {
+    return sdict__storage_value_get(v, dtype);
 }
 
 sdict_storage *sdict__storage_value_get(const sdict_value *v, sdict_dtype *dtype) {
