@@ -306,13 +306,27 @@ static sdict_status parse_pid(const char *record, int64_t off, const sdict_value
     if (legacy ? (n != 6 && n != 5) : n != 5)
         return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
                           "storage persistent id has %zu items, expected %d", n, legacy ? 6 : 5);
-    if (!storage_class_dtype(sdict_seq_item(pid, 1), &p->dtype))
-        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
-                          "storage persistent id: item 1 is a %s, not a storage class",
-                          sdict_kind_name(sdict_value_kind(sdict_seq_item(pid, 1))));
     if (!key_text(sdict_seq_item(pid, 2), p->key, sizeof p->key))
         return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
                           "storage persistent id: key is not a short string");
+    const sdict_value *cls = sdict_seq_item(pid, 1);
+    if (!storage_class_dtype(cls, &p->dtype)) {
+        /* The pickle machine hands over a storage class it cannot read (torch.FooStorage, or
+           one of a newer torch) as its "module.name" text: a dtype statedict lacks, not an
+           unsafe file (nothing was or will be called). */
+        size_t cl = 0;
+        const char *cn = sdict_str_get(cls, &cl);
+        const char *bare = !cn ? NULL
+                           : strncmp(cn, "torch.cuda.", 11) == 0 ? cn + 11
+                           : strncmp(cn, "torch.", 6) == 0 ? cn + 6 : NULL;
+        if (bare && cl > 7 && cl < 200 && !memchr(cn, '\0', cl) && !strchr(bare, '.') &&
+            strcmp(cn + cl - 7, "Storage") == 0)
+            return sdict__err(err, SDICT_E_DTYPE, record, off,
+                              "unsupported dtype %s for storage key '%s'", cn, p->key);
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "storage '%s': persistent id item 1 is a %s, not a storage class",
+                          p->key, sdict_kind_name(sdict_value_kind(cls)));
+    }
     if (sdict_value_kind(sdict_seq_item(pid, 3)) != SDICT_KIND_STR &&
         sdict_value_kind(sdict_seq_item(pid, 3)) != SDICT_KIND_BYTES)
         return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,

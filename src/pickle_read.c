@@ -162,6 +162,8 @@ typedef enum gkind {
     G_FROM_TYPE,       /* torch._tensor._rebuild_from_type_v2 */
     G_TENSOR_CLS,      /* torch.Tensor (a class argument) */
     G_PARAM_CLS,       /* torch.nn.parameter.Parameter (a class argument) */
+    G_STORAGE_UNKNOWN, /* torch.XStorage that names no storage class statedict reads: only a
+                          persistent id may hold it, which load.c refuses as SDICT_E_DTYPE */
 } gkind;
 
 typedef struct tag {
@@ -1009,8 +1011,21 @@ static resolved resolve_global(const char *mod, size_t ml, const char *name, siz
             r.is_dtype = true;
         else if (eq(mod, ml, "torch") && sdict_dtype_from_name(tmp, &r.dtype) == SDICT_OK)
             r.is_dtype = true;
-        else
+        else if (eq(mod, ml, "torch") && strcmp(tmp, "UntypedStorage") == 0) {
+            r.is_dtype = true; /* torch.UntypedStorage is torch.storage.UntypedStorage */
+            r.dtype = SDICT_UINT8;
+        } else {
             r.allowed = false;
+            /* A storage class name (identifier ending in "Storage") statedict cannot read: still
+               refused (scan reports it REFUSED, nothing calls it), but a load says the dtype is
+               unsupported instead of calling the file unsafe. */
+            bool ident = nl > 7 && strcmp(tmp + nl - 7, "Storage") == 0;
+            for (size_t i = 0; ident && i < nl; i++)
+                ident = (tmp[i] >= 'A' && tmp[i] <= 'Z') || (tmp[i] >= 'a' && tmp[i] <= 'z') ||
+                        (tmp[i] >= '0' && tmp[i] <= '9') || (tmp[i] == '_' && i > 0);
+            if (ident)
+                r.kind = G_STORAGE_UNKNOWN;
+        }
     } else {
         r.allowed = false;
     }
@@ -1033,7 +1048,9 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         m->u->on_global(m->u->ctx, full, full + ml + 1, r.allowed, m->off);
     full[ml] = '.';
     sdict_status st = SDICT_OK;
-    if (!r.allowed && (!m->u->scan || call_now)) {
+    if (r.kind == G_STORAGE_UNKNOWN && !m->u->scan) {
+        st = new_tagged(m, full, ml + nl + 1, G_STORAGE_UNKNOWN, out, NULL);
+    } else if (!r.allowed && (!m->u->scan || call_now)) {
         st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s' is not on the allow-list", full);
     } else if (r.is_dtype) {
         *out = sdict_dtype_value_new(m->doc, r.dtype);
@@ -1043,6 +1060,7 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         st = *out ? SDICT_OK : nomem(m);
     } else {
         st = new_tagged(m, full, ml + nl + 1, r.allowed ? r.kind : G_REFUSED, out, NULL);
+        /* scan: unknown storage classes are placeholders like any refused global */
     }
     sdict__free(full);
     return st;
@@ -1544,6 +1562,9 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
     if (t->kind == G_REFUSED)
         return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "calls refused global '%s' (from offset %lld)",
                     name, (long long)t->offset);
+    if (t->kind == G_STORAGE_UNKNOWN)
+        return fail(m, SDICT_E_DTYPE, "unsupported dtype: '%s' is no storage class statedict "
+                    "reads (from offset %lld)", name, (long long)t->offset);
     if (sdict_value_kind(args) != SDICT_KIND_TUPLE)
         return fail(m, SDICT_E_PICKLE_TYPE, "arguments of '%s' must be a tuple, found %s", name,
                     kind_of(m, args));
@@ -1902,6 +1923,9 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
         if (t->kind == G_REFUSED)
             return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "BUILD on refused global '%s'",
                         sdict_str_get(obj, NULL));
+        if (t->kind == G_STORAGE_UNKNOWN)
+            return fail(m, SDICT_E_DTYPE, "unsupported dtype: BUILD on '%s', no storage class "
+                        "statedict reads", sdict_str_get(obj, NULL));
         if (t->kind == G_NP_DTYPE) {
             const char *order = sdict_value_kind(state) == SDICT_KIND_TUPLE
                                     ? sdict_str_get(sdict_seq_item(state, 1), NULL)

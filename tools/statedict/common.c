@@ -123,6 +123,7 @@ const char *cli_status_class(sdict_status st) {
         return "unreadable";
     case SDICT_E_PICKLE_UNSAFE_GLOBAL:
         return "unsafe";
+    case SDICT_E_DTYPE:
     case SDICT_E_ZIP_UNSUPPORTED:
     case SDICT_E_UNSUPPORTED:
     case SDICT_E_VERSION:
