@@ -547,8 +547,10 @@ SDICT_API sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered);
 SDICT_API bool sdict_dict_is_ordered(const sdict_value *d);
 /**
  Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, complex, None, bytes,
- dtype, device, qscheme, layout, or tuples of those; an existing equal key keeps its position
- and gets the new value (Python semantics, except that 1 and True are different keys).
+ dtype, device, qscheme, layout, or tuples and frozensets (sets marked SDICT_PYTYPE_FROZENSET,
+ equal whatever their order; do not change one while it is a key) of those; an existing equal
+ key keeps its position and gets the new value (Python semantics, except that 1 and True are
+ different keys).
  Errors: SDICT_E_INVALID_ARG (not a dict, unhashable key, foreign doc), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dict_set(sdict_value *d, sdict_value *key, sdict_value *val);

@@ -474,7 +474,7 @@ static sdict_status check_data(vm *m, const sdict_value *v, const char *where) {
 }
 
 /* Dict keys and set items: str, int, float, bool, None, bytes, the torch singletons (dtype,
-   device, qscheme, layout), complex, or tuples of those. Checked
+   device, qscheme, layout), complex, or tuples and frozensets of those. Checked
    with a small explicit stack; a key needing more than 256 nodes is refused (real keys have a
    handful), which also keeps hashing shared-subtuple bombs linear. */
 static sdict_status check_hashable(vm *m, const sdict_value *key) {
@@ -500,6 +500,12 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
         case SDICT_KIND_QSCHEME:
         case SDICT_KIND_LAYOUT:
             break;
+        case SDICT_KIND_SET:
+            /* a frozenset is hashable (torch loads {frozenset({1, 2}): v}); a set is not */
+            if (sdict_value_pytype(v) != SDICT_PYTYPE_FROZENSET)
+                return fail(m, SDICT_E_PICKLE_TYPE, "unhashable set used as a dict key or set "
+                            "item");
+            /* fall through */
         case SDICT_KIND_TUPLE: {
             size_t k = sdict_seq_len(v);
             if (k > 256 - n)
@@ -2422,6 +2428,9 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         if (tk != want || tag_of(m, target))
             return fail(m, SDICT_E_PICKLE_TYPE, "target must be a %s, found %s",
                         sdict_kind_name(want), kind_of(m, target));
+        if (sdict_value_pytype(target) == SDICT_PYTYPE_FROZENSET)
+            /* frozensets are immutable (and may already be a dict key, hashed) */
+            return fail(m, SDICT_E_PICKLE_TYPE, "ADDITEMS on a frozenset");
         if (dict_op) {
             if ((m->sp - base) % 2)
                 return fail(m, SDICT_E_PICKLE_STACK,

@@ -7,7 +7,7 @@
    {"type":"none"}  {"type":"bool","value":true}  {"type":"int","value":"-12"}
    {"type":"float","value":"0x1.999999999999ap-2"}   (C99 %a; "nan", "inf", "-inf")
    {"type":"str","value":"..."}  {"type":"bytes","hex":"00ff"}  {"type":"dtype","value":"float16"}
-   {"type":"list"|"tuple"|"set","items":[NODE...]}
+   {"type":"list"|"tuple"|"set","items":[NODE...]}  (a frozenset: "frozenset":true before items)
    {"type":"dict","ordered":B,"items":[[KEY,NODE]...],"attrs":[["_metadata",NODE]]}  (attrs if any)
    {"type":"tensor","dtype":"float32","shape":[..],"stride":[..],"storage_offset":0,
     "requires_grad":false,"parameter":false,"storage":"0"|"mem:ADDR"|null,"sha256":"hex"|null}
@@ -407,6 +407,8 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
     case SDICT_KIND_LIST:
     case SDICT_KIND_TUPLE:
     case SDICT_KIND_SET:
+        if (sdict_value_pytype(v) == SDICT_PYTYPE_FROZENSET)
+            json_object_set_new(o, "frozenset", json_true());
         json_object_set_new(o, "items", items_of(c, v, depth));
         break;
     case SDICT_KIND_DICT: {

@@ -481,15 +481,17 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
         fmt_seq_items(b, v, max_items, depth);
         buf_puts(b, sdict_seq_len(v) == 1 ? ",)" : ")");
         break;
-    case SDICT_KIND_SET:
+    case SDICT_KIND_SET: {
+        bool frozen = sdict_value_pytype(v) == SDICT_PYTYPE_FROZENSET; /* as Python's repr */
         if (sdict_seq_len(v) == 0) {
-            buf_puts(b, "set()");
+            buf_puts(b, frozen ? "frozenset()" : "set()");
         } else {
-            buf_puts(b, "{");
+            buf_puts(b, frozen ? "frozenset({" : "{");
             fmt_seq_items(b, v, max_items, depth);
-            buf_puts(b, "}");
+            buf_puts(b, frozen ? "})" : "}");
         }
         break;
+    }
     case SDICT_KIND_DICT: {
         size_t n = sdict_dict_len(v);
         bool counter = (sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER);
