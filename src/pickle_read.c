@@ -162,6 +162,7 @@ typedef enum gkind {
     G_FROM_TYPE,       /* torch._tensor._rebuild_from_type_v2 */
     G_TENSOR_CLS,      /* torch.Tensor (a class argument) */
     G_PARAM_CLS,       /* torch.nn.parameter.Parameter (a class argument) */
+    G_NP_FROMBUFFER,   /* numpy.core.numeric._frombuffer (ndarrays under pickle protocol 5) */
     G_STORAGE_UNKNOWN, /* torch.XStorage that names no storage class statedict reads: only a
                           persistent id may hold it, which load.c refuses as SDICT_E_DTYPE */
 } gkind;
@@ -981,6 +982,9 @@ static resolved resolve_global(const char *mod, size_t ml, const char *name, siz
         r.kind = G_COMPLEX;
     else if (eq(mod, ml, "torch") && eq(name, nl, "Size"))
         r.kind = G_SIZE;
+    else if ((eq(mod, ml, "numpy.core.numeric") || eq(mod, ml, "numpy._core.numeric")) &&
+             eq(name, nl, "_frombuffer"))
+        r.kind = G_NP_FROMBUFFER;
     else if (builtins && (eq(name, nl, "set") || eq(name, nl, "frozenset")))
         r.kind = G_SET;
     else if (builtins && eq(name, nl, "bytearray"))
@@ -1916,6 +1920,34 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         TRY(new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, out, &arr));
         arr->np_underscore = strncmp(name, "numpy._core.", 12) == 0;
         return SDICT_OK;
+    }
+    case G_NP_FROMBUFFER: {
+        /* numpy's reduce under protocol 5: _frombuffer(PickleBuffer(arr), dtype, shape, order),
+           the buffer written in band (BYTEARRAY8, or bytes for a read-only array); the same
+           array _reconstruct's BUILD state (version, shape, dtype, is_fortran, raw) describes */
+        if (n != 4)
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s' takes 4 arguments, got %zu", name, n);
+        size_t ol = 0;
+        const char *order = sdict_str_get(a[3], &ol);
+        if (!order || ol != 1 || (order[0] != 'C' && order[0] != 'F'))
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s': order must be 'C' or 'F'", name);
+        if (sdict_value_kind(a[0]) != SDICT_KIND_BYTES)
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s': buffer is a %s, not in-band bytes", name,
+                        kind_of(m, a[0]));
+        sdict_value *state, *ver, *fortran;
+        NEWV(state, sdict_tuple_new(m->doc));
+        NEWV(ver, sdict_int_new(m->doc, 1));
+        NEWV(fortran, sdict_bool_new(m->doc, order[0] == 'F'));
+        sdict_value *items[5] = {ver, (sdict_value *)a[2], (sdict_value *)a[1], fortran,
+                                 (sdict_value *)a[0]};
+        for (int i = 0; i < 5; i++)
+            if (sdict_seq_append(state, items[i]) != SDICT_OK)
+                return nomem(m);
+        tag *arr;
+        sdict_value *placeholder;
+        TRY(new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, &placeholder, &arr));
+        arr->np_underscore = strncmp(name, "numpy._core.", 12) == 0;
+        return np_array_build(m, arr, state, out);
     }
     default:
         return fail(m, SDICT_E_PICKLE_TYPE, "'%s' cannot be called", name);
