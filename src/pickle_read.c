@@ -2221,11 +2221,65 @@ static sdict_status text_index(vm *m, uint64_t *idx) {
     return SDICT_OK;
 }
 
+/* The dict key whose value is being built, for messages: above the topmost dict on the stack
+   sits either its key (SETITEM) or, after a MARK, key/value pairs (SETITEMS) whose last
+   unpaired key is it. NULL when there is no such str or int key. */
+static const sdict_value *pending_key(const vm *m) {
+    size_t i = m->sp;
+    while (i > 0 && sdict_value_kind(m->stack[i - 1]) != SDICT_KIND_DICT)
+        i--;
+    if (i == 0 || i >= m->sp)
+        return NULL;
+    size_t start = i, end = m->sp; /* stack[i - 1] is the dict */
+    for (size_t j = 0; j < m->nmarks; j++)
+        if (m->marks[j] == start) {
+            for (size_t k = j + 1; k < m->nmarks; k++)
+                if (m->marks[k] > start) {
+                    end = m->marks[k];
+                    break;
+                }
+            if (end > start)
+                i = start + (end - start - 1) / 2 * 2;
+            break;
+        }
+    sdict_kind k = sdict_value_kind(m->stack[i]);
+    return i < m->sp && (k == SDICT_KIND_STR || k == SDICT_KIND_INT) && !tag_of(m, m->stack[i])
+               ? m->stack[i]
+               : NULL;
+}
+
 static sdict_status persistent(vm *m, sdict_value *pid) {
     if (!m->u->persistent_load)
         return fail(m, SDICT_E_STORAGE, "persistent id but no storages to resolve it");
     sdict_value *v = NULL;
-    TRY(m->u->persistent_load(m->u->ctx, pid, m->off, &v, m->err));
+    sdict_status pst = m->u->persistent_load(m->u->ctx, pid, m->off, &v, m->err);
+    if (pst == SDICT_E_DTYPE && m->err) {
+        /* "unsupported dtype X for storage key '0'": name the dict key too */
+        const sdict_value *key = pending_key(m);
+        size_t used = strlen(m->err->message), len = 0;
+        char num[24];
+        const char *text = sdict_str_get(key, &len);
+        int64_t iv = 0;
+        if (!text && key && sdict_int_get(key, &iv) == SDICT_OK) {
+            len = (size_t)snprintf(num, sizeof num, "%lld", (long long)iv);
+            text = num;
+        }
+        if (text && used < sizeof m->err->message) {
+            char shown[64];
+            size_t n = 0;
+            for (size_t c = 0; c < len && n + 5 < sizeof shown; c++) {
+                unsigned char ch = (unsigned char)text[c];
+                if (ch < 0x20 || ch == 0x7f || ch == '\\' || ch == '\'')
+                    n += (size_t)snprintf(shown + n, sizeof shown - n, "\\x%02x", ch);
+                else
+                    shown[n++] = (char)ch;
+            }
+            shown[n] = '\0';
+            snprintf(m->err->message + used, sizeof m->err->message - used, " (value of key '%s%s')",
+                     shown, n < len ? "..." : "");
+        }
+    }
+    TRY(pst);
     if (!v)
         return fail(m, SDICT_E_STORAGE, "persistent id resolved to nothing");
     return push(m, v);

@@ -23,7 +23,8 @@ With the running torch, writes into WORKDIR and checks through the statedict CLI
              convert writes 'cpu' and torch loads it equal. A bytes tag that is not ASCII is
              refused by torch.load and by statedict (exit 3, naming the tag and storage key).
   dtypes     a storage class no torch has (torch.FooStorage): exit 3 "unsupported dtype
-             torch.FooStorage for storage key '0'" (SDICT_E_DTYPE), scan says REFUSED; a global
+             torch.FooStorage for storage key '0' (value of key 'w')" (SDICT_E_DTYPE), scan
+             says REFUSED; a global
              that is no storage class in the same place (torch.load, os.FooStorage) stays
              "unsafe".
   numpy      numpy arrays saved with pickle_protocol=5 (numpy's _frombuffer, this torch's
@@ -317,7 +318,7 @@ def dtypes(sd, wd):
     import torch
     base = os.path.join(wd, "cls_float.pt")
     torch.save({"w": torch.arange(4.)}, base)
-    cases = [("torch\nFooStorage", 3, "unsupported: ", "unsupported dtype torch.FooStorage for storage key '0'",
+    cases = [("torch\nFooStorage", 3, "unsupported: ", "unsupported dtype torch.FooStorage for storage key '0' (value of key 'w')",
               "SDICT_E_DTYPE", "REFUSED  torch.FooStorage"),
              ("torch\nload", 3, "unsafe: ", "global 'torch.load' is not on the allow-list",
               "SDICT_E_PICKLE_UNSAFE_GLOBAL", "REFUSED  torch.load"),
