@@ -279,6 +279,16 @@ SDICT_API bool sdict_storage_is_mapped(const sdict_storage *s);
 /** The key the storage had in its file ("0", "94340341200128"), or NULL for new storages.
     Borrowed; lives as long as the storage. */
 SDICT_API const char *sdict_storage_key(const sdict_storage *s);
+/**
+ The location tag the storage was saved with, exactly as the file has it: what torch's
+ location_tag() wrote ("cpu", "cuda:0", "mps", "meta", "xpu:1", a privateuse1 backend's tag) and
+ what torch.load passes to map_location. "cpu" for storages made in memory and for NULL.
+ Borrowed; lives as long as the storage. The bytes are always in host memory: statedict loads
+ as torch.load(map_location='cpu') does, which accepts every tag (torch without map_location
+ refuses tags of devices it lacks). sdict_save writes every storage as "cpu", like torch.save
+ of what torch.load(map_location='cpu') returned.
+*/
+SDICT_API const char *sdict_storage_location(const sdict_storage *s);
 
 /*==================================================================================================
  MARK: Tensor
@@ -351,6 +361,13 @@ SDICT_API sdict_status sdict_tensor_init(sdict_tensor *t, sdict_dtype dtype, int
 /** Number of elements (product of shape; 1 for 0-dim, 0 if any size is 0), like numel();
     -1 when the shape is malformed (a negative size, or a product past int64). */
 SDICT_API int64_t sdict_tensor_numel(const sdict_tensor *t);
+/**
+ The device a tensor was saved on: its storage's location tag (sdict_storage_location: "cpu",
+ "cuda:0", "mps", ...), "meta" for meta tensors (no storage), NULL for NULL. Borrowed; lives
+ as long as the storage. The data is on the CPU whatever the tag (map_location='cpu').
+*/
+SDICT_API const char *sdict_tensor_device(const sdict_tensor *t);
+
 /** numel * element size, in bytes: the size of a contiguous copy (not of the storage); for
     quint4x2/quint2x4 ceil(numel * bits / 8); 0 for a malformed shape. */
 SDICT_API size_t sdict_tensor_nbytes(const sdict_tensor *t);
@@ -424,12 +441,15 @@ typedef enum sdict_kind {
     SDICT_KIND_LAYOUT,   /**< torch.layout object (torch.sparse_csr) */
     SDICT_KIND_SPARSE,   /**< torch.Tensor of a sparse layout (COO, CSR, CSC, BSR, BSC) */
     SDICT_KIND_NESTED,   /**< torch.Tensor nested (torch.nested.nested_tensor, strided layout) */
+    SDICT_KIND_STORAGE,  /**< a bare storage saved as a value (torch.FloatStorage, TypedStorage,
+                              UntypedStorage: torch.save({'s': t.storage()})):
+                              sdict_value_storage */
     SDICT_KIND_COUNT
 } sdict_kind;
 
 /** "none", "bool", "int", "float", "str", "bytes", "list", "tuple", "set", "dict",
-    "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested"; "?" when
-    invalid. */
+    "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested", "storage";
+    "?" when invalid. */
 SDICT_API const char *sdict_kind_name(sdict_kind kind);
 
 /**
@@ -552,8 +572,10 @@ SDICT_API sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered);
 SDICT_API bool sdict_dict_is_ordered(const sdict_value *d);
 /**
  Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, complex, None, bytes,
- dtype, device, qscheme, layout, or tuples of those; an existing equal key keeps its position
- and gets the new value (Python semantics, except that 1 and True are different keys).
+ dtype, device, qscheme, layout, or tuples and frozensets (sets marked SDICT_PYTYPE_FROZENSET,
+ equal whatever their order; do not change one while it is a key) of those; an existing equal
+ key keeps its position and gets the new value (Python semantics, except that 1 and True are
+ different keys).
  Errors: SDICT_E_INVALID_ARG (not a dict, unhashable key, foreign doc), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dict_set(sdict_value *d, sdict_value *key, sdict_value *val);
@@ -588,6 +610,16 @@ SDICT_API sdict_status sdict_dict_set_attrs(sdict_value *d, sdict_value *attrs);
 */
 SDICT_API sdict_status sdict_tensor_new(sdict_doc *doc, const sdict_tensor *t, sdict_value **out,
                                         sdict_error *err);
+/**
+ The storage of a SDICT_KIND_STORAGE value (a storage saved bare, not inside a tensor), borrowed
+ (lives with the doc; sdict_storage_retain to keep it longer); NULL for other kinds. *dtype (may
+ be NULL) gets the element type of its storage class (float32 for torch.FloatStorage; uint8 for
+ torch.UntypedStorage, whose numel counts bytes). torch.load returns such a value as a
+ torch.storage.TypedStorage of that dtype (torch 1.13 and 2.x alike, UntypedStorage included);
+ sdict_save writes it back as a storage of that class, numel sdict_storage_nbytes / element size.
+ sdict_storage_location gives the device it was saved on.
+*/
+SDICT_API sdict_storage *sdict_value_storage(const sdict_value *v, sdict_dtype *dtype);
 /** The tensor of a tensor value (borrowed, lives with the doc), NULL for other kinds. */
 SDICT_API const sdict_tensor *sdict_value_tensor(const sdict_value *v);
 

@@ -148,6 +148,10 @@ sdict_status sdict__source_read(const sdict__source *src, uint64_t off, void *ds
 /** A storage viewing nbytes at byte offset off of the mapping (retains it). SDICT_E_NOMEM. */
 sdict_status sdict__storage_new_mapped(sdict__mapping *m, uint64_t off, size_t nbytes,
                                        sdict_storage **out, sdict_error *err);
+/** Sets the location tag reported by sdict_storage_location (len bytes of tag, copied; NULL
+    or "cpu" clears it). SDICT_E_NOMEM. */
+sdict_status sdict__storage_set_location(sdict_storage *s, const char *tag, size_t len,
+                                         sdict_error *err);
 /** Sets the key reported by sdict_storage_key (copied). SDICT_E_NOMEM. */
 sdict_status sdict__storage_set_key(sdict_storage *s, const char *key, sdict_error *err);
 /** Base address of a mapping (for computing offsets of mapped storages). */
@@ -167,10 +171,9 @@ uint16_t sdict__half_from_double(double d);
  value.c : documents and values
 ==================================================================================================*/
 
-/** Internal value kind for a storage inside a pickle (the persistent_load result). Never
-    visible through sdict_value_kind() once a load has finished... except in odd files that
-    save bare storages, where it reports SDICT_KIND_COUNT and the CLI says "storage". */
-#define SDICT__KIND_STORAGE ((sdict_kind)SDICT_KIND_COUNT)
+/** Value kind of a storage inside a pickle (the persistent_load result): consumed by the
+    rebuild functions, or left in the tree as a bare storage (SDICT_KIND_STORAGE). */
+#define SDICT__KIND_STORAGE SDICT_KIND_STORAGE
 
 /** A storage value: holds a reference to s (released with the doc) and the dtype it was
     declared with (the storage class of the persistent id; SDICT_UINT8 for UntypedStorage). */

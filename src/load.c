@@ -249,6 +249,7 @@ typedef struct pid_info {
     char key[64];
     int64_t numel;
     const sdict_value *view; /* legacy view_metadata tuple, or NULL */
+    const sdict_value *loc;  /* the location tag (str or bytes) */
 } pid_info;
 
 /* Decimal text of a key value (str, bytes or int), into buf. */
@@ -305,17 +306,33 @@ static sdict_status parse_pid(const char *record, int64_t off, const sdict_value
     if (legacy ? (n != 6 && n != 5) : n != 5)
         return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
                           "storage persistent id has %zu items, expected %d", n, legacy ? 6 : 5);
-    if (!storage_class_dtype(sdict_seq_item(pid, 1), &p->dtype))
-        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
-                          "storage persistent id: item 1 is a %s, not a storage class",
-                          sdict_kind_name(sdict_value_kind(sdict_seq_item(pid, 1))));
     if (!key_text(sdict_seq_item(pid, 2), p->key, sizeof p->key))
         return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
                           "storage persistent id: key is not a short string");
+    const sdict_value *cls = sdict_seq_item(pid, 1);
+    if (!storage_class_dtype(cls, &p->dtype)) {
+        /* The pickle machine hands over a storage class it cannot read (torch.FooStorage, or
+           one of a newer torch) as its "module.name" text: a dtype statedict lacks, not an
+           unsafe file (nothing was or will be called). */
+        size_t cl = 0;
+        const char *cn = sdict_str_get(cls, &cl);
+        const char *bare = !cn ? NULL
+                           : strncmp(cn, "torch.cuda.", 11) == 0 ? cn + 11
+                           : strncmp(cn, "torch.", 6) == 0 ? cn + 6 : NULL;
+        if (bare && cl > 7 && cl < 200 && !memchr(cn, '\0', cl) && !strchr(bare, '.') &&
+            strcmp(cn + cl - 7, "Storage") == 0)
+            return sdict__err(err, SDICT_E_DTYPE, record, off,
+                              "unsupported dtype %s for storage key '%s'", cn, p->key);
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "storage '%s': persistent id item 1 is a %s, not a storage class",
+                          p->key, sdict_kind_name(sdict_value_kind(cls)));
+    }
     if (sdict_value_kind(sdict_seq_item(pid, 3)) != SDICT_KIND_STR &&
         sdict_value_kind(sdict_seq_item(pid, 3)) != SDICT_KIND_BYTES)
         return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
-                          "storage persistent id: location is not a string");
+                          "storage '%s': location is a %s, not a string", p->key,
+                          sdict_kind_name(sdict_value_kind(sdict_seq_item(pid, 3))));
+    p->loc = sdict_seq_item(pid, 3);
     const sdict_value *nv = sdict_seq_item(pid, 4);
     if (sdict_value_kind(nv) != SDICT_KIND_INT || sdict_int_get(nv, &p->numel) != SDICT_OK ||
         p->numel < 0)
@@ -333,6 +350,55 @@ static sdict_status storage_nbytes(const char *record, int64_t off, const pid_in
                           "storage '%s': %lld elements of %s overflow", p->key,
                           (long long)p->numel, sdict_dtype_name(p->dtype));
     return SDICT_OK;
+}
+
+/* Keeps the location tag a storage was saved with (sdict_storage_location). torch.load with
+   map_location='cpu' never looks at the tag (_get_restore_location replaces it by 'cpu', torch
+   1.13 and 2.x alike), so every str is accepted, as torch accepts it; a bytes tag (Python 2
+   writers) is decoded as ASCII by _maybe_decode_ascii, which fails on other bytes, so those are
+   refused as torch refuses them. Tags longer than 255 bytes or holding NUL are no device torch
+   can name; refusing them bounds the copies one memoized tag could make per storage. */
+#define SDICT_MAX_LOCATION 255
+static sdict_status apply_location(const char *record, int64_t off, const char *key,
+                                   const sdict_value *loc, sdict_storage *s, sdict_error *err) {
+    if (!loc)
+        return SDICT_OK;
+    size_t len = 0;
+    const char *t = NULL;
+    bool bytes = sdict_value_kind(loc) == SDICT_KIND_BYTES;
+    if (bytes)
+        t = sdict_bytes_get(loc, &len);
+    else if (sdict_value_kind(loc) == SDICT_KIND_STR)
+        t = sdict_str_get(loc, &len);
+    if (!t)
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, record, off,
+                          "storage '%s': location is a %s, not a string", key,
+                          sdict_kind_name(sdict_value_kind(loc)));
+    if (len > SDICT_MAX_LOCATION)
+        return sdict__err(err, SDICT_E_LIMIT, record, off,
+                          "storage '%s': location tag of %zu bytes (at most %d)", key, len,
+                          SDICT_MAX_LOCATION);
+    char shown[4 * SDICT_MAX_LOCATION + 1];
+    size_t n = 0;
+    bool nul = false, ascii = true;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)t[i];
+        nul |= c == 0;
+        ascii &= c < 0x80;
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            shown[n++] = (char)c;
+        else
+            n += (size_t)snprintf(shown + n, sizeof shown - n, "\\x%02x", c);
+    }
+    shown[n] = '\0';
+    if (bytes && !ascii)
+        return sdict__err(err, SDICT_E_STORAGE, record, off,
+                          "storage '%s': location tag b'%s' is not ASCII (torch.load cannot "
+                          "decode it)", key, shown);
+    if (nul)
+        return sdict__err(err, SDICT_E_STORAGE, record, off,
+                          "storage '%s': location tag '%s' holds a NUL byte", key, shown);
+    return sdict__storage_set_location(s, t, len, err);
 }
 
 /* Caches a new storage (reference moved into a storage value of the doc). */
@@ -457,6 +523,10 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
             if (swap)
                 swap_payload(sdict_storage_data(s), (size_t)nbytes, p.dtype);
         }
+    }
+    if ((st = apply_location(pkl_rec, off, p.key, p.loc, s, err)) != SDICT_OK) {
+        sdict_storage_release(s);
+        return st;
     }
     if ((st = cache_storage(L, p.key, s, p.dtype, p.numel, &ce, err)) != SDICT_OK)
         return st;
@@ -761,6 +831,10 @@ static sdict_status legacy_persistent_load(void *ctx, sdict_value *pid, int64_t 
         sdict_storage *s;
         if ((st = sdict_storage_new((size_t)nbytes, &s, err)) != SDICT_OK)
             return st;
+        if ((st = apply_location(rec, off, p.key, p.loc, s, err)) != SDICT_OK) {
+            sdict_storage_release(s);
+            return st;
+        }
         if ((st = cache_storage(L, p.key, s, p.dtype, p.numel, &root, err)) != SDICT_OK)
             return st;
         root->root = true;
@@ -796,6 +870,10 @@ static sdict_status legacy_persistent_load(void *ctx, sdict_value *pid, int64_t 
                             release_root, held, &s, err);
     if (st != SDICT_OK) {
         sdict_storage_release(held);
+        return st;
+    }
+    if ((st = apply_location(rec, off, vkey, p.loc, s, err)) != SDICT_OK) {
+        sdict_storage_release(s);
         return st;
     }
     if ((st = cache_storage(L, vkey, s, p.dtype, vsize, &ve, err)) != SDICT_OK)
@@ -1125,6 +1203,10 @@ static sdict_status tar_storages(loader *L, const uint8_t *d, size_t n, sdict_er
             if (host_big_endian())
                 swap_payload(sdict_storage_data(s), (size_t)nbytes, dtype);
         }
+        if ((st = apply_location(rec, (int64_t)pos, key, sdict_seq_item(v, 1), s, err))) {
+            sdict_storage_release(s);
+            return st;
+        }
         cache_ent *e = NULL;
         if ((st = cache_storage(L, key, s, dtype, (int64_t)numel, &e, err)) != SDICT_OK)
             return st;
@@ -1171,6 +1253,11 @@ static sdict_status tar_storages(loader *L, const uint8_t *d, size_t n, sdict_er
         }
         sdict_dtype dt = root->dtype;
         cache_ent *e;
+        const char *rloc = sdict_storage_location(root->storage);
+        if ((st = sdict__storage_set_location(s, rloc, strlen(rloc), err)) != SDICT_OK) {
+            sdict_storage_release(s);
+            return st;
+        }
         if ((st = cache_storage(L, vkey, s, dt, vnum, &e, err)) != SDICT_OK)
             return st;
     }

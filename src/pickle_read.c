@@ -162,6 +162,9 @@ typedef enum gkind {
     G_FROM_TYPE,       /* torch._tensor._rebuild_from_type_v2 */
     G_TENSOR_CLS,      /* torch.Tensor (a class argument) */
     G_PARAM_CLS,       /* torch.nn.parameter.Parameter (a class argument) */
+    G_NP_FROMBUFFER,   /* numpy.core.numeric._frombuffer (ndarrays under pickle protocol 5) */
+    G_STORAGE_UNKNOWN, /* torch.XStorage that names no storage class statedict reads: only a
+                          persistent id may hold it, which load.c refuses as SDICT_E_DTYPE */
 } gkind;
 
 typedef struct tag {
@@ -472,7 +475,7 @@ static sdict_status check_data(vm *m, const sdict_value *v, const char *where) {
 }
 
 /* Dict keys and set items: str, int, float, bool, None, bytes, the torch singletons (dtype,
-   device, qscheme, layout), complex, or tuples of those. Checked
+   device, qscheme, layout), complex, or tuples and frozensets of those. Checked
    with a small explicit stack; a key needing more than 256 nodes is refused (real keys have a
    handful), which also keeps hashing shared-subtuple bombs linear. */
 static sdict_status check_hashable(vm *m, const sdict_value *key) {
@@ -498,6 +501,12 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
         case SDICT_KIND_QSCHEME:
         case SDICT_KIND_LAYOUT:
             break;
+        case SDICT_KIND_SET:
+            /* a frozenset is hashable (torch loads {frozenset({1, 2}): v}); a set is not */
+            if (sdict_value_pytype(v) != SDICT_PYTYPE_FROZENSET)
+                return fail(m, SDICT_E_PICKLE_TYPE, "unhashable set used as a dict key or set "
+                            "item");
+            /* fall through */
         case SDICT_KIND_TUPLE: {
             size_t k = sdict_seq_len(v);
             if (k > 256 - n)
@@ -973,6 +982,9 @@ static resolved resolve_global(const char *mod, size_t ml, const char *name, siz
         r.kind = G_COMPLEX;
     else if (eq(mod, ml, "torch") && eq(name, nl, "Size"))
         r.kind = G_SIZE;
+    else if ((eq(mod, ml, "numpy.core.numeric") || eq(mod, ml, "numpy._core.numeric")) &&
+             eq(name, nl, "_frombuffer"))
+        r.kind = G_NP_FROMBUFFER;
     else if (builtins && (eq(name, nl, "set") || eq(name, nl, "frozenset")))
         r.kind = G_SET;
     else if (builtins && eq(name, nl, "bytearray"))
@@ -1009,8 +1021,21 @@ static resolved resolve_global(const char *mod, size_t ml, const char *name, siz
             r.is_dtype = true;
         else if (eq(mod, ml, "torch") && sdict_dtype_from_name(tmp, &r.dtype) == SDICT_OK)
             r.is_dtype = true;
-        else
+        else if (eq(mod, ml, "torch") && strcmp(tmp, "UntypedStorage") == 0) {
+            r.is_dtype = true; /* torch.UntypedStorage is torch.storage.UntypedStorage */
+            r.dtype = SDICT_UINT8;
+        } else {
             r.allowed = false;
+            /* A storage class name (identifier ending in "Storage") statedict cannot read: still
+               refused (scan reports it REFUSED, nothing calls it), but a load says the dtype is
+               unsupported instead of calling the file unsafe. */
+            bool ident = nl > 7 && strcmp(tmp + nl - 7, "Storage") == 0;
+            for (size_t i = 0; ident && i < nl; i++)
+                ident = (tmp[i] >= 'A' && tmp[i] <= 'Z') || (tmp[i] >= 'a' && tmp[i] <= 'z') ||
+                        (tmp[i] >= '0' && tmp[i] <= '9') || (tmp[i] == '_' && i > 0);
+            if (ident)
+                r.kind = G_STORAGE_UNKNOWN;
+        }
     } else {
         r.allowed = false;
     }
@@ -1033,7 +1058,9 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         m->u->on_global(m->u->ctx, full, full + ml + 1, r.allowed, m->off);
     full[ml] = '.';
     sdict_status st = SDICT_OK;
-    if (!r.allowed && (!m->u->scan || call_now)) {
+    if (r.kind == G_STORAGE_UNKNOWN && !m->u->scan) {
+        st = new_tagged(m, full, ml + nl + 1, G_STORAGE_UNKNOWN, out, NULL);
+    } else if (!r.allowed && (!m->u->scan || call_now)) {
         st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s' is not on the allow-list", full);
     } else if (r.is_dtype) {
         *out = sdict_dtype_value_new(m->doc, r.dtype);
@@ -1043,6 +1070,7 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         st = *out ? SDICT_OK : nomem(m);
     } else {
         st = new_tagged(m, full, ml + nl + 1, r.allowed ? r.kind : G_REFUSED, out, NULL);
+        /* scan: unknown storage classes are placeholders like any refused global */
     }
     sdict__free(full);
     return st;
@@ -1544,6 +1572,9 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
     if (t->kind == G_REFUSED)
         return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "calls refused global '%s' (from offset %lld)",
                     name, (long long)t->offset);
+    if (t->kind == G_STORAGE_UNKNOWN)
+        return fail(m, SDICT_E_DTYPE, "unsupported dtype: '%s' is no storage class statedict "
+                    "reads (from offset %lld)", name, (long long)t->offset);
     if (sdict_value_kind(args) != SDICT_KIND_TUPLE)
         return fail(m, SDICT_E_PICKLE_TYPE, "arguments of '%s' must be a tuple, found %s", name,
                     kind_of(m, args));
@@ -1890,6 +1921,34 @@ static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
         arr->np_underscore = strncmp(name, "numpy._core.", 12) == 0;
         return SDICT_OK;
     }
+    case G_NP_FROMBUFFER: {
+        /* numpy's reduce under protocol 5: _frombuffer(PickleBuffer(arr), dtype, shape, order),
+           the buffer written in band (BYTEARRAY8, or bytes for a read-only array); the same
+           array _reconstruct's BUILD state (version, shape, dtype, is_fortran, raw) describes */
+        if (n != 4)
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s' takes 4 arguments, got %zu", name, n);
+        size_t ol = 0;
+        const char *order = sdict_str_get(a[3], &ol);
+        if (!order || ol != 1 || (order[0] != 'C' && order[0] != 'F'))
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s': order must be 'C' or 'F'", name);
+        if (sdict_value_kind(a[0]) != SDICT_KIND_BYTES)
+            return fail(m, SDICT_E_PICKLE_TYPE, "'%s': buffer is a %s, not in-band bytes", name,
+                        kind_of(m, a[0]));
+        sdict_value *state, *ver, *fortran;
+        NEWV(state, sdict_tuple_new(m->doc));
+        NEWV(ver, sdict_int_new(m->doc, 1));
+        NEWV(fortran, sdict_bool_new(m->doc, order[0] == 'F'));
+        sdict_value *items[5] = {ver, (sdict_value *)a[2], (sdict_value *)a[1], fortran,
+                                 (sdict_value *)a[0]};
+        for (int i = 0; i < 5; i++)
+            if (sdict_seq_append(state, items[i]) != SDICT_OK)
+                return nomem(m);
+        tag *arr;
+        sdict_value *placeholder;
+        TRY(new_tagged(m, "numpy.ndarray", 13, G_NP_ARRAY, &placeholder, &arr));
+        arr->np_underscore = strncmp(name, "numpy._core.", 12) == 0;
+        return np_array_build(m, arr, state, out);
+    }
     default:
         return fail(m, SDICT_E_PICKLE_TYPE, "'%s' cannot be called", name);
     }
@@ -1902,6 +1961,9 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
         if (t->kind == G_REFUSED)
             return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "BUILD on refused global '%s'",
                         sdict_str_get(obj, NULL));
+        if (t->kind == G_STORAGE_UNKNOWN)
+            return fail(m, SDICT_E_DTYPE, "unsupported dtype: BUILD on '%s', no storage class "
+                        "statedict reads", sdict_str_get(obj, NULL));
         if (t->kind == G_NP_DTYPE) {
             const char *order = sdict_value_kind(state) == SDICT_KIND_TUPLE
                                     ? sdict_str_get(sdict_seq_item(state, 1), NULL)
@@ -2159,11 +2221,65 @@ static sdict_status text_index(vm *m, uint64_t *idx) {
     return SDICT_OK;
 }
 
+/* The dict key whose value is being built, for messages: above the topmost dict on the stack
+   sits either its key (SETITEM) or, after a MARK, key/value pairs (SETITEMS) whose last
+   unpaired key is it. NULL when there is no such str or int key. */
+static const sdict_value *pending_key(const vm *m) {
+    size_t i = m->sp;
+    while (i > 0 && sdict_value_kind(m->stack[i - 1]) != SDICT_KIND_DICT)
+        i--;
+    if (i == 0 || i >= m->sp)
+        return NULL;
+    size_t start = i, end = m->sp; /* stack[i - 1] is the dict */
+    for (size_t j = 0; j < m->nmarks; j++)
+        if (m->marks[j] == start) {
+            for (size_t k = j + 1; k < m->nmarks; k++)
+                if (m->marks[k] > start) {
+                    end = m->marks[k];
+                    break;
+                }
+            if (end > start)
+                i = start + (end - start - 1) / 2 * 2;
+            break;
+        }
+    sdict_kind k = sdict_value_kind(m->stack[i]);
+    return i < m->sp && (k == SDICT_KIND_STR || k == SDICT_KIND_INT) && !tag_of(m, m->stack[i])
+               ? m->stack[i]
+               : NULL;
+}
+
 static sdict_status persistent(vm *m, sdict_value *pid) {
     if (!m->u->persistent_load)
         return fail(m, SDICT_E_STORAGE, "persistent id but no storages to resolve it");
     sdict_value *v = NULL;
-    TRY(m->u->persistent_load(m->u->ctx, pid, m->off, &v, m->err));
+    sdict_status pst = m->u->persistent_load(m->u->ctx, pid, m->off, &v, m->err);
+    if (pst == SDICT_E_DTYPE && m->err) {
+        /* "unsupported dtype X for storage key '0'": name the dict key too */
+        const sdict_value *key = pending_key(m);
+        size_t used = strlen(m->err->message), len = 0;
+        char num[24];
+        const char *text = sdict_str_get(key, &len);
+        int64_t iv = 0;
+        if (!text && key && sdict_int_get(key, &iv) == SDICT_OK) {
+            len = (size_t)snprintf(num, sizeof num, "%lld", (long long)iv);
+            text = num;
+        }
+        if (text && used < sizeof m->err->message) {
+            char shown[64];
+            size_t n = 0;
+            for (size_t c = 0; c < len && n + 5 < sizeof shown; c++) {
+                unsigned char ch = (unsigned char)text[c];
+                if (ch < 0x20 || ch == 0x7f || ch == '\\' || ch == '\'')
+                    n += (size_t)snprintf(shown + n, sizeof shown - n, "\\x%02x", ch);
+                else
+                    shown[n++] = (char)ch;
+            }
+            shown[n] = '\0';
+            snprintf(m->err->message + used, sizeof m->err->message - used, " (value of key '%s%s')",
+                     shown, n < len ? "..." : "");
+        }
+    }
+    TRY(pst);
     if (!v)
         return fail(m, SDICT_E_STORAGE, "persistent id resolved to nothing");
     return push(m, v);
@@ -2398,6 +2514,9 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         if (tk != want || tag_of(m, target))
             return fail(m, SDICT_E_PICKLE_TYPE, "target must be a %s, found %s",
                         sdict_kind_name(want), kind_of(m, target));
+        if (sdict_value_pytype(target) == SDICT_PYTYPE_FROZENSET)
+            /* frozensets are immutable (and may already be a dict key, hashed) */
+            return fail(m, SDICT_E_PICKLE_TYPE, "ADDITEMS on a frozenset");
         if (dict_op) {
             if ((m->sp - base) % 2)
                 return fail(m, SDICT_E_PICKLE_STACK,

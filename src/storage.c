@@ -66,6 +66,7 @@ struct sdict_storage {
     void (*release)(void *ctx, void *data); /* BACKING_WRAPPED, may be NULL */
     void *release_ctx;
     char *key;                          /* key in the file it came from, or NULL */
+    char *location;                     /* location tag it was saved with, or NULL (cpu) */
     bool anon_mapped;                   /* BACKING_OWNED bytes from owned_bytes' mmap path */
 };
 
@@ -81,6 +82,7 @@ static sdict_storage *storage_alloc(backing kind) {
     s->release = NULL;
     s->release_ctx = NULL;
     s->key = NULL;
+    s->location = NULL;
     s->anon_mapped = false;
     return s;
 }
@@ -206,6 +208,7 @@ void sdict_storage_release(sdict_storage *s) {
         break;
     }
     sdict__free(s->key);
+    sdict__free(s->location);
     sdict__free(s);
 }
 
@@ -218,6 +221,25 @@ size_t sdict_storage_nbytes(const sdict_storage *s) { return s ? s->nbytes : 0; 
 bool sdict_storage_is_mapped(const sdict_storage *s) { return s && s->kind == BACKING_MAPPED; }
 
 const char *sdict_storage_key(const sdict_storage *s) { return s ? s->key : NULL; }
+
+sdict_status sdict__storage_set_location(sdict_storage *s, const char *tag, size_t len,
+                                         sdict_error *err) {
+    if (!s)
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "storage is NULL");
+    char *t = NULL;
+    if (tag && !(len == 3 && memcmp(tag, "cpu", 3) == 0)) { /* "cpu" is the default: no copy */
+        t = sdict__strndup(tag, len);
+        if (!t)
+            return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a location tag");
+    }
+    sdict__free(s->location);
+    s->location = t;
+    return SDICT_OK;
+}
+
+const char *sdict_storage_location(const sdict_storage *s) {
+    return s && s->location ? s->location : "cpu";
+}
 
 /*==================================================================================================
  MARK: Sources

@@ -49,6 +49,12 @@ static bool elems_to_bytes(sdict_dtype d, uint64_t n, uint64_t *out) {
     return true;
 }
 
+const char *sdict_tensor_device(const sdict_tensor *t) {
+    if (!t)
+        return NULL;
+    return t->storage ? sdict_storage_location(t->storage) : "meta";
+}
+
 size_t sdict_tensor_nbytes(const sdict_tensor *t) {
     int64_t n = sdict_tensor_numel(t);
     uint64_t b;

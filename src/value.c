@@ -288,7 +288,7 @@ const char *sdict_kind_name(sdict_kind kind) {
     static const char *const names[] = {"none",   "bool",    "int",     "float",  "str",
                                         "bytes",  "list",    "tuple",   "set",    "dict",
                                         "tensor", "dtype",   "device",  "complex", "qscheme",
-                                        "layout", "sparse",  "nested"};
+                                        "layout", "sparse",  "nested",  "storage"};
     if ((unsigned)kind < SDICT_KIND_COUNT)
         return names[kind];
     if (kind == SDICT__KIND_STORAGE)
@@ -734,6 +734,20 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
         *out = hash_bytes(kind, (const uint8_t *)d, sizeof d);
         return true;
     }
+    case SDICT_KIND_SET: {
+        /* a frozenset (Python's hash(frozenset) ignores order: so does this sum) */
+        if (v->pytype != SDICT_PYTYPE_FROZENSET)
+            return false;
+        uint64_t h = mix64(kind << 40 | v->u.seq.len);
+        for (size_t k = 0; k < v->u.seq.len; k++) {
+            uint64_t e;
+            if (!key_hash(v->u.seq.items[k], depth + 1, &e))
+                return false;
+            h += mix64(e);
+        }
+        *out = mix64(h);
+        return true;
+    }
     case SDICT_KIND_TUPLE: {
         uint64_t h = mix64(kind << 40 | v->u.seq.len);
         for (size_t k = 0; k < v->u.seq.len; k++) {
@@ -779,6 +793,19 @@ static bool key_equal(const sdict_value *a, const sdict_value *b, int depth) {
         for (size_t k = 0; k < a->u.seq.len; k++)
             if (!key_equal(a->u.seq.items[k], b->u.seq.items[k], depth + 1))
                 return false;
+        return true;
+    case SDICT_KIND_SET:
+        /* frozensets: equal when every item of a is in b (items are distinct, sizes equal) */
+        if (a->pytype != SDICT_PYTYPE_FROZENSET || b->pytype != SDICT_PYTYPE_FROZENSET ||
+            a->u.seq.len != b->u.seq.len)
+            return false;
+        for (size_t k = 0; k < a->u.seq.len; k++) {
+            bool found = false;
+            for (size_t j = 0; j < b->u.seq.len && !found; j++)
+                found = key_equal(a->u.seq.items[k], b->u.seq.items[j], depth + 1);
+            if (!found)
+                return false;
+        }
         return true;
     default: return false;
     }
@@ -1248,6 +1275,10 @@ sdict_value *sdict__storage_value_new(sdict_doc *doc, sdict_storage *s, sdict_dt
         v->u.st.dtype = dtype;
     }
     return v;
+}
+
+sdict_storage *sdict_value_storage(const sdict_value *v, sdict_dtype *dtype) {
+    return sdict__storage_value_get(v, dtype);
 }
 
 sdict_storage *sdict__storage_value_get(const sdict_value *v, sdict_dtype *dtype) {

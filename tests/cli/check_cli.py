@@ -162,8 +162,9 @@ def check_tensor(node, t, what, storage=None):
     check(node["requires_grad"] == t.requires_grad, f"{what}: requires_grad")
     digest = hashlib.sha256(elem_bytes(t)).hexdigest()
     check(node["sha256"] == digest, f"{what}: sha256 {node['sha256']} != {digest}")
+    check(node["device"] == "cpu", f"{what}: device {node['device']}")
     check(list(node.keys()) == ["type", "dtype", "shape", "stride", "storage_offset",
-                                "requires_grad", "parameter", "storage", "sha256"],
+                                "requires_grad", "parameter", "storage", "device", "sha256"],
           f"{what}: key order {list(node.keys())}")
 
 

@@ -519,6 +519,58 @@ add('metadata_not_dict', one(v2('0', 4, 0, (4,), (1,), meta=EMPTY_LIST), F4), TY
 add('metadata_conj_str', one(v2('0', 4, 0, (4,), (1,), 'ComplexFloatStorage', meta=EMPTY_DICT + U('conj') + U('yes') +
                                  SETITEM), {'0': b'\0' * 32}), TY)
 
+# ---- 8b. storage classes, location tags, frozensets, numpy protocol 5 ---------------------------
+def pid_loc(key, numel, loc, cls=G('torch', 'FloatStorage')):
+    return T(U('storage'), cls, U(key), loc, I(numel)) + b'Q'
+def rt2_loc(loc, cls=G('torch', 'FloatStorage')):
+    return (G('torch._utils', '_rebuild_tensor_v2') + MARK + pid_loc('0', 4, loc, cls) + I(0) +
+            T(I(4)) + T(I(1)) + FALSE + ODICT + b't' + REDUCE)
+F16 = {'0': b'\0' * 16}
+# torch.load decodes a bytes location as ASCII and fails on anything else (map_location='cpu'
+# or not); statedict refuses it naming the tag and the storage key
+add('location_bytes_not_ascii', one(rt2_loc(b'C\x02\xff\xfe'), F16), 'SDICT_E_STORAGE')
+add('location_nul', one(rt2_loc(U('cuda\x00:0')), F16), 'SDICT_E_STORAGE')
+add('location_too_long', one(rt2_loc(U('cuda:' + '9' * 300)), F16), 'SDICT_E_LIMIT')
+add('location_int', one(rt2_loc(I(0)), F16), TYPE)
+add('location_none', one(rt2_loc(NONE), F16), TYPE)
+add('location_bare_storage_bytes', one(pid_loc('0', 4, b'C\x01\x80'), F16), 'SDICT_E_STORAGE')
+# legacy stream: the location of a root storage and of a view
+add('legacy_location_not_ascii', legacy(P2 + EMPTY_DICT + U('w') + T(U('storage'), G('torch', 'FloatStorage'), U('1'),
+    b'C\x01\xff', I(4), NONE) + b'Q' + SETITEM + STOP, ['1'], [struct.pack('<q', 4) + b'\0' * 16]), 'SDICT_E_STORAGE')
+# storage classes statedict cannot read: an unsupported dtype, not an unsafe file
+add('storage_class_unknown', one(rt2_loc(U('cpu'), G('torch', 'FooStorage')), F16), 'SDICT_E_DTYPE')
+add('storage_class_typed', one(rt2_loc(U('cpu'), G('torch', 'TypedStorage')), F16), 'SDICT_E_DTYPE')
+add('storage_class_cuda_unknown', one(rt2_loc(U('cpu'), G('torch.cuda', 'FooStorage')), F16), 'SDICT_E_DTYPE')
+add('storage_class_unknown_bare', one(pid_loc('0', 4, U('cpu'), G('torch', 'Float8Storage')), F16), 'SDICT_E_DTYPE')
+add('storage_class_unknown_called', one(G('torch', 'FooStorage') + T(I(4)) + REDUCE), 'SDICT_E_DTYPE')
+add('storage_class_unknown_build', one(G('torch', 'FooStorage') + EMPTY_DICT + BUILD), 'SDICT_E_DTYPE')
+add('storage_class_unknown_as_value', one(G('torch', 'FooStorage')), TYPE + ',SDICT_E_DTYPE')
+# ...but only names of the torch module ending in Storage: anything else stays unsafe
+add('storage_class_other_module', one(rt2_loc(U('cpu'), G('os', 'FooStorage')), F16), UNSAFE)
+add('storage_class_torch_not_storage', one(rt2_loc(U('cpu'), G('torch', 'load')), F16), UNSAFE)
+add('storage_class_dotted', one(rt2_loc(U('cpu'), G('torch', 'os.FooStorage')), F16), UNSAFE)
+add('storage_class_dunder', one(rt2_loc(U('cpu'), G('torch', '__Storage')), F16), UNSAFE)
+# frozensets are keys, but immutable; plain sets are not keys
+FS = G('builtins', 'frozenset') + T(EMPTY_LIST + MARK + I(1) + I(2) + b'e') + REDUCE
+add('frozenset_additems', P2 + FS + MARK + I(3) + b'\x90' + STOP, TYPE)
+add('set_as_key', P2 + EMPTY_DICT + G('builtins', 'set') + T(EMPTY_LIST) + REDUCE + I(1) + SETITEM + STOP, TYPE)
+add('frozenset_key_holding_list', P2 + EMPTY_DICT + G('builtins', 'frozenset') +
+    T(EMPTY_LIST + MARK + EMPTY_LIST + b'e') + REDUCE + I(1) + SETITEM + STOP, TYPE)
+# numpy under protocol 5: _frombuffer(buffer, dtype, shape, order)
+NPD = G('numpy', 'dtype') + T(U('i8'), FALSE, TRUE) + REDUCE + T(I(3), U('<'), NONE, NONE, NONE, I(-1), I(-1), I(0)) + BUILD
+def frombuf(buf, dtype=NPD, shape=T(I(2)), order=U('C'), mod='numpy.core.numeric'):
+    return b'\x80\x05' + EMPTY_DICT + U('a') + G(mod, '_frombuffer') + T(buf, dtype, shape, order) + REDUCE + SETITEM + STOP
+BA16 = b'\x96' + struct.pack('<Q', 16) + b'\0' * 16                               # BYTEARRAY8
+add('frombuffer_size_mismatch', frombuf(BA16, shape=T(I(3))), TYPE)
+add('frombuffer_bad_order', frombuf(BA16, order=U('K')), TYPE)
+add('frombuffer_out_of_band', frombuf(b'\x97'), 'SDICT_E_PICKLE_OPCODE,SDICT_E_UNSUPPORTED,' + TYPE)
+add('frombuffer_not_bytes', frombuf(EMPTY_LIST), TYPE)
+add('frombuffer_no_dtype', frombuf(BA16, dtype=U('i8')), 'SDICT_E_UNSUPPORTED,' + TYPE)
+add('frombuffer_three_args', b'\x80\x05' + G('numpy.core.numeric', '_frombuffer') + T(BA16, NPD, T(I(2))) + REDUCE + STOP, TYPE)
+add('frombuffer_negative_shape', frombuf(BA16, shape=T(I(-2))), 'SDICT_E_SHAPE,' + TYPE)
+add('frombuffer_wrong_module', frombuf(BA16, mod='numpy.core.fromnumeric'), UNSAFE)
+add('bytearray8_past_end', b'\x80\x05' + b'\x96' + struct.pack('<Q', 1 << 40) + STOP, 'SDICT_E_TRUNCATED,SDICT_E_LIMIT')
+
 # ---- 9. not a checkpoint at all -------------------------------------------------------------------
 add('empty_file', b'', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')
 add('three_bytes', b'abc', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')

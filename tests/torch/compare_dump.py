@@ -15,6 +15,8 @@ vs StorageImpl pointer), so each side's storages are numbered in first-seen orde
 numbers must match. Sets are compared as multisets (their order is hash order, not file order). Also compared:
 complex, device, qscheme and layout values, Counters, the conj/neg bits, quantizers, Python
 attributes of tensors, and the parts of sparse and nested tensors (as tensors).
+Bare storages (type "storage") compare dtype, numel, nbytes, sha256 and sharing group; a set's
+"frozenset" flag must agree.
 Extra keys a node may carry ("numpy") are compared only when both sides have them.
 Needs no torch.
 """
@@ -127,18 +129,28 @@ class Comparer:
         elif ta in ("list", "tuple"):
             self.seq(a.get("items"), b.get("items"), path)
         elif ta == "set":
+            self.need(a.get("frozenset", False) == b.get("frozenset", False), path,
+                      "set is a frozenset", a.get("frozenset", False), b.get("frozenset", False))
             ia, ib = a.get("items") or [], b.get("items") or []
             self.seq(sorted(ia, key=sort_key), sorted(ib, key=sort_key), path + "{set}")
         elif ta == "dict":
             self.dict(a, b, path)
         elif ta == "tensor":
             self.tensor(a, b, path)
+        elif ta == "storage":
+            # a bare storage: class dtype, size and content; "device" is not compared (torch
+            # loads with map_location='cpu' and no longer knows the tag)
+            for f in ("dtype", "numel", "nbytes", "sha256"):
+                self.need(a.get(f) == b.get(f), path, "storage " + f, a.get(f), b.get(f))
+            ga, gb = self.group(0, a.get("storage")), self.group(1, b.get("storage"))
+            self.need(ga == gb, path, "storage sharing group (first-seen storage number)", ga, gb)
         else:
             raise Mismatch("%s: unknown node type %r" % (path, ta))
         for extra in set(a) & set(b) - {"type", "value", "items", "hex", "ordered", "attrs",
                                          "storage", "counter", "real", "imag", "quantizer",
                                          "indices", "plain_indices", "values", "buffer",
-                                         "sizes", "strides", "storage_offsets"} - set(
+                                         "sizes", "strides", "storage_offsets", "frozenset",
+                                         "numel", "nbytes", "device"} - set(
                                              TENSOR_FIELDS):
             self.need(a[extra] == b[extra], path, extra, a[extra], b[extra])
 

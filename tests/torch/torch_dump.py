@@ -178,6 +178,23 @@ def tensor_node(t):
     return out
 
 
+def storage_node(s):
+    """A bare storage as torch.load returns it (a TypedStorage, UntypedStorage saved ones
+    included): its elements hashed as the 1-D tensor over the whole storage."""
+    import torch
+    t = torch.empty(0, dtype=s.dtype)
+    t.set_(s)
+    impl = s._cdata if hasattr(s, "_cdata") else s._storage._cdata
+    return collections.OrderedDict([
+        ("type", "storage"),
+        ("dtype", dtype_name(s.dtype)),
+        ("numel", s.size()),
+        ("nbytes", s.size() * t.element_size()),
+        ("storage", "torch:%d" % impl),
+        ("sha256", hashlib.sha256(tensor_bytes(t)).hexdigest()),
+    ])
+
+
 def node(v):
     import torch
     if v is None:
@@ -208,8 +225,13 @@ def node(v):
         return {"type": "list", "items": [node(x) for x in v]}
     if isinstance(v, tuple):               # includes torch.Size
         return {"type": "tuple", "items": [node(x) for x in v]}
-    if isinstance(v, (set, frozenset)):
+    if isinstance(v, frozenset):
+        return {"type": "set", "frozenset": True, "items": [node(x) for x in v]}
+    if isinstance(v, set):
         return {"type": "set", "items": [node(x) for x in v]}
+    typed_storage = getattr(torch.storage, "TypedStorage", None)
+    if typed_storage is not None and isinstance(v, typed_storage):
+        return storage_node(v)
     if isinstance(v, dict):
         out = collections.OrderedDict([
             ("type", "dict"),

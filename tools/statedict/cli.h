@@ -120,6 +120,9 @@ void fmt_int(cli_buf *b, const sdict_value *v);
     max_items show their first and last items around "...". Tensors show as
     "tensor(float32 [2, 3])". */
 void fmt_value(cli_buf *b, const sdict_value *v, size_t max_items);
+/* A storage location tag ("cuda:0") with spaces, quotes, backslashes, commas, ')' and control
+   characters as \xNN. */
+void fmt_device_tag(cli_buf *b, const char *tag);
 /** Python's repr of a complex value ("(1.5-2j)", "1j", "(nan+infj)"), appended to b. */
 void fmt_complex_repr(cli_buf *b, const sdict_value *v);
 /** Appends n bytes of text from a file escaped by sdict_escape_text (flags 0): newlines, tabs

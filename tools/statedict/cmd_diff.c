@@ -8,6 +8,8 @@
    dtype: KEY  float32 -> float16    shape: KEY  [3] -> [4]
    requires_grad: KEY  False -> True     parameter: KEY  False -> True
    values: KEY  N of M elements differ; max abs diff X, max rel diff Y
+   device: KEY  cuda:0 -> cpu    (the location tag the storage was saved with)
+ Bare storages (torch.save({'s': t.storage()})) compare as 1-D tensors of their class's dtype.
  and a last line "N differences" or "no differences".
 
  Tensor elements a (from A) and b (from B) are equal when a == b, both are NaN, or
@@ -445,38 +447,35 @@ static void compare_quantizers(diff_ctx *c, const char *path, const sdict_quanti
     buf_free(&y);
 }
 
-static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, const sdict_value *b) {
-    sdict_kind ka = sdict_value_kind(a), kb = sdict_value_kind(b);
-    cli_buf x, y;
-    buf_init(&x);
-    buf_init(&y);
-    if (ka != kb) {
-        printf("type: %s  %s -> %s\n", path, sdict_kind_name(ka), sdict_kind_name(kb));
+/* dtype, shape, device and values of two tensors (or two bare storages seen as 1-D tensors);
+   x and y are scratch buffers. Without ga/gb (storages) requires_grad, parameter and the
+   quantizer are not compared. */
+static void compare_tensor_data(diff_ctx *c, const char *path, const sdict_tensor *ta,
+                                const sdict_tensor *tb, const sdict_value *ga,
+                                const sdict_value *gb, cli_buf *x, cli_buf *y) {
+    bool same_shape = ta->ndim == tb->ndim &&
+                      (ta->ndim == 0 || memcmp(ta->shape, tb->shape,
+                                               (size_t)ta->ndim * sizeof ta->shape[0]) == 0);
+    if (ta->dtype != tb->dtype) {
+        printf("dtype: %s  %s -> %s\n", path, sdict_dtype_name(ta->dtype), sdict_dtype_name(tb->dtype));
         c->ndiff++;
-    } else if (ka == SDICT_KIND_SPARSE || ka == SDICT_KIND_NESTED) {
-        compare_composite(c, path, a, b);
-    } else if (ka != SDICT_KIND_TENSOR) {
-        if (!values_equal(a, b, 0)) {
-            fmt_value(&x, a, 16);
-            fmt_value(&y, b, 16);
-            printf("value: %s  %s -> %s\n", path, x.s, y.s);
-            c->ndiff++;
-        }
-    } else {
-        const sdict_tensor *ta = sdict_value_tensor(a), *tb = sdict_value_tensor(b);
-        bool same_shape = ta->ndim == tb->ndim &&
-                          (ta->ndim == 0 || memcmp(ta->shape, tb->shape,
-                                                   (size_t)ta->ndim * sizeof ta->shape[0]) == 0);
-        if (ta->dtype != tb->dtype) {
-            printf("dtype: %s  %s -> %s\n", path, sdict_dtype_name(ta->dtype), sdict_dtype_name(tb->dtype));
-            c->ndiff++;
-        }
-        if (!same_shape) {
-            fmt_dims(&x, ta->shape, ta->ndim);
-            fmt_dims(&y, tb->shape, tb->ndim);
-            printf("shape: %s  %s -> %s\n", path, x.s, y.s);
-            c->ndiff++;
-        }
+    }
+    if (!same_shape) {
+        fmt_dims(x, ta->shape, ta->ndim);
+        fmt_dims(y, tb->shape, tb->ndim);
+        printf("shape: %s  %s -> %s\n", path, x->s, y->s);
+        c->ndiff++;
+    }
+    if (ta->storage && tb->storage &&
+        strcmp(sdict_tensor_device(ta), sdict_tensor_device(tb)) != 0) {
+        buf_truncate(x, 0);
+        buf_truncate(y, 0);
+        fmt_device_tag(x, sdict_tensor_device(ta));
+        fmt_device_tag(y, sdict_tensor_device(tb));
+        printf("device: %s  %s -> %s\n", path, x->s, y->s);
+        c->ndiff++;
+    }
+    if (ga && gb) {
         if (ta->requires_grad != tb->requires_grad) {
             printf("requires_grad: %s  %s -> %s\n", path, ta->requires_grad ? "True" : "False",
                    tb->requires_grad ? "True" : "False");
@@ -487,31 +486,70 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
                    tb->is_parameter ? "True" : "False");
             c->ndiff++;
         }
-        compare_quantizers(c, path, sdict_value_quantizer(a), sdict_value_quantizer(b));
-        cmp_mode mode = mode_for(ta->dtype, tb->dtype);
-        if (!ta->storage || !tb->storage) {
-            if ((ta->storage == NULL) != (tb->storage == NULL)) {
-                printf("values: %s  %s -> %s\n", path, ta->storage ? "data" : "meta (no data)",
-                       tb->storage ? "data" : "meta (no data)");
-                c->ndiff++;
-            }
-        } else if (same_shape && mode != CM_NONE) {
-            tensor_cmp r;
-            sdict_error err;
-            memset(&err, 0, sizeof err);
-            sdict_status st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
-            if (st != SDICT_OK) {
-                if (err.code == SDICT_OK)
-                    err.code = st, err.offset = -1;
-                fprintf(stderr, "statedict: cannot compare %s: ", path);
-                cli_report_error(st, &err);
-                c->failed = true;
-            } else if (r.mismatched) {
-                printf("values: %s  %lld of %lld elements differ; max abs diff %.6g, max rel diff %.6g\n",
-                       path, (long long)r.mismatched, (long long)r.total, r.max_abs, r.max_rel);
-                c->ndiff++;
-            }
+        compare_quantizers(c, path, sdict_value_quantizer(ga), sdict_value_quantizer(gb));
+    }
+    cmp_mode mode = mode_for(ta->dtype, tb->dtype);
+    if (!ta->storage || !tb->storage) {
+        if ((ta->storage == NULL) != (tb->storage == NULL)) {
+            printf("values: %s  %s -> %s\n", path, ta->storage ? "data" : "meta (no data)",
+                   tb->storage ? "data" : "meta (no data)");
+            c->ndiff++;
         }
+    } else if (same_shape && mode != CM_NONE) {
+        tensor_cmp r;
+        sdict_error err;
+        memset(&err, 0, sizeof err);
+        sdict_status st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
+        if (st != SDICT_OK) {
+            if (err.code == SDICT_OK)
+                err.code = st, err.offset = -1;
+            fprintf(stderr, "statedict: cannot compare %s: ", path);
+            cli_report_error(st, &err);
+            c->failed = true;
+        } else if (r.mismatched) {
+            printf("values: %s  %lld of %lld elements differ; max abs diff %.6g, max rel diff %.6g\n",
+                   path, (long long)r.mismatched, (long long)r.total, r.max_abs, r.max_rel);
+            c->ndiff++;
+        }
+    }
+}
+
+static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, const sdict_value *b) {
+    sdict_kind ka = sdict_value_kind(a), kb = sdict_value_kind(b);
+    cli_buf x, y;
+    buf_init(&x);
+    buf_init(&y);
+    if (ka != kb) {
+        printf("type: %s  %s -> %s\n", path, sdict_kind_name(ka), sdict_kind_name(kb));
+        c->ndiff++;
+    } else if (ka == SDICT_KIND_SPARSE || ka == SDICT_KIND_NESTED) {
+        compare_composite(c, path, a, b);
+    } else if (ka != SDICT_KIND_TENSOR && ka != SDICT_KIND_STORAGE) {
+        if (!values_equal(a, b, 0)) {
+            fmt_value(&x, a, 16);
+            fmt_value(&y, b, 16);
+            printf("value: %s  %s -> %s\n", path, x.s, y.s);
+            c->ndiff++;
+        }
+    } else if (ka == SDICT_KIND_STORAGE) {
+        /* bare storages: compared as 1-D tensors of their class's dtype, by content */
+        sdict_tensor t[2];
+        int64_t shape[2], stride[2] = {1, 1};
+        for (int i = 0; i < 2; i++) {
+            sdict_dtype dt = SDICT_UINT8;
+            sdict_storage *st = sdict_value_storage(i ? b : a, &dt);
+            size_t es = sdict_dtype_size(dt);
+            memset(&t[i], 0, sizeof t[i]);
+            shape[i] = (int64_t)(es ? sdict_storage_nbytes(st) / es : 0);
+            t[i].dtype = dt;
+            t[i].ndim = 1;
+            t[i].shape = &shape[i];
+            t[i].stride = &stride[i];
+            t[i].storage = st;
+        }
+        compare_tensor_data(c, path, &t[0], &t[1], NULL, NULL, &x, &y);
+    } else {
+        compare_tensor_data(c, path, sdict_value_tensor(a), sdict_value_tensor(b), a, b, &x, &y);
     }
     buf_free(&x);
     buf_free(&y);

@@ -7,7 +7,7 @@
    {"type":"none"}  {"type":"bool","value":true}  {"type":"int","value":"-12"}
    {"type":"float","value":"0x1.999999999999ap-2"}   (C99 %a; "nan", "inf", "-inf")
    {"type":"str","value":"..."}  {"type":"bytes","hex":"00ff"}  {"type":"dtype","value":"float16"}
-   {"type":"list"|"tuple"|"set","items":[NODE...]}
+   {"type":"list"|"tuple"|"set","items":[NODE...]}  (a frozenset: "frozenset":true before items)
    {"type":"dict","ordered":B,"items":[[KEY,NODE]...],"attrs":[["_metadata",NODE]]}  (attrs if any)
    {"type":"tensor","dtype":"float32","shape":[..],"stride":[..],"storage_offset":0,
     "requires_grad":false,"parameter":false,"storage":"0"|"mem:ADDR"|null,"sha256":"hex"|null}
@@ -15,6 +15,11 @@
      {"qscheme":"per_tensor_affine","scale":"%a","zero_point":3} or {"qscheme":...,
      "scales":NODE,"zero_points":NODE,"axis":0}, and "attrs":[[NAME,NODE]...] (Python
      attributes of the tensor)
+     and "device":"cpu"|"cuda:0"|"meta"|... (the location tag its storage was saved with)
+   {"type":"storage","dtype":"float32","numel":4,"nbytes":16,"device":"cpu","storage":"0",
+    "sha256":"hex"}   (a bare storage saved as a value; numel counts bytes for UntypedStorage,
+                       which torch loads as a uint8 TypedStorage; sha256 as for a tensor over
+                       the whole storage)
    {"type":"device","value":"cuda:1"}  {"type":"complex","real":"%a","imag":"%a"}
    {"type":"qscheme","value":"per_tensor_affine"}  {"type":"layout","value":"sparse_csr"}
    {"type":"sparse","requires_grad":B,"parameter":B,"layout":"sparse_coo","size":[..],
@@ -225,6 +230,8 @@ static json_t *tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
         snprintf(addr, sizeof addr, "mem:%p", (const void *)t->storage);
     json_object_set_new(o, "storage", key ? json_text(key, strlen(key))
                                           : t->storage ? json_string(addr) : json_null());
+    const char *dev = sdict_tensor_device(t);
+    json_object_set_new(o, "device", json_text(dev, strlen(dev)));
     if (t->is_conj)
         json_object_set_new(o, "conj", json_true());
     if (t->is_neg)
@@ -239,6 +246,48 @@ static json_t *tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
     struct sha256_ctx h;
     sha256_init(&h);
     sdict_status st = hash_tensor(t, &h, &c->err);
+    if (st != SDICT_OK) {
+        if (c->st == SDICT_OK)
+            c->st = st;
+        json_object_set_new(o, "sha256", json_null());
+        return o;
+    }
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    char hex[2 * SHA256_DIGEST_SIZE + 1];
+    sha256_digest(&h, sizeof digest, digest);
+    for (size_t i = 0; i < sizeof digest; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    json_object_set_new(o, "sha256", json_string(hex));
+    return o;
+}
+
+/* A bare storage: its elements as a 1-D tensor of its class's dtype, hashed like a tensor. */
+static json_t *storage_node(dump_ctx *c, const sdict_value *v) {
+    sdict_dtype dt = SDICT_UINT8;
+    sdict_storage *s = sdict_value_storage(v, &dt);
+    size_t es = sdict_dtype_size(dt), nbytes = sdict_storage_nbytes(s);
+    int64_t numel = (int64_t)(es ? nbytes / es : 0);
+    json_t *o = typed("storage");
+    json_object_set_new(o, "dtype", json_string(sdict_dtype_name(dt)));
+    json_object_set_new(o, "numel", json_integer((json_int_t)numel));
+    json_object_set_new(o, "nbytes", json_integer((json_int_t)nbytes));
+    const char *dev = sdict_storage_location(s), *key = sdict_storage_key(s);
+    json_object_set_new(o, "device", json_text(dev, strlen(dev)));
+    char addr[32];
+    if (!key)
+        snprintf(addr, sizeof addr, "mem:%p", (const void *)s);
+    json_object_set_new(o, "storage", key ? json_text(key, strlen(key)) : json_string(addr));
+    int64_t shape[1] = {numel}, stride[1] = {1};
+    sdict_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dt;
+    t.ndim = 1;
+    t.shape = shape;
+    t.stride = stride;
+    t.storage = s;
+    struct sha256_ctx h;
+    sha256_init(&h);
+    sdict_status st = hash_tensor(&t, &h, &c->err);
     if (st != SDICT_OK) {
         if (c->st == SDICT_OK)
             c->st = st;
@@ -362,6 +411,8 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
     case SDICT_KIND_LIST:
     case SDICT_KIND_TUPLE:
     case SDICT_KIND_SET:
+        if (sdict_value_pytype(v) == SDICT_PYTYPE_FROZENSET)
+            json_object_set_new(o, "frozenset", json_true());
         json_object_set_new(o, "items", items_of(c, v, depth));
         break;
     case SDICT_KIND_DICT: {
@@ -383,6 +434,9 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
     case SDICT_KIND_NESTED:
         json_decref(o);
         return nested_node(c, v, depth);
+    case SDICT_KIND_STORAGE:
+        json_decref(o);
+        return storage_node(c, v);
     default:
         break;
     }

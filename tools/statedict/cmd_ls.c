@@ -6,7 +6,11 @@
                                           tensors show their values' dtype, their size and
                                           the bytes of their parts, nested tensors the sizes
                                           of their components
+   KEY  DTYPE  storage(NUMEL)  BYTES  device=TAG
+                                          for storages saved bare (not in a tensor)
    KEY  KIND  VALUE                       for other leaves (epoch, loss, param_groups.0.lr)
+ Tensors whose storage was saved on another device than the CPU are marked device=TAG
+ ("device=cuda:0"); statedict, like torch.load(map_location='cpu'), holds them in memory.
  then "N tensors, B bytes; S storages, SB bytes; format F, byteorder O".
 */
 #include "cli.h"
@@ -119,6 +123,9 @@ static void collect(void *ctx, const char *path, const sdict_value *v) {
         if (t && t->storage && !map_add(c, t->storage))
             c->oom = true;
     }
+    const sdict_storage *bare = sdict_value_storage(v, NULL);
+    if (bare && !map_add(c, bare))
+        c->oom = true;
 }
 
 /* What a tensor-like leaf shows: dtype, shape text and bytes (for sparse and nested tensors,
@@ -153,6 +160,20 @@ static bool tensor_summary(const sdict_value *v, const char **dtype, cli_buf *sh
     } else {
         return false;
     }
+    return true;
+}
+
+/* What a bare storage shows: its class's dtype, "storage(NUMEL)" and its bytes. */
+static bool storage_summary(const sdict_value *v, const char **dtype, cli_buf *shape,
+                            size_t *bytes) {
+    sdict_dtype dt = SDICT_UINT8;
+    const sdict_storage *s = sdict_value_storage(v, &dt);
+    if (!s)
+        return false;
+    size_t es = sdict_dtype_size(dt);
+    *dtype = sdict_dtype_name(dt);
+    *bytes = sdict_storage_nbytes(s);
+    buf_printf(shape, "storage(%zu)", es ? *bytes / es : 0);
     return true;
 }
 
@@ -215,6 +236,10 @@ static void tensor_marks(cli_buf *b, ls_ctx *c, const sdict_value *v) {
         fmt_dims(b, t->stride, t->ndim);
         buf_puts(b, ")");
     }
+    if (t->storage && strcmp(sdict_storage_location(t->storage), "cpu") != 0) {
+        buf_puts(b, " device=");
+        fmt_device_tag(b, sdict_storage_location(t->storage));
+    }
     if (t->storage && map_uses(c, t->storage) > 1) {
         buf_puts(b, " shared=");
         storage_name(b, t->storage);
@@ -241,7 +266,8 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
         const char *kind = sdict_kind_name(sdict_value_kind(c->items[i].v));
         size_t bytes = 0;
         buf_truncate(&shape, 0);
-        if (tensor_summary(c->items[i].v, &kind, &shape, &bytes)) {
+        if (tensor_summary(c->items[i].v, &kind, &shape, &bytes) ||
+            storage_summary(c->items[i].v, &kind, &shape, &bytes)) {
             if (shape.len > wshape)
                 wshape = shape.len;
             buf_truncate(&b, 0);
@@ -271,6 +297,16 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
             buf_printf(&b, "%-*s  %-*s  %-*s  %*zu", (int)wkey, display_key(c->items[i].key),
                        (int)wdtype, dtype, (int)wshape, shape.s, (int)wbytes, bytes);
             tensor_marks(&b, c, v);
+        } else if (storage_summary(v, &dtype, &shape, &bytes)) {
+            const sdict_storage *st = sdict_value_storage(v, NULL);
+            buf_printf(&b, "%-*s  %-*s  %-*s  %*zu  device=", (int)wkey,
+                       display_key(c->items[i].key), (int)wdtype, dtype, (int)wshape, shape.s,
+                       (int)wbytes, bytes);
+            fmt_device_tag(&b, sdict_storage_location(st));
+            if (map_uses(c, st) > 1) {
+                buf_puts(&b, " shared=");
+                storage_name(&b, st);
+            }
         } else {
             buf_printf(&b, "%-*s  %-*s  ", (int)wkey, display_key(c->items[i].key), (int)wdtype,
                        sdict_kind_name(sdict_value_kind(v)));
@@ -332,6 +368,8 @@ static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
                 json_object_set_new(o, "storage", json_null());
             }
             json_object_set_new(o, "shared", json_boolean(t->storage && map_uses(c, t->storage) > 1));
+            const char *dev = sdict_tensor_device(t);
+            json_object_set_new(o, "device", json_text(dev, strlen(dev)));
             const sdict_quantizer *q = sdict_value_quantizer(v);
             if (q)
                 json_object_set_new(o, "qscheme", json_string(sdict_qscheme_name(q->qscheme)));
@@ -363,6 +401,20 @@ static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
                 json_object_set_new(o, "components", json_integer((json_int_t)sizes->shape[0]));
             }
             json_object_set_new(o, "nbytes", json_integer((json_int_t)bytes));
+        } else if (sdict_value_storage(v, NULL)) {
+            sdict_dtype dt = SDICT_UINT8;
+            const sdict_storage *st = sdict_value_storage(v, &dt);
+            size_t es = sdict_dtype_size(dt), nb = sdict_storage_nbytes(st);
+            json_object_set_new(o, "type", json_string("storage"));
+            json_object_set_new(o, "dtype", json_string(sdict_dtype_name(dt)));
+            json_object_set_new(o, "numel", json_integer((json_int_t)(es ? nb / es : 0)));
+            json_object_set_new(o, "nbytes", json_integer((json_int_t)nb));
+            buf_truncate(&b, 0);
+            storage_name(&b, st);
+            json_object_set_new(o, "storage", json_string(b.s));
+            json_object_set_new(o, "shared", json_boolean(map_uses(c, st) > 1));
+            const char *dev = sdict_storage_location(st);
+            json_object_set_new(o, "device", json_text(dev, strlen(dev)));
         } else {
             json_object_set_new(o, "type", json_string(sdict_kind_name(sdict_value_kind(v))));
             buf_truncate(&b, 0);

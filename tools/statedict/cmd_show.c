@@ -693,6 +693,10 @@ static int show_tensor(const char *key, const sdict_value *v) {
         buf_printf(&b, " offset %lld, %zu bytes%s%s", (long long)t->storage_offset,
                    sdict_tensor_nbytes(t), t->is_parameter ? ", parameter" : "",
                    t->requires_grad ? ", requires_grad" : "");
+        if (t->storage && strcmp(sdict_tensor_device(t), "cpu") != 0) {
+            buf_puts(&b, ", device=");
+            fmt_device_tag(&b, sdict_tensor_device(t));
+        }
     } else {
         fmt_value(&b, v, 16);
     }
@@ -715,6 +719,43 @@ static int show_tensor(const char *key, const sdict_value *v) {
     buf_free(&b);
     return rc;
 }
+/* A bare storage: a header (dtype, numel, bytes, device) and its elements printed as the 1-D
+   tensor torch.tensor(storage) would be. */
+static int show_storage(const char *key, const sdict_value *v) {
+    sdict_dtype dt = SDICT_UINT8;
+    sdict_storage *s = sdict_value_storage(v, &dt);
+    size_t es = sdict_dtype_size(dt), nbytes = sdict_storage_nbytes(s);
+    int64_t shape[1] = {(int64_t)(es ? nbytes / es : 0)}, stride[1] = {1};
+    sdict_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dt;
+    t.ndim = 1;
+    t.shape = shape;
+    t.stride = stride;
+    t.storage = s;
+    cli_buf b;
+    buf_init(&b);
+    buf_printf(&b, "storage %s, numel %lld, %zu bytes, device=", sdict_dtype_name(dt),
+               (long long)shape[0], nbytes);
+    fmt_device_tag(&b, sdict_storage_location(s));
+    printf("%s: %s\n", key[0] ? key : "<root>", b.s);
+    buf_truncate(&b, 0);
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_status st = tensor_repr(&t, NULL, &b, &err);
+    int rc = CLI_EXIT_OK;
+    if (st != SDICT_OK) {
+        if (err.code == SDICT_OK)
+            err.code = st, err.offset = -1;
+        cli_report_error(st, &err);
+        rc = CLI_EXIT_BAD_INPUT;
+    } else {
+        printf("%s\n", b.s);
+    }
+    buf_free(&b);
+    return rc;
+}
+
 static void print_leaf(void *ctx, const char *path, const sdict_value *v) {
     (void)ctx;
     cli_buf b;
@@ -724,6 +765,10 @@ static void print_leaf(void *ctx, const char *path, const sdict_value *v) {
     if (t) {
         buf_printf(&b, "%s  ", sdict_dtype_name(t->dtype));
         fmt_dims(&b, t->shape, t->ndim);
+        if (t->storage && strcmp(sdict_tensor_device(t), "cpu") != 0) {
+            buf_puts(&b, "  device=");
+            fmt_device_tag(&b, sdict_tensor_device(t));
+        }
     } else if (sdict_value_sparse(v) || sdict_value_nested(v)) {
         buf_printf(&b, "%s  ", sdict_kind_name(sdict_value_kind(v)));
         fmt_value(&b, v, 16);
@@ -798,6 +843,8 @@ int cmd_show(const cli_cmd *cmd, const cli_args *args) {
     } else if (sdict_value_kind(v) == SDICT_KIND_TENSOR || sdict_value_kind(v) == SDICT_KIND_SPARSE ||
                sdict_value_kind(v) == SDICT_KIND_NESTED) {
         rc = show_tensor(key, v);
+    } else if (sdict_value_kind(v) == SDICT_KIND_STORAGE) {
+        rc = show_storage(key, v);
     } else if (is_scalar_kind(sdict_value_kind(v))) {
         cli_buf b;
         buf_init(&b);

@@ -124,6 +124,7 @@ const char *cli_status_class(sdict_status st) {
         return "unreadable";
     case SDICT_E_PICKLE_UNSAFE_GLOBAL:
         return "unsafe";
+    case SDICT_E_DTYPE:
     case SDICT_E_ZIP_UNSUPPORTED:
     case SDICT_E_UNSUPPORTED:
     case SDICT_E_VERSION:
@@ -469,6 +470,16 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
         buf_printf(b, ", layout=torch.%s)", sdict_layout_name(sp->layout));
         break;
     }
+    case SDICT_KIND_STORAGE: {
+        sdict_dtype dt = SDICT_UINT8;
+        const sdict_storage *st = sdict_value_storage(v, &dt);
+        size_t es = sdict_dtype_size(dt);
+        buf_printf(b, "storage(%s, numel=%zu, nbytes=%zu, device=", sdict_dtype_name(dt),
+                   es ? sdict_storage_nbytes(st) / es : 0, sdict_storage_nbytes(st));
+        fmt_device_tag(b, sdict_storage_location(st));
+        buf_puts(b, ")");
+        break;
+    }
     case SDICT_KIND_NESTED: {
         const sdict_nested *ns = sdict_value_nested(v);
         const sdict_tensor *sizes = sdict_value_tensor(ns->sizes);
@@ -487,15 +498,17 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
         fmt_seq_items(b, v, max_items, depth);
         buf_puts(b, sdict_seq_len(v) == 1 ? ",)" : ")");
         break;
-    case SDICT_KIND_SET:
+    case SDICT_KIND_SET: {
+        bool frozen = sdict_value_pytype(v) == SDICT_PYTYPE_FROZENSET; /* as Python's repr */
         if (sdict_seq_len(v) == 0) {
-            buf_puts(b, "set()");
+            buf_puts(b, frozen ? "frozenset()" : "set()");
         } else {
-            buf_puts(b, "{");
+            buf_puts(b, frozen ? "frozenset({" : "{");
             fmt_seq_items(b, v, max_items, depth);
-            buf_puts(b, "}");
+            buf_puts(b, frozen ? "})" : "}");
         }
         break;
+    }
     case SDICT_KIND_DICT: {
         size_t n = sdict_dict_len(v);
         bool counter = (sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER);
@@ -522,6 +535,18 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
     default:
         buf_puts(b, "?");
         break;
+    }
+}
+
+void fmt_device_tag(cli_buf *b, const char *tag) {
+    /* A location tag is any text the file chose: spaces, quotes, backslashes and control
+       characters are written as \xNN so a tag cannot forge fields or reach the terminal. */
+    for (const unsigned char *p = (const unsigned char *)tag; p && *p; p++) {
+        if (*p <= 0x20 || *p == 0x7f || *p == '\\' || *p == '\'' || *p == '"' || *p == ',' ||
+            *p == ')')
+            buf_printf(b, "\\x%02x", *p);
+        else
+            buf_putn(b, (const char *)p, 1);
     }
 }
 

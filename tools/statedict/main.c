@@ -15,7 +15,9 @@ static const cli_cmd commands[] = {
      "  Keys are dotted paths (model_state_dict.conv1.weight, optimizer_state_dict.state.0.exp_avg);\n"
      "  list items appear by index. Marks: non-contiguous (with strides), shared=KEY[@OFFSET]\n"
      "  (the file's storage key, used by several tensors; @OFFSET: this tensor's storage_offset in\n"
-     "  elements), meta (no data), param (nn.Parameter), grad (requires_grad).\n"
+     "  elements), meta (no data), param (nn.Parameter), grad (requires_grad), device=TAG (saved\n"
+     "  on another device than the CPU, e.g. device=cuda:0; loaded to memory as with\n"
+     "  map_location='cpu'). Storages saved bare show DTYPE storage(NUMEL) BYTES device=TAG.\n"
      "  The last line sums tensors and bytes and names the format.\n",
      CLI_OPT_LOAD | CLI_OPT_JSON, 1, 1},
     {"dump", cmd_dump, "print the whole tree as one canonical JSON document",
