@@ -99,18 +99,26 @@ static void build(built *o, const spec *s, size_t count, int64_t eocd_count_delt
     sdict__buf *b = &o->b;
     for (size_t i = 0; i < count; i++) {
         size_t nl = s[i].name_len ? s[i].name_len : strlen(s[i].name);
+        /* the local header repeats the central fields (a ZIP64 extra when they are big) */
+        bool big = s[i].cd_size != 0;
         o->hdr[i] = b->len;
         sdict__buf_le32(b, 0x04034b50u);
         sdict__buf_le16(b, 20);
         sdict__buf_le16(b, s[i].flags);
         sdict__buf_le16(b, s[i].method);
         sdict__buf_le32(b, 0);
-        sdict__buf_le32(b, 0);
-        sdict__buf_le32(b, (uint32_t)s[i].n);
-        sdict__buf_le32(b, 0);
+        sdict__buf_le32(b, s[i].crc ? s[i].crc : ref_crc32(s[i].data, s[i].n));
+        sdict__buf_le32(b, big ? 0xFFFFFFFFu : (uint32_t)s[i].n);
+        sdict__buf_le32(b, big ? 0xFFFFFFFFu : (uint32_t)s[i].n);
         sdict__buf_le16(b, (uint16_t)nl);
-        sdict__buf_le16(b, 0);
+        sdict__buf_le16(b, big ? 20 : 0);
         sdict__buf_append(b, s[i].name, nl);
+        if (big) {
+            sdict__buf_le16(b, 1);
+            sdict__buf_le16(b, 16);
+            sdict__buf_le64(b, s[i].cd_size);
+            sdict__buf_le64(b, s[i].cd_size);
+        }
         sdict__buf_append(b, s[i].data, s[i].n);
     }
     o->cd_off = b->len;
@@ -653,6 +661,7 @@ static void test_reads(void **state) {
     built o;
     build(&o, s, 3, 0);
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw); /* the local copy too */
     sdict__source src;
     sdict__zip *z;
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
@@ -676,12 +685,14 @@ static void test_reads(void **state) {
 
     /* declared size smaller than the stream inflates to */
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw - 1);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw - 1); /* the local copy too */
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
     e = sdict__zip_find(z, "z");
     assert_int_equal(sdict__zip_read(z, e, out, sizeof out, false, &err), SDICT_E_ZIP_CORRUPT);
     sdict__zip_close(z);
     /* declared size larger */
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw + 1);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw + 1); /* the local copy too */
     uint8_t out2[3001];
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
     e = sdict__zip_find(z, "z");
@@ -689,6 +700,7 @@ static void test_reads(void **state) {
     sdict__zip_close(z);
     /* inflate limit */
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw); /* the local copy too */
     sdict_limits lim = {0};
     lim.max_inflate = 100;
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, &lim, &z, &err), SDICT_OK);
