@@ -258,7 +258,8 @@ const sdict__zip_entry *sdict__zip_find(const sdict__zip *z, const char *relname
 /**
  Reads the uncompressed payload of e into dst (dst_size must be >= e->size), inflating
  method 8 with libdeflate (bounded by e->size and limits->max_inflate), verifying the CRC-32
- when verify_crc. Errors: SDICT_E_CRC, _ZIP_CORRUPT (inflate failed or size differs),
+ when verify_crc and the CRC field is not 0 (the loader, which knows whether the archive was
+ written without CRCs, passes false and checks them itself). Errors: SDICT_E_CRC, _ZIP_CORRUPT (inflate failed or size differs),
  _ZIP_UNSUPPORTED (other methods), _TRUNCATED, _IO, _INVALID_ARG.
 */
 sdict_status sdict__zip_read(const sdict__zip *z, const sdict__zip_entry *e, void *dst,

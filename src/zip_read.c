@@ -423,8 +423,9 @@ static sdict_status check_prefix(sdict__zip *z, uint64_t cd_off, sdict_error *er
         if (strncmp(z->entries[i].name, z->prefix, z->prefix_len) != 0)
             return sdict__err(err, SDICT_E_ZIP_CORRUPT, z->entries[i].name,
                               off64(z->entries[i].header_offset),
-                              "file in archive is not in a subdirectory: expected a name "
-                              "starting with \"%s\"",
+                              "ambiguous zip: record outside the archive folder: expected a "
+                              "name starting with \"%s\" (torch's record lookups ignore letter "
+                              "case, its record listing does not)",
                               z->prefix);
     return SDICT_OK;
 }
