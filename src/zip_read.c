@@ -120,6 +120,16 @@ static sdict_status find_eocd(const sdict__source *src, uint8_t *tail, uint64_t 
                                       "record at %llu, is the one torch (miniz) reads; "
                                       "statedict would read the other",
                                       (unsigned long long)(base + i));
+            /* An earlier signature whose comment also ends exactly at the end of the file is
+               a second complete end record: readers that search forwards take that one. */
+            for (uint64_t j = i; j-- > 0;)
+                if (sdict__le32(tail + j) == SIG_EOCD &&
+                    j + EOCD_SIZE + sdict__le16(tail + j + 20) == span)
+                    return sdict__err(err, SDICT_E_ZIP_CORRUPT, NULL, off64(base + j),
+                                      "ambiguous zip: two end-of-central-directory records end "
+                                      "the file, this one and (in its comment) the one at %llu, "
+                                      "which torch (miniz) reads",
+                                      (unsigned long long)(base + i));
             *eocd_off = base + i;
             return SDICT_OK;
         }
@@ -670,7 +680,8 @@ static sdict_status check_locals(sdict__zip *z, uint64_t cd_off, sdict_error *er
         const sdict__zip_entry *b = order[k].e;
         if (at > b->header_offset)
             st = sdict__err(err, SDICT_E_ZIP_CORRUPT, b->name, off64(b->header_offset),
-                            "record overlaps \"%s\", which spans bytes %llu..%llu",
+                            "ambiguous zip: record overlaps \"%s\", which spans bytes "
+                            "%llu..%llu (one stretch of bytes read as two records)",
                             order[k - 1].e->name, (unsigned long long)order[k - 1].e->header_offset,
                             (unsigned long long)at);
         else if (at < b->header_offset)
