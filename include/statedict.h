@@ -739,8 +739,8 @@ SDICT_API sdict_value *sdict_value_at(const sdict_value *root, const char *path)
 enum {
     /** Read all storages into owned memory instead of mapping the file. */
     SDICT_LOAD_COPY = 1u << 0,
-    /** Verify the CRC-32 of every record read against the central directory (torch 2.x
-        never does; torch 1.13's miniz checks it while extracting); a mismatch fails with
+    /** Verify the CRC-32 of every record read against the central directory (torch never
+        does: 1.13 and 2.x alike load a payload with a flipped byte); a mismatch fails with
         SDICT_E_CRC. Never claims what it could not check: a file written with CRCs off
         (torch 2.6+ `torch.serialization.set_crc32_options(False)`, every record's CRC 0) has
         nothing to check against, so a load with this flag reads it fully and then fails with
