@@ -11,6 +11,13 @@
  with CRC = sizes = 0 (flag bit 3), and its FB padding extra exists in local headers only, so
  payload offsets come from each local header's own name/extra lengths.
 
+ Ambiguity (issue 11): torch reads archives with miniz (inline_container.cc), which picks the
+ last end-record signature, prefers the ZIP64 end record, looks names up case-insensitively,
+ and takes only the name and extra lengths from local headers. Any archive in which miniz, or
+ another common reader (Python's zipfile, unzip, streaming readers), could see other records
+ than this reader is refused with "ambiguous zip: ..." (README, Safety): see find_eocd,
+ read_end, build_table, check_prefix, check_local and check_locals.
+
  Everything is read through sdict__source_read so mapped, pread and memory sources behave alike,
  and every offset/size is checked against the file size with overflow-checked arithmetic before
  use: a hostile central directory can neither make us read outside the file nor allocate more
