@@ -796,7 +796,14 @@ SDICT_API sdict_value *sdict_value_at(const sdict_value *root, const char *path)
 enum {
     /** Read all storages into owned memory instead of mapping the file. */
     SDICT_LOAD_COPY = 1u << 0,
-    /** Verify the CRC-32 of every record read (torch never does); mismatch -> SDICT_E_CRC. */
+    /** Verify the CRC-32 of every record read against the central directory (torch never
+        does: 1.13 and 2.x alike load a payload with a flipped byte); a mismatch fails with
+        SDICT_E_CRC. Never claims what it could not check: a file written with CRCs off
+        (torch 2.6+ `torch.serialization.set_crc32_options(False)`, every record's CRC 0) has
+        nothing to check against, so a load with this flag reads it fully and then fails with
+        SDICT_E_CRC "no CRC recorded", naming the first such record and counting them. (One
+        CRC of 0 among real ones is compared like any other: a mismatch.) Without the flag
+        such files load normally. */
     SDICT_LOAD_VERIFY_CRC = 1u << 1,
     /** Treat payloads of files without a byteorder record as big-endian (old s390x files). */
     SDICT_LOAD_ASSUME_BIG_ENDIAN = 1u << 2,
@@ -1005,9 +1012,13 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
                                   size_t *unsafe_count, sdict_error *err);
 
 /**
- Verifies a file end to end: the container structure, the CRC-32 of every record, the pickle
- (allow-list), and every storage size and tensor extent. Returns SDICT_OK when everything
- checks, else the first failure with its detail.
+ Verifies a file end to end: the container structure (including every rule that refuses an
+ ambiguous zip archive, SDICT_E_ZIP_CORRUPT "ambiguous zip: ..."), the CRC-32 of every record,
+ the pickle (allow-list), and every storage size and tensor extent. Returns SDICT_OK only when
+ everything was checked and holds, else the first failure with its detail. A zip written with
+ CRCs off (torch 2.6+ set_crc32_options(False)) is not OK: its records carry no CRC to verify
+ them against, so after every other check passes this returns SDICT_E_CRC "no CRC recorded"
+ naming the first such record and the count (see SDICT_LOAD_VERIFY_CRC).
 */
 SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err);
 

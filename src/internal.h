@@ -252,7 +252,12 @@ typedef struct sdict__zip sdict__zip;
  file, counts consistent, payloads inside the file and not overlapping each other or the
  central directory, no encryption, single disk, entries <= limits->max_records, names without
  NUL. The archive folder is what precedes the first '/' of the first entry; entries outside
- it are refused (SDICT_E_ZIP_CORRUPT), as torch 2.x does. Errors name the structure and its
+ it are refused (SDICT_E_ZIP_CORRUPT), as torch 2.x does. Ambiguous archives, which torch's
+ miniz or another zip reader could read as other records, are refused with SDICT_E_ZIP_CORRUPT
+ "ambiguous zip: ...": a second end-record candidate, classic and ZIP64 end records that
+ disagree, names equal but for ASCII case (or exactly), local headers or data descriptors that
+ disagree with the central directory, and bytes before, between or after the records that no
+ central entry covers (the records must tile [0, central directory)). Errors name the structure and its
  byte offset in the file: SDICT_E_ZIP_CORRUPT, _ZIP_UNSUPPORTED, _TRUNCATED, _LIMIT, _NOMEM, _IO.
 */
 sdict_status sdict__zip_open(const sdict__source *src, const sdict_limits *limits,
@@ -267,7 +272,8 @@ const sdict__zip_entry *sdict__zip_find(const sdict__zip *z, const char *relname
 /**
  Reads the uncompressed payload of e into dst (dst_size must be >= e->size), inflating
  method 8 with libdeflate (bounded by e->size and limits->max_inflate), verifying the CRC-32
- when verify_crc. Errors: SDICT_E_CRC, _ZIP_CORRUPT (inflate failed or size differs),
+ when verify_crc and the CRC field is not 0 (the loader, which knows whether the archive was
+ written without CRCs, passes false and checks them itself). Errors: SDICT_E_CRC, _ZIP_CORRUPT (inflate failed or size differs),
  _ZIP_UNSUPPORTED (other methods), _TRUNCATED, _IO, _INVALID_ARG.
 */
 sdict_status sdict__zip_read(const sdict__zip *z, const sdict__zip_entry *e, void *dst,

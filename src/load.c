@@ -164,6 +164,9 @@ typedef struct loader {
     sdict__zip *zip;
     const char *data_dir;   /* "data/" (or "constants/" for TorchScript constants.pkl in scans) */
     bool crc_all_zero;      /* writer computed no CRCs (torch 2.6+ compute_crc32=False) */
+    uint64_t no_crc;        /* verify_crc: records read that carry no CRC to check against */
+    const sdict__zip_entry *no_crc_first;
+    uint8_t *no_crc_seen;   /* per entry: counted already (records may be read twice) */
     uint64_t alignment;     /* storage payload alignment: 64, or a .storage_alignment record */
     bool alignment_record;  /* the archive declared it (torch >= 2.7) */
     /* legacy */
@@ -436,20 +439,51 @@ static sdict_status cached_value(const cache_ent *e, const char *record, int64_t
  MARK: Zip format
 ==================================================================================================*/
 
-/* sdict__zip_read skips the check when a record's CRC field is 0 (torch 2.6+ compute_crc32=False
-   writes 0 everywhere). A single 0 among real CRCs is no such file, so then the 0 is checked like
-   any other value: a tampered record cannot opt out of verification. */
+/* Checks the CRC-32 of a record's payload (n bytes at p) for verify_crc. A CRC field of 0 over
+   a payload whose CRC is not 0 is a mismatch, unless every record of the archive has 0 (torch
+   2.6+ set_crc32_options(False)): then the record has no CRC recorded and cannot be verified;
+   it is counted, and the load fails at its end (no_crc_error), so verification never reports
+   as checked what it could not check. A single 0 among real CRCs is a plain mismatch: a
+   tampered record cannot opt out of verification. */
+static sdict_status crc_check(loader *L, const sdict__zip_entry *e, const void *p, size_t n,
+                              const char *rec, sdict_error *err) {
+    uint32_t c = sdict__crc32(0, p, n);
+    if (c == e->crc32)
+        return SDICT_OK;
+    if (e->crc32 == 0 && L->crc_all_zero) {
+        size_t i = (size_t)(e - sdict__zip_entry_at(L->zip, 0));
+        if (!L->no_crc_seen &&
+            !(L->no_crc_seen = sdict__calloc(sdict__zip_count(L->zip), 1)))
+            return sdict__err(err, SDICT_E_NOMEM, rec, -1, "out of memory");
+        if (!L->no_crc_seen[i]) {
+            L->no_crc_seen[i] = 1;
+            if (L->no_crc++ == 0)
+                L->no_crc_first = e;
+        }
+        return SDICT_OK;
+    }
+    return sdict__err(err, SDICT_E_CRC, rec, (int64_t)e->data_offset,
+                      "CRC-32 of the payload is 0x%08x, central directory says 0x%08x", c,
+                      e->crc32);
+}
+
+static sdict_status no_crc_error(loader *L, sdict_error *err) {
+    if (!L->no_crc)
+        return SDICT_OK;
+    return sdict__err(err, SDICT_E_CRC, L->no_crc_first->name,
+                      (int64_t)L->no_crc_first->data_offset,
+                      "no CRC recorded: %llu record%s read carry CRC 0 (written with CRCs off, "
+                      "torch.serialization.set_crc32_options(False)), so %s could not be "
+                      "verified",
+                      (unsigned long long)L->no_crc, L->no_crc == 1 ? "" : "s",
+                      L->no_crc == 1 ? "it" : "they");
+}
+
 static sdict_status zip_read_checked(loader *L, const sdict__zip_entry *e, void *dst, size_t n,
                                      sdict_error *err) {
-    bool crc = L->verify_crc && !L->crc_all_zero;
-    sdict_status st = sdict__zip_read(L->zip, e, dst, n, crc, err);
-    if (st == SDICT_OK && crc && e->crc32 == 0 && e->size > 0) {
-        uint32_t c = sdict__crc32(0, dst, (size_t)e->size);
-        if (c != 0)
-            return sdict__err(err, SDICT_E_CRC, e->name, -1,
-                              "CRC-32 of the payload is 0x%08x, central directory says 0x00000000 "
-                              "while other records carry CRCs", c);
-    }
+    sdict_status st = sdict__zip_read(L->zip, e, dst, n, false, err);
+    if (st == SDICT_OK && L->verify_crc)
+        st = crc_check(L, e, dst, (size_t)e->size, e->name, err);
     return st;
 }
 
@@ -490,7 +524,6 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
 
     bool swap = L->big_endian != host_big_endian() && sdict_dtype_size(p.dtype) > 1;
     sdict_storage *s = NULL;
-    bool crc = L->verify_crc && !L->crc_all_zero;
     const sdict__mapping *m = L->src->mapping;
     /* A payload is mapped in place when it sits where its writer put it: at a multiple of the
        archive's storage alignment (64 bytes, or what .storage_alignment declares, at most 64
@@ -501,13 +534,10 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
     bool aligned = e->data_offset % want == 0 && e->data_offset % es == 0;
     if (m && e->method == 0 && !swap && nbytes > 0 && (L->scan || aligned)) {
         /* Zero-copy: the record is the storage. Scans map any offset: nothing reads it. */
-        if (crc && !L->scan) {
-            uint32_t c = sdict__crc32(0, sdict__mapping_base(m) + e->data_offset, (size_t)nbytes);
-            if (c != e->crc32)
-                return sdict__err(err, SDICT_E_CRC, L->rec, -1,
-                                  "CRC-32 of the payload is 0x%08x, central directory says 0x%08x", c,
-                                  e->crc32);
-        }
+        if (L->verify_crc && !L->scan &&
+            (st = crc_check(L, e, sdict__mapping_base(m) + e->data_offset, (size_t)nbytes, L->rec,
+                            err)) != SDICT_OK)
+            return st;
         st = sdict__storage_new_mapped(L->src->mapping, e->data_offset, (size_t)nbytes, &s, err);
         if (st != SDICT_OK)
             return st;
@@ -676,8 +706,6 @@ static sdict_status zip_verify_rest(loader *L, sdict_error *err) {
                               ".storage_alignment %llu", (unsigned long long)e->data_offset,
                               (unsigned long long)L->alignment);
     }
-    if (L->crc_all_zero)
-        return SDICT_OK;
     for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
         const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
         const char *rel = e->name + plen;
@@ -689,7 +717,7 @@ static sdict_status zip_verify_rest(loader *L, sdict_error *err) {
             return st;
         sdict__free(buf);
     }
-    return SDICT_OK;
+    return no_crc_error(L, err);
 }
 
 static sdict_status load_zip(loader *L, sdict_error *err) {
@@ -765,7 +793,7 @@ static sdict_status load_zip(loader *L, sdict_error *err) {
     sdict__doc_set_format(L->doc, SDICT_FORMAT_ZIP, L->big_endian);
     if (L->verify_all)
         return zip_verify_rest(L, err);
-    return SDICT_OK;
+    return no_crc_error(L, err);
 }
 
 /*==================================================================================================
@@ -1444,6 +1472,8 @@ static sdict_status run_loader(loader *L, sdict_doc **out, sdict_error *err) {
         st = load_any(L, err);
     sdict__zip_close(L->zip);
     L->zip = NULL;
+    sdict__free(L->no_crc_seen);
+    L->no_crc_seen = NULL;
     cache_free(&L->storages);
     cache_free(&L->tensors);
     sdict__free(L->deferred);

@@ -11,6 +11,13 @@
  with CRC = sizes = 0 (flag bit 3), and its FB padding extra exists in local headers only, so
  payload offsets come from each local header's own name/extra lengths.
 
+ Ambiguity (issue 11): torch reads archives with miniz (inline_container.cc), which picks the
+ last end-record signature, prefers the ZIP64 end record, looks names up case-insensitively,
+ and takes only the name and extra lengths from local headers. Any archive in which miniz, or
+ another common reader (Python's zipfile, unzip, streaming readers), could see other records
+ than this reader is refused with "ambiguous zip: ..." (README, Safety): see find_eocd,
+ read_end, build_table, check_prefix, check_local and check_locals.
+
  Everything is read through sdict__source_read so mapped, pread and memory sources behave alike,
  and every offset/size is checked against the file size with overflow-checked arithmetic before
  use: a hostile central directory can neither make us read outside the file nor allocate more
@@ -54,10 +61,15 @@ uint32_t sdict__crc32(uint32_t crc, const void *p, size_t n) {
     return (uint32_t)libdeflate_crc32(crc, p, n);
 }
 
-/* FNV-1a, continued across calls so prefix + relname hashes without concatenating. */
+/* miniz's MZ_TOLOWER: ASCII only. */
+static uint8_t ascii_lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c - 'A' + 'a') : c; }
+
+/* FNV-1a over the ASCII-lowercased bytes (so names that miniz's case-insensitive lookup
+   confuses land in one probe chain), continued across calls so prefix + relname hashes without
+   concatenating. */
 static uint64_t hash_bytes(uint64_t h, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
+        h ^= ascii_lower((uint8_t)s[i]);
         h *= 0x100000001b3ull;
     }
     return h;
@@ -103,6 +115,28 @@ static sdict_status find_eocd(const sdict__source *src, uint8_t *tail, uint64_t 
             continue;
         uint64_t end = i + EOCD_SIZE + (i + EOCD_SIZE <= span ? sdict__le16(tail + i + 20) : 0);
         if (i + EOCD_SIZE <= span && end == span) {
+            /* miniz (torch's zip reader, mz_zip_reader_locate_header_sig) takes the last
+               signature with at least 22 bytes after it, whatever its comment length says: a
+               second one later in the file, inside this record's comment, is the end record
+               torch reads. */
+            for (uint64_t j = i + 1; j + EOCD_SIZE <= span; j++)
+                if (sdict__le32(tail + j) == SIG_EOCD)
+                    return sdict__err(err, SDICT_E_ZIP_CORRUPT, NULL, off64(base + j),
+                                      "ambiguous zip: a second end-of-central-directory "
+                                      "signature here, inside the archive comment of the end "
+                                      "record at %llu, is the one torch (miniz) reads; "
+                                      "statedict would read the other",
+                                      (unsigned long long)(base + i));
+            /* An earlier signature whose comment also ends exactly at the end of the file is
+               a second complete end record: readers that search forwards take that one. */
+            for (uint64_t j = i; j-- > 0;)
+                if (sdict__le32(tail + j) == SIG_EOCD &&
+                    j + EOCD_SIZE + sdict__le16(tail + j + 20) == span)
+                    return sdict__err(err, SDICT_E_ZIP_CORRUPT, NULL, off64(base + j),
+                                      "ambiguous zip: two end-of-central-directory records end "
+                                      "the file, this one and (in its comment) the one at %llu, "
+                                      "which torch (miniz) reads",
+                                      (unsigned long long)(base + i));
             *eocd_off = base + i;
             return SDICT_OK;
         }
@@ -217,8 +251,9 @@ static sdict_status read_end(const sdict__source *src, end_info *out, sdict_erro
         (cd_size != 0xFFFFFFFFu && cd_size != z_cd_size) ||
         (cd_off != 0xFFFFFFFFu && cd_off != z_cd_off))
         return sdict__err(err, SDICT_E_ZIP_CORRUPT, NULL, off64(eo),
-                          "end records disagree: classic says %u entries, directory %u bytes at "
-                          "%u; ZIP64 says %llu entries, %llu bytes at %llu",
+                          "ambiguous zip: end records disagree (torch's miniz reads the ZIP64 "
+                          "one, classic readers the other): classic says %u entries, directory "
+                          "%u bytes at %u; ZIP64 says %llu entries, %llu bytes at %llu",
                           n_total, cd_size, cd_off, (unsigned long long)z_n_total,
                           (unsigned long long)z_cd_size, (unsigned long long)z_cd_off);
     out->n_entries = z_n_total;
@@ -284,12 +319,6 @@ static sdict_status apply_zip64_extra(const uint8_t *x, uint16_t xlen, uint64_t 
                           "entry has a saturated (0xFFFFFFFF) size or offset but no ZIP64 extra "
                           "field");
     return SDICT_OK;
-}
-
-static int cmp_by_offset(const void *a, const void *b) {
-    const sdict__zip_entry *x = *(const sdict__zip_entry *const *)a;
-    const sdict__zip_entry *y = *(const sdict__zip_entry *const *)b;
-    return x->header_offset < y->header_offset ? -1 : x->header_offset > y->header_offset;
 }
 
 static const sdict__zip_entry *lookup(const sdict__zip *z, const char *a, size_t alen,
@@ -411,8 +440,9 @@ static sdict_status check_prefix(sdict__zip *z, uint64_t cd_off, sdict_error *er
         if (strncmp(z->entries[i].name, z->prefix, z->prefix_len) != 0)
             return sdict__err(err, SDICT_E_ZIP_CORRUPT, z->entries[i].name,
                               off64(z->entries[i].header_offset),
-                              "file in archive is not in a subdirectory: expected a name "
-                              "starting with \"%s\"",
+                              "ambiguous zip: record outside the archive folder: expected a "
+                              "name starting with \"%s\" (torch's record lookups ignore letter "
+                              "case, its record listing does not)",
                               z->prefix);
     return SDICT_OK;
 }
@@ -425,91 +455,257 @@ static sdict_status build_table(sdict__zip *z, sdict_error *err) {
     if (!z->table)
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for the entry index");
     z->table_mask = cap - 1;
+    /* torch finds records with mz_zip_reader_locate_file(..., flags 0): a binary search over
+       the names sorted case-insensitively (mz_zip_filename_compare), so of two names equal but
+       for ASCII case, or exactly equal, which one torch reads depends on the sort; statedict's
+       exact lookup could read the other. */
     for (size_t k = 0; k < z->count; k++) {
         const char *name = z->entries[k].name;
         size_t len = strlen(name);
-        if (lookup(z, name, len, "", 0))
-            return sdict__err(err, SDICT_E_ZIP_CORRUPT, name, off64(z->entries[k].header_offset),
-                              "duplicate entry name: each name must appear once");
         size_t i = (size_t)hash_bytes(HASH_SEED, name, len) & z->table_mask;
-        while (z->table[i])
-            i = (i + 1) & z->table_mask;
+        for (; z->table[i]; i = (i + 1) & z->table_mask) {
+            const sdict__zip_entry *o = &z->entries[z->table[i] - 1];
+            size_t j = 0;
+            while (j < len && o->name[j] &&
+                   ascii_lower((uint8_t)o->name[j]) == ascii_lower((uint8_t)name[j]))
+                j++;
+            if (j < len || o->name[j])
+                continue;
+            if (strcmp(o->name, name) == 0)
+                return sdict__err(err, SDICT_E_ZIP_CORRUPT, name,
+                                  off64(z->entries[k].header_offset),
+                                  "ambiguous zip: duplicate entry name (also the record at "
+                                  "offset %llu); torch (miniz) reads whichever its sorted "
+                                  "lookup finds",
+                                  (unsigned long long)o->header_offset);
+            return sdict__err(err, SDICT_E_ZIP_CORRUPT, name, off64(z->entries[k].header_offset),
+                              "ambiguous zip: name differs only in letter case from \"%s\" (at "
+                              "offset %llu); torch (miniz) looks names up case-insensitively and "
+                              "may read either",
+                              o->name, (unsigned long long)o->header_offset);
+        }
         z->table[i] = (uint32_t)(k + 1);
     }
     return SDICT_OK;
 }
 
+/* Finds the ZIP64 extra (id 1) in a local header's extra area; NULL when absent or malformed. */
+static const uint8_t *local_zip64_extra(const uint8_t *x, uint16_t xlen, uint16_t *len) {
+    size_t i = 0;
+    while (i + 4 <= xlen) {
+        uint16_t id = sdict__le16(x + i), n = sdict__le16(x + i + 2);
+        if (n > xlen - i - 4)
+            return NULL;
+        if (id == 0x0001) {
+            *len = n;
+            return x + i + 4;
+        }
+        i += 4u + n;
+    }
+    return NULL;
+}
+
+#define SIG_DESCRIPTOR 0x08074b50u
+/* Flag bits whose disagreement changes how a reader takes the record: encryption, data
+   descriptor, strong encryption, UTF-8 names. */
+#define FLAGS_COMPARED 0x0849u
+
 /*
- Reads each local header for the payload offset, then checks that the records, taken in file
- order, each end before the next begins and the last ends before the central directory.
+ Checks what a reader that trusts local headers would see against the central directory, so
+ that every zip reader finds the same records (torch's miniz takes only the name and extra
+ lengths from the local header, as statedict does; Python's zipfile, unzip and streaming
+ readers take more): signature, name, method, the flags above, and the CRC and sizes, which
+ must equal the central ones unless flag bit 3 defers them to a data descriptor (then 0 or
+ equal). Sets e->data_offset and *rec_end (the end of the payload and its descriptor, whose
+ CRC and sizes must also equal the central ones).
+*/
+static sdict_status check_local(const sdict__zip *z, sdict__zip_entry *e, uint64_t cd_off,
+                                uint8_t *buf, uint64_t *rec_end, sdict_error *err) {
+    const sdict__source *src = z->src;
+    size_t nlen = strlen(e->name);
+    uint64_t lend;
+    if (!sdict__add_u64(e->header_offset, LOCAL_SIZE + nlen, &lend) || lend > cd_off)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
+                          "local header offset %llu: expected a %zu-byte header before the "
+                          "central directory at %llu",
+                          (unsigned long long)e->header_offset, LOCAL_SIZE + nlen,
+                          (unsigned long long)cd_off);
+    sdict_status st = sdict__source_read(src, e->header_offset, buf, LOCAL_SIZE + nlen, e->name,
+                                         err);
+    if (st != SDICT_OK)
+        return st;
+    if (sdict__le32(buf) != SIG_LOCAL)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
+                          "expected local header signature PK\\3\\4, found 0x%08x",
+                          sdict__le32(buf));
+    uint16_t lnlen = sdict__le16(buf + 26), lxlen = sdict__le16(buf + 28);
+    if (lnlen != nlen || memcmp(buf + LOCAL_SIZE, e->name, nlen) != 0)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset + 26),
+                          "ambiguous zip: local header name (%u bytes) differs from the central "
+                          "directory name (%zu bytes)",
+                          lnlen, nlen);
+    uint64_t x_end;
+    if (!sdict__add_u64(lend, lxlen, &x_end) || x_end > cd_off)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset + 28),
+                          "local extra field of %u bytes runs past the central directory at "
+                          "%llu",
+                          lxlen, (unsigned long long)cd_off);
+    if (lxlen && (st = sdict__source_read(src, lend, buf + LOCAL_SIZE + nlen, lxlen, e->name,
+                                          err)) != SDICT_OK)
+        return st;
+    const uint8_t *lx = buf + LOCAL_SIZE + nlen;
+    uint16_t lflags = sdict__le16(buf + 6), lmethod = sdict__le16(buf + 8);
+    uint32_t lcrc = sdict__le32(buf + 14);
+    uint64_t lcomp = sdict__le32(buf + 18), lsize = sdict__le32(buf + 22);
+    if (lmethod != e->method)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset + 8),
+                          "ambiguous zip: local header says compression method %u, the central "
+                          "directory %u (torch reads the central one, other readers the local)",
+                          lmethod, e->method);
+    if ((lflags ^ e->flags) & FLAGS_COMPARED)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset + 6),
+                          "ambiguous zip: local header flags 0x%04x disagree with the central "
+                          "directory's 0x%04x",
+                          lflags, e->flags);
+    uint16_t z64len = 0;
+    const uint8_t *z64 = local_zip64_extra(lx, lxlen, &z64len);
+    bool descriptor = (e->flags & 0x0008) != 0;
+    if (!descriptor) {
+        /* The local fields are the record's: saturated ones continue in the local ZIP64
+           extra (uncompressed size first, then compressed). */
+        const uint8_t *p = z64;
+        uint16_t left = z64 ? z64len : 0;
+        if (lsize == 0xFFFFFFFFu && p && left >= 8) {
+            lsize = sdict__le64(p);
+            p += 8;
+            left = (uint16_t)(left - 8);
+        }
+        if (lcomp == 0xFFFFFFFFu && p && left >= 8)
+            lcomp = sdict__le64(p);
+    }
+    bool zero = lcrc == 0 && lcomp == 0 && lsize == 0;
+    if ((!descriptor || !zero) &&
+        (lcrc != e->crc32 || lcomp != e->comp_size || lsize != e->size))
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset + 14),
+                          "ambiguous zip: local header says CRC 0x%08x, %llu bytes compressed, "
+                          "%llu uncompressed; the central directory 0x%08x, %llu, %llu",
+                          lcrc, (unsigned long long)lcomp, (unsigned long long)lsize, e->crc32,
+                          (unsigned long long)e->comp_size, (unsigned long long)e->size);
+    /* A stored record's two sizes must agree (else a mapped storage of `size` bytes would
+       run into the records that follow), and a deflated one cannot inflate beyond
+       deflate's maximum ratio (about 1032:1): storages are sized from `size` before any
+       inflating, so a lie there must not be able to reserve gigabytes. */
+    if (e->method == 0 && e->comp_size != e->size)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
+                          "stored record has compressed size %llu but size %llu",
+                          (unsigned long long)e->comp_size, (unsigned long long)e->size);
+    if (e->method == 8 && e->size / 1032 > e->comp_size + 64)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
+                          "deflated record of %llu bytes claims to inflate to %llu bytes, "
+                          "beyond deflate's maximum ratio",
+                          (unsigned long long)e->comp_size, (unsigned long long)e->size);
+    uint64_t data_end;
+    e->data_offset = x_end;
+    if (!sdict__add_u64(e->data_offset, e->comp_size, &data_end) || data_end > cd_off)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
+                          "record claims %llu bytes at offset %llu, past the central "
+                          "directory at %llu (file size %llu)",
+                          (unsigned long long)e->comp_size, (unsigned long long)e->data_offset,
+                          (unsigned long long)cd_off, (unsigned long long)src->size);
+    *rec_end = data_end;
+    if (!descriptor)
+        return SDICT_OK;
+    /* Data descriptor: optional signature, CRC, then both sizes, 8 bytes each when the local
+       header carries a ZIP64 extra (as miniz writes it), else 4. */
+    uint8_t d[24];
+    size_t w = z64 ? 8 : 4, dlen = 4 + 2 * w;
+    if (cd_off - data_end >= 4) {
+        if ((st = sdict__source_read(src, data_end, d, 4, e->name, err)) != SDICT_OK)
+            return st;
+        if (sdict__le32(d) == SIG_DESCRIPTOR)
+            dlen += 4;
+    }
+    if (cd_off - data_end < dlen)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(data_end),
+                          "expected a %zu-byte data descriptor after the payload (flag bit 3), "
+                          "found the central directory",
+                          dlen);
+    if ((st = sdict__source_read(src, data_end, d, dlen, e->name, err)) != SDICT_OK)
+        return st;
+    const uint8_t *q = d + (dlen - (4 + 2 * w));
+    uint32_t dcrc = sdict__le32(q);
+    uint64_t dcomp = w == 8 ? sdict__le64(q + 4) : sdict__le32(q + 4);
+    uint64_t dsize = w == 8 ? sdict__le64(q + 4 + w) : sdict__le32(q + 4 + w);
+    if (dcrc != e->crc32 || dcomp != e->comp_size || dsize != e->size)
+        return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(data_end),
+                          "ambiguous zip: data descriptor says CRC 0x%08x, %llu bytes "
+                          "compressed, %llu uncompressed; the central directory 0x%08x, %llu, "
+                          "%llu",
+                          dcrc, (unsigned long long)dcomp, (unsigned long long)dsize, e->crc32,
+                          (unsigned long long)e->comp_size, (unsigned long long)e->size);
+    *rec_end = data_end + dlen;
+    return SDICT_OK;
+}
+
+typedef struct rec_span {
+    const sdict__zip_entry *e;
+    uint64_t end; /* past the payload and its data descriptor */
+} rec_span;
+
+static int cmp_span(const void *a, const void *b) {
+    const rec_span *x = a, *y = b;
+    return x->e->header_offset < y->e->header_offset ? -1
+                                                     : x->e->header_offset > y->e->header_offset;
+}
+
+/*
+ Checks every local header (check_local), then that the records, taken in file order, tile the
+ bytes before the central directory exactly: the first at offset 0, each beginning where the
+ previous one's descriptor ends, the last ending at the central directory. Overlaps would let
+ one payload be read as two; gaps and prefix data hold bytes no central entry describes, which
+ streaming readers (local header scanners) and readers that correct offsets for prefix data
+ (Python's zipfile) would take as records while torch skips them.
 */
 static sdict_status check_locals(sdict__zip *z, uint64_t cd_off, sdict_error *err) {
-    const sdict__source *src = z->src;
-    uint8_t buf[LOCAL_SIZE + 0xFFFF];
-    for (size_t k = 0; k < z->count; k++) {
-        sdict__zip_entry *e = &z->entries[k];
-        size_t nlen = strlen(e->name);
-        uint64_t lend;
-        if (!sdict__add_u64(e->header_offset, LOCAL_SIZE + nlen, &lend) || lend > cd_off)
-            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
-                              "local header offset %llu: expected a %zu-byte header before the "
-                              "central directory at %llu",
-                              (unsigned long long)e->header_offset, LOCAL_SIZE + nlen,
-                              (unsigned long long)cd_off);
-        sdict_status st =
-            sdict__source_read(src, e->header_offset, buf, LOCAL_SIZE + nlen, e->name, err);
-        if (st != SDICT_OK)
-            return st;
-        if (sdict__le32(buf) != SIG_LOCAL)
-            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
-                              "expected local header signature PK\\3\\4, found 0x%08x",
-                              sdict__le32(buf));
-        uint16_t lnlen = sdict__le16(buf + 26), lxlen = sdict__le16(buf + 28);
-        if (lnlen != nlen || memcmp(buf + LOCAL_SIZE, e->name, nlen) != 0)
-            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset + 26),
-                              "local header name (%u bytes) differs from the central directory "
-                              "name (%zu bytes)",
-                              lnlen, nlen);
-        /* A stored record's two sizes must agree (else a mapped storage of `size` bytes would
-           run into the records that follow), and a deflated one cannot inflate beyond
-           deflate's maximum ratio (about 1032:1): storages are sized from `size` before any
-           inflating, so a lie there must not be able to reserve gigabytes. */
-        if (e->method == 0 && e->comp_size != e->size)
-            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
-                              "stored record has compressed size %llu but size %llu",
-                              (unsigned long long)e->comp_size, (unsigned long long)e->size);
-        if (e->method == 8 && e->size / 1032 > e->comp_size + 64)
-            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
-                              "deflated record of %llu bytes claims to inflate to %llu bytes, "
-                              "beyond deflate's maximum ratio",
-                              (unsigned long long)e->comp_size, (unsigned long long)e->size);
-        uint64_t data_end;
-        e->data_offset = lend + lxlen;
-        if (!sdict__add_u64(e->data_offset, e->comp_size, &data_end) || data_end > cd_off)
-            return sdict__err(err, SDICT_E_ZIP_CORRUPT, e->name, off64(e->header_offset),
-                              "record claims %llu bytes at offset %llu, past the central "
-                              "directory at %llu (file size %llu)",
-                              (unsigned long long)e->comp_size,
-                              (unsigned long long)e->data_offset, (unsigned long long)cd_off,
-                              (unsigned long long)src->size);
-    }
-    const sdict__zip_entry **order = sdict__calloc(z->count, sizeof *order);
-    if (!order)
+    uint8_t *buf = sdict__malloc(LOCAL_SIZE + 2u * 0xFFFFu);
+    rec_span *order = sdict__calloc(z->count, sizeof *order);
+    if (!buf || !order) {
+        sdict__free(buf);
+        sdict__free(order);
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
-    for (size_t k = 0; k < z->count; k++)
-        order[k] = &z->entries[k];
-    qsort(order, z->count, sizeof *order, cmp_by_offset);
-    sdict_status st = SDICT_OK;
-    for (size_t k = 0; k + 1 < z->count; k++) {
-        const sdict__zip_entry *a = order[k], *b = order[k + 1];
-        if (a->data_offset + a->comp_size > b->header_offset) {
-            st = sdict__err(err, SDICT_E_ZIP_CORRUPT, b->name, off64(b->header_offset),
-                            "record overlaps \"%s\", which spans bytes %llu..%llu", a->name,
-                            (unsigned long long)a->header_offset,
-                            (unsigned long long)(a->data_offset + a->comp_size));
-            break;
-        }
     }
+    sdict_status st = SDICT_OK;
+    for (size_t k = 0; k < z->count && st == SDICT_OK; k++) {
+        order[k].e = &z->entries[k];
+        st = check_local(z, &z->entries[k], cd_off, buf, &order[k].end, err);
+    }
+    sdict__free(buf);
+    if (st == SDICT_OK)
+        qsort(order, z->count, sizeof *order, cmp_span);
+    uint64_t at = 0;
+    for (size_t k = 0; k < z->count && st == SDICT_OK; k++) {
+        const sdict__zip_entry *b = order[k].e;
+        if (at > b->header_offset)
+            st = sdict__err(err, SDICT_E_ZIP_CORRUPT, b->name, off64(b->header_offset),
+                            "ambiguous zip: record overlaps \"%s\", which spans bytes "
+                            "%llu..%llu (one stretch of bytes read as two records)",
+                            order[k - 1].e->name, (unsigned long long)order[k - 1].e->header_offset,
+                            (unsigned long long)at);
+        else if (at < b->header_offset)
+            st = sdict__err(err, SDICT_E_ZIP_CORRUPT, NULL, off64(at),
+                            "ambiguous zip: %llu bytes here, before the local header of \"%s\", "
+                            "belong to no central directory entry (prefix data or a hidden "
+                            "record: readers that scan local headers or correct offsets for "
+                            "prefix data would see other records than torch)",
+                            (unsigned long long)(b->header_offset - at), b->name);
+        else
+            at = order[k].end;
+    }
+    if (st == SDICT_OK && at != cd_off)
+        st = sdict__err(err, SDICT_E_ZIP_CORRUPT, NULL, off64(at),
+                        "ambiguous zip: %llu bytes here, after the last record and before the "
+                        "central directory at %llu, belong to no central directory entry",
+                        (unsigned long long)(cd_off - at), (unsigned long long)cd_off);
     sdict__free(order);
     return st;
 }

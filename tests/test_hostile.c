@@ -1,6 +1,7 @@
 /*
  test_hostile.c - every file of the hostile corpus (tests/hostile/gen_hostile.py) is refused with
- one of the statuses its manifest allows, through the mapped, copying and in-memory loaders, and
+ one of the statuses its manifest allows (and, when the manifest has a third column, with a
+ message containing it), through the mapped, copying and in-memory loaders, and
  the error names the file, a record or offset, and says what was wrong. No case may leave the
  marker file its payload would create if anything ran.
 
@@ -51,6 +52,10 @@ static void test_every_case_refused(void **state) {
         *tab = '\0';
         char *expect = tab + 1;
         expect[strcspn(expect, "\n")] = '\0';
+        /* optional third column: words the error message must contain */
+        char *want = strchr(expect, '\t');
+        if (want)
+            *want++ = '\0';
         snprintf(path, sizeof path, "%s/%s.pt", g_dir, line);
         cases++;
         int ok_all = 1;
@@ -76,6 +81,10 @@ static void test_every_case_refused(void **state) {
                 fprintf(stderr, "case %s (mode %d): got %s, expected one of %s; %s\n", line, mode,
                         sdict_status_str(st), expect,
                         st == SDICT_OK ? "loaded" : sdict_error_format(&err, msg, sizeof msg));
+                ok_all = 0;
+            } else if (want && !strstr(err.message, want)) {
+                fprintf(stderr, "case %s (mode %d): message '%s' lacks '%s'\n", line, mode,
+                        err.message, want);
                 ok_all = 0;
             } else if (err.code != st || err.message[0] == '\0' || err.file[0] == '\0') {
                 fprintf(stderr, "case %s (mode %d): error detail missing (code %d, file '%s', "

@@ -570,6 +570,16 @@ static void test_crc_flip(void **state) {
             cd = q;
     assert_non_null(cd);
     memset(cd + 16, 0, 4);
+    /* and the data descriptor's copy (torch writes one), else the file is ambiguous */
+    {
+        size_t hdr = (size_t)(cd[42] | cd[43] << 8 | cd[44] << 16 | (size_t)cd[45] << 24);
+        size_t data = hdr + 30 + (size_t)(buf[hdr + 26] | buf[hdr + 27] << 8) +
+                      (size_t)(buf[hdr + 28] | buf[hdr + 29] << 8);
+        size_t desc = data + (size_t)(cd[20] | cd[21] << 8 | cd[22] << 16 | (size_t)cd[23] << 24);
+        assert_true(buf[hdr + 6] & 8);
+        assert_memory_equal(buf + desc, "PK\x07\x08", 4);
+        memset(buf + desc + 4, 0, 4);
+    }
     write_file(path, buf, n);
     free(buf);
     for (int m = 0; m < 2; m++) {

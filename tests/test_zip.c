@@ -99,18 +99,26 @@ static void build(built *o, const spec *s, size_t count, int64_t eocd_count_delt
     sdict__buf *b = &o->b;
     for (size_t i = 0; i < count; i++) {
         size_t nl = s[i].name_len ? s[i].name_len : strlen(s[i].name);
+        /* the local header repeats the central fields (a ZIP64 extra when they are big) */
+        bool big = s[i].cd_size != 0;
         o->hdr[i] = b->len;
         sdict__buf_le32(b, 0x04034b50u);
         sdict__buf_le16(b, 20);
         sdict__buf_le16(b, s[i].flags);
         sdict__buf_le16(b, s[i].method);
         sdict__buf_le32(b, 0);
-        sdict__buf_le32(b, 0);
-        sdict__buf_le32(b, (uint32_t)s[i].n);
-        sdict__buf_le32(b, 0);
+        sdict__buf_le32(b, s[i].crc ? s[i].crc : ref_crc32(s[i].data, s[i].n));
+        sdict__buf_le32(b, big ? 0xFFFFFFFFu : (uint32_t)s[i].n);
+        sdict__buf_le32(b, big ? 0xFFFFFFFFu : (uint32_t)s[i].n);
         sdict__buf_le16(b, (uint16_t)nl);
-        sdict__buf_le16(b, 0);
+        sdict__buf_le16(b, big ? 20 : 0);
         sdict__buf_append(b, s[i].name, nl);
+        if (big) {
+            sdict__buf_le16(b, 1);
+            sdict__buf_le16(b, 16);
+            sdict__buf_le64(b, s[i].cd_size);
+            sdict__buf_le64(b, s[i].cd_size);
+        }
         sdict__buf_append(b, s[i].data, s[i].n);
     }
     o->cd_off = b->len;
@@ -597,7 +605,7 @@ static void test_entry_checks(void **state) {
     spec out1[2] = {{.name = "a/data.pkl", .data = P1, .n = 3}, {.name = "b/version", .data = v, .n = 2}};
     assert_int_equal(try_spec(out1, 2, 0, &err), SDICT_E_ZIP_CORRUPT);
     assert_string_equal(err.record, "b/version");
-    assert_non_null(strstr(err.message, "not in a subdirectory"));
+    assert_non_null(strstr(err.message, "ambiguous zip: record outside the archive folder"));
     spec out2[1] = {{.name = "data.pkl", .data = P1, .n = 3}};
     assert_int_equal(try_spec(out2, 1, 0, &err), SDICT_E_ZIP_CORRUPT);
     assert_non_null(strstr(err.message, "not in a subdirectory"));
@@ -633,6 +641,150 @@ static void test_entry_checks(void **state) {
     sdict__buf_free(&o.b);
 }
 
+/* Opens o's bytes and expects an ambiguity error at offset off (record rec, NULL for none). */
+static void expect_ambiguous(const built *o, int64_t off, const char *rec, const char *words) {
+    sdict__source src;
+    sdict__zip *z = NULL;
+    sdict_error err;
+    assert_int_equal(open_mem(o->b.data, o->b.len, &src, NULL, &z, &err), SDICT_E_ZIP_CORRUPT);
+    assert_null(z);
+    if (!strstr(err.message, words))
+        fprintf(stderr, "message: %s\n", err.message);
+    assert_non_null(strstr(err.message, "ambiguous zip"));
+    assert_non_null(strstr(err.message, words));
+    assert_int_equal(err.offset, off);
+    if (rec)
+        assert_string_equal(err.record, rec);
+    else
+        assert_string_equal(err.record, "");
+}
+
+/* Archives torch's miniz would read differently (issue 11): each rule, with its offset. */
+static void test_ambiguous(void **state) {
+    (void)state;
+    const uint8_t *v = (const uint8_t *)"3\n";
+    spec two[2] = {{.name = "a/data.pkl", .data = P1, .n = sizeof P1},
+                   {.name = "a/version", .data = v, .n = 2}};
+    built o;
+    sdict__source src;
+    sdict__zip *z;
+    sdict_error err;
+
+    /* the clean archive opens */
+    build(&o, two, 2, 0);
+    assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
+    sdict__zip_close(z);
+
+    /* an end-record signature inside the comment, 22+ bytes from the end: miniz's pick */
+    size_t eocd = o.eocd_off;
+    uint8_t fake[23];
+    memcpy(fake, o.b.data + eocd, 22);
+    fake[22] = '!';
+    wr16(o.b.data + eocd + 20, sizeof fake);
+    sdict__buf_append(&o.b, fake, sizeof fake);
+    expect_ambiguous(&o, (int64_t)(eocd + 22), NULL, "end-of-central-directory");
+    /* fewer than 22 bytes after it: miniz skips it too, so the archive is fine */
+    o.b.len -= 2;
+    wr16(o.b.data + eocd + 20, sizeof fake - 2);
+    assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
+    sdict__zip_close(z);
+    /* a comment that is itself a complete end record: two records end the file */
+    o.b.len = eocd + 22;
+    wr16(o.b.data + eocd + 20, 0);
+    memcpy(fake, o.b.data + eocd, 22);
+    wr16(o.b.data + eocd + 20, 22);
+    sdict__buf_append(&o.b, fake, 22);
+    expect_ambiguous(&o, (int64_t)eocd, NULL, "two end-of-central-directory records");
+    sdict__buf_free(&o.b);
+
+    /* classic end record and ZIP64 one pointing at different directories */
+    build(&o, two, 2, 0);
+    wr32(o.b.data + o.eocd_off + 16, (uint32_t)o.cd_off + 1);
+    expect_ambiguous(&o, (int64_t)o.eocd_off, NULL, "end records disagree");
+    sdict__buf_free(&o.b);
+
+    /* names equal but for ASCII case, as miniz compares them; non-ASCII bytes are compared
+       exactly (MZ_TOLOWER is ASCII only) */
+    spec cs[3] = {{.name = "a/data.pkl", .data = P1, .n = 3}, {.name = "a/version", .data = v, .n = 2},
+                  {.name = "a/Data.PKL", .data = P1, .n = 4}};
+    build(&o, cs, 3, 0);
+    expect_ambiguous(&o, (int64_t)o.hdr[2], "a/Data.PKL", "letter case");
+    sdict__buf_free(&o.b);
+    spec utf[3] = {{.name = "a/\xc3\xa9", .data = P1, .n = 3}, {.name = "a/version", .data = v, .n = 2},
+                   {.name = "a/\xc3\x89", .data = P1, .n = 4}};
+    build(&o, utf, 3, 0);
+    assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
+    assert_non_null(sdict__zip_find(z, "\xc3\x89"));
+    assert_null(sdict__zip_find(z, "DATA.PKL"));
+    sdict__zip_close(z);
+    sdict__buf_free(&o.b);
+
+    /* local header fields that disagree with the central directory */
+    const struct {
+        size_t at, width;
+        uint32_t value;
+        const char *words;
+    } local[] = {{8, 2, 8, "compression method"}, {6, 2, 0x0800, "flags"},
+                 {14, 4, 0x12345678, "local header says CRC"}, {18, 4, 99, "local header says CRC"},
+                 {22, 4, 99, "local header says CRC"}};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++) {
+        build(&o, two, 2, 0);
+        if (local[i].width == 2)
+            wr16(o.b.data + local[i].at, (uint16_t)local[i].value);
+        else
+            wr32(o.b.data + local[i].at, local[i].value);
+        /* CRC and sizes are reported together, at the CRC field */
+        expect_ambiguous(&o, local[i].at > 14 ? 14 : (int64_t)local[i].at, "a/data.pkl",
+                         local[i].words);
+        sdict__buf_free(&o.b);
+    }
+
+    /* bytes no entry covers: before the first record, before the central directory */
+    build(&o, two, 2, 0);
+    wr32(o.b.data + o.cd_entry[0] + 42, 4);
+    wr32(o.b.data + o.cd_entry[1] + 42, (uint32_t)o.hdr[1] + 4);
+    {
+        sdict__buf b2;
+        sdict__buf_init(&b2);
+        sdict__buf_append(&b2, "PK\x03\x04", 4);
+        sdict__buf_append(&b2, o.b.data, o.b.len);
+        /* the end records moved by 4 too */
+        wr32(b2.data + 4 + o.eocd_off + 16, (uint32_t)o.cd_off + 4);
+        wr64(b2.data + 4 + o.z64_off + 48, o.cd_off + 4);
+        wr64(b2.data + 4 + o.loc_off + 8, o.z64_off + 4);
+        sdict__buf_free(&o.b);
+        o.b = b2;
+    }
+    expect_ambiguous(&o, 0, NULL, "belong to no central directory entry");
+    sdict__buf_free(&o.b);
+
+    /* a data descriptor (flag bit 3) whose CRC disagrees; then one that agrees */
+    spec d1[1] = {{.name = "a/x", .data = P1, .n = 4, .flags = 8}};
+    build(&o, d1, 1, 0);
+    {
+        sdict__buf b2;
+        sdict__buf_init(&b2);
+        size_t data_end = o.hdr[0] + 30 + 3 + 4;
+        uint8_t desc[16];
+        wr32(desc, 0x08074b50u);
+        wr32(desc + 4, ref_crc32(P1, 4) ^ 1);
+        wr32(desc + 8, 4);
+        wr32(desc + 12, 4);
+        sdict__buf_append(&b2, o.b.data, data_end);
+        sdict__buf_append(&b2, desc, 16);
+        sdict__buf_append(&b2, o.b.data + data_end, o.b.len - data_end);
+        wr32(b2.data + 16 + o.eocd_off + 16, (uint32_t)o.cd_off + 16);
+        wr64(b2.data + 16 + o.z64_off + 48, o.cd_off + 16);
+        wr64(b2.data + 16 + o.loc_off + 8, o.z64_off + 16);
+        expect_ambiguous(&(built){.b = b2}, (int64_t)data_end, "a/x", "data descriptor");
+        wr32(b2.data + data_end + 4, ref_crc32(P1, 4));
+        assert_int_equal(open_mem(b2.data, b2.len, &src, NULL, &z, &err), SDICT_OK);
+        sdict__zip_close(z);
+        sdict__buf_free(&b2);
+    }
+    sdict__buf_free(&o.b);
+}
+
 /* CRC check, deflate, other methods, inflate limits. */
 static void test_reads(void **state) {
     (void)state;
@@ -653,6 +805,7 @@ static void test_reads(void **state) {
     built o;
     build(&o, s, 3, 0);
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw); /* the local copy too */
     sdict__source src;
     sdict__zip *z;
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
@@ -676,12 +829,14 @@ static void test_reads(void **state) {
 
     /* declared size smaller than the stream inflates to */
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw - 1);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw - 1); /* the local copy too */
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
     e = sdict__zip_find(z, "z");
     assert_int_equal(sdict__zip_read(z, e, out, sizeof out, false, &err), SDICT_E_ZIP_CORRUPT);
     sdict__zip_close(z);
     /* declared size larger */
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw + 1);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw + 1); /* the local copy too */
     uint8_t out2[3001];
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, NULL, &z, &err), SDICT_OK);
     e = sdict__zip_find(z, "z");
@@ -689,6 +844,7 @@ static void test_reads(void **state) {
     sdict__zip_close(z);
     /* inflate limit */
     wr32(o.b.data + o.cd_entry[0] + 24, sizeof raw);
+    wr32(o.b.data + o.hdr[0] + 22, sizeof raw); /* the local copy too */
     sdict_limits lim = {0};
     lim.max_inflate = 100;
     assert_int_equal(open_mem(o.b.data, o.b.len, &src, &lim, &z, &err), SDICT_OK);
@@ -1079,6 +1235,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_truncated_everywhere),
         cmocka_unit_test(test_end_record_corruption),
         cmocka_unit_test(test_entry_checks),
+        cmocka_unit_test(test_ambiguous),
         cmocka_unit_test(test_reads),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_many_entries),

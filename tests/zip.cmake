@@ -8,3 +8,17 @@ if(TARGET test_zip)
   set_tests_properties(zip_torch_identity PROPERTIES LABELS interop SKIP_RETURN_CODE 77
                        TIMEOUT 300)
 endif()
+
+# Zip differentials (issue 11): ambiguous archives torch reads differently are refused by ls,
+# scan and verify; torch.load itself shows which cases are real differentials.
+if(TARGET statedict_cli)
+  sdict_torch_test(zip_differential
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/zip/differential.py $<TARGET_FILE:statedict_cli>
+    GENERATIONS 1.13 2.14
+    PROPERTIES TIMEOUT 600)
+  # Files torch 2.6+ writes with set_crc32_options(False): verify says "no CRC recorded".
+  sdict_torch_test(zip_no_crc
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/zip/no_crc.py $<TARGET_FILE:statedict_cli>
+    GENERATIONS 2.6 2.14
+    PROPERTIES TIMEOUT 300)
+endif()

@@ -6,11 +6,14 @@
 set -u
 bin=$1; dir=$2; vmem=${3:-2000000}; fail=0; n=0
 limit() { if [ "$vmem" -gt 0 ]; then ulimit -v "$vmem"; fi; }
-while IFS=$'\t' read -r name expect; do
+while IFS=$'\t' read -r name expect want; do
   n=$((n+1))
   out=$( (limit; timeout 20 "$bin" ls "$dir/$name.pt") 2>&1 >/dev/null); rc=$?
   if [ $rc -ne 3 ]; then echo "FAIL $name: exit $rc (want 3): $out"; fail=$((fail+1)); continue; fi
   case "$out" in *"$name.pt"*) ;; *) echo "FAIL $name: message does not name the file: $out"; fail=$((fail+1));; esac
+  if [ -n "${want:-}" ]; then
+    case "$out" in *"$want"*) ;; *) echo "FAIL $name: message lacks '$want': $out"; fail=$((fail+1));; esac
+  fi
 done < "$dir/manifest.tsv"
 if [ -e "$dir/PWNED" ]; then echo "FAIL: marker file exists - something ran"; fail=$((fail+1)); fi
 echo "cli hostile: $n cases, $((n-fail)) refused with exit 3"

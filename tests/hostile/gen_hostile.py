@@ -75,10 +75,11 @@ def legacy(obj_pkl, keys=(), payloads=(), magic=MAGIC, proto=PROTO, sysinfo=SYSI
     keylist = P2 + EMPTY_LIST + MARK + b''.join(U(k) for k in keys) + b'e' + STOP
     return magic + proto + sysinfo + obj_pkl + keylist + b''.join(payloads)
 
-def add(name, data, statuses):
+def add(name, data, statuses, want=''):
+    """want: words the error message must contain (manifest's optional third column)."""
     with open(os.path.join(out, name + '.pt'), 'wb') as f:
         f.write(data)
-    cases.append((name, statuses))
+    cases.append((name, statuses + ('\t' + want if want else '')))
 
 UNSAFE = 'SDICT_E_PICKLE_UNSAFE_GLOBAL'
 
@@ -299,6 +300,87 @@ with zipfile.ZipFile(b, 'w') as z:
     z.writestr('archive/version', b'3\n')
 bomb = b.getvalue()
 add('zip_deflate_size_lie', patched(bomb, cd_entry(bomb, 'archive/data/0') + 24, '<I', 4 * (2**30 - 1)), 'SDICT_E_ZIP_CORRUPT')
+
+# ---- 7b. ambiguous archives: torch's zip reader (miniz) would see other records (issue 11) ------
+# Each case's naive reading is the clean state_dict `zgood`; the structure torch (or another zip
+# reader) would take holds `zevil`, a pickle running CMD. tests/zip/differential.py shows with
+# real torch which of these are differentials for torch itself.
+import tarfile, zlib
+zgood = state_dict(('w', tensor('0', 4, 0, (4,), (1,))))
+zevil = P2 + G('os', 'system') + T(U(CMD)) + REDUCE + STOP
+zstore = struct.pack('<4f', 1, 2, 3, 4)
+class ZR:
+    def __init__(self, name, data, **kw):
+        self.name, self.data, self.kw, self.crc, self.offset = name.encode(), data, kw, zlib.crc32(data), 0
+def zlocal(r):
+    k = r.kw; nm = k.get('lname', r.name); x = k.get('lextra', b'')
+    return (struct.pack('<IHHHHHIIIHH', 0x04034b50, 20, k.get('lflags', k.get('flags', 0)), k.get('lmethod', 0), 0, 0,
+                        k.get('lcrc', r.crc), k.get('lcomp', len(r.data)), k.get('lsize', len(r.data)), len(nm),
+                        k.get('lxlen', len(x))) + nm + x + r.data + k.get('desc', b''))
+def zcentral(r):
+    return struct.pack('<IHHHHHHIIIHHHHHII', 0x02014b50, 20, 20, r.kw.get('flags', 0), 0, 0, 0, r.crc,
+                       len(r.data), len(r.data), len(r.name), 0, 0, 0, 0, 0, r.offset) + r.name
+def zbody(recs, start=0):
+    b = b''
+    for r in recs:
+        r.offset = start + len(b); b += zlocal(r)
+    return b
+def zend(n, size, off, comment=b''):
+    return struct.pack('<IHHHHIIH', 0x06054b50, 0, 0, n, n, size, off, len(comment)) + comment
+def zarchive(recs, prefix=b'', gap=b''):
+    body = prefix + zbody(recs, len(prefix)) + gap
+    cd = b''.join(zcentral(r) for r in recs)
+    return body + cd + zend(len(recs), len(cd), len(body))
+def zclean(**kw):
+    """data.pkl (with kw), data/0, version: what torch writes, in its order."""
+    return [ZR('archive/data.pkl', zgood, **kw), ZR('archive/data/0', zstore), ZR('archive/version', b'3\n')]
+def zevil_recs(): return [ZR('archive/data.pkl', zevil), ZR('archive/version', b'3\n')]
+AMB = 'SDICT_E_ZIP_CORRUPT'
+# several end records: the one miniz takes (last signature) hides in the comment of the one
+# whose comment length ends the file
+a, b = zclean(), zevil_recs()
+body = zbody(a); body += zbody(b, len(body))
+cda, cdb = b''.join(map(zcentral, a)), b''.join(map(zcentral, b))
+add('zip_ambiguous_eocd_in_comment', body + cda + cdb +
+    zend(3, len(cda), len(body), zend(2, len(cdb), len(body) + len(cda)) + b'!'), AMB, 'ambiguous')
+# ...and one whose own comment length also fits: two complete end records
+add('zip_ambiguous_two_eocds', body + cda + cdb +
+    zend(3, len(cda), len(body), zend(2, len(cdb), len(body) + len(cda))[:-2] + b'\0\0'), AMB, 'ambiguous')
+# ZIP64 end record (miniz's choice) and classic one (other readers') pointing at two directories
+z64 = len(body) + len(cda) + len(cdb)
+add('zip_ambiguous_zip64_vs_classic', body + cda + cdb +
+    struct.pack('<IQHHIIQQQQ', 0x06064b50, 44, 0x031E, 45, 0, 0, 2, 2, len(cdb), len(body) + len(cda)) +
+    struct.pack('<IIQI', 0x07064b50, 0, z64, 1) + zend(3, len(cda), len(body)), AMB, 'ambiguous')
+# names miniz's case-insensitive sorted lookup confuses, exact duplicates
+add('zip_ambiguous_name_case', zarchive(zclean() + [ZR('archive/DATA.PKL', zevil)]), AMB, 'letter case')
+add('zip_ambiguous_duplicate', zarchive(zclean() + [ZR('archive/data.pkl', zevil)]), AMB, 'duplicate')
+add('zip_ambiguous_folder_case', zarchive([ZR('archive/version', b'3\n'), ZR('ARCHIVE/data.pkl', zevil),
+                                           ZR('archive/data/0', zstore)]), AMB, 'ambiguous')
+# local headers that disagree with the central directory
+add('zip_ambiguous_local_name', zarchive(zclean(lname=b'archive/evil.pkl')), AMB, 'ambiguous')
+add('zip_ambiguous_local_method', zarchive(zclean(lmethod=8)), AMB, 'ambiguous')
+add('zip_ambiguous_local_crc', zarchive(zclean(lcrc=0x12345678)), AMB, 'ambiguous')
+add('zip_ambiguous_local_size', zarchive(zclean(lsize=len(zgood) + 1, lcomp=len(zgood) + 1)), AMB, 'ambiguous')
+add('zip_ambiguous_local_flags', zarchive(zclean(lflags=0x0800)), AMB, 'ambiguous')
+# a local extra length that moves the payload (both torch and statedict take the local one):
+# the record then runs into the next one
+add('zip_ambiguous_local_extra_len', zarchive(zclean(lxlen=16)), AMB, 'ambiguous')
+# data descriptors (flag bit 3) that disagree or are missing
+def desc(crc, comp, size, sig=True):
+    return (struct.pack('<I', 0x08074b50) if sig else b'') + struct.pack('<III', crc, comp, size)
+n = len(zgood); c = zlib.crc32(zgood)
+add('zip_ambiguous_descriptor_crc', zarchive(zclean(flags=8, lcrc=0, lsize=0, lcomp=0, desc=desc(c ^ 1, n, n))), AMB, 'ambiguous')
+add('zip_ambiguous_descriptor_size', zarchive(zclean(flags=8, lcrc=0, lsize=0, lcomp=0, desc=desc(c, n + 8, n + 8))), AMB, 'ambiguous')
+add('zip_ambiguous_descriptor_missing', zarchive(zclean(flags=8, lcrc=0, lsize=0, lcomp=0)), AMB, 'descriptor')
+# bytes no central entry covers: a hidden record before the archive, a gap before the directory
+add('zip_ambiguous_hidden_prefix', zarchive(zclean(), prefix=zlocal(ZR('archive/data.pkl', zevil))), AMB, 'ambiguous')
+add('zip_ambiguous_gap_before_cd', zarchive(zclean(), gap=zlocal(ZR('archive/data.pkl', zevil))), AMB, 'ambiguous')
+# zip vs legacy: torch (_is_zipfile) and statedict both decide on the first four bytes alone; a
+# legacy tar whose first member name starts with PK\3\4 is a zip to both (and a broken one)
+t = io.BytesIO()
+with tarfile.open(fileobj=t, mode='w', format=tarfile.USTAR_FORMAT) as tf:
+    ti = tarfile.TarInfo('PK\x03\x04sys_info'); ti.size = 1; tf.addfile(ti, io.BytesIO(b'x'))
+add('zip_magic_on_legacy_tar', t.getvalue(), 'SDICT_E_ZIP_CORRUPT,SDICT_E_TRUNCATED')
 
 # ---- 8. legacy stream: every header field corrupted ----------------------------------------------
 sd_legacy = P2 + EMPTY_DICT + U('w') + G('torch._utils', '_rebuild_tensor_v2') + MARK + legacy_pid('1', 4) + I(0) + \

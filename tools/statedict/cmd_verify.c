@@ -3,7 +3,8 @@
  record, the pickle against the allow-list, and every storage size and tensor extent.
 
  Exit 0 when everything checks; 1 when the file could be read but fails a check (a flipped
- payload byte is a CRC mismatch, so it gives 1); 3 when the file cannot be read at all (missing,
+ payload byte is a CRC mismatch, so it gives 1; so does a file written with CRCs off, whose
+ records have "no CRC recorded": nothing is reported OK that was not checked); 3 when the file cannot be read at all (missing,
  permission denied, out of memory).
 */
 #include "cli.h"
