@@ -757,11 +757,19 @@ typedef struct sdict_limits {
     uint64_t max_values;       /**< values created by one load, and values in the tree when
                                     shared subtrees are counted each time they are reachable
                                     (bounds every later walk of the tree); a tensor counts
-                                    with its dimensions. Container entries and tensor
+                                    with its dimensions, a str, bytes or int with one more per
+                                    16 of its bytes. That expanded count is also bounded by
+                                    the pickle's size in bytes + 256K, so walking the tree
+                                    (ls, dump, diff, save) costs time linear in the file. Container entries and tensor
                                     dimensions made by one pickle are also bounded by 2 per
                                     byte of it; default 64M */
     uint64_t max_records;      /**< zip entries; default 1M */
     uint64_t max_inflate;      /**< bytes a deflated record may inflate to; default 16 GiB */
+    uint64_t max_inflate_total; /**< bytes all deflated records read by one load, scan or
+                                     verify may inflate to together; default 32 x the file's
+                                     size + 32 MiB (a zip bomb of many small records stays
+                                     proportional to the file); raise it for re-zipped files
+                                     of highly compressible tensors */
 } sdict_limits;
 
 /** Options for loading; a zeroed struct (or NULL) means defaults: mmap, no CRC check. */

@@ -72,7 +72,7 @@ typedef struct cache {
 } cache;
 
 static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 1469598103934665603ull ^ sdict__hash_seed(); /* keys come from the file */
     for (; *s; s++)
         h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
@@ -171,6 +171,7 @@ typedef struct loader {
     uint64_t win_size;
     uint64_t alloc_budget;  /* legacy: payload bytes still possible after the pickles */
     bool verify_all;        /* sdict_verify: CRC-check every record, read or not */
+    uint64_t inflated;      /* bytes inflated from deflated records so far */
     bool win_truncated;     /* legacy: a pickle ran past the window (read more, retry) */
     const char *pkl_rec;    /* zip: the pickle record being run, for messages */
     char rec[200];          /* scratch record name */
@@ -373,6 +374,28 @@ static sdict_status cached_value(const cache_ent *e, const char *record, int64_t
 /* sdict__zip_read skips the check when a record's CRC field is 0 (torch 2.6+ compute_crc32=False
    writes 0 everywhere). A single 0 among real CRCs is no such file, so then the 0 is checked like
    any other value: a tampered record cannot opt out of verification. */
+/* Deflated records inflate to at most max_inflate_total bytes in all (default 32 x the file's
+   size + 32 MiB): each may be small and claim up to max_inflate, but a load, scan or verify
+   must not turn a small file into gigabytes of memory (deflate reaches about 1032:1). Charged
+   before the memory a record inflates into is allocated. */
+static sdict_status charge_inflate(loader *L, const sdict__zip_entry *e, sdict_error *err) {
+    if (e->method == 0)
+        return SDICT_OK;
+    uint64_t budget = L->limits.max_inflate_total;
+    if (!budget)
+        budget = (L->src->size > (UINT64_MAX >> 6) ? UINT64_MAX >> 1 : 32 * L->src->size) +
+                 (UINT64_C(32) << 20);
+    if (e->size > budget || L->inflated > budget - e->size)
+        return sdict__err(err, SDICT_E_LIMIT, e->name, -1,
+                          "deflated records would inflate to more than %llu bytes in all "
+                          "(max_inflate_total: 32 x the %llu-byte file + 32 MiB by default); "
+                          "%llu already, this one %llu",
+                          (unsigned long long)budget, (unsigned long long)L->src->size,
+                          (unsigned long long)L->inflated, (unsigned long long)e->size);
+    L->inflated += e->size;
+    return SDICT_OK;
+}
+
 static sdict_status zip_read_checked(loader *L, const sdict__zip_entry *e, void *dst, size_t n,
                                      sdict_error *err) {
     bool crc = L->verify_crc && !L->crc_all_zero;
@@ -446,6 +469,8 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
         if (st != SDICT_OK)
             return st;
     } else {
+        if ((st = charge_inflate(L, e, err)) != SDICT_OK)
+            return st;
         if ((st = sdict_storage_new((size_t)nbytes, &s, err)) != SDICT_OK)
             return st;
         if (!L->scan && nbytes > 0) {
@@ -492,6 +517,9 @@ static sdict_status read_record(loader *L, const sdict__zip_entry *e, uint8_t **
         return sdict__err(err, e->method == 0 ? SDICT_E_ZIP_CORRUPT : SDICT_E_LIMIT, e->name, -1,
                           "record claims %llu bytes (limit %llu)", (unsigned long long)e->size,
                           (unsigned long long)bound);
+    sdict_status cst = charge_inflate(L, e, err);
+    if (cst != SDICT_OK)
+        return cst;
     uint8_t *buf = sdict__malloc((size_t)e->size + 1);
     if (!buf)
         return sdict__err(err, SDICT_E_NOMEM, e->name, -1, "out of memory for %llu bytes",
