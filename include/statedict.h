@@ -737,7 +737,9 @@ SDICT_API sdict_value *sdict_value_at(const sdict_value *root, const char *path)
 
 /** Bits for sdict_load_opts.flags. */
 enum {
-    /** Read all storages into owned memory instead of mapping the file. */
+    /** Read all storages into owned memory instead of mapping the file. Use it for files
+        that another process may truncate or rewrite while the doc is open (see sdict_load:
+        a mapped file that shrinks raises SIGBUS on the next read of its data). */
     SDICT_LOAD_COPY = 1u << 0,
     /** Verify the CRC-32 of every record read (torch never does); mismatch -> SDICT_E_CRC. */
     SDICT_LOAD_VERIFY_CRC = 1u << 1,
@@ -809,6 +811,21 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  writer puts them: at a multiple of the archive's storage alignment (64 bytes, or the
  .storage_alignment record of torch >= 2.7, counting at most 64) and of the dtype's natural
  alignment; other records are copied, so storage data is always aligned for its dtype.
+
+ Mapped files: the doc's mapped storages read the file's pages directly (MAP_PRIVATE,
+ read-only) for as long as the doc, or any storage retained from it, lives. The file must not
+ shrink meanwhile: if another process truncates it (or rewrites it by truncating first, as
+ `open(path, 'wb')` does), reading tensor data that lay past the new end raises SIGBUS in the
+ reading thread, as for any mapped file; the library installs no signal handler. Data rewritten
+ in place without truncation shows through as the new bytes (metadata, already parsed, does
+ not change). torch.save and sdict_save replace files by renaming a new file over the old one,
+ which leaves an open doc on the old contents and is safe. Pass SDICT_LOAD_COPY for files that
+ may change while open; the statedict command turns SIGBUS into exit 3 with a message naming
+ the file ("changed while mapped").
+
+ Cost: whatever the file holds, a load takes time and memory proportional to its size within
+ the limits of sdict_limits (memo slots, shared subtrees counted in full against the pickle's
+ size, total inflated bytes, per-process random hash seeds for every table keyed by the file).
 
  @param path  file to read; must not be NULL.
  @param opts  NULL for defaults.

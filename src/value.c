@@ -130,6 +130,8 @@ struct sdict_doc {
 
 /* n bytes, 16-byte aligned, owned by the doc; NULL on overflow or out of memory. */
 static void *arena_alloc(sdict_doc *doc, size_t n) {
+    if (n > SIZE_MAX - 15 - sizeof(bchunk)) /* rounding up must not wrap to a small block */
+        return NULL;
     n = (n + 15) & ~(size_t)15;
     if (n == 0)
         n = 16;
