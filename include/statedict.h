@@ -761,7 +761,7 @@ typedef struct sdict_limits {
                                     (bounds every later walk of the tree); a tensor counts
                                     with its dimensions, a str, bytes or int with one more per
                                     16 of its bytes. That expanded count is also bounded by
-                                    the pickle's size in bytes + 256K, so walking the tree
+                                    the pickle's size in bytes + 64K, so walking the tree
                                     (ls, dump, diff, save) costs time linear in the file. Container entries and tensor
                                     dimensions made by one pickle are also bounded by 2 per
                                     byte of it; default 64M */

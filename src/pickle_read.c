@@ -1991,12 +1991,12 @@ static sdict_value *child(const sdict_value *v, size_t i) {
    walk also sums each container's expanded size, counting shared subtrees every time they are
    reachable (a tensor with its dimensions, a string, bytes or big int with a value per 16 of
    its bytes), and the whole must stay within max_values and
-   within the pickle's size plus 256K (tree_cap): whatever walks the tree later (ls, dump,
+   within the pickle's size plus 64K (tree_cap): whatever walks the tree later (ls, dump,
    show, diff, convert) then does work linear in the input. A tree without shared containers
    never comes near that cap: every value costs at least one opcode byte, a dimension four
    (its size and its stride), and 16 bytes of text at least 16 bytes. */
 static uint64_t tree_cap(const vm *m) {
-    uint64_t cap = (uint64_t)m->n + (UINT64_C(256) << 10);
+    uint64_t cap = (uint64_t)m->n + (UINT64_C(64) << 10);
     return cap < m->u->limits->max_values ? cap : m->u->limits->max_values;
 }
 
@@ -2044,7 +2044,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
         frame *top = &f[nf - 1];
         if (top->size > max_values) {
             st = fail(m, SDICT_E_LIMIT, "the result expands to more than %llu values through "
-                      "shared references (max_values, or the %zu-byte pickle's size plus 256K): "
+                      "shared references (max_values, or the %zu-byte pickle's size plus 64K): "
                       "walking it would cost far more than the file", (unsigned long long)max_values,
                       m->n);
             goto out;
