@@ -794,7 +794,9 @@ SDICT_API sdict_value *sdict_value_at(const sdict_value *root, const char *path)
 
 /** Bits for sdict_load_opts.flags. */
 enum {
-    /** Read all storages into owned memory instead of mapping the file. */
+    /** Read all storages into owned memory instead of mapping the file. Use it for files
+        that another process may truncate or rewrite while the doc is open (see sdict_load:
+        a mapped file that shrinks raises SIGBUS on the next read of its data). */
     SDICT_LOAD_COPY = 1u << 0,
     /** Verify the CRC-32 of every record read against the central directory (torch never
         does: 1.13 and 2.x alike load a payload with a flipped byte); a mismatch fails with
@@ -821,11 +823,19 @@ typedef struct sdict_limits {
     uint64_t max_values;       /**< values created by one load, and values in the tree when
                                     shared subtrees are counted each time they are reachable
                                     (bounds every later walk of the tree); a tensor counts
-                                    with its dimensions. Container entries and tensor
+                                    with its dimensions, a str, bytes or int with one more per
+                                    16 of its bytes. That expanded count is also bounded by
+                                    the pickle's size in bytes + 64K, so walking the tree
+                                    (ls, dump, diff, save) costs time linear in the file. Container entries and tensor
                                     dimensions made by one pickle are also bounded by 2 per
                                     byte of it; default 64M */
     uint64_t max_records;      /**< zip entries; default 1M */
     uint64_t max_inflate;      /**< bytes a deflated record may inflate to; default 16 GiB */
+    uint64_t max_inflate_total; /**< bytes all deflated records read by one load, scan or
+                                     verify may inflate to together; default 32 x the file's
+                                     size + 32 MiB (a zip bomb of many small records stays
+                                     proportional to the file); raise it for re-zipped files
+                                     of highly compressible tensors */
 } sdict_limits;
 
 /** Options for loading; a zeroed struct (or NULL) means defaults: mmap, no CRC check. */
@@ -865,6 +875,21 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  writer puts them: at a multiple of the archive's storage alignment (64 bytes, or the
  .storage_alignment record of torch >= 2.7, counting at most 64) and of the dtype's natural
  alignment; other records are copied, so storage data is always aligned for its dtype.
+
+ Mapped files: the doc's mapped storages read the file's pages directly (MAP_PRIVATE,
+ read-only) for as long as the doc, or any storage retained from it, lives. The file must not
+ shrink meanwhile: if another process truncates it (or rewrites it by truncating first, as
+ `open(path, 'wb')` does), reading tensor data that lay past the new end raises SIGBUS in the
+ reading thread, as for any mapped file; the library installs no signal handler. Data rewritten
+ in place without truncation shows through as the new bytes (metadata, already parsed, does
+ not change). torch.save and sdict_save replace files by renaming a new file over the old one,
+ which leaves an open doc on the old contents and is safe. Pass SDICT_LOAD_COPY for files that
+ may change while open; the statedict command turns SIGBUS into exit 3 with a message naming
+ the file ("changed while mapped").
+
+ Cost: whatever the file holds, a load takes time and memory proportional to its size within
+ the limits of sdict_limits (memo slots, shared subtrees counted in full against the pickle's
+ size, total inflated bytes, per-process random hash seeds for every table keyed by the file).
 
  @param path  file to read; must not be NULL.
  @param opts  NULL for defaults.

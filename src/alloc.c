@@ -1,14 +1,20 @@
 /*
- alloc.c - the process-wide allocator hook and a growable byte buffer.
+ alloc.c - the process-wide allocator hook, a growable byte buffer and the hash seed.
 
  Every allocation the library makes goes through sdict__malloc/realloc/free so a test can
  install a counting allocator that fails the Nth call and drive each out-of-memory path.
  Zero-byte requests are rounded up to one byte: callers treat NULL as failure only.
 */
+#define _DEFAULT_SOURCE /* getrandom */
 #include "internal.h"
 
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 static void *libc_malloc(void *ctx, size_t n) {
     (void)ctx;
@@ -150,4 +156,42 @@ sdict_status sdict__buf_status(const sdict__buf *b, sdict_error *err) {
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory growing a %zu-byte buffer",
                           b->len);
     return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Hash seed
+==================================================================================================*/
+
+/* One random seed per process for every hash table the library keeps (dict and set indexes,
+   the pickle memo's far slots, zip names, storage keys), so a file cannot choose keys that
+   collide and make insertion quadratic. Drawn once from getrandom() (falling back to the
+   clock, the process id and an address); set by compare-and-swap, so concurrent first calls
+   agree. */
+static _Atomic uint64_t g_hash_seed;
+
+static uint64_t seed_mix(uint64_t x) {
+    x ^= x >> 30;
+    x *= UINT64_C(0xbf58476d1ce4e5b9);
+    x ^= x >> 27;
+    x *= UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+
+uint64_t sdict__hash_seed(void) {
+    uint64_t s = atomic_load_explicit(&g_hash_seed, memory_order_acquire);
+    if (s)
+        return s;
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        r = seed_mix((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30)) ^
+            seed_mix((uint64_t)getpid()) ^ seed_mix((uint64_t)(uintptr_t)&r);
+    }
+    r |= 1; /* never 0, which means "not drawn yet" */
+    uint64_t expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&g_hash_seed, &expected, r,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return expected;
+    return r;
 }

@@ -38,6 +38,9 @@ void *sdict__calloc(size_t count, size_t size); /* overflow-checked */
 void *sdict__realloc(void *p, size_t n);
 void sdict__free(void *p);
 char *sdict__strndup(const char *s, size_t n); /* NUL-terminated copy */
+/** The process's random hash seed (never 0), drawn once from getrandom(): every hash table
+    over file-chosen keys mixes it in, so a file cannot force collisions. */
+uint64_t sdict__hash_seed(void);
 /** True while no custom allocator is installed (large storages may then use mmap directly). */
 bool sdict__allocator_is_default(void);
 

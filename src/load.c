@@ -72,7 +72,7 @@ typedef struct cache {
 } cache;
 
 static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 1469598103934665603ull ^ sdict__hash_seed(); /* keys come from the file */
     for (; *s; s++)
         h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
@@ -174,6 +174,7 @@ typedef struct loader {
     uint64_t win_size;
     uint64_t alloc_budget;  /* legacy: payload bytes still possible after the pickles */
     bool verify_all;        /* sdict_verify: CRC-check every record, read or not */
+    uint64_t inflated;      /* bytes inflated from deflated records so far */
     bool win_truncated;     /* legacy: a pickle ran past the window (read more, retry) */
     const char *pkl_rec;    /* zip: the pickle record being run, for messages */
     char rec[200];          /* scratch record name */
@@ -479,6 +480,28 @@ static sdict_status no_crc_error(loader *L, sdict_error *err) {
                       L->no_crc == 1 ? "it" : "they");
 }
 
+/* Deflated records inflate to at most max_inflate_total bytes in all (default 32 x the file's
+   size + 32 MiB): each may be small and claim up to max_inflate, but a load, scan or verify
+   must not turn a small file into gigabytes of memory (deflate reaches about 1032:1). Charged
+   before the memory a record inflates into is allocated. */
+static sdict_status charge_inflate(loader *L, const sdict__zip_entry *e, sdict_error *err) {
+    if (e->method == 0)
+        return SDICT_OK;
+    uint64_t budget = L->limits.max_inflate_total;
+    if (!budget)
+        budget = (L->src->size > (UINT64_MAX >> 6) ? UINT64_MAX >> 1 : 32 * L->src->size) +
+                 (UINT64_C(32) << 20);
+    if (e->size > budget || L->inflated > budget - e->size)
+        return sdict__err(err, SDICT_E_LIMIT, e->name, -1,
+                          "deflated records would inflate to more than %llu bytes in all "
+                          "(max_inflate_total: 32 x the %llu-byte file + 32 MiB by default); "
+                          "%llu already, this one %llu",
+                          (unsigned long long)budget, (unsigned long long)L->src->size,
+                          (unsigned long long)L->inflated, (unsigned long long)e->size);
+    L->inflated += e->size;
+    return SDICT_OK;
+}
+
 static sdict_status zip_read_checked(loader *L, const sdict__zip_entry *e, void *dst, size_t n,
                                      sdict_error *err) {
     sdict_status st = sdict__zip_read(L->zip, e, dst, n, false, err);
@@ -542,6 +565,8 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
         if (st != SDICT_OK)
             return st;
     } else {
+        if ((st = charge_inflate(L, e, err)) != SDICT_OK)
+            return st;
         if ((st = sdict_storage_new((size_t)nbytes, &s, err)) != SDICT_OK)
             return st;
         if (!L->scan && nbytes > 0) {
@@ -592,6 +617,9 @@ static sdict_status read_record(loader *L, const sdict__zip_entry *e, uint8_t **
         return sdict__err(err, e->method == 0 ? SDICT_E_ZIP_CORRUPT : SDICT_E_LIMIT, e->name, -1,
                           "record claims %llu bytes (limit %llu)", (unsigned long long)e->size,
                           (unsigned long long)bound);
+    sdict_status cst = charge_inflate(L, e, err);
+    if (cst != SDICT_OK)
+        return cst;
     uint8_t *buf = sdict__malloc((size_t)e->size + 1);
     if (!buf)
         return sdict__err(err, SDICT_E_NOMEM, e->name, -1, "out of memory for %llu bytes",

@@ -178,7 +178,8 @@ typedef struct tag {
 } tag;
 
 /*==================================================================================================
- MARK: Hash map (memo index -> value, value address -> tag index / height)
+ MARK: Hash map (memo index -> value, value address -> tag index / height), keyed with the
+       process's random seed (memo indices are chosen by the file)
 ==================================================================================================*/
 
 typedef struct hent {
@@ -205,7 +206,7 @@ static hent *hmap_find(const hmap *h, uint64_t key) {
     if (h->count == 0)
         return NULL;
     size_t mask = h->cap - 1;
-    for (size_t i = mix64(key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = mix64(key ^ sdict__hash_seed()) & mask;; i = (i + 1) & mask) {
         if (!h->e[i].used)
             return NULL;
         if (h->e[i].key == key)
@@ -223,7 +224,7 @@ static bool hmap_put(hmap *h, uint64_t key, uint64_t val) {
         for (size_t i = 0; i < h->cap; i++) {
             if (!h->e[i].used)
                 continue;
-            size_t j = mix64(h->e[i].key) & (ncap - 1);
+            size_t j = mix64(h->e[i].key ^ sdict__hash_seed()) & (ncap - 1);
             while (ne[j].used)
                 j = (j + 1) & (ncap - 1);
             ne[j] = h->e[i];
@@ -233,7 +234,7 @@ static bool hmap_put(hmap *h, uint64_t key, uint64_t val) {
         h->cap = ncap;
     }
     size_t mask = h->cap - 1;
-    size_t i = mix64(key) & mask;
+    size_t i = mix64(key ^ sdict__hash_seed()) & mask;
     while (h->e[i].used && h->e[i].key != key)
         i = (i + 1) & mask;
     if (!h->e[i].used) {
@@ -2050,13 +2051,37 @@ static sdict_value *child(const sdict_value *v, size_t i) {
    nest at most max_depth deep and be acyclic. Shared containers are also how a small pickle
    describes a huge tree ("billion laughs": each list holds the previous one twice), so the
    walk also sums each container's expanded size, counting shared subtrees every time they are
-   reachable (a tensor with its dimensions), and the whole must stay within max_values:
-   whatever walks the tree later (ls, dump, diff) then does bounded work. */
+   reachable (a tensor with its dimensions, a string, bytes or big int with a value per 16 of
+   its bytes), and the whole must stay within max_values and
+   within the pickle's size plus 64K (tree_cap): whatever walks the tree later (ls, dump,
+   show, diff, convert) then does work linear in the input. A tree without shared containers
+   never comes near that cap: every value costs at least one opcode byte, a dimension four
+   (its size and its stride), and 16 bytes of text at least 16 bytes. */
+static uint64_t tree_cap(const vm *m) {
+    uint64_t cap = (uint64_t)m->n + (UINT64_C(64) << 10);
+    return cap < m->u->limits->max_values ? cap : m->u->limits->max_values;
+}
+
 /* What walking a value costs by itself: 1, plus a tensor's dimensions, which are walked with
    it (printed, saved, compared). */
 static uint64_t own_size(const sdict_value *v) {
     const sdict_tensor *t = sdict_value_tensor(v);
     return 1 + (t ? (uint64_t)t->ndim : 0);
+}
+
+/* What walking a leaf costs: 1, plus one per 16 bytes of a str, bytes or big int, which are
+   printed or compared whole each time they are reached (one memoized 1 MB string referenced a
+   million times is a terabyte of output). */
+static uint64_t leaf_size(const sdict_value *v) {
+    size_t len = 0;
+    uint8_t tmp[16];
+    switch (sdict_value_kind(v)) {
+    case SDICT_KIND_STR: sdict_str_get(v, &len); break;
+    case SDICT_KIND_BYTES: sdict_bytes_get(v, &len); break;
+    case SDICT_KIND_INT: sdict__int_le_bytes(v, tmp, &len); break;
+    default: break;
+    }
+    return 1 + (uint64_t)len / 16;
 }
 
 static sdict_status check_nesting(vm *m, sdict_value *root) {
@@ -2067,7 +2092,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
         size_t next;
         uint64_t size; /* values in the expanded subtree so far, this container included */
     } frame;
-    const uint64_t max_values = m->u->limits->max_values;
+    const uint64_t max_values = tree_cap(m);
     size_t max = m->u->limits->max_depth, nf = 0, fcap = 64;
     frame *f = sdict__malloc(fcap * sizeof *f);
     hmap seen = {0}; /* container address -> 1 in progress, 2 + expanded size when done */
@@ -2080,8 +2105,10 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
     while (nf) {
         frame *top = &f[nf - 1];
         if (top->size > max_values) {
-            st = fail(m, SDICT_E_LIMIT, "the result expands to more than max_values (%llu) "
-                      "values through shared references", (unsigned long long)max_values);
+            st = fail(m, SDICT_E_LIMIT, "the result expands to more than %llu values through "
+                      "shared references (max_values, or the %zu-byte pickle's size plus 64K): "
+                      "walking it would cost far more than the file", (unsigned long long)max_values,
+                      m->n);
             goto out;
         }
         if (top->next == n_children(top->v)) {
@@ -2100,7 +2127,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             goto out;
         }
         if (!is_container(c)) {
-            top->size += c != NULL;
+            top->size += c ? leaf_size(c) : 0; /* <= 2^60 and size <= max_values: no overflow */
             continue;
         }
         hent *e = hmap_find(&seen, (uint64_t)(uintptr_t)c);
@@ -2167,14 +2194,16 @@ static sdict_status memo_put(vm *m, uint64_t idx) {
     if (is_new && m->memo_count >= m->u->limits->max_memo)
         return fail(m, SDICT_E_LIMIT, "memo exceeds max_memo (%llu entries)",
                     (unsigned long long)m->u->limits->max_memo);
-    /* a slot stays where it is; a new one is dense when near the slots in use */
+    /* a slot stays where it is; a new one is dense when the array would stay within about
+       twice the slots set (counting against the set slots, not the array's length, so indices
+       that double each time cannot grow the array geometrically) */
     bool dense;
     if (idx < m->memo_len && m->memo_vec[idx])
         dense = true;
     else if (hmap_find(&m->memo, idx))
         dense = false;
     else
-        dense = idx <= 2 * (uint64_t)m->memo_len + 1024;
+        dense = idx <= 2 * (uint64_t)m->memo_count + 1024;
     if (dense) {
         if (idx >= m->memo_cap) {
             size_t ncap = m->memo_cap ? m->memo_cap : 1024;

@@ -130,6 +130,8 @@ struct sdict_doc {
 
 /* n bytes, 16-byte aligned, owned by the doc; NULL on overflow or out of memory. */
 static void *arena_alloc(sdict_doc *doc, size_t n) {
+    if (n > SIZE_MAX - 15 - sizeof(bchunk)) /* rounding up must not wrap to a small block */
+        return NULL;
     n = (n + 15) & ~(size_t)15;
     if (n == 0)
         n = 16;
@@ -682,23 +684,27 @@ static uint64_t mix64(uint64_t x) {
     return x;
 }
 
+/* mix64 keyed with the process's random seed: which keys collide depends on it, so a file
+   cannot choose dict keys or set items that make their index quadratic. */
+static uint64_t smix(uint64_t x) { return mix64(x ^ sdict__hash_seed()); }
+
 static uint64_t hash_bytes(uint64_t seed, const uint8_t *p, size_t n) {
     uint64_t h = seed ^ (n * UINT64_C(0x9E3779B97F4A7C15));
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        h = (h ^ mix64(w)) * UINT64_C(0x100000001b3);
+        h = (h ^ smix(w)) * UINT64_C(0x100000001b3);
         p += 8;
         n -= 8;
     }
     uint64_t w = 0;
     for (size_t k = 0; k < n; k++)
         w |= (uint64_t)p[k] << (8 * k);
-    h = (h ^ mix64(w ^ 0xA5)) * UINT64_C(0x100000001b3);
-    return mix64(h);
+    h = (h ^ smix(w ^ 0xA5)) * UINT64_C(0x100000001b3);
+    return smix(h);
 }
 
-static uint64_t hash_int64(int64_t i) { return mix64((uint64_t)i ^ SDICT_KIND_INT); }
+static uint64_t hash_int64(int64_t i) { return smix((uint64_t)i ^ SDICT_KIND_INT); }
 
 /* Hash of a hashable key value; false when the value cannot be a dict key. Each kind has its
    own seed so that True, 1 and 1.0 stay distinct keys. */
@@ -707,8 +713,8 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
         return false;
     uint64_t kind = v->kind;
     switch (v->kind) {
-    case SDICT_KIND_NONE: *out = mix64(0x4e6f6e65); return true;
-    case SDICT_KIND_BOOL: *out = mix64((kind << 8) | v->u.b); return true;
+    case SDICT_KIND_NONE: *out = smix(0x4e6f6e65); return true;
+    case SDICT_KIND_BOOL: *out = smix((kind << 8) | v->u.b); return true;
     case SDICT_KIND_INT:
         *out = (v->flags & FLAG_BIG) ? hash_bytes(kind << 56 | 1, v->u.s.p, v->u.s.len)
                                      : hash_int64(v->u.i);
@@ -717,14 +723,14 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
         double d = v->u.d == 0.0 ? 0.0 : v->u.d; /* -0.0 == 0.0 */
         uint64_t b;
         memcpy(&b, &d, 8);
-        *out = mix64(b ^ (kind << 56));
+        *out = smix(b ^ (kind << 56));
         return true;
     }
     case SDICT_KIND_STR:
     case SDICT_KIND_BYTES: *out = hash_bytes(kind, v->u.s.p, v->u.s.len); return true;
-    case SDICT_KIND_DTYPE: *out = mix64((kind << 32) | (uint64_t)v->u.dtype); return true;
+    case SDICT_KIND_DTYPE: *out = smix((kind << 32) | (uint64_t)v->u.dtype); return true;
     case SDICT_KIND_QSCHEME:
-    case SDICT_KIND_LAYOUT: *out = mix64((kind << 32) | (uint64_t)v->u.e); return true;
+    case SDICT_KIND_LAYOUT: *out = smix((kind << 32) | (uint64_t)v->u.e); return true;
     case SDICT_KIND_DEVICE:
         *out = hash_bytes(kind ^ (uint64_t)v->u.dev.index, (const uint8_t *)v->u.dev.type,
                           strlen(v->u.dev.type));
@@ -749,12 +755,12 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
         return true;
     }
     case SDICT_KIND_TUPLE: {
-        uint64_t h = mix64(kind << 40 | v->u.seq.len);
+        uint64_t h = smix(kind << 40 | v->u.seq.len);
         for (size_t k = 0; k < v->u.seq.len; k++) {
             uint64_t e;
             if (!key_hash(v->u.seq.items[k], depth + 1, &e))
                 return false;
-            h = mix64(h ^ e) + k;
+            h = smix(h ^ e) + k;
         }
         *out = h;
         return true;

@@ -74,7 +74,8 @@ static uint64_t hash_bytes(uint64_t h, const char *s, size_t n) {
     }
     return h;
 }
-#define HASH_SEED 0xcbf29ce484222325ull
+/* FNV's offset basis, keyed with the process's random seed: record names come from the file */
+#define HASH_SEED (0xcbf29ce484222325ull ^ sdict__hash_seed())
 
 static int64_t off64(uint64_t off) { return off > INT64_MAX ? -1 : (int64_t)off; }
 

@@ -16,3 +16,19 @@ if(TARGET statedict_cli)
            $<TARGET_FILE:statedict_cli> ${SDICT_HOSTILE_DIR} ${vmem_kb})
   set_tests_properties(cli_hostile PROPERTIES FIXTURES_REQUIRED hostile LABELS "cli;hostile" TIMEOUT 1200)
 endif()
+# Budget (issue 11): every command on each budget case within 64 x file size + 64 MB of peak RSS
+# and 1 s per MB + 2 s; sanitizer builds check time (5x, for an unoptimised instrumented build)
+# and crashes only (shadow memory distorts RSS).
+if(TARGET statedict_cli)
+  if(SDICT_SANITIZE)
+    set(budget_flags --time-only --time-factor=5)  # unoptimised + instrumented: ~3-5x slower
+  else()
+    set(budget_flags)
+  endif()
+  add_test(NAME cli_budget COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/hostile/budget.py
+           $<TARGET_FILE:statedict_cli> ${SDICT_HOSTILE_DIR} ${budget_flags})
+  set_tests_properties(cli_budget PROPERTIES FIXTURES_REQUIRED hostile LABELS "cli;hostile" TIMEOUT 1200)
+  add_test(NAME cli_sigbus COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/hostile/sigbus.py
+           $<TARGET_FILE:statedict_cli>)
+  set_tests_properties(cli_sigbus PROPERTIES LABELS "cli;hostile" TIMEOUT 300)
+endif()

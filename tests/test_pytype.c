@@ -423,7 +423,7 @@ static void test_torch2_layout(void **state) {
     sdict__source src;
     sdict__source_init_mem(&src, buf, n, "t214");
     sdict__zip *z = NULL;
-    assert_int_equal(sdict__zip_open(&src, &(sdict_limits){0, 0, 0, 0, 0, 1000, 1 << 20}, &z, &err),
+    assert_int_equal(sdict__zip_open(&src, &(sdict_limits){0, 0, 0, 0, 0, 1000, 1 << 20, 0}, &z, &err),
                      SDICT_OK);
     static const char *const names[] = {
         "t214/data.pkl", "t214/.format_version", "t214/.storage_alignment", "t214/byteorder",

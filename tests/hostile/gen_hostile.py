@@ -659,6 +659,132 @@ add('three_bytes', b'abc', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')
 add('html_error_page', b'<html><body>404</body></html>', 'SDICT_E_FORMAT')
 add('git_lfs_pointer', b'version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n', 'SDICT_E_FORMAT')
 
+# ---- 10. budget cases (issue 11): small files whose naive cost is huge --------------------------
+# Each is written to OUTDIR/budget_<case>.pt and listed in budget.tsv with what `statedict ls`
+# must do: "ok" (loads, cheaply), "refused" (exit 3: a clear limit error) or "any". budget.py
+# runs every command on each and holds them to 64 x file size + 64 MB and 1 s/MB + 2 s.
+# Refused ones are also in manifest.tsv, with the statuses the library must give.
+budget_cases = []
+def budget(name, data, expect, statuses=None, key='-'):
+    assert expect in ('ok', 'refused', 'any')
+    with open(os.path.join(out, 'budget_' + name + '.pt'), 'wb') as f:
+        f.write(data)
+    budget_cases.append((name, expect, key))
+    if statuses:
+        cases.append(('budget_' + name, statuses))
+
+def lbinput(i): return b'r' + struct.pack('<I', i)                                  # LONG_BINPUT
+def lbinget(i): return b'j' + struct.pack('<I', i)                                  # LONG_BINGET
+# memo indices that would grow a dense memo table geometrically: each one just past twice the
+# last, up to 2**32 - 1 (a table of 32 GB)
+idx, memo_geo = 1024, b''
+while idx < 2**32:
+    memo_geo += lbinput(idx)
+    idx = 2 * idx + 1025
+budget('memo_geometric', torch_zip(P2 + NONE + memo_geo + b'0' + state_dict()[2:]), 'ok')
+# 200,000 memo slots scattered over the 32-bit range
+rnd = 12345
+sparse_puts = b''
+for i in range(200000):
+    rnd = (rnd * 6364136223846793005 + 1442695040888963407) % 2**64
+    sparse_puts += lbinput(rnd >> 32)
+budget('memo_sparse', torch_zip(P2 + NONE + sparse_puts + b'0' + state_dict()[2:]), 'ok')
+# a DAG of dicts: d(i+1) = {'a': d(i), 'b': d(i)}, 24 levels over one tensor: 2**24 paths
+# (a.b.a.a...), 16M tensors for ls, dump, show, diff and convert if walked as a tree
+dag = P2 + tensor('0', 1, 0, (1,), (1,)) + b'q\x00'
+for i in range(24):
+    dag += EMPTY_DICT + MARK + SU('a') + b'h' + bytes([i]) + SU('b') + b'h' + bytes([i]) + b'u' + b'q' + bytes([i + 1])
+budget('dag_dicts', torch_zip(dag + STOP, {'0': b'\0' * 4}), 'refused', 'SDICT_E_LIMIT', key='a.' * 23 + 'a')
+# the same shape, 10 levels: 1,024 paths, which load and walk cheaply
+dag = P2 + tensor('0', 1, 0, (1,), (1,)) + b'q\x00'
+for i in range(10):
+    dag += EMPTY_DICT + MARK + SU('a') + b'h' + bytes([i]) + SU('b') + b'h' + bytes([i]) + b'u' + b'q' + bytes([i + 1])
+budget('dag_dicts_small', torch_zip(dag + STOP, {'0': b'\0' * 4}), 'ok', key='a.b.a.b.a.b.a.b.a.b')
+# a list DAG of 2**25 leaves (under the absolute max_values, far over any per-byte budget)
+dag = P2 + I(7) + b'q\x00'
+for i in range(25):
+    dag += EMPTY_LIST + MARK + b'h' + bytes([i]) + b'h' + bytes([i]) + b'e' + b'q' + bytes([i + 1])
+budget('dag_lists', torch_zip(dag + STOP), 'refused', 'SDICT_E_LIMIT', key='3')
+# one 1,700-byte integer (4,090 decimal digits, under Python's 4,300) reached 20,000 times:
+# 80 MB of decimal text from a 42 KB file (each reach counts its bytes against the walk budget)
+big = (1 << (1700 * 8 - 2)) + 12345
+raw = big.to_bytes(1700, 'little', signed=True)
+def shared_long(n):
+    return torch_zip(P2 + EMPTY_DICT + U('k') + EMPTY_LIST + MARK + b'\x8b' + struct.pack('<i', len(raw)) + raw +
+                     b'q\x00' + b'h\x00' * (n - 1) + b'e' + SETITEM + STOP)
+budget('shared_long', shared_long(20000), 'refused', 'SDICT_E_LIMIT', key='k')
+# the same reached 500 times, within the budget: its decimal text is computed once, not 500
+# times (each conversion is quadratic in the digits)
+budget('shared_long_ok', shared_long(500), 'ok', key='k')
+# a 1 MB string reached 1,000 times: a gigabyte of text if printed each time
+budget('shared_str', torch_zip(P2 + EMPTY_DICT + U('k') + EMPTY_LIST + MARK + U('s' * 10**6) + b'q\x00' +
+                               b'h\x00' * 999 + b'e' + SETITEM + STOP), 'refused', 'SDICT_E_LIMIT', key='k')
+# one 1 MB tensor listed 4,000 times: one object through the memo, and 4,000 separate tensors
+# over one storage (dump hashes them; the hash is computed once per storage view)
+n = 1 << 18
+t1 = tensor('0', n, 0, (n,), (1,)) + b'q\x00'
+budget('shared_tensor_memo', torch_zip(P2 + EMPTY_DICT + U('k') + EMPTY_LIST + MARK + t1 + b'h\x00' * 3999 + b'e' +
+                                       SETITEM + STOP, {'0': b'\x01' * (4 * n)}), 'ok', key='k.3')
+st = pid('0', n) + b'q\x00'
+first = (G('torch._utils', '_rebuild_tensor_v2') + MARK + st + I(0) + T(I(n)) + T(I(1)) + FALSE + ODICT + b't' +
+         REDUCE)
+again = (G('torch._utils', '_rebuild_tensor_v2') + MARK + b'h\x00' + I(0) + T(I(n)) + T(I(1)) + FALSE + ODICT + b't' +
+         REDUCE)
+budget('shared_tensor_views', torch_zip(P2 + EMPTY_DICT + U('k') + EMPTY_LIST + MARK + first + again * 3999 + b'e' +
+                                        SETITEM + STOP, {'0': b'\x02' * (4 * n)}), 'ok', key='k.3')
+# dict keys whose hashes collide under an unseeded hash: 60,000 ints whose 64-bit hash (the
+# library's former unseeded mix of the value) agree in their low 24 bits
+M64 = 2**64 - 1
+def unxorshift(y, s):
+    x = y
+    for _ in range(64 // s + 1):
+        x = y ^ (x >> s)
+    return x & M64
+def unmix64(h):
+    h = unxorshift(h, 31); h = (h * pow(0x94d049bb133111eb, -1, 2**64)) & M64
+    h = unxorshift(h, 27); h = (h * pow(0xbf58476d1ce4e5b9, -1, 2**64)) & M64
+    return unxorshift(h, 30)
+coll = b''
+for i in range(60000):
+    k = unmix64(((i + 1) << 24) & M64) ^ 2                     # 2: SDICT_KIND_INT
+    coll += I(k - 2**64 if k >= 2**63 else k) + NONE
+budget('colliding_keys', torch_zip(P2 + EMPTY_DICT + MARK + coll + b'u' + STOP), 'ok')
+# a zip bomb: 40 deflated records of 16 MB of zeros each (about 16 KB compressed apiece), each
+# a storage of one tensor; 640 MB if all were inflated
+def deflated_zeros(n, nbytes):
+    bomb = io.BytesIO()
+    zeros = b'\0' * nbytes
+    with zipfile.ZipFile(bomb, 'w', zipfile.ZIP_STORED) as z:
+        ents = b''.join(U('w%d' % i) + tensor(str(i), nbytes // 4, 0, (nbytes // 4,), (1,)) + SETITEM
+                        for i in range(n))
+        z.writestr('archive/data.pkl', P2 + EMPTY_DICT + ents + STOP)
+        for i in range(n):
+            z.writestr(zipfile.ZipInfo('archive/data/%d' % i), zeros, zipfile.ZIP_DEFLATED, 6)
+        z.writestr('archive/version', b'3\n')
+    return bomb.getvalue()
+budget('zip_bomb', deflated_zeros(40, 16 << 20), 'refused', 'SDICT_E_LIMIT', key='w39')
+# two such records, 8 MB in all from 8 KB: within the inflate budget (32 x the file + 32 MiB)
+budget('zip_deflated_ok', deflated_zeros(2, 4 << 20), 'ok', key='w1')
+# a tensor of 10**12 elements expanded (stride 0) over one 4-byte storage, and one of 10**12
+# elements overlapping (strides 1, 1) over 8 MB
+budget('stride0_huge', torch_zip(state_dict(('w', tensor('0', 1, 0, (10**12,), (0,)))),
+                                 {'0': struct.pack('<f', 1.5)}), 'ok', key='w')
+budget('overlap_huge', torch_zip(state_dict(('w', tensor('0', 2 * 10**6, 0, (10**6, 10**6), (1, 1)))),
+                                 {'0': b'\0' * (8 * 10**6)}), 'ok', key='w')
+# 10,946 leaves that give one of two dotted paths: d(i) = {'a': d(i-1), 'a.a': d(i-2)} over
+# the int 7, 20 levels (Fibonacci many ways to spell a.a.a...); diff matches leaves by path
+dfib = P2 + I(7) + b'q\x00' + b'0' + I(7) + b'q\x01' + b'0'
+for i in range(2, 21):
+    dfib += (EMPTY_DICT + MARK + SU('a') + b'h' + bytes([i - 1]) + SU('a.a') + b'h' + bytes([i - 2]) + b'u' +
+             b'q' + bytes([i]) + b'0')
+budget('same_paths', torch_zip(dfib + b'h' + bytes([20]) + STOP), 'ok')
+# 100,000 keys, for `show` with a missing key
+keys = b''.join(U('layer%d.weight' % i) + I(i) + SETITEM for i in range(100000))
+budget('many_keys', torch_zip(P2 + EMPTY_DICT + keys + STOP), 'ok', key='layer5.weight')
+with open(os.path.join(out, 'budget.tsv'), 'w') as f:
+    for name, expect, key in budget_cases:
+        f.write('%s\t%s\t%s\n' % (name, expect, key))
+
 with open(os.path.join(out, 'manifest.tsv'), 'w') as f:
     for name, st in cases:
         assert 'SDICT_OK' not in st

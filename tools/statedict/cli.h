@@ -92,6 +92,14 @@ void cli_report_error(sdict_status st, const sdict_error *err);
 /** Word classifying a load failure: "unreadable", "corrupt", "unsafe", "unsupported". */
 const char *cli_status_class(sdict_status st);
 
+/** The process's random hash seed (never 0), for tables keyed by strings from a file. */
+uint64_t cli_hash_seed(void);
+/** Installs the SIGBUS handler (guard.c): a mapped file that shrinks under a running command
+    ends it with exit 3 and a message naming the file, "changed while mapped". */
+void cli_install_sigbus_handler(void);
+/** Records that path is mapped, for the SIGBUS handler's message. */
+void cli_note_mapped(const char *path);
+
 /** Loads path with the flags from args; on failure reports on stderr and returns NULL. */
 sdict_doc *cli_load(const char *path, const cli_args *args);
 
@@ -116,6 +124,8 @@ void buf_truncate(cli_buf *b, size_t len);
 void fmt_float_repr(double d, char *buf, size_t n);
 /** Exact decimal text of an int value of any size, appended to b. */
 void fmt_int(cli_buf *b, const sdict_value *v);
+/** Drops the decimal texts fmt_int remembers by value address; call before freeing a doc. */
+void cli_forget_ints(void);
 /** Python-like repr of a scalar or a container of scalars, appended to b. Containers longer than
     max_items show their first and last items around "...". Tensors show as
     "tensor(float32 [2, 3])". */

@@ -40,6 +40,10 @@ typedef struct leaf {
     char *path;
     const sdict_value *v;
     bool matched;
+    size_t hash;
+    size_t next_same; /* index + 1 of the next leaf with this path; 0 = none */
+    size_t tail;      /* on the first leaf of a path: index + 1 of its last one */
+    size_t cursor;    /* on the first leaf of a path: index + 1 of its first unmatched one */
 } leaf;
 
 typedef struct leaves {
@@ -50,11 +54,15 @@ typedef struct leaves {
     bool oom;
 } leaves;
 
+/* FNV-1a from a per-process random basis, then mixed: paths come from the file, so which
+   ones collide must not be predictable. */
 static size_t str_hash(const char *s) {
-    size_t h = (size_t)1469598103934665603ull;
+    uint64_t h = 1469598103934665603ull ^ cli_hash_seed();
     for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * (size_t)1099511628211ull;
-    return h;
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    h ^= h >> 31;
+    h *= 0x94d049bb133111ebull;
+    return (size_t)(h ^ (h >> 29));
 }
 
 static void collect(void *ctx, const char *path, const sdict_value *v) {
@@ -76,7 +84,7 @@ static void collect(void *ctx, const char *path, const sdict_value *v) {
         l->oom = true;
         return;
     }
-    l->items[l->n++] = (leaf){s, v, false};
+    l->items[l->n++] = (leaf){s, v, false, str_hash(s), 0, 0, 0};
 }
 
 static bool build_index(leaves *l) {
@@ -86,23 +94,40 @@ static bool build_index(leaves *l) {
     l->index = calloc(l->index_cap, sizeof *l->index);
     if (!l->index)
         return false;
+    /* one slot per distinct path; leaves that repeat a path are chained behind its first */
     for (size_t i = 0; i < l->n; i++) {
-        size_t h = str_hash(l->items[i].path) & (l->index_cap - 1);
-        while (l->index[h])
-            h = (h + 1) & (l->index_cap - 1);
-        l->index[h] = i + 1;
+        leaf *it = &l->items[i];
+        size_t h = it->hash & (l->index_cap - 1);
+        for (; l->index[h]; h = (h + 1) & (l->index_cap - 1)) {
+            leaf *e = &l->items[l->index[h] - 1];
+            if (e->hash == it->hash && strcmp(e->path, it->path) == 0)
+                break;
+        }
+        if (l->index[h]) {
+            leaf *head = &l->items[l->index[h] - 1];
+            l->items[head->tail - 1].next_same = i + 1;
+            head->tail = i + 1;
+        } else {
+            l->index[h] = i + 1;
+            it->tail = it->cursor = i + 1;
+        }
     }
     return true;
 }
 
 /* First unmatched leaf with this path (paths can repeat when keys of different kinds print
-   alike, such as 1 and '1'), or NULL. */
+   alike, such as 1 and '1'), or NULL. Each path's cursor only moves forward past matched
+   leaves, so matching n leaves of one path costs O(n) in all, not O(n^2). */
 static leaf *lookup(leaves *l, const char *path) {
-    size_t h = str_hash(path) & (l->index_cap - 1);
+    size_t hash = str_hash(path);
+    size_t h = hash & (l->index_cap - 1);
     for (; l->index[h]; h = (h + 1) & (l->index_cap - 1)) {
-        leaf *e = &l->items[l->index[h] - 1];
-        if (!e->matched && strcmp(e->path, path) == 0)
-            return e;
+        leaf *head = &l->items[l->index[h] - 1];
+        if (head->hash != hash || strcmp(head->path, path) != 0)
+            continue;
+        while (head->cursor && l->items[head->cursor - 1].matched)
+            head->cursor = l->items[head->cursor - 1].next_same;
+        return head->cursor ? &l->items[head->cursor - 1] : NULL;
     }
     return NULL;
 }
@@ -346,10 +371,104 @@ static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b
 
 /* ---- driver ---- */
 
+/* Comparisons already made, keyed by both sides' geometry (storage, offset, dtype, shape,
+   strides, conj/neg bits) and the mode: a tensor reached many times through the memo, or many
+   tensors viewing one storage the same way, are compared once. Borrowed from the docs, which
+   outlive the comparison. */
+typedef struct cmp_ent {
+    uint64_t hash;
+    const sdict_tensor *a, *b;
+    cmp_mode mode;
+    tensor_cmp r;
+} cmp_ent;
+
+typedef struct cmp_cache {
+    cmp_ent *ents;
+    size_t n, cap;
+    size_t *index; /* entry + 1; 0 = empty */
+    size_t index_cap;
+} cmp_cache;
+
+static uint64_t mix_u64(uint64_t h, uint64_t x) {
+    h ^= x + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 29);
+}
+
+static uint64_t geometry_hash(uint64_t h, const sdict_tensor *t) {
+    h = mix_u64(h, (uint64_t)(uintptr_t)t->storage);
+    h = mix_u64(h, (uint64_t)t->storage_offset);
+    h = mix_u64(h, (uint64_t)t->dtype | (uint64_t)t->is_conj << 16 | (uint64_t)t->is_neg << 17);
+    h = mix_u64(h, (uint64_t)t->ndim);
+    for (int32_t i = 0; i < t->ndim; i++)
+        h = mix_u64(mix_u64(h, (uint64_t)t->shape[i]), (uint64_t)t->stride[i]);
+    return h;
+}
+
+static bool same_geometry(const sdict_tensor *a, const sdict_tensor *b) {
+    return a->storage == b->storage && a->storage_offset == b->storage_offset &&
+           a->dtype == b->dtype && a->is_conj == b->is_conj && a->is_neg == b->is_neg &&
+           a->ndim == b->ndim &&
+           (a->ndim == 0 || (memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0 &&
+                             memcmp(a->stride, b->stride, (size_t)a->ndim * sizeof *a->stride) == 0));
+}
+
+static uint64_t cmp_hash(const sdict_tensor *a, const sdict_tensor *b, cmp_mode mode) {
+    return geometry_hash(geometry_hash(mix_u64(cli_hash_seed(), (uint64_t)mode), a), b);
+}
+
+static const tensor_cmp *cmp_find(const cmp_cache *cc, const sdict_tensor *a, const sdict_tensor *b,
+                                  cmp_mode mode, uint64_t h) {
+    if (!cc->index_cap)
+        return NULL;
+    for (size_t i = h & (cc->index_cap - 1); cc->index[i]; i = (i + 1) & (cc->index_cap - 1)) {
+        const cmp_ent *e = &cc->ents[cc->index[i] - 1];
+        if (e->hash == h && e->mode == mode && same_geometry(e->a, a) && same_geometry(e->b, b))
+            return &e->r;
+    }
+    return NULL;
+}
+
+/* Remembers a result; on out of memory it is simply not remembered. */
+static void cmp_put(cmp_cache *cc, const sdict_tensor *a, const sdict_tensor *b, cmp_mode mode,
+                    uint64_t h, const tensor_cmp *r) {
+    if (cc->n == cc->cap) {
+        size_t ncap = cc->cap ? 2 * cc->cap : 16;
+        cmp_ent *ne = realloc(cc->ents, ncap * sizeof *ne);
+        if (!ne)
+            return;
+        cc->ents = ne;
+        cc->cap = ncap;
+    }
+    if (2 * (cc->n + 1) > cc->index_cap) {
+        size_t ncap = cc->index_cap ? 2 * cc->index_cap : 32;
+        size_t *ni = calloc(ncap, sizeof *ni);
+        if (!ni)
+            return;
+        for (size_t k = 0; k < cc->n; k++) {
+            size_t i = cc->ents[k].hash & (ncap - 1);
+            while (ni[i])
+                i = (i + 1) & (ncap - 1);
+            ni[i] = k + 1;
+        }
+        free(cc->index);
+        cc->index = ni;
+        cc->index_cap = ncap;
+    }
+    cc->ents[cc->n] = (cmp_ent){h, a, b, mode, *r};
+    size_t i = h & (cc->index_cap - 1);
+    while (cc->index[i])
+        i = (i + 1) & (cc->index_cap - 1);
+    cc->index[i] = ++cc->n;
+}
+
 typedef struct diff_ctx {
     size_t ndiff;
     double rtol, atol;
     bool failed;
+    const char *file_a, *file_b;
+    cmp_cache cmps;
 } diff_ctx;
 
 static void describe(cli_buf *b, const sdict_value *v) {
@@ -499,10 +618,21 @@ static void compare_tensor_data(diff_ctx *c, const char *path, const sdict_tenso
         tensor_cmp r;
         sdict_error err;
         memset(&err, 0, sizeof err);
-        sdict_status st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
+        uint64_t h = cmp_hash(ta, tb, mode);
+        const tensor_cmp *known = cmp_find(&c->cmps, ta, tb, mode, h);
+        sdict_status st = SDICT_OK;
+        if (known) {
+            r = *known;
+        } else {
+            st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
+            if (st == SDICT_OK)
+                cmp_put(&c->cmps, ta, tb, mode, h, &r);
+        }
         if (st != SDICT_OK) {
             if (err.code == SDICT_OK)
                 err.code = st, err.offset = -1;
+            if (!err.file[0]) /* the tensor's checks name no file: name both */
+                snprintf(err.file, sizeof err.file, "%s (or %s)", c->file_a, c->file_b);
             fprintf(stderr, "statedict: cannot compare %s: ", path);
             cli_report_error(st, &err);
             c->failed = true;
@@ -576,6 +706,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
         return CLI_EXIT_BAD_INPUT;
     sdict_doc *db = cli_load(args->pos[1], args);
     if (!db) {
+        cli_forget_ints();
         sdict_doc_free(da);
         return CLI_EXIT_BAD_INPUT;
     }
@@ -584,7 +715,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
     bool ok_a = load_leaves(da, &la);
     bool ok_b = ok_a && load_leaves(db, &lb);
     if (ok_a && ok_b) {
-        diff_ctx c = {0, args->rtol, args->atol, false};
+        diff_ctx c = {0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}};
         for (size_t i = 0; i < la.n; i++) {
             leaf *m = lookup(&lb, la.items[i].path);
             if (!m) {
@@ -602,12 +733,16 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
         else if (!c.failed)
             printf("no differences\n");
         rc = c.failed ? CLI_EXIT_BAD_INPUT : c.ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
+        free(c.cmps.ents);
+        free(c.cmps.index);
     }
     if (ok_a)
         leaves_free(&la);
     if (ok_b)
         leaves_free(&lb);
+    cli_forget_ints();
     sdict_doc_free(da);
+    cli_forget_ints();
     sdict_doc_free(db);
     return rc;
 }

@@ -453,6 +453,7 @@ int cmd_ls(const cli_cmd *cmd, const cli_args *args) {
         free(c.items[i].key);
     free(c.items);
     free(c.map);
+    cli_forget_ints();
     sdict_doc_free(doc);
     return rc;
 }

@@ -859,6 +859,7 @@ int cmd_show(const cli_cmd *cmd, const cli_args *args) {
             rc = CLI_EXIT_BAD_INPUT;
         buf_free(&path);
     }
+    cli_forget_ints();
     sdict_doc_free(doc);
     return rc;
 }

@@ -166,6 +166,8 @@ sdict_doc *cli_load(const char *path, const cli_args *args) {
         sdict_doc_free(doc);
         return NULL;
     }
+    if (!(opts.flags & SDICT_LOAD_COPY))
+        cli_note_mapped(path);
     return doc;
 }
 
@@ -303,8 +305,79 @@ void fmt_float_repr(double d, char *buf, size_t n) {
     snprintf(buf, n, "%s", out);
 }
 
+/* Decimal text of big ints already converted, by value address (a doc's values stay put while
+   it is open; cli_forget_ints() drops them before a doc is freed). Converting is quadratic in
+   the digits, and one memoized int can be reached thousands of times: each is converted once. */
+typedef struct int_text {
+    const sdict_value *v;
+    char *text;
+} int_text;
+static int_text *g_ints;
+static size_t g_ints_cap, g_ints_n;
+
+void cli_forget_ints(void) {
+    for (size_t i = 0; i < g_ints_cap; i++)
+        free(g_ints[i].text);
+    free(g_ints);
+    g_ints = NULL;
+    g_ints_cap = g_ints_n = 0;
+}
+
+static size_t ptr_slot(const void *p, size_t cap) {
+    uint64_t h = (uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 32)) & (cap - 1);
+}
+
+static const char *int_text_find(const sdict_value *v) {
+    if (!g_ints_cap)
+        return NULL;
+    for (size_t i = ptr_slot(v, g_ints_cap); g_ints[i].v; i = (i + 1) & (g_ints_cap - 1))
+        if (g_ints[i].v == v)
+            return g_ints[i].text;
+    return NULL;
+}
+
+/* Takes text; frees it if it cannot be remembered. */
+static void int_text_put(const sdict_value *v, char *text) {
+    if (2 * (g_ints_n + 1) > g_ints_cap) {
+        size_t ncap = g_ints_cap ? 2 * g_ints_cap : 64;
+        int_text *nt = calloc(ncap, sizeof *nt);
+        if (!nt) {
+            free(text);
+            return;
+        }
+        for (size_t k = 0; k < g_ints_cap; k++) {
+            if (!g_ints[k].v)
+                continue;
+            size_t i = ptr_slot(g_ints[k].v, ncap);
+            while (nt[i].v)
+                i = (i + 1) & (ncap - 1);
+            nt[i] = g_ints[k];
+        }
+        free(g_ints);
+        g_ints = nt;
+        g_ints_cap = ncap;
+    }
+    size_t i = ptr_slot(v, g_ints_cap);
+    while (g_ints[i].v)
+        i = (i + 1) & (g_ints_cap - 1);
+    g_ints[i] = (int_text){v, text};
+    g_ints_n++;
+}
+
 void fmt_int(cli_buf *b, const sdict_value *v) {
     char small[32];
+    int64_t i64;
+    if (sdict_int_get(v, &i64) == SDICT_OK) {
+        snprintf(small, sizeof small, "%lld", (long long)i64);
+        buf_puts(b, small);
+        return;
+    }
+    const char *known = int_text_find(v);
+    if (known) {
+        buf_puts(b, known);
+        return;
+    }
     size_t need = sdict_int_to_string(v, small, sizeof small);
     if (need < sizeof small) {
         buf_puts(b, small);
@@ -317,7 +390,7 @@ void fmt_int(cli_buf *b, const sdict_value *v) {
     }
     sdict_int_to_string(v, big, need + 1);
     buf_puts(b, big);
-    free(big);
+    int_text_put(v, big);
 }
 
 /* Python repr of str/bytes content: quotes, escapes for quotes, backslash, controls. */

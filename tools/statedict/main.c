@@ -127,6 +127,7 @@ static int run(int argc, char **argv) {
         cli_print_usage(cmd, stdout);
         rc = CLI_EXIT_OK;
     } else {
+        cli_install_sigbus_handler();
         rc = cmd->run(cmd, &args);
     }
     free(args.pos);
