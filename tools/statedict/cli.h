@@ -155,6 +155,29 @@ json_t *json_text(const char *s, size_t len);
     keep their insertion order. Returns 0, or -1 when the write failed. */
 int cli_json_dump(const json_t *j, FILE *f, int indent);
 
+/** A JSON writer that streams to a FILE as cli_json_dump formats (same separators, indent and
+    string escaping), so a command's memory is bounded by its largest single value rather than
+    by the whole document. Calls: cli_jw_open('{' or '['), then per member cli_jw_key (object)
+    or cli_jw_item (array) followed by exactly one value (cli_jw_str/raw/int/json or a nested
+    open...close), then cli_jw_close('}' or ']'). cli_jw_finish flushes and frees: 0, or -1
+    when a write failed. */
+typedef struct cli_jw {
+    cli_buf b;
+    FILE *f;
+    int indent, depth;
+    bool first, failed;
+} cli_jw;
+void cli_jw_init(cli_jw *w, FILE *f, int indent);
+void cli_jw_open(cli_jw *w, char ch);
+void cli_jw_close(cli_jw *w, char ch);
+void cli_jw_item(cli_jw *w);
+void cli_jw_key(cli_jw *w, const char *key);
+void cli_jw_str(cli_jw *w, const char *s, size_t n);  /* a str as json_text keeps it */
+void cli_jw_raw(cli_jw *w, const char *text);          /* true, false, null, a number */
+void cli_jw_int(cli_jw *w, long long v);
+void cli_jw_json(cli_jw *w, const json_t *j);
+int cli_jw_finish(cli_jw *w);
+
 /** Makes stdout and stderr escape what is written to them (sdict_escape_text with
     SDICT_ESCAPE_KEEP_LAYOUT): whatever a command prints, control characters, C1 controls and
     bytes that are not UTF-8 from a file reach the terminal as escapes, while newlines and

@@ -212,24 +212,43 @@ typedef struct dump_ctx {
     sdict_status st;
     sdict_error err;
     digest_cache digests;
+    cli_jw w;
 } dump_ctx;
 
-static json_t *node(dump_ctx *c, const sdict_value *v, int depth);
+static void node(dump_ctx *c, const sdict_value *v, int depth);
 
-static json_t *typed(const char *type) {
-    json_t *o = json_object();
-    json_object_set_new(o, "type", json_string(type));
-    return o;
+static void typed(dump_ctx *c, const char *type) {
+    cli_jw_open(&c->w, '{');
+    cli_jw_key(&c->w, "type");
+    cli_jw_str(&c->w, type, strlen(type));
 }
 
-static json_t *dims(const int64_t *d, int32_t n) {
-    json_t *a = json_array();
-    for (int32_t i = 0; i < n; i++)
-        json_array_append_new(a, json_integer((json_int_t)d[i]));
-    return a;
+static void str_field(dump_ctx *c, const char *key, const char *s) {
+    cli_jw_key(&c->w, key);
+    cli_jw_str(&c->w, s, strlen(s));
 }
 
-static json_t *float_json(double d) {
+static void bool_field(dump_ctx *c, const char *key, bool b) {
+    cli_jw_key(&c->w, key);
+    cli_jw_raw(&c->w, b ? "true" : "false");
+}
+
+static void int_field(dump_ctx *c, const char *key, long long v) {
+    cli_jw_key(&c->w, key);
+    cli_jw_int(&c->w, v);
+}
+
+static void dims_field(dump_ctx *c, const char *key, const int64_t *d, int32_t n) {
+    cli_jw_key(&c->w, key);
+    cli_jw_open(&c->w, '[');
+    for (int32_t i = 0; i < n; i++) {
+        cli_jw_item(&c->w);
+        cli_jw_int(&c->w, (long long)d[i]);
+    }
+    cli_jw_close(&c->w, ']');
+}
+
+static void float_field(dump_ctx *c, const char *key, double d) {
     char text[64];
     if (isnan(d))
         snprintf(text, sizeof text, "nan");
@@ -237,112 +256,118 @@ static json_t *float_json(double d) {
         snprintf(text, sizeof text, d < 0 ? "-inf" : "inf");
     else
         snprintf(text, sizeof text, "%a", d);
-    return json_string(text);
+    str_field(c, key, text);
 }
 
-static json_t *dict_items(dump_ctx *c, const sdict_value *d, int depth, bool key_nodes);
+static void node_field(dump_ctx *c, const char *key, const sdict_value *v, int depth) {
+    cli_jw_key(&c->w, key);
+    node(c, v, depth);
+}
+
+/* [[KEY, NODE]...] of a dict; attribute names (key_nodes false) are plain strings. */
+static void dict_items(dump_ctx *c, const sdict_value *d, int depth, bool key_nodes) {
+    size_t n = sdict_dict_len(d);
+    cli_jw_open(&c->w, '[');
+    for (size_t i = 0; i < n; i++) {
+        const sdict_value *k = sdict_dict_key(d, i);
+        size_t len = 0;
+        const char *s = key_nodes ? NULL : sdict_str_get(k, &len);
+        cli_jw_item(&c->w);
+        cli_jw_open(&c->w, '[');
+        cli_jw_item(&c->w);
+        if (s)
+            cli_jw_str(&c->w, s, len);
+        else
+            node(c, k, depth + 1);
+        cli_jw_item(&c->w);
+        node(c, sdict_dict_val(d, i), depth + 1);
+        cli_jw_close(&c->w, ']');
+    }
+    cli_jw_close(&c->w, ']');
+}
 
 /* "attrs" of a tensor-like value, when it has any. */
-static void attrs_field(dump_ctx *c, json_t *o, const sdict_value *v, int depth) {
+static void attrs_field(dump_ctx *c, const sdict_value *v, int depth) {
     const sdict_value *attrs = sdict_tensor_attrs(v);
-    if (attrs && sdict_dict_len(attrs))
-        json_object_set_new(o, "attrs", dict_items(c, attrs, depth, false));
-}
-
-/* A sparse or nested node with its requires_grad and parameter fields. */
-static json_t *composite_node(const char *type, bool requires_grad, bool parameter) {
-    json_t *o = typed(type);
-    json_object_set_new(o, "requires_grad", json_boolean(requires_grad));
-    json_object_set_new(o, "parameter", json_boolean(parameter));
-    return o;
-}
-
-static json_t *quantizer_node(dump_ctx *c, const sdict_quantizer *q, int depth) {
-    json_t *o = json_object();
-    json_object_set_new(o, "qscheme", json_string(sdict_qscheme_name(q->qscheme)));
-    if (q->qscheme == SDICT_PER_TENSOR_AFFINE) {
-        json_object_set_new(o, "scale", float_json(q->scale));
-        json_object_set_new(o, "zero_point", json_integer((json_int_t)q->zero_point));
-    } else {
-        json_object_set_new(o, "scales", node(c, q->scales, depth + 1));
-        json_object_set_new(o, "zero_points", node(c, q->zero_points, depth + 1));
-        json_object_set_new(o, "axis", json_integer((json_int_t)q->axis));
+    if (attrs && sdict_dict_len(attrs)) {
+        cli_jw_key(&c->w, "attrs");
+        dict_items(c, attrs, depth, false);
     }
-    return o;
 }
 
-static json_t *sparse_node(dump_ctx *c, const sdict_value *v, int depth) {
+static void quantizer_field(dump_ctx *c, const sdict_quantizer *q, int depth) {
+    cli_jw_key(&c->w, "quantizer");
+    cli_jw_open(&c->w, '{');
+    str_field(c, "qscheme", sdict_qscheme_name(q->qscheme));
+    if (q->qscheme == SDICT_PER_TENSOR_AFFINE) {
+        float_field(c, "scale", q->scale);
+        int_field(c, "zero_point", (long long)q->zero_point);
+    } else {
+        node_field(c, "scales", q->scales, depth + 1);
+        node_field(c, "zero_points", q->zero_points, depth + 1);
+        int_field(c, "axis", (long long)q->axis);
+    }
+    cli_jw_close(&c->w, '}');
+}
+
+/* A sparse or nested node's opening with its requires_grad and parameter fields. */
+static void composite_open(dump_ctx *c, const char *type, bool requires_grad, bool parameter) {
+    typed(c, type);
+    bool_field(c, "requires_grad", requires_grad);
+    bool_field(c, "parameter", parameter);
+}
+
+static void sparse_node(dump_ctx *c, const sdict_value *v, int depth) {
     const sdict_sparse *sp = sdict_value_sparse(v);
-    json_t *o = composite_node("sparse", sp->requires_grad, sp->is_parameter), *size = json_array();
+    composite_open(c, "sparse", sp->requires_grad, sp->is_parameter);
+    str_field(c, "layout", sdict_layout_name(sp->layout));
+    cli_jw_key(&c->w, "size");
+    cli_jw_open(&c->w, '[');
     for (size_t i = 0; i < sdict_seq_len(sp->size); i++) {
         int64_t d = 0;
         sdict_int_get(sdict_seq_item(sp->size, i), &d);
-        json_array_append_new(size, json_integer((json_int_t)d));
+        cli_jw_item(&c->w);
+        cli_jw_int(&c->w, (long long)d);
     }
-    json_object_set_new(o, "layout", json_string(sdict_layout_name(sp->layout)));
-    json_object_set_new(o, "size", size);
+    cli_jw_close(&c->w, ']');
     if (sp->layout == SDICT_LAYOUT_SPARSE_COO) {
         /* unrecorded (torch 1.13 files): torch then takes fewer than two entries as coalesced */
         const sdict_tensor *ix = sdict_value_tensor(sp->indices);
-        json_object_set_new(o, "is_coalesced", json_boolean(sp->is_coalesced == 1 ||
-                                                            (sp->is_coalesced == -1 &&
-                                                             ix->shape[1] < 2)));
+        bool_field(c, "is_coalesced",
+                   sp->is_coalesced == 1 || (sp->is_coalesced == -1 && ix->shape[1] < 2));
     }
-    json_object_set_new(o, "indices", node(c, sp->indices, depth + 1));
+    node_field(c, "indices", sp->indices, depth + 1);
     if (sp->plain_indices)
-        json_object_set_new(o, "plain_indices", node(c, sp->plain_indices, depth + 1));
-    json_object_set_new(o, "values", node(c, sp->values, depth + 1));
-    attrs_field(c, o, v, depth);
-    return o;
+        node_field(c, "plain_indices", sp->plain_indices, depth + 1);
+    node_field(c, "values", sp->values, depth + 1);
+    attrs_field(c, v, depth);
+    cli_jw_close(&c->w, '}');
 }
 
-static json_t *nested_node(dump_ctx *c, const sdict_value *v, int depth) {
+static void nested_node(dump_ctx *c, const sdict_value *v, int depth) {
     const sdict_nested *ns = sdict_value_nested(v);
-    json_t *o = composite_node("nested", ns->requires_grad, ns->is_parameter);
-    json_object_set_new(o, "buffer", node(c, ns->buffer, depth + 1));
-    json_object_set_new(o, "sizes", node(c, ns->sizes, depth + 1));
-    json_object_set_new(o, "strides", node(c, ns->strides, depth + 1));
-    json_object_set_new(o, "storage_offsets", node(c, ns->storage_offsets, depth + 1));
-    attrs_field(c, o, v, depth);
-    return o;
+    composite_open(c, "nested", ns->requires_grad, ns->is_parameter);
+    node_field(c, "buffer", ns->buffer, depth + 1);
+    node_field(c, "sizes", ns->sizes, depth + 1);
+    node_field(c, "strides", ns->strides, depth + 1);
+    node_field(c, "storage_offsets", ns->storage_offsets, depth + 1);
+    attrs_field(c, v, depth);
+    cli_jw_close(&c->w, '}');
 }
 
-static json_t *tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
-    const sdict_tensor *t = sdict_value_tensor(v);
-    const sdict_quantizer *q = sdict_value_quantizer(v);
-    json_t *o = typed("tensor");
-    json_object_set_new(o, "dtype", json_string(sdict_dtype_name(t->dtype)));
-    json_object_set_new(o, "shape", dims(t->shape, t->ndim));
-    json_object_set_new(o, "stride", dims(t->stride, t->ndim));
-    json_object_set_new(o, "storage_offset", json_integer((json_int_t)t->storage_offset));
-    json_object_set_new(o, "requires_grad", json_boolean(t->requires_grad));
-    json_object_set_new(o, "parameter", json_boolean(t->is_parameter));
-    /* the key in the file; storages made while loading (a dtype conversion torch's rebuild
-       asked for) have none and are named by address, which keeps sharing visible */
-    const char *key = t->storage ? sdict_storage_key(t->storage) : NULL;
-    char addr[32];
-    if (t->storage && !key)
-        snprintf(addr, sizeof addr, "mem:%p", (const void *)t->storage);
-    json_object_set_new(o, "storage", key ? json_text(key, strlen(key))
-                                          : t->storage ? json_string(addr) : json_null());
-    const char *dev = sdict_tensor_device(t);
-    json_object_set_new(o, "device", json_text(dev, strlen(dev)));
-    if (t->is_conj)
-        json_object_set_new(o, "conj", json_true());
-    if (t->is_neg)
-        json_object_set_new(o, "neg", json_true());
-    if (q)
-        json_object_set_new(o, "quantizer", quantizer_node(c, q, depth));
-    attrs_field(c, o, v, depth);
+/* "sha256": the digest of t's elements (see the top of the file), computed once per distinct
+   tensor geometry over a storage; null for meta tensors and when reading the data failed. */
+static void sha256_field(dump_ctx *c, const sdict_tensor *t) {
+    cli_jw_key(&c->w, "sha256");
     if (!t->storage) {
-        json_object_set_new(o, "sha256", json_null());
-        return o;
+        cli_jw_raw(&c->w, "null");
+        return;
     }
     uint64_t gh = geometry_hash(t);
     const char *known = digest_find(&c->digests, t, gh);
     if (known) {
-        json_object_set_new(o, "sha256", json_string(known));
-        return o;
+        cli_jw_str(&c->w, known, strlen(known));
+        return;
     }
     struct sha256_ctx h;
     sha256_init(&h);
@@ -350,8 +375,8 @@ static json_t *tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
     if (st != SDICT_OK) {
         if (c->st == SDICT_OK)
             c->st = st;
-        json_object_set_new(o, "sha256", json_null());
-        return o;
+        cli_jw_raw(&c->w, "null");
+        return;
     }
     uint8_t digest[SHA256_DIGEST_SIZE];
     char hex[2 * SHA256_DIGEST_SIZE + 1];
@@ -359,26 +384,60 @@ static json_t *tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
     for (size_t i = 0; i < sizeof digest; i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
     digest_put(&c->digests, t, gh, hex);
-    json_object_set_new(o, "sha256", json_string(hex));
-    return o;
+    cli_jw_str(&c->w, hex, strlen(hex));
+}
+
+/* "storage": the key in the file; storages made while loading (a dtype conversion torch's
+   rebuild asked for) have none and are named by address, which keeps sharing visible. */
+static void storage_field(dump_ctx *c, const sdict_storage *s) {
+    const char *key = s ? sdict_storage_key(s) : NULL;
+    char addr[32];
+    cli_jw_key(&c->w, "storage");
+    if (key) {
+        cli_jw_str(&c->w, key, strlen(key));
+    } else if (s) {
+        snprintf(addr, sizeof addr, "mem:%p", (const void *)s);
+        cli_jw_str(&c->w, addr, strlen(addr));
+    } else {
+        cli_jw_raw(&c->w, "null");
+    }
+}
+
+static void tensor_node(dump_ctx *c, const sdict_value *v, int depth) {
+    const sdict_tensor *t = sdict_value_tensor(v);
+    const sdict_quantizer *q = sdict_value_quantizer(v);
+    typed(c, "tensor");
+    str_field(c, "dtype", sdict_dtype_name(t->dtype));
+    dims_field(c, "shape", t->shape, t->ndim);
+    dims_field(c, "stride", t->stride, t->ndim);
+    int_field(c, "storage_offset", (long long)t->storage_offset);
+    bool_field(c, "requires_grad", t->requires_grad);
+    bool_field(c, "parameter", t->is_parameter);
+    storage_field(c, t->storage);
+    str_field(c, "device", sdict_tensor_device(t));
+    if (t->is_conj)
+        bool_field(c, "conj", true);
+    if (t->is_neg)
+        bool_field(c, "neg", true);
+    if (q)
+        quantizer_field(c, q, depth);
+    attrs_field(c, v, depth);
+    sha256_field(c, t);
+    cli_jw_close(&c->w, '}');
 }
 
 /* A bare storage: its elements as a 1-D tensor of its class's dtype, hashed like a tensor. */
-static json_t *storage_node(dump_ctx *c, const sdict_value *v) {
+static void storage_node(dump_ctx *c, const sdict_value *v) {
     sdict_dtype dt = SDICT_UINT8;
     sdict_storage *s = sdict_value_storage(v, &dt);
     size_t es = sdict_dtype_size(dt), nbytes = sdict_storage_nbytes(s);
     int64_t numel = (int64_t)(es ? nbytes / es : 0);
-    json_t *o = typed("storage");
-    json_object_set_new(o, "dtype", json_string(sdict_dtype_name(dt)));
-    json_object_set_new(o, "numel", json_integer((json_int_t)numel));
-    json_object_set_new(o, "nbytes", json_integer((json_int_t)nbytes));
-    const char *dev = sdict_storage_location(s), *key = sdict_storage_key(s);
-    json_object_set_new(o, "device", json_text(dev, strlen(dev)));
-    char addr[32];
-    if (!key)
-        snprintf(addr, sizeof addr, "mem:%p", (const void *)s);
-    json_object_set_new(o, "storage", key ? json_text(key, strlen(key)) : json_string(addr));
+    typed(c, "storage");
+    str_field(c, "dtype", sdict_dtype_name(dt));
+    int_field(c, "numel", (long long)numel);
+    int_field(c, "nbytes", (long long)nbytes);
+    str_field(c, "device", sdict_storage_location(s));
+    storage_field(c, s);
     int64_t shape[1] = {numel}, stride[1] = {1};
     sdict_tensor t;
     memset(&t, 0, sizeof t);
@@ -387,52 +446,11 @@ static json_t *storage_node(dump_ctx *c, const sdict_value *v) {
     t.shape = shape;
     t.stride = stride;
     t.storage = s;
-    struct sha256_ctx h;
-    sha256_init(&h);
-    sdict_status st = hash_tensor(&t, &h, &c->err);
-    if (st != SDICT_OK) {
-        if (c->st == SDICT_OK)
-            c->st = st;
-        json_object_set_new(o, "sha256", json_null());
-        return o;
-    }
-    uint8_t digest[SHA256_DIGEST_SIZE];
-    char hex[2 * SHA256_DIGEST_SIZE + 1];
-    sha256_digest(&h, sizeof digest, digest);
-    for (size_t i = 0; i < sizeof digest; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    json_object_set_new(o, "sha256", json_string(hex));
-    return o;
+    sha256_field(c, &t);
+    cli_jw_close(&c->w, '}');
 }
 
-static json_t *items_of(dump_ctx *c, const sdict_value *v, int depth) {
-    json_t *a = json_array();
-    size_t n = sdict_seq_len(v);
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, node(c, sdict_seq_item(v, i), depth + 1));
-    return a;
-}
-
-static json_t *dict_items(dump_ctx *c, const sdict_value *d, int depth, bool key_nodes) {
-    json_t *a = json_array();
-    size_t n = sdict_dict_len(d);
-    for (size_t i = 0; i < n; i++) {
-        json_t *pair = json_array();
-        const sdict_value *k = sdict_dict_key(d, i);
-        if (key_nodes) {
-            json_array_append_new(pair, node(c, k, depth + 1));
-        } else { /* attrs: plain attribute names */
-            size_t len = 0;
-            const char *s = sdict_str_get(k, &len);
-            json_array_append_new(pair, s ? json_text(s, len) : node(c, k, depth + 1));
-        }
-        json_array_append_new(pair, node(c, sdict_dict_val(d, i), depth + 1));
-        json_array_append_new(a, pair);
-    }
-    return a;
-}
-
-static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
+static void node(dump_ctx *c, const sdict_value *v, int depth) {
     if (depth > CLI_MAX_DEPTH) {
         if (c->st == SDICT_OK) {
             c->st = SDICT_E_LIMIT;
@@ -441,32 +459,49 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
             snprintf(c->err.message, sizeof c->err.message,
                      "tree nested deeper than %d (cyclic?)", CLI_MAX_DEPTH);
         }
-        return typed("none");
+        typed(c, "none");
+        cli_jw_close(&c->w, '}');
+        return;
     }
     sdict_kind k = sdict_value_kind(v);
-    json_t *o = typed(sdict_kind_name(k));
     switch (k) {
-    case SDICT_KIND_NONE:
+    case SDICT_KIND_TENSOR:
+        tensor_node(c, v, depth);
+        return;
+    case SDICT_KIND_SPARSE:
+        sparse_node(c, v, depth);
+        return;
+    case SDICT_KIND_NESTED:
+        nested_node(c, v, depth);
+        return;
+    case SDICT_KIND_STORAGE:
+        storage_node(c, v);
+        return;
+    default:
         break;
+    }
+    typed(c, sdict_kind_name(k));
+    switch (k) {
     case SDICT_KIND_BOOL:
-        json_object_set_new(o, "value", json_boolean(sdict_bool_get(v)));
+        bool_field(c, "value", sdict_bool_get(v));
         break;
     case SDICT_KIND_INT: {
         cli_buf b;
         buf_init(&b);
         fmt_int(&b, v);
-        json_object_set_new(o, "value", json_string(b.s ? b.s : ""));
+        cli_jw_key(&c->w, "value");
+        cli_jw_str(&c->w, b.s, b.len);
         buf_free(&b);
         break;
     }
     case SDICT_KIND_FLOAT:
-        json_object_set_new(o, "value", float_json(sdict_float_get(v)));
+        float_field(c, "value", sdict_float_get(v));
         break;
     case SDICT_KIND_COMPLEX: {
         double re, im;
         sdict_complex_get(v, &re, &im);
-        json_object_set_new(o, "real", float_json(re));
-        json_object_set_new(o, "imag", float_json(im));
+        float_field(c, "real", re);
+        float_field(c, "imag", im);
         break;
     }
     case SDICT_KIND_DEVICE: {
@@ -477,72 +512,67 @@ static json_t *node(dump_ctx *c, const sdict_value *v, int depth) {
             snprintf(text, sizeof text, "%s:%lld", type, (long long)index);
         else
             snprintf(text, sizeof text, "%s", type);
-        json_object_set_new(o, "value", json_string(text));
+        str_field(c, "value", text);
         break;
     }
     case SDICT_KIND_QSCHEME:
-        json_object_set_new(o, "value", json_string(sdict_qscheme_name(sdict_qscheme_value_get(v))));
+        str_field(c, "value", sdict_qscheme_name(sdict_qscheme_value_get(v)));
         break;
     case SDICT_KIND_LAYOUT:
-        json_object_set_new(o, "value", json_string(sdict_layout_name(sdict_layout_value_get(v))));
+        str_field(c, "value", sdict_layout_name(sdict_layout_value_get(v)));
         break;
     case SDICT_KIND_STR: {
         size_t len = 0;
         const char *s = sdict_str_get(v, &len);
-        json_object_set_new(o, "value", json_text(s, s ? len : 0));
+        cli_jw_key(&c->w, "value");
+        cli_jw_str(&c->w, s, len);
         break;
     }
     case SDICT_KIND_BYTES: {
         size_t len = 0;
         const unsigned char *p = sdict_bytes_get(v, &len);
-        char *hex = malloc(2 * len + 1);
-        if (!hex) {
-            c->st = SDICT_E_NOMEM;
-            break;
-        }
-        hex[0] = '\0';
+        cli_jw_key(&c->w, "hex");
+        buf_putn(&c->w.b, "\"", 1);
         for (size_t i = 0; i < len; i++)
-            snprintf(hex + 2 * i, 3, "%02x", p[i]);
-        json_object_set_new(o, "hex", json_string(hex));
-        free(hex);
+            buf_printf(&c->w.b, "%02x", p[i]);
+        buf_putn(&c->w.b, "\"", 1);
         break;
     }
     case SDICT_KIND_DTYPE:
-        json_object_set_new(o, "value", json_string(sdict_dtype_name(sdict_dtype_value_get(v))));
+        str_field(c, "value", sdict_dtype_name(sdict_dtype_value_get(v)));
         break;
     case SDICT_KIND_LIST:
     case SDICT_KIND_TUPLE:
-    case SDICT_KIND_SET:
+    case SDICT_KIND_SET: {
         if (sdict_value_pytype(v) == SDICT_PYTYPE_FROZENSET)
-            json_object_set_new(o, "frozenset", json_true());
-        json_object_set_new(o, "items", items_of(c, v, depth));
-        break;
-    case SDICT_KIND_DICT: {
-        json_object_set_new(o, "ordered", json_boolean(sdict_dict_is_ordered(v)));
-        if ((sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER))
-            json_object_set_new(o, "counter", json_true());
-        json_object_set_new(o, "items", dict_items(c, v, depth, true));
-        const sdict_value *attrs = sdict_dict_attrs(v);
-        if (attrs)
-            json_object_set_new(o, "attrs", dict_items(c, attrs, depth, false));
+            bool_field(c, "frozenset", true);
+        size_t n = sdict_seq_len(v);
+        cli_jw_key(&c->w, "items");
+        cli_jw_open(&c->w, '[');
+        for (size_t i = 0; i < n; i++) {
+            cli_jw_item(&c->w);
+            node(c, sdict_seq_item(v, i), depth + 1);
+        }
+        cli_jw_close(&c->w, ']');
         break;
     }
-    case SDICT_KIND_TENSOR:
-        json_decref(o);
-        return tensor_node(c, v, depth);
-    case SDICT_KIND_SPARSE:
-        json_decref(o);
-        return sparse_node(c, v, depth);
-    case SDICT_KIND_NESTED:
-        json_decref(o);
-        return nested_node(c, v, depth);
-    case SDICT_KIND_STORAGE:
-        json_decref(o);
-        return storage_node(c, v);
+    case SDICT_KIND_DICT: {
+        bool_field(c, "ordered", sdict_dict_is_ordered(v));
+        if (sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER)
+            bool_field(c, "counter", true);
+        cli_jw_key(&c->w, "items");
+        dict_items(c, v, depth, true);
+        const sdict_value *attrs = sdict_dict_attrs(v);
+        if (attrs) {
+            cli_jw_key(&c->w, "attrs");
+            dict_items(c, attrs, depth, false);
+        }
+        break;
+    }
     default:
         break;
     }
-    return o;
+    cli_jw_close(&c->w, '}');
 }
 
 int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
@@ -552,23 +582,24 @@ int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
         return CLI_EXIT_BAD_INPUT;
     dump_ctx c;
     memset(&c, 0, sizeof c);
-    json_t *root = json_object();
-    json_object_set_new(root, "format", json_string(sdict_format_name(sdict_doc_format(doc))));
-    json_object_set_new(root, "byteorder", json_string(sdict_doc_big_endian(doc) ? "big" : "little"));
-    json_object_set_new(root, "root", node(&c, sdict_doc_root(doc), 0));
-    int rc = CLI_EXIT_OK;
+    /* streamed as it is walked: a file of many small values must not become a document tree
+       in memory many times its size */
+    cli_jw_init(&c.w, stdout, args->pretty ? 2 : 0);
+    cli_jw_open(&c.w, '{');
+    str_field(&c, "format", sdict_format_name(sdict_doc_format(doc)));
+    str_field(&c, "byteorder", sdict_doc_big_endian(doc) ? "big" : "little");
+    node_field(&c, "root", sdict_doc_root(doc), 0);
+    cli_jw_close(&c.w, '}');
+    if (c.st == SDICT_OK)
+        cli_jw_raw(&c.w, "\n");
+    int rc = cli_jw_finish(&c.w) == 0 ? CLI_EXIT_OK : CLI_EXIT_BAD_INPUT;
     if (c.st != SDICT_OK) {
         if (c.err.code == SDICT_OK)
             c.err.code = c.st;
         snprintf(c.err.file, sizeof c.err.file, "%s", args->pos[0]);
         cli_report_error(c.st, &c.err);
         rc = CLI_EXIT_BAD_INPUT;
-    } else if (cli_json_dump(root, stdout, args->pretty ? 2 : 0) != 0) {
-        rc = CLI_EXIT_BAD_INPUT;
-    } else {
-        fputc('\n', stdout);
     }
-    json_decref(root);
     digest_cache_free(&c.digests);
     cli_forget_ints();
     sdict_doc_free(doc);

@@ -882,15 +882,80 @@ static void json_put(cli_buf *b, const json_t *j, int indent, int depth) {
     }
 }
 
+/* Writes what the buffer holds once it passes 64 KiB (or always, when force): memory stays
+   bounded by the largest single value, not the document. */
+static void jw_flush(cli_jw *w, bool force) {
+    if (!w->b.len || (!force && w->b.len < ((size_t)64 << 10)))
+        return;
+    if (fwrite(w->b.s, 1, w->b.len, w->f) != w->b.len)
+        w->failed = true;
+    buf_truncate(&w->b, 0);
+}
+
+void cli_jw_init(cli_jw *w, FILE *f, int indent) {
+    memset(w, 0, sizeof *w);
+    buf_init(&w->b);
+    w->f = f;
+    w->indent = indent;
+    w->first = true;
+}
+
+void cli_jw_open(cli_jw *w, char ch) {
+    buf_putn(&w->b, &ch, 1);
+    w->depth++;
+    w->first = true;
+}
+
+void cli_jw_close(cli_jw *w, char ch) {
+    w->depth--;
+    if (!w->first)
+        json_newline(&w->b, w->indent, w->depth);
+    buf_putn(&w->b, &ch, 1);
+    w->first = false; /* the container just closed was a member of the one around it */
+    jw_flush(w, false);
+}
+
+void cli_jw_item(cli_jw *w) {
+    if (!w->first)
+        buf_puts(&w->b, w->indent > 0 ? "," : ", ");
+    w->first = false;
+    json_newline(&w->b, w->indent, w->depth);
+}
+
+void cli_jw_key(cli_jw *w, const char *key) {
+    cli_jw_item(w);
+    json_put_string(&w->b, key, strlen(key));
+    buf_puts(&w->b, ": ");
+}
+
+void cli_jw_str(cli_jw *w, const char *s, size_t n) {
+    json_put_string(&w->b, s ? s : "", s ? n : 0);
+}
+
+void cli_jw_raw(cli_jw *w, const char *text) {
+    buf_puts(&w->b, text);
+}
+
+void cli_jw_int(cli_jw *w, long long v) {
+    buf_printf(&w->b, "%lld", v);
+}
+
+void cli_jw_json(cli_jw *w, const json_t *j) {
+    json_put(&w->b, j, w->indent, w->depth);
+    jw_flush(w, false);
+}
+
+int cli_jw_finish(cli_jw *w) {
+    jw_flush(w, true);
+    buf_free(&w->b);
+    return w->failed ? -1 : 0;
+}
+
 int cli_json_dump(const json_t *j, FILE *f, int indent) {
-    cli_buf b;
-    buf_init(&b);
-    json_put(&b, j, indent, 0);
-    buf_putn(&b, "", 0);
-    size_t w = fwrite(b.s, 1, b.len, f);
-    int rc = w == b.len ? 0 : -1;
-    buf_free(&b);
-    return rc;
+    cli_jw w;
+    cli_jw_init(&w, f, indent);
+    cli_jw_json(&w, j);
+    return cli_jw_finish(&w);
 }
 
 /*==================================================================================================
