@@ -1130,6 +1130,18 @@ static bool tar_header(const uint8_t *h, tar_hdr *t, const char **why) {
     return true;
 }
 
+/* A member name for messages: printable ASCII kept, other bytes as \xNN (a name may be any
+   bytes, even a pickle). */
+static const char *tar_printable(const char *name, char *buf, size_t n) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < n; p++)
+        o += (size_t)(*p >= 0x20 && *p < 0x7f && *p != '\\'
+                          ? snprintf(buf + o, n - o, "%c", *p)
+                          : snprintf(buf + o, n - o, "\\x%02x", *p));
+    buf[o] = '\0';
+    return buf;
+}
+
 /* What a member type is, for "ambiguous" messages. */
 static const char *tar_type_name(uint8_t type) {
     switch (type) {
@@ -1415,6 +1427,7 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
                               (unsigned long long)L->limits.max_records);
         tar_hdr th;
         const char *why = "";
+        char pn[96];
         if (!tar_header(h, &th, &why))
             return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
                               "ambiguous legacy tar: Python's tarfile (torch's reader) rejects "
@@ -1424,18 +1437,21 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
             return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
                               "ambiguous legacy tar: member '%s' is a %s; torch < 0.4 wrote only "
                               "regular files, and tarfile resolves such members in ways statedict "
-                              "does not follow", th.name, tar_type_name(th.type));
+                              "does not follow",
+                              tar_printable(th.name, pn, sizeof pn), tar_type_name(th.type));
         if (!th.plain || th.size < 0)
             return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
                               "ambiguous legacy tar: member '%s' has a number field that is not "
                               "plain octal (signed, 0o prefix, underscores or base-256), which "
-                              "only Python's tarfile interprets", th.name);
+                              "only Python's tarfile interprets",
+                              tar_printable(th.name, pn, sizeof pn));
         uint64_t size = (uint64_t)th.size;
         if (size > L->src->size - off - 512 || size > SIZE_MAX - 1)
             return sdict__err(err, SDICT_E_TRUNCATED, "tar", (int64_t)off,
                               "tar member '%s' of %llu bytes runs past the end of the file (a tar "
                               "torch's tarfile cannot finish: it would read the file as a "
-                              "magic-number stream instead)", th.name, (unsigned long long)size);
+                              "magic-number stream instead)",
+                              tar_printable(th.name, pn, sizeof pn), (unsigned long long)size);
         for (size_t i = 0; i < 4; i++)
             if (strcmp(th.name, want[i]) == 0) {
                 if (mem[i].present)
