@@ -162,6 +162,33 @@ def cases(marker):
          "protocol 3 '__builtin__.set': Python has no such module, statedict now refuses it")
     return out
 
+def agreements():
+    """Pickle rules statedict matches exactly: torch.load and `statedict ls` give the same value.
+    MEMOIZE stores at len(memo), so after PUT 1 it overwrites slot 1 ({'a': 7}, not {'a': []});
+    protocol 2 renames __builtin__.set to builtins.set (an empty set either way)."""
+    fails = 0
+    memo = b'\x80\x04]q\x01' + b'0' + b'K\x07\x94' + b'0' + b'}\x8c\x01ah\x01s.'
+    b2 = P2 + b'}' + U('s') + G('__builtin__', 'set') + b']\x85R' + SETITEM + STOP
+    for name, obj, want_torch, want_ls in [('memoize_after_put', memo, "{'a': 7}", 'a'),
+                                           ('builtin_set_proto2', b2, "{'s': set()}", 's')]:
+        with tempfile.TemporaryDirectory(prefix='sd') as d:
+            path = os.path.join(d, name + '.pt')
+            with open(path, 'wb') as f:
+                f.write(MAGIC + PROTO + SYSINFO + obj + KEYS)
+            rc, out, err = run([sys.executable, '-c',
+                                'import sys, torch\nprint(torch.load(sys.argv[1]))', path])
+            rc2, out2, err2 = run([STATEDICT, 'ls', path])
+            ok = rc == 0 and out.strip() == want_torch and rc2 == 0
+            if name == 'memoize_after_put':
+                ok = ok and any(l.split()[:3] == ['a', 'int', '7'] for l in out2.splitlines())
+            else:
+                ok = ok and any(l.split()[:1] == ['s'] and 'set' in l for l in out2.splitlines())
+            print('%-28s %s  (torch: %s; statedict ls: %s)' % (
+                name, 'ok' if ok else 'FAIL', out.strip() or err.strip()[-200:],
+                ' | '.join(out2.strip().splitlines()) or err2.strip()))
+            fails += not ok
+    return fails
+
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, timeout=120)
     return r.returncode, r.stdout.decode(errors='replace'), r.stderr.decode(errors='replace')
@@ -206,6 +233,7 @@ def main():
             for p in problems:
                 print('    ' + p)
             fails += bool(problems)
+    fails += agreements()
     print('%d cases, %d failed' % (n, fails))
     return 1 if fails else 0
 
