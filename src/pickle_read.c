@@ -280,7 +280,7 @@ typedef struct vm {
     tag *tags;
     size_t ntags, tcap;
     int proto;        /* the last PROTO's argument (0 without one), as CPython's self->proto */
-    size_t frame_end; /* end of the last FRAME (0: none) */
+    size_t frame_end; /* furthest end of the FRAMEs so far (0: none) */
 } vm;
 
 static sdict_status fail(vm *m, sdict_status code, const char *fmt, ...)
@@ -2235,7 +2235,8 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
             return sdict__err(m->err, SDICT_E_TRUNCATED, m->rec, m->off,
                               "FRAME: declares %llu bytes, only %zu remain",
                               (unsigned long long)fl, m->n - m->pos);
-        m->frame_end = m->pos + (size_t)fl;
+        if (m->pos + (size_t)fl > m->frame_end) /* a frame inside a frame: the outer end counts */
+            m->frame_end = m->pos + (size_t)fl;
         return SDICT_OK;
     }
     case OP_STOP:
