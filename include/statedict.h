@@ -62,7 +62,9 @@ typedef enum sdict_status {
     SDICT_E_INVALID_ARG,         /**< API misuse: NULL handle, wrong value kind, bad dimension */
     SDICT_E_NOT_FOUND,           /**< key, record or path not present */
     SDICT_E_TRUNCATED,           /**< input ends before a structure it declares */
-    SDICT_E_FORMAT,              /**< not a PyTorch file (unknown magic), or TorchScript archive */
+    SDICT_E_FORMAT,              /**< not a PyTorch file (unknown magic; the message names known
+                                      other types), a TorchScript archive, or ambiguous: torch
+                                      would read another structure from the same bytes */
     SDICT_E_ZIP_CORRUPT,         /**< zip structures inconsistent (EOCD, ZIP64, headers, overlap) */
     SDICT_E_ZIP_UNSUPPORTED,     /**< valid zip feature we do not read (encryption, multi-disk) */
     SDICT_E_CRC,                 /**< CRC-32 of a record differs from the central directory */

@@ -351,6 +351,10 @@ typedef struct sdict__unpickler {
     } *deferred;
     size_t n_deferred, cap_deferred;
     size_t consumed;              /* out: bytes used, through STOP */
+    /* Header pickles torch reads with a plain pickle.load (the legacy stream's magic number,
+       protocol, sys_info and key list; a tar's item counts): every global is refused, even
+       allow-listed ones and in scan mode. */
+    bool literals_only;
 } sdict__unpickler;
 
 /**

@@ -175,6 +175,7 @@ typedef struct loader {
     uint64_t alloc_budget;  /* legacy: payload bytes still possible after the pickles */
     bool verify_all;        /* sdict_verify: CRC-check every record, read or not */
     uint64_t inflated;      /* bytes inflated from deflated records so far */
+    bool literals;          /* the next pickle is a header pickle: literals only */
     bool win_truncated;     /* legacy: a pickle ran past the window (read more, retry) */
     const char *pkl_rec;    /* zip: the pickle record being run, for messages */
     char rec[200];          /* scratch record name */
@@ -216,6 +217,7 @@ static sdict_status run_pickle(loader *L, const uint8_t *data, size_t size, cons
         u.scan = true;
     }
     u.defer_checks = L->defer;
+    u.literals_only = L->literals;
     sdict_status st = sdict__unpickle(&u, out, err);
     if (consumed)
         *consumed = u.consumed;
@@ -967,8 +969,11 @@ static sdict_status legacy_pickle(loader *L, uint64_t *pos, const char *rec,
     if (*pos >= L->win_size)
         return sdict__err(err, SDICT_E_TRUNCATED, rec, -1, "file ends before the %s pickle",
                           rec + 7);
+    /* torch reads every pickle but the object's with a plain pickle.load */
+    L->literals = pl == refuse_persistent;
     sdict_status st = run_pickle(L, L->win + *pos, (size_t)(L->win_size - *pos), rec, pl, out,
                                  &used, err);
+    L->literals = false;
     if (st == SDICT_E_TRUNCATED && L->win_size < L->src->size)
         L->win_truncated = true;
     if (st == SDICT_OK)
@@ -1113,37 +1118,180 @@ static sdict_status load_legacy_windowed(loader *L, sdict_error *err) {
  MARK: Legacy tar (FORMAT.md 2.2)
 ==================================================================================================*/
 
-/* ustar magic, or a header whose checksum field matches its bytes (old v7 tars). */
-static bool tar_header_valid(const uint8_t *h) {
-    if (memcmp(h + 257, "ustar", 5) == 0)
-        return true;
-    uint64_t sum = 0, want = 0;
-    for (size_t i = 0; i < 512; i++)
-        sum += (i >= 148 && i < 156) ? ' ' : h[i];
-    size_t i = 148;
-    while (i < 156 && h[i] == ' ')
-        i++;
-    size_t digits = 0;
-    for (; i < 156 && h[i] >= '0' && h[i] <= '7'; i++, digits++)
-        want = want * 8 + (uint64_t)(h[i] - '0');
-    return digits > 0 && sum == want && sum != 8 * ' ';
+/* Python's tarfile (CPython 3.11, what torch's _legacy_load opens the file with) decides what is
+   a tar: torch tries tarfile first and reads the file as a magic-number stream when tarfile
+   raises. statedict reads a header exactly as tarfile's TarInfo.frombuf does, so both take the
+   same branch and see the same members; the forms tarfile accepts but statedict does not
+   interpret are refused as ambiguous by the caller. */
+
+/* Python's str.isspace() over ASCII. */
+static bool py_space(uint8_t c) {
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
 }
 
-/* Octal size field (12 bytes, NUL/space terminated); base-256 sizes are refused. */
-static bool tar_size(const uint8_t *f, uint64_t *out) {
-    uint64_t v = 0;
-    size_t i = 0, digits = 0;
-    while (i < 12 && f[i] == ' ')
-        i++;
-    for (; i < 12 && f[i] >= '0' && f[i] <= '7'; i++, digits++) {
-        if (v >> 60)
-            return false;
-        v = v * 8 + (uint64_t)(f[i] - '0');
+/* tarfile's nti(): a number field. Base-256 when the first byte is 0x80 or 0xff; otherwise the
+   text up to the first NUL, ASCII only, stripped of whitespace, read as Python's int(text or
+   "0", 8) (a sign, a 0o prefix and single underscores between digits are accepted). Returns
+   false where tarfile raises InvalidHeaderError. *plain is false for every form but bare octal
+   digits (and an empty field); *v saturates past int64. */
+static bool tar_nti(const uint8_t *f, size_t len, int64_t *v, bool *plain) {
+    *v = 0;
+    *plain = true;
+    if (f[0] == 0x80 || f[0] == 0xff) {
+        *plain = false;
+        uint64_t n = 0;
+        bool big = false;
+        for (size_t i = 1; i < len; i++) {
+            big |= (n >> 55) != 0;
+            n = (n << 8) | f[i];
+        }
+        if (f[0] == 0xff) /* -(256**(len-1) - n): only the sign matters once it is large */
+            *v = big || len > 8 ? INT64_MIN : (int64_t)n - ((int64_t)1 << (8 * (len - 1)));
+        else
+            *v = big || n > INT64_MAX ? INT64_MAX : (int64_t)n;
+        return true;
     }
-    if (i < 12 && f[i] != '\0' && f[i] != ' ')
+    size_t n = 0;
+    while (n < len && f[n] != 0)
+        n++;
+    for (size_t i = 0; i < n; i++)
+        if (f[i] >= 0x80)
+            return false; /* nts() decodes strictly as ASCII */
+    size_t a = 0, b = n;
+    while (a < b && py_space(f[a]))
+        a++;
+    while (b > a && py_space(f[b - 1]))
+        b--;
+    if (a == b)
+        return true; /* int("0", 8) */
+    bool neg = false;
+    if (f[a] == '+' || f[a] == '-') {
+        neg = f[a] == '-';
+        *plain = false;
+        a++;
+    }
+    bool prefix = b - a >= 2 && f[a] == '0' && (f[a + 1] == 'o' || f[a + 1] == 'O');
+    if (prefix) {
+        *plain = false;
+        a += 2;
+        if (a < b && f[a] == '_')
+            a++; /* one underscore may follow the prefix */
+    }
+    if (a == b)
         return false;
-    *out = v;
-    return digits > 0;
+    uint64_t val = 0;
+    bool big = false;
+    for (size_t i = a; i < b; i++) {
+        if (f[i] == '_') {
+            /* only between two digits */
+            if (i + 1 >= b || f[i + 1] < '0' || f[i + 1] > '7' || i == a)
+                return false;
+            *plain = false;
+            continue;
+        }
+        if (f[i] < '0' || f[i] > '7')
+            return false;
+        big |= (val >> 60) != 0;
+        val = val * 8 + (uint64_t)(f[i] - '0');
+    }
+    if (big || val > INT64_MAX)
+        *v = neg ? INT64_MIN : INT64_MAX;
+    else
+        *v = neg ? -(int64_t)val : (int64_t)val;
+    return true;
+}
+
+/* A tar header as tarfile reads it. */
+typedef struct tar_hdr {
+    char name[100 + 155 + 2]; /* tarfile's name: prefix + "/" + name, a directory's '/' stripped */
+    uint8_t type;             /* type flag; '5' for a v7 directory ('\0' with a trailing '/') */
+    int64_t size;
+    bool plain;               /* every number field is bare octal */
+} tar_hdr;
+
+/* TarInfo.frombuf: true when tarfile accepts the 512-byte block h as a member header (h is not
+   all zeros); else false with *why saying what tarfile rejects. */
+static bool tar_header(const uint8_t *h, tar_hdr *t, const char **why) {
+    static const struct { uint16_t off, len; const char *name; } fields[] = {
+        {100, 8, "mode"}, {108, 8, "uid"}, {116, 8, "gid"}, {124, 12, "size"},
+        {136, 12, "mtime"}, {329, 8, "devmajor"}, {337, 8, "devminor"}};
+    int64_t chk;
+    bool plain;
+    if (!tar_nti(h + 148, 8, &chk, &plain)) {
+        *why = "its checksum field is not a number";
+        return false;
+    }
+    /* calc_chksums: the checksum field counts as 8 spaces; bytes summed unsigned or signed */
+    int64_t us = 8 * ' ', ss = 8 * ' ';
+    for (size_t i = 0; i < 512; i++)
+        if (i < 148 || i >= 156) {
+            us += h[i];
+            ss += (int8_t)h[i];
+        }
+    if (chk != us && chk != ss) {
+        *why = "its header checksum is wrong";
+        return false;
+    }
+    t->plain = plain;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        int64_t v;
+        bool p;
+        if (!tar_nti(h + fields[i].off, fields[i].len, &v, &p)) {
+            *why = fields[i].off == 124 ? "its size field is not a number"
+                                        : "a number field (mode, ids, mtime, device) is invalid";
+            return false;
+        }
+        t->plain &= p;
+        if (fields[i].off == 124)
+            t->size = v;
+    }
+    t->type = h[156];
+    char name[101], prefix[156];
+    memcpy(name, h, 100);
+    name[100] = '\0';
+    memcpy(prefix, h + 345, 155);
+    prefix[155] = '\0';
+    size_t nl = strlen(name);
+    if (t->type == '\0' && nl && name[nl - 1] == '/')
+        t->type = '5'; /* old V7 directory */
+    if (t->type == '5')
+        while (nl && name[nl - 1] == '/')
+            name[--nl] = '\0';
+    if (prefix[0] && t->type != 'L' && t->type != 'K' && t->type != 'S')
+        snprintf(t->name, sizeof t->name, "%s/%s", prefix, name);
+    else
+        snprintf(t->name, sizeof t->name, "%s", name);
+    return true;
+}
+
+/* A member name for messages: printable ASCII kept, other bytes as \xNN (a name may be any
+   bytes, even a pickle). */
+static const char *tar_printable(const char *name, char *buf, size_t n) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < n; p++)
+        o += (size_t)(*p >= 0x20 && *p < 0x7f && *p != '\\'
+                          ? snprintf(buf + o, n - o, "%c", *p)
+                          : snprintf(buf + o, n - o, "\\x%02x", *p));
+    buf[o] = '\0';
+    return buf;
+}
+
+/* What a member type is, for "ambiguous" messages. */
+static const char *tar_type_name(uint8_t type) {
+    switch (type) {
+    case '1': return "hard link";
+    case '2': return "symbolic link";
+    case '3': case '4': return "device";
+    case '5': return "directory";
+    case '6': return "FIFO";
+    case '7': return "contiguous file (tarfile extracts it as a regular file)";
+    case 'x': case 'X': return "PAX extended header (it can rename or resize the next member)";
+    case 'g': return "PAX global header (it can rename or resize every later member)";
+    case 'L': return "GNU long name (it renames the next member)";
+    case 'K': return "GNU long link name";
+    case 'S': return "GNU sparse file";
+    default: return "member of an unknown type (tarfile extracts it as a regular file)";
+    }
 }
 
 /* A tar member: file offset and size of its data. */
@@ -1207,7 +1355,9 @@ static sdict_status tar_count(loader *L, const uint8_t *d, size_t n, const char 
                               const char *what, size_t max, int64_t *count, size_t *used,
                               sdict_error *err) {
     sdict_value *v;
+    L->literals = true; /* torch: num = pickle_module.load(f) */
     sdict_status st = run_pickle(L, d, n, rec, refuse_persistent, &v, used, err);
+    L->literals = false;
     if (st != SDICT_OK)
         return st;
     if (sdict_int_get(v, count) != SDICT_OK || *count < 0 || (uint64_t)*count > max)
@@ -1273,7 +1423,10 @@ static sdict_status tar_storages(loader *L, const uint8_t *d, size_t n, sdict_er
         return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos,
                           "malformed legacy tar: the storages member ends before its list of "
                           "storage views");
-    if ((st = run_pickle(L, d + pos, n - pos, rec, refuse_persistent, &v, &used, err)))
+    L->literals = true; /* storage_views = pickle_module.load(f) */
+    st = run_pickle(L, d + pos, n - pos, rec, refuse_persistent, &v, &used, err);
+    L->literals = false;
+    if (st != SDICT_OK)
         return st;
     if (sdict_value_kind(v) != SDICT_KIND_LIST && sdict_value_kind(v) != SDICT_KIND_TUPLE)
         return sdict__err(err, SDICT_E_FORMAT, rec, (int64_t)pos, "storage views are not a list");
@@ -1410,33 +1563,48 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
         for (size_t i = 0; i < 512 && zero; i++)
             zero = h[i] == 0;
         if (zero)
-            break; /* end-of-archive marker */
+            break; /* end-of-archive marker, where tarfile stops too */
         if (n >= L->limits.max_records)
             return sdict__err(err, SDICT_E_LIMIT, "tar", (int64_t)off,
                               "more than %llu tar members (max_records)",
                               (unsigned long long)L->limits.max_records);
-        uint64_t size;
-        if (!tar_header_valid(h) || !tar_size(h + 124, &size))
+        tar_hdr th;
+        const char *why = "";
+        char pn[96];
+        if (!tar_header(h, &th, &why))
             return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
-                              "malformed legacy tar: bad member header");
+                              "ambiguous legacy tar: Python's tarfile (torch's reader) rejects "
+                              "this member header (%s) and silently ends the archive here, "
+                              "ignoring what follows", why);
+        if (th.type != '0' && th.type != '\0')
+            return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
+                              "ambiguous legacy tar: member '%s' is a %s; torch < 0.4 wrote only "
+                              "regular files, and tarfile resolves such members in ways statedict "
+                              "does not follow",
+                              tar_printable(th.name, pn, sizeof pn), tar_type_name(th.type));
+        if (!th.plain || th.size < 0)
+            return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
+                              "ambiguous legacy tar: member '%s' has a number field that is not "
+                              "plain octal (signed, 0o prefix, underscores or base-256), which "
+                              "only Python's tarfile interprets",
+                              tar_printable(th.name, pn, sizeof pn));
+        uint64_t size = (uint64_t)th.size;
         if (size > L->src->size - off - 512 || size > SIZE_MAX - 1)
             return sdict__err(err, SDICT_E_TRUNCATED, "tar", (int64_t)off,
-                              "tar member of %llu bytes runs past the end of the file",
-                              (unsigned long long)size);
-        char name[101];
-        memcpy(name, h, 100);
-        name[100] = '\0';
-        const char *nm = strncmp(name, "./", 2) == 0 ? name + 2 : name;
-        if (h[156] == '0' || h[156] == '\0')
-            for (size_t i = 0; i < 4; i++)
-                if (strcmp(nm, want[i]) == 0) {
-                    if (mem[i].present)
-                        return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
-                                          "malformed legacy tar: two '%s' members", nm);
-                    mem[i].present = true;
-                    mem[i].off = off + 512;
-                    mem[i].size = size;
-                }
+                              "tar member '%s' of %llu bytes runs past the end of the file (a tar "
+                              "torch's tarfile cannot finish: it would read the file as a "
+                              "magic-number stream instead)",
+                              tar_printable(th.name, pn, sizeof pn), (unsigned long long)size);
+        for (size_t i = 0; i < 4; i++)
+            if (strcmp(th.name, want[i]) == 0) {
+                if (mem[i].present)
+                    return sdict__err(err, SDICT_E_FORMAT, "tar", (int64_t)off,
+                                      "ambiguous legacy tar: two '%s' members (tarfile's "
+                                      "getmember takes the last one)", th.name);
+                mem[i].present = true;
+                mem[i].off = off + 512;
+                mem[i].size = size;
+            }
         off += 512 + (size + 511) / 512 * 512;
     }
     for (size_t i = 0; i < 4; i++)
@@ -1474,6 +1642,107 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
 }
 
 /*==================================================================================================
+ MARK: Other file types (clearer answers)
+==================================================================================================*/
+
+/* Files people mistake for checkpoints, told apart by their first bytes: the answer says what the
+   file is and what to do instead of "not a PyTorch checkpoint". HTML entries match ignoring case
+   after leading whitespace and a UTF-8 byte-order mark. */
+static const struct {
+    const char *magic;
+    size_t len;
+    bool html;
+    const char *what;
+} foreign_types[] = {
+    {"version https://git-lfs.github.com/spec/", 40, false,
+     "a Git LFS pointer file, not the checkpoint: run `git lfs pull` in its repository (or "
+     "download the file itself)"},
+    {"<!doctype html", 14, true, NULL},
+    {"<html", 5, true, NULL},
+    {"<head", 5, true, NULL},
+    {"<body", 5, true, NULL},
+    {"GGUF", 4, false, "a GGUF file (llama.cpp), not a PyTorch checkpoint"},
+    {"\x93NUMPY", 6, false,
+     "a NumPy .npy array (numpy.save), not a PyTorch checkpoint: read it with numpy.load"},
+    {"\x89HDF\r\n\x1a\n", 8, false,
+     "an HDF5 file (Keras .h5 weights?), not a PyTorch checkpoint: read it with h5py or Keras"},
+    {"\x1f\x8b", 2, false, "gzip-compressed data, not a PyTorch checkpoint: decompress it first"},
+};
+
+static const char html_what[] = "an HTML page (a download error or login page?), not the "
+                                "checkpoint: download the file itself";
+
+/* What the input is when its first bytes h[0, n) (of a size-byte input) show another known file
+   type, else NULL. */
+static const char *sniff_foreign(const uint8_t *h, size_t n, uint64_t size) {
+    size_t skip = n >= 3 && memcmp(h, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+    while (skip < n && py_space(h[skip]))
+        skip++;
+    for (size_t i = 0; i < sizeof foreign_types / sizeof foreign_types[0]; i++) {
+        size_t at = foreign_types[i].html ? skip : 0, k = foreign_types[i].len;
+        if (n - at < k || at > n)
+            continue;
+        bool same = true;
+        for (size_t j = 0; j < k && same; j++) {
+            uint8_t c = h[at + j];
+            if (foreign_types[i].html && c >= 'A' && c <= 'Z')
+                c = (uint8_t)(c - 'A' + 'a');
+            same = c == (uint8_t)foreign_types[i].magic[j];
+        }
+        if (same)
+            return foreign_types[i].html ? html_what : foreign_types[i].what;
+    }
+    /* safetensors: u64 LE header length, then the JSON header */
+    if (n >= 9 && h[8] == '{') {
+        uint64_t hl = sdict__le64(h);
+        if (hl >= 2 && hl <= size - 8)
+            return "a safetensors file, not a PyTorch checkpoint: load it with the safetensors "
+                   "library (safetensors.torch.load_file)";
+    }
+    return NULL;
+}
+
+/* A zip torch.save did not write: what its first member's name says it is, or NULL. */
+static const char *sniff_foreign_zip(loader *L) {
+    uint8_t lh[30 + 64];
+    size_t k = L->src->size < sizeof lh ? (size_t)L->src->size : sizeof lh;
+    if (k < 30 || sdict__source_read(L->src, 0, lh, k, NULL, NULL) != SDICT_OK)
+        return NULL;
+    size_t nl = lh[26] | (size_t)lh[27] << 8;
+    if (nl > k - 30)
+        nl = k - 30;
+    const char *name = (const char *)lh + 30;
+    if (nl >= 4 && memcmp(name + nl - 4, ".npy", 4) == 0)
+        return "a NumPy .npz archive (numpy.savez), not a PyTorch checkpoint: read it with "
+               "numpy.load";
+    if ((nl == 11 && memcmp(name, "config.json", 11) == 0) ||
+        (nl == 13 && memcmp(name, "metadata.json", 13) == 0) ||
+        (nl == 16 && memcmp(name, "model.weights.h5", 16) == 0))
+        return "a Keras .keras archive, not a PyTorch checkpoint: load it with keras";
+    return NULL;
+}
+
+/* load_zip, with zips that are no torch archive named: NumPy and Keras archives by what they
+   hold, any other zip that lacks torch's records as "a zip archive, not torch.save's". */
+static sdict_status load_zip_named(loader *L, sdict_error *err) {
+    sdict_status st = load_zip(L, err);
+    if (st != SDICT_E_FORMAT && st != SDICT_E_ZIP_CORRUPT)
+        return st;
+    const char *what = sniff_foreign_zip(L);
+    if (what)
+        return sdict__err(err, SDICT_E_FORMAT, NULL, 0, "this is %s", what);
+    if (err && ((st == SDICT_E_FORMAT && strstr(err->message, " record") &&
+                 strncmp(err->message, "zip archive has no ", 19) == 0) ||
+                (st == SDICT_E_ZIP_CORRUPT && strstr(err->message, "expected \"<folder>/...\"")))) {
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "%s", err->message);
+        return sdict__err(err, SDICT_E_FORMAT, err->record[0] ? err->record : NULL, err->offset,
+                          "this is a zip archive but not one torch.save wrote: %s", msg);
+    }
+    return st;
+}
+
+/*==================================================================================================
  MARK: Entry points
 ==================================================================================================*/
 
@@ -1487,9 +1756,25 @@ static sdict_status load_any(loader *L, sdict_error *err) {
     if (st != SDICT_OK)
         return st;
     if (hn >= 4 && memcmp(head, "PK\x03\x04", 4) == 0)
-        return load_zip(L, err);
-    if (hn == 512 && tar_header_valid(head))
-        return load_tar(L, err);
+        return load_zip_named(L, err);
+    if (hn == 512) {
+        tar_hdr th;
+        const char *why = "";
+        bool zero = true;
+        for (size_t i = 0; i < 512 && zero; i++)
+            zero = head[i] == 0;
+        if (!zero && tar_header(head, &th, &why))
+            return load_tar(L, err);
+        /* tarfile rejects it, so torch reads a magic-number stream from the same bytes */
+        if (!zero && memcmp(head + 257, "ustar", 5) == 0)
+            return sdict__err(err, SDICT_E_FORMAT, "tar", 0,
+                              "ambiguous file: it starts with a ustar tar header, but %s, so "
+                              "Python's tarfile rejects it and torch reads the file as a "
+                              "magic-number pickle stream instead", why);
+    }
+    const char *what = sniff_foreign(head, hn, L->src->size);
+    if (what)
+        return sdict__err(err, SDICT_E_FORMAT, NULL, 0, "this is %s", what);
     return load_legacy_windowed(L, err);
 }
 

@@ -20,6 +20,7 @@
 */
 #define _POSIX_C_SOURCE 200809L /* newlocale, uselocale */
 #include "internal.h"
+#include "compat_pickle.h"
 
 #include <locale.h>
 #include <math.h>
@@ -282,6 +283,8 @@ typedef struct vm {
     hmap tagmap; /* value address -> index into tags */
     tag *tags;
     size_t ntags, tcap;
+    int proto;        /* the last PROTO's argument (0 without one), as CPython's self->proto */
+    size_t frame_end; /* furthest end of the FRAMEs so far (0: none) */
 } vm;
 
 static sdict_status fail(vm *m, sdict_status code, const char *fmt, ...)
@@ -955,7 +958,7 @@ static resolved resolve_global(const char *mod, size_t ml, const char *name, siz
     resolved r = {0};
     r.allowed = true;
     r.qscheme = -1;
-    bool builtins = eq(mod, ml, "builtins") || eq(mod, ml, "__builtin__");
+    bool builtins = eq(mod, ml, "builtins"); /* __builtin__ arrives renamed (compat_global) */
     bool np_multiarray = eq(mod, ml, "numpy.core.multiarray") || eq(mod, ml, "numpy._core.multiarray");
     char tmp[64];
     if (eq(mod, ml, "torch._utils")) {
@@ -1043,11 +1046,44 @@ static resolved resolve_global(const char *mod, size_t ml, const char *name, siz
     return r;
 }
 
+/* The (module, name) CPython's find_class imports: protocols 0-2 rename Python 2 modules and
+   names (fix_imports), by NAME_MAPPING first, then IMPORT_MAPPING (compat_pickle.h). */
+static void compat_global(const vm *m, const char **mod, size_t *ml, const char **name,
+                          size_t *nl) {
+    if (m->proto >= 3)
+        return;
+    for (size_t i = 0; i < sizeof compat_names / sizeof compat_names[0]; i++)
+        if (eq(*mod, *ml, compat_names[i].mod) && eq(*name, *nl, compat_names[i].name)) {
+            *mod = compat_names[i].to_mod;
+            *ml = strlen(*mod);
+            *name = compat_names[i].to_name;
+            *nl = strlen(*name);
+            return;
+        }
+    for (size_t i = 0; i < sizeof compat_modules / sizeof compat_modules[0]; i++)
+        if (eq(*mod, *ml, compat_modules[i].mod)) {
+            *mod = compat_modules[i].to_mod;
+            *ml = strlen(*mod);
+            return;
+        }
+}
+
 /* GLOBAL / STACK_GLOBAL / INST: report, then push the value the global stands for. For INST
-   (call_now) a refused global is an error even in scan mode, since INST calls it. */
+   (call_now) a refused global is an error even in scan mode, since INST calls it. Header
+   pickles (u->literals_only) refuse every global. */
 static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *name, size_t nl,
                                 bool call_now, sdict_value **out) {
+    const char *wmod = mod, *wname = name; /* as written, for messages */
+    size_t wml = ml, wnl = nl;
+    compat_global(m, &mod, &ml, &name, &nl);
+    char written[200] = "";
+    if (mod != wmod || name != wname)
+        snprintf(written, sizeof written, " (written '%.*s.%.*s', renamed by protocol %d's "
+                 "fix_imports)", (int)(wml > 80 ? 80 : wml), wmod, (int)(wnl > 80 ? 80 : wnl),
+                 wname, m->proto);
     resolved r = resolve_global(mod, ml, name, nl);
+    if (m->u->literals_only)
+        r.allowed = false;
     char *full = sdict__malloc(ml + nl + 2);
     if (!full)
         return nomem(m);
@@ -1059,10 +1095,15 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         m->u->on_global(m->u->ctx, full, full + ml + 1, r.allowed, m->off);
     full[ml] = '.';
     sdict_status st = SDICT_OK;
-    if (r.kind == G_STORAGE_UNKNOWN && !m->u->scan) {
+    if (m->u->literals_only) {
+        st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL,
+                  "global '%s'%s in a header pickle: torch reads it with an unrestricted "
+                  "pickle.load, so header pickles may hold only literals", full, written);
+    } else if (r.kind == G_STORAGE_UNKNOWN && !m->u->scan) {
         st = new_tagged(m, full, ml + nl + 1, G_STORAGE_UNKNOWN, out, NULL);
     } else if (!r.allowed && (!m->u->scan || call_now)) {
-        st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s' is not on the allow-list", full);
+        st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s'%s is not on the allow-list", full,
+                  written);
     } else if (r.is_dtype) {
         *out = sdict_dtype_value_new(m->doc, r.dtype);
         st = *out ? SDICT_OK : nomem(m);
@@ -2327,6 +2368,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         TRY(need_bytes(m, 1));
         if (p[m->pos] > 5)
             return fail(m, SDICT_E_PICKLE_OPCODE, "unsupported pickle protocol %u", p[m->pos]);
+        m->proto = p[m->pos];
         m->pos++;
         return SDICT_OK;
     case OP_FRAME: {
@@ -2338,9 +2380,19 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
             return sdict__err(m->err, SDICT_E_TRUNCATED, m->rec, m->off,
                               "FRAME: declares %llu bytes, only %zu remain",
                               (unsigned long long)fl, m->n - m->pos);
+        if (m->pos + (size_t)fl > m->frame_end) /* a frame inside a frame: the outer end counts */
+            m->frame_end = m->pos + (size_t)fl;
         return SDICT_OK;
     }
     case OP_STOP:
+        /* CPython reads a frame of 8 KiB or more from the file in one read, a smaller one from
+           its peek buffer: where the next pickle of a stream starts (the end of the frame, or
+           just after STOP) then depends on buffering, so a frame must end at its STOP. */
+        if (m->frame_end > m->pos)
+            return fail(m, SDICT_E_FORMAT,
+                        "ambiguous pickle: STOP at byte %llu inside a FRAME that runs to byte "
+                        "%llu (Python may go on reading after the frame, statedict after STOP)",
+                        (unsigned long long)m->off, (unsigned long long)m->frame_end);
         TRY(pop(m, result));
         *stop = true;
         return SDICT_OK;

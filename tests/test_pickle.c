@@ -287,6 +287,100 @@ static void test_consumed(void **state) {
     done(&r);
 }
 
+/* Records every global as "module.name;" (what the scan would list). */
+static char g_names[512];
+static void name_global(void *ctx, const char *module, const char *name, bool allowed,
+                        int64_t offset) {
+    (void)ctx, (void)allowed, (void)offset;
+    size_t n = strlen(g_names);
+    snprintf(g_names + n, sizeof g_names - n, "%s.%s;", module, name);
+}
+
+static sdict_status run_with(const void *data, size_t n, bool scan, bool literals, run *r) {
+    static sdict_limits lim;
+    lim = default_limits();
+    memset(r, 0, sizeof *r);
+    g_names[0] = '\0';
+    assert_int_equal(sdict_doc_new(&r->doc, NULL), SDICT_OK);
+    sdict__unpickler u = {.doc = r->doc, .data = data, .size = n, .record = "rec/data.pkl",
+                          .limits = &lim, .persistent_load = stub_load, .ctx = r,
+                          .on_global = name_global, .scan = scan, .literals_only = literals};
+    r->st = sdict__unpickle(&u, &r->v, &r->err);
+    r->consumed = u.consumed;
+    return r->st;
+}
+
+/* Where CPython's _pickle.c (as torch.load runs it) could read another structure (issue 11):
+   statedict matches it, or refuses the pickle as ambiguous. */
+static void test_cpython_differentials(void **state) {
+    (void)state;
+    run r;
+    int64_t i = 0;
+    /* MEMOIZE stores at len(memo), the count of set slots: after PUT 1 that is slot 1 again, so
+       GET 1 sees the 7 (CPython: {'a': 7}; a reader storing at max index + 1 would give []) */
+    static const char memo[] = "\x80\x04]q\x01" "0" "K\x07\x94" "0" "}\x8c\x01" "ah\x01s.";
+    assert_int_equal(run_with(memo, sizeof memo - 1, false, false, &r), SDICT_OK);
+    assert_int_equal(sdict_int_get(sdict_dict_get(r.v, "a"), &i), SDICT_OK);
+    assert_int_equal(i, 7);
+    done(&r);
+    /* a STOP before the end of its FRAME: the next pickle's start depends on buffering */
+    static const char frame[] = "\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.K\x02.";
+    assert_int_equal(run_with(frame, sizeof frame - 1, false, false, &r), SDICT_E_FORMAT);
+    assert_non_null(strstr(r.err.message, "ambiguous"));
+    assert_int_equal(r.err.offset, 13);
+    done(&r);
+    /* a frame ending at its STOP is fine; so is one that ends before it */
+    static const char frame_ok[] = "\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00K\x01.";
+    assert_int_equal(run_with(frame_ok, sizeof frame_ok - 1, false, false, &r), SDICT_OK);
+    assert_int_equal(r.consumed, sizeof frame_ok - 1);
+    done(&r);
+    /* fix_imports: protocols 0-2 rename __builtin__ (and copy_reg ...), 3+ do not */
+    static const char b2[] = "\x80\x02" "c__builtin__\nset\n]\x85R.";
+    assert_int_equal(run_with(b2, sizeof b2 - 1, false, false, &r), SDICT_OK);
+    assert_int_equal(sdict_value_kind(r.v), SDICT_KIND_SET);
+    assert_string_equal(g_names, "builtins.set;");
+    done(&r);
+    static const char b0[] = "c__builtin__\nset\n((lp0\ntR.";
+    assert_int_equal(run_with(b0, sizeof b0 - 1, false, false, &r), SDICT_OK);
+    assert_string_equal(g_names, "builtins.set;");
+    done(&r);
+    static const char b3[] = "\x80\x03" "c__builtin__\nset\n]\x85R.";
+    assert_int_equal(run_with(b3, sizeof b3 - 1, false, false, &r), SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    assert_string_equal(g_names, "__builtin__.set;");
+    done(&r);
+    /* a PROTO later in the pickle switches the renaming, as CPython's self->proto */
+    static const char late[] = "\x80\x02\x80\x03" "c__builtin__\nset\n]\x85R.";
+    assert_int_equal(run_with(late, sizeof late - 1, false, false, &r),
+                     SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    done(&r);
+    static const char cr[] = "\x80\x02" "ccopy_reg\n_reconstructor\n.";
+    assert_int_equal(run_with(cr, sizeof cr - 1, true, false, &r), SDICT_OK); /* scan */
+    assert_string_equal(g_names, "copyreg._reconstructor;");
+    done(&r);
+    static const char xr[] = "\x80\x02" "c__builtin__\nxrange\n.";
+    assert_int_equal(run_with(xr, sizeof xr - 1, true, false, &r), SDICT_OK);
+    assert_string_equal(g_names, "builtins.range;");
+    done(&r);
+    /* GLOBAL keeps a '\r' before the newline in the name (CPython strips only the '\n') */
+    static const char crlf[] = "\x80\x02" "ccollections\r\nOrderedDict\r\n)R.";
+    assert_int_equal(run_with(crlf, sizeof crlf - 1, false, false, &r),
+                     SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    assert_string_equal(g_names, "collections\r.OrderedDict\r;");
+    done(&r);
+    /* header pickles: literals only, allow-listed globals and scans included */
+    static const char od[] = "\x80\x02" "ccollections\nOrderedDict\n)R.";
+    assert_int_equal(run_with(od, sizeof od - 1, false, false, &r), SDICT_OK);
+    done(&r);
+    assert_int_equal(run_with(od, sizeof od - 1, false, true, &r), SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    assert_non_null(strstr(r.err.message, "only literals"));
+    done(&r);
+    assert_int_equal(run_with(od, sizeof od - 1, true, true, &r), SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    done(&r);
+    static const char lit[] = "\x80\x02}X\x01\x00\x00\x00" "a](K\x01\x88Ne\x85s.";
+    assert_int_equal(run_with(lit, sizeof lit - 1, false, true, &r), SDICT_OK);
+    done(&r);
+}
+
 /* Python 2 pickles: STRING / BINSTRING / SHORT_BINSTRING are latin-1, INT 01 is True, LONG
    text keeps big values, UNICODE escapes. */
 static void test_protocol0_text(void **state) {
@@ -899,6 +993,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpython_corpus),
         cmocka_unit_test(test_consumed),
+        cmocka_unit_test(test_cpython_differentials),
         cmocka_unit_test(test_protocol0_text),
         cmocka_unit_test(test_refused_globals),
         cmocka_unit_test(test_structure_errors),

@@ -430,6 +430,86 @@ add('tar_tensor_extent_huge', tar_case(tensors=P2 + I(1) + STOP + P2 + T(U('t1')
 add('tar_storage_count_lies', tar_case(storages=P2 + I(1) + STOP + P2 + T(U('1'), U('cpu'), G('torch', 'FloatStorage')) +
     STOP + struct.pack('<q', 1 << 40) + b'\0' * 16), 'SDICT_E_STORAGE,SDICT_E_TRUNCATED,SDICT_E_FORMAT')
 
+# ---- 8d. where torch's legacy reading sees another structure (issue 11) -------------------------
+# torch tries Python's tarfile first and, when it raises, reads a magic-number stream; tarfile's
+# getmember takes the last member of a name and follows links, PAX and GNU names. Each file is
+# refused as ambiguous (tests/torch/legacy_diff.py shows torch 1.13 running these payloads).
+AMB, FMT = 'ambiguous', 'SDICT_E_FORMAT'
+def thdr(name, size, typ=b'0', link=b'', prefix=b'', magic=b'ustar\x0000', size_field=None, chk='good',
+         pad=b'', mode=b'0000644\0'):
+    h = bytearray(512)
+    h[0:len(name)] = name; h[100:108] = mode; h[108:116] = b'0000000\0'; h[116:124] = b'0000000\0'
+    h[124:136] = size_field if size_field is not None else b'%011o\0' % size
+    h[136:148] = b'00000000000\0'; h[156:157] = typ; h[157:157 + len(link)] = link
+    h[257:265] = magic; h[345:345 + len(prefix)] = prefix; h[500:500 + len(pad)] = pad
+    h[148:156] = b' ' * 8
+    sm = sum(b - 256 if b > 127 else b for b in h) if chk == 'signed' else sum(h) + (chk == 'bad')
+    h[148:156] = b'%06o\0 ' % sm
+    return bytes(h)
+def tmem(name, data, **kw): return thdr(name, len(data), **kw) + data + b'\0' * (-len(data) % 512)
+EVIL = P2 + G('os', 'system') + T(U(CMD)) + REDUCE + STOP
+def tclean(pickle=tar_pickle, tensors=tar_case.__defaults__[0], storages=tar_storages):
+    return [tmem(b'sys_info', SYSINFO), tmem(b'pickle', pickle), tmem(b'tensors', tensors),
+            tmem(b'storages', storages)]
+TEND = b'\0' * 1024
+def tfile(*parts): return b''.join(parts) + TEND
+evil_name = P2 + G('os', 'system') + T(SU(CMD[:60])) + REDUCE + STOP
+assert len(evil_name) <= 100
+add('tar_bad_checksum_ustar', thdr(evil_name, 0, chk='bad') + tfile(*tclean()), FMT, AMB)
+add('tar_first_size_not_octal', thdr(evil_name, 0, size_field=b'0 1' + b'\0' * 9) + tfile(*tclean()), FMT, AMB)
+add('tar_first_chksum_text', thdr(b'sys_info', 0)[:148] + b'x12345\0 ' + thdr(b'sys_info', 0)[156:] + tfile(*tclean()),
+    FMT, AMB)
+add('tar_signed_checksum_payload', tfile(thdr(b'sys_info', len(SYSINFO), magic=b'\0' * 8, chk='signed', pad=b'\xff' * 4) +
+    SYSINFO + b'\0' * (-len(SYSINFO) % 512), tmem(b'pickle', EVIL), *tclean()[2:]), UNSAFE, 'os.system')
+add('tar_duplicate_pickle', tfile(*tclean(), tmem(b'pickle', EVIL)), FMT, AMB)
+for typ, tag in [(b'7', 'contiguous'), (b'Z', 'unknown'), (b'S', 'sparse'), (b'5', 'directory'), (b'6', 'fifo'),
+                 (b'3', 'chardev')]:
+    add('tar_type_%s_pickle' % tag, tfile(*tclean(), tmem(b'pickle', EVIL, typ=typ)), FMT, AMB)
+add('tar_v7_directory_slash', tfile(*tclean(), tmem(b'pickle/', b'', typ=b'\0')), FMT, AMB)
+pax = b'%d path=pickle\n' % (len(b' path=pickle\n') + 2)
+add('tar_pax_path', tfile(*tclean(), tmem(b'PaxHeader/zzz', pax, typ=b'x'), tmem(b'zzz', EVIL)), FMT, AMB)
+add('tar_pax_global', tfile(tmem(b'pax_global_header', b'15 size=99999\n', typ=b'g'), *tclean()), FMT, AMB)
+add('tar_gnu_longname', tfile(*tclean(), tmem(b'././@LongLink', b'pickle\0', typ=b'L'), tmem(b'zzz', EVIL)), FMT, AMB)
+add('tar_hardlink_pickle', tfile(tmem(b'evil', EVIL), *tclean(), thdr(b'pickle', 0, typ=b'1', link=b'evil')), FMT, AMB)
+add('tar_symlink_pickle', tfile(tmem(b'evil', EVIL), *tclean(), thdr(b'pickle', 0, typ=b'2', link=b'evil')), FMT, AMB)
+hidden = tmem(b'pickle', EVIL)
+add('tar_symlink_with_size', tfile(*tclean(), thdr(b'lnk', len(hidden), typ=b'2', link=b'x') + hidden), FMT, AMB)
+for field, tag in [(b'+0000000017\0', 'plus'), (b'0o000000017\0', '0o_prefix'), (b'00000_00017\0', 'underscore'),
+                   (b'\x80' + b'\0' * 10 + b'\x0f', 'base256'), (b'-0000000001\0', 'negative')]:
+    add('tar_size_%s' % tag, tfile(*tclean(), thdr(b'extra', 0, size_field=field) + b'\0' * 512), FMT, AMB)
+add('tar_later_mode_invalid', tfile(tmem(b'sys_info', SYSINFO), thdr(b'junk', 0, mode=b'0000999\0'), *tclean()[1:]),
+    FMT, AMB)
+add('tar_later_bad_checksum', tfile(tmem(b'sys_info', SYSINFO), thdr(b'junk', 0, chk='bad'), *tclean()[1:]), FMT, AMB)
+add('tar_first_member_past_eof', thdr(evil_name, 1 << 20) + b'\0' * 512, 'SDICT_E_TRUNCATED', 'magic-number stream')
+add('tar_prefix_pickle', tfile(tclean()[0], tmem(b'pickle', tar_pickle, prefix=b'x'), *tclean()[2:]), FMT,
+    "no 'pickle' member")
+add('tar_dot_slash_pickle', tfile(tclean()[0], tmem(b'./pickle', tar_pickle), *tclean()[2:]), FMT, "no 'pickle' member")
+add('tar_count_global', tfile(*tclean(tensors=P2 + G('collections', 'OrderedDict') + b')' + REDUCE + STOP)), UNSAFE,
+    'only literals')
+add('tar_views_global', tfile(*tclean(storages=tar_storages[:-len(P2 + EMPTY_LIST + STOP)] + P2 +
+                                      G('collections', 'OrderedDict') + b')' + REDUCE + STOP)), UNSAFE, 'only literals')
+# the magic-number stream: header pickles run with a plain pickle.load in torch
+plain_obj = P2 + EMPTY_DICT + U('epoch') + I(3) + SETITEM + STOP
+no_keys = P2 + EMPTY_LIST + STOP
+odict_pkl = P2 + ODICT + STOP
+add('stream_magic_global', legacy(plain_obj, magic=odict_pkl), UNSAFE, 'only literals')
+add('stream_protocol_global', legacy(plain_obj, proto=P2 + G('builtins', 'set') + b')' + REDUCE + STOP), UNSAFE,
+    'only literals')
+add('stream_sysinfo_global', legacy(plain_obj, sysinfo=odict_pkl), UNSAFE, 'only literals')
+add('stream_keys_payload', MAGIC + PROTO + SYSINFO + plain_obj + EVIL, UNSAFE, 'only literals')
+inner = MAGIC[2:] + PROTO + SYSINFO + plain_obj + no_keys
+frame = inner + b'\0' * (10000 - len(inner))
+add('stream_stop_inside_frame', b'\x80\x04\x95' + struct.pack('<Q', len(frame)) + frame + EVIL + SYSINFO + plain_obj +
+    no_keys, FMT, AMB)
+small = b'\x80\x04\x95' + struct.pack('<Q', 20) + EMPTY_DICT + STOP + b'\0' * 18
+add('pickle_stop_inside_small_frame', torch_zip(small), FMT, AMB)
+# _compat_pickle: protocols 0-2 rename Python 2 names, 3+ do not
+add('pickle_builtin_proto3', torch_zip(b'\x80\x03' + G('__builtin__', 'set') + b')' + REDUCE + STOP), UNSAFE,
+    "'__builtin__.set'")
+add('pickle_copy_reg_proto2', torch_zip(P2 + G('copy_reg', '_reconstructor') + b')' + REDUCE + STOP), UNSAFE,
+    "'copyreg._reconstructor' (written 'copy_reg._reconstructor'")
+add('pickle_global_crlf', torch_zip(P2 + b'ccollections\r\nOrderedDict\r\n)R' + STOP), UNSAFE, 'collections\\r')
+
 # ---- 8c. the constructors torch 2.x added, given wrong arguments --------------------------------
 TY, UN, DT = 'SDICT_E_PICKLE_TYPE', 'SDICT_E_UNSUPPORTED', 'SDICT_E_DTYPE'
 F = lambda x: b'G' + struct.pack('>d', x)                                          # BINFLOAT
@@ -634,21 +714,21 @@ add('storage_class_dotted', one(rt2_loc(U('cpu'), G('torch', 'os.FooStorage')), 
 add('storage_class_dunder', one(rt2_loc(U('cpu'), G('torch', '__Storage')), F16), UNSAFE)
 # frozensets are keys, but immutable; plain sets are not keys
 FS = G('builtins', 'frozenset') + T(EMPTY_LIST + MARK + I(1) + I(2) + b'e') + REDUCE
-add('frozenset_additems', P2 + FS + MARK + I(3) + b'\x90' + STOP, TYPE)
-add('set_as_key', P2 + EMPTY_DICT + G('builtins', 'set') + T(EMPTY_LIST) + REDUCE + I(1) + SETITEM + STOP, TYPE)
-add('frozenset_key_holding_list', P2 + EMPTY_DICT + G('builtins', 'frozenset') +
-    T(EMPTY_LIST + MARK + EMPTY_LIST + b'e') + REDUCE + I(1) + SETITEM + STOP, TYPE)
+add('frozenset_additems', torch_zip(P2 + FS + MARK + I(3) + b'\x90' + STOP), TYPE)
+add('set_as_key', torch_zip(P2 + EMPTY_DICT + G('builtins', 'set') + T(EMPTY_LIST) + REDUCE + I(1) + SETITEM + STOP), TYPE)
+add('frozenset_key_holding_list', torch_zip(P2 + EMPTY_DICT + G('builtins', 'frozenset') +
+    T(EMPTY_LIST + MARK + EMPTY_LIST + b'e') + REDUCE + I(1) + SETITEM + STOP), TYPE)
 # numpy under protocol 5: _frombuffer(buffer, dtype, shape, order)
 NPD = G('numpy', 'dtype') + T(U('i8'), FALSE, TRUE) + REDUCE + T(I(3), U('<'), NONE, NONE, NONE, I(-1), I(-1), I(0)) + BUILD
 def frombuf(buf, dtype=NPD, shape=T(I(2)), order=U('C'), mod='numpy.core.numeric'):
-    return b'\x80\x05' + EMPTY_DICT + U('a') + G(mod, '_frombuffer') + T(buf, dtype, shape, order) + REDUCE + SETITEM + STOP
+    return torch_zip(b'\x80\x05' + EMPTY_DICT + U('a') + G(mod, '_frombuffer') + T(buf, dtype, shape, order) + REDUCE + SETITEM + STOP)
 BA16 = b'\x96' + struct.pack('<Q', 16) + b'\0' * 16                               # BYTEARRAY8
 add('frombuffer_size_mismatch', frombuf(BA16, shape=T(I(3))), TYPE)
 add('frombuffer_bad_order', frombuf(BA16, order=U('K')), TYPE)
 add('frombuffer_out_of_band', frombuf(b'\x97'), 'SDICT_E_PICKLE_OPCODE,SDICT_E_UNSUPPORTED,' + TYPE)
 add('frombuffer_not_bytes', frombuf(EMPTY_LIST), TYPE)
 add('frombuffer_no_dtype', frombuf(BA16, dtype=U('i8')), 'SDICT_E_UNSUPPORTED,' + TYPE)
-add('frombuffer_three_args', b'\x80\x05' + G('numpy.core.numeric', '_frombuffer') + T(BA16, NPD, T(I(2))) + REDUCE + STOP, TYPE)
+add('frombuffer_three_args', torch_zip(b'\x80\x05' + G('numpy.core.numeric', '_frombuffer') + T(BA16, NPD, T(I(2))) + REDUCE + STOP), TYPE)
 add('frombuffer_negative_shape', frombuf(BA16, shape=T(I(-2))), 'SDICT_E_SHAPE,' + TYPE)
 add('frombuffer_wrong_module', frombuf(BA16, mod='numpy.core.fromnumeric'), UNSAFE)
 add('bytearray8_past_end', b'\x80\x05' + b'\x96' + struct.pack('<Q', 1 << 40) + STOP, 'SDICT_E_TRUNCATED,SDICT_E_LIMIT')
@@ -656,8 +736,23 @@ add('bytearray8_past_end', b'\x80\x05' + b'\x96' + struct.pack('<Q', 1 << 40) + 
 # ---- 9. not a checkpoint at all -------------------------------------------------------------------
 add('empty_file', b'', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')
 add('three_bytes', b'abc', 'SDICT_E_FORMAT,SDICT_E_TRUNCATED')
-add('html_error_page', b'<html><body>404</body></html>', 'SDICT_E_FORMAT')
-add('git_lfs_pointer', b'version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n', 'SDICT_E_FORMAT')
+add('html_error_page', b'<html><body>404</body></html>', 'SDICT_E_FORMAT', 'an HTML page')
+add('git_lfs_pointer', b'version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n', 'SDICT_E_FORMAT',
+    'git lfs pull')
+# ---- 9b. other file types, named (issue 11) -----------------------------------------------------
+FMT = 'SDICT_E_FORMAT'
+add('html_doctype_bom', b'\xef\xbb\xbf\n  <!DOCTYPE HTML>\n<title>Sign in</title>', FMT, 'an HTML page')
+st_hdr = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+add('safetensors_file', struct.pack('<Q', len(st_hdr)) + st_hdr + b'\0' * 4, FMT, 'safetensors')
+add('gguf_file', b'GGUF\x03\0\0\0' + b'\0' * 16, FMT, 'GGUF')
+npy = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }" + b' ' * 50 + b'\n'
+add('numpy_npy', npy + b'\0' * 4, FMT, 'NumPy .npy')
+add('numpy_npz', plain_zip({'x.npy': npy}), FMT, 'NumPy .npz')
+add('hdf5_keras_h5', b'\x89HDF\r\n\x1a\n' + b'\0' * 64, FMT, 'HDF5')
+add('keras_archive', plain_zip({'metadata.json': b'{}', 'config.json': b'{}'}), FMT, 'Keras')
+add('gzip_file', b'\x1f\x8b\x08\x00' + b'\0' * 16, FMT, 'gzip')
+add('zip_not_torch', plain_zip({'readme.txt': b'hi'}), FMT, 'not one torch.save wrote')
+add('zip_folder_not_torch', plain_zip({'docs/readme.txt': b'hi'}), FMT, 'not one torch.save wrote')
 
 # ---- 10. budget cases (issue 11): small files whose naive cost is huge --------------------------
 # Each is written to OUTDIR/budget_<case>.pt and listed in budget.tsv with what `statedict ls`
