@@ -228,6 +228,12 @@ bool sdict__value_numpy(const sdict_value *v, char *order, char *kind, uint8_t *
 void sdict__value_set_numpy(sdict_value *v, sdict_pytype t, char order, char kind, uint8_t size,
                             bool underscore_core);
 
+/** Marks v as possibly referenced from more than one place (the unpickler does it for every
+    value it stores in or fetches from the memo, and on DUP); values never marked are reachable
+    exactly once, so a walk needs to remember only marked ones. */
+void sdict__value_mark_shared(sdict_value *v);
+bool sdict__value_maybe_shared(const sdict_value *v);
+
 /** Freezes a list/tuple/set value being built by the unpickler into a tuple (TUPLE opcodes
     build a list then retag it). Only for values not yet shared. */
 void sdict__value_retag(sdict_value *v, sdict_kind kind);

@@ -2136,9 +2136,13 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
     const uint64_t max_values = tree_cap(m);
     size_t max = m->u->limits->max_depth, nf = 0, fcap = 64;
     frame *f = sdict__malloc(fcap * sizeof *f);
-    hmap seen = {0}; /* container address -> 1 in progress, 2 + expanded size when done */
+    /* container address -> 1 in progress, 2 + expanded size when done; only for containers
+       the unpickler may have referenced twice (sdict__value_maybe_shared): any other is
+       reached exactly once, so remembering it would only cost memory */
+    hmap seen = {0};
     sdict_status st = SDICT_OK;
-    if (!f || !hmap_put(&seen, (uint64_t)(uintptr_t)root, 1)) {
+    if (!f || (sdict__value_maybe_shared(root) &&
+               !hmap_put(&seen, (uint64_t)(uintptr_t)root, 1))) {
         st = nomem(m);
         goto out;
     }
@@ -2154,7 +2158,8 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
         }
         if (top->next == n_children(top->v)) {
             uint64_t size = top->size;
-            hmap_put(&seen, (uint64_t)(uintptr_t)top->v, 2 + size); /* key exists: cannot fail */
+            if (sdict__value_maybe_shared(top->v)) /* key exists: cannot fail */
+                hmap_put(&seen, (uint64_t)(uintptr_t)top->v, 2 + size);
             if (--nf)
                 f[nf - 1].size += size; /* both <= max_values: cannot overflow */
             continue;
@@ -2171,7 +2176,8 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             top->size += c ? leaf_size(c) : 0; /* <= 2^60 and size <= max_values: no overflow */
             continue;
         }
-        hent *e = hmap_find(&seen, (uint64_t)(uintptr_t)c);
+        bool shared = sdict__value_maybe_shared(c);
+        hent *e = shared ? hmap_find(&seen, (uint64_t)(uintptr_t)c) : NULL;
         if (e && e->val >= 2) {
             top->size += e->val - 2;
             continue;
@@ -2193,7 +2199,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             f = nfp;
             fcap *= 2;
         }
-        if (!hmap_put(&seen, (uint64_t)(uintptr_t)c, 1)) {
+        if (shared && !hmap_put(&seen, (uint64_t)(uintptr_t)c, 1)) {
             st = nomem(m);
             goto out;
         }
@@ -2231,6 +2237,7 @@ static sdict_status memo_put(vm *m, uint64_t idx) {
     if (avail(m) < 1)
         return fail(m, SDICT_E_PICKLE_STACK, "memo store with an empty stack");
     sdict_value *v = m->stack[m->sp - 1];
+    sdict__value_mark_shared(v);
     bool is_new = memo_raw(m, idx) == NULL;
     if (is_new && m->memo_count >= m->u->limits->max_memo)
         return fail(m, SDICT_E_LIMIT, "memo exceeds max_memo (%llu entries)",
@@ -2271,6 +2278,7 @@ static sdict_status memo_fetch(vm *m, uint64_t idx) {
     if (!v)
         return fail(m, SDICT_E_PICKLE_STACK, "memo slot %llu is not set",
                     (unsigned long long)idx);
+    sdict__value_mark_shared(v);
     return push(m, v);
 }
 
@@ -2424,6 +2432,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         return SDICT_OK;
     case OP_DUP:
         TRY(need_items(m, 1));
+        sdict__value_mark_shared(m->stack[m->sp - 1]);
         return push(m, m->stack[m->sp - 1]);
     case OP_NONE: return push(m, sdict_none_new(m->doc));
     case OP_NEWTRUE: return push(m, sdict_bool_new(m->doc, true));

@@ -26,6 +26,7 @@ enum {
     FLAG_ORDERED = 1, /* dict: collections.OrderedDict */
     FLAG_BIG = 2,     /* int: value in u.s as minimal little-endian two's complement bytes */
     FLAG_NP_UNDERSCORE_CORE = 4, /* numpy value pickled through numpy._core (numpy >= 2) */
+    FLAG_SHARED = 8,  /* the unpickler may have referenced it more than once (memo, DUP) */
 };
 
 #define INDEX_MIN 8      /* dicts/sets up to this many items are searched linearly */
@@ -986,6 +987,15 @@ void sdict__value_retag(sdict_value *v, sdict_kind kind) {
 /*==================================================================================================
  MARK: Dicts
 ==================================================================================================*/
+
+void sdict__value_mark_shared(sdict_value *v) {
+    if (v)
+        v->flags |= FLAG_SHARED;
+}
+
+bool sdict__value_maybe_shared(const sdict_value *v) {
+    return v && (v->flags & FLAG_SHARED);
+}
 
 sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered) {
     sdict_value *v = value_alloc(doc, SDICT_KIND_DICT);

@@ -876,6 +876,11 @@ budget('same_paths', torch_zip(dfib + b'h' + bytes([20]) + STOP), 'ok')
 # 100,000 keys, for `show` with a missing key
 keys = b''.join(U('layer%d.weight' % i) + I(i) + SETITEM for i in range(100000))
 budget('many_keys', torch_zip(P2 + EMPTY_DICT + keys + STOP), 'ok', key='layer5.weight')
+# value-dense files: every byte a value (300,000 empty dicts; 300,000 small ints), which a
+# command that held a document tree per value (dump) would turn into hundreds of megabytes
+budget('dense_dicts', torch_zip(P2 + EMPTY_LIST + MARK + EMPTY_DICT * 300000 + b'e' + STOP), 'ok', key='7')
+budget('dense_dicts_memoized', torch_zip(b'\x80\x04' + EMPTY_LIST + MARK + (EMPTY_DICT + b'\x94') * 200000 + b'e' + STOP), 'ok', key='7')
+budget('dense_ints', torch_zip(P2 + EMPTY_LIST + MARK + b'K\x07' * 300000 + b'e' + STOP), 'ok', key='7')
 with open(os.path.join(out, 'budget.tsv'), 'w') as f:
     for name, expect, key in budget_cases:
         f.write('%s\t%s\t%s\n' % (name, expect, key))

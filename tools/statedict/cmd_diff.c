@@ -482,11 +482,11 @@ static void describe(cli_buf *b, const sdict_value *v) {
     }
 }
 
-static void report_only(diff_ctx *c, const char *side, const leaf *l) {
+static void report_only(diff_ctx *c, const char *side, const char *path, const sdict_value *v) {
     cli_buf b;
     buf_init(&b);
-    describe(&b, l->v);
-    printf("only in %s: %s  %s\n", side, l->path, b.s);
+    describe(&b, v);
+    printf("only in %s: %s  %s\n", side, path, b.s);
     buf_free(&b);
     c->ndiff++;
 }
@@ -699,6 +699,23 @@ static bool load_leaves(sdict_doc *doc, leaves *l) {
     return false;
 }
 
+/* The walk of A: each leaf against B's leaf with the same path, or reported as only in A. */
+typedef struct diff_a {
+    diff_ctx c;
+    leaves *b;
+} diff_a;
+
+static void visit_a(void *ctx, const char *path, const sdict_value *v) {
+    diff_a *a = ctx;
+    leaf *m = lookup(a->b, path);
+    if (!m) {
+        report_only(&a->c, "A", path, v);
+        return;
+    }
+    m->matched = true;
+    compare_leaf(&a->c, path, v, m->v);
+}
+
 int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
     (void)cmd;
     sdict_doc *da = cli_load(args->pos[0], args);
@@ -710,36 +727,31 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
         sdict_doc_free(da);
         return CLI_EXIT_BAD_INPUT;
     }
-    leaves la, lb;
+    /* B's leaves are indexed by path; A's are compared as its walk reaches them, so only one
+       side's leaves are ever held */
+    leaves lb;
     int rc = CLI_EXIT_BAD_INPUT;
-    bool ok_a = load_leaves(da, &la);
-    bool ok_b = ok_a && load_leaves(db, &lb);
-    if (ok_a && ok_b) {
-        diff_ctx c = {0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}};
-        for (size_t i = 0; i < la.n; i++) {
-            leaf *m = lookup(&lb, la.items[i].path);
-            if (!m) {
-                report_only(&c, "A", &la.items[i]);
-                continue;
-            }
-            m->matched = true;
-            compare_leaf(&c, la.items[i].path, la.items[i].v, m->v);
+    if (load_leaves(db, &lb)) {
+        diff_a a = {{0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}}, &lb};
+        cli_buf path;
+        buf_init(&path);
+        bool ok = walk_leaves(sdict_doc_root(da), &path, true, visit_a, &a);
+        buf_free(&path);
+        diff_ctx *c = &a.c;
+        if (ok) {
+            for (size_t i = 0; i < lb.n; i++)
+                if (!lb.items[i].matched)
+                    report_only(c, "B", lb.items[i].path, lb.items[i].v);
+            if (c->ndiff)
+                printf("%zu difference%s\n", c->ndiff, c->ndiff == 1 ? "" : "s");
+            else if (!c->failed)
+                printf("no differences\n");
+            rc = c->failed ? CLI_EXIT_BAD_INPUT : c->ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
         }
-        for (size_t i = 0; i < lb.n; i++)
-            if (!lb.items[i].matched)
-                report_only(&c, "B", &lb.items[i]);
-        if (c.ndiff)
-            printf("%zu difference%s\n", c.ndiff, c.ndiff == 1 ? "" : "s");
-        else if (!c.failed)
-            printf("no differences\n");
-        rc = c.failed ? CLI_EXIT_BAD_INPUT : c.ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
-        free(c.cmps.ents);
-        free(c.cmps.index);
-    }
-    if (ok_a)
-        leaves_free(&la);
-    if (ok_b)
+        free(c->cmps.ents);
+        free(c->cmps.index);
         leaves_free(&lb);
+    }
     cli_forget_ints();
     sdict_doc_free(da);
     cli_forget_ints();
