@@ -993,9 +993,9 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
         if (proto || st == SDICT_E_PICKLE_UNSAFE_GLOBAL || st == SDICT_E_NOMEM ||
             st == SDICT_E_LIMIT || st == SDICT_E_IO || L->win_truncated)
             return st;
-        char why[sizeof err->message + 64];
-        snprintf(why, sizeof why, "no zip, tar or legacy magic-number header (%s)",
-                 err ? err->message : "not a pickle");
+        char why[sizeof err->message + 128];
+        snprintf(why, sizeof why, "no zip, tar or legacy magic-number header (reading it as a "
+                 "pickle stream fails at once: %s)", err ? err->message : "not a pickle");
         return not_torch(L, why, err);
     }
     uint8_t ib[16];

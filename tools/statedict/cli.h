@@ -141,6 +141,9 @@ void fmt_complex_repr(cli_buf *b, const sdict_value *v);
 void fmt_escaped(cli_buf *b, const char *s, size_t n);
 /** Appends the path component for a dict key: str as is, int decimal, other scalars repr. */
 void fmt_key(cli_buf *b, const sdict_value *key);
+/** The Python type a non-tensor value had, for listings: the kind's name ("int", "tuple"), or
+    "torch.Size", "frozenset", "bytearray", "Counter", "numpy.float64"... (buf holds the last). */
+const char *cli_type_name(const sdict_value *v, char buf[32]);
 /** "[6, 3, 5, 5]" from a shape/stride array. */
 void fmt_dims(cli_buf *b, const int64_t *d, int32_t n);
 

@@ -263,7 +263,8 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
         size_t kl = strlen(display_key(c->items[i].key));
         if (kl > wkey)
             wkey = kl;
-        const char *kind = sdict_kind_name(sdict_value_kind(c->items[i].v));
+        char tn[32];
+        const char *kind = cli_type_name(c->items[i].v, tn);
         size_t bytes = 0;
         buf_truncate(&shape, 0);
         if (tensor_summary(c->items[i].v, &kind, &shape, &bytes) ||
@@ -308,8 +309,9 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
                 storage_name(&b, st);
             }
         } else {
+            char tn[32];
             buf_printf(&b, "%-*s  %-*s  ", (int)wkey, display_key(c->items[i].key), (int)wdtype,
-                       sdict_kind_name(sdict_value_kind(v)));
+                       cli_type_name(v, tn));
             fmt_value(&b, v, 16);
         }
         while (b.len && b.s[b.len - 1] == ' ')

@@ -712,6 +712,30 @@ static bool walk_rec(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf
     return true;
 }
 
+const char *cli_type_name(const sdict_value *v, char buf[32]) {
+    char np[8];
+    switch (sdict_value_pytype(v)) {
+    case SDICT_PYTYPE_TORCH_SIZE: return "torch.Size";
+    case SDICT_PYTYPE_FROZENSET: return "frozenset";
+    case SDICT_PYTYPE_BYTEARRAY: return "bytearray";
+    case SDICT_PYTYPE_COUNTER: return "Counter";
+    case SDICT_PYTYPE_NUMPY_SCALAR:
+        if (sdict_value_numpy_dtype(v, np)) {
+            const char *base = np[1] == 'f' ? "float" : np[1] == 'i' ? "int"
+                             : np[1] == 'u' ? "uint" : np[1] == 'c' ? "complex" : NULL;
+            if (base)
+                snprintf(buf, 32, "numpy.%s%d", base, 8 * atoi(np + 2));
+            else
+                snprintf(buf, 32, "numpy.bool_");
+            return buf;
+        }
+        break;
+    default:
+        break;
+    }
+    return sdict_kind_name(sdict_value_kind(v));
+}
+
 bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx) {
     return walk_rec(v, path, inline_seqs, fn, ctx, 0);
 }
