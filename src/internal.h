@@ -216,9 +216,6 @@ void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian);
 /** Number of values created in the doc so far (for the max_values limit). */
 uint64_t sdict__doc_value_count(const sdict_doc *doc);
 
-/** True when the two values are equal as dict keys (kind and value; tuples elementwise). */
-bool sdict__value_key_equal(const sdict_value *a, const sdict_value *b);
-
 /** The numpy dtype of a numpy scalar or array value (byte order '<' '>' '|', kind 'f' 'i' 'u'
     'b' 'c', element size) and whether it was pickled through numpy._core (numpy >= 2) rather
     than numpy.core; false for other values. */

@@ -710,20 +710,6 @@ static size_t put_utf8(uint8_t *o, uint32_t c) {
     return 4;
 }
 
-/* Python 2 str bytes read as latin-1 (what torch.load(encoding='latin1') does): each byte is
-   one code point. */
-static sdict_status latin1_str(vm *m, const uint8_t *s, size_t len, sdict_value **out) {
-    uint8_t *buf = sdict__malloc(len * 2 + 1);
-    if (!buf)
-        return nomem(m);
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++)
-        o += put_utf8(buf + o, s[i]);
-    *out = sdict_str_new(m->doc, (const char *)buf, o);
-    sdict__free(buf);
-    return *out ? SDICT_OK : nomem(m);
-}
-
 static int hexval(int c) {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -734,7 +720,9 @@ static int hexval(int c) {
     return -1;
 }
 
-/* STRING: a quoted repr decoded with Python's escape_decode, then latin-1. */
+static sdict_status py2_str(vm *m, const uint8_t *s, size_t len, sdict_value **out);
+
+/* STRING: a quoted repr decoded with Python's escape_decode, then as a Python 2 str. */
 static sdict_status string_op(vm *m, const char *s, size_t len, sdict_value **out) {
     while (len && (s[len - 1] == '\r' || s[len - 1] == ' '))
         len--;
@@ -784,7 +772,7 @@ static sdict_status string_op(vm *m, const char *s, size_t len, sdict_value **ou
             }
         }
     }
-    sdict_status st = latin1_str(m, b, o, out);
+    sdict_status st = py2_str(m, b, o, out);
     sdict__free(b);
     return st;
 }
@@ -824,6 +812,22 @@ static size_t utf8_invalid_at(const uint8_t *s, size_t len) {
         i += n + 1;
     }
     return len;
+}
+
+/* Python 2 str bytes (STRING, BINSTRING, SHORT_BINSTRING): torch.load unpickles with
+   encoding='utf-8' (its default in 1.13 and 2.x), so they are decoded as bytes.decode('utf-8'):
+   well-formed UTF-8 without encoded surrogates, else torch raises UnicodeDecodeError. */
+static sdict_status py2_str(vm *m, const uint8_t *s, size_t len, sdict_value **out) {
+    size_t bad = utf8_invalid_at(s, len);
+    for (size_t i = 0; i + 1 < bad; i++)
+        if (s[i] == 0xED && s[i + 1] >= 0xA0)
+            bad = i;
+    if (bad != len)
+        return fail(m, SDICT_E_PICKLE_TYPE, "Python 2 str is not UTF-8: byte %zu of %zu is 0x%02x "
+                    "(torch.load decodes such strs with encoding='utf-8' and raises "
+                    "UnicodeDecodeError)", bad, len, s[bad]);
+    *out = sdict_str_new(m->doc, (const char *)s, len);
+    return *out ? SDICT_OK : nomem(m);
 }
 
 static sdict_status unicode_op(vm *m, const char *s, size_t len, sdict_value **out) {
@@ -1353,6 +1357,28 @@ static bool is_tensorish(const sdict_value *v) {
     return k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED;
 }
 
+/* Attributes of torch.Tensor itself (its properties and getset descriptors, torch 1.13 and
+   2.14: dir(torch.Tensor)). torch 2.x restores a tensor's state with setattr, so a state
+   setting one of these changes the tensor (its data, dtype, requires_grad...), while torch 1.13
+   ignores the state of a plain tensor: such a state is refused as ambiguous rather than kept as
+   an attribute. */
+static const char *const tensor_attr_names[] = {
+    "H", "T", "_backward_hooks", "_base", "_cdata", "_grad", "_grad_fn",
+    "_has_symbolic_sizes_strides", "_post_accumulate_grad_hooks", "_python_dispatch", "_version",
+    "data", "device", "dtype", "grad", "grad_dtype", "grad_fn", "imag", "is_cpu", "is_cuda",
+    "is_ipu", "is_leaf", "is_maia", "is_meta", "is_mkldnn", "is_mps", "is_mtia", "is_nested",
+    "is_ort", "is_quantized", "is_sparse", "is_sparse_csr", "is_vulkan", "is_xla", "is_xpu",
+    "itemsize", "layout", "mH", "mT", "name", "names", "nbytes", "ndim", "output_nr", "real",
+    "requires_grad", "retains_grad", "shape", "volatile", "__dict__", "__class__",
+};
+
+static bool is_tensor_attr(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof tensor_attr_names / sizeof tensor_attr_names[0]; i++)
+        if (strlen(tensor_attr_names[i]) == len && memcmp(tensor_attr_names[i], name, len) == 0)
+            return true;
+    return false;
+}
+
 /* A Python object state (its __dict__, or (__dict__ or None, slots dict or None)) merged into
    the str-keyed attribute dict *attrs, which is created when NULL and something is set. */
 static sdict_status state_attrs(vm *m, const sdict_value *state, const char *whose,
@@ -1376,6 +1402,13 @@ static sdict_status state_attrs(vm *m, const sdict_value *state, const char *who
             if (sdict_value_kind(key) != SDICT_KIND_STR)
                 return fail(m, SDICT_E_PICKLE_TYPE, "attribute name is %s, not a str",
                             kind_of(m, key));
+            size_t len = 0;
+            const char *name = sdict_str_get(key, &len);
+            if (strcmp(whose, "OrderedDict") != 0 && is_tensor_attr(name, len))
+                return fail(m, SDICT_E_PICKLE_TYPE,
+                            "ambiguous %s state: it sets '%s', an attribute of torch.Tensor "
+                            "itself, which torch 2.x assigns (changing the tensor) while torch "
+                            "1.13 ignores it", whose, name);
             if (!*attrs)
                 NEWV(*attrs, sdict_dict_new(m->doc, false));
             TRY(dict_put(m, *attrs, key, sdict_dict_val(d, k)));
@@ -2522,7 +2555,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         const uint8_t *data = p + m->pos;
         m->pos += (size_t)n;
         if (m->op == OP_SHORT_BINSTRING || m->op == OP_BINSTRING) {
-            TRY(latin1_str(m, data, (size_t)n, &v));
+            TRY(py2_str(m, data, (size_t)n, &v));
             return push(m, v);
         }
         if (m->op == OP_SHORT_BINUNICODE || m->op == OP_BINUNICODE || m->op == OP_BINUNICODE8) {

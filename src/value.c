@@ -707,26 +707,126 @@ static uint64_t hash_bytes(uint64_t seed, const uint8_t *p, size_t n) {
 
 static uint64_t hash_int64(int64_t i) { return smix((uint64_t)i ^ SDICT_KIND_INT); }
 
-/* Hash of a hashable key value; false when the value cannot be a dict key. Each kind has its
-   own seed so that True, 1 and 1.0 stay distinct keys. */
+/* Numbers as Python compares them as dict keys and set items: True == 1 == 1.0 == (1+0j), so
+   torch.load's dict {1: 'a', True: 'b', 1.0: 'c'} is {1: 'c'}. A number is an exact int64 (i),
+   a big int (p, n: minimal little-endian two's complement), or a double (d) that is no int64;
+   im is the imaginary part of a complex. */
+typedef struct num {
+    enum { NUM_I64, NUM_BIG, NUM_DBL } form;
+    int64_t i;
+    const uint8_t *p;
+    size_t n;
+    double d, im;
+} num;
+
+static bool is_number(const sdict_value *v) {
+    return v->kind == SDICT_KIND_BOOL || v->kind == SDICT_KIND_INT ||
+           v->kind == SDICT_KIND_FLOAT || v->kind == SDICT_KIND_COMPLEX;
+}
+
+static num num_of(const sdict_value *v) {
+    num x = {NUM_I64, 0, NULL, 0, 0.0, 0.0};
+    double d;
+    switch (v->kind) {
+    case SDICT_KIND_BOOL: x.i = v->u.b; return x;
+    case SDICT_KIND_INT:
+        if (v->flags & FLAG_BIG)
+            x.form = NUM_BIG, x.p = v->u.s.p, x.n = v->u.s.len;
+        else
+            x.i = v->u.i;
+        return x;
+    case SDICT_KIND_COMPLEX: d = v->u.c.re, x.im = v->u.c.im; break;
+    default: d = v->u.d; break;
+    }
+    /* an integral double within int64 is that int (-2^63 <= d < 2^63: the cast is defined) */
+    if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
+        x.i = (int64_t)d;
+    else
+        x.form = NUM_DBL, x.d = d;
+    return x;
+}
+
+/* The double a big int equals exactly, if there is one (at most 53 significant bits, below
+   2^1024). */
+static bool big_as_double(const uint8_t *p, size_t n, double *out) {
+    bool neg = n && (p[n - 1] & 0x80);
+    uint8_t mag[64];
+    if (n > sizeof mag)
+        return false;
+    int carry = 1; /* magnitude: two's complement negated when negative */
+    for (size_t k = 0; k < n; k++) {
+        int b = neg ? (uint8_t)~p[k] + carry : p[k];
+        carry = neg && b > 0xFF;
+        mag[k] = (uint8_t)b;
+    }
+    int hi = -1, lo = -1;
+    for (size_t k = 0; k < n * 8; k++)
+        if (mag[k / 8] >> (k % 8) & 1) {
+            if (lo < 0)
+                lo = (int)k;
+            hi = (int)k;
+        }
+    if (hi < 0 || hi >= 1024 || hi - lo >= 53)
+        return false;
+    uint64_t m = 0;
+    for (int k = hi; k >= lo; k--)
+        m = m << 1 | (uint64_t)(mag[k / 8] >> (k % 8) & 1);
+    *out = ldexp((double)m, lo) * (neg ? -1 : 1);
+    return true;
+}
+
+static uint64_t hash_double(double d) {
+    uint64_t b;
+    memcpy(&b, &d, 8);
+    return smix(b ^ ((uint64_t)SDICT_KIND_FLOAT << 56));
+}
+
+/* Equal numbers hash alike: an int64 by its value, a double by its bits, a big int by the
+   double it equals or else its bytes; a non-zero imaginary part is mixed in. */
+static uint64_t num_hash(const num *x) {
+    uint64_t h;
+    double d;
+    if (x->form == NUM_I64)
+        h = hash_int64(x->i);
+    else if (x->form == NUM_DBL)
+        h = hash_double(x->d);
+    else if (big_as_double(x->p, x->n, &d))
+        h = hash_double(d);
+    else
+        h = hash_bytes((uint64_t)SDICT_KIND_INT << 56 | 1, x->p, x->n);
+    return x->im == 0.0 ? h : smix(h ^ hash_double(x->im));
+}
+
+static bool num_equal(const num *a, const num *b) {
+    double d;
+    if (a->im != b->im)
+        return false;
+    if (a->form == b->form) {
+        switch (a->form) {
+        case NUM_I64: return a->i == b->i;
+        case NUM_DBL: return a->d == b->d;
+        default: return a->n == b->n && memcmp(a->p, b->p, a->n) == 0;
+        }
+    }
+    if (a->form == NUM_I64 || b->form == NUM_I64)
+        return false; /* an int64 never equals a big int or a double outside int64 */
+    const num *big = a->form == NUM_BIG ? a : b, *dbl = a->form == NUM_BIG ? b : a;
+    return big_as_double(big->p, big->n, &d) && d == dbl->d;
+}
+
+/* Hash of a hashable key value; false when the value cannot be a dict key. Keys equal in
+   Python hash alike (numbers: see num). */
 static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
     if (!v || depth > MAX_KEY_DEPTH)
         return false;
     uint64_t kind = v->kind;
-    switch (v->kind) {
-    case SDICT_KIND_NONE: *out = smix(0x4e6f6e65); return true;
-    case SDICT_KIND_BOOL: *out = smix((kind << 8) | v->u.b); return true;
-    case SDICT_KIND_INT:
-        *out = (v->flags & FLAG_BIG) ? hash_bytes(kind << 56 | 1, v->u.s.p, v->u.s.len)
-                                     : hash_int64(v->u.i);
-        return true;
-    case SDICT_KIND_FLOAT: {
-        double d = v->u.d == 0.0 ? 0.0 : v->u.d; /* -0.0 == 0.0 */
-        uint64_t b;
-        memcpy(&b, &d, 8);
-        *out = smix(b ^ (kind << 56));
+    if (is_number(v)) {
+        num x = num_of(v);
+        *out = num_hash(&x);
         return true;
     }
+    switch (v->kind) {
+    case SDICT_KIND_NONE: *out = smix(0x4e6f6e65); return true;
     case SDICT_KIND_STR:
     case SDICT_KIND_BYTES: *out = hash_bytes(kind, v->u.s.p, v->u.s.len); return true;
     case SDICT_KIND_DTYPE: *out = smix((kind << 32) | (uint64_t)v->u.dtype); return true;
@@ -736,11 +836,6 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
         *out = hash_bytes(kind ^ (uint64_t)v->u.dev.index, (const uint8_t *)v->u.dev.type,
                           strlen(v->u.dev.type));
         return true;
-    case SDICT_KIND_COMPLEX: {
-        double d[2] = {v->u.c.re == 0.0 ? 0.0 : v->u.c.re, v->u.c.im == 0.0 ? 0.0 : v->u.c.im};
-        *out = hash_bytes(kind, (const uint8_t *)d, sizeof d);
-        return true;
-    }
     case SDICT_KIND_SET: {
         /* a frozenset (Python's hash(frozenset) ignores order: so does this sum) */
         if (v->pytype != SDICT_PYTYPE_FROZENSET)
@@ -773,27 +868,24 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
 static bool key_equal(const sdict_value *a, const sdict_value *b, int depth) {
     if (a == b)
         return true;
-    if (!a || !b || a->kind != b->kind || depth > MAX_KEY_DEPTH)
+    if (!a || !b || depth > MAX_KEY_DEPTH)
+        return false;
+    if (is_number(a) && is_number(b)) {
+        num x = num_of(a), y = num_of(b);
+        return num_equal(&x, &y);
+    }
+    if (a->kind != b->kind)
         return false;
     switch (a->kind) {
     case SDICT_KIND_NONE: return true;
-    case SDICT_KIND_BOOL: return a->u.b == b->u.b;
-    case SDICT_KIND_INT:
-        if ((a->flags & FLAG_BIG) != (b->flags & FLAG_BIG))
-            return false; /* both normalised: a big int never equals an int64 */
-        if (!(a->flags & FLAG_BIG))
-            return a->u.i == b->u.i;
-        return a->u.s.len == b->u.s.len && memcmp(a->u.s.p, b->u.s.p, a->u.s.len) == 0;
     case SDICT_KIND_STR:
     case SDICT_KIND_BYTES:
         return a->u.s.len == b->u.s.len && memcmp(a->u.s.p, b->u.s.p, a->u.s.len) == 0;
-    case SDICT_KIND_FLOAT: return a->u.d == b->u.d;
     case SDICT_KIND_DTYPE: return a->u.dtype == b->u.dtype;
     case SDICT_KIND_QSCHEME:
     case SDICT_KIND_LAYOUT: return a->u.e == b->u.e;
     case SDICT_KIND_DEVICE:
         return a->u.dev.index == b->u.dev.index && strcmp(a->u.dev.type, b->u.dev.type) == 0;
-    case SDICT_KIND_COMPLEX: return a->u.c.re == b->u.c.re && a->u.c.im == b->u.c.im;
     case SDICT_KIND_TUPLE:
         if (a->u.seq.len != b->u.seq.len)
             return false;
@@ -816,10 +908,6 @@ static bool key_equal(const sdict_value *a, const sdict_value *b, int depth) {
         return true;
     default: return false;
     }
-}
-
-bool sdict__value_key_equal(const sdict_value *a, const sdict_value *b) {
-    return key_equal(a, b, 0);
 }
 
 /*==================================================================================================

@@ -381,11 +381,12 @@ static void test_cpython_differentials(void **state) {
     done(&r);
 }
 
-/* Python 2 pickles: STRING / BINSTRING / SHORT_BINSTRING are latin-1, INT 01 is True, LONG
-   text keeps big values, UNICODE escapes. */
+/* Python 2 pickles: STRING / BINSTRING / SHORT_BINSTRING are UTF-8 (torch.load's default
+   encoding='utf-8'; other bytes are refused, as torch raises), INT 01 is True, LONG text keeps
+   big values, UNICODE escapes. */
 static void test_protocol0_text(void **state) {
     (void)state;
-    static const char p[] = "(S'a\\xe9\\n\\'q'\nU\x02\xe9zT\x01\x00\x00\x00xI01\nI-42\n"
+    static const char p[] = "(S'a\\xc3\\xa9\\n\\'q'\nU\x03\xc3\xa9zT\x01\x00\x00\x00xI01\nI-42\n"
                             "L-1267650600228229401496703205376L\nF-2.5\nVh\\u00e9\\U0001f600\n"
                             "g0\nl.";
     /* g0 is unset: first check the failure, then the same pickle with a PUT */
@@ -393,19 +394,22 @@ static void test_protocol0_text(void **state) {
     unpickle(&r, p, sizeof p - 1, false);
     assert_int_equal(r.st, SDICT_E_PICKLE_STACK);
     done(&r);
-    static const char q[] = "(S'a\\xe9\\n\\'q'\np0\nU\x02\xe9zT\x01\x00\x00\x00xI01\nI-42\n"
+    static const char q[] = "(S'a\\xc3\\xa9\\n\\'q'\np0\nU\x03\xc3\xa9zT\x01\x00\x00\x00xI01\nI-42\n"
                             "L-1267650600228229401496703205376L\nF-2.5\nVh\\u00e9\\U0001f600\n"
                             "g0\nl.";
     unpickle(&r, q, sizeof q - 1, false);
     assert_int_equal(r.st, SDICT_OK);
     sbuf got = {0};
     canon(&got, r.v);
-    /* derived by hand: 'a\xe9\n\'q' -> "aé\n'q"; b'\xe9z' latin-1 -> "éz"; 2**100 negated */
+    /* derived by hand: 'a\xc3\xa9\n\'q' -> "aé\n'q"; b'\xc3\xa9z' -> "éz"; 2**100 negated */
     assert_string_equal(got.p, "L[s61c3a90a2771,sc3a97a,s78,T,i-42,"
                                "i-1267650600228229401496703205376,fc004000000000000,"
                                "s68c3a9f09f9880,s61c3a90a2771]");
     free(got.p);
     done(&r);
+    /* latin-1 bytes and encoded surrogates are no UTF-8 for bytes.decode('utf-8') */
+    FAIL("U\x01\xe9.", false, SDICT_E_PICKLE_TYPE, 0);
+    FAIL("S'\\xed\\xa0\\x80'\n.", false, SDICT_E_PICKLE_TYPE, 0);
 }
 
 /*------------------------------------------------------------------------------------------------

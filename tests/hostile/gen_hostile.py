@@ -662,6 +662,12 @@ add('from_type_func_os_system', fromtype(G('os', 'system'), G('torch', 'Tensor')
 add('from_type_nested', fromtype(G('torch._tensor', '_rebuild_from_type_v2'), G('torch', 'Tensor'),
                                  T(RT2, G('torch', 'Tensor'), V2ARGS, NONE), NONE), TY)
 add('from_type_class_storage', fromtype(RT2, G('torch', 'FloatStorage'), V2ARGS, NONE), UN)
+# a state naming an attribute of torch.Tensor itself: torch 2.x assigns it (replacing the data,
+# the dtype, requires_grad), torch 1.13 ignores it: ambiguous
+add('from_type_state_sets_data', fromtype(RT2, G('torch', 'Tensor'), V2ARGS,
+                                          EMPTY_DICT + U('data') + I(1) + SETITEM), TY, 'ambiguous')
+add('from_type_slots_set_requires_grad', fromtype(RT2, G('torch', 'Tensor'), V2ARGS,
+                                                  T(NONE, EMPTY_DICT + U('requires_grad') + TRUE + SETITEM)), TY, 'ambiguous')
 add('from_type_class_unknown', fromtype(RT2, G('torch', 'TensorSubclass'), V2ARGS, NONE), UNSAFE)
 add('from_type_state_list', fromtype(RT2, G('torch', 'Tensor'), V2ARGS, EMPTY_LIST), TY)
 add('from_type_attr_name_int', fromtype(RT2, G('torch', 'Tensor'), V2ARGS, EMPTY_DICT + I(1) + I(2) + SETITEM), TY)
@@ -878,6 +884,9 @@ keys = b''.join(U('layer%d.weight' % i) + I(i) + SETITEM for i in range(100000))
 budget('many_keys', torch_zip(P2 + EMPTY_DICT + keys + STOP), 'ok', key='layer5.weight')
 # value-dense files: every byte a value (300,000 empty dicts; 300,000 small ints), which a
 # command that held a document tree per value (dump) would turn into hundreds of megabytes
+# an expanded view of 40 dimensions of 2 over one float: torch's print shows every element of
+# short dimensions (2**40 of them); `show` refuses past its storage's elements plus a million
+budget('stride0_short_dims', torch_zip(state_dict(('w', tensor('0', 1, 0, (2,) * 40, (0,) * 40))), {'0': b'\0' * 4}), 'any', key='w')
 budget('dense_dicts', torch_zip(P2 + EMPTY_LIST + MARK + EMPTY_DICT * 300000 + b'e' + STOP), 'ok', key='7')
 budget('dense_dicts_memoized', torch_zip(b'\x80\x04' + EMPTY_LIST + MARK + (EMPTY_DICT + b'\x94') * 200000 + b'e' + STOP), 'ok', key='7')
 budget('dense_ints', torch_zip(P2 + EMPTY_LIST + MARK + b'K\x07' * 300000 + b'e' + STOP), 'ok', key='7')

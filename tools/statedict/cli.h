@@ -141,6 +141,12 @@ void fmt_complex_repr(cli_buf *b, const sdict_value *v);
 void fmt_escaped(cli_buf *b, const char *s, size_t n);
 /** Appends the path component for a dict key: str as is, int decimal, other scalars repr. */
 void fmt_key(cli_buf *b, const sdict_value *key);
+/** Bytes of tensor elements a command may read in all (hashing, comparing): 64 x the size of
+    the n input files + 256 MiB, so that many distinct views of one shared storage cannot make
+    the work grow faster than the input. cli_charge_data adds bytes to *used, or fills err
+    (SDICT_E_LIMIT, no file: the caller names it) and returns false when that passes budget. */
+uint64_t cli_data_budget(char *const *paths, int n);
+bool cli_charge_data(uint64_t *used, uint64_t budget, uint64_t bytes, sdict_error *err);
 /** The Python type a non-tensor value had, for listings: the kind's name ("int", "tuple"), or
     "torch.Size", "frozenset", "bytearray", "Counter", "numpy.float64"... (buf holds the last). */
 const char *cli_type_name(const sdict_value *v, char buf[32]);
@@ -207,6 +213,11 @@ bool is_scalar_seq(const sdict_value *v);
 */
 typedef void (*leaf_fn)(void *ctx, const char *path, const sdict_value *v);
 bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx);
+/** walk_leaves that also keeps in exact, when fn is called, the leaf's path with every key's
+    kind and length ("str1:a" "int1:1" "#0:" per component), which tells apart paths that print
+    alike ({'a.b': 1} and {'a': {'b': 1}}, {1: x} and {'1': x}). */
+bool walk_leaves_exact(const sdict_value *v, cli_buf *path, cli_buf *exact, bool inline_seqs,
+                       leaf_fn fn, void *ctx);
 
 /** Most dimensions of size > 1 a tensor with elements has: each one at least doubles the
     element count, which stays below 2^63. Size-1 dimensions, of which there may be any number,

@@ -37,7 +37,7 @@
 #define CHUNK_ELEMS ((int64_t)1 << 20)
 
 typedef struct leaf {
-    char *path;
+    char *exact;      /* the path with each key's kind (walk_leaves_exact): what is matched */
     const sdict_value *v;
     bool matched;
     size_t hash;
@@ -52,6 +52,7 @@ typedef struct leaves {
     size_t *index;     /* open-addressing table of item indices + 1; 0 = empty */
     size_t index_cap;
     bool oom;
+    const cli_buf *exact; /* the walk's current exact path */
 } leaves;
 
 /* FNV-1a from a per-process random basis, then mixed: paths come from the file, so which
@@ -79,12 +80,13 @@ static void collect(void *ctx, const char *path, const sdict_value *v) {
         l->items = p;
         l->cap = ncap;
     }
-    char *s = cli_strdup(path);
-    if (!s) {
+    (void)path; /* printed from the exact path when needed (exact_to_path) */
+    char *e = cli_strdup(l->exact->s ? l->exact->s : "");
+    if (!e) {
         l->oom = true;
         return;
     }
-    l->items[l->n++] = (leaf){s, v, false, str_hash(s), 0, 0, 0};
+    l->items[l->n++] = (leaf){e, v, false, str_hash(e), 0, 0, 0};
 }
 
 static bool build_index(leaves *l) {
@@ -100,7 +102,7 @@ static bool build_index(leaves *l) {
         size_t h = it->hash & (l->index_cap - 1);
         for (; l->index[h]; h = (h + 1) & (l->index_cap - 1)) {
             leaf *e = &l->items[l->index[h] - 1];
-            if (e->hash == it->hash && strcmp(e->path, it->path) == 0)
+            if (e->hash == it->hash && strcmp(e->exact, it->exact) == 0)
                 break;
         }
         if (l->index[h]) {
@@ -115,15 +117,14 @@ static bool build_index(leaves *l) {
     return true;
 }
 
-/* First unmatched leaf with this path (paths can repeat when keys of different kinds print
-   alike, such as 1 and '1'), or NULL. Each path's cursor only moves forward past matched
-   leaves, so matching n leaves of one path costs O(n) in all, not O(n^2). */
-static leaf *lookup(leaves *l, const char *path) {
-    size_t hash = str_hash(path);
+/* First unmatched leaf with this exact path, or NULL. Each path's cursor only moves forward
+   past matched leaves, so matching n leaves of one path costs O(n) in all, not O(n^2). */
+static leaf *lookup(leaves *l, const char *exact) {
+    size_t hash = str_hash(exact);
     size_t h = hash & (l->index_cap - 1);
     for (; l->index[h]; h = (h + 1) & (l->index_cap - 1)) {
         leaf *head = &l->items[l->index[h] - 1];
-        if (head->hash != hash || strcmp(head->path, path) != 0)
+        if (head->hash != hash || strcmp(head->exact, exact) != 0)
             continue;
         while (head->cursor && l->items[head->cursor - 1].matched)
             head->cursor = l->items[head->cursor - 1].next_same;
@@ -132,9 +133,32 @@ static leaf *lookup(leaves *l, const char *path) {
     return NULL;
 }
 
+/* The dotted path as printed, from an exact path: each key's text (after its "KINDLEN:"), each
+   index (after "#"), joined by dots. */
+static void exact_to_path(const char *e, cli_buf *out) {
+    buf_truncate(out, 0);
+    buf_putn(out, "", 0);
+    while (*e) {
+        if (out->len)
+            buf_putn(out, ".", 1);
+        if (*e == '#') {
+            const char *colon = strchr(e, ':');
+            buf_putn(out, e + 1, (size_t)(colon - e - 1));
+            e = colon + 1;
+            continue;
+        }
+        while (*e && (*e < '0' || *e > '9'))
+            e++;
+        char *colon;
+        size_t len = strtoull(e, &colon, 10);
+        buf_putn(out, colon + 1, len);
+        e = colon + 1 + len;
+    }
+}
+
 static void leaves_free(leaves *l) {
     for (size_t i = 0; i < l->n; i++)
-        free(l->items[i].path);
+        free(l->items[i].exact);
     free(l->items);
     free(l->index);
 }
@@ -469,6 +493,7 @@ typedef struct diff_ctx {
     bool failed;
     const char *file_a, *file_b;
     cmp_cache cmps;
+    uint64_t data_used, data_budget; /* tensor bytes compared so far, and the most allowed */
 } diff_ctx;
 
 static void describe(cli_buf *b, const sdict_value *v) {
@@ -624,7 +649,10 @@ static void compare_tensor_data(diff_ctx *c, const char *path, const sdict_tenso
         if (known) {
             r = *known;
         } else {
-            st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
+            st = SDICT_E_LIMIT;
+            if (cli_charge_data(&c->data_used, c->data_budget,
+                                (uint64_t)sdict_tensor_nbytes(ta) + sdict_tensor_nbytes(tb), &err))
+                st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
             if (st == SDICT_OK)
                 cmp_put(&c->cmps, ta, tb, mode, h, &r);
         }
@@ -686,11 +714,15 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
 }
 
 static bool load_leaves(sdict_doc *doc, leaves *l) {
-    cli_buf path;
+    cli_buf path, exact;
     buf_init(&path);
+    buf_init(&exact);
     memset(l, 0, sizeof *l);
-    bool ok = walk_leaves(sdict_doc_root(doc), &path, true, collect, l);
+    l->exact = &exact;
+    bool ok = walk_leaves_exact(sdict_doc_root(doc), &path, &exact, true, collect, l);
+    l->exact = NULL;
     buf_free(&path);
+    buf_free(&exact);
     if (ok && !l->oom && build_index(l))
         return true;
     if (ok)
@@ -703,11 +735,12 @@ static bool load_leaves(sdict_doc *doc, leaves *l) {
 typedef struct diff_a {
     diff_ctx c;
     leaves *b;
+    const cli_buf *exact; /* the walk's current exact path */
 } diff_a;
 
 static void visit_a(void *ctx, const char *path, const sdict_value *v) {
     diff_a *a = ctx;
-    leaf *m = lookup(a->b, path);
+    leaf *m = lookup(a->b, a->exact->s ? a->exact->s : "");
     if (!m) {
         report_only(&a->c, "A", path, v);
         return;
@@ -732,22 +765,29 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
     leaves lb;
     int rc = CLI_EXIT_BAD_INPUT;
     if (load_leaves(db, &lb)) {
-        diff_a a = {{0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}}, &lb};
-        cli_buf path;
+        diff_a a = {{0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}, 0,
+                     cli_data_budget(args->pos, 2)},
+                    &lb, NULL};
+        cli_buf path, exact;
         buf_init(&path);
-        bool ok = walk_leaves(sdict_doc_root(da), &path, true, visit_a, &a);
-        buf_free(&path);
+        buf_init(&exact);
+        a.exact = &exact;
+        bool ok = walk_leaves_exact(sdict_doc_root(da), &path, &exact, true, visit_a, &a);
+        buf_free(&exact);
         diff_ctx *c = &a.c;
         if (ok) {
             for (size_t i = 0; i < lb.n; i++)
-                if (!lb.items[i].matched)
-                    report_only(c, "B", lb.items[i].path, lb.items[i].v);
+                if (!lb.items[i].matched) {
+                    exact_to_path(lb.items[i].exact, &path);
+                    report_only(c, "B", path.s, lb.items[i].v);
+                }
             if (c->ndiff)
                 printf("%zu difference%s\n", c->ndiff, c->ndiff == 1 ? "" : "s");
             else if (!c->failed)
                 printf("no differences\n");
             rc = c->failed ? CLI_EXIT_BAD_INPUT : c->ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
         }
+        buf_free(&path);
         free(c->cmps.ents);
         free(c->cmps.index);
         leaves_free(&lb);

@@ -213,6 +213,7 @@ typedef struct dump_ctx {
     sdict_error err;
     digest_cache digests;
     cli_jw w;
+    uint64_t data_used, data_budget; /* tensor bytes hashed so far, and the most allowed */
 } dump_ctx;
 
 static void node(dump_ctx *c, const sdict_value *v, int depth);
@@ -371,7 +372,10 @@ static void sha256_field(dump_ctx *c, const sdict_tensor *t) {
     }
     struct sha256_ctx h;
     sha256_init(&h);
-    sdict_status st = hash_tensor(t, &h, &c->err);
+    sdict_status st = SDICT_E_LIMIT;
+    if (c->st == SDICT_OK &&
+        cli_charge_data(&c->data_used, c->data_budget, sdict_tensor_nbytes(t), &c->err))
+        st = hash_tensor(t, &h, &c->err);
     if (st != SDICT_OK) {
         if (c->st == SDICT_OK)
             c->st = st;
@@ -582,6 +586,7 @@ int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
         return CLI_EXIT_BAD_INPUT;
     dump_ctx c;
     memset(&c, 0, sizeof c);
+    c.data_budget = cli_data_budget(args->pos, 1);
     /* streamed as it is walked: a file of many small values must not become a document tree
        in memory many times its size */
     cli_jw_init(&c.w, stdout, args->pretty ? 2 : 0);

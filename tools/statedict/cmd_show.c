@@ -410,6 +410,28 @@ static sdict_status tensor_body(const sdict_tensor *t, const sdict_quantizer *q,
         buf_puts(out, "[]");
         return SDICT_OK;
     }
+    /* torch prints every element of a dimension up to 6 long, so an expanded view (stride 0)
+       of many short dimensions prints without bound; a tensor's own storage bounds what a
+       file holds, so more than that plus a million elements is refused */
+    uint64_t shown = 1, cap = UINT64_C(1000000);
+    if (t->storage && sdict_dtype_size(t->dtype))
+        cap += sdict_storage_nbytes(t->storage) / sdict_dtype_size(t->dtype);
+    for (int32_t k = 0; k < t->ndim && shown <= cap; k++)
+        shown *= (uint64_t)(c.summarize && t->shape[k] > 2 * EDGE_ITEMS ? 2 * EDGE_ITEMS
+                                                                        : t->shape[k]);
+    if (shown > cap) {
+        if (err) {
+            memset(err, 0, sizeof *err);
+            err->code = SDICT_E_LIMIT;
+            err->offset = -1;
+            snprintf(err->message, sizeof err->message,
+                     "printing it as torch does would show more than %llu elements (its "
+                     "storage's elements plus a million): an expanded view (stride 0) of "
+                     "short dimensions",
+                     (unsigned long long)cap);
+        }
+        return SDICT_E_LIMIT;
+    }
     if (q && q->qscheme != SDICT_PER_TENSOR_AFFINE) {
         c.ch_scale = channel_params(&c, q->scales);
         if (c.ch_scale)
@@ -679,7 +701,7 @@ static sdict_status value_repr(const sdict_value *v, cli_buf *out, sdict_error *
 }
 
 /* The header line (key, dtype, shape, layout) and str() of a tensor-like value. */
-static int show_tensor(const char *key, const sdict_value *v) {
+static int show_tensor(const char *file, const char *key, const sdict_value *v) {
     const sdict_tensor *t = sdict_value_tensor(v);
     const sdict_sparse *sp = sdict_value_sparse(v);
     const sdict_nested *ns = sdict_value_nested(v);
@@ -710,6 +732,10 @@ static int show_tensor(const char *key, const sdict_value *v) {
     if (st != SDICT_OK) {
         if (err.code == SDICT_OK)
             err.code = st, err.offset = -1;
+        if (!err.file[0]) { /* the tensor's own checks name neither file nor key */
+            snprintf(err.file, sizeof err.file, "%s", file);
+            snprintf(err.record, sizeof err.record, "%s", key);
+        }
         cli_report_error(st, &err);
         rc = CLI_EXIT_BAD_INPUT;
     } else {
@@ -721,7 +747,7 @@ static int show_tensor(const char *key, const sdict_value *v) {
 }
 /* A bare storage: a header (dtype, numel, bytes, device) and its elements printed as the 1-D
    tensor torch.tensor(storage) would be. */
-static int show_storage(const char *key, const sdict_value *v) {
+static int show_storage(const char *file, const char *key, const sdict_value *v) {
     sdict_dtype dt = SDICT_UINT8;
     sdict_storage *s = sdict_value_storage(v, &dt);
     size_t es = sdict_dtype_size(dt), nbytes = sdict_storage_nbytes(s);
@@ -747,6 +773,10 @@ static int show_storage(const char *key, const sdict_value *v) {
     if (st != SDICT_OK) {
         if (err.code == SDICT_OK)
             err.code = st, err.offset = -1;
+        if (!err.file[0]) { /* the tensor's own checks name neither file nor key */
+            snprintf(err.file, sizeof err.file, "%s", file);
+            snprintf(err.record, sizeof err.record, "%s", key);
+        }
         cli_report_error(st, &err);
         rc = CLI_EXIT_BAD_INPUT;
     } else {
@@ -842,9 +872,9 @@ int cmd_show(const cli_cmd *cmd, const cli_args *args) {
         rc = CLI_EXIT_DIFFERENT;
     } else if (sdict_value_kind(v) == SDICT_KIND_TENSOR || sdict_value_kind(v) == SDICT_KIND_SPARSE ||
                sdict_value_kind(v) == SDICT_KIND_NESTED) {
-        rc = show_tensor(key, v);
+        rc = show_tensor(args->pos[0], key, v);
     } else if (sdict_value_kind(v) == SDICT_KIND_STORAGE) {
-        rc = show_storage(key, v);
+        rc = show_storage(args->pos[0], key, v);
     } else if (is_scalar_kind(sdict_value_kind(v))) {
         cli_buf b;
         buf_init(&b);

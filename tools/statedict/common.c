@@ -2,6 +2,8 @@
 #define _GNU_SOURCE /* fopencookie */
 #include "cli.h"
 
+#include <sys/stat.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -131,6 +133,8 @@ const char *cli_status_class(sdict_status st) {
         return "unsupported";
     case SDICT_E_FORMAT:
         return "not a checkpoint";
+    case SDICT_E_LIMIT:
+        return "over a limit";
     default:
         return "corrupt";
     }
@@ -671,15 +675,24 @@ bool is_scalar_seq(const sdict_value *v) {
     return true;
 }
 
-static bool walk_rec(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx,
-                     int depth) {
+/* Appends one path component to exact (when given): the key's kind, the length of its text and
+   the text, so that keys printing alike (1 and '1', 'a.b' and a then b) differ there. */
+static void exact_component(cli_buf *exact, const char *kind, const char *text, size_t len) {
+    if (exact) {
+        buf_printf(exact, "%s%zu:", kind, len);
+        buf_putn(exact, text, len);
+    }
+}
+
+static bool walk_rec(const sdict_value *v, cli_buf *path, cli_buf *exact, bool inline_seqs,
+                     leaf_fn fn, void *ctx, int depth) {
     if (depth > CLI_MAX_DEPTH) {
         fprintf(stderr, "statedict: nesting deeper than %d at '%s' (cyclic tree?)\n", CLI_MAX_DEPTH,
                 path->s ? path->s : "");
         return false;
     }
     sdict_kind k = sdict_value_kind(v);
-    size_t base = path->len;
+    size_t base = path->len, ebase = exact ? exact->len : 0;
     if (k == SDICT_KIND_DICT) {
         size_t n = sdict_dict_len(v);
         if (n == 0)
@@ -687,9 +700,15 @@ static bool walk_rec(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf
         for (size_t i = 0; i < n; i++) {
             if (base)
                 buf_putn(path, ".", 1);
-            fmt_key(path, sdict_dict_key(v, i));
-            bool ok = walk_rec(sdict_dict_val(v, i), path, inline_seqs, fn, ctx, depth + 1);
+            size_t kstart = path->len;
+            const sdict_value *key = sdict_dict_key(v, i);
+            fmt_key(path, key);
+            exact_component(exact, sdict_kind_name(sdict_value_kind(key)), path->s + kstart,
+                            path->len - kstart);
+            bool ok = walk_rec(sdict_dict_val(v, i), path, exact, inline_seqs, fn, ctx, depth + 1);
             buf_truncate(path, base);
+            if (exact)
+                buf_truncate(exact, ebase);
             if (!ok)
                 return false;
         }
@@ -701,8 +720,12 @@ static bool walk_rec(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf
             fn(ctx, path->s ? path->s : "", v);
         for (size_t i = 0; i < n; i++) {
             buf_printf(path, base ? ".%zu" : "%zu", i);
-            bool ok = walk_rec(sdict_seq_item(v, i), path, inline_seqs, fn, ctx, depth + 1);
+            if (exact)
+                buf_printf(exact, "#%zu:", i);
+            bool ok = walk_rec(sdict_seq_item(v, i), path, exact, inline_seqs, fn, ctx, depth + 1);
             buf_truncate(path, base);
+            if (exact)
+                buf_truncate(exact, ebase);
             if (!ok)
                 return false;
         }
@@ -710,6 +733,40 @@ static bool walk_rec(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf
     }
     fn(ctx, path->s ? path->s : "", v);
     return true;
+}
+
+bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx) {
+    return walk_rec(v, path, NULL, inline_seqs, fn, ctx, 0);
+}
+
+bool walk_leaves_exact(const sdict_value *v, cli_buf *path, cli_buf *exact, bool inline_seqs,
+                       leaf_fn fn, void *ctx) {
+    return walk_rec(v, path, exact, inline_seqs, fn, ctx, 0);
+}
+
+uint64_t cli_data_budget(char *const *paths, int n) {
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        struct stat sb;
+        if (stat(paths[i], &sb) == 0 && sb.st_size > 0)
+            total += (uint64_t)sb.st_size;
+    }
+    return (total > (UINT64_MAX >> 8) ? UINT64_MAX >> 2 : 64 * total) + (UINT64_C(256) << 20);
+}
+
+bool cli_charge_data(uint64_t *used, uint64_t budget, uint64_t bytes, sdict_error *err) {
+    if (bytes <= budget && *used <= budget - bytes) {
+        *used += bytes;
+        return true;
+    }
+    memset(err, 0, sizeof *err);
+    err->code = SDICT_E_LIMIT;
+    err->offset = -1;
+    snprintf(err->message, sizeof err->message,
+             "reading the tensors' elements would take more than %llu bytes in all (64 x the "
+             "input's size + 256 MiB): many distinct views of shared storage",
+             (unsigned long long)budget);
+    return false;
 }
 
 const char *cli_type_name(const sdict_value *v, char buf[32]) {
@@ -736,9 +793,6 @@ const char *cli_type_name(const sdict_value *v, char buf[32]) {
     return sdict_kind_name(sdict_value_kind(v));
 }
 
-bool walk_leaves(const sdict_value *v, cli_buf *path, bool inline_seqs, leaf_fn fn, void *ctx) {
-    return walk_rec(v, path, inline_seqs, fn, ctx, 0);
-}
 
 /*==================================================================================================
  MARK: JSON text
