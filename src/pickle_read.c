@@ -778,47 +778,12 @@ static sdict_status string_op(vm *m, const char *s, size_t len, sdict_value **ou
 }
 
 /* UNICODE: raw-unicode-escape, i.e. latin-1 bytes plus \uXXXX and \UXXXXXXXX escapes. */
-/* Python's pickle decodes BINUNICODE with 'utf-8' and 'surrogatepass': well-formed UTF-8,
-   where encoded surrogates (ED A0..BF xx) are allowed too. Returns the offset of the first
-   byte that breaks it, or len when the text is valid. */
-static size_t utf8_invalid_at(const uint8_t *s, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        size_t n;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            n = 1, cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2, cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3, cp = c & 0x07;
-        } else {
-            return i;
-        }
-        if (len - i <= n)
-            return i;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        /* overlong forms and code points past U+10FFFF */
-        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return i;
-        i += n + 1;
-    }
-    return len;
-}
 
 /* Python 2 str bytes (STRING, BINSTRING, SHORT_BINSTRING): torch.load unpickles with
    encoding='utf-8' (its default in 1.13 and 2.x), so they are decoded as bytes.decode('utf-8'):
    well-formed UTF-8 without encoded surrogates, else torch raises UnicodeDecodeError. */
 static sdict_status py2_str(vm *m, const uint8_t *s, size_t len, sdict_value **out) {
-    size_t bad = utf8_invalid_at(s, len);
+    size_t bad = sdict__utf8_invalid_at(s, len);
     for (size_t i = 0; i + 1 < bad; i++)
         if (s[i] == 0xED && s[i + 1] >= 0xA0)
             bad = i;
@@ -2559,7 +2524,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
             return push(m, v);
         }
         if (m->op == OP_SHORT_BINUNICODE || m->op == OP_BINUNICODE || m->op == OP_BINUNICODE8) {
-            size_t bad = utf8_invalid_at(data, (size_t)n);
+            size_t bad = sdict__utf8_invalid_at(data, (size_t)n);
             if (bad != (size_t)n)
                 return fail(m, SDICT_E_PICKLE_OPCODE, "string is not UTF-8: byte %zu of %llu is "
                             "0x%02x (Python's unpickler raises UnicodeDecodeError)", bad,

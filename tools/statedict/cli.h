@@ -141,12 +141,42 @@ void fmt_complex_repr(cli_buf *b, const sdict_value *v);
 void fmt_escaped(cli_buf *b, const char *s, size_t n);
 /** Appends the path component for a dict key: str as is, int decimal, other scalars repr. */
 void fmt_key(cli_buf *b, const sdict_value *key);
+/** Results computed over one or two tensors' elements (dump's sha256, diff's comparison),
+    keyed by their geometry (storage, storage_offset, dtype, conj/neg bits, shape, stride; b
+    may be NULL) and a tag: a tensor reached many times through the memo, or many tensors
+    viewing one storage the same way, cost one computation. Results of val_size bytes are
+    copied in; the tensors are borrowed (the docs outlive the cache). Out of memory only
+    forgets. */
+typedef struct cli_view_key {
+    uint64_t hash;
+    const sdict_tensor *a, *b;
+    int tag;
+} cli_view_key;
+typedef struct cli_view_cache {
+    cli_view_key *keys;
+    unsigned char *vals;
+    size_t n, cap, val_size;
+    size_t *index; /* entry + 1; 0 = empty */
+    size_t index_cap;
+} cli_view_cache;
+void cli_view_cache_init(cli_view_cache *c, size_t val_size);
+const void *cli_view_cache_find(const cli_view_cache *c, const sdict_tensor *a,
+                                const sdict_tensor *b, int tag);
+void cli_view_cache_put(cli_view_cache *c, const sdict_tensor *a, const sdict_tensor *b, int tag,
+                        const void *val);
+void cli_view_cache_free(cli_view_cache *c);
+
 /** Bytes of tensor elements a command may read in all (hashing, comparing): 64 x the size of
     the n input files + 256 MiB, so that many distinct views of one shared storage cannot make
     the work grow faster than the input. cli_charge_data adds bytes to *used, or fills err
     (SDICT_E_LIMIT, no file: the caller names it) and returns false when that passes budget. */
 uint64_t cli_data_budget(char *const *paths, int n);
 bool cli_charge_data(uint64_t *used, uint64_t budget, uint64_t bytes, sdict_error *err);
+/** A bare storage value as the 1-D tensor of its class's dtype over all of it (what
+    torch.tensor(storage) holds), for hashing, comparing and printing: fills t, pointing its
+    shape and stride at the caller's shape (numel) and stride (1). */
+void cli_storage_tensor(const sdict_value *v, sdict_tensor *t, int64_t shape[1],
+                        int64_t stride[1]);
 /** The Python type a non-tensor value had, for listings: the kind's name ("int", "tuple"), or
     "torch.Size", "frozenset", "bytearray", "Counter", "numpy.float64"... (buf holds the last). */
 const char *cli_type_name(const sdict_value *v, char buf[32]);

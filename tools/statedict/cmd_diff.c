@@ -395,104 +395,12 @@ static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b
 
 /* ---- driver ---- */
 
-/* Comparisons already made, keyed by both sides' geometry (storage, offset, dtype, shape,
-   strides, conj/neg bits) and the mode: a tensor reached many times through the memo, or many
-   tensors viewing one storage the same way, are compared once. Borrowed from the docs, which
-   outlive the comparison. */
-typedef struct cmp_ent {
-    uint64_t hash;
-    const sdict_tensor *a, *b;
-    cmp_mode mode;
-    tensor_cmp r;
-} cmp_ent;
-
-typedef struct cmp_cache {
-    cmp_ent *ents;
-    size_t n, cap;
-    size_t *index; /* entry + 1; 0 = empty */
-    size_t index_cap;
-} cmp_cache;
-
-static uint64_t mix_u64(uint64_t h, uint64_t x) {
-    h ^= x + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-    h ^= h >> 31;
-    h *= 0xbf58476d1ce4e5b9ull;
-    return h ^ (h >> 29);
-}
-
-static uint64_t geometry_hash(uint64_t h, const sdict_tensor *t) {
-    h = mix_u64(h, (uint64_t)(uintptr_t)t->storage);
-    h = mix_u64(h, (uint64_t)t->storage_offset);
-    h = mix_u64(h, (uint64_t)t->dtype | (uint64_t)t->is_conj << 16 | (uint64_t)t->is_neg << 17);
-    h = mix_u64(h, (uint64_t)t->ndim);
-    for (int32_t i = 0; i < t->ndim; i++)
-        h = mix_u64(mix_u64(h, (uint64_t)t->shape[i]), (uint64_t)t->stride[i]);
-    return h;
-}
-
-static bool same_geometry(const sdict_tensor *a, const sdict_tensor *b) {
-    return a->storage == b->storage && a->storage_offset == b->storage_offset &&
-           a->dtype == b->dtype && a->is_conj == b->is_conj && a->is_neg == b->is_neg &&
-           a->ndim == b->ndim &&
-           (a->ndim == 0 || (memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0 &&
-                             memcmp(a->stride, b->stride, (size_t)a->ndim * sizeof *a->stride) == 0));
-}
-
-static uint64_t cmp_hash(const sdict_tensor *a, const sdict_tensor *b, cmp_mode mode) {
-    return geometry_hash(geometry_hash(mix_u64(cli_hash_seed(), (uint64_t)mode), a), b);
-}
-
-static const tensor_cmp *cmp_find(const cmp_cache *cc, const sdict_tensor *a, const sdict_tensor *b,
-                                  cmp_mode mode, uint64_t h) {
-    if (!cc->index_cap)
-        return NULL;
-    for (size_t i = h & (cc->index_cap - 1); cc->index[i]; i = (i + 1) & (cc->index_cap - 1)) {
-        const cmp_ent *e = &cc->ents[cc->index[i] - 1];
-        if (e->hash == h && e->mode == mode && same_geometry(e->a, a) && same_geometry(e->b, b))
-            return &e->r;
-    }
-    return NULL;
-}
-
-/* Remembers a result; on out of memory it is simply not remembered. */
-static void cmp_put(cmp_cache *cc, const sdict_tensor *a, const sdict_tensor *b, cmp_mode mode,
-                    uint64_t h, const tensor_cmp *r) {
-    if (cc->n == cc->cap) {
-        size_t ncap = cc->cap ? 2 * cc->cap : 16;
-        cmp_ent *ne = realloc(cc->ents, ncap * sizeof *ne);
-        if (!ne)
-            return;
-        cc->ents = ne;
-        cc->cap = ncap;
-    }
-    if (2 * (cc->n + 1) > cc->index_cap) {
-        size_t ncap = cc->index_cap ? 2 * cc->index_cap : 32;
-        size_t *ni = calloc(ncap, sizeof *ni);
-        if (!ni)
-            return;
-        for (size_t k = 0; k < cc->n; k++) {
-            size_t i = cc->ents[k].hash & (ncap - 1);
-            while (ni[i])
-                i = (i + 1) & (ncap - 1);
-            ni[i] = k + 1;
-        }
-        free(cc->index);
-        cc->index = ni;
-        cc->index_cap = ncap;
-    }
-    cc->ents[cc->n] = (cmp_ent){h, a, b, mode, *r};
-    size_t i = h & (cc->index_cap - 1);
-    while (cc->index[i])
-        i = (i + 1) & (cc->index_cap - 1);
-    cc->index[i] = ++cc->n;
-}
-
 typedef struct diff_ctx {
     size_t ndiff;
     double rtol, atol;
     bool failed;
     const char *file_a, *file_b;
-    cmp_cache cmps;
+    cli_view_cache cmps; /* tensor_cmp per pair of geometries and mode */
     uint64_t data_used, data_budget; /* tensor bytes compared so far, and the most allowed */
 } diff_ctx;
 
@@ -643,8 +551,7 @@ static void compare_tensor_data(diff_ctx *c, const char *path, const sdict_tenso
         tensor_cmp r;
         sdict_error err;
         memset(&err, 0, sizeof err);
-        uint64_t h = cmp_hash(ta, tb, mode);
-        const tensor_cmp *known = cmp_find(&c->cmps, ta, tb, mode, h);
+        const tensor_cmp *known = cli_view_cache_find(&c->cmps, ta, tb, (int)mode);
         sdict_status st = SDICT_OK;
         if (known) {
             r = *known;
@@ -654,7 +561,7 @@ static void compare_tensor_data(diff_ctx *c, const char *path, const sdict_tenso
                                 (uint64_t)sdict_tensor_nbytes(ta) + sdict_tensor_nbytes(tb), &err))
                 st = compare_tensors(ta, tb, mode, c->rtol, c->atol, &r, &err);
             if (st == SDICT_OK)
-                cmp_put(&c->cmps, ta, tb, mode, h, &r);
+                cli_view_cache_put(&c->cmps, ta, tb, (int)mode, &r);
         }
         if (st != SDICT_OK) {
             if (err.code == SDICT_OK)
@@ -692,19 +599,9 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
     } else if (ka == SDICT_KIND_STORAGE) {
         /* bare storages: compared as 1-D tensors of their class's dtype, by content */
         sdict_tensor t[2];
-        int64_t shape[2], stride[2] = {1, 1};
-        for (int i = 0; i < 2; i++) {
-            sdict_dtype dt = SDICT_UINT8;
-            sdict_storage *st = sdict_value_storage(i ? b : a, &dt);
-            size_t es = sdict_dtype_size(dt);
-            memset(&t[i], 0, sizeof t[i]);
-            shape[i] = (int64_t)(es ? sdict_storage_nbytes(st) / es : 0);
-            t[i].dtype = dt;
-            t[i].ndim = 1;
-            t[i].shape = &shape[i];
-            t[i].stride = &stride[i];
-            t[i].storage = st;
-        }
+        int64_t shape[2], stride[2];
+        cli_storage_tensor(a, &t[0], &shape[0], &stride[0]);
+        cli_storage_tensor(b, &t[1], &shape[1], &stride[1]);
         compare_tensor_data(c, path, &t[0], &t[1], NULL, NULL, &x, &y);
     } else {
         compare_tensor_data(c, path, sdict_value_tensor(a), sdict_value_tensor(b), a, b, &x, &y);
@@ -768,6 +665,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
         diff_a a = {{0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}, 0,
                      cli_data_budget(args->pos, 2)},
                     &lb, NULL};
+        cli_view_cache_init(&a.c.cmps, sizeof(tensor_cmp));
         cli_buf path, exact;
         buf_init(&path);
         buf_init(&exact);
@@ -788,8 +686,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
             rc = c->failed ? CLI_EXIT_BAD_INPUT : c->ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
         }
         buf_free(&path);
-        free(c->cmps.ents);
-        free(c->cmps.index);
+        cli_view_cache_free(&c->cmps);
         leaves_free(&lb);
     }
     cli_forget_ints();

@@ -114,104 +114,10 @@ static sdict_status hash_tensor(const sdict_tensor *t, struct sha256_ctx *h, sdi
     return st;
 }
 
-/* Digests already computed, keyed by what determines them (storage, offset, dtype, shape,
-   strides, conj/neg bits): a tensor reached many times through the memo, or many tensors
-   viewing one storage the same way, are hashed once. Shapes and strides are borrowed from the
-   doc, which outlives the dump. */
-typedef struct digest_ent {
-    uint64_t hash;
-    const sdict_tensor *t;
-    char hex[2 * SHA256_DIGEST_SIZE + 1];
-} digest_ent;
-
-typedef struct digest_cache {
-    digest_ent *ents;
-    size_t n, cap;
-    size_t *index; /* entry + 1; 0 = empty */
-    size_t index_cap;
-} digest_cache;
-
-static uint64_t mix_u64(uint64_t h, uint64_t x) {
-    h ^= x + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-    h ^= h >> 31;
-    h *= 0xbf58476d1ce4e5b9ull;
-    return h ^ (h >> 29);
-}
-
-static uint64_t geometry_hash(const sdict_tensor *t) {
-    uint64_t h = mix_u64(cli_hash_seed(), (uint64_t)(uintptr_t)t->storage);
-    h = mix_u64(h, (uint64_t)t->storage_offset);
-    h = mix_u64(h, (uint64_t)t->dtype | (uint64_t)t->is_conj << 16 | (uint64_t)t->is_neg << 17);
-    h = mix_u64(h, (uint64_t)t->ndim);
-    for (int32_t i = 0; i < t->ndim; i++)
-        h = mix_u64(mix_u64(h, (uint64_t)t->shape[i]), (uint64_t)t->stride[i]);
-    return h;
-}
-
-static bool same_geometry(const sdict_tensor *a, const sdict_tensor *b) {
-    return a->storage == b->storage && a->storage_offset == b->storage_offset &&
-           a->dtype == b->dtype && a->is_conj == b->is_conj && a->is_neg == b->is_neg &&
-           a->ndim == b->ndim &&
-           (a->ndim == 0 || (memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0 &&
-                             memcmp(a->stride, b->stride, (size_t)a->ndim * sizeof *a->stride) == 0));
-}
-
-static const char *digest_find(const digest_cache *dc, const sdict_tensor *t, uint64_t h) {
-    if (!dc->index_cap)
-        return NULL;
-    for (size_t i = h & (dc->index_cap - 1); dc->index[i]; i = (i + 1) & (dc->index_cap - 1)) {
-        const digest_ent *e = &dc->ents[dc->index[i] - 1];
-        if (e->hash == h && same_geometry(e->t, t))
-            return e->hex;
-    }
-    return NULL;
-}
-
-/* Remembers a digest; on out of memory it is simply not remembered. */
-static void digest_put(digest_cache *dc, const sdict_tensor *t, uint64_t h, const char *hex) {
-    if (dc->n == dc->cap) {
-        size_t ncap = dc->cap ? 2 * dc->cap : 16;
-        digest_ent *ne = realloc(dc->ents, ncap * sizeof *ne);
-        if (!ne)
-            return;
-        dc->ents = ne;
-        dc->cap = ncap;
-    }
-    if (2 * (dc->n + 1) > dc->index_cap) {
-        size_t ncap = dc->index_cap ? 2 * dc->index_cap : 32;
-        size_t *ni = calloc(ncap, sizeof *ni);
-        if (!ni)
-            return;
-        for (size_t k = 0; k < dc->n; k++) {
-            size_t i = dc->ents[k].hash & (ncap - 1);
-            while (ni[i])
-                i = (i + 1) & (ncap - 1);
-            ni[i] = k + 1;
-        }
-        free(dc->index);
-        dc->index = ni;
-        dc->index_cap = ncap;
-    }
-    digest_ent *e = &dc->ents[dc->n];
-    e->hash = h;
-    e->t = t;
-    memcpy(e->hex, hex, sizeof e->hex);
-    size_t i = h & (dc->index_cap - 1);
-    while (dc->index[i])
-        i = (i + 1) & (dc->index_cap - 1);
-    dc->index[i] = ++dc->n;
-}
-
-static void digest_cache_free(digest_cache *dc) {
-    free(dc->ents);
-    free(dc->index);
-    memset(dc, 0, sizeof *dc);
-}
-
 typedef struct dump_ctx {
     sdict_status st;
     sdict_error err;
-    digest_cache digests;
+    cli_view_cache digests; /* hex sha256 per tensor geometry */
     cli_jw w;
     uint64_t data_used, data_budget; /* tensor bytes hashed so far, and the most allowed */
 } dump_ctx;
@@ -364,8 +270,7 @@ static void sha256_field(dump_ctx *c, const sdict_tensor *t) {
         cli_jw_raw(&c->w, "null");
         return;
     }
-    uint64_t gh = geometry_hash(t);
-    const char *known = digest_find(&c->digests, t, gh);
+    const char *known = cli_view_cache_find(&c->digests, t, NULL, 0);
     if (known) {
         cli_jw_str(&c->w, known, strlen(known));
         return;
@@ -387,7 +292,7 @@ static void sha256_field(dump_ctx *c, const sdict_tensor *t) {
     sha256_digest(&h, sizeof digest, digest);
     for (size_t i = 0; i < sizeof digest; i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    digest_put(&c->digests, t, gh, hex);
+    cli_view_cache_put(&c->digests, t, NULL, 0, hex);
     cli_jw_str(&c->w, hex, strlen(hex));
 }
 
@@ -442,14 +347,9 @@ static void storage_node(dump_ctx *c, const sdict_value *v) {
     int_field(c, "nbytes", (long long)nbytes);
     str_field(c, "device", sdict_storage_location(s));
     storage_field(c, s);
-    int64_t shape[1] = {numel}, stride[1] = {1};
+    int64_t shape[1], stride[1];
     sdict_tensor t;
-    memset(&t, 0, sizeof t);
-    t.dtype = dt;
-    t.ndim = 1;
-    t.shape = shape;
-    t.stride = stride;
-    t.storage = s;
+    cli_storage_tensor(v, &t, shape, stride);
     sha256_field(c, &t);
     cli_jw_close(&c->w, '}');
 }
@@ -587,6 +487,7 @@ int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
     dump_ctx c;
     memset(&c, 0, sizeof c);
     c.data_budget = cli_data_budget(args->pos, 1);
+    cli_view_cache_init(&c.digests, 2 * SHA256_DIGEST_SIZE + 1);
     /* streamed as it is walked: a file of many small values must not become a document tree
        in memory many times its size */
     cli_jw_init(&c.w, stdout, args->pretty ? 2 : 0);
@@ -605,7 +506,7 @@ int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
         cli_report_error(c.st, &c.err);
         rc = CLI_EXIT_BAD_INPUT;
     }
-    digest_cache_free(&c.digests);
+    cli_view_cache_free(&c.digests);
     cli_forget_ints();
     sdict_doc_free(doc);
     return rc;

@@ -700,6 +700,19 @@ static sdict_status value_repr(const sdict_value *v, cli_buf *out, sdict_error *
     return tensor_repr(sdict_value_tensor(v), sdict_value_quantizer(v), out, err);
 }
 
+/* Reports a failure to print key's values (the tensor's own checks name neither file nor
+   key: they are added) and returns the exit status. */
+static int repr_error(const char *file, const char *key, sdict_status st, sdict_error *err) {
+    if (err->code == SDICT_OK)
+        err->code = st, err->offset = -1;
+    if (!err->file[0]) {
+        snprintf(err->file, sizeof err->file, "%s", file);
+        snprintf(err->record, sizeof err->record, "%s", key);
+    }
+    cli_report_error(st, err);
+    return CLI_EXIT_BAD_INPUT;
+}
+
 /* The header line (key, dtype, shape, layout) and str() of a tensor-like value. */
 static int show_tensor(const char *file, const char *key, const sdict_value *v) {
     const sdict_tensor *t = sdict_value_tensor(v);
@@ -730,14 +743,7 @@ static int show_tensor(const char *file, const char *key, const sdict_value *v) 
     sdict_status st = value_repr(v, &b, &err);
     int rc = CLI_EXIT_OK;
     if (st != SDICT_OK) {
-        if (err.code == SDICT_OK)
-            err.code = st, err.offset = -1;
-        if (!err.file[0]) { /* the tensor's own checks name neither file nor key */
-            snprintf(err.file, sizeof err.file, "%s", file);
-            snprintf(err.record, sizeof err.record, "%s", key);
-        }
-        cli_report_error(st, &err);
-        rc = CLI_EXIT_BAD_INPUT;
+        rc = repr_error(file, key, st, &err);
     } else {
         /* str() of an nn.Parameter */
         printf("%s%s\n", param ? "Parameter containing:\n" : "", b.s);
@@ -748,17 +754,12 @@ static int show_tensor(const char *file, const char *key, const sdict_value *v) 
 /* A bare storage: a header (dtype, numel, bytes, device) and its elements printed as the 1-D
    tensor torch.tensor(storage) would be. */
 static int show_storage(const char *file, const char *key, const sdict_value *v) {
-    sdict_dtype dt = SDICT_UINT8;
-    sdict_storage *s = sdict_value_storage(v, &dt);
-    size_t es = sdict_dtype_size(dt), nbytes = sdict_storage_nbytes(s);
-    int64_t shape[1] = {(int64_t)(es ? nbytes / es : 0)}, stride[1] = {1};
+    int64_t shape[1], stride[1];
     sdict_tensor t;
-    memset(&t, 0, sizeof t);
-    t.dtype = dt;
-    t.ndim = 1;
-    t.shape = shape;
-    t.stride = stride;
-    t.storage = s;
+    cli_storage_tensor(v, &t, shape, stride);
+    sdict_dtype dt = t.dtype;
+    const sdict_storage *s = t.storage;
+    size_t nbytes = sdict_storage_nbytes(s);
     cli_buf b;
     buf_init(&b);
     buf_printf(&b, "storage %s, numel %lld, %zu bytes, device=", sdict_dtype_name(dt),
@@ -771,14 +772,7 @@ static int show_storage(const char *file, const char *key, const sdict_value *v)
     sdict_status st = tensor_repr(&t, NULL, &b, &err);
     int rc = CLI_EXIT_OK;
     if (st != SDICT_OK) {
-        if (err.code == SDICT_OK)
-            err.code = st, err.offset = -1;
-        if (!err.file[0]) { /* the tensor's own checks name neither file nor key */
-            snprintf(err.file, sizeof err.file, "%s", file);
-            snprintf(err.record, sizeof err.record, "%s", key);
-        }
-        cli_report_error(st, &err);
-        rc = CLI_EXIT_BAD_INPUT;
+        rc = repr_error(file, key, st, &err);
     } else {
         printf("%s\n", b.s);
     }

@@ -744,6 +744,102 @@ bool walk_leaves_exact(const sdict_value *v, cli_buf *path, cli_buf *exact, bool
     return walk_rec(v, path, exact, inline_seqs, fn, ctx, 0);
 }
 
+/*==================================================================================================
+ MARK: Results per tensor view
+==================================================================================================*/
+
+static uint64_t mix_u64(uint64_t h, uint64_t x) {
+    h ^= x + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 29);
+}
+
+static uint64_t geometry_hash(uint64_t h, const sdict_tensor *t) {
+    if (!t)
+        return mix_u64(h, 0);
+    h = mix_u64(h, (uint64_t)(uintptr_t)t->storage);
+    h = mix_u64(h, (uint64_t)t->storage_offset);
+    h = mix_u64(h, (uint64_t)t->dtype | (uint64_t)t->is_conj << 16 | (uint64_t)t->is_neg << 17);
+    h = mix_u64(h, (uint64_t)t->ndim);
+    for (int32_t i = 0; i < t->ndim; i++)
+        h = mix_u64(mix_u64(h, (uint64_t)t->shape[i]), (uint64_t)t->stride[i]);
+    return h;
+}
+
+static bool same_geometry(const sdict_tensor *a, const sdict_tensor *b) {
+    if (!a || !b)
+        return a == b;
+    return a->storage == b->storage && a->storage_offset == b->storage_offset &&
+           a->dtype == b->dtype && a->is_conj == b->is_conj && a->is_neg == b->is_neg &&
+           a->ndim == b->ndim &&
+           (a->ndim == 0 || (memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0 &&
+                             memcmp(a->stride, b->stride, (size_t)a->ndim * sizeof *a->stride) == 0));
+}
+
+void cli_view_cache_init(cli_view_cache *c, size_t val_size) {
+    memset(c, 0, sizeof *c);
+    c->val_size = val_size;
+}
+
+const void *cli_view_cache_find(const cli_view_cache *c, const sdict_tensor *a,
+                                const sdict_tensor *b, int tag) {
+    if (!c->index_cap)
+        return NULL;
+    uint64_t h = geometry_hash(geometry_hash(mix_u64(cli_hash_seed(), (uint64_t)tag), a), b);
+    for (size_t i = h & (c->index_cap - 1); c->index[i]; i = (i + 1) & (c->index_cap - 1)) {
+        const cli_view_key *k = &c->keys[c->index[i] - 1];
+        if (k->hash == h && k->tag == tag && same_geometry(k->a, a) && same_geometry(k->b, b))
+            return c->vals + (c->index[i] - 1) * c->val_size;
+    }
+    return NULL;
+}
+
+void cli_view_cache_put(cli_view_cache *c, const sdict_tensor *a, const sdict_tensor *b, int tag,
+                        const void *val) {
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? 2 * c->cap : 16;
+        cli_view_key *nk = realloc(c->keys, ncap * sizeof *nk);
+        if (!nk)
+            return;
+        c->keys = nk;
+        unsigned char *nv = realloc(c->vals, ncap * c->val_size);
+        if (!nv)
+            return;
+        c->vals = nv;
+        c->cap = ncap;
+    }
+    if (2 * (c->n + 1) > c->index_cap) {
+        size_t ncap = c->index_cap ? 2 * c->index_cap : 32;
+        size_t *ni = calloc(ncap, sizeof *ni);
+        if (!ni)
+            return;
+        for (size_t k = 0; k < c->n; k++) {
+            size_t i = c->keys[k].hash & (ncap - 1);
+            while (ni[i])
+                i = (i + 1) & (ncap - 1);
+            ni[i] = k + 1;
+        }
+        free(c->index);
+        c->index = ni;
+        c->index_cap = ncap;
+    }
+    uint64_t h = geometry_hash(geometry_hash(mix_u64(cli_hash_seed(), (uint64_t)tag), a), b);
+    c->keys[c->n] = (cli_view_key){h, a, b, tag};
+    memcpy(c->vals + c->n * c->val_size, val, c->val_size);
+    size_t i = h & (c->index_cap - 1);
+    while (c->index[i])
+        i = (i + 1) & (c->index_cap - 1);
+    c->index[i] = ++c->n;
+}
+
+void cli_view_cache_free(cli_view_cache *c) {
+    free(c->keys);
+    free(c->vals);
+    free(c->index);
+    memset(c, 0, sizeof *c);
+}
+
 uint64_t cli_data_budget(char *const *paths, int n) {
     uint64_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -767,6 +863,21 @@ bool cli_charge_data(uint64_t *used, uint64_t budget, uint64_t bytes, sdict_erro
              "input's size + 256 MiB): many distinct views of shared storage",
              (unsigned long long)budget);
     return false;
+}
+
+void cli_storage_tensor(const sdict_value *v, sdict_tensor *t, int64_t shape[1],
+                        int64_t stride[1]) {
+    sdict_dtype dt = SDICT_UINT8;
+    sdict_storage *s = sdict_value_storage(v, &dt);
+    size_t es = sdict_dtype_size(dt);
+    memset(t, 0, sizeof *t);
+    shape[0] = (int64_t)(es ? sdict_storage_nbytes(s) / es : 0);
+    stride[0] = 1;
+    t->dtype = dt;
+    t->ndim = 1;
+    t->shape = shape;
+    t->stride = stride;
+    t->storage = s;
 }
 
 const char *cli_type_name(const sdict_value *v, char buf[32]) {
