@@ -865,6 +865,8 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
     }
 }
 
+static size_t set_find_at(const sdict_value *s, const sdict_value *item, uint64_t h, int depth);
+
 static bool key_equal(const sdict_value *a, const sdict_value *b, int depth) {
     if (a == b)
         return true;
@@ -898,11 +900,10 @@ static bool key_equal(const sdict_value *a, const sdict_value *b, int depth) {
         if (a->pytype != SDICT_PYTYPE_FROZENSET || b->pytype != SDICT_PYTYPE_FROZENSET ||
             a->u.seq.len != b->u.seq.len)
             return false;
-        for (size_t k = 0; k < a->u.seq.len; k++) {
-            bool found = false;
-            for (size_t j = 0; j < b->u.seq.len && !found; j++)
-                found = key_equal(a->u.seq.items[k], b->u.seq.items[j], depth + 1);
-            if (!found)
+        for (size_t k = 0; k < a->u.seq.len; k++) { /* b's index: linear, not quadratic */
+            uint64_t h;
+            if (!key_hash(a->u.seq.items[k], depth + 1, &h) ||
+                set_find_at(b, a->u.seq.items[k], h, depth + 1) == SIZE_MAX)
                 return false;
         }
         return true;
@@ -979,21 +980,25 @@ static bool seq_reserve(sdict_value *s, size_t extra) {
 }
 
 /* Position of an item equal to `item` in a set, or SIZE_MAX. */
-static size_t set_find(const sdict_value *s, const sdict_value *item, uint64_t h) {
+static size_t set_find_at(const sdict_value *s, const sdict_value *item, uint64_t h, int depth) {
     if (s->u.seq.index) {
         size_t mask = s->u.seq.index_cap - 1;
         for (size_t slot = (size_t)h & mask;; slot = (slot + 1) & mask) {
             uint32_t e = s->u.seq.index[slot];
             if (!e)
                 return SIZE_MAX;
-            if (key_equal(s->u.seq.items[e - 1], item, 0))
+            if (key_equal(s->u.seq.items[e - 1], item, depth))
                 return e - 1;
         }
     }
     for (size_t k = 0; k < s->u.seq.len; k++)
-        if (key_equal(s->u.seq.items[k], item, 0))
+        if (key_equal(s->u.seq.items[k], item, depth))
             return k;
     return SIZE_MAX;
+}
+
+static size_t set_find(const sdict_value *s, const sdict_value *item, uint64_t h) {
+    return set_find_at(s, item, h, 0);
 }
 
 sdict_status sdict_seq_append(sdict_value *seq, sdict_value *item) {
