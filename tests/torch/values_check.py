@@ -34,7 +34,6 @@ With the running torch, writes into WORKDIR and checks through the statedict CLI
 Exit 0 all agree, 1 on the first disagreement, 77 (ctest skip) when torch cannot be imported.
 """
 import hashlib
-import io
 import json
 import os
 import re
@@ -60,6 +59,27 @@ def check(cond, what):
 def run(statedict, *args):
     r = subprocess.run([statedict] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+
+def convert_loads_same(statedict, wd, path, what):
+    """`statedict convert` of path into wd; checks that torch loads the result as it loads
+    path (torch_dump + compare_dump). Returns the converted file's path, or None when convert
+    failed."""
+    import compare_dump
+    import torch_dump
+    conv = os.path.join(wd, "conv_" + os.path.basename(path))
+    rc, out, err = run(statedict, "convert", path, conv)
+    if not check(rc == 0, "%s: convert: %d %s" % (what, rc, err)):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = json.loads(json.dumps(torch_dump.dump(path, "prefer")))
+        b = json.loads(json.dumps(torch_dump.dump(conv, True)))
+    try:
+        compare_dump.compare(a, b, container=False)
+    except compare_dump.Mismatch as e:
+        check(False, "%s: torch loads the converted file differently: %s" % (what, e))
+    return conv
 
 
 def tload(path, **kw):
@@ -189,21 +209,10 @@ def storages(sd, wd):
     check(ok, "diff zip vs legacy storages: %d %r" % (rc, out))
 
     # convert: torch loads the same storages back
-    import compare_dump
-    import torch_dump
     for p in (path, legacy):
-        conv = os.path.join(wd, "conv_" + os.path.basename(p))
-        rc, out, err = run(sd, "convert", p, conv)
-        if not check(rc == 0, "convert %s: %d %s" % (p, rc, err)):
+        conv = convert_loads_same(sd, wd, p, p)
+        if not conv:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            a = json.loads(json.dumps(torch_dump.dump(p, "prefer")))
-            b = json.loads(json.dumps(torch_dump.dump(conv, True)))
-        try:
-            compare_dump.compare(a, b, container=False)
-        except compare_dump.Mismatch as e:
-            check(False, "convert %s: torch loads it differently: %s" % (p, e))
         x, y = tload(p), tload(conv)
         check(type(x["s"]) is type(y["s"]) and y["s"].dtype == torch.float32 and
               list(y["s"]) == [0.0, 1.0, 2.0, 3.0], "convert: storage s comes back %r" % (y["s"],))
@@ -245,8 +254,6 @@ def keys(sd, wd):
 
 def devices(sd, wd):
     import torch
-    import compare_dump
-    import torch_dump
     base = os.path.join(wd, "dev_cpu.pt")
     torch.save({"w": torch.arange(4.), "b": torch.ones(2, 3)[:, 1], "s": torch.arange(3.).storage()}, base)
     legacy = os.path.join(wd, "dev_cpu_legacy.pt")
@@ -269,17 +276,8 @@ def devices(sd, wd):
         rc, out, err = run(sd, "diff", base, p)
         check(rc == 1 and ("device: w  cpu -> " + tag) in out and "3 differences" in out,
               "%s: diff %r" % (tag, out))
-        conv = os.path.join(wd, "conv_" + os.path.basename(p))
-        rc, out, err = run(sd, "convert", p, conv)
-        if check(rc == 0, "%s: convert %s" % (tag, err)):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                a = json.loads(json.dumps(torch_dump.dump(p, "prefer")))
-                b = json.loads(json.dumps(torch_dump.dump(conv, True)))
-            try:
-                compare_dump.compare(a, b, container=False)
-            except compare_dump.Mismatch as e:
-                check(False, "%s: converted file loads differently: %s" % (tag, e))
+        conv = convert_loads_same(sd, wd, p, tag)
+        if conv:
             # the rewrite says cpu: it loads without map_location on this machine
             check(torch.equal(torch.load(conv)["w"], torch.arange(4.)), "%s: convert loads" % tag)
         # legacy stream format: same tags
