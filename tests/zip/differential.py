@@ -107,18 +107,24 @@ def torch_recs(pkl, rest, folder='archive'):
     return [Rec(folder + '/data.pkl', pkl)] + [Rec(folder + '/' + n, d) for n, d in rest]
 
 
-# ---- the cases ----------------------------------------------------------------------------------
-def case_eocd_in_comment(mal, clean):
-    """Archive A (clean) is what an end-record search that honours the comment length finds;
-    archive B (payload) is the one miniz finds: the last PK\\5\\6 with 22 bytes after it,
-    hidden in A's comment."""
+def two_archives(mal, clean):
+    """The clean archive's records (a) then the payload's (b), laid out back to back, and both
+    central directories (to follow the records) with their offsets."""
     a = torch_recs(clean['data.pkl'], [(n, d) for n, d in clean.items() if n != 'data.pkl'])
     b = torch_recs(mal, [('version', clean['version'])])
     body = layout(a)
     body += layout(b, len(body))
     cd_a = b''.join(central(r) for r in a)
     cd_b = b''.join(central(r) for r in b)
-    cd_a_off, cd_b_off = len(body), len(body) + len(cd_a)
+    return a, b, body, cd_a, cd_b, len(body), len(body) + len(cd_a)
+
+
+# ---- the cases ----------------------------------------------------------------------------------
+def case_eocd_in_comment(mal, clean):
+    """Archive A (clean) is what an end-record search that honours the comment length finds;
+    archive B (payload) is the one miniz finds: the last PK\\5\\6 with 22 bytes after it,
+    hidden in A's comment."""
+    a, b, body, cd_a, cd_b, cd_a_off, cd_b_off = two_archives(mal, clean)
     fake = eocd(len(b), len(cd_b), cd_b_off) + b'!'   # says no comment, yet a byte follows
     return body + cd_a + cd_b + eocd(len(a), len(cd_a), cd_a_off, fake)
 
@@ -126,13 +132,7 @@ def case_eocd_in_comment(mal, clean):
 def case_zip64_disagrees(mal, clean):
     """The classic end record points at the clean directory, the ZIP64 one (which miniz prefers
     whenever its locator is there) at the payload's."""
-    a = torch_recs(clean['data.pkl'], [(n, d) for n, d in clean.items() if n != 'data.pkl'])
-    b = torch_recs(mal, [('version', clean['version'])])
-    body = layout(a)
-    body += layout(b, len(body))
-    cd_a = b''.join(central(r) for r in a)
-    cd_b = b''.join(central(r) for r in b)
-    cd_a_off, cd_b_off = len(body), len(body) + len(cd_a)
+    a, b, body, cd_a, cd_b, cd_a_off, cd_b_off = two_archives(mal, clean)
     z64_off = cd_b_off + len(cd_b)
     z64 = struct.pack('<IQHHIIQQQQ', 0x06064b50, 44, 0x031E, 45, 0, 0, len(b), len(b), len(cd_b),
                       cd_b_off)
