@@ -75,8 +75,11 @@ sdict_fixture_test(refuse picklescan/malicious1_v3.pkl builtins.eval)
 sdict_fixture_test(refuse picklescan/malicious1_v4.pkl builtins.eval)
 sdict_fixture_test(refuse picklescan/malicious22.pkl numpy.testing._private.utils.runstring)
 sdict_fixture_test(refuse picklescan/pytorch_magic_bypass.pt __builtin__.eval posix.system)
-# torch._utils._rebuild_tensor is allowed; the refused global is the module object torch._utils.
-sdict_fixture_test(refuse picklescan/sys_module_override_sploit.pkl torch._utils)
+# Read as a bare pickle (a legacy file's first header pickle): its first global,
+# torch._utils._rebuild_tensor, is refused there, since header pickles may hold only literals;
+# in a data pickle the refused global would be the module object torch._utils.
+sdict_fixture_test(refuse picklescan/sys_module_override_sploit.pkl torch._utils
+                   torch._utils._rebuild_tensor)
 # A whole pickled nn.Module: benign, but outside the allow-list.
 sdict_fixture_test(refuse zml/simple.pt torch.nn.modules.conv.Conv2d)
 
