@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
         sdict_doc *doc = NULL;
         if (sdict_load(file, NULL, &doc, &err) != SDICT_OK)
             die("load", &err);
-        sdict_save_opts opts = {NULL, !strcmp(mode, "save2") ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u};
+        sdict_save_opts opts = {.archive_name = NULL, .flags = !strcmp(mode, "save2") ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u};
         double t0 = now_ms();
         if (sdict_save(argv[3], sdict_doc_root(doc), &opts, &err) != SDICT_OK)
             die("save", &err);

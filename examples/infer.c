@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
     bool strict = true;
     unsigned load_flags = 0;
     const char *strip_prefix = NULL;
-    sdict_save_opts save_opts = {NULL, 0};
+    sdict_save_opts save_opts = {.archive_name = NULL, .flags = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;

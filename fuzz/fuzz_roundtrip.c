@@ -159,7 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = 0;
     if (sdict_load_buffer(data, size, "fuzz", &opts, &a, NULL) != SDICT_OK)
         return 0;
-    sdict_save_opts so = {NULL, SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY |
+    sdict_save_opts so = {.flags = SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY |
                                     (size & 1 ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u)};
     if (sdict_save_buffer(sdict_doc_root(a), &so, &buf, &n, NULL) == SDICT_OK) {
         sdict_error err;

@@ -495,6 +495,21 @@ SDICT_API void sdict_doc_free(sdict_doc *doc);
 SDICT_API sdict_value *sdict_doc_root(const sdict_doc *doc);
 /** Makes v (a value of this doc) the root. Errors: SDICT_E_INVALID_ARG. */
 SDICT_API sdict_status sdict_doc_set_root(sdict_doc *doc, sdict_value *v);
+/**
+ The doc's file-level metadata: a safetensors file's `__metadata__` (str -> str, in the file's
+ order), as a dict value of this doc; NULL when the doc has none (torch files, built docs).
+ Borrowed, valid until sdict_doc_free. It is not part of the root: the root of a safetensors
+ doc holds only the tensors, as safetensors.torch.load_file returns them, and the metadata is
+ what safe_open(...).metadata() returns.
+*/
+SDICT_API sdict_value *sdict_doc_metadata(const sdict_doc *doc);
+/**
+ Sets (md a dict value of this doc) or clears (md NULL) the doc's metadata. sdict_save of a
+ safetensors file writes it as `__metadata__` when sdict_save_opts.metadata is NULL; only
+ str keys and str values can be written there. Errors: SDICT_E_INVALID_ARG (doc NULL, md not
+ a dict or of another doc).
+*/
+SDICT_API sdict_status sdict_doc_set_metadata(sdict_doc *doc, sdict_value *md);
 
 /** Kind of a value (SDICT_KIND_NONE for NULL). */
 SDICT_API sdict_kind sdict_value_kind(const sdict_value *v);
@@ -852,10 +867,13 @@ typedef enum sdict_format {
     SDICT_FORMAT_ZIP,        /**< torch >= 1.6 zip archive */
     SDICT_FORMAT_LEGACY,     /**< magic-number pickle stream, torch 0.4 - 1.5 */
     SDICT_FORMAT_TAR,        /**< tar of sys_info/pickle/tensors/storages, torch < 0.4 */
+    SDICT_FORMAT_SAFETENSORS,/**< huggingface safetensors: u64 header length, JSON, data */
+    SDICT_FORMAT_SHARDED,    /**< a Hugging Face `*.index.json` and the shards it names (a
+                                  model folder); each shard is safetensors or torch zip */
     SDICT_FORMAT_COUNT
 } sdict_format;
 
-/** "none", "zip", "legacy", "tar". */
+/** "none", "zip", "legacy", "tar", "safetensors", "sharded". */
 SDICT_API const char *sdict_format_name(sdict_format f);
 
 /**
@@ -942,6 +960,18 @@ enum {
     SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY = 1u << 1,
 };
 
+/** Bits for sdict_save_opts.st_flags (safetensors output). */
+enum {
+    /** Tensors that partially overlap in one storage are written as independent copies
+        instead of being refused. */
+    SDICT_SAVE_ST_COPY_OVERLAPS = 1u << 0,
+    /** Leaves that are not tensors (an epoch, an lr) are left out instead of refused. */
+    SDICT_SAVE_ST_DROP_NON_TENSORS = 1u << 1,
+    /** Leaves that are not tensors are written as `__metadata__` strings (their Python repr)
+        instead of refused. */
+    SDICT_SAVE_ST_NON_TENSORS_AS_METADATA = 1u << 2,
+};
+
 /** Options for saving; zeroed or NULL means defaults. */
 typedef struct sdict_save_opts {
     /** Archive folder name inside the zip; NULL derives it from the path like torch
@@ -949,6 +979,24 @@ typedef struct sdict_save_opts {
         a '/' or longer than 4096 bytes is refused (SDICT_E_INVALID_ARG). */
     const char *archive_name;
     uint32_t flags; /**< SDICT_SAVE_* bits; 0 for torch 1.13's layout */
+    /** SDICT_FORMAT_ZIP (or 0: torch.save's zip) or SDICT_FORMAT_SAFETENSORS; other formats
+        are refused with SDICT_E_INVALID_ARG. */
+    sdict_format format;
+    /** safetensors: the `__metadata__` to write (a dict of str -> str), NULL for the root's
+        doc's metadata (sdict_doc_metadata), if any. */
+    const sdict_value *metadata;
+    uint32_t st_flags; /**< SDICT_SAVE_ST_* bits */
+    /** safetensors: names preferred when tensors alias (tied weights): among a group of exact
+        aliases the first name listed here is kept; NULL keeps the name safetensors'
+        save_model keeps. */
+    const char *const *keep_names;
+    size_t keep_names_count;
+    /** safetensors: called once for each name dropped as an exact alias of kept (NULL: not
+        reported). */
+    void (*on_dropped)(void *ctx, const char *dropped, const char *kept);
+    void *ctx;
+    /** sdict_save_folder: largest shard in bytes of tensor data (0: one file). */
+    uint64_t max_shard_size;
 } sdict_save_opts;
 
 /**
@@ -1012,6 +1060,19 @@ SDICT_API sdict_status sdict_save_buffer(const sdict_value *root, const sdict_sa
                                          void **out_data, size_t *out_size, sdict_error *err);
 /** Frees a buffer returned by sdict_save_buffer. NULL-tolerant. */
 SDICT_API void sdict_free_buffer(void *data);
+
+/**
+ Writes root (a dict of tensors) as a Hugging Face model folder dir, as transformers'
+ save_pretrained / huggingface_hub.save_torch_state_dict lay it out: with
+ opts->format SDICT_FORMAT_SAFETENSORS model.safetensors, else pytorch_model.bin; when the
+ tensors exceed opts->max_shard_size, shards named model-00001-of-0000N.safetensors (or
+ pytorch_model-00001-of-0000N.bin) split by huggingface_hub's greedy rule, and the index
+ (model.safetensors.index.json / pytorch_model.bin.index.json, with metadata.total_size and
+ weight_map) written last. Each file is written crash-safely as sdict_save writes one.
+ Errors: those of sdict_save; SDICT_E_IO when dir cannot be created or written.
+*/
+SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *root,
+                                         const sdict_save_opts *opts, sdict_error *err);
 
 /*==================================================================================================
  MARK: Inspection without loading

@@ -391,4 +391,21 @@ sdict_status sdict__pickle_write(const sdict_value *root, uint32_t flags, sdict_
                                  sdict__saved_storage **storages, size_t *n_storages,
                                  sdict_error *err);
 
+/*==================================================================================================
+ safetensors_read.c / safetensors_write.c / hf_folder.c
+==================================================================================================*/
+
+/** Serializes root (see sdict_save, SDICT_FORMAT_SAFETENSORS) as a safetensors file, streamed
+    to write/ctx. safetensors_write.c. */
+sdict_status sdict__st_write(const sdict_value *root, const sdict_save_opts *opts,
+                             sdict__write_fn write, void *ctx, sdict_error *err);
+
+/** True when path is a folder or a `*.index.json` file that sdict__hf_load reads (a Hugging
+    Face model folder or shard index). hf_folder.c. */
+bool sdict__hf_claims(const char *path);
+/** Loads the folder or index at path as one doc (SDICT_FORMAT_SHARDED, or the format of a
+    folder's single weights file). hf_folder.c. */
+sdict_status sdict__hf_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
+                            sdict_error *err);
+
 #endif /* SDICT_INTERNAL_H */

@@ -1817,6 +1817,8 @@ SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts,
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_load: %s is NULL",
                           path ? "out" : "path");
     }
+    if (sdict__hf_claims(path))
+        return sdict__hf_load(path, opts, out, err);
     uint32_t flags = opts ? opts->flags : 0;
     sdict__source src;
     sdict_status st = sdict__source_open_file(&src, path, !(flags & SDICT_LOAD_COPY), err);

@@ -71,11 +71,20 @@ static int key_cmp(const void *a, const void *b) {
    first '/' of the first record as the archive name, then reads NAME/data.pkl); a name past
    SDICT_ARCHIVE_NAME_MAX bytes would not fit a zip record name with its suffix. */
 #define SDICT_ARCHIVE_NAME_MAX 4096
+static bool is_safetensors(const sdict_save_opts *opts) {
+    return opts && opts->format == SDICT_FORMAT_SAFETENSORS;
+}
+
 static sdict_status check_opts(const sdict_save_opts *opts, sdict_error *err) {
     if (opts && (opts->flags & ~(uint32_t)(SDICT_SAVE_LAYOUT_TORCH2 |
                                            SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY)))
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "unknown save flags 0x%x",
                           (unsigned)opts->flags);
+    if (opts && opts->format != SDICT_FORMAT_NONE && opts->format != SDICT_FORMAT_ZIP &&
+        opts->format != SDICT_FORMAT_SAFETENSORS)
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                          "cannot save in format '%s': zip (torch.save) or safetensors",
+                          sdict_format_name(opts->format));
     if (opts && opts->archive_name) {
         size_t n = strlen(opts->archive_name);
         if (strchr(opts->archive_name, '/'))
@@ -415,7 +424,8 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
             (void)!fchown(f.fd, sb.st_uid, sb.st_gid);
     }
 
-    if ((rc = write_archive(root, archive, opts, file_write, &f, err)))
+    if ((rc = is_safetensors(opts) ? sdict__st_write(root, opts, file_write, &f, err)
+                                   : write_archive(root, archive, opts, file_write, &f, err)))
         goto fail;
     if ((rc = file_flush(&f, err)))
         goto fail;
@@ -489,7 +499,8 @@ sdict_status sdict_save_buffer(const sdict_value *root, const sdict_save_opts *o
     const char *archive = opts && opts->archive_name ? opts->archive_name : "archive";
     sdict__buf b;
     sdict__buf_init(&b);
-    rc = write_archive(root, archive, opts, buf_write, &b, err);
+    rc = is_safetensors(opts) ? sdict__st_write(root, opts, buf_write, &b, err)
+                              : write_archive(root, archive, opts, buf_write, &b, err);
     if (rc) {
         sdict__buf_free(&b);
         sdict__err_file(err, "");

@@ -119,6 +119,7 @@ struct sdict_doc {
     bchunk *bytes;       /* newest first; the head is the one being filled */
     sdict_value *root;
     uint64_t nvalues;
+    sdict_value *metadata; /* safetensors __metadata__ dict, or NULL */
     sdict_format format;
     bool big_endian;
 };
@@ -262,6 +263,15 @@ sdict_status sdict_doc_set_root(sdict_doc *doc, sdict_value *v) {
     return SDICT_OK;
 }
 
+sdict_value *sdict_doc_metadata(const sdict_doc *doc) { return doc ? doc->metadata : NULL; }
+
+sdict_status sdict_doc_set_metadata(sdict_doc *doc, sdict_value *md) {
+    if (!doc || (md && (md->doc != doc || md->kind != SDICT_KIND_DICT)))
+        return SDICT_E_INVALID_ARG;
+    doc->metadata = md;
+    return SDICT_OK;
+}
+
 void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian) {
     if (!doc)
         return;
@@ -283,6 +293,8 @@ const char *sdict_format_name(sdict_format f) {
     case SDICT_FORMAT_ZIP: return "zip";
     case SDICT_FORMAT_LEGACY: return "legacy";
     case SDICT_FORMAT_TAR: return "tar";
+    case SDICT_FORMAT_SAFETENSORS: return "safetensors";
+    case SDICT_FORMAT_SHARDED: return "sharded";
     default: return "?";
     }
 }

@@ -73,7 +73,7 @@ static sdict_status roundtrip(const void *data, size_t n, uint32_t layout) {
     if (st == SDICT_OK) {
         void *out = NULL;
         size_t len = 0;
-        sdict_save_opts o = {NULL, SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY | layout};
+        sdict_save_opts o = {.archive_name = NULL, .flags = SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY | layout};
         st = sdict_save_buffer(sdict_doc_root(doc), &o, &out, &len, NULL);
         sdict_free_buffer(out);
     }

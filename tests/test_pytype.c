@@ -364,7 +364,7 @@ static void test_refusal_paths(void **state) {
     unlink(path);
     assert_int_equal(sdict_save(path, root, NULL, &err), SDICT_E_UNSUPPORTED);
     assert_int_equal(access(path, F_OK), -1);
-    sdict_save_opts o = {NULL, 1u << 7};
+    sdict_save_opts o = {.archive_name = NULL, .flags = 1u << 7};
     assert_int_equal(sdict_save(path, root, &o, &err), SDICT_E_INVALID_ARG);
     void *buf = NULL;
     size_t n = 0;
@@ -413,7 +413,7 @@ static void test_torch2_layout(void **state) {
                      SDICT_OK);
     assert_int_equal(sdict_dict_set_str(root, "b", tensor_of(doc, SDICT_INT64, 1, &s3, b, sizeof b)),
                      SDICT_OK);
-    sdict_save_opts o = {"t214", SDICT_SAVE_LAYOUT_TORCH2};
+    sdict_save_opts o = {.archive_name = "t214", .flags = SDICT_SAVE_LAYOUT_TORCH2};
     void *buf = NULL;
     size_t n = 0;
     sdict_error err;
@@ -458,7 +458,7 @@ static void test_torch2_layout(void **state) {
     snprintf(path, sizeof path, "%s/caf\xc3\xa9.pt", dir);
     sdict_doc *back = NULL;
     for (int torch2 = 0; torch2 < 2; torch2++) {
-        sdict_save_opts po = {NULL, torch2 ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u};
+        sdict_save_opts po = {.archive_name = NULL, .flags = torch2 ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u};
         assert_int_equal(sdict_save(path, root, &po, &err), SDICT_OK);
         size_t fn = 0;
         FILE *f = fopen(path, "rb");

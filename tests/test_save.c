@@ -353,7 +353,7 @@ static void test_round_trip(void **state) {
     /* the buffer variant with the same archive name gives the same bytes as the file */
     void *buf = NULL;
     size_t n = 0, fn = 0;
-    sdict_save_opts o = {"tree", 0};
+    sdict_save_opts o = {.archive_name = "tree", .flags = 0};
     assert_int_equal(sdict_save_buffer(root, &o, &buf, &n, &err), SDICT_OK);
     uint8_t *file = test_read_file(path, &fn);
     assert_non_null(file);
@@ -364,7 +364,7 @@ static void test_round_trip(void **state) {
     /* saving what was loaded gives the same bytes again */
     char path2[512];
     path_in(path2, sizeof path2, "tree.pt.again");
-    sdict_save_opts o2 = {"tree", 0};
+    sdict_save_opts o2 = {.archive_name = "tree", .flags = 0};
     assert_int_equal(sdict_save(path2, sdict_doc_root(back), &o2, &err), SDICT_OK);
     file = test_read_file(path2, &fn);
     assert_non_null(file);
@@ -708,7 +708,7 @@ static void test_archive_name_and_order(void **state) {
     assert_memory_equal(file + 30, "weights/data.pkl", 16);
     free(file);
     /* opts->archive_name wins */
-    sdict_save_opts o = {"custom", 0};
+    sdict_save_opts o = {.archive_name = "custom", .flags = 0};
     assert_int_equal(sdict_save(path, root, &o, NULL), SDICT_OK);
     file = test_read_file(path, &n);
     assert_non_null(file);
@@ -994,7 +994,7 @@ static void test_refuse_unloadable(void **state) {
     write_marker(path, "previous");
 
     /* an archive name with '/': torch.load would look for data.pkl under "a" */
-    sdict_save_opts opts = {"a/b", 0};
+    sdict_save_opts opts = {.archive_name = "a/b", .flags = 0};
     assert_int_equal(sdict_save(path, sdict_int_new(doc, 1), &opts, &err), SDICT_E_INVALID_ARG);
     assert_non_null(strstr(err.message, "archive name 'a/b' contains '/'"));
     assert_string_equal(err.file, path);
@@ -1215,7 +1215,7 @@ static void test_crash_kill(void **state) {
     uint8_t *old_bytes = test_read_file(path, &old_n);
     assert_non_null(old_bytes);
     void *new_bytes = NULL;
-    sdict_save_opts o = {"crash", 0};
+    sdict_save_opts o = {.archive_name = "crash", .flags = 0};
     assert_int_equal(sdict_save_buffer(new_root, &o, &new_bytes, &new_n, NULL), SDICT_OK);
 
     /* How long one save takes here, to spread the kills over it. */

@@ -350,7 +350,7 @@ static int build(const char *out, bool weights_only, bool torch2_tree) {
     }
 
     CHECK(sdict_doc_set_root(doc, root));
-    sdict_save_opts o = {NULL, save_flags | (weights_only || torch2_tree ? 0u
+    sdict_save_opts o = {.archive_name = NULL, .flags = save_flags | (weights_only || torch2_tree ? 0u
                                              : (uint32_t)SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY)};
     CHECK(sdict_save(out, root, &o, &err));
     sdict_doc_free(doc);
@@ -362,7 +362,7 @@ static int resave(const char *in, const char *out) {
     memset(&err, 0, sizeof err);
     sdict_doc *doc = NULL;
     CHECK(sdict_load(in, NULL, &doc, &err));
-    sdict_save_opts o = {NULL, save_flags};
+    sdict_save_opts o = {.archive_name = NULL, .flags = save_flags};
     sdict_status st = sdict_save(out, sdict_doc_root(doc), &o, &err);
     sdict_doc_free(doc);
     if (st)

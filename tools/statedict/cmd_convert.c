@@ -16,7 +16,7 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
         return CLI_EXIT_BAD_INPUT;
     sdict_error err;
     memset(&err, 0, sizeof err);
-    sdict_save_opts opts = {NULL, args->save_flags};
+    sdict_save_opts opts = {.archive_name = NULL, .flags = args->save_flags};
     sdict_status st = sdict_save(args->pos[1], sdict_doc_root(doc), &opts, &err);
     cli_forget_ints();
     sdict_doc_free(doc);
