@@ -17,6 +17,21 @@ sdict_status sdict__hf_load(const char *path, const sdict_load_opts *opts, sdict
     return sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1, "model folders: not yet built");
 }
 
+sdict_status sdict__hf_scan(const char *path, const sdict_load_opts *opts,
+                            void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
+                            size_t *unsafe_count, sdict_error *err) {
+    (void)opts, (void)fn, (void)ctx;
+    if (unsafe_count)
+        *unsafe_count = 0;
+    sdict__err_file(err, path);
+    return sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1, "model folders: not yet built");
+}
+
+sdict_status sdict__hf_verify(const char *path, sdict_error *err) {
+    sdict__err_file(err, path);
+    return sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1, "model folders: not yet built");
+}
+
 SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *root,
                                          const sdict_save_opts *opts, sdict_error *err) {
     (void)root, (void)opts;

@@ -407,5 +407,10 @@ bool sdict__hf_claims(const char *path);
     folder's single weights file). hf_folder.c. */
 sdict_status sdict__hf_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
                             sdict_error *err);
+/** sdict_scan and sdict_verify of a folder or index: every shard, then the index's own rules. */
+sdict_status sdict__hf_scan(const char *path, const sdict_load_opts *opts,
+                            void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
+                            size_t *unsafe_count, sdict_error *err);
+sdict_status sdict__hf_verify(const char *path, sdict_error *err);
 
 #endif /* SDICT_INTERNAL_H */

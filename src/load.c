@@ -1860,6 +1860,8 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
                                   size_t *unsafe_count, sdict_error *err) {
     if (unsafe_count)
         *unsafe_count = 0;
+    if (path && sdict__hf_claims(path))
+        return sdict__hf_scan(path, opts, fn, ctx, unsafe_count, err);
     scan_state ss = {fn, ctx, "", 0};
     sdict__source src;
     /* Mapped: storages of stored records become views that are never touched. */
@@ -1880,6 +1882,8 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
 }
 
 SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err) {
+    if (path && sdict__hf_claims(path))
+        return sdict__hf_verify(path, err);
     sdict__source src;
     sdict_status st = sdict__source_open_file(&src, path, false, err);
     if (st == SDICT_OK) {
