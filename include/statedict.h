@@ -171,6 +171,12 @@ SDICT_API void sdict_set_allocator(const sdict_allocator *alc);
  - qint8, quint8, qint32, quint4x2, quint2x4 are the quantized dtypes: elements are the integer
    representation (torch's int_repr()); see sdict_quantizer for scale and zero point.
    quint4x2 and quint2x4 pack 2 and 4 elements into each byte (sdict_dtype_bits 4 and 2).
+ - float4_e2m1fn, float6_e2m3fn and float6_e3m2fn are the sub-byte floats of safetensors
+   (F4, F6_E2M3, F6_E3M2; named as ml_dtypes spells them), which torch has no dtype for:
+   sdict_dtype_bits 4, 6 and 6, sdict_dtype_size 1, elements packed back to back from the
+   first byte (a tensor of n elements holds ceil(n * bits / 8) bytes). Their elements are not
+   converted to numbers (sdict_tensor_copy_to copies their bytes only), and sdict_save to a
+   torch file refuses them with SDICT_E_DTYPE naming the tensor.
 */
 typedef enum sdict_dtype {
     SDICT_FLOAT64 = 0,
@@ -220,6 +226,9 @@ typedef enum sdict_dtype {
     SDICT_INT5,
     SDICT_INT6,
     SDICT_INT7,
+    SDICT_FLOAT4_E2M1FN,     /**< 4-bit float, two per byte (safetensors F4; ml_dtypes) */
+    SDICT_FLOAT6_E2M3FN,     /**< 6-bit float, packed (safetensors F6_E2M3; ml_dtypes) */
+    SDICT_FLOAT6_E3M2FN,     /**< 6-bit float, packed (safetensors F6_E3M2; ml_dtypes) */
     SDICT_DTYPE_COUNT
 } sdict_dtype;
 
@@ -228,8 +237,9 @@ SDICT_API const char *sdict_dtype_name(sdict_dtype dtype);
 /** Bytes per element as torch's element_size() (bool 1, complex64 8, quint4x2 1); 0 for an
     invalid dtype. */
 SDICT_API size_t sdict_dtype_size(sdict_dtype dtype);
-/** Bits per element: 8 * sdict_dtype_size, except the packed quantized dtypes quint4x2 (4)
-    and quint2x4 (2), whose storages hold ceil(numel * bits / 8) bytes; 0 for invalid. */
+/** Bits per element: 8 * sdict_dtype_size, except the packed dtypes quint4x2 (4), quint2x4
+    (2), float4_e2m1fn (4), float6_e2m3fn and float6_e3m2fn (6), whose storages hold
+    ceil(numel * bits / 8) bytes; 0 for invalid. */
 SDICT_API size_t sdict_dtype_bits(sdict_dtype dtype);
 /** Parses a torch dtype name ("float32", also "torch.float32" and torch's aliases "float",
     "half", "double", "long", "int", "short", "cfloat", "cdouble", "chalf", "bit");
