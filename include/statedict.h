@@ -176,7 +176,9 @@ SDICT_API void sdict_set_allocator(const sdict_allocator *alc);
    sdict_dtype_bits 4, 6 and 6, sdict_dtype_size 1, elements packed back to back from the
    first byte (a tensor of n elements holds ceil(n * bits / 8) bytes). Their elements are not
    converted to numbers (sdict_tensor_copy_to copies their bytes only), and sdict_save to a
-   torch file refuses them with SDICT_E_DTYPE naming the tensor.
+   torch file refuses them with SDICT_E_DTYPE naming the tensor. A safetensors F4 tensor whose
+   last dimension is even loads as float4_e2m1fn_x2 with that dimension halved (what
+   safetensors' torch binding gives); only other F4 shapes load as float4_e2m1fn.
 */
 typedef enum sdict_dtype {
     SDICT_FLOAT64 = 0,

@@ -24,6 +24,11 @@
  use) and "\u0000" in names are refused too. Unknown fields inside a tensor entry are
  ignored, as serde does.
 
+ F4 (4-bit floats) becomes torch's float4_e2m1fn_x2 with the last dimension halved, as
+ safetensors' torch binding (0.8, safe_open(framework="pt")) gives it, when the last dimension
+ is even; other F4 shapes (odd last dimension, which that binding refuses) stay float4_e2m1fn
+ with the file's shape. F6_E2M3 / F6_E3M2 become float6_e2m3fn / float6_e3m2fn.
+
  The root is a dict of the tensors in data-offset order (ties in file order), as
  safetensors.torch.load_file (0.8) returns them; each tensor has its own storage, mapped from
  the file when the source is mapped, SDICT_LOAD_COPY is not set and its file offset is a
@@ -427,7 +432,14 @@ static sdict_status build_doc(st_reader *r, uint32_t flags, sdict_doc *doc) {
             break;
         sdict_tensor t;
         sdict_value *tv = NULL, *kv;
-        st = sdict_tensor_init(&t, e->dtype, e->ndim, r->dims + e->shape_at, stride, s, r->err);
+        int64_t *dims = r->dims + e->shape_at;
+        sdict_dtype dt = e->dtype;
+        if (dt == SDICT_FLOAT4_E2M1FN && e->ndim > 0 && dims[e->ndim - 1] % 2 == 0) {
+            /* as safe_open(framework="pt") gives it: two per byte, the last dimension halved */
+            dt = SDICT_FLOAT4_E2M1FN_X2;
+            dims[e->ndim - 1] /= 2;
+        }
+        st = sdict_tensor_init(&t, dt, e->ndim, dims, stride, s, r->err);
         if (st == SDICT_OK)
             st = sdict_tensor_new(doc, &t, &tv, r->err);
         sdict_storage_release(s);

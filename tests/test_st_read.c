@@ -154,10 +154,11 @@ static void test_load_mapped_copy_buffer(void **state) {
 static void test_sub_byte_dtypes(void **state) {
     (void)state;
     const char *hdr = "{\"f4\":{\"dtype\":\"F4\",\"shape\":[2,3],\"data_offsets\":[0,3]},"
+                      "\"x2\":{\"dtype\":\"F4\",\"shape\":[3,2],\"data_offsets\":[8,11]},"
                       "\"f6\":{\"dtype\":\"F6_E2M3\",\"shape\":[4],\"data_offsets\":[3,6]},"
                       "\"g6\":{\"dtype\":\"F6_E3M2\",\"shape\":[0],\"data_offsets\":[6,6]},"
                       "\"e8\":{\"dtype\":\"F8_E8M0\",\"shape\":[2],\"data_offsets\":[6,8]}}";
-    const uint8_t data[8] = {0x21, 0x43, 0x65, 0xAA, 0xBB, 0xCC, 127, 128};
+    const uint8_t data[11] = {0x21, 0x43, 0x65, 0xAA, 0xBB, 0xCC, 127, 128, 1, 2, 3};
     size_t n;
     uint8_t *img = st_image(hdr, data, sizeof data, &n);
     sdict_doc *doc = NULL;
@@ -169,6 +170,12 @@ static void test_sub_byte_dtypes(void **state) {
     assert_string_equal(sdict_dtype_name(f4->dtype), "float4_e2m1fn");
     assert_int_equal(sdict_tensor_nbytes(f4), 3);
     assert_memory_equal(sdict_tensor_data(f4), data, 3);
+    /* an even last dimension: torch's float4_e2m1fn_x2, as safe_open(framework="pt") */
+    const sdict_tensor *x2 = sdict_value_tensor(sdict_dict_get(root, "x2"));
+    assert_int_equal(x2->dtype, SDICT_FLOAT4_E2M1FN_X2);
+    assert_int_equal(x2->ndim, 2);
+    assert_true(x2->shape[0] == 3 && x2->shape[1] == 1);
+    assert_memory_equal(sdict_tensor_data(x2), data + 8, 3);
     const sdict_tensor *f6 = sdict_value_tensor(sdict_dict_get(root, "f6"));
     assert_int_equal(f6->dtype, SDICT_FLOAT6_E2M3FN);
     assert_int_equal(sdict_tensor_nbytes(f6), 3);
