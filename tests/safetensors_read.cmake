@@ -9,9 +9,11 @@
 if(NOT TARGET statedict_cli)
   return()
 endif()
+add_executable(st_read_meta ${CMAKE_CURRENT_SOURCE_DIR}/safetensors/st_read_meta.c)
+target_link_libraries(st_read_meta PRIVATE statedict PkgConfig::JANSSON)
 sdict_torch_test(st_read_interop
   COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/safetensors/read_interop.py
-          $<TARGET_FILE:statedict_cli> $<TARGET_FILE:statedict>
+          $<TARGET_FILE:statedict_cli> $<TARGET_FILE:st_read_meta>
           ${CMAKE_CURRENT_BINARY_DIR}/st_read/@GEN@
   GENERATIONS 2.6 2.14 LABELS safetensors PROPERTIES TIMEOUT 300)
 sdict_torch_test(st_hostile_verdict

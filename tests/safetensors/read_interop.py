@@ -1,6 +1,6 @@
 """Files the real safetensors package writes, read by statedict (issue 12, reading).
 
-Usage: read_interop.py STATEDICT LIBSTATEDICT WORKDIR   (run with a torch generation's python)
+Usage: read_interop.py STATEDICT ST_READ_META WORKDIR   (run with a torch generation's python)
 
 1. For every dtype the installed torch has and safetensors.torch.save_file writes, tensors of
    random bytes (every bit pattern: NaN payloads, -0, subnormals; bool 0/1), of several shapes
@@ -8,13 +8,13 @@ Usage: read_interop.py STATEDICT LIBSTATEDICT WORKDIR   (run with a torch genera
    --copy) gives each tensor's dtype, shape and the sha256 of its bytes exactly as the tensor
    safetensors.torch.load_file returns; the key order is load_file's (0.8: data-offset order);
    `statedict ls` lists the same keys, dtypes and shapes; the library's sdict_doc_metadata
-   (through ctypes) gives the metadata, in the file's order.
+   (printed by st_read_meta) gives the metadata, in the file's order.
 2. Hand-built files (struct + json, no safetensors) for the dtypes no installed torch has
    (F4 with an odd last dimension, F6_E2M3, F6_E3M2; and F8_E8M0, F4 even, FNUZ where this torch
    lacks them), checked by raw bytes; where this torch's safe_open reads them, statedict's bytes
    equal its tensor's bytes.
 """
-import ctypes, hashlib, json, os, random, struct, subprocess, sys
+import hashlib, json, os, random, struct, subprocess, sys
 
 try:
     import torch
@@ -25,7 +25,7 @@ except ImportError as e:
     print('skip: %s' % e)
     sys.exit(77)
 
-BIN, LIB, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
+BIN, META, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 os.makedirs(WORK, exist_ok=True)
 rng = random.Random(12)
 failures = []
@@ -73,38 +73,12 @@ def dump_tensors(path, copy=False):
     return out
 
 
-# ---- the library's metadata, through ctypes --------------------------------------------------
-lib = ctypes.CDLL(LIB)
-lib.sdict_load.restype = ctypes.c_int
-lib.sdict_load.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
-for fn in ('sdict_doc_metadata', 'sdict_dict_key', 'sdict_dict_val'):
-    getattr(lib, fn).restype = ctypes.c_void_p
-lib.sdict_doc_metadata.argtypes = [ctypes.c_void_p]
-lib.sdict_dict_key.argtypes = lib.sdict_dict_val.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-lib.sdict_dict_len.restype = ctypes.c_size_t
-lib.sdict_dict_len.argtypes = [ctypes.c_void_p]
-lib.sdict_str_get.restype = ctypes.c_void_p
-lib.sdict_str_get.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
-lib.sdict_doc_free.argtypes = [ctypes.c_void_p]
-
-
+# ---- the library's metadata (sdict_doc_metadata), printed by st_read_meta ---------------------
 def lib_metadata(path):
-    doc = ctypes.c_void_p()
-    err = ctypes.create_string_buffer(1024)
-    st = lib.sdict_load(path.encode(), None, ctypes.byref(doc), err)
-    assert st == 0, 'sdict_load(%s) = %d' % (path, st)
-    md = lib.sdict_doc_metadata(doc)
-    items = None
-    if md:
-        items = []
-        for i in range(lib.sdict_dict_len(md)):
-            def s(v):
-                n = ctypes.c_size_t()
-                p = lib.sdict_str_get(v, ctypes.byref(n))
-                return ctypes.string_at(p, n.value).decode('utf-8', 'surrogatepass')
-            items.append((s(lib.sdict_dict_key(md, i)), s(lib.sdict_dict_val(md, i))))
-    lib.sdict_doc_free(doc)
-    return items
+    p = subprocess.run([META, path], capture_output=True)
+    assert p.returncode == 0, 'st_read_meta %s: %s' % (path, p.stderr.decode())
+    md = json.loads(p.stdout)
+    return None if md is None else [tuple(kv) for kv in md]
 
 
 # ---- 1. save_file output, every dtype -------------------------------------------------------
