@@ -901,8 +901,19 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  sdict_tensor_attrs; _rebuild_device_tensor_from_cpu_tensor / _from_numpy give the CPU tensor
  converted to the saved dtype (map_location='cpu'); _rebuild_wrapper_subclass is refused
  (SDICT_E_UNSUPPORTED) because torch cannot rebuild any allowed class with it either.
- Zip, legacy and tar formats are detected from the content, not the name. TorchScript
- archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+ Zip, legacy, tar and safetensors formats are detected from the content, not the name.
+ TorchScript archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+
+ safetensors files (as safetensors.torch.load_file(path) reads them, with the Rust core's
+ header checks): the root is a dict (not ordered) of str -> tensor in data-offset order, each
+ tensor with its own storage (sdict_storage_key is the tensor's name), and sdict_doc_metadata
+ is `__metadata__`. A tensor is mapped when its file offset is a multiple of its element size,
+ else copied. Every refusal names the rule and the Rust error (README "safetensors
+ (reading)"): SDICT_E_LIMIT (header length over 100,000,000), _TRUNCATED (header or data
+ past the end), _FORMAT (not UTF-8, not JSON, duplicate keys, wrong field types, trailing
+ bytes), _DTYPE (unknown dtype), _SHAPE (negative or fractional numbers, sizes that do not
+ match, overflow, sub-byte sizes off a byte boundary), _STORAGE (offsets that do not tile the
+ data section).
  By default stored, native-order records are mapped, not copied, when they start where torch's
  writer puts them: at a multiple of the archive's storage alignment (64 bytes, or the
  .storage_alignment record of torch >= 2.7, counting at most 64) and of the dtype's natural
@@ -1104,6 +1115,8 @@ typedef struct sdict_scan_item {
  calling fn once per global reference (GLOBAL, STACK_GLOBAL, INST) in file order. Refused
  globals do not stop the scan. Pointers in the item are valid during the call only.
  *unsafe_count receives the number of refused references.
+ A safetensors file has no pickle: its header is checked (every rule sdict_load applies) and
+ it reports no globals (*unsafe_count 0).
  Errors: those of sdict_load for the container; pickle errors after a refused global are
  reported but do not hide earlier items.
 */
@@ -1119,6 +1132,8 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
  CRCs off (torch 2.6+ set_crc32_options(False)) is not OK: its records carry no CRC to verify
  them against, so after every other check passes this returns SDICT_E_CRC "no CRC recorded"
  naming the first such record and the count (see SDICT_LOAD_VERIFY_CRC).
+ A safetensors file (which has no checksums) is OK when its header passes every rule of
+ sdict_load; no tensor bytes are read.
 */
 SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err);
 
