@@ -171,6 +171,14 @@ SDICT_API void sdict_set_allocator(const sdict_allocator *alc);
  - qint8, quint8, qint32, quint4x2, quint2x4 are the quantized dtypes: elements are the integer
    representation (torch's int_repr()); see sdict_quantizer for scale and zero point.
    quint4x2 and quint2x4 pack 2 and 4 elements into each byte (sdict_dtype_bits 4 and 2).
+ - float4_e2m1fn, float6_e2m3fn and float6_e3m2fn are the sub-byte floats of safetensors
+   (F4, F6_E2M3, F6_E3M2; named as ml_dtypes spells them), which torch has no dtype for:
+   sdict_dtype_bits 4, 6 and 6, sdict_dtype_size 1, elements packed back to back from the
+   first byte (a tensor of n elements holds ceil(n * bits / 8) bytes). Their elements are not
+   converted to numbers (sdict_tensor_copy_to copies their bytes only), and sdict_save to a
+   torch file refuses them with SDICT_E_DTYPE naming the tensor. A safetensors F4 tensor whose
+   last dimension is even loads as float4_e2m1fn_x2 with that dimension halved (what
+   safetensors' torch binding gives); only other F4 shapes load as float4_e2m1fn.
 */
 typedef enum sdict_dtype {
     SDICT_FLOAT64 = 0,
@@ -220,6 +228,9 @@ typedef enum sdict_dtype {
     SDICT_INT5,
     SDICT_INT6,
     SDICT_INT7,
+    SDICT_FLOAT4_E2M1FN,     /**< 4-bit float, two per byte (safetensors F4; ml_dtypes) */
+    SDICT_FLOAT6_E2M3FN,     /**< 6-bit float, packed (safetensors F6_E2M3; ml_dtypes) */
+    SDICT_FLOAT6_E3M2FN,     /**< 6-bit float, packed (safetensors F6_E3M2; ml_dtypes) */
     SDICT_DTYPE_COUNT
 } sdict_dtype;
 
@@ -228,8 +239,9 @@ SDICT_API const char *sdict_dtype_name(sdict_dtype dtype);
 /** Bytes per element as torch's element_size() (bool 1, complex64 8, quint4x2 1); 0 for an
     invalid dtype. */
 SDICT_API size_t sdict_dtype_size(sdict_dtype dtype);
-/** Bits per element: 8 * sdict_dtype_size, except the packed quantized dtypes quint4x2 (4)
-    and quint2x4 (2), whose storages hold ceil(numel * bits / 8) bytes; 0 for invalid. */
+/** Bits per element: 8 * sdict_dtype_size, except the packed dtypes quint4x2 (4), quint2x4
+    (2), float4_e2m1fn (4), float6_e2m3fn and float6_e3m2fn (6), whose storages hold
+    ceil(numel * bits / 8) bytes; 0 for invalid. */
 SDICT_API size_t sdict_dtype_bits(sdict_dtype dtype);
 /** Parses a torch dtype name ("float32", also "torch.float32" and torch's aliases "float",
     "half", "double", "long", "int", "short", "cfloat", "cdouble", "chalf", "bit");
@@ -889,8 +901,19 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  sdict_tensor_attrs; _rebuild_device_tensor_from_cpu_tensor / _from_numpy give the CPU tensor
  converted to the saved dtype (map_location='cpu'); _rebuild_wrapper_subclass is refused
  (SDICT_E_UNSUPPORTED) because torch cannot rebuild any allowed class with it either.
- Zip, legacy and tar formats are detected from the content, not the name. TorchScript
- archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+ Zip, legacy, tar and safetensors formats are detected from the content, not the name.
+ TorchScript archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+
+ safetensors files (as safetensors.torch.load_file(path) reads them, with the Rust core's
+ header checks): the root is a dict (not ordered) of str -> tensor in data-offset order, each
+ tensor with its own storage (sdict_storage_key is the tensor's name), and sdict_doc_metadata
+ is `__metadata__`. A tensor is mapped when its file offset is a multiple of its element size,
+ else copied. Every refusal names the rule and the Rust error (README "safetensors
+ (reading)"): SDICT_E_LIMIT (header length over 100,000,000), _TRUNCATED (header or data
+ past the end), _FORMAT (not UTF-8, not JSON, duplicate keys, wrong field types, trailing
+ bytes), _DTYPE (unknown dtype), _SHAPE (negative or fractional numbers, sizes that do not
+ match, overflow, sub-byte sizes off a byte boundary), _STORAGE (offsets that do not tile the
+ data section).
  By default stored, native-order records are mapped, not copied, when they start where torch's
  writer puts them: at a multiple of the archive's storage alignment (64 bytes, or the
  .storage_alignment record of torch >= 2.7, counting at most 64) and of the dtype's natural
@@ -1092,6 +1115,8 @@ typedef struct sdict_scan_item {
  calling fn once per global reference (GLOBAL, STACK_GLOBAL, INST) in file order. Refused
  globals do not stop the scan. Pointers in the item are valid during the call only.
  *unsafe_count receives the number of refused references.
+ A safetensors file has no pickle: its header is checked (every rule sdict_load applies) and
+ it reports no globals (*unsafe_count 0).
  Errors: those of sdict_load for the container; pickle errors after a refused global are
  reported but do not hide earlier items.
 */
@@ -1107,6 +1132,8 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
  CRCs off (torch 2.6+ set_crc32_options(False)) is not OK: its records carry no CRC to verify
  them against, so after every other check passes this returns SDICT_E_CRC "no CRC recorded"
  naming the first such record and the count (see SDICT_LOAD_VERIFY_CRC).
+ A safetensors file (which has no checksums) is OK when its header passes every rule of
+ sdict_load; no tensor bytes are read.
 */
 SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err);
 
