@@ -861,17 +861,21 @@ static int cmp_storage_idx(const void *pa, const void *pb) {
     return *a < *b ? -1 : *a > *b;
 }
 
-/* Sets e[i].first: the first entry (in state_dict order) viewing the same storage. */
+/* Sets e[i].first: the first entry (in state_dict order) viewing the same storage, among the
+   entries not dropped (called again after drop_aliases: a kept name may follow a dropped
+   one). */
 static sdict_status group_storages(save_plan *p, sdict_error *err) {
     entry **order = sdict__calloc(p->n ? p->n : 1, sizeof *order);
     if (!order)
         return nomem(err);
+    size_t n = 0;
     for (size_t i = 0; i < p->n; i++) {
         p->e[i].first = i;
-        order[i] = &p->e[i];
+        if (!p->e[i].dropped)
+            order[n++] = &p->e[i];
     }
-    qsort(order, p->n, sizeof *order, cmp_storage_idx);
-    for (size_t i = 1; i < p->n; i++)
+    qsort(order, n, sizeof *order, cmp_storage_idx);
+    for (size_t i = 1; i < n; i++)
         if (order[i]->t->storage && order[i]->t->storage == order[i - 1]->t->storage)
             order[i]->first = order[i - 1]->first;
     sdict__free(order);
@@ -1214,8 +1218,8 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
     sdict_status st = plan_entries(&p, root, opts, err);
     if (st == SDICT_OK)
         st = group_storages(&p, err);
-    if (st == SDICT_OK && st_format)
-        st = drop_aliases(&p, opts, err);
+    if (st == SDICT_OK && st_format && (st = drop_aliases(&p, opts, err)) == SDICT_OK)
+        st = group_storages(&p, err);
     if (st == SDICT_OK)
         st = split(&p, max, err);
     if (st)

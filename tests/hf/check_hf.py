@@ -138,13 +138,13 @@ def mode_hub(safe):
               "tied tensors stay tied through the folder and convert")
 
 
-def write_case(safe, max_size, label, keep=()):
+def write_case(safe, max_size, label, keep=(), discard=None):
     sd = tied_state_dict()
     src = os.path.join(WORK, f"{label}_in.pt")
     torch.save(sd, src)
     ref = fresh(f"{label}_ref")
     save_torch_state_dict(dict(sd), ref, max_shard_size=max_size, safe_serialization=safe,
-                          shared_tensors_to_discard=None)
+                          shared_tensors_to_discard=discard)
     ours = fresh(f"{label}_ours")
     p = run(HF_SAVE, src, ours, "safetensors" if safe else "bin", max_size, *keep)
     check(sorted(os.listdir(ours)) == sorted(os.listdir(ref)),
@@ -171,8 +171,9 @@ def write_case(safe, max_size, label, keep=()):
                 check(torch.equal(ta[k], tb[k]), f"{label}: {name}:{k}")
     if safe:
         dropped = [l for l in p.stdout.splitlines() if l.startswith("dropped ")]
-        check(dropped == ["dropped head.weight kept embed.weight"],
-              f"{label}: aliases reported as dropped: {dropped}")
+        expect = (["dropped embed.weight kept head.weight"] if keep
+                  else ["dropped head.weight kept embed.weight"])
+        check(dropped == expect, f"{label}: aliases reported as dropped: {dropped}")
     return ours
 
 
@@ -180,6 +181,9 @@ def mode_write(safe):
     ext = "st" if safe else "bin"
     for size in (3000, 5000, 20000, 1 << 40):
         write_case(safe, size, f"w{ext}_{size}")
+    # the name kept among aliases: sdict_save_opts.keep_names as huggingface_hub's
+    # shared_tensors_to_discard names the other one (the index metadata says which went)
+    write_case(safe, 3000, f"w{ext}_keep", keep=("head.weight",), discard=["embed.weight"])
     # a sharded save, then a single-file save into the same folder: the old shards and index go
     d = write_case(safe, 3000, f"w{ext}_stale")
     src = os.path.join(WORK, f"w{ext}_stale_in.pt")
@@ -194,10 +198,10 @@ def mode_write(safe):
 def models():
     from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=101,
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=101, bos_token_id=0, eos_token_id=0,
                                       n_positions=24)).eval()
     bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=37, vocab_size=101,
+                                intermediate_size=37, vocab_size=101, bos_token_id=0, eos_token_id=0,
                                 max_position_embeddings=24)).eval()
     check(gpt2.lm_head.weight.data_ptr() == gpt2.transformer.wte.weight.data_ptr(),
           "GPT-2's embeddings are tied")
@@ -227,7 +231,7 @@ def mode_tf(safe):
         sd = model.state_dict()
         if safe:
             d = fresh(f"tf_{name}_st")
-            model.save_pretrained(d, max_shard_size="40KB")
+            model.save_pretrained(d, max_shard_size="20KB")
             shards = [f for f in os.listdir(d) if f.endswith(".safetensors")]
             check(len(shards) >= 3, f"{name}: save_pretrained wrote several shards: {shards}")
             keys = index_order(d, "model.safetensors.index.json")
@@ -242,7 +246,7 @@ def mode_tf(safe):
         else:
             d = fresh(f"tf_{name}_bin")
             model.config.save_pretrained(d)
-            save_torch_state_dict(dict(sd), d, max_shard_size="40KB", safe_serialization=False)
+            save_torch_state_dict(dict(sd), d, max_shard_size="20KB", safe_serialization=False)
             check(len([f for f in os.listdir(d) if f.endswith(".bin")]) >= 3,
                   f"{name}: several .bin shards")
             back = check_reads(d, "pytorch_model.bin.index.json", sd, f"tf_{name}_bin")
@@ -251,11 +255,11 @@ def mode_tf(safe):
                       "gpt2: tied embeddings stay tied through convert")
             # out.pt -> sharded .bin folder written by statedict -> from_pretrained
             o = fresh(f"tf_{name}_ours")
-            run(HF_SAVE, os.path.join(WORK, f"tf_{name}_bin.pt"), o, "bin", 30000)
+            run(HF_SAVE, os.path.join(WORK, f"tf_{name}_bin.pt"), o, "bin", 25000)
             check(len([f for f in os.listdir(o) if f.endswith(".bin")]) >= 3,
                   f"{name}: statedict wrote several .bin shards")
             ref = fresh(f"tf_{name}_hubref")
-            save_torch_state_dict(dict(sd), ref, max_shard_size=30000, safe_serialization=False)
+            save_torch_state_dict(dict(sd), ref, max_shard_size=25000, safe_serialization=False)
             with open(os.path.join(o, "pytorch_model.bin.index.json"), "rb") as f, \
                     open(os.path.join(ref, "pytorch_model.bin.index.json"), "rb") as g:
                 check(f.read() == g.read(), f"{name}: index text equals huggingface_hub's")
