@@ -36,14 +36,27 @@ static const char *const FOLDER_FILES[4] = {
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
     "pytorch_model.bin.index.json"};
 
-/* An index larger than this is refused (the largest published ones are a few MB). */
-#define HF_INDEX_MAX ((size_t)256 << 20)
+/* An index larger than this is refused (the largest published ones, of models with 100,000
+   tensors, are about 10 MB); jansson's tree of it takes memory proportional to it. */
+#define HF_INDEX_MAX ((size_t)64 << 20)
 
 static const char INDEX_SUFFIX[] = ".index.json";
 
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* strerror_r's text of an errno value (strerror is not thread-safe). */
+typedef struct errbuf {
+    char s[128];
+} errbuf;
+
+static errbuf errtext(int e) {
+    errbuf b;
+    if (strerror_r(e, b.s, sizeof b.s) != 0)
+        snprintf(b.s, sizeof b.s, "errno %d", e);
+    return b;
 }
 
 static sdict_status nomem(sdict_error *err) {
@@ -204,11 +217,11 @@ static sdict_status read_whole(const char *path, char **out, size_t *n, sdict_er
     *n = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return sdict__err(err, SDICT_E_IO, NULL, -1, "open: %s", strerror(errno));
+        return sdict__err(err, SDICT_E_IO, NULL, -1, "open: %s", errtext(errno).s);
     struct stat sb;
     sdict_status st = SDICT_OK;
     if (fstat(fd, &sb) != 0) {
-        st = sdict__err(err, SDICT_E_IO, NULL, -1, "fstat: %s", strerror(errno));
+        st = sdict__err(err, SDICT_E_IO, NULL, -1, "fstat: %s", errtext(errno).s);
     } else if ((uint64_t)sb.st_size > HF_INDEX_MAX) {
         st = sdict__err(err, SDICT_E_LIMIT, NULL, -1,
                         "index of %lld bytes is larger than the limit of %zu bytes",
@@ -223,7 +236,7 @@ static sdict_status read_whole(const char *path, char **out, size_t *n, sdict_er
             if (k < 0 && errno == EINTR)
                 continue;
             if (k < 0) {
-                st = sdict__err(err, SDICT_E_IO, NULL, (int64_t)len, "read: %s", strerror(errno));
+                st = sdict__err(err, SDICT_E_IO, NULL, (int64_t)len, "read: %s", errtext(errno).s);
                 break;
             }
             if (k == 0)
@@ -289,7 +302,7 @@ static sdict_status index_open(const char *path, hf_index *ix, sdict_error *err)
     ix->rdir = realpath(ix->dir, NULL);
     if (!ix->rdir) {
         st = sdict__err(err, SDICT_E_IO, NULL, -1, "realpath of the index's folder '%s': %s",
-                        ix->dir, strerror(errno));
+                        ix->dir, errtext(errno).s);
         goto fail;
     }
     size_t n = json_object_size(ix->weight_map);
@@ -549,7 +562,7 @@ static sdict_status folder_pick(const char *dir, char **out, sdict_error *err) {
     char *rdir = realpath(dir, NULL);
     if (!rdir) {
         sdict__err_file(err, dir);
-        return sdict__err(err, SDICT_E_IO, NULL, -1, "realpath: %s", strerror(errno));
+        return sdict__err(err, SDICT_E_IO, NULL, -1, "realpath: %s", errtext(errno).s);
     }
     sdict_status st = SDICT_OK;
     for (size_t i = 0; i < 4 && !*out && st == SDICT_OK; i++) {
@@ -1113,7 +1126,7 @@ static sdict_status remove_stale(const char *dir, const char *prefix, const char
                                  char *const *keep, size_t n_keep, sdict_error *err) {
     DIR *d = opendir(dir);
     if (!d)
-        return sdict__err(err, SDICT_E_IO, NULL, -1, "opendir: %s", strerror(errno));
+        return sdict__err(err, SDICT_E_IO, NULL, -1, "opendir: %s", errtext(errno).s);
     sdict_status st = SDICT_OK;
     struct dirent *de;
     while (st == SDICT_OK && (de = readdir(d))) {
@@ -1131,7 +1144,7 @@ static sdict_status remove_stale(const char *dir, const char *prefix, const char
         else if (lstat(p, &sb) == 0 && (S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) &&
                  unlink(p) != 0 && errno != ENOENT)
             st = sdict__err(err, SDICT_E_IO, de->d_name, -1, "remove stale '%s': %s",
-                            de->d_name, strerror(errno));
+                            de->d_name, errtext(errno).s);
         sdict__free(p);
     }
     closedir(d);
@@ -1227,7 +1240,7 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
 
     struct stat sb;
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        st = sdict__err(err, SDICT_E_IO, NULL, -1, "mkdir: %s", strerror(errno));
+        st = sdict__err(err, SDICT_E_IO, NULL, -1, "mkdir: %s", errtext(errno).s);
         goto done;
     }
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
