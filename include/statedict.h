@@ -1085,14 +1085,37 @@ SDICT_API sdict_status sdict_save_buffer(const sdict_value *root, const sdict_sa
 SDICT_API void sdict_free_buffer(void *data);
 
 /**
- Writes root (a dict of tensors) as a Hugging Face model folder dir, as transformers'
- save_pretrained / huggingface_hub.save_torch_state_dict lay it out: with
- opts->format SDICT_FORMAT_SAFETENSORS model.safetensors, else pytorch_model.bin; when the
- tensors exceed opts->max_shard_size, shards named model-00001-of-0000N.safetensors (or
- pytorch_model-00001-of-0000N.bin) split by huggingface_hub's greedy rule, and the index
- (model.safetensors.index.json / pytorch_model.bin.index.json, with metadata.total_size and
- weight_map) written last. Each file is written crash-safely as sdict_save writes one.
- Errors: those of sdict_save; SDICT_E_IO when dir cannot be created or written.
+ Writes root (a dict of str -> tensor) as a Hugging Face model folder dir, as huggingface_hub
+ 1.23's save_torch_state_dict lays it out (and transformers' from_pretrained reads it).
+ - opts->format SDICT_FORMAT_SAFETENSORS writes model.safetensors, or shards
+   model-00001-of-0000N.safetensors; SDICT_FORMAT_ZIP (or 0) writes pytorch_model.bin, or
+   pytorch_model-00001-of-0000N.bin (torch zip files, opts->flags applying to each).
+ - Split: huggingface_hub's greedy rule over opts->max_shard_size bytes (0: no limit), in the
+   dict's order; a tensor counts its storage's bytes, once per storage (tensors of one storage
+   go to the shard of its first tensor); a tensor above the limit gets a shard of its own. When
+   there is more than one shard, the index (model.safetensors.index.json /
+   pytorch_model.bin.index.json: metadata.total_size, then the metadata, then weight_map) is
+   written byte for byte as huggingface_hub's json.dump(index, f, indent=2).
+ - safetensors only, as huggingface_hub's _remove_duplicate_names: of tensors overlapping in
+   one storage, the first name in sorted order among those covering the whole storage is kept
+   (the first of them in opts->keep_names, if any is listed); the others are left out, passed
+   to opts->on_dropped and recorded in the metadata as DROPPED: KEPT. Overlapping tensors none
+   of which covers its storage are refused unless SDICT_SAVE_ST_COPY_OVERLAPS.
+ - Metadata: opts->metadata, else the root doc's (sdict_doc_metadata), str -> str: in each
+   safetensors file's __metadata__ after {"format": "pt"} when there is one file, in the index
+   otherwise.
+ - Files: each written crash-safely as sdict_save writes one; then files of the same pattern
+   (PREFIX.EXT, PREFIX-NNNNN-of-NNNNN.EXT, PREFIX.EXT.index.json) this save did not write are
+   removed, as huggingface_hub removes them; the index is renamed into place last. dir is
+   created when missing (one level). An empty dict writes one file without tensors.
+ Non-tensor leaves are refused (SDICT_E_UNSUPPORTED, naming the key) unless
+ SDICT_SAVE_ST_DROP_NON_TENSORS leaves them out; tensors with Python attributes are refused.
+ Errors: those of sdict_save (err->file naming the file being written); SDICT_E_INVALID_ARG
+ (NULL or empty dir, root not a dict, a key that is not a str, a format other than zip or
+ safetensors, metadata that is not str -> str, overlapping tensors without a complete one);
+ SDICT_E_UNSUPPORTED; SDICT_E_IO (dir cannot be created, listed, or a stale file removed);
+ SDICT_E_NOMEM. On failure, files already written stay (each complete) and the previous
+ index, if any, is untouched.
 */
 SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *root,
                                          const sdict_save_opts *opts, sdict_error *err);

@@ -460,4 +460,9 @@ sdict_status sdict__hf_scan(const char *path, const sdict_load_opts *opts,
                             size_t *unsafe_count, sdict_error *err);
 sdict_status sdict__hf_verify(const char *path, sdict_error *err);
 
+/** Writes n bytes at data as the file at path, crash-safely and through symbolic links exactly
+    as sdict_save writes a checkpoint (temporary file, fsync, rename, directory fsync). The
+    index of a model folder is written with it. save.c. */
+sdict_status sdict__save_bytes(const char *path, const void *data, size_t n, sdict_error *err);
+
 #endif /* SDICT_INTERNAL_H */
