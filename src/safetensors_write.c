@@ -834,7 +834,7 @@ sdict_status sdict__st_write(const sdict_value *root, const sdict_save_opts *opt
         tens[nt++] = &c.e[i];
     }
     if (nother && !(sf & (SDICT_SAVE_ST_DROP_NON_TENSORS | SDICT_SAVE_ST_NON_TENSORS_AS_METADATA))) {
-        char list[200];
+        char list[192];
         size_t len = 0, shown = 0;
         const char *first = NULL;
         for (size_t i = 0; i < c.n; i++) {
@@ -856,8 +856,8 @@ sdict_status sdict__st_write(const sdict_value *root, const sdict_save_opts *opt
         if (shown < nother)
             snprintf(more, sizeof more, "%s and %zu more", shown ? "," : "", nother - shown);
         st = sdict__err(err, SDICT_E_INVALID_ARG, first, -1,
-                        "%zu %s not tensors, which safetensors cannot hold: %s%s; drop them or "
-                        "keep them as metadata",
+                        "%zu %s not tensors (safetensors holds tensors only; drop them or keep "
+                        "them as metadata): %s%s",
                         nother, nother == 1 ? "value is" : "values are", list, more);
         goto done;
     }
