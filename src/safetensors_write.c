@@ -89,6 +89,7 @@ typedef struct st_ctx {
     size_t n, cap;
     sdict_error *err;
     sdict__buf name, origin;
+    size_t max_leaves;
 } st_ctx;
 
 #define ST_MAX_DEPTH 1000
@@ -121,6 +122,12 @@ static const char *origin_text(st_ctx *c) {
 }
 
 static sdict_status add_leaf(st_ctx *c, const sdict_value *v) {
+    /* A value reached through many paths (a list holding one list twice, nested) flattens to
+       exponentially many names: the loader bounds that for files, this bounds built trees. */
+    if (c->n >= c->max_leaves)
+        return sdict__err(c->err, SDICT_E_LIMIT, origin_text(c), -1,
+                          "the tree flattens to more than %zu names (values reached through "
+                          "many paths)", c->max_leaves);
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 64;
         st_entry *e = sdict__realloc(c->e, cap * sizeof *e);
@@ -309,9 +316,13 @@ static void repr_items(sdict__buf *b, const sdict_value *v, const char *open, co
     sdict__buf_append(b, close, strlen(close));
 }
 
+/* A repr stops at 64 KiB ("..."): every call appends at least one byte, so a leaf built of
+   shared values cannot make the work grow past that. */
+#define ST_MAX_REPR 65536
+
 static void repr_value(sdict__buf *b, const sdict_value *v, int depth) {
     char tmp[64];
-    if (depth > 64) {
+    if (depth > 64 || b->len > ST_MAX_REPR) {
         sdict__buf_append(b, "...", 3);
         return;
     }
@@ -780,6 +791,7 @@ sdict_status sdict__st_write(const sdict_value *root, const sdict_save_opts *opt
     st_ctx c;
     memset(&c, 0, sizeof c);
     c.err = err;
+    c.max_leaves = (size_t)sdict__doc_value_count(sdict__value_doc(root)) * 16 + 4096;
     sdict__buf_init(&c.name);
     sdict__buf_init(&c.origin);
     sdict__buf hdr, rep;

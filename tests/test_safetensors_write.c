@@ -12,6 +12,7 @@
    reported through on_dropped; partial overlaps refused naming both, or copied on request;
  - non-tensor leaves refused in one message listing them, dropped, or kept as their Python
    repr in `__metadata__`; flattening of nested dicts and lists, collisions refused;
+ - bounded work: a tree whose values are reached through exponentially many paths;
  - refused inputs: a root that is not a dict, quantized, meta and complex128 tensors, a 0-dim
    float4 tensor, metadata that is not str -> str, a tensor named __metadata__, unknown or
    conflicting flags.
@@ -522,6 +523,28 @@ static void test_refused(void **state) {
     sdict_doc_free(doc);
 }
 
+/* A list holding one list twice, 40 deep: 2^40 paths to one tensor are refused, not walked. */
+static void test_shared_paths_bounded(void **state) {
+    (void)state;
+    sdict_doc *doc;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    int64_t shape[1] = {1};
+    sdict_value *v = tensor(doc, SDICT_FLOAT32, 1, shape, NULL, 4);
+    for (int i = 0; i < 40; i++) {
+        sdict_value *l = sdict_list_new(doc);
+        assert_int_equal(sdict_seq_append(l, v), SDICT_OK);
+        assert_int_equal(sdict_seq_append(l, v), SDICT_OK);
+        v = l;
+    }
+    sdict_value *root = sdict_dict_new(doc, false);
+    sdict_dict_set_str(root, "x", v);
+    sdict_error err;
+    out_file f;
+    assert_int_equal(save(root, NULL, &f, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "many paths"));
+    sdict_doc_free(doc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_bytes),
@@ -532,6 +555,7 @@ int main(void) {
         cmocka_unit_test(test_overlaps),
         cmocka_unit_test(test_non_tensors),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_shared_paths_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
