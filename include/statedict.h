@@ -1008,6 +1008,11 @@ typedef struct sdict_save_opts {
     void *ctx; /**< passed to on_dropped */
     /** sdict_save_folder: largest shard in bytes of tensor data (0: one file). */
     uint64_t max_shard_size;
+    /** safetensors: called as the tensor data is written, after each piece of at most 64 MiB,
+        with the bytes of tensor data written so far and their total (done == total on the last
+        call), for a progress display; ctx is opts->ctx. NULL: not called. The torch zip writer
+        does not call it. */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
 } sdict_save_opts;
 
 /**

@@ -683,15 +683,39 @@ static sdict_status resolve_sharing(st_entry **idx, size_t n, const sdict_save_o
  MARK: Writing
 ==================================================================================================*/
 
+/* The sink with progress reporting (sdict_save_opts.progress). */
+typedef struct st_sink {
+    sdict__write_fn write;
+    void *ctx;
+    const sdict_save_opts *opts;
+    uint64_t done, total;
+} st_sink;
+
+#define ST_PIECE ((size_t)64 << 20)
+
+static sdict_status sink_data(st_sink *k, const void *p, size_t n, sdict_error *err) {
+    const uint8_t *b = p;
+    while (n) {
+        size_t m = n < ST_PIECE ? n : ST_PIECE;
+        sdict_status st = k->write(k->ctx, b, m, err);
+        if (st)
+            return st;
+        b += m, n -= m;
+        k->done += m;
+        if (k->opts && k->opts->progress)
+            k->opts->progress(k->opts->ctx, k->done, k->total);
+    }
+    return SDICT_OK;
+}
+
 /* Writes the tensor's elements in C order: straight from the storage when it is contiguous and
    carries no conj/neg bit, else through copies of at most ~16 MiB of whole outer rows. */
-static sdict_status write_data(const st_entry *e, sdict__write_fn write, void *ctx,
-                               sdict_error *err) {
+static sdict_status write_data(const st_entry *e, st_sink *k, sdict_error *err) {
     const sdict_tensor *t = e->t;
     if (e->nbytes == 0)
         return SDICT_OK;
     if (sdict_tensor_is_contiguous(t) && !t->is_conj && !t->is_neg)
-        return write(ctx, sdict_tensor_data(t), (size_t)e->nbytes, err);
+        return sink_data(k, sdict_tensor_data(t), (size_t)e->nbytes, err);
     sdict_tensor piece = *t;
     int64_t rows = 1, row_bytes = (int64_t)e->nbytes;
     int32_t d = 0;
@@ -721,15 +745,15 @@ static sdict_status write_data(const st_entry *e, sdict__write_fn write, void *c
     }
     sdict_status st = SDICT_OK;
     for (int64_t r = 0; r < rows && !st; r += per) {
-        int64_t k = rows - r < per ? rows - r : per;
+        int64_t nr = rows - r < per ? rows - r : per;
         if (sh) {
-            sh[d] = k;
+            sh[d] = nr;
             piece.storage_offset = t->storage_offset + r * t->stride[d];
         }
-        size_t nb = (size_t)(k * row_bytes);
+        size_t nb = (size_t)(nr * row_bytes);
         st = sdict_tensor_copy_to(&piece, t->dtype, buf, nb, err);
         if (!st)
-            st = write(ctx, buf, nb, err);
+            st = sink_data(k, buf, nb, err);
     }
     if (st && err && !err->record[0])
         snprintf(err->record, sizeof err->record, "%s", e->name);
@@ -992,8 +1016,11 @@ sdict_status sdict__st_write(const sdict_value *root, const sdict_save_opts *opt
         len8[i] = (uint8_t)((uint64_t)hdr.len >> (8 * i));
     if ((st = write(ctx, len8, 8, err)) || (st = write(ctx, hdr.data, hdr.len, err)))
         goto done;
+    st_sink sink = {write, ctx, opts, 0, off};
+    if (!off && opts && opts->progress)
+        opts->progress(opts->ctx, 0, 0);
     for (size_t i = 0; i < nw; i++)
-        if ((st = write_data(idx[i], write, ctx, err)))
+        if ((st = write_data(idx[i], &sink, err)))
             goto done;
 
 done:

@@ -12,6 +12,7 @@
    reported through on_dropped; partial overlaps refused naming both, or copied on request;
  - non-tensor leaves refused in one message listing them, dropped, or kept as their Python
    repr in `__metadata__`; flattening of nested dicts and lists, collisions refused;
+ - progress reports up to the total of tensor bytes;
  - bounded work: a tree whose values are reached through exponentially many paths;
  - refused inputs: a root that is not a dict, quantized, meta and complex128 tensors, a 0-dim
    float4 tensor, metadata that is not str -> str, a tensor named __metadata__, unknown or
@@ -23,6 +24,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -523,6 +525,50 @@ static void test_refused(void **state) {
     sdict_doc_free(doc);
 }
 
+typedef struct progress_log {
+    uint64_t last, total;
+    int calls;
+    bool monotonic;
+} progress_log;
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total) {
+    progress_log *l = ctx;
+    l->monotonic = l->monotonic && done >= l->last && done <= total;
+    l->last = done;
+    l->total = total;
+    l->calls++;
+}
+
+/* progress reports the tensor bytes written, ending at their total; a transposed view is
+   reported as it is copied out */
+static void test_progress(void **state) {
+    (void)state;
+    sdict_doc *doc;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_value *root = sdict_dict_new(doc, false);
+    int64_t shape[2] = {300, 200};
+    sdict_dict_set_str(root, "a", tensor(doc, SDICT_FLOAT64, 2, shape, NULL, 300 * 200 * 8));
+    sdict_storage *s;
+    assert_int_equal(sdict_storage_new(300 * 200 * 4, &s, NULL), SDICT_OK);
+    int64_t tshape[2] = {200, 300}, tstride[2] = {1, 200};
+    sdict_dict_set_str(root, "b", view(doc, s, SDICT_FLOAT32, 2, tshape, tstride, 0));
+    sdict_storage_release(s);
+    progress_log log = {0, 0, 0, true};
+    sdict_save_opts o;
+    memset(&o, 0, sizeof o);
+    o.progress = on_progress;
+    o.ctx = &log;
+    out_file f;
+    assert_int_equal(save(root, &o, &f, NULL), SDICT_OK);
+    assert_true(log.monotonic);
+    assert_int_equal(log.total, 300 * 200 * 12);
+    assert_int_equal(log.last, log.total);
+    assert_int_equal(log.calls, 2);
+    assert_int_equal(f.size - 8 - f.n, log.total);
+    sdict_free_buffer(f.data);
+    sdict_doc_free(doc);
+}
+
 /* A list holding one list twice, 40 deep: 2^40 paths to one tensor are refused, not walked. */
 static void test_shared_paths_bounded(void **state) {
     (void)state;
@@ -556,6 +602,7 @@ int main(void) {
         cmocka_unit_test(test_non_tensors),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_shared_paths_bounded),
+        cmocka_unit_test(test_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

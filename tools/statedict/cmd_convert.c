@@ -322,6 +322,27 @@ static void report_dropped(void *ctx, const char *dropped, const char *kept) {
             kept);
 }
 
+/* Progress on a terminal: one line rewritten in place (a carriage return, which the escaping
+   stderr stream would show as "\\r": written to the descriptor itself, after flushing the
+   stream, and made only of our own text), at most once per percent. */
+typedef struct progress_line {
+    int last;
+} progress_line;
+
+static void report_progress(void *ctx, uint64_t done, uint64_t total) {
+    progress_line *p = ctx;
+    int pct = total ? (int)(done * 100 / total) : 100;
+    if (pct == p->last)
+        return;
+    p->last = pct;
+    char line[96];
+    int n = snprintf(line, sizeof line, "\rstatedict: writing tensors: %3d%% (%.2f of %.2f GB)%s",
+                     pct, (double)done / 1e9, (double)total / 1e9, done == total ? "\n" : "");
+    fflush(stderr);
+    if (n > 0)
+        (void)!write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
 static bool is_dir(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
@@ -452,10 +473,16 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
 
     uint64_t total = tensor_bytes(root, 0);
     bool show = total > 1000000000ull && isatty(STDERR_FILENO);
+    progress_line pl = {-1};
     double t0 = now_s();
-    if (show)
+    if (show && fmt == SDICT_FORMAT_SAFETENSORS && !folder) {
+        /* on_dropped's ctx is unused: both callbacks share opts.ctx */
+        opts.progress = report_progress;
+        opts.ctx = &pl;
+    } else if (show) {
         fprintf(stderr, "statedict: writing %.2f GB of tensors to %s...\n", (double)total / 1e9,
                 out);
+    }
     sdict_status st = folder ? sdict_save_folder(out, root, &opts, &err)
                              : sdict_save(out, root, &opts, &err);
     if (st != SDICT_OK) {

@@ -61,7 +61,7 @@ static const cli_cmd commands[] = {
      "  weights_only=True refuses (numpy values, frozensets, ints past 255 bytes) are refused,\n"
      "  naming them; --not-weights-only writes them anyway, and the output then needs\n"
      "  torch.load(OUT, weights_only=False), as the input did.\n"
-     "  Conversions of more than 1 GB of tensors say what they write, and how fast, on a terminal.\n",
+     "  Conversions of more than 1 GB of tensors show their progress when stderr is a terminal.\n",
      CLI_OPT_LOAD | CLI_OPT_SAVE | CLI_OPT_CONVERT, 2, 2},
     {"diff", cmd_diff, "compare two checkpoints leaf by leaf",
      "diff [--rtol R] [--atol A] [LOAD OPTIONS] A B",
