@@ -6,8 +6,6 @@
    load-copy FILE     sdict_load with SDICT_LOAD_COPY (all bytes into owned memory)
    touch-mmap FILE    load mapped and read one byte per page of every tensor (pages faulted in)
    save IN OUT        load IN (mapped, untimed), then time sdict_save to OUT (fsync included)
-   save-st IN OUT     the same, writing safetensors with {"format": "pt"} metadata
-   save-st-folder IN DIR MAXBYTES   the same, a Hugging Face folder of shards (sdict_save_folder)
    save2 IN OUT       the same with SDICT_SAVE_LAYOUT_TORCH2 (torch 2.x's records and id)
    write FILE BYTES   plain large write()s of BYTES bytes + fsync: the physical limit for save
    memcpy FILE        read FILE into memory (untimed), then time one memcpy of the same bytes
@@ -84,27 +82,13 @@ int main(int argc, char **argv) {
         double t1 = now_ms();
         sdict_doc_free(doc);
         printf("%s ms=%.3f tensors=%ld\n", mode, t1 - t0, n);
-    } else if ((!strcmp(mode, "save") || !strcmp(mode, "save2") || !strcmp(mode, "save-st") ||
-                !strcmp(mode, "save-st-folder")) &&
-               argc >= 4) {
-        /* save-st: the file as safetensors (as `convert x.pt y.safetensors`, with transformers'
-           {"format": "pt"}); save-st-folder DIR MAXBYTES: a sharded safetensors folder */
+    } else if ((!strcmp(mode, "save") || !strcmp(mode, "save2")) && argc >= 4) {
         sdict_doc *doc = NULL;
         if (sdict_load(file, NULL, &doc, &err) != SDICT_OK)
             die("load", &err);
-        sdict_save_opts opts = {.flags = !strcmp(mode, "save2") ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u};
-        bool folder = !strcmp(mode, "save-st-folder");
-        if (!strncmp(mode, "save-st", 7)) {
-            opts.format = SDICT_FORMAT_SAFETENSORS;
-            sdict_value *md = sdict_dict_new(doc, false);
-            if (!md || sdict_dict_set_str(md, "format", sdict_str_new(doc, "pt", 2)) != SDICT_OK)
-                die("metadata", NULL);
-            opts.metadata = md;
-            opts.max_shard_size = folder && argc >= 5 ? strtoull(argv[4], NULL, 10) : 0;
-        }
+        sdict_save_opts opts = {.archive_name = NULL, .flags = !strcmp(mode, "save2") ? (uint32_t)SDICT_SAVE_LAYOUT_TORCH2 : 0u};
         double t0 = now_ms();
-        if ((folder ? sdict_save_folder(argv[3], sdict_doc_root(doc), &opts, &err)
-                    : sdict_save(argv[3], sdict_doc_root(doc), &opts, &err)) != SDICT_OK)
+        if (sdict_save(argv[3], sdict_doc_root(doc), &opts, &err) != SDICT_OK)
             die("save", &err);
         double t1 = now_ms();
         sdict_doc_free(doc);

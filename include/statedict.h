@@ -983,15 +983,20 @@ enum {
     SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY = 1u << 1,
 };
 
-/** Bits for sdict_save_opts.st_flags (safetensors output). */
+/** Bits for sdict_save_opts.st_flags (safetensors output; see sdict_save). */
 enum {
-    /** Tensors that partially overlap in one storage are written as independent copies
-        instead of being refused. */
+    /** Tensors of one storage whose byte ranges intersect without being the same view (a
+        tensor and a slice of it, t and t.view(-1)) are each written whole, as contiguous
+        copies (the shared bytes twice), instead of being refused. */
     SDICT_SAVE_ST_COPY_OVERLAPS = 1u << 0,
-    /** Leaves that are not tensors (an epoch, an lr) are left out instead of refused. */
+    /** Leaves that are not tensors (an epoch, an lr, a list of ints) are left out instead of
+        refused. */
     SDICT_SAVE_ST_DROP_NON_TENSORS = 1u << 1,
-    /** Leaves that are not tensors are written as `__metadata__` strings (their Python repr)
-        instead of refused. */
+    /** Leaves that are not tensors are written as `__metadata__` strings, key the leaf's
+        dotted name, value its Python repr() ("7", "0.001", "'adam'", "[0, 1]", "None",
+        "torch.float16", "torch.Size([2, 3])", "(1+2j)"), after the metadata's own keys;
+        a name the metadata already has is refused (SDICT_E_INVALID_ARG). Exclusive with
+        SDICT_SAVE_ST_DROP_NON_TENSORS. */
     SDICT_SAVE_ST_NON_TENSORS_AS_METADATA = 1u << 2,
 };
 
@@ -1005,21 +1010,32 @@ typedef struct sdict_save_opts {
     /** SDICT_FORMAT_ZIP (or 0: torch.save's zip) or SDICT_FORMAT_SAFETENSORS; other formats
         are refused with SDICT_E_INVALID_ARG. */
     sdict_format format;
-    /** safetensors: the `__metadata__` to write (a dict of str -> str), NULL for the root's
-        doc's metadata (sdict_doc_metadata), if any. */
+    /** safetensors: the `__metadata__` to write, a dict of str -> str of any doc, written in
+        its insertion order; NULL for the root's doc's metadata (sdict_doc_metadata), and no
+        `__metadata__` at all when that is NULL too. An empty dict writes
+        "__metadata__":{} as safetensors does for metadata={}. Keys and values must be UTF-8
+        text without lone surrogates (Rust strings), else SDICT_E_INVALID_ARG. */
     const sdict_value *metadata;
-    uint32_t st_flags; /**< SDICT_SAVE_ST_* bits */
-    /** safetensors: names preferred when tensors alias (tied weights): among a group of exact
-        aliases the first name listed here is kept; NULL keeps the name safetensors'
-        save_model keeps. */
+    uint32_t st_flags; /**< SDICT_SAVE_ST_* bits; unknown bits: SDICT_E_INVALID_ARG */
+    /** safetensors: names preferred when tensors alias (tied weights): in a group of exact
+        aliases the name listed first here is kept; names of no group are ignored. NULL (or a
+        group none of whose names is listed) keeps the name safetensors' save_model keeps:
+        the least name as bytes (Python's sorted()). Each string NUL-terminated, borrowed
+        for the call. */
     const char *const *keep_names;
     size_t keep_names_count;
-    /** safetensors: called once for each name dropped as an exact alias of kept (NULL: not
-        reported). */
+    /** safetensors: called once for each name dropped as an exact alias of `kept`, in name
+        order, after every check passed and before any byte is written (NULL: not reported).
+        Both strings are borrowed for the call. */
     void (*on_dropped)(void *ctx, const char *dropped, const char *kept);
-    void *ctx;
+    void *ctx; /**< passed to on_dropped */
     /** sdict_save_folder: largest shard in bytes of tensor data (0: one file). */
     uint64_t max_shard_size;
+    /** safetensors: called as the tensor data is written, after each piece of at most 64 MiB,
+        with the bytes of tensor data written so far and their total (done == total on the last
+        call), for a progress display; ctx is opts->ctx. NULL: not called. The torch zip writer
+        does not call it. */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
 } sdict_save_opts;
 
 /**
@@ -1064,12 +1080,53 @@ typedef struct sdict_save_opts {
  the lone surrogates they are) is refused with SDICT_E_INVALID_ARG quoting it and naming its
  path, and so is an opts->archive_name containing '/' (torch.load would look for data.pkl
  under the text before the first '/') or longer than 4096 bytes.
+ With opts->format SDICT_FORMAT_SAFETENSORS the file is a safetensors file instead, byte for
+ byte what safetensors 0.8's serialize_to_file (safetensors.torch.save_file) writes for the
+ same tensors and metadata (0.4.5 writes the same bytes for the dtypes it has):
+ - Layout: u64 little-endian header length N, N bytes of JSON as serde_json writes it (no
+   spaces; escapes \" \\ \b \f \n \r \t and \u00xx below 0x20, everything else as is), padded
+   with spaces to a multiple of 8, then the tensors' bytes back to back (no alignment), each
+   as its contiguous row-major little-endian elements. `__metadata__` (see opts->metadata)
+   comes first; then one entry {"dtype":D,"shape":[...],"data_offsets":[BEGIN,END]} per
+   tensor, sorted by safetensors' dtype order from the largest (U64, I64, F64, C64, F32, U32,
+   I32, BF16, F16, U16, I16, F8_E5M2FNUZ, F8_E4M3FNUZ, F8_E8M0, F8_E4M3, F8_E5M2, I8, U8, F4,
+   BOOL), then by name as bytes. safetensors 0.8 orders several metadata keys by a Rust
+   HashMap, differently in each process; statedict keeps the dict's insertion order.
+ - Root: a dict. Nested dicts, lists and tuples are flattened into '.'-joined names
+   ({"model": {"fc.weight": t}} -> "model.fc.weight", list items by index, int dict keys in
+   decimal; other key types are refused); a list or tuple made only of scalars, a set, an
+   empty container and every scalar is one leaf, which is not a tensor. Two leaves that
+   flatten to one name ({"a.b": t, "a": {"b": u}}) are refused naming both paths; so is a
+   name "__metadata__" and a name that is not UTF-8. A dict's attributes (a state_dict's
+   `_metadata`) are not written: safetensors has no place for them.
+ - Dtypes: bool, uint8/16/32/64, int8/16/32/64, float16, bfloat16, float32, float64,
+   complex64, the five float8 types and float4_e2m1fn_x2 (written F4 with the last dimension
+   doubled, as safetensors counts 4-bit elements; a 0-dim one is refused). Any other dtype,
+   quantized, sparse and nested tensors, bare storages, meta tensors (no data) and big-endian
+   numpy arrays are refused naming the key (SDICT_E_UNSUPPORTED).
+ - Views: a tensor that is not contiguous, carries the conj/neg bit or is part of a larger
+   storage is written as a contiguous copy of its elements (copied in pieces of ~16 MiB). An
+   expanded view of more than 256 MiB and more than 64 times its storage is refused
+   (SDICT_E_LIMIT) rather than multiplying its input.
+ - Sharing: tensors with elements that are exact aliases (same storage, storage_offset, dtype,
+   shape and stride: tied weights) are written once, under the name safetensors' save_model
+   keeps (the least; opts->keep_names to choose), each other name reported through
+   opts->on_dropped (save_model also records dropped names in `__metadata__`; statedict does
+   not). Other tensors of one storage whose byte ranges intersect are refused with
+   SDICT_E_INVALID_ARG naming both, unless SDICT_SAVE_ST_COPY_OVERLAPS; disjoint views of one
+   storage (a split fused weight) are each written.
+ - Leaves that are not tensors are refused with SDICT_E_INVALID_ARG, the message counting and
+   listing them (as many as fit), unless SDICT_SAVE_ST_DROP_NON_TENSORS or
+   SDICT_SAVE_ST_NON_TENSORS_AS_METADATA.
+ - A header above 100,000,000 bytes (safetensors' limit on read and write) is SDICT_E_LIMIT.
+ Errors name the tensor's dotted name as the record. The file is replaced crash-safely as above.
  Errors: SDICT_E_IO (with errno text), SDICT_E_INVALID_ARG (a value torch cannot load, such as
  a tensor of one storage seen with two dtypes, a cycle or a str that is not UTF-8; unknown
- opts->flags bits; an unusable archive name),
+ opts->flags bits; an unusable archive name; for safetensors the cases listed above),
  SDICT_E_UNSUPPORTED (a value torch's weights-only unpickler refuses, or a numpy value that
- cannot be written back as numpy; the message names its dotted path), SDICT_E_LIMIT (nesting
- deeper than 1000), SDICT_E_NOMEM.
+ cannot be written back as numpy; the message names its dotted path; for safetensors a tensor
+ it cannot hold), SDICT_E_LIMIT (nesting deeper than 1000; for safetensors the header or an
+ expanded view), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_save(const char *path, const sdict_value *root,
                                   const sdict_save_opts *opts, sdict_error *err);
