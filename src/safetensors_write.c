@@ -989,8 +989,8 @@ sdict_status sdict__st_write(const sdict_value *root, const sdict_save_opts *opt
         sdict__buf_append(&hdr, "]}", 2);
     }
     sdict__buf_byte(&hdr, '}');
-    while (hdr.len % 8)
-        sdict__buf_byte(&hdr, ' ');
+    static const char spaces[8] = "       ";
+    sdict__buf_append(&hdr, spaces, (8 - hdr.len % 8) % 8);
     if ((st = sdict__buf_status(&hdr, err)))
         goto done;
     if (hdr.len > ST_MAX_HEADER) {
