@@ -86,7 +86,15 @@ def main():
                            "f": 0.1, "s": "héllo", "raw": b"\x00\xff",
                            "tup": (1, 2.5, "x"), "lst": [], 7: "int key",
                            1.5: "float key", (1, 2): "tuple key", 2 ** 65: "big key",
-                           "dt": torch.float16}},
+                           "dt": torch.float16},
+                # the JSON schema's exactness boundaries: ints past +-2^53 and floats that no
+                # short decimal holds, each as ls --json and dump --json must write them
+                "exact": {"p53": 2 ** 53, "p53_1": 2 ** 53 + 1, "m53": -2 ** 53,
+                          "m53_1": -2 ** 53 - 1, "p63": 2 ** 63, "m63_1": -2 ** 63 - 1,
+                          "huge": 10 ** 40 + 7, "third": 1 / 3, "sum": 0.1 + 0.2,
+                          "tiny": 5e-324, "max": 1.7976931348623157e308, "negzero": -0.0,
+                          "e16": 1e16, "small": 1e-05, "nan": float("nan"),
+                          "inf": float("inf"), "ninf": float("-inf")}},
                os.path.join(out, "dtypes.pt"))
 
     # high rank (torch has no limit): shown as torch prints it; h is a permuted view of 1.1M
