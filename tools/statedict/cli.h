@@ -174,8 +174,9 @@ void cli_view_cache_free(cli_view_cache *c);
 /** Bytes of tensor elements a command may read in all (hashing, comparing): 64 x the size of
     the n input files + 256 MiB, so that many distinct views of one shared storage cannot make
     the work grow faster than the input. A directory (model folder) counts the regular files
-    directly in it, an `*.index.json` the files beside it. cli_charge_data adds bytes to *used, or fills err
-    (SDICT_E_LIMIT, no file: the caller names it) and returns false when that passes budget. */
+    directly in it, an `*.index.json` the files beside it. cli_charge_data adds bytes to
+    *used, or fills err (SDICT_E_LIMIT, no file: the caller names it) and returns false when
+    that passes budget. */
 uint64_t cli_data_budget(char *const *paths, int n);
 bool cli_charge_data(uint64_t *used, uint64_t budget, uint64_t bytes, sdict_error *err);
 /** A bare storage value as the 1-D tensor of its class's dtype over all of it (what

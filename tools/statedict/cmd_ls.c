@@ -11,7 +11,15 @@
    KEY  KIND  VALUE                       for other leaves (epoch, loss, param_groups.0.lr)
  Tensors whose storage was saved on another device than the CPU are marked device=TAG
  ("device=cuda:0"); statedict, like torch.load(map_location='cpu'), holds them in memory.
- then "N tensors, B bytes; S storages, SB bytes; format F, byteorder O".
+ then "N tensors, B bytes; S storages, SB bytes; format F, byteorder O", then one line
+ "metadata 'KEY': VALUE" (reprs) per entry of the doc's metadata (safetensors __metadata__):
+ after the summary line, where no key can forge one.
+
+ Several files: each listing under "==> FILE <==" (blank line between), every file tried, the
+ exit status the worst; --json writes one object per file, or {"files": [...]} for several
+ (an unreadable file's entry {"path", "error": {"status", "message"}}). The JSON members and
+ the number rule are the README's "JSON schema" (numbers past 2^53 and NaN/inf as strings);
+ a non-tensor leaf carries "value" (for none/bool/int/float/str) and "repr" (the text shown).
 */
 #include "cli.h"
 
