@@ -76,3 +76,41 @@ for name, obj in objects.items():
 for proto in range(0, 6):
     emit('fuzz_pickle', 'plain_p%d.pkl' % proto, pickle.dumps(objects['values'], protocol=proto))
 print('corpus written')
+
+# ---- fuzz_safetensors: hand-built safetensors files (standard library only), laid out as
+# safetensors' serialize writes them: entries sorted by dtype alignment then name, the header
+# padded with spaces to a multiple of 8, optional __metadata__ first.
+import json, struct
+ST_BITS = {'BOOL': 8, 'F4': 4, 'F6_E2M3': 6, 'F6_E3M2': 6, 'U8': 8, 'I8': 8, 'F8_E5M2': 8,
+           'F8_E4M3': 8, 'F8_E8M0': 8, 'F8_E4M3FNUZ': 8, 'F8_E5M2FNUZ': 8, 'I16': 16, 'U16': 16,
+           'F16': 16, 'BF16': 16, 'I32': 32, 'U32': 32, 'F32': 32, 'C64': 64, 'F64': 64,
+           'I64': 64, 'U64': 64}
+
+def st_file(tensors, metadata=None):
+    """tensors: [(name, dtype, shape)], data bytes 0, 1, 2, ... in order."""
+    hdr, data = {}, b''
+    if metadata is not None:
+        hdr['__metadata__'] = metadata
+    for name, dt, shape in tensors:
+        n = 1
+        for d in shape:
+            n *= d
+        nb = n * ST_BITS[dt] // 8
+        hdr[name] = {'dtype': dt, 'shape': list(shape), 'data_offsets': [len(data), len(data) + nb]}
+        data += bytes((len(data) + i) % 251 for i in range(nb))
+    h = json.dumps(hdr, separators=(',', ':')).encode()
+    h += b' ' * (-(8 + len(h)) % 8)
+    return struct.pack('<Q', len(h)) + h + data
+
+shutil.rmtree(os.path.join(here, 'corpus', 'fuzz_safetensors'), ignore_errors=True)
+emit('fuzz_safetensors', 'all_dtypes.safetensors',
+     st_file([('t.' + dt.lower(), dt, (2, 4)) for dt in ST_BITS], {'format': 'pt'}))
+emit('fuzz_safetensors', 'state_dict.safetensors',
+     st_file([('fc.bias', 'F32', (3,)), ('fc.weight', 'F32', (3, 2)), ('bn.num', 'I64', ()),
+              ('empty', 'F16', (0, 3))], {'format': 'pt', 'note': 'h\u00e9llo'}))
+emit('fuzz_safetensors', 'no_metadata.safetensors', st_file([('a', 'U8', (5,)), ('b', 'BF16', (2, 2))]))
+emit('fuzz_safetensors', 'metadata_only.safetensors', st_file([], {'k': 'v'}))
+emit('fuzz_safetensors', 'sub_byte.safetensors',
+     st_file([('f4', 'F4', (2, 3)), ('f6a', 'F6_E2M3', (4,)), ('f6b', 'F6_E3M2', (8,))]))
+emit('fuzz_safetensors', 'trailing.safetensors', st_file([('a', 'F32', (1,))]) + b'\0' * 8)
+print('safetensors corpus written')

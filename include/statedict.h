@@ -171,6 +171,14 @@ SDICT_API void sdict_set_allocator(const sdict_allocator *alc);
  - qint8, quint8, qint32, quint4x2, quint2x4 are the quantized dtypes: elements are the integer
    representation (torch's int_repr()); see sdict_quantizer for scale and zero point.
    quint4x2 and quint2x4 pack 2 and 4 elements into each byte (sdict_dtype_bits 4 and 2).
+ - float4_e2m1fn, float6_e2m3fn and float6_e3m2fn are the sub-byte floats of safetensors
+   (F4, F6_E2M3, F6_E3M2; named as ml_dtypes spells them), which torch has no dtype for:
+   sdict_dtype_bits 4, 6 and 6, sdict_dtype_size 1, elements packed back to back from the
+   first byte (a tensor of n elements holds ceil(n * bits / 8) bytes). Their elements are not
+   converted to numbers (sdict_tensor_copy_to copies their bytes only), and sdict_save to a
+   torch file refuses them with SDICT_E_DTYPE naming the tensor. A safetensors F4 tensor whose
+   last dimension is even loads as float4_e2m1fn_x2 with that dimension halved (what
+   safetensors' torch binding gives); only other F4 shapes load as float4_e2m1fn.
 */
 typedef enum sdict_dtype {
     SDICT_FLOAT64 = 0,
@@ -220,6 +228,9 @@ typedef enum sdict_dtype {
     SDICT_INT5,
     SDICT_INT6,
     SDICT_INT7,
+    SDICT_FLOAT4_E2M1FN,     /**< 4-bit float, two per byte (safetensors F4; ml_dtypes) */
+    SDICT_FLOAT6_E2M3FN,     /**< 6-bit float, packed (safetensors F6_E2M3; ml_dtypes) */
+    SDICT_FLOAT6_E3M2FN,     /**< 6-bit float, packed (safetensors F6_E3M2; ml_dtypes) */
     SDICT_DTYPE_COUNT
 } sdict_dtype;
 
@@ -228,8 +239,9 @@ SDICT_API const char *sdict_dtype_name(sdict_dtype dtype);
 /** Bytes per element as torch's element_size() (bool 1, complex64 8, quint4x2 1); 0 for an
     invalid dtype. */
 SDICT_API size_t sdict_dtype_size(sdict_dtype dtype);
-/** Bits per element: 8 * sdict_dtype_size, except the packed quantized dtypes quint4x2 (4)
-    and quint2x4 (2), whose storages hold ceil(numel * bits / 8) bytes; 0 for invalid. */
+/** Bits per element: 8 * sdict_dtype_size, except the packed dtypes quint4x2 (4), quint2x4
+    (2), float4_e2m1fn (4), float6_e2m3fn and float6_e3m2fn (6), whose storages hold
+    ceil(numel * bits / 8) bytes; 0 for invalid. */
 SDICT_API size_t sdict_dtype_bits(sdict_dtype dtype);
 /** Parses a torch dtype name ("float32", also "torch.float32" and torch's aliases "float",
     "half", "double", "long", "int", "short", "cfloat", "cdouble", "chalf", "bit");
@@ -889,8 +901,19 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  sdict_tensor_attrs; _rebuild_device_tensor_from_cpu_tensor / _from_numpy give the CPU tensor
  converted to the saved dtype (map_location='cpu'); _rebuild_wrapper_subclass is refused
  (SDICT_E_UNSUPPORTED) because torch cannot rebuild any allowed class with it either.
- Zip, legacy and tar formats are detected from the content, not the name. TorchScript
- archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+ Zip, legacy, tar and safetensors formats are detected from the content, not the name.
+ TorchScript archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+
+ safetensors files (as safetensors.torch.load_file(path) reads them, with the Rust core's
+ header checks): the root is a dict (not ordered) of str -> tensor in data-offset order, each
+ tensor with its own storage (sdict_storage_key is the tensor's name), and sdict_doc_metadata
+ is `__metadata__`. A tensor is mapped when its file offset is a multiple of its element size,
+ else copied. Every refusal names the rule and the Rust error (README "safetensors
+ (reading)"): SDICT_E_LIMIT (header length over 100,000,000), _TRUNCATED (header or data
+ past the end), _FORMAT (not UTF-8, not JSON, duplicate keys, wrong field types, trailing
+ bytes), _DTYPE (unknown dtype), _SHAPE (negative or fractional numbers, sizes that do not
+ match, overflow, sub-byte sizes off a byte boundary), _STORAGE (offsets that do not tile the
+ data section).
  By default stored, native-order records are mapped, not copied, when they start where torch's
  writer puts them: at a multiple of the archive's storage alignment (64 bytes, or the
  .storage_alignment record of torch >= 2.7, counting at most 64) and of the dtype's natural
@@ -960,15 +983,20 @@ enum {
     SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY = 1u << 1,
 };
 
-/** Bits for sdict_save_opts.st_flags (safetensors output). */
+/** Bits for sdict_save_opts.st_flags (safetensors output; see sdict_save). */
 enum {
-    /** Tensors that partially overlap in one storage are written as independent copies
-        instead of being refused. */
+    /** Tensors of one storage whose byte ranges intersect without being the same view (a
+        tensor and a slice of it, t and t.view(-1)) are each written whole, as contiguous
+        copies (the shared bytes twice), instead of being refused. */
     SDICT_SAVE_ST_COPY_OVERLAPS = 1u << 0,
-    /** Leaves that are not tensors (an epoch, an lr) are left out instead of refused. */
+    /** Leaves that are not tensors (an epoch, an lr, a list of ints) are left out instead of
+        refused. */
     SDICT_SAVE_ST_DROP_NON_TENSORS = 1u << 1,
-    /** Leaves that are not tensors are written as `__metadata__` strings (their Python repr)
-        instead of refused. */
+    /** Leaves that are not tensors are written as `__metadata__` strings, key the leaf's
+        dotted name, value its Python repr() ("7", "0.001", "'adam'", "[0, 1]", "None",
+        "torch.float16", "torch.Size([2, 3])", "(1+2j)"), after the metadata's own keys;
+        a name the metadata already has is refused (SDICT_E_INVALID_ARG). Exclusive with
+        SDICT_SAVE_ST_DROP_NON_TENSORS. */
     SDICT_SAVE_ST_NON_TENSORS_AS_METADATA = 1u << 2,
 };
 
@@ -982,21 +1010,32 @@ typedef struct sdict_save_opts {
     /** SDICT_FORMAT_ZIP (or 0: torch.save's zip) or SDICT_FORMAT_SAFETENSORS; other formats
         are refused with SDICT_E_INVALID_ARG. */
     sdict_format format;
-    /** safetensors: the `__metadata__` to write (a dict of str -> str), NULL for the root's
-        doc's metadata (sdict_doc_metadata), if any. */
+    /** safetensors: the `__metadata__` to write, a dict of str -> str of any doc, written in
+        its insertion order; NULL for the root's doc's metadata (sdict_doc_metadata), and no
+        `__metadata__` at all when that is NULL too. An empty dict writes
+        "__metadata__":{} as safetensors does for metadata={}. Keys and values must be UTF-8
+        text without lone surrogates (Rust strings), else SDICT_E_INVALID_ARG. */
     const sdict_value *metadata;
-    uint32_t st_flags; /**< SDICT_SAVE_ST_* bits */
-    /** safetensors: names preferred when tensors alias (tied weights): among a group of exact
-        aliases the first name listed here is kept; NULL keeps the name safetensors'
-        save_model keeps. */
+    uint32_t st_flags; /**< SDICT_SAVE_ST_* bits; unknown bits: SDICT_E_INVALID_ARG */
+    /** safetensors: names preferred when tensors alias (tied weights): in a group of exact
+        aliases the name listed first here is kept; names of no group are ignored. NULL (or a
+        group none of whose names is listed) keeps the name safetensors' save_model keeps:
+        the least name as bytes (Python's sorted()). Each string NUL-terminated, borrowed
+        for the call. */
     const char *const *keep_names;
     size_t keep_names_count;
-    /** safetensors: called once for each name dropped as an exact alias of kept (NULL: not
-        reported). */
+    /** safetensors: called once for each name dropped as an exact alias of `kept`, in name
+        order, after every check passed and before any byte is written (NULL: not reported).
+        Both strings are borrowed for the call. */
     void (*on_dropped)(void *ctx, const char *dropped, const char *kept);
-    void *ctx;
+    void *ctx; /**< passed to on_dropped */
     /** sdict_save_folder: largest shard in bytes of tensor data (0: one file). */
     uint64_t max_shard_size;
+    /** safetensors: called as the tensor data is written, after each piece of at most 64 MiB,
+        with the bytes of tensor data written so far and their total (done == total on the last
+        call), for a progress display; ctx is opts->ctx. NULL: not called. The torch zip writer
+        does not call it. */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
 } sdict_save_opts;
 
 /**
@@ -1041,12 +1080,53 @@ typedef struct sdict_save_opts {
  the lone surrogates they are) is refused with SDICT_E_INVALID_ARG quoting it and naming its
  path, and so is an opts->archive_name containing '/' (torch.load would look for data.pkl
  under the text before the first '/') or longer than 4096 bytes.
+ With opts->format SDICT_FORMAT_SAFETENSORS the file is a safetensors file instead, byte for
+ byte what safetensors 0.8's serialize_to_file (safetensors.torch.save_file) writes for the
+ same tensors and metadata (0.4.5 writes the same bytes for the dtypes it has):
+ - Layout: u64 little-endian header length N, N bytes of JSON as serde_json writes it (no
+   spaces; escapes \" \\ \b \f \n \r \t and \u00xx below 0x20, everything else as is), padded
+   with spaces to a multiple of 8, then the tensors' bytes back to back (no alignment), each
+   as its contiguous row-major little-endian elements. `__metadata__` (see opts->metadata)
+   comes first; then one entry {"dtype":D,"shape":[...],"data_offsets":[BEGIN,END]} per
+   tensor, sorted by safetensors' dtype order from the largest (U64, I64, F64, C64, F32, U32,
+   I32, BF16, F16, U16, I16, F8_E5M2FNUZ, F8_E4M3FNUZ, F8_E8M0, F8_E4M3, F8_E5M2, I8, U8, F4,
+   BOOL), then by name as bytes. safetensors 0.8 orders several metadata keys by a Rust
+   HashMap, differently in each process; statedict keeps the dict's insertion order.
+ - Root: a dict. Nested dicts, lists and tuples are flattened into '.'-joined names
+   ({"model": {"fc.weight": t}} -> "model.fc.weight", list items by index, int dict keys in
+   decimal; other key types are refused); a list or tuple made only of scalars, a set, an
+   empty container and every scalar is one leaf, which is not a tensor. Two leaves that
+   flatten to one name ({"a.b": t, "a": {"b": u}}) are refused naming both paths; so is a
+   name "__metadata__" and a name that is not UTF-8. A dict's attributes (a state_dict's
+   `_metadata`) are not written: safetensors has no place for them.
+ - Dtypes: bool, uint8/16/32/64, int8/16/32/64, float16, bfloat16, float32, float64,
+   complex64, the five float8 types and float4_e2m1fn_x2 (written F4 with the last dimension
+   doubled, as safetensors counts 4-bit elements; a 0-dim one is refused). Any other dtype,
+   quantized, sparse and nested tensors, bare storages, meta tensors (no data) and big-endian
+   numpy arrays are refused naming the key (SDICT_E_UNSUPPORTED).
+ - Views: a tensor that is not contiguous, carries the conj/neg bit or is part of a larger
+   storage is written as a contiguous copy of its elements (copied in pieces of ~16 MiB). An
+   expanded view of more than 256 MiB and more than 64 times its storage is refused
+   (SDICT_E_LIMIT) rather than multiplying its input.
+ - Sharing: tensors with elements that are exact aliases (same storage, storage_offset, dtype,
+   shape and stride: tied weights) are written once, under the name safetensors' save_model
+   keeps (the least; opts->keep_names to choose), each other name reported through
+   opts->on_dropped (save_model also records dropped names in `__metadata__`; statedict does
+   not). Other tensors of one storage whose byte ranges intersect are refused with
+   SDICT_E_INVALID_ARG naming both, unless SDICT_SAVE_ST_COPY_OVERLAPS; disjoint views of one
+   storage (a split fused weight) are each written.
+ - Leaves that are not tensors are refused with SDICT_E_INVALID_ARG, the message counting and
+   listing them (as many as fit), unless SDICT_SAVE_ST_DROP_NON_TENSORS or
+   SDICT_SAVE_ST_NON_TENSORS_AS_METADATA.
+ - A header above 100,000,000 bytes (safetensors' limit on read and write) is SDICT_E_LIMIT.
+ Errors name the tensor's dotted name as the record. The file is replaced crash-safely as above.
  Errors: SDICT_E_IO (with errno text), SDICT_E_INVALID_ARG (a value torch cannot load, such as
  a tensor of one storage seen with two dtypes, a cycle or a str that is not UTF-8; unknown
- opts->flags bits; an unusable archive name),
+ opts->flags bits; an unusable archive name; for safetensors the cases listed above),
  SDICT_E_UNSUPPORTED (a value torch's weights-only unpickler refuses, or a numpy value that
- cannot be written back as numpy; the message names its dotted path), SDICT_E_LIMIT (nesting
- deeper than 1000), SDICT_E_NOMEM.
+ cannot be written back as numpy; the message names its dotted path; for safetensors a tensor
+ it cannot hold), SDICT_E_LIMIT (nesting deeper than 1000; for safetensors the header or an
+ expanded view), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_save(const char *path, const sdict_value *root,
                                   const sdict_save_opts *opts, sdict_error *err);
@@ -1062,14 +1142,37 @@ SDICT_API sdict_status sdict_save_buffer(const sdict_value *root, const sdict_sa
 SDICT_API void sdict_free_buffer(void *data);
 
 /**
- Writes root (a dict of tensors) as a Hugging Face model folder dir, as transformers'
- save_pretrained / huggingface_hub.save_torch_state_dict lay it out: with
- opts->format SDICT_FORMAT_SAFETENSORS model.safetensors, else pytorch_model.bin; when the
- tensors exceed opts->max_shard_size, shards named model-00001-of-0000N.safetensors (or
- pytorch_model-00001-of-0000N.bin) split by huggingface_hub's greedy rule, and the index
- (model.safetensors.index.json / pytorch_model.bin.index.json, with metadata.total_size and
- weight_map) written last. Each file is written crash-safely as sdict_save writes one.
- Errors: those of sdict_save; SDICT_E_IO when dir cannot be created or written.
+ Writes root (a dict of str -> tensor) as a Hugging Face model folder dir, as huggingface_hub
+ 1.23's save_torch_state_dict lays it out (and transformers' from_pretrained reads it).
+ - opts->format SDICT_FORMAT_SAFETENSORS writes model.safetensors, or shards
+   model-00001-of-0000N.safetensors; SDICT_FORMAT_ZIP (or 0) writes pytorch_model.bin, or
+   pytorch_model-00001-of-0000N.bin (torch zip files, opts->flags applying to each).
+ - Split: huggingface_hub's greedy rule over opts->max_shard_size bytes (0: no limit), in the
+   dict's order; a tensor counts its storage's bytes, once per storage (tensors of one storage
+   go to the shard of its first tensor); a tensor above the limit gets a shard of its own. When
+   there is more than one shard, the index (model.safetensors.index.json /
+   pytorch_model.bin.index.json: metadata.total_size, then the metadata, then weight_map) is
+   written byte for byte as huggingface_hub's json.dump(index, f, indent=2).
+ - safetensors only, as huggingface_hub's _remove_duplicate_names: of tensors overlapping in
+   one storage, the first name in sorted order among those covering the whole storage is kept
+   (the first of them in opts->keep_names, if any is listed); the others are left out, passed
+   to opts->on_dropped and recorded in the metadata as DROPPED: KEPT. Overlapping tensors none
+   of which covers its storage are refused unless SDICT_SAVE_ST_COPY_OVERLAPS.
+ - Metadata: opts->metadata, else the root doc's (sdict_doc_metadata), str -> str: in each
+   safetensors file's __metadata__ after {"format": "pt"} when there is one file, in the index
+   otherwise.
+ - Files: each written crash-safely as sdict_save writes one; then files of the same pattern
+   (PREFIX.EXT, PREFIX-NNNNN-of-NNNNN.EXT, PREFIX.EXT.index.json) this save did not write are
+   removed, as huggingface_hub removes them; the index is renamed into place last. dir is
+   created when missing (one level). An empty dict writes one file without tensors.
+ Non-tensor leaves are refused (SDICT_E_UNSUPPORTED, naming the key) unless
+ SDICT_SAVE_ST_DROP_NON_TENSORS leaves them out; tensors with Python attributes are refused.
+ Errors: those of sdict_save (err->file naming the file being written); SDICT_E_INVALID_ARG
+ (NULL or empty dir, root not a dict, a key that is not a str, a format other than zip or
+ safetensors, metadata that is not str -> str, overlapping tensors without a complete one);
+ SDICT_E_UNSUPPORTED; SDICT_E_IO (dir cannot be created, listed, or a stale file removed);
+ SDICT_E_NOMEM. On failure, files already written stay (each complete) and the previous
+ index, if any, is untouched.
 */
 SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *root,
                                          const sdict_save_opts *opts, sdict_error *err);
@@ -1092,6 +1195,8 @@ typedef struct sdict_scan_item {
  calling fn once per global reference (GLOBAL, STACK_GLOBAL, INST) in file order. Refused
  globals do not stop the scan. Pointers in the item are valid during the call only.
  *unsafe_count receives the number of refused references.
+ A safetensors file has no pickle: its header is checked (every rule sdict_load applies) and
+ it reports no globals (*unsafe_count 0).
  Errors: those of sdict_load for the container; pickle errors after a refused global are
  reported but do not hide earlier items.
 */
@@ -1107,6 +1212,8 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
  CRCs off (torch 2.6+ set_crc32_options(False)) is not OK: its records carry no CRC to verify
  them against, so after every other check passes this returns SDICT_E_CRC "no CRC recorded"
  naming the first such record and the count (see SDICT_LOAD_VERIFY_CRC).
+ A safetensors file (which has no checksums) is OK when its header passes every rule of
+ sdict_load; no tensor bytes are read.
 */
 SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err);
 

@@ -5,7 +5,9 @@
  types) have no storage class and travel as UntypedStorage plus _rebuild_tensor_v3's dtype
  argument; so do uint1..7 and int1..7, which torch lists as dtypes but cannot save tensors of.
  The quantized dtypes keep their legacy classes (QInt8Storage, ...); quint4x2 and quint2x4
- pack two and four elements per byte.
+ pack two and four elements per byte. float4_e2m1fn and float6_e2m3fn/e3m2fn are
+ safetensors' sub-byte floats (F4, F6_E2M3, F6_E3M2), which no torch has: 4 and 6 bits each,
+ packed from the first byte.
 */
 #include "internal.h"
 
@@ -66,6 +68,10 @@ static const dtype_info dtypes[SDICT_DTYPE_COUNT] = {
     [SDICT_INT5] = {"int5", 1, NULL},
     [SDICT_INT6] = {"int6", 1, NULL},
     [SDICT_INT7] = {"int7", 1, NULL},
+    /* safetensors' sub-byte floats (no torch dtype) */
+    [SDICT_FLOAT4_E2M1FN] = {"float4_e2m1fn", 1, NULL, 4},
+    [SDICT_FLOAT6_E2M3FN] = {"float6_e2m3fn", 1, NULL, 6},
+    [SDICT_FLOAT6_E3M2FN] = {"float6_e3m2fn", 1, NULL, 6},
 };
 
 /* torch's aliases (torch.float is float32, torch.half float16, ...), which also name dtypes

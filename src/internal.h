@@ -14,7 +14,9 @@
    zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
    pickle_read.c the pickle machine: protocols 0-5, allow-listed globals, torch rebuild functions
    pickle_write.c protocol-2 pickler with CPython's memo and batching rules
-   load.c        sdict_load: format detection (zip/legacy/tar/TorchScript), storages, scan, verify
+   load.c        the torch formats (zip/legacy/tar, TorchScript refused): storages, scan, verify
+   safetensors_read.c  the safetensors reader: header rules of the Rust core, mapped tensors
+   format.c      sdict_load/_buffer/scan/verify: format detection from the content, dispatch
    save.c        sdict_save: storage collection, record order, crash-safe file replacement
 */
 #ifndef SDICT_INTERNAL_H
@@ -392,7 +394,52 @@ sdict_status sdict__pickle_write(const sdict_value *root, uint32_t flags, sdict_
                                  sdict_error *err);
 
 /*==================================================================================================
- safetensors_read.c / safetensors_write.c / hf_folder.c
+ format layer: format.c (detection, public entry points), load.c (torch), safetensors_read.c
+==================================================================================================*/
+
+/** What format.c's sniffing found the input to be (torch kinds go to load.c). */
+typedef enum sdict__input {
+    SDICT__IN_ZIP,         /* "PK\3\4": torch >= 1.6 zip (or another zip, named by load.c) */
+    SDICT__IN_TAR,         /* a header Python's tarfile accepts: torch < 0.4 */
+    SDICT__IN_LEGACY,      /* anything else: the magic-number pickle stream (or not torch) */
+    SDICT__IN_SAFETENSORS  /* u64 header length, then '{' */
+} sdict__input;
+
+/** What a read is for: a load (doc out), a scan (globals reported, no payload read) or a
+    verify (every check, CRCs of every record, no doc kept). */
+typedef enum sdict__read_mode { SDICT__READ_LOAD, SDICT__READ_SCAN, SDICT__READ_VERIFY } sdict__read_mode;
+
+typedef struct sdict__read_job {
+    sdict__read_mode mode;
+    void (*fn)(void *ctx, const sdict_scan_item *item); /* scan: each global met */
+    void *ctx;
+    size_t *unsafe_count;                                /* scan: refused globals (may be NULL) */
+} sdict__read_job;
+
+/** TarInfo.frombuf's verdict on the 512-byte block h (not all zeros): true when Python's
+    tarfile takes it as a member header, else false with *why saying why not. load.c. */
+bool sdict__tar_header_ok(const uint8_t h[512], const char **why);
+
+/** Reads a torch file of the given kind from src (load.c). out NULL for scan/verify; err->file
+    is left to the caller. Errors: those of sdict_load. */
+sdict_status sdict__torch_read(sdict__source *src, sdict__input kind, const sdict_load_opts *opts,
+                               const sdict__read_job *job, sdict_doc **out, sdict_error *err);
+
+/** True when the first bytes h[0, n) of the input look like a safetensors file: byte 8 (after
+    JSON whitespace) is '{' (or '[', a header the rules then refuse as not an object). The header length is not checked here, so that a file with a bad
+    length is refused by the safetensors rules, naming them. safetensors_read.c. */
+bool sdict__st_sniff(const uint8_t *h, size_t n);
+
+/** Reads a safetensors file from src (safetensors_read.c): every rule of the Rust core's
+    read_metadata/validate; on LOAD a doc whose root is a dict str -> tensor in data-offset
+    order and whose metadata is `__metadata__`; tensors mapped from src's mapping when aligned
+    for their dtype and SDICT_LOAD_COPY is not set, else copied. SCAN and VERIFY check the
+    header only (no payload bytes are read; the file's size is what the rules need). */
+sdict_status sdict__st_read(sdict__source *src, const sdict_load_opts *opts,
+                            const sdict__read_job *job, sdict_doc **out, sdict_error *err);
+
+/*==================================================================================================
+ safetensors_write.c / hf_folder.c
 ==================================================================================================*/
 
 /** Serializes root (see sdict_save, SDICT_FORMAT_SAFETENSORS) as a safetensors file, streamed
@@ -412,5 +459,10 @@ sdict_status sdict__hf_scan(const char *path, const sdict_load_opts *opts,
                             void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
                             size_t *unsafe_count, sdict_error *err);
 sdict_status sdict__hf_verify(const char *path, sdict_error *err);
+
+/** Writes n bytes at data as the file at path, crash-safely and through symbolic links exactly
+    as sdict_save writes a checkpoint (temporary file, fsync, rename, directory fsync). The
+    index of a model folder is written with it. save.c. */
+sdict_status sdict__save_bytes(const char *path, const void *data, size_t n, sdict_error *err);
 
 #endif /* SDICT_INTERNAL_H */

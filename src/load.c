@@ -1,8 +1,8 @@
 /*
- load.c - sdict_load / sdict_load_buffer / sdict_scan / sdict_verify.
+ load.c - the torch formats behind sdict_load / sdict_load_buffer / sdict_scan / sdict_verify
+ (format.c tells the formats apart from the content and calls sdict__torch_read).
 
- Detects the container from the content (never the file name), then drives the zip reader and
- the pickle machine:
+ Drives the zip reader and the pickle machine:
    zip    (torch >= 1.6)  data.pkl + data/<key> records; storages mapped or copied
    legacy (torch 0.4-1.5) magic, protocol, sys_info, object pickle, key list, raw payloads
    tar    (torch < 0.4)   members sys_info, pickle, tensors, storages
@@ -1645,63 +1645,6 @@ static sdict_status load_tar(loader *L, sdict_error *err) {
  MARK: Other file types (clearer answers)
 ==================================================================================================*/
 
-/* Files people mistake for checkpoints, told apart by their first bytes: the answer says what the
-   file is and what to do instead of "not a PyTorch checkpoint". HTML entries match ignoring case
-   after leading whitespace and a UTF-8 byte-order mark. */
-static const struct {
-    const char *magic;
-    size_t len;
-    bool html;
-    const char *what;
-} foreign_types[] = {
-    {"version https://git-lfs.github.com/spec/", 40, false,
-     "a Git LFS pointer file, not the checkpoint: run `git lfs pull` in its repository (or "
-     "download the file itself)"},
-    {"<!doctype html", 14, true, NULL},
-    {"<html", 5, true, NULL},
-    {"<head", 5, true, NULL},
-    {"<body", 5, true, NULL},
-    {"GGUF", 4, false, "a GGUF file (llama.cpp), not a PyTorch checkpoint"},
-    {"\x93NUMPY", 6, false,
-     "a NumPy .npy array (numpy.save), not a PyTorch checkpoint: read it with numpy.load"},
-    {"\x89HDF\r\n\x1a\n", 8, false,
-     "an HDF5 file (Keras .h5 weights?), not a PyTorch checkpoint: read it with h5py or Keras"},
-    {"\x1f\x8b", 2, false, "gzip-compressed data, not a PyTorch checkpoint: decompress it first"},
-};
-
-static const char html_what[] = "an HTML page (a download error or login page?), not the "
-                                "checkpoint: download the file itself";
-
-/* What the input is when its first bytes h[0, n) (of a size-byte input) show another known file
-   type, else NULL. */
-static const char *sniff_foreign(const uint8_t *h, size_t n, uint64_t size) {
-    size_t skip = n >= 3 && memcmp(h, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
-    while (skip < n && py_space(h[skip]))
-        skip++;
-    for (size_t i = 0; i < sizeof foreign_types / sizeof foreign_types[0]; i++) {
-        size_t at = foreign_types[i].html ? skip : 0, k = foreign_types[i].len;
-        if (n - at < k || at > n)
-            continue;
-        bool same = true;
-        for (size_t j = 0; j < k && same; j++) {
-            uint8_t c = h[at + j];
-            if (foreign_types[i].html && c >= 'A' && c <= 'Z')
-                c = (uint8_t)(c - 'A' + 'a');
-            same = c == (uint8_t)foreign_types[i].magic[j];
-        }
-        if (same)
-            return foreign_types[i].html ? html_what : foreign_types[i].what;
-    }
-    /* safetensors: u64 LE header length, then the JSON header */
-    if (n >= 9 && h[8] == '{') {
-        uint64_t hl = sdict__le64(h);
-        if (hl >= 2 && hl <= size - 8)
-            return "a safetensors file, not a PyTorch checkpoint: load it with the safetensors "
-                   "library (safetensors.torch.load_file)";
-    }
-    return NULL;
-}
-
 /* A zip torch.save did not write: what its first member's name says it is, or NULL. */
 static const char *sniff_foreign_zip(loader *L) {
     uint8_t lh[30 + 64];
@@ -1743,160 +1686,51 @@ static sdict_status load_zip_named(loader *L, sdict_error *err) {
 }
 
 /*==================================================================================================
- MARK: Entry points
+ MARK: Entry point (format.c sniffs the input and calls it)
 ==================================================================================================*/
 
-static sdict_status load_any(loader *L, sdict_error *err) {
-    if (L->src->size == 0)
-        return sdict__err(err, SDICT_E_FORMAT, NULL, 0,
-                          "empty input (0 bytes): not a PyTorch checkpoint");
-    uint8_t head[512];
-    size_t hn = L->src->size < sizeof head ? (size_t)L->src->size : sizeof head;
-    sdict_status st = sdict__source_read(L->src, 0, head, hn, NULL, err);
-    if (st != SDICT_OK)
-        return st;
-    if (hn >= 4 && memcmp(head, "PK\x03\x04", 4) == 0)
-        return load_zip_named(L, err);
-    if (hn == 512) {
-        tar_hdr th;
-        const char *why = "";
-        bool zero = true;
-        for (size_t i = 0; i < 512 && zero; i++)
-            zero = head[i] == 0;
-        if (!zero && tar_header(head, &th, &why))
-            return load_tar(L, err);
-        /* tarfile rejects it, so torch reads a magic-number stream from the same bytes */
-        if (!zero && memcmp(head + 257, "ustar", 5) == 0)
-            return sdict__err(err, SDICT_E_FORMAT, "tar", 0,
-                              "ambiguous file: it starts with a ustar tar header, but %s, so "
-                              "Python's tarfile rejects it and torch reads the file as a "
-                              "magic-number pickle stream instead", why);
-    }
-    const char *what = sniff_foreign(head, hn, L->src->size);
-    if (what)
-        return sdict__err(err, SDICT_E_FORMAT, NULL, 0, "this is %s", what);
-    return load_legacy_windowed(L, err);
+bool sdict__tar_header_ok(const uint8_t h[512], const char **why) {
+    tar_hdr th;
+    return tar_header(h, &th, why);
 }
 
-/* Creates the doc, runs the loader and cleans up; on success *out gets the doc (unless scan). */
-static sdict_status run_loader(loader *L, sdict_doc **out, sdict_error *err) {
-    sdict_status st = sdict_doc_new(&L->doc, err);
-    if (st == SDICT_OK)
-        st = load_any(L, err);
-    sdict__zip_close(L->zip);
-    L->zip = NULL;
-    sdict__free(L->no_crc_seen);
-    L->no_crc_seen = NULL;
-    cache_free(&L->storages);
-    cache_free(&L->tensors);
-    sdict__free(L->deferred);
-    L->deferred = NULL;
-    if (st != SDICT_OK || !out) {
-        sdict_doc_free(L->doc);
-        L->doc = NULL;
-    } else {
-        *out = L->doc;
+static sdict_status load_any(loader *L, sdict__input kind, sdict_error *err) {
+    switch (kind) {
+    case SDICT__IN_ZIP: return load_zip_named(L, err);
+    case SDICT__IN_TAR: return load_tar(L, err);
+    default: return load_legacy_windowed(L, err);
     }
-    return st;
 }
 
-static void loader_init(loader *L, sdict__source *src, const sdict_load_opts *opts) {
-    memset(L, 0, sizeof *L);
-    L->src = src;
-    fill_limits(&L->limits, opts);
-    L->flags = opts ? opts->flags : 0;
-    L->verify_crc = (L->flags & SDICT_LOAD_VERIFY_CRC) != 0;
-}
-
-SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
-                                  sdict_error *err) {
-    if (out)
-        *out = NULL;
-    if (!path || !out) {
-        sdict__err_file(err, path ? path : "");
-        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_load: %s is NULL",
-                          path ? "out" : "path");
-    }
-    if (sdict__hf_claims(path))
-        return sdict__hf_load(path, opts, out, err);
-    uint32_t flags = opts ? opts->flags : 0;
-    sdict__source src;
-    sdict_status st = sdict__source_open_file(&src, path, !(flags & SDICT_LOAD_COPY), err);
-    if (st == SDICT_OK) {
-        loader L;
-        loader_init(&L, &src, opts);
-        st = run_loader(&L, out, err);
-        sdict__source_close(&src);
-    }
-    if (st != SDICT_OK)
-        sdict__err_file(err, path);
-    return st;
-}
-
-SDICT_API sdict_status sdict_load_buffer(const void *data, size_t size, const char *name,
-                                         const sdict_load_opts *opts, sdict_doc **out,
-                                         sdict_error *err) {
-    if (out)
-        *out = NULL;
-    sdict_status st;
-    if (!out || (!data && size > 0)) {
-        st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_load_buffer: %s is NULL",
-                        out ? "data" : "out");
-    } else {
-        /* A memory source has no mapping, so every storage is copied out of data. */
-        sdict__source src;
-        sdict__source_init_mem(&src, data, size, name);
-        loader L;
-        loader_init(&L, &src, opts);
-        st = run_loader(&L, out, err);
-    }
-    if (st != SDICT_OK)
-        sdict__err_file(err, name ? name : "");
-    return st;
-}
-
-SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
-                                  void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
-                                  size_t *unsafe_count, sdict_error *err) {
-    if (unsafe_count)
-        *unsafe_count = 0;
-    if (path && sdict__hf_claims(path))
-        return sdict__hf_scan(path, opts, fn, ctx, unsafe_count, err);
-    scan_state ss = {fn, ctx, "", 0};
-    sdict__source src;
-    /* Mapped: storages of stored records become views that are never touched. */
-    sdict_status st = sdict__source_open_file(&src, path, true, err);
-    if (st == SDICT_OK) {
-        loader L;
-        loader_init(&L, &src, opts);
+sdict_status sdict__torch_read(sdict__source *src, sdict__input kind, const sdict_load_opts *opts,
+                               const sdict__read_job *job, sdict_doc **out, sdict_error *err) {
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.src = src;
+    fill_limits(&L.limits, opts);
+    L.flags = opts ? opts->flags : 0;
+    L.verify_crc = (L.flags & SDICT_LOAD_VERIFY_CRC) != 0;
+    scan_state ss = {job->fn, job->ctx, "", 0};
+    if (job->mode == SDICT__READ_SCAN) {
         L.scan = true;
         L.ss = &ss;
-        st = run_loader(&L, NULL, err);
-        sdict__source_close(&src);
-    }
-    if (unsafe_count)
-        *unsafe_count = ss.unsafe;
-    if (st != SDICT_OK)
-        sdict__err_file(err, path ? path : "");
-    return st;
-}
-
-SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err) {
-    if (path && sdict__hf_claims(path))
-        return sdict__hf_verify(path, err);
-    sdict__source src;
-    sdict_status st = sdict__source_open_file(&src, path, false, err);
-    if (st == SDICT_OK) {
-        sdict_load_opts opts;
-        memset(&opts, 0, sizeof opts);
-        opts.flags = SDICT_LOAD_COPY | SDICT_LOAD_VERIFY_CRC;
-        loader L;
-        loader_init(&L, &src, &opts);
+    } else if (job->mode == SDICT__READ_VERIFY) {
+        L.verify_crc = true;
         L.verify_all = true;
-        st = run_loader(&L, NULL, err);
-        sdict__source_close(&src);
     }
-    if (st != SDICT_OK)
-        sdict__err_file(err, path ? path : "");
+    sdict_status st = sdict_doc_new(&L.doc, err);
+    if (st == SDICT_OK)
+        st = load_any(&L, kind, err);
+    sdict__zip_close(L.zip);
+    sdict__free(L.no_crc_seen);
+    cache_free(&L.storages);
+    cache_free(&L.tensors);
+    sdict__free(L.deferred);
+    if (job->unsafe_count)
+        *job->unsafe_count = ss.unsafe;
+    if (st != SDICT_OK || !out)
+        sdict_doc_free(L.doc);
+    else
+        *out = L.doc;
     return st;
 }

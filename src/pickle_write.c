@@ -735,6 +735,17 @@ static sdict_status write_tensorish(pw *w, const sdict_value *v) {
     if (t && (t->ndim < 0 || (t->ndim > 0 && (!t->shape || !t->stride))))
         return sdict__err(w->err, SDICT_E_SHAPE, NULL, -1, "tensor has %d dimensions%s",
                           (int)t->ndim, t->ndim < 0 ? "" : " but no shape or stride");
+    if (t && (t->dtype == SDICT_FLOAT4_E2M1FN || t->dtype == SDICT_FLOAT6_E2M3FN ||
+              t->dtype == SDICT_FLOAT6_E3M2FN)) {
+        /* safetensors' sub-byte floats: no torch has a dtype to rebuild them with */
+        char where[160];
+        path_text(w, where, sizeof where);
+        return sdict__err(w->err, SDICT_E_DTYPE, NULL, -1,
+                          "%s%s%s is a %s tensor (a safetensors sub-byte float), which no torch "
+                          "dtype can hold: it can only be written to a safetensors file",
+                          where[0] ? "'" : "", where[0] ? where : "the root value",
+                          where[0] ? "'" : "", sdict_dtype_name(t->dtype));
+    }
     if (attrs && sdict_dict_len(attrs) == 0)
         attrs = NULL;
     if (param) {
@@ -1464,6 +1475,10 @@ static sdict_status write_value(pw *w, const sdict_value *v) {
         sdict_dtype dt = sdict_dtype_value_get(v);
         if (sdict_dtype_size(dt) == 0)
             return sdict__err(w->err, SDICT_E_DTYPE, NULL, -1, "dtype value is invalid");
+        if (dt == SDICT_FLOAT4_E2M1FN || dt == SDICT_FLOAT6_E2M3FN || dt == SDICT_FLOAT6_E3M2FN)
+            return sdict__err(w->err, SDICT_E_DTYPE, NULL, -1,
+                              "dtype value %s has no torch dtype (a safetensors sub-byte float)",
+                              sdict_dtype_name(dt));
         return write_global(w, "torch", sdict_dtype_name(dt));
     }
     case SDICT_KIND_QSCHEME: /* a module-level singleton: GLOBAL torch per_tensor_affine */

@@ -349,9 +349,11 @@ static sdict_status sync_dir(const char *dir, sdict_error *err) {
     return rc;
 }
 
-sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_save_opts *opts,
-                        sdict_error *err) {
-    if (!path || !root) {
+/* sdict_save, or with raw != NULL (root NULL) the raw_n bytes at raw written as the file. */
+static sdict_status save_file(const char *path, const sdict_value *root,
+                              const sdict_save_opts *opts, const void *raw, size_t raw_n,
+                              sdict_error *err) {
+    if (!path || (!root && !raw)) {
         sdict__err_file(err, path ? path : "");
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL %s", path ? "root" : "path");
     }
@@ -424,8 +426,9 @@ sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_s
             (void)!fchown(f.fd, sb.st_uid, sb.st_gid);
     }
 
-    if ((rc = is_safetensors(opts) ? sdict__st_write(root, opts, file_write, &f, err)
-                                   : write_archive(root, archive, opts, file_write, &f, err)))
+    if ((rc = raw                   ? file_write(&f, raw, raw_n, err)
+              : is_safetensors(opts) ? sdict__st_write(root, opts, file_write, &f, err)
+                                     : write_archive(root, archive, opts, file_write, &f, err)))
         goto fail;
     if ((rc = file_flush(&f, err)))
         goto fail;
@@ -469,6 +472,16 @@ fail:
     sdict__free(archive);
     sdict__err_file(err, path);
     return rc;
+}
+
+sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_save_opts *opts,
+                        sdict_error *err) {
+    return save_file(path, root, opts, NULL, 0, err);
+}
+
+sdict_status sdict__save_bytes(const char *path, const void *data, size_t n, sdict_error *err) {
+    static const uint8_t empty[1] = {0};
+    return save_file(path, NULL, NULL, data ? data : empty, n, err);
 }
 
 /*==================================================================================================

@@ -279,6 +279,9 @@ static void test_dtype_table(void **state) {
         {SDICT_INT5, "int5", 1, NULL, 0},
         {SDICT_INT6, "int6", 1, NULL, 0},
         {SDICT_INT7, "int7", 1, NULL, 0},
+        {SDICT_FLOAT4_E2M1FN, "float4_e2m1fn", 1, NULL, 4},
+        {SDICT_FLOAT6_E2M3FN, "float6_e2m3fn", 1, NULL, 6},
+        {SDICT_FLOAT6_E3M2FN, "float6_e3m2fn", 1, NULL, 6},
     };
     assert_int_equal(sizeof want / sizeof want[0], SDICT_DTYPE_COUNT);
     for (size_t i = 0; i < SDICT_DTYPE_COUNT; i++) {

@@ -7,7 +7,7 @@ DIR holds the cases gen_hostile.py wrote (budget_<case>.pt, listed in budget.tsv
 must do and a key present for `show`). Each command runs in a child process, measured with
 os.wait4 (peak RSS from its rusage, wall time around it):
     ls, dump --json, show FILE KEY (a present key), show FILE KEY (a missing one), diff FILE FILE,
-    convert FILE TMP, verify, scan
+    convert FILE TMP, verify, scan, convert --drop-non-tensors --copy-overlaps FILE TMP.safetensors
 and must exit 0, 1 or 3 (never a signal, never a usage error), within
     peak RSS <= 64 x file size + 64 MB   and   wall time <= 1 s per MB of file + 2 s.
 --time-only skips the memory bound (sanitizer builds: shadow memory distorts RSS);
@@ -55,7 +55,7 @@ def main():
     with open(os.path.join(d, 'budget.tsv')) as f:
         cases = [line.rstrip('\n').split('\t') for line in f if line.strip()]
     cases = [c for c in cases if not only or c[0] in only]
-    print('budget: peak RSS <= 64 x size + 64 MB%s, wall <= %s(1 s/MB + 2 s); %d cases x 8 commands'
+    print('budget: peak RSS <= 64 x size + 64 MB%s, wall <= %s(1 s/MB + 2 s); %d cases x 9 commands'
           % (' (not checked: --time-only)' if time_only else '',
              '%g x ' % factor if factor != 1 else '', len(cases)))
     for name, expect, key in cases:
@@ -64,12 +64,14 @@ def main():
         mem_cap = 64 * size + 64 * MB
         time_cap = (size / MB + 2.0) * factor
         out = os.path.join(tmpdir, 'out.pt')
+        out_st = os.path.join(tmpdir, 'out.safetensors')
         cmds = [('ls', ['ls', path]), ('dump', ['dump', '--json', path])]
         if key != '-':
             cmds.append(('show', ['show', path, key]))
         cmds += [('show-missing', ['show', path, 'no.such.key_' + name]),
                  ('diff', ['diff', path, path]), ('convert', ['convert', path, out]),
-                 ('verify', ['verify', path]), ('scan', ['scan', path])]
+                 ('verify', ['verify', path]), ('scan', ['scan', path]),
+                 ('convert-st', ['convert', '--drop-non-tensors', '--copy-overlaps', path, out_st])]
         print('%s: %d bytes, budget %.1f MB, %.2f s' % (name, size, mem_cap / MB, time_cap))
         for label, args in cmds:
             runs += 1
@@ -83,7 +85,7 @@ def main():
                 problems.append('ls must succeed, exit %d' % rc)
             if label == 'ls' and expect == 'refused' and rc != 3:
                 problems.append('ls must refuse (exit 3), exit %d' % rc)
-            if rc == 3 and os.path.basename(path) not in msg and not (label == 'convert' and out in msg):
+            if rc == 3 and os.path.basename(path) not in msg and not (label.startswith('convert') and (out in msg or out_st in msg)):
                 problems.append('error does not name the file')
             if label == 'show' and expect == 'ok' and rc != 0:
                 problems.append('show of a present key must succeed, exit %d' % rc)
@@ -98,8 +100,9 @@ def main():
                 status, label, rc, wall, rss / MB, '; '.join(problems),
                 ('  [' + msg[:160] + ']') if (problems or rc == 3) and msg else ''))
             fails += bool(problems)
-            if os.path.exists(out):
-                os.unlink(out)
+            for o in (out, out_st):
+                if os.path.exists(o):
+                    os.unlink(o)
     os.rmdir(tmpdir)
     print('budget: %d runs, %d over budget or failed' % (runs, fails))
     return 1 if fails else 0

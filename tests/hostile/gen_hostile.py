@@ -748,8 +748,6 @@ add('git_lfs_pointer', b'version https://git-lfs.github.com/spec/v1\noid sha256:
 # ---- 9b. other file types, named (issue 11) -----------------------------------------------------
 FMT = 'SDICT_E_FORMAT'
 add('html_doctype_bom', b'\xef\xbb\xbf\n  <!DOCTYPE HTML>\n<title>Sign in</title>', FMT, 'an HTML page')
-st_hdr = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
-add('safetensors_file', struct.pack('<Q', len(st_hdr)) + st_hdr + b'\0' * 4, FMT, 'safetensors')
 add('gguf_file', b'GGUF\x03\0\0\0' + b'\0' * 16, FMT, 'GGUF')
 npy = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }" + b' ' * 50 + b'\n'
 add('numpy_npy', npy + b'\0' * 4, FMT, 'NumPy .npy')
@@ -893,6 +891,17 @@ budget('dense_ints', torch_zip(P2 + EMPTY_LIST + MARK + b'K\x07' * 300000 + b'e'
 with open(os.path.join(out, 'budget.tsv'), 'w') as f:
     for name, expect, key in budget_cases:
         f.write('%s\t%s\t%s\n' % (name, expect, key))
+
+# ---- safetensors (issue 12): one case per rule of the Rust core, from tests/safetensors ------------
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'safetensors'))
+import hostile_st
+for st_name, st_data, st_statuses, st_want in hostile_st.cases():
+    add(st_name, st_data, st_statuses, st_want)
+# a 4 MB header of 60,000 zero-size tensors, and one tensor of a million dimensions
+tiny = b','.join(b'"t%06d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(60000))
+budget('st_many_tiny_tensors', struct.pack('<Q', len(tiny) + 2) + b'{' + tiny + b'}', 'ok', key='t000007')
+dims = b'{"w":{"dtype":"F32","shape":[' + b','.join([b'1'] * 1000000) + b'],"data_offsets":[0,4]}}'
+budget('st_million_dims', struct.pack('<Q', len(dims)) + dims + b'\0' * 4, 'ok', key='w')
 
 with open(os.path.join(out, 'manifest.tsv'), 'w') as f:
     for name, st in cases:

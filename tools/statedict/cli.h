@@ -39,7 +39,37 @@ enum {
     CLI_OPT_TOL = 1u << 2,     /* --rtol R, --atol A */
     CLI_OPT_SAVE = 1u << 3,    /* --layout 1.13|2.x, --not-weights-only */
     CLI_OPT_META = 1u << 4,    /* --metadata (show) */
+    CLI_OPT_CONVERT = 1u << 8, /* convert's own options: cli_convert_args (cmd_convert.c) */
 };
+
+/* ---- convert's options (parsed by cli_convert_option in cmd_convert.c) ---- */
+
+struct cli_cmd;
+
+/** Most --include/--exclude patterns and --keep-name names one command line takes. */
+#define CLI_CONVERT_MAX_LIST 256
+
+typedef struct cli_convert_args {
+    int format;                /* 0: from OUT (.safetensors, a folder), else SDICT_FORMAT_* */
+    const char *key;           /* --key PATH: the sub-tree to convert, or NULL */
+    const char *strip_prefix;  /* --strip-prefix P */
+    const char *add_prefix;    /* --add-prefix P */
+    const char *globs[CLI_CONVERT_MAX_LIST]; /* --include / --exclude, in order */
+    bool exclude[CLI_CONVERT_MAX_LIST];      /* true for an --exclude */
+    int nglobs;
+    const char *keep[CLI_CONVERT_MAX_LIST];  /* --keep-name NAME */
+    int nkeep;
+    int dtype;                 /* --dtype: an sdict_dtype, or -1 */
+    uint32_t st_flags;         /* --drop-non-tensors, --non-tensors-as-metadata, --copy-overlaps */
+    bool no_verify;            /* --no-verify: skip the CRC check of the input */
+    uint64_t max_shard_size;   /* --max-shard-size SIZE in bytes, 0 when not given */
+} cli_convert_args;
+
+/** Parses convert's option argv[*i] (reading its value from argv[*i + 1], advancing *i).
+    Returns 0 when argv[*i] is not one of convert's options; else 1, with *i set to -1 when the
+    option was misused (the problem and the usage printed on stderr). */
+int cli_convert_option(const struct cli_cmd *cmd, cli_convert_args *c, int argc, char **argv,
+                       int *i);
 
 /** Parsed command line of one subcommand. */
 typedef struct cli_args {
@@ -53,6 +83,7 @@ typedef struct cli_args {
     double rtol;               /* default 1e-5, as torch.allclose */
     double atol;               /* default 1e-8, as torch.allclose */
     uint32_t save_flags;       /* SDICT_SAVE_* bits from --layout/--not-weights-only */
+    cli_convert_args conv;     /* CLI_OPT_CONVERT */
 } cli_args;
 
 /** One subcommand: name, handler, one-line help, usage text (after "usage: statedict "). */

@@ -1,38 +1,508 @@
 /*
- cmd_convert.c - `statedict convert IN OUT`: load any checkpoint the reader accepts (zip, legacy,
- tar) and write it as a torch zip file with sdict_save (atomic: a temporary file renamed over
- OUT, so a failure leaves any previous OUT untouched). The archive folder is named after OUT's
- stem, as torch.save does. --layout picks torch 1.13's or torch 2.x's layout; values torch's
- weights-only unpickler refuses are refused unless --not-weights-only.
+ cmd_convert.c - `statedict convert IN OUT`: load any checkpoint the reader accepts and write it
+ as a torch zip file, a safetensors file or a Hugging Face model folder, with sdict_save /
+ sdict_save_folder (atomic: a temporary file renamed over OUT, so a failure leaves any previous
+ OUT untouched).
+
+ The input's CRC-32s are verified by default (SDICT_LOAD_VERIFY_CRC): a corrupt record must not
+ come out as a fresh file with valid CRCs; --no-verify skips that. Then, in this order: --key
+ takes a sub-tree; --include/--exclude/--strip-prefix/--add-prefix work on a flat dict of the
+ tree's leaves (the dotted keys `ls` prints); --dtype casts floating tensors. The output format
+ is --format's, else safetensors for OUT ending in ".safetensors", a model folder for an
+ existing directory, OUT ending in '/' or --max-shard-size, and a torch zip file otherwise.
 */
+#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <errno.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/*==================================================================================================
+ MARK: Options
+==================================================================================================*/
+
+/* huggingface_hub's parse_size_to_int: a number (a fraction allowed) and a unit KB, MB, GB or TB
+   (powers of 1000, any case), or a plain number of bytes. */
+static bool parse_size(const char *s, uint64_t *out) {
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    while (n && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    double mult = 1;
+    char num[64];
+    if (n >= 2) {
+        char u0 = (char)(s[n - 2] | 0x20), u1 = (char)(s[n - 1] | 0x20);
+        if (u1 == 'b' && (u0 == 'k' || u0 == 'm' || u0 == 'g' || u0 == 't')) {
+            mult = u0 == 'k' ? 1e3 : u0 == 'm' ? 1e6 : u0 == 'g' ? 1e9 : 1e12;
+            n -= 2;
+        }
+    }
+    if (n == 0 || n >= sizeof num)
+        return false;
+    memcpy(num, s, n);
+    num[n] = '\0';
+    char *end;
+    errno = 0;
+    double v = strtod(num, &end);
+    while (*end == ' ')
+        end++;
+    if (*end || errno || !(v > 0) || !isfinite(v) || v * mult >= 1.8e19)
+        return false;
+    *out = (uint64_t)(v * mult);
+    return *out > 0;
+}
+
+int cli_convert_option(const cli_cmd *cmd, cli_convert_args *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    static const char *const with_value[] = {
+        "--format", "--key", "--strip-prefix", "--add-prefix", "--include", "--exclude",
+        "--dtype", "--keep-name", "--max-shard-size",
+    };
+    bool takes = false;
+    for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
+        takes = takes || strcmp(a, with_value[k]) == 0;
+    if (strcmp(a, "--drop-non-tensors") == 0) {
+        c->st_flags |= SDICT_SAVE_ST_DROP_NON_TENSORS;
+        return 1;
+    }
+    if (strcmp(a, "--non-tensors-as-metadata") == 0) {
+        c->st_flags |= SDICT_SAVE_ST_NON_TENSORS_AS_METADATA;
+        return 1;
+    }
+    if (strcmp(a, "--copy-overlaps") == 0) {
+        c->st_flags |= SDICT_SAVE_ST_COPY_OVERLAPS;
+        return 1;
+    }
+    if (strcmp(a, "--no-verify") == 0) {
+        c->no_verify = true;
+        return 1;
+    }
+    if (!takes)
+        return 0;
+    if (*i + 1 >= argc) {
+        cli_usage_error(cmd, "%s needs a value", a);
+        *i = -1;
+        return 1;
+    }
+    const char *v = argv[++*i];
+    if (strcmp(a, "--format") == 0) {
+        if (strcmp(v, "pt") == 0 || strcmp(v, "zip") == 0)
+            c->format = SDICT_FORMAT_ZIP;
+        else if (strcmp(v, "safetensors") == 0)
+            c->format = SDICT_FORMAT_SAFETENSORS;
+        else
+            goto bad;
+    } else if (strcmp(a, "--key") == 0) {
+        c->key = v;
+    } else if (strcmp(a, "--strip-prefix") == 0) {
+        c->strip_prefix = v;
+    } else if (strcmp(a, "--add-prefix") == 0) {
+        c->add_prefix = v;
+    } else if (strcmp(a, "--include") == 0 || strcmp(a, "--exclude") == 0) {
+        if (c->nglobs == CLI_CONVERT_MAX_LIST)
+            goto many;
+        c->exclude[c->nglobs] = a[2] == 'e';
+        c->globs[c->nglobs++] = v;
+    } else if (strcmp(a, "--keep-name") == 0) {
+        if (c->nkeep == CLI_CONVERT_MAX_LIST)
+            goto many;
+        c->keep[c->nkeep++] = v;
+    } else if (strcmp(a, "--dtype") == 0) {
+        if (strcmp(v, "bfloat16") == 0)
+            c->dtype = SDICT_BFLOAT16;
+        else if (strcmp(v, "float16") == 0)
+            c->dtype = SDICT_FLOAT16;
+        else if (strcmp(v, "float32") == 0)
+            c->dtype = SDICT_FLOAT32;
+        else
+            goto bad;
+    } else if (strcmp(a, "--max-shard-size") == 0) {
+        if (!parse_size(v, &c->max_shard_size))
+            goto bad;
+    }
+    return 1;
+bad:
+    cli_usage_error(cmd, "%s: '%s' is not %s", a, v,
+                    a[2] == 'f'   ? "pt or safetensors"
+                    : a[2] == 'd' ? "bfloat16, float16 or float32"
+                                  : "a size such as 500MB, 2GB or 1.5GB (or a number of bytes)");
+    *i = -1;
+    return 1;
+many:
+    cli_usage_error(cmd, "%s: more than %d given", a, CLI_CONVERT_MAX_LIST);
+    *i = -1;
+    return 1;
+}
+
+/*==================================================================================================
+ MARK: Selecting, renaming and casting
+==================================================================================================*/
+
+typedef struct flat_ctx {
+    const cli_convert_args *c;
+    sdict_doc *doc;
+    sdict_value *out;
+    cli_buf key;
+    const char *failed; /* what went wrong, or NULL */
+    char clash[512];
+    size_t kept, skipped;
+} flat_ctx;
+
+static bool key_selected(const cli_convert_args *c, const char *key) {
+    bool any_include = false, included = false;
+    for (int i = 0; i < c->nglobs; i++) {
+        bool m = fnmatch(c->globs[i], key, 0) == 0;
+        if (c->exclude[i] && m)
+            return false;
+        if (!c->exclude[i]) {
+            any_include = true;
+            included = included || m;
+        }
+    }
+    return !any_include || included;
+}
+
+static void flat_leaf(void *vctx, const char *path, const sdict_value *v) {
+    flat_ctx *f = vctx;
+    if (f->failed)
+        return;
+    if (!key_selected(f->c, path)) {
+        f->skipped++;
+        return;
+    }
+    buf_truncate(&f->key, 0);
+    const char *rest = path;
+    size_t sl = f->c->strip_prefix ? strlen(f->c->strip_prefix) : 0;
+    if (sl && strncmp(path, f->c->strip_prefix, sl) == 0)
+        rest = path + sl;
+    if (f->c->add_prefix)
+        buf_puts(&f->key, f->c->add_prefix);
+    buf_puts(&f->key, rest);
+    const char *key = f->key.s ? f->key.s : "";
+    if (sdict_dict_get(f->out, key)) {
+        snprintf(f->clash, sizeof f->clash, "two keys become '%s' (the second from '%s')", key,
+                 path);
+        f->failed = f->clash;
+        return;
+    }
+    if (sdict_dict_set_str(f->out, key, (sdict_value *)v) != SDICT_OK)
+        f->failed = "out of memory";
+    f->kept++;
+}
+
+/* A cast storage per source storage, so that tensors sharing one keep sharing after --dtype. */
+typedef struct cast_map {
+    const sdict_storage **from;
+    sdict_storage **to;
+    size_t n, cap;
+} cast_map;
+
+static void cast_map_free(cast_map *m) {
+    for (size_t i = 0; i < m->n; i++)
+        sdict_storage_release(m->to[i]);
+    free(m->from);
+    free(m->to);
+}
+
+static bool castable(sdict_dtype d) {
+    return d == SDICT_FLOAT64 || d == SDICT_FLOAT32 || d == SDICT_FLOAT16 || d == SDICT_BFLOAT16;
+}
+
+/* The whole storage of t converted to `to`, element by element as t's dtype reads it. */
+static sdict_status cast_storage(cast_map *m, const sdict_tensor *t, sdict_dtype to,
+                                 sdict_storage **out, sdict_error *err) {
+    for (size_t i = 0; i < m->n; i++)
+        if (m->from[i] == t->storage) {
+            *out = m->to[i];
+            return SDICT_OK;
+        }
+    size_t es = sdict_dtype_size(t->dtype), nb = sdict_storage_nbytes(t->storage);
+    int64_t numel = (int64_t)(nb / es), shape[1] = {numel}, stride[1];
+    sdict_tensor whole;
+    sdict_status st = sdict_tensor_init(&whole, t->dtype, 1, shape, stride, t->storage, err);
+    sdict_storage *s = NULL;
+    if (!st)
+        st = sdict_storage_new((size_t)numel * sdict_dtype_size(to), &s, err);
+    if (!st)
+        st = sdict_tensor_copy_to(&whole, to, sdict_storage_data(s), sdict_storage_nbytes(s), err);
+    if (!st && m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        const sdict_storage **f = realloc(m->from, cap * sizeof *f);
+        if (f)
+            m->from = f;
+        sdict_storage **o = f ? realloc(m->to, cap * sizeof *o) : NULL;
+        if (o)
+            m->to = o, m->cap = cap;
+        else
+            st = SDICT_E_NOMEM;
+    }
+    if (st) {
+        sdict_storage_release(s);
+        return st;
+    }
+    m->from[m->n] = t->storage;
+    m->to[m->n++] = s;
+    *out = s;
+    return SDICT_OK;
+}
+
+/* Returns v with its floating tensors cast (v itself when nothing changed; dicts are changed in
+   place, lists and tuples holding a cast tensor rebuilt), or NULL with err filled. */
+static sdict_value *cast_tree(sdict_doc *doc, sdict_value *v, sdict_dtype to, cast_map *m,
+                              sdict_error *err, int depth) {
+    sdict_kind k = sdict_value_kind(v);
+    if (depth > CLI_MAX_DEPTH)
+        return v;
+    if (k == SDICT_KIND_TENSOR) {
+        const sdict_tensor *t = sdict_value_tensor(v);
+        if (!t || !t->storage || !castable(t->dtype) || t->dtype == to ||
+            sdict_value_quantizer(v) || sdict_value_pytype(v) == SDICT_PYTYPE_NUMPY_ARRAY ||
+            sdict_storage_nbytes(t->storage) % sdict_dtype_size(t->dtype))
+            return v;
+        sdict_tensor nt = *t;
+        sdict_value *out = NULL;
+        if (cast_storage(m, t, to, &nt.storage, err))
+            return NULL;
+        nt.dtype = to;
+        if (sdict_tensor_new(doc, &nt, &out, err))
+            return NULL;
+        if (sdict_tensor_attrs(v))
+            sdict_tensor_set_attrs(out, sdict_tensor_attrs(v));
+        return out;
+    }
+    if (k == SDICT_KIND_DICT) {
+        for (size_t i = 0; i < sdict_dict_len(v); i++) {
+            sdict_value *c = sdict_dict_val(v, i);
+            sdict_value *n = cast_tree(doc, c, to, m, err, depth + 1);
+            if (!n)
+                return NULL;
+            if (n != c && sdict_dict_set(v, sdict_dict_key(v, i), n))
+                return NULL;
+        }
+        return v;
+    }
+    if (k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE) {
+        size_t n = sdict_seq_len(v);
+        sdict_value *copy = NULL;
+        for (size_t i = 0; i < n; i++) {
+            sdict_value *c = sdict_seq_item(v, i);
+            sdict_value *nv = cast_tree(doc, c, to, m, err, depth + 1);
+            if (!nv)
+                return NULL;
+            if (nv != c && !copy) {
+                copy = k == SDICT_KIND_LIST ? sdict_list_new(doc) : sdict_tuple_new(doc);
+                for (size_t j = 0; copy && j < i; j++)
+                    if (sdict_seq_append(copy, sdict_seq_item(v, j)))
+                        copy = NULL;
+                if (!copy)
+                    return NULL;
+            }
+            if (copy && sdict_seq_append(copy, nv))
+                return NULL;
+        }
+        return copy ? copy : v;
+    }
+    return v;
+}
+
+/*==================================================================================================
+ MARK: Writing
+==================================================================================================*/
+
+static void report_dropped(void *ctx, const char *dropped, const char *kept) {
+    (void)ctx;
+    fprintf(stderr, "statedict: %s not written: the same tensor as %s (tied weights)\n", dropped,
+            kept);
+}
+
+/* Progress on a terminal: one line rewritten in place (a carriage return, which the escaping
+   stderr stream would show as "\\r": written to the descriptor itself, after flushing the
+   stream, and made only of our own text), at most once per percent. */
+typedef struct progress_line {
+    int last;
+} progress_line;
+
+static void report_progress(void *ctx, uint64_t done, uint64_t total) {
+    progress_line *p = ctx;
+    int pct = total ? (int)(done * 100 / total) : 100;
+    if (pct == p->last)
+        return;
+    p->last = pct;
+    char line[96];
+    int n = snprintf(line, sizeof line, "\rstatedict: writing tensors: %3d%% (%.2f of %.2f GB)%s",
+                     pct, (double)done / 1e9, (double)total / 1e9, done == total ? "\n" : "");
+    fflush(stderr);
+    if (n > 0)
+        (void)!write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+static bool is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static uint64_t tensor_bytes(const sdict_value *v, int depth) {
+    sdict_kind k = sdict_value_kind(v);
+    if (depth > CLI_MAX_DEPTH)
+        return 0;
+    if (k == SDICT_KIND_TENSOR)
+        return sdict_tensor_nbytes(sdict_value_tensor(v));
+    uint64_t sum = 0;
+    if (k == SDICT_KIND_DICT)
+        for (size_t i = 0; i < sdict_dict_len(v); i++)
+            sum += tensor_bytes(sdict_dict_val(v, i), depth + 1);
+    else if (k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE)
+        for (size_t i = 0; i < sdict_seq_len(v); i++)
+            sum += tensor_bytes(sdict_seq_item(v, i), depth + 1);
+    return sum;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int fail(const char *what, const char *file, sdict_status st, sdict_error *err) {
+    char text[1024];
+    if (err->code == SDICT_OK) {
+        err->code = st;
+        err->offset = -1;
+    }
+    if (!err->file[0])
+        snprintf(err->file, sizeof err->file, "%s", file);
+    sdict_error_format(err, text, sizeof text);
+    fprintf(stderr, "statedict: %s: %s [%s]\n", what, text, sdict_status_str(st));
+    return CLI_EXIT_BAD_INPUT;
+}
 
 int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
     (void)cmd;
-    sdict_doc *doc = cli_load(args->pos[0], args);
-    if (!doc)
-        return CLI_EXIT_BAD_INPUT;
-    sdict_error err;
-    memset(&err, 0, sizeof err);
-    sdict_save_opts opts = {.archive_name = NULL, .flags = args->save_flags};
-    sdict_status st = sdict_save(args->pos[1], sdict_doc_root(doc), &opts, &err);
-    cli_forget_ints();
-    sdict_doc_free(doc);
-    if (st != SDICT_OK) {
-        char text[1024];
-        if (err.code == SDICT_OK) {
-            err.code = st;
-            err.offset = -1;
-            snprintf(err.file, sizeof err.file, "%s", args->pos[1]);
-        }
-        sdict_error_format(&err, text, sizeof text);
-        fprintf(stderr, "statedict: cannot write: %s [%s]\n", text, sdict_status_str(st));
-        if (st == SDICT_E_UNSUPPORTED && !(args->save_flags & SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY))
-            fprintf(stderr, "statedict: convert --not-weights-only writes it anyway; the output "
-                            "then loads with torch.load(OUT, weights_only=False) only\n");
+    const cli_convert_args *c = &args->conv;
+    const char *in = args->pos[0], *out = args->pos[1];
+    cli_args la = *args;
+    if (!c->no_verify)
+        la.load_flags |= SDICT_LOAD_VERIFY_CRC;
+    sdict_doc *doc = cli_load(in, &la);
+    if (!doc) {
+        if (!c->no_verify)
+            fprintf(stderr, "statedict: convert verifies the input's CRC-32s; --no-verify "
+                            "converts a file without them (or with a bad one) anyway\n");
         return CLI_EXIT_BAD_INPUT;
     }
-    return CLI_EXIT_OK;
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    int rc = CLI_EXIT_OK;
+    cast_map m;
+    memset(&m, 0, sizeof m);
+
+    sdict_value *root = sdict_doc_root(doc);
+    if (c->key) {
+        root = sdict_value_at(root, c->key);
+        if (!root) {
+            fprintf(stderr, "statedict: %s: no key '%s'\n", in, c->key);
+            rc = CLI_EXIT_BAD_INPUT;
+            goto done;
+        }
+    }
+    if (c->nglobs || c->strip_prefix || c->add_prefix) {
+        flat_ctx f;
+        memset(&f, 0, sizeof f);
+        f.c = c;
+        f.doc = doc;
+        f.out = sdict_dict_new(doc, sdict_value_kind(root) == SDICT_KIND_DICT
+                                        ? sdict_dict_is_ordered(root)
+                                        : true);
+        buf_init(&f.key);
+        cli_buf path;
+        buf_init(&path);
+        bool ok = f.out && walk_leaves(root, &path, true, flat_leaf, &f);
+        buf_free(&path);
+        buf_free(&f.key);
+        if (!ok || f.failed) {
+            fprintf(stderr, "statedict: %s: %s\n", in, f.failed ? f.failed : "out of memory");
+            rc = CLI_EXIT_BAD_INPUT;
+            goto done;
+        }
+        root = f.out;
+    }
+    if (c->dtype >= 0) {
+        root = cast_tree(doc, root, (sdict_dtype)c->dtype, &m, &err, 0);
+        if (!root) {
+            rc = fail("cannot cast", in, err.code ? err.code : SDICT_E_NOMEM, &err);
+            goto done;
+        }
+    }
+
+    bool folder = c->max_shard_size > 0 || ends_with(out, "/") || is_dir(out);
+    sdict_format fmt = c->format ? (sdict_format)c->format
+                       : ends_with(out, ".safetensors") || folder ? SDICT_FORMAT_SAFETENSORS
+                                                                  : SDICT_FORMAT_ZIP;
+    sdict_save_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.flags = args->save_flags;
+    opts.format = fmt;
+    opts.st_flags = c->st_flags;
+    opts.keep_names = c->keep;
+    opts.keep_names_count = (size_t)c->nkeep;
+    opts.on_dropped = report_dropped;
+    opts.max_shard_size = c->max_shard_size;
+    if (fmt == SDICT_FORMAT_SAFETENSORS && !sdict_doc_metadata(doc)) {
+        /* what transformers writes into every safetensors file it converts from torch */
+        sdict_value *md = sdict_dict_new(doc, false);
+        if (!md || sdict_dict_set_str(md, "format", sdict_str_new(doc, "pt", 2)) ||
+            sdict_doc_set_metadata(doc, md)) {
+            rc = fail("cannot write", out, SDICT_E_NOMEM, &err);
+            goto done;
+        }
+    }
+    if (fmt == SDICT_FORMAT_SAFETENSORS)
+        opts.metadata = sdict_doc_metadata(doc);
+
+    uint64_t total = tensor_bytes(root, 0);
+    bool show = total > 1000000000ull && isatty(STDERR_FILENO);
+    progress_line pl = {-1};
+    double t0 = now_s();
+    if (show && fmt == SDICT_FORMAT_SAFETENSORS && !folder) {
+        /* on_dropped's ctx is unused: both callbacks share opts.ctx */
+        opts.progress = report_progress;
+        opts.ctx = &pl;
+    } else if (show) {
+        fprintf(stderr, "statedict: writing %.2f GB of tensors to %s...\n", (double)total / 1e9,
+                out);
+    }
+    sdict_status st = folder ? sdict_save_folder(out, root, &opts, &err)
+                             : sdict_save(out, root, &opts, &err);
+    if (st != SDICT_OK) {
+        rc = fail("cannot write", out, st, &err);
+        if (st == SDICT_E_UNSUPPORTED && fmt == SDICT_FORMAT_ZIP &&
+            !(args->save_flags & SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY))
+            fprintf(stderr, "statedict: convert --not-weights-only writes it anyway; the output "
+                            "then loads with torch.load(OUT, weights_only=False) only\n");
+        if (st == SDICT_E_INVALID_ARG && fmt == SDICT_FORMAT_SAFETENSORS)
+            fprintf(stderr, "statedict: for safetensors output, --drop-non-tensors or "
+                            "--non-tensors-as-metadata handle values that are not tensors, "
+                            "--copy-overlaps views that overlap, --key PATH takes a sub-tree\n");
+    } else if (show) {
+        double dt = now_s() - t0;
+        fprintf(stderr, "statedict: wrote %s in %.1f s (%.0f MB/s)\n", out, dt,
+                dt > 0 ? (double)total / 1e6 / dt : 0.0);
+    }
+done:
+    cast_map_free(&m);
+    cli_forget_ints();
+    sdict_doc_free(doc);
+    return rc;
 }

@@ -524,6 +524,29 @@ static bool default_dtype(sdict_dtype d) {
 
 static sdict_status value_repr(const sdict_value *v, cli_buf *out, sdict_error *err);
 
+/* safetensors' sub-byte floats (F4, F6_E2M3, F6_E3M2), which no torch dtype prints */
+static bool packed_float(sdict_dtype d) {
+    return d == SDICT_FLOAT4_E2M1FN || d == SDICT_FLOAT6_E2M3FN || d == SDICT_FLOAT6_E3M2FN;
+}
+
+/* "packed 0x21 0x43 ..." : the raw bytes of a packed sub-byte tensor (first 256, then "...") */
+static sdict_status packed_bytes(const sdict_tensor *t, cli_buf *out, sdict_error *err) {
+    size_t n = sdict_tensor_nbytes(t);
+    uint8_t *raw = malloc(n ? n : 1);
+    if (!raw)
+        return SDICT_E_NOMEM;
+    sdict_status st = sdict_tensor_copy_to(t, t->dtype, raw, n, err);
+    if (st == SDICT_OK) {
+        buf_puts(out, "packed");
+        for (size_t i = 0; i < n && i < 256; i++)
+            buf_printf(out, " 0x%02x", raw[i]);
+        if (n > 256)
+            buf_puts(out, " ...");
+    }
+    free(raw);
+    return st;
+}
+
 /* str() of a strided (possibly quantized) tensor. */
 static sdict_status tensor_repr(const sdict_tensor *t, const sdict_quantizer *q, cli_buf *out,
                                 sdict_error *err) {
@@ -539,6 +562,10 @@ static sdict_status tensor_repr(const sdict_tensor *t, const sdict_quantizer *q,
         suffix_text(&sx, "size", &size);
         if (t->dtype != SDICT_FLOAT32)
             suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));
+    } else if (packed_float(t->dtype)) {
+        st = packed_bytes(t, out, err);
+        suffix_text(&sx, "size", &size);
+        suffix(&sx, "dtype=%s", sdict_dtype_name(t->dtype));
     } else if (q) {
         suffix_text(&sx, "size", &size);
         suffix(&sx, "dtype=torch.%s", sdict_dtype_name(t->dtype));

@@ -52,6 +52,7 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
     memset(args, 0, sizeof *args);
     args->rtol = 1e-5;
     args->atol = 1e-8;
+    args->conv.dtype = -1;
     args->pos = calloc((size_t)argc + 1, sizeof *args->pos);
     if (!args->pos) {
         fputs("statedict: out of memory\n", stderr);
@@ -101,6 +102,9 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
             if (!parse_tol(argv[++i], dst))
                 return free(args->pos), args->pos = NULL,
                        cli_usage_error(cmd, "%s: '%s' is not a non-negative number", a, argv[i]);
+        } else if ((o & CLI_OPT_CONVERT) && cli_convert_option(cmd, &args->conv, argc, argv, &i)) {
+            if (i < 0)
+                return free(args->pos), args->pos = NULL, CLI_EXIT_USAGE;
         } else {
             free(args->pos);
             args->pos = NULL;

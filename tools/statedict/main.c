@@ -40,17 +40,37 @@ static const cli_cmd commands[] = {
      "  file has no such key. --metadata prints the file's metadata (safetensors __metadata__)\n"
      "  instead, one \"KEY: str  'VALUE'\" line per entry, or only KEY's.\n",
      CLI_OPT_LOAD | CLI_OPT_META, 1, 2},
-    {"convert", cmd_convert, "read any checkpoint and write it as a torch zip file",
-     "convert [--layout 1.13|2.x] [--not-weights-only] [LOAD OPTIONS] IN OUT",
-     "  --layout 1.13 (the default) writes what torch 1.13's torch.save writes, byte for byte;\n"
-     "  --layout 2.x what torch 2.7 and later write (2.14's bytes: .format_version,\n"
-     "  .storage_alignment, byteorder, numeric storage order, .data/serialization_id). Both load\n"
-     "  in every torch since 1.6. Every value keeps its Python type (torch.Size, frozenset,\n"
-     "  bytearray, numpy scalars and arrays stay what they were). Values torch.load's default\n"
+    {"convert", cmd_convert, "convert a checkpoint to a torch zip file, safetensors or a model folder",
+     "convert [--format pt|safetensors] [--key PATH] [--include GLOB] [--exclude GLOB]\n"
+     "        [--strip-prefix P] [--add-prefix P] [--dtype bfloat16|float16|float32]\n"
+     "        [--keep-name NAME] [--drop-non-tensors | --non-tensors-as-metadata]\n"
+     "        [--copy-overlaps] [--max-shard-size SIZE] [--no-verify]\n"
+     "        [--layout 1.13|2.x] [--not-weights-only] [LOAD OPTIONS] IN OUT",
+     "  The input's CRC-32s are verified first (a corrupt record is never written out with a\n"
+     "  fresh valid CRC); --no-verify skips that. OUT's format: --format, else safetensors for\n"
+     "  a name ending in .safetensors, a Hugging Face model folder for an existing directory,\n"
+     "  a name ending in '/' or --max-shard-size SIZE (huggingface_hub's sizes: 500MB, 2GB;\n"
+     "  powers of 1000), else a torch zip file.\n"
+     "  --key PATH converts a sub-tree (model_state_dict). --include/--exclude GLOB (fnmatch,\n"
+     "  repeatable) keep the dotted keys ls prints that match an --include (all without one) and\n"
+     "  no --exclude; then --strip-prefix P removes P where a key starts with it and\n"
+     "  --add-prefix P prepends P. Any of these makes the output one flat dict of those keys.\n"
+     "  --dtype casts float64/float32/float16/bfloat16 tensors (nothing else); tensors sharing a\n"
+     "  storage keep sharing it.\n"
+     "  safetensors: nested dicts and lists become dotted names; tied weights (the same view\n"
+     "  under several names) are written once under the name safetensors' save_model keeps\n"
+     "  (--keep-name NAME prefers NAME), each dropped name reported on stderr; other overlapping\n"
+     "  views are refused unless --copy-overlaps; values that are not tensors are refused, listed,\n"
+     "  unless --drop-non-tensors or --non-tensors-as-metadata (their Python repr); a torch\n"
+     "  input gets the metadata {\"format\": \"pt\"}, as transformers writes it.\n"
+     "  torch zip: --layout 1.13 (the default) writes what torch 1.13's torch.save writes, byte\n"
+     "  for byte; --layout 2.x what torch 2.7 and later write (2.14's bytes). Both load in every\n"
+     "  torch since 1.6. Every value keeps its Python type. Values torch.load's default\n"
      "  weights_only=True refuses (numpy values, frozensets, ints past 255 bytes) are refused,\n"
      "  naming them; --not-weights-only writes them anyway, and the output then needs\n"
-     "  torch.load(OUT, weights_only=False), as the input did.\n",
-     CLI_OPT_LOAD | CLI_OPT_SAVE, 2, 2},
+     "  torch.load(OUT, weights_only=False), as the input did.\n"
+     "  Conversions of more than 1 GB of tensors show their progress when stderr is a terminal.\n",
+     CLI_OPT_LOAD | CLI_OPT_SAVE | CLI_OPT_CONVERT, 2, 2},
     {"diff", cmd_diff, "compare two checkpoints leaf by leaf",
      "diff [--rtol R] [--atol A] [LOAD OPTIONS] A B",
      "  Reports keys only in A or B, type, dtype and shape changes, differing non-tensor values,\n"
