@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -136,6 +137,43 @@ def test_ls():
     keys = [e["key"] for e in doc["leaves"] if e["type"] == "tensor"]
     want = [k for k, v in flatten(ck).items() if isinstance(v, torch.Tensor)]
     check(keys == want, f"ls --json tensor keys {keys} != {want}")
+    check(doc["path"] == path("checkpoint.tar") and doc["metadata"] is None,
+          f"ls --json path/metadata {doc['path']!r} {doc['metadata']!r}")
+    leaves = {e["key"]: e for e in doc["leaves"]}
+    check(leaves["epoch"]["value"] == ck["epoch"] and leaves["epoch"]["repr"] == str(ck["epoch"]),
+          f"ls --json epoch {leaves['epoch']}")
+    check(leaves["loss"]["value"] == ck["loss"] and leaves["loss"]["repr"] == repr(ck["loss"]),
+          f"ls --json loss {leaves['loss']}")
+
+    # exactness of numbers in ls --json (the schema's rule)
+    rc, out, err = run("ls", "--json", path("dtypes.pt"))
+    check(rc == 0, f"ls --json dtypes: exit {rc} {err}")
+    leaves = {e["key"]: e for e in json.loads(out)["leaves"]}
+    for k, want in load("dtypes.pt")["exact"].items():
+        check_exact(leaves["exact." + k], want, f"ls --json exact {k}")
+
+    # several files: a header per file, the worst exit status, one JSON document
+    names = ["lenet.pt", "checkpoint.tar"]
+    rc, out, err = run("ls", *[path(n) for n in names])
+    check(rc == 0, f"ls two files: exit {rc} {err}")
+    heads = [l for l in out.splitlines() if l.startswith("==> ")]
+    check(heads == [f"==> {path(n)} <==" for n in names], f"ls two files: headers {heads}")
+    check(out.split("\n\n")[0] == f"==> {path('lenet.pt')} <==\n" + run("ls", path("lenet.pt"))[1].rstrip("\n"),
+          "ls two files: the first listing is not the single-file listing under its header")
+    missing = path("no-such-file.pt")
+    rc, out, err = run("ls", path("lenet.pt"), missing, path("checkpoint.tar"))
+    check(rc == 3, f"ls with a missing file: exit {rc}, want 3")
+    check("no-such-file.pt" in err and out.count("==> ") == 3 and "format zip" in out.split(missing)[1],
+          f"ls with a missing file: the other files are listed: {out[-300:]!r} {err!r}")
+    rc, out, err = run("ls", "--json", path("lenet.pt"), missing, path("checkpoint.tar"))
+    check(rc == 3, f"ls --json with a missing file: exit {rc}, want 3")
+    files = json.loads(out)["files"]
+    check([f["path"] for f in files] == [path("lenet.pt"), missing, path("checkpoint.tar")],
+          f"ls --json files: {[f['path'] for f in files]}")
+    check("leaves" in files[0] and "leaves" in files[2] and files[1]["error"]["status"] == "unreadable"
+          and "no-such-file.pt" in files[1]["error"]["message"], f"ls --json error entry {files[1]}")
+    rc1, one_json, _ = run("ls", "--json", path("lenet.pt"))
+    check(files[0] == json.loads(one_json), "ls --json: a file's entry differs from its single listing")
 
 
 # ---- dump ------------------------------------------------------------------------------------
@@ -168,6 +206,28 @@ def check_tensor(node, t, what, storage=None):
           f"{what}: key order {list(node.keys())}")
 
 
+def check_exact(node, want, what):
+    """A dump node (or an ls --json leaf) of an int or float by the JSON schema's rule: a JSON
+    number where exact (ints within +-2^53, finite floats, bit for bit), else a string with the
+    exact text."""
+    got = node.get("value")
+    if isinstance(want, int):
+        check(node["type"] == "int", f"{what}: type {node['type']}")
+        if -2 ** 53 <= want <= 2 ** 53:
+            check(type(got) is int and got == want, f"{what}: {got!r} should be the number {want}")
+        else:
+            check(got == str(want), f"{what}: {got!r} should be the string {str(want)!r}")
+    else:
+        check(node["type"] == "float", f"{what}: type {node['type']}")
+        if math.isnan(want):
+            check(got == "nan", f"{what}: {got!r} should be 'nan'")
+        elif math.isinf(want):
+            check(got == ("inf" if want > 0 else "-inf"), f"{what}: {got!r} should be inf text")
+        else:
+            check(type(got) is float and struct.pack("<d", got) == struct.pack("<d", want),
+                  f"{what}: {got!r} should be the number {want!r}")
+
+
 def test_dump():
     d = dump("dtypes.pt")
     check(d["format"] == "zip" and d["byteorder"] == "little", f"dump header {d['format']} {d['byteorder']}")
@@ -183,9 +243,13 @@ def test_dump():
     check(dict_get(v, "none") == {"type": "none"}, "dump none")
     check(dict_get(v, "t") == {"type": "bool", "value": True}, "dump bool")
     check(dict_get(v, "big_int") == {"type": "int", "value": str(vals["big_int"])}, "dump big int")
-    check(dict_get(v, "neg") == {"type": "int", "value": str(vals["neg"])}, "dump negative int")
+    check(dict_get(v, "neg") == {"type": "int", "value": vals["neg"]}, "dump negative int")
     f = dict_get(v, "f")
-    check(f["type"] == "float" and float.fromhex(f["value"]) == vals["f"], f"dump float {f}")
+    check(f == {"type": "float", "value": vals["f"]}, f"dump float {f}")
+    ex = dict_get(root, "exact")
+    for k, want in src["exact"].items():
+        check_exact(dict_get(ex, k), want, f"dump exact {k}")
+    check(d["metadata"] is None, f"dump: a torch file has no metadata: {d['metadata']!r}")
     check(dict_get(v, "s") == {"type": "str", "value": vals["s"]}, "dump str")
     check(dict_get(v, "raw") == {"type": "bytes", "hex": vals["raw"].hex()}, "dump bytes")
     tup = dict_get(v, "tup")
@@ -195,12 +259,15 @@ def test_dump():
     check(dict_get(v, "dt") == {"type": "dtype", "value": "float16"}, "dump dtype value")
     intkey = [kv for kv in v["items"] if kv[0]["type"] == "int"]
     want = [(str(k), vals[k]) for k in vals if isinstance(k, int)]
-    check([(k["value"], n["value"]) for k, n in intkey] == want, f"dump int keys {intkey} != {want}")
+    check([(str(k["value"]), n["value"]) for k, n in intkey] == want,
+          f"dump int keys {intkey} != {want}")
+    check([type(k["value"]) for k, n in intkey] == [int, str], f"dump int keys: 7 a number, "
+          f"2**65 a string: {intkey}")
     fk = [kv for kv in v["items"] if kv[0]["type"] == "float"]
-    check(len(fk) == 1 and float.fromhex(fk[0][0]["value"]) == 1.5, f"dump float key {fk}")
+    check(len(fk) == 1 and fk[0][0]["value"] == 1.5, f"dump float key {fk}")
     tk = [kv for kv in v["items"] if kv[0]["type"] == "tuple"]
-    check(len(tk) == 1 and tk[0][0]["items"] == [{"type": "int", "value": "1"},
-                                                  {"type": "int", "value": "2"}], f"dump tuple key {tk}")
+    check(len(tk) == 1 and tk[0][0]["items"] == [{"type": "int", "value": 1},
+                                                  {"type": "int", "value": 2}], f"dump tuple key {tk}")
 
     # module state_dict: OrderedDict with _metadata attrs, in torch's key order
     d = dump("lenet.pt")
@@ -380,7 +447,10 @@ def test_convert():
                       and x.stride() == y.stride() and elem_bytes(x) == elem_bytes(y),
                       f"convert {name} {k}")
             else:
-                check(type(x) == type(y) and x == y, f"convert {name} {k}: {x!r} != {y!r}")
+                same = x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
+                if isinstance(x, float) and isinstance(y, float) and same:
+                    same = struct.pack("<d", x) == struct.pack("<d", y) or x != x  # -0.0 kept
+                check(type(x) == type(y) and same, f"convert {name} {k}: {x!r} != {y!r}")
     v = torch.load(path("converted_views.pt"))
     check(v["t"].data_ptr() == v["base"].data_ptr(), "convert: views no longer share storage")
     rc, _, err = run("convert", path("evil.pt"), path("converted_evil.pt"))

@@ -7,6 +7,7 @@ Everything is seeded. Besides torch.save output, it writes two hand-made zip fil
 refuse or flag: evil.pt (a data.pkl that calls os.system) and a copy of lenet.pt with one payload
 byte flipped (flipped.pt). Exits 77 when torch cannot be imported.
 """
+import collections
 import os
 import struct
 import sys
@@ -86,7 +87,15 @@ def main():
                            "f": 0.1, "s": "héllo", "raw": b"\x00\xff",
                            "tup": (1, 2.5, "x"), "lst": [], 7: "int key",
                            1.5: "float key", (1, 2): "tuple key", 2 ** 65: "big key",
-                           "dt": torch.float16}},
+                           "dt": torch.float16},
+                # the JSON schema's exactness boundaries: ints past +-2^53 and floats that no
+                # short decimal holds, each as ls --json and dump --json must write them
+                "exact": {"p53": 2 ** 53, "p53_1": 2 ** 53 + 1, "m53": -2 ** 53,
+                          "m53_1": -2 ** 53 - 1, "p63": 2 ** 63, "m63_1": -2 ** 63 - 1,
+                          "huge": 10 ** 40 + 7, "third": 1 / 3, "sum": 0.1 + 0.2,
+                          "tiny": 5e-324, "max": 1.7976931348623157e308, "negzero": -0.0,
+                          "e16": 1e16, "small": 1e-05, "nan": float("nan"),
+                          "inf": float("inf"), "ninf": float("-inf")}},
                os.path.join(out, "dtypes.pt"))
 
     # high rank (torch has no limit): shown as torch prints it; h is a permuted view of 1.1M
@@ -119,6 +128,20 @@ def main():
     with zipfile.ZipFile(os.path.join(out, "evil.pt"), "w") as z:
         z.writestr("evil/data.pkl", pkl)
         z.writestr("evil/version", "3\n")
+
+    # exotic.pt: every node form the JSON schema names (check_schema.py validates them)
+    x = torch.arange(6, dtype=torch.float32)
+    qa = torch.quantize_per_tensor(x, 0.1, 3, torch.quint8)
+    qc = torch.quantize_per_channel(x.reshape(2, 3), torch.tensor([0.5, 0.25], dtype=torch.float64),
+                                    torch.tensor([1, 2]), 0, torch.qint8)
+    torch.save({"sparse": torch.tensor([[0., 2.], [3., 0.]]).to_sparse(),
+                "csr": torch.tensor([[0., 2.], [3., 0.]]).to_sparse_csr(),
+                "qt": qa, "qc": qc, "cplx": torch.tensor([1 + 2j, -0.5j]), "c": 1.5 - 2j,
+                "storage": x.storage(), "dev": torch.device("cpu"), "dt": torch.int8,
+                "param": torch.nn.Parameter(torch.ones(2)), "set": {1, 2}, "fs": frozenset([3]),
+                "counter": collections.Counter("aab"), "conj": torch.tensor([1 + 1j]).conj(),
+                "big": 2 ** 100, "neg_nan": -float("nan"), "none": None, "b": b"\x01"},
+               os.path.join(out, "exotic.pt"))
 
     # not_a_checkpoint.pt: text
     open(os.path.join(out, "not_a_checkpoint.pt"), "w").write("hello, not a checkpoint\n")

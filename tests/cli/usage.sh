@@ -35,8 +35,20 @@ expect 0 out "--verify-crc"                  -- help dump
 expect 0 out "^statedict [0-9]*\.[0-9]*\.[0-9]"  -- --version
 expect 3 err "^statedict: unreadable: .*no-such-file.pt" -- ls "$dir/no-such-file.pt"
 expect 3 err "^statedict: unreadable: .*no-such-file.pt" -- dump --json "$dir/no-such-file.pt"
+expect 2 err "usage: statedict show"         -- show --metadata
+expect 2 err "usage: statedict show"         -- show --metadata a.pt k extra
+expect 2 err "unknown option '--metadata'"   -- ls --metadata a.pt
+expect 0 out "--metadata"                    -- help show
+expect 0 out "FILE\.\.\."                     -- help ls
+expect 3 err "^statedict: unreadable: .*no-such-file.pt" -- dump "$dir/no-such-file.pt"
+expect 3 err "^statedict: unreadable: .*no-such-file.pt" -- show --metadata "$dir/no-such-file.pt"
 printf 'hello, not a checkpoint\n' > "$dir/text.pt"
 expect 3 err "^statedict: .*text.pt"         -- ls "$dir/text.pt"
+# several files: every one tried (both named on stderr), exit 3, both headers on stdout
+expect 3 err "no-such-file.pt"               -- ls "$dir/text.pt" "$dir/no-such-file.pt"
+expect 3 out "^==> .*no-such-file.pt <==$"   -- ls "$dir/text.pt" "$dir/no-such-file.pt"
+expect 3 err "text.pt"                       -- ls "$dir/text.pt" "$dir/no-such-file.pt"
+expect 3 out '"status": "unreadable"'        -- ls --json "$dir/no-such-file.pt" "$dir/text.pt"
 expect 1 out "text.pt: FAILED"               -- verify "$dir/text.pt"
 echo "cli usage: $fail failures"
 [ "$fail" -eq 0 ]

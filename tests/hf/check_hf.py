@@ -79,7 +79,10 @@ def check_reads(folder, index_name, sd, label):
     check(sorted(keys) == sorted(sd), f"{label}: index keys are the state_dict's")
     for target in (folder, os.path.join(folder, index_name)):
         ls = run(STATEDICT, "ls", target)
-        listed = [line.split()[0] for line in ls.stdout.splitlines()[:-1]]
+        # the tensor lines end at the summary line; metadata lines may follow it
+        lines = ls.stdout.splitlines()
+        end = next((i for i, l in enumerate(lines) if " tensors, " in l and " format " in l), -1)
+        listed = [line.split()[0] for line in lines[:end]]
         check(listed == keys, f"{label}: ls {target} lists the index's keys in its order")
         check("format sharded" in ls.stdout, f"{label}: ls says format sharded")
         dump = json.loads(run(STATEDICT, "dump", "--json", target).stdout)

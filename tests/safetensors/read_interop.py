@@ -125,8 +125,12 @@ for copy in (False, True):
         check(dtype == str(t.dtype).replace('torch.', ''), '%s: dtype %s != %s' % (k, dtype, t.dtype))
         check(shape == list(t.shape), '%s: shape %s != %s' % (k, shape, list(t.shape)))
         check(sha == hashlib.sha256(raw_bytes(t)).hexdigest(), '%s: bytes differ (copy=%s)' % (k, copy))
-# ls: one line per tensor, key dtype shape
-lines = [l.split() for l in statedict('ls', path).splitlines()[:-1]]
+# ls: one line per tensor, key dtype shape; then the summary line, then one line per metadata entry
+out_lines = statedict('ls', path).splitlines()
+summary = [i for i, l in enumerate(out_lines) if ' tensors, ' in l and ' format safetensors' in l]
+check(len(summary) == 1, 'ls: one summary line naming the format')
+lines = [l.split() for l in out_lines[:summary[-1] if summary else -1]]
+
 check([l[0] for l in lines] == [g[0] for g in got], 'ls keys differ from dump keys')
 for l in lines:
     t = ref[l[0]]
@@ -141,6 +145,9 @@ hdr = open(path, 'rb').read()
 hlen = struct.unpack('<Q', hdr[:8])[0]
 file_md = json.loads(hdr[8:8 + hlen])['__metadata__']
 check(md == list(file_md.items()), 'metadata order %s != file order %s' % (md, list(file_md)))
+# ls: after the summary line, one line per metadata entry (reprs), in the file's order
+check(summary and out_lines[summary[-1] + 1:] == ['metadata %r: %r' % kv for kv in file_md.items()],
+      'ls: the metadata lines after the summary %s' % out_lines[-6:])
 print('save_file file: %d tensors, %d metadata entries: values, order and metadata equal' % (len(got), len(md or [])))
 
 # ---- 2. hand-built files for sub-byte and newer dtypes --------------------------------------

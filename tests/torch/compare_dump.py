@@ -7,9 +7,9 @@ usage: compare_dump.py [--ignore-container] EXPECTED.json ACTUAL.json
 
 Exit 0 when they agree, 1 with the path of the first difference otherwise, 2 on bad input.
 Agreement means: same format and byteorder; same tree (kinds, lengths, dict order, ordered-ness,
-attrs); equal scalars (ints as decimal strings, floats after float.fromhex on both sides since
-C's %a and Python's float.hex spell values differently, nan equal to nan, -0.0 distinct from
-0.0); equal tensor metadata (dtype, shape, stride, storage_offset, requires_grad, parameter)
+attrs); equal scalars (ints as JSON numbers, or decimal strings past 2^53, compared as Python
+ints; floats as JSON numbers, or "nan"/"inf"/"-inf" strings, bit for bit: nan equal to nan,
+-0.0 distinct from 0.0; a hex float string from an older dump is also read); equal tensor metadata (dtype, shape, stride, storage_offset, requires_grad, parameter)
 and sha256; and the same sharing groups: the storage strings differ by construction (file key
 vs StorageImpl pointer), so each side's storages are numbered in first-seen order and the
 numbers must match. Sets are compared as multisets (their order is hash order, not file order). Also compared:
@@ -34,8 +34,10 @@ class Mismatch(Exception):
 
 
 def parse_float(s, path):
+    if isinstance(s, (int, float)) and not isinstance(s, bool):
+        return float(s)
     if not isinstance(s, str):
-        raise Mismatch("%s: float value %r is not a string" % (path, s))
+        raise Mismatch("%s: float value %r is neither a number nor a string" % (path, s))
     t = s.strip().lower()
     try:
         # float.fromhex also accepts "nan", "inf", "-inf", "-nan", "+inf".
@@ -70,8 +72,13 @@ def sort_key(n):
     n = strip(n)
     if n.get("type") == "float":
         try:
-            n = dict(n, value=float.fromhex(n["value"]).hex())
-        except ValueError:
+            n = dict(n, value=parse_float(n["value"], "").hex())
+        except Mismatch:
+            pass
+    if n.get("type") == "int":
+        try:
+            n = dict(n, value=int(n["value"]))
+        except (TypeError, ValueError):
             pass
     return json.dumps(n, sort_keys=True)
 
@@ -99,7 +106,15 @@ class Comparer:
         self.need(ta == tb, path, "type", ta, tb)
         if ta == "none":
             return
-        if ta in ("bool", "str", "int", "dtype", "device", "qscheme", "layout"):
+        if ta == "int":
+            va, vb = a.get("value"), b.get("value")
+            try:
+                va, vb = int(va), int(vb)
+            except (TypeError, ValueError):
+                raise Mismatch("%s: int value %r / %r is not an int" % (path, va, vb))
+            self.need(va == vb and not isinstance(b.get("value"), (bool, float)), path,
+                      "int value", a.get("value"), b.get("value"))
+        elif ta in ("bool", "str", "dtype", "device", "qscheme", "layout"):
             self.need(a.get("value") == b.get("value"), path, ta + " value", a.get("value"),
                       b.get("value"))
         elif ta == "float":

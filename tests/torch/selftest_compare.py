@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Self-test of compare_dump.py: it must accept equal dumps spelled differently (C's %a vs
-Python's float.hex, other storage strings, set order) and reject each kind of real difference.
+"""Self-test of compare_dump.py: it must accept equal dumps spelled differently (a float as a
+JSON number or as an older dump's hex text, other storage strings, set order) and reject each kind of real difference.
 Needs no torch: the dumps are written out here by hand.
 
 usage: selftest_compare.py
@@ -35,15 +35,14 @@ def doc(root):
     return {"format": "zip", "byteorder": "little", "root": root}
 
 
-# Python's float.hex spelling, as torch_dump.py writes it.
+# The JSON schema's spelling, as torch_dump.py writes it: numbers where exact, strings else.
 BASE = doc({"type": "dict", "ordered": True, "items": [
     [s("a"), t("torch:1", "11")],
     [s("b"), t("torch:1", "22", offset=1)],
     [s("c"), t("torch:2", "33")],
-    [s("floats"), {"type": "list", "items": [f("0x1.999999999999ap-4"), f("0x0.0p+0"),
-                                             f("-0x0.0p+0"), f("nan"), f("-inf"),
-                                             f("0x0.0000000000001p-1022")]}],
-    [i("5"), {"type": "set", "items": [i("1"), i("2"), s("x")]}],
+    [s("floats"), {"type": "list", "items": [f(0.1), f(0.0), f(-0.0), f("nan"), f("-inf"),
+                                             f(5e-324)]}],
+    [i(5), {"type": "set", "items": [i(1), i(2), s("x")]}],
     [s("big"), i("1208925819614629174706176")],
     [s("by"), {"type": "bytes", "hex": "00ff"}],
     [s("od"), {"type": "dict", "ordered": True, "items": [],
@@ -71,7 +70,7 @@ def main():
     fails = 0
     fails += expect(True, BASE, copy.deepcopy(BASE), "identical")
 
-    # C's %a spelling, other storage names, set reordered, upper-case hex: still equal.
+    # hex spellings (older dumps), other storage names, set reordered, upper-case hex: still equal.
     c = copy.deepcopy(BASE)
     items = c["root"]["items"]
     items[0][1]["storage"] = "7"
@@ -97,14 +96,15 @@ def main():
     fails += mutate(lambda it: it[0][1].update(parameter=True), "parameter")
     fails += mutate(lambda it: it[1][1].update(storage="torch:9"), "sharing split")
     fails += mutate(lambda it: it[2][1].update(storage="torch:1"), "sharing merged")
-    fails += mutate(lambda it: it[3][1]["items"].__setitem__(1, f("-0x0.0p+0")), "-0.0 vs 0.0")
+    fails += mutate(lambda it: it[3][1]["items"].__setitem__(1, f(-0.0)), "-0.0 vs 0.0")
     fails += mutate(lambda it: it[3][1]["items"].__setitem__(3, f("inf")), "nan vs inf")
-    fails += mutate(lambda it: it[3][1]["items"].__setitem__(0, f("0x1.999999999999bp-4")),
+    fails += mutate(lambda it: it[3][1]["items"].__setitem__(0, f(0.10000000000000002)),
                     "last ulp")
+    fails += mutate(lambda it: it[4][1]["items"].__setitem__(0, i(1.0)), "int written as float")
     fails += mutate(lambda it: it[3][1]["items"].pop(), "list length")
     fails += mutate(lambda it: it[3][1].update(type="tuple"), "list vs tuple")
     fails += mutate(lambda it: it[4].__setitem__(0, s("5")), "int key vs str key")
-    fails += mutate(lambda it: it[4][1]["items"].__setitem__(0, i("9")), "set member")
+    fails += mutate(lambda it: it[4][1]["items"].__setitem__(0, i(9)), "set member")
     fails += mutate(lambda it: it[5].__setitem__(1, i("1208925819614629174706177")), "big int")
     fails += mutate(lambda it: it[6][1].update(hex="0000"), "bytes")
     fails += mutate(lambda it: it.reverse(), "dict order")

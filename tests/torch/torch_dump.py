@@ -32,13 +32,20 @@ import zipfile
 
 
 def float_text(x):
-    """C99 %a spelling as far as it matters: compare_dump.py re-parses both sides with
-    float.fromhex, so Python's float.hex() spelling is fine; nan/inf spelled as in the spec."""
+    """A float as the JSON schema writes it: a JSON number (json.dumps writes Python's repr,
+    which reads back exactly) when finite, "nan", "inf" or "-inf" otherwise."""
     if math.isnan(x):
         return "nan"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    return x.hex()
+    return float(x)
+
+
+def int_value(v):
+    """An int as the JSON schema writes it: a JSON number within +-2^53, its exact decimal
+    text past that."""
+    v = int(v)
+    return v if -2**53 <= v <= 2**53 else str(v)
 
 
 # dtypes numpy cannot hold: hashed through a same-size integer view of their bits
@@ -202,7 +209,7 @@ def node(v):
     if isinstance(v, bool):
         return {"type": "bool", "value": v}
     if isinstance(v, int):
-        return {"type": "int", "value": str(v)}
+        return {"type": "int", "value": int_value(v)}
     if isinstance(v, float):
         return {"type": "float", "value": float_text(v)}
     if isinstance(v, complex):
@@ -311,7 +318,7 @@ def main(argv):
     except ImportError as e:
         print("torch_dump: torch is not importable (%s): skipping" % e)
         return 77
-    json.dump(dump(args[0], weights_only), sys.stdout, ensure_ascii=False)
+    json.dump(dump(args[0], weights_only), sys.stdout, ensure_ascii=False, allow_nan=False)
     sys.stdout.write("\n")
     return 0
 

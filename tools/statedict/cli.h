@@ -38,6 +38,7 @@ enum {
     CLI_OPT_JSON = 1u << 1,    /* --json, --pretty */
     CLI_OPT_TOL = 1u << 2,     /* --rtol R, --atol A */
     CLI_OPT_SAVE = 1u << 3,    /* --layout 1.13|2.x, --not-weights-only */
+    CLI_OPT_META = 1u << 4,    /* --metadata (show) */
     CLI_OPT_CONVERT = 1u << 8, /* convert's own options: cli_convert_args (cmd_convert.c) */
 };
 
@@ -77,6 +78,7 @@ typedef struct cli_args {
     bool json;
     bool pretty;
     bool help;
+    bool metadata;             /* --metadata: show the doc's metadata instead of the tree */
     uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian */
     double rtol;               /* default 1e-5, as torch.allclose */
     double atol;               /* default 1e-8, as torch.allclose */
@@ -133,6 +135,9 @@ void cli_note_mapped(const char *path);
 
 /** Loads path with the flags from args; on failure reports on stderr and returns NULL. */
 sdict_doc *cli_load(const char *path, const cli_args *args);
+/** cli_load that also gives the status and the error it reported (err zeroed on success). */
+sdict_doc *cli_load_ex(const char *path, const cli_args *args, sdict_status *st,
+                       sdict_error *err);
 
 /** A growable NUL-terminated string. */
 typedef struct cli_buf {
@@ -199,8 +204,10 @@ void cli_view_cache_free(cli_view_cache *c);
 
 /** Bytes of tensor elements a command may read in all (hashing, comparing): 64 x the size of
     the n input files + 256 MiB, so that many distinct views of one shared storage cannot make
-    the work grow faster than the input. cli_charge_data adds bytes to *used, or fills err
-    (SDICT_E_LIMIT, no file: the caller names it) and returns false when that passes budget. */
+    the work grow faster than the input. A directory (model folder) counts the regular files
+    directly in it, an `*.index.json` the files beside it. cli_charge_data adds bytes to
+    *used, or fills err (SDICT_E_LIMIT, no file: the caller names it) and returns false when
+    that passes budget. */
 uint64_t cli_data_budget(char *const *paths, int n);
 bool cli_charge_data(uint64_t *used, uint64_t budget, uint64_t bytes, sdict_error *err);
 /** A bare storage value as the 1-D tensor of its class's dtype over all of it (what
@@ -247,6 +254,32 @@ void cli_jw_raw(cli_jw *w, const char *text);          /* true, false, null, a n
 void cli_jw_int(cli_jw *w, long long v);
 void cli_jw_json(cli_jw *w, const json_t *j);
 int cli_jw_finish(cli_jw *w);
+
+/*
+ Numbers in the CLI's JSON (the schema README documents): a value is a JSON number where the
+ number is exact for every reader (integers within +-2^53, which a double holds exactly, and
+ finite floats, written as Python's repr, the shortest text that reads back as the same
+ double), and a JSON string holding its exact decimal text otherwise: an int past 2^53 is
+ "9007199254740993", a float NaN or infinity "nan", "inf", "-inf". So `.value|tostring` in jq
+ (or int()/float() in Python) always gives the exact value.
+*/
+#define CLI_JSON_MAX_EXACT 9007199254740992LL /* 2^53 */
+/** True when v is within +-2^53 (written as a JSON number). */
+bool cli_int_exact(long long v);
+void cli_jw_num(cli_jw *w, long long v);             /* number, or "text" past 2^53 */
+void cli_jw_unum(cli_jw *w, unsigned long long v);   /* the same for an unsigned value */
+void cli_jw_float(cli_jw *w, double d);              /* repr number, or "nan" "inf" "-inf" */
+void cli_jw_pyint(cli_jw *w, const sdict_value *v);  /* a Python int of any size */
+json_t *cli_json_num(long long v);
+json_t *cli_json_unum(unsigned long long v);
+json_t *cli_json_float(double d);
+/** None, bool, int, float and str values as JSON by the rule above (str as json_text); NULL
+    for every other kind. */
+json_t *cli_json_scalar(const sdict_value *v);
+/** The doc's metadata (sdict_doc_metadata) as a JSON object KEY -> value in the file's order,
+    values by cli_json_scalar (other kinds as their fmt_value text), non-str keys as fmt_key
+    writes them; JSON null when the doc has none. */
+json_t *cli_json_metadata(const sdict_doc *doc);
 
 /** Makes stdout and stderr escape what is written to them (sdict_escape_text with
     SDICT_ESCAPE_KEEP_LAYOUT): whatever a command prints, control characters, C1 controls and

@@ -9,6 +9,10 @@
    requires_grad: KEY  False -> True     parameter: KEY  False -> True
    values: KEY  N of M elements differ; max abs diff X, max rel diff Y
    device: KEY  cuda:0 -> cpu    (the location tag the storage was saved with)
+   metadata: 'KEY'  'a' -> 'b'   metadata only in A: 'KEY'  'v'   (the files' metadata, e.g.
+                                 safetensors __metadata__, compared only when both have some)
+ A and B may be of different formats (a .pt file against a safetensors file or a model
+ folder): the format, the container and the dict's Python type are not differences.
  Bare storages (torch.save({'s': t.storage()})) compare as 1-D tensors of their class's dtype.
  and a last line "N differences" or "no differences".
 
@@ -646,6 +650,53 @@ static void visit_a(void *ctx, const char *path, const sdict_value *v) {
     compare_leaf(&a->c, path, v, m->v);
 }
 
+/* The metadata entry of md whose key prints as key (fmt_key), or NULL. Quadratic in the
+   entries, which are few (a safetensors header's __metadata__). */
+static const sdict_value *metadata_get(const sdict_value *md, const char *key, cli_buf *tmp) {
+    for (size_t i = 0; i < sdict_dict_len(md); i++) {
+        buf_truncate(tmp, 0);
+        fmt_key(tmp, sdict_dict_key(md, i));
+        if (strcmp(tmp->s ? tmp->s : "", key) == 0)
+            return sdict_dict_val(md, i);
+    }
+    return NULL;
+}
+
+/* Compares the docs' metadata when both have some (a torch file has none: the format is not a
+   difference). Lines: "metadata: 'KEY'  A -> B", "metadata only in A|B: 'KEY'  VALUE". */
+static void diff_metadata(diff_ctx *c, const sdict_doc *da, const sdict_doc *db) {
+    const sdict_value *ma = sdict_doc_metadata(da), *mb = sdict_doc_metadata(db);
+    if (!ma || !mb)
+        return;
+    cli_buf key, tmp, va, vb;
+    buf_init(&key), buf_init(&tmp), buf_init(&va), buf_init(&vb);
+    for (int side = 0; side < 2; side++) {
+        const sdict_value *m = side ? mb : ma, *other = side ? ma : mb;
+        for (size_t i = 0; i < sdict_dict_len(m); i++) {
+            buf_truncate(&key, 0);
+            fmt_key(&key, sdict_dict_key(m, i));
+            const sdict_value *v = sdict_dict_val(m, i);
+            const sdict_value *w = metadata_get(other, key.s ? key.s : "", &tmp);
+            buf_truncate(&va, 0);
+            buf_truncate(&vb, 0);
+            fmt_value(&va, v, 16);
+            buf_truncate(&tmp, 0);
+            fmt_value(&tmp, sdict_dict_key(m, i), 16);
+            if (!w) {
+                printf("metadata only in %s: %s  %s\n", side ? "B" : "A", tmp.s, va.s);
+                c->ndiff++;
+            } else if (!side) {
+                fmt_value(&vb, w, 16);
+                if (strcmp(va.s, vb.s) != 0) {
+                    printf("metadata: %s  %s -> %s\n", tmp.s, va.s, vb.s);
+                    c->ndiff++;
+                }
+            }
+        }
+    }
+    buf_free(&key), buf_free(&tmp), buf_free(&va), buf_free(&vb);
+}
+
 int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
     (void)cmd;
     sdict_doc *da = cli_load(args->pos[0], args);
@@ -679,6 +730,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
                     exact_to_path(lb.items[i].exact, &path);
                     report_only(c, "B", path.s, lb.items[i].v);
                 }
+            diff_metadata(c, da, db);
             if (c->ndiff)
                 printf("%zu difference%s\n", c->ndiff, c->ndiff == 1 ? "" : "s");
             else if (!c->failed)

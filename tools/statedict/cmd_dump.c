@@ -1,11 +1,18 @@
 /*
  cmd_dump.c - `statedict dump --json FILE`: the whole tree as one canonical JSON document.
 
-   {"format": "zip"|"legacy"|"tar", "byteorder": "little"|"big", "root": NODE}
+   {"format": "zip"|"legacy"|"tar"|"safetensors"|"sharded", "byteorder": "little"|"big",
+    "metadata": null|{KEY: VALUE...}, "root": NODE}
+
+ Numbers follow the schema's rule (cli.h, README "JSON schema"): a JSON number where exact
+ (integers within +-2^53, finite floats as Python's repr), else a string holding the exact
+ text ("12345678901234567890", "nan", "inf", "-inf"). "metadata" is the doc's file-level
+ metadata (a safetensors file's __metadata__, an index's "metadata"): str values as strings.
+ `dump FILE` without --json writes the same document (JSON is dump's only output).
 
  NODE forms (keys in this order):
-   {"type":"none"}  {"type":"bool","value":true}  {"type":"int","value":"-12"}
-   {"type":"float","value":"0x1.999999999999ap-2"}   (C99 %a; "nan", "inf", "-inf")
+   {"type":"none"}  {"type":"bool","value":true}  {"type":"int","value":-12}
+   {"type":"float","value":0.4}   ("nan", "inf", "-inf" as strings)
    {"type":"str","value":"..."}  {"type":"bytes","hex":"00ff"}  {"type":"dtype","value":"float16"}
    {"type":"list"|"tuple"|"set","items":[NODE...]}  (a frozenset: "frozenset":true before items)
    {"type":"dict","ordered":B,"items":[[KEY,NODE]...],"attrs":[["_metadata",NODE]]}  (attrs if any)
@@ -142,7 +149,7 @@ static void bool_field(dump_ctx *c, const char *key, bool b) {
 
 static void int_field(dump_ctx *c, const char *key, long long v) {
     cli_jw_key(&c->w, key);
-    cli_jw_int(&c->w, v);
+    cli_jw_num(&c->w, v);
 }
 
 static void dims_field(dump_ctx *c, const char *key, const int64_t *d, int32_t n) {
@@ -150,20 +157,14 @@ static void dims_field(dump_ctx *c, const char *key, const int64_t *d, int32_t n
     cli_jw_open(&c->w, '[');
     for (int32_t i = 0; i < n; i++) {
         cli_jw_item(&c->w);
-        cli_jw_int(&c->w, (long long)d[i]);
+        cli_jw_num(&c->w, (long long)d[i]);
     }
     cli_jw_close(&c->w, ']');
 }
 
 static void float_field(dump_ctx *c, const char *key, double d) {
-    char text[64];
-    if (isnan(d))
-        snprintf(text, sizeof text, "nan");
-    else if (isinf(d))
-        snprintf(text, sizeof text, d < 0 ? "-inf" : "inf");
-    else
-        snprintf(text, sizeof text, "%a", d);
-    str_field(c, key, text);
+    cli_jw_key(&c->w, key);
+    cli_jw_float(&c->w, d);
 }
 
 static void node_field(dump_ctx *c, const char *key, const sdict_value *v, int depth) {
@@ -231,10 +232,8 @@ static void sparse_node(dump_ctx *c, const sdict_value *v, int depth) {
     cli_jw_key(&c->w, "size");
     cli_jw_open(&c->w, '[');
     for (size_t i = 0; i < sdict_seq_len(sp->size); i++) {
-        int64_t d = 0;
-        sdict_int_get(sdict_seq_item(sp->size, i), &d);
         cli_jw_item(&c->w);
-        cli_jw_int(&c->w, (long long)d);
+        cli_jw_pyint(&c->w, sdict_seq_item(sp->size, i));
     }
     cli_jw_close(&c->w, ']');
     if (sp->layout == SDICT_LAYOUT_SPARSE_COO) {
@@ -389,15 +388,10 @@ static void node(dump_ctx *c, const sdict_value *v, int depth) {
     case SDICT_KIND_BOOL:
         bool_field(c, "value", sdict_bool_get(v));
         break;
-    case SDICT_KIND_INT: {
-        cli_buf b;
-        buf_init(&b);
-        fmt_int(&b, v);
+    case SDICT_KIND_INT:
         cli_jw_key(&c->w, "value");
-        cli_jw_str(&c->w, b.s, b.len);
-        buf_free(&b);
+        cli_jw_pyint(&c->w, v);
         break;
-    }
     case SDICT_KIND_FLOAT:
         float_field(c, "value", sdict_float_get(v));
         break;
@@ -494,6 +488,10 @@ int cmd_dump(const cli_cmd *cmd, const cli_args *args) {
     cli_jw_open(&c.w, '{');
     str_field(&c, "format", sdict_format_name(sdict_doc_format(doc)));
     str_field(&c, "byteorder", sdict_doc_big_endian(doc) ? "big" : "little");
+    json_t *md = cli_json_metadata(doc);
+    cli_jw_key(&c.w, "metadata");
+    cli_jw_json(&c.w, md);
+    json_decref(md);
     node_field(&c, "root", sdict_doc_root(doc), 0);
     cli_jw_close(&c.w, '}');
     if (c.st == SDICT_OK)

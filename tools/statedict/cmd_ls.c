@@ -11,7 +11,15 @@
    KEY  KIND  VALUE                       for other leaves (epoch, loss, param_groups.0.lr)
  Tensors whose storage was saved on another device than the CPU are marked device=TAG
  ("device=cuda:0"); statedict, like torch.load(map_location='cpu'), holds them in memory.
- then "N tensors, B bytes; S storages, SB bytes; format F, byteorder O".
+ then "N tensors, B bytes; S storages, SB bytes; format F, byteorder O", then one line
+ "metadata 'KEY': VALUE" (reprs) per entry of the doc's metadata (safetensors __metadata__):
+ after the summary line, where no key can forge one.
+
+ Several files: each listing under "==> FILE <==" (blank line between), every file tried, the
+ exit status the worst; --json writes one object per file, or {"files": [...]} for several
+ (an unreadable file's entry {"path", "error": {"status", "message"}}). The JSON members and
+ the number rule are the README's "JSON schema" (numbers past 2^53 and NaN/inf as strings);
+ a non-tensor leaf carries "value" (for none/bool/int/float/str) and "repr" (the text shown).
 */
 #include "cli.h"
 
@@ -326,6 +334,16 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
     printf("%zu tensors, %llu bytes; %zu storages, %llu bytes; format %s, byteorder %s\n", ntensors,
            tbytes, nstorages, sbytes, sdict_format_name(sdict_doc_format(doc)),
            sdict_doc_big_endian(doc) ? "big" : "little");
+    /* after the summary line, where no key can forge one: metadata 'KEY': VALUE (reprs) */
+    const sdict_value *md = sdict_doc_metadata(doc);
+    for (size_t i = 0; md && i < sdict_dict_len(md); i++) {
+        buf_truncate(&b, 0);
+        buf_puts(&b, "metadata ");
+        fmt_value(&b, sdict_dict_key(md, i), 16);
+        buf_puts(&b, ": ");
+        fmt_value(&b, sdict_dict_val(md, i), 16);
+        printf("%s\n", b.s);
+    }
     buf_free(&b);
     buf_free(&shape);
     return CLI_EXIT_OK;
@@ -334,15 +352,18 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
 static json_t *json_dims(const int64_t *d, int32_t n) {
     json_t *a = json_array();
     for (int32_t i = 0; i < n; i++)
-        json_array_append_new(a, json_integer((json_int_t)d[i]));
+        json_array_append_new(a, cli_json_num((long long)d[i]));
     return a;
 }
 
-static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
+/* The JSON object of one file's listing (README "JSON schema"). */
+static json_t *listing_json(ls_ctx *c, const sdict_doc *doc, const char *path) {
     json_t *root = json_object();
     json_t *arr = json_array();
+    json_object_set_new(root, "path", json_text(path, strlen(path)));
     json_object_set_new(root, "format", json_string(sdict_format_name(sdict_doc_format(doc))));
     json_object_set_new(root, "byteorder", json_string(sdict_doc_big_endian(doc) ? "big" : "little"));
+    json_object_set_new(root, "metadata", cli_json_metadata(doc));
     size_t ntensors = 0;
     unsigned long long tbytes = 0;
     cli_buf b;
@@ -359,8 +380,8 @@ static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
             json_object_set_new(o, "dtype", json_string(sdict_dtype_name(t->dtype)));
             json_object_set_new(o, "shape", json_dims(t->shape, t->ndim));
             json_object_set_new(o, "stride", json_dims(t->stride, t->ndim));
-            json_object_set_new(o, "storage_offset", json_integer(t->storage_offset));
-            json_object_set_new(o, "nbytes", json_integer((json_int_t)sdict_tensor_nbytes(t)));
+            json_object_set_new(o, "storage_offset", cli_json_num((long long)t->storage_offset));
+            json_object_set_new(o, "nbytes", cli_json_unum(sdict_tensor_nbytes(t)));
             json_object_set_new(o, "contiguous", json_boolean(sdict_tensor_is_contiguous(t)));
             if (t->storage) {
                 buf_truncate(&b, 0);
@@ -391,26 +412,23 @@ static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
             json_object_set_new(o, "dtype", json_string(dtype));
             if (sp) {
                 json_t *size = json_array();
-                for (size_t k = 0; k < sdict_seq_len(sp->size); k++) {
-                    int64_t d = 0;
-                    sdict_int_get(sdict_seq_item(sp->size, k), &d);
-                    json_array_append_new(size, json_integer((json_int_t)d));
-                }
+                for (size_t k = 0; k < sdict_seq_len(sp->size); k++)
+                    json_array_append_new(size, cli_json_scalar(sdict_seq_item(sp->size, k)));
                 json_object_set_new(o, "shape", size);
                 json_object_set_new(o, "layout", json_string(sdict_layout_name(sp->layout)));
             } else {
                 const sdict_tensor *sizes = sdict_value_tensor(sdict_value_nested(v)->sizes);
-                json_object_set_new(o, "components", json_integer((json_int_t)sizes->shape[0]));
+                json_object_set_new(o, "components", cli_json_num((long long)sizes->shape[0]));
             }
-            json_object_set_new(o, "nbytes", json_integer((json_int_t)bytes));
+            json_object_set_new(o, "nbytes", cli_json_unum(bytes));
         } else if (sdict_value_storage(v, NULL)) {
             sdict_dtype dt = SDICT_UINT8;
             const sdict_storage *st = sdict_value_storage(v, &dt);
             size_t es = sdict_dtype_size(dt), nb = sdict_storage_nbytes(st);
             json_object_set_new(o, "type", json_string("storage"));
             json_object_set_new(o, "dtype", json_string(sdict_dtype_name(dt)));
-            json_object_set_new(o, "numel", json_integer((json_int_t)(es ? nb / es : 0)));
-            json_object_set_new(o, "nbytes", json_integer((json_int_t)nb));
+            json_object_set_new(o, "numel", cli_json_unum(es ? nb / es : 0));
+            json_object_set_new(o, "nbytes", cli_json_unum(nb));
             buf_truncate(&b, 0);
             storage_name(&b, st);
             json_object_set_new(o, "storage", json_string(b.s));
@@ -419,38 +437,57 @@ static int print_json(ls_ctx *c, const sdict_doc *doc, bool pretty) {
             json_object_set_new(o, "device", json_text(dev, strlen(dev)));
         } else {
             json_object_set_new(o, "type", json_string(sdict_kind_name(sdict_value_kind(v))));
+            json_t *val = cli_json_scalar(v);
+            if (val)
+                json_object_set_new(o, "value", val);
             buf_truncate(&b, 0);
             fmt_value(&b, v, 64);
-            json_object_set_new(o, "value", json_text(b.s, b.len));
+            json_object_set_new(o, "repr", json_text(b.s, b.len));
         }
         json_array_append_new(arr, o);
     }
     json_object_set_new(root, "leaves", arr);
-    json_object_set_new(root, "tensors", json_integer((json_int_t)ntensors));
-    json_object_set_new(root, "tensor_bytes", json_integer((json_int_t)tbytes));
+    json_object_set_new(root, "tensors", cli_json_unum(ntensors));
+    json_object_set_new(root, "tensor_bytes", cli_json_unum(tbytes));
     buf_free(&b);
-    int rc = cli_json_dump(root, stdout, pretty ? 2 : 0);
-    fputc('\n', stdout);
-    json_decref(root);
-    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_BAD_INPUT;
+    return root;
 }
 
-int cmd_ls(const cli_cmd *cmd, const cli_args *args) {
-    (void)cmd;
-    sdict_doc *doc = cli_load(args->pos[0], args);
-    if (!doc)
+/* Lists one file: its text listing on stdout, or (json) its object in *out. Returns the exit
+   status for this file; a file that cannot be read is reported on stderr and, with json, is an
+   entry {"path", "error": {"status", "message"}}. */
+static int ls_one(const char *path, const cli_args *args, json_t **out) {
+    sdict_status st = SDICT_OK;
+    sdict_error err;
+    sdict_doc *doc = cli_load_ex(path, args, &st, &err);
+    if (!doc) {
+        if (out) {
+            char text[1024];
+            json_t *e = json_object(), *o = json_object();
+            json_object_set_new(e, "status", json_string(cli_status_class(st)));
+            sdict_error_format(&err, text, sizeof text);
+            json_object_set_new(e, "message", json_text(text, strlen(text)));
+            json_object_set_new(o, "path", json_text(path, strlen(path)));
+            json_object_set_new(o, "error", e);
+            *out = o;
+        }
         return CLI_EXIT_BAD_INPUT;
+    }
     ls_ctx c;
     memset(&c, 0, sizeof c);
-    cli_buf path;
-    buf_init(&path);
-    bool ok = walk_leaves(sdict_doc_root(doc), &path, true, collect, &c);
-    buf_free(&path);
+    cli_buf kpath;
+    buf_init(&kpath);
+    bool ok = walk_leaves(sdict_doc_root(doc), &kpath, true, collect, &c);
+    buf_free(&kpath);
     int rc = CLI_EXIT_BAD_INPUT;
-    if (c.oom)
+    if (c.oom) {
         fputs("statedict: out of memory\n", stderr);
-    else if (ok)
-        rc = args->json ? print_json(&c, doc, args->pretty) : print_text(&c, doc);
+    } else if (ok && out) {
+        *out = listing_json(&c, doc, path);
+        rc = CLI_EXIT_OK;
+    } else if (ok) {
+        rc = print_text(&c, doc);
+    }
     for (size_t i = 0; i < c.n; i++)
         free(c.items[i].key);
     free(c.items);
@@ -458,4 +495,56 @@ int cmd_ls(const cli_cmd *cmd, const cli_args *args) {
     cli_forget_ints();
     sdict_doc_free(doc);
     return rc;
+}
+
+int cmd_ls(const cli_cmd *cmd, const cli_args *args) {
+    (void)cmd;
+    int worst = CLI_EXIT_OK;
+    bool several = args->npos > 1;
+    cli_jw w;
+    if (args->json) {
+        cli_jw_init(&w, stdout, args->pretty ? 2 : 0);
+        if (several) {
+            cli_jw_open(&w, '{');
+            cli_jw_key(&w, "files");
+            cli_jw_open(&w, '[');
+        }
+    }
+    for (int i = 0; i < args->npos; i++) {
+        const char *path = args->pos[i];
+        json_t *j = NULL;
+        if (several && !args->json) {
+            if (i)
+                fputc('\n', stdout);
+            cli_buf h;
+            buf_init(&h);
+            buf_puts(&h, "==> ");
+            fmt_escaped(&h, path, strlen(path));
+            buf_puts(&h, " <==\n");
+            fputs(h.s, stdout);
+            buf_free(&h);
+        }
+        int rc = ls_one(path, args, args->json ? &j : NULL);
+        if (j && (several || rc == CLI_EXIT_OK)) {
+            if (several)
+                cli_jw_item(&w);
+            cli_jw_json(&w, j);
+        }
+        json_decref(j);
+        if (rc > worst)
+            worst = rc;
+        fflush(stdout); /* each file's listing and errors before the next file's */
+        fflush(stderr);
+    }
+    if (args->json) {
+        if (several) {
+            cli_jw_close(&w, ']');
+            cli_jw_close(&w, '}');
+        }
+        if (several || worst == CLI_EXIT_OK)
+            cli_jw_raw(&w, "\n");
+        if (cli_jw_finish(&w) != 0 && worst == CLI_EXIT_OK)
+            worst = CLI_EXIT_BAD_INPUT;
+    }
+    return worst;
 }

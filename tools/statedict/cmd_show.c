@@ -878,8 +878,53 @@ static const sdict_value *resolve(const sdict_value *v, const char *path, int de
     return NULL;
 }
 
+/* show --metadata FILE [KEY]: every entry of the doc's metadata as "KEY: KIND  VALUE" (the key
+   escaped, the value as repr), or the one entry KEY (exit 1 when absent). A file without
+   metadata prints nothing. */
+static int show_metadata(const char *file, const char *key, const sdict_doc *doc) {
+    const sdict_value *md = sdict_doc_metadata(doc);
+    bool found = false;
+    cli_buf b;
+    buf_init(&b);
+    for (size_t i = 0; md && i < sdict_dict_len(md); i++) {
+        const sdict_value *k = sdict_dict_key(md, i), *v = sdict_dict_val(md, i);
+        buf_truncate(&b, 0);
+        fmt_key(&b, k);
+        if (key && strcmp(b.s, key) != 0)
+            continue;
+        found = true;
+        buf_truncate(&b, 0);
+        size_t klen = 0;
+        const char *ks = sdict_str_get(k, &klen);
+        if (ks)
+            fmt_escaped(&b, ks, klen);
+        else
+            fmt_key(&b, k);
+        char tn[32];
+        buf_printf(&b, ": %s  ", cli_type_name(v, tn));
+        fmt_value(&b, v, 1000);
+        printf("%s\n", b.s);
+    }
+    buf_free(&b);
+    if (key && !found) {
+        fprintf(stderr, "statedict: %s: no metadata key '%s'\n", file, key);
+        return CLI_EXIT_DIFFERENT;
+    }
+    return CLI_EXIT_OK;
+}
+
 int cmd_show(const cli_cmd *cmd, const cli_args *args) {
-    (void)cmd;
+    if (args->metadata) {
+        sdict_doc *doc = cli_load(args->pos[0], args);
+        if (!doc)
+            return CLI_EXIT_BAD_INPUT;
+        int rc = show_metadata(args->pos[0], args->npos > 1 ? args->pos[1] : NULL, doc);
+        cli_forget_ints();
+        sdict_doc_free(doc);
+        return rc;
+    }
+    if (args->npos != 2)
+        return cli_usage_error(cmd, "show: wrong number of arguments");
     const char *key = args->pos[1];
     sdict_doc *doc = cli_load(args->pos[0], args);
     if (!doc)

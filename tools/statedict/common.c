@@ -4,6 +4,8 @@
 
 #include <sys/stat.h>
 
+#include <dirent.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -76,6 +78,8 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
             args->load_flags |= SDICT_LOAD_ASSUME_BIG_ENDIAN;
         } else if ((o & CLI_OPT_JSON) && strcmp(a, "--json") == 0) {
             args->json = true;
+        } else if ((o & CLI_OPT_META) && strcmp(a, "--metadata") == 0) {
+            args->metadata = true;
         } else if ((o & CLI_OPT_JSON) && strcmp(a, "--pretty") == 0) {
             args->pretty = true;
         } else if ((o & CLI_OPT_SAVE) && strcmp(a, "--layout") == 0) {
@@ -157,6 +161,13 @@ void cli_report_error(sdict_status st, const sdict_error *err) {
 }
 
 sdict_doc *cli_load(const char *path, const cli_args *args) {
+    sdict_status st;
+    sdict_error err;
+    return cli_load_ex(path, args, &st, &err);
+}
+
+sdict_doc *cli_load_ex(const char *path, const cli_args *args, sdict_status *st_out,
+                       sdict_error *err_out) {
     sdict_load_opts opts;
     memset(&opts, 0, sizeof opts);
     opts.flags = args->load_flags;
@@ -164,6 +175,7 @@ sdict_doc *cli_load(const char *path, const cli_args *args) {
     memset(&err, 0, sizeof err);
     sdict_doc *doc = NULL;
     sdict_status st = sdict_load(path, &opts, &doc, &err);
+    *st_out = st;
     if (st != SDICT_OK) {
         if (err.code == SDICT_OK) { /* be robust to a library that left err unfilled */
             err.code = st;
@@ -171,9 +183,11 @@ sdict_doc *cli_load(const char *path, const cli_args *args) {
             err.offset = -1;
         }
         cli_report_error(st, &err);
+        *err_out = err;
         sdict_doc_free(doc);
         return NULL;
     }
+    memset(err_out, 0, sizeof *err_out);
     if (!(opts.flags & SDICT_LOAD_COPY))
         cli_note_mapped(path);
     return doc;
@@ -844,12 +858,54 @@ void cli_view_cache_free(cli_view_cache *c) {
     memset(c, 0, sizeof *c);
 }
 
+/* Bytes of the regular files directly in dir (a model folder's shards). */
+static uint64_t folder_bytes(const char *dir) {
+    uint64_t total = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    cli_buf p;
+    buf_init(&p);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        struct stat sb;
+        buf_truncate(&p, 0);
+        buf_printf(&p, "%s/%s", dir, e->d_name);
+        if (stat(p.s, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
+            total <= UINT64_MAX - (uint64_t)sb.st_size)
+            total += (uint64_t)sb.st_size;
+    }
+    buf_free(&p);
+    closedir(d);
+    return total;
+}
+
 uint64_t cli_data_budget(char *const *paths, int n) {
     uint64_t total = 0;
     for (int i = 0; i < n; i++) {
         struct stat sb;
-        if (stat(paths[i], &sb) == 0 && sb.st_size > 0)
-            total += (uint64_t)sb.st_size;
+        size_t len = strlen(paths[i]);
+        static const char index_suffix[] = ".index.json";
+        uint64_t add = 0;
+        if (stat(paths[i], &sb) != 0)
+            continue;
+        if (S_ISDIR(sb.st_mode)) {
+            add = folder_bytes(paths[i]);
+        } else if (len >= sizeof index_suffix - 1 &&
+                   strcmp(paths[i] + len - (sizeof index_suffix - 1), index_suffix) == 0) {
+            /* an index: the shards beside it */
+            cli_buf dir;
+            buf_init(&dir);
+            const char *slash = strrchr(paths[i], '/');
+            if (slash)
+                buf_putn(&dir, paths[i], (size_t)(slash - paths[i]) + (slash == paths[i]));
+            else
+                buf_puts(&dir, ".");
+            add = folder_bytes(dir.s);
+            buf_free(&dir);
+        } else if (sb.st_size > 0) {
+            add = (uint64_t)sb.st_size;
+        }
+        total = total <= UINT64_MAX - add ? total + add : UINT64_MAX;
     }
     return (total > (UINT64_MAX >> 8) ? UINT64_MAX >> 2 : 64 * total) + (UINT64_C(256) << 20);
 }
@@ -1026,12 +1082,13 @@ static void json_put(cli_buf *b, const json_t *j, int indent, int depth) {
         json_t *v;
         bool first = true;
         buf_putn(b, "{", 1);
-        json_object_foreach((json_t *)j, key, v) {
+        size_t key_len;
+        json_object_keylen_foreach((json_t *)j, key, key_len, v) {
             if (!first)
                 buf_puts(b, comma);
             first = false;
             json_newline(b, indent, depth + 1);
-            json_put_string(b, key, strlen(key));
+            json_put_string(b, key, key_len);
             buf_puts(b, ": ");
             json_put(b, v, indent, depth + 1);
         }
@@ -1060,9 +1117,13 @@ static void json_put(cli_buf *b, const json_t *j, int indent, int depth) {
     case JSON_INTEGER:
         buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
         break;
-    case JSON_REAL:
-        buf_printf(b, "%.17g", json_real_value(j));
+    case JSON_REAL: { /* finite (jansson holds no NaN or inf): Python's repr, which reads back
+                         exactly */
+        char text[40];
+        fmt_float_repr(json_real_value(j), text, sizeof text);
+        buf_puts(b, text);
         break;
+    }
     case JSON_TRUE:
         buf_puts(b, "true");
         break;
@@ -1136,6 +1197,137 @@ void cli_jw_int(cli_jw *w, long long v) {
 void cli_jw_json(cli_jw *w, const json_t *j) {
     json_put(&w->b, j, w->indent, w->depth);
     jw_flush(w, false);
+}
+
+/*==================================================================================================
+ MARK: JSON numbers (the schema's rule)
+==================================================================================================*/
+
+bool cli_int_exact(long long v) {
+    return v >= -CLI_JSON_MAX_EXACT && v <= CLI_JSON_MAX_EXACT;
+}
+
+void cli_jw_num(cli_jw *w, long long v) {
+    if (cli_int_exact(v))
+        buf_printf(&w->b, "%lld", v);
+    else
+        buf_printf(&w->b, "\"%lld\"", v);
+}
+
+void cli_jw_unum(cli_jw *w, unsigned long long v) {
+    if (v <= (unsigned long long)CLI_JSON_MAX_EXACT)
+        buf_printf(&w->b, "%llu", v);
+    else
+        buf_printf(&w->b, "\"%llu\"", v);
+}
+
+void cli_jw_float(cli_jw *w, double d) {
+    char text[40];
+    fmt_float_repr(d, text, sizeof text);
+    if (isfinite(d))
+        buf_puts(&w->b, text);
+    else
+        cli_jw_str(w, text, strlen(text));
+}
+
+void cli_jw_pyint(cli_jw *w, const sdict_value *v) {
+    int64_t i64;
+    if (sdict_int_get(v, &i64) == SDICT_OK) {
+        cli_jw_num(w, (long long)i64);
+        return;
+    }
+    cli_buf t;
+    buf_init(&t);
+    fmt_int(&t, v);
+    cli_jw_str(w, t.s ? t.s : "", t.len);
+    buf_free(&t);
+}
+
+json_t *cli_json_num(long long v) {
+    if (cli_int_exact(v))
+        return json_integer((json_int_t)v);
+    char text[32];
+    snprintf(text, sizeof text, "%lld", v);
+    return json_string(text);
+}
+
+json_t *cli_json_unum(unsigned long long v) {
+    if (v <= (unsigned long long)CLI_JSON_MAX_EXACT)
+        return json_integer((json_int_t)v);
+    char text[32];
+    snprintf(text, sizeof text, "%llu", v);
+    return json_string(text);
+}
+
+json_t *cli_json_float(double d) {
+    if (isfinite(d))
+        return json_real(d);
+    char text[8];
+    fmt_float_repr(d, text, sizeof text);
+    return json_string(text);
+}
+
+json_t *cli_json_scalar(const sdict_value *v) {
+    switch (sdict_value_kind(v)) {
+    case SDICT_KIND_NONE:
+        return json_null();
+    case SDICT_KIND_BOOL:
+        return json_boolean(sdict_bool_get(v));
+    case SDICT_KIND_INT: {
+        int64_t i64;
+        if (sdict_int_get(v, &i64) == SDICT_OK)
+            return cli_json_num((long long)i64);
+        cli_buf t;
+        buf_init(&t);
+        fmt_int(&t, v);
+        json_t *j = json_stringn(t.s ? t.s : "", t.len);
+        buf_free(&t);
+        return j;
+    }
+    case SDICT_KIND_FLOAT:
+        return cli_json_float(sdict_float_get(v));
+    case SDICT_KIND_STR: {
+        size_t len = 0;
+        const char *s = sdict_str_get(v, &len);
+        return json_text(s, len);
+    }
+    default:
+        return NULL;
+    }
+}
+
+json_t *cli_json_metadata(const sdict_doc *doc) {
+    const sdict_value *md = sdict_doc_metadata(doc);
+    if (!md)
+        return json_null();
+    json_t *o = json_object();
+    cli_buf k, t;
+    buf_init(&k);
+    buf_init(&t);
+    for (size_t i = 0; i < sdict_dict_len(md); i++) {
+        const sdict_value *key = sdict_dict_key(md, i), *val = sdict_dict_val(md, i);
+        buf_truncate(&k, 0);
+        size_t klen = 0;
+        const char *ks = sdict_str_get(key, &klen);
+        if (ks) {
+            /* the key as json_text keeps a str (lone surrogates, U+FFFD for bad bytes) */
+            json_t *kj = json_text(ks, klen);
+            buf_putn(&k, json_string_value(kj), json_string_length(kj));
+            json_decref(kj);
+        } else {
+            fmt_key(&k, key);
+        }
+        json_t *j = cli_json_scalar(val);
+        if (!j) {
+            buf_truncate(&t, 0);
+            fmt_value(&t, val, 64);
+            j = json_text(t.s ? t.s : "", t.len);
+        }
+        json_object_setn_new_nocheck(o, k.s ? k.s : "", k.len, j);
+    }
+    buf_free(&k);
+    buf_free(&t);
+    return o;
 }
 
 int cli_jw_finish(cli_jw *w) {

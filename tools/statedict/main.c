@@ -11,27 +11,35 @@
 
 static const cli_cmd commands[] = {
     {"ls", cmd_ls, "list every tensor (key, dtype, shape, bytes) and non-tensor leaf with its value",
-     "ls [--json] [LOAD OPTIONS] FILE",
+     "ls [--json [--pretty]] [LOAD OPTIONS] FILE...",
+     "  FILE may be a torch checkpoint, a safetensors file, a model folder or an *.index.json.\n"
+     "  Several files: each listing under a line \"==> FILE <==\" (--json: one document\n"
+     "  {\"files\": [LISTING...]}); the exit status is the worst of the files'.\n"
      "  Keys are dotted paths (model_state_dict.conv1.weight, optimizer_state_dict.state.0.exp_avg);\n"
      "  list items appear by index. Marks: non-contiguous (with strides), shared=KEY[@OFFSET]\n"
      "  (the file's storage key, used by several tensors; @OFFSET: this tensor's storage_offset in\n"
      "  elements), meta (no data), param (nn.Parameter), grad (requires_grad), device=TAG (saved\n"
      "  on another device than the CPU, e.g. device=cuda:0; loaded to memory as with\n"
      "  map_location='cpu'). Storages saved bare show DTYPE storage(NUMEL) BYTES device=TAG.\n"
-     "  The last line sums tensors and bytes and names the format.\n",
-     CLI_OPT_LOAD | CLI_OPT_JSON, 1, 1},
+     "  The summary line sums tensors and bytes and names the format; after it, one line\n"
+     "  \"metadata 'KEY': VALUE\" per entry of the file's metadata (safetensors __metadata__).\n"
+     "  --json: the schema in the README (numbers exact: past 2^53 as strings).\n",
+     CLI_OPT_LOAD | CLI_OPT_JSON, 1, -1},
     {"dump", cmd_dump, "print the whole tree as one canonical JSON document",
-     "dump --json [--pretty] [LOAD OPTIONS] FILE",
-     "  {\"format\":..., \"byteorder\":..., \"root\": NODE}; tensors carry dtype, shape, stride,\n"
+     "dump [--json] [--pretty] [LOAD OPTIONS] FILE",
+     "  {\"format\":..., \"byteorder\":..., \"metadata\":..., \"root\": NODE} (JSON with or\n"
+     "  without --json; the schema in the README); tensors carry dtype, shape, stride,\n"
      "  storage_offset, requires_grad, parameter, storage key and the SHA-256 of their elements\n"
      "  in C-contiguous order, little-endian.\n",
      CLI_OPT_LOAD | CLI_OPT_JSON, 1, 1},
     {"show", cmd_show, "print the values of one tensor or subtree",
-     "show [LOAD OPTIONS] FILE KEY",
+     "show [LOAD OPTIONS] FILE KEY\n"
+     "       statedict show --metadata [LOAD OPTIONS] FILE [KEY]",
      "  KEY is a dotted path as ls prints it; \"\" is the whole file. Large tensors are summarised\n"
      "  like torch's print (first and last 3 items per dimension around \"...\"). Exit 1 when the\n"
-     "  file has no such key.\n",
-     CLI_OPT_LOAD, 2, 2},
+     "  file has no such key. --metadata prints the file's metadata (safetensors __metadata__)\n"
+     "  instead, one \"KEY: str  'VALUE'\" line per entry, or only KEY's.\n",
+     CLI_OPT_LOAD | CLI_OPT_META, 1, 2},
     {"convert", cmd_convert, "convert a checkpoint to a torch zip file, safetensors or a model folder",
      "convert [--format pt|safetensors] [--key PATH] [--include GLOB] [--exclude GLOB]\n"
      "        [--strip-prefix P] [--add-prefix P] [--dtype bfloat16|float16|float32]\n"
@@ -68,7 +76,9 @@ static const cli_cmd commands[] = {
      "  Reports keys only in A or B, type, dtype and shape changes, differing non-tensor values,\n"
      "  and for tensors with elements outside |a-b| <= atol + rtol*|b| (torch.allclose; NaN equals\n"
      "  NaN here) the max absolute and relative difference. --rtol 0 --atol 0 asks for exact\n"
-     "  equality. Defaults: rtol 1e-05, atol 1e-08. Exit 0 equal, 1 different, 3 unreadable.\n",
+     "  equality. Defaults: rtol 1e-05, atol 1e-08. Exit 0 equal, 1 different, 3 unreadable.\n"
+     "  A and B may be of different formats (a .pt against a safetensors file or a model\n"
+     "  folder): the format is not a difference; metadata is compared when both have some.\n",
      CLI_OPT_LOAD | CLI_OPT_TOL, 2, 2},
     {"verify", cmd_verify, "check container, CRC-32 of every record, pickle and tensor extents",
      "verify FILE",
