@@ -459,8 +459,9 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
     opts.keep_names_count = (size_t)c->nkeep;
     opts.on_dropped = report_dropped;
     opts.max_shard_size = c->max_shard_size;
-    if (fmt == SDICT_FORMAT_SAFETENSORS && !sdict_doc_metadata(doc)) {
-        /* what transformers writes into every safetensors file it converts from torch */
+    if (fmt == SDICT_FORMAT_SAFETENSORS && !folder && !sdict_doc_metadata(doc)) {
+        /* what transformers writes into every safetensors file it converts from torch (a
+           folder's writer puts it in each of its files itself, and not in the index) */
         sdict_value *md = sdict_dict_new(doc, false);
         if (!md || sdict_dict_set_str(md, "format", sdict_str_new(doc, "pt", 2)) ||
             sdict_doc_set_metadata(doc, md)) {
