@@ -292,44 +292,13 @@ static void test_index_refusal_names_entry(void **state) {
     assert_string_equal(err.file, dir);
 }
 
-/* An allocator failing every allocation once `g_countdown` reaches 0, counting live blocks. */
-static long g_countdown = -1, g_live;
-
-static void *f_malloc(void *ctx, size_t n) {
-    (void)ctx;
-    if (g_countdown == 0)
-        return NULL;
-    if (g_countdown > 0)
-        g_countdown--;
-    void *p = malloc(n ? n : 1);
-    if (p)
-        g_live++;
-    return p;
-}
-
-static void *f_realloc(void *ctx, void *p, size_t n) {
-    if (!p)
-        return f_malloc(ctx, n);
-    if (g_countdown == 0)
-        return NULL;
-    if (g_countdown > 0)
-        g_countdown--;
-    return realloc(p, n ? n : 1);
-}
-
-static void f_free(void *ctx, void *p) {
-    (void)ctx;
-    if (p)
-        g_live--;
-    free(p);
-}
 
 /* Every allocation of a folder load and a sharded save (safetensors aliases included) fails
    once: each returns SDICT_E_NOMEM, frees what it had, and succeeds when nothing fails (the
    safetensors save only once the safetensors writer is built). */
 static void test_out_of_memory(void **state) {
     (void)state;
-    static const sdict_allocator failing = {f_malloc, f_realloc, f_free, NULL};
+    static const sdict_allocator failing = {test_failing_malloc, test_failing_realloc, test_failing_free, NULL};
     sdict_set_allocator(&failing);
     char dir[512], out[512];
     snprintf(dir, sizeof dir, "%s/oom", g_dir);
@@ -339,14 +308,14 @@ static void test_out_of_memory(void **state) {
     memset(&opts, 0, sizeof opts);
     opts.max_shard_size = 1250;
     assert_int_equal(sdict_save_folder(dir, sdict_doc_root(doc), &opts, NULL), SDICT_OK);
-    long base = g_live;
+    long base = test_alloc()->live;
     for (int op = 0; op < 3; op++) {
         /* the status with no failure: SDICT_OK, or for safetensors output on a build without
            the safetensors writer its refusal (reached after every allocation of the plan) */
         sdict_status ref = SDICT_STATUS_COUNT;
         bool done = false;
         for (long n = -1; !done && n < 100000; n++) {
-            g_countdown = n;
+            test_alloc()->countdown = n;
             sdict_status st;
             if (op == 0) {
                 sdict_doc *back = NULL;
@@ -356,8 +325,8 @@ static void test_out_of_memory(void **state) {
                 opts.format = op == 1 ? SDICT_FORMAT_ZIP : SDICT_FORMAT_SAFETENSORS;
                 st = sdict_save_folder(out, sdict_doc_root(doc), &opts, NULL);
             }
-            g_countdown = -1;
-            assert_int_equal(g_live, base);
+            test_alloc()->countdown = -1;
+            assert_int_equal(test_alloc()->live, base);
             if (n < 0)
                 ref = st;
             else if (st == ref)
@@ -369,7 +338,7 @@ static void test_out_of_memory(void **state) {
         assert_true(done);
     }
     sdict_doc_free(doc);
-    assert_int_equal(g_live, 0);
+    assert_int_equal(test_alloc()->live, 0);
     sdict_set_allocator(NULL);
 }
 

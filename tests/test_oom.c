@@ -16,37 +16,9 @@
 #include <string.h>
 
 #include "statedict.h"
+#include "test_util.h"
 
-static long g_countdown; /* allocations left before failures start; <0 = never fail */
-static long g_live;      /* live blocks, must return to 0 */
-
-static void *f_malloc(void *ctx, size_t n) {
-    (void)ctx;
-    if (g_countdown == 0)
-        return NULL;
-    if (g_countdown > 0)
-        g_countdown--;
-    void *p = malloc(n ? n : 1);
-    if (p)
-        g_live++;
-    return p;
-}
-static void *f_realloc(void *ctx, void *p, size_t n) {
-    if (!p)
-        return f_malloc(ctx, n);
-    if (g_countdown == 0)
-        return NULL;
-    if (g_countdown > 0)
-        g_countdown--;
-    return realloc(p, n ? n : 1);
-}
-static void f_free(void *ctx, void *p) {
-    (void)ctx;
-    if (p)
-        g_live--;
-    free(p);
-}
-static const sdict_allocator failing = {f_malloc, f_realloc, f_free, NULL};
+static const sdict_allocator failing = {test_failing_malloc, test_failing_realloc, test_failing_free, NULL};
 
 typedef sdict_status (*op_fn)(const char *path, const void *data, size_t n);
 
@@ -103,11 +75,11 @@ static void drive(const char *path, op_fn op) {
     fclose(f);
     sdict_set_allocator(&failing);
     for (long fail_at = 0;; fail_at++) {
-        g_countdown = fail_at;
-        g_live = 0;
+        test_alloc()->countdown = fail_at;
+        test_alloc()->live = 0;
         sdict_status st = op(path, data, (size_t)n);
-        if (g_live != 0)
-            fail_msg("%s: %ld blocks leaked when allocation %ld failed", path, g_live, fail_at);
+        if (test_alloc()->live != 0)
+            fail_msg("%s: %ld blocks leaked when allocation %ld failed", path, test_alloc()->live, fail_at);
         if (st == SDICT_OK)
             break;
         if (st != SDICT_E_NOMEM)

@@ -28,4 +28,48 @@ static inline uint8_t *test_read_file(const char *path, size_t *n) {
     return buf;
 }
 
+/* A failing allocator for sdict_set_allocator: every allocation fails once
+   test_alloc()->countdown reaches 0 (< 0: never), and test_alloc()->live counts live blocks
+   (it must come back to 0: nothing leaked on any failure path). */
+typedef struct test_alloc_state {
+    long countdown;
+    long live;
+} test_alloc_state;
+
+static inline test_alloc_state *test_alloc(void) {
+    static test_alloc_state s = {-1, 0};
+    return &s;
+}
+
+static inline void *test_failing_malloc(void *ctx, size_t n) {
+    (void)ctx;
+    test_alloc_state *a = test_alloc();
+    if (a->countdown == 0)
+        return NULL;
+    if (a->countdown > 0)
+        a->countdown--;
+    void *p = malloc(n ? n : 1);
+    if (p)
+        a->live++;
+    return p;
+}
+
+static inline void *test_failing_realloc(void *ctx, void *p, size_t n) {
+    if (!p)
+        return test_failing_malloc(ctx, n);
+    test_alloc_state *a = test_alloc();
+    if (a->countdown == 0)
+        return NULL;
+    if (a->countdown > 0)
+        a->countdown--;
+    return realloc(p, n ? n : 1);
+}
+
+static inline void test_failing_free(void *ctx, void *p) {
+    (void)ctx;
+    if (p)
+        test_alloc()->live--;
+    free(p);
+}
+
 #endif
