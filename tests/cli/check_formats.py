@@ -126,6 +126,25 @@ def main(argv):
         check(rc == 0 and out == "no differences\n", "diff .pt safetensors: %d %r %r" % (rc, out, err))
         rc, out, err = run(bin_, "diff", st, pt)
         check(rc == 0, "diff safetensors .pt: %d %r" % (rc, out))
+        # a nested checkpoint against its flat safetensors conversion: leaves matched by the
+        # dotted key, so only the leaf that is not a tensor is reported
+        nested = os.path.join(d, "nested.pt")
+        torch.save({"epoch": 3, "model": {"a": a, "b": b}, "c": c}, nested)
+        flat = os.path.join(d, "flat.safetensors")
+        write_safetensors(flat, [("model.a", "F32", a.shape, raw(a)),
+                                 ("model.b", "I64", b.shape, raw(b)), ("c", "F16", c.shape, raw(c))])
+        rc, out, err = run(bin_, "diff", nested, flat)
+        check(rc == 1 and out.splitlines() == ["only in A: epoch  int 3", "1 difference"],
+              "diff nested .pt vs flat safetensors: %d %r %r" % (rc, out, err))
+        rc, out, err = run(bin_, "diff", flat, nested)
+        check(rc == 1 and out.splitlines() == ["only in B: epoch  int 3", "1 difference"],
+              "diff flat safetensors vs nested .pt: %d %r %r" % (rc, out, err))
+        # between torch files, a key "model.a" and a nested model -> a stay apart
+        dotted = os.path.join(d, "dotted.pt")
+        torch.save({"epoch": 3, "model.a": a, "model.b": b, "c": c}, dotted)
+        rc, out, err = run(bin_, "diff", nested, dotted)
+        check(rc == 1 and "only in A: model.a  float32 [2, 3]" in out and
+              "only in B: model.a  float32 [2, 3]" in out, "diff nested vs dotted .pt: %d %r" % (rc, out))
         rc, out, err = run(bin_, "diff", pt, st3)
         check(rc == 1 and out.startswith("values: a  1 of 6 elements differ"),
               "diff .pt vs changed values: %d %r" % (rc, out))

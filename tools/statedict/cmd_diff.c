@@ -41,7 +41,8 @@
 #define CHUNK_ELEMS ((int64_t)1 << 20)
 
 typedef struct leaf {
-    char *exact;      /* the path with each key's kind (walk_leaves_exact): what is matched */
+    char *exact;      /* the path with each key's kind (walk_leaves_exact), or the dotted path
+                         when matching flat (leaves.dotted): what is matched */
     const sdict_value *v;
     bool matched;
     size_t hash;
@@ -56,6 +57,7 @@ typedef struct leaves {
     size_t *index;     /* open-addressing table of item indices + 1; 0 = empty */
     size_t index_cap;
     bool oom;
+    bool dotted;          /* match by the dotted path as printed (see flat_match) */
     const cli_buf *exact; /* the walk's current exact path */
 } leaves;
 
@@ -84,8 +86,8 @@ static void collect(void *ctx, const char *path, const sdict_value *v) {
         l->items = p;
         l->cap = ncap;
     }
-    (void)path; /* printed from the exact path when needed (exact_to_path) */
-    char *e = cli_strdup(l->exact->s ? l->exact->s : "");
+    /* printed from the exact path when needed (exact_to_path) */
+    char *e = cli_strdup(l->dotted ? path : l->exact->s ? l->exact->s : "");
     if (!e) {
         l->oom = true;
         return;
@@ -614,11 +616,12 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
     buf_free(&y);
 }
 
-static bool load_leaves(sdict_doc *doc, leaves *l) {
+static bool load_leaves(sdict_doc *doc, bool dotted, leaves *l) {
     cli_buf path, exact;
     buf_init(&path);
     buf_init(&exact);
     memset(l, 0, sizeof *l);
+    l->dotted = dotted;
     l->exact = &exact;
     bool ok = walk_leaves_exact(sdict_doc_root(doc), &path, &exact, true, collect, l);
     l->exact = NULL;
@@ -641,7 +644,7 @@ typedef struct diff_a {
 
 static void visit_a(void *ctx, const char *path, const sdict_value *v) {
     diff_a *a = ctx;
-    leaf *m = lookup(a->b, a->exact->s ? a->exact->s : "");
+    leaf *m = lookup(a->b, a->b->dotted ? path : a->exact->s ? a->exact->s : "");
     if (!m) {
         report_only(&a->c, "A", path, v);
         return;
@@ -697,6 +700,19 @@ static void diff_metadata(diff_ctx *c, const sdict_doc *da, const sdict_doc *db)
     buf_free(&key), buf_free(&tmp), buf_free(&va), buf_free(&vb);
 }
 
+/* A safetensors file or model folder holds one flat dict whose keys are the dotted paths of
+   the tree it was converted from (`model_state_dict.fc.weight`), so against one of them leaves
+   are matched by the dotted path as printed; otherwise by the exact path (key kinds and
+   nesting), so a key "a.b" and a nested a -> b stay apart. */
+static bool flat_match(const sdict_doc *da, const sdict_doc *db) {
+    for (int i = 0; i < 2; i++) {
+        sdict_format f = sdict_doc_format(i ? db : da);
+        if (f == SDICT_FORMAT_SAFETENSORS || f == SDICT_FORMAT_SHARDED)
+            return true;
+    }
+    return false;
+}
+
 int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
     (void)cmd;
     sdict_doc *da = cli_load(args->pos[0], args);
@@ -712,7 +728,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
        side's leaves are ever held */
     leaves lb;
     int rc = CLI_EXIT_BAD_INPUT;
-    if (load_leaves(db, &lb)) {
+    if (load_leaves(db, flat_match(da, db), &lb)) {
         diff_a a = {{0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}, 0,
                      cli_data_budget(args->pos, 2)},
                     &lb, NULL};
@@ -727,8 +743,13 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
         if (ok) {
             for (size_t i = 0; i < lb.n; i++)
                 if (!lb.items[i].matched) {
-                    exact_to_path(lb.items[i].exact, &path);
-                    report_only(c, "B", path.s, lb.items[i].v);
+                    if (lb.dotted) {
+                        buf_truncate(&path, 0);
+                        buf_puts(&path, lb.items[i].exact);
+                    } else {
+                        exact_to_path(lb.items[i].exact, &path);
+                    }
+                    report_only(c, "B", path.s ? path.s : "", lb.items[i].v);
                 }
             diff_metadata(c, da, db);
             if (c->ndiff)
