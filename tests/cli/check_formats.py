@@ -139,6 +139,14 @@ def main(argv):
         rc, out, err = run(bin_, "diff", flat, nested)
         check(rc == 1 and out.splitlines() == ["only in B: epoch  int 3", "1 difference"],
               "diff flat safetensors vs nested .pt: %d %r %r" % (rc, out, err))
+        # a folder written over one of the other layout: warned that readers pick the old file
+        fold = os.path.join(d, "fold")
+        rc1, _, _ = run(bin_, "convert", pt, fold + "/")
+        rc, out, err = run(bin_, "convert", "--format", "pt", pt, fold)
+        check(rc1 == 0 and rc == 0 and "also holds model.safetensors" in err,
+              "convert --format pt over a safetensors folder warns: %d %d %r" % (rc1, rc, err))
+        rc, out, err = run(bin_, "convert", pt, fold)
+        check(rc == 0 and err == "", "convert into the layout readers pick: no warning: %r" % err)
         # between torch files, a key "model.a" and a nested model -> a stay apart
         dotted = os.path.join(d, "dotted.pt")
         torch.save({"epoch": 3, "model.a": a, "model.b": b, "c": c}, dotted)

@@ -343,6 +343,27 @@ static void report_progress(void *ctx, uint64_t done, uint64_t total) {
         (void)!write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* After writing a folder in format fmt: warns when a file of the other layout, left there by an
+   earlier save, is what readers (transformers' from_pretrained, sdict_load) pick first. */
+static void warn_shadowed(const char *dir, sdict_format fmt) {
+    static const char *const order[] = {"model.safetensors", "model.safetensors.index.json",
+                                        "pytorch_model.bin", "pytorch_model.bin.index.json"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        bool ours = (i < 2) == (fmt == SDICT_FORMAT_SAFETENSORS);
+        char path[4096];
+        struct stat sb;
+        if (snprintf(path, sizeof path, "%s/%s", dir, order[i]) >= (int)sizeof path ||
+            stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        if (!ours) /* stderr escapes what it is given (cli_escape_streams_begin) */
+            fprintf(stderr,
+                    "statedict: warning: %s also holds %s from an earlier save, which readers "
+                    "pick before what was just written; remove it to read the new files\n",
+                    dir, order[i]);
+        return;
+    }
+}
+
 static bool is_dir(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
@@ -496,7 +517,10 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
             fprintf(stderr, "statedict: for safetensors output, --drop-non-tensors or "
                             "--non-tensors-as-metadata handle values that are not tensors, "
                             "--copy-overlaps views that overlap, --key PATH takes a sub-tree\n");
-    } else if (show) {
+    } else if (folder) {
+        warn_shadowed(out, fmt);
+    }
+    if (st == SDICT_OK && show) {
         double dt = now_s() - t0;
         fprintf(stderr, "statedict: wrote %s in %.1f s (%.0f MB/s)\n", out, dt,
                 dt > 0 ? (double)total / 1e6 / dt : 0.0);
