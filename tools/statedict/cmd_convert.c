@@ -5,7 +5,8 @@
  OUT untouched).
 
  The input's CRC-32s are verified by default (SDICT_LOAD_VERIFY_CRC): a corrupt record must not
- come out as a fresh file with valid CRCs; --no-verify skips that. Then, in this order: --key
+ come out as a fresh file with valid CRCs; --no-verify skips that, and a file without CRCs
+ (torch 2.6+ with CRCs off) is converted with a warning. Then, in this order: --key
  takes a sub-tree; --include/--exclude/--strip-prefix/--add-prefix work on a flat dict of the
  tree's leaves (the dotted keys `ls` prints); --dtype casts floating tensors. The output format
  is --format's, else safetensors for OUT ending in ".safetensors", a model folder for an
@@ -413,18 +414,33 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
     (void)cmd;
     const cli_convert_args *c = &args->conv;
     const char *in = args->pos[0], *out = args->pos[1];
-    cli_args la = *args;
-    if (!c->no_verify)
-        la.load_flags |= SDICT_LOAD_VERIFY_CRC;
-    sdict_doc *doc = cli_load(in, &la);
-    if (!doc) {
-        if (!c->no_verify)
-            fprintf(stderr, "statedict: convert verifies the input's CRC-32s; --no-verify "
-                            "converts a file without them (or with a bad one) anyway\n");
-        return CLI_EXIT_BAD_INPUT;
-    }
     sdict_error err;
     memset(&err, 0, sizeof err);
+    sdict_doc *doc = NULL;
+    if (c->no_verify) {
+        doc = cli_load(in, args);
+    } else {
+        sdict_load_opts lo;
+        memset(&lo, 0, sizeof lo);
+        lo.flags = args->load_flags | SDICT_LOAD_VERIFY_CRC;
+        sdict_status st = sdict_load(in, &lo, &doc, &err);
+        if (st == SDICT_E_CRC && strstr(err.message, "no CRC recorded")) {
+            /* nothing to verify against: converted as read, and said so */
+            fprintf(stderr, "statedict: warning: %s: %s; converted unverified\n", in, err.message);
+            doc = cli_load(in, args);
+        } else if (st != SDICT_OK) {
+            cli_report_error(st, &err);
+            if (st == SDICT_E_CRC)
+                fprintf(stderr, "statedict: convert verifies the input's CRC-32s; --no-verify "
+                                "converts a file with a bad one anyway\n");
+            return CLI_EXIT_BAD_INPUT;
+        } else if (!(lo.flags & SDICT_LOAD_COPY)) {
+            cli_note_mapped(in);
+        }
+        memset(&err, 0, sizeof err);
+    }
+    if (!doc)
+        return CLI_EXIT_BAD_INPUT;
     int rc = CLI_EXIT_OK;
     cast_map m;
     memset(&m, 0, sizeof m);
@@ -480,7 +496,10 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
     opts.keep_names_count = (size_t)c->nkeep;
     opts.on_dropped = report_dropped;
     opts.max_shard_size = c->max_shard_size;
-    if (fmt == SDICT_FORMAT_SAFETENSORS && !folder && !sdict_doc_metadata(doc)) {
+    sdict_format infmt = sdict_doc_format(doc);
+    bool torch_in = infmt == SDICT_FORMAT_ZIP || infmt == SDICT_FORMAT_LEGACY ||
+                    infmt == SDICT_FORMAT_TAR;
+    if (fmt == SDICT_FORMAT_SAFETENSORS && !folder && torch_in && !sdict_doc_metadata(doc)) {
         /* what transformers writes into every safetensors file it converts from torch (a
            folder's writer puts it in each of its files itself, and not in the index) */
         sdict_value *md = sdict_dict_new(doc, false);
