@@ -134,6 +134,71 @@ static sdict_status sniff(const sdict__source *src, sdict__input *kind, sdict_er
     return SDICT_OK;
 }
 
+/* The first global a pickle probe met. */
+typedef struct probe_hit {
+    size_t count;
+    char what[160];
+    int64_t offset;
+} probe_hit;
+
+/* A dotted Python name ("os", "torch._utils"): only such a module and name can be imported
+   and looked up; Python's find_class fails on anything else before any code runs. */
+static bool dotted_name(const char *s) {
+    bool start = true;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '.' && !start) {
+            start = true;
+            continue;
+        }
+        /* non-ASCII counts as a letter: Python identifiers may use it (erring toward refusal) */
+        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+        if (!alpha && (start || c < '0' || c > '9'))
+            return false;
+        start = false;
+    }
+    return !start;
+}
+
+static void probe_global(void *ctx, const sdict_scan_item *item) {
+    probe_hit *h = ctx;
+    if (!dotted_name(item->module) || !dotted_name(item->name))
+        return;
+    if (h->count++ == 0) {
+        snprintf(h->what, sizeof h->what, "%s.%s", item->module, item->name);
+        h->offset = item->offset;
+    }
+}
+
+/* A safetensors file is also what torch.load reads as a magic-number pickle stream (torch
+   before 2.14 always, 2.14 unless the name ends in ".safetensors"): Python's pickle runs from
+   byte 0 of the length field on. It reads nothing there when its first opcodes fail (the usual
+   case: a header length's low byte is no opcode, or starts one that the bytes after it
+   break); when the same bytes make a pickle that references a global Python could import (a
+   dotted name; find_class fails on other text before running anything), or a whole torch
+   legacy file, the file has two readings and is refused as ambiguous. */
+static sdict_status st_pickle_probe(sdict__source *src, const sdict_load_opts *opts,
+                                    sdict_error *err) {
+    probe_hit hit = {0, "", -1};
+    size_t unsafe = 0;
+    sdict__read_job job = {SDICT__READ_SCAN, probe_global, &hit, &unsafe};
+    sdict_error perr;
+    memset(&perr, 0, sizeof perr);
+    sdict_status st = sdict__torch_read(src, SDICT__IN_LEGACY, opts, &job, NULL, &perr);
+    if (hit.count)
+        return sdict__err(err, SDICT_E_FORMAT, "safetensors", 0,
+                          "ambiguous file: it reads as safetensors, but torch.load reads it as "
+                          "a pickle stream from byte 0 (torch < 2.14, or any name not ending in "
+                          ".safetensors), and that pickle references the global '%s' (offset "
+                          "%lld of the stream)",
+                          hit.what, (long long)hit.offset);
+    if (st == SDICT_OK)
+        return sdict__err(err, SDICT_E_FORMAT, "safetensors", 0,
+                          "ambiguous file: it reads both as safetensors and as a torch legacy "
+                          "(magic-number) file");
+    return SDICT_OK;
+}
+
 /* Sniffs src and runs the reader of its format. */
 static sdict_status read_source(sdict__source *src, const sdict_load_opts *opts,
                                 const sdict__read_job *job, sdict_doc **out, sdict_error *err) {
@@ -141,8 +206,11 @@ static sdict_status read_source(sdict__source *src, const sdict_load_opts *opts,
     sdict_status st = sniff(src, &kind, err);
     if (st != SDICT_OK)
         return st;
-    if (kind == SDICT__IN_SAFETENSORS)
+    if (kind == SDICT__IN_SAFETENSORS) {
+        if ((st = st_pickle_probe(src, opts, err)) != SDICT_OK)
+            return st;
         return sdict__st_read(src, opts, job, out, err);
+    }
     return sdict__torch_read(src, kind, opts, job, out, err);
 }
 

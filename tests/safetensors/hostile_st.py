@@ -48,6 +48,32 @@ def tar_polyglot():
     return bytes(blk)
 
 
+def pickle_polyglot():
+    """A valid safetensors file (one U8 tensor) that Python's pickle, run from byte 0 as torch.load
+    runs it on a file that is no zip or tar, reads as a pickle calling a global: the header
+    length's low byte is 'T' (BINSTRING), whose 4-byte length skips to a metadata string where
+    SHORT_BINSTRING opcodes hop to the data section, a protocol-0 pickle calling builtins.len
+    (harmless, but any global would do)."""
+    payload = b"c__builtin__\nlen\n(S'x'\ntR."
+    skip = 1000                         # the BINSTRING's length: bytes 1 and 2 of the u64
+    n = ord('T') + 256 * skip           # header length, bytes 0..3 = 'T', skip lo, skip hi, 0
+    pre = ('{"x":{"dtype":"U8","shape":[%d],"data_offsets":[0,%d]},"__metadata__":{"k":"'
+           % (len(payload), len(payload))).encode()
+    body = pre + b'a' * (5 + skip - 8 - len(pre))   # the pickle resumes at file offset 5 + skip
+    hops = b''
+    while True:
+        left = n - len(body) - len(hops)
+        if left <= 2 + 126:             # the last hop holds the end of the JSON
+            k = left - 2
+            hops += b'U' + bytes([k]) + b'"}}' + b' ' * (k - 3)
+            break
+        hops += b'U' + bytes([100]) + b'b' * 100
+    hdr = body + hops
+    assert len(hdr) == n
+    json.loads(hdr)
+    return struct.pack('<Q', n) + hdr + payload
+
+
 def cases():
     FMT, LIM, TRU, SHP, DT, STO = ('SDICT_E_FORMAT', 'SDICT_E_LIMIT', 'SDICT_E_TRUNCATED',
                                    'SDICT_E_SHAPE', 'SDICT_E_DTYPE', 'SDICT_E_STORAGE')
@@ -127,6 +153,8 @@ def cases():
     yield 'st_empty_header_with_data', st({}, b'\0' * 4), FMT, 'MetadataIncompleteBuffer'
     # ---- polyglot with torch's tar format ----
     yield 'st_tar_polyglot', tar_polyglot(), FMT, 'ambiguous'
+    # ---- polyglot with the pickle stream torch.load reads from files that are no zip or tar ----
+    yield 'st_pickle_polyglot', pickle_polyglot(), FMT, 'ambiguous'
 
 
 # Cases the safetensors package loads (safe_open + every tensor) while statedict refuses them,
@@ -143,4 +171,7 @@ STRICTER = {
                                   'torch\'s own stride computation would overflow too',
     'st_tar_polyglot': 'the same 512 bytes are a tar header Python\'s tarfile accepts, so '
                        'torch.load reads the file as a torch < 0.4 tar archive: ambiguous',
+    'st_pickle_polyglot': 'Python\'s pickle, run from byte 0 as torch.load runs it (torch < '
+                          '2.14, or a name not ending in .safetensors), reads a pickle calling a '
+                          'global from the same bytes: ambiguous',
 }
