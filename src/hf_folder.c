@@ -705,6 +705,7 @@ typedef struct entry {
     const sdict_value *val;
     const sdict_tensor *t;
     size_t first;    /* first entry viewing the same storage (itself when none before) */
+    size_t next;     /* index + 1 of the next entry of that storage (ascending), 0 for none */
     size_t shard;    /* shard index once assigned */
     bool dropped;    /* safetensors: an alias of a kept name */
 } entry;
@@ -806,12 +807,13 @@ static sdict_status drop_aliases(save_plan *p, const sdict_save_opts *opts, sdic
             sdict_storage_nbytes(p->e[g].t->storage) == 0)
             continue;
         size_t na = 0;
-        for (size_t i = g; i < p->n; i++)
-            if (p->e[i].first == g) {
-                tensor_area(p->e[i].t, &a[na].start, &a[na].stop);
-                a[na].name = p->e[i].key;
-                a[na++].idx = i;
-            }
+        for (size_t i = g; ; i = p->e[i].next - 1) {
+            tensor_area(p->e[i].t, &a[na].start, &a[na].stop);
+            a[na].name = p->e[i].key;
+            a[na++].idx = i;
+            if (!p->e[i].next)
+                break;
+        }
         if (na < 2)
             continue;
         qsort(a, na, sizeof *a, cmp_area);
@@ -884,13 +886,16 @@ static sdict_status group_storages(save_plan *p, sdict_error *err) {
     size_t n = 0;
     for (size_t i = 0; i < p->n; i++) {
         p->e[i].first = i;
+        p->e[i].next = 0;
         if (!p->e[i].dropped)
             order[n++] = &p->e[i];
     }
     qsort(order, n, sizeof *order, cmp_storage_idx);
     for (size_t i = 1; i < n; i++)
-        if (order[i]->t->storage && order[i]->t->storage == order[i - 1]->t->storage)
+        if (order[i]->t->storage && order[i]->t->storage == order[i - 1]->t->storage) {
             order[i]->first = order[i - 1]->first;
+            order[i - 1]->next = (size_t)(order[i] - p->e) + 1;
+        }
     sdict__free(order);
     return SDICT_OK;
 }
@@ -970,11 +975,10 @@ static sdict_status split(save_plan *p, uint64_t max, sdict_error *err) {
         if (p->e[g].dropped || p->e[g].first != g)
             continue;
         size_t s = p->e[g].shard;
-        for (size_t i = g + 1; i < p->n; i++)
-            if (p->e[i].first == g && !p->e[i].dropped) {
-                p->shards[s][p->shard_len[s]++] = i;
-                p->e[i].shard = s;
-            }
+        for (size_t i = p->e[g].next; i; i = p->e[i - 1].next) {
+            p->shards[s][p->shard_len[s]++] = i - 1;
+            p->e[i - 1].shard = s;
+        }
     }
     return SDICT_OK;
 }
