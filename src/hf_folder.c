@@ -432,7 +432,16 @@ static sdict_status load_shards(const hf_index *ix, const sdict_load_opts *opts,
             sdict__err_file(err, ix->path);
             return nomem(err);
         }
-        sdict_status st = sdict_load(p, opts, &docs[s], err);
+        /* shards under 1 MiB are copied: one mapping per shard would let a folder of many
+           tiny shards run into the process's limit on mappings (and cost a page each) */
+        sdict_load_opts so;
+        memset(&so, 0, sizeof so);
+        if (opts)
+            so = *opts;
+        struct stat sb;
+        if (stat(p, &sb) == 0 && sb.st_size < ((off_t)1 << 20))
+            so.flags |= SDICT_LOAD_COPY;
+        sdict_status st = sdict_load(p, &so, &docs[s], err);
         if (st == SDICT_OK)
             st = check_shard_root(sdict_doc_root(docs[s]), p, err);
         sdict__free(p);
@@ -1054,12 +1063,28 @@ static void index_text(const save_plan *p, char *const *names, sdict__buf *b) {
 }
 
 /* Writes one file of the folder: the entries idx[0..len) as a dict, through sdict_save. */
+/* A folder's files are replaced, never written through a symbolic link: in a Hugging Face
+   cache a snapshot's files are links into blobs/ that other snapshots share (sdict_save alone
+   writes through links, as torch.save does). */
+static sdict_status refuse_link(const char *path, sdict_error *err) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0 || !S_ISLNK(sb.st_mode))
+        return SDICT_OK;
+    sdict__err_file(err, path);
+    return sdict__err(err, SDICT_E_IO, NULL, -1,
+                      "is a symbolic link: a model folder's files are replaced, not written "
+                      "through links (which may point into files other folders share); remove "
+                      "the link or write elsewhere");
+}
+
 static sdict_status write_shard(const char *path, const save_plan *p, const size_t *idx,
                                 size_t len, bool st_format, bool single,
                                 const sdict_save_opts *opts, sdict_error *err) {
-    sdict_doc *doc = NULL;
-    sdict_status st = sdict_doc_new(&doc, err);
+    sdict_status st = refuse_link(path, err);
     if (st)
+        return st;
+    sdict_doc *doc = NULL;
+    if ((st = sdict_doc_new(&doc, err)))
         return st;
     sdict_value *root = sdict_dict_new(doc, false);
     if (!root || sdict_doc_set_root(doc, root))
@@ -1303,7 +1328,7 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
             st = nomem(err);
             goto done;
         }
-        if ((st = sdict__save_bytes(path, text.data, text.len, err)))
+        if ((st = refuse_link(path, err)) || (st = sdict__save_bytes(path, text.data, text.len, err)))
             goto done_named;
     }
     goto done;

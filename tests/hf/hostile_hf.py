@@ -210,5 +210,22 @@ check(sorted(os.listdir(single)) == ["pytorch_model.bin"], f"one file: {os.listd
 p = run(STATEDICT, "ls", single)
 check(p.returncode == 0 and "format zip" in p.stdout, f"single-file folder: {p.stderr}")
 
+# writing a folder never writes through a link (a Hugging Face cache snapshot links into blobs/
+# that other snapshots share): refused, the linked file unchanged
+snap = os.path.join(WORK, "cache", "snapshots", "rev1")
+blobs = os.path.join(WORK, "cache", "blobs")
+os.makedirs(snap, exist_ok=True)
+os.makedirs(blobs, exist_ok=True)
+blob = os.path.join(blobs, "abc")
+with open(blob, "wb") as f:
+    f.write(b"shared blob")
+os.symlink(os.path.join("..", "..", "blobs", "abc"), os.path.join(snap, "pytorch_model.bin"))
+p = run(STATEDICT, "convert", "--format", "pt", LENET, snap)
+check(p.returncode == 3 and "is a symbolic link" in p.stderr and "pytorch_model.bin" in p.stderr,
+      f"convert into a folder whose file is a link: {p.returncode} {p.stderr}")
+with open(blob, "rb") as f:
+    check(f.read() == b"shared blob", "the linked blob is unchanged")
+check(os.path.islink(os.path.join(snap, "pytorch_model.bin")), "the link stays a link")
+
 print(f"{len(failures)} failures")
 sys.exit(1 if failures else 0)
