@@ -272,6 +272,13 @@ static sdict_status index_open(const char *path, hf_index *ix, sdict_error *err)
     }
     if ((st = read_whole(path, &ix->text, &ix->text_len, err)))
         goto fail;
+    size_t containers = sdict__json_containers((const uint8_t *)ix->text, ix->text_len);
+    if (containers > SDICT_JSON_MAX_CONTAINERS(ix->text_len)) {
+        st = sdict__err(err, SDICT_E_LIMIT, NULL, 0,
+                        "the %zu-byte index holds %zu JSON objects and arrays, more than one per "
+                        "8 bytes (an index has a few)", ix->text_len, containers);
+        goto fail;
+    }
     json_error_t je;
     ix->json = json_loadb(ix->text, ix->text_len, JSON_REJECT_DUPLICATES, &je);
     if (!ix->json) {
@@ -432,14 +439,15 @@ static sdict_status load_shards(const hf_index *ix, const sdict_load_opts *opts,
             sdict__err_file(err, ix->path);
             return nomem(err);
         }
-        /* shards under 1 MiB are copied: one mapping per shard would let a folder of many
-           tiny shards run into the process's limit on mappings (and cost a page each) */
+        /* in a folder of many shards, those under 1 MiB are copied: one mapping per shard
+           would let many tiny shards run into the process's limit on mappings (and cost a
+           page each) */
         sdict_load_opts so;
         memset(&so, 0, sizeof so);
         if (opts)
             so = *opts;
         struct stat sb;
-        if (stat(p, &sb) == 0 && sb.st_size < ((off_t)1 << 20))
+        if (ix->n_shards > 256 && stat(p, &sb) == 0 && sb.st_size < ((off_t)1 << 20))
             so.flags |= SDICT_LOAD_COPY;
         sdict_status st = sdict_load(p, &so, &docs[s], err);
         if (st == SDICT_OK)

@@ -430,6 +430,13 @@ sdict_status sdict__torch_read(sdict__source *src, sdict__input kind, const sdic
     length is refused by the safetensors rules, naming them. safetensors_read.c. */
 bool sdict__st_sniff(const uint8_t *h, size_t n);
 
+/** Number of JSON objects and arrays ('{', '[' outside strings) in p[0, n): the readers that
+    parse JSON with jansson refuse text holding more than SDICT_JSON_MAX_CONTAINERS(n), which
+    bounds jansson's memory (~200 bytes per container) to a small multiple of the text.
+    safetensors_read.c. */
+size_t sdict__json_containers(const uint8_t *p, size_t n);
+#define SDICT_JSON_MAX_CONTAINERS(n) ((n) / 8 + 64)
+
 /** Reads a safetensors file from src (safetensors_read.c): every rule of the Rust core's
     read_metadata/validate; on LOAD a doc whose root is a dict str -> tensor in data-offset
     order and whose metadata is `__metadata__`; tensors mapped from src's mapping when aligned

@@ -307,9 +307,36 @@ static sdict_status validate(st_reader *r, uint64_t *data_end) {
     return SDICT_OK;
 }
 
+size_t sdict__json_containers(const uint8_t *p, size_t n) {
+    size_t count = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            count++;
+        }
+    }
+    return count;
+}
+
 /* Parses and validates the header (everything but the data bytes). */
 static sdict_status parse_header(st_reader *r, const sdict_limits *limits) {
     json_error_t jerr;
+    /* jansson spends ~200 bytes on each object or array: a header of little else ('[{},{},..]'
+       in an ignored field) would cost 70 times its size; a real one has 3 in 49 bytes or more */
+    size_t containers = sdict__json_containers(r->hdr, (size_t)r->n);
+    if (containers > SDICT_JSON_MAX_CONTAINERS((size_t)r->n))
+        return sdict__err(r->err, SDICT_E_LIMIT, "header", 8,
+                          "the %llu-byte header holds %zu JSON objects and arrays, more than one "
+                          "per 8 bytes (a safetensors header has 3 per tensor entry)",
+                          (unsigned long long)r->n, containers);
     r->root = json_loadb((const char *)r->hdr, (size_t)r->n, JSON_REJECT_DUPLICATES, &jerr);
     if (!r->root) {
         if (json_error_code(&jerr) == json_error_out_of_memory)

@@ -94,7 +94,7 @@ def cases():
     yield 'st_json_control_char', st(None, b'\0' * 4, raw=b'{"w\x01":' + json.dumps(T()).encode() + b'}'), FMT, 'not valid JSON'
     yield 'st_json_lone_surrogate', st(None, b'\0' * 4, raw=b'{"w\\ud800":' + json.dumps(T()).encode() + b'}'), FMT, 'not valid JSON'
     yield 'st_json_nul_in_name', st(None, b'\0' * 4, raw=b'{"w\\u0000":' + json.dumps(T()).encode() + b'}'), FMT, 'not valid JSON'
-    deep = b'[' * 100000 + b']' * 100000
+    deep = b'[       ' * 3000 + b']' * 3000   # past jansson's depth of 2048, one '[' per 8 bytes
     yield 'st_json_deep_nesting', raw_entry(b'{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":' + deep + b'}'), FMT, 'not valid JSON'
     # ---- duplicate keys (jansson's JSON_REJECT_DUPLICATES) ----
     yield 'st_duplicate_tensor', st(None, b'\x07', raw=b'{"a":' + json.dumps(T('F32', [0], [0, 0])).encode() +
@@ -151,6 +151,9 @@ def cases():
     yield 'st_polyglot_zip_appended', st(ok1, b'\0' * 4 + b'PK\x05\x06' + b'\0' * 18), FMT, 'MetadataIncompleteBuffer'
     yield 'st_data_truncated', st({'w': T('F32', [4], [0, 16])}, b'\0' * 4), TRU, 'MetadataIncompleteBuffer'
     yield 'st_empty_header_with_data', st({}, b'\0' * 4), FMT, 'MetadataIncompleteBuffer'
+    # ---- cost: JSON containers jansson would hold at ~200 bytes each ----
+    dense = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":[' + b'{},' * 20000 + b'{}]}}'
+    yield 'st_dense_json', st(None, b'\0' * 4, raw=dense + b' ' * (-(8 + len(dense)) % 8)), LIM, 'JSON objects and arrays'
     # ---- polyglot with torch's tar format ----
     yield 'st_tar_polyglot', tar_polyglot(), FMT, 'ambiguous'
     # ---- polyglot with the pickle stream torch.load reads from files that are no zip or tar ----
@@ -169,6 +172,8 @@ STRICTER = {
                               'integers as int64, and no torch tensor can have that size',
     'st_zero_numel_huge_strides': 'a zero-size tensor whose contiguous strides overflow int64: '
                                   'torch\'s own stride computation would overflow too',
+    'st_dense_json': 'an ignored field holding 20,000 empty objects: more JSON containers than one '
+                     'per 8 bytes, which would cost jansson ~70 times the header\'s size',
     'st_tar_polyglot': 'the same 512 bytes are a tar header Python\'s tarfile accepts, so '
                        'torch.load reads the file as a torch < 0.4 tar archive: ambiguous',
     'st_pickle_polyglot': 'Python\'s pickle, run from byte 0 as torch.load runs it (torch < '
