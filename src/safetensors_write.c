@@ -158,8 +158,9 @@ static sdict_status flatten(st_ctx *c, const sdict_value *v, int depth) {
         return sdict__err(c->err, SDICT_E_LIMIT, origin_text(c), -1,
                           "nesting deeper than %d levels", ST_MAX_DEPTH);
     bool dict = k == SDICT_KIND_DICT;
+    /* an empty dict is a leaf (it cannot be written), except at the root: an empty file */
     if (!(dict || k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE) ||
-        (dict ? sdict_dict_len(v) == 0 : scalar_seq(v)))
+        (dict ? sdict_dict_len(v) == 0 && depth > 0 : scalar_seq(v)))
         return add_leaf(c, v);
     size_t n = dict ? sdict_dict_len(v) : sdict_seq_len(v);
     size_t name_len = c->name.len, origin_len = c->origin.len;

@@ -139,6 +139,12 @@ def main(argv):
         rc, out, err = run(bin_, "diff", flat, nested)
         check(rc == 1 and out.splitlines() == ["only in B: epoch  int 3", "1 difference"],
               "diff flat safetensors vs nested .pt: %d %r %r" % (rc, out, err))
+        # an empty dict converts to an empty safetensors file (as save_file({}) writes one)
+        empty_pt, empty_st = os.path.join(d, "empty.pt"), os.path.join(d, "empty.safetensors")
+        torch.save({}, empty_pt)
+        rc, out, err = run(bin_, "convert", empty_pt, empty_st)
+        rc2, out2, _ = run(bin_, "ls", empty_st)
+        check(rc == 0 and rc2 == 0 and "0 tensors" in out2, "empty dict to safetensors: %d %r %r" % (rc, err, out2))
         # a folder written over one of the other layout: warned that readers pick the old file
         fold = os.path.join(d, "fold")
         rc1, _, _ = run(bin_, "convert", pt, fold + "/")
