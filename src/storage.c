@@ -292,6 +292,12 @@ sdict_status sdict__source_open_file(sdict__source *src, const char *path, bool 
         return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory for a file mapping");
     }
     void *base = mmap(NULL, (size_t)src->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    /* A private writable mapping is charged against the commit limit; a file larger than
+       memory and swap is refused that way under the kernel's heuristic overcommit, so it is
+       mapped without a reservation (pages written to are then backed on demand). */
+    if (base == MAP_FAILED)
+        base = mmap(NULL, (size_t)src->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+                    fd, 0);
     if (base == MAP_FAILED) {
         /* Some filesystems cannot map; reading with pread still works. */
         sdict__free(m);
