@@ -608,21 +608,30 @@ static sdict_status folder_pick(const char *dir, char **out, sdict_error *err) {
     return st;
 }
 
+/* The file a claimed path stands for: a folder's weights file or index (folder_pick), else the
+   index path itself; *file is freed by the caller. */
+static sdict_status claimed_file(const char *path, char **file, sdict_error *err) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return folder_pick(path, file, err);
+    if (!(*file = sdict__strndup(path, strlen(path)))) {
+        sdict__err_file(err, path);
+        return nomem(err);
+    }
+    return SDICT_OK;
+}
+
 sdict_status sdict__hf_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
                             sdict_error *err) {
     *out = NULL;
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        char *file;
-        sdict_status st = folder_pick(path, &file, err);
-        if (st)
-            return st;
-        st = ends_with(file, INDEX_SUFFIX) ? load_index(file, opts, out, err)
-                                           : sdict_load(file, opts, out, err);
-        sdict__free(file);
+    char *file;
+    sdict_status st = claimed_file(path, &file, err);
+    if (st)
         return st;
-    }
-    return load_index(path, opts, out, err);
+    st = ends_with(file, INDEX_SUFFIX) ? load_index(file, opts, out, err)
+                                       : sdict_load(file, opts, out, err);
+    sdict__free(file);
+    return st;
 }
 
 /*==================================================================================================
@@ -684,21 +693,16 @@ static sdict_status check_index(const char *path, bool verify, const sdict_load_
 static sdict_status hf_check(const char *path, bool verify, const sdict_load_opts *opts,
                              void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
                              size_t *unsafe_count, sdict_error *err) {
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        char *file;
-        sdict_status st = folder_pick(path, &file, err);
-        if (st)
-            return st;
-        if (ends_with(file, INDEX_SUFFIX))
-            st = check_index(file, verify, opts, fn, ctx, unsafe_count, err);
-        else
-            st = verify ? sdict_verify(file, err)
-                        : sdict_scan(file, opts, fn, ctx, unsafe_count, err);
-        sdict__free(file);
+    char *file;
+    sdict_status st = claimed_file(path, &file, err);
+    if (st)
         return st;
-    }
-    return check_index(path, verify, opts, fn, ctx, unsafe_count, err);
+    if (ends_with(file, INDEX_SUFFIX))
+        st = check_index(file, verify, opts, fn, ctx, unsafe_count, err);
+    else
+        st = verify ? sdict_verify(file, err) : sdict_scan(file, opts, fn, ctx, unsafe_count, err);
+    sdict__free(file);
+    return st;
 }
 
 sdict_status sdict__hf_scan(const char *path, const sdict_load_opts *opts,
