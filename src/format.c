@@ -176,12 +176,16 @@ static void probe_global(void *ctx, const sdict_scan_item *item) {
    case: a header length's low byte is no opcode, or starts one that the bytes after it
    break); when the same bytes make a pickle that references a global Python could import (a
    dotted name; find_class fails on other text before running anything), or a whole torch
-   legacy file, the file has two readings and is refused as ambiguous. */
+   legacy file, the file has two readings and is refused as ambiguous. So is a file where the
+   machine stops on a refusal of its own (a limit, text only Python's int() parses, SETITEM on
+   a list...) rather than on an error Python's unpickler raises at the same opcode: Python
+   would read on, and what follows is unknown. */
 static sdict_status st_pickle_probe(sdict__source *src, const sdict_load_opts *opts,
                                     sdict_error *err) {
     probe_hit hit = {0, "", -1};
     size_t unsafe = 0;
-    sdict__read_job job = {SDICT__READ_SCAN, probe_global, &hit, &unsafe};
+    bool python_reads_on = false;
+    sdict__read_job job = {SDICT__READ_SCAN, probe_global, &hit, &unsafe, &python_reads_on};
     sdict_error perr;
     memset(&perr, 0, sizeof perr);
     sdict_status st = sdict__torch_read(src, SDICT__IN_LEGACY, opts, &job, NULL, &perr);
@@ -196,6 +200,14 @@ static sdict_status st_pickle_probe(sdict__source *src, const sdict_load_opts *o
         return sdict__err(err, SDICT_E_FORMAT, "safetensors", 0,
                           "ambiguous file: it reads both as safetensors and as a torch legacy "
                           "(magic-number) file");
+    if (python_reads_on) {
+        char why[400];
+        sdict_error_format(&perr, why, sizeof why);
+        return sdict__err(err, SDICT_E_FORMAT, "safetensors", 0,
+                          "ambiguous file: it reads as safetensors, and torch.load reads it as a "
+                          "pickle stream from byte 0 further than statedict's pickle machine, "
+                          "which stops on a rule of its own where Python's does not (%s)", why);
+    }
     return SDICT_OK;
 }
 
@@ -233,7 +245,7 @@ SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts,
     sdict__source src;
     sdict_status st = sdict__source_open_file(&src, path, !(flags & SDICT_LOAD_COPY), err);
     if (st == SDICT_OK) {
-        sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL};
+        sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
         st = read_source(&src, opts, &job, out, err);
         sdict__source_close(&src);
     }
@@ -255,7 +267,7 @@ SDICT_API sdict_status sdict_load_buffer(const void *data, size_t size, const ch
         /* A memory source has no mapping, so every storage is copied out of data. */
         sdict__source src;
         sdict__source_init_mem(&src, data, size, name);
-        sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL};
+        sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
         st = read_source(&src, opts, &job, out, err);
     }
     if (st != SDICT_OK)
@@ -274,7 +286,7 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
     /* Mapped: storages of stored records become views that are never touched. */
     sdict_status st = sdict__source_open_file(&src, path, true, err);
     if (st == SDICT_OK) {
-        sdict__read_job job = {SDICT__READ_SCAN, fn, ctx, unsafe_count};
+        sdict__read_job job = {SDICT__READ_SCAN, fn, ctx, unsafe_count, NULL};
         st = read_source(&src, opts, &job, NULL, err);
         sdict__source_close(&src);
     }
@@ -292,7 +304,7 @@ SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err) {
         sdict_load_opts opts;
         memset(&opts, 0, sizeof opts);
         opts.flags = SDICT_LOAD_COPY | SDICT_LOAD_VERIFY_CRC;
-        sdict__read_job job = {SDICT__READ_VERIFY, NULL, NULL, NULL};
+        sdict__read_job job = {SDICT__READ_VERIFY, NULL, NULL, NULL, NULL};
         st = read_source(&src, &opts, &job, NULL, err);
         sdict__source_close(&src);
     }

@@ -356,6 +356,9 @@ typedef struct sdict__unpickler {
     } *deferred;
     size_t n_deferred, cap_deferred;
     size_t consumed;              /* out: bytes used, through STOP */
+    /* out: set when the machine stopped on a refusal of its own (a limit, a stricter rule)
+       where CPython's unpickler would not stop, so Python may read on past that opcode */
+    bool python_may_continue;
     /* Header pickles torch reads with a plain pickle.load (the legacy stream's magic number,
        protocol, sys_info and key list; a tar's item counts): every global is refused, even
        allow-listed ones and in scan mode. */
@@ -414,6 +417,9 @@ typedef struct sdict__read_job {
     void (*fn)(void *ctx, const sdict_scan_item *item); /* scan: each global met */
     void *ctx;
     size_t *unsafe_count;                                /* scan: refused globals (may be NULL) */
+    /* scan, optional: set when the last pickle run failed where Python's unpickler would read
+       on (sdict__unpickler.python_may_continue) */
+    bool *python_may_continue;
 } sdict__read_job;
 
 /** TarInfo.frombuf's verdict on the 512-byte block h (not all zeros): true when Python's

@@ -147,6 +147,7 @@ typedef struct scan_state {
     void *ctx;
     const char *record;
     size_t unsafe;
+    bool python_may_continue; /* the last pickle run failed where Python reads on */
 } scan_state;
 
 typedef struct loader {
@@ -219,6 +220,8 @@ static sdict_status run_pickle(loader *L, const uint8_t *data, size_t size, cons
     u.defer_checks = L->defer;
     u.literals_only = L->literals;
     sdict_status st = sdict__unpickle(&u, out, err);
+    if (L->ss)
+        L->ss->python_may_continue = st != SDICT_OK && u.python_may_continue;
     if (consumed)
         *consumed = u.consumed;
     if (L->defer) { /* a restarted legacy parse drops the last attempt's list */
@@ -1710,7 +1713,7 @@ sdict_status sdict__torch_read(sdict__source *src, sdict__input kind, const sdic
     fill_limits(&L.limits, opts);
     L.flags = opts ? opts->flags : 0;
     L.verify_crc = (L.flags & SDICT_LOAD_VERIFY_CRC) != 0;
-    scan_state ss = {job->fn, job->ctx, "", 0};
+    scan_state ss = {job->fn, job->ctx, "", 0, false};
     if (job->mode == SDICT__READ_SCAN) {
         L.scan = true;
         L.ss = &ss;
@@ -1728,6 +1731,8 @@ sdict_status sdict__torch_read(sdict__source *src, sdict__input kind, const sdic
     sdict__free(L.deferred);
     if (job->unsafe_count)
         *job->unsafe_count = ss.unsafe;
+    if (job->python_may_continue)
+        *job->python_may_continue = st != SDICT_OK && ss.python_may_continue;
     if (st != SDICT_OK || !out)
         sdict_doc_free(L.doc);
     else

@@ -290,13 +290,51 @@ typedef struct vm {
 static sdict_status fail(vm *m, sdict_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static sdict_status fail(vm *m, sdict_status code, const char *fmt, ...) {
+static sdict_status vfail(vm *m, bool python_too, sdict_status code, const char *fmt,
+                          va_list ap) {
     char msg[260];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (!python_too)
+        m->u->python_may_continue = true;
+    return sdict__err(m->err, code, m->rec, m->off, "%s: %s", op_name(m->op), msg);
+}
+
+/* A refusal of statedict's own: a limit, a rule stricter than CPython's, or anything not known
+   to stop Python's unpickler at the same opcode (u->python_may_continue is set). */
+static sdict_status fail(vm *m, sdict_status code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    sdict_status st = vfail(m, false, code, fmt, ap);
     va_end(ap);
-    return sdict__err(m->err, code, m->rec, m->off, "%s: %s", op_name(m->op), msg);
+    return st;
+}
+
+/* An error CPython's _pickle raises at the same opcode too (unknown opcode, stack underflow, an
+   unset memo slot, a negative length, text no int() or float() parses...). */
+static sdict_status fail_py(vm *m, sdict_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static sdict_status fail_py(vm *m, sdict_status code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    sdict_status st = vfail(m, true, code, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* Text that Python's int(), float() or PyLong_FromString might still parse (they take signs,
+   underscores, whitespace, hex/octal/binary prefixes, inf and nan): only ASCII letters,
+   digits, '_', '+', '-', '.' and whitespace. Other bytes make every one of them fail. */
+static bool python_numeric_chars(const char *s, size_t len) {
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '_' || c == '+' || c == '-' || c == '.' || c == ' ' || (c >= '\t' && c <= '\r')))
+            return false;
+    }
+    return true;
 }
 
 static sdict_status nomem(vm *m) { return fail(m, SDICT_E_NOMEM, "out of memory"); }
@@ -409,7 +447,7 @@ static sdict_status push(vm *m, sdict_value *v) {
 
 static sdict_status need_items(vm *m, size_t k) {
     if (avail(m) < k)
-        return fail(m, SDICT_E_PICKLE_STACK, "needs %zu stack item%s above the last MARK, found %zu",
+        return fail_py(m, SDICT_E_PICKLE_STACK, "needs %zu stack item%s above the last MARK, found %zu",
                     k, k == 1 ? "" : "s", avail(m));
     return SDICT_OK;
 }
@@ -423,7 +461,7 @@ static sdict_status pop(vm *m, sdict_value **out) {
 /* Removes the top MARK; *base receives the stack height where its items begin. */
 static sdict_status pop_mark(vm *m, size_t *base) {
     if (m->nmarks == 0)
-        return fail(m, SDICT_E_PICKLE_STACK, "no MARK on the stack");
+        return fail_py(m, SDICT_E_PICKLE_STACK, "no MARK on the stack");
     *base = m->marks[--m->nmarks];
     return SDICT_OK;
 }
@@ -628,13 +666,13 @@ static sdict_status int_from_text(vm *m, const char *s, size_t len, sdict_value 
         i++;
     if (i < len && (s[i] == '+' || s[i] == '-'))
         neg = s[i++] == '-';
-    if (i == len)
-        return fail(m, SDICT_E_PICKLE_OPCODE, "expected a decimal integer, found \"%.*s\"",
-                    (int)(len > 40 ? 40 : len), s);
+    bool digits = i < len;
     for (size_t j = i; j < len; j++)
-        if (s[j] < '0' || s[j] > '9')
-            return fail(m, SDICT_E_PICKLE_OPCODE, "expected a decimal integer, found \"%.*s\"",
-                        (int)(len > 40 ? 40 : len), s);
+        digits = digits && s[j] >= '0' && s[j] <= '9';
+    if (!digits)
+        return (python_numeric_chars(s, len) ? fail : fail_py)(
+            m, SDICT_E_PICKLE_OPCODE, "expected a decimal integer, found \"%.*s\"",
+            (int)(len > 40 ? 40 : len), s);
     size_t nd = len - i;
     if (nd > 4300)
         return fail(m, SDICT_E_LIMIT, "integer literal of %zu digits (Python's limit is 4300)", nd);
@@ -830,7 +868,8 @@ static sdict_status float_text(vm *m, const char *s, size_t len, sdict_value **o
     while (len && (s[len - 1] == '\r' || s[len - 1] == ' '))
         len--;
     if (len == 0 || len >= sizeof buf)
-        return fail(m, SDICT_E_PICKLE_OPCODE, "float literal of %zu bytes", len);
+        return (python_numeric_chars(s, len) ? fail : fail_py)(
+            m, SDICT_E_PICKLE_OPCODE, "float literal of %zu bytes", len);
     memcpy(buf, s, len);
     buf[len] = '\0';
     /* strtod follows LC_NUMERIC, which the calling program may have set to a locale whose
@@ -844,7 +883,8 @@ static sdict_status float_text(vm *m, const char *s, size_t len, sdict_value **o
     uselocale(old);
     freelocale(c_locale);
     if (end != buf + len)
-        return fail(m, SDICT_E_PICKLE_OPCODE, "invalid float literal \"%s\"", buf);
+        return (python_numeric_chars(s, len) ? fail : fail_py)(
+            m, SDICT_E_PICKLE_OPCODE, "invalid float literal \"%s\"", buf);
     NEWV(*out, sdict_float_new(m->doc, d));
     return SDICT_OK;
 }
@@ -2233,7 +2273,7 @@ static sdict_value *memo_get(vm *m, uint64_t idx) {
 
 static sdict_status memo_put(vm *m, uint64_t idx) {
     if (avail(m) < 1)
-        return fail(m, SDICT_E_PICKLE_STACK, "memo store with an empty stack");
+        return fail_py(m, SDICT_E_PICKLE_STACK, "memo store with an empty stack");
     sdict_value *v = m->stack[m->sp - 1];
     sdict__value_mark_shared(v);
     bool is_new = memo_raw(m, idx) == NULL;
@@ -2274,7 +2314,7 @@ static sdict_status memo_put(vm *m, uint64_t idx) {
 static sdict_status memo_fetch(vm *m, uint64_t idx) {
     sdict_value *v = memo_get(m, idx);
     if (!v)
-        return fail(m, SDICT_E_PICKLE_STACK, "memo slot %llu is not set",
+        return fail_py(m, SDICT_E_PICKLE_STACK, "memo slot %llu is not set",
                     (unsigned long long)idx);
     sdict__value_mark_shared(v);
     return push(m, v);
@@ -2285,14 +2325,15 @@ static sdict_status text_index(vm *m, uint64_t *idx) {
     size_t len;
     TRY(read_line(m, &s, &len));
     uint64_t v = 0;
-    if (len == 0 || len > 19)
-        return fail(m, SDICT_E_PICKLE_OPCODE, "expected a memo index");
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return fail(m, SDICT_E_PICKLE_OPCODE, "expected a memo index, found \"%.*s\"",
-                        (int)(len > 20 ? 20 : len), s);
+    bool digits = len > 0 && len <= 19;
+    for (size_t i = 0; digits && i < len; i++) {
+        digits = s[i] >= '0' && s[i] <= '9';
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
+    if (!digits)
+        return (python_numeric_chars(s, len) ? fail : fail_py)(
+            m, SDICT_E_PICKLE_OPCODE, "expected a memo index, found \"%.*s\"",
+            (int)(len > 20 ? 20 : len), s);
     *idx = v;
     return SDICT_OK;
 }
@@ -2373,7 +2414,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
     case OP_PROTO:
         TRY(need_bytes(m, 1));
         if (p[m->pos] > 5)
-            return fail(m, SDICT_E_PICKLE_OPCODE, "unsupported pickle protocol %u", p[m->pos]);
+            return fail_py(m, SDICT_E_PICKLE_OPCODE, "unsupported pickle protocol %u", p[m->pos]);
         m->proto = p[m->pos];
         m->pos++;
         return SDICT_OK;
@@ -2422,7 +2463,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         else if (m->nmarks) /* CPython: POP with nothing above the MARK drops the MARK */
             m->nmarks--;
         else
-            return fail(m, SDICT_E_PICKLE_STACK, "pop from an empty stack");
+            return fail_py(m, SDICT_E_PICKLE_STACK, "pop from an empty stack");
         return SDICT_OK;
     case OP_POP_MARK:
         TRY(pop_mark(m, &base));
@@ -2457,7 +2498,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
             int32_t sn = (int32_t)sdict__le32(p + m->pos);
             m->pos += 4;
             if (sn < 0)
-                return fail(m, SDICT_E_PICKLE_OPCODE, "negative byte count %d", (int)sn);
+                return fail_py(m, SDICT_E_PICKLE_OPCODE, "negative byte count %d", (int)sn);
             n = (uint64_t)sn;
         }
         TRY(check_len(m, n));
@@ -2514,7 +2555,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         TRY(need_bytes(m, w));
         uint64_t n = w == 1 ? p[m->pos] : w == 4 ? sdict__le32(p + m->pos) : sdict__le64(p + m->pos);
         if (m->op == OP_BINSTRING && (int32_t)n < 0)
-            return fail(m, SDICT_E_PICKLE_OPCODE, "negative byte count %d", (int)(int32_t)n);
+            return fail_py(m, SDICT_E_PICKLE_OPCODE, "negative byte count %d", (int)(int32_t)n);
         m->pos += w;
         TRY(check_len(m, n));
         const uint8_t *data = p + m->pos;
@@ -2526,7 +2567,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         if (m->op == OP_SHORT_BINUNICODE || m->op == OP_BINUNICODE || m->op == OP_BINUNICODE8) {
             size_t bad = sdict__utf8_invalid_at(data, (size_t)n);
             if (bad != (size_t)n)
-                return fail(m, SDICT_E_PICKLE_OPCODE, "string is not UTF-8: byte %zu of %llu is "
+                return fail_py(m, SDICT_E_PICKLE_OPCODE, "string is not UTF-8: byte %zu of %llu is "
                             "0x%02x (Python's unpickler raises UnicodeDecodeError)", bad,
                             (unsigned long long)n, data[bad]);
             return push(m, sdict_str_new(m->doc, (const char *)data, (size_t)n));
@@ -2571,7 +2612,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
     case OP_DICT:
         TRY(pop_mark(m, &base));
         if ((m->sp - base) % 2)
-            return fail(m, SDICT_E_PICKLE_STACK, "odd number of items (%zu) for key/value pairs",
+            return fail_py(m, SDICT_E_PICKLE_STACK, "odd number of items (%zu) for key/value pairs",
                         m->sp - base);
         NEWV(v, sdict_dict_new(m->doc, false));
         for (size_t i = base; i < m->sp; i += 2)
@@ -2592,22 +2633,27 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
             base = m->sp - k;
         }
         if (base == 0 || base <= base_of(m))
-            return fail(m, SDICT_E_PICKLE_STACK, "no target object below the items");
+            return fail_py(m, SDICT_E_PICKLE_STACK, "no target object below the items");
         sdict_value *target = m->stack[base - 1];
         sdict_kind tk = sdict_value_kind(target);
         bool dict_op = m->op == OP_SETITEM || m->op == OP_SETITEMS;
         sdict_kind want = dict_op ? SDICT_KIND_DICT
                           : m->op == OP_ADDITEMS ? SDICT_KIND_SET
                                                  : SDICT_KIND_LIST;
+        /* Python calls the target's append/extend/__setitem__/add: a list takes items by
+           index and a bytearray is a mutable sequence, other built-in values fail there too */
+        bool python_too = !tag_of(m, target) && tk != SDICT_KIND_BYTES &&
+                          !(tk == SDICT_KIND_LIST && dict_op);
         if (tk != want || tag_of(m, target))
-            return fail(m, SDICT_E_PICKLE_TYPE, "target must be a %s, found %s",
-                        sdict_kind_name(want), kind_of(m, target));
+            return (python_too ? fail_py : fail)(m, SDICT_E_PICKLE_TYPE,
+                                                 "target must be a %s, found %s",
+                                                 sdict_kind_name(want), kind_of(m, target));
         if (sdict_value_pytype(target) == SDICT_PYTYPE_FROZENSET)
             /* frozensets are immutable (and may already be a dict key, hashed) */
-            return fail(m, SDICT_E_PICKLE_TYPE, "ADDITEMS on a frozenset");
+            return fail_py(m, SDICT_E_PICKLE_TYPE, "ADDITEMS on a frozenset");
         if (dict_op) {
             if ((m->sp - base) % 2)
-                return fail(m, SDICT_E_PICKLE_STACK,
+                return fail_py(m, SDICT_E_PICKLE_STACK,
                             "odd number of items (%zu) for key/value pairs", m->sp - base);
             for (size_t i = base; i < m->sp; i += 2)
                 TRY(dict_put(m, target, m->stack[i], m->stack[i + 1]));
@@ -2664,7 +2710,8 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         const char *ns = tag_of(m, b) ? NULL : sdict_str_get(b, NULL);
         size_t ml = 0, nl = 0;
         if (!ms || !ns)
-            return fail(m, SDICT_E_PICKLE_TYPE, "module and name must both be str (found %s, %s)",
+            return (tag_of(m, a) || tag_of(m, b) ? fail : fail_py)(
+                m, SDICT_E_PICKLE_TYPE, "module and name must both be str (found %s, %s)",
                         sdict_kind_name(sdict_value_kind(a)), sdict_kind_name(sdict_value_kind(b)));
         sdict_str_get(a, &ml);
         sdict_str_get(b, &nl);
@@ -2694,7 +2741,7 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
     case OP_OBJ:
         TRY(pop_mark(m, &base));
         if (m->sp == base)
-            return fail(m, SDICT_E_PICKLE_STACK, "no class after the MARK");
+            return fail_py(m, SDICT_E_PICKLE_STACK, "no class after the MARK");
         a = m->stack[base];
         TRY(collect(m, base + 1, SDICT_KIND_TUPLE, &b));
         m->sp = base;
@@ -2717,13 +2764,16 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
     case OP_EXT1:
     case OP_EXT2:
     case OP_EXT4:
+        /* Python raises too (no extension code is registered in torch's process), but the
+           code names a global: refusing it is never "Python stops here" */
         return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL,
                     "extension registry codes name globals indirectly and are refused");
     case OP_NEXT_BUFFER:
     case OP_READONLY_BUFFER:
-        return fail(m, SDICT_E_UNSUPPORTED, "out-of-band buffers are not supported");
+        /* Python raises too: torch passes no buffers= to pickle.load */
+        return fail_py(m, SDICT_E_UNSUPPORTED, "out-of-band buffers are not supported");
     default:
-        return fail(m, SDICT_E_PICKLE_OPCODE, "unknown opcode 0x%02x", (unsigned)m->op);
+        return fail_py(m, SDICT_E_PICKLE_OPCODE, "unknown opcode 0x%02x", (unsigned)m->op);
     }
 }
 

@@ -48,13 +48,25 @@ def tar_polyglot():
     return bytes(blk)
 
 
-def pickle_polyglot():
+# Opcodes Python's unpickler takes where statedict's machine stops on a rule of its own (a
+# limit, text only Python's int()/float() parse, SETITEM on a list): placed before the global of
+# a pickle polyglot, they must not hide it (the probe calls such a stop ambiguous).
+STRICT_PREFIXES = {
+    'put_sign': b'p+0\n',              # PyLong_FromString takes a sign
+    'put_space': b'p 0\n',             # ... and leading spaces
+    'int_hex': b'I0x10\n0',            # INT: strtol base 0 (Python < 3.14)
+    'long_underscore': b'L1_0\n0',     # LONG: int() takes underscores
+    'marks_1001': b'(' * 1001,         # past statedict's max_depth, no limit in Python
+    'setitem_list': b']K\x05aK\x00K\x07s0',  # [5]; l[0] = 7; POP
+}
+
+
+def pickle_polyglot(payload=b"c__builtin__\nlen\n(S'x'\ntR."):
     """A valid safetensors file (one U8 tensor) that Python's pickle, run from byte 0 as torch.load
     runs it on a file that is no zip or tar, reads as a pickle calling a global: the header
     length's low byte is 'T' (BINSTRING), whose 4-byte length skips to a metadata string where
-    SHORT_BINSTRING opcodes hop to the data section, a protocol-0 pickle calling builtins.len
-    (harmless, but any global would do)."""
-    payload = b"c__builtin__\nlen\n(S'x'\ntR."
+    SHORT_BINSTRING opcodes hop to the data section, a protocol-0 pickle (by default calling
+    builtins.len: harmless, but any global would do)."""
     skip = 1000                         # the BINSTRING's length: bytes 1 and 2 of the u64
     n = ord('T') + 256 * skip           # header length, bytes 0..3 = 'T', skip lo, skip hi, 0
     pre = ('{"x":{"dtype":"U8","shape":[%d],"data_offsets":[0,%d]},"__metadata__":{"k":"'
@@ -158,6 +170,9 @@ def cases():
     yield 'st_tar_polyglot', tar_polyglot(), FMT, 'ambiguous'
     # ---- polyglot with the pickle stream torch.load reads from files that are no zip or tar ----
     yield 'st_pickle_polyglot', pickle_polyglot(), FMT, 'ambiguous'
+    for name, prefix in STRICT_PREFIXES.items():
+        yield ('st_pickle_polyglot_' + name, pickle_polyglot(prefix + b"c__builtin__\nlen\n(S'x'\ntR."),
+               FMT, 'ambiguous')
 
 
 # Cases the safetensors package loads (safe_open + every tensor) while statedict refuses them,
@@ -180,3 +195,6 @@ STRICTER = {
                           '2.14, or a name not ending in .safetensors), reads a pickle calling a '
                           'global from the same bytes: ambiguous',
 }
+STRICTER.update(('st_pickle_polyglot_' + name,
+                 'the pickle polyglot, its global behind opcodes Python reads on and statedict\'s '
+                 'machine stops at (' + name + '): ambiguous') for name in STRICT_PREFIXES)

@@ -196,6 +196,36 @@ if f is not None:
         agree.append(name)
 print('hand-built file: %d tensors by raw bytes; safe_open reads %s the same' % (len(entries), ', '.join(agree) or 'none'))
 
+# ---- 3. no save_file output is taken for a pickle polyglot ---------------------------------
+# statedict runs its pickle machine over every safetensors file from byte 0 (torch.load reads a
+# file that is no zip or tar as a pickle stream) and refuses the file when Python could read on
+# where the machine stops. A header length's low byte is often an opcode (MARK, PUT, BINUNICODE,
+# PROTO, NEWTRUE...), so files of every header length mod 256, with names and values at random,
+# must all still read as safetensors.
+parts = ['model', 'layers', 'self_attn', 'q_proj', 'weight', 'bias', 'norm', 'embed_tokens',
+         'decoder', 'block', 'conv', 'running_mean', 'num_batches_tracked', 'Rx', 'cls', 'dense']
+sweep = os.path.join(WORK, 'sweep')
+os.makedirs(sweep, exist_ok=True)
+low_bytes, refused = set(), []
+for i in range(400):
+    sd = {}
+    for _ in range(rng.randint(1, 40)):
+        name = '.'.join(rng.choice(parts) if rng.random() < .8 else str(rng.randint(0, 99))
+                        for _ in range(rng.randint(1, 6)))
+        dt = rng.choice([torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8,
+                         torch.bool, torch.float64])
+        sd[name] = tensor_of(dt, [rng.randint(0, 6) for _ in range(rng.randint(0, 3))])
+    path = os.path.join(sweep, 's%03d.safetensors' % i)
+    save_file(sd, path, metadata={'format': 'pt'} if rng.random() < .5 else None)
+    low_bytes.add(open(path, 'rb').read(1)[0])
+    p = subprocess.run([BIN, 'ls', path], capture_output=True)
+    if p.returncode != 0:
+        refused.append('%s: %s' % (path, p.stderr.decode()[:300]))
+check(not refused, 'save_file outputs refused: %s' % refused[:3])
+check(len(low_bytes) == 32, 'header lengths cover %d of the 32 low bytes' % len(low_bytes))
+print('polyglot probe: %d save_file outputs, %d header-length low bytes, %d refused'
+      % (400, len(low_bytes), len(refused)))
+
 if failures:
     print('%d failures' % len(failures))
     sys.exit(1)

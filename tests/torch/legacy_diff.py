@@ -16,6 +16,9 @@ statedict refuses the file and torch does not run the payload.
 """
 import os, struct, subprocess, sys, tarfile, tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'safetensors'))
+from hostile_st import STRICT_PREFIXES, pickle_polyglot  # noqa: E402
+
 STATEDICT = sys.argv[1]
 
 try:
@@ -160,6 +163,15 @@ def cases(marker):
     case('stream_builtin_proto3', MAGIC + PROTO + SYSINFO +
          b'\x80\x03' + G('__builtin__', 'set') + b')R' + STOP + KEYS, False, '__builtin__.set',
          "protocol 3 '__builtin__.set': Python has no such module, statedict now refuses it")
+    # A safetensors file whose bytes are also a pickle stream from byte 0 (every torch before
+    # 2.14 reads a file that is no zip or tar so): the global may sit behind opcodes Python
+    # reads on and statedict's machine stops at (its limits, stricter number text).
+    proto0 = b"cposix\nsystem\n(S'touch " + marker.encode() + b"'\ntR."
+    case('safetensors_pickle_polyglot', pickle_polyglot(proto0), True, 'ambiguous',
+         'a safetensors file that is also a pickle calling a global')
+    for pname, prefix in STRICT_PREFIXES.items():
+        case('safetensors_polyglot_' + pname, pickle_polyglot(prefix + proto0), True,
+             'ambiguous', 'the polyglot behind %r, which Python reads on' % prefix[:12])
     return out
 
 def agreements():
