@@ -1161,18 +1161,23 @@ SDICT_API void sdict_free_buffer(void *data);
  - Metadata: opts->metadata, else the root doc's (sdict_doc_metadata), str -> str: in each
    safetensors file's __metadata__ after {"format": "pt"} when there is one file, in the index
    otherwise.
- - Files: each written crash-safely as sdict_save writes one; then files of the same pattern
-   (PREFIX.EXT, PREFIX-NNNNN-of-NNNNN.EXT, PREFIX.EXT.index.json) this save did not write are
-   removed, as huggingface_hub removes them; the index is renamed into place last. dir is
-   created when missing (one level). An empty dict writes one file without tensors.
+ - Files: every target is checked first (a symbolic link among them is refused before
+   anything is written); each file is written crash-safely as sdict_save writes one, under a
+   hidden staging name (.NAME.sdict-new), and renamed into place only once all are written;
+   then files of the same pattern (PREFIX.EXT, PREFIX-NNNNN-of-NNNNN.EXT,
+   PREFIX.EXT.index.json) this save did not write are removed, as huggingface_hub removes
+   them; the index is renamed into place last. dir is created when missing (one level). An
+   empty dict writes one file without tensors.
  Non-tensor leaves are refused (SDICT_E_UNSUPPORTED, naming the key) unless
  SDICT_SAVE_ST_DROP_NON_TENSORS leaves them out; tensors with Python attributes are refused.
  Errors: those of sdict_save (err->file naming the file being written); SDICT_E_INVALID_ARG
  (NULL or empty dir, root not a dict, a key that is not a str, a format other than zip or
  safetensors, metadata that is not str -> str, overlapping tensors without a complete one);
  SDICT_E_UNSUPPORTED; SDICT_E_IO (dir cannot be created, listed, or a stale file removed);
- SDICT_E_NOMEM. On failure, files already written stay (each complete) and the previous
- index, if any, is untouched.
+ SDICT_E_NOMEM. A failure while writing (a full disk, an I/O error) removes the staged files
+ and leaves the folder's earlier files as they were; only a failing rename, after every file is
+ written, can leave some files new and some old (each complete; the previous index, if any, is
+ untouched).
 */
 SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *root,
                                          const sdict_save_opts *opts, sdict_error *err);

@@ -1089,6 +1089,19 @@ static sdict_status refuse_link(const char *path, sdict_error *err) {
                       "the link or write elsewhere");
 }
 
+/* The hidden name dir/.NAME.sdict-new a folder's file is written under until the save's other
+   files are written too (no loader looks at it; sdict_save_folder removes an old one). */
+static char *staging_path(const char *dir, const char *name) {
+    size_t n = strlen(name);
+    char *hidden = sdict__malloc(n + 13);
+    if (!hidden)
+        return NULL;
+    snprintf(hidden, n + 13, ".%s.sdict-new", name);
+    char *p = path_join(dir, hidden);
+    sdict__free(hidden);
+    return p;
+}
+
 static sdict_status write_shard(const char *path, const save_plan *p, const size_t *idx,
                                 size_t len, bool st_format, bool single,
                                 const sdict_save_opts *opts, sdict_error *err) {
@@ -1307,18 +1320,6 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
         }
         n_names++;
     }
-    for (size_t s = 0; s < n_files; s++) {
-        if (!(path = path_join(dir, names[s]))) {
-            st = nomem(err);
-            goto done;
-        }
-        static const size_t none[1] = {0};
-        if ((st = write_shard(path, &p, p.n_shards ? p.shards[s] : none,
-                              p.n_shards ? p.shard_len[s] : 0, st_format, single, opts, err)))
-            goto done_named;
-        sdict__free(path);
-        path = NULL;
-    }
     if (!single) {
         char index_name[64];
         snprintf(index_name, sizeof index_name, "%s%s%s", prefix, ext, INDEX_SUFFIX);
@@ -1327,6 +1328,62 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
             goto done;
         }
         n_names++;
+    }
+    /* every target is checked before anything is written */
+    for (size_t s = 0; s < n_names; s++) {
+        if (!(path = path_join(dir, names[s]))) {
+            st = nomem(err);
+            goto done;
+        }
+        if ((st = refuse_link(path, err)))
+            goto done_named;
+        sdict__free(path);
+        path = NULL;
+    }
+    /* the files are written under staging names and renamed into place only when all are
+       there: a save that fails part-way (a full disk, an I/O error) leaves the folder's old
+       files as they were */
+    size_t staged = 0;
+    for (; staged < n_files; staged++) {
+        char *sp = staging_path(dir, names[staged]);
+        if (!sp || !(path = path_join(dir, names[staged]))) {
+            sdict__free(sp);
+            st = nomem(err);
+            break;
+        }
+        static const size_t none[1] = {0};
+        if (unlink(sp) != 0 && errno != ENOENT)
+            st = sdict__err(err, SDICT_E_IO, NULL, -1, "remove an old staging file: %s",
+                            errtext(errno).s);
+        else
+            st = write_shard(sp, &p, p.n_shards ? p.shards[staged] : none,
+                             p.n_shards ? p.shard_len[staged] : 0, st_format, single, opts, err);
+        sdict__free(sp);
+        if (st) {
+            sdict__err_file(err, path);
+            break;
+        }
+        sdict__free(path);
+        path = NULL;
+    }
+    for (size_t s = 0; s < n_files && (st == SDICT_OK || s < staged); s++) {
+        char *sp = staging_path(dir, names[s]), *fp = sp ? path_join(dir, names[s]) : NULL;
+        if (!fp) {
+            st = st ? st : nomem(err);
+        } else if (st) {
+            unlink(sp); /* a failed save: its staged files go */
+        } else if (rename(sp, fp) != 0) {
+            st = sdict__err(err, SDICT_E_IO, NULL, -1, "rename into place: %s", errtext(errno).s);
+            sdict__err_file(err, fp);
+            staged = n_files; /* the files not yet renamed are removed */
+        }
+        sdict__free(sp);
+        sdict__free(fp);
+    }
+    if (st) {
+        if (!err || !err->file[0])
+            sdict__err_file(err, dir);
+        goto out;
     }
     /* stale files first (an old single file would be read before the new index), the index
        last: until it is renamed into place, the folder's old index (if any) stays whole */

@@ -9,6 +9,8 @@
  - the folder read back: one doc of format "sharded" in index order, tied tensors still one
    storage, storages mapped from the shards after the shard docs are gone, str metadata kept
    and total_size not;
+ - a save failing part-way (a link among the targets, a shard that cannot be written) leaves
+   the folder's earlier files in place;
  - refusals with the entry named: a non-tensor leaf (and dropped on request), a root that is
    not a dict, a format a folder cannot hold, a shard name leaving the folder (record
    weight_map[KEY], offset of the key in the index).
@@ -292,6 +294,71 @@ static void test_index_refusal_names_entry(void **state) {
     assert_string_equal(err.file, dir);
 }
 
+static ino_t inode_of(const char *dir, const char *name) {
+    char p[1024];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return lstat(p, &sb) == 0 ? sb.st_ino : 0;
+}
+
+/* A save that fails part-way leaves the folder's earlier files as they were: every target is
+   checked before anything is written (a shard name that is a symbolic link), and the files are
+   written under staging names, renamed into place only when all are written (here the second
+   shard's staging name is taken by a folder, so its write fails after the first's). */
+static void test_failed_save_keeps_folder(void **state) {
+    (void)state;
+    char dir[512], p[1024];
+    snprintf(dir, sizeof dir, "%s/keep", g_dir);
+    sdict_doc *doc = build();
+    sdict_save_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.max_shard_size = 1250;
+    sdict_error err;
+    assert_int_equal(sdict_save_folder(dir, sdict_doc_root(doc), &opts, &err), SDICT_OK);
+    static const char *const files[] = {"pytorch_model-00001-of-00003.bin",
+                                        "pytorch_model-00002-of-00003.bin",
+                                        "pytorch_model-00003-of-00003.bin",
+                                        "pytorch_model.bin.index.json"};
+    ino_t before[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_not_equal(before[i] = inode_of(dir, files[i]), 0);
+
+    /* the third shard's name becomes a link: refused before the first shard is written */
+    snprintf(p, sizeof p, "%s/%s", dir, files[2]);
+    assert_int_equal(rename(p, "/tmp/sdict_test_hf_moved"), 0);
+    assert_int_equal(symlink("/tmp/sdict_test_hf_moved", p), 0);
+    assert_int_equal(sdict_save_folder(dir, sdict_doc_root(doc), &opts, &err), SDICT_E_IO);
+    assert_string_equal(err.file, p);
+    assert_non_null(strstr(err.message, "symbolic link"));
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(inode_of(dir, files[i]), before[i]);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(rename("/tmp/sdict_test_hf_moved", p), 0);
+
+    /* the second shard cannot be written: the first, written already, is not put in place */
+    snprintf(p, sizeof p, "%s/.%s.sdict-new", dir, files[1]);
+    assert_int_equal(mkdir(p, 0777), 0);
+    assert_int_not_equal(sdict_save_folder(dir, sdict_doc_root(doc), &opts, &err), SDICT_OK);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(inode_of(dir, files[i]), before[i]);
+    char staged[64];
+    snprintf(staged, sizeof staged, ".%s.sdict-new", files[0]);
+    assert_false(exists(dir, staged)); /* the staged first shard is removed */
+    sdict_doc *back = NULL;
+    assert_int_equal(sdict_load(dir, NULL, &back, &err), SDICT_OK);
+    assert_int_equal(sdict_dict_len(sdict_doc_root(back)), 6);
+    sdict_doc_free(back);
+    snprintf(p, sizeof p, "%s/.%s.sdict-new", dir, files[1]);
+    assert_int_equal(rmdir(p), 0);
+
+    /* and with nothing in the way every file is replaced */
+    assert_int_equal(sdict_save_folder(dir, sdict_doc_root(doc), &opts, &err), SDICT_OK);
+    for (int i = 0; i < 4; i++)
+        assert_int_not_equal(inode_of(dir, files[i]), before[i]);
+    assert_false(exists(dir, staged));
+    sdict_doc_free(doc);
+}
+
 
 /* Every allocation of a folder load and a sharded save (safetensors aliases included) fails
    once: each returns SDICT_E_NOMEM, frees what it had, and succeeds when nothing fails (the
@@ -347,6 +414,7 @@ int main(void) {
         cmocka_unit_test(test_write_and_read_back),
         cmocka_unit_test(test_save_refusals),
         cmocka_unit_test(test_index_refusal_names_entry),
+        cmocka_unit_test(test_failed_save_keeps_folder),
         cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
