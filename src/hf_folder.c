@@ -103,7 +103,7 @@ bool sdict__hf_claims(const char *path) {
    *why to the reason when it does not, or when the file is missing or not a regular file. */
 typedef enum { FILE_OK, FILE_MISSING, FILE_OUTSIDE, FILE_NOT_REGULAR } file_check;
 
-static file_check check_file_inside(const char *rdir, const char *path) {
+static file_check check_file_inside(const char *rdir, const char *path, struct stat *out) {
     struct stat sb;
     if (lstat(path, &sb) != 0)
         return FILE_MISSING;
@@ -122,7 +122,25 @@ static file_check check_file_inside(const char *rdir, const char *path) {
     else if (!S_ISREG(sb.st_mode))
         r = FILE_NOT_REGULAR;
     free(real);
+    if (out)
+        *out = sb;
     return r;
+}
+
+/* A shard's file identity, to find two shard names for one file. */
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    size_t shard;
+} file_id;
+
+static int file_id_cmp(const void *a, const void *b) {
+    const file_id *x = a, *y = b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    return x->shard < y->shard ? -1 : x->shard > y->shard;
 }
 
 /* A shard name must be a plain file name: not empty, no '/', not "." or "..", and not an
@@ -353,22 +371,48 @@ static sdict_status index_open(const char *path, hf_index *ix, sdict_error *err)
         ix->keys[ix->n_keys] = key;
         ix->key_shard[ix->n_keys++] = s;
     }
+    file_id *ids = sdict__calloc(ix->n_shards ? ix->n_shards : 1, sizeof *ids);
+    if (!ids) {
+        st = nomem(err);
+        goto fail;
+    }
     for (size_t s = 0; s < ix->n_shards; s++) {
         char *p = path_join(ix->dir, ix->shards[s]);
         if (!p) {
+            sdict__free(ids);
             st = nomem(err);
             goto fail;
         }
-        file_check fc = check_file_inside(ix->rdir, p);
+        struct stat sb;
+        file_check fc = check_file_inside(ix->rdir, p, &sb);
         sdict__free(p);
         static const char *const why[] = {
             NULL, "shard '%s' is missing%s",
             "shard '%s' leaves the index's folder%s (a symbolic link pointing outside it)",
             "shard '%s' is not a regular file%s"};
-        if (fc != FILE_OK)
+        if (fc != FILE_OK) {
+            sdict__free(ids);
             return entry_err(err, ix, fc == FILE_MISSING ? SDICT_E_NOT_FOUND : SDICT_E_FORMAT,
                              ix->keys[ix->shard_key[s]], why[fc], ix->shards[s], "");
+        }
+        ids[s] = (file_id){sb.st_dev, sb.st_ino, s};
     }
+    /* Two shard names for one file (links) can never pass the shard rules (its tensors would
+       be listed under one name only), and reading it once per name costs as much as the
+       names: refused before any shard is read. */
+    qsort(ids, ix->n_shards, sizeof *ids, file_id_cmp);
+    for (size_t i = 1; i < ix->n_shards; i++) {
+        if (ids[i].dev != ids[i - 1].dev || ids[i].ino != ids[i - 1].ino)
+            continue;
+        size_t a = ids[i - 1].shard < ids[i].shard ? ids[i - 1].shard : ids[i].shard;
+        size_t b = ids[i - 1].shard ^ ids[i].shard ^ a;
+        sdict__free(ids);
+        return entry_err(err, ix, SDICT_E_FORMAT, ix->keys[ix->shard_key[b]],
+                         "shard '%s' is the same file as shard '%s' (a symbolic or hard "
+                         "link): an index names each file once",
+                         ix->shards[b], ix->shards[a]);
+    }
+    sdict__free(ids);
     return SDICT_OK;
 fail:
     sdict__err_file(err, path);
@@ -429,68 +473,57 @@ static sdict_status check_shard_root(const sdict_value *root, const char *shard_
     return st;
 }
 
-/* Loads every shard of ix (docs[s], which the caller frees) and checks each is a dict of
-   tensors. */
-static sdict_status load_shards(const hf_index *ix, const sdict_load_opts *opts,
-                                sdict_doc **docs, sdict_error *err) {
-    for (size_t s = 0; s < ix->n_shards; s++) {
-        char *p = path_join(ix->dir, ix->shards[s]);
-        if (!p) {
-            sdict__err_file(err, ix->path);
-            return nomem(err);
-        }
-        /* in a folder of many shards, those under 1 MiB are copied: one mapping per shard
-           would let many tiny shards run into the process's limit on mappings (and cost a
-           page each) */
-        sdict_load_opts so;
-        memset(&so, 0, sizeof so);
-        if (opts)
-            so = *opts;
-        struct stat sb;
-        if (ix->n_shards > 256 && stat(p, &sb) == 0 && sb.st_size < ((off_t)1 << 20))
-            so.flags |= SDICT_LOAD_COPY;
-        sdict_status st = sdict_load(p, &so, &docs[s], err);
-        if (st == SDICT_OK)
-            st = check_shard_root(sdict_doc_root(docs[s]), p, err);
-        sdict__free(p);
-        if (st)
-            return st;
+/* Loads shard s of ix into *out and checks it is a dict of tensors. */
+static sdict_status load_shard(const hf_index *ix, size_t s, const sdict_load_opts *opts,
+                               sdict_doc **out, sdict_error *err) {
+    char *p = path_join(ix->dir, ix->shards[s]);
+    if (!p) {
+        sdict__err_file(err, ix->path);
+        return nomem(err);
     }
-    return SDICT_OK;
+    /* in a folder of many shards, those under 1 MiB are copied: one mapping per shard would
+       let many tiny shards run into the process's limit on mappings (and cost a page each) */
+    sdict_load_opts so;
+    memset(&so, 0, sizeof so);
+    if (opts)
+        so = *opts;
+    struct stat sb;
+    if (ix->n_shards > 256 && stat(p, &sb) == 0 && sb.st_size < ((off_t)1 << 20))
+        so.flags |= SDICT_LOAD_COPY;
+    sdict_status st = sdict_load(p, &so, out, err);
+    if (st == SDICT_OK)
+        st = check_shard_root(sdict_doc_root(*out), p, err);
+    sdict__free(p);
+    return st;
 }
 
-/* The index rules between shards and weight_map: every tensor of a shard is listed, and
-   listed for that shard (otherwise it is absent from the index, or in two shards). */
-static sdict_status check_shard_keys(const hf_index *ix, sdict_doc *const *docs,
-                                     sdict_error *err) {
-    for (size_t s = 0; s < ix->n_shards; s++) {
-        const sdict_value *root = sdict_doc_root(docs[s]);
-        for (size_t i = 0, n = sdict_dict_len(root); i < n; i++) {
-            const char *k = sdict_str_get(sdict_dict_key(root, i), NULL);
-            json_t *id = json_object_get(ix->weight_map, k);
-            if (!id) {
-                char rec[160];
-                snprintf(rec, sizeof rec, "%s", ix->shards[s]);
-                sdict__err(err, SDICT_E_FORMAT, rec, -1,
-                           "tensor '%s' of shard '%s' is absent from the index's weight_map", k,
-                           ix->shards[s]);
-                sdict__err_file(err, ix->path);
-                return SDICT_E_FORMAT;
-            }
-            size_t t = (size_t)json_integer_value(
-                json_object_get(ix->shard_ids, json_string_value(id)));
-            if (t == s)
-                continue;
-            if (sdict_dict_get(sdict_doc_root(docs[t]), k))
-                return entry_err(err, ix, SDICT_E_FORMAT, k,
-                                 "tensor is in two shards: '%s' (as the index says) and '%s'",
-                                 ix->shards[t], ix->shards[s]);
-            return entry_err(err, ix, SDICT_E_FORMAT, k,
-                             "the index maps the tensor to shard '%s' but it is in shard '%s'",
-                             ix->shards[t], ix->shards[s]);
-        }
+/* The index rule for a tensor k found in shard s that the index maps elsewhere (or not at all):
+   the error, told apart by whether the shard the index names holds k too (loaded, as
+   shard t, into td, or NULL when not loaded yet). */
+static sdict_status misplaced(const hf_index *ix, const char *k, size_t s, size_t t,
+                              const sdict_doc *td, sdict_error *err) {
+    if (t == SIZE_MAX) {
+        sdict__err(err, SDICT_E_FORMAT, ix->shards[s], -1,
+                   "tensor '%s' of shard '%s' is absent from the index's weight_map", k,
+                   ix->shards[s]);
+        sdict__err_file(err, ix->path);
+        return SDICT_E_FORMAT;
     }
-    return SDICT_OK;
+    if (td && sdict_dict_get(sdict_doc_root(td), k))
+        return entry_err(err, ix, SDICT_E_FORMAT, k,
+                         "tensor is in two shards: '%s' (as the index says) and '%s'",
+                         ix->shards[t], ix->shards[s]);
+    return entry_err(err, ix, SDICT_E_FORMAT, k,
+                     "the index maps the tensor to shard '%s' but it is in shard '%s'",
+                     ix->shards[t], ix->shards[s]);
+}
+
+/* The shard the index maps key k to, SIZE_MAX when k is not in the weight_map. */
+static size_t shard_of(const hf_index *ix, const char *k) {
+    json_t *id = json_object_get(ix->weight_map, k);
+    if (!id)
+        return SIZE_MAX;
+    return (size_t)json_integer_value(json_object_get(ix->shard_ids, json_string_value(id)));
 }
 
 /* The index's metadata entries whose values are str, as a dict of doc (NULL when none). */
@@ -515,46 +548,79 @@ static sdict_status index_metadata(const hf_index *ix, sdict_doc *doc, sdict_val
     return SDICT_OK;
 }
 
+/* Loads the shards one at a time, each checked against the index (every tensor of a shard is
+   listed, for that shard; every key the index maps to it is there) and freed once its tensors
+   are copied into the result (they keep its storages), so memory holds one shard's document at
+   a time, not one per shard. The result is in the index's key order. */
 static sdict_status load_index(const char *path, const sdict_load_opts *opts, sdict_doc **out,
                                sdict_error *err) {
     hf_index ix;
-    sdict_doc **docs = NULL, *doc = NULL;
+    sdict_doc *doc = NULL, *sd = NULL;
+    sdict_value **slot = NULL;
+    size_t *order = NULL, *first = NULL;
     sdict_status st = index_open(path, &ix, err);
     if (st)
         goto done;
-    docs = sdict__calloc(ix.n_shards ? ix.n_shards : 1, sizeof *docs);
-    if (!docs) {
-        st = nomem(err);
-        sdict__err_file(err, path);
-        goto done;
-    }
-    if ((st = load_shards(&ix, opts, docs, err)) || (st = check_shard_keys(&ix, docs, err)))
-        goto done;
-    if ((st = sdict_doc_new(&doc, err)))
+    slot = sdict__calloc(ix.n_keys ? ix.n_keys : 1, sizeof *slot);
+    order = sdict__calloc(ix.n_keys ? ix.n_keys : 1, sizeof *order);
+    first = sdict__calloc(ix.n_shards + 1, sizeof *first);
+    if (!slot || !order || !first || (st = sdict_doc_new(&doc, err)))
         goto oom;
+    /* the keys of each shard, in index order: order[first[s] .. first[s + 1]) */
+    for (size_t i = 0; i < ix.n_keys; i++)
+        first[ix.key_shard[i] + 1]++;
+    for (size_t s = 0; s < ix.n_shards; s++)
+        first[s + 1] += first[s];
+    for (size_t i = 0, *fill = first; i < ix.n_keys; i++)
+        order[fill[ix.key_shard[i]]++] = i;
+    for (size_t s = ix.n_shards; s > 0; s--) /* fill moved each first[s] to first[s + 1] */
+        first[s] = first[s - 1];
+    first[0] = 0;
+    bool big = false;
+    for (size_t s = 0; s < ix.n_shards; s++) {
+        if ((st = load_shard(&ix, s, opts, &sd, err)))
+            goto done;
+        big = big || sdict_doc_big_endian(sd);
+        const sdict_value *sroot = sdict_doc_root(sd);
+        size_t want = first[s + 1] - first[s];
+        if (sdict_dict_len(sroot) != want || want == 0) {
+            /* a tensor of the shard the index does not map to it: name the first */
+            for (size_t i = 0, n = sdict_dict_len(sroot); i < n; i++) {
+                const char *k = sdict_str_get(sdict_dict_key(sroot, i), NULL);
+                size_t t = shard_of(&ix, k);
+                if (t == s)
+                    continue;
+                sdict_doc *td = NULL; /* the shard named: loaded again to tell the cases apart */
+                if (t != SIZE_MAX && load_shard(&ix, t, opts, &td, err) != SDICT_OK)
+                    td = NULL;
+                st = misplaced(&ix, k, s, t, td, err);
+                sdict_doc_free(td);
+                goto done;
+            }
+        }
+        for (size_t j = first[s]; j < first[s + 1]; j++) {
+            size_t i = order[j];
+            const sdict_value *v = sdict_dict_get(sroot, ix.keys[i]);
+            if (!v) {
+                st = entry_err(err, &ix, SDICT_E_NOT_FOUND, ix.keys[i],
+                               "tensor is missing from its shard '%s'%s", ix.shards[s], "");
+                goto done;
+            }
+            if ((st = copy_tensor(doc, v, &slot[i], err))) {
+                sdict__err_file(err, path);
+                goto done;
+            }
+        }
+        sdict_doc_free(sd);
+        sd = NULL;
+    }
     sdict_value *root = sdict_dict_new(doc, false), *md = NULL;
     if (!root || sdict_doc_set_root(doc, root) || index_metadata(&ix, doc, &md) ||
         (md && sdict_doc_set_metadata(doc, md)))
         goto oom;
-    bool big = false;
-    for (size_t s = 0; s < ix.n_shards; s++)
-        big = big || sdict_doc_big_endian(docs[s]);
     for (size_t i = 0; i < ix.n_keys; i++) {
-        const char *k = ix.keys[i];
-        const sdict_value *v = sdict_dict_get(sdict_doc_root(docs[ix.key_shard[i]]), k);
-        if (!v) {
-            st = entry_err(err, &ix, SDICT_E_NOT_FOUND, k, "tensor is missing from its shard '%s'%s",
-                           ix.shards[ix.key_shard[i]], "");
-            goto done;
-        }
-        sdict_value *c, *kv = sdict_str_new(doc, k, strlen(k));
-        if (!kv)
-            goto oom;
-        if ((st = copy_tensor(doc, v, &c, err))) {
-            sdict__err_file(err, path);
-            goto done;
-        }
-        if (sdict_dict_set(root, kv, c))
+        sdict_value *kv = sdict_str_new(doc, ix.keys[i], strlen(ix.keys[i]));
+        if (!kv || sdict_dict_set(root, kv, slot[i]))
             goto oom;
     }
     sdict__doc_set_format(doc, SDICT_FORMAT_SHARDED, big);
@@ -565,9 +631,10 @@ oom:
     st = nomem(err);
     sdict__err_file(err, path);
 done:
-    for (size_t s = 0; docs && s < ix.n_shards; s++)
-        sdict_doc_free(docs[s]);
-    sdict__free(docs);
+    sdict_doc_free(sd);
+    sdict__free(slot);
+    sdict__free(order);
+    sdict__free(first);
     sdict_doc_free(doc);
     index_free(&ix);
     return st;
@@ -588,7 +655,7 @@ static sdict_status folder_pick(const char *dir, char **out, sdict_error *err) {
             st = nomem(err);
             break;
         }
-        file_check fc = check_file_inside(rdir, p);
+        file_check fc = check_file_inside(rdir, p, NULL);
         if (fc == FILE_OK) {
             *out = p;
         } else {

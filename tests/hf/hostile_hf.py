@@ -8,12 +8,18 @@ each case breaks one rule of src/hf_folder.c in a copy of it. Every case must ma
 entry (the weight_map key or the shard) in its message; no case may crash or hang. The valid
 folder, its index, a link to a shard inside the folder and a single-file folder are read in
 the index's order, and convert of the folder gives back lenet.pt's tensors (statedict diff).
+Cost: one file named by many shard names (links) is refused before any shard is read, and an
+index of 40,000 tiny shards is listed within 16 x its bytes + 64 MB of memory (each shard's
+document is freed once its tensors are copied) and 1 s per MB + 2 s (x5 under sanitizers).
 """
 import json
 import os
+import resource
 import shutil
+import struct
 import subprocess
 import sys
+import time
 
 STATEDICT, HF_SAVE, DATA, WORK = sys.argv[1:5]
 LENET = os.path.join(DATA, "lenet.pt")
@@ -147,6 +153,18 @@ def absent(index):
     del index["weight_map"][key_a]
 
 
+def second_name(index):
+    for k in [k for k, v in index["weight_map"].items() if v == multi][1:]:
+        index["weight_map"][k] = "alias.bin"
+
+
+d = case("two_names_symlink", second_name,
+         files=lambda d: os.symlink(multi, os.path.join(d, "alias.bin")))
+refused(d, "is the same file as shard", "alias.bin", multi)
+d = case("two_names_hardlink", second_name,
+         files=lambda d: os.link(os.path.join(d, multi), os.path.join(d, "alias.bin")))
+refused(d, "is the same file as shard", "alias.bin", multi)
+
 d = case("absent", absent)
 refused(d, key_a, "absent from the index", multi)
 d = case("not_tensors", setk("epoch", "ckpt.bin"),
@@ -226,6 +244,41 @@ check(p.returncode == 3 and "is a symbolic link" in p.stderr and "pytorch_model.
 with open(blob, "rb") as f:
     check(f.read() == b"shared blob", "the linked blob is unchanged")
 check(os.path.islink(os.path.join(snap, "pytorch_model.bin")), "the link stays a link")
+
+# ---- cost: 40,000 shards of one tiny safetensors tensor each ----
+many = os.path.join(WORK, "many_shards")
+os.makedirs(many)
+weight_map, total = {}, 0
+for i in range(40000):
+    name = f"s{i}.safetensors"
+    hdr = json.dumps({f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+                     separators=(",", ":")).encode()
+    hdr += b" " * (-(8 + len(hdr)) % 8)
+    blob = struct.pack("<Q", len(hdr)) + hdr + b"\0\0\x80?"
+    with open(os.path.join(many, name), "wb") as f:
+        f.write(blob)
+    weight_map[f"t{i}"] = name
+    total += len(blob)
+text = json.dumps({"metadata": {}, "weight_map": weight_map}).encode()
+with open(os.path.join(many, "model.safetensors.index.json"), "wb") as f:
+    f.write(text)
+total += len(text)
+sanitized = bool(os.environ.get("SDICT_SANITIZED"))
+t0 = time.monotonic()
+p = subprocess.run([sys.executable, "-c",
+                    "import resource, subprocess, sys\n"
+                    "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+                    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+                    STATEDICT, "ls", many], capture_output=True, text=True, timeout=600)
+wall = time.monotonic() - t0
+rc, rss_kb = (int(x) for x in p.stdout.split())
+mb = total / 2**20
+check(rc == 0, f"ls of 40,000 tiny shards: exit {rc}")
+check(wall <= (mb + 2) * (5 if sanitized else 1), f"ls of 40,000 tiny shards took {wall:.1f} s")
+if not sanitized:
+    check(rss_kb * 1024 <= 16 * total + 64 * 2**20,
+          f"ls of 40,000 tiny shards ({total} bytes) peaked at {rss_kb} KB")
+print(f"40,000 tiny shards ({mb:.1f} MB): ls {wall:.1f} s, peak RSS {rss_kb // 1024} MB")
 
 print(f"{len(failures)} failures")
 sys.exit(1 if failures else 0)
