@@ -124,9 +124,13 @@ enum {
  Python's repr writes them (newline and tab are kept as they are with SDICT_ESCAPE_KEEP_LAYOUT);
  C1 control characters (U+0080..U+009F, the UTF-8 bytes C2 80..C2 9F) written "\xNN" with the
  code point; lone surrogates in the three-byte form Python's 'surrogatepass' writes (ED A0 80
- .. ED BF BF) written "\udNNN" as repr writes them; every byte that does not start a valid
- sequence (stray continuation bytes, overlong forms, code points past U+10FFFF, a truncated
- sequence) written "\xNN". Backslashes are not doubled.
+ .. ED BF BF) written "\udNNN" as repr writes them; the other code points Python 3.11's repr
+ escapes as unprintable, apart from unassigned ones (Unicode 14's format characters such as
+ zero-width and bidirectional controls, separators other than the space such as U+00A0 and
+ U+2028, private-use characters), written "\xNN", "\uNNNN" or "\UNNNNNNNN" as repr writes
+ them; every byte that does not start a valid sequence (stray continuation bytes, overlong
+ forms, code points past U+10FFFF, a truncated sequence) written "\xNN". Backslashes are not
+ doubled.
  s need not be NUL-terminated (n bytes; embedded NULs become "\x00"). out receives at most cap
  bytes including the NUL, cut only between escapes; out may be NULL when cap is 0. Returns the
  length the whole escaped text needs (without the NUL), at most 4 * n: compare with cap to

@@ -118,13 +118,32 @@ size_t sdict__utf8_invalid_at(const uint8_t *s, size_t len) {
     return len;
 }
 
+/* Code points past U+009F that Python 3.11's str.isprintable() calls unprintable and repr()
+   escapes, apart from unassigned ones: Unicode 14's format characters (Cf: soft hyphen,
+   zero-width and bidirectional controls, the BOM...), separators other than the space (Zs, Zl,
+   Zp: no-break and other spaces, U+2028, U+2029) and private-use characters (Co). */
+static bool python_unprintable(uint32_t cp) {
+    static const uint32_t ranges[][2] = {
+        {0xA0, 0xA0},       {0xAD, 0xAD},       {0x600, 0x605},     {0x61C, 0x61C},
+        {0x6DD, 0x6DD},     {0x70F, 0x70F},     {0x890, 0x891},     {0x8E2, 0x8E2},
+        {0x1680, 0x1680},   {0x180E, 0x180E},   {0x2000, 0x200F},   {0x2028, 0x202F},
+        {0x205F, 0x2064},   {0x2066, 0x206F},   {0x3000, 0x3000},   {0xE000, 0xF8FF},
+        {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+        {0x13430, 0x13438}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+        {0xE0020, 0xE007F}, {0xF0000, 0xFFFFD}, {0x100000, 0x10FFFD}};
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0] && cp >= ranges[i][0]; i++)
+        if (cp <= ranges[i][1])
+            return true;
+    return false;
+}
+
 size_t sdict_escape_text(const char *s, size_t n, uint32_t flags, char *out, size_t cap) {
     const uint8_t *p = (const uint8_t *)s;
     size_t need = 0; /* length of the whole escaped text */
     size_t used = 0; /* bytes stored in out; stops growing at the first piece that misses */
     bool full = cap == 0;
     for (size_t i = 0; i < n;) {
-        char esc[8];
+        char esc[12];
         const char *piece = esc;
         size_t plen;
         uint32_t cp = 0;
@@ -140,8 +159,10 @@ size_t sdict_escape_text(const char *s, size_t n, uint32_t flags, char *out, siz
             piece = "\\r", plen = 2;
         } else if ((cp < 0x20 && cp != '\n' && cp != '\t') || (cp >= 0x7F && cp <= 0x9F)) {
             plen = (size_t)snprintf(esc, sizeof esc, "\\x%02x", (unsigned)cp);
-        } else if (cp >= 0xD800 && cp <= 0xDFFF) {
-            plen = (size_t)snprintf(esc, sizeof esc, "\\u%04x", (unsigned)cp);
+        } else if ((cp >= 0xD800 && cp <= 0xDFFF) || (cp >= 0xA0 && python_unprintable(cp))) {
+            plen = (size_t)snprintf(esc, sizeof esc,
+                                    cp <= 0xFF ? "\\x%02x" : cp <= 0xFFFF ? "\\u%04x" : "\\U%08x",
+                                    (unsigned)cp);
         } else {
             piece = s + i, plen = k;
         }

@@ -527,8 +527,9 @@ static void test_source_and_mapping(void **state) {
     sdict__source_close(&src);
 }
 
-/* Text from a file is escaped for terminals: C0, DEL and C1 controls, lone surrogates and
-   bytes that are not UTF-8, while other UTF-8 is kept; every error part goes through it. */
+/* Text from a file is escaped for terminals: C0, DEL and C1 controls, lone surrogates, the
+   format, separator and private-use characters Python's repr escapes, and bytes that are not
+   UTF-8, while other UTF-8 is kept; every error part goes through it. */
 static void test_escape_text(void **state) {
     (void)state;
     char out[256];
@@ -541,7 +542,14 @@ static void test_escape_text(void **state) {
         {"csi\xc2\x9b" "2J", 7, 0, "csi\\x9b2J"},       /* C1 as UTF-8 */
         {"nel\xc2\x85", 5, 0, "nel\\x85"},
         {"r\xc3\xa9s \xe2\x82\xac \xf0\x9f\x98\x80", 13, 0, "r\xc3\xa9s \xe2\x82\xac \xf0\x9f\x98\x80"},
-        {"\xc2\xa0nbsp", 6, 0, "\xc2\xa0nbsp"},            /* U+00A0 is not C1 */
+        {"\xc2\xa0nbsp", 6, 0, "\\xa0nbsp"},               /* U+00A0: repr escapes it */
+        {"w\xe2\x80\x8b", 4, 0, "w\\u200b"},                /* zero-width space */
+        {"\xe2\x80\xae" "evil", 7, 0, "\\u202eevil"},          /* right-to-left override */
+        {"a\xe2\x80\xa8" "b\xe2\x81\xa6", 8, 0, "a\\u2028b\\u2066"}, /* line sep., isolate */
+        {"\xef\xbb\xbf\xee\x80\x80", 6, 0, "\\ufeff\\ue000"},  /* BOM, private use */
+        {"soft\xc2\xad", 6, 0, "soft\\xad"},
+        {"tag\xf3\xa0\x81\x81", 7, 0, "tag\\U000e0041"},
+        {"\xe2\x80\x90\xe3\x80\x81", 6, 0, "\xe2\x80\x90\xe3\x80\x81"}, /* printable */
         {"s\xed\xa0\x80\xed\xbf\xbf", 7, 0, "s\\ud800\\udfff"},
         {"bad\xff\xfe", 5, 0, "bad\\xff\\xfe"},
         {"\xc0\x80", 2, 0, "\\xc0\\x80"},                  /* overlong */
