@@ -121,6 +121,11 @@ def main(argv):
         check(rc == 1 and "no metadata key 'nope'" in err, "show --metadata missing key: %d %r" % (rc, err))
         rc, out, err = run(bin_, "show", "--metadata", pt)
         check(rc == 0 and out == "", "show --metadata of a .pt prints nothing: %d %r" % (rc, out))
+        # convert to .pt says the metadata is not kept (a torch file has no place for it)
+        back = os.path.join(d, "back.pt")
+        rc, out, err = run(bin_, "convert", st, back)
+        check(rc == 0 and "metadata (3 entries) is not kept" in err,
+              "convert safetensors -> .pt warns of the metadata: %d %r" % (rc, err))
         # diff across formats: the format and the metadata a .pt lacks are no difference
         rc, out, err = run(bin_, "diff", pt, st)
         check(rc == 0 and out == "no differences\n", "diff .pt safetensors: %d %r %r" % (rc, out, err))

@@ -511,6 +511,11 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
     }
     if (fmt == SDICT_FORMAT_SAFETENSORS)
         opts.metadata = sdict_doc_metadata(doc);
+    else if (sdict_dict_len(sdict_doc_metadata(doc)) > 0)
+        fprintf(stderr, "statedict: warning: %s's metadata (%zu entr%s) is not kept: a torch file "
+                        "has no place for it (ls or show --metadata prints it)\n",
+                in, sdict_dict_len(sdict_doc_metadata(doc)),
+                sdict_dict_len(sdict_doc_metadata(doc)) == 1 ? "y" : "ies");
 
     uint64_t total = tensor_bytes(root, 0);
     bool show = total > 1000000000ull && isatty(STDERR_FILENO);
