@@ -458,11 +458,14 @@ typedef enum sdict_kind {
     SDICT_KIND_STORAGE,  /**< a bare storage saved as a value (torch.FloatStorage, TypedStorage,
                               UntypedStorage: torch.save({'s': t.storage()})):
                               sdict_value_storage */
+    SDICT_KIND_OBJECT,   /**< an inert object or class reference from a pickle read with
+                              SDICT_LOAD_INERT (a pickled nn.Module): sdict_object_module */
     SDICT_KIND_COUNT
 } sdict_kind;
 
 /** "none", "bool", "int", "float", "str", "bytes", "list", "tuple", "set", "dict",
-    "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested", "storage";
+    "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested", "storage",
+    "object";
     "?" when invalid. */
 SDICT_API const char *sdict_kind_name(sdict_kind kind);
 
@@ -601,7 +604,8 @@ SDICT_API sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered);
 SDICT_API bool sdict_dict_is_ordered(const sdict_value *d);
 /**
  Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, complex, None, bytes,
- dtype, device, qscheme, layout, or tuples and frozensets (sets marked SDICT_PYTYPE_FROZENSET,
+ dtype, device, qscheme, layout, inert objects (by identity, as Python's object.__hash__), or
+ tuples and frozensets (sets marked SDICT_PYTYPE_FROZENSET,
  equal whatever their order; do not change one while it is a key) of those; an existing equal
  key keeps its position and gets the new value (Python semantics, except that 1 and True are
  different keys).
@@ -806,6 +810,49 @@ SDICT_API sdict_status sdict_nested_new(sdict_doc *doc, const sdict_nested *n, s
 /** The description of a nested value (borrowed), NULL for other kinds. */
 SDICT_API const sdict_nested *sdict_value_nested(const sdict_value *v);
 
+/* ---- inert objects (SDICT_LOAD_INERT) ---- */
+
+/**
+ How an inert object was made. A class reference is a global that was never called (an
+ attribute holding a class, `self.norm_layer = nn.BatchNorm2d`, or the class itself).
+*/
+typedef enum sdict_object_call {
+    SDICT_OBJECT_CLASS = 0,  /**< a class (or function) reference: GLOBAL/STACK_GLOBAL only */
+    SDICT_OBJECT_REDUCE,     /**< REDUCE, INST or OBJ: what Python runs as callable(*args) */
+    SDICT_OBJECT_NEWOBJ,     /**< NEWOBJ or NEWOBJ_EX: cls.__new__(cls, *args, **kwargs), as
+                                  protocol 2+ pickles every plain object (nn.Module included) */
+} sdict_object_call;
+
+/**
+ The class of a SDICT_KIND_OBJECT value: module ("torch.nn.modules.conv", "__main__") and name
+ ("Conv2d"), as the pickle's GLOBAL named them after protocol 0-2's fix_imports renaming
+ (Python 2 names mapped as CPython's find_class maps them). For an object made by calling
+ another inert object (REDUCE of a REDUCE: `getattr(obj, 'f')(x)`), the class of the innermost
+ reference, and sdict_object_callee gives the object called. NUL-terminated, borrowed: valid
+ until sdict_doc_free. NULL for other kinds.
+*/
+SDICT_API const char *sdict_object_module(const sdict_value *v);
+SDICT_API const char *sdict_object_name(const sdict_value *v);
+/** How v was made (SDICT_OBJECT_CLASS for a class reference and for values of other kinds). */
+SDICT_API sdict_object_call sdict_object_how(const sdict_value *v);
+/** The positional arguments of the call: a tuple (empty for NEWOBJ of a plain object, as
+    torch.save(model) writes every module); NULL for a class reference or another kind. */
+SDICT_API sdict_value *sdict_object_args(const sdict_value *v);
+/** NEWOBJ_EX's keyword arguments (a dict), or NULL. */
+SDICT_API sdict_value *sdict_object_kwargs(const sdict_value *v);
+/**
+ The state BUILD gave the object, as the pickle holds it: for an nn.Module its __dict__ (a
+ str-keyed dict with `_parameters`, `_buffers`, `_modules`, `training`, ...), for a class with
+ __slots__ a (dict-or-None, slots dict) tuple, for anything else whatever its __reduce__
+ returned (what Python would pass to __setstate__). NULL when no BUILD came. Values inside
+ are shared as the pickle shares them (the memo): a Parameter tied between two modules is one
+ value in both states.
+*/
+SDICT_API sdict_value *sdict_object_state(const sdict_value *v);
+/** The inert object that was called to make v (REDUCE on an object, not on a class), NULL
+    otherwise. Its own args, state and callee describe it in turn. */
+SDICT_API sdict_value *sdict_object_callee(const sdict_value *v);
+
 /* ---- paths ---- */
 
 /**
@@ -838,6 +885,25 @@ enum {
     SDICT_LOAD_VERIFY_CRC = 1u << 1,
     /** Treat payloads of files without a byteorder record as big-endian (old s390x files). */
     SDICT_LOAD_ASSUME_BIG_ENDIAN = 1u << 2,
+    /**
+     Read pickled objects as inert data (whole-model pickles: torch.save(model), YOLO-style
+     {'model': model, ...} checkpoints). A global that is not on the allow-list becomes a class
+     reference (a SDICT_KIND_OBJECT value) instead of an error, and REDUCE, NEWOBJ, NEWOBJ_EX,
+     INST and OBJ on it make an inert object holding the class, the arguments and (after
+     BUILD) the state; see sdict_object_module. Nothing is ever imported, resolved or called:
+     the class is a pair of names. The allow-listed functions still run as in a normal load
+     (the torch._utils rebuild functions build real tensors and Parameters, OrderedDict, set,
+     ...), so the tree holds the model's real tensors. Every limit of sdict_limits applies.
+     A BUILD on a class reference, a second BUILD on one object, extension codes (EXT1/2/4)
+     and allow-listed callables used as data are refused (SDICT_E_PICKLE_TYPE,
+     _PICKLE_UNSAFE_GLOBAL). Legacy files (torch < 1.6 layout) that carry a class's source as
+     a persistent id ('module', cls, file, source) give the class; the source is ignored.
+     sdict_module_state_dict() computes Module.state_dict() from such a tree. Off by default:
+     a normal load refuses the first global off the allow-list (naming it, and pointing at
+     `statedict extract` when it names a class). sdict_scan always reads this way, so a scan
+     goes on past objects and reports every global.
+    */
+    SDICT_LOAD_INERT = 1u << 3,
 };
 
 /**

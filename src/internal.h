@@ -322,6 +322,17 @@ sdict_status sdict__zip_writer_serialization_id(const sdict__zip_writer *w, char
 sdict_status sdict__zip_writer_finish(sdict__zip_writer *w, sdict_error *err);
 void sdict__zip_writer_free(sdict__zip_writer *w);
 
+/** Inert objects (value.c). A class reference module.name (copied into the doc), how
+    SDICT_OBJECT_CLASS; NULL on out of memory. */
+sdict_value *sdict__object_new(sdict_doc *doc, const char *module, size_t ml, const char *name,
+                               size_t nl, sdict_object_call how);
+/** An object made by calling callee (a class reference or an object of doc) with args (a
+    tuple) and kwargs (dict or NULL); NULL on out of memory or a callee of another kind. */
+sdict_value *sdict__object_call(sdict_doc *doc, sdict_value *callee, sdict_object_call how,
+                                sdict_value *args, sdict_value *kwargs);
+/** Sets the BUILD state of an object; false when v is a class reference or has one already. */
+bool sdict__object_set_state(sdict_value *v, sdict_value *state);
+
 /*==================================================================================================
  pickle_read.c
 ==================================================================================================*/
@@ -360,6 +371,9 @@ typedef struct sdict__unpickler {
        protocol, sys_info and key list; a tar's item counts): every global is refused, even
        allow-listed ones and in scan mode. */
     bool literals_only;
+    /* SDICT_LOAD_INERT: refused globals are class references (objects), calls and BUILDs on
+       them make inert objects. */
+    bool inert;
 } sdict__unpickler;
 
 /**

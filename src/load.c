@@ -218,6 +218,7 @@ static sdict_status run_pickle(loader *L, const uint8_t *data, size_t size, cons
     }
     u.defer_checks = L->defer;
     u.literals_only = L->literals;
+    u.inert = (L->flags & SDICT_LOAD_INERT) || L->scan; /* scans go on past objects */
     sdict_status st = sdict__unpickle(&u, out, err);
     if (consumed)
         *consumed = u.consumed;
@@ -859,8 +860,16 @@ static sdict_status legacy_persistent_load(void *ctx, sdict_value *pid, int64_t 
     const char *rec = L->rec;
     const char *tn = sdict_str_get(sdict_seq_item(pid, 0), NULL);
     if (tn && strcmp(tn, "module") == 0) {
-        /* Class-source ids of whole-module pickles; the class itself is refused by the
-           allow-list, so this is only reached while scanning. */
+        /* Class-source ids of whole-module pickles ('module', cls, source_file, source):
+           torch's persistent_load gives the class. Under SDICT_LOAD_INERT it is the class
+           reference the machine made of cls (its source text is ignored); otherwise the
+           class is refused by the allow-list, so this is only reached while scanning. */
+        sdict_value *cls = sdict_seq_item(pid, 1);
+        if ((L->flags & SDICT_LOAD_INERT) && sdict_value_kind(cls) == SDICT_KIND_OBJECT &&
+            sdict_object_how(cls) == SDICT_OBJECT_CLASS) {
+            *out = cls;
+            return SDICT_OK;
+        }
         if (!L->scan)
             return sdict__err(err, SDICT_E_UNSUPPORTED, rec, off,
                               "whole-module pickle (persistent id 'module')");

@@ -59,12 +59,14 @@ static sdict_limits default_limits(void) {
     return l;
 }
 
+static bool g_inert; /* runs read with SDICT_LOAD_INERT's machine (test_inert_objects) */
+
 static void unpickle_lim(run *r, const void *data, size_t n, bool scan, const sdict_limits *lim) {
     memset(r, 0, sizeof *r);
     assert_int_equal(sdict_doc_new(&r->doc, NULL), SDICT_OK);
     sdict__unpickler u = {.doc = r->doc, .data = data, .size = n, .record = "rec/data.pkl",
                           .limits = lim, .persistent_load = stub_load, .ctx = r,
-                          .on_global = count_global, .scan = scan};
+                          .on_global = count_global, .scan = scan, .inert = g_inert};
     r->err.offset = -2;
     r->st = sdict__unpickle(&u, &r->v, &r->err);
     r->consumed = u.consumed;
@@ -993,6 +995,157 @@ static void test_large_dict(void **state) {
     free(p);
 }
 
+/* Inert objects (SDICT_LOAD_INERT): refused globals become class references, calls and BUILD
+   on them inert objects; nothing else changes, and every limit still holds. */
+#define INERT(lit, rr) unpickle(&(rr), lit, sizeof(lit) - 1, false)
+static void test_inert_objects(void **state) {
+    (void)state;
+    run r;
+    g_inert = true;
+    /* protocol 2 object, as torch.save(model) writes every module: NEWOBJ (cls, ()), BUILD */
+    INERT("\x80\x02" "c__main__\nNet\n)\x81}X\x01\x00\x00\x00" "aK\x01sb.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_value_kind(r.v), SDICT_KIND_OBJECT);
+    assert_string_equal(sdict_kind_name(SDICT_KIND_OBJECT), "object");
+    assert_string_equal(sdict_object_module(r.v), "__main__");
+    assert_string_equal(sdict_object_name(r.v), "Net");
+    assert_int_equal(sdict_object_how(r.v), SDICT_OBJECT_NEWOBJ);
+    assert_int_equal(sdict_value_kind(sdict_object_args(r.v)), SDICT_KIND_TUPLE);
+    assert_int_equal(sdict_seq_len(sdict_object_args(r.v)), 0);
+    assert_null(sdict_object_kwargs(r.v));
+    assert_null(sdict_object_callee(r.v));
+    int64_t a = 0;
+    assert_int_equal(sdict_int_get(sdict_dict_get(sdict_object_state(r.v), "a"), &a), SDICT_OK);
+    assert_int_equal(a, 1);
+    assert_int_equal(r.globals, 1);
+    assert_int_equal(r.refused, 1);
+    /* accessors on other kinds */
+    assert_null(sdict_object_module(sdict_object_args(r.v)));
+    assert_null(sdict_object_state(NULL));
+    assert_int_equal(sdict_object_how(NULL), SDICT_OBJECT_CLASS);
+    done(&r);
+    /* the memo shares objects: one value under both items */
+    INERT("\x80\x02](c__main__\nNet\n)\x81q\x00h\x00" "e.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_seq_len(r.v), 2);
+    assert_ptr_equal(sdict_seq_item(r.v, 0), sdict_seq_item(r.v, 1));
+    assert_null(sdict_object_state(sdict_seq_item(r.v, 0)));
+    done(&r);
+    /* a class reference is data: a list may hold it; it is never called */
+    INERT("\x80\x02]c__main__\nNet\na.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_object_how(sdict_seq_item(r.v, 0)), SDICT_OBJECT_CLASS);
+    assert_null(sdict_object_args(sdict_seq_item(r.v, 0)));
+    done(&r);
+    /* the pickle's result may be a class reference too */
+    INERT("\x80\x02" "cos\nsystem\n.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_string_equal(sdict_object_name(r.v), "system");
+    done(&r);
+    /* INST and OBJ (protocol 0/1): REDUCE-like objects with their arguments */
+    INERT("(S'ls'\nios\nsystem\n.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_object_how(r.v), SDICT_OBJECT_REDUCE);
+    assert_string_equal(sdict_object_module(r.v), "os");
+    assert_string_equal(sdict_str_get(sdict_seq_item(sdict_object_args(r.v), 0), NULL), "ls");
+    done(&r);
+    INERT("(cos\nsystem\nS'ls'\no.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_string_equal(sdict_object_name(r.v), "system");
+    assert_int_equal(sdict_seq_len(sdict_object_args(r.v)), 1);
+    done(&r);
+    /* REDUCE of a REDUCE: getattr(Net(), 'f')(2) keeps the object called */
+    INERT("\x80\x02" "cbuiltins\ngetattr\nc__main__\nNet\n)\x81X\x01\x00\x00\x00" "f\x86RK\x02\x85R.",
+          r);
+    assert_int_equal(r.st, SDICT_OK);
+    const sdict_value *callee = sdict_object_callee(r.v);
+    assert_non_null(callee);
+    assert_string_equal(sdict_object_name(r.v), "getattr");
+    assert_int_equal(sdict_object_how(callee), SDICT_OBJECT_REDUCE);
+    assert_null(sdict_object_callee(callee));
+    assert_string_equal(sdict_object_name(sdict_seq_item(sdict_object_args(callee), 0)), "Net");
+    assert_int_equal(r.globals, 2);
+    done(&r);
+    /* NEWOBJ_EX keeps its keyword arguments */
+    INERT("\x80\x04" "c__main__\nNet\n)}X\x01\x00\x00\x00kK\x01s\x92.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_object_how(r.v), SDICT_OBJECT_NEWOBJ);
+    assert_non_null(sdict_dict_get(sdict_object_kwargs(r.v), "k"));
+    done(&r);
+    /* an object in a set and as a dict key: hashed by identity, as Python's object */
+    INERT("\x80\x02" "c__main__\nNet\n)\x81q\x00}h\x00K\x01s\x8f(h\x00h\x00\x90\x86.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_dict_len(sdict_seq_item(r.v, 0)), 1);
+    assert_int_equal(sdict_seq_len(sdict_seq_item(r.v, 1)), 1);
+    done(&r);
+    g_inert = true;
+    /* refusals: a second BUILD, BUILD on a class reference, arguments that are no tuple,
+       allow-listed callables as data, extension codes, an object inside itself */
+    FAIL("\x80\x02" "c__main__\nNet\n)\x81}b}b.", false, SDICT_E_PICKLE_TYPE, 21);
+    FAIL("\x80\x02" "c__main__\nNet\n}b.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 17);
+    FAIL("\x80\x02" "c__main__\nNet\nK\x01R.", false, SDICT_E_PICKLE_TYPE, 18);
+    FAIL("\x80\x04" "c__main__\nNet\n)K\x01\x92.", false, SDICT_E_PICKLE_TYPE, 19);
+    FAIL("\x80\x02]ctorch._utils\n_rebuild_tensor_v2\na.", false, SDICT_E_PICKLE_TYPE, 36);
+    FAIL("\x80\x02\x82\x01.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 2);
+    FAIL("\x80\x02" "c__main__\nNet\n)\x81q\x00}X\x01\x00\x00\x00sh\x00sb.", false,
+         SDICT_E_UNSUPPORTED, 31);
+    /* a torch rebuild function refuses an object where it wants a storage */
+    FAIL("\x80\x02" "ctorch._utils\n_rebuild_tensor\n(c__main__\nS\n)\x81K\x00))tR.", false,
+         SDICT_E_PICKLE_TYPE, 52);
+    /* limits hold through objects: nesting, and shared objects counted each time reachable */
+    {
+        static char p[8192];
+        size_t n = 0;
+        memcpy(p, "\x80\x02", 2);
+        n = 2;
+        for (int i = 0; i < 300; i++) { /* Net(Net(Net(...))) 300 deep */
+            memcpy(p + n, "c__main__\nNet\n", 14);
+            n += 14;
+        }
+        memcpy(p + n, ")", 1);
+        n += 1;
+        for (int i = 0; i < 300; i++) {
+            memcpy(p + n, "\x85R", 2);
+            n += 2;
+        }
+        p[n++] = '.';
+        sdict_limits lim = default_limits();
+        lim.max_depth = 100;
+        unpickle_lim(&r, p, n, false, &lim);
+        assert_int_equal(r.st, SDICT_E_LIMIT);
+        assert_non_null(strstr(r.err.message, "max_depth"));
+        done(&r);
+        lim.max_depth = 1000;
+        unpickle_lim(&r, p, n, false, &lim);
+        assert_int_equal(r.st, SDICT_OK);
+        done(&r);
+        /* billion laughs: each object's args hold the previous object twice */
+        n = 2;
+        memcpy(p + n, ")q\x00", 3);
+        n += 3;
+        for (int i = 0; i < 60; i++) {
+            memcpy(p + n, "c__main__\nL\nh\x00h\x00\x86\x85Rq\x00", 21);
+            n += 21;
+        }
+        p[n++] = '.';
+        unpickle_lim(&r, p, n, false, &lim);
+        assert_int_equal(r.st, SDICT_E_LIMIT);
+        assert_non_null(strstr(r.err.message, "shared references"));
+        done(&r);
+    }
+    /* without the option the same object pickle is refused, naming the class and extract */
+    g_inert = false;
+    unpickle(&r, "\x80\x02" "c__main__\nNet\n)\x81}b.", 20, false);
+    assert_int_equal(r.st, SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    assert_non_null(strstr(r.err.message, "'__main__.Net'"));
+    assert_non_null(strstr(r.err.message, "statedict extract"));
+    done(&r);
+    unpickle(&r, "\x80\x02" "cos\nsystem\n.", 13, false); /* not a class: no hint */
+    assert_int_equal(r.st, SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    assert_null(strstr(r.err.message, "extract"));
+    done(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpython_corpus),
@@ -1009,6 +1162,7 @@ int main(void) {
         cmocka_unit_test(test_numpy_scalar),
         cmocka_unit_test(test_numpy_array),
         cmocka_unit_test(test_large_dict),
+        cmocka_unit_test(test_inert_objects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,7 @@ enum {
 
 /** Option bits a subcommand accepts (cli_cmd.options); parse_args refuses any other option. */
 enum {
-    CLI_OPT_LOAD = 1u << 0,    /* --copy, --verify-crc, --big-endian */
+    CLI_OPT_LOAD = 1u << 0,    /* --copy, --verify-crc, --big-endian, --inert */
     CLI_OPT_JSON = 1u << 1,    /* --json, --pretty */
     CLI_OPT_TOL = 1u << 2,     /* --rtol R, --atol A */
     CLI_OPT_SAVE = 1u << 3,    /* --layout 1.13|2.x, --not-weights-only */
@@ -79,7 +79,7 @@ typedef struct cli_args {
     bool pretty;
     bool help;
     bool metadata;             /* --metadata: show the doc's metadata instead of the tree */
-    uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian */
+    uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian/--inert */
     double rtol;               /* default 1e-5, as torch.allclose */
     double atol;               /* default 1e-8, as torch.allclose */
     uint32_t save_flags;       /* SDICT_SAVE_* bits from --layout/--not-weights-only */
