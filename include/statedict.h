@@ -853,6 +853,62 @@ SDICT_API sdict_value *sdict_object_state(const sdict_value *v);
     otherwise. Its own args, state and callee describe it in turn. */
 SDICT_API sdict_value *sdict_object_callee(const sdict_value *v);
 
+/* ---- module state from inert objects ---- */
+
+/** True when v is an inert object whose state (a dict, or the dict of a (dict, slots) pair) has
+    dicts `_parameters`, `_buffers` and `_modules`: a pickled torch.nn.Module. */
+SDICT_API bool sdict_object_is_module(const sdict_value *v);
+
+/**
+ What `module.state_dict()` returns, computed from the inert object of a pickled nn.Module
+ (named for the object it reads: sdict_module_state_dict in statedict_nn.h is the same
+ computation over statedict's own C modules)
+ loaded with SDICT_LOAD_INERT, as torch 1.13 and 2.x compute it (torch/nn/modules/module.py:
+ state_dict, _save_to_state_dict): an OrderedDict of the module's `_parameters` (None values
+ skipped) and `_buffers` (None values and the names in `_non_persistent_buffers_set` skipped),
+ in that order, under the module's prefix, then each child of `_modules` (None skipped)
+ under prefix + name + ".", depth first in insertion order. Wrappers keep their own prefix,
+ as torch keeps it: a DataParallel / DistributedDataParallel's keys start with "module.".
+ Each tensor is `t.detach()`: a plain tensor (not a Parameter, requires_grad false, no Python
+ attributes) viewing the same storage; a tensor reached twice (tied weights, a shared module)
+ is detached once, so both keys hold the same value and torch.save-ing the result writes it
+ once, as one storage. Sparse and nested tensors are kept as they are.
+ The result carries `_metadata` as torch's does (sdict_dict_attrs: {"_metadata": OrderedDict
+ prefix -> {"version": N}}, prefixes "" for the root, "layer1", "layer1.0", ... in visiting
+ order), so sdict_save of it writes what torch.save(model.state_dict()) writes. N is the
+ class's `_version`, a class attribute the pickle does not carry: statedict's table of the
+ torch and torchvision classes whose version is not 1 (batch and instance norms 2, quantized
+ Linear 3, ...; scripts/module_versions.py lists them from torch 1.13 and 2.14) gives it, 1 for
+ every other class. A user class inheriting a non-1 version from a torch class gets 1: the
+ pickle does not say what it inherits.
+ Not mirrored, because they run Python code: `get_extra_state` overrides (torch adds an
+ `_extra_state` key; statedict cannot know the class overrides it) and state_dict hooks (a
+ module with a non-empty `_state_dict_hooks` or `_state_dict_pre_hooks` is refused).
+ The values live in module's doc, valid until sdict_doc_free.
+
+ @param module  an inert object for which sdict_object_is_module is true.
+ @param out     receives the OrderedDict value.
+ @param err     optional detail, naming the module's prefix.
+ @return SDICT_OK; SDICT_E_INVALID_ARG (NULL, or not a module object); SDICT_E_UNSUPPORTED (a
+         submodule that is not a module object, a parameter or buffer that is not a tensor, a
+         name that is not a str, state_dict hooks); SDICT_E_LIMIT (modules nested over 1000
+         deep); SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_object_state_dict(sdict_value *module, sdict_value **out,
+                                               sdict_error *err);
+
+/**
+ The tensors reachable from v — any value, typically an inert object that is not a module (a
+ custom class holding tensors, an EMA helper, a tokenizer with embeddings) — by attribute
+ path: an OrderedDict of dotted path -> tensor in walking order, where an object contributes
+ its state (a dict's keys are attribute names; a (dict, slots) pair gives both) or, without
+ state, its arguments by index, dicts their str and int keys, lists and tuples their indices.
+ Tensors are the values themselves (not detached; a tensor reached twice is under both paths,
+ one value); keys of other kinds are skipped. v itself a tensor gives {"": v}.
+ Errors: SDICT_E_INVALID_ARG (NULL), SDICT_E_LIMIT (nesting over 1000), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_object_tensors(sdict_value *v, sdict_value **out, sdict_error *err);
+
 /* ---- paths ---- */
 
 /**
@@ -898,7 +954,7 @@ enum {
      and allow-listed callables used as data are refused (SDICT_E_PICKLE_TYPE,
      _PICKLE_UNSAFE_GLOBAL). Legacy files (torch < 1.6 layout) that carry a class's source as
      a persistent id ('module', cls, file, source) give the class; the source is ignored.
-     sdict_module_state_dict() computes Module.state_dict() from such a tree. Off by default:
+     sdict_object_state_dict() computes Module.state_dict() from such a tree. Off by default:
      a normal load refuses the first global off the allow-list (naming it, and pointing at
      `statedict extract` when it names a class). sdict_scan always reads this way, so a scan
      goes on past objects and reports every global.

@@ -10,6 +10,7 @@
    tensor.c      tensor checks, contiguous copies and dtype conversion
    value.c       documents, values, dict hashing, big ints, dotted paths
    composite.c   quantized, sparse and nested tensors: checks of their parts
+   module_state.c Module.state_dict() over inert objects; tensors of an object by attribute path
    zip_read.c    zip/ZIP64 central directory reader, record reads (stored, deflate via libdeflate)
    zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
    pickle_read.c the pickle machine: protocols 0-5, allow-listed globals, torch rebuild functions
