@@ -1011,6 +1011,18 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
     size_t ilen = 0;
     const uint8_t *ip = sdict_value_kind(v) == SDICT_KIND_INT ? sdict__int_le_bytes(v, ib, &ilen)
                                                                 : NULL;
+    if ((!ip || ilen != sizeof legacy_magic_le || memcmp(ip, legacy_magic_le, ilen) != 0) &&
+        L->scan) {
+        /* not torch's, but a scan still lists the globals of the pickles that follow (what an
+           unrestricted reader of the stream would meet), then says the file is no checkpoint */
+        for (uint64_t before = 0; pos < L->win_size && pos != before;) {
+            sdict_error e2;
+            memset(&e2, 0, sizeof e2);
+            before = pos;
+            if (legacy_pickle(L, &pos, "legacy:pickle", refuse_persistent, &v, &e2) != SDICT_OK)
+                break;
+        }
+    }
     if (!ip || ilen != sizeof legacy_magic_le || memcmp(ip, legacy_magic_le, ilen) != 0)
         return not_torch(L, "the first pickle is not the legacy magic number 0x1950a86a20f9469cfc6c",
                          err);

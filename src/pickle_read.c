@@ -1062,8 +1062,9 @@ static void compat_global(const vm *m, const char **mod, size_t *ml, const char 
 }
 
 /* GLOBAL / STACK_GLOBAL / INST: report, then push the value the global stands for. For INST
-   (call_now) a refused global is an error even in scan mode, since INST calls it. Header
-   pickles (u->literals_only) refuse every global. */
+   (call_now) a refused global is an error even in scan mode, since INST calls it (under inert
+   it makes an object). Header pickles (u->literals_only) refuse every global; a scan (inert)
+   reports each as refused and goes on. */
 static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *name, size_t nl,
                                 bool call_now, sdict_value **out) {
     const char *wmod = mod, *wname = name; /* as written, for messages */
@@ -1088,7 +1089,7 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         m->u->on_global(m->u->ctx, full, full + ml + 1, r.allowed, m->off);
     full[ml] = '.';
     sdict_status st = SDICT_OK;
-    if (m->u->literals_only) {
+    if (m->u->literals_only && !m->u->scan) {
         st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL,
                   "global '%s'%s in a header pickle: torch reads it with an unrestricted "
                   "pickle.load, so header pickles may hold only literals", full, written);
@@ -2047,6 +2048,8 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
     *result = obj;
     tag *t = tag_of(m, obj);
     if (t) {
+        if (t->kind == G_REFUSED && m->u->scan && m->u->inert)
+            return SDICT_OK; /* a scan only lists globals: it goes on, nothing is built */
         if (t->kind == G_REFUSED)
             return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "BUILD on %srefused global '%s'",
                         is_inert(m, obj) ? "the class reference of " : "", tag_text(obj));
@@ -2070,7 +2073,7 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
         /* an inert object (class references are tagged and refused above): its state is kept as the pickle gives it. A second BUILD is
            refused: Python would merge __dict__s or call __setstate__ twice, which cannot be
            told apart without the class, and keeping either state alone could hide the other */
-        if (!sdict__object_set_state(obj, state))
+        if (!sdict__object_set_state(obj, state) && !m->u->scan)
             return fail(m, SDICT_E_PICKLE_TYPE, "second BUILD on %s (one state per inert object)",
                         kind_of(m, obj));
         return SDICT_OK;

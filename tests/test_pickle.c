@@ -1133,6 +1133,13 @@ static void test_inert_objects(void **state) {
         assert_non_null(strstr(r.err.message, "shared references"));
         done(&r);
     }
+    /* a scan (inert) goes on past what a load refuses: BUILD on a class reference, a second
+       BUILD; every global is reported */
+    unpickle(&r, "\x80\x02" "cos\nsystem\n}b)\x81}b}b0cbuiltins\neval\n.", 38, true);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(r.globals, 2);
+    assert_int_equal(r.refused, 2);
+    done(&r);
     /* without the option the same object pickle is refused, naming the class and extract */
     g_inert = false;
     unpickle(&r, "\x80\x02" "c__main__\nNet\n)\x81}b.", 20, false);
