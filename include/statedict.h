@@ -879,8 +879,10 @@ SDICT_API bool sdict_object_is_module(const sdict_value *v);
  class's `_version`, a class attribute the pickle does not carry: statedict's table of the
  torch and torchvision classes whose version is not 1 (batch and instance norms 2, quantized
  Linear 3, ...; scripts/module_versions.py lists them from torch 1.13 and 2.14) gives it, 1 for
- every other class. A user class inheriting a non-1 version from a torch class gets 1: the
- pickle does not say what it inherits.
+ every other class. The class is the object's own, or for protocol 0 and 1 pickles (which
+ make each object as copyreg._reconstructor(cls, object, None)) that call's first argument. A
+ user class inheriting a non-1 version from a torch class gets 1: the pickle does not say what
+ it inherits.
  Not mirrored, because they run Python code: `get_extra_state` overrides (torch adds an
  `_extra_state` key; statedict cannot know the class overrides it) and state_dict hooks (a
  module with a non-empty `_state_dict_hooks` or `_state_dict_pre_hooks` is refused).

@@ -119,7 +119,20 @@ bool sdict_object_is_module(const sdict_value *v) {
            sdict_value_kind(sdict_dict_get(a, "_modules")) == SDICT_KIND_DICT;
 }
 
+/* The object's class: protocols 0 and 1 pickle a plain object as
+   copyreg._reconstructor(cls, object, None) (Python 2's copy_reg, renamed), whose first
+   argument is the class. */
+static const sdict_value *class_of(const sdict_value *obj) {
+    const sdict_value *cls = sdict_seq_item(sdict_object_args(obj), 0);
+    if (strcmp(sdict_object_module(obj), "copyreg") == 0 &&
+        strcmp(sdict_object_name(obj), "_reconstructor") == 0 && !sdict_object_callee(obj) &&
+        sdict_value_kind(cls) == SDICT_KIND_OBJECT && sdict_object_how(cls) == SDICT_OBJECT_CLASS)
+        return cls;
+    return obj;
+}
+
 static int version_of(const sdict_value *obj) {
+    obj = class_of(obj);
     const char *mod = sdict_object_module(obj), *name = sdict_object_name(obj);
     for (size_t i = 0; i < sizeof module_versions / sizeof module_versions[0]; i++)
         if (strcmp(module_versions[i].module, mod) == 0 && strcmp(module_versions[i].name, name) == 0)

@@ -1153,6 +1153,102 @@ static void test_inert_objects(void **state) {
     done(&r);
 }
 
+/* A pickled module tree, as Python's pickle writes one (protocol 2: NEWOBJ + BUILD of each
+   module's __dict__): Net(w: Parameter; buffer nothing=None; bn: BatchNorm2d(weight, bias=None,
+   running_mean, tmp non-persistent); lin: Linear(weight tied to w); gone=None). Made with fake
+   classes of these names and Python's pickle, storages as persistent ids. */
+static const char net_pickle[] =
+    "\x80\x02" "c__main__\x0aNet\x0aq\x00)\x81q\x01}q\x02(X\x08\x00\x00\x00trainingq\x03\x88X"
+    "\x0b\x00\x00\x00_parametersq\x04" "ccollections\x0aOrderedDict\x0aq\x05)Rq\x06X\x01\x00\x00"
+    "\x00wq\x07" "ctorch._utils\x0a_rebuild_parameter\x0aq\x08" "ctorch._utils\x0a_rebuild_tenso"
+    "r_v2\x0aq\x09((X\x07\x00\x00\x00storageq\x0a" "ctorch\x0a" "FloatStorage\x0aq\x0bX\x01\x00"
+    "\x00\x00" "0q\x0cX\x03\x00\x00\x00" "cpuq\x0dK\x04tq\x0eQK\x00K\x04\x85q\x0fK\x01\x85q\x10"
+    "\x89h\x05)Rq\x11tq\x12Rq\x13\x88h\x05)Rq\x14\x87q\x15Rq\x16sX\x08\x00\x00\x00_buffersq\x17h"
+    "\x05)Rq\x18X\x07\x00\x00\x00nothingq\x19NsX\x1b\x00\x00\x00_non_persistent_buffers_setq\x1a"
+    "c__builtin__\x0aset\x0aq\x1b]q\x1c\x85q\x1dRq\x1eX\x11\x00\x00\x00_state_dict_hooksq\x1fh"
+    "\x05)Rq X\x08\x00\x00\x00_modulesq!h\x05)Rq\x22(X\x02\x00\x00\x00" "bnq#ctorch.nn.modules.b"
+    "atchnorm\x0a" "BatchNorm2d\x0aq$)\x81q%}q&(h\x03\x88h\x04h\x05)Rq'(X\x06\x00\x00\x00weightq"
+    "(h\x08h\x09((h\x0ah\x0bX\x01\x00\x00\x00" "1q)h\x0dK\x02tq*QK\x00K\x02\x85q+h\x10\x89h\x05)"
+    "Rq,tq-Rq.\x88h\x05)Rq/\x87q0Rq1X\x04\x00\x00\x00" "biasq2Nuh\x17h\x05)Rq3(X\x0c\x00\x00\x00"
+    "running_meanq4h\x09((h\x0ah\x0bX\x01\x00\x00\x00" "2q5h\x0dK\x02tq6QK\x00K\x02\x85q7h\x10"
+    "\x89h\x05)Rq8tq9Rq:X\x03\x00\x00\x00tmpq;h\x09((h\x0ah\x0bX\x01\x00\x00\x00" "3q<h\x0dK\x01"
+    "tq=QK\x00K\x01\x85q>h\x10\x89h\x05)Rq?tq@RqAuh\x1ah\x1b]qBh;a\x85qCRqDh\x1fh\x05)RqEh!h\x05"
+    ")RqFubX\x03\x00\x00\x00linqGctorch.nn.modules.linear\x0aLinear\x0aqH)\x81qI}qJ(h\x03\x88h"
+    "\x04h\x05)RqKh(h\x16sh\x17h\x05)RqLh\x1ah\x1b]qM\x85qNRqOh\x1fh\x05)RqPh!h\x05)RqQubX\x04"
+    "\x00\x00\x00goneqRNuub.";
+
+static void test_object_state_dict(void **state) {
+    (void)state;
+    run r;
+    g_inert = true;
+    unpickle(&r, net_pickle, sizeof net_pickle - 1, false);
+    g_inert = false;
+    assert_int_equal(r.st, SDICT_OK);
+    assert_true(sdict_object_is_module(r.v));
+    assert_string_equal(sdict_object_name(r.v), "Net");
+    sdict_value *sd = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_object_state_dict(r.v, &sd, &err), SDICT_OK);
+    static const char *const keys[] = {"w", "bn.weight", "bn.running_mean", "lin.weight"};
+    assert_int_equal(sdict_dict_len(sd), 4);
+    assert_true(sdict_dict_is_ordered(sd));
+    for (size_t i = 0; i < 4; i++) {
+        assert_string_equal(sdict_str_get(sdict_dict_key(sd, i), NULL), keys[i]);
+        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
+        assert_non_null(t);
+        assert_false(t->is_parameter); /* detached */
+        assert_false(t->requires_grad);
+    }
+    /* tied: one detached value under both keys, viewing the Parameter's storage */
+    assert_ptr_equal(sdict_dict_get(sd, "w"), sdict_dict_get(sd, "lin.weight"));
+    const sdict_value *param =
+        sdict_dict_get(sdict_dict_get(sdict_object_state(r.v), "_parameters"), "w");
+    assert_true(sdict_value_tensor(param)->is_parameter);
+    assert_ptr_equal(sdict_value_tensor(param)->storage,
+                     sdict_value_tensor(sdict_dict_get(sd, "w"))->storage);
+    /* _metadata: prefixes in visiting order, BatchNorm2d's class version 2 */
+    const sdict_value *md = sdict_dict_get(sdict_dict_attrs(sd), "_metadata");
+    assert_int_equal(sdict_dict_len(md), 3);
+    static const char *const prefixes[] = {"", "bn", "lin"};
+    static const int64_t versions[] = {1, 2, 1};
+    for (size_t i = 0; i < 3; i++) {
+        int64_t v = 0;
+        assert_string_equal(sdict_str_get(sdict_dict_key(md, i), NULL), prefixes[i]);
+        assert_int_equal(sdict_int_get(sdict_dict_get(sdict_dict_val(md, i), "version"), &v),
+                         SDICT_OK);
+        assert_int_equal(v, versions[i]);
+    }
+    /* every tensor by attribute path, the Parameters themselves, the tied one twice */
+    sdict_value *ts = NULL;
+    assert_int_equal(sdict_object_tensors(r.v, &ts, &err), SDICT_OK);
+    static const char *const paths[] = {
+        "_parameters.w", "_modules.bn._parameters.weight", "_modules.bn._buffers.running_mean",
+        "_modules.bn._buffers.tmp", "_modules.lin._parameters.weight"};
+    assert_int_equal(sdict_dict_len(ts), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(sdict_str_get(sdict_dict_key(ts, i), NULL), paths[i]);
+    assert_ptr_equal(sdict_dict_val(ts, 0), param);
+    assert_ptr_equal(sdict_dict_val(ts, 4), param);
+    /* refusals: not a module; a submodule that is not one; state_dict hooks */
+    assert_int_equal(sdict_object_state_dict(sdict_object_state(r.v), &sd, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_null(sd);
+    assert_int_equal(sdict_object_state_dict(NULL, &sd, &err), SDICT_E_INVALID_ARG);
+    sdict_value *mods = sdict_dict_get(sdict_object_state(r.v), "_modules");
+    sdict_value *lin = sdict_dict_get(mods, "lin");
+    assert_int_equal(sdict_dict_set_str(mods, "lin", sdict_int_new(r.doc, 3)), SDICT_OK);
+    assert_int_equal(sdict_object_state_dict(r.v, &sd, &err), SDICT_E_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "lin"));
+    assert_int_equal(sdict_dict_set_str(mods, "lin", lin), SDICT_OK);
+    sdict_value *hooks = sdict_dict_new(r.doc, true);
+    assert_int_equal(sdict_dict_set_str(hooks, "0", sdict_none_new(r.doc)), SDICT_OK);
+    assert_int_equal(sdict_dict_set_str(sdict_object_state(lin), "_state_dict_hooks", hooks),
+                     SDICT_OK);
+    assert_int_equal(sdict_object_state_dict(r.v, &sd, &err), SDICT_E_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "hooks"));
+    done(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpython_corpus),
@@ -1170,6 +1266,7 @@ int main(void) {
         cmocka_unit_test(test_numpy_array),
         cmocka_unit_test(test_large_dict),
         cmocka_unit_test(test_inert_objects),
+        cmocka_unit_test(test_object_state_dict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

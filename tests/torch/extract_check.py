@@ -7,7 +7,7 @@ usage: extract_check.py STATEDICT WORKDIR [FIXDIR]
 For each model (torchvision resnet18 and mobilenet_v2; a model of ModuleDict and ModuleList; a
 custom module with a non-persistent buffer, a None parameter and buffer, tied weights and a
 BatchNorm; a DataParallel wrapper, built on the CPU; the zip layout, the legacy layout and
-pickle protocol 4), torch.save(model) is extracted and the output, loaded with
+pickle protocols 1 and 4), torch.save(model) is extracted and the output, loaded with
 torch.load(weights_only=True), must equal model.state_dict(): the same keys in the same order,
 plain tensors (not Parameters, requires_grad False) of the same dtype, shape, stride and
 values, the same storage sharing (tied weights one storage, nothing else shared), the same
@@ -110,6 +110,11 @@ def models():
         ("resnet18_legacy", lambda: torchvision.models.resnet18(),
          {"_use_new_zipfile_serialization": False}),
         ("custom_proto4", Custom, {"pickle_protocol": 4}),
+        # protocol 1: copyreg._reconstructor(cls, object, None) + BUILD per module (torch
+        # itself cannot load what protocol 0 makes of its persistent ids)
+        ("dicts_proto1", Dicts, {"pickle_protocol": 1}),
+        ("dicts_proto1_legacy", Dicts, {"pickle_protocol": 1,
+                                        "_use_new_zipfile_serialization": False}),
     ]
     return out
 
