@@ -233,6 +233,10 @@ void sdict__value_set_numpy(sdict_value *v, sdict_pytype t, char order, char kin
     exactly once, so a walk needs to remember only marked ones. */
 void sdict__value_mark_shared(sdict_value *v);
 bool sdict__value_maybe_shared(const sdict_value *v);
+/** The unpickler's mark on values it keeps a tag for (pickle_read.c's side table): a value
+    without it has no tag, so most values are told apart without a hash lookup. */
+void sdict__value_mark_tagged(sdict_value *v);
+bool sdict__value_maybe_tagged(const sdict_value *v);
 
 /** Freezes a list/tuple/set value being built by the unpickler into a tuple (TUPLE opcodes
     build a list then retag it). Only for values not yet shared. */

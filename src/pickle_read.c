@@ -343,7 +343,7 @@ static const char *kind_of(vm *m, const sdict_value *v);
     } while (0)
 
 static tag *tag_of(const vm *m, const sdict_value *v) {
-    if (m->ntags == 0 || !v)
+    if (m->ntags == 0 || !sdict__value_maybe_tagged(v))
         return NULL;
     hent *e = hmap_find(&m->tagmap, (uint64_t)(uintptr_t)v);
     return e ? &m->tags[e->val] : NULL;
@@ -363,6 +363,7 @@ static sdict_status tag_value(vm *m, sdict_value *v, gkind kind, sdict_value **o
     }
     if (!hmap_put(&m->tagmap, (uint64_t)(uintptr_t)v, m->ntags))
         return nomem(m);
+    sdict__value_mark_tagged(v);
     tag *g = &m->tags[m->ntags++];
     memset(g, 0, sizeof *g);
     g->kind = kind;
@@ -2301,7 +2302,8 @@ static sdict_status memo_put(vm *m, uint64_t idx) {
     if (avail(m) < 1)
         return fail(m, SDICT_E_PICKLE_STACK, "memo store with an empty stack");
     sdict_value *v = m->stack[m->sp - 1];
-    sdict__value_mark_shared(v);
+    /* not marked shared here: a second reference can only come from a GET (memo_fetch) or a
+       DUP, which mark it; torch's pickles PUT every object, most of them never fetched */
     bool is_new = memo_raw(m, idx) == NULL;
     if (is_new && m->memo_count >= m->u->limits->max_memo)
         return fail(m, SDICT_E_LIMIT, "memo exceeds max_memo (%llu entries)",

@@ -27,6 +27,7 @@ enum {
     FLAG_BIG = 2,     /* int: value in u.s as minimal little-endian two's complement bytes */
     FLAG_NP_UNDERSCORE_CORE = 4, /* numpy value pickled through numpy._core (numpy >= 2) */
     FLAG_SHARED = 8,  /* the unpickler may have referenced it more than once (memo, DUP) */
+    FLAG_TAGGED = 16, /* the unpickler keeps a tag for it (a callable or placeholder) */
 };
 
 #define INDEX_MIN 8      /* dicts/sets up to this many items are searched linearly */
@@ -1114,6 +1115,15 @@ void sdict__value_mark_shared(sdict_value *v) {
 
 bool sdict__value_maybe_shared(const sdict_value *v) {
     return v && (v->flags & FLAG_SHARED);
+}
+
+void sdict__value_mark_tagged(sdict_value *v) {
+    if (v)
+        v->flags |= FLAG_TAGGED;
+}
+
+bool sdict__value_maybe_tagged(const sdict_value *v) {
+    return v && (v->flags & FLAG_TAGGED);
 }
 
 sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered) {
