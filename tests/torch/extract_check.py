@@ -224,6 +224,19 @@ def check_models(sd_bin, work):
     if extract(sd_bin, src, dst, "--key", "model"):
         compare_sd("yolo --key model", load(dst), model.state_dict())
         n += 1
+    # ls --json and dump of inert objects follow the README's schema (tests/cli/check_schema.py)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+    import check_schema
+    for name in ("custom", "dicts_proto1"):
+        path = os.path.join(work, name + ".pt")
+        for cmd, checker in (("ls", check_schema.check_listing), ("dump", check_schema.check_dump)):
+            rc, out, err = run([sd_bin, cmd, "--json", "--inert", path])
+            if rc != 0:
+                fail("%s --inert %s: exit %d: %s" % (cmd, name, rc, err.strip()))
+                continue
+            checker(check_schema.json.loads(out), "%s --inert %s" % (cmd, name))
+    for f in check_schema.failures:
+        fail("schema: " + f)
     # the normal loader refuses the whole-model file, naming the class and extract
     rc, _, err = run([sd_bin, "ls", src])
     if rc != 3 or "torchvision.models.resnet.ResNet" not in err or "statedict extract" not in err:
