@@ -51,6 +51,13 @@ objects = {
                 'csr': torch.tensor([[0, 1.5], [2, 0]]).to_sparse_csr()},
 }
 
+# a whole pickled model (torch.save(model)): read with SDICT_LOAD_INERT (fuzz_load's third
+# pass, fuzz_pickle's inert modes), then sdict_object_state_dict
+torch.manual_seed(0)
+objects['model'] = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3),
+                                       torch.nn.ModuleDict({'head': torch.nn.Linear(3, 1)}))
+objects['model'][2]['head'].weight = objects['model'][0].weight  # tied (shapes differ: fine)
+
 def emit(target, name, data):
     d = os.path.join(here, 'corpus', target)
     os.makedirs(d, exist_ok=True)
