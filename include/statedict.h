@@ -1317,12 +1317,16 @@ typedef struct sdict_scan_item {
 /**
  Runs the loader's pickle machine over every pickle of the file without reading tensor data,
  calling fn once per global reference (GLOBAL, STACK_GLOBAL, INST) in file order. Refused
- globals do not stop the scan. Pointers in the item are valid during the call only.
- *unsafe_count receives the number of refused references.
+ globals do not stop the scan: pickles are read as with SDICT_LOAD_INERT (calls and BUILDs on
+ refused globals make inert objects; a BUILD a load would refuse is skipped), the globals of
+ legacy header pickles are reported as refused, and after a first pickle that is not torch's
+ magic number the pickles that follow it are scanned too. Pointers in the item are valid
+ during the call only. *unsafe_count receives the number of refused references.
  A safetensors file has no pickle: its header is checked (every rule sdict_load applies) and
  it reports no globals (*unsafe_count 0).
- Errors: those of sdict_load for the container; pickle errors after a refused global are
- reported but do not hide earlier items.
+ Errors: those of sdict_load for the container, or the pickle error that stopped the scan
+ (SDICT_E_PICKLE_UNSAFE_GLOBAL included: an extension code, for one); any error means the file
+ was not read to its end, and the items reported before it stand.
 */
 SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
                                   void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
