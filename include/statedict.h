@@ -869,10 +869,12 @@ SDICT_API bool sdict_object_is_module(const sdict_value *v);
  in that order, under the module's prefix, then each child of `_modules` (None skipped)
  under prefix + name + ".", depth first in insertion order. Wrappers keep their own prefix,
  as torch keeps it: a DataParallel / DistributedDataParallel's keys start with "module.".
- Each tensor is `t.detach()`: a plain tensor (not a Parameter, requires_grad false, no Python
- attributes) viewing the same storage; a tensor reached twice (tied weights, a shared module)
- is detached once, so both keys hold the same value and torch.save-ing the result writes it
- once, as one storage. Sparse and nested tensors are kept as they are.
+ Each tensor is `t.detach()`: a new plain tensor value (not a Parameter, requires_grad false,
+ no Python attributes) viewing the same storage, one per key as each detach() in torch makes
+ one, so tied weights (or a module listed under two names) are two values sharing one storage,
+ and sdict_save of the result writes what torch.save(model.state_dict()) writes, byte for byte
+ (the "version" keys of `_metadata` are one str value, as Python's interned str, so they are
+ pickled once too). Sparse and nested tensors are kept as they are.
  The result carries `_metadata` as torch's does (sdict_dict_attrs: {"_metadata": OrderedDict
  prefix -> {"version": N}}, prefixes "" for the root, "layer1", "layer1.0", ... in visiting
  order), so sdict_save of it writes what torch.save(model.state_dict()) writes. N is the

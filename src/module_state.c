@@ -6,8 +6,10 @@
  _save_to_state_dict): the module's prefix goes into `_metadata` with {'version': _version},
  then its `_parameters` (None skipped) and persistent `_buffers` (None and the names in
  `_non_persistent_buffers_set` skipped) under prefix + name, each detached, then each child of
- `_modules` (None skipped) under prefix + name + '.', depth first in insertion order. A tensor
- reached twice (tied weights) is detached once: one value under both keys. _version is a class
+ `_modules` (None skipped) under prefix + name + '.', depth first in insertion order. Each key
+ gets its own detached tensor, as each detach() in torch makes one: tied weights are two values
+ of one storage, and sdict_save of the result writes what torch.save(model.state_dict()) writes,
+ byte for byte. _version is a class
  attribute, not in the pickle: module_versions.h lists the classes whose version is not 1.
  Nothing here recurses deeper than the tree the unpickler accepted (max_depth), and a module
  reached twice is walked twice, as torch walks it; the unpickler's bound on the expanded tree
@@ -22,59 +24,15 @@
 
 #define MS_MAX_DEPTH 1000 /* modules within modules; deeper trees are refused (SDICT_E_LIMIT) */
 
-/* source tensor value -> its detached value (open addressing, keyed by address) */
-typedef struct pent {
-    const sdict_value *from;
-    sdict_value *to;
-} pent;
-
 typedef struct ms {
     sdict_doc *doc;
     sdict_value *out, *meta;
+    sdict_value *version; /* the key "version": one str value for every _metadata entry, as
+                             Python's interned 'version' (the pickle then memoizes it) */
     sdict_error *err;
-    pent *map;
-    size_t cap, count;
     char *path; /* the current prefix ("layer1.0."), NUL-terminated */
     size_t len, pcap;
 } ms;
-
-static uint64_t ptr_hash(const void *p) {
-    uint64_t x = (uint64_t)(uintptr_t)p ^ sdict__hash_seed();
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return x;
-}
-
-static pent *map_slot(const ms *m, const sdict_value *from) {
-    size_t mask = m->cap - 1;
-    for (size_t i = ptr_hash(from) & mask;; i = (i + 1) & mask)
-        if (!m->map[i].from || m->map[i].from == from)
-            return &m->map[i];
-}
-
-static bool map_put(ms *m, const sdict_value *from, sdict_value *to) {
-    if ((m->count + 1) * 2 > m->cap) {
-        size_t ncap = m->cap ? m->cap * 2 : 64;
-        pent *old = m->map;
-        size_t ocap = m->cap;
-        m->map = sdict__calloc(ncap, sizeof *m->map);
-        if (!m->map) {
-            m->map = old;
-            return false;
-        }
-        m->cap = ncap;
-        for (size_t i = 0; i < ocap; i++)
-            if (old[i].from)
-                *map_slot(m, old[i].from) = old[i];
-        sdict__free(old);
-    }
-    pent *e = map_slot(m, from);
-    m->count += !e->from;
-    e->from = from;
-    e->to = to;
-    return true;
-}
 
 static sdict_status nomem(ms *m) {
     return sdict__err(m->err, SDICT_E_NOMEM, NULL, -1, "out of memory");
@@ -145,28 +103,19 @@ static bool is_tensorish(const sdict_value *v) {
     return k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED;
 }
 
-/* t.detach(): a plain tensor (not a Parameter, requires_grad False, no Python attributes)
-   viewing the same storage; one per source value. Sparse and nested tensors are kept as
-   they are. */
+/* t.detach(): a new plain tensor (not a Parameter, requires_grad False, no Python attributes)
+   viewing the same storage, as each call of torch's detach() makes one: a tensor reached under
+   two names (tied weights, a module listed twice) gives two values of one storage, as
+   torch.save(model.state_dict()) writes them. Sparse and nested tensors are kept as they are. */
 static sdict_status detach(ms *m, const sdict_value *v, sdict_value **out) {
-    if (m->cap) {
-        pent *e = map_slot(m, v);
-        if (e->from) {
-            *out = e->to;
-            return SDICT_OK;
-        }
-    }
-    if (sdict_value_kind(v) == SDICT_KIND_TENSOR) {
-        sdict_tensor t = *sdict_value_tensor(v);
-        t.is_parameter = false;
-        t.requires_grad = false;
-        sdict_status st = sdict__tensor_value_new(m->doc, &t, sdict_value_quantizer(v), out, m->err);
-        if (st != SDICT_OK)
-            return st;
-    } else {
+    if (sdict_value_kind(v) != SDICT_KIND_TENSOR) {
         *out = (sdict_value *)v;
+        return SDICT_OK;
     }
-    return map_put(m, v, *out) ? SDICT_OK : nomem(m);
+    sdict_tensor t = *sdict_value_tensor(v);
+    t.is_parameter = false;
+    t.requires_grad = false;
+    return sdict__tensor_value_new(m->doc, &t, sdict_value_quantizer(v), out, m->err);
 }
 
 static sdict_status bad(ms *m, sdict_status code, const char *what, const sdict_value *key) {
@@ -230,7 +179,7 @@ static sdict_status walk(ms *m, const sdict_value *mod, int depth) {
     /* _metadata[prefix[:-1]] = {'version': cls._version} */
     sdict_value *md = sdict_dict_new(m->doc, false), *ver = sdict_int_new(m->doc, version_of(mod));
     sdict_value *mk = sdict_str_new(m->doc, m->path, m->len ? m->len - 1 : 0);
-    if (!md || !ver || !mk || sdict_dict_set_str(md, "version", ver) != SDICT_OK ||
+    if (!md || !ver || !mk || sdict_dict_set(md, m->version, ver) != SDICT_OK ||
         sdict_dict_set(m->meta, mk, md) != SDICT_OK)
         return nomem(m);
     /* hooks would run Python code that changes the result: refused, not guessed */
@@ -282,13 +231,13 @@ sdict_status sdict_object_state_dict(sdict_value *module, sdict_value **out, sdi
     m.err = err;
     m.out = sdict_dict_new(m.doc, true);
     m.meta = sdict_dict_new(m.doc, true);
+    m.version = sdict_str_new(m.doc, "version", 7);
     sdict_value *attrs = sdict_dict_new(m.doc, false);
-    sdict_status st = !m.out || !m.meta || !attrs || !path_push(&m, "", 0, false) ||
+    sdict_status st = !m.out || !m.meta || !m.version || !attrs || !path_push(&m, "", 0, false) ||
                               sdict_dict_set_str(attrs, "_metadata", m.meta) != SDICT_OK ||
                               sdict_dict_set_attrs(m.out, attrs) != SDICT_OK
                           ? nomem(&m)
                           : walk(&m, module, 0);
-    sdict__free(m.map);
     sdict__free(m.path);
     if (st == SDICT_OK)
         *out = m.out;

@@ -11,7 +11,9 @@ pickle protocols 1 and 4), torch.save(model) is extracted and the output, loaded
 torch.load(weights_only=True), must equal model.state_dict(): the same keys in the same order,
 plain tensors (not Parameters, requires_grad False) of the same dtype, shape, stride and
 values, the same storage sharing (tied weights one storage, nothing else shared), the same
-_metadata (versions included); and it must load into a fresh model with strict=True. A
+_metadata (versions included); it must load into a fresh model with strict=True; and its bytes
+must be those of torch.save(model.state_dict()) (torch 1.13's layout under 1.13, --layout 2.x
+under 2.14; other generations write a layout statedict does not). A
 YOLO-style checkpoint {'model': model.half(), 'epoch': 3, ...} extracts to the same dict with the
 model replaced by its state_dict (and with --key model to the state_dict alone).
 
@@ -189,10 +191,23 @@ def check_models(sd_bin, work):
             compare_sd(name + " (reloaded)", fresh.state_dict(), ref)
         except Exception as e:  # noqa: BLE001
             fail("%s: load_state_dict(strict=True): %s" % (name, e))
-        # the file statedict wrote loads in torch as torch.save(model.state_dict()) does
-        ref_path = os.path.join(work, name + "_ref.pt")
+        # the file statedict wrote loads in torch as torch.save(model.state_dict()) does, and
+        # is byte for byte that file in this torch's layout (same name: the archive folder)
+        os.makedirs(os.path.join(work, "ref"), exist_ok=True)
+        os.makedirs(os.path.join(work, "out"), exist_ok=True)
+        ref_path = os.path.join(work, "ref", name + ".pt")
         torch.save(ref, ref_path)
         compare_sd(name + " (vs torch.save of state_dict)", got, load(ref_path))
+        layout = (["--layout", "1.13"] if torch.__version__.startswith("1.") else
+                  ["--layout", "2.x"] if torch.__version__.startswith("2.14") else None)
+        if layout is None:
+            print("note %s: torch %s's layout is not one statedict writes: bytes not compared"
+                  % (name, torch.__version__))
+        elif extract(sd_bin, src, os.path.join(work, "out", name + ".pt"), *layout):
+            with open(ref_path, "rb") as a, open(os.path.join(work, "out", name + ".pt"), "rb") as b:
+                if a.read() != b.read():
+                    fail("%s: extract %s is not byte-identical to torch.save(model.state_dict())"
+                         % (name, " ".join(layout)))
         n += 1
         print("ok %s: %d keys, %d _metadata entries" % (name, len(ref), len(ref._metadata)))
 
@@ -218,6 +233,16 @@ def check_models(sd_bin, work):
             fresh.load_state_dict(got["model"], strict=True)
         except Exception as e:  # noqa: BLE001
             fail("yolo: load_state_dict(strict=True): %s" % e)
+        # bytes: the checkpoint torch writes with model.state_dict() in the model's place
+        layout = (["--layout", "1.13"] if torch.__version__.startswith("1.") else
+                  ["--layout", "2.x"] if torch.__version__.startswith("2.14") else None)
+        ref_path, out_path = (os.path.join(work, d, "yolo.pt") for d in ("ref", "out"))
+        torch.save(dict(ckpt, model=model.state_dict()), ref_path)
+        if layout and extract(sd_bin, src, out_path, *layout):
+            with open(ref_path, "rb") as a, open(out_path, "rb") as b:
+                if a.read() != b.read():
+                    fail("yolo: extract %s is not byte-identical to torch.save of the dict with "
+                         "model.state_dict()" % " ".join(layout))
         n += 1
         print("ok yolo: %d keys besides the model" % (len(ckpt) - 1))
     dst = os.path.join(work, "yolo_key.pt")
