@@ -93,7 +93,8 @@ static int version_of(const sdict_value *obj) {
     obj = class_of(obj);
     const char *mod = sdict_object_module(obj), *name = sdict_object_name(obj);
     for (size_t i = 0; i < sizeof module_versions / sizeof module_versions[0]; i++)
-        if (strcmp(module_versions[i].module, mod) == 0 && strcmp(module_versions[i].name, name) == 0)
+        if (strcmp(module_versions[i].module, mod) == 0 &&
+            strcmp(module_versions[i].name, name) == 0)
             return module_versions[i].version;
     return 1;
 }
@@ -173,8 +174,8 @@ static bool empty_or_none(const sdict_value *v) {
 /* Module.state_dict(destination, prefix) for one module (m->path is the prefix). */
 static sdict_status walk(ms *m, const sdict_value *mod, int depth) {
     if (depth > MS_MAX_DEPTH)
-        return sdict__err(m->err, SDICT_E_LIMIT, NULL, -1, "modules nest deeper than %d at '%.200s'",
-                          MS_MAX_DEPTH, m->path);
+        return sdict__err(m->err, SDICT_E_LIMIT, NULL, -1,
+                          "modules nest deeper than %d at '%.200s'", MS_MAX_DEPTH, m->path);
     const sdict_value *a = attrs_of(mod);
     /* _metadata[prefix[:-1]] = {'version': cls._version} */
     sdict_value *md = sdict_dict_new(m->doc, false), *ver = sdict_int_new(m->doc, version_of(mod));

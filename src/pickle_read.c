@@ -11,9 +11,9 @@
  dicts and sets refuse them, and so does STOP. Under SDICT_LOAD_INERT (u->inert, also on in
  scans) the placeholder of a refused global is a class reference, an object value tagged
  G_REFUSED: it is data (containers and STOP accept it), and calling or building it makes an
- inert object (untagged, data) instead of failing. Nothing is looked up by its name. Storage classes, legacy tensor types and torch
- dtypes become dtype values (load.c's persistent_load reads the storage class from the id
- tuple that way).
+ inert object (untagged, data) instead of failing. Nothing is looked up by its name. Storage
+ classes, legacy tensor types and torch dtypes become dtype values (load.c's persistent_load
+ reads the storage class from the id tuple that way).
 
  Robustness. Nothing recurses on input: the machine is a loop, and the final nesting check is
  an explicit-stack walk memoised per container (a shared subtree is visited once, a cycle is
@@ -2071,9 +2071,10 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
         return fail(m, SDICT_E_PICKLE_TYPE, "BUILD on %s is not supported", kind_of(m, obj));
     }
     if (is_inert(m, obj)) {
-        /* an inert object (class references are tagged and refused above): its state is kept as the pickle gives it. A second BUILD is
-           refused: Python would merge __dict__s or call __setstate__ twice, which cannot be
-           told apart without the class, and keeping either state alone could hide the other */
+        /* an inert object (class references are tagged and refused above): its state is kept
+           as the pickle gives it. A second BUILD is refused: Python would merge __dict__s or
+           call __setstate__ twice, which cannot be told apart without the class, and keeping
+           either state alone could hide the other (a scan, which builds nothing, goes on) */
         if (!sdict__object_set_state(obj, state) && !m->u->scan)
             return fail(m, SDICT_E_PICKLE_TYPE, "second BUILD on %s (one state per inert object)",
                         kind_of(m, obj));

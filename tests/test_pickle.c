@@ -1055,8 +1055,8 @@ static void test_inert_objects(void **state) {
     assert_int_equal(sdict_seq_len(sdict_object_args(r.v)), 1);
     done(&r);
     /* REDUCE of a REDUCE: getattr(Net(), 'f')(2) keeps the object called */
-    INERT("\x80\x02" "cbuiltins\ngetattr\nc__main__\nNet\n)\x81X\x01\x00\x00\x00" "f\x86RK\x02\x85R.",
-          r);
+    INERT("\x80\x02" "cbuiltins\ngetattr\nc__main__\nNet\n)\x81X\x01\x00\x00\x00"
+          "f\x86RK\x02\x85R.", r);
     assert_int_equal(r.st, SDICT_OK);
     const sdict_value *callee = sdict_object_callee(r.v);
     assert_non_null(callee);

@@ -410,9 +410,9 @@ static int fail(const char *what, const char *file, sdict_status st, sdict_error
     return CLI_EXIT_BAD_INPUT;
 }
 
-/* Loads IN for the command `what` (convert, extract; extra_flags added to the load options): CRC-checked
-   unless --no-verify, a file without CRCs with a warning. NULL when it cannot be read (the
-   error already printed). */
+/* Loads IN for the command `what` (convert, extract; extra_flags added to the load options):
+   CRC-checked unless --no-verify, a file without CRCs with a warning. NULL when it cannot be
+   read (the error already printed). */
 sdict_doc *cli_convert_load(const char *what, const char *in, const cli_args *args,
                             uint32_t extra_flags) {
     const cli_convert_args *c = &args->conv;
