@@ -5,6 +5,8 @@
    load-mmap FILE     sdict_load (mapped) and read every tensor's data pointer
    load-copy FILE     sdict_load with SDICT_LOAD_COPY (all bytes into owned memory)
    touch-mmap FILE    load mapped and read one byte per page of every tensor (pages faulted in)
+   extract FILE       a whole pickled model (torch.save(model)): sdict_load with SDICT_LOAD_INERT
+                      (mapped), sdict_object_state_dict of the root, and every tensor's pointer
    save IN OUT        load IN (mapped, untimed), then time sdict_save to OUT (fsync included)
    save2 IN OUT       the same with SDICT_SAVE_LAYOUT_TORCH2 (torch 2.x's records and id)
    write FILE BYTES   plain large write()s of BYTES bytes + fsync: the physical limit for save
@@ -79,6 +81,19 @@ int main(int argc, char **argv) {
         if (sdict_load(file, &o, &doc, &err) != SDICT_OK)
             die("load", &err);
         long n = visit(sdict_doc_root(doc), !strcmp(mode, "touch-mmap"), &sink);
+        double t1 = now_ms();
+        sdict_doc_free(doc);
+        printf("%s ms=%.3f tensors=%ld\n", mode, t1 - t0, n);
+    } else if (!strcmp(mode, "extract")) {
+        sdict_load_opts o = {.flags = SDICT_LOAD_INERT};
+        double t0 = now_ms();
+        sdict_doc *doc = NULL;
+        sdict_value *sd = NULL;
+        if (sdict_load(file, &o, &doc, &err) != SDICT_OK)
+            die("load", &err);
+        if (sdict_object_state_dict(sdict_doc_root(doc), &sd, &err) != SDICT_OK)
+            die("state_dict", &err);
+        long n = visit(sd, 0, &sink);
         double t1 = now_ms();
         sdict_doc_free(doc);
         printf("%s ms=%.3f tensors=%ld\n", mode, t1 - t0, n);

@@ -73,6 +73,18 @@ for name, obj in objects.items():
     emit('fuzz_load', name + '.legacy', legacy.getvalue())
     emit('fuzz_roundtrip', name + '.legacy', legacy.getvalue())
 
+# a whole pickled model (torch.save(model)), for fuzz_pickle's inert modes and
+# sdict_object_state_dict; only there: the other targets' corpora are also the unit tests'
+# (test_mutate, test_oom), which load every seed without SDICT_LOAD_INERT
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3),
+                            torch.nn.ModuleDict({'head': torch.nn.Linear(3, 2)}))
+model[2]['head'].weight = torch.nn.Parameter(torch.randn(2, 3))
+buf = io.BytesIO()
+torch.save(model, buf)
+with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+    emit('fuzz_pickle', 'model.pkl', zf.read('archive/data.pkl'))
+
 for proto in range(0, 6):
     emit('fuzz_pickle', 'plain_p%d.pkl' % proto, pickle.dumps(objects['values'], protocol=proto))
 print('corpus written')

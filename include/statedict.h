@@ -462,11 +462,14 @@ typedef enum sdict_kind {
     SDICT_KIND_STORAGE,  /**< a bare storage saved as a value (torch.FloatStorage, TypedStorage,
                               UntypedStorage: torch.save({'s': t.storage()})):
                               sdict_value_storage */
+    SDICT_KIND_OBJECT,   /**< an inert object or class reference from a pickle read with
+                              SDICT_LOAD_INERT (a pickled nn.Module): sdict_object_module */
     SDICT_KIND_COUNT
 } sdict_kind;
 
 /** "none", "bool", "int", "float", "str", "bytes", "list", "tuple", "set", "dict",
-    "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested", "storage";
+    "tensor", "dtype", "device", "complex", "qscheme", "layout", "sparse", "nested", "storage",
+    "object";
     "?" when invalid. */
 SDICT_API const char *sdict_kind_name(sdict_kind kind);
 
@@ -605,7 +608,8 @@ SDICT_API sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered);
 SDICT_API bool sdict_dict_is_ordered(const sdict_value *d);
 /**
  Sets d[key] = val. Keys are hashable scalars: str, int, bool, float, complex, None, bytes,
- dtype, device, qscheme, layout, or tuples and frozensets (sets marked SDICT_PYTYPE_FROZENSET,
+ dtype, device, qscheme, layout, inert objects (by identity, as Python's object.__hash__), or
+ tuples and frozensets (sets marked SDICT_PYTYPE_FROZENSET,
  equal whatever their order; do not change one while it is a key) of those; an existing equal
  key keeps its position and gets the new value (Python semantics, except that 1 and True are
  different keys).
@@ -810,6 +814,109 @@ SDICT_API sdict_status sdict_nested_new(sdict_doc *doc, const sdict_nested *n, s
 /** The description of a nested value (borrowed), NULL for other kinds. */
 SDICT_API const sdict_nested *sdict_value_nested(const sdict_value *v);
 
+/* ---- inert objects (SDICT_LOAD_INERT) ---- */
+
+/**
+ How an inert object was made. A class reference is a global that was never called (an
+ attribute holding a class, `self.norm_layer = nn.BatchNorm2d`, or the class itself).
+*/
+typedef enum sdict_object_call {
+    SDICT_OBJECT_CLASS = 0,  /**< a class (or function) reference: GLOBAL/STACK_GLOBAL only */
+    SDICT_OBJECT_REDUCE,     /**< REDUCE, INST or OBJ: what Python runs as callable(*args) */
+    SDICT_OBJECT_NEWOBJ,     /**< NEWOBJ or NEWOBJ_EX: cls.__new__(cls, *args, **kwargs), as
+                                  protocol 2+ pickles every plain object (nn.Module included) */
+} sdict_object_call;
+
+/**
+ The class of a SDICT_KIND_OBJECT value: module ("torch.nn.modules.conv", "__main__") and name
+ ("Conv2d"), as the pickle's GLOBAL named them after protocol 0-2's fix_imports renaming
+ (Python 2 names mapped as CPython's find_class maps them). For an object made by calling
+ another inert object (REDUCE of a REDUCE: `getattr(obj, 'f')(x)`), the class of the innermost
+ reference, and sdict_object_callee gives the object called. NUL-terminated, borrowed: valid
+ until sdict_doc_free. NULL for other kinds.
+*/
+SDICT_API const char *sdict_object_module(const sdict_value *v);
+SDICT_API const char *sdict_object_name(const sdict_value *v);
+/** How v was made (SDICT_OBJECT_CLASS for a class reference and for values of other kinds). */
+SDICT_API sdict_object_call sdict_object_how(const sdict_value *v);
+/** The positional arguments of the call: a tuple (empty for NEWOBJ of a plain object, as
+    torch.save(model) writes every module); NULL for a class reference or another kind. */
+SDICT_API sdict_value *sdict_object_args(const sdict_value *v);
+/** NEWOBJ_EX's keyword arguments (a dict), or NULL. */
+SDICT_API sdict_value *sdict_object_kwargs(const sdict_value *v);
+/**
+ The state BUILD gave the object, as the pickle holds it: for an nn.Module its __dict__ (a
+ str-keyed dict with `_parameters`, `_buffers`, `_modules`, `training`, ...), for a class with
+ __slots__ a (dict-or-None, slots dict) tuple, for anything else whatever its __reduce__
+ returned (what Python would pass to __setstate__). NULL when no BUILD came. Values inside
+ are shared as the pickle shares them (the memo): a Parameter tied between two modules is one
+ value in both states.
+*/
+SDICT_API sdict_value *sdict_object_state(const sdict_value *v);
+/** The inert object that was called to make v (REDUCE on an object, not on a class), NULL
+    otherwise. Its own args, state and callee describe it in turn. */
+SDICT_API sdict_value *sdict_object_callee(const sdict_value *v);
+
+/* ---- module state from inert objects ---- */
+
+/** True when v is an inert object whose state (a dict, or the dict of a (dict, slots) pair) has
+    dicts `_parameters`, `_buffers` and `_modules`: a pickled torch.nn.Module. */
+SDICT_API bool sdict_object_is_module(const sdict_value *v);
+
+/**
+ What `module.state_dict()` returns, computed from the inert object of a pickled nn.Module
+ (named for the object it reads: sdict_module_state_dict in statedict_nn.h is the same
+ computation over statedict's own C modules)
+ loaded with SDICT_LOAD_INERT, as torch 1.13 and 2.x compute it (torch/nn/modules/module.py:
+ state_dict, _save_to_state_dict): an OrderedDict of the module's `_parameters` (None values
+ skipped) and `_buffers` (None values and the names in `_non_persistent_buffers_set` skipped),
+ in that order, under the module's prefix, then each child of `_modules` (None skipped)
+ under prefix + name + ".", depth first in insertion order. Wrappers keep their own prefix,
+ as torch keeps it: a DataParallel / DistributedDataParallel's keys start with "module.".
+ Each tensor is `t.detach()`: a new plain tensor value (not a Parameter, requires_grad false,
+ no Python attributes) viewing the same storage, one per key as each detach() in torch makes
+ one, so tied weights (or a module listed under two names) are two values sharing one storage,
+ and sdict_save of the result writes what torch.save(model.state_dict()) writes, byte for byte
+ (the "version" keys of `_metadata` are one str value, as Python's interned str, so they are
+ pickled once too). Sparse and nested tensors are kept as they are.
+ The result carries `_metadata` as torch's does (sdict_dict_attrs: {"_metadata": OrderedDict
+ prefix -> {"version": N}}, prefixes "" for the root, "layer1", "layer1.0", ... in visiting
+ order), so sdict_save of it writes what torch.save(model.state_dict()) writes. N is the
+ class's `_version`, a class attribute the pickle does not carry: statedict's table of the
+ torch and torchvision classes whose version is not 1 (batch and instance norms 2, quantized
+ Linear 3, ...; scripts/module_versions.py lists them from torch 1.13 and 2.14) gives it, 1 for
+ every other class. The class is the object's own, or for protocol 0 and 1 pickles (which
+ make each object as copyreg._reconstructor(cls, object, None)) that call's first argument. A
+ user class inheriting a non-1 version from a torch class gets 1: the pickle does not say what
+ it inherits.
+ Not mirrored, because they run Python code: `get_extra_state` overrides (torch adds an
+ `_extra_state` key; statedict cannot know the class overrides it) and state_dict hooks (a
+ module with a non-empty `_state_dict_hooks` or `_state_dict_pre_hooks` is refused).
+ The values live in module's doc, valid until sdict_doc_free.
+
+ @param module  an inert object for which sdict_object_is_module is true.
+ @param out     receives the OrderedDict value.
+ @param err     optional detail, naming the module's prefix.
+ @return SDICT_OK; SDICT_E_INVALID_ARG (NULL, or not a module object); SDICT_E_UNSUPPORTED (a
+         submodule that is not a module object, a parameter or buffer that is not a tensor, a
+         name that is not a str, state_dict hooks); SDICT_E_LIMIT (modules nested over 1000
+         deep); SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_object_state_dict(sdict_value *module, sdict_value **out,
+                                               sdict_error *err);
+
+/**
+ The tensors reachable from v — any value, typically an inert object that is not a module (a
+ custom class holding tensors, an EMA helper, a tokenizer with embeddings) — by attribute
+ path: an OrderedDict of dotted path -> tensor in walking order, where an object contributes
+ its state (a dict's keys are attribute names; a (dict, slots) pair gives both) or, without
+ state, its arguments by index, dicts their str and int keys, lists and tuples their indices.
+ Tensors are the values themselves (not detached; a tensor reached twice is under both paths,
+ one value); keys of other kinds are skipped. v itself a tensor gives {"": v}.
+ Errors: SDICT_E_INVALID_ARG (NULL), SDICT_E_LIMIT (nesting over 1000), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_object_tensors(sdict_value *v, sdict_value **out, sdict_error *err);
+
 /* ---- paths ---- */
 
 /**
@@ -842,6 +949,25 @@ enum {
     SDICT_LOAD_VERIFY_CRC = 1u << 1,
     /** Treat payloads of files without a byteorder record as big-endian (old s390x files). */
     SDICT_LOAD_ASSUME_BIG_ENDIAN = 1u << 2,
+    /**
+     Read pickled objects as inert data (whole-model pickles: torch.save(model), YOLO-style
+     {'model': model, ...} checkpoints). A global that is not on the allow-list becomes a class
+     reference (a SDICT_KIND_OBJECT value) instead of an error, and REDUCE, NEWOBJ, NEWOBJ_EX,
+     INST and OBJ on it make an inert object holding the class, the arguments and (after
+     BUILD) the state; see sdict_object_module. Nothing is ever imported, resolved or called:
+     the class is a pair of names. The allow-listed functions still run as in a normal load
+     (the torch._utils rebuild functions build real tensors and Parameters, OrderedDict, set,
+     ...), so the tree holds the model's real tensors. Every limit of sdict_limits applies.
+     A BUILD on a class reference, a second BUILD on one object, extension codes (EXT1/2/4)
+     and allow-listed callables used as data are refused (SDICT_E_PICKLE_TYPE,
+     _PICKLE_UNSAFE_GLOBAL). Legacy files (torch < 1.6 layout) that carry a class's source as
+     a persistent id ('module', cls, file, source) give the class; the source is ignored.
+     sdict_object_state_dict() computes Module.state_dict() from such a tree. Off by default:
+     a normal load refuses the first global off the allow-list (naming it, and pointing at
+     `statedict extract` when it names a class). sdict_scan always reads this way, so a scan
+     goes on past objects and reports every global.
+    */
+    SDICT_LOAD_INERT = 1u << 3,
 };
 
 /**
@@ -1202,12 +1328,16 @@ typedef struct sdict_scan_item {
 /**
  Runs the loader's pickle machine over every pickle of the file without reading tensor data,
  calling fn once per global reference (GLOBAL, STACK_GLOBAL, INST) in file order. Refused
- globals do not stop the scan. Pointers in the item are valid during the call only.
- *unsafe_count receives the number of refused references.
+ globals do not stop the scan: pickles are read as with SDICT_LOAD_INERT (calls and BUILDs on
+ refused globals make inert objects; a BUILD a load would refuse is skipped), the globals of
+ legacy header pickles are reported as refused, and after a first pickle that is not torch's
+ magic number the pickles that follow it are scanned too. Pointers in the item are valid
+ during the call only. *unsafe_count receives the number of refused references.
  A safetensors file has no pickle: its header is checked (every rule sdict_load applies) and
  it reports no globals (*unsafe_count 0).
- Errors: those of sdict_load for the container; pickle errors after a refused global are
- reported but do not hide earlier items.
+ Errors: those of sdict_load for the container, or the pickle error that stopped the scan
+ (SDICT_E_PICKLE_UNSAFE_GLOBAL included: an extension code, for one); any error means the file
+ was not read to its end, and the items reported before it stand.
 */
 SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
                                   void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,

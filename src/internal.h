@@ -10,6 +10,7 @@
    tensor.c      tensor checks, contiguous copies and dtype conversion
    value.c       documents, values, dict hashing, big ints, dotted paths
    composite.c   quantized, sparse and nested tensors: checks of their parts
+   module_state.c Module.state_dict() over inert objects; tensors of an object by attribute path
    zip_read.c    zip/ZIP64 central directory reader, record reads (stored, deflate via libdeflate)
    zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
    pickle_read.c the pickle machine: protocols 0-5, allow-listed globals, torch rebuild functions
@@ -232,6 +233,10 @@ void sdict__value_set_numpy(sdict_value *v, sdict_pytype t, char order, char kin
     exactly once, so a walk needs to remember only marked ones. */
 void sdict__value_mark_shared(sdict_value *v);
 bool sdict__value_maybe_shared(const sdict_value *v);
+/** The unpickler's mark on values it keeps a tag for (pickle_read.c's side table): a value
+    without it has no tag, so most values are told apart without a hash lookup. */
+void sdict__value_mark_tagged(sdict_value *v);
+bool sdict__value_maybe_tagged(const sdict_value *v);
 
 /** Freezes a list/tuple/set value being built by the unpickler into a tuple (TUPLE opcodes
     build a list then retag it). Only for values not yet shared. */
@@ -322,6 +327,17 @@ sdict_status sdict__zip_writer_serialization_id(const sdict__zip_writer *w, char
 sdict_status sdict__zip_writer_finish(sdict__zip_writer *w, sdict_error *err);
 void sdict__zip_writer_free(sdict__zip_writer *w);
 
+/** Inert objects (value.c). A class reference module.name (copied into the doc), how
+    SDICT_OBJECT_CLASS; NULL on out of memory. */
+sdict_value *sdict__object_new(sdict_doc *doc, const char *module, size_t ml, const char *name,
+                               size_t nl, sdict_object_call how);
+/** An object made by calling callee (a class reference or an object of doc) with args (a
+    tuple) and kwargs (dict or NULL); NULL on out of memory or a callee of another kind. */
+sdict_value *sdict__object_call(sdict_doc *doc, sdict_value *callee, sdict_object_call how,
+                                sdict_value *args, sdict_value *kwargs);
+/** Sets the BUILD state of an object; false when v is a class reference or has one already. */
+bool sdict__object_set_state(sdict_value *v, sdict_value *state);
+
 /*==================================================================================================
  pickle_read.c
 ==================================================================================================*/
@@ -363,6 +379,9 @@ typedef struct sdict__unpickler {
        protocol, sys_info and key list; a tar's item counts): every global is refused, even
        allow-listed ones and in scan mode. */
     bool literals_only;
+    /* SDICT_LOAD_INERT: refused globals are class references (objects), calls and BUILDs on
+       them make inert objects. */
+    bool inert;
 } sdict__unpickler;
 
 /**

@@ -219,6 +219,7 @@ static sdict_status run_pickle(loader *L, const uint8_t *data, size_t size, cons
     }
     u.defer_checks = L->defer;
     u.literals_only = L->literals;
+    u.inert = (L->flags & SDICT_LOAD_INERT) || L->scan; /* scans go on past objects */
     sdict_status st = sdict__unpickle(&u, out, err);
     if (L->ss)
         L->ss->python_may_continue = st != SDICT_OK && u.python_may_continue;
@@ -862,8 +863,16 @@ static sdict_status legacy_persistent_load(void *ctx, sdict_value *pid, int64_t 
     const char *rec = L->rec;
     const char *tn = sdict_str_get(sdict_seq_item(pid, 0), NULL);
     if (tn && strcmp(tn, "module") == 0) {
-        /* Class-source ids of whole-module pickles; the class itself is refused by the
-           allow-list, so this is only reached while scanning. */
+        /* Class-source ids of whole-module pickles ('module', cls, source_file, source):
+           torch's persistent_load gives the class. Under SDICT_LOAD_INERT it is the class
+           reference the machine made of cls (its source text is ignored); otherwise the
+           class is refused by the allow-list, so this is only reached while scanning. */
+        sdict_value *cls = sdict_seq_item(pid, 1);
+        if ((L->flags & SDICT_LOAD_INERT) && sdict_value_kind(cls) == SDICT_KIND_OBJECT &&
+            sdict_object_how(cls) == SDICT_OBJECT_CLASS) {
+            *out = cls;
+            return SDICT_OK;
+        }
         if (!L->scan)
             return sdict__err(err, SDICT_E_UNSUPPORTED, rec, off,
                               "whole-module pickle (persistent id 'module')");
@@ -1005,6 +1014,18 @@ static sdict_status load_legacy(loader *L, sdict_error *err) {
     size_t ilen = 0;
     const uint8_t *ip = sdict_value_kind(v) == SDICT_KIND_INT ? sdict__int_le_bytes(v, ib, &ilen)
                                                                 : NULL;
+    if ((!ip || ilen != sizeof legacy_magic_le || memcmp(ip, legacy_magic_le, ilen) != 0) &&
+        L->scan) {
+        /* not torch's, but a scan still lists the globals of the pickles that follow (what an
+           unrestricted reader of the stream would meet), then says the file is no checkpoint */
+        for (uint64_t before = 0; pos < L->win_size && pos != before;) {
+            sdict_error e2;
+            memset(&e2, 0, sizeof e2);
+            before = pos;
+            if (legacy_pickle(L, &pos, "legacy:pickle", refuse_persistent, &v, &e2) != SDICT_OK)
+                break;
+        }
+    }
     if (!ip || ilen != sizeof legacy_magic_le || memcmp(ip, legacy_magic_le, ilen) != 0)
         return not_torch(L, "the first pickle is not the legacy magic number 0x1950a86a20f9469cfc6c",
                          err);

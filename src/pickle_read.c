@@ -8,9 +8,12 @@
  kept as inert placeholders in scan mode, numpy dtype/array objects under construction) are
  str values "module.name" registered in a side table (`tags`, keyed by the value's address),
  so they survive MARK/TUPLE/memo round trips and still cannot be mistaken for data: lists,
- dicts and sets refuse them, and so does STOP. Storage classes, legacy tensor types and torch
- dtypes become dtype values (load.c's persistent_load reads the storage class from the id
- tuple that way).
+ dicts and sets refuse them, and so does STOP. Under SDICT_LOAD_INERT (u->inert, also on in
+ scans) the placeholder of a refused global is a class reference, an object value tagged
+ G_REFUSED: it is data (containers and STOP accept it), and calling or building it makes an
+ inert object (untagged, data) instead of failing. Nothing is looked up by its name. Storage
+ classes, legacy tensor types and torch dtypes become dtype values (load.c's persistent_load
+ reads the storage class from the id tuple that way).
 
  Robustness. Nothing recurses on input: the machine is a loop, and the final nesting check is
  an explicit-stack walk memoised per container (a shared subtree is visited once, a cycle is
@@ -130,7 +133,8 @@ static const char *op_name(int op) {
 ==================================================================================================*/
 
 typedef enum gkind {
-    G_REFUSED = 1,     /* refused global kept as a placeholder (scan mode) */
+    G_REFUSED = 1,     /* refused global kept as a placeholder (scan mode; under inert a class
+                          reference object, which is data) */
     G_ODICT,           /* collections.OrderedDict */
     G_RT1,             /* torch._utils._rebuild_tensor */
     G_RT2,             /* torch._utils._rebuild_tensor_v2 */
@@ -377,17 +381,16 @@ static const char *kind_of(vm *m, const sdict_value *v);
     } while (0)
 
 static tag *tag_of(const vm *m, const sdict_value *v) {
-    if (m->ntags == 0 || !v)
+    if (m->ntags == 0 || !sdict__value_maybe_tagged(v))
         return NULL;
     hent *e = hmap_find(&m->tagmap, (uint64_t)(uintptr_t)v);
     return e ? &m->tags[e->val] : NULL;
 }
 
-/* A placeholder str value "module.name" tagged kind. */
-static sdict_status new_tagged(vm *m, const char *text, size_t len, gkind kind, sdict_value **out,
-                               tag **t) {
-    sdict_value *v;
-    NEWV(v, sdict_str_new(m->doc, text, len));
+/* Registers v (NULL: out of memory) in the side table as kind. */
+static sdict_status tag_value(vm *m, sdict_value *v, gkind kind, sdict_value **out, tag **t) {
+    if (!v)
+        return nomem(m);
     if (m->ntags == m->tcap) {
         size_t ncap = m->tcap ? m->tcap * 2 : 16;
         tag *nt = sdict__realloc(m->tags, ncap * sizeof *nt);
@@ -398,6 +401,7 @@ static sdict_status new_tagged(vm *m, const char *text, size_t len, gkind kind, 
     }
     if (!hmap_put(&m->tagmap, (uint64_t)(uintptr_t)v, m->ntags))
         return nomem(m);
+    sdict__value_mark_tagged(v);
     tag *g = &m->tags[m->ntags++];
     memset(g, 0, sizeof *g);
     g->kind = kind;
@@ -408,12 +412,32 @@ static sdict_status new_tagged(vm *m, const char *text, size_t len, gkind kind, 
     return SDICT_OK;
 }
 
+/* A placeholder str value "module.name" tagged kind. */
+static sdict_status new_tagged(vm *m, const char *text, size_t len, gkind kind, sdict_value **out,
+                               tag **t) {
+    return tag_value(m, sdict_str_new(m->doc, text, len), kind, out, t);
+}
+
+/* Class references and inert objects (inert mode) are data; class references are tagged. */
+static bool is_inert(const vm *m, const sdict_value *v) {
+    return sdict_value_kind(v) == SDICT_KIND_OBJECT && m->u->inert;
+}
+
+/* "module.name" of a tagged value or an object, for messages. */
+static const char *tag_text(const sdict_value *v) {
+    static _Thread_local char buf[200];
+    if (sdict_value_kind(v) != SDICT_KIND_OBJECT)
+        return sdict_str_get(v, NULL);
+    snprintf(buf, sizeof buf, "%.90s.%.90s", sdict_object_module(v), sdict_object_name(v));
+    return buf;
+}
+
 /* Description for messages: the kind, or "global 'x.y'" for tagged values. */
 static const char *kind_of(vm *m, const sdict_value *v) {
     static _Thread_local char buf[200];
     tag *t = tag_of(m, v);
-    if (t) {
-        snprintf(buf, sizeof buf, "'%s'", sdict_str_get(v, NULL));
+    if (t || sdict_value_kind(v) == SDICT_KIND_OBJECT) {
+        snprintf(buf, sizeof buf, "%s'%.180s'", t ? "" : "object ", tag_text(v));
         return buf;
     }
     sdict_kind k = sdict_value_kind(v);
@@ -510,7 +534,7 @@ static sdict_status read_line(vm *m, const char **s, size_t *len) {
    file (scan mode excepted, where placeholders are the point). Tuples may hold them because
    call arguments and persistent ids are tuples. */
 static sdict_status check_data(vm *m, const sdict_value *v, const char *where) {
-    if (m->ntags && !m->u->scan && tag_of(m, v))
+    if (m->ntags && !m->u->scan && tag_of(m, v) && !is_inert(m, v))
         return fail(m, SDICT_E_PICKLE_TYPE, "%s cannot be stored in a %s (only data can)",
                     kind_of(m, v), where);
     return SDICT_OK;
@@ -542,6 +566,7 @@ static sdict_status check_hashable(vm *m, const sdict_value *key) {
         case SDICT_KIND_COMPLEX:
         case SDICT_KIND_QSCHEME:
         case SDICT_KIND_LAYOUT:
+        case SDICT_KIND_OBJECT: /* inert objects hash by identity, as object.__hash__ */
             break;
         case SDICT_KIND_SET:
             /* a frozenset is hashable (torch loads {frozenset({1, 2}): v}); a set is not */
@@ -1078,8 +1103,9 @@ static void compat_global(const vm *m, const char **mod, size_t *ml, const char 
 }
 
 /* GLOBAL / STACK_GLOBAL / INST: report, then push the value the global stands for. For INST
-   (call_now) a refused global is an error even in scan mode, since INST calls it. Header
-   pickles (u->literals_only) refuse every global. */
+   (call_now) a refused global is an error even in scan mode, since INST calls it (under inert
+   it makes an object). Header pickles (u->literals_only) refuse every global; a scan (inert)
+   reports each as refused and goes on. */
 static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *name, size_t nl,
                                 bool call_now, sdict_value **out) {
     const char *wmod = mod, *wname = name; /* as written, for messages */
@@ -1104,15 +1130,24 @@ static sdict_status push_global(vm *m, const char *mod, size_t ml, const char *n
         m->u->on_global(m->u->ctx, full, full + ml + 1, r.allowed, m->off);
     full[ml] = '.';
     sdict_status st = SDICT_OK;
-    if (m->u->literals_only) {
+    if (m->u->literals_only && !m->u->scan) {
         st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL,
                   "global '%s'%s in a header pickle: torch reads it with an unrestricted "
                   "pickle.load, so header pickles may hold only literals", full, written);
     } else if (r.kind == G_STORAGE_UNKNOWN && !m->u->scan) {
         st = new_tagged(m, full, ml + nl + 1, G_STORAGE_UNKNOWN, out, NULL);
+    } else if (!r.allowed && m->u->inert) {
+        st = tag_value(m, sdict__object_new(m->doc, mod, ml, name, nl, SDICT_OBJECT_CLASS),
+                       G_REFUSED, out, NULL);
     } else if (!r.allowed && (!m->u->scan || call_now)) {
-        st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s'%s is not on the allow-list", full,
-                  written);
+        /* a class name (CamelCase, as Conv2d, Net, DetectionModel): most likely a pickled
+           model, which extract reads as inert data */
+        bool cls = nl > 0 && name[0] >= 'A' && name[0] <= 'Z';
+        st = fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "global '%s'%s is not on the allow-list%s",
+                  full, written,
+                  cls ? " (a whole pickled object such as torch.save(model)? `statedict extract` "
+                        "reads its state_dict without running it)"
+                      : "");
     } else if (r.is_dtype) {
         *out = sdict_dtype_value_new(m->doc, r.dtype);
         st = *out ? SDICT_OK : nomem(m);
@@ -1643,8 +1678,24 @@ static sdict_status np_array_build(vm *m, tag *arr, const sdict_value *state, sd
  MARK: Calls (REDUCE, NEWOBJ, INST, OBJ) and BUILD
 ==================================================================================================*/
 
+/* A call on a class reference or an inert object: an inert object (nothing is called). */
+static sdict_status inert_call(vm *m, sdict_value *fn, sdict_value *args, sdict_value *kwargs,
+                               bool newobj, sdict_value **out) {
+    if (sdict_value_kind(args) != SDICT_KIND_TUPLE || tag_of(m, args))
+        return fail(m, SDICT_E_PICKLE_TYPE, "arguments of '%s' must be a tuple, found %s",
+                    tag_text(fn), kind_of(m, args));
+    if (kwargs && (sdict_value_kind(kwargs) != SDICT_KIND_DICT || tag_of(m, kwargs)))
+        return fail(m, SDICT_E_PICKLE_TYPE, "keyword arguments of '%s' must be a dict, found %s",
+                    tag_text(fn), kind_of(m, kwargs));
+    NEWV(*out, sdict__object_call(m->doc, fn, newobj ? SDICT_OBJECT_NEWOBJ : SDICT_OBJECT_REDUCE,
+                                  args, kwargs));
+    return SDICT_OK;
+}
+
 static sdict_status call(vm *m, sdict_value *fn, sdict_value *args, bool newobj,
                          sdict_value **out) {
+    if (is_inert(m, fn))
+        return inert_call(m, fn, args, NULL, newobj, out);
     tag *t = tag_of(m, fn);
     if (!t)
         return fail(m, SDICT_E_PICKLE_TYPE, "expects a callable, found %s", kind_of(m, fn));
@@ -2038,9 +2089,11 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
     *result = obj;
     tag *t = tag_of(m, obj);
     if (t) {
+        if (t->kind == G_REFUSED && m->u->scan && m->u->inert)
+            return SDICT_OK; /* a scan only lists globals: it goes on, nothing is built */
         if (t->kind == G_REFUSED)
-            return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "BUILD on refused global '%s'",
-                        sdict_str_get(obj, NULL));
+            return fail(m, SDICT_E_PICKLE_UNSAFE_GLOBAL, "BUILD on %srefused global '%s'",
+                        is_inert(m, obj) ? "the class reference of " : "", tag_text(obj));
         if (t->kind == G_STORAGE_UNKNOWN)
             return fail(m, SDICT_E_DTYPE, "unsupported dtype: BUILD on '%s', no storage class "
                         "statedict reads", sdict_str_get(obj, NULL));
@@ -2056,6 +2109,16 @@ static sdict_status build(vm *m, sdict_value *obj, sdict_value *state, sdict_val
         if (t->kind == G_NP_ARRAY && !t->fwd)
             return np_array_build(m, t, state, result);
         return fail(m, SDICT_E_PICKLE_TYPE, "BUILD on %s is not supported", kind_of(m, obj));
+    }
+    if (is_inert(m, obj)) {
+        /* an inert object (class references are tagged and refused above): its state is kept
+           as the pickle gives it. A second BUILD is refused: Python would merge __dict__s or
+           call __setstate__ twice, which cannot be told apart without the class, and keeping
+           either state alone could hide the other (a scan, which builds nothing, goes on) */
+        if (!sdict__object_set_state(obj, state) && !m->u->scan)
+            return fail(m, SDICT_E_PICKLE_TYPE, "second BUILD on %s (one state per inert object)",
+                        kind_of(m, obj));
+        return SDICT_OK;
     }
     if (sdict_value_kind(obj) != SDICT_KIND_DICT || !sdict_dict_is_ordered(obj))
         return fail(m, SDICT_E_PICKLE_TYPE, "BUILD on %s is not supported", kind_of(m, obj));
@@ -2095,7 +2158,7 @@ static bool is_container(const sdict_value *v) {
     sdict_kind k = sdict_value_kind(v);
     return k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE || k == SDICT_KIND_SET ||
            k == SDICT_KIND_DICT || k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE ||
-           k == SDICT_KIND_NESTED;
+           k == SDICT_KIND_NESTED || k == SDICT_KIND_OBJECT;
 }
 
 static size_t n_children(const sdict_value *v) {
@@ -2103,6 +2166,8 @@ static size_t n_children(const sdict_value *v) {
     sdict_value *refs[6];
     if (k == SDICT_KIND_DICT)
         return sdict_dict_len(v) * 2 + (sdict_dict_attrs(v) ? 1 : 0);
+    if (k == SDICT_KIND_OBJECT)
+        return 4;
     if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED)
         return tensor_refs(v, refs);
     return sdict_seq_len(v);
@@ -2110,6 +2175,9 @@ static size_t n_children(const sdict_value *v) {
 
 static sdict_value *child(const sdict_value *v, size_t i) {
     sdict_kind k = sdict_value_kind(v);
+    if (k == SDICT_KIND_OBJECT)
+        return i == 0 ? sdict_object_callee(v) : i == 1 ? sdict_object_args(v)
+               : i == 2 ? sdict_object_kwargs(v) : sdict_object_state(v);
     if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED) {
         sdict_value *refs[6];
         tensor_refs(v, refs);
@@ -2203,7 +2271,7 @@ static sdict_status check_nesting(vm *m, sdict_value *root) {
             continue;
         }
         sdict_value *c = child(top->v, top->next++);
-        if (c && !m->u->scan && tag_of(m, c)) {
+        if (c && !m->u->scan && tag_of(m, c) && !is_inert(m, c)) {
             /* a callable or placeholder got into the result inside a tuple (direct items of
                lists, dicts and sets are refused as they are added) */
             st = fail(m, SDICT_E_PICKLE_TYPE, "the result holds the callable '%s', not data",
@@ -2275,7 +2343,8 @@ static sdict_status memo_put(vm *m, uint64_t idx) {
     if (avail(m) < 1)
         return fail_py(m, SDICT_E_PICKLE_STACK, "memo store with an empty stack");
     sdict_value *v = m->stack[m->sp - 1];
-    sdict__value_mark_shared(v);
+    /* not marked shared here: a second reference can only come from a GET (memo_fetch) or a
+       DUP, which mark it; torch's pickles PUT every object, most of them never fetched */
     bool is_new = memo_raw(m, idx) == NULL;
     if (is_new && m->memo_count >= m->u->limits->max_memo)
         return fail(m, SDICT_E_LIMIT, "memo exceeds max_memo (%llu entries)",
@@ -2731,6 +2800,10 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         kw = m->stack[--m->sp];
         b = m->stack[--m->sp];
         a = m->stack[--m->sp];
+        if (is_inert(m, a)) {
+            TRY(inert_call(m, a, b, kw, true, &v));
+            return push(m, v);
+        }
         if (tag_of(m, a) && tag_of(m, a)->kind == G_REFUSED)
             return call(m, a, b, true, &v);
         if (sdict_value_kind(kw) != SDICT_KIND_DICT || sdict_dict_len(kw) != 0)
@@ -2810,7 +2883,7 @@ sdict_status sdict__unpickle(sdict__unpickler *u, sdict_value **out, sdict_error
         if (st != SDICT_OK)
             break;
     }
-    if (st == SDICT_OK && !u->scan && tag_of(&m, result)) {
+    if (st == SDICT_OK && !u->scan && tag_of(&m, result) && !is_inert(&m, result)) {
         tag *t = tag_of(&m, result);
         if (t->fwd)
             result = t->fwd;

@@ -27,6 +27,7 @@ enum {
     FLAG_BIG = 2,     /* int: value in u.s as minimal little-endian two's complement bytes */
     FLAG_NP_UNDERSCORE_CORE = 4, /* numpy value pickled through numpy._core (numpy >= 2) */
     FLAG_SHARED = 8,  /* the unpickler may have referenced it more than once (memo, DUP) */
+    FLAG_TAGGED = 16, /* the unpickler keeps a tag for it (a callable or placeholder) */
 };
 
 #define INDEX_MIN 8      /* dicts/sets up to this many items are searched linearly */
@@ -54,6 +55,16 @@ typedef struct composite_ext {
     } d;
     sdict_value *attrs;
 } composite_ext;
+
+/* An inert object (SDICT_KIND_OBJECT): what the pickle said to call, never called. */
+typedef struct object_ext {
+    const char *module, *name; /* the class (or function) reference, text in the arena */
+    sdict_value *callee;       /* the inert object called, when the callable was one */
+    sdict_value *args;         /* tuple; NULL for a class reference */
+    sdict_value *kwargs;       /* NEWOBJ_EX keyword arguments, or NULL */
+    sdict_value *state;        /* BUILD state, or NULL */
+    sdict_object_call how;
+} object_ext;
 
 struct sdict_value {
     uint8_t kind;
@@ -87,6 +98,7 @@ struct sdict_value {
         } dict;
         tensor_ext *tensor;
         composite_ext *comp; /* sparse, nested */
+        object_ext *obj;
         struct {
             sdict_storage *storage;
             sdict_dtype dtype;
@@ -303,7 +315,7 @@ const char *sdict_kind_name(sdict_kind kind) {
     static const char *const names[] = {"none",   "bool",    "int",     "float",  "str",
                                         "bytes",  "list",    "tuple",   "set",    "dict",
                                         "tensor", "dtype",   "device",  "complex", "qscheme",
-                                        "layout", "sparse",  "nested",  "storage"};
+                                        "layout", "sparse",  "nested",  "storage", "object"};
     if ((unsigned)kind < SDICT_KIND_COUNT)
         return names[kind];
     if (kind == SDICT__KIND_STORAGE)
@@ -844,6 +856,9 @@ static bool key_hash(const sdict_value *v, int depth, uint64_t *out) {
     case SDICT_KIND_DTYPE: *out = smix((kind << 32) | (uint64_t)v->u.dtype); return true;
     case SDICT_KIND_QSCHEME:
     case SDICT_KIND_LAYOUT: *out = smix((kind << 32) | (uint64_t)v->u.e); return true;
+    case SDICT_KIND_OBJECT: /* hashed by identity, as object.__hash__ */
+        *out = smix((uint64_t)(uintptr_t)v ^ (kind << 56));
+        return true;
     case SDICT_KIND_DEVICE:
         *out = hash_bytes(kind ^ (uint64_t)v->u.dev.index, (const uint8_t *)v->u.dev.type,
                           strlen(v->u.dev.type));
@@ -1100,6 +1115,15 @@ void sdict__value_mark_shared(sdict_value *v) {
 
 bool sdict__value_maybe_shared(const sdict_value *v) {
     return v && (v->flags & FLAG_SHARED);
+}
+
+void sdict__value_mark_tagged(sdict_value *v) {
+    if (v)
+        v->flags |= FLAG_TAGGED;
+}
+
+bool sdict__value_maybe_tagged(const sdict_value *v) {
+    return v && (v->flags & FLAG_TAGGED);
 }
 
 sdict_value *sdict_dict_new(sdict_doc *doc, bool ordered) {
@@ -1546,4 +1570,86 @@ sdict_status sdict_value_set_pytype(sdict_value *v, sdict_pytype t) {
     v->pytype = (uint8_t)t;
     v->flags &= (uint8_t)~FLAG_NP_UNDERSCORE_CORE;
     return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Inert objects
+==================================================================================================*/
+
+static const char *arena_text(sdict_doc *doc, const char *s, size_t n) {
+    char *p = arena_alloc(doc, n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+sdict_value *sdict__object_new(sdict_doc *doc, const char *module, size_t ml, const char *name,
+                               size_t nl, sdict_object_call how) {
+    if (!doc || !module || !name)
+        return NULL;
+    object_ext *o = arena_alloc(doc, sizeof *o);
+    const char *mt = o ? arena_text(doc, module, ml) : NULL;
+    const char *nt = mt ? arena_text(doc, name, nl) : NULL;
+    sdict_value *v = nt ? value_alloc(doc, SDICT_KIND_OBJECT) : NULL;
+    if (!v)
+        return NULL;
+    memset(o, 0, sizeof *o);
+    o->module = mt;
+    o->name = nt;
+    o->how = how;
+    v->u.obj = o;
+    return v;
+}
+
+sdict_value *sdict__object_call(sdict_doc *doc, sdict_value *callee, sdict_object_call how,
+                                sdict_value *args, sdict_value *kwargs) {
+    if (!callee || callee->kind != SDICT_KIND_OBJECT || callee->doc != doc)
+        return NULL;
+    const object_ext *c = callee->u.obj;
+    /* the class text is the callee's own arena text: shared, never freed before the doc */
+    sdict_value *v = value_alloc(doc, SDICT_KIND_OBJECT);
+    object_ext *o = v ? arena_alloc(doc, sizeof *o) : NULL;
+    if (!o)
+        return NULL;
+    memset(o, 0, sizeof *o);
+    o->module = c->module;
+    o->name = c->name;
+    o->callee = c->how == SDICT_OBJECT_CLASS ? NULL : callee;
+    o->how = how;
+    o->args = args;
+    o->kwargs = kwargs;
+    v->u.obj = o;
+    return v;
+}
+
+bool sdict__object_set_state(sdict_value *v, sdict_value *state) {
+    if (!v || v->kind != SDICT_KIND_OBJECT || v->u.obj->how == SDICT_OBJECT_CLASS ||
+        v->u.obj->state)
+        return false;
+    v->u.obj->state = state;
+    return true;
+}
+
+static const object_ext *obj_of(const sdict_value *v) {
+    return v && v->kind == SDICT_KIND_OBJECT ? v->u.obj : NULL;
+}
+
+const char *sdict_object_module(const sdict_value *v) {
+    return obj_of(v) ? obj_of(v)->module : NULL;
+}
+const char *sdict_object_name(const sdict_value *v) { return obj_of(v) ? obj_of(v)->name : NULL; }
+sdict_object_call sdict_object_how(const sdict_value *v) {
+    return obj_of(v) ? obj_of(v)->how : SDICT_OBJECT_CLASS;
+}
+sdict_value *sdict_object_args(const sdict_value *v) { return obj_of(v) ? obj_of(v)->args : NULL; }
+sdict_value *sdict_object_kwargs(const sdict_value *v) {
+    return obj_of(v) ? obj_of(v)->kwargs : NULL;
+}
+sdict_value *sdict_object_state(const sdict_value *v) {
+    return obj_of(v) ? obj_of(v)->state : NULL;
+}
+sdict_value *sdict_object_callee(const sdict_value *v) {
+    return obj_of(v) ? obj_of(v)->callee : NULL;
 }

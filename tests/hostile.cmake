@@ -15,6 +15,11 @@ if(TARGET statedict_cli)
   add_test(NAME cli_hostile COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/hostile/cli_hostile.sh
            $<TARGET_FILE:statedict_cli> ${SDICT_HOSTILE_DIR} ${vmem_kb})
   set_tests_properties(cli_hostile PROPERTIES FIXTURES_REQUIRED hostile LABELS "cli;hostile" TIMEOUT 1200)
+  # the same corpus read with --inert (objects are data): listed or refused, nothing runs
+  add_test(NAME cli_hostile_inert COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/hostile/cli_hostile.sh
+           $<TARGET_FILE:statedict_cli> ${SDICT_HOSTILE_DIR} ${vmem_kb} inert)
+  set_tests_properties(cli_hostile_inert PROPERTIES FIXTURES_REQUIRED hostile LABELS "cli;hostile"
+                       TIMEOUT 1200)
 endif()
 # Budget (issue 11): every command on each budget case within 64 x file size + 64 MB of peak RSS
 # and 1 s per MB + 2 s; sanitizer builds check time (5x, for an unoptimised instrumented build)

@@ -4,6 +4,8 @@
  message containing it), through the mapped, copying and in-memory loaders, and
  the error names the file, a record or offset, and says what was wrong. No case may leave the
  marker file its payload would create if anything ran.
+ Then the whole corpus again under SDICT_LOAD_INERT, where a pickle of objects is data: each
+ case loads (objects and all) or fails with a filled-in error, and still nothing runs.
 
  Usage: test_hostile BUILD_TESTS_DIR   (its hostile/ holds the generated cases and manifest.tsv)
 */
@@ -106,6 +108,59 @@ static void test_every_case_refused(void **state) {
     assert_int_equal(refused, cases);
 }
 
+/* Every case under SDICT_LOAD_INERT, through the three loaders: data or a clear error. */
+static void test_every_case_inert(void **state) {
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest.tsv", g_dir);
+    FILE *m = fopen(path, "r");
+    assert_non_null(m);
+    char line[1024];
+    int cases = 0, loaded = 0, refused = 0, bad = 0;
+    while (fgets(line, sizeof line, m)) {
+        line[strcspn(line, "\t\n")] = '\0';
+        snprintf(path, sizeof path, "%s/%s.pt", g_dir, line);
+        cases++;
+        for (int mode = 0; mode < 3; mode++) {
+            sdict_load_opts opts = {0};
+            opts.flags = SDICT_LOAD_INERT | (mode == 1 ? SDICT_LOAD_COPY : 0);
+            sdict_doc *doc = NULL;
+            sdict_error err;
+            memset(&err, 0, sizeof err);
+            sdict_status st;
+            if (mode < 2) {
+                st = sdict_load(path, &opts, &doc, &err);
+            } else {
+                size_t n = 0;
+                void *data = test_read_file(path, &n);
+                assert_true(data != NULL || n == 0);
+                st = sdict_load_buffer(data, n, line, &opts, &doc, &err);
+                free(data);
+            }
+            if (st == SDICT_OK) {
+                loaded += mode == 0;
+                assert_non_null(doc);
+                assert_non_null(sdict_doc_root(doc));
+            } else if (err.code != st || err.message[0] == '\0' || err.file[0] == '\0') {
+                fprintf(stderr, "case %s (inert, mode %d): error detail missing (code %d, file "
+                        "'%s', message '%s')\n", line, mode, err.code, err.file, err.message);
+                bad++;
+            } else {
+                refused += mode == 0;
+                assert_null(doc);
+            }
+            sdict_doc_free(doc);
+        }
+    }
+    fclose(m);
+    snprintf(path, sizeof path, "%s/PWNED", g_dir);
+    assert_int_not_equal(access(path, F_OK), 0); /* nothing ran */
+    printf("hostile corpus under SDICT_LOAD_INERT: %d cases, %d loaded as data, %d refused\n",
+           cases, loaded, refused);
+    assert_true(cases > 100);
+    assert_int_equal(bad, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_hostile DIR (run through ctest)\n");
@@ -114,6 +169,7 @@ int main(int argc, char **argv) {
     static char dir[4096];
     snprintf(dir, sizeof dir, "%s/hostile", argv[1]);
     g_dir = dir;
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_every_case_refused)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_every_case_refused),
+                                       cmocka_unit_test(test_every_case_inert)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,12 +59,14 @@ static sdict_limits default_limits(void) {
     return l;
 }
 
+static bool g_inert; /* runs read with SDICT_LOAD_INERT's machine (test_inert_objects) */
+
 static void unpickle_lim(run *r, const void *data, size_t n, bool scan, const sdict_limits *lim) {
     memset(r, 0, sizeof *r);
     assert_int_equal(sdict_doc_new(&r->doc, NULL), SDICT_OK);
     sdict__unpickler u = {.doc = r->doc, .data = data, .size = n, .record = "rec/data.pkl",
                           .limits = lim, .persistent_load = stub_load, .ctx = r,
-                          .on_global = count_global, .scan = scan};
+                          .on_global = count_global, .scan = scan, .inert = g_inert};
     r->err.offset = -2;
     r->st = sdict__unpickle(&u, &r->v, &r->err);
     r->consumed = u.consumed;
@@ -993,6 +995,265 @@ static void test_large_dict(void **state) {
     free(p);
 }
 
+/* Inert objects (SDICT_LOAD_INERT): refused globals become class references, calls and BUILD
+   on them inert objects; nothing else changes, and every limit still holds. */
+#define INERT(lit, rr) unpickle(&(rr), lit, sizeof(lit) - 1, false)
+static void test_inert_objects(void **state) {
+    (void)state;
+    run r;
+    g_inert = true;
+    /* protocol 2 object, as torch.save(model) writes every module: NEWOBJ (cls, ()), BUILD */
+    INERT("\x80\x02" "c__main__\nNet\n)\x81}X\x01\x00\x00\x00" "aK\x01sb.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_value_kind(r.v), SDICT_KIND_OBJECT);
+    assert_string_equal(sdict_kind_name(SDICT_KIND_OBJECT), "object");
+    assert_string_equal(sdict_object_module(r.v), "__main__");
+    assert_string_equal(sdict_object_name(r.v), "Net");
+    assert_int_equal(sdict_object_how(r.v), SDICT_OBJECT_NEWOBJ);
+    assert_int_equal(sdict_value_kind(sdict_object_args(r.v)), SDICT_KIND_TUPLE);
+    assert_int_equal(sdict_seq_len(sdict_object_args(r.v)), 0);
+    assert_null(sdict_object_kwargs(r.v));
+    assert_null(sdict_object_callee(r.v));
+    int64_t a = 0;
+    assert_int_equal(sdict_int_get(sdict_dict_get(sdict_object_state(r.v), "a"), &a), SDICT_OK);
+    assert_int_equal(a, 1);
+    assert_int_equal(r.globals, 1);
+    assert_int_equal(r.refused, 1);
+    /* accessors on other kinds */
+    assert_null(sdict_object_module(sdict_object_args(r.v)));
+    assert_null(sdict_object_state(NULL));
+    assert_int_equal(sdict_object_how(NULL), SDICT_OBJECT_CLASS);
+    done(&r);
+    /* the memo shares objects: one value under both items */
+    INERT("\x80\x02](c__main__\nNet\n)\x81q\x00h\x00" "e.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_seq_len(r.v), 2);
+    assert_ptr_equal(sdict_seq_item(r.v, 0), sdict_seq_item(r.v, 1));
+    assert_null(sdict_object_state(sdict_seq_item(r.v, 0)));
+    done(&r);
+    /* a class reference is data: a list may hold it; it is never called */
+    INERT("\x80\x02]c__main__\nNet\na.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_object_how(sdict_seq_item(r.v, 0)), SDICT_OBJECT_CLASS);
+    assert_null(sdict_object_args(sdict_seq_item(r.v, 0)));
+    done(&r);
+    /* the pickle's result may be a class reference too */
+    INERT("\x80\x02" "cos\nsystem\n.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_string_equal(sdict_object_name(r.v), "system");
+    done(&r);
+    /* INST and OBJ (protocol 0/1): REDUCE-like objects with their arguments */
+    INERT("(S'ls'\nios\nsystem\n.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_object_how(r.v), SDICT_OBJECT_REDUCE);
+    assert_string_equal(sdict_object_module(r.v), "os");
+    assert_string_equal(sdict_str_get(sdict_seq_item(sdict_object_args(r.v), 0), NULL), "ls");
+    done(&r);
+    INERT("(cos\nsystem\nS'ls'\no.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_string_equal(sdict_object_name(r.v), "system");
+    assert_int_equal(sdict_seq_len(sdict_object_args(r.v)), 1);
+    done(&r);
+    /* REDUCE of a REDUCE: getattr(Net(), 'f')(2) keeps the object called */
+    INERT("\x80\x02" "cbuiltins\ngetattr\nc__main__\nNet\n)\x81X\x01\x00\x00\x00"
+          "f\x86RK\x02\x85R.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    const sdict_value *callee = sdict_object_callee(r.v);
+    assert_non_null(callee);
+    assert_string_equal(sdict_object_name(r.v), "getattr");
+    assert_int_equal(sdict_object_how(callee), SDICT_OBJECT_REDUCE);
+    assert_null(sdict_object_callee(callee));
+    assert_string_equal(sdict_object_name(sdict_seq_item(sdict_object_args(callee), 0)), "Net");
+    assert_int_equal(r.globals, 2);
+    done(&r);
+    /* NEWOBJ_EX keeps its keyword arguments */
+    INERT("\x80\x04" "c__main__\nNet\n)}X\x01\x00\x00\x00kK\x01s\x92.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_object_how(r.v), SDICT_OBJECT_NEWOBJ);
+    assert_non_null(sdict_dict_get(sdict_object_kwargs(r.v), "k"));
+    done(&r);
+    /* an object in a set and as a dict key: hashed by identity, as Python's object */
+    INERT("\x80\x02" "c__main__\nNet\n)\x81q\x00}h\x00K\x01s\x8f(h\x00h\x00\x90\x86.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_dict_len(sdict_seq_item(r.v, 0)), 1);
+    assert_int_equal(sdict_seq_len(sdict_seq_item(r.v, 1)), 1);
+    done(&r);
+    g_inert = true;
+    /* refusals: a second BUILD, BUILD on a class reference, arguments that are no tuple,
+       allow-listed callables as data, extension codes, an object inside itself */
+    FAIL("\x80\x02" "c__main__\nNet\n)\x81}b}b.", false, SDICT_E_PICKLE_TYPE, 21);
+    FAIL("\x80\x02" "c__main__\nNet\n}b.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 17);
+    FAIL("\x80\x02" "c__main__\nNet\nK\x01R.", false, SDICT_E_PICKLE_TYPE, 18);
+    FAIL("\x80\x04" "c__main__\nNet\n)K\x01\x92.", false, SDICT_E_PICKLE_TYPE, 19);
+    FAIL("\x80\x02]ctorch._utils\n_rebuild_tensor_v2\na.", false, SDICT_E_PICKLE_TYPE, 36);
+    FAIL("\x80\x02\x82\x01.", false, SDICT_E_PICKLE_UNSAFE_GLOBAL, 2);
+    FAIL("\x80\x02" "c__main__\nNet\n)\x81q\x00}X\x01\x00\x00\x00sh\x00sb.", false,
+         SDICT_E_UNSUPPORTED, 31);
+    /* a torch rebuild function refuses an object where it wants a storage */
+    FAIL("\x80\x02" "ctorch._utils\n_rebuild_tensor\n(c__main__\nS\n)\x81K\x00))tR.", false,
+         SDICT_E_PICKLE_TYPE, 52);
+    /* limits hold through objects: nesting, and shared objects counted each time reachable */
+    {
+        static char p[8192];
+        size_t n = 0;
+        memcpy(p, "\x80\x02", 2);
+        n = 2;
+        for (int i = 0; i < 300; i++) { /* Net(Net(Net(...))) 300 deep */
+            memcpy(p + n, "c__main__\nNet\n", 14);
+            n += 14;
+        }
+        memcpy(p + n, ")", 1);
+        n += 1;
+        for (int i = 0; i < 300; i++) {
+            memcpy(p + n, "\x85R", 2);
+            n += 2;
+        }
+        p[n++] = '.';
+        sdict_limits lim = default_limits();
+        lim.max_depth = 100;
+        unpickle_lim(&r, p, n, false, &lim);
+        assert_int_equal(r.st, SDICT_E_LIMIT);
+        assert_non_null(strstr(r.err.message, "max_depth"));
+        done(&r);
+        lim.max_depth = 1000;
+        unpickle_lim(&r, p, n, false, &lim);
+        assert_int_equal(r.st, SDICT_OK);
+        done(&r);
+        /* billion laughs: each object's args hold the previous object twice */
+        n = 2;
+        memcpy(p + n, ")q\x00", 3);
+        n += 3;
+        for (int i = 0; i < 60; i++) {
+            memcpy(p + n, "c__main__\nL\nh\x00h\x00\x86\x85Rq\x00", 21);
+            n += 21;
+        }
+        p[n++] = '.';
+        unpickle_lim(&r, p, n, false, &lim);
+        assert_int_equal(r.st, SDICT_E_LIMIT);
+        assert_non_null(strstr(r.err.message, "shared references"));
+        done(&r);
+    }
+    /* a scan (inert) goes on past what a load refuses: BUILD on a class reference, a second
+       BUILD; every global is reported */
+    unpickle(&r, "\x80\x02" "cos\nsystem\n}b)\x81}b}b0cbuiltins\neval\n.", 38, true);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(r.globals, 2);
+    assert_int_equal(r.refused, 2);
+    done(&r);
+    /* without the option the same object pickle is refused, naming the class and extract */
+    g_inert = false;
+    unpickle(&r, "\x80\x02" "c__main__\nNet\n)\x81}b.", 20, false);
+    assert_int_equal(r.st, SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    assert_non_null(strstr(r.err.message, "'__main__.Net'"));
+    assert_non_null(strstr(r.err.message, "statedict extract"));
+    done(&r);
+    unpickle(&r, "\x80\x02" "cos\nsystem\n.", 13, false); /* not a class: no hint */
+    assert_int_equal(r.st, SDICT_E_PICKLE_UNSAFE_GLOBAL);
+    assert_null(strstr(r.err.message, "extract"));
+    done(&r);
+}
+
+/* A pickled module tree, as Python's pickle writes one (protocol 2: NEWOBJ + BUILD of each
+   module's __dict__): Net(w: Parameter; buffer nothing=None; bn: BatchNorm2d(weight, bias=None,
+   running_mean, tmp non-persistent); lin: Linear(weight tied to w); gone=None). Made with fake
+   classes of these names and Python's pickle, storages as persistent ids. */
+static const char net_pickle[] =
+    "\x80\x02" "c__main__\x0aNet\x0aq\x00)\x81q\x01}q\x02(X\x08\x00\x00\x00trainingq\x03\x88X"
+    "\x0b\x00\x00\x00_parametersq\x04" "ccollections\x0aOrderedDict\x0aq\x05)Rq\x06X\x01\x00\x00"
+    "\x00wq\x07" "ctorch._utils\x0a_rebuild_parameter\x0aq\x08" "ctorch._utils\x0a_rebuild_tenso"
+    "r_v2\x0aq\x09((X\x07\x00\x00\x00storageq\x0a" "ctorch\x0a" "FloatStorage\x0aq\x0bX\x01\x00"
+    "\x00\x00" "0q\x0cX\x03\x00\x00\x00" "cpuq\x0dK\x04tq\x0eQK\x00K\x04\x85q\x0fK\x01\x85q\x10"
+    "\x89h\x05)Rq\x11tq\x12Rq\x13\x88h\x05)Rq\x14\x87q\x15Rq\x16sX\x08\x00\x00\x00_buffersq\x17h"
+    "\x05)Rq\x18X\x07\x00\x00\x00nothingq\x19NsX\x1b\x00\x00\x00_non_persistent_buffers_setq\x1a"
+    "c__builtin__\x0aset\x0aq\x1b]q\x1c\x85q\x1dRq\x1eX\x11\x00\x00\x00_state_dict_hooksq\x1fh"
+    "\x05)Rq X\x08\x00\x00\x00_modulesq!h\x05)Rq\x22(X\x02\x00\x00\x00" "bnq#ctorch.nn.modules.b"
+    "atchnorm\x0a" "BatchNorm2d\x0aq$)\x81q%}q&(h\x03\x88h\x04h\x05)Rq'(X\x06\x00\x00\x00weightq"
+    "(h\x08h\x09((h\x0ah\x0bX\x01\x00\x00\x00" "1q)h\x0dK\x02tq*QK\x00K\x02\x85q+h\x10\x89h\x05)"
+    "Rq,tq-Rq.\x88h\x05)Rq/\x87q0Rq1X\x04\x00\x00\x00" "biasq2Nuh\x17h\x05)Rq3(X\x0c\x00\x00\x00"
+    "running_meanq4h\x09((h\x0ah\x0bX\x01\x00\x00\x00" "2q5h\x0dK\x02tq6QK\x00K\x02\x85q7h\x10"
+    "\x89h\x05)Rq8tq9Rq:X\x03\x00\x00\x00tmpq;h\x09((h\x0ah\x0bX\x01\x00\x00\x00" "3q<h\x0dK\x01"
+    "tq=QK\x00K\x01\x85q>h\x10\x89h\x05)Rq?tq@RqAuh\x1ah\x1b]qBh;a\x85qCRqDh\x1fh\x05)RqEh!h\x05"
+    ")RqFubX\x03\x00\x00\x00linqGctorch.nn.modules.linear\x0aLinear\x0aqH)\x81qI}qJ(h\x03\x88h"
+    "\x04h\x05)RqKh(h\x16sh\x17h\x05)RqLh\x1ah\x1b]qM\x85qNRqOh\x1fh\x05)RqPh!h\x05)RqQubX\x04"
+    "\x00\x00\x00goneqRNuub.";
+
+static void test_object_state_dict(void **state) {
+    (void)state;
+    run r;
+    g_inert = true;
+    unpickle(&r, net_pickle, sizeof net_pickle - 1, false);
+    g_inert = false;
+    assert_int_equal(r.st, SDICT_OK);
+    assert_true(sdict_object_is_module(r.v));
+    assert_string_equal(sdict_object_name(r.v), "Net");
+    sdict_value *sd = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_object_state_dict(r.v, &sd, &err), SDICT_OK);
+    static const char *const keys[] = {"w", "bn.weight", "bn.running_mean", "lin.weight"};
+    assert_int_equal(sdict_dict_len(sd), 4);
+    assert_true(sdict_dict_is_ordered(sd));
+    for (size_t i = 0; i < 4; i++) {
+        assert_string_equal(sdict_str_get(sdict_dict_key(sd, i), NULL), keys[i]);
+        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
+        assert_non_null(t);
+        assert_false(t->is_parameter); /* detached */
+        assert_false(t->requires_grad);
+    }
+    /* tied: a detached value per key (as each torch detach() makes one), one storage */
+    assert_ptr_not_equal(sdict_dict_get(sd, "w"), sdict_dict_get(sd, "lin.weight"));
+    assert_ptr_equal(sdict_value_tensor(sdict_dict_get(sd, "w"))->storage,
+                     sdict_value_tensor(sdict_dict_get(sd, "lin.weight"))->storage);
+    const sdict_value *param =
+        sdict_dict_get(sdict_dict_get(sdict_object_state(r.v), "_parameters"), "w");
+    assert_true(sdict_value_tensor(param)->is_parameter);
+    assert_ptr_equal(sdict_value_tensor(param)->storage,
+                     sdict_value_tensor(sdict_dict_get(sd, "w"))->storage);
+    /* _metadata: prefixes in visiting order, BatchNorm2d's class version 2 */
+    const sdict_value *md = sdict_dict_get(sdict_dict_attrs(sd), "_metadata");
+    assert_int_equal(sdict_dict_len(md), 3);
+    static const char *const prefixes[] = {"", "bn", "lin"};
+    static const int64_t versions[] = {1, 2, 1};
+    for (size_t i = 0; i < 3; i++) {
+        int64_t v = 0;
+        /* one "version" key value for all, as Python's interned str (pickled once) */
+        assert_ptr_equal(sdict_dict_key(sdict_dict_val(md, i), 0),
+                         sdict_dict_key(sdict_dict_val(md, 0), 0));
+        assert_string_equal(sdict_str_get(sdict_dict_key(md, i), NULL), prefixes[i]);
+        assert_int_equal(sdict_int_get(sdict_dict_get(sdict_dict_val(md, i), "version"), &v),
+                         SDICT_OK);
+        assert_int_equal(v, versions[i]);
+    }
+    /* every tensor by attribute path, the Parameters themselves, the tied one twice */
+    sdict_value *ts = NULL;
+    assert_int_equal(sdict_object_tensors(r.v, &ts, &err), SDICT_OK);
+    static const char *const paths[] = {
+        "_parameters.w", "_modules.bn._parameters.weight", "_modules.bn._buffers.running_mean",
+        "_modules.bn._buffers.tmp", "_modules.lin._parameters.weight"};
+    assert_int_equal(sdict_dict_len(ts), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(sdict_str_get(sdict_dict_key(ts, i), NULL), paths[i]);
+    assert_ptr_equal(sdict_dict_val(ts, 0), param);
+    assert_ptr_equal(sdict_dict_val(ts, 4), param);
+    /* refusals: not a module; a submodule that is not one; state_dict hooks */
+    assert_int_equal(sdict_object_state_dict(sdict_object_state(r.v), &sd, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_null(sd);
+    assert_int_equal(sdict_object_state_dict(NULL, &sd, &err), SDICT_E_INVALID_ARG);
+    sdict_value *mods = sdict_dict_get(sdict_object_state(r.v), "_modules");
+    sdict_value *lin = sdict_dict_get(mods, "lin");
+    assert_int_equal(sdict_dict_set_str(mods, "lin", sdict_int_new(r.doc, 3)), SDICT_OK);
+    assert_int_equal(sdict_object_state_dict(r.v, &sd, &err), SDICT_E_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "lin"));
+    assert_int_equal(sdict_dict_set_str(mods, "lin", lin), SDICT_OK);
+    sdict_value *hooks = sdict_dict_new(r.doc, true);
+    assert_int_equal(sdict_dict_set_str(hooks, "0", sdict_none_new(r.doc)), SDICT_OK);
+    assert_int_equal(sdict_dict_set_str(sdict_object_state(lin), "_state_dict_hooks", hooks),
+                     SDICT_OK);
+    assert_int_equal(sdict_object_state_dict(r.v, &sd, &err), SDICT_E_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "hooks"));
+    done(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpython_corpus),
@@ -1009,6 +1270,8 @@ int main(void) {
         cmocka_unit_test(test_numpy_scalar),
         cmocka_unit_test(test_numpy_array),
         cmocka_unit_test(test_large_dict),
+        cmocka_unit_test(test_inert_objects),
+        cmocka_unit_test(test_object_state_dict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

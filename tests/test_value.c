@@ -85,7 +85,7 @@ static void test_scalars(void **state) {
     const char *kinds[] = {"none",   "bool",   "int",    "float",   "str",     "bytes",
                            "list",   "tuple",  "set",    "dict",    "tensor",  "dtype",
                            "device", "complex", "qscheme", "layout", "sparse", "nested",
-                           "storage"};
+                           "storage", "object"};
     assert_int_equal(sizeof kinds / sizeof kinds[0], SDICT_KIND_COUNT);
     for (int k = 0; k < SDICT_KIND_COUNT; k++)
         assert_string_equal(sdict_kind_name((sdict_kind)k), kinds[k]);

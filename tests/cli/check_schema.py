@@ -217,6 +217,15 @@ def check_node(n, where, depth=0):
                                     "strides", "storage_offsets"), ("attrs",)):
             for f in ("buffer", "sizes", "strides", "storage_offsets"):
                 check_node(n[f], where + "." + f, depth + 1)
+    elif t == "object":  # --inert
+        if check_members(n, where, ("type", "module", "name", "call"),
+                         ("callee", "args", "kwargs", "state")):
+            need(isinstance(n["module"], str) and isinstance(n["name"], str), where, "class names")
+            need(n["call"] in ("class", "reduce", "newobj"), where, "call %r" % (n["call"],))
+            need(("args" in n) == (n["call"] != "class"), where, "args exactly when called")
+            for f in ("callee", "args", "kwargs", "state"):
+                if f in n:
+                    check_node(n[f], where + "." + f, depth + 1)
     else:
         fail(where, "unknown node type %r" % t)
 

@@ -34,7 +34,7 @@ enum {
 
 /** Option bits a subcommand accepts (cli_cmd.options); parse_args refuses any other option. */
 enum {
-    CLI_OPT_LOAD = 1u << 0,    /* --copy, --verify-crc, --big-endian */
+    CLI_OPT_LOAD = 1u << 0,    /* --copy, --verify-crc, --big-endian, --inert */
     CLI_OPT_JSON = 1u << 1,    /* --json, --pretty */
     CLI_OPT_TOL = 1u << 2,     /* --rtol R, --atol A */
     CLI_OPT_SAVE = 1u << 3,    /* --layout 1.13|2.x, --not-weights-only */
@@ -71,6 +71,18 @@ typedef struct cli_convert_args {
 int cli_convert_option(const struct cli_cmd *cmd, cli_convert_args *c, int argc, char **argv,
                        int *i);
 
+/** convert's input and output halves, shared with extract (cmd_convert.c). cli_convert_load
+    reads IN as convert does (CRCs verified unless --no-verify; a file without CRCs with a
+    warning; what names the command in messages), adding extra_flags to the load flags; NULL
+    when it cannot be read, the error printed. cli_convert_write writes root (a value of doc)
+    to OUT as convert does (--include/--exclude/--strip-prefix/--add-prefix, --dtype, the
+    output format from --format or OUT's name, every save option); returns the exit status. */
+struct cli_args;
+sdict_doc *cli_convert_load(const char *what, const char *in, const struct cli_args *args,
+                            uint32_t extra_flags);
+int cli_convert_write(sdict_doc *doc, sdict_value *root, const char *in, const char *out,
+                      const struct cli_args *args);
+
 /** Parsed command line of one subcommand. */
 typedef struct cli_args {
     int npos;                  /* positional arguments, in order */
@@ -79,7 +91,7 @@ typedef struct cli_args {
     bool pretty;
     bool help;
     bool metadata;             /* --metadata: show the doc's metadata instead of the tree */
-    uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian */
+    uint32_t load_flags;       /* SDICT_LOAD_* bits from --copy/--verify-crc/--big-endian/--inert */
     double rtol;               /* default 1e-5, as torch.allclose */
     double atol;               /* default 1e-8, as torch.allclose */
     uint32_t save_flags;       /* SDICT_SAVE_* bits from --layout/--not-weights-only */
@@ -101,6 +113,7 @@ int cmd_ls(const cli_cmd *cmd, const cli_args *args);
 int cmd_dump(const cli_cmd *cmd, const cli_args *args);
 int cmd_show(const cli_cmd *cmd, const cli_args *args);
 int cmd_convert(const cli_cmd *cmd, const cli_args *args);
+int cmd_extract(const cli_cmd *cmd, const cli_args *args);
 int cmd_diff(const cli_cmd *cmd, const cli_args *args);
 int cmd_verify(const cli_cmd *cmd, const cli_args *args);
 int cmd_scan(const cli_cmd *cmd, const cli_args *args);

@@ -410,50 +410,50 @@ static int fail(const char *what, const char *file, sdict_status st, sdict_error
     return CLI_EXIT_BAD_INPUT;
 }
 
-int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
-    (void)cmd;
+/* Loads IN for the command `what` (convert, extract; extra_flags added to the load options):
+   CRC-checked unless --no-verify, a file without CRCs with a warning. NULL when it cannot be
+   read (the error already printed). */
+sdict_doc *cli_convert_load(const char *what, const char *in, const cli_args *args,
+                            uint32_t extra_flags) {
     const cli_convert_args *c = &args->conv;
-    const char *in = args->pos[0], *out = args->pos[1];
+    cli_args a = *args;
+    a.load_flags |= extra_flags;
+    if (c->no_verify)
+        return cli_load(in, &a);
     sdict_error err;
     memset(&err, 0, sizeof err);
     sdict_doc *doc = NULL;
-    if (c->no_verify) {
-        doc = cli_load(in, args);
-    } else {
-        sdict_load_opts lo;
-        memset(&lo, 0, sizeof lo);
-        lo.flags = args->load_flags | SDICT_LOAD_VERIFY_CRC;
-        sdict_status st = sdict_load(in, &lo, &doc, &err);
-        if (st == SDICT_E_CRC && strstr(err.message, "no CRC recorded")) {
-            /* nothing to verify against: converted as read, and said so */
-            fprintf(stderr, "statedict: warning: %s: %s; converted unverified\n", in, err.message);
-            doc = cli_load(in, args);
-        } else if (st != SDICT_OK) {
-            cli_report_error(st, &err);
-            if (st == SDICT_E_CRC)
-                fprintf(stderr, "statedict: convert verifies the input's CRC-32s; --no-verify "
-                                "converts a file with a bad one anyway\n");
-            return CLI_EXIT_BAD_INPUT;
-        } else if (!(lo.flags & SDICT_LOAD_COPY)) {
-            cli_note_mapped(in);
-        }
-        memset(&err, 0, sizeof err);
+    sdict_load_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.flags = a.load_flags | SDICT_LOAD_VERIFY_CRC;
+    sdict_status st = sdict_load(in, &lo, &doc, &err);
+    if (st == SDICT_E_CRC && strstr(err.message, "no CRC recorded")) {
+        /* nothing to verify against: converted as read, and said so */
+        fprintf(stderr, "statedict: warning: %s: %s; converted unverified\n", in, err.message);
+        return cli_load(in, &a);
     }
-    if (!doc)
-        return CLI_EXIT_BAD_INPUT;
+    if (st != SDICT_OK) {
+        cli_report_error(st, &err);
+        if (st == SDICT_E_CRC)
+            fprintf(stderr, "statedict: %s verifies the input's CRC-32s; --no-verify "
+                            "converts a file with a bad one anyway\n", what);
+        return NULL;
+    }
+    if (!(lo.flags & SDICT_LOAD_COPY))
+        cli_note_mapped(in);
+    return doc;
+}
+
+/* Writes root (a value of doc, read from in) to out as convert does: --include/--exclude and
+   the prefix options flatten it, --dtype casts, the format follows --format or out's name. */
+int cli_convert_write(sdict_doc *doc, sdict_value *root, const char *in, const char *out,
+                      const cli_args *args) {
+    const cli_convert_args *c = &args->conv;
+    sdict_error err;
+    memset(&err, 0, sizeof err);
     int rc = CLI_EXIT_OK;
     cast_map m;
     memset(&m, 0, sizeof m);
-
-    sdict_value *root = sdict_doc_root(doc);
-    if (c->key) {
-        root = sdict_value_at(root, c->key);
-        if (!root) {
-            fprintf(stderr, "statedict: %s: no key '%s'\n", in, c->key);
-            rc = CLI_EXIT_BAD_INPUT;
-            goto done;
-        }
-    }
     if (c->nglobs || c->strip_prefix || c->add_prefix) {
         flat_ctx f;
         memset(&f, 0, sizeof f);
@@ -551,6 +551,23 @@ int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
     }
 done:
     cast_map_free(&m);
+    return rc;
+}
+
+int cmd_convert(const cli_cmd *cmd, const cli_args *args) {
+    (void)cmd;
+    const char *in = args->pos[0], *out = args->pos[1];
+    sdict_doc *doc = cli_convert_load("convert", in, args, 0);
+    if (!doc)
+        return CLI_EXIT_BAD_INPUT;
+    int rc;
+    sdict_value *root = sdict_doc_root(doc);
+    if (args->conv.key && !(root = sdict_value_at(root, args->conv.key))) {
+        fprintf(stderr, "statedict: %s: no key '%s'\n", in, args->conv.key);
+        rc = CLI_EXIT_BAD_INPUT;
+    } else {
+        rc = cli_convert_write(doc, root, in, out, args);
+    }
     cli_forget_ints();
     sdict_doc_free(doc);
     return rc;

@@ -595,6 +595,18 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
         c->ndiff++;
     } else if (ka == SDICT_KIND_SPARSE || ka == SDICT_KIND_NESTED) {
         compare_composite(c, path, a, b);
+    } else if (ka == SDICT_KIND_OBJECT) {
+        /* inert objects (--inert): the classes are compared, not what they hold */
+        fmt_value(&x, a, 16);
+        fmt_value(&y, b, 16);
+        if (strcmp(x.s, y.s) != 0) {
+            printf("value: %s  %s -> %s\n", path, x.s, y.s);
+            c->ndiff++;
+        } else {
+            fprintf(stderr, "statedict: diff: note: %s: both %s; the contents of inert objects "
+                            "are not compared (diff what `statedict extract` writes of each)\n",
+                    path[0] ? path : "<root>", x.s);
+        }
     } else if (ka != SDICT_KIND_TENSOR && ka != SDICT_KIND_STORAGE) {
         if (!values_equal(a, b, 0)) {
             fmt_value(&x, a, 16);

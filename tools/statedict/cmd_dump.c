@@ -454,6 +454,22 @@ static void node(dump_ctx *c, const sdict_value *v, int depth) {
         cli_jw_close(&c->w, ']');
         break;
     }
+    case SDICT_KIND_OBJECT: {
+        static const char *const how[] = {"class", "reduce", "newobj"};
+        sdict_object_call h = sdict_object_how(v);
+        str_field(c, "module", sdict_object_module(v));
+        str_field(c, "name", sdict_object_name(v));
+        str_field(c, "call", (unsigned)h < 3 ? how[h] : "?");
+        if (sdict_object_callee(v))
+            node_field(c, "callee", sdict_object_callee(v), depth + 1);
+        if (sdict_object_args(v))
+            node_field(c, "args", sdict_object_args(v), depth + 1);
+        if (sdict_object_kwargs(v))
+            node_field(c, "kwargs", sdict_object_kwargs(v), depth + 1);
+        if (sdict_object_state(v))
+            node_field(c, "state", sdict_object_state(v), depth + 1);
+        break;
+    }
     case SDICT_KIND_DICT: {
         bool_field(c, "ordered", sdict_dict_is_ordered(v));
         if (sdict_value_pytype(v) == SDICT_PYTYPE_COUNTER)

@@ -53,9 +53,8 @@ int cmd_scan(const cli_cmd *cmd, const cli_args *args) {
         /* count refusals ourselves: out-parameters are zeroed when the scan fails */
         if (unsafe > c.refused)
             c.refused = unsafe;
-        /* the loader's refusal of a global we already listed is the finding, not a failure */
-        if (st == SDICT_E_PICKLE_UNSAFE_GLOBAL && c.refused)
-            st = SDICT_OK;
+        /* scans read objects as inert data (SDICT_LOAD_INERT) and go on past refused globals:
+           any error, an unsafe one included, means the file was not read to its end */
         int rc = CLI_EXIT_OK;
         if (st != SDICT_OK) {
             if (err.code == SDICT_OK) {

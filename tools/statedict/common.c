@@ -24,7 +24,9 @@ void cli_print_usage(const cli_cmd *cmd, FILE *f) {
         fprintf(f, "load options:\n"
                    "  --copy        read storages into memory instead of mapping the file\n"
                    "  --verify-crc  check the CRC-32 of every record read\n"
-                   "  --big-endian  treat payloads of files without a byteorder record as big-endian\n");
+                   "  --big-endian  treat payloads of files without a byteorder record as big-endian\n"
+                   "  --inert       read pickled objects (torch.save(model)) as inert data, printed\n"
+                   "                <object MODULE.NAME>: nothing is imported or called\n");
 }
 
 int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) {
@@ -74,6 +76,8 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
             args->load_flags |= SDICT_LOAD_COPY;
         } else if ((o & CLI_OPT_LOAD) && strcmp(a, "--verify-crc") == 0) {
             args->load_flags |= SDICT_LOAD_VERIFY_CRC;
+        } else if ((o & CLI_OPT_LOAD) && strcmp(a, "--inert") == 0) {
+            args->load_flags |= SDICT_LOAD_INERT;
         } else if ((o & CLI_OPT_LOAD) && strcmp(a, "--big-endian") == 0) {
             args->load_flags |= SDICT_LOAD_ASSUME_BIG_ENDIAN;
         } else if ((o & CLI_OPT_JSON) && strcmp(a, "--json") == 0) {
@@ -581,6 +585,17 @@ static void fmt_value_depth(cli_buf *b, const sdict_value *v, size_t max_items, 
         buf_printf(b, "nested_tensor(%s, %lld components)",
                    sdict_dtype_name(sdict_value_tensor(ns->buffer)->dtype),
                    (long long)sizes->shape[0]);
+        break;
+    }
+    case SDICT_KIND_OBJECT: {
+        /* <object torch.nn.modules.conv.Conv2d>; a class reference <class ...>; the names
+           come from the file: escaped */
+        const char *mod = sdict_object_module(v), *name = sdict_object_name(v);
+        buf_puts(b, sdict_object_how(v) == SDICT_OBJECT_CLASS ? "<class " : "<object ");
+        fmt_escaped(b, mod, strlen(mod));
+        buf_puts(b, ".");
+        fmt_escaped(b, name, strlen(name));
+        buf_puts(b, sdict_object_callee(v) ? "(...)>" : ">");
         break;
     }
     case SDICT_KIND_LIST:

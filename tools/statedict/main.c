@@ -71,6 +71,16 @@ static const cli_cmd commands[] = {
      "  torch.load(OUT, weights_only=False), as the input did.\n"
      "  Conversions of more than 1 GB of tensors show their progress when stderr is a terminal.\n",
      CLI_OPT_LOAD | CLI_OPT_SAVE | CLI_OPT_CONVERT, 2, 2},
+    {"extract", cmd_extract, "write the state_dict of a whole pickled model (torch.save(model))",
+     "extract [--key PATH] [convert's output options] [LOAD OPTIONS] IN OUT",
+     "  Reads IN as inert data (--inert: nothing is imported or run) and writes, as convert\n"
+     "  writes (same output formats and options), what model.state_dict() returns: keys,\n"
+     "  order, dtypes, values, shared tensors and _metadata versions as torch computes them.\n"
+     "  A checkpoint dict holding models ({'model': model, 'epoch': 3, ...}) is written whole,\n"
+     "  each model replaced by its state_dict; --key PATH extracts only that sub-tree.\n"
+     "  Objects that are not modules become their tensors by attribute path, class\n"
+     "  references their name (each with a warning). One line per model on stderr.\n",
+     CLI_OPT_LOAD | CLI_OPT_SAVE | CLI_OPT_CONVERT, 2, 2},
     {"diff", cmd_diff, "compare two checkpoints leaf by leaf",
      "diff [--rtol R] [--atol A] [LOAD OPTIONS] A B",
      "  Reports keys only in A or B, type, dtype and shape changes, differing non-tensor values,\n"

@@ -1,0 +1,329 @@
+/*
+ module_state.c - torch.nn.Module.state_dict() over an inert object tree (SDICT_LOAD_INERT), and
+ the tensors of any object by attribute path.
+
+ state_dict() as torch 1.13 and 2.x compute it (torch/nn/modules/module.py, state_dict and
+ _save_to_state_dict): the module's prefix goes into `_metadata` with {'version': _version},
+ then its `_parameters` (None skipped) and persistent `_buffers` (None and the names in
+ `_non_persistent_buffers_set` skipped) under prefix + name, each detached, then each child of
+ `_modules` (None skipped) under prefix + name + '.', depth first in insertion order. Each key
+ gets its own detached tensor, as each detach() in torch makes one: tied weights are two values
+ of one storage, and sdict_save of the result writes what torch.save(model.state_dict()) writes,
+ byte for byte. _version is a class
+ attribute, not in the pickle: module_versions.h lists the classes whose version is not 1.
+ Nothing here recurses deeper than the tree the unpickler accepted (max_depth), and a module
+ reached twice is walked twice, as torch walks it; the unpickler's bound on the expanded tree
+ keeps that linear in the file.
+*/
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "module_versions.h"
+
+#define MS_MAX_DEPTH 1000 /* modules within modules; deeper trees are refused (SDICT_E_LIMIT) */
+
+typedef struct ms {
+    sdict_doc *doc;
+    sdict_value *out, *meta;
+    sdict_value *version; /* the key "version": one str value for every _metadata entry, as
+                             Python's interned 'version' (the pickle then memoizes it) */
+    sdict_error *err;
+    char *path; /* the current prefix ("layer1.0."), NUL-terminated */
+    size_t len, pcap;
+} ms;
+
+static sdict_status nomem(ms *m) {
+    return sdict__err(m->err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+}
+
+/* Appends text to the prefix; false on out of memory. */
+static bool path_push(ms *m, const char *s, size_t n, bool dot) {
+    size_t need = m->len + n + 2;
+    if (need > m->pcap) {
+        size_t ncap = m->pcap ? m->pcap * 2 : 256;
+        while (ncap < need)
+            ncap *= 2;
+        char *p = sdict__realloc(m->path, ncap);
+        if (!p)
+            return false;
+        m->path = p;
+        m->pcap = ncap;
+    }
+    memcpy(m->path + m->len, s, n);
+    m->len += n;
+    if (dot)
+        m->path[m->len++] = '.';
+    m->path[m->len] = '\0';
+    return true;
+}
+
+/* The attribute dict of an object's state: the state itself, or the dict of a (dict, slots)
+   pair; NULL when there is none. */
+static sdict_value *attrs_of(const sdict_value *obj) {
+    sdict_value *st = sdict_object_state(obj);
+    if (sdict_value_kind(st) == SDICT_KIND_TUPLE && sdict_seq_len(st) == 2)
+        st = sdict_seq_item(st, 0);
+    return sdict_value_kind(st) == SDICT_KIND_DICT ? st : NULL;
+}
+
+bool sdict_object_is_module(const sdict_value *v) {
+    if (sdict_value_kind(v) != SDICT_KIND_OBJECT || sdict_object_how(v) == SDICT_OBJECT_CLASS)
+        return false;
+    const sdict_value *a = attrs_of(v);
+    return sdict_value_kind(sdict_dict_get(a, "_parameters")) == SDICT_KIND_DICT &&
+           sdict_value_kind(sdict_dict_get(a, "_buffers")) == SDICT_KIND_DICT &&
+           sdict_value_kind(sdict_dict_get(a, "_modules")) == SDICT_KIND_DICT;
+}
+
+/* The object's class: protocols 0 and 1 pickle a plain object as
+   copyreg._reconstructor(cls, object, None) (Python 2's copy_reg, renamed), whose first
+   argument is the class. */
+static const sdict_value *class_of(const sdict_value *obj) {
+    const sdict_value *cls = sdict_seq_item(sdict_object_args(obj), 0);
+    if (strcmp(sdict_object_module(obj), "copyreg") == 0 &&
+        strcmp(sdict_object_name(obj), "_reconstructor") == 0 && !sdict_object_callee(obj) &&
+        sdict_value_kind(cls) == SDICT_KIND_OBJECT && sdict_object_how(cls) == SDICT_OBJECT_CLASS)
+        return cls;
+    return obj;
+}
+
+static int version_of(const sdict_value *obj) {
+    obj = class_of(obj);
+    const char *mod = sdict_object_module(obj), *name = sdict_object_name(obj);
+    for (size_t i = 0; i < sizeof module_versions / sizeof module_versions[0]; i++)
+        if (strcmp(module_versions[i].module, mod) == 0 &&
+            strcmp(module_versions[i].name, name) == 0)
+            return module_versions[i].version;
+    return 1;
+}
+
+static bool is_tensorish(const sdict_value *v) {
+    sdict_kind k = sdict_value_kind(v);
+    return k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED;
+}
+
+/* t.detach(): a new plain tensor (not a Parameter, requires_grad False, no Python attributes)
+   viewing the same storage, as each call of torch's detach() makes one: a tensor reached under
+   two names (tied weights, a module listed twice) gives two values of one storage, as
+   torch.save(model.state_dict()) writes them. Sparse and nested tensors are kept as they are. */
+static sdict_status detach(ms *m, const sdict_value *v, sdict_value **out) {
+    if (sdict_value_kind(v) != SDICT_KIND_TENSOR) {
+        *out = (sdict_value *)v;
+        return SDICT_OK;
+    }
+    sdict_tensor t = *sdict_value_tensor(v);
+    t.is_parameter = false;
+    t.requires_grad = false;
+    return sdict__tensor_value_new(m->doc, &t, sdict_value_quantizer(v), out, m->err);
+}
+
+static sdict_status bad(ms *m, sdict_status code, const char *what, const sdict_value *key) {
+    const char *k = sdict_str_get(key, NULL);
+    return sdict__err(m->err, code, NULL, -1, "module '%.200s'%s%.200s: %s", m->path,
+                      k ? " entry " : "", k ? k : "", what);
+}
+
+static bool in_set(const sdict_value *set, const sdict_value *name) {
+    size_t n = 0, ln = 0;
+    const char *s = sdict_str_get(name, &n);
+    for (size_t i = 0; i < sdict_seq_len(set); i++) {
+        const char *t = sdict_str_get(sdict_seq_item(set, i), &ln);
+        if (t && ln == n && memcmp(s, t, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Puts each non-None tensor of dict d (a module's _parameters or _buffers) under prefix + name,
+   skipping the names in skip (may be NULL). */
+static sdict_status save_tensors(ms *m, const sdict_value *d, const sdict_value *skip,
+                                 const char *what) {
+    size_t base = m->len;
+    for (size_t i = 0; i < sdict_dict_len(d); i++) {
+        const sdict_value *k = sdict_dict_key(d, i), *v = sdict_dict_val(d, i);
+        size_t kl = 0;
+        const char *ks = sdict_str_get(k, &kl);
+        if (!ks)
+            return bad(m, SDICT_E_UNSUPPORTED, "a name that is not a str", NULL);
+        if (sdict_value_kind(v) == SDICT_KIND_NONE || (skip && in_set(skip, k)))
+            continue;
+        if (!is_tensorish(v))
+            return bad(m, SDICT_E_UNSUPPORTED, what, k);
+        sdict_value *dv = NULL, *key;
+        sdict_status st = detach(m, v, &dv);
+        if (st != SDICT_OK)
+            return st;
+        if (!path_push(m, ks, kl, false))
+            return nomem(m);
+        key = sdict_str_new(m->doc, m->path, m->len);
+        m->len = base;
+        m->path[base] = '\0';
+        if (!key || sdict_dict_set(m->out, key, dv) != SDICT_OK)
+            return nomem(m);
+    }
+    return SDICT_OK;
+}
+
+static bool empty_or_none(const sdict_value *v) {
+    return !v || sdict_value_kind(v) == SDICT_KIND_NONE ||
+           (sdict_value_kind(v) == SDICT_KIND_DICT && sdict_dict_len(v) == 0);
+}
+
+/* Module.state_dict(destination, prefix) for one module (m->path is the prefix). */
+static sdict_status walk(ms *m, const sdict_value *mod, int depth) {
+    if (depth > MS_MAX_DEPTH)
+        return sdict__err(m->err, SDICT_E_LIMIT, NULL, -1,
+                          "modules nest deeper than %d at '%.200s'", MS_MAX_DEPTH, m->path);
+    const sdict_value *a = attrs_of(mod);
+    /* _metadata[prefix[:-1]] = {'version': cls._version} */
+    sdict_value *md = sdict_dict_new(m->doc, false), *ver = sdict_int_new(m->doc, version_of(mod));
+    sdict_value *mk = sdict_str_new(m->doc, m->path, m->len ? m->len - 1 : 0);
+    if (!md || !ver || !mk || sdict_dict_set(md, m->version, ver) != SDICT_OK ||
+        sdict_dict_set(m->meta, mk, md) != SDICT_OK)
+        return nomem(m);
+    /* hooks would run Python code that changes the result: refused, not guessed */
+    if (!empty_or_none(sdict_dict_get(a, "_state_dict_hooks")) ||
+        !empty_or_none(sdict_dict_get(a, "_state_dict_pre_hooks")))
+        return bad(m, SDICT_E_UNSUPPORTED, "has state_dict hooks (Python code that would change "
+                   "the result)", NULL);
+    const sdict_value *skip = sdict_dict_get(a, "_non_persistent_buffers_set");
+    sdict_status st = save_tensors(m, sdict_dict_get(a, "_parameters"), NULL,
+                                   "a parameter that is not a tensor");
+    if (st == SDICT_OK)
+        st = save_tensors(m, sdict_dict_get(a, "_buffers"),
+                          sdict_value_kind(skip) == SDICT_KIND_SET ? skip : NULL,
+                          "a buffer that is not a tensor");
+    const sdict_value *mods = sdict_dict_get(a, "_modules");
+    size_t base = m->len;
+    for (size_t i = 0; st == SDICT_OK && i < sdict_dict_len(mods); i++) {
+        const sdict_value *k = sdict_dict_key(mods, i), *sub = sdict_dict_val(mods, i);
+        size_t kl = 0;
+        const char *ks = sdict_str_get(k, &kl);
+        if (!ks)
+            return bad(m, SDICT_E_UNSUPPORTED, "a submodule name that is not a str", NULL);
+        if (sdict_value_kind(sub) == SDICT_KIND_NONE)
+            continue;
+        if (!sdict_object_is_module(sub))
+            return bad(m, SDICT_E_UNSUPPORTED, "submodule is not an nn.Module object (no "
+                       "_parameters, _buffers and _modules state)", k);
+        if (!path_push(m, ks, kl, true))
+            return nomem(m);
+        st = walk(m, sub, depth + 1);
+        m->len = base;
+        m->path[base] = '\0';
+    }
+    return st;
+}
+
+sdict_status sdict_object_state_dict(sdict_value *module, sdict_value **out, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!module || !out)
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "module_state_dict: NULL argument");
+    if (!sdict_object_is_module(module))
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "module_state_dict: %s is not an "
+                          "nn.Module object (an inert object whose state has _parameters, "
+                          "_buffers and _modules)", sdict_kind_name(sdict_value_kind(module)));
+    ms m;
+    memset(&m, 0, sizeof m);
+    m.doc = sdict__value_doc(module);
+    m.err = err;
+    m.out = sdict_dict_new(m.doc, true);
+    m.meta = sdict_dict_new(m.doc, true);
+    m.version = sdict_str_new(m.doc, "version", 7);
+    sdict_value *attrs = sdict_dict_new(m.doc, false);
+    sdict_status st = !m.out || !m.meta || !m.version || !attrs || !path_push(&m, "", 0, false) ||
+                              sdict_dict_set_str(attrs, "_metadata", m.meta) != SDICT_OK ||
+                              sdict_dict_set_attrs(m.out, attrs) != SDICT_OK
+                          ? nomem(&m)
+                          : walk(&m, module, 0);
+    sdict__free(m.path);
+    if (st == SDICT_OK)
+        *out = m.out;
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Tensors of any object, by attribute path
+==================================================================================================*/
+
+static sdict_status tensors_rec(ms *m, const sdict_value *v, int depth) {
+    if (depth > MS_MAX_DEPTH)
+        return sdict__err(m->err, SDICT_E_LIMIT, NULL, -1, "values nest deeper than %d at '%.200s'",
+                          MS_MAX_DEPTH, m->path);
+    sdict_kind k = sdict_value_kind(v);
+    size_t base = m->len;
+    sdict_status st = SDICT_OK;
+    if (is_tensorish(v)) {
+        /* the path without its trailing dot */
+        sdict_value *key = sdict_str_new(m->doc, m->path, m->len ? m->len - 1 : 0);
+        return key && sdict_dict_set(m->out, key, (sdict_value *)v) == SDICT_OK ? SDICT_OK
+                                                                                : nomem(m);
+    }
+    if (k == SDICT_KIND_OBJECT) {
+        const sdict_value *st_v = sdict_object_state(v);
+        if (st_v)
+            return tensors_rec(m, st_v, depth + 1);
+        return tensors_rec(m, sdict_object_args(v), depth + 1);
+    }
+    if (k == SDICT_KIND_TUPLE && sdict_seq_len(v) == 2 &&
+        sdict_value_kind(sdict_seq_item(v, 1)) == SDICT_KIND_DICT && depth > 0 &&
+        (sdict_value_kind(sdict_seq_item(v, 0)) == SDICT_KIND_DICT ||
+         sdict_value_kind(sdict_seq_item(v, 0)) == SDICT_KIND_NONE)) {
+        /* a (dict, slots) state: both are attributes */
+        st = tensors_rec(m, sdict_seq_item(v, 0), depth + 1);
+        return st == SDICT_OK ? tensors_rec(m, sdict_seq_item(v, 1), depth + 1) : st;
+    }
+    if (k == SDICT_KIND_DICT) {
+        for (size_t i = 0; st == SDICT_OK && i < sdict_dict_len(v); i++) {
+            const sdict_value *key = sdict_dict_key(v, i);
+            char num[32];
+            size_t kl = 0;
+            const char *ks = sdict_str_get(key, &kl);
+            int64_t iv;
+            if (!ks && sdict_int_get(key, &iv) == SDICT_OK) {
+                kl = (size_t)snprintf(num, sizeof num, "%lld", (long long)iv);
+                ks = num;
+            }
+            if (!ks)
+                continue; /* keys that have no dotted spelling hold no attribute path */
+            if (!path_push(m, ks, kl, true))
+                return nomem(m);
+            st = tensors_rec(m, sdict_dict_val(v, i), depth + 1);
+            m->len = base;
+            m->path[base] = '\0';
+        }
+        return st;
+    }
+    if (k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE) {
+        for (size_t i = 0; st == SDICT_OK && i < sdict_seq_len(v); i++) {
+            char num[32];
+            size_t kl = (size_t)snprintf(num, sizeof num, "%zu", i);
+            if (!path_push(m, num, kl, true))
+                return nomem(m);
+            st = tensors_rec(m, sdict_seq_item(v, i), depth + 1);
+            m->len = base;
+            m->path[base] = '\0';
+        }
+    }
+    return st;
+}
+
+sdict_status sdict_object_tensors(sdict_value *v, sdict_value **out, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!v || !out)
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "object_tensors: NULL argument");
+    ms m;
+    memset(&m, 0, sizeof m);
+    m.doc = sdict__value_doc(v);
+    m.err = err;
+    m.out = sdict_dict_new(m.doc, true);
+    sdict_status st = !m.out || !path_push(&m, "", 0, false) ? nomem(&m) : tensors_rec(&m, v, 0);
+    sdict__free(m.path);
+    if (st == SDICT_OK)
+        *out = m.out;
+    return st;
+}

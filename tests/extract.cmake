@@ -1,0 +1,18 @@
+# Whole pickled models (issue 13): `statedict extract` against torch itself, per generation
+# (labels "extract", "interop", "torchGEN"), registered with sdict_torch_test as NAME@GEN:
+#
+#   extract_models@GEN   torch.save(model) of resnet18, mobilenet_v2, a ModuleDict/ModuleList
+#                        model, a custom module (non-persistent buffer, None parameter, tied
+#                        weights), DataParallel, the legacy layout, protocol 4, and a YOLO-style
+#                        half-precision checkpoint dict: the extracted state_dict equals
+#                        model.state_dict() (keys, order, dtypes, values, sharing, _metadata) and
+#                        loads with strict=True; the malicious fixtures under --inert: no file
+#                        appears, a clear result, and `scan` lists every global pickletools finds
+#                        (tests/torch/extract_check.py)
+if(TARGET statedict_cli)
+  sdict_torch_test(extract_models LABELS extract
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/torch/extract_check.py
+            $<TARGET_FILE:statedict_cli> ${CMAKE_CURRENT_BINARY_DIR}/extract/models_@GEN@
+            ${SDICT_SHARED_FIXTURES}
+    PROPERTIES TIMEOUT 900)
+endif()
