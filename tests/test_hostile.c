@@ -40,6 +40,22 @@ static int status_in(sdict_status st, const char *set) {
     return 0;
 }
 
+/* Loads case `name` (file path) with flags: mode 0 mapped, 1 copied, 2 from a buffer. */
+static sdict_status load_case(const char *path, const char *name, uint32_t flags, int mode,
+                              sdict_doc **doc, sdict_error *err) {
+    sdict_load_opts opts = {0};
+    opts.flags = flags | (mode == 1 ? SDICT_LOAD_COPY : 0);
+    memset(err, 0, sizeof *err);
+    if (mode < 2)
+        return sdict_load(path, &opts, doc, err);
+    size_t n = 0;
+    void *data = test_read_file(path, &n);
+    assert_true(data != NULL || n == 0);
+    sdict_status st = sdict_load_buffer(data, n, name, &opts, doc, err);
+    free(data);
+    return st;
+}
+
 static void test_every_case_refused(void **state) {
     (void)state;
     char path[4096];
@@ -62,22 +78,9 @@ static void test_every_case_refused(void **state) {
         cases++;
         int ok_all = 1;
         for (int mode = 0; mode < 3; mode++) {
-            sdict_load_opts opts = {0};
-            if (mode == 1)
-                opts.flags = SDICT_LOAD_COPY;
             sdict_doc *doc = NULL;
             sdict_error err;
-            memset(&err, 0, sizeof err);
-            sdict_status st;
-            if (mode < 2) {
-                st = sdict_load(path, &opts, &doc, &err);
-            } else {
-                size_t n = 0;
-                void *data = test_read_file(path, &n);
-                assert_true(data != NULL || n == 0);
-                st = sdict_load_buffer(data, n, line, NULL, &doc, &err);
-                free(data);
-            }
+            sdict_status st = load_case(path, line, 0, mode, &doc, &err);
             if (st == SDICT_OK || !status_in(st, expect)) {
                 char msg[1024];
                 fprintf(stderr, "case %s (mode %d): got %s, expected one of %s; %s\n", line, mode,
@@ -122,21 +125,9 @@ static void test_every_case_inert(void **state) {
         snprintf(path, sizeof path, "%s/%s.pt", g_dir, line);
         cases++;
         for (int mode = 0; mode < 3; mode++) {
-            sdict_load_opts opts = {0};
-            opts.flags = SDICT_LOAD_INERT | (mode == 1 ? SDICT_LOAD_COPY : 0);
             sdict_doc *doc = NULL;
             sdict_error err;
-            memset(&err, 0, sizeof err);
-            sdict_status st;
-            if (mode < 2) {
-                st = sdict_load(path, &opts, &doc, &err);
-            } else {
-                size_t n = 0;
-                void *data = test_read_file(path, &n);
-                assert_true(data != NULL || n == 0);
-                st = sdict_load_buffer(data, n, line, &opts, &doc, &err);
-                free(data);
-            }
+            sdict_status st = load_case(path, line, SDICT_LOAD_INERT, mode, &doc, &err);
             if (st == SDICT_OK) {
                 loaded += mode == 0;
                 assert_non_null(doc);
