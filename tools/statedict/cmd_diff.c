@@ -14,7 +14,9 @@
  A and B may be of different formats (a .pt file against a safetensors file or a model
  folder): the format, the container and the dict's Python type are not differences.
  Bare storages (torch.save({'s': t.storage()})) compare as 1-D tensors of their class's dtype.
- and a last line "N differences" or "no differences".
+ and a last line "N differences" or "no differences". Inert objects (--inert) of the same class
+ are not compared inside: each pair gives "not compared: KEY  <object CLASS>", a last line
+ counts them, and the exit status is 1 (as for differences), never "no differences".
 
  Tensor elements a (from A) and b (from B) are equal when a == b, both are NaN, or
  |a - b| <= atol + rtol * |b| (torch.allclose's rule, but NaN equals NaN here so a file compared
@@ -403,6 +405,7 @@ static sdict_status compare_tensors(const sdict_tensor *a, const sdict_tensor *b
 
 typedef struct diff_ctx {
     size_t ndiff;
+    size_t nobjects; /* pairs of inert objects of one class: their contents are not compared */
     double rtol, atol;
     bool failed;
     const char *file_a, *file_b;
@@ -603,9 +606,9 @@ static void compare_leaf(diff_ctx *c, const char *path, const sdict_value *a, co
             printf("value: %s  %s -> %s\n", path, x.s, y.s);
             c->ndiff++;
         } else {
-            fprintf(stderr, "statedict: diff: note: %s: both %s; the contents of inert objects "
-                            "are not compared (diff what `statedict extract` writes of each)\n",
-                    path[0] ? path : "<root>", x.s);
+            printf("not compared: %s  %s (the contents of inert objects)\n",
+                   path[0] ? path : "<root>", x.s);
+            c->nobjects++;
         }
     } else if (ka != SDICT_KIND_TENSOR && ka != SDICT_KIND_STORAGE) {
         if (!values_equal(a, b, 0)) {
@@ -741,7 +744,7 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
     leaves lb;
     int rc = CLI_EXIT_BAD_INPUT;
     if (load_leaves(db, flat_match(da, db), &lb)) {
-        diff_a a = {{0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}, 0,
+        diff_a a = {{0, 0, args->rtol, args->atol, false, args->pos[0], args->pos[1], {0}, 0,
                      cli_data_budget(args->pos, 2)},
                     &lb, NULL};
         cli_view_cache_init(&a.c.cmps, sizeof(tensor_cmp));
@@ -766,9 +769,17 @@ int cmd_diff(const cli_cmd *cmd, const cli_args *args) {
             diff_metadata(c, da, db);
             if (c->ndiff)
                 printf("%zu difference%s\n", c->ndiff, c->ndiff == 1 ? "" : "s");
-            else if (!c->failed)
+            else if (!c->failed && !c->nobjects)
                 printf("no differences\n");
-            rc = c->failed ? CLI_EXIT_BAD_INPUT : c->ndiff ? CLI_EXIT_DIFFERENT : CLI_EXIT_OK;
+            if (c->nobjects && !c->failed) {
+                /* never "no differences" over what was not compared: exit as if different */
+                printf("%zu pair%s of inert objects not compared: diff what `statedict extract` "
+                       "writes of each\n", c->nobjects, c->nobjects == 1 ? "" : "s");
+                fflush(stdout);
+            }
+            rc = c->failed                  ? CLI_EXIT_BAD_INPUT
+                 : c->ndiff || c->nobjects ? CLI_EXIT_DIFFERENT
+                                            : CLI_EXIT_OK;
         }
         buf_free(&path);
         cli_view_cache_free(&c->cmps);
