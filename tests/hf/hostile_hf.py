@@ -9,7 +9,7 @@ entry (the weight_map key or the shard) in its message; no case may crash or han
 folder, its index, a link to a shard inside the folder and a single-file folder are read in
 the index's order, and convert of the folder gives back lenet.pt's tensors (statedict diff).
 Cost: one file named by many shard names (links) is refused before any shard is read, and an
-index of 40,000 tiny shards is listed within 16 x its bytes + 64 MB of memory (each shard's
+index of 20,000 tiny shards is listed within 16 x its bytes + 64 MB of memory (each shard's
 document is freed once its tensors are copied) and 1 s per MB + 2 s (x5 under sanitizers).
 """
 import json
@@ -245,11 +245,11 @@ with open(blob, "rb") as f:
     check(f.read() == b"shared blob", "the linked blob is unchanged")
 check(os.path.islink(os.path.join(snap, "pytorch_model.bin")), "the link stays a link")
 
-# ---- cost: 40,000 shards of one tiny safetensors tensor each ----
+# ---- cost: 20,000 shards of one tiny safetensors tensor each ----
 many = os.path.join(WORK, "many_shards")
 os.makedirs(many)
 weight_map, total = {}, 0
-for i in range(40000):
+for i in range(20000):
     name = f"s{i}.safetensors"
     hdr = json.dumps({f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
                      separators=(",", ":")).encode()
@@ -273,12 +273,12 @@ p = subprocess.run([sys.executable, "-c",
 wall = time.monotonic() - t0
 rc, rss_kb = (int(x) for x in p.stdout.split())
 mb = total / 2**20
-check(rc == 0, f"ls of 40,000 tiny shards: exit {rc}")
-check(wall <= (mb + 2) * (5 if sanitized else 1), f"ls of 40,000 tiny shards took {wall:.1f} s")
+check(rc == 0, f"ls of 20,000 tiny shards: exit {rc}")
+check(wall <= (mb + 2) * (5 if sanitized else 1), f"ls of 20,000 tiny shards took {wall:.1f} s")
 if not sanitized:
     check(rss_kb * 1024 <= 16 * total + 64 * 2**20,
-          f"ls of 40,000 tiny shards ({total} bytes) peaked at {rss_kb} KB")
-print(f"40,000 tiny shards ({mb:.1f} MB): ls {wall:.1f} s, peak RSS {rss_kb // 1024} MB")
+          f"ls of 20,000 tiny shards ({total} bytes) peaked at {rss_kb} KB")
+print(f"20,000 tiny shards ({mb:.1f} MB): ls {wall:.1f} s, peak RSS {rss_kb // 1024} MB")
 
 print(f"{len(failures)} failures")
 sys.exit(1 if failures else 0)
