@@ -1141,7 +1141,6 @@ static void index_text(const save_plan *p, char *const *names, sdict__buf *b) {
     sdict__buf_append(b, first ? "}\n}" : "\n  }\n}", first ? 3 : 6);
 }
 
-/* Writes one file of the folder: the entries idx[0..len) as a dict, through sdict_save. */
 /* A folder's files are replaced, never written through a symbolic link: in a Hugging Face
    cache a snapshot's files are links into blobs/ that other snapshots share (sdict_save alone
    writes through links, as torch.save does). */
@@ -1169,14 +1168,14 @@ static char *staging_path(const char *dir, const char *name) {
     return p;
 }
 
+/* Writes one file of the folder at path (its staging name; sdict_save_folder checked the
+   targets for links first): the entries idx[0..len) as a dict, through sdict_save. */
 static sdict_status write_shard(const char *path, const save_plan *p, const size_t *idx,
                                 size_t len, bool st_format, bool single,
                                 const sdict_save_opts *opts, sdict_error *err) {
-    sdict_status st = refuse_link(path, err);
-    if (st)
-        return st;
     sdict_doc *doc = NULL;
-    if ((st = sdict_doc_new(&doc, err)))
+    sdict_status st = sdict_doc_new(&doc, err);
+    if (st)
         return st;
     sdict_value *root = sdict_dict_new(doc, false);
     if (!root || sdict_doc_set_root(doc, root))
@@ -1464,7 +1463,7 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
             st = nomem(err);
             goto done;
         }
-        if ((st = refuse_link(path, err)) || (st = sdict__save_bytes(path, text.data, text.len, err)))
+        if ((st = sdict__save_bytes(path, text.data, text.len, err)))
             goto done_named;
     }
     goto done;
