@@ -16,6 +16,9 @@ expect 2 err "usage: statedict COMMAND"      --
 expect 2 err "unknown command 'frobnicate'"  -- frobnicate
 expect 2 err "usage: statedict ls"           -- ls
 expect 2 err "unknown option '--bogus'"      -- ls --bogus x.pt
+expect 2 err "statedict help ls"             -- ls --bogus x.pt
+# a usage error is its cause, the usage line and where the options are: not the whole help
+if [ "$(wc -l < "$dir/err")" -gt 3 ]; then echo "FAIL: usage error printed the whole help:"; cat "$dir/err"; fail=$((fail+1)); fi
 expect 2 err "usage: statedict diff"         -- diff a.pt
 expect 2 err "--rtol: 'abc' is not"          -- diff --rtol abc a.pt b.pt
 expect 2 err "--atol needs a value"          -- diff a.pt b.pt --atol

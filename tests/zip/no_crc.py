@@ -60,6 +60,8 @@ with tempfile.TemporaryDirectory(prefix='sdict_nocrc_') as tmp:
     check('%d records' % unverifiable in err, 'verify: message does not count the %d records: %s'
           % (unverifiable, err))
     check(': OK' not in out and 'FAILED' in out, 'verify: printed %r' % out)
+    check('unverified' in err and 'corrupt' not in err and 'CRC mismatch' not in err,
+          'verify: a file without CRCs is not corrupt: ' + err)
 
     rc, out, err = run('ls', '--verify-crc', off)
     check(rc != 0 and 'no CRC recorded' in err, 'ls --verify-crc: exit %d %s' % (rc, err))

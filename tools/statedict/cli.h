@@ -133,10 +133,12 @@ int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...)
     ;
 
 /** Prints "statedict: WHAT: <formatted error> [STATUS]" on stderr, where WHAT classifies the
-    status as unreadable / corrupt / unsafe / unsupported. */
+    status (cli_status_class). */
 void cli_report_error(sdict_status st, const sdict_error *err);
-/** Word classifying a load failure: "unreadable", "corrupt", "unsafe", "unsupported". */
-const char *cli_status_class(sdict_status st);
+/** Word classifying a load failure: "unreadable", "corrupt", "unsafe", "unsupported", "not a
+    checkpoint", "over a limit", or "unverified" (records written without CRCs; err may be
+    NULL). */
+const char *cli_status_class(sdict_status st, const sdict_error *err);
 
 /** The process's random hash seed (never 0), for tables keyed by strings from a file. */
 uint64_t cli_hash_seed(void);

@@ -464,7 +464,7 @@ static int ls_one(const char *path, const cli_args *args, json_t **out) {
         if (out) {
             char text[1024];
             json_t *e = json_object(), *o = json_object();
-            json_object_set_new(e, "status", json_string(cli_status_class(st)));
+            json_object_set_new(e, "status", json_string(cli_status_class(st, &err)));
             sdict_error_format(&err, text, sizeof text);
             json_object_set_new(e, "message", json_text(text, strlen(text)));
             json_object_set_new(o, "path", json_text(path, strlen(path)));

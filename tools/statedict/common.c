@@ -36,7 +36,8 @@ int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    cli_print_usage(cmd, stderr);
+    fprintf(stderr, "usage: statedict %s\n(statedict help %s for the options)\n", cmd->usage,
+            cmd->name);
     return CLI_EXIT_USAGE;
 }
 
@@ -129,7 +130,17 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
  MARK: Errors and loading
 ==================================================================================================*/
 
-const char *cli_status_class(sdict_status st) {
+/* A file written with CRCs off (torch.serialization.set_crc32_options(False)) is not corrupt:
+   its records carry no CRC to check against. The library says so in the message of the
+   SDICT_E_CRC it returns. */
+static bool no_crc(sdict_status st, const sdict_error *err) {
+    return st == SDICT_E_CRC && err && err->code == SDICT_E_CRC &&
+           strncmp(err->message, "no CRC recorded", 15) == 0;
+}
+
+const char *cli_status_class(sdict_status st, const sdict_error *err) {
+    if (no_crc(st, err))
+        return "unverified";
     switch (st) {
     case SDICT_E_IO:
     case SDICT_E_NOMEM:
@@ -158,10 +169,11 @@ void cli_report_error(sdict_status st, const sdict_error *err) {
         sdict_error_format(err, text, sizeof text);
     else
         text[0] = '\0';
+    const char *tag = no_crc(st, err) ? "no CRC to check" : sdict_status_str(st);
     if (text[0])
-        fprintf(stderr, "statedict: %s: %s [%s]\n", cli_status_class(st), text, sdict_status_str(st));
+        fprintf(stderr, "statedict: %s: %s [%s]\n", cli_status_class(st, err), text, tag);
     else
-        fprintf(stderr, "statedict: %s: %s\n", cli_status_class(st), sdict_status_str(st));
+        fprintf(stderr, "statedict: %s: %s\n", cli_status_class(st, err), tag);
 }
 
 sdict_doc *cli_load(const char *path, const cli_args *args) {
