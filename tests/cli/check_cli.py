@@ -466,6 +466,13 @@ def test_verify():
     check(rc == 1 and "FAILED" in out and "CRC" in err, f"verify flipped: {rc} {out} {err}")
     rc, _, err = run("verify", path("missing.pt"))
     check(rc == 3 and "unreadable" in err, f"verify missing: {rc} {err}")
+    # several files: a line each, the worst status
+    rc, out, err = run("verify", path("lenet.pt"), path("flipped.pt"))
+    check(rc == 1 and out.count("OK") == 1 and out.count("FAILED") == 1,
+          f"verify two files: {rc} {out} {err}")
+    rc, out, err = run("verify", path("flipped.pt"), path("missing.pt"), path("lenet.pt"))
+    check(rc == 3 and "FAILED" in out and "unreadable" in err and "lenet.pt: OK" in out,
+          f"verify three files: {rc} {out} {err}")
     # torch never checks CRCs, neither does a plain load; --verify-crc does
     rc, _, err = run("ls", path("flipped.pt"))
     check(rc == 0, f"ls flipped without CRC check: {rc} {err}")

@@ -91,10 +91,11 @@ static const cli_cmd commands[] = {
      "  folder): the format is not a difference; metadata is compared when both have some.\n",
      CLI_OPT_LOAD | CLI_OPT_TOL, 2, 2},
     {"verify", cmd_verify, "check container, CRC-32 of every record, pickle and tensor extents",
-     "verify FILE",
-     "  Exit 0 when everything checks, 1 when the file was read but fails a check (CRC, zip\n"
-     "  structure, pickle, unsafe global, storage extent), 3 when it cannot be read at all.\n",
-     0, 1, 1},
+     "verify FILE...",
+     "  Exit 0 when everything checks, 1 when a file was read but fails a check (CRC, zip\n"
+     "  structure, pickle, unsafe global, storage extent), 3 when one cannot be read at all;\n"
+     "  with several files, the worst of theirs.\n",
+     0, 1, -1},
     {"scan", cmd_scan, "list every global the pickles reference, ALLOWED or REFUSED",
      "scan [LOAD OPTIONS] FILE...",
      "  Runs the loader's pickle machine without reading tensor data. Prints\n"
