@@ -125,6 +125,16 @@ for copy in (False, True):
         check(dtype == str(t.dtype).replace('torch.', ''), '%s: dtype %s != %s' % (k, dtype, t.dtype))
         check(shape == list(t.shape), '%s: shape %s != %s' % (k, shape, list(t.shape)))
         check(sha == hashlib.sha256(raw_bytes(t)).hexdigest(), '%s: bytes differ (copy=%s)' % (k, copy))
+# convert to a torch file: the dtypes torch 1.13 lacks are named in a warning; a file of only
+# the old dtypes gets none
+for keys, want in ((list(ref), 'float8' in ' '.join(written)), (['float32.3x4'], False)):
+    sub = os.path.join(WORK, 'sub.safetensors')
+    save_file({k: ref[k] for k in keys}, sub)
+    p = subprocess.run([BIN, 'convert', sub, os.path.join(WORK, 'sub.pt')], capture_output=True)
+    err = p.stderr.decode()
+    check(p.returncode == 0, 'convert to .pt: %s' % err)
+    check(('torch 1.13 does not have' in err) == want,
+          'convert warning about dtypes torch 1.13 lacks: want %s, stderr %r' % (want, err))
 # ls: one line per tensor, key dtype shape; then the summary line, then one line per metadata entry
 out_lines = statedict('ls', path).splitlines()
 summary = [i for i, l in enumerate(out_lines) if ' tensors, ' in l and ' format safetensors' in l]

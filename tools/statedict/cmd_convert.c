@@ -375,20 +375,32 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-static uint64_t tensor_bytes(const sdict_value *v, int depth) {
+/* What the output will hold: bytes of tensor data, and the first dtype torch 1.13 has no
+   storage class for (float8, uint16..64, ...: such files load in torch 2.x only). */
+typedef struct tree_stats {
+    uint64_t bytes;
+    bool new_dtype;
+    sdict_dtype dtype;
+} tree_stats;
+
+static void tree_walk(const sdict_value *v, int depth, tree_stats *ts) {
     sdict_kind k = sdict_value_kind(v);
     if (depth > CLI_MAX_DEPTH)
-        return 0;
-    if (k == SDICT_KIND_TENSOR)
-        return sdict_tensor_nbytes(sdict_value_tensor(v));
-    uint64_t sum = 0;
-    if (k == SDICT_KIND_DICT)
+        return;
+    if (k == SDICT_KIND_TENSOR) {
+        const sdict_tensor *t = sdict_value_tensor(v);
+        ts->bytes += sdict_tensor_nbytes(t);
+        if (!ts->new_dtype && !sdict_dtype_storage_class(t->dtype)) {
+            ts->new_dtype = true;
+            ts->dtype = t->dtype;
+        }
+    } else if (k == SDICT_KIND_DICT) {
         for (size_t i = 0; i < sdict_dict_len(v); i++)
-            sum += tensor_bytes(sdict_dict_val(v, i), depth + 1);
-    else if (k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE)
+            tree_walk(sdict_dict_val(v, i), depth + 1, ts);
+    } else if (k == SDICT_KIND_LIST || k == SDICT_KIND_TUPLE) {
         for (size_t i = 0; i < sdict_seq_len(v); i++)
-            sum += tensor_bytes(sdict_seq_item(v, i), depth + 1);
-    return sum;
+            tree_walk(sdict_seq_item(v, i), depth + 1, ts);
+    }
 }
 
 static double now_s(void) {
@@ -517,7 +529,13 @@ int cli_convert_write(sdict_doc *doc, sdict_value *root, const char *in, const c
                 in, sdict_dict_len(sdict_doc_metadata(doc)),
                 sdict_dict_len(sdict_doc_metadata(doc)) == 1 ? "y" : "ies");
 
-    uint64_t total = tensor_bytes(root, 0);
+    tree_stats ts = {0, false, 0};
+    tree_walk(root, 0, &ts);
+    uint64_t total = ts.bytes;
+    if (ts.new_dtype && fmt == SDICT_FORMAT_ZIP)
+        fprintf(stderr, "statedict: warning: %s holds %s tensors, a dtype torch 1.13 does not "
+                        "have: the file loads in torch 2.x only\n",
+                out, sdict_dtype_name(ts.dtype));
     bool show = total > 1000000000ull && isatty(STDERR_FILENO);
     progress_line pl = {-1};
     double t0 = now_s();
