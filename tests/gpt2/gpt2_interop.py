@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """GPT-2 in C (src/nn/gpt2.c) against transformers 5.12's GPT2LMHeadModel (torch 2.14).
 
-usage: gpt2_interop.py CASE[+CASE...] INFER GENERATE WORKDIR
+usage: gpt2_interop.py CASE[+CASE...] INFER GENERATE LAYER_RUN WORKDIR
 
 (Several cases in one run share the cost of importing transformers.)
 
@@ -23,6 +23,9 @@ Cases:
             torch's 5 most likely at its step, and a different seed gives different ids
   activation  activation_function "gelu" (exact) and "relu", scale_attn_by_inverse_layer_idx and
             n_inner: logits as transformers'
+  layers    tests/gpt2/layer_run against torch's nn.LayerNorm (1 and 2 normalised dims, no
+            affine, no bias), nn.GELU (both), nn.Softmax / nn.LogSoftmax (last and a middle dim)
+            and transformers' Conv1D, eval forward within 1e-5 relative
   errors    refused configs and state_dicts: clear messages naming the file or key
 Exit 77 (skip) when torch or transformers is not importable.
 """
@@ -41,7 +44,7 @@ except Exception as e:  # noqa: BLE001
     sys.exit(77)
 
 transformers.logging.set_verbosity_error()
-CASES, INFER, GENERATE, WORK = sys.argv[1:5]
+CASES, INFER, GENERATE, LAYER_RUN, WORK = sys.argv[1:6]
 os.makedirs(WORK, exist_ok=True)
 torch.set_num_threads(1)
 failures = []
@@ -207,6 +210,41 @@ for CASE in CASES.split("+"):
             shutil.rmtree(d, ignore_errors=True)
             model.save_pretrained(d)
             compare(model, d, ids_for(i, 2, 17), f"config {kw}")
+
+    elif CASE == "layers":
+        from transformers.pytorch_utils import Conv1D
+        import torch.nn as nn
+        torch.manual_seed(3)
+        x = torch.randn(2, 3, 5, 8)
+        specs = [
+            ("layernorm:8:1e-05:1:1", nn.LayerNorm(8)),
+            ("layernorm:5x8:0.001:1:0", nn.LayerNorm([5, 8], eps=1e-3, bias=False)),
+            ("layernorm:8:1e-05:0:0", nn.LayerNorm(8, elementwise_affine=False)),
+            ("gelu:none", nn.GELU()),
+            ("gelu:tanh", nn.GELU(approximate="tanh")),
+            ("softmax:-1", nn.Softmax(dim=-1)),
+            ("softmax:1", nn.Softmax(dim=1)),
+            ("logsoftmax:-1", nn.LogSoftmax(dim=-1)),
+            ("logsoftmax:2", nn.LogSoftmax(dim=2)),
+            ("conv1d:6:8", Conv1D(6, 8)),
+        ]
+        xp = os.path.join(WORK, "layer_x.pt")
+        torch.save(3 * x, xp)
+        for i, (spec, mod) in enumerate(specs):
+            mod.eval()
+            with torch.no_grad():
+                for p in mod.parameters():
+                    p.copy_(torch.randn_like(p))
+                ref = mod(3 * x)
+            args = [LAYER_RUN, spec, xp, os.path.join(WORK, f"layer_y{i}.pt")]
+            if list(mod.parameters()):
+                torch.save(mod.state_dict(), os.path.join(WORK, f"layer_w{i}.pt"))
+                args.append(os.path.join(WORK, f"layer_w{i}.pt"))
+            r = run(args)
+            got = torch.load(os.path.join(WORK, f"layer_y{i}.pt")) if r.returncode == 0 else None
+            ok = got is not None and got.shape == ref.shape
+            rel = ((got - ref).abs().max() / ref.abs().max()).item() if ok else float("nan")
+            check(ok and rel <= 1e-5, f"layer {spec}: max |C - torch| / max |torch| = {rel:.2e}")
 
     elif CASE == "errors":
         model = make_model()
