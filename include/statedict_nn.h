@@ -461,7 +461,9 @@ SDICT_API sdict_status sdict_gpt2_load_state_dict(sdict_gpt2 *g, const sdict_val
  (sdict_gpt2_config_from_json), then the weights through sdict_load on the folder
  (model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin or its index, in
  transformers' order) and sdict_gpt2_load_state_dict. *out is NULL on failure.
- Errors: those of the three.
+ Before the model is allocated, the parameter count config.json implies is checked against the
+ elements the weights hold: a config describing more is refused (SDICT_E_SHAPE), so memory stays
+ proportional to the files. Errors: those of the three, and that one.
 */
 SDICT_API sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out,
                                                   sdict_error *err);

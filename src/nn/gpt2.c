@@ -345,8 +345,25 @@ sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out, sdict
     if (st != SDICT_OK) return st;
     sdict_doc *doc = NULL;
     sdict_gpt2 *g = NULL;
-    if ((st = sdict_load(dir, NULL, &doc, err)) != SDICT_OK ||
-        (st = sdict_gpt2_new(&cfg, &g, err)) != SDICT_OK ||
+    if ((st = sdict_load(dir, NULL, &doc, err)) != SDICT_OK) return st;
+    /* The model is sized by config.json: refuse one that describes more parameters than the
+       weights hold before allocating it, so a small folder cannot ask for terabytes. */
+    const sdict_value *sd = sdict_doc_root(doc);
+    double have = 0.0, E = (double)cfg.n_embd;
+    for (size_t i = 0; i < sdict_dict_len(sd); i++) {
+        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
+        if (t) have += (double)sdict_tensor_numel(t);
+    }
+    double need = (double)cfg.vocab_size * E + (double)cfg.n_positions * E + 2.0 * E +
+                  (double)cfg.n_layer * (4.0 * E + 3.0 * E * E + 3.0 * E + E * E + E +
+                                         2.0 * E * (double)inner_dim(&cfg) +
+                                         (double)inner_dim(&cfg) + E);
+    if (need > have) {
+        sdict_doc_free(doc);
+        return sdict_nn__err(err, SDICT_E_SHAPE, "%s: config.json describes a model of %.0f "
+                             "parameters but the weights hold %.0f elements", dir, need, have);
+    }
+    if ((st = sdict_gpt2_new(&cfg, &g, err)) != SDICT_OK ||
         (st = sdict_gpt2_load_state_dict(g, sdict_doc_root(doc), err)) != SDICT_OK) {
         sdict_gpt2_free(g);
         sdict_doc_free(doc);

@@ -281,6 +281,8 @@ for CASE in CASES.split("+"):
              "unexpected key transformer.h.0.attn.q_attn.weight"),
             ("shape", None, lambda s: s.update({"transformer.wpe.weight": torch.zeros(10, 64)}),
              "size mismatch for transformer.wpe.weight"),
+            ("huge", lambda c: c.update(n_layer=100000, n_embd=4096, n_head=64), None,
+             "config.json describes a model of"),
             ("untied_missing", lambda c: c.update(tie_word_embeddings=False),
              lambda s: s.pop("lm_head.weight"), "missing key lm_head.weight"),
         ]
