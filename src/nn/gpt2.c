@@ -423,6 +423,10 @@ void sdict_gpt2_cache_reset(sdict_gpt2_cache *c) { c->len = 0; }
 
 static void mm(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K,
                float beta) { /* C[M, N] = A[M, K] . B[K, N] + beta C */
+    if (M == 1) { /* one position (generation): a matrix-vector product, C = B^T . A */
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, 1.0f, B, (int)N, A, 1, beta, C, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
                 (int)K, B, (int)N, beta, C, (int)N);
 }
