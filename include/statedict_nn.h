@@ -4,8 +4,9 @@
  It lets C code do the PyTorch recipe "build Net(), load_state_dict(torch.load(PATH)), eval(),
  run inference" on weights from PyTorch, and hand weights back to PyTorch:
  - modules with PyTorch's names, parameters and semantics (Linear, Conv2d, BatchNorm1d/2d,
-   Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Sequential and
-   user containers with named children);
+   Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, LayerNorm, GELU,
+   Softmax, LogSoftmax, transformers' Conv1D, Sequential and user containers with named
+   children) and GPT-2 as transformers defines it (sdict_gpt2_*);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
    torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
    torch's _IncompatibleKeys) and its exact message text;
@@ -145,7 +146,8 @@ typedef struct sdict_module sdict_module;
 typedef sdict_status (*sdict_forward_fn)(sdict_module *m, const sdict_act *x, sdict_act *y,
                                          sdict_error *err);
 /** Backward hook for the optim layer: given dL/dy, accumulates parameter gradients into
-    grad buffers and writes dL/dx into *dx (allocated). Built-ins leave it NULL here. */
+    grad buffers and writes dL/dx into *dx (allocated). Built-ins leave it NULL here, except the
+    transformer layers (LayerNorm, GELU, Softmax, LogSoftmax, Conv1D), which set their own. */
 typedef sdict_status (*sdict_backward_fn)(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                           sdict_error *err);
 
