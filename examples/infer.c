@@ -4,6 +4,12 @@
    infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt --output Y.pt
          [--mode eval|train] [--dropout P] [--save-state S.pt] [--non-strict]
          [--strip-prefix PREFIX] [--skip-size-mismatch] [--layout 1.13|2.x]
+   infer --arch gpt2 --model DIR --input IDS.pt --output LOGITS.pt [--layout 1.13|2.x]
+
+ With --arch gpt2, DIR is a Hugging Face folder (config.json plus model.safetensors, a sharded
+ model.safetensors.index.json or pytorch_model.bin) loaded as GPT2LMHeadModel.from_pretrained
+ does; IDS.pt holds int64 input_ids [batch, seq]; LOGITS.pt gets the eval logits
+ [batch, seq, vocab_size] as float32.
 
  W.pt is a state_dict, or a checkpoint dict whose 'model_state_dict' is one. Keys are never
  renamed silently: --strip-prefix module. removes the prefix DataParallel/DDP files carry
@@ -30,6 +36,8 @@ static int usage(void) {
     fprintf(stderr, "usage: infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt "
                     "--output Y.pt [--mode eval|train] [--dropout P] [--save-state S.pt] "
                     "[--non-strict] [--strip-prefix PREFIX] [--skip-size-mismatch] "
+                    "[--layout 1.13|2.x]\n"
+                    "       infer --arch gpt2 --model DIR --input IDS.pt --output LOGITS.pt "
                     "[--layout 1.13|2.x]\n");
     return 2;
 }
@@ -102,7 +110,59 @@ static void report_load(const sdict_load_result *res, bool strict, const char *s
     }
 }
 
+/* The first tensor of a file (a bare tensor or a dict's 'input'), as an activation. */
+static int load_input(const char *path, sdict_act *x) {
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_doc *doc = NULL;
+    int rc = 1;
+    if (sdict_load(path, NULL, &doc, &err) != SDICT_OK) return fail(path, &err);
+    const sdict_value *v = sdict_doc_root(doc);
+    if (sdict_value_kind(v) == SDICT_KIND_DICT) v = sdict_dict_get(v, "input");
+    if (!sdict_value_tensor(v))
+        fprintf(stderr, "infer: %s: expected a tensor or a dict with key 'input'\n", path);
+    else if (sdict_act_from_tensor(sdict_value_tensor(v), x, &err) != SDICT_OK)
+        rc = fail(path, &err);
+    else
+        rc = 0;
+    sdict_doc_free(doc);
+    return rc;
+}
+
+static int run_gpt2(const char *model, const char *input, const char *output,
+                    const sdict_save_opts *save_opts) {
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_gpt2 *g = NULL;
+    sdict_act x = {0}, y = {0};
+    sdict_doc *odoc = NULL;
+    sdict_value *out = NULL;
+    int rc = 1;
+    if (sdict_gpt2_from_pretrained(model, &g, &err) != SDICT_OK) { rc = fail(model, &err); goto done; }
+    if (load_input(input, &x) != 0) goto done;
+    if (x.dtype != SDICT_INT64) {
+        fprintf(stderr, "infer: %s: input_ids must be an integer tensor\n", input);
+        goto done;
+    }
+    if (sdict_gpt2_forward(g, &x, &y, &err) != SDICT_OK) { rc = fail("forward", &err); goto done; }
+    if (sdict_doc_new(&odoc, &err) != SDICT_OK ||
+        sdict_act_to_value(&y, odoc, &out, &err) != SDICT_OK ||
+        sdict_doc_set_root(odoc, out) != SDICT_OK ||
+        sdict_save(output, out, save_opts, &err) != SDICT_OK) {
+        rc = fail(output, &err);
+        goto done;
+    }
+    rc = 0;
+done:
+    sdict_act_free(&x);
+    sdict_act_free(&y);
+    sdict_doc_free(odoc);
+    sdict_gpt2_free(g);
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    const char *model = NULL;
     const char *arch = NULL, *weights = NULL, *input = NULL, *output = NULL, *mode = "eval";
     const char *save_state = NULL;
     double dropout = 0.5;
@@ -121,6 +181,7 @@ int main(int argc, char **argv) {
         if (!v) return usage();
         if (strcmp(a, "--arch") == 0) arch = v;
         else if (strcmp(a, "--weights") == 0) weights = v;
+        else if (strcmp(a, "--model") == 0) model = v;
         else if (strcmp(a, "--input") == 0) input = v;
         else if (strcmp(a, "--output") == 0) output = v;
         else if (strcmp(a, "--mode") == 0) mode = v;
@@ -134,7 +195,11 @@ int main(int argc, char **argv) {
         else return usage();
         i++;
     }
-    if (!arch || !weights || !input || !output) return usage();
+    if (arch && strcmp(arch, "gpt2") == 0) {
+        if (!model || weights || !input || !output) return usage();
+        return run_gpt2(model, input, output, &save_opts);
+    }
+    if (!arch || !weights || !input || !output || model) return usage();
     if (strcmp(mode, "eval") != 0 && strcmp(mode, "train") != 0) return usage();
 
     sdict_module *net = NULL;

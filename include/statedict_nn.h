@@ -4,8 +4,9 @@
  It lets C code do the PyTorch recipe "build Net(), load_state_dict(torch.load(PATH)), eval(),
  run inference" on weights from PyTorch, and hand weights back to PyTorch:
  - modules with PyTorch's names, parameters and semantics (Linear, Conv2d, BatchNorm1d/2d,
-   Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Sequential and
-   user containers with named children);
+   Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, LayerNorm, GELU,
+   Softmax, LogSoftmax, transformers' Conv1D, Sequential and user containers with named
+   children) and GPT-2 as transformers defines it (sdict_gpt2_*);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
    torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
    torch's _IncompatibleKeys) and its exact message text;
@@ -114,6 +115,11 @@ typedef enum sdict_module_type {
     SDICT_MOD_AVGPOOL2D,
     SDICT_MOD_ADAPTIVE_AVGPOOL2D,
     SDICT_MOD_FLATTEN,
+    SDICT_MOD_LAYERNORM,
+    SDICT_MOD_GELU,
+    SDICT_MOD_SOFTMAX,
+    SDICT_MOD_LOG_SOFTMAX,
+    SDICT_MOD_HF_CONV1D,
     SDICT_MOD_TYPE_COUNT
 } sdict_module_type;
 
@@ -140,7 +146,8 @@ typedef struct sdict_module sdict_module;
 typedef sdict_status (*sdict_forward_fn)(sdict_module *m, const sdict_act *x, sdict_act *y,
                                          sdict_error *err);
 /** Backward hook for the optim layer: given dL/dy, accumulates parameter gradients into
-    grad buffers and writes dL/dx into *dx (allocated). Built-ins leave it NULL here. */
+    grad buffers and writes dL/dx into *dx (allocated). Built-ins leave it NULL here, except the
+    transformer layers (LayerNorm, GELU, Softmax, LogSoftmax, Conv1D), which set their own. */
 typedef sdict_status (*sdict_backward_fn)(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                           sdict_error *err);
 
@@ -159,6 +166,11 @@ typedef struct sdict_module_config {
     double p;                                 /**< Dropout probability of zeroing */
     int64_t num_embeddings, embedding_dim;    /**< Embedding */
     int32_t start_dim, end_dim;               /**< Flatten */
+    int32_t normalized_ndim;                  /**< LayerNorm: rank of normalized_shape */
+    int64_t normalized_shape[SDICT_NN_MAX_DIMS]; /**< LayerNorm (eps above; has_bias) */
+    bool elementwise_affine;                  /**< LayerNorm */
+    bool gelu_tanh;                           /**< GELU approximate='tanh' */
+    int32_t dim;                              /**< Softmax / LogSoftmax (negative from the end) */
 } sdict_module_config;
 
 /** Number of cached activations a module keeps from forward for backward. */
@@ -310,6 +322,40 @@ SDICT_API sdict_module *sdict_adaptive_avgpool2d_new(int64_t oh, int64_t ow);
 SDICT_API sdict_module *sdict_flatten_new(int32_t start_dim, int32_t end_dim);
 
 /*==================================================================================================
+ MARK: Transformer layers
+ Same conventions as the built-ins above. These set module->backward to their own rule
+ (sdict_module_backward runs it), so no optim-layer dispatch is needed for them.
+==================================================================================================*/
+
+/**
+ nn.LayerNorm(normalized_shape, eps, elementwise_affine, bias): normalises over the last ndim
+ dims of the input (which must equal normalized_shape), with the biased variance:
+ y = (x - mean) / sqrt(var + eps) * weight + bias. Parameters weight (ones) and bias (zeros),
+ each of shape normalized_shape, when elementwise_affine (bias only when bias is true; torch
+ >= 2.1's bias=False). Training forward caches the normalised input (cache[1]) and 1/sqrt(var +
+ eps) per row (cache[2]) for backward. NULL for ndim outside 1..SDICT_NN_MAX_DIMS, a size <= 0,
+ eps < 0 or NaN, or out-of-memory.
+*/
+SDICT_API sdict_module *sdict_layernorm_new(int32_t ndim, const int64_t *normalized_shape,
+                                            double eps, bool elementwise_affine, bool bias);
+/** nn.GELU(approximate='none'|'tanh'): x * Phi(x) (erf), or with tanh_approximate
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), which is also transformers' "gelu_new"
+    and "gelu_pytorch_tanh". Any shape. NULL on out-of-memory. */
+SDICT_API sdict_module *sdict_gelu_new(bool tanh_approximate);
+/** nn.Softmax(dim) (dim < 0 counts from the end): exp(x - logsumexp(x)) along dim, computed
+    with the row maximum subtracted. Training forward caches the output. NULL on OOM. */
+SDICT_API sdict_module *sdict_softmax_new(int32_t dim);
+/** nn.LogSoftmax(dim): x - logsumexp(x) along dim. NULL on out-of-memory. */
+SDICT_API sdict_module *sdict_log_softmax_new(int32_t dim);
+/**
+ transformers' Conv1D(nf, nx) (pytorch_utils.py), GPT-2's projection: a Linear whose weight is
+ stored transposed, weight [nx, nf] (in, out), bias [nf]; y = x . weight + bias over the last
+ dim ([..., nx] -> [..., nf]). Weight N(0, 0.02) from our generator, bias 0 (transformers'
+ distribution, not its values). NULL for sizes <= 0 or above INT32_MAX, or out-of-memory.
+*/
+SDICT_API sdict_module *sdict_hf_conv1d_new(int64_t nf, int64_t nx);
+
+/*==================================================================================================
  MARK: Ready-made models (torch equivalents named in each comment)
 ==================================================================================================*/
 
@@ -323,6 +369,155 @@ SDICT_API sdict_module *sdict_lenet_new(void);
 /** nn.Sequential(Embedding(100,16), Flatten(), Linear(128,64), BatchNorm1d(64), ReLU(),
     Dropout(p), Linear(64,10)) on int64 input [N, 8]; keys "0.weight", "2.weight", ... */
 SDICT_API sdict_module *sdict_mlp_new(double dropout_p);
+
+/*==================================================================================================
+ MARK: GPT-2 (Hugging Face transformers' GPT2LMHeadModel)
+ modeling_gpt2.py of transformers 5.12, eval mode, float32: token + position embeddings, n_layer
+ pre-LayerNorm blocks (ln_1, causal self-attention through Conv1D c_attn / c_proj, ln_2, MLP
+ c_fc -> activation -> c_proj, residual adds), ln_f, lm_head. Dropout is the identity (eval).
+==================================================================================================*/
+
+/** The MLP activation (config.json's activation_function). */
+typedef enum sdict_gpt2_act {
+    SDICT_GPT2_GELU_NEW = 0, /**< "gelu_new", "gelu_pytorch_tanh", "gelu_fast": tanh form */
+    SDICT_GPT2_GELU,         /**< "gelu": exact (erf) */
+    SDICT_GPT2_RELU          /**< "relu" */
+} sdict_gpt2_act;
+
+/** GPT2Config's fields that change the computation; names as config.json spells them. */
+typedef struct sdict_gpt2_config {
+    int64_t vocab_size, n_positions, n_embd, n_layer, n_head;
+    int64_t n_inner;               /**< MLP width; 0 (config null) means 4 * n_embd */
+    double layer_norm_epsilon;
+    sdict_gpt2_act activation;
+    bool scale_attn_weights;       /**< scores scaled by head_dim ** -0.5 */
+    bool scale_attn_by_inverse_layer_idx; /**< and by 1 / (layer index + 1) */
+    bool reorder_and_upcast_attn;  /**< accepted: in float32 it computes the same thing */
+    bool tie_word_embeddings;      /**< lm_head.weight is transformer.wte.weight */
+    int64_t eos_token_id;          /**< generation stops after it; -1 for none */
+} sdict_gpt2_config;
+
+/** A GPT-2 model: its module tree plus what the fast forward needs. */
+typedef struct sdict_gpt2 sdict_gpt2;
+/** Keys and values of past positions for incremental decoding (transformers' DynamicCache). */
+typedef struct sdict_gpt2_cache sdict_gpt2_cache;
+
+/** Fills c with GPT2Config()'s defaults (the 124M "gpt2": 50257 / 1024 / 768 / 12 / 12,
+    eps 1e-5, gelu_new, scale_attn_weights, tied, eos 50256). */
+SDICT_API void sdict_gpt2_config_default(sdict_gpt2_config *c);
+
+/**
+ Reads a transformers config.json (UTF-8 JSON object; duplicate keys refused) over the
+ defaults. Fields read: vocab_size, n_positions, n_embd, n_layer, n_head, n_inner (null allowed),
+ layer_norm_epsilon, activation_function, scale_attn_weights, scale_attn_by_inverse_layer_idx,
+ reorder_and_upcast_attn, tie_word_embeddings, eos_token_id, model_type (must be "gpt2" when
+ present), add_cross_attention (must be false); others are ignored.
+ Errors: SDICT_E_INVALID_ARG naming the file and the field (or the JSON error's line, column and
+ byte offset): a missing or malformed file, a size outside 1..2^31-1, an activation other than
+ gelu_new / gelu_pytorch_tanh / gelu_fast / gelu / relu, cross-attention, n_embd not divisible
+ by n_head.
+*/
+SDICT_API sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cfg,
+                                                   sdict_error *err);
+
+/**
+ GPT2LMHeadModel(config) in eval mode: a module tree (class "GPT2LMHeadModel", see
+ sdict_gpt2_module) with transformers' state_dict keys transformer.wte.weight [vocab, n_embd],
+ transformer.wpe.weight [n_positions, n_embd], transformer.h.N.{ln_1,ln_2}.{weight,bias},
+ transformer.h.N.attn.c_attn.{weight [n_embd, 3 n_embd], bias}, .attn.c_proj, .mlp.c_fc
+ {weight [n_embd, n_inner]}, .mlp.c_proj, transformer.ln_f, lm_head.weight [vocab, n_embd].
+ Weights are random (our generator), lm_head a copy of wte when tied. *out owns everything;
+ free with sdict_gpt2_free.
+ Errors: SDICT_E_INVALID_ARG (sizes <= 0 or too large, n_embd % n_head != 0), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out,
+                                      sdict_error *err);
+/** Frees the model and its module tree. NULL-tolerant. */
+SDICT_API void sdict_gpt2_free(sdict_gpt2 *g);
+/** The module tree (owned by g): for sdict_module_state_dict, each_param and the like. Loading
+    weights into it directly bypasses the tying below: use sdict_gpt2_load_state_dict. */
+SDICT_API sdict_module *sdict_gpt2_module(sdict_gpt2 *g);
+/** The config g was built from (owned by g). */
+SDICT_API const sdict_gpt2_config *sdict_gpt2_get_config(const sdict_gpt2 *g);
+/** Whether lm_head currently is wte (see sdict_gpt2_load_state_dict). */
+SDICT_API bool sdict_gpt2_is_tied(const sdict_gpt2 *g);
+
+/**
+ Loads a GPT2LMHeadModel state_dict (dict of tensors, any float dtype, converted to float32) as
+ from_pretrained does in transformers 5.12:
+ - keys as GPT2LMHeadModel names them; a GPT2Model file (keys without "transformer.", as the
+   hub's own "gpt2") loads into the transformer part, as base_model_prefix makes transformers do;
+ - the "attn.bias" / "attn.masked_bias" buffers older versions saved are ignored;
+ - with tie_word_embeddings, a missing lm_head.weight (safetensors files omit it) is tied to wte;
+   one present and equal to wte keeps them tied; one present and different is kept apart, as
+   transformers does (it warns "... we will NOT tie them").
+ Errors: SDICT_E_SHAPE (a size mismatch: torch's message), SDICT_E_NOT_FOUND (a missing key, or
+ lm_head.weight absent with tie_word_embeddings false, or a key GPT-2 does not have),
+ SDICT_E_INVALID_ARG (not a dict of tensors), SDICT_E_DTYPE, SDICT_E_NOMEM. Not atomic: keys
+ copied before a failure stay copied.
+*/
+SDICT_API sdict_status sdict_gpt2_load_state_dict(sdict_gpt2 *g, const sdict_value *state_dict,
+                                                  sdict_error *err);
+/**
+ GPT2LMHeadModel.from_pretrained(dir) for a local Hugging Face folder: dir/config.json
+ (sdict_gpt2_config_from_json), then the weights through sdict_load on the folder
+ (model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin or its index, in
+ transformers' order) and sdict_gpt2_load_state_dict. *out is NULL on failure.
+ Before the model is allocated, the parameter count config.json implies is checked against the
+ elements the weights hold: a config describing more is refused (SDICT_E_SHAPE), so memory stays
+ proportional to the files. Errors: those of the three, and that one.
+*/
+SDICT_API sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out,
+                                                  sdict_error *err);
+
+/**
+ Eval forward of GPT2LMHeadModel(input_ids).logits: ids int64 [batch, seq] (values in
+ [0, vocab_size), seq <= n_positions) -> *logits float32 [batch, seq, vocab_size] (allocated;
+ free with sdict_act_free; zeroed on failure). Causal attention, positions 0..seq-1.
+ Errors: SDICT_E_SHAPE (not int64 [B, T]), SDICT_E_INVALID_ARG (an id out of range),
+ SDICT_E_LIMIT (seq > n_positions), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, sdict_act *logits,
+                                          sdict_error *err);
+
+/**
+ A KV cache for batch rows and up to max_len positions (max_len <= n_positions): 2 * n_layer *
+ batch * max_len * n_embd floats. Free with sdict_gpt2_cache_free.
+ Errors: SDICT_E_INVALID_ARG (sizes), SDICT_E_LIMIT, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_gpt2_cache_new(const sdict_gpt2 *g, int64_t batch, int64_t max_len,
+                                            sdict_gpt2_cache **out, sdict_error *err);
+/** NULL-tolerant. */
+SDICT_API void sdict_gpt2_cache_free(sdict_gpt2_cache *c);
+/** Number of positions the cache holds (past_key_values.get_seq_length()). */
+SDICT_API int64_t sdict_gpt2_cache_len(const sdict_gpt2_cache *c);
+/** Forgets every position (the buffers are kept). */
+SDICT_API void sdict_gpt2_cache_reset(sdict_gpt2_cache *c);
+
+/**
+ Incremental forward (model(ids, past_key_values=cache, use_cache=True)): ids int64 [batch, T]
+ are positions len..len+T-1 after those in the cache, which gains them. *logits is float32
+ [batch, T, vocab] or, with last_only, [batch, 1, vocab] for the last position only.
+ Errors: as sdict_gpt2_forward, plus SDICT_E_SHAPE (batch differs from the cache's) and
+ SDICT_E_LIMIT (len + T > the cache's max_len); the cache is unchanged on failure.
+*/
+SDICT_API sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache *cache,
+                                                 const sdict_act *ids, bool last_only,
+                                                 sdict_act *logits, sdict_error *err);
+
+/**
+ model.generate(prompt, max_new_tokens=N, do_sample=top_k > 0, top_k=K) for one sequence with
+ a KV cache: top_k <= 0 is greedy (argmax, the first of equal maxima); top_k > 0 draws from the
+ softmax of the k largest logits (temperature 1) with our seeded generator (seed gives the
+ same ids every run; they are not torch's draws). Stops after max_new_tokens or after emitting
+ config.eos_token_id. out (room for n_prompt + max_new_tokens ids) receives the prompt then the
+ new ids; *n_out their count.
+ Errors: SDICT_E_INVALID_ARG (empty prompt, negative N, an id out of range), SDICT_E_LIMIT
+ (n_prompt + N > n_positions), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt, int64_t n_prompt,
+                                           int64_t max_new_tokens, int64_t top_k, uint64_t seed,
+                                           int64_t *out, int64_t *n_out, sdict_error *err);
 
 /*==================================================================================================
  MARK: state_dict and load_state_dict

@@ -22,4 +22,13 @@ sdict_status sdict_nn__tensor_alloc(sdict_tensor *t, sdict_dtype dtype, int32_t 
 void sdict_nn__maxpool2d_scan(const sdict_module_config *c, const float *X, int64_t NC,
                               int64_t H, int64_t W, int64_t OH, int64_t OW, float *Y, int64_t *A);
 
+/* transformer.c's row kernels, shared with gpt2.c. layernorm_rows: y[r] = LayerNorm(x[r]) for
+   rows of n floats (w, b may be NULL; xhat [rows * n] and rstd [rows] may be NULL, else they
+   receive the normalised rows and 1/sqrt(var + eps)); gelu: in place, exact (erf) or tanh;
+   softmax_row: in place over n floats, -inf entries give 0. */
+void sdict_nn__layernorm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
+                              const float *b, double eps, float *xhat, float *rstd);
+void sdict_nn__gelu(float *x, int64_t n, bool tanh_approx);
+void sdict_nn__softmax_row(float *x, int64_t n);
+
 #endif

@@ -1,0 +1,644 @@
+/*
+ gpt2.c - GPT-2 as Hugging Face transformers 5.12 defines it (models/gpt2/modeling_gpt2.py,
+ GPT2LMHeadModel), built from its config.json, loaded from a model folder with transformers' key
+ names, run in eval mode over int64 ids with an optional KV cache, and sampled from.
+
+ The weights live in an ordinary module tree (statedict_nn.h) so state_dict, load_state_dict and
+ the optimizers see torch's keys: transformer.wte / wpe (Embedding), transformer.h.N.ln_1,
+ .attn.c_attn, .attn.c_proj, .ln_2, .mlp.c_fc, .mlp.c_proj (LayerNorm and Conv1D), transformer.ln_f
+ and lm_head (Linear without bias, tied to wte unless the file says otherwise). The forward does
+ not walk the tree: it runs the whole block with sgemm on pointers resolved once, so the same
+ code serves the full-sequence forward (a cache of exactly T positions) and generation.
+*/
+#include "nn_private.h"
+#include "statedict_nn.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct layer_w {
+    const float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
+    const float *ln2_w, *ln2_b, *fc_w, *fc_b, *fcproj_w, *fcproj_b;
+} layer_w;
+
+struct sdict_gpt2 {
+    sdict_gpt2_config cfg;
+    sdict_module *root;
+    const float *wte, *wpe, *lnf_w, *lnf_b;
+    float *lm_head;
+    bool tied;
+    layer_w *layers;
+};
+
+struct sdict_gpt2_cache {
+    int64_t n_layer, batch, n_head, head_dim, max_len, len;
+    float *k, *v; /* [n_layer, batch, n_head, max_len, head_dim] each */
+};
+
+/*==================================================================================================
+ MARK: Config
+==================================================================================================*/
+
+void sdict_gpt2_config_default(sdict_gpt2_config *c) {
+    memset(c, 0, sizeof *c);
+    c->vocab_size = 50257;
+    c->n_positions = 1024;
+    c->n_embd = 768;
+    c->n_layer = 12;
+    c->n_head = 12;
+    c->n_inner = 0;
+    c->layer_norm_epsilon = 1e-5;
+    c->activation = SDICT_GPT2_GELU_NEW;
+    c->scale_attn_weights = true;
+    c->tie_word_embeddings = true;
+    c->eos_token_id = 50256;
+}
+
+static sdict_status cfg_err(sdict_error *err, const char *path, const char *fmt, const char *a) {
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, a);
+    return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: %s", path, msg);
+}
+
+static sdict_status get_int(json_t *root, const char *key, int64_t *out, bool allow_null,
+                            const char *path, sdict_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || (allow_null && json_is_null(v))) return SDICT_OK;
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > INT32_MAX)
+        return cfg_err(err, path, "\"%s\" must be an integer in 1..2^31-1", key);
+    *out = (int64_t)json_integer_value(v);
+    return SDICT_OK;
+}
+
+static sdict_status get_bool(json_t *root, const char *key, bool *out, const char *path,
+                             sdict_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v) return SDICT_OK;
+    if (!json_is_boolean(v)) return cfg_err(err, path, "\"%s\" must be true or false", key);
+    *out = json_is_true(v);
+    return SDICT_OK;
+}
+
+sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cfg,
+                                         sdict_error *err) {
+    sdict_gpt2_config_default(cfg);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: line %d column %d (byte %d): %s",
+                             path, je.line, je.column, je.position, je.text);
+    sdict_status st = SDICT_OK;
+    if (!json_is_object(root)) {
+        st = cfg_err(err, path, "%s", "a config.json must hold a JSON object");
+        goto done;
+    }
+    json_t *mt = json_object_get(root, "model_type");
+    if (mt && (!json_is_string(mt) || strcmp(json_string_value(mt), "gpt2") != 0)) {
+        st = cfg_err(err, path, "model_type is \"%s\", not \"gpt2\"",
+                     json_is_string(mt) ? json_string_value(mt) : "(not a string)");
+        goto done;
+    }
+    if ((st = get_int(root, "vocab_size", &cfg->vocab_size, false, path, err)) ||
+        (st = get_int(root, "n_positions", &cfg->n_positions, false, path, err)) ||
+        (st = get_int(root, "n_embd", &cfg->n_embd, false, path, err)) ||
+        (st = get_int(root, "n_layer", &cfg->n_layer, false, path, err)) ||
+        (st = get_int(root, "n_head", &cfg->n_head, false, path, err)) ||
+        (st = get_int(root, "n_inner", &cfg->n_inner, true, path, err)) ||
+        (st = get_bool(root, "scale_attn_weights", &cfg->scale_attn_weights, path, err)) ||
+        (st = get_bool(root, "scale_attn_by_inverse_layer_idx",
+                       &cfg->scale_attn_by_inverse_layer_idx, path, err)) ||
+        (st = get_bool(root, "reorder_and_upcast_attn", &cfg->reorder_and_upcast_attn, path,
+                       err)) ||
+        (st = get_bool(root, "tie_word_embeddings", &cfg->tie_word_embeddings, path, err)))
+        goto done;
+    json_t *eps = json_object_get(root, "layer_norm_epsilon");
+    if (eps) {
+        if (!json_is_number(eps) || !(json_number_value(eps) >= 0.0)) {
+            st = cfg_err(err, path, "%s", "\"layer_norm_epsilon\" must be a number >= 0");
+            goto done;
+        }
+        cfg->layer_norm_epsilon = json_number_value(eps);
+    }
+    json_t *eos = json_object_get(root, "eos_token_id");
+    if (eos && json_is_integer(eos)) cfg->eos_token_id = json_integer_value(eos);
+    else if (eos) cfg->eos_token_id = -1; /* null or a list: no single stop id */
+    json_t *act = json_object_get(root, "activation_function");
+    if (act) {
+        const char *a = json_is_string(act) ? json_string_value(act) : "";
+        if (strcmp(a, "gelu_new") == 0 || strcmp(a, "gelu_pytorch_tanh") == 0 ||
+            strcmp(a, "gelu_fast") == 0)
+            cfg->activation = SDICT_GPT2_GELU_NEW;
+        else if (strcmp(a, "gelu") == 0) cfg->activation = SDICT_GPT2_GELU;
+        else if (strcmp(a, "relu") == 0) cfg->activation = SDICT_GPT2_RELU;
+        else {
+            st = cfg_err(err, path, "activation_function \"%s\" is not supported (gelu_new, "
+                         "gelu_pytorch_tanh, gelu_fast, gelu, relu are)", a);
+            goto done;
+        }
+    }
+    bool cross = false;
+    if ((st = get_bool(root, "add_cross_attention", &cross, path, err))) goto done;
+    if (cross) {
+        st = cfg_err(err, path, "%s", "add_cross_attention=true is not supported");
+        goto done;
+    }
+    if (cfg->n_embd % cfg->n_head != 0) {
+        st = cfg_err(err, path, "%s", "n_embd must be divisible by n_head");
+        goto done;
+    }
+done:
+    json_decref(root);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Construction
+==================================================================================================*/
+
+static sdict_status no_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
+                               sdict_error *err) {
+    (void)x;
+    memset(y, 0, sizeof *y);
+    return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: run the GPT-2 model through its root "
+                         "(sdict_gpt2_forward)", m->type_name);
+}
+
+static sdict_status root_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
+                                 sdict_error *err) {
+    return sdict_gpt2_forward(m->user, x, y, err);
+}
+
+static bool add(sdict_module *parent, const char *name, sdict_module *child) {
+    return child && sdict_module_add(parent, name, child, NULL) == SDICT_OK;
+}
+
+static float *wptr(sdict_module *root, const char *key) {
+    sdict_named_tensor *nt = sdict_module_tensor(root, key);
+    return nt ? (float *)sdict_storage_data(nt->value.storage) : NULL;
+}
+
+static bool resolve(sdict_gpt2 *g) {
+    char key[128];
+    g->wte = wptr(g->root, "transformer.wte.weight");
+    g->wpe = wptr(g->root, "transformer.wpe.weight");
+    g->lnf_w = wptr(g->root, "transformer.ln_f.weight");
+    g->lnf_b = wptr(g->root, "transformer.ln_f.bias");
+    g->lm_head = wptr(g->root, "lm_head.weight");
+    for (int64_t l = 0; l < g->cfg.n_layer; l++) {
+        layer_w *L = &g->layers[l];
+#define W(field, name) \
+    snprintf(key, sizeof key, "transformer.h.%lld." name, (long long)l); \
+    if (!(L->field = wptr(g->root, key))) return false;
+        W(ln1_w, "ln_1.weight") W(ln1_b, "ln_1.bias")
+        W(attn_w, "attn.c_attn.weight") W(attn_b, "attn.c_attn.bias")
+        W(proj_w, "attn.c_proj.weight") W(proj_b, "attn.c_proj.bias")
+        W(ln2_w, "ln_2.weight") W(ln2_b, "ln_2.bias")
+        W(fc_w, "mlp.c_fc.weight") W(fc_b, "mlp.c_fc.bias")
+        W(fcproj_w, "mlp.c_proj.weight") W(fcproj_b, "mlp.c_proj.bias")
+#undef W
+    }
+    return g->wte && g->wpe && g->lnf_w && g->lnf_b && g->lm_head;
+}
+
+static int64_t inner_dim(const sdict_gpt2_config *c) {
+    return c->n_inner > 0 ? c->n_inner : 4 * c->n_embd;
+}
+
+sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out, sdict_error *err) {
+    *out = NULL;
+    if (!cfg || cfg->vocab_size <= 0 || cfg->n_positions <= 0 || cfg->n_embd <= 0 ||
+        cfg->n_layer <= 0 || cfg->n_head <= 0 || cfg->n_embd % cfg->n_head != 0 ||
+        cfg->n_inner < 0 || !(cfg->layer_norm_epsilon >= 0.0) ||
+        cfg->vocab_size > INT32_MAX || cfg->n_positions > INT32_MAX ||
+        cfg->n_embd > INT32_MAX / 4 || cfg->n_layer > 100000 || inner_dim(cfg) > INT32_MAX ||
+        (unsigned)cfg->activation > SDICT_GPT2_RELU)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: invalid config (sizes must be "
+                             "positive, n_embd divisible by n_head)");
+    sdict_gpt2 *g = calloc(1, sizeof *g);
+    if (!g) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
+    g->cfg = *cfg;
+    g->tied = cfg->tie_word_embeddings;
+    int64_t E = cfg->n_embd, NI = inner_dim(cfg);
+    g->layers = calloc((size_t)cfg->n_layer, sizeof *g->layers);
+    /* Each child is added to its parent as soon as it exists (the parent owns it from then on,
+       and sdict_module_add frees it on failure), in torch's registration order, so a failure
+       anywhere leaves one tree to free. */
+    sdict_module *root = g->root = sdict_module_new("GPT2LMHeadModel", root_forward, g);
+    sdict_module *tr = root ? sdict_module_new("GPT2Model", no_forward, NULL) : NULL;
+    bool ok = g->layers && root && add(root, "transformer", tr);
+    ok = ok && add(tr, "wte", sdict_embedding_new(cfg->vocab_size, E)) &&
+         add(tr, "wpe", sdict_embedding_new(cfg->n_positions, E));
+    sdict_module *h = ok ? sdict_module_new("ModuleList", no_forward, NULL) : NULL;
+    ok = ok && add(tr, "h", h);
+    for (int64_t l = 0; ok && l < cfg->n_layer; l++) {
+        char name[24];
+        snprintf(name, sizeof name, "%lld", (long long)l);
+        sdict_module *blk = sdict_module_new("GPT2Block", no_forward, NULL);
+        if (!(ok = add(h, name, blk))) break;
+        sdict_module *attn = sdict_module_new("GPT2Attention", no_forward, NULL);
+        ok = add(blk, "ln_1", sdict_layernorm_new(1, &E, cfg->layer_norm_epsilon, true, true)) &&
+             add(blk, "attn", attn);
+        ok = ok &&
+             add(blk, "ln_2", sdict_layernorm_new(1, &E, cfg->layer_norm_epsilon, true, true));
+        sdict_module *mlp = ok ? sdict_module_new("GPT2MLP", no_forward, NULL) : NULL;
+        ok = ok && add(blk, "mlp", mlp) && add(attn, "c_attn", sdict_hf_conv1d_new(3 * E, E)) &&
+             add(attn, "c_proj", sdict_hf_conv1d_new(E, E)) &&
+             add(mlp, "c_fc", sdict_hf_conv1d_new(NI, E)) &&
+             add(mlp, "c_proj", sdict_hf_conv1d_new(E, NI));
+    }
+    ok = ok && add(tr, "ln_f", sdict_layernorm_new(1, &E, cfg->layer_norm_epsilon, true, true)) &&
+         add(root, "lm_head", sdict_linear_new(E, cfg->vocab_size, false)) && resolve(g);
+    if (!ok) {
+        sdict_gpt2_free(g);
+        return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory building the model");
+    }
+    if (g->tied) /* lm_head.weight is wte.weight, as after transformers' tie_weights */
+        memcpy(g->lm_head, g->wte, sizeof(float) * (size_t)(cfg->vocab_size * E));
+    sdict_module_eval(root);
+    *out = g;
+    return SDICT_OK;
+}
+
+void sdict_gpt2_free(sdict_gpt2 *g) {
+    if (!g) return;
+    sdict_module_free(g->root);
+    free(g->layers);
+    free(g);
+}
+
+sdict_module *sdict_gpt2_module(sdict_gpt2 *g) { return g ? g->root : NULL; }
+const sdict_gpt2_config *sdict_gpt2_get_config(const sdict_gpt2 *g) { return &g->cfg; }
+bool sdict_gpt2_is_tied(const sdict_gpt2 *g) { return g->tied; }
+
+/*==================================================================================================
+ MARK: Loading
+==================================================================================================*/
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The buffers older transformers saved and 5.12 ignores (_keys_to_ignore_on_load_unexpected;
+   masked_bias went the same way). */
+static bool ignorable(const char *key) {
+    return ends_with(key, ".attn.bias") || ends_with(key, ".attn.masked_bias");
+}
+
+sdict_status sdict_gpt2_load_state_dict(sdict_gpt2 *g, const sdict_value *sd, sdict_error *err) {
+    if (!g || sdict_value_kind(sd) != SDICT_KIND_DICT)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: the state_dict is not a dict");
+    /* GPT2Model files (the hub's "gpt2" itself) have no "transformer." prefix: transformers
+       loads them through base_model_prefix; so do we, into the transformer child. */
+    bool bare = !sdict_dict_get(sd, "transformer.wte.weight") && sdict_dict_get(sd, "wte.weight");
+    sdict_module *target = bare ? sdict_module_child(g->root, "transformer") : g->root;
+    sdict_load_result res = {0};
+    size_t V = (size_t)g->cfg.vocab_size, E = (size_t)g->cfg.n_embd;
+    sdict_status st = sdict_module_load_state_dict(target, sd, false, &res, err);
+    if (st != SDICT_OK) {
+        if (res.message) sdict_nn__err(err, st, "%s", res.message);
+        sdict_load_result_free(&res);
+        return st;
+    }
+    bool head_in_file = !bare && sdict_dict_get(sd, "lm_head.weight") != NULL;
+    for (size_t i = 0; i < res.n_missing; i++) {
+        if (strcmp(res.missing[i], "lm_head.weight") == 0) continue;
+        st = sdict_nn__err(err, SDICT_E_NOT_FOUND, "GPT-2: missing key %s%s (and %zu more "
+                           "missing)", bare ? "transformer." : "", res.missing[i],
+                           res.n_missing - i - 1);
+        goto done;
+    }
+    for (size_t i = 0; i < res.n_unexpected; i++) {
+        if (ignorable(res.unexpected[i])) continue;
+        st = sdict_nn__err(err, SDICT_E_NOT_FOUND, "GPT-2: unexpected key %s in the state_dict "
+                           "(not a GPT2LMHeadModel key)", res.unexpected[i]);
+        goto done;
+    }
+    if (g->cfg.tie_word_embeddings) {
+        /* transformers 5.12 ties lm_head to wte unless the file holds both with different
+           values: then it warns and keeps them apart (checked against from_pretrained). */
+        g->tied = !head_in_file || memcmp(g->lm_head, g->wte, sizeof(float) * V * E) == 0;
+        if (g->tied) memcpy(g->lm_head, g->wte, sizeof(float) * V * E);
+    } else if (!head_in_file) {
+        st = sdict_nn__err(err, SDICT_E_NOT_FOUND, "GPT-2: missing key lm_head.weight "
+                           "(tie_word_embeddings is false)");
+    }
+done:
+    sdict_load_result_free(&res);
+    return st;
+}
+
+sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out, sdict_error *err) {
+    *out = NULL;
+    size_t n = strlen(dir);
+    char *path = malloc(n + 16);
+    if (!path) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
+    snprintf(path, n + 16, "%s/config.json", dir);
+    sdict_gpt2_config cfg;
+    sdict_status st = sdict_gpt2_config_from_json(path, &cfg, err);
+    free(path);
+    if (st != SDICT_OK) return st;
+    sdict_doc *doc = NULL;
+    sdict_gpt2 *g = NULL;
+    if ((st = sdict_load(dir, NULL, &doc, err)) != SDICT_OK) return st;
+    /* The model is sized by config.json: refuse one that describes more parameters than the
+       weights hold before allocating it, so a small folder cannot ask for terabytes. */
+    const sdict_value *sd = sdict_doc_root(doc);
+    double have = 0.0, E = (double)cfg.n_embd;
+    for (size_t i = 0; i < sdict_dict_len(sd); i++) {
+        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
+        if (t) have += (double)sdict_tensor_numel(t);
+    }
+    double need = (double)cfg.vocab_size * E + (double)cfg.n_positions * E + 2.0 * E +
+                  (double)cfg.n_layer * (4.0 * E + 3.0 * E * E + 3.0 * E + E * E + E +
+                                         2.0 * E * (double)inner_dim(&cfg) +
+                                         (double)inner_dim(&cfg) + E);
+    if (need > have) {
+        sdict_doc_free(doc);
+        return sdict_nn__err(err, SDICT_E_SHAPE, "%s: config.json describes a model of %.0f "
+                             "parameters but the weights hold %.0f elements", dir, need, have);
+    }
+    if ((st = sdict_gpt2_new(&cfg, &g, err)) != SDICT_OK ||
+        (st = sdict_gpt2_load_state_dict(g, sdict_doc_root(doc), err)) != SDICT_OK) {
+        sdict_gpt2_free(g);
+        sdict_doc_free(doc);
+        return st;
+    }
+    sdict_doc_free(doc);
+    *out = g;
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: KV cache
+==================================================================================================*/
+
+sdict_status sdict_gpt2_cache_new(const sdict_gpt2 *g, int64_t batch, int64_t max_len,
+                                  sdict_gpt2_cache **out, sdict_error *err) {
+    *out = NULL;
+    const sdict_gpt2_config *c = &g->cfg;
+    if (batch <= 0 || max_len <= 0 || max_len > c->n_positions || batch > INT32_MAX)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2 cache: batch %lld and max_len "
+                             "%lld must be positive, max_len at most n_positions (%lld)",
+                             (long long)batch, (long long)max_len, (long long)c->n_positions);
+    double n = (double)c->n_layer * (double)batch * (double)max_len * (double)c->n_embd;
+    if (n * 2 * sizeof(float) > (double)SIZE_MAX / 2)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 cache: too large");
+    sdict_gpt2_cache *kv = calloc(1, sizeof *kv);
+    if (kv) {
+        kv->k = malloc(sizeof(float) * (size_t)n);
+        kv->v = malloc(sizeof(float) * (size_t)n);
+    }
+    if (!kv || !kv->k || !kv->v) {
+        sdict_gpt2_cache_free(kv);
+        return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2 cache: out of memory");
+    }
+    kv->n_layer = c->n_layer;
+    kv->batch = batch;
+    kv->n_head = c->n_head;
+    kv->head_dim = c->n_embd / c->n_head;
+    kv->max_len = max_len;
+    *out = kv;
+    return SDICT_OK;
+}
+
+void sdict_gpt2_cache_free(sdict_gpt2_cache *c) {
+    if (!c) return;
+    free(c->k);
+    free(c->v);
+    free(c);
+}
+
+int64_t sdict_gpt2_cache_len(const sdict_gpt2_cache *c) { return c->len; }
+void sdict_gpt2_cache_reset(sdict_gpt2_cache *c) { c->len = 0; }
+
+/*==================================================================================================
+ MARK: Forward
+==================================================================================================*/
+
+static void mm(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K,
+               float beta) { /* C[M, N] = A[M, K] . B[K, N] + beta C */
+    if (M == 1) { /* one position (generation): a matrix-vector product, C = B^T . A */
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, 1.0f, B, (int)N, A, 1, beta, C, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                (int)K, B, (int)N, beta, C, (int)N);
+}
+
+static void add_bias_rows(float *Y, const float *b, int64_t rows, int64_t n) {
+    for (int64_t r = 0; r < rows; r++) memcpy(Y + r * n, b, sizeof(float) * (size_t)n);
+}
+
+/* Runs T new positions of every batch row through the model, appending their keys and values to
+   kv, and writes logits [B, T, V] (or [B, 1, V] for the last position when last_only). */
+static sdict_status run(sdict_gpt2 *g, sdict_gpt2_cache *kv, const int64_t *ids, int64_t B,
+                        int64_t T, bool last_only, float *logits, sdict_error *err) {
+    const sdict_gpt2_config *c = &g->cfg;
+    int64_t E = c->n_embd, H = c->n_head, D = E / H, NI = inner_dim(c), V = c->vocab_size;
+    int64_t P = kv->len, S = P + T, R = B * T, L = kv->max_len;
+    if (B != kv->batch)
+        return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: batch %lld does not match the cache's "
+                             "%lld", (long long)B, (long long)kv->batch);
+    if (S > kv->max_len)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: %lld positions exceed the cache's %lld "
+                             "(n_positions %lld)", (long long)S, (long long)kv->max_len,
+                             (long long)c->n_positions);
+    for (int64_t i = 0; i < R; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: token id %lld out of range "
+                                 "[0, %lld)", (long long)ids[i], (long long)V);
+    size_t rE = (size_t)(R * E);
+    float *x = malloc(sizeof(float) * rE), *ln = malloc(sizeof(float) * rE);
+    float *att = malloc(sizeof(float) * rE), *qkv = malloc(sizeof(float) * rE * 3);
+    float *fc = malloc(sizeof(float) * (size_t)(R * NI)), *sc = malloc(sizeof(float) * (size_t)(T * S));
+    if (!x || !ln || !att || !qkv || !fc || !sc) {
+        free(x); free(ln); free(att); free(qkv); free(fc); free(sc);
+        return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory for activations");
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            float *xr = x + (b * T + t) * E;
+            const float *te = g->wte + ids[b * T + t] * E, *pe = g->wpe + (P + t) * E;
+            for (int64_t i = 0; i < E; i++) xr[i] = te[i] + pe[i];
+        }
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const layer_w *W = &g->layers[l];
+        double scale = c->scale_attn_weights ? 1.0 / sqrt((double)D) : 1.0;
+        if (c->scale_attn_by_inverse_layer_idx) scale /= (double)(l + 1);
+        sdict_nn__layernorm_rows(x, ln, R, E, W->ln1_w, W->ln1_b, c->layer_norm_epsilon, NULL, NULL);
+        add_bias_rows(qkv, W->attn_b, R, 3 * E);
+        mm(ln, W->attn_w, qkv, R, 3 * E, E, 1.0f);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++) {
+                size_t base = (size_t)((((l * B) + b) * H + h) * L) * (size_t)D;
+                float *K = kv->k + base, *Vc = kv->v + base;
+                for (int64_t t = 0; t < T; t++) {
+                    const float *row = qkv + (b * T + t) * 3 * E;
+                    memcpy(K + (P + t) * D, row + E + h * D, sizeof(float) * (size_t)D);
+                    memcpy(Vc + (P + t) * D, row + 2 * E + h * D, sizeof(float) * (size_t)D);
+                }
+                /* sc[T, S] = scale * Q[T, D] . K[S, D]^T; Q rows are strided 3E in qkv */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)D,
+                            (float)scale, qkv + b * T * 3 * E + h * D, (int)(3 * E), K, (int)D,
+                            0.0f, sc, (int)S);
+                for (int64_t t = 0; t < T; t++) /* causal: position P + t sees 0..P + t */
+                    sdict_nn__softmax_row(sc + t * S, P + t + 1);
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t s = P + t + 1; s < S; s++) sc[t * S + s] = 0.0f;
+                /* att[b, t, h*D..] = sc[T, S] . V[S, D] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)S,
+                            1.0f, sc, (int)S, Vc, (int)D, 0.0f, att + b * T * E + h * D, (int)E);
+            }
+        add_bias_rows(ln, W->proj_b, R, E);
+        mm(att, W->proj_w, ln, R, E, E, 1.0f);
+        for (size_t i = 0; i < rE; i++) x[i] += ln[i];
+        sdict_nn__layernorm_rows(x, ln, R, E, W->ln2_w, W->ln2_b, c->layer_norm_epsilon, NULL, NULL);
+        add_bias_rows(fc, W->fc_b, R, NI);
+        mm(ln, W->fc_w, fc, R, NI, E, 1.0f);
+        if (c->activation == SDICT_GPT2_RELU) {
+            for (int64_t i = 0; i < R * NI; i++) fc[i] = fc[i] > 0.0f ? fc[i] : 0.0f;
+        } else {
+            sdict_nn__gelu(fc, R * NI, c->activation == SDICT_GPT2_GELU_NEW);
+        }
+        add_bias_rows(ln, W->fcproj_b, R, E);
+        mm(fc, W->fcproj_w, ln, R, E, NI, 1.0f);
+        for (size_t i = 0; i < rE; i++) x[i] += ln[i];
+    }
+    sdict_nn__layernorm_rows(x, ln, R, E, g->lnf_w, g->lnf_b, c->layer_norm_epsilon, NULL, NULL);
+    /* logits = ln_f(x) . lm_head^T */
+    if (last_only) {
+        for (int64_t b = 0; b < B; b++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)V, (int)E, 1.0f, g->lm_head, (int)E,
+                        ln + (b * T + T - 1) * E, 1, 0.0f, logits + b * V, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)V, (int)E, 1.0f, ln,
+                    (int)E, g->lm_head, (int)E, 0.0f, logits, (int)V);
+    }
+    kv->len = S;
+    free(x); free(ln); free(att); free(qkv); free(fc); free(sc);
+    return SDICT_OK;
+}
+
+static sdict_status check_ids(const sdict_act *ids, sdict_error *err) {
+    if (ids->dtype != SDICT_INT64 || ids->ndim != 2 || ids->shape[0] <= 0 || ids->shape[1] <= 0)
+        return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: input_ids must be int64 [batch, seq] "
+                             "with batch and seq > 0");
+    return SDICT_OK;
+}
+
+sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache *kv, const sdict_act *ids,
+                                       bool last_only, sdict_act *logits, sdict_error *err) {
+    memset(logits, 0, sizeof *logits);
+    sdict_status st = check_ids(ids, err);
+    if (st != SDICT_OK) return st;
+    int64_t B = ids->shape[0], T = ids->shape[1];
+    int64_t shape[3] = {B, last_only ? 1 : T, g->cfg.vocab_size};
+    if ((st = sdict_act_init(logits, SDICT_FLOAT32, 3, shape, err)) != SDICT_OK) return st;
+    if ((st = run(g, kv, ids->data, B, T, last_only, logits->data, err)) != SDICT_OK)
+        sdict_act_free(logits);
+    return st;
+}
+
+sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, sdict_act *logits,
+                                sdict_error *err) {
+    memset(logits, 0, sizeof *logits);
+    sdict_status st = check_ids(ids, err);
+    if (st != SDICT_OK) return st;
+    if (ids->shape[1] > g->cfg.n_positions)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: %lld tokens exceed n_positions %lld",
+                             (long long)ids->shape[1], (long long)g->cfg.n_positions);
+    sdict_gpt2_cache *kv = NULL;
+    if ((st = sdict_gpt2_cache_new(g, ids->shape[0], ids->shape[1], &kv, err)) != SDICT_OK)
+        return st;
+    st = sdict_gpt2_forward_cached(g, kv, ids, false, logits, err);
+    sdict_gpt2_cache_free(kv);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Generation
+==================================================================================================*/
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct { float v; int64_t i; } scored;
+
+static int by_score_desc(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* argmax (first of equal maxima, as torch.argmax) or a top-k draw from softmax(logits). */
+static int64_t pick(const float *lg, int64_t V, int64_t top_k, uint64_t *rng, scored *tmp) {
+    if (top_k <= 0) {
+        int64_t best = 0;
+        for (int64_t i = 1; i < V; i++)
+            if (lg[i] > lg[best]) best = i;
+        return best;
+    }
+    int64_t k = top_k < V ? top_k : V;
+    for (int64_t i = 0; i < V; i++) tmp[i] = (scored){lg[i], i};
+    qsort(tmp, (size_t)V, sizeof *tmp, by_score_desc);
+    double sum = 0.0;
+    for (int64_t i = 0; i < k; i++) sum += exp((double)tmp[i].v - tmp[0].v);
+    double u = (double)(splitmix(rng) >> 11) / 9007199254740992.0 * sum, acc = 0.0;
+    for (int64_t i = 0; i < k; i++) {
+        acc += exp((double)tmp[i].v - tmp[0].v);
+        if (u < acc) return tmp[i].i;
+    }
+    return tmp[k - 1].i;
+}
+
+sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt, int64_t n_prompt,
+                                 int64_t max_new_tokens, int64_t top_k, uint64_t seed,
+                                 int64_t *out, int64_t *n_out, sdict_error *err) {
+    *n_out = 0;
+    if (!prompt || n_prompt <= 0 || max_new_tokens < 0 || !out)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2 generate: an empty prompt or a "
+                             "negative max_new_tokens");
+    int64_t total = n_prompt + max_new_tokens;
+    if (total > g->cfg.n_positions)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 generate: %lld prompt + %lld new tokens "
+                             "exceed n_positions %lld", (long long)n_prompt,
+                             (long long)max_new_tokens, (long long)g->cfg.n_positions);
+    memcpy(out, prompt, sizeof(int64_t) * (size_t)n_prompt);
+    *n_out = n_prompt;
+    if (max_new_tokens == 0) return SDICT_OK;
+    int64_t V = g->cfg.vocab_size;
+    sdict_gpt2_cache *kv = NULL;
+    sdict_status st = sdict_gpt2_cache_new(g, 1, total, &kv, err);
+    if (st != SDICT_OK) return st;
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    scored *tmp = top_k > 0 ? malloc(sizeof(scored) * (size_t)V) : NULL;
+    if (!lg || (top_k > 0 && !tmp)) {
+        st = sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2 generate: out of memory");
+        goto done;
+    }
+    uint64_t rng = seed;
+    int64_t pos = 0, step = n_prompt;
+    while (*n_out < total) {
+        if ((st = run(g, kv, out + pos, 1, step, true, lg, err)) != SDICT_OK) goto done;
+        int64_t next = pick(lg, V, top_k, &rng, tmp);
+        out[(*n_out)++] = next;
+        if (next == g->cfg.eos_token_id) break; /* generate()'s stop on eos_token_id */
+        pos = *n_out - 1;
+        step = 1;
+    }
+done:
+    free(lg);
+    free(tmp);
+    sdict_gpt2_cache_free(kv);
+    return st;
+}
