@@ -132,6 +132,7 @@ struct sdict_doc {
     sdict_value *root;
     uint64_t nvalues;
     sdict_value *metadata; /* safetensors __metadata__ dict, or NULL */
+    sdict_value *script;   /* TorchScript archive side data (sdict__doc_script), or NULL */
     sdict_format format;
     bool big_endian;
 };
@@ -282,6 +283,13 @@ sdict_status sdict_doc_set_metadata(sdict_doc *doc, sdict_value *md) {
         return SDICT_E_INVALID_ARG;
     doc->metadata = md;
     return SDICT_OK;
+}
+
+sdict_value *sdict__doc_script(const sdict_doc *doc) { return doc ? doc->script : NULL; }
+
+void sdict__doc_set_script(sdict_doc *doc, sdict_value *info) {
+    if (doc)
+        doc->script = info;
 }
 
 void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian) {
