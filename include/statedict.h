@@ -853,6 +853,14 @@ SDICT_API sdict_value *sdict_object_kwargs(const sdict_value *v);
  value in both states.
 */
 SDICT_API sdict_value *sdict_object_state(const sdict_value *v);
+/**
+ The items SETITEM / SETITEMS stored into v, an object of a dict subclass (a
+ collections.defaultdict, an OrderedDict subclass: what Python's __setitem__ would store after
+ the call): a list of (key, value) tuples in pickle order, keys of any kind (an optimizer's
+ state is a defaultdict keyed by Parameter tensors, which no sdict dict can key). NULL when
+ none came or v is no object.
+*/
+SDICT_API sdict_value *sdict_object_items(const sdict_value *v);
 /** The inert object that was called to make v (REDUCE on an object, not on a class), NULL
     otherwise. Its own args, state and callee describe it in turn. */
 SDICT_API sdict_value *sdict_object_callee(const sdict_value *v);
@@ -916,6 +924,27 @@ SDICT_API sdict_status sdict_object_state_dict(sdict_value *module, sdict_value 
  Errors: SDICT_E_INVALID_ARG (NULL), SDICT_E_LIMIT (nesting over 1000), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_object_tensors(sdict_value *v, sdict_value **out, sdict_error *err);
+
+/** True when v is an inert object whose state is a dict with `defaults` (a dict), `state` (a
+    dict, or a defaultdict object) and `param_groups` (a list of dicts each with a `params`
+    list): a pickled torch.optim.Optimizer (torch.save(optimizer)). */
+SDICT_API bool sdict_object_is_optimizer(const sdict_value *v);
+
+/**
+ What `optimizer.state_dict()` returns, computed from the inert object of a pickled optimizer
+ (torch/optim/optimizer.py state_dict, torch 1.13 and 2.x): a dict {"state": {index: per-param
+ state}, "param_groups": [group, ...]}, where each group has its items but `params` in order,
+ then `params` as a list of ints; a parameter's index is its position counted over every
+ group's list, the first appearance winning; state keys that are tensors become their
+ parameter's index (the defaultdict's items, sdict_object_items, in order), other keys stay.
+ Values are the pickle's own (not copied). State_dict hooks (torch 2.x) are not run.
+ @return SDICT_OK; SDICT_E_INVALID_ARG (NULL, or sdict_object_is_optimizer false);
+         SDICT_E_UNSUPPORTED (a param that is not a tensor, a state key no dict can hold);
+         SDICT_E_FORMAT (a state key tensor in no param group); SDICT_E_NOMEM. Values live in
+         v's doc. Cost linear in the number of parameters and state entries.
+*/
+SDICT_API sdict_status sdict_object_optimizer_state_dict(sdict_value *opt, sdict_value **out,
+                                                         sdict_error *err);
 
 /* ---- TorchScript archives (torch.jit.save) read with SDICT_LOAD_INERT ---- */
 

@@ -10,7 +10,8 @@
    tensor.c      tensor checks, contiguous copies and dtype conversion
    value.c       documents, values, dict hashing, big ints, dotted paths
    composite.c   quantized, sparse and nested tensors: checks of their parts
-   module_state.c Module.state_dict() over inert objects; tensors of an object by attribute path
+   module_state.c Module.state_dict() over inert objects; tensors of an object by attribute path;
+                 Optimizer.state_dict() over a pickled optimizer
    script.c      TorchScript archives as data: code/ class declarations, ScriptModule state_dict
    zip_read.c    zip/ZIP64 central directory reader, record reads (stored, deflate via libdeflate)
    zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
@@ -357,6 +358,8 @@ sdict_value *sdict__object_call(sdict_doc *doc, sdict_value *callee, sdict_objec
                                 sdict_value *args, sdict_value *kwargs);
 /** Sets the BUILD state of an object; false when v is a class reference or has one already. */
 bool sdict__object_set_state(sdict_value *v, sdict_value *state);
+/** Sets the item list of an object made by a call (once); false otherwise. */
+bool sdict__object_set_items(sdict_value *v, sdict_value *items);
 
 /*==================================================================================================
  pickle_read.c

@@ -297,8 +297,10 @@ sdict_status sdict__script_finish(sdict_doc *doc, sdict_value *classes, sdict_er
                 to = lp;
             else if (bufs && sdict_dict_find(bufs, name))
                 to = str_is(type, "Tensor") ? lb : NULL;
-            else if (class_is_module(sdict_dict_find(classes, type)))
-                to = lm;
+            else if (class_is_module(sdict_dict_find(classes, type)) ||
+                     str_is(sdict_dict_get(sdict_dict_find(classes, type), "base"),
+                            "ModuleInterface"))
+                to = lm; /* a module, or a module interface (its value's class is checked) */
             if (to && sdict_seq_append(to, name))
                 return sc_nomem(err, NULL);
         }

@@ -63,6 +63,7 @@ typedef struct object_ext {
     sdict_value *args;         /* tuple; NULL for a class reference */
     sdict_value *kwargs;       /* NEWOBJ_EX keyword arguments, or NULL */
     sdict_value *state;        /* BUILD state, or NULL */
+    sdict_value *items;        /* (key, value) tuples SETITEM/SETITEMS gave it, or NULL */
     sdict_object_call how;
 } object_ext;
 
@@ -1640,6 +1641,14 @@ bool sdict__object_set_state(sdict_value *v, sdict_value *state) {
     return true;
 }
 
+bool sdict__object_set_items(sdict_value *v, sdict_value *items) {
+    if (!v || v->kind != SDICT_KIND_OBJECT || v->u.obj->how == SDICT_OBJECT_CLASS ||
+        v->u.obj->items)
+        return false;
+    v->u.obj->items = items;
+    return true;
+}
+
 static const object_ext *obj_of(const sdict_value *v) {
     return v && v->kind == SDICT_KIND_OBJECT ? v->u.obj : NULL;
 }
@@ -1657,6 +1666,9 @@ sdict_value *sdict_object_kwargs(const sdict_value *v) {
 }
 sdict_value *sdict_object_state(const sdict_value *v) {
     return obj_of(v) ? obj_of(v)->state : NULL;
+}
+sdict_value *sdict_object_items(const sdict_value *v) {
+    return obj_of(v) ? obj_of(v)->items : NULL;
 }
 sdict_value *sdict_object_callee(const sdict_value *v) {
     return obj_of(v) ? obj_of(v)->callee : NULL;

@@ -79,6 +79,14 @@ static sdict_value *replace_object(ex_ctx *x, sdict_value *v, const cli_buf *pat
             fprintf(stderr, "statedict: extract: %s: %s -> state_dict (%zu entries)\n",
                     shown_path(path), what.s, sdict_dict_len(r));
         }
+    } else if (sdict_object_is_optimizer(v)) {
+        x->st = sdict_object_optimizer_state_dict(v, &r, &x->err);
+        if (x->st == SDICT_OK) {
+            x->models++;
+            fprintf(stderr, "statedict: extract: %s: %s -> optimizer state_dict (%zu parameter "
+                            "states)\n", shown_path(path), what.s,
+                    sdict_dict_len(sdict_dict_get(r, "state")));
+        }
     } else if (sdict_object_how(v) == SDICT_OBJECT_CLASS) {
         const char *m = sdict_object_module(v), *n = sdict_object_name(v);
         size_t ml = strlen(m), nl = strlen(n);
@@ -229,9 +237,12 @@ int cmd_extract(const cli_cmd *cmd, const cli_args *args) {
         cli_report_error(x.st, &x.err);
         rc = CLI_EXIT_BAD_INPUT;
     } else {
-        if (x.models == 0)
-            fprintf(stderr, "statedict: extract: warning: %s holds no pickled nn.Module; written "
-                            "as read\n", in);
+        if (x.models == 0 && args->conv.key)
+            fprintf(stderr, "statedict: extract: warning: key '%s' of %s holds no pickled "
+                            "nn.Module or optimizer; written as read\n", args->conv.key, in);
+        else if (x.models == 0)
+            fprintf(stderr, "statedict: extract: warning: %s holds no pickled nn.Module or "
+                            "optimizer; written as read\n", in);
         rc = cli_convert_write(doc, root, in, out, args);
     }
     buf_free(&path);
