@@ -853,6 +853,14 @@ SDICT_API sdict_value *sdict_object_kwargs(const sdict_value *v);
  value in both states.
 */
 SDICT_API sdict_value *sdict_object_state(const sdict_value *v);
+/**
+ The items SETITEM / SETITEMS stored into v, an object of a dict subclass (a
+ collections.defaultdict, an OrderedDict subclass: what Python's __setitem__ would store after
+ the call): a list of (key, value) tuples in pickle order, keys of any kind (an optimizer's
+ state is a defaultdict keyed by Parameter tensors, which no sdict dict can key). NULL when
+ none came or v is no object.
+*/
+SDICT_API sdict_value *sdict_object_items(const sdict_value *v);
 /** The inert object that was called to make v (REDUCE on an object, not on a class), NULL
     otherwise. Its own args, state and callee describe it in turn. */
 SDICT_API sdict_value *sdict_object_callee(const sdict_value *v);
@@ -917,6 +925,72 @@ SDICT_API sdict_status sdict_object_state_dict(sdict_value *module, sdict_value 
 */
 SDICT_API sdict_status sdict_object_tensors(sdict_value *v, sdict_value **out, sdict_error *err);
 
+/** True when v is an inert object whose state is a dict with `defaults` (a dict), `state` (a
+    dict, or a defaultdict object) and `param_groups` (a list of dicts each with a `params`
+    list): a pickled torch.optim.Optimizer (torch.save(optimizer)). */
+SDICT_API bool sdict_object_is_optimizer(const sdict_value *v);
+
+/**
+ What `optimizer.state_dict()` returns, computed from the inert object of a pickled optimizer
+ (torch/optim/optimizer.py state_dict, torch 1.13 and 2.x): a dict {"state": {index: per-param
+ state}, "param_groups": [group, ...]}, where each group has its items but `params` in order,
+ then `params` as a list of ints; a parameter's index is its position counted over every
+ group's list, the first appearance winning; state keys that are tensors become their
+ parameter's index (the defaultdict's items, sdict_object_items, in order), other keys stay.
+ Values are the pickle's own (not copied). State_dict hooks (torch 2.x) are not run.
+ @return SDICT_OK; SDICT_E_INVALID_ARG (NULL, or sdict_object_is_optimizer false);
+         SDICT_E_UNSUPPORTED (a param that is not a tensor, a state key no dict can hold);
+         SDICT_E_FORMAT (a state key tensor in no param group); SDICT_E_NOMEM. Values live in
+         v's doc. Cost linear in the number of parameters and state entries.
+*/
+SDICT_API sdict_status sdict_object_optimizer_state_dict(sdict_value *opt, sdict_value **out,
+                                                         sdict_error *err);
+
+/* ---- TorchScript archives (torch.jit.save) read with SDICT_LOAD_INERT ---- */
+
+/** True when doc is a TorchScript archive (a zip with a constants.pkl record) loaded with
+    SDICT_LOAD_INERT: its root is data.pkl's module object (inert objects of the
+    `__torch__.*` classes, mangled names such as `___torch_mangle_4` kept), and the archive's
+    code/ declarations were read as text (never run). False for every other doc and for NULL. */
+SDICT_API bool sdict_doc_is_script(const sdict_doc *doc);
+
+/** A TorchScript archive's constants: the value of its constants.pkl (a tuple; tensors read from
+    constants/<key>, or data/<key> in archives that keep every tensor there), as
+    torch.jit.load's importer reads them for the code's `CONSTANTS.cN`. They are not part of
+    the state_dict. Borrowed, valid until sdict_doc_free; NULL when sdict_doc_is_script is
+    false. */
+SDICT_API sdict_value *sdict_doc_script_constants(const sdict_doc *doc);
+
+/**
+ What `torch.jit.load(f).state_dict()` returns, computed from a TorchScript archive loaded with
+ SDICT_LOAD_INERT, without running any of its code. The archive's code/<path>.py records
+ (python_print.cpp's output) are read as declarations only: per class its base (`Module` for a
+ module), its attributes in slot order (`name : Type` lines and `__annotations__["name"] =
+ Type`), `__parameters__ = [...]` and `__buffers__ = [...]` (older archives have no
+ `__buffers__`: no buffers, as torch then marks none). As torch's C++ module walks its slots
+ (named_parameters, named_buffers, named_children; import_source.cpp): for the root object
+ and then each submodule, the parameters that hold a tensor (None skipped), then the buffers of
+ type Tensor (None skipped; non-persistent buffers included: a scripted module keeps every
+ buffer, so torch returns them too), then each attribute whose type is a module class, under
+ prefix + name + ".", depth first in slot order. Each value is a new detached tensor (not a
+ Parameter, requires_grad false) viewing the loaded storage, one per key, as torch's
+ detach(). `_metadata` (sdict_dict_attrs) holds {"version": 1} per module prefix, as
+ RecursiveScriptModule's _version is 1. Constants and plain tensor attributes are not in it
+ (sdict_doc_script_constants, sdict_object_state of the objects).
+ Not mirrored: modules restored by their own `__setstate__` code (their state is not a dict of
+ attributes) are refused.
+
+ @param doc  a doc for which sdict_doc_is_script is true.
+ @param out  receives the OrderedDict (in doc, valid until sdict_doc_free).
+ @param err  optional detail, naming the module's prefix and class.
+ @return SDICT_OK; SDICT_E_INVALID_ARG (NULL, or not such a doc); SDICT_E_FORMAT (an object
+         that is not of a module class of the code, a declared attribute the object lacks, a
+         parameter or buffer that is not a tensor); SDICT_E_UNSUPPORTED (__setstate__
+         modules); SDICT_E_LIMIT (modules nested over 1000 deep); SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_script_state_dict(const sdict_doc *doc, sdict_value **out,
+                                               sdict_error *err);
+
 /* ---- paths ---- */
 
 /**
@@ -962,7 +1036,10 @@ enum {
      and allow-listed callables used as data are refused (SDICT_E_PICKLE_TYPE,
      _PICKLE_UNSAFE_GLOBAL). Legacy files (torch < 1.6 layout) that carry a class's source as
      a persistent id ('module', cls, file, source) give the class; the source is ignored.
-     sdict_object_state_dict() computes Module.state_dict() from such a tree. Off by default:
+     sdict_object_state_dict() computes Module.state_dict() from such a tree. TorchScript
+     archives (torch.jit.save) are read too: the root is data.pkl's module object, and
+     sdict_doc_is_script, sdict_doc_script_constants and sdict_script_state_dict give the rest
+     (code/ records are read as text, never run). Off by default:
      a normal load refuses the first global off the allow-list (naming it, and pointing at
      `statedict extract` when it names a class). sdict_scan always reads this way, so a scan
      goes on past objects and reports every global.
@@ -1032,7 +1109,9 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  converted to the saved dtype (map_location='cpu'); _rebuild_wrapper_subclass is refused
  (SDICT_E_UNSUPPORTED) because torch cannot rebuild any allowed class with it either.
  Zip, legacy, tar and safetensors formats are detected from the content, not the name.
- TorchScript archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT.
+ TorchScript archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT,
+ pointing at `statedict extract`, unless SDICT_LOAD_INERT is set (see sdict_script_state_dict);
+ archives of torch 1.0-1.2's layout (model.json) are refused then with SDICT_E_UNSUPPORTED.
 
  safetensors files (as safetensors.torch.load_file(path) reads them, with the Rust core's
  header checks): the root is a dict (not ordered) of str -> tensor in data-offset order, each

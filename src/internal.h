@@ -10,7 +10,9 @@
    tensor.c      tensor checks, contiguous copies and dtype conversion
    value.c       documents, values, dict hashing, big ints, dotted paths
    composite.c   quantized, sparse and nested tensors: checks of their parts
-   module_state.c Module.state_dict() over inert objects; tensors of an object by attribute path
+   module_state.c Module.state_dict() over inert objects; tensors of an object by attribute path;
+                 Optimizer.state_dict() over a pickled optimizer
+   script.c      TorchScript archives as data: code/ class declarations, ScriptModule state_dict
    zip_read.c    zip/ZIP64 central directory reader, record reads (stored, deflate via libdeflate)
    zip_write.c   zip writer reproducing PyTorch's miniz layout (FB padding, ZIP64 end records)
    pickle_read.c the pickle machine: protocols 0-5, allow-listed globals, torch rebuild functions
@@ -215,6 +217,25 @@ sdict_doc *sdict__value_doc(const sdict_value *v);
 
 /** Load bookkeeping kept on the doc. */
 void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian);
+/** A TorchScript archive's side data (a dict: "constants" -> constants.pkl's value, "classes"
+    -> script.c's class table), or NULL for every other doc. */
+sdict_value *sdict__doc_script(const sdict_doc *doc);
+void sdict__doc_set_script(sdict_doc *doc, sdict_value *info);
+
+/*==================================================================================================
+ script.c
+==================================================================================================*/
+
+/** Reads the class declarations of one code record (text[0, n), the source of TorchScript module
+    `module`, mlen bytes: "__torch__.torch.nn.modules.linear") into classes, a dict qualified
+    class name -> class dict. SDICT_E_FORMAT (malformed declaration, a class or attribute
+    defined twice; naming record and byte offset), SDICT_E_NOMEM. Linear in n. */
+sdict_status sdict__script_code(sdict_doc *doc, sdict_value *classes, const char *module,
+                                size_t mlen, const char *text, size_t n, const char *record,
+                                sdict_error *err);
+/** After every code record: lists, per module class, the slots state_dict() visits.
+    SDICT_E_FORMAT when __parameters__ or __buffers__ names no attribute of the class. */
+sdict_status sdict__script_finish(sdict_doc *doc, sdict_value *classes, sdict_error *err);
 
 /** Number of values created in the doc so far (for the max_values limit). */
 uint64_t sdict__doc_value_count(const sdict_doc *doc);
@@ -337,6 +358,8 @@ sdict_value *sdict__object_call(sdict_doc *doc, sdict_value *callee, sdict_objec
                                 sdict_value *args, sdict_value *kwargs);
 /** Sets the BUILD state of an object; false when v is a class reference or has one already. */
 bool sdict__object_set_state(sdict_value *v, sdict_value *state);
+/** Sets the item list of an object made by a call (once); false otherwise. */
+bool sdict__object_set_items(sdict_value *v, sdict_value *items);
 
 /*==================================================================================================
  pickle_read.c

@@ -157,6 +157,7 @@ typedef struct loader {
     uint32_t flags;
     bool scan;              /* sdict_scan: no payload bytes read, globals reported */
     bool verify_crc;
+    bool script;            /* an inert load of a TorchScript archive */
     bool big_endian;        /* payloads in the file are big-endian */
     scan_state *ss;
     cache storages;
@@ -521,9 +522,15 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
     loader *L = ctx;
     const char *pkl_rec = L->pkl_rec;
     pid_info p;
-    sdict_status st = parse_pid(pkl_rec, off, pid, false, &p, err);
+    /* TorchScript archives of format version 1 write ('storage', cls, key, location, numel,
+       None), as the legacy layout did (import.cpp reads both) */
+    sdict_status st = parse_pid(pkl_rec, off, pid, L->script, &p, err);
     if (st != SDICT_OK)
         return st;
+    if (p.view)
+        return sdict__err(err, SDICT_E_PICKLE_TYPE, pkl_rec, off, "storage '%s': a view of "
+                          "another storage (persistent id item 5), which an archive cannot hold",
+                          p.key);
     cache_ent *ce = cache_find(&L->storages, p.key);
     if (ce)
         return cached_value(ce, pkl_rec, off, p.dtype, out, err);
@@ -754,15 +761,79 @@ static sdict_status zip_verify_rest(loader *L, sdict_error *err) {
     return no_crc_error(L, err);
 }
 
+/* TorchScript under SDICT_LOAD_INERT (data.pkl is the root already): constants.pkl, whose
+   tensors live under constants/ (data/ in older archives; a storage cache of their own, as
+   their keys restart at 0), and the class declarations of every code/<path>.py record. */
+static sdict_status load_script(loader *L, sdict_error *err) {
+    sdict_value *info = sdict_dict_new(L->doc, false), *classes = sdict_dict_new(L->doc, false);
+    sdict_value *consts = NULL;
+    if (!info || !classes)
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+    const sdict__zip_entry *e = sdict__zip_find(L->zip, "constants.pkl");
+    uint8_t *buf;
+    sdict_status st = read_record(L, e, &buf, err);
+    if (st != SDICT_OK)
+        return st;
+    cache saved = L->storages;
+    memset(&L->storages, 0, sizeof L->storages);
+    L->data_dir = "constants/";
+    L->pkl_rec = e->name;
+    st = run_pickle(L, buf, (size_t)e->size, e->name, zip_persistent_load, &consts, NULL, err);
+    sdict__free(buf);
+    cache_free(&L->storages);
+    L->storages = saved;
+    L->data_dir = "data/";
+    if (st != SDICT_OK)
+        return st;
+    size_t plen = strlen(sdict__zip_prefix(L->zip));
+    for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
+        e = sdict__zip_entry_at(L->zip, i);
+        const char *rel = e->name + plen;
+        size_t rl = strlen(rel);
+        if (strncmp(rel, "code/", 5) != 0 || rl < 9 || !name_ends_with(rel, ".py"))
+            continue;
+        /* code/__torch__/a/b.py holds the classes of module __torch__.a.b */
+        char *mod = sdict__strndup(rel + 5, rl - 8);
+        if (!mod)
+            return sdict__err(err, SDICT_E_NOMEM, e->name, -1, "out of memory");
+        for (char *c = mod; *c; c++)
+            if (*c == '/')
+                *c = '.';
+        if ((st = read_record(L, e, &buf, err)) == SDICT_OK) {
+            st = sdict__script_code(L->doc, classes, mod, rl - 8, (const char *)buf,
+                                    (size_t)e->size, e->name, err);
+            sdict__free(buf);
+        }
+        sdict__free(mod);
+        if (st != SDICT_OK)
+            return st;
+    }
+    if ((st = sdict__script_finish(L->doc, classes, err)) != SDICT_OK)
+        return st;
+    if (sdict_dict_set_str(info, "constants", consts) ||
+        sdict_dict_set_str(info, "classes", classes))
+        return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+    sdict__doc_set_script(L->doc, info);
+    return SDICT_OK;
+}
+
 static sdict_status load_zip(loader *L, sdict_error *err) {
     sdict_status st = sdict__zip_open(L->src, &L->limits, &L->zip, err);
     if (st != SDICT_OK)
         return st;
     L->data_dir = "data/";
-    if (!L->scan && sdict__zip_find(L->zip, "constants.pkl"))
+    bool script = sdict__zip_find(L->zip, "constants.pkl") != NULL;
+    L->script = script && !L->scan;
+    if (!L->scan && sdict__zip_find(L->zip, "model.json") && !sdict__zip_find(L->zip, "data.pkl"))
+        return sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1,
+                          "this is a TorchScript archive of torch 1.0-1.2's layout (it has "
+                          "%smodel.json and no data.pkl), which statedict does not read; "
+                          "re-save it with a newer torch.jit.save", sdict__zip_prefix(L->zip));
+    if (!L->scan && script && !(L->flags & SDICT_LOAD_INERT))
         return sdict__err(err, SDICT_E_FORMAT, NULL, -1,
-                          "this is a TorchScript archive (torch.jit.save; it has %sconstants.pkl); "
-                          "statedict reads torch.save files - load it with torch.jit.load",
+                          "this is a TorchScript archive (torch.jit.save; it has %sconstants.pkl), "
+                          "not a torch.save file: `statedict extract IN OUT` writes its state_dict "
+                          "without running its code (torch.jit.load(f).state_dict())",
                           sdict__zip_prefix(L->zip));
     if ((st = zip_checks(L, err)) != SDICT_OK)
         return st;
@@ -825,6 +896,8 @@ static sdict_status load_zip(loader *L, sdict_error *err) {
     if (sdict_doc_set_root(L->doc, root) != SDICT_OK)
         return sdict__err(err, SDICT_E_INVALID_ARG, e->name, -1, "cannot set the document root");
     sdict__doc_set_format(L->doc, SDICT_FORMAT_ZIP, L->big_endian);
+    if (script && !L->scan && (st = load_script(L, err)) != SDICT_OK)
+        return st;
     if (L->verify_all)
         return zip_verify_rest(L, err);
     return no_crc_error(L, err);

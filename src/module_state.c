@@ -14,6 +14,10 @@
  Nothing here recurses deeper than the tree the unpickler accepted (max_depth), and a module
  reached twice is walked twice, as torch walks it; the unpickler's bound on the expanded tree
  keeps that linear in the file.
+
+ Optimizer.state_dict() (torch/optim/optimizer.py) over a pickled optimizer: parameter indices
+ by first appearance across param_groups, state re-keyed from Parameter tensors (the items of
+ the inert defaultdict) to those indices.
 */
 #include "internal.h"
 
@@ -123,6 +127,12 @@ static sdict_status bad(ms *m, sdict_status code, const char *what, const sdict_
     const char *k = sdict_str_get(key, NULL);
     return sdict__err(m->err, code, NULL, -1, "module '%.200s'%s%.200s: %s", m->path,
                       k ? " entry " : "", k ? k : "", what);
+}
+
+static bool str_eq(const sdict_value *v, const char *s) {
+    size_t n = 0;
+    const char *t = sdict_str_get(v, &n);
+    return t && n == strlen(s) && memcmp(t, s, n) == 0;
 }
 
 static bool in_set(const sdict_value *set, const sdict_value *name) {
@@ -263,10 +273,28 @@ static sdict_status tensors_rec(ms *m, const sdict_value *v, int depth) {
                                                                                 : nomem(m);
     }
     if (k == SDICT_KIND_OBJECT) {
-        const sdict_value *st_v = sdict_object_state(v);
-        if (st_v)
-            return tensors_rec(m, st_v, depth + 1);
-        return tensors_rec(m, sdict_object_args(v), depth + 1);
+        const sdict_value *st_v = sdict_object_state(v), *items = sdict_object_items(v);
+        st = tensors_rec(m, st_v ? st_v : sdict_object_args(v), depth + 1);
+        /* a dict subclass's items: by str or int key, else by position */
+        for (size_t i = 0; st == SDICT_OK && i < sdict_seq_len(items); i++) {
+            const sdict_value *pair = sdict_seq_item(items, i), *key = sdict_seq_item(pair, 0);
+            char num[32];
+            size_t kl = 0;
+            const char *ks = sdict_str_get(key, &kl);
+            int64_t iv;
+            if (!ks) {
+                kl = (size_t)snprintf(num, sizeof num, "%lld",
+                                      sdict_int_get(key, &iv) == SDICT_OK ? (long long)iv
+                                                                          : (long long)i);
+                ks = num;
+            }
+            if (!path_push(m, ks, kl, true))
+                return nomem(m);
+            st = tensors_rec(m, sdict_seq_item(pair, 1), depth + 1);
+            m->len = base;
+            m->path[base] = '\0';
+        }
+        return st;
     }
     if (k == SDICT_KIND_TUPLE && sdict_seq_len(v) == 2 &&
         sdict_value_kind(sdict_seq_item(v, 1)) == SDICT_KIND_DICT && depth > 0 &&
@@ -325,5 +353,140 @@ sdict_status sdict_object_tensors(sdict_value *v, sdict_value **out, sdict_error
     sdict__free(m.path);
     if (st == SDICT_OK)
         *out = m.out;
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Optimizer state_dict
+==================================================================================================*/
+
+/* tensor value -> parameter index, open addressing on the value's address */
+typedef struct pmap {
+    const sdict_value **keys;
+    int64_t *idx;
+    size_t cap; /* power of two */
+} pmap;
+
+static size_t pmap_slot(const pmap *p, const sdict_value *k) {
+    uint64_t h = (uint64_t)(uintptr_t)k * 0x9e3779b97f4a7c15ull;
+    size_t i = (size_t)(h >> 20) & (p->cap - 1);
+    while (p->keys[i] && p->keys[i] != k)
+        i = (i + 1) & (p->cap - 1);
+    return i;
+}
+
+bool sdict_object_is_optimizer(const sdict_value *v) {
+    if (sdict_value_kind(v) != SDICT_KIND_OBJECT || sdict_object_how(v) == SDICT_OBJECT_CLASS)
+        return false;
+    const sdict_value *a = attrs_of(v), *groups = sdict_dict_get(a, "param_groups");
+    sdict_kind sk = sdict_value_kind(sdict_dict_get(a, "state"));
+    if (sdict_value_kind(sdict_dict_get(a, "defaults")) != SDICT_KIND_DICT ||
+        sdict_value_kind(groups) != SDICT_KIND_LIST ||
+        (sk != SDICT_KIND_DICT && sk != SDICT_KIND_OBJECT))
+        return false;
+    for (size_t i = 0; i < sdict_seq_len(groups); i++) {
+        const sdict_value *g = sdict_seq_item(groups, i);
+        if (sdict_value_kind(g) != SDICT_KIND_DICT ||
+            sdict_value_kind(sdict_dict_get(g, "params")) != SDICT_KIND_LIST)
+            return false;
+    }
+    return true;
+}
+
+sdict_status sdict_object_optimizer_state_dict(sdict_value *opt, sdict_value **out,
+                                               sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!opt || !out || !sdict_object_is_optimizer(opt))
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "optimizer_state_dict: not a "
+                          "pickled torch.optim.Optimizer object");
+    sdict_doc *doc = sdict__value_doc(opt);
+    const sdict_value *a = attrs_of(opt), *groups = sdict_dict_get(a, "param_groups");
+    const sdict_value *state = sdict_dict_get(a, "state");
+    size_t np = 0;
+    for (size_t i = 0; i < sdict_seq_len(groups); i++)
+        np += sdict_seq_len(sdict_dict_get(sdict_seq_item(groups, i), "params"));
+    pmap pm = {NULL, NULL, 16};
+    while (pm.cap < 2 * np + 2)
+        pm.cap *= 2;
+    pm.keys = sdict__calloc(pm.cap, sizeof *pm.keys);
+    pm.idx = sdict__calloc(pm.cap, sizeof *pm.idx);
+    sdict_value *res = sdict_dict_new(doc, false), *pg = sdict_list_new(doc);
+    sdict_value *ps = sdict_dict_new(doc, false);
+    sdict_status st = SDICT_OK;
+    if (!pm.keys || !pm.idx || !res || !pg || !ps) {
+        st = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+        goto done;
+    }
+    /* param_groups: each group's items but 'params', then 'params' as indices; a parameter
+       keeps the index of its first appearance, positions count on over every group's list
+       (torch/optim/optimizer.py state_dict, 1.13 and 2.x) */
+    int64_t start = 0;
+    for (size_t i = 0; st == SDICT_OK && i < sdict_seq_len(groups); i++) {
+        const sdict_value *g = sdict_seq_item(groups, i), *params = sdict_dict_get(g, "params");
+        sdict_value *packed = sdict_dict_new(doc, false), *idx = sdict_list_new(doc);
+        if (!packed || !idx) {
+            st = sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+            break;
+        }
+        for (size_t j = 0; j < sdict_dict_len(g); j++)
+            if (!str_eq(sdict_dict_key(g, j), "params") &&
+                sdict_dict_set(packed, sdict_dict_key(g, j), sdict_dict_val(g, j)))
+                st = SDICT_E_NOMEM;
+        for (size_t j = 0; st == SDICT_OK && j < sdict_seq_len(params); j++) {
+            const sdict_value *p = sdict_seq_item(params, j);
+            if (sdict_value_kind(p) != SDICT_KIND_TENSOR) {
+                st = sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1, "optimizer: param_groups[%zu]"
+                                "['params'][%zu] is a %s, not a tensor", i, j,
+                                sdict_kind_name(sdict_value_kind(p)));
+                break;
+            }
+            size_t s = pmap_slot(&pm, p);
+            if (!pm.keys[s]) {
+                pm.keys[s] = p;
+                pm.idx[s] = start + (int64_t)j;
+            }
+            sdict_value *iv = sdict_int_new(doc, pm.idx[s]);
+            if (!iv || sdict_seq_append(idx, iv))
+                st = SDICT_E_NOMEM;
+        }
+        start += (int64_t)sdict_seq_len(params);
+        if (st == SDICT_OK && (sdict_dict_set_str(packed, "params", idx) ||
+                               sdict_seq_append(pg, packed)))
+            st = SDICT_E_NOMEM;
+    }
+    /* state: {index of the parameter key (a tensor) or the key itself: value} */
+    const sdict_value *items = sdict_value_kind(state) == SDICT_KIND_OBJECT
+                                   ? sdict_object_items(state) : NULL;
+    size_t n = items ? sdict_seq_len(items) : sdict_dict_len(state);
+    for (size_t i = 0; st == SDICT_OK && i < n; i++) {
+        sdict_value *k = items ? sdict_seq_item(sdict_seq_item(items, i), 0)
+                               : sdict_dict_key(state, i);
+        sdict_value *v = items ? sdict_seq_item(sdict_seq_item(items, i), 1)
+                               : sdict_dict_val(state, i);
+        if (sdict_value_kind(k) == SDICT_KIND_TENSOR) {
+            size_t s = pmap_slot(&pm, k);
+            if (!pm.keys[s]) {
+                st = sdict__err(err, SDICT_E_FORMAT, NULL, -1, "optimizer: state entry %zu is "
+                                "keyed by a tensor that is in no param group", i);
+                break;
+            }
+            k = sdict_int_new(doc, pm.idx[s]);
+        }
+        if (!k || sdict_dict_set(ps, k, v))
+            st = k ? sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1, "optimizer: state entry %zu "
+                                "has a key no dict can hold (or repeats one)", i)
+                   : SDICT_E_NOMEM;
+    }
+    if (st == SDICT_OK && (sdict_dict_set_str(res, "state", ps) ||
+                           sdict_dict_set_str(res, "param_groups", pg)))
+        st = SDICT_E_NOMEM;
+    if (st == SDICT_E_NOMEM)
+        sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+done:
+    sdict__free(pm.keys);
+    sdict__free(pm.idx);
+    if (st == SDICT_OK)
+        *out = res;
     return st;
 }

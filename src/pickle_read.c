@@ -2167,7 +2167,7 @@ static size_t n_children(const sdict_value *v) {
     if (k == SDICT_KIND_DICT)
         return sdict_dict_len(v) * 2 + (sdict_dict_attrs(v) ? 1 : 0);
     if (k == SDICT_KIND_OBJECT)
-        return 4;
+        return 5; /* callee, args, kwargs, state, items */
     if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED)
         return tensor_refs(v, refs);
     return sdict_seq_len(v);
@@ -2177,7 +2177,8 @@ static sdict_value *child(const sdict_value *v, size_t i) {
     sdict_kind k = sdict_value_kind(v);
     if (k == SDICT_KIND_OBJECT)
         return i == 0 ? sdict_object_callee(v) : i == 1 ? sdict_object_args(v)
-               : i == 2 ? sdict_object_kwargs(v) : sdict_object_state(v);
+               : i == 2 ? sdict_object_kwargs(v) : i == 3 ? sdict_object_state(v)
+                                                      : sdict_object_items(v);
     if (k == SDICT_KIND_TENSOR || k == SDICT_KIND_SPARSE || k == SDICT_KIND_NESTED) {
         sdict_value *refs[6];
         tensor_refs(v, refs);
@@ -2706,6 +2707,29 @@ static sdict_status step(vm *m, bool *stop, sdict_value **result) {
         sdict_value *target = m->stack[base - 1];
         sdict_kind tk = sdict_value_kind(target);
         bool dict_op = m->op == OP_SETITEM || m->op == OP_SETITEMS;
+        if (dict_op && tk == SDICT_KIND_OBJECT && !tag_of(m, target) &&
+            sdict_object_how(target) != SDICT_OBJECT_CLASS) {
+            /* an inert object of a dict subclass (collections.defaultdict, an OrderedDict
+               subclass): Python's __setitem__ would store the items; they are kept in order as
+               (key, value) pairs (sdict_object_items), keys of any kind */
+            if ((m->sp - base) % 2)
+                return fail_py(m, SDICT_E_PICKLE_STACK,
+                               "odd number of items (%zu) for key/value pairs", m->sp - base);
+            sdict_value *items = sdict_object_items(target), *pair;
+            if (!items) {
+                NEWV(items, sdict_list_new(m->doc));
+                if (!sdict__object_set_items(target, items))
+                    return nomem(m);
+            }
+            for (size_t i = base; i < m->sp; i += 2) {
+                NEWV(pair, sdict_tuple_new(m->doc));
+                TRY(seq_add(m, pair, m->stack[i]));
+                TRY(seq_add(m, pair, m->stack[i + 1]));
+                TRY(seq_add(m, items, pair));
+            }
+            m->sp = base;
+            return SDICT_OK;
+        }
         sdict_kind want = dict_op ? SDICT_KIND_DICT
                           : m->op == OP_ADDITEMS ? SDICT_KIND_SET
                                                  : SDICT_KIND_LIST;

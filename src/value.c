@@ -63,6 +63,7 @@ typedef struct object_ext {
     sdict_value *args;         /* tuple; NULL for a class reference */
     sdict_value *kwargs;       /* NEWOBJ_EX keyword arguments, or NULL */
     sdict_value *state;        /* BUILD state, or NULL */
+    sdict_value *items;        /* (key, value) tuples SETITEM/SETITEMS gave it, or NULL */
     sdict_object_call how;
 } object_ext;
 
@@ -132,6 +133,7 @@ struct sdict_doc {
     sdict_value *root;
     uint64_t nvalues;
     sdict_value *metadata; /* safetensors __metadata__ dict, or NULL */
+    sdict_value *script;   /* TorchScript archive side data (sdict__doc_script), or NULL */
     sdict_format format;
     bool big_endian;
 };
@@ -282,6 +284,13 @@ sdict_status sdict_doc_set_metadata(sdict_doc *doc, sdict_value *md) {
         return SDICT_E_INVALID_ARG;
     doc->metadata = md;
     return SDICT_OK;
+}
+
+sdict_value *sdict__doc_script(const sdict_doc *doc) { return doc ? doc->script : NULL; }
+
+void sdict__doc_set_script(sdict_doc *doc, sdict_value *info) {
+    if (doc)
+        doc->script = info;
 }
 
 void sdict__doc_set_format(sdict_doc *doc, sdict_format f, bool big_endian) {
@@ -1632,6 +1641,14 @@ bool sdict__object_set_state(sdict_value *v, sdict_value *state) {
     return true;
 }
 
+bool sdict__object_set_items(sdict_value *v, sdict_value *items) {
+    if (!v || v->kind != SDICT_KIND_OBJECT || v->u.obj->how == SDICT_OBJECT_CLASS ||
+        v->u.obj->items)
+        return false;
+    v->u.obj->items = items;
+    return true;
+}
+
 static const object_ext *obj_of(const sdict_value *v) {
     return v && v->kind == SDICT_KIND_OBJECT ? v->u.obj : NULL;
 }
@@ -1649,6 +1666,9 @@ sdict_value *sdict_object_kwargs(const sdict_value *v) {
 }
 sdict_value *sdict_object_state(const sdict_value *v) {
     return obj_of(v) ? obj_of(v)->state : NULL;
+}
+sdict_value *sdict_object_items(const sdict_value *v) {
+    return obj_of(v) ? obj_of(v)->items : NULL;
 }
 sdict_value *sdict_object_callee(const sdict_value *v) {
     return obj_of(v) ? obj_of(v)->callee : NULL;

@@ -16,3 +16,13 @@ if(TARGET statedict_cli)
             ${SDICT_SHARED_FIXTURES}
     PROPERTIES TIMEOUT 900)
 endif()
+
+#   extract_optimizer@GEN  torch.save(optimizer) of SGD (two param groups) and Adam, and a
+#                          checkpoint dict holding model and optimizer: the extracted file equals
+#                          optimizer.state_dict() (tests/torch/optim_object_check.py)
+if(TARGET statedict_cli)
+  sdict_torch_test(extract_optimizer GENERATIONS 1.13 2.14 LABELS extract
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/torch/optim_object_check.py
+            $<TARGET_FILE:statedict_cli> ${CMAKE_CURRENT_BINARY_DIR}/extract/optim_@GEN@
+    PROPERTIES TIMEOUT 120)
+endif()

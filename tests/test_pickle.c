@@ -1078,6 +1078,20 @@ static void test_inert_objects(void **state) {
     assert_int_equal(sdict_dict_len(sdict_seq_item(r.v, 0)), 1);
     assert_int_equal(sdict_seq_len(sdict_seq_item(r.v, 1)), 1);
     done(&r);
+    /* a dict subclass's object (collections.defaultdict) keeps what SETITEMS gives it, in
+       order, as (key, value) pairs; an object among its own items is a cycle, refused */
+    INERT("\x80\x02" "c__main__\nD\n)R(K\x01K\x02X\x01\x00\x00\x00kK\x03u.", r);
+    assert_int_equal(r.st, SDICT_OK);
+    assert_int_equal(sdict_object_how(r.v), SDICT_OBJECT_REDUCE);
+    assert_int_equal(sdict_seq_len(sdict_object_items(r.v)), 2);
+    assert_int_equal(sdict_int_get(sdict_seq_item(sdict_seq_item(sdict_object_items(r.v), 0), 1),
+                                   &a), SDICT_OK);
+    assert_int_equal(a, 2);
+    assert_string_equal(sdict_str_get(sdict_seq_item(sdict_seq_item(sdict_object_items(r.v), 1),
+                                                     0), NULL), "k");
+    done(&r);
+    FAIL("\x80\x02" "c__main__\nD\n)Rq\x00(K\x01h\x00u.", false, SDICT_E_UNSUPPORTED, 24);
+    FAIL("\x80\x02" "c__main__\nD\n)R(K\x01u.", false, SDICT_E_PICKLE_STACK, 19);
     g_inert = true;
     /* refusals: a second BUILD, BUILD on a class reference, arguments that are no tuple,
        allow-listed callables as data, extension codes, an object inside itself */

@@ -105,7 +105,8 @@ def test_ls():
             nbytes = t.numel() * t.element_size()
             check(r[1 + max(1, t.dim())] == str(nbytes), f"ls {name} {k}: bytes {r} != {nbytes}")
         total = sum(t.numel() * t.element_size() for t in tensors.values())
-        check(summary.startswith(f"{len(tensors)} tensors, {total} bytes;"),
+        noun = "tensor" if len(tensors) == 1 else "tensors"
+        check(summary.startswith(f"{len(tensors)} {noun}, {total} bytes;"),
               f"ls {name}: summary {summary!r} (want {len(tensors)} tensors, {total} bytes)")
         fmt = "legacy" if "legacy" in name else "zip"
         check(f"format {fmt}" in summary, f"ls {name}: summary {summary!r} lacks format {fmt}")

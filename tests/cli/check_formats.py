@@ -91,7 +91,7 @@ def main(argv):
         rc, out, err = run(bin_, "ls", st)
         lines = out.splitlines()
         check(rc == 0, "ls safetensors: exit %d %s" % (rc, err))
-        summary = [i for i, l in enumerate(lines) if " tensors, " in l]
+        summary = [i for i, l in enumerate(lines) if " tensors, " in l or " tensor, " in l]
         check(len(summary) == 1 and "format safetensors" in lines[summary[0]],
               "ls safetensors: summary names the format: %r" % out)
         want = ["metadata 'format': 'pt'", "metadata 'note': 'two words'",

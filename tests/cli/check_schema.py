@@ -219,11 +219,11 @@ def check_node(n, where, depth=0):
                 check_node(n[f], where + "." + f, depth + 1)
     elif t == "object":  # --inert
         if check_members(n, where, ("type", "module", "name", "call"),
-                         ("callee", "args", "kwargs", "state")):
+                         ("callee", "args", "kwargs", "state", "items")):
             need(isinstance(n["module"], str) and isinstance(n["name"], str), where, "class names")
             need(n["call"] in ("class", "reduce", "newobj"), where, "call %r" % (n["call"],))
             need(("args" in n) == (n["call"] != "class"), where, "args exactly when called")
-            for f in ("callee", "args", "kwargs", "state"):
+            for f in ("callee", "args", "kwargs", "state", "items"):
                 if f in n:
                     check_node(n[f], where + "." + f, depth + 1)
     else:

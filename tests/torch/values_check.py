@@ -179,7 +179,7 @@ def storages(sd, wd):
             check(re.fullmatch(r"u\s+uint8\s+storage\(4\)\s+4\s+device=cpu", lines.get("u", "")),
                   "ls untyped storage line: %r" % lines.get("u"))
         nst = 4 if "u" in d and p == path else 3
-        check(re.search(r"^1 tensors, 16 bytes; %d storages, \d+ bytes;" % nst, out, re.M),
+        check(re.search(r"^1 tensor, 16 bytes; %d storages?, \d+ bytes;" % nst, out, re.M),
               "ls summary counts the storages: %s" % out.splitlines()[-1])
         rc, out, err = run(sd, "ls", "--json", p)
         js = {e["key"]: e for e in json.loads(out)["leaves"]}

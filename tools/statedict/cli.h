@@ -365,4 +365,11 @@ sdict_status cli_check_expansion(const sdict_tensor *t, sdict_error *err);
 /** Deepest nesting the walkers follow (the loader allows 1000). */
 #define CLI_MAX_DEPTH 4096
 
+/** After a listing of v, a value of an inert load (--inert): says on stderr when doc is a
+    TorchScript archive, or when v is or directly holds a pickled object and ntensors (the
+    tensors listed) is 0, that `statedict extract` writes the state_dict (the tensors inside
+    objects are not listed). */
+void cli_inert_hint(const char *cmd, const sdict_doc *doc, const sdict_value *v,
+                    size_t ntensors);
+
 #endif /* STATEDICT_CLI_H */

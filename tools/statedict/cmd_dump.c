@@ -468,6 +468,8 @@ static void node(dump_ctx *c, const sdict_value *v, int depth) {
             node_field(c, "kwargs", sdict_object_kwargs(v), depth + 1);
         if (sdict_object_state(v))
             node_field(c, "state", sdict_object_state(v), depth + 1);
+        if (sdict_object_items(v))
+            node_field(c, "items", sdict_object_items(v), depth + 1);
         break;
     }
     case SDICT_KIND_DICT: {

@@ -79,6 +79,14 @@ static sdict_value *replace_object(ex_ctx *x, sdict_value *v, const cli_buf *pat
             fprintf(stderr, "statedict: extract: %s: %s -> state_dict (%zu entries)\n",
                     shown_path(path), what.s, sdict_dict_len(r));
         }
+    } else if (sdict_object_is_optimizer(v)) {
+        x->st = sdict_object_optimizer_state_dict(v, &r, &x->err);
+        if (x->st == SDICT_OK) {
+            x->models++;
+            fprintf(stderr, "statedict: extract: %s: %s -> optimizer state_dict (%zu parameter "
+                            "states)\n", shown_path(path), what.s,
+                    sdict_dict_len(sdict_dict_get(r, "state")));
+        }
     } else if (sdict_object_how(v) == SDICT_OBJECT_CLASS) {
         const char *m = sdict_object_module(v), *n = sdict_object_name(v);
         size_t ml = strlen(m), nl = strlen(n);
@@ -191,6 +199,31 @@ int cmd_extract(const cli_cmd *cmd, const cli_args *args) {
     cli_buf path;
     buf_init(&path);
     sdict_value *root = sdict_doc_root(doc);
+    if (sdict_doc_is_script(doc)) {
+        /* a TorchScript archive: the ScriptModule's state_dict, its code never run */
+        sdict_value *sd = NULL;
+        if (args->conv.key) {
+            fprintf(stderr, "statedict: %s: a TorchScript archive: --key does not apply (the "
+                            "whole module's state_dict is written)\n", in);
+            rc = CLI_EXIT_USAGE;
+        } else if ((x.st = sdict_script_state_dict(doc, &sd, &x.err)) != SDICT_OK) {
+            if (!x.err.file[0])
+                snprintf(x.err.file, sizeof x.err.file, "%s", in);
+            cli_report_error(x.st, &x.err);
+            rc = CLI_EXIT_BAD_INPUT;
+        } else {
+            fprintf(stderr, "statedict: extract: TorchScript archive (torch.jit.save) -> "
+                            "state_dict (%zu entr%s, %zu constant%s not included)\n",
+                    sdict_dict_len(sd), sdict_dict_len(sd) == 1 ? "y" : "ies",
+                    sdict_seq_len(sdict_doc_script_constants(doc)),
+                    sdict_seq_len(sdict_doc_script_constants(doc)) == 1 ? "" : "s");
+            rc = cli_convert_write(doc, sd, in, out, args);
+        }
+        buf_free(&path);
+        cli_forget_ints();
+        sdict_doc_free(doc);
+        return rc;
+    }
     if (args->conv.key) {
         root = sdict_value_at(root, args->conv.key);
         buf_puts(&path, args->conv.key);
@@ -204,9 +237,12 @@ int cmd_extract(const cli_cmd *cmd, const cli_args *args) {
         cli_report_error(x.st, &x.err);
         rc = CLI_EXIT_BAD_INPUT;
     } else {
-        if (x.models == 0)
-            fprintf(stderr, "statedict: extract: warning: %s holds no pickled nn.Module; written "
-                            "as read\n", in);
+        if (x.models == 0 && args->conv.key)
+            fprintf(stderr, "statedict: extract: warning: key '%s' of %s holds no pickled "
+                            "nn.Module or optimizer; written as read\n", args->conv.key, in);
+        else if (x.models == 0)
+            fprintf(stderr, "statedict: extract: warning: %s holds no pickled nn.Module or "
+                            "optimizer; written as read\n", in);
         rc = cli_convert_write(doc, root, in, out, args);
     }
     buf_free(&path);

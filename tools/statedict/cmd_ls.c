@@ -331,9 +331,11 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
             nstorages++;
             sbytes += sdict_storage_nbytes(c->map[i].s);
         }
-    printf("%zu tensors, %llu bytes; %zu storages, %llu bytes; format %s, byteorder %s\n", ntensors,
-           tbytes, nstorages, sbytes, sdict_format_name(sdict_doc_format(doc)),
+    printf("%zu tensor%s, %llu bytes; %zu storage%s, %llu bytes; format %s, byteorder %s\n",
+           ntensors, ntensors == 1 ? "" : "s", tbytes, nstorages, nstorages == 1 ? "" : "s",
+           sbytes, sdict_format_name(sdict_doc_format(doc)),
            sdict_doc_big_endian(doc) ? "big" : "little");
+    cli_inert_hint("ls", doc, sdict_doc_root(doc), ntensors);
     /* after the summary line, where no key can forge one: metadata 'KEY': VALUE (reprs) */
     const sdict_value *md = sdict_doc_metadata(doc);
     for (size_t i = 0; md && i < sdict_dict_len(md); i++) {

@@ -955,6 +955,8 @@ int cmd_show(const cli_cmd *cmd, const cli_args *args) {
             rc = CLI_EXIT_BAD_INPUT;
         buf_free(&path);
     }
+    if (v)
+        cli_inert_hint("show", doc, v, 0);
     cli_forget_ints();
     sdict_doc_free(doc);
     return rc;

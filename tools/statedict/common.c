@@ -1556,3 +1556,26 @@ sdict_status cli_check_expansion(const sdict_tensor *t, sdict_error *err) {
     }
     return SDICT_E_LIMIT;
 }
+
+/* The root is an object, or a dict or sequence holding one (a YOLO-style checkpoint). */
+static bool holds_object(const sdict_value *root) {
+    sdict_kind k = sdict_value_kind(root);
+    if (k == SDICT_KIND_OBJECT)
+        return true;
+    size_t n = k == SDICT_KIND_DICT ? sdict_dict_len(root) : sdict_seq_len(root);
+    for (size_t i = 0; i < n; i++)
+        if (sdict_value_kind(k == SDICT_KIND_DICT ? sdict_dict_val(root, i)
+                                                  : sdict_seq_item(root, i)) == SDICT_KIND_OBJECT)
+            return true;
+    return false;
+}
+
+void cli_inert_hint(const char *cmd, const sdict_doc *doc, const sdict_value *v,
+                    size_t ntensors) {
+    if (sdict_doc_is_script(doc))
+        fprintf(stderr, "statedict: %s: a TorchScript archive (torch.jit.save), read as inert "
+                        "objects: `statedict extract FILE OUT` writes its state_dict\n", cmd);
+    else if (ntensors == 0 && holds_object(v))
+        fprintf(stderr, "statedict: %s: the tensors of a pickled object are not listed: "
+                        "`statedict extract FILE OUT` writes its state_dict\n", cmd);
+}

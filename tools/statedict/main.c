@@ -79,7 +79,9 @@ static const cli_cmd commands[] = {
      "  A checkpoint dict holding models ({'model': model, 'epoch': 3, ...}) is written whole,\n"
      "  each model replaced by its state_dict; --key PATH extracts only that sub-tree.\n"
      "  Objects that are not modules become their tensors by attribute path, class\n"
-     "  references their name (each with a warning). One line per model on stderr.\n",
+     "  references their name (each with a warning). One line per model on stderr.\n"
+     "  A pickled optimizer becomes optimizer.state_dict(); a TorchScript archive\n"
+     "  (torch.jit.save) torch.jit.load(f).state_dict(), its code read as text, never run.\n",
      CLI_OPT_LOAD | CLI_OPT_SAVE | CLI_OPT_CONVERT, 2, 2},
     {"diff", cmd_diff, "compare two checkpoints leaf by leaf",
      "diff [--rtol R] [--atol A] [LOAD OPTIONS] A B",
