@@ -49,6 +49,27 @@ SDICT_API sdict_status sdict_module_backward(sdict_module *m, const sdict_act *d
 SDICT_API sdict_status sdict_lenet_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                             sdict_error *err);
 
+/**
+ Backpropagation through time for sdict_rnn_forward (torch's autograd through nn.LSTM/nn.GRU):
+ given the gradients of the loss with respect to the last training-mode forward's output, h_n
+ and c_n, adds the gradient of every weight_ih/weight_hh/bias_ih/bias_hh into its grad tensor
+ and returns the gradients of x, h0 and c0. Dropout between layers uses the forward's masks.
+ @param doutput  dL/doutput, shaped as the forward's output; must not be NULL.
+ @param dh_n     optional dL/dh_n (shape of h_n); NULL means zeros.
+ @param dc_n     optional dL/dc_n (LSTM only); NULL means zeros.
+ @param dx       optional; receives dL/dx, shaped as the forward's x.
+ @param dh0      optional; receives dL/dh0, shaped as h0 (also when the forward had h0 NULL).
+ @param dc0      optional (LSTM only); receives dL/dc0.
+ Outputs are allocated (free with sdict_act_free) and zeroed on failure. Calling it twice for
+ one forward accumulates the parameter gradients twice.
+ Errors: SDICT_E_INVALID_ARG (not an LSTM/GRU, no training-mode forward cached, dc_n/dc0 for a
+ GRU), SDICT_E_SHAPE (a gradient of the wrong shape), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput,
+                                          const sdict_act *dh_n, const sdict_act *dc_n,
+                                          sdict_act *dx, sdict_act *dh0, sdict_act *dc0,
+                                          sdict_error *err);
+
 /*==================================================================================================
  MARK: Losses
 ==================================================================================================*/
