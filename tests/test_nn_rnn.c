@@ -239,6 +239,7 @@ static void test_rnn_errors(void **state) {
     sdict_act dx;
     assert_int_equal(sdict_module_backward(m, &out, &dx, &err), SDICT_OK);
     assert_memory_equal(dx.shape, xs, sizeof xs);
+    sdict_act_free(&dx);
     assert_int_equal(sdict_module_backward(m, &x, &dx, &err), SDICT_E_SHAPE);
     sdict_act_free(&out);
     sdict_act_free(&x);
