@@ -168,7 +168,30 @@ def case_infer(work, infer):
         p = run(base + ["--input-size", "4", "--hidden-size", "5"], expect_ok=False)
         if p.returncode == 0 or "proj_size" not in p.stderr:
             raise SystemExit(f"FAIL infer proj_size: {p.returncode} {p.stderr!r}")
-    print("infer: lstm/gru outputs equal torch's; 5 shape errors and proj_size refused clearly")
+    # resnet18 with --num-classes: torchvision's resnet18(num_classes=7)
+    try:
+        import torchvision
+    except Exception:  # noqa: BLE001
+        torchvision = None
+    if torchvision is not None:
+        m = torchvision.models.resnet18(num_classes=7).eval()
+        x = torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            want = m(x)
+        w, xi, y = (os.path.join(work, f"infer_resnet7_{s}.pt") for s in ("w", "x", "y"))
+        torch.save(m.state_dict(), w)
+        torch.save(x, xi)
+        run([infer, "--arch", "resnet18", "--num-classes", "7", "--weights", w, "--input", xi,
+             "--output", y])
+        got = torch.load(y)
+        if got.shape != (1, 7) or (got - want).abs().max().item() > 1e-4:
+            raise SystemExit(f"FAIL resnet18 --num-classes 7: {got} vs {want}")
+        p = run([infer, "--arch", "resnet18", "--weights", w, "--input", xi, "--output", y],
+                expect_ok=False)
+        if p.returncode == 0 or "size mismatch for fc.weight" not in p.stderr:
+            raise SystemExit(f"FAIL resnet18 without --num-classes: {p.stderr!r}")
+    print("infer: lstm/gru outputs equal torch's; 5 shape errors and proj_size refused clearly; "
+          "resnet18 --num-classes")
 
 
 def case_seqloss(work, driver):
