@@ -1,9 +1,9 @@
 /*
  test_nn_rnn.c - LSTM and GRU (several layers, bidirectional, batch_first, initial states,
- dropout between layers), Sigmoid, Tanh, SiLU and Conv1d: every backward against central
- finite differences of the forward, Conv1d's forward against a naive loop, parameter names and
- shapes as torch's, and the errors for bad shapes. torch itself is the reference in
- tests/rnn/rnn_torch.py.
+ dropout between layers), Sigmoid, Tanh, SiLU, Conv1d and CrossEntropyLoss over sequences:
+ every backward against central finite differences of the forward, Conv1d's forward against
+ a naive loop, parameter names and shapes as torch's, and the errors for bad shapes. torch
+ itself is the reference in tests/rnn/rnn_torch.py.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -350,6 +350,68 @@ static void test_conv1d(void **state) {
     assert_null(sdict_conv1d_new(4, 6, 3, 1, 0, 1, 3, true));
 }
 
+/*==================================================================================================
+ CrossEntropyLoss over sequences
+==================================================================================================*/
+
+typedef struct ce_ctx {
+    sdict_act *x, *t;
+} ce_ctx;
+
+static double ce_loss(void *p) {
+    ce_ctx *c = p;
+    float l = 0.0f;
+    assert_int_equal(sdict_cross_entropy_loss_ex(c->x, c->t, -100, &l, NULL, NULL), SDICT_OK);
+    return l;
+}
+
+static void test_seq_cross_entropy(void **state) {
+    (void)state;
+    int64_t xs[3] = {2, 4, 3}, ts[2] = {2, 3};
+    sdict_act x, t, dx;
+    make(&x, 3, xs, 31);
+    assert_int_equal(sdict_act_init(&t, SDICT_INT64, 2, ts, NULL), SDICT_OK);
+    int64_t *T = t.data;
+    int64_t tv[6] = {1, -100, 3, 0, 2, -100};
+    memcpy(T, tv, sizeof tv);
+    float l = 0.0f;
+    assert_int_equal(sdict_cross_entropy_loss_ex(&x, &t, -100, &l, &dx, NULL), SDICT_OK);
+    /* ignored positions: zero gradient over every class */
+    for (int64_t c = 0; c < 4; c++) {
+        assert_true(sdict_act_f32(&dx)[c * 3 + 1] == 0.0f);
+        assert_true(sdict_act_f32(&dx)[(4 + c) * 3 + 2] == 0.0f);
+    }
+    /* the mean is over the 4 counted positions: a hand sum of log-softmax terms */
+    double want = 0.0;
+    for (int64_t n = 0; n < 2; n++)
+        for (int64_t s = 0; s < 3; s++) {
+            int64_t tt = T[n * 3 + s];
+            if (tt == -100) continue;
+            double se = 0.0;
+            for (int64_t c = 0; c < 4; c++) se += exp(sdict_act_f32(&x)[(n * 4 + c) * 3 + s]);
+            want += log(se) - sdict_act_f32(&x)[(n * 4 + tt) * 3 + s];
+        }
+    assert_true(fabs(l - want / 4.0) < 1e-6);
+    ce_ctx ctx = {&x, &t};
+    numeric_check("logits", x.data, dx.data, sdict_act_numel(&x), ce_loss, &ctx, 1);
+    sdict_act_free(&dx);
+    T[0] = 7;   /* out of range and not ignore_index */
+    sdict_error err;
+    assert_int_equal(sdict_cross_entropy_loss_ex(&x, &t, -100, &l, &dx, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_string_equal(err.message, "Target 7 is out of bounds.");
+    for (int i = 0; i < 6; i++) T[i] = 7;   /* all ignored: nan, as torch */
+    assert_int_equal(sdict_cross_entropy_loss_ex(&x, &t, 7, &l, NULL, NULL), SDICT_OK);
+    assert_true(isnan(l));
+    int64_t bad[2] = {2, 4};
+    sdict_act tb;
+    assert_int_equal(sdict_act_init(&tb, SDICT_INT64, 2, bad, NULL), SDICT_OK);
+    assert_int_equal(sdict_cross_entropy_loss_ex(&x, &tb, -100, &l, NULL, NULL), SDICT_E_SHAPE);
+    sdict_act_free(&tb);
+    sdict_act_free(&x);
+    sdict_act_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rnn_params),
@@ -358,6 +420,7 @@ int main(void) {
         cmocka_unit_test(test_rnn_errors),
         cmocka_unit_test(test_pointwise),
         cmocka_unit_test(test_conv1d),
+        cmocka_unit_test(test_seq_cross_entropy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

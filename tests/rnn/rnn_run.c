@@ -7,7 +7,12 @@
  IN.pt: {'state_dict': ..., 'input': x, optional 'h0', 'c0', 'dout', 'dh_n', 'dc_n'}.
  OUT.pt: {'output', 'h_n', 'c_n' (LSTM): the eval-mode forward; 'grad.input', 'grad.h0',
  'grad.c0', 'grad.<param>': backward of the loss <output, dout> + <h_n, dh_n> + <c_n, dc_n>
- after a training-mode forward}. Exit 0 ok, 1 failure, 2 usage.
+ after a training-mode forward}.
+
+   rnn_run loss IGNORE_INDEX 0 0 0 0 0 IN.pt OUT.pt
+
+ IN.pt {'logits', 'target'} -> OUT.pt {'loss', 'grad.logits'} of sdict_cross_entropy_loss_ex.
+ Exit 0 ok, 1 failure, 2 usage.
 */
 #include "statedict_nn.h"
 #include "statedict_optim.h"
@@ -38,7 +43,40 @@ static int put(sdict_value *dict, sdict_doc *doc, const char *key, const sdict_a
     return sdict_dict_set_str(dict, key, v) == SDICT_OK ? 0 : -1;
 }
 
+/* The loss mode (see the header): 'loss' is a 0-dim float32 tensor. */
+static int loss_mode(char **argv) {
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_doc *in = NULL, *out = NULL;
+    sdict_act x = {0}, t = {0}, dx = {0}, l = {0};
+    int rc = 1;
+    float loss = 0.0f;
+    sdict_value *d = NULL;
+    if (sdict_load(argv[8], NULL, &in, &err) != SDICT_OK ||
+        get_act(sdict_doc_root(in), "logits", &x, &err) != 1 ||
+        get_act(sdict_doc_root(in), "target", &t, &err) != 1 ||
+        sdict_cross_entropy_loss_ex(&x, &t, atoll(argv[2]), &loss, &dx, &err) != SDICT_OK ||
+        sdict_act_init(&l, SDICT_FLOAT32, 0, NULL, &err) != SDICT_OK ||
+        sdict_doc_new(&out, &err) != SDICT_OK || !(d = sdict_dict_new(out, false))) {
+        rc = fail(argv[8], &err);
+        goto done;
+    }
+    *(float *)l.data = loss;
+    if (put(d, out, "loss", &l, &err) || put(d, out, "grad.logits", &dx, &err) ||
+        sdict_doc_set_root(out, d) != SDICT_OK || sdict_save(argv[9], d, NULL, &err) != SDICT_OK) {
+        rc = fail(argv[9], &err);
+        goto done;
+    }
+    rc = 0;
+done:
+    sdict_act_free(&x); sdict_act_free(&t); sdict_act_free(&dx); sdict_act_free(&l);
+    sdict_doc_free(in);
+    sdict_doc_free(out);
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 10 && strcmp(argv[1], "loss") == 0) return loss_mode(argv);
     if (argc != 10) {
         fprintf(stderr, "usage: rnn_run lstm|gru I H L BIDIR BATCH_FIRST BIAS IN.pt OUT.pt\n");
         return 2;
