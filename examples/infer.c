@@ -56,7 +56,8 @@ static void shape_text(const sdict_tensor *t, char *buf, size_t n) {
     size_t off = 0;
     buf[0] = '\0';
     for (int32_t i = 0; i < t->ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "",
+                                (long long)t->shape[i]);
 }
 
 static const sdict_tensor *sd_tensor(const sdict_value *sd, const char *key) {

@@ -266,7 +266,8 @@ sdict_status sdict_rnn_forward(sdict_module *m, const sdict_act *x, const sdict_
             const float *bhh = m->cfg.has_bias ? pf32(m, pidx(m, &r, l, d, 3)) : NULL;
             float *gates = W + ws_gates(&r, l, d), *aux = W + ws_aux(&r, l, d);
             gemm_xwt(T * B, GH, in, X, in, Wih, bih, gates, 0.0f);
-            const float *hp = H0 + (l * D + d) * B * H, *cp = r.lstm ? C0 + (l * D + d) * B * H : NULL;
+            const float *hp = H0 + (l * D + d) * B * H;
+            const float *cp = r.lstm ? C0 + (l * D + d) * B * H : NULL;
             int64_t ldh = H;
             for (int64_t s = 0; s < T; s++) {
                 int64_t t = d == 0 ? s : T - 1 - s;
@@ -308,7 +309,9 @@ sdict_status sdict_rnn_forward(sdict_module *m, const sdict_act *x, const sdict_
             for (int64_t b = 0; h_n && b < B; b++)
                 memcpy((float *)h_n->data + ((l * D + d) * B + b) * H, hp + b * ldh,
                        sizeof(float) * (size_t)H);
-            if (c_n) memcpy((float *)c_n->data + (l * D + d) * B * H, cp, sizeof(float) * (size_t)(B * H));
+            if (c_n)
+                memcpy((float *)c_n->data + (l * D + d) * B * H, cp,
+                       sizeof(float) * (size_t)(B * H));
         }
         if (l + 1 < L) {
             float *Xn = W + ws_X(&r, l + 1);
@@ -401,8 +404,9 @@ sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput, const
     float *dY = malloc(sizeof(float) * (size_t)(T * B * DH));
     float *dX = malloc(sizeof(float) * (size_t)(T * B * maxin));
     float *dA = malloc(sizeof(float) * (size_t)(T * B * GH));
-    float *dh = malloc(sizeof(float) * (size_t)(B * H)), *dhn = malloc(sizeof(float) * (size_t)(B * H));
-    float *dc = malloc(sizeof(float) * (size_t)(B * H)), *dhw = malloc(sizeof(float) * (size_t)(B * GH));
+    size_t bh = sizeof(float) * (size_t)(B * H);
+    float *dh = malloc(bh), *dhn = malloc(bh), *dc = malloc(bh);
+    float *dhw = malloc(sizeof(float) * (size_t)(B * GH));
     if (!dY || !dX || !dA || !dh || !dhn || !dc || !dhw) {
         st = nomem(m, err);
         goto done;
@@ -424,10 +428,10 @@ sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput, const
             float *gbih = m->cfg.has_bias ? gf32(m, pidx(m, &r, l, d, 2)) : NULL;
             float *gbhh = m->cfg.has_bias ? gf32(m, pidx(m, &r, l, d, 3)) : NULL;
             const float *gates = W + ws_gates(&r, l, d), *aux = W + ws_aux(&r, l, d);
-            if (dh_n) memcpy(dh, (const float *)dh_n->data + k * B * H, sizeof(float) * (size_t)(B * H));
-            else memset(dh, 0, sizeof(float) * (size_t)(B * H));
-            if (dc_n) memcpy(dc, (const float *)dc_n->data + k * B * H, sizeof(float) * (size_t)(B * H));
-            else memset(dc, 0, sizeof(float) * (size_t)(B * H));
+            if (dh_n) memcpy(dh, (const float *)dh_n->data + k * B * H, bh);
+            else memset(dh, 0, bh);
+            if (dc_n) memcpy(dc, (const float *)dc_n->data + k * B * H, bh);
+            else memset(dc, 0, bh);
             for (int64_t s = T - 1; s >= 0; s--) {
                 int64_t t = d == 0 ? s : T - 1 - s;
                 int64_t tp = d == 0 ? t - 1 : t + 1;   /* the step processed before t */
@@ -444,7 +448,8 @@ sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput, const
                         const float *gb = g + b * GH;
                         float *db_ = da + b * GH, *dhb = dhh + b * GH;
                         if (r.lstm) {
-                            float i_ = gb[j], f_ = gb[H + j], g_ = gb[2 * H + j], o_ = gb[3 * H + j];
+                            float i_ = gb[j], f_ = gb[H + j];
+                            float g_ = gb[2 * H + j], o_ = gb[3 * H + j];
                             float tc = tanhf(a[b * H + j]);
                             float dcv = dc[b * H + j] + dhv * o_ * (1.0f - tc * tc);
                             db_[j] = dcv * g_ * i_ * (1.0f - i_);
@@ -480,8 +485,8 @@ sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput, const
                                 1.0f, dhh, (int)GH, hp, (int)ldh, 1.0f, gWhh, (int)H);
                 if (gbhh) colsum_add(dhh, B, GH, gbhh);
             }
-            if (dh0) memcpy((float *)dh0->data + k * B * H, dh, sizeof(float) * (size_t)(B * H));
-            if (dc0) memcpy((float *)dc0->data + k * B * H, dc, sizeof(float) * (size_t)(B * H));
+            if (dh0) memcpy((float *)dh0->data + k * B * H, dh, bh);
+            if (dc0) memcpy((float *)dc0->data + k * B * H, dc, bh);
             /* dW_ih[GH, in] += dA^T . X[TB, in]; dX[TB, in] += dA . W_ih */
             if (T * B > 0) {
                 if (in > 0) {

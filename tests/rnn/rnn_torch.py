@@ -12,7 +12,8 @@ usage: rnn_torch.py CASE RNN_RUN WORKDIR [INFER]
                the input, h0, c0 and every weight within 1e-4 of torch's autograd (.grad),
                both relative to the largest magnitude of torch's tensor.
   infer        examples/infer --arch lstm|gru with shape options: output equals torch's
-               (batched, batch_first, unbatched); shape options that contradict the weights,
+               (batched, batch_first, unbatched) and the state_dict it writes back loads
+               strictly in torch with the same keys; shape options that contradict the weights,
                and a proj_size checkpoint, fail with a clear message.
   seqloss      infer is not involved: RNN_RUN's `loss` mode computes CrossEntropyLoss over
                [N, C, L] and [N*L, C] logits with ignore_index; loss and logits gradient
@@ -126,7 +127,8 @@ def case_infer(work, infer):
              ("lstm", dict(num_layers=1), False, True)]
     for kind, kw, bf, unbatched in cases:
         m = (nn.LSTM if kind == "lstm" else nn.GRU)(4, 5, **kw).eval()
-        x = torch.randn(6, 4) if unbatched else (torch.randn(2, 6, 4) if bf else torch.randn(6, 2, 4))
+        shape = (6, 4) if unbatched else ((2, 6, 4) if bf else (6, 2, 4))
+        x = torch.randn(*shape)
         with torch.no_grad():
             want = m(x)[0]
         w, xi, y = (os.path.join(work, f"infer_{kind}_{s}.pt") for s in ("w", "x", "y"))
@@ -139,8 +141,18 @@ def case_infer(work, infer):
             args.append("--bidirectional")
         if bf:
             args.append("--batch-first")
-        run(args)
+        state = os.path.join(work, f"infer_{kind}_state.pt")
+        run(args + ["--save-state", state])
         close(f"infer {kind} {kw}", torch.load(y), want, 1e-5)
+        # the state_dict C writes back loads strictly in torch: same keys, order, values
+        sd = torch.load(state)
+        if list(sd) != list(m.state_dict()):
+            raise SystemExit(f"FAIL infer {kind} state_dict keys {list(sd)}")
+        m2 = (nn.LSTM if kind == "lstm" else nn.GRU)(4, 5, **kw)
+        m2.load_state_dict(sd, strict=True)
+        for k, v in m.state_dict().items():
+            if not torch.equal(sd[k], v):
+                raise SystemExit(f"FAIL infer {kind} state_dict value {k}")
     # shape options that contradict the weights: a clear message naming the key and shapes
     m = nn.LSTM(4, 5, num_layers=2, bidirectional=True)
     w = os.path.join(work, "infer_bad_w.pt")
@@ -216,7 +228,8 @@ def case_seqloss(work, driver):
     logits = torch.randn(2, 3, 2, requires_grad=True)
     t = torch.full((2, 2), -100, dtype=torch.long)
     want = nn.CrossEntropyLoss()(logits, t)
-    fin, fout = os.path.join(work, "seqloss_allign.in.pt"), os.path.join(work, "seqloss_allign.out.pt")
+    fin = os.path.join(work, "seqloss_allign.in.pt")
+    fout = os.path.join(work, "seqloss_allign.out.pt")
     torch.save({"logits": logits.detach(), "target": t}, fin)
     run([driver, "loss", "-100", "0", "0", "0", "0", "0", fin, fout])
     got = torch.load(fout)["loss"]
