@@ -384,7 +384,8 @@ SDICT_API sdict_module *sdict_gru_new(int64_t input_size, int64_t hidden_size,
  All outputs are allocated (free with sdict_act_free) and zeroed on failure.
  Errors: SDICT_E_INVALID_ARG (not an LSTM/GRU module, c0/c_n given to a GRU),
  SDICT_E_SHAPE (x not float32 of rank 2 or 3, wrong feature count with torch's "input.size(-1)
- must be equal to input_size" wording, a sequence of length 0, h0/c0 of the wrong shape),
+ must be equal to input_size" wording, a sequence of length 0, a batch of size 0, h0/c0 of
+ the wrong shape),
  SDICT_E_LIMIT (more than 2^31 - 1 steps times batch), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_rnn_forward(sdict_module *m, const sdict_act *x, const sdict_act *h0,

@@ -5,7 +5,8 @@
 # backpropagation through time) and the script compares output, h_n, c_n and the gradients of
 # the input, the initial states and every weight with torch's autograd. The infer case runs
 # examples/infer --arch lstm|gru and its shape errors (and resnet18 --num-classes); seqloss
-# checks sdict_cross_entropy_loss_ex on [N, C, L] and [N*L, C] logits with ignore_index.
+# checks sdict_cross_entropy_loss_ex on [N, C, L] and [N*L, C] logits with ignore_index, and
+# Conv1d, Sigmoid, Tanh, SiLU outputs and gradients.
 # One run per torch generation (NAME@GEN); exit 77 (skip) when that generation's torch is
 # missing.
 add_executable(rnn_run ${CMAKE_CURRENT_SOURCE_DIR}/rnn/rnn_run.c)

@@ -221,6 +221,11 @@ static void test_rnn_errors(void **state) {
     assert_int_equal(sdict_rnn_forward(m, &bad, NULL, NULL, &out, NULL, NULL, &err),
                      SDICT_E_SHAPE);
     assert_non_null(strstr(err.message, "input_size"));
+    int64_t empty[3] = {5, 0, 3};
+    sdict_act e;
+    assert_int_equal(sdict_act_init(&e, SDICT_FLOAT32, 3, empty, NULL), SDICT_OK);
+    assert_int_equal(sdict_rnn_forward(m, &e, NULL, NULL, &out, NULL, NULL, &err), SDICT_E_SHAPE);
+    assert_non_null(strstr(err.message, "batch of size 0"));
     sdict_act h0;
     make(&h0, 3, hs, 2);   /* needs [2, 2, 4] */
     assert_int_equal(sdict_rnn_forward(m, &x, &h0, NULL, &out, &hn, NULL, &err), SDICT_E_SHAPE);

@@ -103,6 +103,9 @@ static sdict_status rnn_dims_of(const sdict_module *m, const sdict_act *x, rnn_d
     if (r->T < 1)
         return sdict_nn__err(err, SDICT_E_SHAPE, "%s: Expected sequence length to be larger "
                              "than 0 in RNN", m->type_name);
+    if (r->B < 1)   /* torch runs an empty batch; statedict refuses it rather than guess */
+        return sdict_nn__err(err, SDICT_E_SHAPE, "%s: a batch of size 0 is not supported",
+                             m->type_name);
     if (r->B > INT32_MAX || r->T > INT32_MAX || r->T * r->B > INT32_MAX)
         return sdict_nn__err(err, SDICT_E_LIMIT, "%s: sequence of %lld x %lld steps is too long",
                              m->type_name, (long long)r->T, (long long)r->B);

@@ -12,6 +12,13 @@
    rnn_run loss IGNORE_INDEX 0 0 0 0 0 IN.pt OUT.pt
 
  IN.pt {'logits', 'target'} -> OUT.pt {'loss', 'grad.logits'} of sdict_cross_entropy_loss_ex.
+
+   rnn_run conv1d|conv1d_g2 IN_CH OUT_CH K STRIDE PADDING DILATION IN.pt OUT.pt
+   rnn_run sigmoid|tanh|silu 0 0 0 0 0 0 IN.pt OUT.pt
+
+ IN.pt {'state_dict', 'input', 'dout'} -> OUT.pt {'output', 'grad.input', 'grad.<param>'}:
+ Conv1d (groups 1 with bias; conv1d_g2: groups 2 without) or the activation module, one
+ training-mode forward and sdict_module_backward of dout.
  Exit 0 ok, 1 failure, 2 usage.
 */
 #include "statedict_nn.h"
@@ -75,8 +82,66 @@ done:
     return rc;
 }
 
+/* The module mode (see the header): one forward in training mode, one backward of dout. */
+static int module_mode(char **argv) {
+    sdict_module *m = NULL;
+    if (strcmp(argv[1], "conv1d") == 0)
+        m = sdict_conv1d_new(atoll(argv[2]), atoll(argv[3]), atoll(argv[4]), atoll(argv[5]),
+                             atoll(argv[6]), atoll(argv[7]), 1, true);
+    else if (strcmp(argv[1], "conv1d_g2") == 0)
+        m = sdict_conv1d_new(atoll(argv[2]), atoll(argv[3]), atoll(argv[4]), atoll(argv[5]),
+                             atoll(argv[6]), atoll(argv[7]), 2, false);
+    else if (strcmp(argv[1], "sigmoid") == 0) m = sdict_sigmoid_new();
+    else if (strcmp(argv[1], "tanh") == 0) m = sdict_tanh_new();
+    else if (strcmp(argv[1], "silu") == 0) m = sdict_silu_new();
+    if (!m) return 2;
+    sdict_error err;
+    memset(&err, 0, sizeof err);
+    sdict_doc *in = NULL, *out = NULL;
+    sdict_act x = {0}, dy = {0}, y = {0}, dx = {0};
+    sdict_value *d = NULL;
+    int rc = 1;
+    if (sdict_load(argv[8], NULL, &in, &err) != SDICT_OK ||
+        sdict_module_load_state_dict(m, sdict_dict_get(sdict_doc_root(in), "state_dict"), true,
+                                     NULL, &err) != SDICT_OK ||
+        get_act(sdict_doc_root(in), "input", &x, &err) != 1 ||
+        get_act(sdict_doc_root(in), "dout", &dy, &err) != 1 ||
+        sdict_module_forward(m, &x, &y, &err) != SDICT_OK ||
+        sdict_module_backward(m, &dy, &dx, &err) != SDICT_OK ||
+        sdict_doc_new(&out, &err) != SDICT_OK || !(d = sdict_dict_new(out, false)) ||
+        put(d, out, "output", &y, &err) || put(d, out, "grad.input", &dx, &err)) {
+        rc = fail(argv[1], &err);
+        goto done;
+    }
+    for (size_t i = 0; i < m->n_params; i++) {
+        char key[128];
+        sdict_act g = {0};
+        snprintf(key, sizeof key, "grad.%s", m->params[i].name);
+        int bad = sdict_act_from_tensor(&m->params[i].grad, &g, &err) != SDICT_OK ||
+                  put(d, out, key, &g, &err);
+        sdict_act_free(&g);
+        if (bad) {
+            rc = fail("output", &err);
+            goto done;
+        }
+    }
+    if (sdict_doc_set_root(out, d) != SDICT_OK || sdict_save(argv[9], d, NULL, &err) != SDICT_OK) {
+        rc = fail(argv[9], &err);
+        goto done;
+    }
+    rc = 0;
+done:
+    sdict_act_free(&x); sdict_act_free(&dy); sdict_act_free(&y); sdict_act_free(&dx);
+    sdict_doc_free(in);
+    sdict_doc_free(out);
+    sdict_module_free(m);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 10 && strcmp(argv[1], "loss") == 0) return loss_mode(argv);
+    if (argc == 10 && strcmp(argv[1], "lstm") != 0 && strcmp(argv[1], "gru") != 0)
+        return module_mode(argv);
     if (argc != 10) {
         fprintf(stderr, "usage: rnn_run lstm|gru I H L BIDIR BATCH_FIRST BIAS IN.pt OUT.pt\n");
         return 2;

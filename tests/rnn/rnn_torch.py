@@ -17,7 +17,9 @@ usage: rnn_torch.py CASE RNN_RUN WORKDIR [INFER]
                and a proj_size checkpoint, fail with a clear message.
   seqloss      infer is not involved: RNN_RUN's `loss` mode computes CrossEntropyLoss over
                [N, C, L] and [N*L, C] logits with ignore_index; loss and logits gradient
-               against torch's.
+               against torch's. Then its module modes run Conv1d (stride, padding, dilation,
+               groups, unbatched) and Sigmoid, Tanh, SiLU: output within 1e-5, gradients of
+               input and weights within 1e-4 of torch's.
 Exit 77 (skip) when torch is not importable.
 """
 import os
@@ -238,6 +240,34 @@ def case_seqloss(work, driver):
     print("seqloss: [N, C, L] and [N*L, C] with ignore_index equal torch's loss and gradient")
 
 
+def case_modules(work, driver):
+    torch.manual_seed(11)
+    runs = [("conv1d", nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2), (2, 4, 11),
+             ["4", "6", "3", "2", "1", "2"]),
+            ("conv1d", nn.Conv1d(4, 6, 3, stride=1, padding=2, dilation=1), (4, 9),
+             ["4", "6", "3", "1", "2", "1"]),
+            ("conv1d_g2", nn.Conv1d(4, 6, 2, stride=1, padding=0, dilation=1, groups=2,
+                                    bias=False), (3, 4, 8), ["4", "6", "2", "1", "0", "1"])]
+    for act, cls in (("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh), ("silu", nn.SiLU)):
+        runs.append((act, cls(), (3, 5, 7), ["0"] * 6))
+    for i, (name, m, shape, args) in enumerate(runs):
+        x = (3 * torch.randn(*shape)).requires_grad_()
+        y = m(x)
+        dout = torch.randn_like(y)
+        (y * dout).sum().backward()
+        fin = os.path.join(work, f"mod{i}_{name}.in.pt")
+        fout = os.path.join(work, f"mod{i}_{name}.out.pt")
+        torch.save({"state_dict": m.state_dict(), "input": x.detach(), "dout": dout}, fin)
+        run([driver, name] + args + [fin, fout])
+        got = torch.load(fout)
+        close(f"{name} {shape} output", got["output"], y, 1e-5)
+        close(f"{name} {shape} grad.input", got["grad.input"], x.grad, 1e-4)
+        for n, p in m.named_parameters():
+            close(f"{name} {shape} grad.{n}", got["grad." + n], p.grad, 1e-4)
+    print(f"modules: {len(runs)} Conv1d / Sigmoid / Tanh / SiLU runs equal torch's output and "
+          f"gradients")
+
+
 def main():
     if len(sys.argv) < 4:
         raise SystemExit(__doc__)
@@ -249,6 +279,7 @@ def main():
         case_infer(work, sys.argv[4])
     elif case == "seqloss":
         case_seqloss(work, driver)
+        case_modules(work, driver)
     else:
         raise SystemExit(f"unknown case {case}")
 
