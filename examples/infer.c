@@ -1,10 +1,20 @@
 /*
  infer - run a model on weights and input written by PyTorch, save the output for PyTorch.
 
-   infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt --output Y.pt
+   infer --arch lenet|resnet18|mlp|lstm|gru --weights W.pt --input X.pt --output Y.pt
          [--mode eval|train] [--dropout P] [--save-state S.pt] [--non-strict]
          [--strip-prefix PREFIX] [--skip-size-mismatch] [--layout 1.13|2.x]
+         [--num-classes N]                          (resnet18; 1000 by default)
+         [--input-size N --hidden-size N [--num-layers N] [--bidirectional] [--batch-first]]
+                                                    (lstm, gru: torch's constructor arguments)
    infer --arch gpt2 --model DIR --input IDS.pt --output LOGITS.pt [--layout 1.13|2.x]
+
+ lstm and gru are torch's nn.LSTM / nn.GRU: the input is [L, N, input_size] ([N, L, input_size]
+ with --batch-first, or unbatched [L, input_size]) and Y.pt receives `output` (h_n and c_n are
+ not written). bias is taken from the weights (bias_ih_l0 present or not). Before loading, the
+ shape options are checked against the weights, and a contradiction is named with the key, its
+ shape and the option to change ("--hidden-size 6 does not match weight_ih_l0 of shape
+ [20, 4]..."); proj_size checkpoints (weight_hr_l0) are refused, as statedict does not run them.
 
  With --arch gpt2, DIR is a Hugging Face folder (config.json plus model.safetensors, a sharded
  model.safetensors.index.json or pytorch_model.bin) loaded as GPT2LMHeadModel.from_pretrained
@@ -33,13 +43,96 @@
 #include <string.h>
 
 static int usage(void) {
-    fprintf(stderr, "usage: infer --arch lenet|resnet18|mlp --weights W.pt --input X.pt "
+    fprintf(stderr, "usage: infer --arch lenet|resnet18|mlp|lstm|gru --weights W.pt --input X.pt "
                     "--output Y.pt [--mode eval|train] [--dropout P] [--save-state S.pt] "
                     "[--non-strict] [--strip-prefix PREFIX] [--skip-size-mismatch] "
-                    "[--layout 1.13|2.x]\n"
+                    "[--layout 1.13|2.x] [--num-classes N] [--input-size N --hidden-size N "
+                    "[--num-layers N] [--bidirectional] [--batch-first]]\n"
                     "       infer --arch gpt2 --model DIR --input IDS.pt --output LOGITS.pt "
                     "[--layout 1.13|2.x]\n");
     return 2;
+}
+
+/* A positive integer option value, or -1. */
+static long long parse_size(const char *v) {
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    return end && *end == '\0' && n > 0 && n <= (1LL << 31) ? n : -1;
+}
+
+static void shape_text(const sdict_tensor *t, char *buf, size_t n) {
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int32_t i = 0; i < t->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "",
+                                (long long)t->shape[i]);
+}
+
+static const sdict_tensor *sd_tensor(const sdict_value *sd, const char *key) {
+    const sdict_value *v = sdict_dict_get(sd, key);
+    return v ? sdict_value_tensor(v) : NULL;
+}
+
+/* The shape options of --arch lstm|gru against the weights, before anything is built: each
+   contradiction is named with the key, its shape and the option to change. Returns 0 when they
+   agree; *bias receives whether the weights have biases. */
+static int check_rnn_shapes(const sdict_value *sd, const char *arch, long long I, long long H,
+                            long long L, bool bidir, bool *bias) {
+    long long G = strcmp(arch, "lstm") == 0 ? 4 : 3;
+    const char *gates = G == 4 ? "LSTM's 4 gates i, f, g, o" : "GRU's 3 gates r, z, n";
+    char key[64], shape[96];
+    if (sd_tensor(sd, "weight_hr_l0")) {
+        fprintf(stderr, "infer: the weights have weight_hr_l0: an LSTM with proj_size, which "
+                        "statedict does not run\n");
+        return 1;
+    }
+    *bias = sd_tensor(sd, "bias_ih_l0") != NULL;
+    if (!bidir && sd_tensor(sd, "weight_ih_l0_reverse")) {
+        fprintf(stderr, "infer: the weights have weight_ih_l0_reverse (a bidirectional %s): add "
+                        "--bidirectional\n", arch);
+        return 1;
+    }
+    for (long long l = 0; l < L; l++)
+        for (int d = 0; d < (bidir ? 2 : 1); d++) {
+            const char *sfx = d ? "_reverse" : "";
+            snprintf(key, sizeof key, "weight_ih_l%lld%s", l, sfx);
+            const sdict_tensor *w = sd_tensor(sd, key);
+            if (!w) {
+                fprintf(stderr, "infer: --num-layers %lld%s, but the weights have no %s\n", L,
+                        bidir ? " --bidirectional" : "", key);
+                return 1;
+            }
+            shape_text(w, shape, sizeof shape);
+            long long in = l == 0 ? I : (bidir ? 2 : 1) * H;
+            if (w->ndim != 2 || w->shape[0] % G) {
+                fprintf(stderr, "infer: %s has shape [%s]; --arch %s expects [%lld * "
+                                "hidden_size, input_size]\n", key, shape, arch, G);
+                return 1;
+            }
+            if (w->shape[0] != G * H) {
+                fprintf(stderr, "infer: --hidden-size %lld does not match %s of shape [%s] "
+                                "(hidden_size %lld for %s)\n", H, key, shape,
+                        (long long)(w->shape[0] / G), gates);
+                return 1;
+            }
+            if (w->shape[1] != in) {
+                if (l == 0)
+                    fprintf(stderr, "infer: --input-size %lld does not match %s of shape [%s] "
+                                    "(input_size %lld)\n", I, key, shape, (long long)w->shape[1]);
+                else
+                    fprintf(stderr, "infer: %s has shape [%s], but layer %lld's input is %lld "
+                                    "wide (%s--hidden-size %lld): check --bidirectional\n", key,
+                            shape, l, in, bidir ? "2 x " : "", H);
+                return 1;
+            }
+        }
+    snprintf(key, sizeof key, "weight_ih_l%lld", L);
+    if (sd_tensor(sd, key)) {
+        fprintf(stderr, "infer: --num-layers %lld, but the weights have %s (more layers)\n", L,
+                key);
+        return 1;
+    }
+    return 0;
 }
 
 static int fail(const char *what, const sdict_error *err) {
@@ -169,11 +262,15 @@ int main(int argc, char **argv) {
     bool strict = true;
     unsigned load_flags = 0;
     const char *strip_prefix = NULL;
+    long long num_classes = 1000, input_size = -1, hidden_size = -1, num_layers = 1;
+    bool bidirectional = false, batch_first = false;
     sdict_save_opts save_opts = {.archive_name = NULL, .flags = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--non-strict") == 0) { strict = false; continue; }
+        if (strcmp(a, "--bidirectional") == 0) { bidirectional = true; continue; }
+        if (strcmp(a, "--batch-first") == 0) { batch_first = true; continue; }
         if (strcmp(a, "--skip-size-mismatch") == 0) {
             load_flags |= SDICT_LOAD_SD_SKIP_SIZE_MISMATCH;
             continue;
@@ -188,6 +285,10 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--dropout") == 0) dropout = atof(v);
         else if (strcmp(a, "--save-state") == 0) save_state = v;
         else if (strcmp(a, "--strip-prefix") == 0 && *v) strip_prefix = v;
+        else if (strcmp(a, "--num-classes") == 0 && (num_classes = parse_size(v)) > 0) {}
+        else if (strcmp(a, "--input-size") == 0 && (input_size = parse_size(v)) > 0) {}
+        else if (strcmp(a, "--hidden-size") == 0 && (hidden_size = parse_size(v)) > 0) {}
+        else if (strcmp(a, "--num-layers") == 0 && (num_layers = parse_size(v)) > 0) {}
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "2.x") == 0)
             save_opts.flags = SDICT_SAVE_LAYOUT_TORCH2;
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "1.13") == 0)
@@ -202,12 +303,19 @@ int main(int argc, char **argv) {
     if (!arch || !weights || !input || !output || model) return usage();
     if (strcmp(mode, "eval") != 0 && strcmp(mode, "train") != 0) return usage();
 
+    bool rnn = strcmp(arch, "lstm") == 0 || strcmp(arch, "gru") == 0;
+    if (rnn && (input_size < 0 || hidden_size < 0)) {
+        fprintf(stderr, "infer: --arch %s needs --input-size and --hidden-size (and "
+                        "--num-layers, --bidirectional, --batch-first as the model was built)\n",
+                arch);
+        return 2;
+    }
     sdict_module *net = NULL;
     if (strcmp(arch, "lenet") == 0) net = sdict_lenet_new();
-    else if (strcmp(arch, "resnet18") == 0) net = sdict_resnet18_new(1000);
+    else if (strcmp(arch, "resnet18") == 0) net = sdict_resnet18_new(num_classes);
     else if (strcmp(arch, "mlp") == 0) net = sdict_mlp_new(dropout);
-    else return usage();
-    if (!net) {
+    else if (!rnn) return usage();
+    if (!net && !rnn) {
         fprintf(stderr, "infer: cannot build %s\n", arch);
         return 1;
     }
@@ -230,6 +338,25 @@ int main(int argc, char **argv) {
             goto done;
         }
         sd = stripped;
+    }
+    if (rnn) {
+        bool bias = true;
+        if (sdict_value_kind(sd) != SDICT_KIND_DICT) {
+            fprintf(stderr, "infer: %s: expected a state_dict (a dict)\n", weights);
+            goto done;
+        }
+        if (check_rnn_shapes(sd, arch, input_size, hidden_size, num_layers, bidirectional,
+                             &bias) != 0)
+            goto done;
+        net = strcmp(arch, "lstm") == 0
+                  ? sdict_lstm_new(input_size, hidden_size, num_layers, bias, batch_first, 0.0,
+                                   bidirectional)
+                  : sdict_gru_new(input_size, hidden_size, num_layers, bias, batch_first, 0.0,
+                                  bidirectional);
+        if (!net) {
+            fprintf(stderr, "infer: cannot build %s\n", arch);
+            goto done;
+        }
     }
     sdict_status lst = sdict_module_load_state_dict_ex(net, sd, strict, load_flags, &res, &err);
     if (lst != SDICT_OK) {

@@ -3,10 +3,11 @@
 
  It lets C code do the PyTorch recipe "build Net(), load_state_dict(torch.load(PATH)), eval(),
  run inference" on weights from PyTorch, and hand weights back to PyTorch:
- - modules with PyTorch's names, parameters and semantics (Linear, Conv2d, BatchNorm1d/2d,
-   Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, LayerNorm, GELU,
-   Softmax, LogSoftmax, transformers' Conv1D, Sequential and user containers with named
-   children) and GPT-2 as transformers defines it (sdict_gpt2_*);
+ - modules with PyTorch's names, parameters and semantics (Linear, Conv1d, Conv2d,
+   BatchNorm1d/2d, Dropout, Embedding, ReLU, Sigmoid, Tanh, SiLU, MaxPool2d, AvgPool2d,
+   AdaptiveAvgPool2d, Flatten, LayerNorm, GELU, Softmax, LogSoftmax, transformers' Conv1D, LSTM,
+   GRU, Sequential and user containers with named children) and GPT-2 as transformers defines
+   it (sdict_gpt2_*);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
    torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
    torch's _IncompatibleKeys) and its exact message text;
@@ -120,6 +121,12 @@ typedef enum sdict_module_type {
     SDICT_MOD_SOFTMAX,
     SDICT_MOD_LOG_SOFTMAX,
     SDICT_MOD_HF_CONV1D,
+    SDICT_MOD_SIGMOID,
+    SDICT_MOD_TANH,
+    SDICT_MOD_SILU,
+    SDICT_MOD_CONV1D,
+    SDICT_MOD_LSTM,
+    SDICT_MOD_GRU,
     SDICT_MOD_TYPE_COUNT
 } sdict_module_type;
 
@@ -171,6 +178,10 @@ typedef struct sdict_module_config {
     bool elementwise_affine;                  /**< LayerNorm */
     bool gelu_tanh;                           /**< GELU approximate='tanh' */
     int32_t dim;                              /**< Softmax / LogSoftmax (negative from the end) */
+    /** LSTM, GRU: in_features is input_size, out_features hidden_size, has_bias bias, p the
+        dropout between layers */
+    int64_t num_layers;
+    bool bidirectional, batch_first;          /**< LSTM, GRU */
 } sdict_module_config;
 
 /** Number of cached activations a module keeps from forward for backward. */
@@ -320,11 +331,83 @@ SDICT_API sdict_module *sdict_avgpool2d_new(int64_t kernel, int64_t stride, int6
 SDICT_API sdict_module *sdict_adaptive_avgpool2d_new(int64_t oh, int64_t ow);
 /** nn.Flatten(start_dim, end_dim) (torch's defaults are 1, -1). */
 SDICT_API sdict_module *sdict_flatten_new(int32_t start_dim, int32_t end_dim);
+/** nn.Sigmoid(): y = 1 / (1 + exp(-x)), element-wise on any float32 shape. */
+SDICT_API sdict_module *sdict_sigmoid_new(void);
+/** nn.Tanh(): y = tanh(x), element-wise on any float32 shape. */
+SDICT_API sdict_module *sdict_tanh_new(void);
+/** nn.SiLU(): y = x * sigmoid(x), element-wise on any float32 shape. */
+SDICT_API sdict_module *sdict_silu_new(void);
+/**
+ nn.Conv1d(in, out, k, stride, padding, dilation, groups, bias) with zero padding;
+ weight [out, in/groups, k], bias [out]. Input [N, C, L] (or unbatched [C, L], as torch) ->
+ [N, out, (L + 2p - d(k-1) - 1)/s + 1]. Runs as Conv2d over a height of 1 (im2col, sgemm).
+*/
+SDICT_API sdict_module *sdict_conv1d_new(int64_t in_channels, int64_t out_channels,
+                                         int64_t kernel_size, int64_t stride, int64_t padding,
+                                         int64_t dilation, int64_t groups, bool bias);
+
+/*==================================================================================================
+ MARK: Recurrent layers (nn.LSTM, nn.GRU)
+ Parameters as torch names and lays them out, registered in its order: for each layer k, for
+ each direction ("" then "_reverse"): weight_ih_l{k}{sfx} [G*H, in_k], weight_hh_l{k}{sfx}
+ [G*H, H], and with bias bias_ih_l{k}{sfx}, bias_hh_l{k}{sfx} [G*H]; G = 4 gate blocks for
+ LSTM (i, f, g, o), 3 for GRU (r, z, n); H = hidden_size; in_0 = input_size, in_k =
+ D*H above (D = 2 when bidirectional, else 1). Initialised U(-1/sqrt(H), 1/sqrt(H)) from a
+ fixed-seed generator (torch's bound, not its values). proj_size is not supported: a
+ state_dict with weight_hr_l{k} keys fails to load as unexpected keys.
+ Equations (torch's documentation):
+   LSTM: i,f,o = sigmoid(W_i* x + b_i* + W_h* h + b_h*), g = tanh(...), c' = f c + i g,
+         h' = o tanh(c').
+   GRU:  r,z = sigmoid(W_i* x + b_i* + W_h* h + b_h*), n = tanh(W_in x + b_in + r (W_hn h +
+         b_hn)), h' = (1 - z) n + z h.
+ Training mode applies Dropout(p) (module generator, see sdict_dropout_seed) to every layer's
+ output except the last, as torch; eval mode has no dropout.
+==================================================================================================*/
+
+/**
+ nn.LSTM(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional);
+ class "LSTM". NULL on out-of-memory or invalid arguments (sizes <= 0, sizes above 2^31,
+ dropout outside [0, 1]).
+*/
+SDICT_API sdict_module *sdict_lstm_new(int64_t input_size, int64_t hidden_size,
+                                       int64_t num_layers, bool bias, bool batch_first,
+                                       double dropout, bool bidirectional);
+/** nn.GRU(...), same arguments and layout as sdict_lstm_new with 3 gate blocks; class "GRU". */
+SDICT_API sdict_module *sdict_gru_new(int64_t input_size, int64_t hidden_size,
+                                      int64_t num_layers, bool bias, bool batch_first,
+                                      double dropout, bool bidirectional);
+
+/**
+ The forward of torch's LSTM/GRU: `output, h_n = gru(x, h0)`, `output, (h_n, c_n) =
+ lstm(x, (h0, c0))`. sdict_module_forward on these modules is this with h0 = c0 = NULL,
+ returning output only.
+ @param x       float32 [L, N, H_in] ([N, L, H_in] with batch_first), or unbatched [L, H_in].
+ @param h0      optional initial hidden state [D*num_layers, N, H] ([D*num_layers, H]
+                unbatched; never batch-first, as torch); NULL means zeros.
+ @param c0      optional initial cell state (LSTM only; same shape as h0); NULL means zeros.
+                A GRU refuses a c0.
+ @param output  receives [L, N, D*H] ([N, L, D*H] batch-first, [L, D*H] unbatched): the last
+                layer's h at each step, forward direction first.
+ @param h_n     optional; receives the final hidden state of each layer and direction, shaped
+                as h0 (index 2k + d for layer k, direction d).
+ @param c_n     optional (LSTM); receives the final cell state, shaped as h0. Must be NULL for
+                a GRU.
+ In training mode the module keeps what sdict_rnn_backward needs (inputs, gates, states,
+ dropout masks), replacing the previous call's cache.
+ All outputs are allocated (free with sdict_act_free) and zeroed on failure.
+ Errors: SDICT_E_INVALID_ARG (not an LSTM/GRU module, c0/c_n given to a GRU),
+ SDICT_E_SHAPE (x not float32 of rank 2 or 3, wrong feature count with torch's "input.size(-1)
+ must be equal to input_size" wording, a sequence of length 0, a batch of size 0, h0/c0 of
+ the wrong shape),
+ SDICT_E_LIMIT (more than 2^31 - 1 steps times batch), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_rnn_forward(sdict_module *m, const sdict_act *x, const sdict_act *h0,
+                                         const sdict_act *c0, sdict_act *output, sdict_act *h_n,
+                                         sdict_act *c_n, sdict_error *err);
 
 /*==================================================================================================
  MARK: Transformer layers
- Same conventions as the built-ins above. These set module->backward to their own rule
- (sdict_module_backward runs it), so no optim-layer dispatch is needed for them.
+ Same conventions as the built-ins above (sdict_module_backward runs their backward).
 ==================================================================================================*/
 
 /**

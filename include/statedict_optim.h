@@ -32,7 +32,8 @@ extern "C" {
  gradients into the grad tensors of m and its descendants and, when dx is not NULL, allocates
  *dx with dL/dx (shape of the last input; free with sdict_act_free).
  Dispatch: m->backward when set (user containers provide theirs, see sdict_lenet_backward);
- else the built-in rule of m->type; Sequential runs its children's backwards in reverse.
+ else the built-in rule of m->type; Sequential runs its children's backwards in reverse;
+ LSTM/GRU run sdict_rnn_backward with zero gradients for h_n and c_n.
  Embedding has no input gradient (*dx is left zeroed). BatchNorm uses the batch statistics of
  the training-mode forward (torch's training backward); in eval mode it is an affine map.
  Errors: SDICT_E_INVALID_ARG (no forward cache: forward was not run in training mode, or a
@@ -48,6 +49,27 @@ SDICT_API sdict_status sdict_module_backward(sdict_module *m, const sdict_act *d
 */
 SDICT_API sdict_status sdict_lenet_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                             sdict_error *err);
+
+/**
+ Backpropagation through time for sdict_rnn_forward (torch's autograd through nn.LSTM/nn.GRU):
+ given the gradients of the loss with respect to the last training-mode forward's output, h_n
+ and c_n, adds the gradient of every weight_ih/weight_hh/bias_ih/bias_hh into its grad tensor
+ and returns the gradients of x, h0 and c0. Dropout between layers uses the forward's masks.
+ @param doutput  dL/doutput, shaped as the forward's output; must not be NULL.
+ @param dh_n     optional dL/dh_n (shape of h_n); NULL means zeros.
+ @param dc_n     optional dL/dc_n (LSTM only); NULL means zeros.
+ @param dx       optional; receives dL/dx, shaped as the forward's x.
+ @param dh0      optional; receives dL/dh0, shaped as h0 (also when the forward had h0 NULL).
+ @param dc0      optional (LSTM only); receives dL/dc0.
+ Outputs are allocated (free with sdict_act_free) and zeroed on failure. Calling it twice for
+ one forward accumulates the parameter gradients twice.
+ Errors: SDICT_E_INVALID_ARG (not an LSTM/GRU, no training-mode forward cached, dc_n/dc0 for a
+ GRU), SDICT_E_SHAPE (a gradient of the wrong shape), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput,
+                                          const sdict_act *dh_n, const sdict_act *dc_n,
+                                          sdict_act *dx, sdict_act *dh0, sdict_act *dc0,
+                                          sdict_error *err);
 
 /*==================================================================================================
  MARK: Losses
@@ -65,6 +87,24 @@ SDICT_API sdict_status sdict_lenet_backward(sdict_module *m, const sdict_act *dy
 SDICT_API sdict_status sdict_cross_entropy_loss(const sdict_act *logits, const sdict_act *targets,
                                                 float *loss, sdict_act *dlogits,
                                                 sdict_error *err);
+
+/**
+ nn.CrossEntropyLoss(ignore_index=ignore_index) (reduction 'mean', class-index targets, no
+ weights, no label smoothing) over any number of positions, as torch takes them for sequences:
+ logits float32 [N, C] with targets int64 [N], or logits [N, C, d1, ...] (a sequence model's
+ [N, C, L]) with targets [N, d1, ...]. Targets equal to ignore_index (torch's default is -100)
+ add no loss and get a zero gradient; the others must be in [0, C).
+ loss = sum over counted positions of (logsumexp(x) - x[t]) / (number of counted positions),
+ in double, rounded to float; nan when every target is ignored (torch's 0/0).
+ dlogits (optional) receives a new activation of logits' shape: (softmax(x) - onehot(t)) /
+ count at counted positions, 0 at ignored ones (also when all are ignored).
+ Errors: SDICT_E_SHAPE, SDICT_E_DTYPE, SDICT_E_INVALID_ARG (a target out of range that is not
+ ignore_index: "Target 12 is out of bounds."), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_cross_entropy_loss_ex(const sdict_act *logits,
+                                                   const sdict_act *targets,
+                                                   int64_t ignore_index, float *loss,
+                                                   sdict_act *dlogits, sdict_error *err);
 
 /**
  nn.MSELoss() (reduction 'mean'): loss = mean((pred - target)^2); dpred (optional) receives a

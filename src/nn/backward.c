@@ -362,6 +362,66 @@ static sdict_status batchnorm_backward(sdict_module *m, const sdict_act *dy, sdi
 }
 
 /*==================================================================================================
+ MARK: Sigmoid, Tanh, SiLU, Conv1d
+==================================================================================================*/
+
+/* dx from the cached input x: sigmoid' = s(1-s), tanh' = 1-t^2, silu' = s(1 + x(1-s)). */
+static sdict_status pointwise_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                       sdict_error *err) {
+    const sdict_act *x = &m->cache[0];
+    if (x->dtype != SDICT_FLOAT32 || (!x->data && sdict_act_numel(x))) return no_cache(m, err);
+    sdict_status st = check_dy(m, dy, x->ndim, x->shape, err);
+    if (st != SDICT_OK || !dx) return st;
+    if ((st = sdict_act_init(dx, SDICT_FLOAT32, x->ndim, x->shape, err)) != SDICT_OK) return st;
+    const float *X = x->data, *D = dy->data;
+    float *O = dx->data;
+    int64_t n = sdict_act_numel(x);
+    for (int64_t i = 0; i < n; i++) {
+        float v = X[i];
+        if (m->type == SDICT_MOD_TANH) {
+            float t = tanhf(v);
+            O[i] = D[i] * (1.0f - t * t);
+        } else {
+            float s = 1.0f / (1.0f + expf(-v));
+            O[i] = m->type == SDICT_MOD_SIGMOID ? D[i] * s * (1.0f - s)
+                                                : D[i] * s * (1.0f + v * (1.0f - s));
+        }
+    }
+    return SDICT_OK;
+}
+
+/* Conv1d ran as Conv2d over [N, C, 1, L] and cached that 4-D input (layers.c). */
+static sdict_status conv1d_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                    sdict_error *err) {
+    const sdict_act *x = &m->cache[0];
+    if (x->ndim != 4) return no_cache(m, err);
+    bool batched = dy->ndim == 3;
+    if (dy->ndim != 2 && dy->ndim != 3)
+        return sdict_nn__err(err, SDICT_E_SHAPE, "Conv1d: output gradient does not match the "
+                             "forward output's shape");
+    sdict_act dy4 = *dy;
+    dy4.ndim = 4;
+    dy4.shape[0] = batched ? dy->shape[0] : 1;
+    dy4.shape[1] = dy->shape[batched ? 1 : 0];
+    dy4.shape[2] = 1;
+    dy4.shape[3] = dy->shape[batched ? 2 : 1];
+    sdict_status st = conv2d_backward(m, &dy4, dx, err);
+    if (st != SDICT_OK || !dx) return st;
+    int64_t N = dx->shape[0], C = dx->shape[1], L = dx->shape[3];
+    if (batched) {
+        dx->ndim = 3;
+        dx->shape[2] = L;
+    } else {
+        dx->ndim = 2;
+        dx->shape[0] = C;
+        dx->shape[1] = L;
+        (void)N;
+    }
+    dx->shape[3] = 0;
+    return SDICT_OK;
+}
+
+/*==================================================================================================
  MARK: Containers and dispatch
 ==================================================================================================*/
 
@@ -401,6 +461,17 @@ sdict_status sdict_module_backward(sdict_module *m, const sdict_act *dy, sdict_a
     case SDICT_MOD_AVGPOOL2D:
     case SDICT_MOD_ADAPTIVE_AVGPOOL2D: return avgpool_backward(m, dy, dx, err);
     case SDICT_MOD_FLATTEN: return flatten_backward(m, dy, dx, err);
+    case SDICT_MOD_SIGMOID:
+    case SDICT_MOD_TANH:
+    case SDICT_MOD_SILU: return pointwise_backward(m, dy, dx, err);
+    case SDICT_MOD_CONV1D: return conv1d_backward(m, dy, dx, err);
+    case SDICT_MOD_LSTM:
+    case SDICT_MOD_GRU: return sdict_rnn_backward(m, dy, NULL, NULL, dx, NULL, NULL, err);
+    case SDICT_MOD_LAYERNORM: return sdict_nn__layernorm_backward(m, dy, dx, err);
+    case SDICT_MOD_GELU: return sdict_nn__gelu_backward(m, dy, dx, err);
+    case SDICT_MOD_SOFTMAX:
+    case SDICT_MOD_LOG_SOFTMAX: return sdict_nn__softmax_backward(m, dy, dx, err);
+    case SDICT_MOD_HF_CONV1D: return sdict_nn__hf_conv1d_backward(m, dy, dx, err);
     default:
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: no backward (set module->backward "
                              "for a custom container)", m->type_name);

@@ -675,3 +675,102 @@ sdict_module *sdict_adaptive_avgpool2d_new(int64_t oh, int64_t ow) {
     }
     return m;
 }
+
+/*==================================================================================================
+ MARK: Sigmoid, Tanh, SiLU
+==================================================================================================*/
+
+/* The forward caches the input (sdict_module.cache[0]); backward recomputes from it. */
+static sdict_status pointwise_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
+                                      sdict_error *err) {
+    sdict_status st = need_f32(m, x, 0, SDICT_NN_MAX_DIMS, err);
+    if (st == SDICT_OK) st = sdict_act_copy(y, x, err);
+    if (st != SDICT_OK) return st;
+    float *Y = y->data;
+    int64_t n = sdict_act_numel(x);
+    for (int64_t i = 0; i < n; i++) {
+        float v = Y[i];
+        if (m->type == SDICT_MOD_TANH) Y[i] = tanhf(v);
+        else if (m->type == SDICT_MOD_SIGMOID) Y[i] = 1.0f / (1.0f + expf(-v));
+        else Y[i] = v / (1.0f + expf(-v));   /* SiLU */
+    }
+    if ((st = cache_input(m, x, err)) != SDICT_OK) sdict_act_free(y);
+    return st;
+}
+
+sdict_module *sdict_sigmoid_new(void) {
+    return new_layer(SDICT_MOD_SIGMOID, "Sigmoid", pointwise_forward);
+}
+
+sdict_module *sdict_tanh_new(void) { return new_layer(SDICT_MOD_TANH, "Tanh", pointwise_forward); }
+
+sdict_module *sdict_silu_new(void) { return new_layer(SDICT_MOD_SILU, "SiLU", pointwise_forward); }
+
+/*==================================================================================================
+ MARK: Conv1d
+==================================================================================================*/
+
+/* Conv1d is Conv2d with a kernel of height 1 over [N, C, 1, L]: the weight [out, in/g, k] has
+   the same memory as [out, in/g, 1, k]. The cache keeps the 4-D input Conv2d's backward reads. */
+static sdict_status conv1d_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
+                                   sdict_error *err) {
+    sdict_status st = need_f32(m, x, 2, 3, err);
+    if (st != SDICT_OK) return st;
+    bool batched = x->ndim == 3;
+    sdict_act x4 = *x;
+    x4.ndim = 4;
+    x4.shape[0] = batched ? x->shape[0] : 1;
+    x4.shape[1] = x->shape[batched ? 1 : 0];
+    x4.shape[2] = 1;
+    x4.shape[3] = x->shape[batched ? 2 : 1];
+    if (x4.shape[1] != m->cfg.in_features)
+        return sdict_nn__err(err, SDICT_E_SHAPE, "Conv1d: input has %lld channels, expected %lld",
+                             (long long)x4.shape[1], (long long)m->cfg.in_features);
+    if (x4.shape[3] + 2 * m->cfg.padding[1] < m->cfg.dilation[1] * (m->cfg.kernel[1] - 1) + 1)
+        return sdict_nn__err(err, SDICT_E_SHAPE, "Conv1d: kernel larger than padded input");
+    if ((st = conv2d_forward(m, &x4, y, err)) != SDICT_OK) return st;
+    int64_t O = y->shape[1], OL = y->shape[3];
+    if (batched) {
+        y->ndim = 3;
+        y->shape[2] = OL;
+    } else {
+        y->ndim = 2;
+        y->shape[0] = O;
+        y->shape[1] = OL;
+    }
+    y->shape[3] = 0;
+    return SDICT_OK;
+}
+
+sdict_module *sdict_conv1d_new(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                               int64_t stride, int64_t padding, int64_t dilation, int64_t groups,
+                               bool bias) {
+    if (in_channels <= 0 || out_channels <= 0 || kernel_size <= 0 || stride <= 0 ||
+        padding < 0 || dilation <= 0 || groups <= 0 || in_channels % groups ||
+        out_channels % groups || out_channels > INT32_MAX)
+        return NULL;
+    sdict_module *m = new_layer(SDICT_MOD_CONV1D, "Conv1d", conv2d_forward);
+    if (!m) return NULL;
+    m->forward = conv1d_forward;
+    sdict_module_config *c = &m->cfg;
+    c->in_features = in_channels;
+    c->out_features = out_channels;
+    c->kernel[0] = 1;
+    c->kernel[1] = kernel_size;
+    c->stride[0] = 1;
+    c->stride[1] = stride;
+    c->padding[0] = 0;
+    c->padding[1] = padding;
+    c->dilation[0] = 1;
+    c->dilation[1] = dilation;
+    c->groups = groups;
+    c->has_bias = bias;
+    int64_t ws[3] = {out_channels, in_channels / groups, kernel_size};
+    uint64_t seed = 0x44ULL ^ ((uint64_t)in_channels << 24) ^ ((uint64_t)out_channels << 8) ^
+                    (uint64_t)kernel_size;
+    if (!register_weight_bias(m, 3, ws, ws[1] * kernel_size, bias, seed)) {
+        sdict_module_free(m);
+        return NULL;
+    }
+    return m;
+}

@@ -31,4 +31,15 @@ void sdict_nn__layernorm_rows(const float *x, float *y, int64_t rows, int64_t n,
 void sdict_nn__gelu(float *x, int64_t n, bool tanh_approx);
 void sdict_nn__softmax_row(float *x, int64_t n);
 
+/* transformer.c's backward rules, dispatched by sdict_module_backward (backward.c): LayerNorm,
+   GELU, Softmax and LogSoftmax (one rule, by m->type), and Hugging Face's Conv1D. */
+sdict_status sdict_nn__layernorm_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                          sdict_error *err);
+sdict_status sdict_nn__gelu_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                     sdict_error *err);
+sdict_status sdict_nn__softmax_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                        sdict_error *err);
+sdict_status sdict_nn__hf_conv1d_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                          sdict_error *err);
+
 #endif

@@ -2,8 +2,8 @@
  transformer.c - the layers transformers are made of: LayerNorm, GELU (exact and tanh),
  Softmax / LogSoftmax over one dim, and Hugging Face's Conv1D (a Linear whose weight is stored
  [in, out]). Constructors, float32 forwards with PyTorch's semantics and their backward rules
- (set as module->backward, read by sdict_module_backward). The row kernels are shared with
- gpt2.c through nn_private.h.
+ (sdict_nn__*_backward, dispatched by sdict_module_backward in backward.c). The row kernels
+ are shared with gpt2.c through nn_private.h.
 */
 #include "nn_private.h"
 #include "statedict_optim.h"
@@ -151,7 +151,7 @@ static sdict_status layernorm_forward(sdict_module *m, const sdict_act *x, sdict
     return SDICT_OK;
 }
 
-static sdict_status layernorm_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+sdict_status sdict_nn__layernorm_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                        sdict_error *err) {
     const sdict_act *xh = &m->cache[1];
     if (!xh->data) return no_cache(m, err);
@@ -198,7 +198,6 @@ sdict_module *sdict_layernorm_new(int32_t ndim, const int64_t *normalized_shape,
     sdict_module *m = sdict_module_new("LayerNorm", layernorm_forward, NULL);
     if (!m) return NULL;
     m->type = SDICT_MOD_LAYERNORM;
-    m->backward = layernorm_backward;
     m->cfg.normalized_ndim = ndim;
     memcpy(m->cfg.normalized_shape, normalized_shape, sizeof(int64_t) * (size_t)ndim);
     m->cfg.eps = eps;
@@ -235,7 +234,7 @@ static sdict_status gelu_forward(sdict_module *m, const sdict_act *x, sdict_act 
     return st;
 }
 
-static sdict_status gelu_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+sdict_status sdict_nn__gelu_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                   sdict_error *err) {
     const sdict_act *x = &m->cache[0];
     if (!x->data) return no_cache(m, err);
@@ -253,7 +252,6 @@ sdict_module *sdict_gelu_new(bool tanh_approximate) {
     sdict_module *m = sdict_module_new("GELU", gelu_forward, NULL);
     if (!m) return NULL;
     m->type = SDICT_MOD_GELU;
-    m->backward = gelu_backward;
     m->cfg.gelu_tanh = tanh_approximate;
     return m;
 }
@@ -303,7 +301,7 @@ static sdict_status softmax_forward(sdict_module *m, const sdict_act *x, sdict_a
     return st;
 }
 
-static sdict_status softmax_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+sdict_status sdict_nn__softmax_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                      sdict_error *err) {
     const sdict_act *y = &m->cache[0];
     if (!y->data) return no_cache(m, err);
@@ -332,7 +330,6 @@ static sdict_module *softmax_new(sdict_module_type type, const char *name, int32
     sdict_module *m = sdict_module_new(name, softmax_forward, NULL);
     if (!m) return NULL;
     m->type = type;
-    m->backward = softmax_backward;
     m->cfg.dim = dim;
     return m;
 }
@@ -373,7 +370,7 @@ static sdict_status hf_conv1d_forward(sdict_module *m, const sdict_act *x, sdict
     return st;
 }
 
-static sdict_status hf_conv1d_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+sdict_status sdict_nn__hf_conv1d_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                        sdict_error *err) {
     const sdict_act *x = &m->cache[0];
     if (!x->data) return no_cache(m, err);
@@ -406,7 +403,6 @@ sdict_module *sdict_hf_conv1d_new(int64_t nf, int64_t nx) {
     sdict_module *m = sdict_module_new("Conv1D", hf_conv1d_forward, NULL);
     if (!m) return NULL;
     m->type = SDICT_MOD_HF_CONV1D;
-    m->backward = hf_conv1d_backward;
     m->cfg.in_features = nx;
     m->cfg.out_features = nf;
     m->cfg.has_bias = true;
