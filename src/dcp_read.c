@@ -1001,6 +1001,7 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
     }
     /* every chunk: a ChunkStorageMetadata inside the shape, with a storage entry */
     static const char *const fc[] = {"offsets", "sizes"};
+    uint64_t volume = 0;
     for (size_t k = 0; k < nch; k++) {
         const sdict_value *ch = sdict_seq_item(chunks, k), *y[2];
         if (!is_obj(ch, M_META, "ChunkStorageMetadata")) {
@@ -1033,13 +1034,40 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
                               fqn, k, (long long)o, (long long)s, d, (long long)sd);
             }
         }
-        if (!store_find(c, fqn, flen, y[0])) {
+        const dcp_store *sk = store_find(c, fqn, flen, y[0]);
+        if (!sk) {
             sdict__free(shape);
             return md_err(c, err, SDICT_E_FORMAT,
                           "'%.80s': chunk %zu has no storage_data entry "
                           "(MetadataIndex with its offsets)",
                           fqn, k);
         }
+        /* chunks inside the shape have volumes <= numel; their sum must be numel (else a
+           hole or an overlap), and each must be backed by its item's bytes (at most the
+           inflate ratio the zip reader allows), so nothing is allocated for data a small
+           file does not hold */
+        uint64_t vol = 1, cb;
+        for (size_t d = 0; d < nd; d++)
+            vol *= (uint64_t)size_at(y[1], d);
+        if (!sdict__add_u64(volume, vol, &volume))
+            volume = UINT64_MAX;
+        uint64_t cap =
+            sk->len > (UINT64_MAX >> 6) ? UINT64_MAX : 32 * sk->len + ((uint64_t)32 << 20);
+        if (vol * es > cap) {
+            cb = vol * es;
+            sdict__free(shape);
+            return md_err(c, err, SDICT_E_STORAGE,
+                          "'%.80s': chunk %zu needs %llu bytes, but its item in %.60s is only "
+                          "%llu bytes long",
+                          fqn, k, (unsigned long long)cb, sk->rel, (unsigned long long)sk->len);
+        }
+    }
+    if (volume != numel) {
+        sdict__free(shape);
+        return md_err(c, err, SDICT_E_SHAPE,
+                      "'%.80s': the chunks hold %llu elements, the tensor %llu: they %s", fqn,
+                      (unsigned long long)volume, (unsigned long long)numel,
+                      volume < numel ? "leave a hole" : "overlap");
     }
     if (numel > 0 && nch == 0) {
         sdict__free(shape);
@@ -1202,11 +1230,16 @@ static bool node_grow(node *n, size_t want) {
 
 /* The slot of path element e in n, created (lists padded with empty slots) when missing;
    SIZE_MAX on a mismatch of element and container type or out of memory (*oom). */
-static size_t node_slot(sdict_doc *scratch, node *n, const sdict_value *e, bool *oom) {
+static size_t node_slot(sdict_doc *scratch, node *n, const sdict_value *e, uint64_t max_index,
+                        bool *too_far, bool *oom) {
     int64_t ix;
     if (n->is_list) {
-        if (!int_field(e, &ix))
+        if (!int_field(e, &ix) || ix < 0)
             return SIZE_MAX;
+        if ((uint64_t)ix > max_index) {
+            *too_far = true;
+            return SIZE_MAX;
+        }
         if (!node_grow(n, (size_t)ix + 1)) {
             *oom = true;
             return SIZE_MAX;
@@ -1245,11 +1278,18 @@ static sdict_status node_set(dcp *c, sdict_doc *scratch, node *root, const char 
                              const sdict_value *path, sdict_value *leaf, sdict_error *err) {
     node *cur = root;
     size_t n = sdict_seq_len(path);
-    bool oom = false;
+    bool oom = false, too_far = false;
+    /* a list index past every entry there is would only pad with None: bounded so that a
+       small .metadata cannot ask for a list of a billion slots */
+    uint64_t max_index = (uint64_t)sdict_dict_len(c->sdm) + 65536;
     for (size_t i = 0; i < n; i++) {
-        size_t slot = node_slot(scratch, cur, sdict_seq_item(path, i), &oom);
+        size_t slot = node_slot(scratch, cur, sdict_seq_item(path, i), max_index, &too_far, &oom);
         if (oom)
             return nomem(err);
+        if (too_far)
+            return md_err(c, err, SDICT_E_LIMIT,
+                          "planner_data path of '%.80s' has a list index past %llu", fqn,
+                          (unsigned long long)max_index);
         if (slot == SIZE_MAX)
             return md_err(c, err, SDICT_E_FORMAT,
                           "planner_data path of '%.80s' indexes a %s "

@@ -330,15 +330,25 @@ if __name__ == "__main__":
          "has no storage_data entry")
     case("overlap_indexed", both(set_entry(0, W + ([((0, 0), (2, 3)), ((1, 0), (2, 3))],)),
                                  index_field(2, offset=Size((1, 0)))), "overlaps another chunk")
-    case("hole", set_entry(0, W + ([((0, 0), (2, 3))],)), "uncovered (a hole)")
+    case("hole", set_entry(0, W + ([((0, 0), (2, 3))],)), "leave a hole")
     case("outside", both(set_entry(0, W + ([((0, 0), (2, 3)), ((3, 0), (2, 3))],)),
                          index_field(2, offset=Size((3, 0)))), "lies outside the size")
     case("chunk_dims", set_entry(0, W + ([((0, 0), (2, 3)), ((2,), (2,))],)),
          "of the tensor's 2 dimensions")
-    case("item_shape", set_entry(0, W + ([((0, 0), (2, 3)), ((2, 0), (2, 2))],)),
-         "another shape than")
+    case("item_shape", lambda s: s["items"].__setitem__(
+        2, ("model.w", (2, 0), "__1_0.distcp", tensor_item([1.0] * 6, (3, 2)))),
+        "another shape than")
+    case("overlap_and_hole", both(set_entry(0, W + ([((0, 0), (3, 3)), ((2, 0), (1, 3))],)),
+                                  index_field(2, offset=Size((2, 0)))), "another shape than")
     case("dtype_lie", set_entry(0, ("model.w", "tensor", "int32", (4, 3),
                                     [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "the metadata says")
+    case("huge_tensor", both(set_entry(0, ("model.w", "tensor", "float32", (2 ** 40, 3),
+                                           [((0, 0), (2, 3)), ((2, 0), (2 ** 40 - 2, 3))])),
+                             index_field(2, offset=Size((2, 0)))), "is only")
+    case("volume_short", set_entry(0, ("model.w", "tensor", "float32", (40, 3),
+                                       [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "leave a hole")
+    case("list_index_huge", lambda s: s["planner"].__setitem__("epoch", ("l", 10 ** 9)),
+         "list index past")
     case("dup_storage", index_field(1, offset=Size((2, 0))), "two entries for item")
     case("planner_conflict", lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
          "another entry already fills")
