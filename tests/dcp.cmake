@@ -8,6 +8,8 @@
 #                   127.0.0.1), read by statedict exactly as torch's dcp_to_torch_save reads them
 #   dcp_write@GEN   tests/dcp/write_dcp.py: convert --format dcp, checked against torch's own
 #                   torch_save_to_dcp and loaded by dcp.load from 1 and 2 processes
+#   dcp_kill@1.13   tests/dcp/kill_dcp.py: saves killed at random points leave either a complete
+#                   old or new checkpoint or an unfinished one, never a mix
 if(TARGET statedict_cli)
   add_test(NAME dcp_hostile COMMAND ${SDICT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/dcp/hostile_dcp.py
            $<TARGET_FILE:statedict_cli> ${CMAKE_CURRENT_BINARY_DIR}/dcp/hostile)
@@ -16,6 +18,10 @@ if(TARGET statedict_cli)
     COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/dcp/gen_dcp.py $<TARGET_FILE:statedict_cli>
             ${CMAKE_CURRENT_BINARY_DIR}/dcp/@GEN@/read
     GENERATIONS 2.6 2.14 LABELS dcp PROPERTIES TIMEOUT 900)
+  sdict_torch_test(dcp_kill
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/dcp/kill_dcp.py $<TARGET_FILE:statedict_cli>
+            ${CMAKE_CURRENT_BINARY_DIR}/dcp/@GEN@/kill
+    GENERATIONS 1.13 LABELS dcp PROPERTIES TIMEOUT 300)
   sdict_torch_test(dcp_write
     COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/dcp/write_dcp.py $<TARGET_FILE:statedict_cli>
             ${CMAKE_CURRENT_BINARY_DIR}/dcp/@GEN@/write
