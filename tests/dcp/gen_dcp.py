@@ -130,7 +130,8 @@ def run(*args):
 if __name__ == "__main__":
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    for world in (1, 2, 4):
+    worker(0, 1, free_port(), WORK)  # one process: this one (saves a child's start-up)
+    for world in (2, 4):
         mp.spawn(worker, args=(world, free_port(), WORK), nprocs=world, join=True)
     folders = sorted(d for d in os.listdir(WORK) if os.path.isdir(os.path.join(WORK, d)))
     check(len(folders) == 9, f"folders {folders}")
