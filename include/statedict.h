@@ -1089,10 +1089,12 @@ typedef enum sdict_format {
     SDICT_FORMAT_SAFETENSORS,/**< huggingface safetensors: u64 header length, JSON, data */
     SDICT_FORMAT_SHARDED,    /**< a Hugging Face `*.index.json` and the shards it names (a
                                   model folder); each shard is safetensors or torch zip */
+    SDICT_FORMAT_DCP,        /**< a torch.distributed.checkpoint folder (.metadata and
+                                  __<rank>_<n>.distcp files) */
     SDICT_FORMAT_COUNT
 } sdict_format;
 
-/** "none", "zip", "legacy", "tar", "safetensors", "sharded". */
+/** "none", "zip", "legacy", "tar", "safetensors", "sharded", "dcp". */
 SDICT_API const char *sdict_format_name(sdict_format f);
 
 /**
@@ -1112,6 +1114,27 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  TorchScript archives (those with a constants.pkl record) are refused with SDICT_E_FORMAT,
  pointing at `statedict extract`, unless SDICT_LOAD_INERT is set (see sdict_script_state_dict);
  archives of torch 1.0-1.2's layout (model.json) are refused then with SDICT_E_UNSUPPORTED.
+
+ Distributed checkpoint folders (torch.distributed.checkpoint.save, torch 2.2 - 2.14: a folder
+ holding `.metadata` and `__<rank>_<n>.distcp` files) load as one doc of format
+ SDICT_FORMAT_DCP, equal to what torch's format_utils.dcp_to_torch_save writes: a plain dict
+ nested by the metadata's planner_data (str keys make dicts, int keys lists), keys in
+ state_dict_metadata order, every tensor whole and contiguous (requires_grad false),
+ reassembled from its chunks (shards of any dimension, uneven or empty), non-tensor values as
+ saved. `.metadata` is read with an allow-list of DCP's own dataclasses and enums (plus
+ torch.Size, the dtypes, _get_layout, builtins.getattr for the enum and pathlib's path
+ classes), each object checked field by field and never constructed; every item is read as the
+ torch.save archive at its (offset, length) of its .distcp file, with the allow-list above.
+ Refused: a folder with .distcp files but no .metadata (an unfinished save; SDICT_E_FORMAT),
+ another global (_PICKLE_UNSAFE_GLOBAL, naming it and its offset), fields of wrong types
+ (_PICKLE_TYPE), a relative_path that is not a file inside the folder (_FORMAT), an item past
+ its file's end (_TRUNCATED), chunks outside the global shape, overlapping or leaving holes
+ (_SHAPE), an item whose tensor has another shape or dtype than its chunk (_SHAPE, _DTYPE),
+ stream transforms such as zstd (_UNSUPPORTED). err->file names `.metadata` or the .distcp
+ file; err->record for an item's faults is "item@OFFSET:RECORD" (OFFSET its byte offset in
+ that file). Storages are copied out of the items (items start at arbitrary offsets); a tensor
+ saved as one whole chunk keeps its item's storage. The whole folder is read: a listing costs
+ a load.
 
  safetensors files (as safetensors.torch.load_file(path) reads them, with the Rust core's
  header checks): the root is a dict (not ordered) of str -> tensor in data-offset order, each
@@ -1390,6 +1413,32 @@ SDICT_API void sdict_free_buffer(void *data);
 */
 SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *root,
                                          const sdict_save_opts *opts, sdict_error *err);
+
+/**
+ Writes root as a torch.distributed.checkpoint folder, as torch 2.14's
+ `dcp.save(root, checkpoint_id=dir)` writes it from one process (no process group): the state
+ dict flattened as DCP flattens it (every dict descended with str() keys, an empty dict
+ dropped; a list descended only when it holds a tensor or a dict, else one item; a tuple
+ always one item; fqn = the path joined with '.'), one file `__0_0.distcp` holding each
+ non-tensor item and then each tensor item (a torch.save archive of torch 2.7+'s records,
+ archive folder "archive"; tensors as contiguous copies, storage offset 0), and `.metadata`
+ (Metadata version "1.0.0", planner_data, StorageMeta with a fresh UUID4 save_id and dir as
+ checkpoint_id). torch 2.6 and 2.14 `dcp.load` it into a state dict of the same structure, on any
+ number of ranks, and `dcp_to_torch_save` converts it. Crash-safe: an existing `.metadata` is
+ removed first (durably), the data file written through a temporary file, fsynced and renamed,
+ and `.metadata` written last the same way, so an interrupted save leaves a folder without
+ `.metadata` (refused by every reader as unfinished), never an old `.metadata` over new data.
+ Other files in dir are left alone. The whole data file is built in memory first.
+
+ @param dir   folder to write (created if missing; its parent must exist).
+ @param root  a dict (any doc); must not be NULL.
+ @param err   optional detail.
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (root not a dict, duplicated flatten keys such as 1
+         and '1' in one dict), SDICT_E_UNSUPPORTED (quantized or meta tensors, dict keys other
+         than str/int/bool, values sdict_save refuses), SDICT_E_LIMIT (nesting over 1024),
+         SDICT_E_IO, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, sdict_error *err);
 
 /*==================================================================================================
  MARK: Inspection without loading

@@ -12,7 +12,8 @@
    u64 length, then '{' or '['  safetensors (safetensors_read.c)
    a known foreign type         refused, saying what it is (Git LFS pointer, HTML, GGUF, ...)
    anything else                torch's magic-number pickle stream (load.c)
- Hugging Face folders and index files are claimed first by hf_folder.c (sdict__hf_claims).
+ Distributed checkpoint folders are claimed first by dcp_read.c (sdict__dcp_claims), then Hugging
+ Face folders and index files by hf_folder.c (sdict__hf_claims).
 */
 #include "internal.h"
 
@@ -239,6 +240,8 @@ SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts,
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_load: %s is NULL",
                           path ? "out" : "path");
     }
+    if (sdict__dcp_claims(path))
+        return sdict__dcp_load(path, opts, out, err);
     if (sdict__hf_claims(path))
         return sdict__hf_load(path, opts, out, err);
     uint32_t flags = opts ? opts->flags : 0;
@@ -280,6 +283,8 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
                                   size_t *unsafe_count, sdict_error *err) {
     if (unsafe_count)
         *unsafe_count = 0;
+    if (path && sdict__dcp_claims(path))
+        return sdict__dcp_scan(path, opts, fn, ctx, unsafe_count, err);
     if (path && sdict__hf_claims(path))
         return sdict__hf_scan(path, opts, fn, ctx, unsafe_count, err);
     sdict__source src;
@@ -296,6 +301,8 @@ SDICT_API sdict_status sdict_scan(const char *path, const sdict_load_opts *opts,
 }
 
 SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err) {
+    if (path && sdict__dcp_claims(path))
+        return sdict__dcp_verify(path, err);
     if (path && sdict__hf_claims(path))
         return sdict__hf_verify(path, err);
     sdict__source src;

@@ -21,6 +21,8 @@
    safetensors_read.c  the safetensors reader: header rules of the Rust core, mapped tensors
    format.c      sdict_load/_buffer/scan/verify: format detection from the content, dispatch
    save.c        sdict_save: storage collection, record order, crash-safe file replacement
+   dcp_read.c    torch.distributed.checkpoint folders (.metadata + .distcp items) read as one doc
+   dcp_write.c   sdict_save_dcp: one process's DCP folder as torch 2.14 lays it out
 */
 #ifndef SDICT_INTERNAL_H
 #define SDICT_INTERNAL_H
@@ -514,6 +516,24 @@ sdict_status sdict__hf_scan(const char *path, const sdict_load_opts *opts,
                             void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
                             size_t *unsafe_count, sdict_error *err);
 sdict_status sdict__hf_verify(const char *path, sdict_error *err);
+
+/** True when path is a folder holding `.metadata`, or `.distcp` files without it (an unfinished
+    save, which sdict__dcp_load refuses): a torch.distributed.checkpoint folder. dcp_read.c. */
+bool sdict__dcp_claims(const char *path);
+/** Loads a DCP folder as one doc (SDICT_FORMAT_DCP): the state dict dcp_to_torch_save writes.
+    Errors name the file (.metadata or the .distcp file) in err->file. dcp_read.c. */
+sdict_status sdict__dcp_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
+                             sdict_error *err);
+/** sdict_scan of a DCP folder: the globals of .metadata, then of every item. */
+sdict_status sdict__dcp_scan(const char *path, const sdict_load_opts *opts,
+                             void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
+                             size_t *unsafe_count, sdict_error *err);
+/** sdict_verify of a DCP folder: a copying load with every item's CRCs checked (and the chunk
+    tiling, which every load checks). */
+sdict_status sdict__dcp_verify(const char *path, sdict_error *err);
+/** Parses and checks .metadata bytes as a load does (allow-list, every field, chunk geometry,
+    planner_data nesting), reading no item: the fuzz target's entry. dcp_read.c. */
+sdict_status sdict__dcp_metadata_check(const uint8_t *data, size_t size, sdict_error *err);
 
 /** Writes n bytes at data as the file at path, crash-safely and through symbolic links exactly
     as sdict_save writes a checkpoint (temporary file, fsync, rename, directory fsync). The

@@ -316,6 +316,7 @@ const char *sdict_format_name(sdict_format f) {
     case SDICT_FORMAT_TAR: return "tar";
     case SDICT_FORMAT_SAFETENSORS: return "safetensors";
     case SDICT_FORMAT_SHARDED: return "sharded";
+    case SDICT_FORMAT_DCP: return "dcp";
     default: return "?";
     }
 }

@@ -98,6 +98,8 @@ int cli_convert_option(const cli_cmd *cmd, cli_convert_args *c, int argc, char *
             c->format = SDICT_FORMAT_ZIP;
         else if (strcmp(v, "safetensors") == 0)
             c->format = SDICT_FORMAT_SAFETENSORS;
+        else if (strcmp(v, "dcp") == 0)
+            c->format = SDICT_FORMAT_DCP;
         else
             goto bad;
     } else if (strcmp(a, "--key") == 0) {
@@ -547,8 +549,9 @@ int cli_convert_write(sdict_doc *doc, sdict_value *root, const char *in, const c
         fprintf(stderr, "statedict: writing %.2f GB of tensors to %s...\n", (double)total / 1e9,
                 out);
     }
-    sdict_status st = folder ? sdict_save_folder(out, root, &opts, &err)
-                             : sdict_save(out, root, &opts, &err);
+    sdict_status st = fmt == SDICT_FORMAT_DCP ? sdict_save_dcp(out, root, &err)
+                      : folder                ? sdict_save_folder(out, root, &opts, &err)
+                                              : sdict_save(out, root, &opts, &err);
     if (st != SDICT_OK) {
         rc = fail("cannot write", out, st, &err);
         if (st == SDICT_E_UNSUPPORTED && fmt == SDICT_FORMAT_ZIP &&
@@ -559,7 +562,7 @@ int cli_convert_write(sdict_doc *doc, sdict_value *root, const char *in, const c
             fprintf(stderr, "statedict: for safetensors output, --drop-non-tensors or "
                             "--non-tensors-as-metadata handle values that are not tensors, "
                             "--copy-overlaps views that overlap, --key PATH takes a sub-tree\n");
-    } else if (folder) {
+    } else if (folder && fmt != SDICT_FORMAT_DCP) {
         warn_shadowed(out, fmt);
     }
     if (st == SDICT_OK && show) {

@@ -41,7 +41,7 @@ static const cli_cmd commands[] = {
      "  instead, one \"KEY: str  'VALUE'\" line per entry, or only KEY's.\n",
      CLI_OPT_LOAD | CLI_OPT_META, 1, 2},
     {"convert", cmd_convert, "convert a checkpoint to a torch zip file, safetensors or a model folder",
-     "convert [--format pt|safetensors] [--key PATH] [--include GLOB] [--exclude GLOB]\n"
+     "convert [--format pt|safetensors|dcp] [--key PATH] [--include GLOB] [--exclude GLOB]\n"
      "        [--strip-prefix P] [--add-prefix P] [--dtype bfloat16|float16|float32]\n"
      "        [--keep-name NAME] [--drop-non-tensors | --non-tensors-as-metadata]\n"
      "        [--copy-overlaps] [--max-shard-size SIZE] [--no-verify]\n"
@@ -50,7 +50,8 @@ static const cli_cmd commands[] = {
      "  fresh valid CRC); --no-verify skips that. OUT's format: --format, else safetensors for\n"
      "  a name ending in .safetensors, a Hugging Face model folder for an existing directory,\n"
      "  a name ending in '/' or --max-shard-size SIZE (huggingface_hub's sizes: 500MB, 2GB;\n"
-     "  powers of 1000), else a torch zip file.\n"
+     "  powers of 1000), else a torch zip file. --format dcp writes a torch.distributed.checkpoint\n"
+     "  folder (one process's layout of torch 2.14: __0_0.distcp, then .metadata).\n"
      "  --key PATH converts a sub-tree (model_state_dict). --include/--exclude GLOB (fnmatch,\n"
      "  repeatable) keep the dotted keys ls prints that match an --include (all without one) and\n"
      "  no --exclude; then --strip-prefix P removes P where a key starts with it and\n"

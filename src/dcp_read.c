@@ -1,0 +1,1527 @@
+/*
+ dcp_read.c - PyTorch distributed checkpoint folders (torch.distributed.checkpoint, DCP) read
+ as one checkpoint, as torch's format_utils.dcp_to_torch_save rebuilds them.
+
+ On disk (torch 2.2 - 2.14, FileSystemWriter):
+   .metadata          one pickle (protocol 2-5) of torch.distributed.checkpoint.metadata.Metadata:
+                      state_dict_metadata {fqn: TensorStorageMetadata | BytesStorageMetadata},
+                      planner_data {fqn: path tuple}, storage_data {MetadataIndex: _StorageInfo},
+                      storage_meta (2.4+), version (2.9+)
+   __<r>_<n>.distcp   items back to back, each a complete torch.save zip at
+                      [_StorageInfo.offset, offset + length) with offsets relative to its start
+ A folder with .distcp files but no .metadata is an unfinished save and is refused.
+
+ .metadata goes through the pickle machine in inert mode: DCP's dataclasses become inert objects
+ (class names, NEWOBJ arguments and BUILD state; nothing is constructed or called), and every
+ object is then checked field by field against the dataclass it claims to be. A global outside
+ DCP's classes, enums, torch.Size, the dtypes, _get_layout, builtins.getattr (CPython 3.11's enum
+ spelling) and pathlib's path classes (StorageMeta.checkpoint_id) is refused, naming it and its
+ byte offset.
+
+ Tensors are reassembled from their chunks (any dimension; uneven and empty shards): every chunk
+ must lie inside the global shape, its item must be a tensor of the chunk's shape and the
+ recorded dtype, and the chunks must tile the tensor exactly (an element bitmap finds overlaps
+ and holes). A tensor saved as one whole chunk keeps its item's storage. Bytes items are read
+ with the ordinary allow-list and copied into the result. The nesting is rebuilt from
+ planner_data as torch's _traverse.set_element does (str keys make dicts, int keys lists
+ padded with None), in state_dict_metadata order.
+
+ Items are read from a mapping of their file (or with pread under SDICT_LOAD_COPY) and their
+ storages copied out of it: items start at arbitrary file offsets, so their records are rarely
+ aligned for mapping anyway.
+*/
+#define _DEFAULT_SOURCE /* realpath */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MD_NAME ".metadata"
+/* A .metadata larger than this is refused (a 100,000-tensor, 64-rank checkpoint is ~100 MB). */
+#define MD_MAX ((uint64_t)1 << 30)
+
+static const char M_META[] = "torch.distributed.checkpoint.metadata";
+static const char M_SHARD[] = "torch.distributed._shard.sharded_tensor.metadata";
+static const char M_FS[] = "torch.distributed.checkpoint.filesystem";
+
+/*==================================================================================================
+ MARK: Helpers
+==================================================================================================*/
+
+static sdict_status nomem(sdict_error *err) {
+    return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
+}
+
+static char *path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    bool slash = a > 0 && dir[a - 1] != '/';
+    char *p = sdict__malloc(a + slash + b + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, a);
+    if (slash)
+        p[a] = '/';
+    memcpy(p + a + slash, name, b + 1);
+    return p;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+bool sdict__dcp_claims(const char *path) {
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return false;
+    char *md = path_join(path, MD_NAME);
+    bool has = md && lstat(md, &sb) == 0;
+    sdict__free(md);
+    if (has)
+        return true;
+    /* .distcp files without .metadata: an unfinished save, claimed to be refused */
+    DIR *d = opendir(path);
+    if (!d)
+        return false;
+    struct dirent *e;
+    while (!has && (e = readdir(d)) != NULL)
+        has = ends_with(e->d_name, ".distcp");
+    closedir(d);
+    return has;
+}
+
+/*==================================================================================================
+ MARK: .metadata: parsing and the allow-list
+==================================================================================================*/
+
+static bool global_allowed(const char *module, const char *name) {
+    static const char *const meta[] = {
+        "Metadata",      "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+        "MetadataIndex", "TensorProperties",      "_MEM_FORMAT_ENCODING", "StorageMeta"};
+    if (strcmp(module, M_META) == 0) {
+        for (size_t i = 0; i < sizeof meta / sizeof meta[0]; i++)
+            if (strcmp(name, meta[i]) == 0)
+                return true;
+        return false;
+    }
+    if (strcmp(module, M_SHARD) == 0)
+        return strcmp(name, "TensorProperties") == 0 || strcmp(name, "MEM_FORMAT_ENCODING") == 0;
+    if (strcmp(module, M_FS) == 0)
+        return strcmp(name, "_StorageInfo") == 0;
+    if (strcmp(module, "torch") == 0) {
+        sdict_dtype dt;
+        return strcmp(name, "Size") == 0 || sdict_dtype_from_name(name, &dt) == SDICT_OK;
+    }
+    if (strcmp(module, "torch.serialization") == 0)
+        return strcmp(name, "_get_layout") == 0;
+    if (strcmp(module, "builtins") == 0)
+        return strcmp(name, "getattr") == 0;
+    if (strcmp(module, "pathlib") == 0 || strcmp(module, "pathlib._local") == 0)
+        return strcmp(name, "PosixPath") == 0 || strcmp(name, "WindowsPath") == 0 ||
+               strcmp(name, "PurePosixPath") == 0 || strcmp(name, "PureWindowsPath") == 0;
+    return false;
+}
+
+typedef struct global_report {
+    void (*fn)(void *ctx, const sdict_scan_item *item);
+    void *ctx;
+    size_t refused;
+    char first[200];
+    int64_t first_offset;
+} global_report;
+
+static void on_global(void *ctx, const char *module, const char *name, bool allowed,
+                      int64_t offset) {
+    global_report *r = ctx;
+    (void)allowed;
+    bool ok = global_allowed(module, name);
+    if (!ok && r->refused++ == 0) {
+        snprintf(r->first, sizeof r->first, "%s.%s", module, name);
+        r->first_offset = offset;
+    }
+    if (r->fn) {
+        sdict_scan_item it = {module, name, ok, MD_NAME, offset};
+        r->fn(r->ctx, &it);
+    }
+}
+
+static sdict_status no_storages(void *ctx, sdict_value *pid, int64_t offset, sdict_value **out,
+                                sdict_error *err) {
+    (void)ctx;
+    (void)pid;
+    *out = NULL;
+    return sdict__err(err, SDICT_E_PICKLE_UNSAFE_GLOBAL, MD_NAME, offset,
+                      "persistent id in .metadata: DCP's metadata holds no storages");
+}
+
+static void fill_limits(sdict_limits *l, const sdict_load_opts *opts) {
+    if (opts)
+        *l = opts->limits;
+    else
+        memset(l, 0, sizeof *l);
+    if (!l->max_depth)
+        l->max_depth = 1000;
+    if (!l->max_memo)
+        l->max_memo = 16u << 20;
+    if (!l->max_stack)
+        l->max_stack = 16u << 20;
+    if (!l->max_str_bytes)
+        l->max_str_bytes = 1u << 30;
+    if (!l->max_values)
+        l->max_values = 64u << 20;
+    if (!l->max_records)
+        l->max_records = 1u << 20;
+    if (!l->max_inflate)
+        l->max_inflate = (uint64_t)16 << 30;
+}
+
+/* One storage_data entry. */
+typedef struct dcp_store {
+    const char *fqn;
+    size_t fqn_len;
+    const sdict_value *offset; /* torch.Size tuple, NULL for a bytes item */
+    const char *rel;
+    uint64_t off, len;
+} dcp_store;
+
+/* One .distcp file, opened on first use. */
+typedef struct dcp_file {
+    char *name;
+    char *path;
+    sdict__source src;
+    bool open;
+} dcp_file;
+
+typedef struct dcp {
+    const char *dir;
+    char *rdir; /* realpath(dir) */
+    const sdict_load_opts *opts;
+    uint32_t flags;
+    sdict_limits limits;
+    sdict_doc *md;              /* the unpickled .metadata */
+    const sdict_value *sdm;     /* state_dict_metadata */
+    const sdict_value *planner; /* planner_data dict or NULL */
+    dcp_store *stores;          /* sorted by (fqn, offset) */
+    size_t n_stores;
+    dcp_file *files;
+    size_t n_files, cap_files;
+    char errfile[256]; /* the file an error is about (set with the error) */
+    bool no_items;     /* metadata checks only: entries become None, no item is read */
+} dcp;
+
+static sdict_status md_err(dcp *c, sdict_error *err, sdict_status code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static sdict_status md_err(dcp *c, sdict_error *err, sdict_status code, const char *fmt, ...) {
+    char msg[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(c->errfile, sizeof c->errfile, "%s/%s", c->dir, MD_NAME);
+    return sdict__err(err, code, MD_NAME, -1, "%s", msg);
+}
+
+/* True when v is an inert object made by NEWOBJ of module.name with no arguments. */
+static bool is_obj(const sdict_value *v, const char *module, const char *name) {
+    if (sdict_value_kind(v) != SDICT_KIND_OBJECT || sdict_object_how(v) != SDICT_OBJECT_NEWOBJ ||
+        sdict_object_callee(v) || sdict_object_kwargs(v))
+        return false;
+    const sdict_value *a = sdict_object_args(v);
+    if (!a || sdict_value_kind(a) != SDICT_KIND_TUPLE || sdict_seq_len(a) != 0)
+        return false;
+    return strcmp(sdict_object_module(v), module) == 0 && strcmp(sdict_object_name(v), name) == 0;
+}
+
+static const char *what(const sdict_value *v) {
+    return sdict_value_kind(v) == SDICT_KIND_OBJECT ? sdict_object_name(v)
+                                                    : sdict_kind_name(sdict_value_kind(v));
+}
+
+/* The BUILD dict of a dataclass object, its keys all among fields[0, n); required[i] says
+   whether field i must be present. NULL (err filled) when not. */
+static sdict_status fields_of(dcp *c, const sdict_value *obj, const char *cls,
+                              const char *const *fields, size_t n, unsigned required,
+                              const sdict_value **vals, sdict_error *err) {
+    const sdict_value *st = sdict_object_state(obj);
+    for (size_t i = 0; i < n; i++)
+        vals[i] = NULL;
+    if (!st && required == 0)
+        return SDICT_OK;
+    if (!st || sdict_value_kind(st) != SDICT_KIND_DICT)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "%s state is a %s, not a dict of fields", cls,
+                      st ? what(st) : "missing BUILD");
+    for (size_t k = 0, m = sdict_dict_len(st); k < m; k++) {
+        size_t len;
+        const char *key = sdict_str_get(sdict_dict_key(st, k), &len);
+        size_t i = 0;
+        while (key && i < n && !(strlen(fields[i]) == len && memcmp(fields[i], key, len) == 0))
+            i++;
+        if (!key || i == n)
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "%s has a field %s%.60s%s that DCP's "
+                          "dataclass does not have",
+                          cls, key ? "'" : "of type ", key ? key : what(sdict_dict_key(st, k)),
+                          key ? "'" : "");
+        vals[i] = sdict_dict_val(st, k);
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((required >> i & 1) && !vals[i])
+            return md_err(c, err, SDICT_E_PICKLE_TYPE, "%s lacks its field '%s'", cls, fields[i]);
+    return SDICT_OK;
+}
+
+static bool int_field(const sdict_value *v, int64_t *out) {
+    return sdict_value_kind(v) == SDICT_KIND_INT && sdict_int_get(v, out) == SDICT_OK;
+}
+
+/* A torch.Size: a tuple of ints >= 0. */
+static bool size_ok(const sdict_value *v) {
+    if (sdict_value_kind(v) != SDICT_KIND_TUPLE)
+        return false;
+    for (size_t i = 0, n = sdict_seq_len(v); i < n; i++) {
+        int64_t x;
+        if (!int_field(sdict_seq_item(v, i), &x) || x < 0)
+            return false;
+    }
+    return true;
+}
+
+static int64_t size_at(const sdict_value *v, size_t i) {
+    int64_t x = 0;
+    sdict_int_get(sdict_seq_item(v, i), &x);
+    return x;
+}
+
+/* _MEM_FORMAT_ENCODING(0..2), by value or as getattr(enum class, member name). */
+static bool mem_format_ok(const sdict_value *v) {
+    if (sdict_value_kind(v) != SDICT_KIND_OBJECT || sdict_object_how(v) != SDICT_OBJECT_REDUCE ||
+        sdict_object_callee(v) || sdict_object_kwargs(v) || sdict_object_state(v))
+        return false;
+    const sdict_value *a = sdict_object_args(v);
+    const char *m = sdict_object_module(v), *n = sdict_object_name(v);
+    bool enum_cls = (strcmp(m, M_META) == 0 && strcmp(n, "_MEM_FORMAT_ENCODING") == 0) ||
+                    (strcmp(m, M_SHARD) == 0 && strcmp(n, "MEM_FORMAT_ENCODING") == 0);
+    int64_t x;
+    if (enum_cls)
+        return sdict_seq_len(a) == 1 && int_field(sdict_seq_item(a, 0), &x) && x >= 0 && x <= 2;
+    if (strcmp(m, "builtins") != 0 || strcmp(n, "getattr") != 0 || sdict_seq_len(a) != 2)
+        return false;
+    const sdict_value *cls = sdict_seq_item(a, 0);
+    const char *name = sdict_str_get(sdict_seq_item(a, 1), NULL);
+    if (sdict_value_kind(cls) != SDICT_KIND_OBJECT || sdict_object_how(cls) != SDICT_OBJECT_CLASS ||
+        !name)
+        return false;
+    m = sdict_object_module(cls);
+    n = sdict_object_name(cls);
+    return ((strcmp(m, M_META) == 0 && strcmp(n, "_MEM_FORMAT_ENCODING") == 0) ||
+            (strcmp(m, M_SHARD) == 0 && strcmp(n, "MEM_FORMAT_ENCODING") == 0)) &&
+           (strcmp(name, "TORCH_CONTIGUOUS_FORMAT") == 0 ||
+            strcmp(name, "TORCH_CHANNELS_LAST") == 0 || strcmp(name, "TORCH_PRESERVE_FORMAT") == 0);
+}
+
+/* TensorProperties: its 5-tuple state (dtype, layout, requires_grad, memory_format,
+   pin_memory); the dtype out. */
+static sdict_status props_check(dcp *c, const char *fqn, const sdict_value *p, sdict_dtype *dtype,
+                                sdict_error *err) {
+    if (!is_obj(p, M_META, "TensorProperties") && !is_obj(p, M_SHARD, "TensorProperties"))
+        return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                      "'%.80s': properties is a %s, not "
+                      "TensorProperties",
+                      fqn, what(p));
+    const sdict_value *s = sdict_object_state(p);
+    if (!s || sdict_value_kind(s) != SDICT_KIND_TUPLE || sdict_seq_len(s) != 5)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                      "'%.80s': TensorProperties state is not the "
+                      "5-tuple (dtype, layout, requires_grad, memory_format, pin_memory)",
+                      fqn);
+    const sdict_value *dt = sdict_seq_item(s, 0), *lay = sdict_seq_item(s, 1);
+    if (sdict_value_kind(dt) != SDICT_KIND_DTYPE)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "'%.80s': TensorProperties.dtype is a %s", fqn,
+                      what(dt));
+    if (sdict_value_kind(lay) != SDICT_KIND_LAYOUT ||
+        sdict_layout_value_get(lay) != SDICT_LAYOUT_STRIDED)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                      "'%.80s': TensorProperties.layout is not "
+                      "torch.strided",
+                      fqn);
+    if (sdict_value_kind(sdict_seq_item(s, 2)) != SDICT_KIND_BOOL ||
+        sdict_value_kind(sdict_seq_item(s, 4)) != SDICT_KIND_BOOL)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                      "'%.80s': TensorProperties requires_grad / "
+                      "pin_memory is not a bool",
+                      fqn);
+    if (!mem_format_ok(sdict_seq_item(s, 3)))
+        return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                      "'%.80s': TensorProperties.memory_format is "
+                      "not a _MEM_FORMAT_ENCODING member",
+                      fqn);
+    *dtype = sdict_dtype_value_get(dt);
+    return SDICT_OK;
+}
+
+/* StorageMeta(checkpoint_id, save_id, load_id[, modules]): types only; the values are labels. */
+static sdict_status storage_meta_check(dcp *c, const sdict_value *v, sdict_error *err) {
+    if (sdict_value_kind(v) == SDICT_KIND_NONE)
+        return SDICT_OK;
+    if (!is_obj(v, M_META, "StorageMeta"))
+        return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                      "Metadata.storage_meta is a %s, not "
+                      "StorageMeta",
+                      what(v));
+    static const char *const f[] = {"checkpoint_id", "save_id", "load_id", "modules"};
+    const sdict_value *x[4];
+    sdict_status st = fields_of(c, v, "StorageMeta", f, 4, 0, x, err);
+    if (st)
+        return st;
+    const sdict_value *id = x[0];
+    bool id_ok =
+        !id || sdict_value_kind(id) == SDICT_KIND_NONE || sdict_value_kind(id) == SDICT_KIND_STR;
+    if (!id_ok && sdict_value_kind(id) == SDICT_KIND_OBJECT &&
+        sdict_object_how(id) == SDICT_OBJECT_REDUCE && !sdict_object_callee(id) &&
+        !sdict_object_state(id) && !sdict_object_kwargs(id) &&
+        (strcmp(sdict_object_module(id), "pathlib") == 0 ||
+         strcmp(sdict_object_module(id), "pathlib._local") == 0)) {
+        const sdict_value *a = sdict_object_args(id);
+        id_ok = true;
+        for (size_t i = 0, n = sdict_seq_len(a); i < n && id_ok; i++)
+            id_ok = sdict_value_kind(sdict_seq_item(a, i)) == SDICT_KIND_STR;
+    }
+    if (!id_ok)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                      "StorageMeta.checkpoint_id is a %s, not a "
+                      "str or path",
+                      what(id));
+    for (int i = 1; i < 3; i++)
+        if (x[i] && sdict_value_kind(x[i]) != SDICT_KIND_NONE &&
+            sdict_value_kind(x[i]) != SDICT_KIND_STR)
+            return md_err(c, err, SDICT_E_PICKLE_TYPE, "StorageMeta.%s is a %s, not a str", f[i],
+                          what(x[i]));
+    if (x[3]) {
+        bool ok = sdict_value_kind(x[3]) == SDICT_KIND_LIST;
+        for (size_t i = 0, n = sdict_seq_len(x[3]); ok && i < n; i++)
+            ok = sdict_value_kind(sdict_seq_item(x[3], i)) == SDICT_KIND_STR;
+        if (!ok)
+            return md_err(c, err, SDICT_E_PICKLE_TYPE, "StorageMeta.modules is not a list of str");
+    }
+    return SDICT_OK;
+}
+
+static int cmp_size(const sdict_value *a, const sdict_value *b) {
+    if (!a || !b)
+        return a ? 1 : b ? -1 : 0;
+    size_t na = sdict_seq_len(a), nb = sdict_seq_len(b);
+    for (size_t i = 0; i < na && i < nb; i++) {
+        int64_t x = size_at(a, i), y = size_at(b, i);
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return na < nb ? -1 : na > nb ? 1 : 0;
+}
+
+static int cmp_key(const char *fa, size_t la, const sdict_value *oa, const char *fb, size_t lb,
+                   const sdict_value *ob) {
+    int r = memcmp(fa, fb, la < lb ? la : lb);
+    if (r == 0 && la != lb)
+        r = la < lb ? -1 : 1;
+    return r ? r : cmp_size(oa, ob);
+}
+
+static int cmp_store(const void *pa, const void *pb) {
+    const dcp_store *a = pa, *b = pb;
+    return cmp_key(a->fqn, a->fqn_len, a->offset, b->fqn, b->fqn_len, b->offset);
+}
+
+/* storage_data: MetadataIndex -> _StorageInfo, into c->stores (sorted). */
+static sdict_status storage_data_read(dcp *c, const sdict_value *sd, sdict_error *err) {
+    size_t n = sdict_dict_len(sd);
+    c->stores = sdict__calloc(n ? n : 1, sizeof *c->stores);
+    if (!c->stores)
+        return nomem(err);
+    static const char *const fi[] = {"fqn", "offset", "index"};
+    static const char *const fs[] = {"relative_path", "offset", "length", "transform_descriptors"};
+    for (size_t i = 0; i < n; i++) {
+        const sdict_value *k = sdict_dict_key(sd, i), *v = sdict_dict_val(sd, i), *x[4];
+        if (!is_obj(k, M_META, "MetadataIndex"))
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "storage_data key %zu is a %s, not "
+                          "MetadataIndex",
+                          i, what(k));
+        sdict_status st = fields_of(c, k, "MetadataIndex", fi, 3, 1u, x, err);
+        if (st)
+            return st;
+        dcp_store *s = &c->stores[i];
+        int64_t idx;
+        if (!(s->fqn = sdict_str_get(x[0], &s->fqn_len)))
+            return md_err(c, err, SDICT_E_PICKLE_TYPE, "MetadataIndex.fqn is a %s, not a str",
+                          what(x[0]));
+        if (x[1] && sdict_value_kind(x[1]) != SDICT_KIND_NONE && !size_ok(x[1]))
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "MetadataIndex('%.80s').offset is not a "
+                          "torch.Size",
+                          s->fqn);
+        s->offset = x[1] && sdict_value_kind(x[1]) != SDICT_KIND_NONE ? x[1] : NULL;
+        if (x[2] && sdict_value_kind(x[2]) != SDICT_KIND_NONE && !int_field(x[2], &idx))
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "MetadataIndex('%.80s').index is a %s, "
+                          "not an int",
+                          s->fqn, what(x[2]));
+        if (!is_obj(v, M_FS, "_StorageInfo"))
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "storage_data['%.80s'] is a %s, not "
+                          "_StorageInfo",
+                          s->fqn, what(v));
+        if ((st = fields_of(c, v, "_StorageInfo", fs, 4, 7u, x, err)))
+            return st;
+        size_t rl;
+        int64_t off, len;
+        if (!(s->rel = sdict_str_get(x[0], &rl)) || strlen(s->rel) != rl)
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "_StorageInfo('%.80s').relative_path is "
+                          "not a str",
+                          s->fqn);
+        if (!int_field(x[1], &off) || off < 0 || !int_field(x[2], &len) || len < 0)
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "_StorageInfo('%.80s') offset / length "
+                          "is not an int >= 0",
+                          s->fqn);
+        s->off = (uint64_t)off;
+        s->len = (uint64_t)len;
+        if (x[3] && sdict_value_kind(x[3]) != SDICT_KIND_NONE &&
+            !(sdict_value_kind(x[3]) == SDICT_KIND_LIST && sdict_seq_len(x[3]) == 0))
+            return md_err(c, err, SDICT_E_UNSUPPORTED,
+                          "item '%.80s' is stored through stream "
+                          "transforms (_StorageInfo.transform_descriptors, DCP's experimental "
+                          "extensions such as zstd), which statedict does not read",
+                          s->fqn);
+    }
+    c->n_stores = n;
+    qsort(c->stores, n, sizeof *c->stores, cmp_store);
+    for (size_t i = 1; i < n; i++)
+        if (cmp_store(&c->stores[i - 1], &c->stores[i]) == 0)
+            return md_err(c, err, SDICT_E_FORMAT,
+                          "storage_data has two entries for item "
+                          "'%.80s' at the same offsets",
+                          c->stores[i].fqn);
+    return SDICT_OK;
+}
+
+static const dcp_store *store_find(const dcp *c, const char *fqn, size_t len,
+                                   const sdict_value *offset) {
+    size_t lo = 0, hi = c->n_stores;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const dcp_store *s = &c->stores[mid];
+        int r = cmp_key(s->fqn, s->fqn_len, s->offset, fqn, len, offset);
+        if (r == 0)
+            return s;
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Unpickles and checks the .metadata bytes (everything but the per-entry tensor metadata, which
+   entry_tensor checks); gr->fn, if set, gets every global (scan). */
+static sdict_status md_parse(dcp *c, const uint8_t *buf, size_t size, global_report *gr,
+                             sdict_error *err) {
+    sdict_value *root = NULL;
+    sdict_status st = sdict_doc_new(&c->md, err);
+    if (st == SDICT_OK) {
+        sdict__unpickler u;
+        memset(&u, 0, sizeof u);
+        u.doc = c->md;
+        u.data = buf;
+        u.size = size;
+        u.record = MD_NAME;
+        u.limits = &c->limits;
+        u.persistent_load = no_storages;
+        u.on_global = on_global;
+        u.ctx = gr;
+        u.inert = true;
+        st = sdict__unpickle(&u, &root, err);
+        if (gr->refused)
+            st = sdict__err(err, SDICT_E_PICKLE_UNSAFE_GLOBAL, MD_NAME, gr->first_offset,
+                            "global '%.150s' is not one of DCP's metadata classes: refused "
+                            "(torch would import and call it)",
+                            gr->first);
+        else if (st == SDICT_OK && u.consumed != u.size)
+            st = sdict__err(err, SDICT_E_FORMAT, MD_NAME, (int64_t)u.consumed,
+                            "%zu bytes after the pickle's STOP", u.size - u.consumed);
+    }
+    if (st)
+        return st;
+    if (!is_obj(root, M_META, "Metadata"))
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "the pickle is a %s, not DCP's Metadata",
+                      what(root));
+    static const char *const f[] = {"state_dict_metadata", "planner_data", "storage_data",
+                                    "storage_meta", "version"};
+    const sdict_value *x[5];
+    if ((st = fields_of(c, root, "Metadata", f, 5, 1u | 4u, x, err)))
+        return st;
+    if (sdict_value_kind(x[0]) != SDICT_KIND_DICT || sdict_value_kind(x[2]) != SDICT_KIND_DICT)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "Metadata.%s is a %s, not a dict",
+                      sdict_value_kind(x[0]) != SDICT_KIND_DICT ? f[0] : f[2],
+                      what(sdict_value_kind(x[0]) != SDICT_KIND_DICT ? x[0] : x[2]));
+    if (x[1] && sdict_value_kind(x[1]) != SDICT_KIND_NONE &&
+        sdict_value_kind(x[1]) != SDICT_KIND_DICT)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "Metadata.planner_data is a %s, not a dict",
+                      what(x[1]));
+    if (x[4] && sdict_value_kind(x[4]) != SDICT_KIND_STR)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "Metadata.version is a %s, not a str",
+                      what(x[4]));
+    if (x[3] && (st = storage_meta_check(c, x[3], err)))
+        return st;
+    c->sdm = x[0];
+    c->planner = x[1] && sdict_value_kind(x[1]) == SDICT_KIND_DICT ? x[1] : NULL;
+    for (size_t i = 0, n = sdict_dict_len(c->sdm); i < n; i++)
+        if (!sdict_str_get(sdict_dict_key(c->sdm, i), NULL))
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "state_dict_metadata key %zu is a %s, "
+                          "not a str",
+                          i, what(sdict_dict_key(c->sdm, i)));
+    if (c->planner)
+        for (size_t i = 0, n = sdict_dict_len(c->planner); i < n; i++) {
+            const sdict_value *k = sdict_dict_key(c->planner, i),
+                              *v = sdict_dict_val(c->planner, i);
+            bool ok = sdict_str_get(k, NULL) && sdict_value_kind(v) == SDICT_KIND_TUPLE &&
+                      sdict_seq_len(v) > 0;
+            for (size_t j = 0, m = sdict_seq_len(v); ok && j < m; j++) {
+                sdict_kind kk = sdict_value_kind(sdict_seq_item(v, j));
+                int64_t ix;
+                ok = kk == SDICT_KIND_STR ||
+                     (int_field(sdict_seq_item(v, j), &ix) && ix >= 0 && ix < (1 << 30));
+            }
+            if (!ok)
+                return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                              "planner_data entry %zu is not str -> "
+                              "non-empty tuple of str keys and list indices",
+                              i);
+        }
+    return storage_data_read(c, x[2], err);
+}
+
+/* Reads .metadata from the folder and parses it (md_parse). */
+static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
+    char *p = path_join(c->dir, MD_NAME);
+    if (!p)
+        return nomem(err);
+    snprintf(c->errfile, sizeof c->errfile, "%s", p);
+    struct stat sb;
+    if (lstat(p, &sb) != 0) {
+        sdict__free(p);
+        snprintf(c->errfile, sizeof c->errfile, "%s", c->dir);
+        return sdict__err(err, SDICT_E_FORMAT, NULL, -1,
+                          "distributed checkpoint folder without .metadata: an unfinished save "
+                          "(torch writes .metadata last, after every rank's .distcp data)");
+    }
+    sdict__source src;
+    sdict_status st = sdict__source_open_file(&src, p, false, err);
+    sdict__free(p);
+    if (st)
+        return st;
+    uint8_t *buf = NULL;
+    uint64_t size = src.size;
+    if (size > MD_MAX)
+        st = sdict__err(err, SDICT_E_LIMIT, MD_NAME, -1,
+                        ".metadata is %llu bytes, over the "
+                        "limit of %llu",
+                        (unsigned long long)size, (unsigned long long)MD_MAX);
+    else if (!(buf = sdict__malloc((size_t)size)))
+        st = nomem(err);
+    else
+        st = sdict__source_read(&src, 0, buf, (size_t)size, MD_NAME, err);
+    sdict__source_close(&src);
+    if (st == SDICT_OK)
+        st = md_parse(c, buf, (size_t)size, gr, err);
+    sdict__free(buf);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Items
+==================================================================================================*/
+
+/* The .distcp file rel of the folder, opened (mapped unless SDICT_LOAD_COPY) on first use. */
+static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_error *err) {
+    for (size_t i = 0; i < c->n_files; i++)
+        if (strcmp(c->files[i].name, rel) == 0) {
+            *out = &c->files[i];
+            return SDICT_OK;
+        }
+    if (!*rel || strchr(rel, '/') || strcmp(rel, ".") == 0 || strcmp(rel, "..") == 0 ||
+        strcmp(rel, MD_NAME) == 0)
+        return md_err(c, err, SDICT_E_FORMAT,
+                      "relative_path '%.120s' is not a file name inside "
+                      "the checkpoint folder",
+                      rel);
+    char *p = path_join(c->dir, rel);
+    if (!p)
+        return nomem(err);
+    char *real = realpath(p, NULL);
+    size_t n = strlen(c->rdir);
+    bool inside =
+        real && (strcmp(c->rdir, "/") == 0 ? real[1] != '\0'
+                                           : strncmp(real, c->rdir, n) == 0 && real[n] == '/');
+    struct stat sb;
+    bool regular = real && stat(real, &sb) == 0 && S_ISREG(sb.st_mode);
+    free(real);
+    if (!real || !inside || !regular) {
+        sdict__free(p);
+        return md_err(c, err, SDICT_E_FORMAT, "relative_path '%.120s' %s", rel,
+                      !real     ? "does not exist in the checkpoint folder"
+                      : !inside ? "is a symbolic link leaving the checkpoint folder"
+                                : "is not a regular file");
+    }
+    if (c->n_files == c->cap_files) {
+        size_t cap = c->cap_files ? 2 * c->cap_files : 8;
+        dcp_file *f = sdict__realloc(c->files, cap * sizeof *f);
+        if (!f) {
+            sdict__free(p);
+            return nomem(err);
+        }
+        c->files = f;
+        c->cap_files = cap;
+    }
+    dcp_file *f = &c->files[c->n_files];
+    memset(f, 0, sizeof *f);
+    f->path = p;
+    if (!(f->name = sdict__strndup(rel, strlen(rel)))) {
+        sdict__free(p);
+        return nomem(err);
+    }
+    sdict_status st = sdict__source_open_file(&f->src, p, !(c->flags & SDICT_LOAD_COPY), err);
+    if (st) {
+        snprintf(c->errfile, sizeof c->errfile, "%s", p);
+        sdict__free(f->name);
+        sdict__free(p);
+        return st;
+    }
+    f->open = true;
+    c->n_files++;
+    *out = f;
+    return SDICT_OK;
+}
+
+/* Rewrites an item reader's error so it names the .distcp file and where the item lies. */
+static void item_err(dcp *c, const dcp_file *f, const dcp_store *s, sdict_error *err) {
+    snprintf(c->errfile, sizeof c->errfile, "%s", f->path);
+    if (!err)
+        return;
+    char rec[sizeof err->record];
+    snprintf(rec, sizeof rec, "item@%llu:%.120s", (unsigned long long)s->off, err->record);
+    memcpy(err->record, rec, sizeof rec);
+    char msg[sizeof err->message];
+    snprintf(msg, sizeof msg, "item '%.60s' (bytes %llu..%llu): %.190s", s->fqn,
+             (unsigned long long)s->off, (unsigned long long)(s->off + s->len), err->message);
+    memcpy(err->message, msg, sizeof msg);
+}
+
+/* Reads the torch.save archive of item s with job's mode (a doc out for loads). */
+static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job *job,
+                              sdict_doc **out, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    dcp_file *f = NULL;
+    sdict_status st = file_get(c, s->rel, &f, err);
+    if (st)
+        return st;
+    uint64_t end;
+    if (!sdict__add_u64(s->off, s->len, &end) || end > f->src.size) {
+        snprintf(c->errfile, sizeof c->errfile, "%s", f->path);
+        return sdict__err(err, SDICT_E_TRUNCATED, MD_NAME, -1,
+                          "item '%.80s' lies at bytes "
+                          "%llu..%llu of %s, past its end (%llu bytes)",
+                          s->fqn, (unsigned long long)s->off, (unsigned long long)s->off + s->len,
+                          s->rel, (unsigned long long)f->src.size);
+    }
+    uint8_t *buf = NULL;
+    const uint8_t *data = f->src.data ? f->src.data + s->off : NULL;
+    if (!data && s->len) {
+        if (!(buf = sdict__malloc((size_t)s->len)))
+            return nomem(err);
+        if ((st = sdict__source_read(&f->src, s->off, buf, (size_t)s->len, s->rel, err))) {
+            sdict__free(buf);
+            snprintf(c->errfile, sizeof c->errfile, "%s", f->path);
+            return st;
+        }
+        data = buf;
+    }
+    if (s->len < 4 || memcmp(data, "PK\x03\x04", 4) != 0) {
+        sdict__free(buf);
+        st = sdict__err(err, SDICT_E_FORMAT, "", 0,
+                        "not a torch.save archive (no zip local "
+                        "header at its start)");
+        item_err(c, f, s, err);
+        return st;
+    }
+    sdict__source sub;
+    sdict__source_init_mem(&sub, data, (size_t)s->len, f->name);
+    sdict_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.flags = c->flags;
+    o.limits = c->limits;
+    st = sdict__torch_read(&sub, SDICT__IN_ZIP, &o, job, out, err);
+    sdict__free(buf);
+    if (st)
+        item_err(c, f, s, err);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Values: tensors from chunks, bytes items copied
+==================================================================================================*/
+
+static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, uint32_t depth,
+                               sdict_value **out, sdict_error *err) {
+    *out = NULL;
+    if (depth > 1000)
+        return sdict__err(err, SDICT_E_LIMIT, NULL, -1, "value nested deeper than 1000");
+    sdict_value *r = NULL;
+    sdict_status st = SDICT_OK;
+    size_t len;
+    switch (sdict_value_kind(v)) {
+    case SDICT_KIND_NONE:
+        r = sdict_none_new(doc);
+        break;
+    case SDICT_KIND_BOOL:
+        r = sdict_bool_new(doc, sdict_bool_get(v));
+        break;
+    case SDICT_KIND_INT: {
+        uint8_t b[16];
+        const uint8_t *p = sdict__int_le_bytes(v, b, &len);
+        r = sdict__int_from_le_bytes(doc, p, len);
+        break;
+    }
+    case SDICT_KIND_FLOAT:
+        r = sdict_float_new(doc, sdict_float_get(v));
+        break;
+    case SDICT_KIND_STR: {
+        const char *s = sdict_str_get(v, &len);
+        r = sdict_str_new(doc, s, len);
+        break;
+    }
+    case SDICT_KIND_BYTES: {
+        const void *p = sdict_bytes_get(v, &len);
+        r = sdict_bytes_new(doc, p, len);
+        break;
+    }
+    case SDICT_KIND_DTYPE:
+        r = sdict_dtype_value_new(doc, sdict_dtype_value_get(v));
+        break;
+    case SDICT_KIND_COMPLEX: {
+        double re, im;
+        sdict_complex_get(v, &re, &im);
+        r = sdict_complex_new(doc, re, im);
+        break;
+    }
+    case SDICT_KIND_DEVICE: {
+        int64_t ix;
+        const char *t = sdict_device_get(v, &ix);
+        r = sdict_device_new(doc, t, ix);
+        break;
+    }
+    case SDICT_KIND_LAYOUT:
+        r = sdict_layout_value_new(doc, sdict_layout_value_get(v));
+        break;
+    case SDICT_KIND_QSCHEME:
+        r = sdict_qscheme_value_new(doc, sdict_qscheme_value_get(v));
+        break;
+    case SDICT_KIND_LIST:
+    case SDICT_KIND_TUPLE:
+    case SDICT_KIND_SET: {
+        sdict_kind k = sdict_value_kind(v);
+        r = k == SDICT_KIND_LIST    ? sdict_list_new(doc)
+            : k == SDICT_KIND_TUPLE ? sdict_tuple_new(doc)
+                                    : sdict_set_new(doc);
+        for (size_t i = 0, n = sdict_seq_len(v); r && st == SDICT_OK && i < n; i++) {
+            sdict_value *x;
+            if ((st = copy_value(doc, sdict_seq_item(v, i), depth + 1, &x, err)) == SDICT_OK &&
+                sdict_seq_append(r, x) != SDICT_OK)
+                st = nomem(err);
+        }
+        break;
+    }
+    case SDICT_KIND_DICT:
+        r = sdict_dict_new(doc, sdict_dict_is_ordered(v));
+        for (size_t i = 0, n = sdict_dict_len(v); r && st == SDICT_OK && i < n; i++) {
+            sdict_value *k, *x;
+            if ((st = copy_value(doc, sdict_dict_key(v, i), depth + 1, &k, err)) == SDICT_OK &&
+                (st = copy_value(doc, sdict_dict_val(v, i), depth + 1, &x, err)) == SDICT_OK &&
+                sdict_dict_set(r, k, x) != SDICT_OK)
+                st = nomem(err);
+        }
+        break;
+    case SDICT_KIND_TENSOR:
+        if (sdict_value_quantizer(v) || sdict_tensor_attrs(v))
+            return sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1,
+                              "a quantized tensor or one "
+                              "with Python attributes inside a non-tensor DCP item");
+        return sdict__tensor_value_new(doc, sdict_value_tensor(v), NULL, out, err);
+    default:
+        return sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1,
+                          "a %s value inside a non-tensor "
+                          "DCP item",
+                          sdict_kind_name(sdict_value_kind(v)));
+    }
+    if (st)
+        return st;
+    if (!r)
+        return nomem(err);
+    sdict_pytype pt = sdict_value_pytype(v);
+    char order, kind;
+    uint8_t size;
+    bool core;
+    if (pt == SDICT_PYTYPE_NUMPY_SCALAR || pt == SDICT_PYTYPE_NUMPY_ARRAY) {
+        if (sdict__value_numpy(v, &order, &kind, &size, &core))
+            sdict__value_set_numpy(r, pt, order, kind, size, core);
+    } else if (pt != SDICT_PYTYPE_PLAIN && sdict_value_set_pytype(r, pt) != SDICT_OK) {
+        return sdict__err(err, SDICT_E_UNSUPPORTED, NULL, -1,
+                          "cannot keep a value's Python "
+                          "type (%d) in a non-tensor DCP item",
+                          (int)pt);
+    }
+    *out = r;
+    return SDICT_OK;
+}
+
+/* The loaded item of a tensor chunk: its root must be a plain tensor of dtype and shape
+   sizes (a torch.Size of ndim). */
+static sdict_status chunk_tensor(dcp *c, const char *fqn, const sdict_doc *idoc, sdict_dtype dtype,
+                                 const sdict_value *sizes, const sdict_tensor **out,
+                                 sdict_error *err) {
+    const sdict_value *root = sdict_doc_root(idoc);
+    const sdict_tensor *t = sdict_value_tensor(root);
+    if (sdict_value_kind(root) != SDICT_KIND_TENSOR || !t || sdict_value_quantizer(root))
+        return md_err(c, err, SDICT_E_FORMAT,
+                      "'%.80s': the chunk's item holds a %s, not a "
+                      "tensor",
+                      fqn, what(root));
+    if (t->dtype != dtype)
+        return md_err(c, err, SDICT_E_DTYPE,
+                      "'%.80s': a chunk's item is %s, the metadata says "
+                      "%s",
+                      fqn, sdict_dtype_name(t->dtype), sdict_dtype_name(dtype));
+    bool same = (size_t)t->ndim == sdict_seq_len(sizes);
+    for (int32_t d = 0; same && d < t->ndim; d++)
+        same = t->shape[d] == size_at(sizes, (size_t)d);
+    if (!same)
+        return md_err(c, err, SDICT_E_SHAPE,
+                      "'%.80s': a chunk's item has another shape than "
+                      "ChunkStorageMetadata.sizes",
+                      fqn);
+    if (!t->storage)
+        return md_err(c, err, SDICT_E_STORAGE, "'%.80s': a chunk's item is a meta tensor", fqn);
+    *out = t;
+    return SDICT_OK;
+}
+
+static bool whole_chunk(const sdict_value *off, const sdict_value *sz, const int64_t *shape,
+                        size_t nd) {
+    for (size_t d = 0; d < nd; d++)
+        if (size_at(off, d) != 0 || size_at(sz, d) != shape[d])
+            return false;
+    return true;
+}
+
+/* Copies the contiguous chunk src (sizes sz at offsets off of a contiguous tensor of strides
+   gstride[nd], elements es bytes) into dst, idx[nd] being scratch, marking each element in the
+   bitmap; false on an element already marked. */
+static bool scatter(uint8_t *dst, const uint8_t *src, uint8_t *bits, const int64_t *gstride,
+                    const int64_t *off, const int64_t *sz, size_t nd, size_t es, int64_t *idx) {
+    int64_t run = nd ? sz[nd - 1] : 1, rows = 1;
+    for (size_t d = 0; d + 1 < nd; d++) {
+        rows *= sz[d];
+        idx[d] = 0;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t at = nd ? off[nd - 1] : 0;
+        for (size_t d = 0; d + 1 < nd; d++)
+            at += (off[d] + idx[d]) * gstride[d];
+        for (int64_t e = at; e < at + run; e++) {
+            if (bits[e >> 3] & (1u << (e & 7)))
+                return false;
+            bits[e >> 3] |= (uint8_t)(1u << (e & 7));
+        }
+        memcpy(dst + (size_t)at * es, src + (size_t)(r * run) * es, (size_t)run * es);
+        for (size_t d = nd >= 2 ? nd - 2 : 0; nd >= 2; d--) {
+            if (++idx[d] < sz[d] || d == 0)
+                break;
+            idx[d] = 0;
+        }
+    }
+    return true;
+}
+
+/* A tensor entry: checks its TensorStorageMetadata and builds the full tensor in doc. */
+static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t flen,
+                                 const sdict_value *tsm, sdict_value **out, sdict_error *err) {
+    static const char *const f[] = {"properties", "size", "chunks"};
+    const sdict_value *x[3];
+    sdict_status st = fields_of(c, tsm, "TensorStorageMetadata", f, 3, 7u, x, err);
+    if (st)
+        return st;
+    sdict_dtype dtype = SDICT_FLOAT32;
+    if ((st = props_check(c, fqn, x[0], &dtype, err)))
+        return st;
+    if (!size_ok(x[1]))
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "'%.80s': size is not a torch.Size", fqn);
+    const sdict_value *chunks = x[2];
+    if (sdict_value_kind(chunks) != SDICT_KIND_LIST)
+        return md_err(c, err, SDICT_E_PICKLE_TYPE, "'%.80s': chunks is a %s, not a list", fqn,
+                      what(chunks));
+    size_t es = sdict_dtype_size(dtype);
+    if (es == 0 || sdict_dtype_bits(dtype) != 8 * es)
+        return md_err(c, err, SDICT_E_UNSUPPORTED, "'%.80s': dtype %s is not byte-sized", fqn,
+                      sdict_dtype_name(dtype));
+    size_t nd = sdict_seq_len(x[1]), nch = sdict_seq_len(chunks);
+    int64_t *shape = sdict__calloc(5 * nd + 5, sizeof *shape);
+    if (!shape)
+        return nomem(err);
+    int64_t *gstride = shape + nd + 1, *co = gstride + nd + 1, *cs = co + nd + 1,
+            *idx = cs + nd + 1;
+    uint64_t numel = 1;
+    for (size_t d = nd; d-- > 0;) {
+        shape[d] = size_at(x[1], d);
+        gstride[d] = (int64_t)numel;
+        if (!sdict__mul_u64(numel, (uint64_t)shape[d], &numel) || numel > INT64_MAX) {
+            sdict__free(shape);
+            return md_err(c, err, SDICT_E_SHAPE, "'%.80s': element count overflows", fqn);
+        }
+    }
+    uint64_t nbytes;
+    if (!sdict__mul_u64(numel, es, &nbytes) || nbytes > SIZE_MAX / 2) {
+        sdict__free(shape);
+        return md_err(c, err, SDICT_E_SHAPE, "'%.80s': byte size overflows", fqn);
+    }
+    /* every chunk: a ChunkStorageMetadata inside the shape, with a storage entry */
+    static const char *const fc[] = {"offsets", "sizes"};
+    uint64_t volume = 0;
+    for (size_t k = 0; k < nch; k++) {
+        const sdict_value *ch = sdict_seq_item(chunks, k), *y[2];
+        if (!is_obj(ch, M_META, "ChunkStorageMetadata")) {
+            sdict__free(shape);
+            return md_err(c, err, SDICT_E_PICKLE_TYPE,
+                          "'%.80s': chunk %zu is a %s, not "
+                          "ChunkStorageMetadata",
+                          fqn, k, what(ch));
+        }
+        if ((st = fields_of(c, ch, "ChunkStorageMetadata", fc, 2, 3u, y, err))) {
+            sdict__free(shape);
+            return st;
+        }
+        if (!size_ok(y[0]) || !size_ok(y[1]) || sdict_seq_len(y[0]) != nd ||
+            sdict_seq_len(y[1]) != nd) {
+            sdict__free(shape);
+            return md_err(c, err, SDICT_E_SHAPE,
+                          "'%.80s': chunk %zu offsets / sizes are not "
+                          "torch.Size values of the tensor's %zu dimensions",
+                          fqn, k, nd);
+        }
+        for (size_t d = 0; d < nd; d++) {
+            int64_t o = size_at(y[0], d), s = size_at(y[1], d);
+            int64_t sd = shape[d];
+            if (o > sd || s > sd - o) {
+                sdict__free(shape);
+                return md_err(c, err, SDICT_E_SHAPE,
+                              "'%.80s': chunk %zu (offset %lld, size "
+                              "%lld in dimension %zu) lies outside the size %lld",
+                              fqn, k, (long long)o, (long long)s, d, (long long)sd);
+            }
+        }
+        const dcp_store *sk = store_find(c, fqn, flen, y[0]);
+        if (!sk) {
+            sdict__free(shape);
+            return md_err(c, err, SDICT_E_FORMAT,
+                          "'%.80s': chunk %zu has no storage_data entry "
+                          "(MetadataIndex with its offsets)",
+                          fqn, k);
+        }
+        /* chunks inside the shape have volumes <= numel; their sum must be numel (else a
+           hole or an overlap), and each must be backed by its item's bytes (at most the
+           inflate ratio the zip reader allows), so nothing is allocated for data a small
+           file does not hold */
+        uint64_t vol = 1, cb;
+        for (size_t d = 0; d < nd; d++)
+            vol *= (uint64_t)size_at(y[1], d);
+        if (!sdict__add_u64(volume, vol, &volume))
+            volume = UINT64_MAX;
+        uint64_t cap =
+            sk->len > (UINT64_MAX >> 6) ? UINT64_MAX : 32 * sk->len + ((uint64_t)32 << 20);
+        if (vol * es > cap) {
+            cb = vol * es;
+            sdict__free(shape);
+            return md_err(c, err, SDICT_E_STORAGE,
+                          "'%.80s': chunk %zu needs %llu bytes, but its item in %.60s is only "
+                          "%llu bytes long",
+                          fqn, k, (unsigned long long)cb, sk->rel, (unsigned long long)sk->len);
+        }
+    }
+    if (volume != numel) {
+        sdict__free(shape);
+        return md_err(c, err, SDICT_E_SHAPE,
+                      "'%.80s': the chunks hold %llu elements, the tensor %llu: they %s", fqn,
+                      (unsigned long long)volume, (unsigned long long)numel,
+                      volume < numel ? "leave a hole" : "overlap");
+    }
+    if (numel > 0 && nch == 0) {
+        sdict__free(shape);
+        return md_err(c, err, SDICT_E_FORMAT, "'%.80s': no chunks for %llu elements", fqn,
+                      (unsigned long long)numel);
+    }
+    if (c->no_items) {
+        sdict__free(shape);
+        return (*out = sdict_none_new(doc)) ? SDICT_OK : nomem(err);
+    }
+    sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
+    /* a tensor saved whole keeps its item's storage */
+    if (nch == 1) {
+        const sdict_value *ch = sdict_seq_item(chunks, 0), *y[2];
+        fields_of(c, ch, "ChunkStorageMetadata", fc, 2, 3u, y, err);
+        if (whole_chunk(y[0], y[1], shape, nd)) {
+            sdict_doc *idoc;
+            const sdict_tensor *t;
+            if ((st = item_read(c, store_find(c, fqn, flen, y[0]), &job, &idoc, err)) == SDICT_OK &&
+                (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK) {
+                sdict_tensor tt = *t;
+                tt.requires_grad = false;
+                tt.is_parameter = false;
+                /* the storage is this tensor's alone: named after it, as a safetensors load
+                   names its storages */
+                if ((st = sdict__storage_set_key(tt.storage, fqn, err)) == SDICT_OK)
+                    st = sdict__tensor_value_new(doc, &tt, NULL, out, err);
+            }
+            sdict_doc_free(idoc);
+            sdict__free(shape);
+            return st;
+        }
+    }
+    sdict_storage *stg = NULL;
+    uint8_t *bits = sdict__calloc((size_t)(numel / 8) + 1, 1);
+    if (!bits || (st = sdict_storage_new((size_t)nbytes, &stg, err))) {
+        sdict__free(bits);
+        sdict__free(shape);
+        return bits ? st : nomem(err);
+    }
+    if ((st = sdict__storage_set_key(stg, fqn, err))) {
+        sdict_storage_release(stg);
+        sdict__free(bits);
+        sdict__free(shape);
+        return st;
+    }
+    uint8_t *dst = sdict_storage_data(stg);
+    uint64_t covered = 0;
+    for (size_t k = 0; k < nch && st == SDICT_OK; k++) {
+        const sdict_value *ch = sdict_seq_item(chunks, k), *y[2];
+        fields_of(c, ch, "ChunkStorageMetadata", fc, 2, 3u, y, err);
+        sdict_doc *idoc = NULL;
+        const sdict_tensor *t;
+        if ((st = item_read(c, store_find(c, fqn, flen, y[0]), &job, &idoc, err)) == SDICT_OK &&
+            (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK) {
+            uint64_t cn = (uint64_t)sdict_tensor_numel(t);
+            uint8_t *tmp = NULL;
+            const uint8_t *src = sdict_tensor_data(t);
+            if (cn && (!sdict_tensor_is_contiguous(t) || t->is_conj || t->is_neg || !src)) {
+                if (!(tmp = sdict__malloc((size_t)cn * es)))
+                    st = nomem(err);
+                else
+                    st = sdict_tensor_copy_to(t, dtype, tmp, (size_t)cn * es, err);
+                src = tmp;
+            }
+            for (size_t d = 0; d < nd; d++) {
+                co[d] = size_at(y[0], d);
+                cs[d] = size_at(y[1], d);
+            }
+            if (st == SDICT_OK && cn && !scatter(dst, src, bits, gstride, co, cs, nd, es, idx))
+                st = md_err(c, err, SDICT_E_SHAPE, "'%.80s': chunk %zu overlaps another chunk", fqn,
+                            k);
+            covered += cn;
+            sdict__free(tmp);
+        }
+        sdict_doc_free(idoc);
+    }
+    sdict__free(bits);
+    if (st == SDICT_OK && covered != numel)
+        st = md_err(c, err, SDICT_E_SHAPE,
+                    "'%.80s': the chunks leave %llu of %llu elements "
+                    "uncovered (a hole)",
+                    fqn, (unsigned long long)(numel - covered), (unsigned long long)numel);
+    if (st == SDICT_OK) {
+        sdict_tensor t;
+        int64_t *stride = sdict__calloc(nd + 1, sizeof *stride);
+        if (!stride)
+            st = nomem(err);
+        else if ((st = sdict_tensor_init(&t, dtype, (int32_t)nd, shape, stride, stg, err)) ==
+                 SDICT_OK)
+            st = sdict_tensor_new(doc, &t, out, err);
+        sdict__free(stride);
+    }
+    sdict_storage_release(stg);
+    sdict__free(shape);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Nesting (torch's _traverse.set_element over planner_data paths)
+==================================================================================================*/
+
+/* A container being built: a dict (keys kept in first-set order, found through an index dict
+   of the scratch doc) or a list (slots NULL until set, None when padded). */
+typedef struct node {
+    bool is_list;
+    size_t n, cap;
+    struct node **kids;   /* child containers, NULL for leaves / empty slots */
+    sdict_value **leaves; /* leaf values (in the result doc), NULL for containers */
+    const char **keys;    /* dict keys (borrowed from the metadata doc) */
+    size_t *klen;
+    sdict_value *index; /* dict: str -> int slot, in the scratch doc */
+} node;
+
+static void node_free(node *n) {
+    if (!n)
+        return;
+    for (size_t i = 0; i < n->n; i++)
+        node_free(n->kids[i]);
+    sdict__free(n->kids);
+    sdict__free(n->leaves);
+    sdict__free(n->keys);
+    sdict__free(n->klen);
+    sdict__free(n);
+}
+
+static node *node_new(sdict_doc *scratch, bool is_list) {
+    node *n = sdict__calloc(1, sizeof *n);
+    if (n && !is_list && !(n->index = sdict_dict_new(scratch, false))) {
+        sdict__free(n);
+        return NULL;
+    }
+    if (n)
+        n->is_list = is_list;
+    return n;
+}
+
+static bool node_grow(node *n, size_t want) {
+    if (want <= n->cap)
+        return true;
+    size_t cap = n->cap ? n->cap : 4;
+    while (cap < want)
+        cap *= 2;
+    node **k = sdict__realloc(n->kids, cap * sizeof *k);
+    if (k)
+        n->kids = k;
+    sdict_value **l = k ? sdict__realloc(n->leaves, cap * sizeof *l) : NULL;
+    if (l)
+        n->leaves = l;
+    const char **ks = l ? sdict__realloc(n->keys, cap * sizeof *ks) : NULL;
+    if (ks)
+        n->keys = ks;
+    size_t *kl = ks ? sdict__realloc(n->klen, cap * sizeof *kl) : NULL;
+    if (!kl)
+        return false;
+    n->klen = kl;
+    n->cap = cap;
+    return true;
+}
+
+/* The slot of path element e in n, created (lists padded with empty slots) when missing;
+   SIZE_MAX on a mismatch of element and container type or out of memory (*oom). */
+static size_t node_slot(sdict_doc *scratch, node *n, const sdict_value *e, uint64_t max_index,
+                        bool *too_far, bool *oom) {
+    int64_t ix;
+    if (n->is_list) {
+        if (!int_field(e, &ix) || ix < 0)
+            return SIZE_MAX;
+        if ((uint64_t)ix > max_index) {
+            *too_far = true;
+            return SIZE_MAX;
+        }
+        if (!node_grow(n, (size_t)ix + 1)) {
+            *oom = true;
+            return SIZE_MAX;
+        }
+        while (n->n <= (size_t)ix) {
+            n->kids[n->n] = NULL;
+            n->leaves[n->n] = NULL;
+            n->n++;
+        }
+        return (size_t)ix;
+    }
+    size_t len;
+    const char *k = sdict_str_get(e, &len);
+    if (!k)
+        return SIZE_MAX;
+    sdict_value *key = sdict_str_new(scratch, k, len);
+    sdict_value *hit = key ? sdict_dict_find(n->index, key) : NULL;
+    if (hit) {
+        sdict_int_get(hit, &ix);
+        return (size_t)ix;
+    }
+    sdict_value *pos = key ? sdict_int_new(scratch, (int64_t)n->n) : NULL;
+    if (!pos || !node_grow(n, n->n + 1) || sdict_dict_set(n->index, key, pos) != SDICT_OK) {
+        *oom = true;
+        return SIZE_MAX;
+    }
+    n->kids[n->n] = NULL;
+    n->leaves[n->n] = NULL;
+    n->keys[n->n] = k;
+    n->klen[n->n] = len;
+    return n->n++;
+}
+
+/* set_element(root, path, value): the containers along path made as needed. */
+static sdict_status node_set(dcp *c, sdict_doc *scratch, node *root, const char *fqn,
+                             const sdict_value *path, sdict_value *leaf, sdict_error *err) {
+    node *cur = root;
+    size_t n = sdict_seq_len(path);
+    bool oom = false, too_far = false;
+    /* a list index past every entry there is would only pad with None: bounded so that a
+       small .metadata cannot ask for a list of a billion slots */
+    uint64_t max_index = (uint64_t)sdict_dict_len(c->sdm) + 65536;
+    for (size_t i = 0; i < n; i++) {
+        size_t slot = node_slot(scratch, cur, sdict_seq_item(path, i), max_index, &too_far, &oom);
+        if (oom)
+            return nomem(err);
+        if (too_far)
+            return md_err(c, err, SDICT_E_LIMIT,
+                          "planner_data path of '%.80s' has a list index past %llu", fqn,
+                          (unsigned long long)max_index);
+        if (slot == SIZE_MAX)
+            return md_err(c, err, SDICT_E_FORMAT,
+                          "planner_data path of '%.80s' indexes a %s "
+                          "with a %s",
+                          fqn, cur->is_list ? "list" : "dict", what(sdict_seq_item(path, i)));
+        if (i + 1 == n) {
+            if (cur->kids[slot] || cur->leaves[slot])
+                return md_err(c, err, SDICT_E_FORMAT,
+                              "planner_data path of '%.80s' names a "
+                              "place another entry already fills",
+                              fqn);
+            cur->leaves[slot] = leaf;
+            return SDICT_OK;
+        }
+        if (cur->leaves[slot])
+            return md_err(c, err, SDICT_E_FORMAT,
+                          "planner_data path of '%.80s' goes through "
+                          "another entry's value",
+                          fqn);
+        if (!cur->kids[slot]) {
+            bool list = sdict_value_kind(sdict_seq_item(path, i + 1)) == SDICT_KIND_INT;
+            if (!(cur->kids[slot] = node_new(scratch, list)))
+                return nomem(err);
+        }
+        cur = cur->kids[slot];
+    }
+    return SDICT_OK;
+}
+
+static sdict_status node_emit(sdict_doc *doc, const node *n, sdict_value **out, sdict_error *err) {
+    sdict_value *r = n->is_list ? sdict_list_new(doc) : sdict_dict_new(doc, false);
+    if (!r)
+        return nomem(err);
+    for (size_t i = 0; i < n->n; i++) {
+        sdict_value *v = n->leaves[i];
+        sdict_status st;
+        if (n->kids[i] && (st = node_emit(doc, n->kids[i], &v, err)))
+            return st;
+        if (!v && !(v = sdict_none_new(doc)))
+            return nomem(err);
+        if (n->is_list) {
+            if (sdict_seq_append(r, v) != SDICT_OK)
+                return nomem(err);
+        } else {
+            sdict_value *k = sdict_str_new(doc, n->keys[i], n->klen[i]);
+            if (!k || sdict_dict_set(r, k, v) != SDICT_OK)
+                return nomem(err);
+        }
+    }
+    *out = r;
+    return SDICT_OK;
+}
+
+/*==================================================================================================
+ MARK: Entry points
+==================================================================================================*/
+
+static sdict_status dcp_open(dcp *c, const char *dir, const sdict_load_opts *opts,
+                             global_report *gr, sdict_error *err) {
+    memset(c, 0, sizeof *c);
+    c->dir = dir;
+    c->opts = opts;
+    c->flags = opts ? opts->flags : 0;
+    fill_limits(&c->limits, opts);
+    snprintf(c->errfile, sizeof c->errfile, "%s", dir);
+    if (!(c->rdir = realpath(dir, NULL)))
+        return sdict__err(err, SDICT_E_IO, NULL, -1, "realpath: %s", strerror(errno));
+    return md_read(c, gr, err);
+}
+
+static void dcp_close(dcp *c) {
+    for (size_t i = 0; i < c->n_files; i++) {
+        sdict__source_close(&c->files[i].src);
+        sdict__free(c->files[i].name);
+        sdict__free(c->files[i].path);
+    }
+    sdict__free(c->files);
+    sdict__free(c->stores);
+    sdict_doc_free(c->md);
+    free(c->rdir);
+}
+
+/* Builds the state dict of c into doc (the value of every entry, nested by planner_data). */
+static sdict_status dcp_build(dcp *c, sdict_doc *doc, sdict_error *err) {
+    sdict_doc *scratch = NULL;
+    sdict_status st = sdict_doc_new(&scratch, err);
+    node *root = st ? NULL : node_new(scratch, false);
+    if (!st && !root)
+        st = nomem(err);
+    sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
+    for (size_t i = 0, n = sdict_dict_len(c->sdm); st == SDICT_OK && i < n; i++) {
+        size_t flen;
+        const sdict_value *kv = sdict_dict_key(c->sdm, i), *m = sdict_dict_val(c->sdm, i);
+        const char *fqn = sdict_str_get(kv, &flen);
+        sdict_value *leaf = NULL;
+        if (is_obj(m, M_META, "BytesStorageMetadata")) {
+            const sdict_value *ms = sdict_object_state(m);
+            const dcp_store *s = store_find(c, fqn, flen, NULL);
+            sdict_doc *idoc = NULL;
+            if (ms && !(sdict_value_kind(ms) == SDICT_KIND_DICT && sdict_dict_len(ms) == 0))
+                st = md_err(c, err, SDICT_E_PICKLE_TYPE,
+                            "'%.80s': BytesStorageMetadata has "
+                            "fields",
+                            fqn);
+            else if (!s)
+                st = md_err(c, err, SDICT_E_FORMAT,
+                            "'%.80s': no storage_data entry for the "
+                            "item",
+                            fqn);
+            else if (c->no_items)
+                st = (leaf = sdict_none_new(doc)) ? SDICT_OK : nomem(err);
+            else if ((st = item_read(c, s, &job, &idoc, err)) == SDICT_OK)
+                st = copy_value(doc, sdict_doc_root(idoc), 0, &leaf, err);
+            sdict_doc_free(idoc);
+        } else if (is_obj(m, M_META, "TensorStorageMetadata")) {
+            st = entry_tensor(c, doc, fqn, flen, m, &leaf, err);
+        } else {
+            st = md_err(c, err, SDICT_E_PICKLE_TYPE,
+                        "state_dict_metadata['%.80s'] is a %s, not "
+                        "TensorStorageMetadata or BytesStorageMetadata",
+                        fqn, what(m));
+        }
+        if (st)
+            break;
+        const sdict_value *path = c->planner ? sdict_dict_find(c->planner, kv) : NULL;
+        if (path) {
+            st = node_set(c, scratch, root, fqn, path, leaf, err);
+        } else {
+            sdict_value *one = sdict_tuple_new(scratch), *k = sdict_str_new(scratch, fqn, flen);
+            if (!one || !k || sdict_seq_append(one, k) != SDICT_OK)
+                st = nomem(err);
+            else
+                st = node_set(c, scratch, root, fqn, one, leaf, err);
+        }
+    }
+    sdict_value *r = NULL;
+    if (st == SDICT_OK && (st = node_emit(doc, root, &r, err)) == SDICT_OK)
+        st = sdict_doc_set_root(doc, r) == SDICT_OK ? SDICT_OK : nomem(err);
+    node_free(root);
+    sdict_doc_free(scratch);
+    return st;
+}
+
+sdict_status sdict__dcp_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
+                             sdict_error *err) {
+    *out = NULL;
+    dcp c;
+    global_report gr;
+    memset(&gr, 0, sizeof gr);
+    sdict_doc *doc = NULL;
+    sdict_status st = dcp_open(&c, path, opts, &gr, err);
+    if (st == SDICT_OK && (st = sdict_doc_new(&doc, err)) == SDICT_OK)
+        st = dcp_build(&c, doc, err);
+    if (st == SDICT_OK) {
+        sdict__doc_set_format(doc, SDICT_FORMAT_DCP, false);
+        *out = doc;
+    } else {
+        sdict_doc_free(doc);
+        sdict__err_file(err, c.errfile);
+    }
+    dcp_close(&c);
+    return st;
+}
+
+/* Passes an item's scan items on with the record prefixed by the item's file and offset. */
+typedef struct scan_relay {
+    void (*fn)(void *ctx, const sdict_scan_item *item);
+    void *ctx;
+    const dcp_store *s;
+} scan_relay;
+
+static void relay_item(void *ctx, const sdict_scan_item *item) {
+    const scan_relay *r = ctx;
+    if (!r->fn)
+        return;
+    char rec[512];
+    snprintf(rec, sizeof rec, "%s@%llu:%s", r->s->rel, (unsigned long long)r->s->off,
+             item->record ? item->record : "");
+    sdict_scan_item it = *item;
+    it.record = rec;
+    r->fn(r->ctx, &it);
+}
+
+sdict_status sdict__dcp_scan(const char *path, const sdict_load_opts *opts,
+                             void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
+                             size_t *unsafe_count, sdict_error *err) {
+    dcp c;
+    global_report gr;
+    memset(&gr, 0, sizeof gr);
+    gr.fn = fn;
+    gr.ctx = ctx;
+    sdict_status st = dcp_open(&c, path, opts, &gr, err);
+    size_t unsafe = gr.refused;
+    for (size_t i = 0; st == SDICT_OK && i < c.n_stores; i++) {
+        size_t u = 0;
+        scan_relay relay = {fn, ctx, &c.stores[i]};
+        sdict__read_job job = {SDICT__READ_SCAN, relay_item, &relay, &u, NULL};
+        st = item_read(&c, &c.stores[i], &job, NULL, err);
+        unsafe += u;
+    }
+    if (unsafe_count)
+        *unsafe_count = unsafe;
+    if (st)
+        sdict__err_file(err, c.errfile);
+    dcp_close(&c);
+    return st;
+}
+
+sdict_status sdict__dcp_verify(const char *path, sdict_error *err) {
+    sdict_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.flags = SDICT_LOAD_COPY | SDICT_LOAD_VERIFY_CRC;
+    sdict_doc *doc = NULL;
+    sdict_status st = sdict__dcp_load(path, &o, &doc, err);
+    sdict_doc_free(doc);
+    return st;
+}
+
+sdict_status sdict__dcp_metadata_check(const uint8_t *data, size_t size, sdict_error *err) {
+    dcp c;
+    memset(&c, 0, sizeof c);
+    c.dir = ".";
+    c.no_items = true;
+    fill_limits(&c.limits, NULL);
+    c.limits.max_values = 1u << 20;
+    global_report gr;
+    memset(&gr, 0, sizeof gr);
+    sdict_doc *doc = NULL;
+    sdict_status st = md_parse(&c, data, size, &gr, err);
+    if (st == SDICT_OK && (st = sdict_doc_new(&doc, err)) == SDICT_OK)
+        st = dcp_build(&c, doc, err);
+    sdict_doc_free(doc);
+    dcp_close(&c);
+    return st;
+}

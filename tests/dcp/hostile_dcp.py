@@ -1,0 +1,376 @@
+"""Hostile distributed-checkpoint folders (standard library only): each must be refused.
+
+    hostile_dcp.py STATEDICT WORKDIR
+
+Builds DCP folders the way torch 2.x lays them out (.metadata pickled with DCP's dataclasses,
+items as torch.save zips in __<r>_0.distcp files), with the class paths torch's pickles name
+but defined here as stand-ins (no torch needed). The valid folder is read (ls lists its
+entries, show gives the reassembled values); every broken one (classes outside DCP's, fields
+of wrong types, chunk geometry lies, path escapes, lengths past the file, no .metadata) makes
+`statedict ls` and `statedict verify` exit 3 with a message naming the fault, and nothing the
+pickle names is ever run (a marker file a REDUCE of os.system would create stays absent).
+Exit 0 on success, 1 on a failure.
+"""
+import collections
+import copy
+import enum
+import io
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import types
+import zipfile
+
+STATEDICT, WORK = sys.argv[1:3]
+MARKER = os.path.join(WORK, "PWNED")
+
+
+def module(name):
+    m = types.ModuleType(name)
+    sys.modules[name] = m
+    return m
+
+
+torch = module("torch")
+module("torch.distributed")
+module("torch.distributed.checkpoint")
+md = module("torch.distributed.checkpoint.metadata")
+fs = module("torch.distributed.checkpoint.filesystem")
+ser = module("torch.serialization")
+utils = module("torch._utils")
+evil = module("evil")
+
+
+def cls(mod, name, base=object, **attrs):
+    c = type(name, (base,), dict(attrs))
+    c.__module__ = mod.__name__
+    c.__qualname__ = name
+    setattr(mod, name, c)
+    return c
+
+
+class Size(tuple):
+    def __reduce__(self):
+        return (Size, (tuple(self),))
+
+
+Size.__module__, Size.__qualname__ = "torch", "Size"
+torch.Size = Size
+for dt in ("float32", "int32", "float64"):
+    cls(torch, dt)
+torch.FloatStorage = cls(torch, "FloatStorage")
+
+
+def _get_layout(name):
+    raise AssertionError("never called")
+
+
+_get_layout.__module__, _get_layout.__qualname__ = "torch.serialization", "_get_layout"
+ser._get_layout = _get_layout
+
+
+class Layout:
+    def __reduce__(self):
+        return (_get_layout, ("torch.strided",))
+
+
+def _rebuild_tensor_v2(*a):
+    raise AssertionError("never called")
+
+
+_rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+
+
+class MemFormat(enum.Enum):
+    TORCH_CONTIGUOUS_FORMAT = 0
+    TORCH_CHANNELS_LAST = 1
+    TORCH_PRESERVE_FORMAT = 2
+
+
+MemFormat.__module__, MemFormat.__qualname__ = md.__name__, "_MEM_FORMAT_ENCODING"
+MemFormat.__name__ = "_MEM_FORMAT_ENCODING"
+md._MEM_FORMAT_ENCODING = MemFormat
+
+
+def obj(c, **fields):
+    o = c.__new__(c)
+    o.__dict__.update(fields)
+    return o
+
+
+Metadata = cls(md, "Metadata")
+TSM = cls(md, "TensorStorageMetadata")
+BSM = cls(md, "BytesStorageMetadata")
+Chunk = cls(md, "ChunkStorageMetadata")
+MIndex = cls(md, "MetadataIndex", __hash__=lambda self: id(self))
+StorageMeta = cls(md, "StorageMeta")
+StorageInfo = cls(fs, "_StorageInfo")
+EvilMetadata = cls(evil, "Metadata")
+
+
+class TensorProperties:
+    def __init__(self, dtype, mem=MemFormat.TORCH_CONTIGUOUS_FORMAT):
+        self.state = (dtype, Layout(), False, mem, False)
+
+    def __reduce_ex__(self, proto):
+        return (copyreg_newobj, (TensorProperties,), self.state)
+
+
+import copyreg  # noqa: E402
+
+copyreg_newobj = copyreg.__newobj__
+TensorProperties.__module__, TensorProperties.__qualname__ = md.__name__, "TensorProperties"
+md.TensorProperties = TensorProperties
+
+
+class Storage:
+    def __init__(self, key, numel):
+        self.key, self.numel = key, numel
+
+
+class Tensor:
+    def __init__(self, storage, size, stride):
+        self.args = (storage, 0, Size(size), tuple(stride), False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return (_rebuild_tensor_v2, self.args)
+
+
+def torch_save(value, storages=()):
+    """torch.save's zip of value; storages: raw bytes per key '0', '1', ..."""
+    buf = io.BytesIO()
+    p = pickle.Pickler(buf, protocol=2)
+    p.persistent_id = lambda o: (("storage", torch.FloatStorage, o.key, "cpu", o.numel)
+                                 if isinstance(o, Storage) else None)
+    p.dump(value)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/byteorder", "little")
+        for i, b in enumerate(storages):
+            z.writestr(f"archive/data/{i}", b)
+        z.writestr("archive/version", "3\n")
+    return out.getvalue()
+
+
+def f32(vals):
+    import struct
+    return struct.pack(f"<{len(vals)}f", *vals)
+
+
+def tensor_item(vals, size):
+    stride = [1] * len(size)
+    for d in range(len(size) - 2, -1, -1):
+        stride[d] = stride[d + 1] * size[d + 1]
+    return torch_save(Tensor(Storage("0", len(vals)), size, stride), [f32(vals)])
+
+
+def spec():
+    """The valid folder: model.w (4, 3) float32 in two row chunks on two ranks, model.b (3,)
+    whole, epoch an int."""
+    w = [float(i) for i in range(12)]
+    return {
+        "entries": [
+            ("model.w", "tensor", "float32", (4, 3), [((0, 0), (2, 3)), ((2, 0), (2, 3))]),
+            ("model.b", "tensor", "float32", (3,), [((0,), (3,))]),
+            ("epoch", "bytes"),
+        ],
+        "items": [  # fqn, offsets, file, bytes
+            ("epoch", None, "__0_0.distcp", torch_save(5)),
+            ("model.w", (0, 0), "__0_0.distcp", tensor_item(w[:6], (2, 3))),
+            ("model.w", (2, 0), "__1_0.distcp", tensor_item(w[6:], (2, 3))),
+            ("model.b", (0,), "__1_0.distcp", tensor_item([0.5, 1.5, 2.5], (3,))),
+        ],
+        "planner": {"model.w": ("model", "w"), "model.b": ("model", "b"), "epoch": ("epoch",)},
+        "storage_info": {},   # per item index: field overrides
+        "index_fields": {},   # per item index: MetadataIndex field overrides
+        "metadata_extra": {},
+        "root": None,
+    }
+
+
+def build(folder, s, post=None):
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    files, infos = {}, {}
+    for i, (fqn, off, fname, data) in enumerate(s["items"]):
+        buf = files.setdefault(fname, bytearray())
+        infos[i] = (fname, len(buf), len(data))
+        buf += data
+    for fname, b in files.items():
+        with open(os.path.join(folder, fname), "wb") as f:
+            f.write(b)
+    sdm = {}
+    for e in s["entries"]:
+        if e[1] == "bytes":
+            sdm[e[0]] = obj(BSM)
+        else:
+            fqn, _, dt, size, chunks = e
+            sdm[fqn] = obj(TSM, properties=TensorProperties(getattr(torch, dt)), size=Size(size),
+                           chunks=[obj(Chunk, offsets=Size(o), sizes=Size(z)) for o, z in chunks])
+    storage = {}
+    for i, (fqn, off, fname, data) in enumerate(s["items"]):
+        k = dict(fqn=fqn, index=0) if off is None else dict(fqn=fqn, index=0, offset=Size(off))
+        k.update(s["index_fields"].get(i, {}))
+        f, o, n = infos[i]
+        v = dict(relative_path=f, offset=o, length=n)
+        v.update(s["storage_info"].get(i, {}))
+        storage[obj(MIndex, **k)] = obj(StorageInfo, **v)
+    fields = dict(state_dict_metadata=sdm, planner_data=s["planner"], storage_data=storage,
+                  storage_meta=obj(StorageMeta, checkpoint_id="ckpt", save_id="x", load_id=None,
+                                   modules=[]),
+                  version="1.0.0")
+    fields.update(s["metadata_extra"])
+    root = s["root"] if s["root"] is not None else obj(Metadata, **fields)
+    with open(os.path.join(folder, ".metadata"), "wb") as f:
+        pickle.dump(root, f, protocol=4)
+    if post:
+        post(folder)
+
+
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print(f"FAIL: {what}")
+
+
+def run(*args):
+    return subprocess.run([STATEDICT, *args], capture_output=True, text=True)
+
+
+class Reduce:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def case(name, mutate, expect, post=None):
+    s = spec()
+    mutate(s)
+    folder = os.path.join(WORK, name)
+    build(folder, s, post)
+    for cmd in ("ls", "verify"):
+        p = run(cmd, folder)  # verify: 1 for a file that fails its checks, 3 for unreadable
+        check(p.returncode in ((3,) if cmd == "ls" else (1, 3)) and expect in p.stderr,
+              f"{name}: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:400]!r}, "
+              f"expected exit 3 and {expect!r}")
+
+
+def set_entry(i, e):
+    return lambda s: s["entries"].__setitem__(i, e)
+
+
+def storage_info(i, **kw):
+    return lambda s: s["storage_info"].__setitem__(i, kw)
+
+
+def index_field(i, **kw):
+    return lambda s: s["index_fields"].__setitem__(i, kw)
+
+
+def extra(**kw):
+    return lambda s: s["metadata_extra"].update(kw)
+
+
+def both(*fns):
+    def f(s):
+        for fn in fns:
+            fn(s)
+    return f
+
+
+W = ("model.w", "tensor", "float32", (4, 3))
+if __name__ == "__main__":
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    # the valid folder
+    good = os.path.join(WORK, "good")
+    build(good, spec())
+    p = run("ls", good)
+    check(p.returncode == 0 and "model.w" in p.stdout and "[4, 3]" in p.stdout and
+          "epoch" in p.stdout, f"good: ls {p.returncode} {p.stdout} {p.stderr}")
+    p = run("show", good, "model.w")
+    check(p.returncode == 0 and "11" in p.stdout and "6" in p.stdout,
+          f"good: show {p.returncode} {p.stdout} {p.stderr}")
+    check(run("verify", good).returncode == 0, "good: verify")
+
+    # classes outside DCP's (nothing runs: the marker file stays absent)
+    case("os_system", storage_info(3, relative_path=Reduce(os.system, (f"touch {MARKER}",))),
+         "system' is not one of DCP's")
+    case("evil_metadata", lambda s: s.__setitem__("root", obj(EvilMetadata)),
+         "'evil.Metadata' is not one of DCP's")
+    case("getattr_other", extra(version=Reduce(getattr, (Metadata, "__init__"))),
+         "Metadata.version is a getattr")
+    case("root_dict", lambda s: s.__setitem__("root", {"a": 1}), "not DCP's Metadata")
+    # fields of wrong types
+    case("offset_str", storage_info(1, offset="12"), "offset / length is not an int")
+    case("length_negative", storage_info(1, length=-1), "offset / length is not an int")
+    case("fqn_int", index_field(2, fqn=5), "MetadataIndex.fqn is a int")
+    case("extra_field", extra(evil=1), "field 'evil'")
+    case("version_int", extra(version=3), "Metadata.version is a int")
+    case("planner_list", extra(planner_data=[1]), "planner_data is a list")
+    case("sdm_tuple", extra(state_dict_metadata=("x",)), "state_dict_metadata is a tuple")
+    case("size_list", lambda s: s["entries"].__setitem__(1, ("model.b", "tensor", "float32",
+                                                            (3,), [((0,), (3,))])) or
+         s.__setitem__("root", None) or s["metadata_extra"].update(
+             state_dict_metadata={"model.b": obj(TSM, properties=TensorProperties(torch.float32),
+                                                 size=[3], chunks=[])}), "size is not a torch.Size")
+    case("transform", storage_info(3, transform_descriptors=["stream.zstd/1"]),
+         "stream transforms")
+    # chunk geometry lies
+    case("overlap", set_entry(0, W + ([((0, 0), (2, 3)), ((1, 0), (2, 3))],)),
+         "has no storage_data entry")
+    case("overlap_indexed", both(set_entry(0, W + ([((0, 0), (2, 3)), ((1, 0), (2, 3))],)),
+                                 index_field(2, offset=Size((1, 0)))), "overlaps another chunk")
+    case("hole", set_entry(0, W + ([((0, 0), (2, 3))],)), "leave a hole")
+    case("outside", both(set_entry(0, W + ([((0, 0), (2, 3)), ((3, 0), (2, 3))],)),
+                         index_field(2, offset=Size((3, 0)))), "lies outside the size")
+    case("chunk_dims", set_entry(0, W + ([((0, 0), (2, 3)), ((2,), (2,))],)),
+         "of the tensor's 2 dimensions")
+    case("item_shape", lambda s: s["items"].__setitem__(
+        2, ("model.w", (2, 0), "__1_0.distcp", tensor_item([1.0] * 6, (3, 2)))),
+        "another shape than")
+    case("overlap_and_hole", both(set_entry(0, W + ([((0, 0), (3, 3)), ((2, 0), (1, 3))],)),
+                                  index_field(2, offset=Size((2, 0)))), "another shape than")
+    case("dtype_lie", set_entry(0, ("model.w", "tensor", "int32", (4, 3),
+                                    [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "the metadata says")
+    case("huge_tensor", both(set_entry(0, ("model.w", "tensor", "float32", (2 ** 40, 3),
+                                           [((0, 0), (2, 3)), ((2, 0), (2 ** 40 - 2, 3))])),
+                             index_field(2, offset=Size((2, 0)))), "is only")
+    case("volume_short", set_entry(0, ("model.w", "tensor", "float32", (40, 3),
+                                       [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "leave a hole")
+    case("list_index_huge", lambda s: s["planner"].__setitem__("epoch", ("l", 10 ** 9)),
+         "list index past")
+    case("dup_storage", index_field(1, offset=Size((2, 0))), "two entries for item")
+    case("planner_conflict", lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
+         "another entry already fills")
+    case("bytes_is_tensor", storage_info(3, offset=0, relative_path="__0_0.distcp",
+                                         length=len(torch_save(5))), "not a tensor")
+    # path escapes
+    case("dotdot", storage_info(3, relative_path="../__1_0.distcp"), "not a file name inside")
+    case("absolute", storage_info(3, relative_path="/etc/passwd"), "not a file name inside")
+    case("symlink_out", storage_info(3, relative_path="__9_0.distcp"), "leaving the checkpoint",
+         post=lambda d: os.symlink("/etc/hostname", os.path.join(d, "__9_0.distcp")))
+    case("missing_file", storage_info(3, relative_path="__7_0.distcp"), "does not exist")
+    # lengths and offsets past the file
+    case("length_past_end", storage_info(3, length=100000), "past its end")
+    case("offset_huge", storage_info(3, offset=2 ** 62), "past its end")
+    case("offset_shifted", storage_info(3, offset=1), "not a torch.save archive")
+    case("item_truncated", storage_info(3, length=200), "item 'model.b'")
+    # unfinished save and broken .metadata
+    case("no_metadata", lambda s: None, "unfinished save",
+         post=lambda d: os.remove(os.path.join(d, ".metadata")))
+    case("metadata_truncated", lambda s: None, ".metadata",
+         post=lambda d: open(os.path.join(d, ".metadata"), "r+b").truncate(100))
+
+    check(not os.path.exists(MARKER), "the os.system REDUCE ran")
+    print(f"{len(failures)} failures")
+    sys.exit(1 if failures else 0)
