@@ -1,5 +1,6 @@
 /*
- alloc.c - the process-wide allocator hook, a growable byte buffer and the hash seed.
+ alloc.c - the process-wide allocator hook, a growable byte buffer, the hash seed and small
+ string helpers (copies, paths, suffixes).
 
  Every allocation the library makes goes through sdict__malloc/realloc/free so a test can
  install a counting allocator that fails the Nth call and drive each out-of-memory path.
@@ -81,6 +82,24 @@ char *sdict__strndup(const char *s, size_t n) {
         memcpy(d, s, n);
     d[n] = '\0';
     return d;
+}
+
+char *sdict__path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    bool slash = a > 0 && dir[a - 1] != '/';
+    char *p = sdict__malloc(a + slash + b + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, a);
+    if (slash)
+        p[a] = '/';
+    memcpy(p + a + slash, name, b + 1);
+    return p;
+}
+
+bool sdict__ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
 }
 
 /*==================================================================================================

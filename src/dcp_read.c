@@ -56,29 +56,11 @@ static sdict_status nomem(sdict_error *err) {
     return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
 }
 
-static char *path_join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    bool slash = a > 0 && dir[a - 1] != '/';
-    char *p = sdict__malloc(a + slash + b + 1);
-    if (!p)
-        return NULL;
-    memcpy(p, dir, a);
-    if (slash)
-        p[a] = '/';
-    memcpy(p + a + slash, name, b + 1);
-    return p;
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && memcmp(s + n - k, suffix, k) == 0;
-}
-
 bool sdict__dcp_claims(const char *path) {
     struct stat sb;
     if (!path || stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return false;
-    char *md = path_join(path, MD_NAME);
+    char *md = sdict__path_join(path, MD_NAME);
     bool has = md && lstat(md, &sb) == 0;
     sdict__free(md);
     if (has)
@@ -89,7 +71,7 @@ bool sdict__dcp_claims(const char *path) {
         return false;
     struct dirent *e;
     while (!has && (e = readdir(d)) != NULL)
-        has = ends_with(e->d_name, ".distcp");
+        has = sdict__ends_with(e->d_name, ".distcp");
     closedir(d);
     return has;
 }
@@ -608,7 +590,7 @@ static sdict_status md_parse(dcp *c, const uint8_t *buf, size_t size, global_rep
 
 /* Reads .metadata from the folder and parses it (md_parse). */
 static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
-    char *p = path_join(c->dir, MD_NAME);
+    char *p = sdict__path_join(c->dir, MD_NAME);
     if (!p)
         return nomem(err);
     snprintf(c->errfile, sizeof c->errfile, "%s", p);
@@ -660,7 +642,7 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
                       "relative_path '%.120s' is not a file name inside "
                       "the checkpoint folder",
                       rel);
-    char *p = path_join(c->dir, rel);
+    char *p = sdict__path_join(c->dir, rel);
     if (!p)
         return nomem(err);
     char *real = realpath(p, NULL);

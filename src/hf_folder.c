@@ -42,11 +42,6 @@ static const char *const FOLDER_FILES[4] = {
 
 static const char INDEX_SUFFIX[] = ".index.json";
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && memcmp(s + n - k, suffix, k) == 0;
-}
-
 /* strerror_r's text of an errno value (strerror is not thread-safe). */
 typedef struct errbuf {
     char s[128];
@@ -63,20 +58,6 @@ static sdict_status nomem(sdict_error *err) {
     return sdict__err(err, SDICT_E_NOMEM, NULL, -1, "out of memory");
 }
 
-/* "dir/name" in new memory (no doubled '/'), NULL on out-of-memory. */
-static char *path_join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    bool slash = a > 0 && dir[a - 1] != '/';
-    char *p = sdict__malloc(a + slash + b + 1);
-    if (!p)
-        return NULL;
-    memcpy(p, dir, a);
-    if (slash)
-        p[a] = '/';
-    memcpy(p + a + slash, name, b + 1);
-    return p;
-}
-
 /* The folder holding path ("." when path has no '/'), in new memory. */
 static char *dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
@@ -91,7 +72,7 @@ bool sdict__hf_claims(const char *path) {
     struct stat sb;
     if (!path || stat(path, &sb) != 0)
         return false;
-    return S_ISDIR(sb.st_mode) || (S_ISREG(sb.st_mode) && ends_with(path, INDEX_SUFFIX));
+    return S_ISDIR(sb.st_mode) || (S_ISREG(sb.st_mode) && sdict__ends_with(path, INDEX_SUFFIX));
 }
 
 /*==================================================================================================
@@ -152,7 +133,7 @@ static const char *bad_shard_name(const char *name) {
         return name[0] == '/' ? "is an absolute path" : "contains '/'";
     if (!strcmp(name, ".") || !strcmp(name, ".."))
         return "names a folder";
-    if (ends_with(name, INDEX_SUFFIX))
+    if (sdict__ends_with(name, INDEX_SUFFIX))
         return "names an index, not a shard";
     if (strlen(name) > 255)
         return "is longer than 255 bytes";
@@ -377,7 +358,7 @@ static sdict_status index_open(const char *path, hf_index *ix, sdict_error *err)
         goto fail;
     }
     for (size_t s = 0; s < ix->n_shards; s++) {
-        char *p = path_join(ix->dir, ix->shards[s]);
+        char *p = sdict__path_join(ix->dir, ix->shards[s]);
         if (!p) {
             sdict__free(ids);
             st = nomem(err);
@@ -476,7 +457,7 @@ static sdict_status check_shard_root(const sdict_value *root, const char *shard_
 /* Loads shard s of ix into *out and checks it is a dict of tensors. */
 static sdict_status load_shard(const hf_index *ix, size_t s, const sdict_load_opts *opts,
                                sdict_doc **out, sdict_error *err) {
-    char *p = path_join(ix->dir, ix->shards[s]);
+    char *p = sdict__path_join(ix->dir, ix->shards[s]);
     if (!p) {
         sdict__err_file(err, ix->path);
         return nomem(err);
@@ -650,7 +631,7 @@ static sdict_status folder_pick(const char *dir, char **out, sdict_error *err) {
     }
     sdict_status st = SDICT_OK;
     for (size_t i = 0; i < 4 && !*out && st == SDICT_OK; i++) {
-        char *p = path_join(dir, FOLDER_FILES[i]);
+        char *p = sdict__path_join(dir, FOLDER_FILES[i]);
         if (!p) {
             st = nomem(err);
             break;
@@ -695,7 +676,7 @@ sdict_status sdict__hf_load(const char *path, const sdict_load_opts *opts, sdict
     sdict_status st = claimed_file(path, &file, err);
     if (st)
         return st;
-    st = ends_with(file, INDEX_SUFFIX) ? load_index(file, opts, out, err)
+    st = sdict__ends_with(file, INDEX_SUFFIX) ? load_index(file, opts, out, err)
                                        : sdict_load(file, opts, out, err);
     sdict__free(file);
     return st;
@@ -734,7 +715,7 @@ static sdict_status check_index(const char *path, bool verify, const sdict_load_
     sdict_status st = index_open(path, &ix, err);
     size_t unsafe = 0;
     for (size_t s = 0; st == SDICT_OK && s < ix.n_shards; s++) {
-        char *p = path_join(ix.dir, ix.shards[s]);
+        char *p = sdict__path_join(ix.dir, ix.shards[s]);
         if (!p) {
             st = nomem(err);
             sdict__err_file(err, path);
@@ -764,7 +745,7 @@ static sdict_status hf_check(const char *path, bool verify, const sdict_load_opt
     sdict_status st = claimed_file(path, &file, err);
     if (st)
         return st;
-    if (ends_with(file, INDEX_SUFFIX))
+    if (sdict__ends_with(file, INDEX_SUFFIX))
         st = check_index(file, verify, opts, fn, ctx, unsafe_count, err);
     else
         st = verify ? sdict_verify(file, err) : sdict_scan(file, opts, fn, ctx, unsafe_count, err);
@@ -1163,7 +1144,7 @@ static char *staging_path(const char *dir, const char *name) {
     if (!hidden)
         return NULL;
     snprintf(hidden, n + 13, ".%s.sdict-new", name);
-    char *p = path_join(dir, hidden);
+    char *p = sdict__path_join(dir, hidden);
     sdict__free(hidden);
     return p;
 }
@@ -1257,7 +1238,7 @@ static sdict_status remove_stale(const char *dir, const char *prefix, const char
             kept = !strcmp(keep[i], de->d_name);
         if (kept)
             continue;
-        char *p = path_join(dir, de->d_name);
+        char *p = sdict__path_join(dir, de->d_name);
         struct stat sb;
         if (!p)
             st = nomem(err);
@@ -1397,7 +1378,7 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
     }
     /* every target is checked before anything is written */
     for (size_t s = 0; s < n_names; s++) {
-        if (!(path = path_join(dir, names[s]))) {
+        if (!(path = sdict__path_join(dir, names[s]))) {
             st = nomem(err);
             goto done;
         }
@@ -1412,7 +1393,7 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
     size_t staged = 0;
     for (; staged < n_files; staged++) {
         char *sp = staging_path(dir, names[staged]);
-        if (!sp || !(path = path_join(dir, names[staged]))) {
+        if (!sp || !(path = sdict__path_join(dir, names[staged]))) {
             sdict__free(sp);
             st = nomem(err);
             break;
@@ -1433,7 +1414,7 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
         path = NULL;
     }
     for (size_t s = 0; s < n_files && (st == SDICT_OK || s < staged); s++) {
-        char *sp = staging_path(dir, names[s]), *fp = sp ? path_join(dir, names[s]) : NULL;
+        char *sp = staging_path(dir, names[s]), *fp = sp ? sdict__path_join(dir, names[s]) : NULL;
         if (!fp) {
             st = st ? st : nomem(err);
         } else if (st) {
@@ -1459,7 +1440,7 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
         index_text(&p, names, &text);
         if ((st = sdict__buf_status(&text, err)))
             goto done;
-        if (!(path = path_join(dir, names[n_names - 1]))) {
+        if (!(path = sdict__path_join(dir, names[n_names - 1]))) {
             st = nomem(err);
             goto done;
         }

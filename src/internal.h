@@ -45,6 +45,10 @@ void *sdict__calloc(size_t count, size_t size); /* overflow-checked */
 void *sdict__realloc(void *p, size_t n);
 void sdict__free(void *p);
 char *sdict__strndup(const char *s, size_t n); /* NUL-terminated copy */
+/** "dir/name" in new memory (no doubled '/'), NULL on out-of-memory. */
+char *sdict__path_join(const char *dir, const char *name);
+/** True when s ends with suffix. */
+bool sdict__ends_with(const char *s, const char *suffix);
 /** The process's random hash seed (never 0), drawn once from getrandom(): every hash table
     over file-chosen keys mixes it in, so a file cannot force collisions. */
 uint64_t sdict__hash_seed(void);

@@ -666,11 +666,6 @@ static bool parse_decimal_record(const char *s, long *out) {
     return true;
 }
 
-static bool name_ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && memcmp(s + a - b, suffix, b) == 0;
-}
-
 static sdict_status zip_checks(loader *L, sdict_error *err) {
     /* torch 2.6+ writes CRC 0 when compute_crc32=False; only then is "no CRC" plausible. */
     L->crc_all_zero = true;
@@ -790,7 +785,7 @@ static sdict_status load_script(loader *L, sdict_error *err) {
         e = sdict__zip_entry_at(L->zip, i);
         const char *rel = e->name + plen;
         size_t rl = strlen(rel);
-        if (strncmp(rel, "code/", 5) != 0 || rl < 9 || !name_ends_with(rel, ".py"))
+        if (strncmp(rel, "code/", 5) != 0 || rl < 9 || !sdict__ends_with(rel, ".py"))
             continue;
         /* code/__torch__/a/b.py holds the classes of module __torch__.a.b */
         char *mod = sdict__strndup(rel + 5, rl - 8);
@@ -847,7 +842,7 @@ static sdict_status load_zip(loader *L, sdict_error *err) {
         memset(&first_err, 0, sizeof first_err);
         for (size_t i = 0; i < sdict__zip_count(L->zip); i++) {
             const sdict__zip_entry *e = sdict__zip_entry_at(L->zip, i);
-            if (!name_ends_with(e->name, ".pkl"))
+            if (!sdict__ends_with(e->name, ".pkl"))
                 continue;
             const char *rel = e->name + strlen(sdict__zip_prefix(L->zip));
             char dir[64];
