@@ -565,13 +565,6 @@ sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, sdict_act *
  MARK: Generation
 ==================================================================================================*/
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 typedef struct { float v; int64_t i; } scored;
 
 static int by_score_desc(const void *a, const void *b) {
@@ -593,7 +586,7 @@ static int64_t pick(const float *lg, int64_t V, int64_t top_k, uint64_t *rng, sc
     qsort(tmp, (size_t)V, sizeof *tmp, by_score_desc);
     double sum = 0.0;
     for (int64_t i = 0; i < k; i++) sum += exp((double)tmp[i].v - tmp[0].v);
-    double u = (double)(splitmix(rng) >> 11) / 9007199254740992.0 * sum, acc = 0.0;
+    double u = (double)(sdict_nn__rng_next(rng) >> 11) / 9007199254740992.0 * sum, acc = 0.0;
     for (int64_t i = 0; i < k; i++) {
         acc += exp((double)tmp[i].v - tmp[0].v);
         if (u < acc) return tmp[i].i;

@@ -22,21 +22,21 @@ static float *tensor_f32(const sdict_named_tensor *nt) {
     return (float *)sdict_storage_data(nt->value.storage);
 }
 
-/* splitmix64: tiny, seedable, good enough for init and dropout masks. */
-static uint64_t rng_next(uint64_t *s) {
+uint64_t sdict_nn__rng_next(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
 }
 
-/* Uniform in [0, 1) with 24 random bits (exactly representable as float). */
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 40) / 16777216.0; }
+double sdict_nn__rng_uniform(uint64_t *s) {
+    return (double)(sdict_nn__rng_next(s) >> 40) / 16777216.0;
+}
 
 static void fill_uniform(sdict_named_tensor *nt, double bound, uint64_t *s) {
     float *p = tensor_f32(nt);
     int64_t n = sdict_tensor_numel(&nt->value);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)((2.0 * rng_uniform(s) - 1.0) * bound);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)((2.0 * sdict_nn__rng_uniform(s) - 1.0) * bound);
 }
 
 static void fill_const(sdict_named_tensor *nt, float v) {
@@ -412,7 +412,7 @@ static sdict_status dropout_forward(sdict_module *m, const sdict_act *x, sdict_a
     float *mask = m->cache[1].data, *Y = y->data;
     int64_t n = sdict_act_numel(x);
     for (int64_t i = 0; i < n; i++) {
-        mask[i] = (p > 0.0 && rng_uniform(&m->rng) < p) ? 0.0f : scale;
+        mask[i] = (p > 0.0 && sdict_nn__rng_uniform(&m->rng) < p) ? 0.0f : scale;
         Y[i] *= mask[i];
     }
     return SDICT_OK;
@@ -506,7 +506,7 @@ sdict_module *sdict_embedding_new(int64_t num_embeddings, int64_t embedding_dim)
     uint64_t seed = 0x33ULL ^ ((uint64_t)num_embeddings << 16) ^ (uint64_t)embedding_dim;
     float *p = tensor_f32(w);
     for (int64_t i = 0; i < num_embeddings * embedding_dim; i++) {
-        double u1 = rng_uniform(&seed), u2 = rng_uniform(&seed);
+        double u1 = sdict_nn__rng_uniform(&seed), u2 = sdict_nn__rng_uniform(&seed);
         p[i] = (float)(sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2));
     }
     return m;

@@ -18,6 +18,11 @@ sdict_status sdict_nn__err(sdict_error *err, sdict_status code, const char *fmt,
 sdict_status sdict_nn__tensor_alloc(sdict_tensor *t, sdict_dtype dtype, int32_t ndim,
                                     const int64_t *shape, int64_t *dims, sdict_error *err);
 
+/* splitmix64 (layers.c): tiny, seedable, good enough for init values and dropout masks.
+   rng_uniform: in [0, 1) with 24 random bits (exactly representable as float). */
+uint64_t sdict_nn__rng_next(uint64_t *s);
+double sdict_nn__rng_uniform(uint64_t *s);
+
 /* MaxPool2d's window scan (layers.c), shared by its forward and backward. */
 void sdict_nn__maxpool2d_scan(const sdict_module_config *c, const float *X, int64_t NC,
                               int64_t H, int64_t W, int64_t OH, int64_t OW, float *Y, int64_t *A);

@@ -159,39 +159,24 @@ static int32_t output_shape(const sdict_module *m, const rnn_dims *r, int64_t *s
     return 3;
 }
 
-/* dst[T, B, F] (time-major) from src in the caller's layout, or back (to_user). */
+/* Between the caller's layout and time-major [T, B, F]: dst = src reordered to time-major, or
+   (to_user) back to the caller's layout. */
 static void swap_tb(const sdict_module *m, const rnn_dims *r, int64_t F, const float *src,
-                    float *dst) {
+                    float *dst, bool to_user) {
     if (!r->batched || !m->cfg.batch_first) {
         memcpy(dst, src, sizeof(float) * (size_t)(r->T * r->B * F));
         return;
     }
     for (int64_t a = 0; a < r->B; a++)
-        for (int64_t t = 0; t < r->T; t++)
-            memcpy(dst + (t * r->B + a) * F, src + (a * r->T + t) * F, sizeof(float) * (size_t)F);
-}
-
-static void unswap_tb(const sdict_module *m, const rnn_dims *r, int64_t F, const float *src,
-                      float *dst) {
-    if (!r->batched || !m->cfg.batch_first) {
-        memcpy(dst, src, sizeof(float) * (size_t)(r->T * r->B * F));
-        return;
-    }
-    for (int64_t a = 0; a < r->B; a++)
-        for (int64_t t = 0; t < r->T; t++)
-            memcpy(dst + (a * r->T + t) * F, src + (t * r->B + a) * F, sizeof(float) * (size_t)F);
+        for (int64_t t = 0; t < r->T; t++) {
+            int64_t user = (a * r->T + t) * F, time = (t * r->B + a) * F;
+            memcpy(dst + (to_user ? user : time), src + (to_user ? time : user),
+                   sizeof(float) * (size_t)F);
+        }
 }
 
 static float sigm(float v) { return 1.0f / (1.0f + expf(-v)); }
 
-/* splitmix64 (as layers.c): init values and dropout masks. */
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 40) / 16777216.0; }
 
 /* Y[rows, n] (ldy) = X[rows, k] (ldx) . W[n, k]^T, plus b when not NULL (beta 0 or 1). */
 static void gemm_xwt(int64_t rows, int64_t n, int64_t k, const float *X, int64_t ldx,
@@ -257,7 +242,7 @@ sdict_status sdict_rnn_forward(sdict_module *m, const sdict_act *x, const sdict_
     float *H0 = W, *C0 = r.lstm ? W + L * D * B * H : NULL;
     if (h0) memcpy(H0, h0->data, sizeof(float) * (size_t)(L * D * B * H));
     if (c0) memcpy(C0, c0->data, sizeof(float) * (size_t)(L * D * B * H));
-    swap_tb(m, &r, r.In, x->data, W + ws_x0(&r));
+    swap_tb(m, &r, r.In, x->data, W + ws_x0(&r), false);
 
     for (int64_t l = 0; l < L; l++) {
         int64_t in = l == 0 ? r.In : DH;
@@ -325,7 +310,7 @@ sdict_status sdict_rnn_forward(sdict_module *m, const sdict_act *x, const sdict_
                 double p = m->cfg.p;
                 float scale = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
                 for (int64_t i = 0; i < n; i++) {
-                    mk[i] = rng_uniform(&m->rng) < p ? 0.0f : scale;
+                    mk[i] = sdict_nn__rng_uniform(&m->rng) < p ? 0.0f : scale;
                     Xn[i] = Y[i] * mk[i];
                 }
             } else {
@@ -334,7 +319,7 @@ sdict_status sdict_rnn_forward(sdict_module *m, const sdict_act *x, const sdict_
         }
     }
     if ((st = sdict_act_init(output, SDICT_FLOAT32, ond, oshape, err)) != SDICT_OK) goto fail;
-    unswap_tb(m, &r, DH, W + ws_Y(&r, L - 1), output->data);
+    swap_tb(m, &r, DH, W + ws_Y(&r, L - 1), output->data, true);
     free(hw);
     if (m->training) {
         if ((st = sdict_act_copy(&m->cache[0], x, err)) != SDICT_OK) {
@@ -416,7 +401,7 @@ sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput, const
     }
     if (dh0 && (st = sdict_act_init(dh0, SDICT_FLOAT32, snd, sshape, err)) != SDICT_OK) goto done;
     if (dc0 && (st = sdict_act_init(dc0, SDICT_FLOAT32, snd, sshape, err)) != SDICT_OK) goto done;
-    swap_tb(m, &r, DH, doutput->data, dY);
+    swap_tb(m, &r, DH, doutput->data, dY, false);
     const float *H0 = W, *C0 = r.lstm ? W + L * D * B * H : NULL;
 
     for (int64_t l = L - 1; l >= 0; l--) {
@@ -510,7 +495,7 @@ sdict_status sdict_rnn_backward(sdict_module *m, const sdict_act *doutput, const
     }
     if (dx) {
         if ((st = sdict_act_init(dx, SDICT_FLOAT32, x->ndim, x->shape, err)) != SDICT_OK) goto done;
-        unswap_tb(m, &r, r.In, dX, dx->data);
+        swap_tb(m, &r, r.In, dX, dx->data, true);
     }
     st = SDICT_OK;
 done:
@@ -575,7 +560,7 @@ static sdict_module *rnn_new(sdict_module_type type, const char *name, int64_t i
                 float *p = sdict_storage_data(nt->value.storage);
                 int64_t n = sdict_tensor_numel(&nt->value);
                 for (int64_t i = 0; i < n; i++)
-                    p[i] = (float)((2.0 * rng_uniform(&seed) - 1.0) * bound);
+                    p[i] = (float)((2.0 * sdict_nn__rng_uniform(&seed) - 1.0) * bound);
             }
         }
     return m;
