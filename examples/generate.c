@@ -23,9 +23,14 @@ static int usage(void) {
     return 2;
 }
 
+/* Prints the error, prefixed by what failed unless the library's text already names it. */
 static int fail(const char *what, const sdict_error *err) {
     char buf[1024];
-    fprintf(stderr, "generate: %s: %s\n", what, sdict_error_format(err, buf, sizeof buf));
+    sdict_error_format(err, buf, sizeof buf);
+    if (strstr(buf, what))
+        fprintf(stderr, "generate: %s\n", buf);
+    else
+        fprintf(stderr, "generate: %s: %s\n", what, buf);
     return 1;
 }
 
@@ -83,16 +88,22 @@ static int read_prompt(const char *arg, int64_t **ids, int64_t *n) {
 int main(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
     long long max_new = -1, top_k = 0, seed = 0;
+    bool seeded = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (strcmp(a, "--model") == 0) model = v;
         else if (strcmp(a, "--prompt") == 0) prompt = v;
         else if (strcmp(a, "--max-new-tokens") == 0) { if (!parse_i64(v, &max_new)) return usage(); }
         else if (strcmp(a, "--top-k") == 0) { if (!parse_i64(v, &top_k)) return usage(); }
-        else if (strcmp(a, "--seed") == 0) { if (!parse_i64(v, &seed)) return usage(); }
+        else if (strcmp(a, "--seed") == 0) { if (!parse_i64(v, &seed)) return usage(); seeded = true; }
         else return usage();
     }
     if (argc % 2 == 0 || !model || !prompt || max_new < 0 || top_k < 0) return usage();
+    if (seeded && top_k == 0) {
+        fprintf(stderr, "generate: --seed applies to top-k sampling only (--top-k K): greedy "
+                        "generation draws nothing\n");
+        return 2;
+    }
     int64_t *ids = NULL, n = 0;
     if (read_prompt(prompt, &ids, &n) != 0) return 1;
     sdict_error err;

@@ -135,9 +135,14 @@ static int check_rnn_shapes(const sdict_value *sd, const char *arch, long long I
     return 0;
 }
 
+/* Prints the error, prefixed by what failed unless the library's text already names it. */
 static int fail(const char *what, const sdict_error *err) {
     char buf[1024];
-    fprintf(stderr, "infer: %s: %s\n", what, sdict_error_format(err, buf, sizeof buf));
+    sdict_error_format(err, buf, sizeof buf);
+    if (strstr(buf, what))
+        fprintf(stderr, "infer: %s\n", buf);
+    else
+        fprintf(stderr, "infer: %s: %s\n", what, buf);
     return 1;
 }
 

@@ -495,8 +495,9 @@ SDICT_API void sdict_gpt2_config_default(sdict_gpt2_config *c);
  layer_norm_epsilon, activation_function, scale_attn_weights, scale_attn_by_inverse_layer_idx,
  reorder_and_upcast_attn, tie_word_embeddings, eos_token_id, model_type (must be "gpt2" when
  present), add_cross_attention (must be false); others are ignored.
- Errors: SDICT_E_INVALID_ARG naming the file and the field (or the JSON error's line, column and
- byte offset): a missing or malformed file, a size outside 1..2^31-1, an activation other than
+ Errors: SDICT_E_IO (the file cannot be opened or read), SDICT_E_INVALID_ARG naming the file
+ and the field (or the JSON error's line, column and byte offset): a malformed file, a size
+ outside 1..2^31-1, an activation other than
  gelu_new / gelu_pytorch_tanh / gelu_fast / gelu / relu, cross-attention, n_embd not divisible
  by n_head.
 */

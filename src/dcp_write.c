@@ -441,17 +441,6 @@ static sdict_status io_err(sdict_error *err, const char *what, const char *path,
     return sdict__err(err, SDICT_E_IO, NULL, -1, "%s: %s", what, b);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t a = strlen(dir), n = strlen(name);
-    char *p = sdict__malloc(a + n + 2);
-    if (p) {
-        memcpy(p, dir, a);
-        p[a] = '/';
-        memcpy(p + a + 1, name, n + 1);
-    }
-    return p;
-}
-
 /* A random UUID4 text, as uuid.uuid4() spells it (DCP's save_id). */
 static void uuid4(char out[37]) {
     uint8_t r[16];
@@ -516,11 +505,19 @@ SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, 
         }
     char *mdpath = NULL, *datapath = NULL;
     if (st == SDICT_OK) {
+        struct stat sb;
         if (mkdir(dir, 0777) != 0 && errno != EEXIST)
             st = io_err(err, "mkdir", dir, errno);
+        else if (stat(dir, &sb) != 0)
+            st = io_err(err, "stat", dir, errno);
+        else if (!S_ISDIR(sb.st_mode)) {
+            sdict__err_file(err, dir);
+            st = sdict__err(err, SDICT_E_IO, NULL, -1,
+                            "exists and is not a folder: a DCP checkpoint is a folder");
+        }
     }
     if (st == SDICT_OK &&
-        (!(mdpath = join(dir, ".metadata")) || !(datapath = join(dir, "__0_0.distcp"))))
+        (!(mdpath = sdict__path_join(dir, ".metadata")) || !(datapath = sdict__path_join(dir, "__0_0.distcp"))))
         st = nomem(err);
     if (st == SDICT_OK) {
         char id[37];

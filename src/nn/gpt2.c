@@ -89,6 +89,8 @@ sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cf
     sdict_gpt2_config_default(cfg);
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root && je.line < 0) /* not parsed at all: cannot open or read it */
+        return sdict_nn__err(err, SDICT_E_IO, "%s: %s", path, je.text);
     if (!root)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: line %d column %d (byte %d): %s",
                              path, je.line, je.column, je.position, je.text);
@@ -527,8 +529,8 @@ static sdict_status run(sdict_gpt2 *g, sdict_gpt2_cache *kv, const int64_t *ids,
 
 static sdict_status check_ids(const sdict_act *ids, sdict_error *err) {
     if (ids->dtype != SDICT_INT64 || ids->ndim != 2 || ids->shape[0] <= 0 || ids->shape[1] <= 0)
-        return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: input_ids must be int64 [batch, seq] "
-                             "with batch and seq > 0");
+        return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: input_ids must be int64 of rank 2, [batch, seq], "
+                             "with batch and seq > 0 (a single sequence is [1, seq])");
     return SDICT_OK;
 }
 

@@ -40,7 +40,7 @@ static const cli_cmd commands[] = {
      "  file has no such key. --metadata prints the file's metadata (safetensors __metadata__)\n"
      "  instead, one \"KEY: str  'VALUE'\" line per entry, or only KEY's.\n",
      CLI_OPT_LOAD | CLI_OPT_META, 1, 2},
-    {"convert", cmd_convert, "convert a checkpoint to a torch zip file, safetensors or a model folder",
+    {"convert", cmd_convert, "convert a checkpoint to a torch zip file, safetensors, a model folder or a DCP folder",
      "convert [--format pt|safetensors|dcp] [--key PATH] [--include GLOB] [--exclude GLOB]\n"
      "        [--strip-prefix P] [--add-prefix P] [--dtype bfloat16|float16|float32]\n"
      "        [--keep-name NAME] [--drop-non-tensors | --non-tensors-as-metadata]\n"
@@ -72,7 +72,7 @@ static const cli_cmd commands[] = {
      "  torch.load(OUT, weights_only=False), as the input did.\n"
      "  Conversions of more than 1 GB of tensors show their progress when stderr is a terminal.\n",
      CLI_OPT_LOAD | CLI_OPT_SAVE | CLI_OPT_CONVERT, 2, 2},
-    {"extract", cmd_extract, "write the state_dict of a whole pickled model (torch.save(model))",
+    {"extract", cmd_extract, "write the state_dict of a pickled model or optimizer, or of a TorchScript archive",
      "extract [--key PATH] [convert's output options] [LOAD OPTIONS] IN OUT",
      "  Reads IN as inert data (--inert: nothing is imported or run) and writes, as convert\n"
      "  writes (same output formats and options), what model.state_dict() returns: keys,\n"
