@@ -6,7 +6,8 @@
  - modules with PyTorch's names, parameters and semantics (Linear, Conv2d, BatchNorm1d/2d,
    Dropout, Embedding, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, LayerNorm, GELU,
    Softmax, LogSoftmax, transformers' Conv1D, Sequential and user containers with named
-   children) and GPT-2 as transformers defines it (sdict_gpt2_*);
+   children), torch's MultiheadAttention, TransformerEncoderLayer and TransformerDecoderLayer
+   (eval) and GPT-2 as transformers defines it (sdict_gpt2_*);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
    torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
    torch's _IncompatibleKeys) and its exact message text;
