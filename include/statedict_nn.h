@@ -383,7 +383,8 @@ SDICT_API sdict_module *sdict_mlp_new(double dropout_p);
  state_dict keys, eval forward only (src/nn/attention.c). Shapes: with batch_first the sequence
  inputs are [N, L, E], else [L, N, E]; a 2-D input [L, E] is one unbatched sequence (torch's
  unbatched form). Forward in training mode with dropout > 0 is refused (SDICT_E_INVALID_ARG):
- call sdict_module_eval() first. No backward.
+ call sdict_module_eval() first. Backward: MultiheadAttention only, after a training-mode
+ self-attention forward (see sdict_multihead_attention_new); the Transformer layers have none.
 ==================================================================================================*/
 
 /**
@@ -413,7 +414,11 @@ typedef struct sdict_mha_args {
  out_proj.weight, out_proj.bias. add_bias_kv, add_zero_attn and separate kdim/vdim
  (q_proj_weight, k_proj_weight, v_proj_weight) are not supported: load_state_dict reports such
  keys as unexpected. sdict_module_forward on it is self-attention without masks returning
- attn_output. NULL if embed_dim <= 0, num_heads <= 0, embed_dim % num_heads != 0, dropout
+ attn_output. A training-mode forward (dropout 0) whose query, key and value are one activation
+ keeps the input, q, k, v and the attention probabilities (cache[0], cache[1] the sizes), and
+ sdict_module_backward then accumulates the gradients of in_proj_weight, in_proj_bias and
+ out_proj and gives dx = dquery + dkey + dvalue (masks used in that forward included). Any
+ other forward drops the cache. NULL if embed_dim <= 0, num_heads <= 0, embed_dim % num_heads != 0, dropout
  outside [0, 1], or out-of-memory.
 */
 SDICT_API sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t num_heads,

@@ -6,6 +6,7 @@
  GELU kernels are transformer.c's (nn_private.h).
 */
 #include "nn_private.h"
+#include "statedict_optim.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -173,6 +174,29 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     project(xk, W + e * e, B ? B + e : NULL, K, n * s, e);
     project(xv, W + 2 * e * e, B ? B + 2 * e : NULL, V, n * s, e);
 
+    /* a training-mode self-attention keeps [xq | Q | K | V | P] for backward (cache[0]) */
+    bool keep = m->training && query == key && key == value;
+    for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
+    float *Pc = NULL;
+    if (keep) {
+        int64_t cn = 4 * (int64_t)nq + n * nh * l * s, meta = 3;
+        if ((st = sdict_act_init(&m->cache[0], SDICT_FLOAT32, 1, &cn, err)) != SDICT_OK ||
+            (st = sdict_act_init(&m->cache[1], SDICT_INT64, 1, &meta, err)) != SDICT_OK) {
+            sdict_act_free(&m->cache[0]);
+            free(buf);
+            return st;
+        }
+        float *c = m->cache[0].data;
+        memcpy(c, xq, sizeof(float) * nq);
+        memcpy(c + nq, Q, sizeof(float) * nq);
+        memcpy(c + 2 * nq, K, sizeof(float) * nq);
+        memcpy(c + 3 * nq, V, sizeof(float) * nq);
+        Pc = c + 4 * nq;
+        int64_t *mt = m->cache[1].data;
+        mt[0] = n;
+        mt[1] = l;
+        mt[2] = q.unbatched;
+    }
     bool want_w = a->need_weights && attn_weights;
     if (want_w) {
         int64_t ws[4];
@@ -196,6 +220,7 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
                             0.0f, sc, (int)s);
             apply_masks(a, sc, b, h, nh, l, s);
             for (int64_t i = 0; i < l; i++) sdict_nn__softmax_row(sc + i * s, s);
+            if (Pc) memcpy(Pc + (b * nh + h) * l * s, sc, sizeof(float) * (size_t)(l * s));
             if (want_w) {
                 float *w = (float *)attn_weights->data;
                 if (a->average_attn_weights) {
@@ -236,6 +261,93 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     sdict_act_free(&y);
     free(buf);
     if (st != SDICT_OK && attn_weights) sdict_act_free(attn_weights);
+    if (st != SDICT_OK)
+        for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
+    return st;
+}
+
+/* Backward of the last training-mode self-attention forward: dx = dquery + dkey + dvalue
+   (query, key and value are the same tensor); parameter gradients are accumulated. */
+static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                 sdict_error *err) {
+    if (!m->cache[0].data || !m->cache[1].data)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "MultiheadAttention: backward needs a "
+                             "training-mode self-attention forward first (no cached input)");
+    const int64_t *mt = m->cache[1].data;
+    int64_t n = mt[0], l = mt[1], s = l, e = m->cfg.in_features, nh = m->cfg.attn.num_heads;
+    int64_t hd = e / nh, rows = n * l;
+    bool unb = mt[2] != 0, bf = m->cfg.attn.batch_first, bm = bf || unb;
+    int64_t os[3] = {bf ? n : l, bf ? l : n, e};
+    if (unb) {
+        os[0] = l;
+        os[1] = e;
+    }
+    int32_t ond = unb ? 2 : 3;
+    if (dy->dtype != SDICT_FLOAT32 || dy->ndim != ond ||
+        memcmp(dy->shape, os, sizeof(int64_t) * (size_t)ond) != 0)
+        return sdict_nn__err(err, SDICT_E_SHAPE, "MultiheadAttention: output gradient does not "
+                             "match the forward output's shape");
+    size_t nq = (size_t)(rows * e);
+    const float *c = m->cache[0].data, *X = c, *Q = c + nq, *K = c + 2 * nq, *V = c + 3 * nq,
+                *P = c + 4 * nq;
+    float *buf = calloc(5 * nq + (size_t)(l * s), sizeof(float));
+    if (!buf) return sdict_nn__err(err, SDICT_E_NOMEM, "MultiheadAttention: out of memory");
+    float *dYb = buf, *dQ = dYb + nq, *dK = dQ + nq, *dV = dK + nq, *dXb = dV + nq,
+          *dP = dXb + nq;
+    relayout(dy->data, dYb, n, l, e, bm);
+    sdict_act dya = {.dtype = SDICT_FLOAT32, .ndim = 2, .shape = {rows, e}, .data = dYb};
+    sdict_act dO = {0};
+    sdict_status st = sdict_module_backward(sdict_module_child(m, "out_proj"), &dya, &dO, err);
+    if (st != SDICT_OK) {
+        free(buf);
+        return st;
+    }
+    const float *DO = dO.data;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    for (int64_t b = 0; b < n && l > 0; b++)
+        for (int64_t h = 0; h < nh; h++) {
+            const float *Pb = P + (b * nh + h) * l * s;
+            int64_t off = b * l * e + h * hd;
+            /* dV_h = P^T dO_h; dP = dO_h V_h^T */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, 1.0f,
+                        Pb, (int)s, DO + off, (int)e, 0.0f, dV + off, (int)e);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, 1.0f,
+                        DO + off, (int)e, V + off, (int)e, 0.0f, dP, (int)s);
+            for (int64_t i = 0; i < l; i++) { /* softmax backward: P (dP - sum(dP P)) */
+                double dot = 0.0;
+                for (int64_t j = 0; j < s; j++) dot += (double)dP[i * s + j] * Pb[i * s + j];
+                for (int64_t j = 0; j < s; j++)
+                    dP[i * s + j] = (float)(Pb[i * s + j] * (dP[i * s + j] - dot));
+            }
+            /* scores = scale Q_h K_h^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, scale,
+                        dP, (int)s, K + off, (int)e, 0.0f, dQ + off, (int)e);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, scale,
+                        dP, (int)s, Q + off, (int)e, 0.0f, dK + off, (int)e);
+        }
+    sdict_act_free(&dO);
+    const float *W = pf32(&m->params[0].value);
+    float *dW = pf32(&m->params[0].grad);
+    float *dB = m->cfg.has_bias ? pf32(&m->params[1].grad) : NULL;
+    const float *dZ[3] = {dQ, dK, dV};
+    for (int j = 0; j < 3 && rows > 0; j++) {
+        /* Z = X W_j^T + b_j: dW_j += dZ^T X, db_j += sum of dZ's rows, dX += dZ W_j */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)e, (int)e, (int)rows, 1.0f,
+                    dZ[j], (int)e, X, (int)e, 1.0f, dW + j * e * e, (int)e);
+        if (dB)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t o = 0; o < e; o++) dB[j * e + o] += dZ[j][r * e + o];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)e, (int)e, 1.0f,
+                    dZ[j], (int)e, W + j * e * e, (int)e, 1.0f, dXb, (int)e);
+    }
+    if (dx) {
+        int64_t xs[3] = {os[0], os[1], os[2]};
+        if ((st = sdict_act_init(dx, SDICT_FLOAT32, ond, xs, err)) == SDICT_OK) {
+            if (bm) memcpy(dx->data, dXb, sizeof(float) * nq);
+            else to_seq_major(dXb, dx->data, n, l, e);
+        }
+    }
+    free(buf);
     return st;
 }
 
@@ -251,6 +363,7 @@ sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t num_heads
         return NULL;
     sdict_module *m = sdict_module_new("MultiheadAttention", mha_module_forward, NULL);
     if (!m) return NULL;
+    m->backward = mha_backward;
     m->cfg.in_features = embed_dim;
     m->cfg.out_features = embed_dim;
     m->cfg.has_bias = bias;
