@@ -6,7 +6,8 @@
  - modules with PyTorch's names, parameters and semantics (Linear, Conv1d, Conv2d,
    BatchNorm1d/2d, Dropout, Embedding, ReLU, Sigmoid, Tanh, SiLU, MaxPool2d, AvgPool2d,
    AdaptiveAvgPool2d, Flatten, LayerNorm, GELU, Softmax, LogSoftmax, transformers' Conv1D, LSTM,
-   GRU, Sequential and user containers with named children) and GPT-2 as transformers defines
+   GRU, Sequential and user containers with named children), torch's MultiheadAttention,
+   TransformerEncoderLayer and TransformerDecoderLayer (eval) and GPT-2 as transformers defines
    it (sdict_gpt2_*);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
    torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
@@ -182,6 +183,12 @@ typedef struct sdict_module_config {
         dropout between layers */
     int64_t num_layers;
     bool bidirectional, batch_first;          /**< LSTM, GRU */
+    /** MultiheadAttention (in_features is embed_dim, has_bias bias, p dropout) and the
+        Transformer layers (num_heads is nhead; gelu picks GELU over ReLU) */
+    struct {
+        int64_t num_heads;
+        bool batch_first, norm_first, gelu;
+    } attn;
 } sdict_module_config;
 
 /** Number of cached activations a module keeps from forward for backward. */
@@ -452,6 +459,131 @@ SDICT_API sdict_module *sdict_lenet_new(void);
 /** nn.Sequential(Embedding(100,16), Flatten(), Linear(128,64), BatchNorm1d(64), ReLU(),
     Dropout(p), Linear(64,10)) on int64 input [N, 8]; keys "0.weight", "2.weight", ... */
 SDICT_API sdict_module *sdict_mlp_new(double dropout_p);
+
+/*==================================================================================================
+ MARK: Attention and torch's Transformer layers
+ nn.MultiheadAttention, nn.TransformerEncoderLayer and nn.TransformerDecoderLayer with torch's
+ state_dict keys, eval forward only (src/nn/attention.c). Shapes: with batch_first the sequence
+ inputs are [N, L, E], else [L, N, E]; a 2-D input [L, E] is one unbatched sequence (torch's
+ unbatched form). Forward in training mode with dropout > 0 is refused (SDICT_E_INVALID_ARG):
+ call sdict_module_eval() first. Backward: MultiheadAttention only, after a training-mode
+ self-attention forward (see sdict_multihead_attention_new); the Transformer layers have none.
+==================================================================================================*/
+
+/**
+ Optional masks and flags of an attention call (a zeroed struct: no masks, no weights).
+ A bool mask (the *_bool flag set; load torch's bool tensors with sdict_act_from_tensor, which
+ gives 1.0 / 0.0) marks with nonzero the positions that may NOT be attended (set to -inf); a
+ float mask is added to the scores, as torch does. attn_mask is [L, S] or [N * num_heads, L, S]
+ (index n * num_heads + h); key_padding_mask is [N, S] ([S] unbatched). A query row with every
+ key masked gives NaN, as torch's.
+*/
+typedef struct sdict_mha_args {
+    const sdict_act *attn_mask;         /**< or NULL */
+    bool attn_mask_bool;
+    const sdict_act *key_padding_mask;  /**< or NULL */
+    bool key_padding_mask_bool;
+    /** With no attn_mask, apply the causal mask (key s > query l is masked). With an attn_mask
+        it is, as torch's is_causal, only a hint: attn_mask is used as given. */
+    bool is_causal;
+    bool need_weights;                  /**< fill attn_weights */
+    bool average_attn_weights;          /**< average them over heads (torch's default true) */
+} sdict_mha_args;
+
+/**
+ nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, batch_first=batch_first) with
+ kdim = vdim = embed_dim: parameters in_proj_weight [3E, E] and in_proj_bias [3E] (rows q, k,
+ v), child out_proj (a Linear(E, E, bias)): state_dict keys in_proj_weight, in_proj_bias,
+ out_proj.weight, out_proj.bias. add_bias_kv, add_zero_attn and separate kdim/vdim
+ (q_proj_weight, k_proj_weight, v_proj_weight) are not supported: load_state_dict reports such
+ keys as unexpected. sdict_module_forward on it is self-attention without masks returning
+ attn_output. A training-mode forward (dropout 0) whose query, key and value are one activation
+ keeps the input, q, k, v and the attention probabilities (cache[0], cache[1] the sizes), and
+ sdict_module_backward then accumulates the gradients of in_proj_weight, in_proj_bias and
+ out_proj and gives dx = dquery + dkey + dvalue (masks used in that forward included). Any
+ other forward drops the cache. NULL if embed_dim <= 0, num_heads <= 0, embed_dim % num_heads != 0, dropout
+ outside [0, 1], or out-of-memory.
+*/
+SDICT_API sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t num_heads,
+                                                      double dropout, bool bias,
+                                                      bool batch_first);
+
+/**
+ Eval forward of MultiheadAttention: `attn_output, attn_weights = mha(query, key, value,
+ key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)`, torch's math
+ path (softmax(q k^T / sqrt(head_dim) + masks) v per head, then out_proj).
+ @param query  float32 [L, N, E] ([N, L, E] with batch_first, [L, E] unbatched).
+ @param key    float32, same layout, S positions; value the same shape as key.
+ @param args   masks and flags, or NULL for none (see sdict_mha_args).
+ @param attn_output  receives float32 in query's layout (allocated; free with sdict_act_free).
+ @param attn_weights may be NULL; with args->need_weights receives [N, L, S] averaged over
+                     heads, or [N, num_heads, L, S] (without N unbatched); zeroed otherwise.
+ @return SDICT_OK; SDICT_E_SHAPE (a dtype other than float32, a rank other than 2 or 3,
+         an embedding size other than E, key/value or mask shapes that do not fit);
+         SDICT_E_INVALID_ARG (not a MultiheadAttention module; training mode with dropout);
+         SDICT_E_NOMEM. Outputs are zeroed on failure.
+*/
+SDICT_API sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act *query,
+                                                         const sdict_act *key,
+                                                         const sdict_act *value,
+                                                         const sdict_mha_args *args,
+                                                         sdict_act *attn_output,
+                                                         sdict_act *attn_weights,
+                                                         sdict_error *err);
+
+/** Arguments of nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (torch's names). */
+typedef struct sdict_transformer_layer_config {
+    int64_t d_model, nhead, dim_feedforward; /**< torch's default dim_feedforward is 2048 */
+    double dropout;                          /**< torch's default 0.1 (eval ignores it) */
+    bool gelu;                               /**< activation "gelu" (exact); false: "relu" */
+    double layer_norm_eps;                   /**< torch's default 1e-5 */
+    bool batch_first, norm_first;
+    bool bias;                               /**< torch >= 2.1's bias (true in older ones) */
+} sdict_transformer_layer_config;
+
+/**
+ nn.TransformerEncoderLayer(**cfg): children self_attn (MultiheadAttention), linear1
+ (d_model -> dim_feedforward), dropout, linear2, norm1, norm2 (LayerNorm(d_model, eps)),
+ dropout1, dropout2: the state_dict keys of torch. sdict_module_forward runs it without masks.
+ NULL on invalid sizes (as sdict_multihead_attention_new; dim_feedforward <= 0) or out-of-memory.
+*/
+SDICT_API sdict_module *sdict_transformer_encoder_layer_new(
+    const sdict_transformer_layer_config *cfg);
+/**
+ Eval forward of TransformerEncoderLayer(src, src_mask, src_key_padding_mask, is_causal):
+ norm_first: x + sa(norm1(x)), then x + ff(norm2(x)); else norm1(x + sa(x)), then
+ norm2(x + ff(x)); ff = linear2(activation(linear1(x))). src float32 in the layer's layout
+ ([L, N, E], [N, L, E] with batch_first, or [L, E]); args (may be NULL) carries src_mask as
+ attn_mask, src_key_padding_mask and is_causal (need_weights is ignored). *y gets src's shape.
+ Masked padding positions are computed like the others (torch's math path; its nested-tensor
+ fast path in TransformerEncoder may give zeros there instead).
+ Errors: those of sdict_multihead_attention_forward; SDICT_E_INVALID_ARG for another module.
+*/
+SDICT_API sdict_status sdict_transformer_encoder_layer_forward(sdict_module *m,
+                                                               const sdict_act *src,
+                                                               const sdict_mha_args *args,
+                                                               sdict_act *y, sdict_error *err);
+/**
+ nn.TransformerDecoderLayer(**cfg): children self_attn, multihead_attn (both
+ MultiheadAttention), linear1, dropout, linear2, norm1, norm2, norm3, dropout1, dropout2,
+ dropout3, as torch. NULL as sdict_transformer_encoder_layer_new.
+*/
+SDICT_API sdict_module *sdict_transformer_decoder_layer_new(
+    const sdict_transformer_layer_config *cfg);
+/**
+ Eval forward of TransformerDecoderLayer(tgt, memory, tgt_mask, memory_mask,
+ tgt_key_padding_mask, memory_key_padding_mask, tgt_is_causal, memory_is_causal): with
+ norm_first x + sa(norm1(x)), x + mha(norm2(x), memory), x + ff(norm3(x)); else the norms
+ after each residual. tgt [T, N, E] and memory [S, N, E] in the layer's layout; tgt_args (self
+ attention) and memory_args (cross attention) may be NULL. *y gets tgt's shape.
+ Errors: those of sdict_multihead_attention_forward; SDICT_E_INVALID_ARG for another module.
+*/
+SDICT_API sdict_status sdict_transformer_decoder_layer_forward(sdict_module *m,
+                                                               const sdict_act *tgt,
+                                                               const sdict_act *memory,
+                                                               const sdict_mha_args *tgt_args,
+                                                               const sdict_mha_args *memory_args,
+                                                               sdict_act *y, sdict_error *err);
 
 /*==================================================================================================
  MARK: GPT-2 (Hugging Face transformers' GPT2LMHeadModel)
