@@ -1436,25 +1436,6 @@ sdict_status sdict__dcp_load(const char *path, const sdict_load_opts *opts, sdic
     return st;
 }
 
-/* Passes an item's scan items on with the record prefixed by the item's file and offset. */
-typedef struct scan_relay {
-    void (*fn)(void *ctx, const sdict_scan_item *item);
-    void *ctx;
-    const dcp_store *s;
-} scan_relay;
-
-static void relay_item(void *ctx, const sdict_scan_item *item) {
-    const scan_relay *r = ctx;
-    if (!r->fn)
-        return;
-    char rec[512];
-    snprintf(rec, sizeof rec, "%s@%llu:%s", r->s->rel, (unsigned long long)r->s->off,
-             item->record ? item->record : "");
-    sdict_scan_item it = *item;
-    it.record = rec;
-    r->fn(r->ctx, &it);
-}
-
 sdict_status sdict__dcp_scan(const char *path, const sdict_load_opts *opts,
                              void (*fn)(void *ctx, const sdict_scan_item *item), void *ctx,
                              size_t *unsafe_count, sdict_error *err) {
@@ -1467,8 +1448,11 @@ sdict_status sdict__dcp_scan(const char *path, const sdict_load_opts *opts,
     size_t unsafe = gr.refused;
     for (size_t i = 0; st == SDICT_OK && i < c.n_stores; i++) {
         size_t u = 0;
-        scan_relay relay = {fn, ctx, &c.stores[i]};
-        sdict__read_job job = {SDICT__READ_SCAN, relay_item, &relay, &u, NULL};
+        char prefix[400];
+        snprintf(prefix, sizeof prefix, "%s@%llu", c.stores[i].rel,
+                 (unsigned long long)c.stores[i].off);
+        sdict__scan_relay relay = {fn, ctx, prefix};
+        sdict__read_job job = {SDICT__READ_SCAN, sdict__scan_relay_item, &relay, &u, NULL};
         st = item_read(&c, &c.stores[i], &job, NULL, err);
         unsafe += u;
     }

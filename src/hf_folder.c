@@ -686,25 +686,6 @@ sdict_status sdict__hf_load(const char *path, const sdict_load_opts *opts, sdict
  MARK: Scan and verify
 ==================================================================================================*/
 
-/* Passes a shard's scan items on with the record prefixed by the shard's name
-   ("model-00001-of-00002.bin:archive/data.pkl"). */
-typedef struct scan_relay {
-    void (*fn)(void *ctx, const sdict_scan_item *item);
-    void *ctx;
-    const char *shard;
-} scan_relay;
-
-static void relay_item(void *ctx, const sdict_scan_item *item) {
-    const scan_relay *r = ctx;
-    if (!r->fn)
-        return;
-    char rec[512];
-    snprintf(rec, sizeof rec, "%s:%s", r->shard, item->record ? item->record : "");
-    sdict_scan_item it = *item;
-    it.record = rec;
-    r->fn(r->ctx, &it);
-}
-
 /* scan (fn != NULL or verify false) or verify every shard of the index at path, then the
    index's rules through a mapped load (only when no shard refers to a refused global: such a
    shard cannot be loaded, and the scan's report is what was asked for). */
@@ -722,8 +703,8 @@ static sdict_status check_index(const char *path, bool verify, const sdict_load_
             break;
         }
         size_t u = 0;
-        scan_relay relay = {fn, ctx, ix.shards[s]};
-        st = verify ? sdict_verify(p, err) : sdict_scan(p, opts, relay_item, &relay, &u, err);
+        sdict__scan_relay relay = {fn, ctx, ix.shards[s]};
+        st = verify ? sdict_verify(p, err) : sdict_scan(p, opts, sdict__scan_relay_item, &relay, &u, err);
         unsafe += u;
         sdict__free(p);
     }

@@ -460,6 +460,15 @@ typedef enum sdict__input {
     verify (every check, CRCs of every record, no doc kept). */
 typedef enum sdict__read_mode { SDICT__READ_LOAD, SDICT__READ_SCAN, SDICT__READ_VERIFY } sdict__read_mode;
 
+/* Passes scan items on to fn with the record prefixed: "PREFIX:RECORD" (a folder's readers
+   name the shard or the DCP item a record came from). load.c. */
+typedef struct sdict__scan_relay {
+    void (*fn)(void *ctx, const sdict_scan_item *item);
+    void *ctx;
+    const char *prefix;
+} sdict__scan_relay;
+void sdict__scan_relay_item(void *ctx, const sdict_scan_item *item);
+
 typedef struct sdict__read_job {
     sdict__read_mode mode;
     void (*fn)(void *ctx, const sdict_scan_item *item); /* scan: each global met */

@@ -1828,3 +1828,14 @@ sdict_status sdict__torch_read(sdict__source *src, sdict__input kind, const sdic
         *out = L.doc;
     return st;
 }
+
+void sdict__scan_relay_item(void *ctx, const sdict_scan_item *item) {
+    const sdict__scan_relay *r = ctx;
+    if (!r->fn)
+        return;
+    char rec[512];
+    snprintf(rec, sizeof rec, "%s:%s", r->prefix, item->record ? item->record : "");
+    sdict_scan_item it = *item;
+    it.record = rec;
+    r->fn(r->ctx, &it);
+}
