@@ -1045,6 +1045,21 @@ enum {
      goes on past objects and reports every global.
     */
     SDICT_LOAD_INERT = 1u << 3,
+    /**
+     Listing only (what `statedict ls` needs): for a DCP folder (SDICT_FORMAT_DCP) only
+     `.metadata` is read for tensors. Every tensor entry becomes a meta tensor (storage NULL,
+     sdict_tensor_device "meta", as torch's device="meta": dtype and shape, strides contiguous,
+     no data) after the same checks of its chunks as a full load (inside the size, tiling it
+     by element count, each backed by a storage_data entry whose relative_path is a file
+     inside the folder and whose bytes lie inside that file). What only the items' bytes show
+     is not checked: that each item is a torch.save archive holding a tensor of the chunk's
+     dtype and shape, and overlaps that the element count does not reveal (use a full load or
+     `statedict verify` for those). Non-tensor (bytes) items are
+     still read, decoded and checked, so the tree has the same structure and values as a full
+     load. Cost: `.metadata` plus the bytes items, whatever the tensors' size. Other formats
+     ignore the flag (their mapped load reads no tensor data anyway).
+    */
+    SDICT_LOAD_METADATA_ONLY = 1u << 4,
 };
 
 /**

@@ -29,6 +29,10 @@
  Items are read from a mapping of their file (or with pread under SDICT_LOAD_COPY) and their
  storages copied out of it: items start at arbitrary file offsets, so their records are rarely
  aligned for mapping anyway.
+
+ SDICT_LOAD_METADATA_ONLY (listing): tensors become meta tensors after their chunk checks, and
+ no tensor item is read (each is only located: its file inside the folder, its bytes inside the
+ file); bytes items still are.
 */
 #define _DEFAULT_SOURCE /* realpath */
 #include "internal.h"
@@ -704,11 +708,9 @@ static void item_err(dcp *c, const dcp_file *f, const dcp_store *s, sdict_error 
     memcpy(err->message, msg, sizeof msg);
 }
 
-/* Reads the torch.save archive of item s with job's mode (a doc out for loads). */
-static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job *job,
-                              sdict_doc **out, sdict_error *err) {
-    if (out)
-        *out = NULL;
+/* Finds the file of item s (a file inside the folder) and checks that the item lies inside it;
+   reads none of its bytes. */
+static sdict_status item_locate(dcp *c, const dcp_store *s, dcp_file **out, sdict_error *err) {
     dcp_file *f = NULL;
     sdict_status st = file_get(c, s->rel, &f, err);
     if (st)
@@ -722,6 +724,19 @@ static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job 
                           s->fqn, (unsigned long long)s->off, (unsigned long long)s->off + s->len,
                           s->rel, (unsigned long long)f->src.size);
     }
+    *out = f;
+    return SDICT_OK;
+}
+
+/* Reads the torch.save archive of item s with job's mode (a doc out for loads). */
+static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job *job,
+                              sdict_doc **out, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    dcp_file *f = NULL;
+    sdict_status st = item_locate(c, s, &f, err);
+    if (st)
+        return st;
     uint8_t *buf = NULL;
     const uint8_t *data = f->src.data ? f->src.data + s->off : NULL;
     if (!data && s->len) {
@@ -746,7 +761,7 @@ static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job 
     sdict__source_init_mem(&sub, data, (size_t)s->len, f->name);
     sdict_load_opts o;
     memset(&o, 0, sizeof o);
-    o.flags = c->flags;
+    o.flags = c->flags & ~(uint32_t)SDICT_LOAD_METADATA_ONLY;
     o.limits = c->limits;
     st = sdict__torch_read(&sub, SDICT__IN_ZIP, &o, job, out, err);
     sdict__free(buf);
@@ -1024,6 +1039,12 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
                           "(MetadataIndex with its offsets)",
                           fqn, k);
         }
+        dcp_file *skf;
+        if ((c->flags & SDICT_LOAD_METADATA_ONLY) && !c->no_items &&
+            (st = item_locate(c, sk, &skf, err))) {
+            sdict__free(shape);
+            return st;
+        }
         /* chunks inside the shape have volumes <= numel; their sum must be numel (else a
            hole or an overlap), and each must be backed by its item's bytes (at most the
            inflate ratio the zip reader allows), so nothing is allocated for data a small
@@ -1059,6 +1080,18 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
     if (c->no_items) {
         sdict__free(shape);
         return (*out = sdict_none_new(doc)) ? SDICT_OK : nomem(err);
+    }
+    if (c->flags & SDICT_LOAD_METADATA_ONLY) { /* a meta tensor: dtype and shape, no data */
+        sdict_tensor t;
+        int64_t *stride = sdict__calloc(nd + 1, sizeof *stride);
+        if (!stride)
+            st = nomem(err);
+        else if ((st = sdict_tensor_init(&t, dtype, (int32_t)nd, shape, stride, NULL, err)) ==
+                 SDICT_OK)
+            st = sdict_tensor_new(doc, &t, out, err);
+        sdict__free(stride);
+        sdict__free(shape);
+        return st;
     }
     sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
     /* a tensor saved whole keeps its item's storage */

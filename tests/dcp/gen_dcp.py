@@ -8,7 +8,8 @@ state and non-tensor values, replicated tensors, DTensor row- and column-sharded
 uneven and empty shards, 0-dim tensors. For each folder, torch's own
 format_utils.dcp_to_torch_save gives expected.pt; `statedict convert FOLDER got.pt` must give
 the same tree: every key in the same order, the same container types, dtypes, shapes and values.
-`statedict ls` and `statedict verify` must accept the folder; the model folders also convert to
+`statedict ls` and `statedict verify` must accept the folder, ls (which reads only .metadata
+and the bytes items) giving the same text as `ls --verify-crc` (which reads every item); the model folders also convert to
 safetensors and to a Hugging Face model folder holding the same tensors.
 Exit 0 on success, 1 on a mismatch.
 """
@@ -139,7 +140,11 @@ if __name__ == "__main__":
         folder = os.path.join(WORK, d)
         exp, got = folder + ".expected.pt", folder + ".got.pt"
         dcp_to_torch_save(folder, exp)
-        run(STATEDICT, "ls", folder)
+        # ls lists from .metadata (and the bytes items); --verify-crc makes it read every item:
+        # both listings must be the same text
+        lazy, full = run(STATEDICT, "ls", folder), run(STATEDICT, "ls", "--verify-crc", folder)
+        check(lazy.stdout == full.stdout and "tensor" in lazy.stdout,
+              f"{d}: ls from .metadata\n{lazy.stdout}\ndiffers from the full listing\n{full.stdout}")
         run(STATEDICT, "verify", folder)
         run(STATEDICT, "convert", folder, got)
         if os.path.exists(got):

@@ -7,7 +7,8 @@ items as torch.save zips in __<r>_0.distcp files), with the class paths torch's 
 but defined here as stand-ins (no torch needed). The valid folder is read (ls lists its
 entries, show gives the reassembled values); every broken one (classes outside DCP's, fields
 of wrong types, chunk geometry lies, path escapes, lengths past the file, no .metadata) makes
-`statedict ls` and `statedict verify` exit 3 with a message naming the fault, and nothing the
+`statedict ls` and `statedict verify` exit 3 with a message naming the fault (faults only the
+tensor items' bytes show: verify only, as ls reads .metadata and bytes items alone), and nothing the
 pickle names is ever run (a marker file a REDUCE of os.system would create stays absent).
 Exit 0 on success, 1 on a failure.
 """
@@ -252,12 +253,20 @@ class Reduce:
         return (self.fn, self.args)
 
 
-def case(name, mutate, expect, post=None):
+def case(name, mutate, expect, post=None, items=False):
+    """items: a fault only the tensor items' bytes show. `ls` lists a folder from .metadata
+    (and the bytes items) alone, so it lists such a folder; verify, which reads every item,
+    refuses it."""
     s = spec()
     mutate(s)
     folder = os.path.join(WORK, name)
     build(folder, s, post)
-    for cmd in ("ls", "verify"):
+    if items:
+        p = run("ls", folder)
+        check(p.returncode == 0 and "model.w" in p.stdout and " meta" not in p.stdout,
+              f"{name}: ls exited {p.returncode}, stdout {p.stdout[:300]!r}, stderr "
+              f"{p.stderr.strip()[:300]!r}, expected a listing from .metadata")
+    for cmd in ("verify",) if items else ("ls", "verify"):
         p = run(cmd, folder)  # verify: 1 for a file that fails its checks, 3 for unreadable
         check(p.returncode in ((3,) if cmd == "ls" else (1, 3)) and expect in p.stderr,
               f"{name}: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:400]!r}, "
@@ -329,7 +338,7 @@ if __name__ == "__main__":
     case("overlap", set_entry(0, W + ([((0, 0), (2, 3)), ((1, 0), (2, 3))],)),
          "has no storage_data entry")
     case("overlap_indexed", both(set_entry(0, W + ([((0, 0), (2, 3)), ((1, 0), (2, 3))],)),
-                                 index_field(2, offset=Size((1, 0)))), "overlaps another chunk")
+                                 index_field(2, offset=Size((1, 0)))), "overlaps another chunk", items=True)
     case("hole", set_entry(0, W + ([((0, 0), (2, 3))],)), "leave a hole")
     case("outside", both(set_entry(0, W + ([((0, 0), (2, 3)), ((3, 0), (2, 3))],)),
                          index_field(2, offset=Size((3, 0)))), "lies outside the size")
@@ -337,11 +346,11 @@ if __name__ == "__main__":
          "of the tensor's 2 dimensions")
     case("item_shape", lambda s: s["items"].__setitem__(
         2, ("model.w", (2, 0), "__1_0.distcp", tensor_item([1.0] * 6, (3, 2)))),
-        "another shape than")
+        "another shape than", items=True)
     case("overlap_and_hole", both(set_entry(0, W + ([((0, 0), (3, 3)), ((2, 0), (1, 3))],)),
-                                  index_field(2, offset=Size((2, 0)))), "another shape than")
+                                  index_field(2, offset=Size((2, 0)))), "another shape than", items=True)
     case("dtype_lie", set_entry(0, ("model.w", "tensor", "int32", (4, 3),
-                                    [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "the metadata says")
+                                    [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "the metadata says", items=True)
     case("huge_tensor", both(set_entry(0, ("model.w", "tensor", "float32", (2 ** 40, 3),
                                            [((0, 0), (2, 3)), ((2, 0), (2 ** 40 - 2, 3))])),
                              index_field(2, offset=Size((2, 0)))), "is only")
@@ -353,7 +362,7 @@ if __name__ == "__main__":
     case("planner_conflict", lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
          "another entry already fills")
     case("bytes_is_tensor", storage_info(3, offset=0, relative_path="__0_0.distcp",
-                                         length=len(torch_save(5))), "not a tensor")
+                                         length=len(torch_save(5))), "not a tensor", items=True)
     # path escapes
     case("dotdot", storage_info(3, relative_path="../__1_0.distcp"), "not a file name inside")
     case("absolute", storage_info(3, relative_path="/etc/passwd"), "not a file name inside")
@@ -363,8 +372,8 @@ if __name__ == "__main__":
     # lengths and offsets past the file
     case("length_past_end", storage_info(3, length=100000), "past its end")
     case("offset_huge", storage_info(3, offset=2 ** 62), "past its end")
-    case("offset_shifted", storage_info(3, offset=1), "not a torch.save archive")
-    case("item_truncated", storage_info(3, length=200), "item 'model.b'")
+    case("offset_shifted", storage_info(3, offset=1), "not a torch.save archive", items=True)
+    case("item_truncated", storage_info(3, length=200), "item 'model.b'", items=True)
     # unfinished save and broken .metadata
     case("no_metadata", lambda s: None, "unfinished save",
          post=lambda d: os.remove(os.path.join(d, ".metadata")))

@@ -44,6 +44,8 @@ typedef struct ls_ctx {
     storage_count *map;
     size_t map_cap, map_n;
     bool oom;
+    bool listing; /* a DCP folder read with SDICT_LOAD_METADATA_ONLY: meta tensors stand for
+                     tensors whose data was not read; they are listed as cpu tensors */
 } ls_ctx;
 
 static size_t ptr_hash(const void *p) {
@@ -237,7 +239,7 @@ static void tensor_marks(cli_buf *b, ls_ctx *c, const sdict_value *v) {
         buf_puts(b, " conj");
     if (t->is_neg)
         buf_puts(b, " neg");
-    if (!t->storage)
+    if (!t->storage && !c->listing)
         buf_puts(b, " meta");
     else if (!sdict_tensor_is_contiguous(t)) {
         buf_puts(b, " non-contiguous(stride ");
@@ -306,6 +308,11 @@ static int print_text(ls_ctx *c, const sdict_doc *doc) {
             buf_printf(&b, "%-*s  %-*s  %-*s  %*zu", (int)wkey, display_key(c->items[i].key),
                        (int)wdtype, dtype, (int)wshape, shape.s, (int)wbytes, bytes);
             tensor_marks(&b, c, v);
+            const sdict_tensor *mt = sdict_value_tensor(v);
+            if (c->listing && mt && !mt->storage) { /* a full load gives each its own storage */
+                nstorages++;
+                sbytes += bytes;
+            }
         } else if (storage_summary(v, &dtype, &shape, &bytes)) {
             const sdict_storage *st = sdict_value_storage(v, NULL);
             buf_printf(&b, "%-*s  %-*s  %-*s  %*zu  device=", (int)wkey,
@@ -393,7 +400,7 @@ static json_t *listing_json(ls_ctx *c, const sdict_doc *doc, const char *path) {
                 json_object_set_new(o, "storage", json_null());
             }
             json_object_set_new(o, "shared", json_boolean(t->storage && map_uses(c, t->storage) > 1));
-            const char *dev = sdict_tensor_device(t);
+            const char *dev = !t->storage && c->listing ? "cpu" : sdict_tensor_device(t);
             json_object_set_new(o, "device", json_text(dev, strlen(dev)));
             const sdict_quantizer *q = sdict_value_quantizer(v);
             if (q)
@@ -461,7 +468,12 @@ static json_t *listing_json(ls_ctx *c, const sdict_doc *doc, const char *path) {
 static int ls_one(const char *path, const cli_args *args, json_t **out) {
     sdict_status st = SDICT_OK;
     sdict_error err;
-    sdict_doc *doc = cli_load_ex(path, args, &st, &err);
+    /* a DCP folder is listed from its .metadata (and bytes items) alone, unless CRCs are
+       to be verified, which needs every item */
+    cli_args a = *args;
+    if (!(a.load_flags & SDICT_LOAD_VERIFY_CRC))
+        a.load_flags |= SDICT_LOAD_METADATA_ONLY;
+    sdict_doc *doc = cli_load_ex(path, &a, &st, &err);
     if (!doc) {
         if (out) {
             char text[1024];
@@ -477,6 +489,7 @@ static int ls_one(const char *path, const cli_args *args, json_t **out) {
     }
     ls_ctx c;
     memset(&c, 0, sizeof c);
+    c.listing = (a.load_flags & SDICT_LOAD_METADATA_ONLY) && sdict_doc_format(doc) == SDICT_FORMAT_DCP;
     cli_buf kpath;
     buf_init(&kpath);
     bool ok = walk_leaves(sdict_doc_root(doc), &kpath, true, collect, &c);
