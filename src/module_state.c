@@ -76,9 +76,14 @@ bool sdict_object_is_module(const sdict_value *v) {
     if (sdict_value_kind(v) != SDICT_KIND_OBJECT || sdict_object_how(v) == SDICT_OBJECT_CLASS)
         return false;
     const sdict_value *a = attrs_of(v);
-    return sdict_value_kind(sdict_dict_get(a, "_parameters")) == SDICT_KIND_DICT &&
-           sdict_value_kind(sdict_dict_get(a, "_buffers")) == SDICT_KIND_DICT &&
-           sdict_value_kind(sdict_dict_get(a, "_modules")) == SDICT_KIND_DICT;
+    /* a dict subclass there (an object) still makes a module: state_dict refuses it clearly */
+    static const char *const keys[] = {"_parameters", "_buffers", "_modules"};
+    for (size_t i = 0; i < 3; i++) {
+        sdict_kind k = sdict_value_kind(sdict_dict_get(a, keys[i]));
+        if (k != SDICT_KIND_DICT && k != SDICT_KIND_OBJECT)
+            return false;
+    }
+    return true;
 }
 
 /* The object's class: protocols 0 and 1 pickle a plain object as
@@ -181,12 +186,25 @@ static bool empty_or_none(const sdict_value *v) {
            (sdict_value_kind(v) == SDICT_KIND_DICT && sdict_dict_len(v) == 0);
 }
 
+/* torch's quantized modules (torch.ao.nn.quantized..., torch.nn.quantized..., their intrinsic
+   and dynamic variants) override _save_to_state_dict: their state_dict holds scale, zero_point
+   and packed parameters computed by Python code, not their _parameters and _buffers. */
+static bool saves_itself(const sdict_value *obj) {
+    const char *mod = sdict_object_module(class_of(obj));
+    return mod && strncmp(mod, "torch.", 6) == 0 && strstr(mod, ".quantized") != NULL;
+}
+
 /* Module.state_dict(destination, prefix) for one module (m->path is the prefix). */
 static sdict_status walk(ms *m, const sdict_value *mod, int depth) {
     if (depth > MS_MAX_DEPTH)
         return sdict__err(m->err, SDICT_E_LIMIT, NULL, -1,
                           "modules nest deeper than %d at '%.200s'", MS_MAX_DEPTH, m->path);
     const sdict_value *a = attrs_of(mod);
+    if (saves_itself(mod))
+        return sdict__err(m->err, SDICT_E_UNSUPPORTED, NULL, -1, "module '%.200s': unsupported: "
+                          "%.200s.%.200s computes its own state_dict (_save_to_state_dict)",
+                          m->path, sdict_object_module(class_of(mod)),
+                          sdict_object_name(class_of(mod)));
     /* _metadata[prefix[:-1]] = {'version': cls._version} */
     sdict_value *md = sdict_dict_new(m->doc, false), *ver = sdict_int_new(m->doc, version_of(mod));
     sdict_value *mk = sdict_str_new(m->doc, m->path, m->len ? m->len - 1 : 0);
@@ -198,12 +216,28 @@ static sdict_status walk(ms *m, const sdict_value *mod, int depth) {
         !empty_or_none(sdict_dict_get(a, "_state_dict_pre_hooks")))
         return bad(m, SDICT_E_UNSUPPORTED, "has state_dict hooks (Python code that would change "
                    "the result)", NULL);
+    static const char *const keys[] = {"_parameters", "_buffers", "_modules"};
+    for (size_t i = 0; i < 3; i++) {
+        const sdict_value *d = sdict_dict_get(a, keys[i]);
+        if (sdict_value_kind(d) != SDICT_KIND_DICT)
+            return sdict__err(m->err, SDICT_E_UNSUPPORTED, NULL, -1, "module '%.200s': "
+                              "unsupported: its %s is a %.200s.%.200s (a dict subclass), not a "
+                              "dict", m->path, keys[i], sdict_object_module(class_of(d)),
+                              sdict_object_name(class_of(d)));
+    }
+    /* _non_persistent_buffers_set: a set (or frozenset); a list or tuple is honoured as torch's
+       `name in ...` would; anything else (a set subclass) is refused, never ignored */
     const sdict_value *skip = sdict_dict_get(a, "_non_persistent_buffers_set");
+    sdict_kind sk = sdict_value_kind(skip);
+    if (skip && sk != SDICT_KIND_NONE && sk != SDICT_KIND_SET && sk != SDICT_KIND_LIST &&
+        sk != SDICT_KIND_TUPLE)
+        return bad(m, SDICT_E_UNSUPPORTED, "unsupported: _non_persistent_buffers_set is no set, "
+                   "list or tuple (a subclass?)", NULL);
     sdict_status st = save_tensors(m, sdict_dict_get(a, "_parameters"), NULL,
                                    "a parameter that is not a tensor");
     if (st == SDICT_OK)
         st = save_tensors(m, sdict_dict_get(a, "_buffers"),
-                          sdict_value_kind(skip) == SDICT_KIND_SET ? skip : NULL,
+                          sk == SDICT_KIND_NONE ? NULL : skip,
                           "a buffer that is not a tensor");
     const sdict_value *mods = sdict_dict_get(a, "_modules");
     size_t base = m->len;

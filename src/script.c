@@ -16,6 +16,12 @@
      __annotations__["0"] = __torch__.X.Y      an attribute whose name is no identifier
      momentum : Final[float] = 0.1             a constant (skipped), as are def bodies
 
+ As torch's lexer and parser read it: spaces around ':' and '=' are optional, comments may
+ stand at any column or end a line, the body's indent is that of its first line (any width, no
+ tabs), and lines that continue a string, a bracket or a backslash declare nothing. Declaration
+ text not understood is refused, and the walk checks each module's data.pkl state against its
+ class: a tensor or module object the declarations do not account for is refused.
+
  torch's importer (import_source.cpp) makes one slot per annotated attribute in that order,
  marks those named in __parameters__ / __buffers__, and the loaded module's state_dict()
  (nn.Module.state_dict over the C++ module: named_parameters, named_buffers and named_children,
@@ -44,6 +50,8 @@ typedef struct sc_parse {
     const char *record;
     const char *base;     /* start of the record's text, for offsets */
     sdict_error *err;
+    sdict_value *rec;     /* the record's name, one str value shared by its classes */
+    size_t used, budget;  /* bytes the classes took, and the most they may take */
 } sc_parse;
 
 static sdict_status sc_nomem(sdict_error *err, const char *record) {
@@ -150,6 +158,14 @@ static sdict_status class_line(sc_parse *p, const char *module, size_t mlen, con
     memcpy(q, module, mlen);
     q[mlen] = '.';
     memcpy(q + mlen + 1, name, nlen);
+    /* each class costs its key and dicts: counted against a budget linear in the record */
+    p->used += mlen + nlen + 512;
+    if (p->used > p->budget)
+        return sdict__err(p->err, SDICT_E_LIMIT, p->record, (int64_t)(line - p->base),
+                          "TorchScript code: its classes would take more than %zu bytes "
+                          "(16 per byte of the record, plus 1 MiB)", p->budget);
+    if (!p->rec && !(p->rec = sdict_str_new(p->doc, p->record, strlen(p->record))))
+        return sc_nomem(p->err, p->record);
     sdict_value *key = sdict_str_new(p->doc, q, mlen + 1 + nlen);
     if (!key)
         return sc_nomem(p->err, p->record);
@@ -157,7 +173,7 @@ static sdict_status class_line(sc_parse *p, const char *module, size_t mlen, con
         return bad_line(p, line, "class defined twice");
     sdict_value *c = sdict_dict_new(p->doc, true), *attrs = sdict_dict_new(p->doc, true);
     sdict_value *b = base ? sdict_str_new(p->doc, base, blen) : sdict_none_new(p->doc);
-    sdict_value *rec = sdict_str_new(p->doc, p->record, strlen(p->record));
+    sdict_value *rec = p->rec;
     sdict_value *off = sdict_int_new(p->doc, (int64_t)(line - p->base));
     if (!c || !attrs || !b || !rec || !off || sdict_dict_set_str(c, "base", b) ||
         sdict_dict_set_str(c, "attributes", attrs) || sdict_dict_set_str(c, "record", rec) ||
@@ -167,17 +183,41 @@ static sdict_status class_line(sc_parse *p, const char *module, size_t mlen, con
     return SDICT_OK;
 }
 
-/* One declaration line of a class body (the two spaces stripped). */
+static bool is_space(char c) { return c == ' ' || c == '\r'; }
+
+static const char *skip_sp(const char *s, const char *end) {
+    while (s < end && is_space(*s))
+        s++;
+    return s;
+}
+
+/* The type text of a declaration: a dotted name with [ ] , and spaces only; anything else
+   (`;`, a second statement, an operator) is text this reader does not understand. */
+static bool type_text_ok(const char *s, const char *end) {
+    if (s >= end)
+        return false;
+    for (; s < end; s++)
+        if (!is_ident_char(*s) && *s != '.' && *s != '[' && *s != ']' && *s != ',' && *s != ' ')
+            return false;
+    return true;
+}
+
+/* One logical declaration line of a class body (indent stripped, comment and trailing spaces
+   cut). As torch's parser reads them, spaces around ':' and '=' are optional. */
 static sdict_status body_line(sc_parse *p, sdict_value *cls, const char *s, const char *end) {
     static const char *const lists[] = {"__parameters__", "__buffers__"};
     for (size_t i = 0; i < 2; i++) {
         size_t l = strlen(lists[i]);
-        if ((size_t)(end - s) > l + 3 && memcmp(s, lists[i], l) == 0 &&
-            memcmp(s + l, " = ", 3) == 0) {
+        if ((size_t)(end - s) >= l && memcmp(s, lists[i], l) == 0 &&
+            (s + l == end || !is_ident_char(s[l]))) {
+            const char *q = skip_sp(s + l, end);
+            if (q >= end || *q != '=')
+                return bad_line(p, s, "a __parameters__ / __buffers__ line that is no "
+                                "`NAME = [...]` assignment");
             if (sdict_dict_get(cls, lists[i] + 2))
                 return bad_line(p, s, "__parameters__ or __buffers__ declared twice");
             sdict_value *d = NULL;
-            sdict_status st = name_list(p, s + l + 3, end, &d);
+            sdict_status st = name_list(p, skip_sp(q + 1, end), end, &d);
             if (st != SDICT_OK)
                 return st;
             /* stored without the underscores: "parameters__", "buffers__" */
@@ -187,29 +227,38 @@ static sdict_status body_line(sc_parse *p, sdict_value *cls, const char *s, cons
     }
     sdict_value *name = NULL;
     const char *type;
-    if ((size_t)(end - s) > 16 && memcmp(s, "__annotations__[", 16) == 0) {
-        const char *q = s + 16;
+    if ((size_t)(end - s) >= 15 && memcmp(s, "__annotations__", 15) == 0) {
+        const char *q = skip_sp(s + 15, end);
+        if (q >= end || *q != '[')
+            return bad_line(p, s, "an __annotations__ line that is no `__annotations__[NAME] = "
+                            "TYPE`");
+        q = skip_sp(q + 1, end);
         sdict_status st = quoted(p, &q, end, &name);
         if (st != SDICT_OK)
             return st;
-        if ((size_t)(end - q) < 4 || memcmp(q, "] = ", 4) != 0)
-            return bad_line(p, q, "expected '] = ' after __annotations__[name");
-        type = q + 4;
+        q = skip_sp(q, end);
+        if (q >= end || *q != ']' || (q = skip_sp(q + 1, end)) >= end || *q != '=')
+            return bad_line(p, q, "expected '] =' after __annotations__[name");
+        type = skip_sp(q + 1, end);
     } else {
         const char *q = s;
         while (q < end && is_ident_char(*q))
             q++;
-        if (q == s || (size_t)(end - q) < 3 || memcmp(q, " : ", 3) != 0)
-            return SDICT_OK; /* def, decorators, other assignments */
-        type = q + 3;
-        for (const char *t = type; t + 2 < end; t++)
-            if (t[0] == ' ' && t[1] == '=' && t[2] == ' ')
-                return SDICT_OK; /* `name : Final[T] = value`: a constant, no slot */
+        if (q == s)
+            return SDICT_OK; /* decorators and other non-declarations */
+        const char *c = skip_sp(q, end);
+        if (c >= end || *c != ':')
+            return SDICT_OK; /* def, other statements */
+        type = skip_sp(c + 1, end);
+        if (memchr(type, '=', (size_t)(end - type)))
+            return SDICT_OK; /* `name : Final[T] = value`: a constant, no slot */
         name = sdict_str_new(p->doc, s, (size_t)(q - s));
         if (!name)
             return sc_nomem(p->err, p->record);
     }
-    while (end > type && (end[-1] == ' ' || end[-1] == '\r'))
+    if (!type_text_ok(type, end))
+        return bad_line(p, type, "a declaration whose type this reader does not understand");
+    while (end > type && is_space(end[-1]))
         end--;
     sdict_value *attrs = sdict_dict_get(cls, "attributes");
     if (sdict_dict_find(attrs, name))
@@ -220,22 +269,99 @@ static sdict_status body_line(sc_parse *p, sdict_value *cls, const char *s, cons
     return SDICT_OK;
 }
 
+/* Lexer state carried from line to line: inside a triple-quoted string (its quote char), the
+   depth of open brackets, a backslash continuation. A physical line that starts inside any of
+   them continues a logical line and declares nothing. */
+typedef struct sc_lex {
+    char triple;
+    size_t depth;
+    bool cont;
+} sc_lex;
+
+/* Scans the line [s, end) from its start state; returns where a comment starts (or end). */
+static const char *lex_line(sc_lex *x, const char *s, const char *end) {
+    const char *comment = end;
+    x->cont = false;
+    for (const char *q = s; q < end; q++) {
+        char c = *q;
+        if (x->triple) {
+            if (c == '\\')
+                q++;
+            else if (c == x->triple && end - q >= 3 && q[1] == c && q[2] == c) {
+                x->triple = 0;
+                q += 2;
+            }
+            continue;
+        }
+        if (c == '#') {
+            comment = q;
+            break;
+        }
+        if (c == '"' || c == '\'') {
+            if (end - q >= 3 && q[1] == c && q[2] == c) {
+                x->triple = c;
+                q += 2;
+                continue;
+            }
+            for (q++; q < end && *q != c; q++)
+                if (*q == '\\')
+                    q++;
+            continue; /* an unterminated one ends at the line's end, as in a bad line */
+        }
+        if (c == '(' || c == '[' || c == '{')
+            x->depth++;
+        else if ((c == ')' || c == ']' || c == '}') && x->depth)
+            x->depth--;
+        else if (c == '\\' && skip_sp(q + 1, end) == end)
+            x->cont = true;
+    }
+    return comment;
+}
+
+/* Per record, the memory the class table may take: linear in the record's size. */
+#define SC_BUDGET(n) (16 * (size_t)(n) + ((size_t)1 << 20))
+
 sdict_status sdict__script_code(sdict_doc *doc, sdict_value *classes, const char *module,
                                 size_t mlen, const char *text, size_t n, const char *record,
                                 sdict_error *err) {
-    sc_parse p = {doc, classes, record, text, err};
+    sc_parse p = {doc, classes, record, text, err, NULL, 0, SC_BUDGET(n)};
     sdict_value *cur = NULL;
+    size_t indent = 0; /* the class body's indent; 0 until its first line */
+    sc_lex x = {0, 0, false};
     const char *s = text, *end = text + n;
     while (s < end) {
         const char *nl = memchr(s, '\n', (size_t)(end - s));
         const char *le = nl ? nl : end;
+        bool continued = x.triple || x.depth || x.cont;
+        const char *cm = lex_line(&x, s, le);
         sdict_status st = SDICT_OK;
-        if ((size_t)(le - s) >= 6 && memcmp(s, "class ", 6) == 0)
-            st = class_line(&p, module, mlen, s, le, &cur);
-        else if (s < le && *s != ' ' && *s != '\r')
-            cur = NULL; /* a top-level def or statement ends the class */
-        else if (cur && le - s > 2 && s[0] == ' ' && s[1] == ' ' && s[2] != ' ')
-            st = body_line(&p, cur, s + 2, le);
+        const char *t = s;
+        while (t < cm && *t == ' ')
+            t++;
+        const char *e = cm;
+        while (e > t && is_space(e[-1]))
+            e--;
+        size_t ind = (size_t)(t - s);
+        if (continued || t == e) {
+            /* a continuation, a blank or comment-only line (at any column) */
+        } else if (t < e && *t == '\t') {
+            st = bad_line(&p, t, "a tab in an indent (torch.jit.load refuses it)");
+        } else if (ind == 0) {
+            if ((size_t)(e - t) >= 6 && memcmp(t, "class ", 6) == 0) {
+                st = class_line(&p, module, mlen, t, e, &cur);
+                indent = 0;
+            } else {
+                cur = NULL; /* a top-level def or statement ends the class */
+            }
+        } else if (cur) {
+            if (!indent)
+                indent = ind;
+            if (ind == indent)
+                st = body_line(&p, cur, t, e);
+            else if (ind < indent)
+                st = bad_line(&p, t, "an indent that matches no enclosing block");
+            /* deeper: a def's body */
+        }
         if (st != SDICT_OK)
             return st;
         s = nl ? nl + 1 : end;
@@ -295,8 +421,14 @@ sdict_status sdict__script_finish(sdict_doc *doc, sdict_value *classes, sdict_er
             sdict_value *to = NULL;
             if (params && sdict_dict_find(params, name))
                 to = lp;
-            else if (bufs && sdict_dict_find(bufs, name))
+            else if (bufs && sdict_dict_find(bufs, name)) {
+                size_t tl = 0;
+                const char *ts = sdict_str_get(type, &tl);
+                if (ts && tl >= 9 && memcmp(ts, "Optional[", 9) == 0)
+                    return class_err(c, qual, err, "declares a buffer typed Optional "
+                                     "(torch.jit.load refuses it):", name);
                 to = str_is(type, "Tensor") ? lb : NULL;
+            }
             else if (class_is_module(sdict_dict_find(classes, type)) ||
                      str_is(sdict_dict_get(sdict_dict_find(classes, type), "base"),
                             "ModuleInterface"))
@@ -433,6 +565,31 @@ static sdict_status walk(sc_walk *w, const sdict_value *obj, int depth) {
             if (st != SDICT_OK)
                 return st;
         }
+    }
+    /* cross-check against data.pkl: every tensor the object holds is a declared attribute, every
+       module it holds one the walk visited, so text this reader misread cannot silently drop
+       or add entries */
+    const sdict_value *attrs = sdict_dict_get(cls, "attributes");
+    for (size_t i = 0; i < sdict_dict_len(state); i++) {
+        const sdict_value *name = sdict_dict_key(state, i), *v = sdict_dict_val(state, i);
+        sdict_kind vk = sdict_value_kind(v);
+        if (vk != SDICT_KIND_TENSOR && vk != SDICT_KIND_OBJECT)
+            continue;
+        const sdict_value *type = sdict_dict_find(attrs, name);
+        bool ok = type != NULL;
+        if (ok && vk == SDICT_KIND_OBJECT) {
+            sdict_value *vq;
+            const sdict_value *vc = class_of(w, v, &vq);
+            const sdict_value *tc = sdict_dict_find(w->classes, type);
+            if (class_is_module(vc))
+                ok = class_is_module(tc) || str_is(sdict_dict_get(tc, "base"), "ModuleInterface");
+        }
+        if (!ok)
+            return sdict__err(w->err, SDICT_E_FORMAT, "data.pkl", -1, "module '%.200s' (%.300s): "
+                              "attribute '%.200s' holds a %s the class's code does not declare "
+                              "as such; the code text is not understood", w_path(w),
+                              sdict_str_get(qual, NULL), sdict_str_get(name, NULL),
+                              vk == SDICT_KIND_TENSOR ? "tensor" : "module object");
     }
     return SDICT_OK;
 }

@@ -8,7 +8,9 @@
 #                        model.state_dict() (keys, order, dtypes, values, sharing, _metadata) and
 #                        loads with strict=True; the malicious fixtures under --inert: no file
 #                        appears, a clear result, and `scan` lists every global pickletools finds
-#                        (tests/torch/extract_check.py)
+#                        (tests/torch/extract_check.py); quantized modules, dict subclasses as
+#                        _modules, a set subclass as _non_persistent_buffers_set exit 3; a list
+#                        there is honoured; a class with get_extra_state is named in a warning
 if(TARGET statedict_cli)
   sdict_torch_test(extract_models LABELS extract
     COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/torch/extract_check.py

@@ -9,7 +9,12 @@
 #                        made from it (code naming a missing attribute, a parameter that is no
 #                        tensor, parameters on a non-module class, a missing or oversized
 #                        record, a malformed name list, a 7 MB code record) exit 3 with a message
-#                        or extract in linear time
+#                        or extract in linear time; code text torch reads alike (no spaces around
+#                        ':' or '=', comments at column 0 or after a declaration, a 4-space
+#                        indent, a fake __parameters__ line in a string) extracts as torch loads
+#                        it, text torch.jit.load refuses (tab indent, ';', an Optional buffer), a
+#                        module the code does not declare and 190,000 classes in a record with a
+#                        4 KB name exit 3
 #   fixture_script@1.13  the TorchScript archives of SDICT_SHARED_FIXTURES (versions 1, 3, 4,
 #                        mangled class names, dotted prefixes, constants, traced inputs) against
 #                        torch 1.13's torch.jit.load(f).state_dict(), label "fixture"

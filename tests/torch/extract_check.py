@@ -394,6 +394,72 @@ def check_fixtures(sd_bin, fixdir, work):
     return n
 
 
+class SetSub(set):
+    pass
+
+
+class DictSub(dict):
+    pass
+
+
+class WithExtra(torch.nn.Linear):
+    def get_extra_state(self):
+        return {"x": 1}
+
+    def set_extra_state(self, state):
+        pass
+
+
+def check_refusals(sd_bin, work):
+    """Models whose state_dict Python code computes, or whose module dicts are subclasses:
+    extract equals torch's state_dict or exits 3 naming the cause, never a different result."""
+    n = 0
+    cases = []
+    q = torch.ao.nn.quantized.Linear(3, 2)
+    cases.append(("quantized_linear", torch.nn.Sequential(q), "_save_to_state_dict"))
+    cases.append(("quantized_dynamic", torch.nn.Sequential(
+        torch.ao.nn.quantized.dynamic.Linear(3, 2)), "_save_to_state_dict"))
+    m = torch.nn.BatchNorm1d(3)
+    m.register_buffer("extra", torch.ones(2), persistent=False)
+    m._non_persistent_buffers_set = SetSub(m._non_persistent_buffers_set)
+    cases.append(("nonpersist_setsub", m, "_non_persistent_buffers_set"))
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    m._modules = DictSub(m._modules)
+    cases.append(("modules_dictsub", m, "dict subclass"))
+    m = torch.nn.BatchNorm1d(3)
+    m.register_buffer("extra", torch.ones(2), persistent=False)
+    m._non_persistent_buffers_set = list(m._non_persistent_buffers_set)
+    cases.append(("nonpersist_list", m, None))
+    # Python code statedict does not run: named on stderr, the result is Module's own
+    m = torch.nn.Sequential(WithExtra(2, 2))
+    src = os.path.join(work, "extra_state.pt")
+    torch.save(m, src)
+    rc, _, err = run([sd_bin, "extract", src, os.path.join(work, "extra_state_sd.pt")])
+    if rc != 0 or "WithExtra is not a torch class" not in err or "get_extra_state" not in err:
+        fail("extra_state: exit %d, no warning naming WithExtra: %r" % (rc, err))
+    else:
+        got = load(os.path.join(work, "extra_state_sd.pt"))
+        if list(got) != ["0.weight", "0.bias"]:
+            fail("extra_state: keys %s" % list(got))
+        print("ok extra_state: warned, Module.state_dict's keys")
+    for name, model, want in cases:
+        src, dst = os.path.join(work, name + ".pt"), os.path.join(work, name + "_sd.pt")
+        torch.save(model, src)
+        rc, _, err = run([sd_bin, "extract", src, dst])
+        if want is None:
+            if rc != 0:
+                fail("%s: extract exit %d: %s" % (name, rc, err.strip()))
+            else:
+                compare_sd(name, load(dst), model.state_dict())
+                print("ok %s: equals torch's state_dict" % name)
+        elif rc != 3 or want not in err or os.path.exists(dst):
+            fail("%s: exit %d, expected 3 and %r in %r" % (name, rc, want, err))
+        else:
+            print("ok %s refused: %s" % (name, err.strip().splitlines()[-1][:160]))
+        n += 1
+    return n
+
+
 def main():
     if len(sys.argv) < 3:
         print(__doc__)
@@ -402,6 +468,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     n = check_models(sd_bin, work)
+    n += check_refusals(sd_bin, work)
     if len(sys.argv) > 3:
         n += check_fixtures(sd_bin, sys.argv[3], work)
     print("%d checks, %d failures (torch %s, torchvision %s)" % (n, len(failures),

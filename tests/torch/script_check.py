@@ -206,6 +206,7 @@ def hostile(exe, work, base):
             fail("hostile %s: exit %d, expected 3 and %r in %r" % (name, rc, want, err))
         else:
             print("ok hostile %s: %s" % (name, err.strip().splitlines()[-1][:160]))
+    textual(exe, work)
     # a huge code record: 400,000 declarations in one class, read in linear time
     big = b"class Big(Module):\n  __parameters__ = []\n" + b"".join(
         b"  a%d : Tensor\n" % i for i in range(400000))
@@ -218,6 +219,96 @@ def hostile(exe, work, base):
         fail("huge code record: exit %d in %.1f s: %s" % (rc, dt, err))
     else:
         print("ok huge code record (%d bytes): %.2f s" % (len(big), dt))
+
+
+class TxtSub(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([2.0]))
+
+    def forward(self, x):
+        return x * self.w
+
+
+class TxtTop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor([3.0]))
+        self.register_buffer("bb", torch.tensor([1.0]))
+        self.t = torch.tensor([5.0])
+        self.sub = TxtSub()
+
+    def forward(self, x):
+        return self.sub(x) * self.a + self.bb + self.t
+
+
+def textual(exe, work):
+    """Code text torch's parser reads one way: statedict reads it the same way, or refuses it
+    (issue 13 adversarial review): the extracted state_dict always equals torch.jit.load's."""
+    base = os.path.join(work, "txt_base.pt")
+    torch.jit.save(torch.jit.script(TxtTop()), base)
+    with zipfile.ZipFile(base) as z:
+        top = [n for n in z.namelist() if n.endswith("code/__torch__/___torch_mangle_0.py")
+               or n.endswith("code/__torch__.py")]
+        code = z.read(top[0]).decode()
+    sub = [l for l in code.split("\n") if l.strip().startswith("sub : ")][0].strip()
+    par = [l for l in code.split("\n") if l.strip().startswith('__parameters__ = ["a"')][0]
+    ret = [l for l in code.split("\n") if l.strip().startswith("return ")][0]
+    ind = lambda c: "\n".join(("  " + l if l.startswith("  ") else l) for l in c.split("\n"))
+    same = [  # torch reads these as the original
+        ("nospace_colon", lambda c: c.replace(sub, sub.replace(" : ", ": "))),
+        ("trailing_comment", lambda c: c.replace(sub, sub + " # x")),
+        ("params_nospace", lambda c: c.replace(par.strip(), par.strip().replace(" = ", "="))),
+        ("comment_col0", lambda c: c.replace(par, "# hi\n" + par)),
+        ("comment_col0_sub", lambda c: c.replace("  " + sub, "# hi\n  " + sub)),
+        ("indent4", ind),
+        ("fake_in_string", lambda c: c.replace(par + "\n", "").replace(
+            ret, ret[:len(ret) - len(ret.lstrip())] + '_s = """\n' + par + '\n"""\n' + ret)),
+    ]
+    refused = [  # torch.jit.load refuses these: statedict too
+        ("tab", lambda c: c.replace("\n  " + sub, "\n\t" + sub), "tab"),
+        ("semicolon", lambda c: c.replace("  " + sub, "  t2 : Tensor; " + sub), "type"),
+        ("buffer_optional", lambda c: c.replace("  bb : Tensor", "  bb : Optional[Tensor]"),
+         "Optional"),
+    ]
+    for name, edit, *want in same + refused:
+        p = os.path.join(work, "txt_" + name + ".pt")
+        rewrite(base, p, lambda n, d: edit(d.decode()).encode() if n in top else d)
+        if not want:
+            check_file(exe, work, p, "txt_" + name)
+            continue
+        try:
+            torch.jit.load(p)
+            fail("txt %s: torch.jit.load accepts it" % name)
+        except Exception:
+            pass
+        rc, _, err = run([exe, "extract", p, os.path.join(work, "txt.out.pt")])
+        if rc != 3 or want[0] not in err:
+            fail("txt %s: exit %d, expected 3 and %r in %r" % (name, rc, want[0], err))
+        else:
+            print("ok txt %s refused: %s" % (name, err.strip().splitlines()[-1][:160]))
+    # a module object in an attribute the code does not declare: refused, not dropped
+    p = os.path.join(work, "txt_undeclared.pt")
+    rewrite(base, p, lambda n, d: d.decode().replace("  " + sub + "\n", "").encode()
+            if n in top else d)
+    rc, _, err = run([exe, "extract", p, os.path.join(work, "txt.out.pt")])
+    if rc != 3 or "does not declare" not in err:
+        fail("txt undeclared module: exit %d, %r" % (rc, err))
+    else:
+        print("ok txt undeclared module refused")
+    # 190,000 class lines in a record with a 4 KB name: refused within a linear memory budget
+    big = b"".join(b"class c%d:\n" % i for i in range(190000))
+    p = os.path.join(work, "txt_amp.pt")
+    with zipfile.ZipFile(base) as zi, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zo:
+        for info in zi.infolist():
+            zo.writestr(info.filename, zi.read(info.filename))
+        zo.writestr(top[0].replace("__torch__.py", "__torch__/" + "m" * 4000 + ".py"), big)
+    t = time.time()
+    rc, _, err = run([exe, "extract", p, os.path.join(work, "txt.out.pt")])
+    if rc != 3 or "bytes" not in err or time.time() - t > 20:
+        fail("txt amp: exit %d in %.1f s: %r" % (rc, time.time() - t, err))
+    else:
+        print("ok txt amp refused: %s" % err.strip().splitlines()[-1][:160])
 
 
 FIXTURES = ["coremltools/DemoNet.pt", "tch-rs/foo.pt", "tch-rs/foo1.pt", "tch-rs/foo9.pt",

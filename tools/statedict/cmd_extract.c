@@ -64,6 +64,44 @@ static const char *shown_path(const cli_buf *path) {
     return path->len ? path->s : "<root>";
 }
 
+/* Warns once per module class that is not torch's or torchvision's: its Python code
+   (state_dict hooks, an overridden state_dict or _save_to_state_dict, get_extra_state, a
+   _version of its own) was not run, so the result is what torch.nn.Module's own state_dict
+   computes. warned: "module.name" -> None of the classes already named. */
+static void warn_python(ex_ctx *x, const sdict_value *mod, sdict_value *warned, int depth) {
+    if (depth > 1000 || sdict_value_kind(mod) != SDICT_KIND_OBJECT)
+        return;
+    const sdict_value *cls = mod, *a0 = sdict_seq_item(sdict_object_args(mod), 0);
+    if (strcmp(sdict_object_module(mod), "copyreg") == 0 &&
+        strcmp(sdict_object_name(mod), "_reconstructor") == 0 &&
+        sdict_value_kind(a0) == SDICT_KIND_OBJECT)
+        cls = a0;
+    const char *m = sdict_object_module(cls), *n = sdict_object_name(cls);
+    if (strncmp(m, "torch.", 6) != 0 && strncmp(m, "torchvision.", 12) != 0) {
+        size_t ml = strlen(m), nl = strlen(n);
+        char *text = malloc(ml + nl + 2);
+        sdict_value *key = NULL;
+        if (text) {
+            snprintf(text, ml + nl + 2, "%s.%s", m, n);
+            key = sdict_str_new(x->doc, text, ml + nl + 1);
+        }
+        if (key && warned && !sdict_dict_find(warned, key)) {
+            sdict_dict_set(warned, key, sdict_none_new(x->doc));
+            fprintf(stderr, "statedict: extract: warning: %s is not a torch class: its Python "
+                            "code (state_dict hooks or overrides, get_extra_state, _version) was "
+                            "not run; the result is what torch.nn.Module.state_dict computes\n",
+                    text);
+        }
+        free(text);
+    }
+    const sdict_value *st = sdict_object_state(mod);
+    if (sdict_value_kind(st) == SDICT_KIND_TUPLE && sdict_seq_len(st) == 2)
+        st = sdict_seq_item(st, 0);
+    const sdict_value *mods = sdict_dict_get(st, "_modules");
+    for (size_t i = 0; i < sdict_dict_len(mods); i++)
+        warn_python(x, sdict_dict_val(mods, i), warned, depth + 1);
+}
+
 /* What an object becomes; NULL on failure (x->st set). */
 static sdict_value *replace_object(ex_ctx *x, sdict_value *v, const cli_buf *path) {
     sdict_value *r = seen(x, v);
@@ -78,6 +116,7 @@ static sdict_value *replace_object(ex_ctx *x, sdict_value *v, const cli_buf *pat
             x->models++;
             fprintf(stderr, "statedict: extract: %s: %s -> state_dict (%zu entries)\n",
                     shown_path(path), what.s, sdict_dict_len(r));
+            warn_python(x, v, sdict_dict_new(x->doc, false), 0);
         }
     } else if (sdict_object_is_optimizer(v)) {
         x->st = sdict_object_optimizer_state_dict(v, &r, &x->err);
