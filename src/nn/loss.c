@@ -12,45 +12,13 @@
 sdict_status sdict_cross_entropy_loss(const sdict_act *logits, const sdict_act *targets,
                                       float *loss, sdict_act *dlogits, sdict_error *err) {
     if (dlogits) memset(dlogits, 0, sizeof *dlogits);
-    if (!logits || !targets || !loss)
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "cross_entropy: NULL argument");
-    if (logits->dtype != SDICT_FLOAT32 || targets->dtype != SDICT_INT64)
-        return sdict_nn__err(err, SDICT_E_DTYPE, "cross_entropy: expected float32 logits and "
-                             "int64 targets, got %s and %s", sdict_dtype_name(logits->dtype),
-                             sdict_dtype_name(targets->dtype));
-    if (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0])
+    if (logits && targets && loss && logits->dtype == SDICT_FLOAT32 &&
+        targets->dtype == SDICT_INT64 &&
+        (logits->ndim != 2 || targets->ndim != 1 || targets->shape[0] != logits->shape[0]))
         return sdict_nn__err(err, SDICT_E_SHAPE, "cross_entropy: expected logits [N, C] and "
                              "targets [N]");
-    int64_t N = logits->shape[0], C = logits->shape[1];
-    const float *X = logits->data;
-    const int64_t *T = targets->data;
-    for (int64_t n = 0; n < N; n++)
-        if (T[n] < 0 || T[n] >= C)   /* torch's nll_loss wording */
-            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "Target %lld is out of bounds.",
-                                 (long long)T[n]);
-    if (dlogits) {
-        sdict_status st = sdict_act_init(dlogits, SDICT_FLOAT32, 2, logits->shape, err);
-        if (st != SDICT_OK) return st;
-    }
-    double total = 0.0;
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = X + n * C;
-        /* log_softmax with the maximum subtracted: no overflow for large logits */
-        double mx = -INFINITY;
-        for (int64_t c = 0; c < C; c++) if (x[c] > mx) mx = x[c];
-        double sum = 0.0;
-        for (int64_t c = 0; c < C; c++) sum += exp((double)x[c] - mx);
-        double lse = mx + log(sum);
-        total += lse - x[T[n]];
-        if (dlogits) {
-            float *d = (float *)dlogits->data + n * C;
-            for (int64_t c = 0; c < C; c++)
-                d[c] = (float)((exp((double)x[c] - lse) - (c == T[n] ? 1.0 : 0.0)) / (double)N);
-        }
-    }
-    /* torch: mean over an empty batch is nan */
-    *loss = (float)(N ? total / (double)N : NAN);
-    return SDICT_OK;
+    /* no target equals INT64_MIN, so none is ignored: the mean over all N */
+    return sdict_cross_entropy_loss_ex(logits, targets, INT64_MIN, loss, dlogits, err);
 }
 
 sdict_status sdict_cross_entropy_loss_ex(const sdict_act *logits, const sdict_act *targets,
