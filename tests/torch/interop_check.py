@@ -19,6 +19,9 @@ Exit 0 agree, 1 disagree or the CLI failed, 77 (ctest skip) when torch cannot be
 missing FILE is a failure, not a skip: the fixture-setup test that writes it ran with torch and
 should have produced it.
 """
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -26,13 +29,15 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_fixtures  # noqa: E402  (its SAME_AS table; importing it needs no torch)
+import torch_dump as torch_dump_mod  # noqa: E402  (imports torch only when dumping)
 
 
 def torch_available():
-    r = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        print("SKIP: %s cannot import torch (%s)" % (sys.executable, last))
+    """torch imported in this process (the dumps below run here: one torch start per test)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        print("SKIP: %s cannot import torch (%s)" % (sys.executable, e))
         return False
     return True
 
@@ -74,17 +79,23 @@ def check(statedict, path, workdir):
 
 
 def torch_dump(path, out_json):
-    """torch's view of path into out_json; returns whether it loaded with weights_only=True,
-    or None (after saying why) when torch could not load it at all."""
-    with open(out_json, "wb") as out:
-        r = subprocess.run([sys.executable, os.path.join(HERE, "torch_dump.py"),
-                            "--prefer-weights-only", path], stdout=out, stderr=subprocess.PIPE)
-    note = r.stderr.decode(errors="replace").strip()
-    if r.returncode != 0:
-        print("FAIL: torch_dump.py exited %d on %s: %s" % (r.returncode, path, note[-2000:]))
+    """torch's view of path into out_json (torch_dump.py's dump, in this process); returns
+    whether it loaded with weights_only=True, or None (after saying why) when torch could not
+    load it at all."""
+    note = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(note):
+            tree = torch_dump_mod.dump(path, "prefer")
+        with open(out_json, "w", encoding="utf-8") as out:
+            json.dump(tree, out, ensure_ascii=False, allow_nan=False)
+            out.write("\n")
+    except Exception as e:  # torch's loader or the dump raised: the file is not loadable
+        print("FAIL: torch_dump of %s raised %s: %s%s"
+              % (path, type(e).__name__, str(e)[-2000:], note.getvalue().strip()[-2000:]))
         return None
-    print(note.splitlines()[-1] if note else "torch_dump: %s: loaded" % path)
-    return "loaded with weights_only=True" in note
+    text = note.getvalue().strip()
+    print(text.splitlines()[-1] if text else "torch_dump: %s: loaded" % path)
+    return "loaded with weights_only=True" in text
 
 
 def round_trip(statedict, path, workdir, exp, weights_only):
