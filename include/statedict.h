@@ -1145,11 +1145,15 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  (_PICKLE_TYPE), a relative_path that is not a file inside the folder (_FORMAT), an item past
  its file's end (_TRUNCATED), chunks outside the global shape, overlapping or leaving holes
  (_SHAPE), an item whose tensor has another shape or dtype than its chunk (_SHAPE, _DTYPE),
- stream transforms such as zstd (_UNSUPPORTED). err->file names `.metadata` or the .distcp
- file; err->record for an item's faults is "item@OFFSET:RECORD" (OFFSET its byte offset in
- that file). Storages are copied out of the items (items start at arbitrary offsets); a tensor
- saved as one whole chunk keeps its item's storage. The whole folder is read: a listing costs
- a load.
+ stream transforms such as zstd (_UNSUPPORTED), two storage_data entries whose items share
+ bytes of a file (_FORMAT), tensors claiming more bytes than 32 times their items' bytes plus
+ 32 MiB (_STORAGE), planner_data paths deeper than limits.max_depth or list indices padding
+ the lists past (entries + 65536) slots in all (_LIMIT). err->file names `.metadata` or the
+ .distcp file; err->record for an item's faults is "item@OFFSET:RECORD" (OFFSET its byte
+ offset in that file). Storages are copied out of the items (items start at arbitrary
+ offsets); a tensor saved as one whole chunk keeps its item's storage. A load reads every
+ item; with SDICT_LOAD_METADATA_ONLY (a listing) only `.metadata` and the non-tensor items are
+ read, and tensors become meta tensors (see that flag).
 
  safetensors files (as safetensors.torch.load_file(path) reads them, with the Rust core's
  header checks): the root is a dict (not ordered) of str -> tensor in data-offset order, each

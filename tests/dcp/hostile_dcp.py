@@ -353,32 +353,94 @@ if __name__ == "__main__":
                                     [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "the metadata says", items=True)
     case("huge_tensor", both(set_entry(0, ("model.w", "tensor", "float32", (2 ** 40, 3),
                                            [((0, 0), (2, 3)), ((2, 0), (2 ** 40 - 2, 3))])),
-                             index_field(2, offset=Size((2, 0)))), "is only")
+                             index_field(2, offset=Size((2, 0)))), "items together are only")
+    # 8M-element chunks, each within 32 MiB of its small item, but not all of them together
+    case("chunks_claim_much", both(set_entry(1, ("model.b", "tensor", "float32", (16000000,),
+                                                 [((0,), (8000000,)), ((8000000,), (8000000,))])),
+                                   lambda s: s["items"].append(
+                                       ("model.b", (8000000,), "__1_0.distcp", tensor_item([1.0], (1,)))),
+                                   lambda s: s["items"].__setitem__(
+                                       3, ("model.b", (0,), "__1_0.distcp", tensor_item([1.0], (1,))))),
+         "items together are only")
     case("volume_short", set_entry(0, ("model.w", "tensor", "float32", (40, 3),
                                        [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "leave a hole")
     case("list_index_huge", lambda s: s["planner"].__setitem__("epoch", ("l", 10 ** 9)),
-         "list index past")
+         "list index that pads")
+    # nested lists each short enough, together too many slots (and a 200,000-deep path, which
+    # crashed the recursive rebuild of the nesting)
+    case("list_pad_nested", lambda s: s["planner"].__setitem__("epoch", ("l", 30000, 30000, 30000)),
+         "list index that pads")
+    case("deep_planner_path", lambda s: s["planner"].__setitem__("epoch", ("k",) * 200000),
+         "200000 deep, over the limit")
     case("dup_storage", index_field(1, offset=Size((2, 0))), "two entries for item")
     case("planner_conflict", lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
          "another entry already fills")
-    case("bytes_is_tensor", storage_info(3, offset=0, relative_path="__0_0.distcp",
-                                         length=len(torch_save(5))), "not a tensor", items=True)
+    case("bytes_is_tensor", lambda s: s["items"].__setitem__(
+        3, ("model.b", (0,), "__1_0.distcp", torch_save(5))), "not a tensor", items=True)
+    # two entries naming the same bytes (each entry would read and copy them again: a small
+    # folder whose item is named by thousands of entries loads thousands of copies)
+    case("shared_bytes", both(lambda s: s["entries"].append(("epoch2", "bytes")),
+                              lambda s: s["planner"].__setitem__("epoch2", ("epoch2",)),
+                              lambda s: s["items"].append(("epoch2", None, "__0_0.distcp", b"")),
+                              storage_info(4, offset=0, relative_path="__0_0.distcp",
+                                           length=len(torch_save(5)))), "share bytes of")
+    case("tensor_items_overlap", storage_info(3, offset=10), "share bytes of")
+    # 100 small items, each a tuple of one list referenced 250 times: 62,500 values apiece
+    # through shared references, 6 million in all from 140 KB
+    shared = torch_save(tuple([[0] * 250] * 250))
+
+    def many_shared(s):
+        for i in range(100):
+            s["entries"].append((f"e{i}", "bytes"))
+            s["planner"][f"e{i}"] = (f"e{i}",)
+            s["items"].append((f"e{i}", None, "__0_0.distcp", shared))
+    case("bytes_items_expand", many_shared, "expand to more values through shared references")
     # path escapes
     case("dotdot", storage_info(3, relative_path="../__1_0.distcp"), "not a file name inside")
     case("absolute", storage_info(3, relative_path="/etc/passwd"), "not a file name inside")
     case("symlink_out", storage_info(3, relative_path="__9_0.distcp"), "leaving the checkpoint",
          post=lambda d: os.symlink("/etc/hostname", os.path.join(d, "__9_0.distcp")))
+    case("metadata_symlink_out", lambda s: None, "symbolic link leaving the checkpoint folder",
+         post=lambda d: (os.rename(os.path.join(d, ".metadata"), os.path.join(WORK, "md_outside")),
+                         os.symlink(os.path.join(WORK, "md_outside"), os.path.join(d, ".metadata"))))
     case("missing_file", storage_info(3, relative_path="__7_0.distcp"), "does not exist")
     # lengths and offsets past the file
     case("length_past_end", storage_info(3, length=100000), "past its end")
     case("offset_huge", storage_info(3, offset=2 ** 62), "past its end")
-    case("offset_shifted", storage_info(3, offset=1), "not a torch.save archive", items=True)
+    case("offset_shifted", storage_info(3, offset=len(tensor_item([0.0] * 6, (2, 3))) + 1,
+                                        length=len(tensor_item([0.0] * 3, (3,))) - 1),
+         "not a torch.save archive", items=True)
     case("item_truncated", storage_info(3, length=200), "item 'model.b'", items=True)
     # unfinished save and broken .metadata
     case("no_metadata", lambda s: None, "unfinished save",
          post=lambda d: os.remove(os.path.join(d, ".metadata")))
     case("metadata_truncated", lambda s: None, ".metadata",
          post=lambda d: open(os.path.join(d, ".metadata"), "r+b").truncate(100))
+
+    # a folder holding no checkpoint: verify says so and exits 3 (nothing was read), as ls does
+    empty = os.path.join(WORK, "empty")
+    os.makedirs(empty)
+    for cmd in ("ls", "verify"):
+        p = run(cmd, empty)
+        check(p.returncode == 3 and "not a distributed checkpoint" in p.stderr,
+              f"empty folder: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+    # convert --format dcp refuses the options its writer does not take, writing nothing
+    pt = os.path.join(WORK, "in.pt")
+    with open(pt, "wb") as f:
+        f.write(torch_save({"w": Tensor(Storage("0", 2), (2,), (1,))}, [f32([1.0, 2.0])]))
+    for opt in (["--layout", "1.13"], ["--layout", "2.x"], ["--not-weights-only"],
+                ["--max-shard-size", "1MB"], ["--drop-non-tensors"]):
+        out = os.path.join(WORK, "conv_" + opt[0].strip("-"))
+        p = run("convert", "--format", "dcp", *opt, pt, out)
+        check(p.returncode == 2 and f"{opt[0]} does not apply to --format dcp" in p.stderr and
+              not os.path.exists(out), f"convert --format dcp {opt}: exited {p.returncode}, "
+              f"stderr {p.stderr.strip()[:300]!r}")
+    p = run("convert", "--format", "dcp", pt, os.path.join(WORK, "conv_ok"))
+    check(p.returncode == 0 and run("show", os.path.join(WORK, "conv_ok"), "w").returncode == 0,
+          f"convert --format dcp: exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+    p = run("convert", "--format", "dcpx", pt, os.path.join(WORK, "conv_bad"))
+    check(p.returncode == 2 and "pt, safetensors or dcp" in p.stderr,
+          f"convert --format dcpx: exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
 
     check(not os.path.exists(MARKER), "the os.system REDUCE ran")
     print(f"{len(failures)} failures")
