@@ -689,11 +689,31 @@ static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
 
 /* The .distcp file rel of the folder, opened (mapped unless SDICT_LOAD_COPY) on first use. */
 static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_error *err) {
+    /* a file read with pread (SDICT_LOAD_COPY, or one that cannot be mapped) holds its fd: only
+       the one in use stays open, so that a folder of one file per item (torch's
+       single_file_per_rank=False) does not run out of file descriptors; mapped files hold
+       none */
+    dcp_file *hit = NULL;
     for (size_t i = 0; i < c->n_files; i++)
-        if (strcmp(c->files[i].name, rel) == 0) {
-            *out = &c->files[i];
-            return SDICT_OK;
+        if (strcmp(c->files[i].name, rel) == 0)
+            hit = &c->files[i];
+        else if (c->files[i].open && c->files[i].src.fd >= 0) {
+            sdict__source_close(&c->files[i].src);
+            c->files[i].open = false;
         }
+    if (hit && !hit->open) {
+        sdict_status st =
+            sdict__source_open_file(&hit->src, hit->path, !(c->flags & SDICT_LOAD_COPY), err);
+        if (st) {
+            snprintf(c->errfile, sizeof c->errfile, "%s", hit->path);
+            return st;
+        }
+        hit->open = true;
+    }
+    if (hit) {
+        *out = hit;
+        return SDICT_OK;
+    }
     if (!*rel || strchr(rel, '/') || strcmp(rel, ".") == 0 || strcmp(rel, "..") == 0 ||
         strcmp(rel, MD_NAME) == 0)
         return md_err(c, err, SDICT_E_FORMAT,
@@ -1170,9 +1190,17 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
         if (whole_chunk(y[0], y[1], shape, nd)) {
             sdict_doc *idoc;
             const sdict_tensor *t;
+            bool kept = false;
             if ((st = item_read(c, store_find(c, fqn, flen, y[0]), &job, &idoc, err)) == SDICT_OK &&
-                (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK) {
+                (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK &&
+                /* only a compact contiguous one: as dcp_to_torch_save's copy into torch.empty,
+                   the result is contiguous and holds no bytes past the tensor's (else it is
+                   copied below, as a sharded tensor is) */
+                (kept = sdict_tensor_is_contiguous(t) && !t->is_conj && !t->is_neg &&
+                        t->storage_offset == 0 &&
+                        sdict_storage_nbytes(t->storage) == (size_t)numel * es)) {
                 sdict_tensor tt = *t;
+                tt.stride = gstride; /* torch.empty's strides (sizes 1 may have others) */
                 tt.requires_grad = false;
                 tt.is_parameter = false;
                 /* the storage is this tensor's alone: named after it, as a safetensors load
@@ -1181,8 +1209,10 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
                     st = sdict__tensor_value_new(doc, &tt, NULL, out, err);
             }
             sdict_doc_free(idoc);
-            sdict__free(shape);
-            return st;
+            if (st || kept) {
+                sdict__free(shape);
+                return st;
+            }
         }
     }
     sdict_storage *stg = NULL;
@@ -1359,6 +1389,30 @@ static size_t node_slot(sdict_doc *scratch, node *n, const sdict_value *e, uint6
     return n->n++;
 }
 
+/* True when ".".join(map(str, path)) is fqn: the key torch's load planner finds the entry under
+   again when it flattens the state dict it rebuilt (any other path fails its load with
+   "Missing key", or, when the joined path names another entry, fills the place with that
+   entry's data). */
+static bool path_joins_to(const sdict_value *path, const char *fqn, size_t flen) {
+    size_t at = 0;
+    for (size_t i = 0, n = sdict_seq_len(path); i < n; i++) {
+        const sdict_value *e = sdict_seq_item(path, i);
+        char num[24];
+        size_t len;
+        const char *part = sdict_str_get(e, &len);
+        int64_t ix;
+        if (!part && int_field(e, &ix)) {
+            len = (size_t)snprintf(num, sizeof num, "%lld", (long long)ix);
+            part = num;
+        }
+        if (!part || (i && (at >= flen || fqn[at++] != '.')) || len > flen - at ||
+            memcmp(fqn + at, part, len) != 0)
+            return false;
+        at += len;
+    }
+    return at == flen;
+}
+
 /* set_element(root, path, value): the containers along path made as needed. */
 static sdict_status node_set(dcp *c, sdict_doc *scratch, node *root, const char *fqn,
                              const sdict_value *path, sdict_value *leaf, sdict_error *err) {
@@ -1454,7 +1508,8 @@ static sdict_status dcp_open(dcp *c, const char *dir, const sdict_load_opts *opt
 
 static void dcp_close(dcp *c) {
     for (size_t i = 0; i < c->n_files; i++) {
-        sdict__source_close(&c->files[i].src);
+        if (c->files[i].open)
+            sdict__source_close(&c->files[i].src);
         sdict__free(c->files[i].name);
         sdict__free(c->files[i].path);
     }
@@ -1517,7 +1572,13 @@ static sdict_status dcp_build(dcp *c, sdict_doc *doc, sdict_error *err) {
         if (st)
             break;
         const sdict_value *path = c->planner ? sdict_dict_find(c->planner, kv) : NULL;
-        if (path) {
+        if (path && !path_joins_to(path, fqn, flen)) {
+            st = md_err(c, err, SDICT_E_FORMAT,
+                        "planner_data path of '%.80s' does not join to its name (torch's load "
+                        "finds each entry again by its path joined with '.', and fails or fills "
+                        "another entry's place)",
+                        fqn);
+        } else if (path) {
             st = node_set(c, scratch, root, fqn, path, leaf, err);
         } else {
             sdict_value *one = sdict_tuple_new(scratch), *k = sdict_str_new(scratch, fqn, flen);

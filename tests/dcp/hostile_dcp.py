@@ -289,6 +289,19 @@ def extra(**kw):
     return lambda s: s["metadata_extra"].update(kw)
 
 
+def epoch_at(path):
+    """The bytes entry 'epoch' renamed to its planner_data path joined with '.', as torch names
+    every entry."""
+    fqn = ".".join(map(str, path))
+
+    def f(s):
+        s["entries"][2] = (fqn, "bytes")
+        s["items"][0] = (fqn,) + s["items"][0][1:]
+        del s["planner"]["epoch"]
+        s["planner"][fqn] = path
+    return f
+
+
 def both(*fns):
     def f(s):
         for fn in fns:
@@ -310,6 +323,48 @@ if __name__ == "__main__":
     check(p.returncode == 0 and "11" in p.stdout and "6" in p.stdout,
           f"good: show {p.returncode} {p.stdout} {p.stderr}")
     check(run("verify", good).returncode == 0, "good: verify")
+
+    # a tensor saved whole from a transposed tensor (DCP keeps a dense tensor's strides) and
+    # one saved as a view into a larger storage: dcp_to_torch_save copies both into
+    # torch.empty, so both come out contiguous, storage offset 0, holding their own bytes only
+    s = spec()
+    wt = [float(r * 3 + c) for c in range(3) for r in range(4)]  # column-major storage
+    s["entries"][0] = W + ([((0, 0), (4, 3))],)
+    view = Tensor(Storage("0", 20), (3,), (1,))
+    view.args = (view.args[0], 5) + view.args[2:]
+    s["items"] = [s["items"][0],
+                  ("model.w", (0, 0), "__0_0.distcp",
+                   torch_save(Tensor(Storage("0", 12), (4, 3), (1, 4)), [f32(wt)])),
+                  ("model.b", (0,), "__1_0.distcp",
+                   torch_save(view, [f32([9.0] * 5 + [0.5, 1.5, 2.5] + [9.0] * 12)]))]
+    strided = os.path.join(WORK, "strided_items")
+    build(strided, s)
+    p = run("show", strided, "model.w")
+    check(p.returncode == 0 and "stride [3, 1] offset 0, 48 bytes" in p.stdout and
+          "[ 9., 10., 11.]" in p.stdout, f"strided_items: show model.w {p.returncode} {p.stdout}")
+    p = run("show", strided, "model.b")
+    check(p.returncode == 0 and "stride [1] offset 0, 12 bytes" in p.stdout and
+          "[0.5000, 1.5000, 2.5000]" in p.stdout, f"strided_items: show model.b {p.returncode} {p.stdout}")
+
+    # one file per item (torch's single_file_per_rank=False): 300 files read under a limit of
+    # 64 file descriptors, mapped (show) and copied (verify, ls --copy)
+    s = spec()
+    for i in range(300):
+        s["entries"].append((f"t.{i}", "tensor", "float32", (2,), [((0,), (2,))]))
+        s["planner"][f"t.{i}"] = ("t", str(i))
+        s["items"].append((f"t.{i}", (0,), f"__0_{i + 1}.distcp", tensor_item([0.5, float(i)], (2,))))
+    many = os.path.join(WORK, "file_per_item")
+    build(many, s)
+
+    def fd_limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    for args in (["verify", many], ["ls", "--copy", many], ["show", many, "t.299"],
+                 ["show", "--copy", many, "t.299"]):
+        p = subprocess.run([STATEDICT, *args], capture_output=True, text=True, preexec_fn=fd_limit)
+        check(p.returncode == 0 and ("299." in p.stdout or args[0] != "show"),
+              f"file_per_item: {args} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
 
     # classes outside DCP's (nothing runs: the marker file stays absent)
     case("os_system", storage_info(3, relative_path=Reduce(os.system, (f"touch {MARKER}",))),
@@ -364,17 +419,26 @@ if __name__ == "__main__":
          "items together are only")
     case("volume_short", set_entry(0, ("model.w", "tensor", "float32", (40, 3),
                                        [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "leave a hole")
-    case("list_index_huge", lambda s: s["planner"].__setitem__("epoch", ("l", 10 ** 9)),
+    case("list_index_huge", epoch_at(("l", 10 ** 9)),
          "list index that pads")
     # nested lists each short enough, together too many slots (and a 200,000-deep path, which
     # crashed the recursive rebuild of the nesting)
-    case("list_pad_nested", lambda s: s["planner"].__setitem__("epoch", ("l", 30000, 30000, 30000)),
+    case("list_pad_nested", epoch_at(("l", 30000, 30000, 30000)),
          "list index that pads")
-    case("deep_planner_path", lambda s: s["planner"].__setitem__("epoch", ("k",) * 200000),
+    case("deep_planner_path", epoch_at(("k",) * 200000),
          "200000 deep, over the limit")
     case("dup_storage", index_field(1, offset=Size((2, 0))), "two entries for item")
+    # paths that do not join to their entry's name: torch's load flattens the tree it rebuilt
+    # and looks each joined path up, failing ("Missing key") or, for two entries swapping
+    # places, reading each entry's data into the other's place
     case("planner_conflict", lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
-         "another entry already fills")
+         "does not join to its name")
+    case("planner_swap", both(lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
+                              lambda s: s["planner"].__setitem__("model.w", ("model", "b"))),
+         "does not join to its name")
+    case("planner_through_value", both(epoch_at(("model", "b", "x")),
+                                       lambda s: s["planner"].__setitem__("model.b", ("model", "b"))),
+         "goes through another entry's value")
     case("bytes_is_tensor", lambda s: s["items"].__setitem__(
         3, ("model.b", (0,), "__1_0.distcp", torch_save(5))), "not a tensor", items=True)
     # two entries naming the same bytes (each entry would read and copy them again: a small
@@ -438,6 +502,26 @@ if __name__ == "__main__":
     p = run("convert", "--format", "dcp", pt, os.path.join(WORK, "conv_ok"))
     check(p.returncode == 0 and run("show", os.path.join(WORK, "conv_ok"), "w").returncode == 0,
           f"convert --format dcp: exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+    # a save that fails writing its data (here a 1 MB file size limit against 2 MB of data)
+    # leaves the previous checkpoint in the folder as it was
+    big = os.path.join(WORK, "big.pt")
+    with open(big, "wb") as f:
+        f.write(torch_save({"w": Tensor(Storage("0", 500000), (500000,), (1,))},
+                           [f32([0.25] * 500000)]))
+
+    def fsize_limit():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    p = subprocess.run([STATEDICT, "convert", "--format", "dcp", big, os.path.join(WORK, "conv_ok")],
+                       capture_output=True, text=True, preexec_fn=fsize_limit)
+    q = run("show", os.path.join(WORK, "conv_ok"), "w")
+    check(p.returncode == 3 and q.returncode == 0 and "[2]" in q.stdout and "2." in q.stdout,
+          f"failed save over a checkpoint: convert exited {p.returncode} "
+          f"({p.stderr.strip()[:200]!r}), then show {q.returncode} {q.stdout[:200]!r} "
+          f"{q.stderr.strip()[:200]!r}")
     p = run("convert", "--format", "dcpx", pt, os.path.join(WORK, "conv_bad"))
     check(p.returncode == 2 and "pt, safetensors or dcp" in p.stderr,
           f"convert --format dcpx: exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
