@@ -323,6 +323,11 @@ if __name__ == "__main__":
     check(p.returncode == 0 and "11" in p.stdout and "6" in p.stdout,
           f"good: show {p.returncode} {p.stdout} {p.stderr}")
     check(run("verify", good).returncode == 0, "good: verify")
+    # a file of the folder read on its own: the message says to read the folder
+    for cmd, name in (("ls", ".metadata"), ("verify", "__0_0.distcp")):
+        p = run(cmd, os.path.join(good, name))
+        check(p.returncode in (1, 3) and "file of a distributed checkpoint: read its folder"
+              in p.stderr, f"good/{name}: {cmd} exited {p.returncode}, stderr {p.stderr[:300]!r}")
 
     # a tensor saved whole from a transposed tensor (DCP keeps a dense tensor's strides) and
     # one saved as a view into a larger storage: dcp_to_torch_save copies both into
