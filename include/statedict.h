@@ -1146,7 +1146,8 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  its file's end (_TRUNCATED), chunks outside the global shape, overlapping or leaving holes
  (_SHAPE), an item whose tensor has another shape or dtype than its chunk (_SHAPE, _DTYPE),
  stream transforms such as zstd (_UNSUPPORTED), a `.metadata` that is a symbolic link leaving
- the folder, two storage_data entries whose items share bytes of a file, a planner_data path
+ the folder, two storage_data entries whose items share bytes of a file (or name one file
+ through two names, a link), a planner_data path
  that does not join with '.' to its entry's fqn (torch's load fails on it, or fills another
  entry's place) (_FORMAT), tensors claiming more bytes than 32 times their items' bytes plus
  32 MiB over the folder (_STORAGE), planner_data paths deeper than limits.max_depth, list

@@ -178,6 +178,8 @@ typedef struct dcp_store {
 typedef struct dcp_file {
     char *name;
     char *path;
+    dev_t dev; /* the file's identity: two names for one file are refused */
+    ino_t ino;
     sdict__source src;
     bool open;
 } dcp_file;
@@ -728,6 +730,16 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     struct stat sb;
     bool regular = real && stat(real, &sb) == 0 && S_ISREG(sb.st_mode);
     free(real);
+    /* a link to another item file of the folder would let two entries name the same bytes
+       through two names, past the check that items do not share bytes */
+    for (size_t i = 0; regular && i < c->n_files; i++)
+        if (c->files[i].dev == sb.st_dev && c->files[i].ino == sb.st_ino) {
+            sdict__free(p);
+            return md_err(c, err, SDICT_E_FORMAT,
+                          "relative_path '%.100s' is the same file as '%.100s' (a link): torch "
+                          "writes every item file once",
+                          rel, c->files[i].name);
+        }
     if (!real || !inside || !regular) {
         sdict__free(p);
         return md_err(c, err, SDICT_E_FORMAT, "relative_path '%.120s' %s", rel,
@@ -748,6 +760,8 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     dcp_file *f = &c->files[c->n_files];
     memset(f, 0, sizeof *f);
     f->path = p;
+    f->dev = sb.st_dev;
+    f->ino = sb.st_ino;
     if (!(f->name = sdict__strndup(rel, strlen(rel)))) {
         sdict__free(p);
         return nomem(err);

@@ -454,6 +454,8 @@ if __name__ == "__main__":
                               storage_info(4, offset=0, relative_path="__0_0.distcp",
                                            length=len(torch_save(5)))), "share bytes of")
     case("tensor_items_overlap", storage_info(3, offset=10), "share bytes of")
+    case("file_alias", storage_info(3, relative_path="__5_0.distcp"), "is the same file as",
+         post=lambda d: os.symlink("__1_0.distcp", os.path.join(d, "__5_0.distcp")))
     # 100 small items, each a tuple of one list referenced 250 times: 62,500 values apiece
     # through shared references, 6 million in all from 140 KB
     shared = torch_save(tuple([[0] * 250] * 250))
