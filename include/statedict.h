@@ -1145,11 +1145,21 @@ SDICT_API const char *sdict_format_name(sdict_format f);
  (_PICKLE_TYPE), a relative_path that is not a file inside the folder (_FORMAT), an item past
  its file's end (_TRUNCATED), chunks outside the global shape, overlapping or leaving holes
  (_SHAPE), an item whose tensor has another shape or dtype than its chunk (_SHAPE, _DTYPE),
- stream transforms such as zstd (_UNSUPPORTED). err->file names `.metadata` or the .distcp
- file; err->record for an item's faults is "item@OFFSET:RECORD" (OFFSET its byte offset in
- that file). Storages are copied out of the items (items start at arbitrary offsets); a tensor
- saved as one whole chunk keeps its item's storage. The whole folder is read: a listing costs
- a load.
+ stream transforms such as zstd (_UNSUPPORTED), a `.metadata` that is a symbolic link leaving
+ the folder, two storage_data entries whose items share bytes of a file (or name one file
+ through two names, a link), a planner_data path
+ that does not join with '.' to its entry's fqn (torch's load fails on it, or fills another
+ entry's place) (_FORMAT), tensors claiming more bytes than 32 times their items' bytes plus
+ 32 MiB over the folder (_STORAGE), planner_data paths deeper than limits.max_depth, list
+ indices padding the lists past (entries + 65536) slots in all, non-tensor items expanding
+ through shared references to more values than their bytes plus 64K in all (_LIMIT).
+ err->file names `.metadata` or the .distcp file; err->record for an item's faults is
+ "item@OFFSET:RECORD" (OFFSET its byte offset in that file). Storages are copied out of the
+ items (items start at arbitrary offsets); a tensor saved as one whole chunk keeps its item's
+ storage when that holds exactly the tensor, contiguous (else it is copied contiguous). A load
+ reads every item (files read with pread, under SDICT_LOAD_COPY, are opened one at a time);
+ with SDICT_LOAD_METADATA_ONLY (a listing) only `.metadata` and the non-tensor items are read,
+ and tensors become meta tensors (see that flag).
 
  safetensors files (as safetensors.torch.load_file(path) reads them, with the Rust core's
  header checks): the root is a dict (not ordered) of str -> tensor in data-offset order, each
@@ -1439,10 +1449,12 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
  archive folder "archive"; tensors as contiguous copies, storage offset 0), and `.metadata`
  (Metadata version "1.0.0", planner_data, StorageMeta with a fresh UUID4 save_id and dir as
  checkpoint_id). torch 2.6 and 2.14 `dcp.load` it into a state dict of the same structure, on any
- number of ranks, and `dcp_to_torch_save` converts it. Crash-safe: an existing `.metadata` is
- removed first (durably), the data file written through a temporary file, fsynced and renamed,
- and `.metadata` written last the same way, so an interrupted save leaves a folder without
- `.metadata` (refused by every reader as unfinished), never an old `.metadata` over new data.
+ number of ranks, and `dcp_to_torch_save` converts it. Crash-safe: the data file is written
+ and fsynced as `__0_0.distcp.partial` first (a failure there, such as a full disk, leaves a
+ previous checkpoint in dir as it was), then an existing `.metadata` is removed (durably), the
+ data file renamed into place, and `.metadata` written last through a temporary file, so an
+ interrupted save leaves a folder without `.metadata` (refused by every reader as
+ unfinished), never an old `.metadata` over new data.
  Other files in dir are left alone. The whole data file is built in memory first.
 
  @param dir   folder to write (created if missing; its parent must exist).

@@ -178,6 +178,8 @@ typedef struct dcp_store {
 typedef struct dcp_file {
     char *name;
     char *path;
+    dev_t dev; /* the file's identity: two names for one file are refused */
+    ino_t ino;
     sdict__source src;
     bool open;
 } dcp_file;
@@ -197,6 +199,11 @@ typedef struct dcp {
     size_t n_files, cap_files;
     char errfile[256]; /* the file an error is about (set with the error) */
     bool no_items;     /* metadata checks only: entries become None, no item is read */
+    /* all tensors' chunk bytes claimed so far, and the item bytes backing them: a small folder
+       cannot claim more than its items could inflate to */
+    uint64_t claimed, backing;
+    uint64_t pad_left; /* list slots planner_data may still create (node_slot) */
+    uint64_t values_left; /* values the non-tensor items may still copy (copy_value) */
 } dcp;
 
 static sdict_status md_err(dcp *c, sdict_error *err, sdict_status code, const char *fmt, ...)
@@ -421,6 +428,38 @@ static int cmp_store(const void *pa, const void *pb) {
     return cmp_key(a->fqn, a->fqn_len, a->offset, b->fqn, b->fqn_len, b->offset);
 }
 
+/* By file, then byte offset. */
+static int cmp_place(const void *pa, const void *pb) {
+    const dcp_store *a = *(const dcp_store *const *)pa, *b = *(const dcp_store *const *)pb;
+    int r = strcmp(a->rel, b->rel);
+    return r ? r : a->off < b->off ? -1 : a->off > b->off ? 1 : 0;
+}
+
+/* Two items sharing bytes of a file: torch writes each item once, after the previous one, so
+   this only comes from a crafted .metadata (one item's bytes read, and its values copied, once
+   for every entry naming them). */
+static sdict_status items_disjoint(dcp *c, sdict_error *err) {
+    const dcp_store **by = sdict__calloc(c->n_stores + 1, sizeof *by);
+    if (!by)
+        return nomem(err);
+    for (size_t i = 0; i < c->n_stores; i++)
+        by[i] = &c->stores[i];
+    qsort(by, c->n_stores, sizeof *by, cmp_place);
+    sdict_status st = SDICT_OK;
+    for (size_t i = 1; st == SDICT_OK && i < c->n_stores; i++) {
+        const dcp_store *a = by[i - 1], *b = by[i];
+        if (strcmp(a->rel, b->rel) == 0 && b->off - a->off < a->len)
+            st = md_err(c, err, SDICT_E_FORMAT,
+                        "items '%.80s' and '%.80s' share bytes of %.60s (%llu..%llu and "
+                        "%llu..%llu): torch writes every item to bytes of its own",
+                        a->fqn, b->fqn, a->rel, (unsigned long long)a->off,
+                        (unsigned long long)(a->off + a->len), (unsigned long long)b->off,
+                        (unsigned long long)(b->off + b->len));
+    }
+    sdict__free(by);
+    return st;
+}
+
 /* storage_data: MetadataIndex -> _StorageInfo, into c->stores (sorted). */
 static sdict_status storage_data_read(dcp *c, const sdict_value *sd, sdict_error *err) {
     size_t n = sdict_dict_len(sd);
@@ -492,7 +531,7 @@ static sdict_status storage_data_read(dcp *c, const sdict_value *sd, sdict_error
                           "storage_data has two entries for item "
                           "'%.80s' at the same offsets",
                           c->stores[i].fqn);
-    return SDICT_OK;
+    return items_disjoint(c, err);
 }
 
 static const dcp_store *store_find(const dcp *c, const char *fqn, size_t len,
@@ -592,6 +631,14 @@ static sdict_status md_parse(dcp *c, const uint8_t *buf, size_t size, global_rep
     return storage_data_read(c, x[2], err);
 }
 
+/* True when the real path real lies inside the checkpoint folder. */
+static bool inside_dir(const dcp *c, const char *real) {
+    size_t n = strlen(c->rdir);
+    return real && (strcmp(c->rdir, "/") == 0
+                        ? real[1] != '\0'
+                        : strncmp(real, c->rdir, n) == 0 && real[n] == '/');
+}
+
 /* Reads .metadata from the folder and parses it (md_parse). */
 static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
     char *p = sdict__path_join(c->dir, MD_NAME);
@@ -605,6 +652,15 @@ static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
         return sdict__err(err, SDICT_E_FORMAT, NULL, -1,
                           "distributed checkpoint folder without .metadata: an unfinished save "
                           "(torch writes .metadata last, after every rank's .distcp data)");
+    }
+    /* a symbolic link leaving the folder is refused, as for the items' files */
+    char *real = realpath(p, NULL);
+    bool inside = inside_dir(c, real);
+    free(real);
+    if (!inside) {
+        sdict__free(p);
+        return sdict__err(err, SDICT_E_FORMAT, MD_NAME, -1,
+                          ".metadata is a symbolic link leaving the checkpoint folder");
     }
     sdict__source src;
     sdict_status st = sdict__source_open_file(&src, p, false, err);
@@ -635,11 +691,31 @@ static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
 
 /* The .distcp file rel of the folder, opened (mapped unless SDICT_LOAD_COPY) on first use. */
 static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_error *err) {
+    /* a file read with pread (SDICT_LOAD_COPY, or one that cannot be mapped) holds its fd: only
+       the one in use stays open, so that a folder of one file per item (torch's
+       single_file_per_rank=False) does not run out of file descriptors; mapped files hold
+       none */
+    dcp_file *hit = NULL;
     for (size_t i = 0; i < c->n_files; i++)
-        if (strcmp(c->files[i].name, rel) == 0) {
-            *out = &c->files[i];
-            return SDICT_OK;
+        if (strcmp(c->files[i].name, rel) == 0)
+            hit = &c->files[i];
+        else if (c->files[i].open && c->files[i].src.fd >= 0) {
+            sdict__source_close(&c->files[i].src);
+            c->files[i].open = false;
         }
+    if (hit && !hit->open) {
+        sdict_status st =
+            sdict__source_open_file(&hit->src, hit->path, !(c->flags & SDICT_LOAD_COPY), err);
+        if (st) {
+            snprintf(c->errfile, sizeof c->errfile, "%s", hit->path);
+            return st;
+        }
+        hit->open = true;
+    }
+    if (hit) {
+        *out = hit;
+        return SDICT_OK;
+    }
     if (!*rel || strchr(rel, '/') || strcmp(rel, ".") == 0 || strcmp(rel, "..") == 0 ||
         strcmp(rel, MD_NAME) == 0)
         return md_err(c, err, SDICT_E_FORMAT,
@@ -650,13 +726,20 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     if (!p)
         return nomem(err);
     char *real = realpath(p, NULL);
-    size_t n = strlen(c->rdir);
-    bool inside =
-        real && (strcmp(c->rdir, "/") == 0 ? real[1] != '\0'
-                                           : strncmp(real, c->rdir, n) == 0 && real[n] == '/');
+    bool inside = inside_dir(c, real);
     struct stat sb;
     bool regular = real && stat(real, &sb) == 0 && S_ISREG(sb.st_mode);
     free(real);
+    /* a link to another item file of the folder would let two entries name the same bytes
+       through two names, past the check that items do not share bytes */
+    for (size_t i = 0; regular && i < c->n_files; i++)
+        if (c->files[i].dev == sb.st_dev && c->files[i].ino == sb.st_ino) {
+            sdict__free(p);
+            return md_err(c, err, SDICT_E_FORMAT,
+                          "relative_path '%.100s' is the same file as '%.100s' (a link): torch "
+                          "writes every item file once",
+                          rel, c->files[i].name);
+        }
     if (!real || !inside || !regular) {
         sdict__free(p);
         return md_err(c, err, SDICT_E_FORMAT, "relative_path '%.120s' %s", rel,
@@ -677,6 +760,8 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     dcp_file *f = &c->files[c->n_files];
     memset(f, 0, sizeof *f);
     f->path = p;
+    f->dev = sb.st_dev;
+    f->ino = sb.st_ino;
     if (!(f->name = sdict__strndup(rel, strlen(rel)))) {
         sdict__free(p);
         return nomem(err);
@@ -774,11 +859,19 @@ static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job 
  MARK: Values: tensors from chunks, bytes items copied
 ==================================================================================================*/
 
+/* Copies v into doc; *left bounds the values copied (each item's unpickling bounds its own
+   expansion through shared references, *left the sum over all the items). */
 static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, uint32_t depth,
-                               sdict_value **out, sdict_error *err) {
+                               uint64_t *left, sdict_value **out, sdict_error *err) {
     *out = NULL;
     if (depth > 1000)
         return sdict__err(err, SDICT_E_LIMIT, NULL, -1, "value nested deeper than 1000");
+    if (*left == 0)
+        return sdict__err(err, SDICT_E_LIMIT, NULL, -1,
+                          "the non-tensor items expand to more values through shared "
+                          "references than their bytes plus 64K: copying them would cost far "
+                          "more than the files");
+    --*left;
     sdict_value *r = NULL;
     sdict_status st = SDICT_OK;
     size_t len;
@@ -838,7 +931,7 @@ static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, uint32_t de
                                     : sdict_set_new(doc);
         for (size_t i = 0, n = sdict_seq_len(v); r && st == SDICT_OK && i < n; i++) {
             sdict_value *x;
-            if ((st = copy_value(doc, sdict_seq_item(v, i), depth + 1, &x, err)) == SDICT_OK &&
+            if ((st = copy_value(doc, sdict_seq_item(v, i), depth + 1, left, &x, err)) == SDICT_OK &&
                 sdict_seq_append(r, x) != SDICT_OK)
                 st = nomem(err);
         }
@@ -848,8 +941,8 @@ static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, uint32_t de
         r = sdict_dict_new(doc, sdict_dict_is_ordered(v));
         for (size_t i = 0, n = sdict_dict_len(v); r && st == SDICT_OK && i < n; i++) {
             sdict_value *k, *x;
-            if ((st = copy_value(doc, sdict_dict_key(v, i), depth + 1, &k, err)) == SDICT_OK &&
-                (st = copy_value(doc, sdict_dict_val(v, i), depth + 1, &x, err)) == SDICT_OK &&
+            if ((st = copy_value(doc, sdict_dict_key(v, i), depth + 1, left, &k, err)) == SDICT_OK &&
+                (st = copy_value(doc, sdict_dict_val(v, i), depth + 1, left, &x, err)) == SDICT_OK &&
                 sdict_dict_set(r, k, x) != SDICT_OK)
                 st = nomem(err);
         }
@@ -1049,20 +1142,30 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
            hole or an overlap), and each must be backed by its item's bytes (at most the
            inflate ratio the zip reader allows), so nothing is allocated for data a small
            file does not hold */
-        uint64_t vol = 1, cb;
+        uint64_t vol = 1;
         for (size_t d = 0; d < nd; d++)
             vol *= (uint64_t)size_at(y[1], d);
         if (!sdict__add_u64(volume, vol, &volume))
             volume = UINT64_MAX;
-        uint64_t cap =
-            sk->len > (UINT64_MAX >> 6) ? UINT64_MAX : 32 * sk->len + ((uint64_t)32 << 20);
-        if (vol * es > cap) {
-            cb = vol * es;
+        /* counted over every tensor of the folder, so that many chunks (or tensors) with
+           small items cannot each claim the allowance */
+        if (vol) {
+            if (!sdict__add_u64(c->claimed, vol * es, &c->claimed))
+                c->claimed = UINT64_MAX;
+            if (!sdict__add_u64(c->backing, sk->len, &c->backing))
+                c->backing = UINT64_MAX;
+        }
+        uint64_t cap = c->backing > (UINT64_MAX >> 6) ? UINT64_MAX
+                                                      : 32 * c->backing + ((uint64_t)32 << 20);
+        if (c->claimed > cap) {
             sdict__free(shape);
             return md_err(c, err, SDICT_E_STORAGE,
-                          "'%.80s': chunk %zu needs %llu bytes, but its item in %.60s is only "
-                          "%llu bytes long",
-                          fqn, k, (unsigned long long)cb, sk->rel, (unsigned long long)sk->len);
+                          "'%.80s': chunk %zu (%llu bytes, its item in %.60s %llu bytes long) "
+                          "brings the tensors to %llu bytes, but all their items together are "
+                          "only %llu bytes long",
+                          fqn, k, (unsigned long long)(vol * es), sk->rel,
+                          (unsigned long long)sk->len, (unsigned long long)c->claimed,
+                          (unsigned long long)c->backing);
         }
     }
     if (volume != numel) {
@@ -1101,9 +1204,17 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
         if (whole_chunk(y[0], y[1], shape, nd)) {
             sdict_doc *idoc;
             const sdict_tensor *t;
+            bool kept = false;
             if ((st = item_read(c, store_find(c, fqn, flen, y[0]), &job, &idoc, err)) == SDICT_OK &&
-                (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK) {
+                (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK &&
+                /* only a compact contiguous one: as dcp_to_torch_save's copy into torch.empty,
+                   the result is contiguous and holds no bytes past the tensor's (else it is
+                   copied below, as a sharded tensor is) */
+                (kept = sdict_tensor_is_contiguous(t) && !t->is_conj && !t->is_neg &&
+                        t->storage_offset == 0 &&
+                        sdict_storage_nbytes(t->storage) == (size_t)numel * es)) {
                 sdict_tensor tt = *t;
+                tt.stride = gstride; /* torch.empty's strides (sizes 1 may have others) */
                 tt.requires_grad = false;
                 tt.is_parameter = false;
                 /* the storage is this tensor's alone: named after it, as a safetensors load
@@ -1112,8 +1223,10 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
                     st = sdict__tensor_value_new(doc, &tt, NULL, out, err);
             }
             sdict_doc_free(idoc);
-            sdict__free(shape);
-            return st;
+            if (st || kept) {
+                sdict__free(shape);
+                return st;
+            }
         }
     }
     sdict_storage *stg = NULL;
@@ -1245,16 +1358,18 @@ static bool node_grow(node *n, size_t want) {
 
 /* The slot of path element e in n, created (lists padded with empty slots) when missing;
    SIZE_MAX on a mismatch of element and container type or out of memory (*oom). */
-static size_t node_slot(sdict_doc *scratch, node *n, const sdict_value *e, uint64_t max_index,
+static size_t node_slot(sdict_doc *scratch, node *n, const sdict_value *e, uint64_t *pad_left,
                         bool *too_far, bool *oom) {
     int64_t ix;
     if (n->is_list) {
         if (!int_field(e, &ix) || ix < 0)
             return SIZE_MAX;
-        if ((uint64_t)ix > max_index) {
+        if ((uint64_t)ix >= n->n && (uint64_t)ix - n->n >= *pad_left) {
             *too_far = true;
             return SIZE_MAX;
         }
+        if ((uint64_t)ix >= n->n)
+            *pad_left -= (uint64_t)ix + 1 - n->n;
         if (!node_grow(n, (size_t)ix + 1)) {
             *oom = true;
             return SIZE_MAX;
@@ -1288,23 +1403,53 @@ static size_t node_slot(sdict_doc *scratch, node *n, const sdict_value *e, uint6
     return n->n++;
 }
 
+/* True when ".".join(map(str, path)) is fqn: the key torch's load planner finds the entry under
+   again when it flattens the state dict it rebuilt (any other path fails its load with
+   "Missing key", or, when the joined path names another entry, fills the place with that
+   entry's data). */
+static bool path_joins_to(const sdict_value *path, const char *fqn, size_t flen) {
+    size_t at = 0;
+    for (size_t i = 0, n = sdict_seq_len(path); i < n; i++) {
+        const sdict_value *e = sdict_seq_item(path, i);
+        char num[24];
+        size_t len;
+        const char *part = sdict_str_get(e, &len);
+        int64_t ix;
+        if (!part && int_field(e, &ix)) {
+            len = (size_t)snprintf(num, sizeof num, "%lld", (long long)ix);
+            part = num;
+        }
+        if (!part || (i && (at >= flen || fqn[at++] != '.')) || len > flen - at ||
+            memcmp(fqn + at, part, len) != 0)
+            return false;
+        at += len;
+    }
+    return at == flen;
+}
+
 /* set_element(root, path, value): the containers along path made as needed. */
 static sdict_status node_set(dcp *c, sdict_doc *scratch, node *root, const char *fqn,
                              const sdict_value *path, sdict_value *leaf, sdict_error *err) {
     node *cur = root;
     size_t n = sdict_seq_len(path);
     bool oom = false, too_far = false;
-    /* a list index past every entry there is would only pad with None: bounded so that a
-       small .metadata cannot ask for a list of a billion slots */
-    uint64_t max_index = (uint64_t)sdict_dict_len(c->sdm) + 65536;
+    /* the containers are built, emitted and freed recursively */
+    if (n > c->limits.max_depth)
+        return md_err(c, err, SDICT_E_LIMIT,
+                      "planner_data path of '%.80s' is %zu deep, over the limit of %u", fqn, n,
+                      (unsigned)c->limits.max_depth);
     for (size_t i = 0; i < n; i++) {
-        size_t slot = node_slot(scratch, cur, sdict_seq_item(path, i), max_index, &too_far, &oom);
+        size_t slot = node_slot(scratch, cur, sdict_seq_item(path, i), &c->pad_left, &too_far, &oom);
         if (oom)
             return nomem(err);
+        /* list indices past every entry there is would only pad with None: the padding of
+           all lists together is bounded so that a small .metadata cannot ask for a list of
+           a billion slots, or for many nested lists of a few thousand */
         if (too_far)
             return md_err(c, err, SDICT_E_LIMIT,
-                          "planner_data path of '%.80s' has a list index past %llu", fqn,
-                          (unsigned long long)max_index);
+                          "planner_data path of '%.80s' has a list index that pads the lists "
+                          "past %llu slots in all",
+                          fqn, (unsigned long long)sdict_dict_len(c->sdm) + 65536);
         if (slot == SIZE_MAX)
             return md_err(c, err, SDICT_E_FORMAT,
                           "planner_data path of '%.80s' indexes a %s "
@@ -1377,7 +1522,8 @@ static sdict_status dcp_open(dcp *c, const char *dir, const sdict_load_opts *opt
 
 static void dcp_close(dcp *c) {
     for (size_t i = 0; i < c->n_files; i++) {
-        sdict__source_close(&c->files[i].src);
+        if (c->files[i].open)
+            sdict__source_close(&c->files[i].src);
         sdict__free(c->files[i].name);
         sdict__free(c->files[i].path);
     }
@@ -1395,6 +1541,11 @@ static sdict_status dcp_build(dcp *c, sdict_doc *doc, sdict_error *err) {
     if (!st && !root)
         st = nomem(err);
     sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
+    c->pad_left = (uint64_t)sdict_dict_len(c->sdm) + 65536;
+    c->values_left = 65536; /* the unpickler's rule over all the non-tensor items together */
+    for (size_t i = 0; i < c->n_stores; i++)
+        if (!c->stores[i].offset && !sdict__add_u64(c->values_left, c->stores[i].len, &c->values_left))
+            c->values_left = UINT64_MAX;
     for (size_t i = 0, n = sdict_dict_len(c->sdm); st == SDICT_OK && i < n; i++) {
         size_t flen;
         const sdict_value *kv = sdict_dict_key(c->sdm, i), *m = sdict_dict_val(c->sdm, i);
@@ -1416,8 +1567,13 @@ static sdict_status dcp_build(dcp *c, sdict_doc *doc, sdict_error *err) {
                             fqn);
             else if (c->no_items)
                 st = (leaf = sdict_none_new(doc)) ? SDICT_OK : nomem(err);
-            else if ((st = item_read(c, s, &job, &idoc, err)) == SDICT_OK)
-                st = copy_value(doc, sdict_doc_root(idoc), 0, &leaf, err);
+            else if ((st = item_read(c, s, &job, &idoc, err)) == SDICT_OK &&
+                     (st = copy_value(doc, sdict_doc_root(idoc), 0, &c->values_left, &leaf,
+                                      err)) != SDICT_OK) {
+                dcp_file *f; /* open already: the error names the item and its file */
+                if (file_get(c, s->rel, &f, NULL) == SDICT_OK)
+                    item_err(c, f, s, err);
+            }
             sdict_doc_free(idoc);
         } else if (is_obj(m, M_META, "TensorStorageMetadata")) {
             st = entry_tensor(c, doc, fqn, flen, m, &leaf, err);
@@ -1430,7 +1586,13 @@ static sdict_status dcp_build(dcp *c, sdict_doc *doc, sdict_error *err) {
         if (st)
             break;
         const sdict_value *path = c->planner ? sdict_dict_find(c->planner, kv) : NULL;
-        if (path) {
+        if (path && !path_joins_to(path, fqn, flen)) {
+            st = md_err(c, err, SDICT_E_FORMAT,
+                        "planner_data path of '%.80s' does not join to its name (torch's load "
+                        "finds each entry again by its path joined with '.', and fails or fills "
+                        "another entry's place)",
+                        fqn);
+        } else if (path) {
             st = node_set(c, scratch, root, fqn, path, leaf, err);
         } else {
             sdict_value *one = sdict_tuple_new(scratch), *k = sdict_str_new(scratch, fqn, flen);

@@ -14,10 +14,11 @@
  an empty dict disappears), a list only when it holds a tensor or a dict (or such a list), a
  tuple never; the fqn is the path joined with '.'.
 
- Crash safety: an existing .metadata is removed first (and the removal made durable), the data
- file is written and fsynced, and .metadata is written last through a temporary file and a
- rename. A crash at any point leaves either the old complete checkpoint untouched (before the
- removal) or a folder without .metadata, which every reader (statedict and torch) refuses as
+ Crash safety: the data file is written and fsynced as __0_0.distcp.partial, then an existing
+ .metadata is removed (and the removal made durable), the data file renamed into place, and
+ .metadata written last through a temporary file and a rename. A failure writing the data (a
+ full disk) leaves the old checkpoint as it was; a crash at any point leaves either the old
+ complete checkpoint untouched (before the removal) or a folder without .metadata, which every reader (statedict and torch) refuses as
  unfinished — never an old .metadata over new data, which DCP's own in-place overwrite can
  leave.
 */
@@ -503,7 +504,7 @@ SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, 
             st = item_bytes(it, &data, err);
             it->len = data.len - it->off;
         }
-    char *mdpath = NULL, *datapath = NULL;
+    char *mdpath = NULL, *datapath = NULL, *stagepath = NULL;
     if (st == SDICT_OK) {
         struct stat sb;
         if (mkdir(dir, 0777) != 0 && errno != EEXIST)
@@ -517,7 +518,8 @@ SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, 
         }
     }
     if (st == SDICT_OK &&
-        (!(mdpath = sdict__path_join(dir, ".metadata")) || !(datapath = sdict__path_join(dir, "__0_0.distcp"))))
+        (!(mdpath = sdict__path_join(dir, ".metadata")) || !(datapath = sdict__path_join(dir, "__0_0.distcp")) ||
+         !(stagepath = sdict__path_join(dir, "__0_0.distcp.partial"))))
         st = nomem(err);
     if (st == SDICT_OK) {
         char id[37];
@@ -525,7 +527,12 @@ SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, 
         metadata_pickle(&md, &f, dir, id);
         st = sdict__buf_status(&md, err);
     }
-    /* the old .metadata goes first (durably): from here until the new one is renamed in, the
+    /* the new data is written (and fsynced) under a name of its own first: a failure writing it
+       (a full disk, a file size limit) leaves the previous checkpoint as it was */
+    bool staged = false;
+    if (st == SDICT_OK)
+        staged = (st = sdict__save_bytes(stagepath, data.data, data.len, err)) == SDICT_OK;
+    /* the old .metadata goes next (durably): from here until the new one is renamed in, the
        folder reads as an unfinished save */
     if (st == SDICT_OK && unlink(mdpath) != 0 && errno != ENOENT)
         st = io_err(err, "unlink", mdpath, errno);
@@ -537,10 +544,16 @@ SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, 
             close(fd);
         }
     }
-    if (st == SDICT_OK)
-        st = sdict__save_bytes(datapath, data.data, data.len, err);
+    if (st == SDICT_OK && rename(stagepath, datapath) != 0)
+        st = io_err(err, "rename", datapath, errno);
+    else if (st == SDICT_OK)
+        staged = false;
+    if (staged)
+        unlink(stagepath);
+    /* .metadata's save syncs the folder, the data file's rename with it */
     if (st == SDICT_OK)
         st = sdict__save_bytes(mdpath, md.data, md.len, err);
+    sdict__free(stagepath);
     sdict__free(mdpath);
     sdict__free(datapath);
     sdict__buf_free(&data);

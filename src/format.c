@@ -231,6 +231,18 @@ static sdict_status read_source(sdict__source *src, const sdict_load_opts *opts,
  MARK: Entry points
 ==================================================================================================*/
 
+/* A file of a DCP folder read on its own (.metadata is a pickle of DCP's classes, a .distcp
+   file items back to back) fails with a message about pickles or zips: it says so. */
+static void dcp_part_hint(const char *path, sdict_error *err) {
+    const char *base = path ? strrchr(path, '/') : NULL;
+    base = base ? base + 1 : path;
+    if (!err || !base || (strcmp(base, ".metadata") != 0 && !sdict__ends_with(base, ".distcp")))
+        return;
+    size_t n = strlen(err->message);
+    snprintf(err->message + n, sizeof err->message - n,
+             " (%s is a file of a distributed checkpoint: read its folder)", base);
+}
+
 SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts, sdict_doc **out,
                                   sdict_error *err) {
     if (out)
@@ -252,8 +264,10 @@ SDICT_API sdict_status sdict_load(const char *path, const sdict_load_opts *opts,
         st = read_source(&src, opts, &job, out, err);
         sdict__source_close(&src);
     }
-    if (st != SDICT_OK)
+    if (st != SDICT_OK) {
         sdict__err_file(err, path);
+        dcp_part_hint(path, err);
+    }
     return st;
 }
 
@@ -315,7 +329,9 @@ SDICT_API sdict_status sdict_verify(const char *path, sdict_error *err) {
         st = read_source(&src, &opts, &job, NULL, err);
         sdict__source_close(&src);
     }
-    if (st != SDICT_OK)
+    if (st != SDICT_OK) {
         sdict__err_file(err, path ? path : "");
+        dcp_part_hint(path, err);
+    }
     return st;
 }

@@ -649,7 +649,8 @@ static sdict_status folder_pick(const char *dir, char **out, sdict_error *err) {
     free(rdir);
     if (st == SDICT_OK && !*out)
         st = sdict__err(err, SDICT_E_NOT_FOUND, NULL, -1,
-                        "not a model folder: none of %s, %s, %s, %s is a file in it",
+                        "not a model folder (none of %s, %s, %s, %s is a file in it) and "
+                        "not a distributed checkpoint (no .metadata or .distcp files)",
                         FOLDER_FILES[0], FOLDER_FILES[1], FOLDER_FILES[2], FOLDER_FILES[3]);
     if (st)
         sdict__err_file(err, dir);

@@ -289,6 +289,19 @@ def extra(**kw):
     return lambda s: s["metadata_extra"].update(kw)
 
 
+def epoch_at(path):
+    """The bytes entry 'epoch' renamed to its planner_data path joined with '.', as torch names
+    every entry."""
+    fqn = ".".join(map(str, path))
+
+    def f(s):
+        s["entries"][2] = (fqn, "bytes")
+        s["items"][0] = (fqn,) + s["items"][0][1:]
+        del s["planner"]["epoch"]
+        s["planner"][fqn] = path
+    return f
+
+
 def both(*fns):
     def f(s):
         for fn in fns:
@@ -310,6 +323,53 @@ if __name__ == "__main__":
     check(p.returncode == 0 and "11" in p.stdout and "6" in p.stdout,
           f"good: show {p.returncode} {p.stdout} {p.stderr}")
     check(run("verify", good).returncode == 0, "good: verify")
+    # a file of the folder read on its own: the message says to read the folder
+    for cmd, name in (("ls", ".metadata"), ("verify", "__0_0.distcp")):
+        p = run(cmd, os.path.join(good, name))
+        check(p.returncode in (1, 3) and "file of a distributed checkpoint: read its folder"
+              in p.stderr, f"good/{name}: {cmd} exited {p.returncode}, stderr {p.stderr[:300]!r}")
+
+    # a tensor saved whole from a transposed tensor (DCP keeps a dense tensor's strides) and
+    # one saved as a view into a larger storage: dcp_to_torch_save copies both into
+    # torch.empty, so both come out contiguous, storage offset 0, holding their own bytes only
+    s = spec()
+    wt = [float(r * 3 + c) for c in range(3) for r in range(4)]  # column-major storage
+    s["entries"][0] = W + ([((0, 0), (4, 3))],)
+    view = Tensor(Storage("0", 20), (3,), (1,))
+    view.args = (view.args[0], 5) + view.args[2:]
+    s["items"] = [s["items"][0],
+                  ("model.w", (0, 0), "__0_0.distcp",
+                   torch_save(Tensor(Storage("0", 12), (4, 3), (1, 4)), [f32(wt)])),
+                  ("model.b", (0,), "__1_0.distcp",
+                   torch_save(view, [f32([9.0] * 5 + [0.5, 1.5, 2.5] + [9.0] * 12)]))]
+    strided = os.path.join(WORK, "strided_items")
+    build(strided, s)
+    p = run("show", strided, "model.w")
+    check(p.returncode == 0 and "stride [3, 1] offset 0, 48 bytes" in p.stdout and
+          "[ 9., 10., 11.]" in p.stdout, f"strided_items: show model.w {p.returncode} {p.stdout}")
+    p = run("show", strided, "model.b")
+    check(p.returncode == 0 and "stride [1] offset 0, 12 bytes" in p.stdout and
+          "[0.5000, 1.5000, 2.5000]" in p.stdout, f"strided_items: show model.b {p.returncode} {p.stdout}")
+
+    # one file per item (torch's single_file_per_rank=False): 300 files read under a limit of
+    # 64 file descriptors, mapped (show) and copied (verify, ls --copy)
+    s = spec()
+    for i in range(300):
+        s["entries"].append((f"t.{i}", "tensor", "float32", (2,), [((0,), (2,))]))
+        s["planner"][f"t.{i}"] = ("t", str(i))
+        s["items"].append((f"t.{i}", (0,), f"__0_{i + 1}.distcp", tensor_item([0.5, float(i)], (2,))))
+    many = os.path.join(WORK, "file_per_item")
+    build(many, s)
+
+    def fd_limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    for args in (["verify", many], ["ls", "--copy", many], ["show", many, "t.299"],
+                 ["show", "--copy", many, "t.299"]):
+        p = subprocess.run([STATEDICT, *args], capture_output=True, text=True, preexec_fn=fd_limit)
+        check(p.returncode == 0 and ("299." in p.stdout or args[0] != "show"),
+              f"file_per_item: {args} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
 
     # classes outside DCP's (nothing runs: the marker file stays absent)
     case("os_system", storage_info(3, relative_path=Reduce(os.system, (f"touch {MARKER}",))),
@@ -353,32 +413,125 @@ if __name__ == "__main__":
                                     [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "the metadata says", items=True)
     case("huge_tensor", both(set_entry(0, ("model.w", "tensor", "float32", (2 ** 40, 3),
                                            [((0, 0), (2, 3)), ((2, 0), (2 ** 40 - 2, 3))])),
-                             index_field(2, offset=Size((2, 0)))), "is only")
+                             index_field(2, offset=Size((2, 0)))), "items together are only")
+    # 8M-element chunks, each within 32 MiB of its small item, but not all of them together
+    case("chunks_claim_much", both(set_entry(1, ("model.b", "tensor", "float32", (16000000,),
+                                                 [((0,), (8000000,)), ((8000000,), (8000000,))])),
+                                   lambda s: s["items"].append(
+                                       ("model.b", (8000000,), "__1_0.distcp", tensor_item([1.0], (1,)))),
+                                   lambda s: s["items"].__setitem__(
+                                       3, ("model.b", (0,), "__1_0.distcp", tensor_item([1.0], (1,))))),
+         "items together are only")
     case("volume_short", set_entry(0, ("model.w", "tensor", "float32", (40, 3),
                                        [((0, 0), (2, 3)), ((2, 0), (2, 3))])), "leave a hole")
-    case("list_index_huge", lambda s: s["planner"].__setitem__("epoch", ("l", 10 ** 9)),
-         "list index past")
+    case("list_index_huge", epoch_at(("l", 10 ** 9)),
+         "list index that pads")
+    # nested lists each short enough, together too many slots (and a 200,000-deep path, which
+    # crashed the recursive rebuild of the nesting)
+    case("list_pad_nested", epoch_at(("l", 30000, 30000, 30000)),
+         "list index that pads")
+    case("deep_planner_path", epoch_at(("k",) * 200000),
+         "200000 deep, over the limit")
     case("dup_storage", index_field(1, offset=Size((2, 0))), "two entries for item")
+    # paths that do not join to their entry's name: torch's load flattens the tree it rebuilt
+    # and looks each joined path up, failing ("Missing key") or, for two entries swapping
+    # places, reading each entry's data into the other's place
     case("planner_conflict", lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
-         "another entry already fills")
-    case("bytes_is_tensor", storage_info(3, offset=0, relative_path="__0_0.distcp",
-                                         length=len(torch_save(5))), "not a tensor", items=True)
+         "does not join to its name")
+    case("planner_swap", both(lambda s: s["planner"].__setitem__("model.b", ("model", "w")),
+                              lambda s: s["planner"].__setitem__("model.w", ("model", "b"))),
+         "does not join to its name")
+    case("planner_through_value", both(epoch_at(("model", "b", "x")),
+                                       lambda s: s["planner"].__setitem__("model.b", ("model", "b"))),
+         "goes through another entry's value")
+    case("bytes_is_tensor", lambda s: s["items"].__setitem__(
+        3, ("model.b", (0,), "__1_0.distcp", torch_save(5))), "not a tensor", items=True)
+    # two entries naming the same bytes (each entry would read and copy them again: a small
+    # folder whose item is named by thousands of entries loads thousands of copies)
+    case("shared_bytes", both(lambda s: s["entries"].append(("epoch2", "bytes")),
+                              lambda s: s["planner"].__setitem__("epoch2", ("epoch2",)),
+                              lambda s: s["items"].append(("epoch2", None, "__0_0.distcp", b"")),
+                              storage_info(4, offset=0, relative_path="__0_0.distcp",
+                                           length=len(torch_save(5)))), "share bytes of")
+    case("tensor_items_overlap", storage_info(3, offset=10), "share bytes of")
+    case("file_alias", storage_info(3, relative_path="__5_0.distcp"), "is the same file as",
+         post=lambda d: os.symlink("__1_0.distcp", os.path.join(d, "__5_0.distcp")))
+    # 100 small items, each a tuple of one list referenced 250 times: 62,500 values apiece
+    # through shared references, 6 million in all from 140 KB
+    shared = torch_save(tuple([[0] * 250] * 250))
+
+    def many_shared(s):
+        for i in range(100):
+            s["entries"].append((f"e{i}", "bytes"))
+            s["planner"][f"e{i}"] = (f"e{i}",)
+            s["items"].append((f"e{i}", None, "__0_0.distcp", shared))
+    case("bytes_items_expand", many_shared, "expand to more values through shared references")
     # path escapes
     case("dotdot", storage_info(3, relative_path="../__1_0.distcp"), "not a file name inside")
     case("absolute", storage_info(3, relative_path="/etc/passwd"), "not a file name inside")
     case("symlink_out", storage_info(3, relative_path="__9_0.distcp"), "leaving the checkpoint",
          post=lambda d: os.symlink("/etc/hostname", os.path.join(d, "__9_0.distcp")))
+    case("metadata_symlink_out", lambda s: None, "symbolic link leaving the checkpoint folder",
+         post=lambda d: (os.rename(os.path.join(d, ".metadata"), os.path.join(WORK, "md_outside")),
+                         os.symlink(os.path.join(WORK, "md_outside"), os.path.join(d, ".metadata"))))
     case("missing_file", storage_info(3, relative_path="__7_0.distcp"), "does not exist")
     # lengths and offsets past the file
     case("length_past_end", storage_info(3, length=100000), "past its end")
     case("offset_huge", storage_info(3, offset=2 ** 62), "past its end")
-    case("offset_shifted", storage_info(3, offset=1), "not a torch.save archive", items=True)
+    case("offset_shifted", storage_info(3, offset=len(tensor_item([0.0] * 6, (2, 3))) + 1,
+                                        length=len(tensor_item([0.0] * 3, (3,))) - 1),
+         "not a torch.save archive", items=True)
     case("item_truncated", storage_info(3, length=200), "item 'model.b'", items=True)
     # unfinished save and broken .metadata
     case("no_metadata", lambda s: None, "unfinished save",
          post=lambda d: os.remove(os.path.join(d, ".metadata")))
     case("metadata_truncated", lambda s: None, ".metadata",
          post=lambda d: open(os.path.join(d, ".metadata"), "r+b").truncate(100))
+
+    # a folder holding no checkpoint: verify says so and exits 3 (nothing was read), as ls does
+    empty = os.path.join(WORK, "empty")
+    os.makedirs(empty)
+    for cmd in ("ls", "verify"):
+        p = run(cmd, empty)
+        check(p.returncode == 3 and "not a distributed checkpoint" in p.stderr,
+              f"empty folder: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+    # convert --format dcp refuses the options its writer does not take, writing nothing
+    pt = os.path.join(WORK, "in.pt")
+    with open(pt, "wb") as f:
+        f.write(torch_save({"w": Tensor(Storage("0", 2), (2,), (1,))}, [f32([1.0, 2.0])]))
+    for opt in (["--layout", "1.13"], ["--layout", "2.x"], ["--not-weights-only"],
+                ["--max-shard-size", "1MB"], ["--drop-non-tensors"]):
+        out = os.path.join(WORK, "conv_" + opt[0].strip("-"))
+        p = run("convert", "--format", "dcp", *opt, pt, out)
+        check(p.returncode == 2 and f"{opt[0]} does not apply to --format dcp" in p.stderr and
+              not os.path.exists(out), f"convert --format dcp {opt}: exited {p.returncode}, "
+              f"stderr {p.stderr.strip()[:300]!r}")
+    p = run("convert", "--format", "dcp", pt, os.path.join(WORK, "conv_ok"))
+    check(p.returncode == 0 and run("show", os.path.join(WORK, "conv_ok"), "w").returncode == 0,
+          f"convert --format dcp: exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+    # a save that fails writing its data (here a 1 MB file size limit against 2 MB of data)
+    # leaves the previous checkpoint in the folder as it was
+    big = os.path.join(WORK, "big.pt")
+    with open(big, "wb") as f:
+        f.write(torch_save({"w": Tensor(Storage("0", 500000), (500000,), (1,))},
+                           [f32([0.25] * 500000)]))
+
+    def fsize_limit():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    p = subprocess.run([STATEDICT, "convert", "--format", "dcp", big, os.path.join(WORK, "conv_ok")],
+                       capture_output=True, text=True, preexec_fn=fsize_limit)
+    q = run("show", os.path.join(WORK, "conv_ok"), "w")
+    check(p.returncode == 3 and q.returncode == 0 and "[2]" in q.stdout and "2." in q.stdout,
+          f"failed save over a checkpoint: convert exited {p.returncode} "
+          f"({p.stderr.strip()[:200]!r}), then show {q.returncode} {q.stdout[:200]!r} "
+          f"{q.stderr.strip()[:200]!r}")
+    p = run("convert", "--format", "dcpx", pt, os.path.join(WORK, "conv_bad"))
+    check(p.returncode == 2 and "pt, safetensors or dcp" in p.stderr,
+          f"convert --format dcpx: exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
 
     check(not os.path.exists(MARKER), "the os.system REDUCE ran")
     print(f"{len(failures)} failures")

@@ -95,6 +95,7 @@ typedef struct cli_args {
     double rtol;               /* default 1e-5, as torch.allclose */
     double atol;               /* default 1e-8, as torch.allclose */
     uint32_t save_flags;       /* SDICT_SAVE_* bits from --layout/--not-weights-only */
+    bool layout_given;         /* --layout was on the command line */
     cli_convert_args conv;     /* CLI_OPT_CONVERT */
 } cli_args;
 

@@ -133,7 +133,7 @@ int cli_convert_option(const cli_cmd *cmd, cli_convert_args *c, int argc, char *
     return 1;
 bad:
     cli_usage_error(cmd, "%s: '%s' is not %s", a, v,
-                    a[2] == 'f'   ? "pt or safetensors"
+                    a[2] == 'f'   ? "pt, safetensors or dcp"
                     : a[2] == 'd' ? "bfloat16, float16 or float32"
                                   : "a size such as 500MB, 2GB or 1.5GB (or a number of bytes)");
     *i = -1;
@@ -501,6 +501,26 @@ int cli_convert_write(sdict_doc *doc, sdict_value *root, const char *in, const c
     sdict_format fmt = c->format ? (sdict_format)c->format
                        : ends_with(out, ".safetensors") || folder ? SDICT_FORMAT_SAFETENSORS
                                                                   : SDICT_FORMAT_ZIP;
+    if (fmt == SDICT_FORMAT_DCP) {
+        /* sdict_save_dcp has one layout (torch 2.14's dcp.save) and no options: refused rather
+           than silently ignored */
+        const char *opt = args->layout_given                                       ? "--layout"
+                          : args->save_flags & SDICT_SAVE_ALLOW_NOT_WEIGHTS_ONLY ? "--not-weights-only"
+                          : c->max_shard_size                                      ? "--max-shard-size"
+                          : c->nkeep                                               ? "--keep-name"
+                          : c->st_flags & SDICT_SAVE_ST_DROP_NON_TENSORS           ? "--drop-non-tensors"
+                          : c->st_flags & SDICT_SAVE_ST_NON_TENSORS_AS_METADATA
+                              ? "--non-tensors-as-metadata"
+                          : c->st_flags & SDICT_SAVE_ST_COPY_OVERLAPS ? "--copy-overlaps"
+                                                                      : NULL;
+        if (opt) {
+            fprintf(stderr, "statedict: convert: %s does not apply to --format dcp (a DCP folder "
+                            "is written as torch 2.14's dcp.save writes it: its items in torch "
+                            "2.7+'s layout, non-tensor values as items)\n", opt);
+            rc = CLI_EXIT_USAGE;
+            goto done;
+        }
+    }
     sdict_save_opts opts;
     memset(&opts, 0, sizeof opts);
     opts.flags = args->save_flags;

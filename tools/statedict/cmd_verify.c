@@ -5,7 +5,7 @@
  Exit 0 when everything checks; 1 when the file could be read but fails a check (a flipped
  payload byte is a CRC mismatch, so it gives 1; so does a file written with CRCs off, whose
  records have "no CRC recorded": nothing is reported OK that was not checked); 3 when the file cannot be read at all (missing,
- permission denied, out of memory). With several files, each gets its line and the exit status
+ permission denied, a folder holding no checkpoint, out of memory). With several files, each gets its line and the exit status
  is the worst of theirs.
 */
 #include "cli.h"
@@ -26,7 +26,10 @@ static int verify_one(const char *path) {
         snprintf(err.file, sizeof err.file, "%s", path);
     }
     cli_report_error(st, &err);
-    bool unreadable = st == SDICT_E_IO || st == SDICT_E_NOMEM || st == SDICT_E_INVALID_ARG;
+    /* the classes cli_report_error calls "unreadable" (a folder holding no checkpoint is
+       SDICT_E_NOT_FOUND: nothing was there to check) */
+    bool unreadable = st == SDICT_E_IO || st == SDICT_E_NOMEM || st == SDICT_E_INVALID_ARG ||
+                      st == SDICT_E_NOT_FOUND;
     if (!unreadable)
         printf("%s: FAILED\n", path);
     return unreadable ? CLI_EXIT_BAD_INPUT : CLI_EXIT_DIFFERENT;

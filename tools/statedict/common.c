@@ -91,6 +91,7 @@ int cli_parse_args(const cli_cmd *cmd, int argc, char **argv, cli_args *args) {
             if (i + 1 >= argc)
                 return free(args->pos), args->pos = NULL, cli_usage_error(cmd, "%s needs a value", a);
             const char *l = argv[++i];
+            args->layout_given = true;
             if (strcmp(l, "2.x") == 0 || strcmp(l, "2") == 0)
                 args->save_flags |= SDICT_SAVE_LAYOUT_TORCH2;
             else if (strcmp(l, "1.13") == 0)
