@@ -1456,6 +1456,125 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
 SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, sdict_error *err);
 
 /*==================================================================================================
+ MARK: Distributed checkpoints from many processes (DCP's local plan -> global plan -> write)
+
+ A multi-rank `dcp.save` as torch 2.14 runs it with the default planner and FileSystemWriter,
+ split into steps the caller connects with any transport (MPI: statedict_mpi.h):
+   1. every rank: sdict_dcp_plan_local(its state dict, its shards) -> local plan bytes;
+   2. one rank (the coordinator): sdict_dcp_plan_global(all local plans) -> the global plan
+      (deduplicated as DefaultSavePlanner does: each item replicated on several ranks is written
+      by one of them, decided before anything is written), and sdict_dcp_begin(dir);
+   3. every rank: sdict_dcp_write_rank(the global plan) writes `__<rank>_0.distcp` durably
+      and returns its written plan (items, chunk geometry, dtype, file offset and length);
+   4. the coordinator, once every rank succeeded: sdict_dcp_commit(every written plan) writes
+      `.metadata`. A save that failed before step 4 leaves no `.metadata` (an unfinished save
+      that every reader refuses).
+ sdict_save_dcp is exactly these steps with one rank. Plan buffers are plain bytes (no
+ pointers), freed with sdict_free_buffer, and valid on any process of the same byte order.
+==================================================================================================*/
+
+/** One tensor of a rank's state dict that is a shard (a chunk) of a larger global tensor, as
+    a DTensor or ShardedTensor local shard is for DCP. Tensors of the state dict that no shard
+    names are saved whole (offsets 0, global shape = their shape) and deduplicated across the
+    ranks that hold them (replicated). */
+typedef struct sdict_dcp_shard {
+    const char *fqn;             /**< the tensor's flattened key (path joined with '.') */
+    const int64_t *global_shape; /**< ndim sizes of the global tensor, outermost first */
+    const int64_t *offsets;      /**< ndim element offsets of the local tensor inside it */
+} sdict_dcp_shard;
+
+/** sdict_dcp_plan_global flag: keep a replicated item on the lowest rank holding it
+    (`DefaultSavePlanner(dedup_save_to_lowest_rank=True)`, torch <= 2.2's behaviour) instead of
+    the rank with the fewest planned bytes. */
+#define SDICT_DCP_DEDUP_LOWEST_RANK 1u
+
+/**
+ A rank's local save plan (DCP's `create_local_plan`): root flattened as sdict_save_dcp
+ flattens it, one item per leaf: a tensor (its dtype, global shape, chunk offsets and sizes,
+ taken from the shard naming it, else the whole tensor) or a non-tensor value (a bytes item).
+
+ @param root      the rank's state dict (a dict); must not be NULL.
+ @param shards    n_shards shard descriptions (each fqn must be a tensor leaf of root, its
+                  arrays as long as that tensor's ndim); NULL when n_shards is 0.
+ @param plan      out: new buffer, free with sdict_free_buffer; NULL on failure.
+ @param plan_len  out: its length in bytes.
+ @return SDICT_OK, or as sdict_save_dcp's flattening (SDICT_E_INVALID_ARG also for a shard
+         naming no tensor leaf or NULL arrays), SDICT_E_LIMIT (over 64 dimensions),
+         SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_plan_local(const sdict_value *root,
+                                            const sdict_dcp_shard *shards, size_t n_shards,
+                                            void **plan, size_t *plan_len, sdict_error *err);
+
+/**
+ The global plan of world local plans (plans[r] from rank r): DCP's `dedup_save_plans` (torch
+ 2.3+: each unique (fqn, chunk offsets), in order of first appearance, is kept by the rank
+ holding it with the fewest bytes planned so far, ties to the lowest rank, adding the global
+ tensor's numel * element size, or 1 for a non-tensor item) and `_validate_global_plan` (per fqn
+ one kind, dtype and global shape on every rank; kept chunks inside it, not overlapping, and
+ covering it).
+
+ @param flags       0 or SDICT_DCP_DEDUP_LOWEST_RANK.
+ @param global      out: new buffer (every rank's plan with its rank and keep marks), free with
+                    sdict_free_buffer; NULL on failure.
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, a fqn that is a tensor on one rank
+         and not on another), SDICT_E_FORMAT (a buffer that is no local plan, with the byte
+         offset), SDICT_E_DTYPE / SDICT_E_SHAPE (ranks disagree on a tensor's dtype or global
+         shape; chunks overlap or leave a hole, naming fqn and rank), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_plan_global(const void *const *plans, const size_t *plan_lens,
+                                             size_t world, uint32_t flags, void **global,
+                                             size_t *global_len, sdict_error *err);
+
+/**
+ Starts a save into dir: creates the folder if missing and removes an existing `.metadata`
+ durably (unlink, then fsync of the folder), so that from here until sdict_dcp_commit the
+ folder reads as an unfinished save and never as an old checkpoint over new data. Call once,
+ on the coordinator, before any rank writes.
+
+ @return SDICT_OK, or SDICT_E_INVALID_ARG, SDICT_E_IO (dir exists and is no folder, mkdir,
+         unlink or fsync failed), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_begin(const char *dir, sdict_error *err);
+
+/**
+ Writes rank's file `dir/__<rank>_0.distcp` (DCP's `write_data`): the items the global plan
+ keeps on this rank, non-tensor items first and then tensors, in plan order, each a torch.save
+ archive as sdict_save_dcp writes them (a shard saved as a contiguous copy of the local
+ tensor); through a temporary file, fsync and rename. An empty file when the rank keeps
+ nothing (torch does the same).
+
+ @param root, shards, n_shards  exactly what this rank passed to sdict_dcp_plan_local.
+ @param written      out: the rank's written plan (its plan with file offsets and lengths, in
+                     bytes), free with sdict_free_buffer; NULL on failure.
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (rank >= world; root or shards differ from the
+         rank's plan), SDICT_E_FORMAT (not a global plan), the errors of sdict_save_buffer for
+         an item, SDICT_E_IO (naming the file), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const sdict_value *root,
+                                            const sdict_dcp_shard *shards, size_t n_shards,
+                                            const void *global, size_t global_len,
+                                            void **written, size_t *written_len,
+                                            sdict_error *err);
+
+/**
+ Finishes a save (FileSystemWriter.finish): from every rank's written plan (written[r] from
+ rank r) writes `dir/.metadata` as torch 2.14 does for that multi-rank save — state_dict_metadata
+ in order of first appearance with each sharded tensor's chunks in rank order, planner_data of
+ every fqn, storage_data of each rank's items (non-tensor first) naming `__<r>_0.distcp`,
+ StorageMeta (dir as checkpoint_id, a fresh UUID4 save_id), version "1.0.0" — through a
+ temporary file, fsync, rename and a folder fsync. Each rank's file must exist and end exactly
+ where its last item does. Call only after every rank's sdict_dcp_write_rank succeeded.
+
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, plans out of rank order, a kept item
+         not written), SDICT_E_FORMAT (a buffer that is no plan), SDICT_E_IO (a rank's file
+         missing or of another size, naming it; writing .metadata), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *written,
+                                        const size_t *written_lens, size_t world,
+                                        sdict_error *err);
+
+/*==================================================================================================
  MARK: Inspection without loading
 ==================================================================================================*/
 
