@@ -1456,6 +1456,90 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
 SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, sdict_error *err);
 
 /*==================================================================================================
+ MARK: Reading a distributed checkpoint lazily (DCP's load planner: only overlapping chunks)
+==================================================================================================*/
+
+/** An open DCP folder: its `.metadata`, checked, and its `.distcp` files opened on first use. */
+typedef struct sdict_dcp sdict_dcp;
+
+/** One entry of a DCP folder's state_dict_metadata (a flattened fqn). All pointers are borrowed
+    from the handle and valid until sdict_dcp_close. */
+typedef struct sdict_dcp_entry {
+    const char *fqn;              /**< flattened key (the path joined with '.') */
+    bool is_tensor;               /**< false: a non-tensor ("bytes") item, read with
+                                       sdict_dcp_read_value; the fields below are 0 / NULL */
+    sdict_dtype dtype;            /**< TensorProperties.dtype */
+    int32_t ndim;                 /**< rank of the global tensor */
+    const int64_t *shape;         /**< ndim global sizes, outermost first */
+    size_t n_chunks;              /**< saved chunks (one per shard the ranks wrote) */
+    const int64_t *chunk_offsets; /**< n_chunks * ndim element offsets, chunk-major */
+    const int64_t *chunk_sizes;   /**< n_chunks * ndim sizes, chunk-major */
+} sdict_dcp_entry;
+
+/**
+ Opens a torch.distributed.checkpoint folder reading only `.metadata` (torch's
+ FileSystemReader.read_metadata) with the allow-list and every check sdict_load applies to it,
+ plus each tensor entry's chunk geometry: dtype byte-sized, every chunk inside the global shape
+ with a storage_data entry, chunk volumes adding up to the element count. No `.distcp` byte is
+ read here.
+
+ @param dir   the folder; must not be NULL.
+ @param opts  NULL, or load options: limits, SDICT_LOAD_COPY (pread instead of mapping the
+              `.distcp` files), SDICT_LOAD_VERIFY_CRC (items' zip CRCs checked when read).
+ @param out   out: the handle, close with sdict_dcp_close; NULL on failure.
+ @return SDICT_OK, or what sdict_load returns for a DCP folder's `.metadata` (SDICT_E_FORMAT
+         for a folder without it — an unfinished save —, _PICKLE_*, _SHAPE, _LIMIT, _IO), with
+         err naming the file; SDICT_E_INVALID_ARG; SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_open(const char *dir, const sdict_load_opts *opts,
+                                      sdict_dcp **out, sdict_error *err);
+/** Closes d (NULL is allowed). Tensors and values read from it stay valid. */
+SDICT_API void sdict_dcp_close(sdict_dcp *d);
+/** Number of entries (fqns) of d; 0 for NULL. */
+SDICT_API size_t sdict_dcp_entry_count(const sdict_dcp *d);
+/** Entry i in state_dict_metadata order (the order dcp_to_torch_save keeps), or NULL. */
+SDICT_API const sdict_dcp_entry *sdict_dcp_entry_at(const sdict_dcp *d, size_t i);
+/** The entry named fqn, or NULL. */
+SDICT_API const sdict_dcp_entry *sdict_dcp_find(const sdict_dcp *d, const char *fqn);
+/** How many items (torch.save archives inside the `.distcp` files) d has read so far. */
+SDICT_API uint64_t sdict_dcp_items_read(const sdict_dcp *d);
+
+/**
+ Reads a region of tensor fqn into a new contiguous tensor of doc, as DCP's load planner does
+ for a destination shard (create_read_items_for_chunk_list, then torch.load of each saved chunk
+ that overlaps and a narrow + copy_): only the items of chunks overlapping the region are read.
+ Each item read must be a tensor of the recorded dtype and of its chunk's sizes; the chunks
+ must cover the region exactly once.
+
+ @param offsets  ndim element offsets of the region, or NULL for zeros.
+ @param lengths  ndim lengths, or NULL for the global shape (the whole tensor with offsets
+                 NULL). offsets[k] + lengths[k] <= shape[k]; a length may be 0.
+ @param out      out: the tensor value (shape = lengths, contiguous strides, storage offset 0,
+                 its own storage); NULL on failure.
+ @return SDICT_OK, or SDICT_E_NOT_FOUND (no such fqn), SDICT_E_INVALID_ARG (NULL, a
+         non-tensor entry, a region outside the tensor), SDICT_E_FORMAT / _DTYPE / _SHAPE /
+         _STORAGE (an item that is no tensor of its chunk, chunks overlapping or leaving a hole
+         in the region; err names the `.distcp` file and the item's bytes), SDICT_E_IO,
+         SDICT_E_TRUNCATED, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_read_region(sdict_dcp *d, const char *fqn,
+                                             const int64_t *offsets, const int64_t *lengths,
+                                             sdict_doc *doc, sdict_value **out,
+                                             sdict_error *err);
+
+/**
+ Reads the non-tensor (bytes) item fqn into doc with sdict_load's allow-list (DCP's
+ DefaultLoadPlanner.load_bytes reads it with torch.load).
+
+ @param out  out: the value (ints, floats, str, lists, dicts, tuples, tensors inside tuples);
+             NULL on failure.
+ @return SDICT_OK, or SDICT_E_NOT_FOUND, SDICT_E_INVALID_ARG (NULL, a tensor entry), the
+         pickle and zip errors of the item (naming file and bytes), SDICT_E_IO, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_read_value(sdict_dcp *d, const char *fqn, sdict_doc *doc,
+                                            sdict_value **out, sdict_error *err);
+
+/*==================================================================================================
  MARK: Distributed checkpoints from many processes (DCP's local plan -> global plan -> write)
 
  A multi-rank `dcp.save` as torch 2.14 runs it with the default planner and FileSystemWriter,
