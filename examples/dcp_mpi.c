@@ -5,8 +5,9 @@
    mpirun -np N dcp_mpi save DIR [--shard rows|cols] [--lowest-rank] [--fail-rank R]
    mpirun -np M dcp_mpi load DIR [--shard rows|cols] [--own-chunks]
 
- The state dict is what a 2-layer MLP (nn.Linear(7, 10), nn.Linear(10, 5)) trained with
- torch.optim.Adam gives, under the keys torch's get_state_dict-free layout uses:
+ The state dict is {"model": model.state_dict(), "optim": optimizer.state_dict(), "epoch": 3,
+ "tag": "mpi"} for a 2-layer MLP (nn.Linear(7, 10), nn.Linear(10, 5)) and torch.optim.Adam;
+ flattened, as DCP names its entries:
    model.fc1.weight [10, 7]  model.fc1.bias [10]  model.fc2.weight [5, 10]  model.fc2.bias [5]
    optim.state.<i>.exp_avg / exp_avg_sq (the shape of parameter i), optim.state.<i>.step (0-dim)
    optim.param_groups [{lr, betas, eps, weight_decay, amsgrad, params}]   epoch   tag
@@ -127,13 +128,16 @@ static sdict_value *tensor_of(sdict_doc *doc, int nd, const int64_t *len) {
     return v;
 }
 
-/* Sets root[a][b]...: a dotted path, creating dicts (ordered, as torch's). */
+/* Sets root[a][b]...: a dotted path, creating dicts. */
 static int set_path(sdict_doc *doc, sdict_value *root, const char *fqn, sdict_value *v) {
     char buf[128];
     snprintf(buf, sizeof buf, "%s", fqn);
     sdict_value *d = root;
     for (char *part = buf;;) {
-        char *dot = strchr(part, '.');
+        /* a module state_dict's keys hold dots themselves: model -> {"fc1.weight": ...} */
+        char *dot = d == root && !strncmp(part, "model.", 6) ? part + 5 : strchr(part, '.');
+        if (d != root && d == sdict_dict_get(root, "model"))
+            dot = NULL;
         if (!dot)
             return sdict_dict_set_str(d, part, v) == SDICT_OK ? 0 : -1;
         *dot = 0;
