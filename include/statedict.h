@@ -1583,7 +1583,8 @@ typedef struct sdict_dcp_shard {
  @param plan      out: new buffer, free with sdict_free_buffer; NULL on failure.
  @param plan_len  out: its length in bytes.
  @return SDICT_OK, or as sdict_save_dcp's flattening (SDICT_E_INVALID_ARG also for a shard
-         naming no tensor leaf or NULL arrays), SDICT_E_LIMIT (over 64 dimensions),
+         naming no tensor leaf or NULL arrays), SDICT_E_SHAPE (a shard outside its global
+         shape), SDICT_E_LIMIT (over 64 dimensions),
          SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_plan_local(const sdict_value *root,

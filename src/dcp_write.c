@@ -427,13 +427,15 @@ static sdict_status plan_parse(const void *data, size_t len, plan *out, sdict_er
         for (uint32_t d = 0; d < it->ndim; d++) {
             int64_t g = dim_at(it, 0, d), o = dim_at(it, 1, d), s = dim_at(it, 2, d);
             if (g < 0 || o < 0 || s < 0 || o > g || s > g - o) {
+                sdict_status st = sdict__err(
+                    err, SDICT_E_SHAPE, "plan", (int64_t)c.at,
+                    "'%.*s': chunk (offset %lld, size %lld in dimension %u) lies outside the "
+                    "global size %lld",
+                    (int)(it->fqn_len > 80 ? 80 : it->fqn_len), it->fqn, (long long)o,
+                    (long long)s, d, (long long)g);
                 sdict__free(out->items);
                 out->items = NULL;
-                return sdict__err(err, SDICT_E_SHAPE, "plan", (int64_t)c.at,
-                                  "'%.*s': chunk (offset %lld, size %lld in dimension %u) lies "
-                                  "outside the global size %lld",
-                                  (int)(it->fqn_len > 80 ? 80 : it->fqn_len), it->fqn,
-                                  (long long)o, (long long)s, d, (long long)g);
+                return st;
             }
         }
         out->n++;
@@ -617,6 +619,15 @@ static sdict_status encode_local(const flat *f, const sdict_dcp_shard *shards, s
         if (sh && (!sh->global_shape || !sh->offsets))
             return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
                               "shard '%.100s': NULL global_shape or offsets", it->fqn);
+        for (int32_t d = 0; sh && d < t->ndim; d++)
+            if (sh->offsets[d] < 0 || sh->global_shape[d] < 0 ||
+                sh->offsets[d] > sh->global_shape[d] ||
+                t->shape[d] > sh->global_shape[d] - sh->offsets[d])
+                return sdict__err(err, SDICT_E_SHAPE, NULL, -1,
+                                  "shard '%.100s' (offset %lld, size %lld in dimension %d) lies "
+                                  "outside its global size %lld",
+                                  it->fqn, (long long)sh->offsets[d], (long long)t->shape[d], d,
+                                  (long long)sh->global_shape[d]);
         sdict__buf_byte(b, t != NULL);
         sdict__buf_byte(b, 0);
         sdict__buf_le16(b, (uint16_t)(t ? t->dtype : 0));
