@@ -244,8 +244,23 @@ static void p_newobj(sdict__buf *b, const char *module, const char *name) {
  MARK: Items and files
 ==================================================================================================*/
 
-/* Appends the torch.save archive of item it to out (a tensor saved contiguous, offset 0). */
-static sdict_status item_bytes(const flat_item *it, sdict__buf *out, sdict_error *err) {
+/* Counts the bytes an item writer passes on to the file. */
+typedef struct counting {
+    sdict__write_fn write;
+    void *ctx;
+    uint64_t n;
+} counting;
+
+static sdict_status count_write(void *ctx, const void *p, size_t n, sdict_error *err) {
+    counting *c = ctx;
+    c->n += n;
+    return c->write(c->ctx, p, n, err);
+}
+
+/* Writes the torch.save archive of item it (a tensor saved contiguous with storage offset 0,
+   as torch clones a view before saving: a contiguous tensor's bytes are borrowed, not
+   copied). */
+static sdict_status item_write(const flat_item *it, counting *out, sdict_error *err) {
     sdict_save_opts o;
     memset(&o, 0, sizeof o);
     o.flags = SDICT_SAVE_LAYOUT_TORCH2;
@@ -256,6 +271,7 @@ static sdict_status item_bytes(const flat_item *it, sdict__buf *out, sdict_error
     if (it->tensor) {
         const sdict_tensor *t = sdict_value_tensor(it->val);
         size_t nb = sdict_tensor_nbytes(t);
+        uint8_t *data = sdict_tensor_data(t);
         sdict_storage *s = NULL;
         sdict_tensor c;
         int64_t stride[64];
@@ -263,9 +279,12 @@ static sdict_status item_bytes(const flat_item *it, sdict__buf *out, sdict_error
         sdict_value *v = NULL;
         if (!strides)
             return nomem(err);
+        bool borrow = data && sdict_tensor_is_contiguous(t) && !t->is_conj && !t->is_neg;
         if ((st = sdict_doc_new(&tmp, err)) == SDICT_OK &&
-            (st = sdict_storage_new(nb, &s, err)) == SDICT_OK &&
-            (st = sdict_tensor_copy_to(t, t->dtype, sdict_storage_data(s), nb, err)) == SDICT_OK &&
+            (st = borrow ? sdict_storage_wrap(data, nb, NULL, NULL, &s, err)
+                         : sdict_storage_new(nb, &s, err)) == SDICT_OK &&
+            (borrow ||
+             (st = sdict_tensor_copy_to(t, t->dtype, sdict_storage_data(s), nb, err)) == SDICT_OK) &&
             (st = sdict_tensor_init(&c, t->dtype, t->ndim, t->shape, strides, s, err)) == SDICT_OK)
             st = sdict_tensor_new(tmp, &c, &v, err);
         sdict_storage_release(s);
@@ -273,13 +292,10 @@ static sdict_status item_bytes(const flat_item *it, sdict__buf *out, sdict_error
             sdict__free(strides);
         root = v;
     }
-    void *data = NULL;
-    size_t n = 0;
-    if (st == SDICT_OK && (st = sdict_save_buffer(root, &o, &data, &n, err)) == SDICT_OK)
-        sdict__buf_append(out, data, n);
-    sdict_free_buffer(data);
+    if (st == SDICT_OK)
+        st = sdict__write_archive(root, "archive", &o, count_write, out, err);
     sdict_doc_free(tmp);
-    return st ? st : sdict__buf_status(out, err);
+    return st;
 }
 
 static sdict_status io_err(sdict_error *err, const char *what, const char *path, int e) {
@@ -1083,6 +1099,35 @@ SDICT_API sdict_status sdict_dcp_begin(const char *dir, sdict_error *err) {
     return st;
 }
 
+/* The items a rank keeps, non-tensor items first, then tensors, each in plan order, streamed
+   into the rank's file; their offsets and lengths patched into the written plan. */
+typedef struct rank_job {
+    const flat *f;
+    const plan *q;
+    uint8_t *written;
+} rank_job;
+
+static sdict_status rank_items(void *pctx, sdict__write_fn write, void *wctx, sdict_error *err) {
+    rank_job *j = pctx;
+    counting c = {write, wctx, 0};
+    sdict_status st = SDICT_OK;
+    for (int pass = 0; pass < 2 && st == SDICT_OK; pass++)
+        for (size_t i = 0; i < j->f->n && st == SDICT_OK; i++) {
+            const pitem *it = &j->q->items[i];
+            if (!it->keep || it->tensor != (pass == 1))
+                continue;
+            uint64_t off = c.n;
+            if ((st = item_write(&j->f->items[i], &c, err)) == SDICT_OK) {
+                uint64_t len = c.n - off;
+                for (int k = 0; k < 8; k++) {
+                    j->written[it->foff_at + (size_t)k] = (uint8_t)(off >> (8 * k));
+                    j->written[it->foff_at + 8 + (size_t)k] = (uint8_t)(len >> (8 * k));
+                }
+            }
+        }
+    return st;
+}
+
 SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const sdict_value *root,
                                             const sdict_dcp_shard *shards, size_t n_shards,
                                             const void *global, size_t global_len,
@@ -1100,10 +1145,9 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
     size_t world = 0;
     flat f;
     memset(&f, 0, sizeof f);
-    sdict__buf mine, out, data;
+    sdict__buf mine, out;
     sdict__buf_init(&mine);
     sdict__buf_init(&out);
-    sdict__buf_init(&data);
     char *path = NULL;
     sdict_status st = global_parse(global, global_len, &p, &world, err);
     if (st == SDICT_OK && rank >= world)
@@ -1129,27 +1173,15 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
             memcpy(out.data, q->data, q->len);
         }
     }
-    for (int pass = 0; pass < 2 && st == SDICT_OK; pass++)
-        for (size_t i = 0; i < f.n && st == SDICT_OK; i++) {
-            const pitem *it = &q->items[i];
-            if (!it->keep || it->tensor != (pass == 1))
-                continue;
-            uint64_t off = data.len;
-            if ((st = item_bytes(&f.items[i], &data, err)) == SDICT_OK) {
-                uint64_t len = data.len - off;
-                for (int j = 0; j < 8; j++) {
-                    out.data[it->foff_at + (size_t)j] = (uint8_t)(off >> (8 * j));
-                    out.data[it->foff_at + 8 + (size_t)j] = (uint8_t)(len >> (8 * j));
-                }
-            }
-        }
     if (st == SDICT_OK && (st = ensure_dir(dir, err)) == SDICT_OK) {
         char rel[32];
         snprintf(rel, sizeof rel, "__%zu_0.distcp", rank);
         if (!(path = sdict__path_join(dir, rel)))
             st = nomem(err);
-        else
-            st = sdict__save_bytes(path, data.data, data.len, err);
+    }
+    if (st == SDICT_OK) {
+        rank_job job = {&f, q, out.data};
+        st = sdict__save_stream(path, rank_items, &job, err);
     }
     if (st == SDICT_OK)
         st = out_buf(&out, written_out, written_len, err);
@@ -1159,7 +1191,6 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
         sdict__err_file(err, path ? path : dir);
     sdict__free(path);
     sdict__buf_free(&mine);
-    sdict__buf_free(&data);
     flat_free(&f);
     plans_free(p, world);
     return st;
