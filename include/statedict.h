@@ -1443,7 +1443,9 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
  removed first (durably), the data file written through a temporary file, fsynced and renamed,
  and `.metadata` written last the same way, so an interrupted save leaves a folder without
  `.metadata` (refused by every reader as unfinished), never an old `.metadata` over new data.
- Other files in dir are left alone. The whole data file is built in memory first.
+ Other files in dir are left alone. Items are streamed to the data file one by one (a
+ contiguous tensor's bytes are written from where they are, others through a contiguous copy).
+ It is the one-rank case of sdict_dcp_plan_local ... sdict_dcp_commit below.
 
  @param dir   folder to write (created if missing; its parent must exist).
  @param root  a dict (any doc); must not be NULL.
@@ -1625,9 +1627,9 @@ SDICT_API sdict_status sdict_dcp_begin(const char *dir, sdict_error *err);
 /**
  Writes rank's file `dir/__<rank>_0.distcp` (DCP's `write_data`): the items the global plan
  keeps on this rank, non-tensor items first and then tensors, in plan order, each a torch.save
- archive as sdict_save_dcp writes them (a shard saved as a contiguous copy of the local
- tensor); through a temporary file, fsync and rename. An empty file when the rank keeps
- nothing (torch does the same).
+ archive as sdict_save_dcp writes them (a shard saved as a contiguous tensor with storage
+ offset 0, its bytes streamed from the local tensor); through a temporary file, fsync and
+ rename. An empty file when the rank keeps nothing (torch does the same).
 
  @param root, shards, n_shards  exactly what this rank passed to sdict_dcp_plan_local.
  @param written      out: the rank's written plan (its plan with file offsets and lengths, in
