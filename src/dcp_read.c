@@ -33,6 +33,11 @@
  SDICT_LOAD_METADATA_ONLY (listing): tensors become meta tensors after their chunk checks, and
  no tensor item is read (each is only located: its file inside the folder, its bytes inside the
  file); bytes items still are.
+
+ The lazy reader (sdict_dcp handle) parses .metadata and checks every entry's chunk geometry
+ at open, then reads a region of a tensor from the items of the chunks overlapping it only, as
+ DCP's load planner does for a destination shard; a full load is the region that is the whole
+ tensor (a tensor saved as one whole chunk keeps its item's storage instead).
 */
 #define _DEFAULT_SOURCE /* realpath */
 #include "internal.h"

@@ -1,25 +1,28 @@
 /*
- dcp_write.c - sdict_save_dcp: a state dict written as a torch.distributed.checkpoint folder
- from one process, laid out as torch 2.14's dcp.save(sd, checkpoint_id=DIR) writes it without a
- process group (FileSystemWriter defaults: one file per rank, no thread pool).
+ dcp_write.c - torch.distributed.checkpoint folders written as torch 2.14's dcp.save writes them
+ with the default planner and FileSystemWriter (one file per rank, no thread pool), from one
+ process (sdict_save_dcp) or many (the plan API: sdict_dcp_plan_local -> sdict_dcp_plan_global
+ -> sdict_dcp_begin -> sdict_dcp_write_rank on every rank -> sdict_dcp_commit, which
+ statedict_mpi drives over MPI; sdict_save_dcp is its one-rank case).
 
  Layout:
-   __0_0.distcp   every item back to back: first the non-tensor (bytes) items, then the tensor
-                  items, each in flatten order; each item a torch.save archive (torch 2.7+
-                  records, archive folder "archive") of the value, tensors saved contiguous
-                  with storage offset 0 (torch clones views before saving)
+   __<r>_0.distcp every item rank r keeps, back to back: first the non-tensor (bytes) items,
+                  then the tensor items, each in flatten order; each item a torch.save archive
+                  (torch 2.7+ records, archive folder "archive") of the value, tensors saved
+                  contiguous with storage offset 0 (torch clones views before saving)
    .metadata      the pickled Metadata (state_dict_metadata, planner_data, storage_data,
                   storage_meta, version "1.0.0") with the class paths of torch 2.14
  Flattening follows torch 2.4+'s traverse_state_dict: every dict is descended (keys as str;
  an empty dict disappears), a list only when it holds a tensor or a dict (or such a list), a
- tuple never; the fqn is the path joined with '.'.
+ tuple never; the fqn is the path joined with '.'. Items replicated on several ranks are kept
+ by one, chosen as torch 2.3+'s dedup_save_plans chooses, before anything is written.
 
- Crash safety: an existing .metadata is removed first (and the removal made durable), the data
- file is written and fsynced, and .metadata is written last through a temporary file and a
- rename. A crash at any point leaves either the old complete checkpoint untouched (before the
- removal) or a folder without .metadata, which every reader (statedict and torch) refuses as
- unfinished — never an old .metadata over new data, which DCP's own in-place overwrite can
- leave.
+ Crash safety: an existing .metadata is removed first (and the removal made durable), every
+ data file is written through a temporary file, fsynced and renamed, and .metadata is written
+ last the same way, after every rank's file. A crash or a failing rank at any point leaves
+ either the old complete checkpoint untouched (before the removal) or a folder without
+ .metadata, which every reader (statedict and torch) refuses as unfinished — never an old
+ .metadata over new data, which DCP's own in-place overwrite can leave.
 */
 #define _DEFAULT_SOURCE
 #include "internal.h"
