@@ -979,11 +979,12 @@ static sdict_status metadata_pickle(sdict__buf *b, plan *p, size_t world, const 
             p_newobj(b, M_META, "BytesStorageMetadata");
         sdict__buf_byte(b, 'u');
     }
-    /* planner_data: every flattened fqn, the last rank's first (ChainMap of the ranks' maps) */
+    /* planner_data: every flattened fqn, as dict(ChainMap(*maps)) orders them: the last rank's
+       map first, then the keys new in the one before it, down to rank 0's */
     p_cstr(b, "planner_data");
     sdict__buf_byte(b, '}');
     for (size_t i = 0; i < n; i++)
-        v[i]->scratch = v[i]->rank + 1 == world ? v[i]->order : n + v[i]->order;
+        v[i]->scratch = (world - 1 - v[i]->rank) * n + v[i]->order;
     qsort(v, n, sizeof *v, cmp_fqn_scratch);
     nh = 0;
     for (size_t i = 0; i < n; i++)
