@@ -1455,7 +1455,9 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
  data file renamed into place, and `.metadata` written last through a temporary file, so an
  interrupted save leaves a folder without `.metadata` (refused by every reader as
  unfinished), never an old `.metadata` over new data.
- Other files in dir are left alone. The whole data file is built in memory first.
+ Other files in dir are left alone. Items are streamed to the data file one by one (a
+ contiguous tensor's bytes are written from where they are, others through a contiguous copy).
+ It is the one-rank case of sdict_dcp_plan_local ... sdict_dcp_commit below.
 
  @param dir   folder to write (created if missing; its parent must exist).
  @param root  a dict (any doc); must not be NULL.
@@ -1466,6 +1468,226 @@ SDICT_API sdict_status sdict_save_folder(const char *dir, const sdict_value *roo
          SDICT_E_IO, SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_save_dcp(const char *dir, const sdict_value *root, sdict_error *err);
+
+/*==================================================================================================
+ MARK: Reading a distributed checkpoint lazily (DCP's load planner: only overlapping chunks)
+==================================================================================================*/
+
+/** An open DCP folder: its `.metadata`, checked, and its `.distcp` files opened on first use. */
+typedef struct sdict_dcp sdict_dcp;
+
+/** One entry of a DCP folder's state_dict_metadata (a flattened fqn). All pointers are borrowed
+    from the handle and valid until sdict_dcp_close. */
+typedef struct sdict_dcp_entry {
+    const char *fqn;              /**< flattened key (the path joined with '.') */
+    bool is_tensor;               /**< false: a non-tensor ("bytes") item, read with
+                                       sdict_dcp_read_value; the fields below are 0 / NULL */
+    sdict_dtype dtype;            /**< TensorProperties.dtype */
+    int32_t ndim;                 /**< rank of the global tensor */
+    const int64_t *shape;         /**< ndim global sizes, outermost first */
+    size_t n_chunks;              /**< saved chunks (one per shard the ranks wrote) */
+    const int64_t *chunk_offsets; /**< n_chunks * ndim element offsets, chunk-major */
+    const int64_t *chunk_sizes;   /**< n_chunks * ndim sizes, chunk-major */
+} sdict_dcp_entry;
+
+/**
+ Opens a torch.distributed.checkpoint folder reading only `.metadata` (torch's
+ FileSystemReader.read_metadata) with the allow-list and every check sdict_load applies to it,
+ plus each tensor entry's chunk geometry: dtype byte-sized, every chunk inside the global shape
+ with a storage_data entry, chunk volumes adding up to the element count. No `.distcp` byte is
+ read here.
+
+ @param dir   the folder; must not be NULL.
+ @param opts  NULL, or load options: limits, SDICT_LOAD_COPY (pread instead of mapping the
+              `.distcp` files), SDICT_LOAD_VERIFY_CRC (items' zip CRCs checked when read).
+ @param out   out: the handle, close with sdict_dcp_close; NULL on failure.
+ @return SDICT_OK, or what sdict_load returns for a DCP folder's `.metadata` (SDICT_E_FORMAT
+         for a folder without it — an unfinished save —, _PICKLE_*, _SHAPE, _LIMIT, _IO), with
+         err naming the file; SDICT_E_INVALID_ARG; SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_open(const char *dir, const sdict_load_opts *opts,
+                                      sdict_dcp **out, sdict_error *err);
+/** Closes d (NULL is allowed). Tensors and values read from it stay valid. */
+SDICT_API void sdict_dcp_close(sdict_dcp *d);
+/** Number of entries (fqns) of d; 0 for NULL. */
+SDICT_API size_t sdict_dcp_entry_count(const sdict_dcp *d);
+/** Entry i in state_dict_metadata order (the order dcp_to_torch_save keeps), or NULL. */
+SDICT_API const sdict_dcp_entry *sdict_dcp_entry_at(const sdict_dcp *d, size_t i);
+/** The entry named fqn, or NULL. */
+SDICT_API const sdict_dcp_entry *sdict_dcp_find(const sdict_dcp *d, const char *fqn);
+/** How many items (torch.save archives inside the `.distcp` files) d has read so far. */
+SDICT_API uint64_t sdict_dcp_items_read(const sdict_dcp *d);
+
+/**
+ Reads a region of tensor fqn into a new contiguous tensor of doc, as DCP's load planner does
+ for a destination shard (create_read_items_for_chunk_list, then torch.load of each saved chunk
+ that overlaps and a narrow + copy_): only the items of chunks overlapping the region are read.
+ Each item read must be a tensor of the recorded dtype and of its chunk's sizes; the chunks
+ must cover the region exactly once.
+
+ @param offsets  ndim element offsets of the region, or NULL for zeros.
+ @param lengths  ndim lengths, or NULL for the global shape (the whole tensor with offsets
+                 NULL). offsets[k] + lengths[k] <= shape[k]; a length may be 0.
+ @param out      out: the tensor value (shape = lengths, contiguous strides, storage offset 0,
+                 its own storage); NULL on failure.
+ @return SDICT_OK, or SDICT_E_NOT_FOUND (no such fqn), SDICT_E_INVALID_ARG (NULL, a
+         non-tensor entry, a region outside the tensor), SDICT_E_FORMAT / _DTYPE / _SHAPE /
+         _STORAGE (an item that is no tensor of its chunk, chunks overlapping or leaving a hole
+         in the region; err names the `.distcp` file and the item's bytes), SDICT_E_IO,
+         SDICT_E_TRUNCATED, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_read_region(sdict_dcp *d, const char *fqn,
+                                             const int64_t *offsets, const int64_t *lengths,
+                                             sdict_doc *doc, sdict_value **out,
+                                             sdict_error *err);
+
+/**
+ Reads the non-tensor (bytes) item fqn into doc with sdict_load's allow-list (DCP's
+ DefaultLoadPlanner.load_bytes reads it with torch.load).
+
+ @param out  out: the value (ints, floats, str, lists, dicts, tuples, tensors inside tuples);
+             NULL on failure.
+ @return SDICT_OK, or SDICT_E_NOT_FOUND, SDICT_E_INVALID_ARG (NULL, a tensor entry), the
+         pickle and zip errors of the item (naming file and bytes), SDICT_E_IO, SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_read_value(sdict_dcp *d, const char *fqn, sdict_doc *doc,
+                                            sdict_value **out, sdict_error *err);
+
+/*==================================================================================================
+ MARK: Distributed checkpoints from many processes (DCP's local plan -> global plan -> write)
+
+ A multi-rank `dcp.save` as torch 2.14 runs it with the default planner and FileSystemWriter,
+ split into steps the caller connects with any transport (MPI: statedict_mpi.h):
+   1. every rank: sdict_dcp_plan_local(its state dict, its shards) -> local plan bytes;
+   2. one rank (the coordinator): sdict_dcp_plan_global(all local plans) -> the global plan
+      (deduplicated as DefaultSavePlanner does: each item replicated on several ranks is written
+      by one of them, decided before anything is written), and sdict_dcp_begin(dir);
+   3. every rank: sdict_dcp_write_rank(the global plan) writes `__<rank>_0.distcp.partial`
+      durably and returns its written plan (items, chunk geometry, dtype, file offset and
+      length);
+   4. the coordinator, once every rank succeeded: sdict_dcp_commit(every written plan) removes
+      an old `.metadata`, renames the staged files to `__<rank>_0.distcp` and writes the new
+      `.metadata`. A save that failed before step 4 leaves a previous checkpoint in dir as it
+      was (each rank removes its staged file with sdict_dcp_discard); a crash during step 4
+      leaves no `.metadata` (an unfinished save that every reader refuses).
+ sdict_save_dcp is exactly these steps with one rank. Plan buffers are plain bytes (no
+ pointers), freed with sdict_free_buffer, and valid on any process of the same byte order.
+==================================================================================================*/
+
+/** One tensor of a rank's state dict that is a shard (a chunk) of a larger global tensor, as
+    a DTensor or ShardedTensor local shard is for DCP. Tensors of the state dict that no shard
+    names are saved whole (offsets 0, global shape = their shape) and deduplicated across the
+    ranks that hold them (replicated). */
+typedef struct sdict_dcp_shard {
+    const char *fqn;             /**< the tensor's flattened key (path joined with '.') */
+    const int64_t *global_shape; /**< ndim sizes of the global tensor, outermost first */
+    const int64_t *offsets;      /**< ndim element offsets of the local tensor inside it */
+} sdict_dcp_shard;
+
+/** sdict_dcp_plan_global flag: keep a replicated item on the lowest rank holding it
+    (`DefaultSavePlanner(dedup_save_to_lowest_rank=True)`, torch <= 2.2's behaviour) instead of
+    the rank with the fewest planned bytes. */
+#define SDICT_DCP_DEDUP_LOWEST_RANK 1u
+
+/**
+ A rank's local save plan (DCP's `create_local_plan`): root flattened as sdict_save_dcp
+ flattens it, one item per leaf: a tensor (its dtype, global shape, chunk offsets and sizes,
+ taken from the shard naming it, else the whole tensor) or a non-tensor value (a bytes item).
+
+ @param root      the rank's state dict (a dict); must not be NULL.
+ @param shards    n_shards shard descriptions (each fqn must be a tensor leaf of root, its
+                  arrays as long as that tensor's ndim); NULL when n_shards is 0.
+ @param plan      out: new buffer, free with sdict_free_buffer; NULL on failure.
+ @param plan_len  out: its length in bytes.
+ @return SDICT_OK, or as sdict_save_dcp's flattening (SDICT_E_INVALID_ARG also for a shard
+         naming no tensor leaf or NULL arrays), SDICT_E_SHAPE (a shard outside its global
+         shape), SDICT_E_LIMIT (over 64 dimensions),
+         SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_plan_local(const sdict_value *root,
+                                            const sdict_dcp_shard *shards, size_t n_shards,
+                                            void **plan, size_t *plan_len, sdict_error *err);
+
+/**
+ The global plan of world local plans (plans[r] from rank r): DCP's `dedup_save_plans` (torch
+ 2.3+: each unique (fqn, chunk offsets), in order of first appearance, is kept by the rank
+ holding it with the fewest bytes planned so far, ties to the lowest rank, adding the global
+ tensor's numel * element size, or 1 for a non-tensor item) and `_validate_global_plan` (per fqn
+ one kind, dtype and global shape on every rank; kept chunks inside it, not overlapping, and
+ covering it).
+
+ @param flags       0 or SDICT_DCP_DEDUP_LOWEST_RANK.
+ @param global      out: new buffer (every rank's plan with its rank and keep marks), free with
+                    sdict_free_buffer; NULL on failure.
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, a fqn that is a tensor on one rank
+         and not on another), SDICT_E_FORMAT (a buffer that is no local plan, with the byte
+         offset), SDICT_E_DTYPE / SDICT_E_SHAPE (ranks disagree on a tensor's dtype or global
+         shape; chunks overlap or leave a hole, naming fqn and rank), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_plan_global(const void *const *plans, const size_t *plan_lens,
+                                             size_t world, uint32_t flags, void **global,
+                                             size_t *global_len, sdict_error *err);
+
+/**
+ Starts a save into dir: creates the folder if missing. Nothing in it changes until
+ sdict_dcp_commit, so a checkpoint already there stays readable while the ranks write. Call
+ once, on the coordinator, before any rank writes.
+
+ @return SDICT_OK, or SDICT_E_INVALID_ARG, SDICT_E_IO (dir exists and is no folder, mkdir
+         failed), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_begin(const char *dir, sdict_error *err);
+
+/**
+ Removes rank's staged file `dir/__<rank>_0.distcp.partial` after a save that will not be
+ committed (another rank failed); a missing file is no error. The previous checkpoint in dir,
+ if any, is untouched.
+
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (dir NULL), SDICT_E_IO (unlink failed, naming the
+         file), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_discard(const char *dir, size_t rank, sdict_error *err);
+
+/**
+ Writes rank's file, staged as `dir/__<rank>_0.distcp.partial` until sdict_dcp_commit renames
+ it to `__<rank>_0.distcp` (DCP's `write_data`): the items the global plan
+ keeps on this rank, non-tensor items first and then tensors, in plan order, each a torch.save
+ archive as sdict_save_dcp writes them (a shard saved as a contiguous tensor with storage
+ offset 0, its bytes streamed from the local tensor); through a temporary file, fsync and
+ rename. An empty file when the rank keeps nothing (torch does the same).
+
+ @param root, shards, n_shards  exactly what this rank passed to sdict_dcp_plan_local.
+ @param written      out: the rank's written plan (its plan with file offsets and lengths, in
+                     bytes), free with sdict_free_buffer; NULL on failure.
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (rank >= world; root or shards differ from the
+         rank's plan), SDICT_E_FORMAT (not a global plan), the errors of sdict_save_buffer for
+         an item, SDICT_E_IO (naming the file), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const sdict_value *root,
+                                            const sdict_dcp_shard *shards, size_t n_shards,
+                                            const void *global, size_t global_len,
+                                            void **written, size_t *written_len,
+                                            sdict_error *err);
+
+/**
+ Finishes a save (FileSystemWriter.finish): from every rank's written plan (written[r] from
+ rank r) writes `dir/.metadata` as torch 2.14 does for that multi-rank save — state_dict_metadata
+ in order of first appearance with each sharded tensor's chunks in rank order, planner_data of
+ every fqn, storage_data of each rank's items (non-tensor first) naming `__<r>_0.distcp`,
+ StorageMeta (dir as checkpoint_id, a fresh UUID4 save_id), version "1.0.0". Each rank's
+ staged file must exist and end exactly where its last item does. Then an old `.metadata` is
+ removed durably (unlink, folder fsync), the staged files renamed to `__<r>_0.distcp`, and
+ `.metadata` written through a temporary file, fsync, rename and a folder fsync: a crash in
+ between leaves a folder without `.metadata`, never an old one over new data. Call only after
+ every rank's sdict_dcp_write_rank succeeded.
+
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, plans out of rank order, a kept item
+         not written), SDICT_E_FORMAT (a buffer that is no plan), SDICT_E_IO (a rank's staged file
+         missing or of another size, naming it; writing .metadata), SDICT_E_NOMEM.
+*/
+SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *written,
+                                        const size_t *written_lens, size_t world,
+                                        sdict_error *err);
 
 /*==================================================================================================
  MARK: Inspection without loading

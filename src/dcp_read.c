@@ -33,6 +33,11 @@
  SDICT_LOAD_METADATA_ONLY (listing): tensors become meta tensors after their chunk checks, and
  no tensor item is read (each is only located: its file inside the folder, its bytes inside the
  file); bytes items still are.
+
+ The lazy reader (sdict_dcp handle) parses .metadata and checks every entry's chunk geometry
+ at open, then reads a region of a tensor from the items of the chunks overlapping it only, as
+ DCP's load planner does for a destination shard; a full load is the region that is the whole
+ tensor (a tensor saved as one whole chunk keeps its item's storage instead).
 */
 #define _DEFAULT_SOURCE /* realpath */
 #include "internal.h"
@@ -204,6 +209,7 @@ typedef struct dcp {
     uint64_t claimed, backing;
     uint64_t pad_left; /* list slots planner_data may still create (node_slot) */
     uint64_t values_left; /* values the non-tensor items may still copy (copy_value) */
+    uint64_t items_read;  /* items opened by item_read */
 } dcp;
 
 static sdict_status md_err(dcp *c, sdict_error *err, sdict_status code, const char *fmt, ...)
@@ -819,6 +825,7 @@ static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job 
     if (out)
         *out = NULL;
     dcp_file *f = NULL;
+    c->items_read++;
     sdict_status st = item_locate(c, s, &f, err);
     if (st)
         return st;
@@ -981,9 +988,9 @@ static sdict_status copy_value(sdict_doc *doc, const sdict_value *v, uint32_t de
 }
 
 /* The loaded item of a tensor chunk: its root must be a plain tensor of dtype and shape
-   sizes (a torch.Size of ndim). */
+   sizes[nd]. */
 static sdict_status chunk_tensor(dcp *c, const char *fqn, const sdict_doc *idoc, sdict_dtype dtype,
-                                 const sdict_value *sizes, const sdict_tensor **out,
+                                 const int64_t *sizes, size_t nd, const sdict_tensor **out,
                                  sdict_error *err) {
     const sdict_value *root = sdict_doc_root(idoc);
     const sdict_tensor *t = sdict_value_tensor(root);
@@ -997,9 +1004,9 @@ static sdict_status chunk_tensor(dcp *c, const char *fqn, const sdict_doc *idoc,
                       "'%.80s': a chunk's item is %s, the metadata says "
                       "%s",
                       fqn, sdict_dtype_name(t->dtype), sdict_dtype_name(dtype));
-    bool same = (size_t)t->ndim == sdict_seq_len(sizes);
+    bool same = (size_t)t->ndim == nd;
     for (int32_t d = 0; same && d < t->ndim; d++)
-        same = t->shape[d] == size_at(sizes, (size_t)d);
+        same = t->shape[d] == sizes[d];
     if (!same)
         return md_err(c, err, SDICT_E_SHAPE,
                       "'%.80s': a chunk's item has another shape than "
@@ -1011,53 +1018,41 @@ static sdict_status chunk_tensor(dcp *c, const char *fqn, const sdict_doc *idoc,
     return SDICT_OK;
 }
 
-static bool whole_chunk(const sdict_value *off, const sdict_value *sz, const int64_t *shape,
-                        size_t nd) {
+static bool whole_chunk(const int64_t *off, const int64_t *sz, const int64_t *shape, size_t nd) {
     for (size_t d = 0; d < nd; d++)
-        if (size_at(off, d) != 0 || size_at(sz, d) != shape[d])
+        if (off[d] != 0 || sz[d] != shape[d])
             return false;
     return true;
 }
 
-/* Copies the contiguous chunk src (sizes sz at offsets off of a contiguous tensor of strides
-   gstride[nd], elements es bytes) into dst, idx[nd] being scratch, marking each element in the
-   bitmap; false on an element already marked. */
-static bool scatter(uint8_t *dst, const uint8_t *src, uint8_t *bits, const int64_t *gstride,
-                    const int64_t *off, const int64_t *sz, size_t nd, size_t es, int64_t *idx) {
-    int64_t run = nd ? sz[nd - 1] : 1, rows = 1;
-    for (size_t d = 0; d + 1 < nd; d++) {
-        rows *= sz[d];
-        idx[d] = 0;
-    }
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t at = nd ? off[nd - 1] : 0;
-        for (size_t d = 0; d + 1 < nd; d++)
-            at += (off[d] + idx[d]) * gstride[d];
-        for (int64_t e = at; e < at + run; e++) {
-            if (bits[e >> 3] & (1u << (e & 7)))
-                return false;
-            bits[e >> 3] |= (uint8_t)(1u << (e & 7));
-        }
-        memcpy(dst + (size_t)at * es, src + (size_t)(r * run) * es, (size_t)run * es);
-        for (size_t d = nd >= 2 ? nd - 2 : 0; nd >= 2; d--) {
-            if (++idx[d] < sz[d] || d == 0)
-                break;
-            idx[d] = 0;
-        }
-    }
-    return true;
+/* A tensor entry's geometry, checked: dtype, global shape, every chunk inside it with its
+   storage_data entry, chunk volumes summing to the element count. Overlaps (which the volume
+   sum cannot see when they are offset by a hole) are found when chunks are copied. */
+typedef struct dcp_geom {
+    sdict_dtype dtype;
+    size_t nd, nch, es;
+    uint64_t numel, nbytes;
+    int64_t *shape;          /* nd */
+    int64_t *co, *cs;        /* nch * nd chunk offsets and sizes */
+    const dcp_store **store; /* nch */
+} dcp_geom;
+
+static void geom_free(dcp_geom *g) {
+    sdict__free(g->shape);
+    sdict__free(g->store);
+    memset(g, 0, sizeof *g);
 }
 
-/* A tensor entry: checks its TensorStorageMetadata and builds the full tensor in doc. */
-static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t flen,
-                                 const sdict_value *tsm, sdict_value **out, sdict_error *err) {
+static sdict_status entry_geom(dcp *c, const char *fqn, size_t flen, const sdict_value *tsm,
+                               dcp_geom *g, sdict_error *err) {
+    memset(g, 0, sizeof *g);
     static const char *const f[] = {"properties", "size", "chunks"};
     const sdict_value *x[3];
     sdict_status st = fields_of(c, tsm, "TensorStorageMetadata", f, 3, 7u, x, err);
     if (st)
         return st;
-    sdict_dtype dtype = SDICT_FLOAT32;
-    if ((st = props_check(c, fqn, x[0], &dtype, err)))
+    g->dtype = SDICT_FLOAT32;
+    if ((st = props_check(c, fqn, x[0], &g->dtype, err)))
         return st;
     if (!size_ok(x[1]))
         return md_err(c, err, SDICT_E_PICKLE_TYPE, "'%.80s': size is not a torch.Size", fqn);
@@ -1065,28 +1060,33 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
     if (sdict_value_kind(chunks) != SDICT_KIND_LIST)
         return md_err(c, err, SDICT_E_PICKLE_TYPE, "'%.80s': chunks is a %s, not a list", fqn,
                       what(chunks));
-    size_t es = sdict_dtype_size(dtype);
-    if (es == 0 || sdict_dtype_bits(dtype) != 8 * es)
+    size_t es = g->es = sdict_dtype_size(g->dtype);
+    if (es == 0 || sdict_dtype_bits(g->dtype) != 8 * es)
         return md_err(c, err, SDICT_E_UNSUPPORTED, "'%.80s': dtype %s is not byte-sized", fqn,
-                      sdict_dtype_name(dtype));
-    size_t nd = sdict_seq_len(x[1]), nch = sdict_seq_len(chunks);
-    int64_t *shape = sdict__calloc(5 * nd + 5, sizeof *shape);
-    if (!shape)
+                      sdict_dtype_name(g->dtype));
+    size_t nd = g->nd = sdict_seq_len(x[1]), nch = g->nch = sdict_seq_len(chunks);
+    uint64_t cells;
+    if (!sdict__mul_u64((uint64_t)nch + 1, (uint64_t)nd + 1, &cells) || cells > (SIZE_MAX >> 5))
+        return md_err(c, err, SDICT_E_LIMIT, "'%.80s': too many chunks", fqn);
+    g->shape = sdict__calloc((size_t)(2 * cells + nd + 1), sizeof *g->shape);
+    g->store = sdict__calloc(nch + 1, sizeof *g->store);
+    if (!g->shape || !g->store) {
+        geom_free(g);
         return nomem(err);
-    int64_t *gstride = shape + nd + 1, *co = gstride + nd + 1, *cs = co + nd + 1,
-            *idx = cs + nd + 1;
+    }
+    g->co = g->shape + nd + 1;
+    g->cs = g->co + cells;
     uint64_t numel = 1;
     for (size_t d = nd; d-- > 0;) {
-        shape[d] = size_at(x[1], d);
-        gstride[d] = (int64_t)numel;
-        if (!sdict__mul_u64(numel, (uint64_t)shape[d], &numel) || numel > INT64_MAX) {
-            sdict__free(shape);
+        g->shape[d] = size_at(x[1], d);
+        if (!sdict__mul_u64(numel, (uint64_t)g->shape[d], &numel) || numel > INT64_MAX) {
+            geom_free(g);
             return md_err(c, err, SDICT_E_SHAPE, "'%.80s': element count overflows", fqn);
         }
     }
-    uint64_t nbytes;
-    if (!sdict__mul_u64(numel, es, &nbytes) || nbytes > SIZE_MAX / 2) {
-        sdict__free(shape);
+    g->numel = numel;
+    if (!sdict__mul_u64(numel, es, &g->nbytes) || g->nbytes > SIZE_MAX / 2) {
+        geom_free(g);
         return md_err(c, err, SDICT_E_SHAPE, "'%.80s': byte size overflows", fqn);
     }
     /* every chunk: a ChunkStorageMetadata inside the shape, with a storage entry */
@@ -1095,38 +1095,39 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
     for (size_t k = 0; k < nch; k++) {
         const sdict_value *ch = sdict_seq_item(chunks, k), *y[2];
         if (!is_obj(ch, M_META, "ChunkStorageMetadata")) {
-            sdict__free(shape);
+            geom_free(g);
             return md_err(c, err, SDICT_E_PICKLE_TYPE,
                           "'%.80s': chunk %zu is a %s, not "
                           "ChunkStorageMetadata",
                           fqn, k, what(ch));
         }
         if ((st = fields_of(c, ch, "ChunkStorageMetadata", fc, 2, 3u, y, err))) {
-            sdict__free(shape);
+            geom_free(g);
             return st;
         }
         if (!size_ok(y[0]) || !size_ok(y[1]) || sdict_seq_len(y[0]) != nd ||
             sdict_seq_len(y[1]) != nd) {
-            sdict__free(shape);
+            geom_free(g);
             return md_err(c, err, SDICT_E_SHAPE,
                           "'%.80s': chunk %zu offsets / sizes are not "
                           "torch.Size values of the tensor's %zu dimensions",
                           fqn, k, nd);
         }
+        int64_t *co = g->co + k * nd, *cs = g->cs + k * nd;
         for (size_t d = 0; d < nd; d++) {
-            int64_t o = size_at(y[0], d), s = size_at(y[1], d);
-            int64_t sd = shape[d];
+            int64_t o = co[d] = size_at(y[0], d), s = cs[d] = size_at(y[1], d);
+            int64_t sd = g->shape[d];
             if (o > sd || s > sd - o) {
-                sdict__free(shape);
+                geom_free(g);
                 return md_err(c, err, SDICT_E_SHAPE,
                               "'%.80s': chunk %zu (offset %lld, size "
                               "%lld in dimension %zu) lies outside the size %lld",
                               fqn, k, (long long)o, (long long)s, d, (long long)sd);
             }
         }
-        const dcp_store *sk = store_find(c, fqn, flen, y[0]);
+        const dcp_store *sk = g->store[k] = store_find(c, fqn, flen, y[0]);
         if (!sk) {
-            sdict__free(shape);
+            geom_free(g);
             return md_err(c, err, SDICT_E_FORMAT,
                           "'%.80s': chunk %zu has no storage_data entry "
                           "(MetadataIndex with its offsets)",
@@ -1135,7 +1136,7 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
         dcp_file *skf;
         if ((c->flags & SDICT_LOAD_METADATA_ONLY) && !c->no_items &&
             (st = item_locate(c, sk, &skf, err))) {
-            sdict__free(shape);
+            geom_free(g);
             return st;
         }
         /* chunks inside the shape have volumes <= numel; their sum must be numel (else a
@@ -1144,7 +1145,7 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
            file does not hold */
         uint64_t vol = 1;
         for (size_t d = 0; d < nd; d++)
-            vol *= (uint64_t)size_at(y[1], d);
+            vol *= (uint64_t)cs[d];
         if (!sdict__add_u64(volume, vol, &volume))
             volume = UINT64_MAX;
         /* counted over every tensor of the folder, so that many chunks (or tensors) with
@@ -1158,7 +1159,7 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
         uint64_t cap = c->backing > (UINT64_MAX >> 6) ? UINT64_MAX
                                                       : 32 * c->backing + ((uint64_t)32 << 20);
         if (c->claimed > cap) {
-            sdict__free(shape);
+            geom_free(g);
             return md_err(c, err, SDICT_E_STORAGE,
                           "'%.80s': chunk %zu (%llu bytes, its item in %.60s %llu bytes long) "
                           "brings the tensors to %llu bytes, but all their items together are "
@@ -1169,110 +1170,107 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
         }
     }
     if (volume != numel) {
-        sdict__free(shape);
+        geom_free(g);
         return md_err(c, err, SDICT_E_SHAPE,
                       "'%.80s': the chunks hold %llu elements, the tensor %llu: they %s", fqn,
                       (unsigned long long)volume, (unsigned long long)numel,
                       volume < numel ? "leave a hole" : "overlap");
     }
     if (numel > 0 && nch == 0) {
-        sdict__free(shape);
+        geom_free(g);
         return md_err(c, err, SDICT_E_FORMAT, "'%.80s': no chunks for %llu elements", fqn,
                       (unsigned long long)numel);
     }
-    if (c->no_items) {
-        sdict__free(shape);
-        return (*out = sdict_none_new(doc)) ? SDICT_OK : nomem(err);
+    return SDICT_OK;
+}
+
+/* Copies the part of chunk k of g inside the region (offsets ro, lengths rl, a contiguous
+   tensor at dst marked in the region's bitmap bits) from the chunk's item, read only when the
+   chunk overlaps the region. *copied counts the elements. */
+static sdict_status region_chunk(dcp *c, const char *fqn, const dcp_geom *g, size_t k,
+                                 const int64_t *ro, const int64_t *rl, uint8_t *dst, uint8_t *bits,
+                                 uint64_t *copied, sdict_error *err) {
+    size_t nd = g->nd, es = g->es;
+    const int64_t *co = g->co + k * nd, *cs = g->cs + k * nd;
+    int64_t lo[64], len[64], idx[64], rstride[64], cstride[64];
+    uint64_t cn = 1, ov = 1;
+    for (size_t d = nd; d-- > 0;) {
+        lo[d] = co[d] > ro[d] ? co[d] : ro[d];
+        int64_t hi = co[d] + cs[d] < ro[d] + rl[d] ? co[d] + cs[d] : ro[d] + rl[d];
+        len[d] = hi > lo[d] ? hi - lo[d] : 0;
+        ov *= (uint64_t)len[d];
+        rstride[d] = d + 1 < nd ? rstride[d + 1] * rl[d + 1] : 1;
+        cstride[d] = d + 1 < nd ? cstride[d + 1] * cs[d + 1] : 1;
+        cn *= (uint64_t)cs[d];
     }
-    if (c->flags & SDICT_LOAD_METADATA_ONLY) { /* a meta tensor: dtype and shape, no data */
-        sdict_tensor t;
-        int64_t *stride = sdict__calloc(nd + 1, sizeof *stride);
-        if (!stride)
-            st = nomem(err);
-        else if ((st = sdict_tensor_init(&t, dtype, (int32_t)nd, shape, stride, NULL, err)) ==
-                 SDICT_OK)
-            st = sdict_tensor_new(doc, &t, out, err);
-        sdict__free(stride);
-        sdict__free(shape);
-        return st;
-    }
+    if (ov == 0)
+        return SDICT_OK;
     sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
-    /* a tensor saved whole keeps its item's storage */
-    if (nch == 1) {
-        const sdict_value *ch = sdict_seq_item(chunks, 0), *y[2];
-        fields_of(c, ch, "ChunkStorageMetadata", fc, 2, 3u, y, err);
-        if (whole_chunk(y[0], y[1], shape, nd)) {
-            sdict_doc *idoc;
-            const sdict_tensor *t;
-            bool kept = false;
-            if ((st = item_read(c, store_find(c, fqn, flen, y[0]), &job, &idoc, err)) == SDICT_OK &&
-                (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK &&
-                /* only a compact contiguous one: as dcp_to_torch_save's copy into torch.empty,
-                   the result is contiguous and holds no bytes past the tensor's (else it is
-                   copied below, as a sharded tensor is) */
-                (kept = sdict_tensor_is_contiguous(t) && !t->is_conj && !t->is_neg &&
-                        t->storage_offset == 0 &&
-                        sdict_storage_nbytes(t->storage) == (size_t)numel * es)) {
-                sdict_tensor tt = *t;
-                tt.stride = gstride; /* torch.empty's strides (sizes 1 may have others) */
-                tt.requires_grad = false;
-                tt.is_parameter = false;
-                /* the storage is this tensor's alone: named after it, as a safetensors load
-                   names its storages */
-                if ((st = sdict__storage_set_key(tt.storage, fqn, err)) == SDICT_OK)
-                    st = sdict__tensor_value_new(doc, &tt, NULL, out, err);
+    sdict_doc *idoc = NULL;
+    const sdict_tensor *t;
+    sdict_status st = item_read(c, g->store[k], &job, &idoc, err);
+    if (st == SDICT_OK)
+        st = chunk_tensor(c, fqn, idoc, g->dtype, cs, nd, &t, err);
+    uint8_t *tmp = NULL;
+    const uint8_t *src = st ? NULL : sdict_tensor_data(t);
+    if (st == SDICT_OK && (!sdict_tensor_is_contiguous(t) || t->is_conj || t->is_neg || !src)) {
+        if (!(tmp = sdict__malloc((size_t)cn * es)))
+            st = nomem(err);
+        else
+            st = sdict_tensor_copy_to(t, g->dtype, tmp, (size_t)cn * es, err);
+        src = tmp;
+    }
+    if (st == SDICT_OK) {
+        int64_t run = nd ? len[nd - 1] : 1, rows = 1;
+        for (size_t d = 0; d + 1 < nd; d++) {
+            rows *= len[d];
+            idx[d] = 0;
+        }
+        for (int64_t r = 0; r < rows && st == SDICT_OK; r++) {
+            int64_t at = 0, from = 0;
+            for (size_t d = 0; d < nd; d++) {
+                int64_t i = d + 1 < nd ? idx[d] : 0;
+                at += (lo[d] + i - ro[d]) * rstride[d];
+                from += (lo[d] + i - co[d]) * cstride[d];
             }
-            sdict_doc_free(idoc);
-            if (st || kept) {
-                sdict__free(shape);
-                return st;
+            for (int64_t e = at; e < at + run; e++) {
+                if (bits[e >> 3] & (1u << (e & 7))) {
+                    st = md_err(c, err, SDICT_E_SHAPE, "'%.80s': chunk %zu overlaps another chunk",
+                                fqn, k);
+                    break;
+                }
+                bits[e >> 3] |= (uint8_t)(1u << (e & 7));
+            }
+            memcpy(dst + (size_t)at * es, src + (size_t)from * es, (size_t)run * es);
+            for (size_t d = nd >= 2 ? nd - 2 : 0; nd >= 2; d--) {
+                if (++idx[d] < len[d] || d == 0)
+                    break;
+                idx[d] = 0;
             }
         }
+        *copied += ov;
     }
+    sdict__free(tmp);
+    sdict_doc_free(idoc);
+    return st;
+}
+
+/* The region (offsets ro, lengths rl of each of g's dimensions) of a tensor entry as a new
+   contiguous tensor in doc, from the chunks overlapping it only. */
+static sdict_status region_tensor(dcp *c, const char *fqn, const dcp_geom *g, const int64_t *ro,
+                                  const int64_t *rl, sdict_doc *doc, sdict_value **out,
+                                  sdict_error *err) {
+    uint64_t numel = 1;
+    for (size_t d = 0; d < g->nd; d++)
+        numel *= (uint64_t)rl[d];
     sdict_storage *stg = NULL;
     uint8_t *bits = sdict__calloc((size_t)(numel / 8) + 1, 1);
-    if (!bits || (st = sdict_storage_new((size_t)nbytes, &stg, err))) {
-        sdict__free(bits);
-        sdict__free(shape);
-        return bits ? st : nomem(err);
-    }
-    if ((st = sdict__storage_set_key(stg, fqn, err))) {
-        sdict_storage_release(stg);
-        sdict__free(bits);
-        sdict__free(shape);
-        return st;
-    }
-    uint8_t *dst = sdict_storage_data(stg);
+    sdict_status st = bits ? sdict_storage_new((size_t)(numel * g->es), &stg, err) : nomem(err);
+    if (st == SDICT_OK)
+        st = sdict__storage_set_key(stg, fqn, err);
     uint64_t covered = 0;
-    for (size_t k = 0; k < nch && st == SDICT_OK; k++) {
-        const sdict_value *ch = sdict_seq_item(chunks, k), *y[2];
-        fields_of(c, ch, "ChunkStorageMetadata", fc, 2, 3u, y, err);
-        sdict_doc *idoc = NULL;
-        const sdict_tensor *t;
-        if ((st = item_read(c, store_find(c, fqn, flen, y[0]), &job, &idoc, err)) == SDICT_OK &&
-            (st = chunk_tensor(c, fqn, idoc, dtype, y[1], &t, err)) == SDICT_OK) {
-            uint64_t cn = (uint64_t)sdict_tensor_numel(t);
-            uint8_t *tmp = NULL;
-            const uint8_t *src = sdict_tensor_data(t);
-            if (cn && (!sdict_tensor_is_contiguous(t) || t->is_conj || t->is_neg || !src)) {
-                if (!(tmp = sdict__malloc((size_t)cn * es)))
-                    st = nomem(err);
-                else
-                    st = sdict_tensor_copy_to(t, dtype, tmp, (size_t)cn * es, err);
-                src = tmp;
-            }
-            for (size_t d = 0; d < nd; d++) {
-                co[d] = size_at(y[0], d);
-                cs[d] = size_at(y[1], d);
-            }
-            if (st == SDICT_OK && cn && !scatter(dst, src, bits, gstride, co, cs, nd, es, idx))
-                st = md_err(c, err, SDICT_E_SHAPE, "'%.80s': chunk %zu overlaps another chunk", fqn,
-                            k);
-            covered += cn;
-            sdict__free(tmp);
-        }
-        sdict_doc_free(idoc);
-    }
+    for (size_t k = 0; k < g->nch && st == SDICT_OK && numel; k++)
+        st = region_chunk(c, fqn, g, k, ro, rl, sdict_storage_data(stg), bits, &covered, err);
     sdict__free(bits);
     if (st == SDICT_OK && covered != numel)
         st = md_err(c, err, SDICT_E_SHAPE,
@@ -1281,16 +1279,67 @@ static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t
                     fqn, (unsigned long long)(numel - covered), (unsigned long long)numel);
     if (st == SDICT_OK) {
         sdict_tensor t;
-        int64_t *stride = sdict__calloc(nd + 1, sizeof *stride);
-        if (!stride)
-            st = nomem(err);
-        else if ((st = sdict_tensor_init(&t, dtype, (int32_t)nd, shape, stride, stg, err)) ==
-                 SDICT_OK)
+        int64_t stride[64];
+        if ((st = sdict_tensor_init(&t, g->dtype, (int32_t)g->nd, rl, stride, stg, err)) ==
+            SDICT_OK)
             st = sdict_tensor_new(doc, &t, out, err);
-        sdict__free(stride);
     }
     sdict_storage_release(stg);
-    sdict__free(shape);
+    return st;
+}
+
+/* A tensor entry: checks its TensorStorageMetadata and builds the full tensor in doc. */
+static sdict_status entry_tensor(dcp *c, sdict_doc *doc, const char *fqn, size_t flen,
+                                 const sdict_value *tsm, sdict_value **out, sdict_error *err) {
+    dcp_geom g;
+    sdict_status st = entry_geom(c, fqn, flen, tsm, &g, err);
+    if (st)
+        return st;
+    if (g.nd > 64) {
+        st = md_err(c, err, SDICT_E_LIMIT, "'%.80s': %zu dimensions (at most 64)", fqn, g.nd);
+    } else if (c->no_items) {
+        st = (*out = sdict_none_new(doc)) ? SDICT_OK : nomem(err);
+    } else if (c->flags & SDICT_LOAD_METADATA_ONLY) { /* a meta tensor: dtype and shape, no data */
+        sdict_tensor t;
+        int64_t stride[64];
+        if ((st = sdict_tensor_init(&t, g.dtype, (int32_t)g.nd, g.shape, stride, NULL, err)) ==
+            SDICT_OK)
+            st = sdict_tensor_new(doc, &t, out, err);
+    } else {
+        bool kept = false;
+        if (g.nch == 1 && whole_chunk(g.co, g.cs, g.shape, g.nd)) {
+            /* a tensor saved whole keeps its item's storage */
+            sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
+            sdict_doc *idoc = NULL;
+            const sdict_tensor *t;
+            if ((st = item_read(c, g.store[0], &job, &idoc, err)) == SDICT_OK &&
+                (st = chunk_tensor(c, fqn, idoc, g.dtype, g.cs, g.nd, &t, err)) == SDICT_OK &&
+                /* only a compact contiguous one: as dcp_to_torch_save's copy into torch.empty,
+                   the result is contiguous and holds no bytes past the tensor's (else it is
+                   copied below, as a sharded tensor is) */
+                (kept = sdict_tensor_is_contiguous(t) && !t->is_conj && !t->is_neg &&
+                        t->storage_offset == 0 &&
+                        sdict_storage_nbytes(t->storage) == (size_t)g.nbytes)) {
+                int64_t gstride[64];
+                for (size_t d = g.nd, m = 1; d-- > 0; m *= (size_t)g.shape[d])
+                    gstride[d] = (int64_t)m; /* torch.empty's (sizes 1 may have others) */
+                sdict_tensor tt = *t;
+                tt.stride = gstride;
+                tt.requires_grad = false;
+                tt.is_parameter = false;
+                /* the storage is this tensor's alone: named after it, as a safetensors load
+                   names its storages */
+                if ((st = sdict__storage_set_key(tt.storage, fqn, err)) == SDICT_OK)
+                    st = sdict__tensor_value_new(doc, &tt, NULL, out, err);
+            }
+            sdict_doc_free(idoc);
+        }
+        if (st == SDICT_OK && !kept) { /* sharded, or a view: copied into a new storage */
+            int64_t zero[64] = {0};
+            st = region_tensor(c, fqn, &g, zero, g.shape, doc, out, err);
+        }
+    }
+    geom_free(&g);
     return st;
 }
 
@@ -1684,5 +1733,215 @@ sdict_status sdict__dcp_metadata_check(const uint8_t *data, size_t size, sdict_e
         st = dcp_build(&c, doc, err);
     sdict_doc_free(doc);
     dcp_close(&c);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: The lazy reader (sdict_dcp handle)
+==================================================================================================*/
+
+struct sdict_dcp {
+    dcp c;
+    char *dir;
+    sdict_dcp_entry *entries; /* state_dict_metadata order */
+    dcp_geom *geoms;
+    const sdict_value **values; /* the BytesStorageMetadata / TensorStorageMetadata */
+    size_t n;
+    const sdict_dcp_entry **by_name; /* entries sorted by fqn */
+};
+
+static int cmp_by_name(const void *a, const void *b) {
+    return strcmp((*(const sdict_dcp_entry *const *)a)->fqn,
+                  (*(const sdict_dcp_entry *const *)b)->fqn);
+}
+
+void sdict_dcp_close(sdict_dcp *d) {
+    if (!d)
+        return;
+    for (size_t i = 0; d->geoms && i < d->n; i++)
+        geom_free(&d->geoms[i]);
+    sdict__free(d->geoms);
+    sdict__free(d->entries);
+    sdict__free(d->values);
+    sdict__free(d->by_name);
+    dcp_close(&d->c);
+    sdict__free(d->dir);
+    sdict__free(d);
+}
+
+sdict_status sdict_dcp_open(const char *dir, const sdict_load_opts *opts, sdict_dcp **out,
+                            sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!dir || !out) {
+        sdict__err_file(err, dir ? dir : "");
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_dcp_open: NULL argument");
+    }
+    sdict_dcp *d = sdict__calloc(1, sizeof *d);
+    if (!d || !(d->dir = sdict__strndup(dir, strlen(dir)))) {
+        sdict__free(d);
+        sdict__err_file(err, dir);
+        return nomem(err);
+    }
+    global_report gr;
+    memset(&gr, 0, sizeof gr);
+    sdict_load_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts)
+        o = *opts;
+    o.flags &= ~(uint32_t)SDICT_LOAD_METADATA_ONLY; /* chunks are located when read */
+    d->c.opts = NULL;
+    sdict_status st = dcp_open(&d->c, d->dir, &o, &gr, err);
+    d->c.opts = NULL;
+    size_t n = st ? 0 : sdict_dict_len(d->c.sdm);
+    if (st == SDICT_OK &&
+        (!(d->entries = sdict__calloc(n + 1, sizeof *d->entries)) ||
+         !(d->geoms = sdict__calloc(n + 1, sizeof *d->geoms)) ||
+         !(d->values = sdict__calloc(n + 1, sizeof *d->values)) ||
+         !(d->by_name = sdict__calloc(n + 1, sizeof *d->by_name))))
+        st = nomem(err);
+    for (size_t i = 0; st == SDICT_OK && i < n; i++) {
+        size_t flen;
+        const sdict_value *m = sdict_dict_val(d->c.sdm, i);
+        const char *fqn = sdict_str_get(sdict_dict_key(d->c.sdm, i), &flen);
+        sdict_dcp_entry *e = &d->entries[i];
+        e->fqn = fqn;
+        d->values[i] = m;
+        if (strlen(fqn) != flen) {
+            st = md_err(&d->c, err, SDICT_E_FORMAT, "an fqn holds a NUL character");
+        } else if (is_obj(m, M_META, "BytesStorageMetadata")) {
+            const sdict_value *ms = sdict_object_state(m);
+            if (ms && !(sdict_value_kind(ms) == SDICT_KIND_DICT && sdict_dict_len(ms) == 0))
+                st = md_err(&d->c, err, SDICT_E_PICKLE_TYPE,
+                            "'%.80s': BytesStorageMetadata has fields", fqn);
+            else if (!store_find(&d->c, fqn, flen, NULL))
+                st = md_err(&d->c, err, SDICT_E_FORMAT,
+                            "'%.80s': no storage_data entry for the item", fqn);
+        } else if (is_obj(m, M_META, "TensorStorageMetadata")) {
+            dcp_geom *g = &d->geoms[i];
+            if ((st = entry_geom(&d->c, fqn, flen, m, g, err)) == SDICT_OK && g->nd > 64)
+                st = md_err(&d->c, err, SDICT_E_LIMIT, "'%.80s': %zu dimensions (at most 64)",
+                            fqn, g->nd);
+            if (st == SDICT_OK) {
+                e->is_tensor = true;
+                e->dtype = g->dtype;
+                e->ndim = (int32_t)g->nd;
+                e->shape = g->shape;
+                e->n_chunks = g->nch;
+                e->chunk_offsets = g->co;
+                e->chunk_sizes = g->cs;
+            }
+        } else {
+            st = md_err(&d->c, err, SDICT_E_PICKLE_TYPE,
+                        "state_dict_metadata['%.80s'] is a %s, not "
+                        "TensorStorageMetadata or BytesStorageMetadata",
+                        fqn, what(m));
+        }
+        d->n = i + 1;
+        d->by_name[i] = e;
+    }
+    if (st) {
+        sdict__err_file(err, d->c.errfile);
+        sdict_dcp_close(d);
+        return st;
+    }
+    qsort(d->by_name, d->n, sizeof *d->by_name, cmp_by_name);
+    *out = d;
+    return SDICT_OK;
+}
+
+size_t sdict_dcp_entry_count(const sdict_dcp *d) {
+    return d ? d->n : 0;
+}
+
+const sdict_dcp_entry *sdict_dcp_entry_at(const sdict_dcp *d, size_t i) {
+    return d && i < d->n ? &d->entries[i] : NULL;
+}
+
+static size_t find_ix(const sdict_dcp *d, const char *fqn) {
+    size_t lo = 0, hi = d->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(d->by_name[mid]->fqn, fqn);
+        if (r == 0)
+            return (size_t)(d->by_name[mid] - d->entries);
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return SIZE_MAX;
+}
+
+const sdict_dcp_entry *sdict_dcp_find(const sdict_dcp *d, const char *fqn) {
+    size_t i = d && fqn ? find_ix(d, fqn) : SIZE_MAX;
+    return i == SIZE_MAX ? NULL : &d->entries[i];
+}
+
+uint64_t sdict_dcp_items_read(const sdict_dcp *d) {
+    return d ? d->c.items_read : 0;
+}
+
+static sdict_status entry_arg(sdict_dcp *d, const char *fqn, sdict_doc *doc, sdict_value **out,
+                              bool tensor, size_t *ix, sdict_error *err) {
+    if (out)
+        *out = NULL;
+    if (!d || !fqn || !doc || !out) {
+        sdict__err_file(err, d ? d->dir : "");
+        return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "sdict_dcp_read: NULL argument");
+    }
+    *ix = find_ix(d, fqn);
+    if (*ix == SIZE_MAX || d->entries[*ix].is_tensor != tensor) {
+        sdict__err_file(err, d->dir);
+        return sdict__err(err, *ix == SIZE_MAX ? SDICT_E_NOT_FOUND : SDICT_E_INVALID_ARG, NULL, -1,
+                          "'%.100s' %s", fqn,
+                          *ix == SIZE_MAX ? "is not in the checkpoint"
+                          : tensor        ? "is a non-tensor item, not a tensor"
+                                          : "is a tensor, not a non-tensor item");
+    }
+    return SDICT_OK;
+}
+
+sdict_status sdict_dcp_read_region(sdict_dcp *d, const char *fqn, const int64_t *offsets,
+                                   const int64_t *lengths, sdict_doc *doc, sdict_value **out,
+                                   sdict_error *err) {
+    size_t ix;
+    sdict_status st = entry_arg(d, fqn, doc, out, true, &ix, err);
+    if (st)
+        return st;
+    const dcp_geom *g = &d->geoms[ix];
+    int64_t zero[64] = {0};
+    const int64_t *ro = offsets ? offsets : zero, *rl = lengths ? lengths : g->shape;
+    for (size_t k = 0; k < g->nd; k++)
+        if (ro[k] < 0 || rl[k] < 0 || ro[k] > g->shape[k] || rl[k] > g->shape[k] - ro[k]) {
+            sdict__err_file(err, d->dir);
+            return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                              "'%.100s': region (offset %lld, length %lld in dimension %zu) lies "
+                              "outside the size %lld",
+                              fqn, (long long)ro[k], (long long)rl[k], k, (long long)g->shape[k]);
+        }
+    st = region_tensor(&d->c, fqn, g, ro, rl, doc, out, err);
+    if (st)
+        sdict__err_file(err, d->c.errfile);
+    return st;
+}
+
+sdict_status sdict_dcp_read_value(sdict_dcp *d, const char *fqn, sdict_doc *doc,
+                                  sdict_value **out, sdict_error *err) {
+    size_t ix;
+    sdict_status st = entry_arg(d, fqn, doc, out, false, &ix, err);
+    if (st)
+        return st;
+    const dcp_store *s = store_find(&d->c, fqn, strlen(fqn), NULL);
+    sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
+    sdict_doc *idoc = NULL;
+    /* the full load's rule for one item: its values through shared references stay within
+       its bytes plus 64K */
+    uint64_t left = s->len > UINT64_MAX - 65536 ? UINT64_MAX : s->len + 65536;
+    if ((st = item_read(&d->c, s, &job, &idoc, err)) == SDICT_OK)
+        st = copy_value(doc, sdict_doc_root(idoc), 0, &left, out, err);
+    sdict_doc_free(idoc);
+    if (st)
+        sdict__err_file(err, d->c.errfile);
     return st;
 }

@@ -552,5 +552,17 @@ sdict_status sdict__dcp_metadata_check(const uint8_t *data, size_t size, sdict_e
     as sdict_save writes a checkpoint (temporary file, fsync, rename, directory fsync). The
     index of a model folder is written with it. save.c. */
 sdict_status sdict__save_bytes(const char *path, const void *data, size_t n, sdict_error *err);
+/** Produces a file's bytes through write(wctx, ...) (buffered; large writes go straight out). */
+typedef sdict_status (*sdict__produce_fn)(void *pctx, sdict__write_fn write, void *wctx,
+                                          sdict_error *err);
+/** As sdict__save_bytes, with the bytes streamed by produce instead of held in memory (a DCP
+    rank's file). save.c. */
+sdict_status sdict__save_stream(const char *path, sdict__produce_fn produce, void *pctx,
+                                sdict_error *err);
+/** The torch.save zip archive of root (as sdict_save_buffer makes it) written through write.
+    save.c. */
+sdict_status sdict__write_archive(const sdict_value *root, const char *archive_name,
+                                  const sdict_save_opts *opts, sdict__write_fn write, void *ctx,
+                                  sdict_error *err);
 
 #endif /* SDICT_INTERNAL_H */

@@ -352,8 +352,8 @@ static sdict_status sync_dir(const char *dir, sdict_error *err) {
 /* sdict_save, or with raw != NULL (root NULL) the raw_n bytes at raw written as the file. */
 static sdict_status save_file(const char *path, const sdict_value *root,
                               const sdict_save_opts *opts, const void *raw, size_t raw_n,
-                              sdict_error *err) {
-    if (!path || (!root && !raw)) {
+                              sdict__produce_fn produce, void *pctx, sdict_error *err) {
+    if (!path || (!root && !raw && !produce)) {
         sdict__err_file(err, path ? path : "");
         return sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1, "NULL %s", path ? "root" : "path");
     }
@@ -426,7 +426,8 @@ static sdict_status save_file(const char *path, const sdict_value *root,
             (void)!fchown(f.fd, sb.st_uid, sb.st_gid);
     }
 
-    if ((rc = raw                   ? file_write(&f, raw, raw_n, err)
+    if ((rc = produce               ? produce(pctx, file_write, &f, err)
+              : raw                 ? file_write(&f, raw, raw_n, err)
               : is_safetensors(opts) ? sdict__st_write(root, opts, file_write, &f, err)
                                      : write_archive(root, archive, opts, file_write, &f, err)))
         goto fail;
@@ -476,12 +477,24 @@ fail:
 
 sdict_status sdict_save(const char *path, const sdict_value *root, const sdict_save_opts *opts,
                         sdict_error *err) {
-    return save_file(path, root, opts, NULL, 0, err);
+    return save_file(path, root, opts, NULL, 0, NULL, NULL, err);
 }
 
 sdict_status sdict__save_bytes(const char *path, const void *data, size_t n, sdict_error *err) {
     static const uint8_t empty[1] = {0};
-    return save_file(path, NULL, NULL, data ? data : empty, n, err);
+    return save_file(path, NULL, NULL, data ? data : empty, n, NULL, NULL, err);
+}
+
+sdict_status sdict__save_stream(const char *path, sdict__produce_fn produce, void *pctx,
+                                sdict_error *err) {
+    return save_file(path, NULL, NULL, NULL, 0, produce, pctx, err);
+}
+
+sdict_status sdict__write_archive(const sdict_value *root, const char *archive_name,
+                                  const sdict_save_opts *opts, sdict__write_fn write, void *ctx,
+                                  sdict_error *err) {
+    sdict_status rc = check_opts(opts, err);
+    return rc ? rc : write_archive(root, archive_name, opts, write, ctx, err);
 }
 
 /*==================================================================================================

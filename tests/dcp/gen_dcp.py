@@ -13,11 +13,12 @@ and the bytes items) giving the same text as `ls --verify-crc` (which reads ever
 safetensors and to a Hugging Face model folder holding the same tensors.
 Exit 0 on success, 1 on a mismatch.
 """
+import datetime
 import os
 import shutil
-import socket
 import subprocess
 import sys
+import tempfile
 
 import torch
 import torch.distributed as dist
@@ -28,10 +29,13 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 STATEDICT, WORK = sys.argv[1:3]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous():
+    """A fresh rendezvous file for torch's FileStore. A TCP port picked here could be taken by
+    another test's process group before ours binds it, and then both hang."""
+    fd, path = tempfile.mkstemp(prefix="sdict-store-")
+    os.close(fd)
+    os.unlink(path)
+    return "file://" + path
 
 
 def model_sd(seed):
@@ -84,9 +88,10 @@ def cases(rank, world):
     return out
 
 
-def worker(rank, world, port, root):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), USE_LIBUV="0")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def worker(rank, world, store, root):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
     for name, sd in cases(rank, world).items():
         dcp.save(sd, checkpoint_id=os.path.join(root, f"{name}_{world}"))
     dist.barrier()
@@ -131,9 +136,9 @@ def run(*args):
 if __name__ == "__main__":
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    worker(0, 1, free_port(), WORK)  # one process: this one (saves a child's start-up)
+    worker(0, 1, rendezvous(), WORK)  # one process: this one (saves a child's start-up)
     for world in (2, 4):
-        mp.spawn(worker, args=(world, free_port(), WORK), nprocs=world, join=True)
+        mp.spawn(worker, args=(world, rendezvous(), WORK), nprocs=world, join=True)
     folders = sorted(d for d in os.listdir(WORK) if os.path.isdir(os.path.join(WORK, d)))
     check(len(folders) == 9, f"folders {folders}")
     for d in folders:

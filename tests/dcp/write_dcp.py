@@ -12,11 +12,12 @@ structure with the original values from 1 process and from 2 processes (gloo on 
 Exit 0 on success, 1 on a mismatch.
 """
 import copy
+import datetime
 import os
 import shutil
-import socket
 import subprocess
 import sys
+import tempfile
 
 import torch
 import torch.distributed as dist
@@ -93,9 +94,10 @@ def values_equal(want, got, path):
             values_equal(x, y, f"{path}[{i}]")
 
 
-def loader(rank, world, port, folder, src, q):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), USE_LIBUV="0")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def loader(rank, world, store, folder, src, q):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
     want = torch.load(src, weights_only=False)
     target = zeroed(want)
     dcp.load(target, checkpoint_id=folder)
@@ -107,10 +109,13 @@ def loader(rank, world, port, folder, src, q):
     dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous():
+    """A fresh rendezvous file for torch's FileStore. A TCP port picked here could be taken by
+    another test's process group before ours binds it, and then both hang."""
+    fd, path = tempfile.mkstemp(prefix="sdict-store-")
+    os.close(fd)
+    os.unlink(path)
+    return "file://" + path
 
 
 if __name__ == "__main__":
@@ -157,7 +162,7 @@ if __name__ == "__main__":
     # and from two
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    mp.spawn(loader, args=(2, free_port(), ours, src, q), nprocs=2, join=True)
+    mp.spawn(loader, args=(2, rendezvous(), ours, src, q), nprocs=2, join=True)
     for _ in range(2):
         rank, bad = q.get()
         for b in bad:
