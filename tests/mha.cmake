@@ -2,7 +2,9 @@
 # (src/nn/attention.c) against real torch: tests/mha/mha_interop.py saves each module's
 # state_dict and inputs (masks bool and float, both batch_first values, norm_first both ways,
 # relu and gelu), runs tests/mha/mha_run.c on them and compares the eval outputs and attention
-# weights with torch's (1e-5 relative). One run per torch generation; exit 77 without torch.
+# weights with torch's (1e-5 relative); then the layers in training mode (dropout 0), whose
+# input and parameter gradients must match torch's autograd (1e-4 relative). One run per torch
+# generation; exit 77 without torch.
 add_executable(mha_run ${CMAKE_CURRENT_SOURCE_DIR}/mha/mha_run.c)
 target_link_libraries(mha_run PRIVATE statedict_nn statedict)
 sdict_torch_test(mha_interop
