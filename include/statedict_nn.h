@@ -323,7 +323,8 @@ SDICT_API sdict_module *sdict_batchnorm2d_new(int64_t num_features, double eps, 
 /** nn.Dropout(p): training zeroes each element with probability p (seeded generator, see
     sdict_dropout_seed) and scales the rest by 1/(1-p); eval is the identity. */
 SDICT_API sdict_module *sdict_dropout_new(double p);
-/** Reseeds a Dropout module's generator (deterministic masks for tests). */
+/** Reseeds a Dropout module's generator (deterministic masks for tests); on a
+    MultiheadAttention module, that of its attention-weight dropout. */
 SDICT_API void sdict_dropout_seed(sdict_module *m, uint64_t seed);
 /** nn.Embedding(num, dim): weight [num, dim]; int64 indices of any shape S -> [S..., dim].
     Indices outside [0, num) fail with SDICT_E_INVALID_ARG. */

@@ -11,3 +11,13 @@ sdict_torch_test(mha_interop
   COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/mha/mha_interop.py $<TARGET_FILE:mha_run>
           ${CMAKE_CURRENT_BINARY_DIR}/mha/@GEN@
   GENERATIONS 1.13 2.14 LABELS mha PROPERTIES TIMEOUT 300 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
+
+# examples/infer --arch transformer (nn.TransformerEncoder stacks and a single
+# TransformerEncoderLayer, eval) against torch within 1e-5 relative, and its shape-option
+# errors naming the key: tests/mha/transformer_infer.py. About 4 s per generation.
+if(TARGET infer)
+  sdict_torch_test(transformer_infer
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/mha/transformer_infer.py $<TARGET_FILE:infer>
+            ${CMAKE_CURRENT_BINARY_DIR}/transformer_infer/@GEN@
+    GENERATIONS 1.13 2.14 LABELS mha PROPERTIES TIMEOUT 120 ENVIRONMENT OPENBLAS_NUM_THREADS=1)
+endif()
