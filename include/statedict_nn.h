@@ -7,8 +7,8 @@
    BatchNorm1d/2d, Dropout, Embedding, ReLU, Sigmoid, Tanh, SiLU, MaxPool2d, AvgPool2d,
    AdaptiveAvgPool2d, Flatten, LayerNorm, GELU, Softmax, LogSoftmax, transformers' Conv1D, LSTM,
    GRU, Sequential and user containers with named children), torch's MultiheadAttention,
-   TransformerEncoderLayer and TransformerDecoderLayer (train and eval) and GPT-2 as transformers defines
-   it (sdict_gpt2_*);
+   TransformerEncoderLayer and TransformerDecoderLayer (train and eval) and GPT-2 as
+   transformers defines it (sdict_gpt2_*);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
    torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
    torch's _IncompatibleKeys) and its exact message text;
@@ -506,8 +506,9 @@ typedef struct sdict_mha_args {
  q, k, v, the attention probabilities and the dropout mask (cache[0], cache[1] the sizes), and
  sdict_module_backward then accumulates the gradients of in_proj_weight, in_proj_bias and
  out_proj and gives dx = dquery (+ dkey + dvalue when query is that activation too: self
- attention), masks and dropout of that forward included. Any other forward drops the cache. NULL if embed_dim <= 0, num_heads <= 0, embed_dim % num_heads != 0, dropout
- outside [0, 1], or out-of-memory.
+ attention), masks and dropout of that forward included. Any other forward drops the cache.
+ NULL if embed_dim <= 0, num_heads <= 0, embed_dim % num_heads != 0, dropout outside [0, 1],
+ or out-of-memory.
 */
 SDICT_API sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t num_heads,
                                                       double dropout, bool bias,
@@ -582,10 +583,11 @@ SDICT_API sdict_module *sdict_transformer_encoder_layer_new(
 /**
  Forward of TransformerEncoderLayer(src, src_mask, src_key_padding_mask, is_causal):
  norm_first: x + sa(norm1(x)), then x + ff(norm2(x)); else norm1(x + sa(x)), then
- norm2(x + ff(x)); ff = linear2(activation(linear1(x))); training mode applies
- dropout1 to sa's output, dropout to the activation's, dropout2 to ff's, as torch. src float32 in the layer's layout
- ([L, N, E], [N, L, E] with batch_first, or [L, E]); args (may be NULL) carries src_mask as
- attn_mask, src_key_padding_mask and is_causal (need_weights is ignored). *y gets src's shape.
+ norm2(x + ff(x)); ff = linear2(activation(linear1(x))); training mode applies dropout1
+ to sa's output, dropout to the activation's, dropout2 to ff's, as torch. src float32 in the
+ layer's layout ([L, N, E], [N, L, E] with batch_first, or [L, E]); args (may be NULL)
+ carries src_mask as attn_mask, src_key_padding_mask and is_causal (need_weights is ignored).
+ *y gets src's shape.
  Masked padding positions are computed like the others (torch's math path; its nested-tensor
  fast path in TransformerEncoder may give zeros there instead). A training-mode forward keeps
  what backward needs (its children's caches, linear1's output, src's shape); any forward drops

@@ -108,7 +108,8 @@ static void run_case(bool decoder, bool norm_first, bool gelu, bool batch_first,
                                         .batch_first = batch_first, .norm_first = norm_first,
                                         .bias = true};
     tcase t = {.decoder = decoder};
-    t.m = decoder ? sdict_transformer_decoder_layer_new(&c) : sdict_transformer_encoder_layer_new(&c);
+    t.m = decoder ? sdict_transformer_decoder_layer_new(&c)
+                  : sdict_transformer_encoder_layer_new(&c);
     assert_non_null(t.m);
     sdict_module_each_param(t.m, fill, &seed);
     int64_t L = 3, S = 4, N = 2;

@@ -178,7 +178,8 @@ int main(int argc, char **argv) {
             goto done;
         }
     }
-    if (sdict_doc_set_root(od, root) != SDICT_OK || sdict_save(argv[4], root, NULL, &err) != SDICT_OK) {
+    if (sdict_doc_set_root(od, root) != SDICT_OK ||
+        sdict_save(argv[4], root, NULL, &err) != SDICT_OK) {
         rc = fail(argv[4], &err);
         goto done;
     }
