@@ -4,7 +4,8 @@
  causal self-attention, cross-attention to memory, dropout with fixed masks) against central
  finite differences of the forward (L = sum_i y_i * w_i with fixed pseudo-random w, summed in
  double; h = 1e-3), for every parameter and the inputs; training with dropout p > 0 differs from
- eval, p = 0 equals it; MultiheadAttention's cross-attention backward. Gradients are checked
+ eval, p = 0 equals it; unbatched [L, E] inputs; MultiheadAttention's dropped attention
+ weights. Gradients are checked
  against torch's autograd in tests/mha (mha_interop).
 */
 #include <setjmp.h>
@@ -101,8 +102,8 @@ static void check_param(void *ctx, const char *key, sdict_named_tensor *nt) {
 
 enum { MASK_NONE, MASK_CAUSAL, MASK_FLOAT, MASK_PADDING };
 
-static void run_case(bool decoder, bool norm_first, bool gelu, bool batch_first, double p,
-                     int mask, uint32_t seed) {
+static void run_case_nd(bool decoder, bool norm_first, bool gelu, bool batch_first, double p,
+                        int mask, uint32_t seed, int32_t nd) {
     sdict_transformer_layer_config c = {.d_model = 4, .nhead = 2, .dim_feedforward = 6,
                                         .dropout = p, .gelu = gelu, .layer_norm_eps = 1e-5,
                                         .batch_first = batch_first, .norm_first = norm_first,
@@ -112,13 +113,19 @@ static void run_case(bool decoder, bool norm_first, bool gelu, bool batch_first,
                   : sdict_transformer_encoder_layer_new(&c);
     assert_non_null(t.m);
     sdict_module_each_param(t.m, fill, &seed);
-    int64_t L = 3, S = 4, N = 2;
+    int64_t L = 3, S = 4, N = nd == 3 ? 2 : 1;
     int64_t xs[3] = {batch_first ? N : L, batch_first ? L : N, 4};
     int64_t ms[3] = {batch_first ? N : S, batch_first ? S : N, 4};
-    assert_int_equal(sdict_act_init(&t.x, SDICT_FLOAT32, 3, xs, NULL), SDICT_OK);
+    if (nd == 2) { /* unbatched [L, E] */
+        xs[0] = L;
+        xs[1] = 4;
+        ms[0] = S;
+        ms[1] = 4;
+    }
+    assert_int_equal(sdict_act_init(&t.x, SDICT_FLOAT32, nd, xs, NULL), SDICT_OK);
     for (int64_t i = 0; i < sdict_act_numel(&t.x); i++) sdict_act_f32(&t.x)[i] = 1.5f * unif(&seed);
     if (decoder) {
-        assert_int_equal(sdict_act_init(&t.mem, SDICT_FLOAT32, 3, ms, NULL), SDICT_OK);
+        assert_int_equal(sdict_act_init(&t.mem, SDICT_FLOAT32, nd, ms, NULL), SDICT_OK);
         for (int64_t i = 0; i < sdict_act_numel(&t.mem); i++)
             sdict_act_f32(&t.mem)[i] = 1.5f * unif(&seed);
     }
@@ -132,12 +139,16 @@ static void run_case(bool decoder, bool norm_first, bool gelu, bool batch_first,
     }
     if (mask == MASK_PADDING) {
         int64_t ks[2] = {N, L}, mks[2] = {N, S};
-        assert_int_equal(sdict_act_init(&kp, SDICT_FLOAT32, 2, ks, NULL), SDICT_OK);
+        if (nd == 2) {
+            ks[0] = L;
+            mks[0] = S;
+        }
+        assert_int_equal(sdict_act_init(&kp, SDICT_FLOAT32, nd - 1, ks, NULL), SDICT_OK);
         sdict_act_f32(&kp)[L - 1] = 1.0f; /* batch 0: last position padded */
         t.a.key_padding_mask = &kp;
         t.a.key_padding_mask_bool = true;
-        assert_int_equal(sdict_act_init(&mkp, SDICT_FLOAT32, 2, mks, NULL), SDICT_OK);
-        sdict_act_f32(&mkp)[2 * S - 1] = 1.0f; /* batch 1: last memory position padded */
+        assert_int_equal(sdict_act_init(&mkp, SDICT_FLOAT32, nd - 1, mks, NULL), SDICT_OK);
+        sdict_act_f32(&mkp)[N * S - 1] = 1.0f; /* last batch: last memory position padded */
         t.ma.key_padding_mask = &mkp;
         t.ma.key_padding_mask_bool = true;
     }
@@ -153,11 +164,12 @@ static void run_case(bool decoder, bool norm_first, bool gelu, bool batch_first,
                          SDICT_OK);
     else
         assert_int_equal(sdict_module_backward(t.m, &dy, &dx, &err), SDICT_OK);
-    assert_int_equal(dx.ndim, 3);
-    assert_memory_equal(dx.shape, xs, sizeof xs);
+    assert_int_equal(dx.ndim, nd);
+    assert_memory_equal(dx.shape, xs, sizeof(int64_t) * (size_t)nd);
     fd_check(&t, sdict_act_f32(&t.x), sdict_act_f32(&dx), sdict_act_numel(&t.x), "dx");
     if (decoder) {
-        assert_memory_equal(dmem.shape, ms, sizeof ms);
+        assert_int_equal(dmem.ndim, nd);
+        assert_memory_equal(dmem.shape, ms, sizeof(int64_t) * (size_t)nd);
         fd_check(&t, sdict_act_f32(&t.mem), sdict_act_f32(&dmem), sdict_act_numel(&t.mem),
                  "dmemory");
     }
@@ -192,6 +204,11 @@ static void run_case(bool decoder, bool norm_first, bool gelu, bool batch_first,
     sdict_module_free(t.m);
 }
 
+static void run_case(bool decoder, bool norm_first, bool gelu, bool batch_first, double p,
+                     int mask, uint32_t seed) {
+    run_case_nd(decoder, norm_first, gelu, batch_first, p, mask, seed, 3);
+}
+
 static void test_encoder_backward(void **state) {
     (void)state;
     run_case(false, false, false, false, 0.0, MASK_NONE, 1);
@@ -200,6 +217,7 @@ static void test_encoder_backward(void **state) {
     run_case(false, true, true, true, 0.0, MASK_PADDING, 4);
     run_case(false, false, true, false, 0.3, MASK_PADDING, 5); /* every dropout site */
     run_case(false, true, false, true, 0.3, MASK_CAUSAL, 6);
+    run_case_nd(false, false, true, false, 0.3, MASK_PADDING, 7, 2); /* unbatched [L, E] */
 }
 
 static void test_decoder_backward(void **state) {
@@ -210,6 +228,7 @@ static void test_decoder_backward(void **state) {
     run_case(true, true, false, true, 0.0, MASK_NONE, 14);
     run_case(true, false, false, false, 0.3, MASK_CAUSAL, 15);
     run_case(true, true, true, true, 0.3, MASK_PADDING, 16);
+    run_case_nd(true, true, false, false, 0.3, MASK_PADDING, 17, 2); /* unbatched */
 }
 
 static bool same(const sdict_act *a, const sdict_act *b) {
