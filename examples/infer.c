@@ -7,7 +7,19 @@
          [--num-classes N]                          (resnet18; 1000 by default)
          [--input-size N --hidden-size N [--num-layers N] [--bidirectional] [--batch-first]]
                                                     (lstm, gru: torch's constructor arguments)
+   infer --arch transformer --weights W.pt --input X.pt --output Y.pt --d-model N --nhead N
+         [--dim-feedforward N] [--num-layers N] [--norm-first] [--activation relu|gelu]
+         [--batch-first] [--layer-norm-eps E] [--mode eval|train] [--dropout P] ...
    infer --arch gpt2 --model DIR --input IDS.pt --output LOGITS.pt [--layout 1.13|2.x]
+
+ transformer is torch's nn.TransformerEncoder (keys layers.N.self_attn.in_proj_weight, ...,
+ and norm.weight / norm.bias when it was built with a final norm) or a single
+ nn.TransformerEncoderLayer (keys self_attn.in_proj_weight, ...; --num-layers 1), run without
+ masks. The options are torch's constructor arguments (dim_feedforward 2048, num_layers 1,
+ relu, eps 1e-5 and dropout 0.1 by default, as torch); d_model, dim_feedforward and num_layers
+ are checked against the weights first, naming the key and its shape on a mismatch; bias is
+ taken from the weights. The input is [L, N, d_model] ([N, L, d_model] with --batch-first, or
+ unbatched [L, d_model]); Y.pt gets the output of the same shape.
 
  lstm and gru are torch's nn.LSTM / nn.GRU: the input is [L, N, input_size] ([N, L, input_size]
  with --batch-first, or unbatched [L, input_size]) and Y.pt receives `output` (h_n and c_n are
@@ -48,6 +60,10 @@ static int usage(void) {
                     "[--non-strict] [--strip-prefix PREFIX] [--skip-size-mismatch] "
                     "[--layout 1.13|2.x] [--num-classes N] [--input-size N --hidden-size N "
                     "[--num-layers N] [--bidirectional] [--batch-first]]\n"
+                    "       infer --arch transformer --weights W.pt --input X.pt --output Y.pt "
+                    "--d-model N --nhead N [--dim-feedforward N] [--num-layers N] [--norm-first] "
+                    "[--activation relu|gelu] [--batch-first] [--layer-norm-eps E] "
+                    "[--mode eval|train] [--dropout P]\n"
                     "       infer --arch gpt2 --model DIR --input IDS.pt --output LOGITS.pt "
                     "[--layout 1.13|2.x]\n");
     return 2;
@@ -133,6 +149,103 @@ static int check_rnn_shapes(const sdict_value *sd, const char *arch, long long I
         return 1;
     }
     return 0;
+}
+
+/* The shape options of --arch transformer against the weights (nn.TransformerEncoder's
+   layers.N. keys, or a single layer's when *single), before anything is built. Returns 0 when
+   they agree; *bias receives whether the weights have biases, *final_norm whether the encoder
+   has its final norm. */
+static int check_transformer_shapes(const sdict_value *sd, long long D, long long H, long long FF,
+                                    long long L, bool *single, bool *bias, bool *final_norm) {
+    char key[96], shape[96];
+    *single = sd_tensor(sd, "self_attn.in_proj_weight") != NULL;
+    if (*single && L != 1) {
+        fprintf(stderr, "infer: --num-layers %lld, but the weights are one "
+                        "TransformerEncoderLayer (self_attn.in_proj_weight, no layers.0.*)\n", L);
+        return 1;
+    }
+    if (D % H != 0) {
+        fprintf(stderr, "infer: --d-model %lld is not divisible by --nhead %lld\n", D, H);
+        return 1;
+    }
+    const char *pre = *single ? "" : "layers.";
+    for (long long l = 0; l < L; l++) {
+        char lp[40] = "";
+        if (!*single) snprintf(lp, sizeof lp, "%s%lld.", pre, l);
+        snprintf(key, sizeof key, "%sself_attn.in_proj_weight", lp);
+        const sdict_tensor *w = sd_tensor(sd, key);
+        if (!w) {
+            fprintf(stderr, "infer: --num-layers %lld, but the weights have no %s\n", L, key);
+            return 1;
+        }
+        shape_text(w, shape, sizeof shape);
+        if (w->ndim != 2 || w->shape[0] != 3 * w->shape[1]) {
+            fprintf(stderr, "infer: %s has shape [%s]; expected [3 * d_model, d_model]\n", key,
+                    shape);
+            return 1;
+        }
+        if (w->shape[1] != D) {
+            fprintf(stderr, "infer: --d-model %lld does not match %s of shape [%s] (d_model "
+                            "%lld)\n", D, key, shape, (long long)w->shape[1]);
+            return 1;
+        }
+        snprintf(key, sizeof key, "%slinear1.weight", lp);
+        if (!(w = sd_tensor(sd, key))) {
+            fprintf(stderr, "infer: the weights have no %s\n", key);
+            return 1;
+        }
+        shape_text(w, shape, sizeof shape);
+        if (w->ndim != 2 || w->shape[0] != FF) {
+            fprintf(stderr, "infer: --dim-feedforward %lld does not match %s of shape [%s] "
+                            "(dim_feedforward %lld)\n", FF, key, shape,
+                    (long long)(w->ndim == 2 ? w->shape[0] : -1));
+            return 1;
+        }
+        if (l == 0) {
+            snprintf(key, sizeof key, "%sself_attn.in_proj_bias", lp);
+            *bias = sd_tensor(sd, key) != NULL;
+        }
+    }
+    snprintf(key, sizeof key, "layers.%lld.self_attn.in_proj_weight", L);
+    if (!*single && sd_tensor(sd, key)) {
+        fprintf(stderr, "infer: --num-layers %lld, but the weights have %s (more layers)\n", L,
+                key);
+        return 1;
+    }
+    *final_norm = !*single && sd_tensor(sd, "norm.weight") != NULL;
+    return 0;
+}
+
+/* nn.TransformerEncoder(layer, num_layers, norm) as containers: a Sequential of "layers" (a
+   Sequential of "0".."L-1") then "norm", which is its forward without masks. */
+static sdict_module *build_transformer(const sdict_transformer_layer_config *c, long long L,
+                                       bool single, bool final_norm) {
+    if (single) return sdict_transformer_encoder_layer_new(c);
+    sdict_module *top = sdict_sequential_new(), *layers = sdict_sequential_new();
+    bool ok = top && layers && sdict_module_add(top, "layers", layers, NULL) == SDICT_OK;
+    if (!ok) {
+        sdict_module_free(layers);
+        sdict_module_free(top);
+        return NULL;
+    }
+    for (long long l = 0; l < L && ok; l++) {
+        char name[24];
+        snprintf(name, sizeof name, "%lld", l);
+        sdict_module *layer = sdict_transformer_encoder_layer_new(c);
+        ok = layer && sdict_module_add(layers, name, layer, NULL) == SDICT_OK;
+        if (!ok) sdict_module_free(layer);
+    }
+    if (ok && final_norm) {
+        int64_t d = c->d_model;
+        sdict_module *norm = sdict_layernorm_new(1, &d, c->layer_norm_eps, true, c->bias);
+        ok = norm && sdict_module_add(top, "norm", norm, NULL) == SDICT_OK;
+        if (!ok) sdict_module_free(norm);
+    }
+    if (!ok) {
+        sdict_module_free(top);
+        return NULL;
+    }
+    return top;
 }
 
 /* Prints the error, prefixed by what failed unless the library's text already names it. */
@@ -263,7 +376,9 @@ int main(int argc, char **argv) {
     const char *model = NULL;
     const char *arch = NULL, *weights = NULL, *input = NULL, *output = NULL, *mode = "eval";
     const char *save_state = NULL;
-    double dropout = 0.5;
+    double dropout = -1.0, layer_norm_eps = 1e-5;
+    long long d_model = -1, nhead = -1, dim_feedforward = 2048;
+    bool norm_first = false, gelu = false;
     bool strict = true;
     unsigned load_flags = 0;
     const char *strip_prefix = NULL;
@@ -276,6 +391,7 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--non-strict") == 0) { strict = false; continue; }
         if (strcmp(a, "--bidirectional") == 0) { bidirectional = true; continue; }
         if (strcmp(a, "--batch-first") == 0) { batch_first = true; continue; }
+        if (strcmp(a, "--norm-first") == 0) { norm_first = true; continue; }
         if (strcmp(a, "--skip-size-mismatch") == 0) {
             load_flags |= SDICT_LOAD_SD_SKIP_SIZE_MISMATCH;
             continue;
@@ -294,6 +410,12 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--input-size") == 0 && (input_size = parse_size(v)) > 0) {}
         else if (strcmp(a, "--hidden-size") == 0 && (hidden_size = parse_size(v)) > 0) {}
         else if (strcmp(a, "--num-layers") == 0 && (num_layers = parse_size(v)) > 0) {}
+        else if (strcmp(a, "--d-model") == 0 && (d_model = parse_size(v)) > 0) {}
+        else if (strcmp(a, "--nhead") == 0 && (nhead = parse_size(v)) > 0) {}
+        else if (strcmp(a, "--dim-feedforward") == 0 && (dim_feedforward = parse_size(v)) > 0) {}
+        else if (strcmp(a, "--activation") == 0 && strcmp(v, "relu") == 0) gelu = false;
+        else if (strcmp(a, "--activation") == 0 && strcmp(v, "gelu") == 0) gelu = true;
+        else if (strcmp(a, "--layer-norm-eps") == 0 && (layer_norm_eps = atof(v)) > 0.0) {}
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "2.x") == 0)
             save_opts.flags = SDICT_SAVE_LAYOUT_TORCH2;
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "1.13") == 0)
@@ -309,6 +431,14 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "eval") != 0 && strcmp(mode, "train") != 0) return usage();
 
     bool rnn = strcmp(arch, "lstm") == 0 || strcmp(arch, "gru") == 0;
+    bool tfm = strcmp(arch, "transformer") == 0;
+    if (tfm && (d_model < 0 || nhead < 0)) {
+        fprintf(stderr, "infer: --arch transformer needs --d-model and --nhead (and "
+                        "--dim-feedforward, --num-layers, --norm-first, --activation, "
+                        "--batch-first as the model was built)\n");
+        return 2;
+    }
+    if (dropout > 1.0) return usage();
     if (rnn && (input_size < 0 || hidden_size < 0)) {
         fprintf(stderr, "infer: --arch %s needs --input-size and --hidden-size (and "
                         "--num-layers, --bidirectional, --batch-first as the model was built)\n",
@@ -318,9 +448,9 @@ int main(int argc, char **argv) {
     sdict_module *net = NULL;
     if (strcmp(arch, "lenet") == 0) net = sdict_lenet_new();
     else if (strcmp(arch, "resnet18") == 0) net = sdict_resnet18_new(num_classes);
-    else if (strcmp(arch, "mlp") == 0) net = sdict_mlp_new(dropout);
-    else if (!rnn) return usage();
-    if (!net && !rnn) {
+    else if (strcmp(arch, "mlp") == 0) net = sdict_mlp_new(dropout < 0.0 ? 0.5 : dropout);
+    else if (!rnn && !tfm) return usage();
+    if (!net && !rnn && !tfm) {
         fprintf(stderr, "infer: cannot build %s\n", arch);
         return 1;
     }
@@ -343,6 +473,25 @@ int main(int argc, char **argv) {
             goto done;
         }
         sd = stripped;
+    }
+    if (tfm) {
+        bool single = false, bias = true, final_norm = false;
+        if (sdict_value_kind(sd) != SDICT_KIND_DICT) {
+            fprintf(stderr, "infer: %s: expected a state_dict (a dict)\n", weights);
+            goto done;
+        }
+        if (check_transformer_shapes(sd, d_model, nhead, dim_feedforward, num_layers, &single,
+                                     &bias, &final_norm) != 0)
+            goto done;
+        sdict_transformer_layer_config c = {
+            .d_model = d_model, .nhead = nhead, .dim_feedforward = dim_feedforward,
+            .dropout = dropout < 0.0 ? 0.1 : dropout, .gelu = gelu,
+            .layer_norm_eps = layer_norm_eps, .batch_first = batch_first,
+            .norm_first = norm_first, .bias = bias};
+        if (!(net = build_transformer(&c, num_layers, single, final_norm))) {
+            fprintf(stderr, "infer: cannot build %s\n", arch);
+            goto done;
+        }
     }
     if (rnn) {
         bool bias = true;

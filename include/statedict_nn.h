@@ -7,8 +7,8 @@
    BatchNorm1d/2d, Dropout, Embedding, ReLU, Sigmoid, Tanh, SiLU, MaxPool2d, AvgPool2d,
    AdaptiveAvgPool2d, Flatten, LayerNorm, GELU, Softmax, LogSoftmax, transformers' Conv1D, LSTM,
    GRU, Sequential and user containers with named children), torch's MultiheadAttention,
-   TransformerEncoderLayer and TransformerDecoderLayer (eval) and GPT-2 as transformers defines
-   it (sdict_gpt2_*);
+   TransformerEncoderLayer and TransformerDecoderLayer (train and eval) and GPT-2 as
+   transformers defines it (sdict_gpt2_*);
  - state_dict() with torch's key order and `_metadata` versions, load_state_dict(strict) with
    torch's missing/unexpected/size-mismatch reporting (returned also when not strict, as
    torch's _IncompatibleKeys) and its exact message text;
@@ -323,7 +323,8 @@ SDICT_API sdict_module *sdict_batchnorm2d_new(int64_t num_features, double eps, 
 /** nn.Dropout(p): training zeroes each element with probability p (seeded generator, see
     sdict_dropout_seed) and scales the rest by 1/(1-p); eval is the identity. */
 SDICT_API sdict_module *sdict_dropout_new(double p);
-/** Reseeds a Dropout module's generator (deterministic masks for tests). */
+/** Reseeds a Dropout module's generator (deterministic masks for tests); on a
+    MultiheadAttention module, that of its attention-weight dropout. */
 SDICT_API void sdict_dropout_seed(sdict_module *m, uint64_t seed);
 /** nn.Embedding(num, dim): weight [num, dim]; int64 indices of any shape S -> [S..., dim].
     Indices outside [0, num) fail with SDICT_E_INVALID_ARG. */
@@ -463,11 +464,15 @@ SDICT_API sdict_module *sdict_mlp_new(double dropout_p);
 /*==================================================================================================
  MARK: Attention and torch's Transformer layers
  nn.MultiheadAttention, nn.TransformerEncoderLayer and nn.TransformerDecoderLayer with torch's
- state_dict keys, eval forward only (src/nn/attention.c). Shapes: with batch_first the sequence
- inputs are [N, L, E], else [L, N, E]; a 2-D input [L, E] is one unbatched sequence (torch's
- unbatched form). Forward in training mode with dropout > 0 is refused (SDICT_E_INVALID_ARG):
- call sdict_module_eval() first. Backward: MultiheadAttention only, after a training-mode
- self-attention forward (see sdict_multihead_attention_new); the Transformer layers have none.
+ state_dict keys (src/nn/attention.c). Shapes: with batch_first the sequence inputs are
+ [N, L, E], else [L, N, E]; a 2-D input [L, E] is one unbatched sequence (torch's unbatched
+ form). Training mode applies dropout where torch does: MultiheadAttention drops the attention
+ probabilities (after softmax, before the product with v; our seeded generator, see
+ sdict_dropout_seed on the MultiheadAttention module), the Transformer layers run their
+ Dropout children dropout, dropout1, dropout2 (and dropout3) at torch's positions; eval applies
+ none. Backward (sdict_module_backward, sdict_multihead_attention_backward,
+ sdict_transformer_decoder_layer_backward) follows a training-mode forward and accumulates
+ every parameter's gradient under torch's names.
 ==================================================================================================*/
 
 /**
@@ -497,12 +502,13 @@ typedef struct sdict_mha_args {
  out_proj.weight, out_proj.bias. add_bias_kv, add_zero_attn and separate kdim/vdim
  (q_proj_weight, k_proj_weight, v_proj_weight) are not supported: load_state_dict reports such
  keys as unexpected. sdict_module_forward on it is self-attention without masks returning
- attn_output. A training-mode forward (dropout 0) whose query, key and value are one activation
- keeps the input, q, k, v and the attention probabilities (cache[0], cache[1] the sizes), and
+ attn_output. A training-mode forward whose key and value are one activation keeps the inputs,
+ q, k, v, the attention probabilities and the dropout mask (cache[0], cache[1] the sizes), and
  sdict_module_backward then accumulates the gradients of in_proj_weight, in_proj_bias and
- out_proj and gives dx = dquery + dkey + dvalue (masks used in that forward included). Any
- other forward drops the cache. NULL if embed_dim <= 0, num_heads <= 0, embed_dim % num_heads != 0, dropout
- outside [0, 1], or out-of-memory.
+ out_proj and gives dx = dquery (+ dkey + dvalue when query is that activation too: self
+ attention), masks and dropout of that forward included. Any other forward drops the cache.
+ NULL if embed_dim <= 0, num_heads <= 0, embed_dim % num_heads != 0, dropout outside [0, 1],
+ or out-of-memory.
 */
 SDICT_API sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t num_heads,
                                                       double dropout, bool bias,
@@ -518,10 +524,12 @@ SDICT_API sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t
  @param attn_output  receives float32 in query's layout (allocated; free with sdict_act_free).
  @param attn_weights may be NULL; with args->need_weights receives [N, L, S] averaged over
                      heads, or [N, num_heads, L, S] (without N unbatched); zeroed otherwise.
+ In training mode with dropout p > 0 the probabilities are dropped (kept ones scaled by
+ 1/(1-p)) and attn_weights are the dropped ones, as torch returns them.
  @return SDICT_OK; SDICT_E_SHAPE (a dtype other than float32, a rank other than 2 or 3,
          an embedding size other than E, key/value or mask shapes that do not fit);
-         SDICT_E_INVALID_ARG (not a MultiheadAttention module; training mode with dropout);
-         SDICT_E_NOMEM. Outputs are zeroed on failure.
+         SDICT_E_INVALID_ARG (not a MultiheadAttention module); SDICT_E_NOMEM. Outputs are
+         zeroed on failure.
 */
 SDICT_API sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act *query,
                                                          const sdict_act *key,
@@ -530,6 +538,25 @@ SDICT_API sdict_status sdict_multihead_attention_forward(sdict_module *m, const 
                                                          sdict_act *attn_output,
                                                          sdict_act *attn_weights,
                                                          sdict_error *err);
+
+/**
+ Backward of the last training-mode sdict_multihead_attention_forward whose key and value were
+ one activation (torch's autograd through F.multi_head_attention_forward): accumulates the
+ gradients of in_proj_weight, in_proj_bias, out_proj.weight and out_proj.bias.
+ @param dy          float32 gradient of attn_output, attn_output's shape.
+ @param dquery      may be NULL; receives the gradient of query (query's shape; allocated, free
+                    with sdict_act_free). For self-attention (query, key and value one activation)
+                    it is dquery + dkey + dvalue.
+ @param dkey_value  may be NULL; receives dkey + dvalue (key's shape) for cross-attention; stays
+                    zeroed for self-attention.
+ @return SDICT_OK; SDICT_E_INVALID_ARG (not a MultiheadAttention module, or no cached
+         training-mode forward with key == value); SDICT_E_SHAPE (dy not float32 of the output's
+         shape); SDICT_E_NOMEM. Outputs are zeroed on failure.
+*/
+SDICT_API sdict_status sdict_multihead_attention_backward(sdict_module *m, const sdict_act *dy,
+                                                          sdict_act *dquery,
+                                                          sdict_act *dkey_value,
+                                                          sdict_error *err);
 
 /** Arguments of nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (torch's names). */
 typedef struct sdict_transformer_layer_config {
@@ -545,18 +572,26 @@ typedef struct sdict_transformer_layer_config {
  nn.TransformerEncoderLayer(**cfg): children self_attn (MultiheadAttention), linear1
  (d_model -> dim_feedforward), dropout, linear2, norm1, norm2 (LayerNorm(d_model, eps)),
  dropout1, dropout2: the state_dict keys of torch. sdict_module_forward runs it without masks.
+ After a training-mode forward, sdict_module_backward gives the gradient of src and accumulates
+ every parameter's (self_attn.in_proj_weight, linear1.weight, norm1.weight, ...), through the
+ dropout masks and masks of that forward. Each dropout site has its own generator (reseed with
+ sdict_dropout_seed on the child: self_attn, dropout, dropout1, dropout2).
  NULL on invalid sizes (as sdict_multihead_attention_new; dim_feedforward <= 0) or out-of-memory.
 */
 SDICT_API sdict_module *sdict_transformer_encoder_layer_new(
     const sdict_transformer_layer_config *cfg);
 /**
- Eval forward of TransformerEncoderLayer(src, src_mask, src_key_padding_mask, is_causal):
+ Forward of TransformerEncoderLayer(src, src_mask, src_key_padding_mask, is_causal):
  norm_first: x + sa(norm1(x)), then x + ff(norm2(x)); else norm1(x + sa(x)), then
- norm2(x + ff(x)); ff = linear2(activation(linear1(x))). src float32 in the layer's layout
- ([L, N, E], [N, L, E] with batch_first, or [L, E]); args (may be NULL) carries src_mask as
- attn_mask, src_key_padding_mask and is_causal (need_weights is ignored). *y gets src's shape.
+ norm2(x + ff(x)); ff = linear2(activation(linear1(x))); training mode applies dropout1
+ to sa's output, dropout to the activation's, dropout2 to ff's, as torch. src float32 in the
+ layer's layout ([L, N, E], [N, L, E] with batch_first, or [L, E]); args (may be NULL)
+ carries src_mask as attn_mask, src_key_padding_mask and is_causal (need_weights is ignored).
+ *y gets src's shape.
  Masked padding positions are computed like the others (torch's math path; its nested-tensor
- fast path in TransformerEncoder may give zeros there instead).
+ fast path in TransformerEncoder may give zeros there instead). A training-mode forward keeps
+ what backward needs (its children's caches, linear1's output, src's shape); any forward drops
+ the previous one's.
  Errors: those of sdict_multihead_attention_forward; SDICT_E_INVALID_ARG for another module.
 */
 SDICT_API sdict_status sdict_transformer_encoder_layer_forward(sdict_module *m,
@@ -566,16 +601,21 @@ SDICT_API sdict_status sdict_transformer_encoder_layer_forward(sdict_module *m,
 /**
  nn.TransformerDecoderLayer(**cfg): children self_attn, multihead_attn (both
  MultiheadAttention), linear1, dropout, linear2, norm1, norm2, norm3, dropout1, dropout2,
- dropout3, as torch. NULL as sdict_transformer_encoder_layer_new.
+ dropout3, as torch. NULL as sdict_transformer_encoder_layer_new. sdict_module_forward is
+ refused (it needs memory); sdict_module_backward after a training-mode
+ sdict_transformer_decoder_layer_forward gives the gradient of tgt (see
+ sdict_transformer_decoder_layer_backward for memory's).
 */
 SDICT_API sdict_module *sdict_transformer_decoder_layer_new(
     const sdict_transformer_layer_config *cfg);
 /**
- Eval forward of TransformerDecoderLayer(tgt, memory, tgt_mask, memory_mask,
+ Forward of TransformerDecoderLayer(tgt, memory, tgt_mask, memory_mask,
  tgt_key_padding_mask, memory_key_padding_mask, tgt_is_causal, memory_is_causal): with
  norm_first x + sa(norm1(x)), x + mha(norm2(x), memory), x + ff(norm3(x)); else the norms
  after each residual. tgt [T, N, E] and memory [S, N, E] in the layer's layout; tgt_args (self
- attention) and memory_args (cross attention) may be NULL. *y gets tgt's shape.
+ attention) and memory_args (cross attention) may be NULL. *y gets tgt's shape. Training mode
+ applies dropout1, dropout2, dropout (in ff) and dropout3 at torch's positions and keeps what
+ backward needs.
  Errors: those of sdict_multihead_attention_forward; SDICT_E_INVALID_ARG for another module.
 */
 SDICT_API sdict_status sdict_transformer_decoder_layer_forward(sdict_module *m,
@@ -584,6 +624,21 @@ SDICT_API sdict_status sdict_transformer_decoder_layer_forward(sdict_module *m,
                                                                const sdict_mha_args *tgt_args,
                                                                const sdict_mha_args *memory_args,
                                                                sdict_act *y, sdict_error *err);
+/**
+ Backward of the last training-mode sdict_transformer_decoder_layer_forward: accumulates every
+ parameter's gradient (self_attn.*, multihead_attn.*, linear1.*, linear2.*, norm1..3.*).
+ @param dy       float32 gradient of the output, tgt's shape.
+ @param dtgt     may be NULL; receives the gradient of tgt (allocated; free with sdict_act_free).
+ @param dmemory  may be NULL; receives the gradient of memory (memory's shape; allocated).
+ @return SDICT_OK; SDICT_E_INVALID_ARG (not a TransformerDecoderLayer, or no training-mode
+         forward cached); SDICT_E_SHAPE (dy's dtype or shape); SDICT_E_NOMEM. Outputs are
+         zeroed on failure.
+*/
+SDICT_API sdict_status sdict_transformer_decoder_layer_backward(sdict_module *m,
+                                                                const sdict_act *dy,
+                                                                sdict_act *dtgt,
+                                                                sdict_act *dmemory,
+                                                                sdict_error *err);
 
 /*==================================================================================================
  MARK: GPT-2 (Hugging Face transformers' GPT2LMHeadModel)

@@ -24,11 +24,6 @@ static sdict_status not_a(const char *fn, const char *what, sdict_error *err) {
     return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: the module is not a %s", fn, what);
 }
 
-static sdict_status train_refused(const sdict_module *m, sdict_error *err) {
-    return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: training-mode forward with dropout %g is "
-                         "not implemented: call eval() first", m->type_name, m->cfg.p);
-}
-
 /*==================================================================================================
  MARK: MultiheadAttention
 ==================================================================================================*/
@@ -141,7 +136,6 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     if (attn_weights) memset(attn_weights, 0, sizeof *attn_weights);
     if (!is_type(m, "MultiheadAttention") || !query || !key || !value || !attn_output)
         return not_a("sdict_multihead_attention_forward", "MultiheadAttention", err);
-    if (m->training && m->cfg.p > 0.0) return train_refused(m, err);
     static const sdict_mha_args none = {0};
     const sdict_mha_args *a = args ? args : &none;
     int64_t e = m->cfg.in_features, nh = m->cfg.attn.num_heads, hd = e / nh;
@@ -174,12 +168,20 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     project(xk, W + e * e, B ? B + e : NULL, K, n * s, e);
     project(xv, W + 2 * e * e, B ? B + 2 * e : NULL, V, n * s, e);
 
-    /* a training-mode self-attention keeps [xq | Q | K | V | P] for backward (cache[0]) */
-    bool keep = m->training && query == key && key == value;
+    /* torch drops attention probabilities (after softmax, before the product with v) in
+       training mode only */
+    double p = m->training ? m->cfg.p : 0.0;
+    float dscale = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
+    /* a training-mode forward whose key and value are one activation keeps
+       [xq | xkv (cross-attention only) | Q | K | V | P | dropout mask (p > 0)] (cache[0]) and
+       the sizes n, l, s, unbatched, self-attention, dropped (cache[1]) for backward */
+    bool keep = m->training && key == value, self = keep && query == key;
     for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
-    float *Pc = NULL;
+    float *Pc = NULL, *Dc = NULL;
     if (keep) {
-        int64_t cn = 4 * (int64_t)nq + n * nh * l * s, meta = 3;
+        int64_t np = n * nh * l * s;
+        int64_t cn = 2 * (int64_t)nq + (self ? 2 : 3) * (int64_t)nk + np + (p > 0.0 ? np : 0);
+        int64_t meta = 6;
         if ((st = sdict_act_init(&m->cache[0], SDICT_FLOAT32, 1, &cn, err)) != SDICT_OK ||
             (st = sdict_act_init(&m->cache[1], SDICT_INT64, 1, &meta, err)) != SDICT_OK) {
             sdict_act_free(&m->cache[0]);
@@ -188,14 +190,23 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
         }
         float *c = m->cache[0].data;
         memcpy(c, xq, sizeof(float) * nq);
-        memcpy(c + nq, Q, sizeof(float) * nq);
-        memcpy(c + 2 * nq, K, sizeof(float) * nq);
-        memcpy(c + 3 * nq, V, sizeof(float) * nq);
-        Pc = c + 4 * nq;
+        c += nq;
+        if (!self) {
+            memcpy(c, xk, sizeof(float) * nk);
+            c += nk;
+        }
+        memcpy(c, Q, sizeof(float) * nq);
+        memcpy(c + nq, K, sizeof(float) * nk);
+        memcpy(c + nq + nk, V, sizeof(float) * nk);
+        Pc = c + nq + 2 * nk;
+        if (p > 0.0) Dc = Pc + np;
         int64_t *mt = m->cache[1].data;
         mt[0] = n;
         mt[1] = l;
-        mt[2] = q.unbatched;
+        mt[2] = s;
+        mt[3] = q.unbatched;
+        mt[4] = self;
+        mt[5] = p > 0.0;
     }
     bool want_w = a->need_weights && attn_weights;
     if (want_w) {
@@ -221,6 +232,14 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
             apply_masks(a, sc, b, h, nh, l, s);
             for (int64_t i = 0; i < l; i++) sdict_nn__softmax_row(sc + i * s, s);
             if (Pc) memcpy(Pc + (b * nh + h) * l * s, sc, sizeof(float) * (size_t)(l * s));
+            if (p > 0.0) {
+                float *D = Dc ? Dc + (b * nh + h) * l * s : NULL;
+                for (int64_t i = 0; i < l * s; i++) {
+                    float keep_k = sdict_nn__rng_uniform(&m->rng) < p ? 0.0f : dscale;
+                    if (D) D[i] = keep_k;
+                    sc[i] *= keep_k;
+                }
+            }
             if (want_w) {
                 float *w = (float *)attn_weights->data;
                 if (a->average_attn_weights) {
@@ -266,17 +285,38 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     return st;
 }
 
-/* Backward of the last training-mode self-attention forward: dx = dquery + dkey + dvalue
-   (query, key and value are the same tensor); parameter gradients are accumulated. */
-static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
-                                 sdict_error *err) {
-    if (!m->cache[0].data || !m->cache[1].data)
+/* a float32 act of shape [n, l, e] in the module's layout ([l, e] unbatched) from batch-major
+   rows src [n * l, e] */
+static sdict_status seq_out(sdict_act *out, const float *src, int64_t n, int64_t l, int64_t e,
+                            bool bf, bool unb, sdict_error *err) {
+    int64_t os[3] = {bf ? n : l, bf ? l : n, e};
+    if (unb) {
+        os[0] = l;
+        os[1] = e;
+    }
+    sdict_status st = sdict_act_init(out, SDICT_FLOAT32, unb ? 2 : 3, os, err);
+    if (st != SDICT_OK) return st;
+    if (bf || unb) memcpy(out->data, src, sizeof(float) * (size_t)(n * l * e));
+    else to_seq_major(src, out->data, n, l, e);
+    return SDICT_OK;
+}
+
+sdict_status sdict_multihead_attention_backward(sdict_module *m, const sdict_act *dy,
+                                                sdict_act *dquery, sdict_act *dkey_value,
+                                                sdict_error *err) {
+    if (dquery) memset(dquery, 0, sizeof *dquery);
+    if (dkey_value) memset(dkey_value, 0, sizeof *dkey_value);
+    if (!is_type(m, "MultiheadAttention") || !dy)
+        return not_a("sdict_multihead_attention_backward", "MultiheadAttention", err);
+    if (!m->cache[0].data || !m->cache[1].data || m->cache[1].shape[0] != 6)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "MultiheadAttention: backward needs a "
-                             "training-mode self-attention forward first (no cached input)");
+                             "training-mode forward whose key and value are one activation "
+                             "first (no cached input)");
     const int64_t *mt = m->cache[1].data;
-    int64_t n = mt[0], l = mt[1], s = l, e = m->cfg.in_features, nh = m->cfg.attn.num_heads;
-    int64_t hd = e / nh, rows = n * l;
-    bool unb = mt[2] != 0, bf = m->cfg.attn.batch_first, bm = bf || unb;
+    int64_t n = mt[0], l = mt[1], s = mt[2], e = m->cfg.in_features, nh = m->cfg.attn.num_heads;
+    int64_t hd = e / nh;
+    bool unb = mt[3] != 0, self = mt[4] != 0, dropped = mt[5] != 0;
+    bool bf = m->cfg.attn.batch_first, bm = bf || unb;
     int64_t os[3] = {bf ? n : l, bf ? l : n, e};
     if (unb) {
         os[0] = l;
@@ -287,15 +327,16 @@ static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act
         memcmp(dy->shape, os, sizeof(int64_t) * (size_t)ond) != 0)
         return sdict_nn__err(err, SDICT_E_SHAPE, "MultiheadAttention: output gradient does not "
                              "match the forward output's shape");
-    size_t nq = (size_t)(rows * e);
-    const float *c = m->cache[0].data, *X = c, *Q = c + nq, *K = c + 2 * nq, *V = c + 3 * nq,
-                *P = c + 4 * nq;
-    float *buf = calloc(5 * nq + (size_t)(l * s), sizeof(float));
+    size_t nq = (size_t)(n * l * e), nk = (size_t)(n * s * e), np = (size_t)(n * nh * l * s);
+    const float *c = m->cache[0].data, *Xq = c, *Xkv = self ? c : c + nq;
+    const float *Q = Xq + nq + (self ? 0 : nk), *K = Q + nq, *V = K + nk, *P = V + nk;
+    const float *D = dropped ? P + np : NULL;
+    float *buf = calloc(3 * nq + 4 * nk + 2 * (size_t)(l * s), sizeof(float));
     if (!buf) return sdict_nn__err(err, SDICT_E_NOMEM, "MultiheadAttention: out of memory");
-    float *dYb = buf, *dQ = dYb + nq, *dK = dQ + nq, *dV = dK + nq, *dXb = dV + nq,
-          *dP = dXb + nq;
+    float *dYb = buf, *dQ = dYb + nq, *dXq = dQ + nq, *dK = dXq + nq, *dV = dK + nk,
+          *dXkv = dV + nk, *dP = dXkv + nk, *Pd = dP + l * s;
     relayout(dy->data, dYb, n, l, e, bm);
-    sdict_act dya = {.dtype = SDICT_FLOAT32, .ndim = 2, .shape = {rows, e}, .data = dYb};
+    sdict_act dya = {.dtype = SDICT_FLOAT32, .ndim = 2, .shape = {n * l, e}, .data = dYb};
     sdict_act dO = {0};
     sdict_status st = sdict_module_backward(sdict_module_child(m, "out_proj"), &dya, &dO, err);
     if (st != SDICT_OK) {
@@ -304,15 +345,24 @@ static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act
     }
     const float *DO = dO.data;
     float scale = (float)(1.0 / sqrt((double)hd));
-    for (int64_t b = 0; b < n && l > 0; b++)
+    for (int64_t b = 0; b < n && l > 0 && s > 0; b++)
         for (int64_t h = 0; h < nh; h++) {
-            const float *Pb = P + (b * nh + h) * l * s;
-            int64_t off = b * l * e + h * hd;
-            /* dV_h = P^T dO_h; dP = dO_h V_h^T */
+            const float *Pb = P + (b * nh + h) * l * s, *A = Pb;
+            int64_t qo = b * l * e + h * hd, ko = b * s * e + h * hd;
+            if (D) { /* the product used the dropped probabilities P * mask */
+                const float *Db = D + (b * nh + h) * l * s;
+                for (int64_t i = 0; i < l * s; i++) Pd[i] = Pb[i] * Db[i];
+                A = Pd;
+            }
+            /* dV_h = A^T dO_h; dA = dO_h V_h^T, dP = dA * mask */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, 1.0f,
-                        Pb, (int)s, DO + off, (int)e, 0.0f, dV + off, (int)e);
+                        A, (int)s, DO + qo, (int)e, 0.0f, dV + ko, (int)e);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, 1.0f,
-                        DO + off, (int)e, V + off, (int)e, 0.0f, dP, (int)s);
+                        DO + qo, (int)e, V + ko, (int)e, 0.0f, dP, (int)s);
+            if (D) {
+                const float *Db = D + (b * nh + h) * l * s;
+                for (int64_t i = 0; i < l * s; i++) dP[i] *= Db[i];
+            }
             for (int64_t i = 0; i < l; i++) { /* softmax backward: P (dP - sum(dP P)) */
                 double dot = 0.0;
                 for (int64_t j = 0; j < s; j++) dot += (double)dP[i * s + j] * Pb[i * s + j];
@@ -321,34 +371,44 @@ static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act
             }
             /* scores = scale Q_h K_h^T */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, scale,
-                        dP, (int)s, K + off, (int)e, 0.0f, dQ + off, (int)e);
+                        dP, (int)s, K + ko, (int)e, 0.0f, dQ + qo, (int)e);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, scale,
-                        dP, (int)s, Q + off, (int)e, 0.0f, dK + off, (int)e);
+                        dP, (int)s, Q + qo, (int)e, 0.0f, dK + ko, (int)e);
         }
     sdict_act_free(&dO);
     const float *W = pf32(&m->params[0].value);
     float *dW = pf32(&m->params[0].grad);
     float *dB = m->cfg.has_bias ? pf32(&m->params[1].grad) : NULL;
-    const float *dZ[3] = {dQ, dK, dV};
-    for (int j = 0; j < 3 && rows > 0; j++) {
+    const float *dZ[3] = {dQ, dK, dV}, *Xin[3] = {Xq, Xkv, Xkv};
+    int64_t rows[3] = {n * l, n * s, n * s};
+    float *dXo[3] = {dXq, dXkv, dXkv};
+    for (int j = 0; j < 3; j++) {
+        if (rows[j] == 0) continue;
         /* Z = X W_j^T + b_j: dW_j += dZ^T X, db_j += sum of dZ's rows, dX += dZ W_j */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)e, (int)e, (int)rows, 1.0f,
-                    dZ[j], (int)e, X, (int)e, 1.0f, dW + j * e * e, (int)e);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)e, (int)e, (int)rows[j], 1.0f,
+                    dZ[j], (int)e, Xin[j], (int)e, 1.0f, dW + j * e * e, (int)e);
         if (dB)
-            for (int64_t r = 0; r < rows; r++)
+            for (int64_t r = 0; r < rows[j]; r++)
                 for (int64_t o = 0; o < e; o++) dB[j * e + o] += dZ[j][r * e + o];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)e, (int)e, 1.0f,
-                    dZ[j], (int)e, W + j * e * e, (int)e, 1.0f, dXb, (int)e);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows[j], (int)e, (int)e,
+                    1.0f, dZ[j], (int)e, W + j * e * e, (int)e, 1.0f, dXo[j], (int)e);
     }
-    if (dx) {
-        int64_t xs[3] = {os[0], os[1], os[2]};
-        if ((st = sdict_act_init(dx, SDICT_FLOAT32, ond, xs, err)) == SDICT_OK) {
-            if (bm) memcpy(dx->data, dXb, sizeof(float) * nq);
-            else to_seq_major(dXb, dx->data, n, l, e);
-        }
+    if (self)
+        for (size_t i = 0; i < nq; i++) dXq[i] += dXkv[i];
+    if (dquery) st = seq_out(dquery, dXq, n, l, e, bf, unb, err);
+    if (st == SDICT_OK && dkey_value && !self)
+        st = seq_out(dkey_value, dXkv, n, s, e, bf, unb, err);
+    if (st != SDICT_OK) {
+        if (dquery) sdict_act_free(dquery);
+        if (dkey_value) sdict_act_free(dkey_value);
     }
     free(buf);
     return st;
+}
+
+static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                 sdict_error *err) {
+    return sdict_multihead_attention_backward(m, dy, dx, NULL, err);
 }
 
 static sdict_status mha_module_forward(sdict_module *m, const sdict_act *x, sdict_act *y,
@@ -364,6 +424,7 @@ sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t num_heads
     sdict_module *m = sdict_module_new("MultiheadAttention", mha_module_forward, NULL);
     if (!m) return NULL;
     m->backward = mha_backward;
+    m->rng = 0xA77D80ULL; /* attention-weight dropout generator (sdict_dropout_seed reseeds) */
     m->cfg.in_features = embed_dim;
     m->cfg.out_features = embed_dim;
     m->cfg.has_bias = bias;
@@ -403,6 +464,11 @@ sdict_module *sdict_multihead_attention_new(int64_t embed_dim, int64_t num_heads
 /*==================================================================================================
  MARK: TransformerEncoderLayer, TransformerDecoderLayer
 ==================================================================================================*/
+
+static sdict_status encoder_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                     sdict_error *err);
+static sdict_status decoder_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                     sdict_error *err);
 
 static bool layer_cfg_ok(const sdict_transformer_layer_config *c) {
     return c && c->d_model > 0 && c->nhead > 0 && c->d_model % c->nhead == 0 &&
@@ -456,6 +522,14 @@ static sdict_module *layer_new(const sdict_transformer_layer_config *c, bool dec
         sdict_module_free(m);
         return NULL;
     }
+    m->backward = decoder ? decoder_backward : encoder_backward;
+    /* one generator per dropout site, so that same-shaped sites draw different masks */
+    static const char *const sites[] = {"self_attn", "multihead_attn", "dropout", "dropout1",
+                                        "dropout2", "dropout3"};
+    for (size_t i = 0; i < sizeof sites / sizeof sites[0]; i++) {
+        sdict_module *ch = sdict_module_child(m, sites[i]);
+        if (ch) sdict_dropout_seed(ch, 0xD80F0A7ULL + 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1));
+    }
     return m;
 }
 
@@ -464,10 +538,21 @@ static sdict_status run(sdict_module *m, const char *child, const sdict_act *x, 
     return sdict_module_forward(sdict_module_child(m, child), x, y, err);
 }
 
-/* x += attention(norm?(x), mem) or x = norm(x + attention(x, mem)); mem NULL: self-attention. */
+/* *x = child(*x) (a Dropout child) in training mode; eval leaves *x as it is. */
+static sdict_status drop(sdict_module *m, const char *child, sdict_act *x, sdict_error *err) {
+    if (!m->training) return SDICT_OK;
+    sdict_act y = {0};
+    sdict_status st = run(m, child, x, &y, err);
+    sdict_act_free(x);
+    *x = y;
+    return st;
+}
+
+/* x += dropK(attention(norm(x), mem)) (norm_first) or x = norm(x + dropK(attention(x, mem)));
+   mem NULL: self-attention. */
 static sdict_status attn_block(sdict_module *m, sdict_act *x, const char *attn, const char *norm,
-                               const sdict_act *mem, const sdict_mha_args *args,
-                               sdict_error *err) {
+                               const char *dropout, const sdict_act *mem,
+                               const sdict_mha_args *args, sdict_error *err) {
     sdict_mha_args a = args ? *args : (sdict_mha_args){0};
     a.need_weights = false;
     sdict_act h = {0}, o = {0};
@@ -476,11 +561,13 @@ static sdict_status attn_block(sdict_module *m, sdict_act *x, const char *attn, 
     if (m->cfg.attn.norm_first) {
         if ((st = run(m, norm, x, &h, err)) == SDICT_OK &&
             (st = sdict_multihead_attention_forward(mha, &h, mem ? mem : &h, mem ? mem : &h, &a,
-                                                    &o, NULL, err)) == SDICT_OK)
+                                                    &o, NULL, err)) == SDICT_OK &&
+            (st = drop(m, dropout, &o, err)) == SDICT_OK)
             st = sdict_act_add_(x, &o, err);
     } else {
         if ((st = sdict_multihead_attention_forward(mha, x, mem ? mem : x, mem ? mem : x, &a, &o,
                                                     NULL, err)) == SDICT_OK &&
+            (st = drop(m, dropout, &o, err)) == SDICT_OK &&
             (st = sdict_act_add_(&o, x, err)) == SDICT_OK &&
             (st = run(m, norm, &o, &h, err)) == SDICT_OK) {
             sdict_act_free(x);
@@ -493,18 +580,24 @@ static sdict_status attn_block(sdict_module *m, sdict_act *x, const char *attn, 
     return st;
 }
 
-static sdict_status ff_block(sdict_module *m, sdict_act *x, const char *norm, sdict_error *err) {
+/* x += dropK(linear2(dropout(act(linear1(norm(x)))))) or the post-norm form. Training mode
+   keeps linear1's output (the activation's input) in the layer's cache[0]. */
+static sdict_status ff_block(sdict_module *m, sdict_act *x, const char *norm, const char *dropout,
+                             sdict_error *err) {
     sdict_act h = {0}, u = {0}, o = {0};
     sdict_status st = SDICT_OK;
     bool nf = m->cfg.attn.norm_first;
     if (nf) st = run(m, norm, x, &h, err);
-    if (st == SDICT_OK && (st = run(m, "linear1", nf ? &h : x, &u, err)) == SDICT_OK) {
+    if (st == SDICT_OK && (st = run(m, "linear1", nf ? &h : x, &u, err)) == SDICT_OK &&
+        (!m->training || (st = sdict_act_copy(&m->cache[0], &u, err)) == SDICT_OK)) {
         float *U = u.data;
         int64_t cnt = sdict_act_numel(&u);
         if (m->cfg.attn.gelu) sdict_nn__gelu(U, cnt, false);
         else
             for (int64_t i = 0; i < cnt; i++) U[i] = U[i] > 0.0f ? U[i] : 0.0f;
-        st = run(m, "linear2", &u, &o, err);
+        if ((st = drop(m, "dropout", &u, err)) == SDICT_OK &&
+            (st = run(m, "linear2", &u, &o, err)) == SDICT_OK)
+            st = drop(m, dropout, &o, err);
     }
     if (st == SDICT_OK) {
         if (nf) {
@@ -524,20 +617,38 @@ static sdict_status ff_block(sdict_module *m, sdict_act *x, const char *norm, sd
     return st;
 }
 
+/* Drops the layer's own cache; a training-mode forward then keeps the input's shape in
+   cache[1] (a successful forward's mark for backward) and linear1's output in cache[0]. */
+static void layer_uncache(sdict_module *m) {
+    for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
+}
+
+static sdict_status layer_mark(sdict_module *m, const sdict_act *x, sdict_error *err) {
+    if (!m->training) return SDICT_OK;
+    int64_t ns = x->ndim;
+    sdict_status st = sdict_act_init(&m->cache[1], SDICT_INT64, 1, &ns, err);
+    if (st == SDICT_OK) memcpy(m->cache[1].data, x->shape, sizeof(int64_t) * (size_t)ns);
+    return st;
+}
+
 sdict_status sdict_transformer_encoder_layer_forward(sdict_module *m, const sdict_act *src,
                                                      const sdict_mha_args *args, sdict_act *y,
                                                      sdict_error *err) {
     if (y) memset(y, 0, sizeof *y);
     if (!is_type(m, "TransformerEncoderLayer") || !src || !y)
         return not_a("sdict_transformer_encoder_layer_forward", "TransformerEncoderLayer", err);
-    if (m->training && m->cfg.p > 0.0) return train_refused(m, err);
+    layer_uncache(m);
     if (src->dtype != SDICT_FLOAT32)
         return sdict_nn__err(err, SDICT_E_SHAPE, "TransformerEncoderLayer: src must be float32");
     sdict_status st = sdict_act_copy(y, src, err);
     if (st == SDICT_OK &&
-        (st = attn_block(m, y, "self_attn", "norm1", NULL, args, err)) == SDICT_OK)
-        st = ff_block(m, y, "norm2", err);
-    if (st != SDICT_OK) sdict_act_free(y);
+        (st = attn_block(m, y, "self_attn", "norm1", "dropout1", NULL, args, err)) == SDICT_OK &&
+        (st = ff_block(m, y, "norm2", "dropout2", err)) == SDICT_OK)
+        st = layer_mark(m, src, err);
+    if (st != SDICT_OK) {
+        sdict_act_free(y);
+        layer_uncache(m);
+    }
     return st;
 }
 
@@ -549,15 +660,128 @@ sdict_status sdict_transformer_decoder_layer_forward(sdict_module *m, const sdic
     if (y) memset(y, 0, sizeof *y);
     if (!is_type(m, "TransformerDecoderLayer") || !tgt || !memory || !y)
         return not_a("sdict_transformer_decoder_layer_forward", "TransformerDecoderLayer", err);
-    if (m->training && m->cfg.p > 0.0) return train_refused(m, err);
+    layer_uncache(m);
     if (tgt->dtype != SDICT_FLOAT32)
         return sdict_nn__err(err, SDICT_E_SHAPE, "TransformerDecoderLayer: tgt must be float32");
     sdict_status st = sdict_act_copy(y, tgt, err);
     if (st == SDICT_OK &&
-        (st = attn_block(m, y, "self_attn", "norm1", NULL, tgt_args, err)) == SDICT_OK &&
-        (st = attn_block(m, y, "multihead_attn", "norm2", memory, memory_args, err)) == SDICT_OK)
-        st = ff_block(m, y, "norm3", err);
-    if (st != SDICT_OK) sdict_act_free(y);
+        (st = attn_block(m, y, "self_attn", "norm1", "dropout1", NULL, tgt_args, err)) ==
+            SDICT_OK &&
+        (st = attn_block(m, y, "multihead_attn", "norm2", "dropout2", memory, memory_args,
+                         err)) == SDICT_OK &&
+        (st = ff_block(m, y, "norm3", "dropout3", err)) == SDICT_OK)
+        st = layer_mark(m, tgt, err);
+    if (st != SDICT_OK) {
+        sdict_act_free(y);
+        layer_uncache(m);
+    }
+    return st;
+}
+
+/* *g = child's backward of *g (NULL child name: *g unchanged). */
+static sdict_status back(sdict_module *m, const char *child, sdict_act *g, sdict_error *err) {
+    sdict_act d = {0};
+    sdict_status st = sdict_module_backward(sdict_module_child(m, child), g, &d, err);
+    sdict_act_free(g);
+    *g = d;
+    return st;
+}
+
+/* Backward of one residual block: *g holds the gradient of the block's output and receives
+   that of its input. attn NULL: the feed-forward block (dropout_out after linear2); else the
+   attention block, whose key/value gradient is added to *dmem (cross-attention) when mem. */
+static sdict_status block_backward(sdict_module *m, sdict_act *g, const char *norm,
+                                   const char *attn, bool mem, const char *dropout_out,
+                                   sdict_act *dmem, sdict_error *err) {
+    bool nf = m->cfg.attn.norm_first;
+    sdict_act t = {0};
+    sdict_status st = SDICT_OK;
+    if (!nf && (st = back(m, norm, g, err)) != SDICT_OK) return st;
+    if ((st = sdict_act_copy(&t, g, err)) != SDICT_OK) return st;
+    if ((st = back(m, dropout_out, &t, err)) != SDICT_OK) goto done;
+    if (attn) {
+        sdict_act dq = {0}, dkv = {0};
+        st = sdict_multihead_attention_backward(sdict_module_child(m, attn), &t, &dq,
+                                                mem ? &dkv : NULL, err);
+        sdict_act_free(&t);
+        t = dq;
+        if (st == SDICT_OK && mem)
+            st = dmem->data ? sdict_act_add_(dmem, &dkv, err) : sdict_act_copy(dmem, &dkv, err);
+        sdict_act_free(&dkv);
+        if (st != SDICT_OK) goto done;
+    } else {
+        if ((st = back(m, "linear2", &t, err)) != SDICT_OK ||
+            (st = back(m, "dropout", &t, err)) != SDICT_OK)
+            goto done;
+        const sdict_act *u = &m->cache[0];
+        if (sdict_act_numel(u) != sdict_act_numel(&t)) {
+            st = sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: backward needs a training-mode "
+                               "forward first (no cached input)", m->type_name);
+            goto done;
+        }
+        float *T = t.data;
+        const float *U = u->data;
+        for (int64_t i = 0; i < sdict_act_numel(&t); i++)
+            T[i] = m->cfg.attn.gelu ? (float)(T[i] * sdict_nn__gelu_grad(U[i], false))
+                                    : (U[i] > 0.0f ? T[i] : 0.0f);
+        if ((st = back(m, "linear1", &t, err)) != SDICT_OK) goto done;
+    }
+    if (nf && (st = back(m, norm, &t, err)) != SDICT_OK) goto done;
+    st = sdict_act_add_(g, &t, err);
+done:
+    sdict_act_free(&t);
+    return st;
+}
+
+static sdict_status layer_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                   sdict_act *dmem, sdict_error *err) {
+    bool dec = is_type(m, "TransformerDecoderLayer");
+    const sdict_act *mark = &m->cache[1];
+    if (!m->training || !mark->data || !m->cache[0].data)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "%s: backward needs a training-mode "
+                             "forward first (no cached input)", m->type_name);
+    if (dy->dtype != SDICT_FLOAT32 || dy->ndim != mark->shape[0] ||
+        memcmp(dy->shape, mark->data, sizeof(int64_t) * (size_t)dy->ndim) != 0)
+        return sdict_nn__err(err, SDICT_E_SHAPE, "%s: output gradient does not match the "
+                             "forward output's shape", m->type_name);
+    sdict_act g = {0};
+    sdict_status st = sdict_act_copy(&g, dy, err);
+    if (st == SDICT_OK)
+        st = block_backward(m, &g, dec ? "norm3" : "norm2", NULL, false,
+                            dec ? "dropout3" : "dropout2", NULL, err);
+    if (st == SDICT_OK && dec)
+        st = block_backward(m, &g, "norm2", "multihead_attn", true, "dropout2", dmem, err);
+    if (st == SDICT_OK)
+        st = block_backward(m, &g, "norm1", "self_attn", false, "dropout1", NULL, err);
+    if (st == SDICT_OK && dx) *dx = g;
+    else sdict_act_free(&g);
+    return st;
+}
+
+static sdict_status encoder_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                     sdict_error *err) {
+    return layer_backward(m, dy, dx, NULL, err);
+}
+
+static sdict_status decoder_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
+                                     sdict_error *err) {
+    sdict_act dmem = {0};
+    sdict_status st = layer_backward(m, dy, dx, &dmem, err);
+    sdict_act_free(&dmem);
+    return st;
+}
+
+sdict_status sdict_transformer_decoder_layer_backward(sdict_module *m, const sdict_act *dy,
+                                                      sdict_act *dtgt, sdict_act *dmemory,
+                                                      sdict_error *err) {
+    if (dtgt) memset(dtgt, 0, sizeof *dtgt);
+    if (dmemory) memset(dmemory, 0, sizeof *dmemory);
+    if (!is_type(m, "TransformerDecoderLayer") || !dy)
+        return not_a("sdict_transformer_decoder_layer_backward", "TransformerDecoderLayer", err);
+    sdict_act dmem = {0};
+    sdict_status st = layer_backward(m, dy, dtgt, &dmem, err);
+    if (st == SDICT_OK && dmemory) *dmemory = dmem;
+    else sdict_act_free(&dmem);
     return st;
 }
 

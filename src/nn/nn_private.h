@@ -35,6 +35,8 @@ void sdict_nn__layernorm_rows(const float *x, float *y, int64_t rows, int64_t n,
                               const float *b, double eps, float *xhat, float *rstd);
 void sdict_nn__gelu(float *x, int64_t n, bool tanh_approx);
 void sdict_nn__softmax_row(float *x, int64_t n);
+/* d gelu(v) / dv, exact (erf) or tanh, as the GELU module's backward uses it. */
+double sdict_nn__gelu_grad(double v, bool tanh_approx);
 
 /* transformer.c's backward rules, dispatched by sdict_module_backward (backward.c): LayerNorm,
    GELU, Softmax and LogSoftmax (one rule, by m->type), and Hugging Face's Conv1D. */

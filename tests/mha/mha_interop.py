@@ -6,7 +6,10 @@ state_dicts, run by statedict_nn (tests/mha/mha_run.c), against the torch runnin
 For each case: random weights (every parameter, LayerNorm's and the biases included), inputs
 and masks are saved; mha_run loads the state_dict strictly and writes the eval output (and the
 attention weights); the script requires max|c - torch| <= 1e-5 * max|torch| for each.
-Exit 77 when torch is missing."""
+Then both Transformer layers in training mode with dropout 0 (norm_first both ways, relu and
+gelu, with and without masks): the output, the gradients of the inputs (src, or tgt and memory)
+and of every parameter after one backward of dy must match torch's autograd within 1e-4 of the
+tensor's largest magnitude. Exit 77 when torch is missing."""
 import os
 import warnings
 import subprocess
@@ -180,6 +183,81 @@ for nf in (False, True):
                   {"tgt": tgt, "memory": mem, "tgt_mask": causal(L), "memory_mask": mm,
                    "tgt_key_padding_mask": kpm(N, L), "memory_key_padding_mask": kpm(N, S)})
         compare(name + "_masks", "output", got and got["out"], ref_m)
+
+
+# ---- Transformer layers in training mode, dropout 0: gradients of every parameter and of the
+# inputs after one backward of torch's autograd, within GRAD_TOL relative (max over the tensor)
+GRAD_TOL = 1e-4
+
+
+def run_train(name, spec, module, inputs, out_args):
+    """torch: out = module(**out_args) in training mode, out.backward(dy); C: the same."""
+    module.zero_grad()
+    for v in out_args.values():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.requires_grad:
+            v.grad = None
+    out = module(**out_args)
+    dy = torch.randn(out.shape)
+    out.backward(dy)
+    inputs = dict(inputs, dy=dy)
+    sd, inp, res = (os.path.join(OUT, name + s) for s in ("_sd.pt", "_in.pt", "_out.pt"))
+    torch.save(module.state_dict(), sd)
+    torch.save({k: v.detach() for k, v in inputs.items()}, inp)
+    r = subprocess.run([RUN, spec, sd, inp, res, "train"], capture_output=True, text=True)
+    if r.returncode != 0:
+        failures.append(f"{name}: mha_run train failed: {r.stderr.strip()}")
+        return
+    got = torch.load(res)
+    compare_tol(name, "output", got.get("out"), out.detach(), GRAD_TOL)
+    first = next(iter(out_args.values()))
+    compare_tol(name, "d_input", got.get("d_input"), first.grad, GRAD_TOL)
+    if "memory" in out_args:
+        compare_tol(name, "d_memory", got.get("d_memory"), out_args["memory"].grad, GRAD_TOL)
+    for k, p in module.named_parameters():
+        compare_tol(name, k, got.get("grad." + k), p.grad, GRAD_TOL)
+
+
+def compare_tol(name, what, got, ref, tol):
+    global checked, worst
+    checked += 1
+    if got is None or ref is None or tuple(got.shape) != tuple(ref.shape):
+        failures.append(f"{name} {what}: missing or shape differs from torch's")
+        return
+    err = (got - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    rel = err / scale if scale > 0 else err
+    worst = max(worst, rel)
+    if not rel <= tol:
+        failures.append(f"{name} {what}: max relative error {rel:.3e} > {tol}")
+
+
+worst = 0.0
+for nf in (False, True):
+    for bf, act in ((False, "relu"), (True, "gelu")):
+        kw = dict(layer_kwargs(bf, nf, act), dropout=0.0)
+        spec_tail = f"{E}:{H}:{FF}:{int(act == 'gelu')}:{kw['layer_norm_eps']}:{int(bf)}:{int(nf)}"
+        enc = randomize(nn.TransformerEncoderLayer(**kw)).train()
+        src = seq(N, L, bf).requires_grad_()
+        name = f"train_enc_nf{int(nf)}_bf{int(bf)}_{act}"
+        run_train(name, "enc:" + spec_tail + ":0", enc, {"src": src}, {"src": src})
+        src = seq(N, L, bf).requires_grad_()
+        sm = torch.randn(L, L)
+        run_train(name + "_masks", "enc:" + spec_tail + ":0", enc,
+                  {"src": src, "src_mask": sm, "src_key_padding_mask": kpm(N, L)},
+                  {"src": src, "src_mask": sm, "src_key_padding_mask": kpm(N, L)})
+
+        dec = randomize(nn.TransformerDecoderLayer(**kw)).train()
+        tgt, mem = seq(N, L, bf).requires_grad_(), seq(N, S, bf).requires_grad_()
+        name = f"train_dec_nf{int(nf)}_bf{int(bf)}_{act}"
+        run_train(name, "dec:" + spec_tail + ":0", dec, {"tgt": tgt, "memory": mem},
+                  {"tgt": tgt, "memory": mem})
+        tgt, mem = seq(N, L, bf).requires_grad_(), seq(N, S, bf).requires_grad_()
+        run_train(name + "_masks", "dec:" + spec_tail + ":0", dec,
+                  {"tgt": tgt, "memory": mem, "tgt_mask": causal(L),
+                   "tgt_key_padding_mask": kpm(N, L), "memory_key_padding_mask": kpm(N, S)},
+                  {"tgt": tgt, "memory": mem, "tgt_mask": causal(L),
+                   "tgt_key_padding_mask": kpm(N, L), "memory_key_padding_mask": kpm(N, S)})
+print(f"  training-mode outputs and gradients: worst max rel err {worst:.2e}")
 
 print(f"torch {torch.__version__}: {checked} comparisons, {len(failures)} failures")
 for f in failures:

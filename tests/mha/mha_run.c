@@ -2,7 +2,7 @@
  mha_run - runs statedict_nn's MultiheadAttention or Transformer layer on tensors from a file,
  for the interop test (tests/mha/mha_interop.py). Test helper, public API only.
 
-   mha_run SPEC SD.pt IN.pt OUT.pt
+   mha_run SPEC SD.pt IN.pt OUT.pt [train]
 
  SPEC: mha:E:H:BIAS:BATCH_FIRST:NEED_WEIGHTS:AVERAGE:IS_CAUSAL
        enc:D:H:FF:GELU:EPS:BATCH_FIRST:NORM_FIRST:IS_CAUSAL   (dec: the same for the decoder)
@@ -10,12 +10,36 @@
  value, attn_mask, key_padding_mask (mha); src, src_mask, src_key_padding_mask (enc); tgt,
  memory, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask (dec); masks are
  optional, bool or float. OUT.pt gets {"out": output, "weights": attention weights (mha)}.
+ With "train" (enc and dec only) the layer is built with dropout 0 and stays in training mode;
+ IN.pt also holds "dy", the output gradient, and OUT.pt also gets "d_input" (src or tgt),
+ "d_memory" (dec) and "grad.KEY" for every parameter KEY after one backward.
 */
 #include "statedict_nn.h"
+#include "statedict_optim.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+typedef struct grads {
+    sdict_doc *od;
+    sdict_value *root;
+    sdict_error *err;
+    bool ok;
+} grads;
+
+static void put_grad(void *ctx, const char *key, sdict_named_tensor *nt) {
+    grads *g = ctx;
+    char name[256];
+    sdict_act a = {0};
+    sdict_value *v = NULL;
+    snprintf(name, sizeof name, "grad.%s", key);
+    if (!g->ok || sdict_act_from_tensor(&nt->grad, &a, g->err) != SDICT_OK ||
+        sdict_act_to_value(&a, g->od, &v, g->err) != SDICT_OK ||
+        sdict_dict_set_str(g->root, name, v) != SDICT_OK)
+        g->ok = false;
+    sdict_act_free(&a);
+}
 
 static int fail(const char *what, const sdict_error *err) {
     char buf[1024];
@@ -38,8 +62,9 @@ static sdict_status get(const sdict_value *in, const char *key, sdict_act *a, bo
 #define NA 8
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: mha_run SPEC SD.pt IN.pt OUT.pt\n");
+    bool train = argc == 6 && strcmp(argv[5], "train") == 0;
+    if (argc != 5 && !train) {
+        fprintf(stderr, "usage: mha_run SPEC SD.pt IN.pt OUT.pt [train]\n");
         return 2;
     }
     char kind[8] = "";
@@ -57,7 +82,7 @@ int main(int argc, char **argv) {
                sscanf(argv[1] + 4, "%lld:%lld:%lld:%d:%lf:%d:%d:%d", &e, &h, &ff, &f[0], &eps,
                       &f[1], &f[2], &f[4]) == 8) {
         lc = (sdict_transformer_layer_config){.d_model = e, .nhead = h, .dim_feedforward = ff,
-                                              .dropout = 0.1, .gelu = f[0] != 0,
+                                              .dropout = train ? 0.0 : 0.1, .gelu = f[0] != 0,
                                               .layer_norm_eps = eps, .batch_first = f[1] != 0,
                                               .norm_first = f[2] != 0, .bias = true};
         m = kind[0] == 'e' ? sdict_transformer_encoder_layer_new(&lc)
@@ -70,7 +95,7 @@ int main(int argc, char **argv) {
     sdict_error err;
     memset(&err, 0, sizeof err);
     sdict_doc *sd = NULL, *ind = NULL, *od = NULL;
-    sdict_act x[NA], y = {0}, w = {0};
+    sdict_act x[NA], y = {0}, w = {0}, dy = {0}, dx = {0}, dmem = {0};
     bool isb[NA] = {false};
     memset(x, 0, sizeof x);
     int rc = 1;
@@ -79,7 +104,7 @@ int main(int argc, char **argv) {
         rc = fail(argv[2], &err);
         goto done;
     }
-    sdict_module_eval(m);
+    if (!train) sdict_module_eval(m);
     if (sdict_load(argv[3], NULL, &ind, &err) != SDICT_OK) {
         rc = fail(argv[3], &err);
         goto done;
@@ -120,13 +145,41 @@ int main(int argc, char **argv) {
         rc = fail("forward", &err);
         goto done;
     }
-    sdict_value *root = NULL, *vo = NULL, *vw = NULL;
+    if (train) {
+        if (which == 0 || get(sdict_doc_root(ind), "dy", &dy, NULL, &err) != SDICT_OK || !dy.data) {
+            fprintf(stderr, "mha_run: train needs enc or dec and a dy tensor\n");
+            goto done;
+        }
+        st = which == 1 ? sdict_module_backward(m, &dy, &dx, &err)
+                        : sdict_transformer_decoder_layer_backward(m, &dy, &dx, &dmem, &err);
+        if (st != SDICT_OK) {
+            rc = fail("backward", &err);
+            goto done;
+        }
+    }
+    sdict_value *root = NULL, *vo = NULL, *vw = NULL, *vd = NULL, *vm = NULL;
     if (sdict_doc_new(&od, &err) != SDICT_OK || !(root = sdict_dict_new(od, false)) ||
         sdict_act_to_value(&y, od, &vo, &err) != SDICT_OK ||
         sdict_dict_set_str(root, "out", vo) != SDICT_OK ||
         (w.data && (sdict_act_to_value(&w, od, &vw, &err) != SDICT_OK ||
                     sdict_dict_set_str(root, "weights", vw) != SDICT_OK)) ||
-        sdict_doc_set_root(od, root) != SDICT_OK || sdict_save(argv[4], root, NULL, &err) != SDICT_OK) {
+        (dx.data && (sdict_act_to_value(&dx, od, &vd, &err) != SDICT_OK ||
+                     sdict_dict_set_str(root, "d_input", vd) != SDICT_OK)) ||
+        (dmem.data && (sdict_act_to_value(&dmem, od, &vm, &err) != SDICT_OK ||
+                       sdict_dict_set_str(root, "d_memory", vm) != SDICT_OK))) {
+        rc = fail(argv[4], &err);
+        goto done;
+    }
+    if (train) {
+        grads g = {od, root, &err, true};
+        sdict_module_each_param(m, put_grad, &g);
+        if (!g.ok) {
+            rc = fail("gradients", &err);
+            goto done;
+        }
+    }
+    if (sdict_doc_set_root(od, root) != SDICT_OK ||
+        sdict_save(argv[4], root, NULL, &err) != SDICT_OK) {
         rc = fail(argv[4], &err);
         goto done;
     }
@@ -135,6 +188,9 @@ done:
     for (int i = 0; i < NA; i++) sdict_act_free(&x[i]);
     sdict_act_free(&y);
     sdict_act_free(&w);
+    sdict_act_free(&dy);
+    sdict_act_free(&dx);
+    sdict_act_free(&dmem);
     sdict_doc_free(sd);
     sdict_doc_free(ind);
     sdict_doc_free(od);
