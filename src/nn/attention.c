@@ -266,6 +266,35 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     return st;
 }
 
+void sdict_nn__sdpa_backward(const float *P, const float *M, const float *Q, const float *K,
+                             const float *V, int64_t ld, const float *dO, int64_t ldo, int64_t l,
+                             int64_t s, int64_t hd, float scale, float *dQ, float *dK, float *dV,
+                             float *scratch) {
+    float *dP = scratch, *PM = scratch + l * s;
+    const float *Pv = P; /* the weights that multiplied V: P, or P * M under dropout */
+    if (M) {
+        for (int64_t i = 0; i < l * s; i++) PM[i] = P[i] * M[i];
+        Pv = PM;
+    }
+    /* dV = Pv^T dO; dPv = dO V^T */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, 1.0f, Pv,
+                (int)s, dO, (int)ldo, 0.0f, dV, (int)ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, 1.0f, dO,
+                (int)ldo, V, (int)ld, 0.0f, dP, (int)s);
+    if (M)
+        for (int64_t i = 0; i < l * s; i++) dP[i] *= M[i];
+    for (int64_t i = 0; i < l; i++) { /* softmax backward: P (dP - sum(dP P)) */
+        double dot = 0.0;
+        for (int64_t j = 0; j < s; j++) dot += (double)dP[i * s + j] * P[i * s + j];
+        for (int64_t j = 0; j < s; j++) dP[i * s + j] = (float)(P[i * s + j] * (dP[i * s + j] - dot));
+    }
+    /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, scale, dP,
+                (int)s, K, (int)ld, 0.0f, dQ, (int)ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, scale, dP,
+                (int)s, Q, (int)ld, 0.0f, dK, (int)ld);
+}
+
 /* Backward of the last training-mode self-attention forward: dx = dquery + dkey + dvalue
    (query, key and value are the same tensor); parameter gradients are accumulated. */
 static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
@@ -306,24 +335,10 @@ static sdict_status mha_backward(sdict_module *m, const sdict_act *dy, sdict_act
     float scale = (float)(1.0 / sqrt((double)hd));
     for (int64_t b = 0; b < n && l > 0; b++)
         for (int64_t h = 0; h < nh; h++) {
-            const float *Pb = P + (b * nh + h) * l * s;
             int64_t off = b * l * e + h * hd;
-            /* dV_h = P^T dO_h; dP = dO_h V_h^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, 1.0f,
-                        Pb, (int)s, DO + off, (int)e, 0.0f, dV + off, (int)e);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, 1.0f,
-                        DO + off, (int)e, V + off, (int)e, 0.0f, dP, (int)s);
-            for (int64_t i = 0; i < l; i++) { /* softmax backward: P (dP - sum(dP P)) */
-                double dot = 0.0;
-                for (int64_t j = 0; j < s; j++) dot += (double)dP[i * s + j] * Pb[i * s + j];
-                for (int64_t j = 0; j < s; j++)
-                    dP[i * s + j] = (float)(Pb[i * s + j] * (dP[i * s + j] - dot));
-            }
-            /* scores = scale Q_h K_h^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, scale,
-                        dP, (int)s, K + off, (int)e, 0.0f, dQ + off, (int)e);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, scale,
-                        dP, (int)s, Q + off, (int)e, 0.0f, dK + off, (int)e);
+            sdict_nn__sdpa_backward(P + (b * nh + h) * l * s, NULL, Q + off, K + off, V + off,
+                                    e, DO + off, e, l, s, hd, scale, dQ + off, dK + off,
+                                    dV + off, dP);
         }
     sdict_act_free(&dO);
     const float *W = pf32(&m->params[0].value);

@@ -86,7 +86,7 @@ void sdict_nn__gelu(float *x, int64_t n, bool tanh_approx) {
     }
 }
 
-static double gelu_grad(double v, bool tanh_approx) {
+double sdict_nn__gelu_grad(double v, bool tanh_approx) {
     if (tanh_approx) {
         double u = GELU_K * (v + 0.044715 * v * v * v), t = tanh(u);
         return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * 0.044715 * v * v);
@@ -244,7 +244,7 @@ sdict_status sdict_nn__gelu_backward(sdict_module *m, const sdict_act *dy, sdict
     const float *X = x->data, *DY = dy->data;
     float *DX = dx->data;
     for (int64_t i = 0, n = sdict_act_numel(x); i < n; i++)
-        DX[i] = (float)(DY[i] * gelu_grad(X[i], m->cfg.gelu_tanh));
+        DX[i] = (float)(DY[i] * sdict_nn__gelu_grad(X[i], m->cfg.gelu_tanh));
     return SDICT_OK;
 }
 
