@@ -646,7 +646,10 @@ SDICT_API sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_
  transformer.wpe.weight [n_positions, n_embd], transformer.h.N.{ln_1,ln_2}.{weight,bias},
  transformer.h.N.attn.c_attn.{weight [n_embd, 3 n_embd], bias}, .attn.c_proj, .mlp.c_fc
  {weight [n_embd, n_inner]}, .mlp.c_proj, transformer.ln_f, lm_head.weight [vocab, n_embd].
- Weights are random (our generator), lm_head a copy of wte when tied. *out owns everything;
+ Weights are random from our generator with the distributions of transformers'
+ _init_weights (wte, wpe, lm_head and Conv1D weights N(0, 0.02), attn.c_proj and mlp.c_proj
+ weights N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm weight 1 and bias 0; not torch's
+ draws), lm_head a copy of wte when tied. *out owns everything;
  free with sdict_gpt2_free.
  Errors: SDICT_E_INVALID_ARG (sizes <= 0 or too large, n_embd % n_head != 0), SDICT_E_NOMEM.
 */

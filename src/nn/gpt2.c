@@ -272,6 +272,24 @@ sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out, sdic
         sdict_gpt2_free(g);
         return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory building the model");
     }
+    /* transformers' _init_weights in distribution (our generator, not torch's draws): wte, wpe
+       and lm_head N(0, 0.02) (Conv1D weights are already), each block's attn.c_proj and
+       mlp.c_proj weights N(0, 0.02 / sqrt(2 n_layer)); biases 0, LayerNorm 1 and 0 */
+    uint64_t rng = 0x6A7E2ULL;
+    float *emb[3] = {(float *)g->wte, (float *)g->wpe, g->lm_head};
+    int64_t rows[3] = {cfg->vocab_size, cfg->n_positions, cfg->vocab_size};
+    for (int k = 0; k < 3; k++)
+        for (int64_t i = 0; i < rows[k] * E; i++) {
+            double u1 = sdict_nn__rng_uniform(&rng) + 1.0 / 33554432.0,
+                   u2 = sdict_nn__rng_uniform(&rng);
+            emb[k][i] = (float)(0.02 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+        }
+    float shrink = (float)(1.0 / sqrt(2.0 * (double)cfg->n_layer));
+    for (int64_t l = 0; l < cfg->n_layer; l++) {
+        float *pw = (float *)g->layers[l].proj_w, *fw = (float *)g->layers[l].fcproj_w;
+        for (int64_t i = 0; i < E * E; i++) pw[i] *= shrink;
+        for (int64_t i = 0; i < NI * E; i++) fw[i] *= shrink;
+    }
     if (g->tied) /* lm_head.weight is wte.weight, as after transformers' tie_weights */
         memcpy(g->lm_head, g->wte, sizeof(float) * (size_t)(cfg->vocab_size * E));
     sdict_module_eval(root);
