@@ -261,7 +261,8 @@ static int train_gpt2(gpt2_opts *o) {
     unsigned char *text = NULL;
     int64_t *ids = NULL;
     int rc = 1;
-    if (sdict_gpt2_config_from_json(o->config, &cfg, &err) != SDICT_OK) return fail(o->config, &err);
+    if (sdict_gpt2_config_from_json(o->config, &cfg, &err) != SDICT_OK)
+        return fail(o->config, &err);
     /* ---- the text and its byte vocabulary */
     FILE *f = fopen(o->text, "rb");
     if (!f) {
@@ -284,7 +285,8 @@ static int train_gpt2(gpt2_opts *o) {
     for (long i = 0; i < n; i++) seen[text[i]] = true;
     for (int c = 0; c < 256; c++) rank[c] = seen[c] ? nv++ : -1;
     if (cfg.vocab_size < nv) {
-        fprintf(stderr, "train: %s: vocab_size %lld is smaller than the %lld distinct bytes of %s\n",
+        fprintf(stderr,
+                "train: %s: vocab_size %lld is smaller than the %lld distinct bytes of %s\n",
                 o->config, (long long)cfg.vocab_size, (long long)nv, o->text);
         free(text);
         return 1;
@@ -359,7 +361,8 @@ static int train_gpt2(gpt2_opts *o) {
         sdict_optim_zero_grad(opt);
         sdict_status st = sdict_act_init(&x, SDICT_INT64, 2, shape, &err);
         for (int64_t b = 0; st == SDICT_OK && b < B; b++) {
-            uint64_t z = seed + ((uint64_t)k * (uint64_t)B + (uint64_t)b + 1) * 0x9E3779B97F4A7C15ULL;
+            uint64_t z = seed + ((uint64_t)k * (uint64_t)B + (uint64_t)b + 1) *
+                                    0x9E3779B97F4A7C15ULL;
             int64_t p = (int64_t)(splitmix64(z) % (uint64_t)nstart);
             memcpy((int64_t *)x.data + b * T, ids + p, sizeof(int64_t) * (size_t)T);
         }

@@ -286,7 +286,8 @@ void sdict_nn__sdpa_backward(const float *P, const float *M, const float *Q, con
     for (int64_t i = 0; i < l; i++) { /* softmax backward: P (dP - sum(dP P)) */
         double dot = 0.0;
         for (int64_t j = 0; j < s; j++) dot += (double)dP[i * s + j] * P[i * s + j];
-        for (int64_t j = 0; j < s; j++) dP[i * s + j] = (float)(P[i * s + j] * (dP[i * s + j] - dot));
+        for (int64_t j = 0; j < s; j++)
+            dP[i * s + j] = (float)(P[i * s + j] * (dP[i * s + j] - dot));
     }
     /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, scale, dP,

@@ -133,7 +133,8 @@ sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cf
     for (int i = 0; i < 3; i++) {
         json_t *pv = json_object_get(root, pkeys[i]);
         if (!pv) continue;
-        if (!json_is_number(pv) || !(json_number_value(pv) >= 0.0 && json_number_value(pv) <= 1.0)) {
+        double pd = json_is_number(pv) ? json_number_value(pv) : -1.0;
+        if (!(pd >= 0.0 && pd <= 1.0)) {
             st = cfg_err(err, path, "\"%s\" must be a number in [0, 1]", pkeys[i]);
             goto done;
         }
@@ -801,7 +802,8 @@ sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
                 }
                 const float *Pv = P;
                 if (L->M) {
-                    for (int64_t i = 0; i < T * T; i++) scratch[i] = P[i] * L->M[(b * H + h) * T * T + i];
+                    const float *Mh = L->M + (b * H + h) * T * T;
+                    for (int64_t i = 0; i < T * T; i++) scratch[i] = P[i] * Mh[i];
                     Pv = scratch;
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)T,
@@ -880,10 +882,11 @@ sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
         if (st != SDICT_OK) break;
         float *G = d1.data;
         const float *FP = L->fpre.data;
+        bool tanh_form = c->activation == SDICT_GPT2_GELU_NEW;
         for (int64_t i = 0; i < R * NI; i++)
             G[i] = c->activation == SDICT_GPT2_RELU
                        ? (FP[i] > 0.0f ? G[i] : 0.0f)
-                       : (float)(G[i] * sdict_nn__gelu_grad(FP[i], c->activation == SDICT_GPT2_GELU_NEW));
+                       : (float)(G[i] * sdict_nn__gelu_grad(FP[i], tanh_form));
         st = sdict_module_backward(L->c_fc, &d1, &d2, err);
         sdict_act_free(&d1);
         if (st == SDICT_OK) st = sdict_module_backward(L->ln2, &d2, &d1, err);
@@ -896,7 +899,8 @@ sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
         mul_mask(dy.data, L->Mr1, R * E);
         st = sdict_module_backward(L->c_proj, &dy, &d1, err);
         sdict_act_free(&dy);
-        if (st != SDICT_OK || (st = sdict_act_init(&d2, SDICT_FLOAT32, 3, L->qkv.shape, err)) != SDICT_OK) {
+        if (st == SDICT_OK) st = sdict_act_init(&d2, SDICT_FLOAT32, 3, L->qkv.shape, err);
+        if (st != SDICT_OK) {
             sdict_act_free(&d1);
             break;
         }
@@ -923,8 +927,10 @@ sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
     if (st != SDICT_OK) goto done;
     mul_mask(DX, Me, R * E);
     {
-        float *dwte = sdict_storage_data(sdict_module_tensor(g->root, "transformer.wte.weight")->grad.storage);
-        float *dwpe = sdict_storage_data(sdict_module_tensor(g->root, "transformer.wpe.weight")->grad.storage);
+        sdict_named_tensor *te = sdict_module_tensor(g->root, "transformer.wte.weight");
+        sdict_named_tensor *pe = sdict_module_tensor(g->root, "transformer.wpe.weight");
+        float *dwte = sdict_storage_data(te->grad.storage);
+        float *dwpe = sdict_storage_data(pe->grad.storage);
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t < T; t++) {
                 const float *d = DX + (b * T + t) * E;

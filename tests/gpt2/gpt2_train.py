@@ -8,7 +8,8 @@ set of random weights drawn by torch and scaled as gpt2_interop.py does, AdamW(l
 weight_decay 0.01, eps 1e-6: with the default 1e-8, gradients that are rounding noise in both
 torch and C, such as the key third of c_attn.bias whose true gradient is 0, are divided by
 sqrt(v) + eps ~ their own size and turn into lr-sized steps of random sign, so the runs part by
-~1e-4 for reasons neither side can fix), batches of 4 windows of 32 bytes of TEXT chosen by train's documented rule
+~1e-4 for reasons neither side can fix), batches of 4 windows of 32 bytes of TEXT chosen by
+train's documented rule
 (splitmix64 of seed + (step * B + row + 1) * golden ratio, mod len - T + 1), ids = rank of the
 byte among TEXT's distinct bytes, labels = input_ids, loss as transformers computes it:
   start   torch writes the general checkpoint of step 0 (the weights, optimizer.state_dict() with
