@@ -43,6 +43,7 @@
 #include "statedict_nn.h"
 #include "statedict_optim.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,11 +263,11 @@ static int train_gpt2(gpt2_opts *o) {
     int64_t *ids = NULL;
     int rc = 1;
     if (sdict_gpt2_config_from_json(o->config, &cfg, &err) != SDICT_OK)
-        return fail(o->config, &err);
+        return fail("--config", &err);
     /* ---- the text and its byte vocabulary */
     FILE *f = fopen(o->text, "rb");
     if (!f) {
-        perror(o->text);
+        fprintf(stderr, "train: %s: %s\n", o->text, strerror(errno));
         return 1;
     }
     long n = -1;

@@ -25,6 +25,9 @@ byte among TEXT's distinct bytes, labels = input_ids, loss as transformers compu
           at 0, 32, ...: equal (1e-4 relative) to torch's model(x, labels=x).loss averaged
   dropout with config dropouts 0.1 the C run still trains (finite, falling loss) and C's
           train-mode losses differ from the dropout-0 run's (dropout is applied)
+  refused a vocab_size below the text's distinct bytes, a block longer than n_positions, a
+          missing text or config.json, a checkpoint of another model size: exit 1 or 2 with a
+          message naming the file or option, no checkpoint written
 Exit 77 (skip) when torch or transformers is not importable.
 """
 import json
@@ -240,6 +243,31 @@ check(len(dl) == 20 and all(x == x for x in dl) and dl[-1] < dl[0],
       f"dropout: 20 finite steps, loss falls ({dl[0]:.4f} -> {dl[-1]:.4f})")
 check(abs(dl[0] - cl[0]) > 1e-4 * abs(cl[0]),
       f"dropout: step 1's train-mode loss differs from the dropout-0 run's ({dl[0]} vs {cl[0]})")
+
+# ---- refusals: a clear message and exit status 1 or 2, no checkpoint written
+def refused(args, expect, what):
+    r = subprocess.run([TRAIN, "--arch", "gpt2", "--optimizer", "adamw", "--lr", "1e-3",
+                        "--batch-size", "2", "--epochs", "1", "--checkpoint",
+                        os.path.join(WORK, "never.tar")] + args, capture_output=True, text=True)
+    check(r.returncode in (1, 2) and expect in r.stderr
+          and not os.path.exists(os.path.join(WORK, "never.tar")),
+          f"refused: {what} ({r.returncode}: {r.stderr.strip()[:120]})")
+
+
+small = os.path.join(WORK, "config_small_vocab.json")
+GPT2Config(**dict(CFG, vocab_size=10)).to_json_file(small)
+refused(["--config", small, "--text", TEXT], "vocab_size 10 is smaller than the",
+        "vocab_size below the text's distinct bytes")
+refused(["--config", cfg_path, "--text", TEXT, "--block-size", "65"], "--block-size 65",
+        "block larger than n_positions")
+refused(["--config", cfg_path, "--text", os.path.join(WORK, "missing.txt")], "missing.txt",
+        "a missing text")
+refused(["--config", os.path.join(WORK, "missing.json"), "--text", TEXT], "missing.json",
+        "a missing config.json")
+big = os.path.join(WORK, "config_big.json")
+GPT2Config(**dict(CFG, n_embd=32)).to_json_file(big)
+refused(["--config", big, "--text", TEXT, "--resume", c10], "size mismatch",
+        "a checkpoint of another model size")
 
 print(f"{len(failures)} failed" if failures else "all gpt2_train checks passed")
 sys.exit(1 if failures else 0)
