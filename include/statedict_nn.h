@@ -587,9 +587,11 @@ SDICT_API sdict_status sdict_transformer_decoder_layer_forward(sdict_module *m,
 
 /*==================================================================================================
  MARK: GPT-2 (Hugging Face transformers' GPT2LMHeadModel)
- modeling_gpt2.py of transformers 5.12, eval mode, float32: token + position embeddings, n_layer
+ modeling_gpt2.py of transformers 5.12, float32: token + position embeddings, n_layer
  pre-LayerNorm blocks (ln_1, causal self-attention through Conv1D c_attn / c_proj, ln_2, MLP
- c_fc -> activation -> c_proj, residual adds), ln_f, lm_head. Dropout is the identity (eval).
+ c_fc -> activation -> c_proj, residual adds), ln_f, lm_head. The forwards (logits, KV cache,
+ generation) are eval mode, where dropout is the identity; sdict_gpt2_forward_backward is the
+ training step's loss and gradients, with dropout in training mode.
 ==================================================================================================*/
 
 /** The MLP activation (config.json's activation_function). */

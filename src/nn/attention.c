@@ -266,6 +266,27 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     return st;
 }
 
+void sdict_nn__sdpa_causal_forward(const float *Q, int64_t ldq, const float *K, const float *V,
+                                   int64_t ldkv, int64_t l, int64_t s, int64_t past, int64_t hd,
+                                   float scale, const float *M, float *P, float *O, int64_t ldo,
+                                   float *scratch) {
+    /* P[l, s] = scale * Q K^T, then row t's softmax over keys 0..past + t, 0 after */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, scale, Q,
+                (int)ldq, K, (int)ldkv, 0.0f, P, (int)s);
+    for (int64_t t = 0; t < l; t++) {
+        sdict_nn__softmax_row(P + t * s, past + t + 1);
+        for (int64_t j = past + t + 1; j < s; j++) P[t * s + j] = 0.0f;
+    }
+    const float *Pv = P;
+    if (M) {
+        for (int64_t i = 0; i < l * s; i++) scratch[i] = P[i] * M[i];
+        Pv = scratch;
+    }
+    /* O[l, hd] = Pv[l, s] . V[s, hd] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, 1.0f, Pv,
+                (int)s, V, (int)ldkv, 0.0f, O, (int)ldo);
+}
+
 void sdict_nn__sdpa_backward(const float *P, const float *M, const float *Q, const float *K,
                              const float *V, int64_t ld, const float *dO, int64_t ldo, int64_t l,
                              int64_t s, int64_t hd, float scale, float *dQ, float *dK, float *dV,

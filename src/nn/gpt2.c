@@ -1,7 +1,9 @@
 /*
  gpt2.c - GPT-2 as Hugging Face transformers 5.12 defines it (models/gpt2/modeling_gpt2.py,
  GPT2LMHeadModel), built from its config.json, loaded from a model folder with transformers' key
- names, run in eval mode over int64 ids with an optional KV cache, and sampled from.
+ names, run in eval mode over int64 ids with an optional KV cache, and sampled from; and its
+ training loss and backward (MARK: Training), which does walk the tree's LayerNorm and Conv1D
+ modules so their own backward rules accumulate the gradients.
 
  The weights live in an ordinary module tree (statedict_nn.h) so state_dict, load_state_dict and
  the optimizers see torch's keys: transformer.wte / wpe (Embedding), transformer.h.N.ln_1,
@@ -517,17 +519,10 @@ static sdict_status run(sdict_gpt2 *g, sdict_gpt2_cache *kv, const int64_t *ids,
                     memcpy(K + (P + t) * D, row + E + h * D, sizeof(float) * (size_t)D);
                     memcpy(Vc + (P + t) * D, row + 2 * E + h * D, sizeof(float) * (size_t)D);
                 }
-                /* sc[T, S] = scale * Q[T, D] . K[S, D]^T; Q rows are strided 3E in qkv */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)D,
-                            (float)scale, qkv + b * T * 3 * E + h * D, (int)(3 * E), K, (int)D,
-                            0.0f, sc, (int)S);
-                for (int64_t t = 0; t < T; t++) /* causal: position P + t sees 0..P + t */
-                    sdict_nn__softmax_row(sc + t * S, P + t + 1);
-                for (int64_t t = 0; t < T; t++)
-                    for (int64_t s = P + t + 1; s < S; s++) sc[t * S + s] = 0.0f;
-                /* att[b, t, h*D..] = sc[T, S] . V[S, D] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)S,
-                            1.0f, sc, (int)S, Vc, (int)D, 0.0f, att + b * T * E + h * D, (int)E);
+                /* Q rows are strided 3E in qkv; position P + t sees 0..P + t */
+                sdict_nn__sdpa_causal_forward(qkv + b * T * 3 * E + h * D, 3 * E, K, Vc, D, T, S,
+                                              P, D, (float)scale, NULL, sc,
+                                              att + b * T * E + h * D, E, NULL);
             }
         add_bias_rows(ln, W->proj_b, R, E);
         mm(att, W->proj_w, ln, R, E, E, 1.0f);
@@ -792,23 +787,12 @@ sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
         const float *QKV = L->qkv.data;
         for (int64_t b = 0; b < B && !oom; b++)
             for (int64_t h = 0; h < H; h++) {
-                float *P = L->P + (b * H + h) * T * T;
                 const float *Q = QKV + b * T * 3 * E + h * D;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)D,
-                            (float)scale, Q, (int)(3 * E), Q + E, (int)(3 * E), 0.0f, P, (int)T);
-                for (int64_t t = 0; t < T; t++) { /* causal: position t sees 0..t */
-                    sdict_nn__softmax_row(P + t * T, t + 1);
-                    for (int64_t s = t + 1; s < T; s++) P[t * T + s] = 0.0f;
-                }
-                const float *Pv = P;
-                if (L->M) {
-                    const float *Mh = L->M + (b * H + h) * T * T;
-                    for (int64_t i = 0; i < T * T; i++) scratch[i] = P[i] * Mh[i];
-                    Pv = scratch;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)T,
-                            1.0f, Pv, (int)T, Q + 2 * E, (int)(3 * E), 0.0f,
-                            (float *)att.data + b * T * E + h * D, (int)E);
+                sdict_nn__sdpa_causal_forward(Q, 3 * E, Q + E, Q + 2 * E, 3 * E, T, T, 0, D,
+                                              (float)scale,
+                                              L->M ? L->M + (b * H + h) * T * T : NULL,
+                                              L->P + (b * H + h) * T * T,
+                                              (float *)att.data + b * T * E + h * D, E, scratch);
             }
         if (!oom) st = sdict_module_forward(L->c_proj, &att, &y, err);
         sdict_act_free(&att);
