@@ -35,8 +35,8 @@
  mod (len - T + 1), where splitmix64(z) is the finaliser z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;
  z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31 (64-bit wrapping) and T the block size
  (default n_positions). labels = input_ids and the loss is transformers' (shifted inside the
- model), with dropout as config.json says (train mode). The checkpoint also holds 'seed': a
- resume without --seed takes it from there. --eval A:B prints the mean eval-mode loss over the
+ model), with dropout as config.json says (train mode). The checkpoint also holds 'seed' (an
+ integer in 0..2^53, default 0): a resume without --seed takes it from there. --eval A:B prints the mean eval-mode loss over the
  windows of T bytes starting at A, A + T, ... that end by B.
  Exit status: 0 ok, 1 failure, 2 usage.
 */
@@ -343,9 +343,14 @@ static int train_gpt2(gpt2_opts *o) {
         }
         if (resume_optimizer(ck, o->resume, opt, o->kind, o->optname, &start) != 0) goto done;
         double sd = 0.0;
-        if (!o->has_seed && sdict_dict_get(ck, "seed") &&
-            sdict_checkpoint_number(ck, "seed", &sd, &err) == SDICT_OK)
+        if (!o->has_seed && sdict_dict_get(ck, "seed")) {
+            if (sdict_checkpoint_number(ck, "seed", &sd, &err) != SDICT_OK ||
+                !(sd >= 0.0 && sd <= 9007199254740992.0 && sd == (double)(int64_t)sd)) {
+                fprintf(stderr, "train: %s: 'seed' is not an integer in 0..2^53\n", o->resume);
+                goto done;
+            }
             seed = (uint64_t)sd;
+        }
         sdict_doc_free(cdoc);
         cdoc = NULL;
         printf("resumed from %s at step %ld (lr %g, seed %llu)\n", o->resume, start,
@@ -434,7 +439,10 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--block-size") == 0) block = atol(v);
         else if (strcmp(a, "--seed") == 0) {
             seed = atoll(v);
-            if (seed < 0) return usage();
+            if (seed < 0 || seed > (1LL << 53)) { /* kept exactly as a checkpoint number */
+                fprintf(stderr, "train: --seed must be in 0..2^53\n");
+                return 2;
+            }
         }
         else return usage();
         i++;

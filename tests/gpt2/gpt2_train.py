@@ -26,7 +26,8 @@ byte among TEXT's distinct bytes, labels = input_ids, loss as transformers compu
   dropout with config dropouts 0.1 the C run still trains (finite, falling loss) and C's
           train-mode losses differ from the dropout-0 run's (dropout is applied)
   refused a vocab_size below the text's distinct bytes, a block longer than n_positions, a
-          missing text or config.json, a checkpoint of another model size: exit 1 or 2 with a
+          missing text or config.json, a checkpoint of another model size or with a negative
+          'seed': exit 1 or 2 with a
           message naming the file or option, no checkpoint written
 Exit 77 (skip) when torch or transformers is not importable.
 """
@@ -268,6 +269,12 @@ big = os.path.join(WORK, "config_big.json")
 GPT2Config(**dict(CFG, n_embd=32)).to_json_file(big)
 refused(["--config", big, "--text", TEXT, "--resume", c10], "size mismatch",
         "a checkpoint of another model size")
+bad_seed = os.path.join(WORK, "bad_seed.tar")
+ck = torch.load(t10)
+ck["seed"] = -3
+torch.save(ck, bad_seed)
+refused(["--config", cfg_path, "--text", TEXT, "--resume", bad_seed], "'seed' is not an integer",
+        "a checkpoint whose 'seed' is negative")
 
 print(f"{len(failures)} failed" if failures else "all gpt2_train checks passed")
 sys.exit(1 if failures else 0)
