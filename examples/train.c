@@ -21,11 +21,29 @@
  training (with --epochs 0 it only evaluates). --dropout sets mlp's Dropout p (default 0.5).
  --torch picks the torch whose optimizer state_dict layout a new optimizer writes (default
  1.13; a resumed optimizer keeps its checkpoint's layout).
+ 
+   train --arch gpt2 --config config.json --text FILE --optimizer adam|adamw --lr LR
+         --epochs N --batch-size B [--block-size T] [--seed S] [--resume CKPT]
+         --checkpoint OUT.tar [--eval A:B] [--torch ...] (and the optimizer options above)
+
+ GPT-2 (transformers' GPT2LMHeadModel, config.json a GPT2Config as save_pretrained writes it)
+ trained as a character-level model on the bytes of FILE: the vocabulary is the distinct byte
+ values of FILE in increasing order (id k is the k-th smallest; vocab_size must be at least
+ their count). For gpt2 an "epoch" is one optimizer step, and 'epoch' in the checkpoint counts
+ steps. Step k (0-based, counted from the very first step, so across resumes) takes batch row b
+ (0..B-1) as the T ids starting at position splitmix64(S + (k * B + b + 1) * 0x9E3779B97F4A7C15)
+ mod (len - T + 1), where splitmix64(z) is the finaliser z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;
+ z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31 (64-bit wrapping) and T the block size
+ (default n_positions). labels = input_ids and the loss is transformers' (shifted inside the
+ model), with dropout as config.json says (train mode). The checkpoint also holds 'seed' (an
+ integer in 0..2^53, default 0): a resume without --seed takes it from there. --eval A:B prints the mean eval-mode loss over the
+ windows of T bytes starting at A, A + T, ... that end by B.
  Exit status: 0 ok, 1 failure, 2 usage.
 */
 #include "statedict_nn.h"
 #include "statedict_optim.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +54,10 @@ static int usage(void) {
             "[--momentum M] --epochs N --batch-size B [--resume CKPT] --checkpoint OUT.tar\n"
             "             [--weight-decay WD] [--dampening D] [--nesterov] [--amsgrad] "
             "[--betas B1,B2] [--eps E] [--maximize] [--dropout P] [--digits] [--range A:B] "
-            "[--eval A:B] [--torch 1.13|2.6|2.14]\n");
+            "[--eval A:B] [--torch 1.13|2.6|2.14]\n"
+            "       train --arch gpt2 --config config.json --text FILE --optimizer adam|adamw "
+            "--lr LR --epochs STEPS --batch-size B [--block-size T] [--seed S] [--resume CKPT] "
+            "--checkpoint OUT.tar [--eval A:B] [optimizer options]\n");
     return 2;
 }
 
@@ -93,6 +114,55 @@ static sdict_status digits_to_images(const sdict_act *x, sdict_act *out, sdict_e
     return SDICT_OK;
 }
 
+/* The optimizer part of a resume: optimizer_state_dict (refusing another family's, as the
+   message says) and 'epoch'. Returns 0, or 1 after printing why not. */
+static int resume_optimizer(const sdict_value *ck, const char *resume, sdict_optim *opt,
+                            sdict_optim_kind kind, const char *optname, long *start_epoch) {
+    sdict_error err = {0};
+    const sdict_value *osd = sdict_checkpoint_dict(ck, "optimizer_state_dict", &err);
+    if (!osd) return fail(resume, &err);
+    const sdict_value *g0 = sdict_seq_item(sdict_dict_get(osd, "param_groups"), 0);
+    if (g0 && (kind == SDICT_OPTIM_SGD) != (sdict_dict_get(g0, "betas") == NULL)) {
+        fprintf(stderr, "train: %s holds %s state, but --optimizer is %s\n", resume,
+                kind == SDICT_OPTIM_SGD ? "Adam-style" : "SGD", optname);
+        return 1;
+    }
+    if (sdict_optim_load_state_dict(opt, osd, &err) != SDICT_OK)
+        return fail("optimizer_state_dict", &err);
+    double e = 0.0;
+    if (sdict_checkpoint_number(ck, "epoch", &e, &err) != SDICT_OK) return fail(resume, &err);
+    if (!(e >= 0 && e <= 9007199254740992.0 && e == (double)(long)e)) { /* 2^53 */
+        fprintf(stderr, "train: %s: 'epoch' is %g, not a count of epochs\n", resume, e);
+        return 1;
+    }
+    *start_epoch = (long)e;
+    return 0;
+}
+
+/* torch.save({'epoch', 'model_state_dict', 'optimizer_state_dict', 'loss'[, 'seed']}, PATH) */
+static int save_checkpoint(const char *out, const sdict_module *net, const sdict_optim *opt,
+                           long epoch, double loss, const uint64_t *seed) {
+    sdict_error err = {0};
+    sdict_doc *odoc = NULL;
+    sdict_value *root = NULL, *msd = NULL, *osd = NULL;
+    sdict_status st = sdict_doc_new(&odoc, &err);
+    if (st == SDICT_OK && !(root = sdict_dict_new(odoc, false))) st = SDICT_E_NOMEM;
+    if (st == SDICT_OK) st = sdict_dict_set_str(root, "epoch", sdict_int_new(odoc, epoch));
+    if (st == SDICT_OK) st = sdict_module_state_dict(net, odoc, false, &msd, &err);
+    if (st == SDICT_OK) st = sdict_dict_set_str(root, "model_state_dict", msd);
+    if (st == SDICT_OK) st = sdict_optim_state_dict(opt, odoc, &osd, &err);
+    if (st == SDICT_OK) st = sdict_dict_set_str(root, "optimizer_state_dict", osd);
+    if (st == SDICT_OK) st = sdict_dict_set_str(root, "loss", sdict_float_new(odoc, loss));
+    if (st == SDICT_OK && seed)
+        st = sdict_dict_set_str(root, "seed", sdict_int_new(odoc, (int64_t)(*seed & INT64_MAX)));
+    if (st == SDICT_OK) st = sdict_doc_set_root(odoc, root);
+    if (st == SDICT_OK) st = sdict_save(out, root, NULL, &err);
+    sdict_doc_free(odoc);
+    if (st != SDICT_OK) return fail(out, &err);
+    printf("saved %s (epoch %ld)\n", out, epoch);
+    return 0;
+}
+
 static double accuracy(sdict_module *net, const sdict_act *x, const sdict_act *y, int64_t a,
                        int64_t b, int64_t bs, sdict_error *err, bool *ok) {
     int64_t correct = 0;
@@ -121,9 +191,220 @@ static double accuracy(sdict_module *net, const sdict_act *x, const sdict_act *y
     return b > a ? (double)correct / (double)(b - a) : 0.0;
 }
 
+/*==================================================================================================
+ GPT-2 on the bytes of a text
+==================================================================================================*/
+
+typedef struct gpt2_opts {
+    const char *config, *text, *resume, *out, *eval_range, *gen, *optname;
+    sdict_optim_kind kind;
+    sdict_optim_hparams hp;
+    long steps, bs, block;
+    int64_t seed;
+    bool has_seed;
+} gpt2_opts;
+
+static uint64_t splitmix64(uint64_t z) {
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ULL;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Mean eval-mode loss over the windows of T ids starting at a, a + T, ... that end by b. */
+static int gpt2_eval(sdict_gpt2 *g, const int64_t *ids, int64_t n, const char *range, int64_t T) {
+    int64_t a, b;
+    parse_range(range, n, &a, &b);
+    sdict_module_eval(sdict_gpt2_module(g));
+    sdict_error err = {0};
+    double sum = 0.0;
+    long windows = 0;
+    int64_t shape[2] = {1, T}, V = sdict_gpt2_get_config(g)->vocab_size;
+    for (int64_t s = a; s + T <= b; s += T) {
+        sdict_act x = {0}, logits = {0}, tg = {0};
+        int64_t ts[1] = {T - 1};
+        float loss = 0.0f;
+        sdict_status st = sdict_act_init(&x, SDICT_INT64, 2, shape, &err);
+        if (st == SDICT_OK) st = sdict_act_init(&tg, SDICT_INT64, 1, ts, &err);
+        if (st == SDICT_OK) {
+            memcpy(x.data, ids + s, sizeof(int64_t) * (size_t)T);
+            memcpy(tg.data, ids + s + 1, sizeof(int64_t) * (size_t)(T - 1));
+            st = sdict_gpt2_forward(g, &x, &logits, &err);
+        }
+        if (st == SDICT_OK) { /* positions 0..T-2 predict ids 1..T-1 */
+            sdict_act head = {.dtype = SDICT_FLOAT32, .ndim = 2, .shape = {T - 1, V},
+                              .data = logits.data};
+            st = sdict_cross_entropy_loss(&head, &tg, &loss, NULL, &err);
+        }
+        sdict_act_free(&x);
+        sdict_act_free(&tg);
+        sdict_act_free(&logits);
+        if (st != SDICT_OK) return fail("evaluation", &err);
+        sum += loss;
+        windows++;
+    }
+    if (!windows) {
+        fprintf(stderr, "train: --eval %s holds no window of %lld bytes\n", range, (long long)T);
+        return 1;
+    }
+    printf("eval loss %.6f (mean over %ld windows of %lld bytes from %lld, in eval mode)\n",
+           sum / (double)windows, windows, (long long)T, (long long)a);
+    return 0;
+}
+
+static int train_gpt2(gpt2_opts *o) {
+    sdict_error err = {0};
+    sdict_gpt2_config cfg;
+    sdict_gpt2 *g = NULL;
+    sdict_optim *opt = NULL;
+    sdict_doc *cdoc = NULL;
+    unsigned char *text = NULL;
+    int64_t *ids = NULL;
+    int rc = 1;
+    if (sdict_gpt2_config_from_json(o->config, &cfg, &err) != SDICT_OK)
+        return fail("--config", &err);
+    /* ---- the text and its byte vocabulary */
+    FILE *f = fopen(o->text, "rb");
+    if (!f) {
+        fprintf(stderr, "train: %s: %s\n", o->text, strerror(errno));
+        return 1;
+    }
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (n < 2 || n > (64L << 20) || fseek(f, 0, SEEK_SET) != 0 || !(text = malloc((size_t)n)) ||
+        fread(text, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "train: %s: cannot read it, or its size (%ld bytes) is not in 2..64 MiB\n",
+                o->text, n);
+        fclose(f);
+        free(text);
+        return 1;
+    }
+    fclose(f);
+    int64_t rank[256], nv = 0;
+    bool seen[256] = {false};
+    for (long i = 0; i < n; i++) seen[text[i]] = true;
+    for (int c = 0; c < 256; c++) rank[c] = seen[c] ? nv++ : -1;
+    if (cfg.vocab_size < nv) {
+        fprintf(stderr,
+                "train: %s: vocab_size %lld is smaller than the %lld distinct bytes of %s\n",
+                o->config, (long long)cfg.vocab_size, (long long)nv, o->text);
+        free(text);
+        return 1;
+    }
+    int64_t T = o->block > 0 ? o->block : cfg.n_positions;
+    if (T < 2 || T > cfg.n_positions || T > n) {
+        fprintf(stderr, "train: --block-size %lld must be in 2..n_positions (%lld) and at most "
+                "the text's %ld bytes\n", (long long)T, (long long)cfg.n_positions, n);
+        free(text);
+        return 2;
+    }
+    if (!(ids = malloc(sizeof(int64_t) * (size_t)n))) {
+        free(text);
+        fprintf(stderr, "train: out of memory\n");
+        return 1;
+    }
+    for (long i = 0; i < n; i++) ids[i] = rank[text[i]];
+    free(text);
+    printf("text %s: %ld bytes, %lld distinct (vocab_size %lld), block %lld\n", o->text, n,
+           (long long)nv, (long long)cfg.vocab_size, (long long)T);
+
+    /* ---- model = GPT2LMHeadModel(config); optimizer = AdamW(model.parameters(), ...) */
+    if (sdict_gpt2_new(&cfg, &g, &err) != SDICT_OK) {
+        rc = fail(o->config, &err);
+        goto done;
+    }
+    if (!(opt = sdict_optim_new(o->kind))) {
+        fprintf(stderr, "train: out of memory\n");
+        goto done;
+    }
+    if (sdict_gpt2_optim_add(opt, &o->hp, g, &err) != SDICT_OK) {
+        rc = fail("optimizer", &err);
+        goto done;
+    }
+    sdict_optim_layout layout;
+    if (o->gen && (sdict_optim_layout_from_name(o->gen, &layout, &err) != SDICT_OK ||
+                   sdict_optim_set_layout(opt, layout, &err) != SDICT_OK)) {
+        rc = fail("--torch", &err);
+        goto done;
+    }
+    long start = 0;
+    uint64_t seed = (uint64_t)o->seed;
+    if (o->resume) {
+        if (sdict_load(o->resume, NULL, &cdoc, &err) != SDICT_OK) {
+            rc = fail(o->resume, &err);
+            goto done;
+        }
+        const sdict_value *ck = sdict_doc_root(cdoc);
+        const sdict_value *msd = sdict_checkpoint_dict(ck, "model_state_dict", &err);
+        if (!msd || sdict_gpt2_load_state_dict(g, msd, &err) != SDICT_OK) {
+            rc = fail(o->resume, &err);
+            goto done;
+        }
+        if (resume_optimizer(ck, o->resume, opt, o->kind, o->optname, &start) != 0) goto done;
+        double sd = 0.0;
+        if (!o->has_seed && sdict_dict_get(ck, "seed")) {
+            if (sdict_checkpoint_number(ck, "seed", &sd, &err) != SDICT_OK ||
+                !(sd >= 0.0 && sd <= 9007199254740992.0 && sd == (double)(int64_t)sd)) {
+                fprintf(stderr, "train: %s: 'seed' is not an integer in 0..2^53\n", o->resume);
+                goto done;
+            }
+            seed = (uint64_t)sd;
+        }
+        sdict_doc_free(cdoc);
+        cdoc = NULL;
+        printf("resumed from %s at step %ld (lr %g, seed %llu)\n", o->resume, start,
+               sdict_optim_group(opt, 0)->lr, (unsigned long long)seed);
+    }
+
+    /* ---- for step: zero_grad, loss = model(x, labels=x).loss, backward, step */
+    sdict_module_train(sdict_gpt2_module(g), true);
+    double last = 0.0;
+    int64_t B = o->bs, shape[2] = {B, T}, nstart = n - T + 1;
+    for (long k = start; k < start + o->steps; k++) {
+        sdict_act x = {0};
+        float loss = 0.0f;
+        sdict_optim_zero_grad(opt);
+        sdict_status st = sdict_act_init(&x, SDICT_INT64, 2, shape, &err);
+        for (int64_t b = 0; st == SDICT_OK && b < B; b++) {
+            uint64_t z = seed + ((uint64_t)k * (uint64_t)B + (uint64_t)b + 1) *
+                                    0x9E3779B97F4A7C15ULL;
+            int64_t p = (int64_t)(splitmix64(z) % (uint64_t)nstart);
+            memcpy((int64_t *)x.data + b * T, ids + p, sizeof(int64_t) * (size_t)T);
+        }
+        /* dropout masks: a different stream per step, from the same seed */
+        if (st == SDICT_OK)
+            st = sdict_gpt2_forward_backward(g, &x, NULL, splitmix64(seed ^ (uint64_t)(k + 1)),
+                                             &loss, &err);
+        if (st == SDICT_OK) st = sdict_optim_step(opt, &err);
+        sdict_gpt2_tie_weights(g); /* lm_head follows the updated wte */
+        sdict_act_free(&x);
+        if (st != SDICT_OK) {
+            rc = fail("training step", &err);
+            goto done;
+        }
+        last = loss;
+        printf("step %ld loss %.6f\n", k + 1, last);
+        fflush(stdout);
+    }
+    if (o->steps > 0 &&
+        save_checkpoint(o->out, sdict_gpt2_module(g), opt, start + o->steps, last, &seed) != 0)
+        goto done;
+    if (o->eval_range && gpt2_eval(g, ids, n, o->eval_range, T) != 0) goto done;
+    rc = 0;
+done:
+    sdict_doc_free(cdoc);
+    sdict_optim_free(opt);
+    sdict_gpt2_free(g);
+    free(ids);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *arch = NULL, *data = NULL, *optname = NULL, *resume = NULL, *out = NULL;
-    const char *range = NULL, *eval_range = NULL, *gen = NULL;
+    const char *range = NULL, *eval_range = NULL, *gen = NULL, *config = NULL, *text = NULL;
+    long block = 0;
+    long long seed = -1;
     double lr = -1.0, momentum = 0.0, wd = -1.0, dampening = 0.0, dropout = 0.5;
     double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
     bool nesterov = false, amsgrad = false, maximize = false, digits = false;
@@ -153,16 +434,32 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--range") == 0) range = v;
         else if (strcmp(a, "--eval") == 0) eval_range = v;
         else if (strcmp(a, "--torch") == 0) gen = v;
+        else if (strcmp(a, "--config") == 0) config = v;
+        else if (strcmp(a, "--text") == 0) text = v;
+        else if (strcmp(a, "--block-size") == 0) block = atol(v);
+        else if (strcmp(a, "--seed") == 0) {
+            seed = atoll(v);
+            if (seed < 0 || seed > (1LL << 53)) { /* kept exactly as a checkpoint number */
+                fprintf(stderr, "train: --seed must be in 0..2^53\n");
+                return 2;
+            }
+        }
         else return usage();
         i++;
     }
-    if (!arch || !data || !optname || epochs < 0 || bs <= 0 || (epochs > 0 && !out))
+    bool gpt2 = arch && strcmp(arch, "gpt2") == 0;
+    if (!arch || !(gpt2 ? config && text : data != NULL) || !optname || epochs < 0 || bs <= 0 ||
+        (epochs > 0 && !out))
         return usage();
     sdict_optim_kind kind;
     if (strcmp(optname, "sgd") == 0) kind = SDICT_OPTIM_SGD;
     else if (strcmp(optname, "adam") == 0) kind = SDICT_OPTIM_ADAM;
     else if (strcmp(optname, "adamw") == 0) kind = SDICT_OPTIM_ADAMW;
     else return usage();
+    if (gpt2 && kind == SDICT_OPTIM_SGD) {
+        fprintf(stderr, "train: --arch gpt2 trains with adam or adamw\n");
+        return 2;
+    }
     if (lr < 0.0 && !resume) {
         fprintf(stderr, "train: --lr is required (torch 1.13's SGD has no default either)\n");
         return 2;
@@ -174,9 +471,9 @@ int main(int argc, char **argv) {
         net = sdict_lenet_new();
         if (net) net->backward = sdict_lenet_backward;  /* Net's forward is hand-written too */
     } else if (strcmp(arch, "mlp") == 0) net = sdict_mlp_new(dropout);
-    else return usage();
+    else if (!gpt2) return usage();
     sdict_optim *opt = sdict_optim_new(kind);
-    if (!net || !opt) {
+    if ((!net && !gpt2) || !opt) {
         fprintf(stderr, "train: out of memory\n");
         return 1;
     }
@@ -191,6 +488,13 @@ int main(int argc, char **argv) {
     hp.beta1 = beta1;
     hp.beta2 = beta2;
     hp.eps = eps;
+    if (gpt2) {
+        sdict_optim_free(opt);
+        sdict_module_free(net);
+        gpt2_opts go = {config, text, resume, out, eval_range, gen, optname, kind, hp,
+                        epochs, bs, block, seed < 0 ? 0 : seed, seed >= 0};
+        return train_gpt2(&go);
+    }
     sdict_error err = {0};
     int rc = 1;
     sdict_doc *ddoc = NULL, *cdoc = NULL;
@@ -221,29 +525,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "train: %s\n", lres.message ? lres.message : err.message);
             goto done;
         }
-        const sdict_value *osd = sdict_checkpoint_dict(ck, "optimizer_state_dict", &err);
-        if (!osd) { rc = fail(resume, &err); goto done; }
-        const sdict_value *g0 = sdict_seq_item(sdict_dict_get(osd, "param_groups"), 0);
-        if (g0 && (kind == SDICT_OPTIM_SGD) != (sdict_dict_get(g0, "betas") == NULL)) {
-            fprintf(stderr, "train: %s holds %s state, but --optimizer is %s\n", resume,
-                    kind == SDICT_OPTIM_SGD ? "Adam-style" : "SGD", optname);
-            goto done;
-        }
-        if (sdict_optim_load_state_dict(opt, osd, &err) != SDICT_OK) {
-            rc = fail("optimizer_state_dict", &err);
-            goto done;
-        }
-        double e = 0.0;
-        if (sdict_checkpoint_number(ck, "epoch", &e, &err) != SDICT_OK) {
-            rc = fail(resume, &err);
-            goto done;
-        }
-        if (!(e >= 0 && e <= 9007199254740992.0 && e == (double)(long)e)) { /* 2^53 */
-            fprintf(stderr, "train: %s: 'epoch' is %g, not a count of epochs\n", resume, e);
-            rc = 1;
-            goto done;
-        }
-        start_epoch = (long)e;
+        if (resume_optimizer(ck, resume, opt, kind, optname, &start_epoch) != 0) goto done;
         sdict_doc_free(cdoc);
         cdoc = NULL;
         printf("resumed from %s at epoch %ld (lr %g)\n", resume, start_epoch,
@@ -316,27 +598,8 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
 
-    /* ---- torch.save({'epoch', 'model_state_dict', 'optimizer_state_dict', 'loss'}, PATH) */
-    if (epochs > 0) {
-        sdict_doc *odoc = NULL;
-        sdict_value *root = NULL, *msd = NULL, *osd = NULL;
-        sdict_status st = sdict_doc_new(&odoc, &err);
-        if (st == SDICT_OK && !(root = sdict_dict_new(odoc, false))) st = SDICT_E_NOMEM;
-        if (st == SDICT_OK) st = sdict_dict_set_str(root, "epoch", sdict_int_new(odoc, start_epoch + epochs));
-        if (st == SDICT_OK) st = sdict_module_state_dict(net, odoc, false, &msd, &err);
-        if (st == SDICT_OK) st = sdict_dict_set_str(root, "model_state_dict", msd);
-        if (st == SDICT_OK) st = sdict_optim_state_dict(opt, odoc, &osd, &err);
-        if (st == SDICT_OK) st = sdict_dict_set_str(root, "optimizer_state_dict", osd);
-        if (st == SDICT_OK) st = sdict_dict_set_str(root, "loss", sdict_float_new(odoc, epoch_loss));
-        if (st == SDICT_OK) st = sdict_doc_set_root(odoc, root);
-        if (st == SDICT_OK) st = sdict_save(out, root, NULL, &err);
-        sdict_doc_free(odoc);
-        if (st != SDICT_OK) {
-            rc = fail(out, &err);
-            goto done;
-        }
-        printf("saved %s (epoch %ld)\n", out, start_epoch + epochs);
-    }
+    if (epochs > 0 && save_checkpoint(out, net, opt, start_epoch + epochs, epoch_loss, NULL) != 0)
+        goto done;
     if (eval_range) {
         int64_t ea, eb;
         bool ok;

@@ -642,9 +642,11 @@ SDICT_API sdict_status sdict_transformer_decoder_layer_backward(sdict_module *m,
 
 /*==================================================================================================
  MARK: GPT-2 (Hugging Face transformers' GPT2LMHeadModel)
- modeling_gpt2.py of transformers 5.12, eval mode, float32: token + position embeddings, n_layer
+ modeling_gpt2.py of transformers 5.12, float32: token + position embeddings, n_layer
  pre-LayerNorm blocks (ln_1, causal self-attention through Conv1D c_attn / c_proj, ln_2, MLP
- c_fc -> activation -> c_proj, residual adds), ln_f, lm_head. Dropout is the identity (eval).
+ c_fc -> activation -> c_proj, residual adds), ln_f, lm_head. The forwards (logits, KV cache,
+ generation) are eval mode, where dropout is the identity; sdict_gpt2_forward_backward is the
+ training step's loss and gradients, with dropout in training mode.
 ==================================================================================================*/
 
 /** The MLP activation (config.json's activation_function). */
@@ -665,6 +667,9 @@ typedef struct sdict_gpt2_config {
     bool reorder_and_upcast_attn;  /**< accepted: in float32 it computes the same thing */
     bool tie_word_embeddings;      /**< lm_head.weight is transformer.wte.weight */
     int64_t eos_token_id;          /**< generation stops after it; -1 for none */
+    double attn_pdrop;   /**< dropout on the attention weights in training mode (default 0.1) */
+    double resid_pdrop;  /**< dropout on each block's attn and mlp output (default 0.1) */
+    double embd_pdrop;   /**< dropout on wte + wpe (default 0.1) */
 } sdict_gpt2_config;
 
 /** A GPT-2 model: its module tree plus what the fast forward needs. */
@@ -673,14 +678,15 @@ typedef struct sdict_gpt2 sdict_gpt2;
 typedef struct sdict_gpt2_cache sdict_gpt2_cache;
 
 /** Fills c with GPT2Config()'s defaults (the 124M "gpt2": 50257 / 1024 / 768 / 12 / 12,
-    eps 1e-5, gelu_new, scale_attn_weights, tied, eos 50256). */
+    eps 1e-5, gelu_new, scale_attn_weights, tied, eos 50256, the three dropouts 0.1). */
 SDICT_API void sdict_gpt2_config_default(sdict_gpt2_config *c);
 
 /**
  Reads a transformers config.json (UTF-8 JSON object; duplicate keys refused) over the
  defaults. Fields read: vocab_size, n_positions, n_embd, n_layer, n_head, n_inner (null allowed),
  layer_norm_epsilon, activation_function, scale_attn_weights, scale_attn_by_inverse_layer_idx,
- reorder_and_upcast_attn, tie_word_embeddings, eos_token_id, model_type (must be "gpt2" when
+ reorder_and_upcast_attn, tie_word_embeddings, eos_token_id, attn_pdrop, resid_pdrop, embd_pdrop
+ (numbers in [0, 1]), model_type (must be "gpt2" when
  present), add_cross_attention (must be false); others are ignored.
  Errors: SDICT_E_IO (the file cannot be opened or read), SDICT_E_INVALID_ARG naming the file
  and the field (or the JSON error's line, column and byte offset): a malformed file, a size
@@ -697,7 +703,10 @@ SDICT_API sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_
  transformer.wpe.weight [n_positions, n_embd], transformer.h.N.{ln_1,ln_2}.{weight,bias},
  transformer.h.N.attn.c_attn.{weight [n_embd, 3 n_embd], bias}, .attn.c_proj, .mlp.c_fc
  {weight [n_embd, n_inner]}, .mlp.c_proj, transformer.ln_f, lm_head.weight [vocab, n_embd].
- Weights are random (our generator), lm_head a copy of wte when tied. *out owns everything;
+ Weights are random from our generator with the distributions of transformers'
+ _init_weights (wte, wpe, lm_head and Conv1D weights N(0, 0.02), attn.c_proj and mlp.c_proj
+ weights N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm weight 1 and bias 0; not torch's
+ draws), lm_head a copy of wte when tied. *out owns everything;
  free with sdict_gpt2_free.
  Errors: SDICT_E_INVALID_ARG (sizes <= 0 or too large, n_embd % n_head != 0), SDICT_E_NOMEM.
 */
@@ -789,6 +798,37 @@ SDICT_API sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache
 SDICT_API sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt, int64_t n_prompt,
                                            int64_t max_new_tokens, int64_t top_k, uint64_t seed,
                                            int64_t *out, int64_t *n_out, sdict_error *err);
+
+/**
+ Training forward and backward of GPT2LMHeadModel(input_ids, labels=labels).loss, then
+ loss.backward(), as transformers 5.12 computes them (eager causal attention, float32):
+ ids int64 [batch, seq] (values in [0, vocab_size), seq <= n_positions); labels int64 of the same
+ shape, or NULL for labels = input_ids. The loss is ForCausalLMLoss: cross-entropy of the logits
+ at positions 0..seq-2 against labels 1..seq-1, labels equal to -100 ignored, mean over the
+ counted positions (nan when none counts), written to *loss.
+ Gradients are accumulated (added) into the grad tensors of every parameter of
+ sdict_gpt2_module(g), as loss.backward() does: zero them first (sdict_module_zero_grad). With
+ a tied lm_head (sdict_gpt2_is_tied) lm_head's gradient is added to transformer.wte.weight's,
+ which is the one Parameter torch has for both; lm_head.weight's own grad stays untouched. Before
+ the forward, lm_head is refreshed from wte when tied (sdict_gpt2_tie_weights).
+ Dropout follows the root module's training flag (sdict_module_train(sdict_gpt2_module(g), ...)):
+ in training mode embd_pdrop after the embeddings, attn_pdrop on the attention weights and
+ resid_pdrop on each block's attn and mlp outputs (scaled by 1 / (1 - p)), with masks drawn from
+ our generator seeded by seed (not torch's draws); in eval mode none, and the gradients are still
+ computed. The training flag is the same on return. Memory: about (8 n_embd + 2 n_inner +
+ 2 n_head seq) floats per position and layer, freed on return.
+ Errors: SDICT_E_SHAPE (ids not int64 [B, T], labels of another shape), SDICT_E_INVALID_ARG (an
+ id out of range, a label neither -100 nor in [0, vocab_size): "Target 12 is out of bounds."),
+ SDICT_E_LIMIT (seq > n_positions), SDICT_E_NOMEM. On failure *loss is nan and gradients may be
+ partly accumulated.
+*/
+SDICT_API sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
+                                                   const sdict_act *labels, uint64_t seed,
+                                                   float *loss, sdict_error *err);
+/** model.tie_weights(): copies transformer.wte.weight into lm_head.weight when g is tied (call
+    after an optimizer step, which updates wte only, before using or saving lm_head). No-op when
+    untied or NULL. */
+SDICT_API void sdict_gpt2_tie_weights(sdict_gpt2 *g);
 
 /*==================================================================================================
  MARK: state_dict and load_state_dict

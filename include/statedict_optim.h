@@ -208,6 +208,13 @@ SDICT_API sdict_status sdict_optim_add_group(sdict_optim *o, const sdict_optim_h
 SDICT_API sdict_status sdict_optim_add_module(sdict_optim *o, const sdict_optim_hparams *hp,
                                               sdict_module *m, sdict_error *err);
 
+/** add_group with GPT2LMHeadModel's model.parameters(), in torch's order: every parameter of
+    sdict_gpt2_module(g) except lm_head.weight when g is tied (torch yields a tied Parameter once,
+    so the state_dict's indices match torch's AdamW(model.parameters())). Errors: those of
+    add_group, SDICT_E_NOMEM. */
+SDICT_API sdict_status sdict_gpt2_optim_add(sdict_optim *o, const sdict_optim_hparams *hp,
+                                            sdict_gpt2 *g, sdict_error *err);
+
 /** Number of groups; pointer to group i's hyperparameters (mutable, like
     optimizer.param_groups[i]['lr'] = ...), NULL when out of range. */
 SDICT_API size_t sdict_optim_n_groups(const sdict_optim *o);

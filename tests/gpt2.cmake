@@ -20,3 +20,13 @@ foreach(t "logits;logits+activation+layers" "generate;generate+errors")
             ${CMAKE_CURRENT_BINARY_DIR}/gpt2/@GEN@/${name}
     GENERATIONS 2.14 LABELS gpt2 PROPERTIES TIMEOUT 600)
 endforeach()
+# gpt2_train@2.14: train --arch gpt2 against transformers' GPT2LMHeadModel trained by torch:
+# 20 AdamW steps, checkpoints resumed across C and torch both ways, eval loss, dropout
+# (tests/gpt2/gpt2_train.py, one torch process).
+if(TARGET train)
+  sdict_torch_test(gpt2_train
+    COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/gpt2/gpt2_train.py $<TARGET_FILE:train>
+            ${CMAKE_SOURCE_DIR}/examples/data/gettysburg.txt
+            ${CMAKE_CURRENT_BINARY_DIR}/gpt2/@GEN@/train
+    GENERATIONS 2.14 LABELS gpt2 PROPERTIES TIMEOUT 300)
+endif()

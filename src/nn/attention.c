@@ -285,6 +285,57 @@ sdict_status sdict_multihead_attention_forward(sdict_module *m, const sdict_act 
     return st;
 }
 
+void sdict_nn__sdpa_causal_forward(const float *Q, int64_t ldq, const float *K, const float *V,
+                                   int64_t ldkv, int64_t l, int64_t s, int64_t past, int64_t hd,
+                                   float scale, const float *M, float *P, float *O, int64_t ldo,
+                                   float *scratch) {
+    /* P[l, s] = scale * Q K^T, then row t's softmax over keys 0..past + t, 0 after */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, scale, Q,
+                (int)ldq, K, (int)ldkv, 0.0f, P, (int)s);
+    for (int64_t t = 0; t < l; t++) {
+        sdict_nn__softmax_row(P + t * s, past + t + 1);
+        for (int64_t j = past + t + 1; j < s; j++) P[t * s + j] = 0.0f;
+    }
+    const float *Pv = P;
+    if (M) {
+        for (int64_t i = 0; i < l * s; i++) scratch[i] = P[i] * M[i];
+        Pv = scratch;
+    }
+    /* O[l, hd] = Pv[l, s] . V[s, hd] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, 1.0f, Pv,
+                (int)s, V, (int)ldkv, 0.0f, O, (int)ldo);
+}
+
+void sdict_nn__sdpa_backward(const float *P, const float *M, const float *Q, const float *K,
+                             const float *V, int64_t ld, const float *dO, int64_t ldo, int64_t l,
+                             int64_t s, int64_t hd, float scale, float *dQ, float *dK, float *dV,
+                             float *scratch) {
+    float *dP = scratch, *PM = scratch + l * s;
+    const float *Pv = P; /* the weights that multiplied V: P, or P * M under dropout */
+    if (M) {
+        for (int64_t i = 0; i < l * s; i++) PM[i] = P[i] * M[i];
+        Pv = PM;
+    }
+    /* dV = Pv^T dO; dPv = dO V^T */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, 1.0f, Pv,
+                (int)s, dO, (int)ldo, 0.0f, dV, (int)ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, 1.0f, dO,
+                (int)ldo, V, (int)ld, 0.0f, dP, (int)s);
+    if (M)
+        for (int64_t i = 0; i < l * s; i++) dP[i] *= M[i];
+    for (int64_t i = 0; i < l; i++) { /* softmax backward: P (dP - sum(dP P)) */
+        double dot = 0.0;
+        for (int64_t j = 0; j < s; j++) dot += (double)dP[i * s + j] * P[i * s + j];
+        for (int64_t j = 0; j < s; j++)
+            dP[i * s + j] = (float)(P[i * s + j] * (dP[i * s + j] - dot));
+    }
+    /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, scale, dP,
+                (int)s, K, (int)ld, 0.0f, dQ, (int)ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, scale, dP,
+                (int)s, Q, (int)ld, 0.0f, dK, (int)ld);
+}
+
 /* a float32 act of shape [n, l, e] in the module's layout ([l, e] unbatched) from batch-major
    rows src [n * l, e] */
 static sdict_status seq_out(sdict_act *out, const float *src, int64_t n, int64_t l, int64_t e,
@@ -334,7 +385,7 @@ sdict_status sdict_multihead_attention_backward(sdict_module *m, const sdict_act
     float *buf = calloc(3 * nq + 4 * nk + 2 * (size_t)(l * s), sizeof(float));
     if (!buf) return sdict_nn__err(err, SDICT_E_NOMEM, "MultiheadAttention: out of memory");
     float *dYb = buf, *dQ = dYb + nq, *dXq = dQ + nq, *dK = dXq + nq, *dV = dK + nk,
-          *dXkv = dV + nk, *dP = dXkv + nk, *Pd = dP + l * s;
+          *dXkv = dV + nk, *dP = dXkv + nk;
     relayout(dy->data, dYb, n, l, e, bm);
     sdict_act dya = {.dtype = SDICT_FLOAT32, .ndim = 2, .shape = {n * l, e}, .data = dYb};
     sdict_act dO = {0};
@@ -347,33 +398,9 @@ sdict_status sdict_multihead_attention_backward(sdict_module *m, const sdict_act
     float scale = (float)(1.0 / sqrt((double)hd));
     for (int64_t b = 0; b < n && l > 0 && s > 0; b++)
         for (int64_t h = 0; h < nh; h++) {
-            const float *Pb = P + (b * nh + h) * l * s, *A = Pb;
-            int64_t qo = b * l * e + h * hd, ko = b * s * e + h * hd;
-            if (D) { /* the product used the dropped probabilities P * mask */
-                const float *Db = D + (b * nh + h) * l * s;
-                for (int64_t i = 0; i < l * s; i++) Pd[i] = Pb[i] * Db[i];
-                A = Pd;
-            }
-            /* dV_h = A^T dO_h; dA = dO_h V_h^T, dP = dA * mask */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, 1.0f,
-                        A, (int)s, DO + qo, (int)e, 0.0f, dV + ko, (int)e);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l, (int)s, (int)hd, 1.0f,
-                        DO + qo, (int)e, V + ko, (int)e, 0.0f, dP, (int)s);
-            if (D) {
-                const float *Db = D + (b * nh + h) * l * s;
-                for (int64_t i = 0; i < l * s; i++) dP[i] *= Db[i];
-            }
-            for (int64_t i = 0; i < l; i++) { /* softmax backward: P (dP - sum(dP P)) */
-                double dot = 0.0;
-                for (int64_t j = 0; j < s; j++) dot += (double)dP[i * s + j] * Pb[i * s + j];
-                for (int64_t j = 0; j < s; j++)
-                    dP[i * s + j] = (float)(Pb[i * s + j] * (dP[i * s + j] - dot));
-            }
-            /* scores = scale Q_h K_h^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l, (int)hd, (int)s, scale,
-                        dP, (int)s, K + ko, (int)e, 0.0f, dQ + qo, (int)e);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s, (int)hd, (int)l, scale,
-                        dP, (int)s, Q + qo, (int)e, 0.0f, dK + ko, (int)e);
+            int64_t qo = b * l * e + h * hd, ko = b * s * e + h * hd, po = (b * nh + h) * l * s;
+            sdict_nn__sdpa_backward(P + po, D ? D + po : NULL, Q + qo, K + ko, V + ko, e, DO + qo,
+                                    e, l, s, hd, scale, dQ + qo, dK + ko, dV + ko, dP);
         }
     sdict_act_free(&dO);
     const float *W = pf32(&m->params[0].value);

@@ -1,7 +1,9 @@
 /*
  gpt2.c - GPT-2 as Hugging Face transformers 5.12 defines it (models/gpt2/modeling_gpt2.py,
  GPT2LMHeadModel), built from its config.json, loaded from a model folder with transformers' key
- names, run in eval mode over int64 ids with an optional KV cache, and sampled from.
+ names, run in eval mode over int64 ids with an optional KV cache, and sampled from; and its
+ training loss and backward (MARK: Training), which does walk the tree's LayerNorm and Conv1D
+ modules so their own backward rules accumulate the gradients.
 
  The weights live in an ordinary module tree (statedict_nn.h) so state_dict, load_state_dict and
  the optimizers see torch's keys: transformer.wte / wpe (Embedding), transformer.h.N.ln_1,
@@ -12,6 +14,7 @@
 */
 #include "nn_private.h"
 #include "statedict_nn.h"
+#include "statedict_optim.h"
 
 #include <cblas.h>
 #include <jansson.h>
@@ -57,6 +60,7 @@ void sdict_gpt2_config_default(sdict_gpt2_config *c) {
     c->scale_attn_weights = true;
     c->tie_word_embeddings = true;
     c->eos_token_id = 50256;
+    c->attn_pdrop = c->resid_pdrop = c->embd_pdrop = 0.1;
 }
 
 static sdict_status cfg_err(sdict_error *err, const char *path, const char *fmt, const char *a) {
@@ -125,6 +129,18 @@ sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cf
             goto done;
         }
         cfg->layer_norm_epsilon = json_number_value(eps);
+    }
+    const char *pkeys[3] = {"attn_pdrop", "resid_pdrop", "embd_pdrop"};
+    double *pvals[3] = {&cfg->attn_pdrop, &cfg->resid_pdrop, &cfg->embd_pdrop};
+    for (int i = 0; i < 3; i++) {
+        json_t *pv = json_object_get(root, pkeys[i]);
+        if (!pv) continue;
+        double pd = json_is_number(pv) ? json_number_value(pv) : -1.0;
+        if (!(pd >= 0.0 && pd <= 1.0)) {
+            st = cfg_err(err, path, "\"%s\" must be a number in [0, 1]", pkeys[i]);
+            goto done;
+        }
+        *pvals[i] = json_number_value(pv);
     }
     json_t *eos = json_object_get(root, "eos_token_id");
     if (eos && json_is_integer(eos)) cfg->eos_token_id = json_integer_value(eos);
@@ -258,6 +274,24 @@ sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out, sdic
     if (!ok) {
         sdict_gpt2_free(g);
         return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory building the model");
+    }
+    /* transformers' _init_weights in distribution (our generator, not torch's draws): wte, wpe
+       and lm_head N(0, 0.02) (Conv1D weights are already), each block's attn.c_proj and
+       mlp.c_proj weights N(0, 0.02 / sqrt(2 n_layer)); biases 0, LayerNorm 1 and 0 */
+    uint64_t rng = 0x6A7E2ULL;
+    float *emb[3] = {(float *)g->wte, (float *)g->wpe, g->lm_head};
+    int64_t rows[3] = {cfg->vocab_size, cfg->n_positions, cfg->vocab_size};
+    for (int k = 0; k < 3; k++)
+        for (int64_t i = 0; i < rows[k] * E; i++) {
+            double u1 = sdict_nn__rng_uniform(&rng) + 1.0 / 33554432.0,
+                   u2 = sdict_nn__rng_uniform(&rng);
+            emb[k][i] = (float)(0.02 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+        }
+    float shrink = (float)(1.0 / sqrt(2.0 * (double)cfg->n_layer));
+    for (int64_t l = 0; l < cfg->n_layer; l++) {
+        float *pw = (float *)g->layers[l].proj_w, *fw = (float *)g->layers[l].fcproj_w;
+        for (int64_t i = 0; i < E * E; i++) pw[i] *= shrink;
+        for (int64_t i = 0; i < NI * E; i++) fw[i] *= shrink;
     }
     if (g->tied) /* lm_head.weight is wte.weight, as after transformers' tie_weights */
         memcpy(g->lm_head, g->wte, sizeof(float) * (size_t)(cfg->vocab_size * E));
@@ -485,17 +519,10 @@ static sdict_status run(sdict_gpt2 *g, sdict_gpt2_cache *kv, const int64_t *ids,
                     memcpy(K + (P + t) * D, row + E + h * D, sizeof(float) * (size_t)D);
                     memcpy(Vc + (P + t) * D, row + 2 * E + h * D, sizeof(float) * (size_t)D);
                 }
-                /* sc[T, S] = scale * Q[T, D] . K[S, D]^T; Q rows are strided 3E in qkv */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)D,
-                            (float)scale, qkv + b * T * 3 * E + h * D, (int)(3 * E), K, (int)D,
-                            0.0f, sc, (int)S);
-                for (int64_t t = 0; t < T; t++) /* causal: position P + t sees 0..P + t */
-                    sdict_nn__softmax_row(sc + t * S, P + t + 1);
-                for (int64_t t = 0; t < T; t++)
-                    for (int64_t s = P + t + 1; s < S; s++) sc[t * S + s] = 0.0f;
-                /* att[b, t, h*D..] = sc[T, S] . V[S, D] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)S,
-                            1.0f, sc, (int)S, Vc, (int)D, 0.0f, att + b * T * E + h * D, (int)E);
+                /* Q rows are strided 3E in qkv; position P + t sees 0..P + t */
+                sdict_nn__sdpa_causal_forward(qkv + b * T * 3 * E + h * D, 3 * E, K, Vc, D, T, S,
+                                              P, D, (float)scale, NULL, sc,
+                                              att + b * T * E + h * D, E, NULL);
             }
         add_bias_rows(ln, W->proj_b, R, E);
         mm(att, W->proj_w, ln, R, E, E, 1.0f);
@@ -635,5 +662,323 @@ done:
     free(lg);
     free(tmp);
     sdict_gpt2_cache_free(kv);
+    return st;
+}
+
+/*==================================================================================================
+ MARK: Training
+ GPT2LMHeadModel(input_ids, labels=labels).loss followed by loss.backward(). The LayerNorm and
+ Conv1D modules of the tree run their own forward (caching what their backward needs) and
+ backward (accumulating into their parameters' grad); the attention is the causal eager path
+ with sdict_nn__sdpa_backward, and the tied lm_head's gradient goes to wte, as autograd sums
+ both uses of the one Parameter.
+==================================================================================================*/
+
+void sdict_gpt2_tie_weights(sdict_gpt2 *g) {
+    if (g && g->tied)
+        memcpy(g->lm_head, g->wte, sizeof(float) * (size_t)(g->cfg.vocab_size * g->cfg.n_embd));
+}
+
+typedef struct train_layer {
+    sdict_module *ln1, *c_attn, *c_proj, *ln2, *c_fc, *mlp_proj;
+    sdict_act qkv, fpre;             /* c_attn's output; c_fc's output before the activation */
+    float *P, *M;                    /* softmax [B, H, T, T]; attn dropout multipliers or NULL */
+    float *Mr1, *Mr2;                /* resid dropout multipliers after attn / mlp, or NULL */
+} train_layer;
+
+/* Dropout multipliers (0 with probability p, else 1 / (1 - p)), or NULL when p is 0 or not
+   training; *fail set when the allocation fails. */
+static float *dropout_mask(double p, int64_t n, uint64_t *rng, bool *fail) {
+    if (!(p > 0.0)) return NULL;
+    float *m = malloc(sizeof(float) * (size_t)n);
+    if (!m) {
+        *fail = true;
+        return NULL;
+    }
+    float keep = p >= 1.0 ? 0.0f : (float)(1.0 / (1.0 - p));
+    for (int64_t i = 0; i < n; i++) m[i] = sdict_nn__rng_uniform(rng) < p ? 0.0f : keep;
+    return m;
+}
+
+static void mul_mask(float *x, const float *m, int64_t n) {
+    if (m)
+        for (int64_t i = 0; i < n; i++) x[i] *= m[i];
+}
+
+static sdict_module *sub(sdict_module *root, int64_t l, const char *name) {
+    char path[96];
+    snprintf(path, sizeof path, "transformer.h.%lld.%s", (long long)l, name);
+    return sdict_module_find(root, path);
+}
+
+static void clear_caches(sdict_module *m) {
+    if (m)
+        for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
+}
+
+sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
+                                         const sdict_act *labels, uint64_t seed, float *loss,
+                                         sdict_error *err) {
+    *loss = NAN;
+    sdict_status st = check_ids(ids, err);
+    if (st != SDICT_OK) return st;
+    const sdict_gpt2_config *c = &g->cfg;
+    int64_t B = ids->shape[0], T = ids->shape[1], E = c->n_embd, H = c->n_head, D = E / H;
+    int64_t NI = inner_dim(c), V = c->vocab_size, R = B * T, NL = c->n_layer;
+    if (T > c->n_positions)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: %lld tokens exceed n_positions %lld",
+                             (long long)T, (long long)c->n_positions);
+    if (labels && (labels->dtype != SDICT_INT64 || labels->ndim != 2 ||
+                   labels->shape[0] != B || labels->shape[1] != T))
+        return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: labels must be int64 [%lld, %lld] like "
+                             "input_ids", (long long)B, (long long)T);
+    const int64_t *ID = ids->data, *Lb = labels ? labels->data : ids->data;
+    for (int64_t i = 0; i < R; i++)
+        if (ID[i] < 0 || ID[i] >= V)
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: token id %lld out of range "
+                                 "[0, %lld)", (long long)ID[i], (long long)V);
+    bool training = g->root->training, oom = false;
+    uint64_t rng = seed;
+    sdict_gpt2_tie_weights(g);
+    /* the tree's modules cache their inputs only in training mode: backward needs them even
+       after eval() (as autograd does), so run them in training mode and restore the flag */
+    sdict_module_train(g->root, true);
+    train_layer *TL = calloc((size_t)NL, sizeof *TL);
+    int64_t sh3[3] = {B, T, E}, rs[1] = {R};
+    sdict_act x = {0}, hf = {0}, logits = {0}, tgt = {0}, dlogits = {0}, dx = {0};
+    float *Me = NULL, *scratch = malloc(sizeof(float) * (size_t)(2 * T * T));
+    sdict_module *lnf = sdict_module_find(g->root, "transformer.ln_f");
+    if (!TL || !scratch) {
+        st = sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory for training");
+        goto done;
+    }
+    if ((st = sdict_act_init(&x, SDICT_FLOAT32, 3, sh3, err)) != SDICT_OK) goto done;
+    float *X = x.data;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const float *te = g->wte + ID[b * T + t] * E, *pe = g->wpe + t * E;
+            for (int64_t i = 0; i < E; i++) X[(b * T + t) * E + i] = te[i] + pe[i];
+        }
+    if (training) Me = dropout_mask(c->embd_pdrop, R * E, &rng, &oom);
+    mul_mask(X, Me, R * E);
+
+    /* ---- forward, keeping what backward needs */
+    for (int64_t l = 0; l < NL && st == SDICT_OK && !oom; l++) {
+        train_layer *L = &TL[l];
+        L->ln1 = sub(g->root, l, "ln_1");
+        L->c_attn = sub(g->root, l, "attn.c_attn");
+        L->c_proj = sub(g->root, l, "attn.c_proj");
+        L->ln2 = sub(g->root, l, "ln_2");
+        L->c_fc = sub(g->root, l, "mlp.c_fc");
+        L->mlp_proj = sub(g->root, l, "mlp.c_proj");
+        double scale = c->scale_attn_weights ? 1.0 / sqrt((double)D) : 1.0;
+        if (c->scale_attn_by_inverse_layer_idx) scale /= (double)(l + 1);
+        sdict_act a = {0}, att = {0}, y = {0};
+        if ((st = sdict_module_forward(L->ln1, &x, &a, err)) != SDICT_OK) break;
+        st = sdict_module_forward(L->c_attn, &a, &L->qkv, err);
+        sdict_act_free(&a);
+        if (st != SDICT_OK) break;
+        L->P = malloc(sizeof(float) * (size_t)(B * H * T * T));
+        if (!L->P || (st = sdict_act_init(&att, SDICT_FLOAT32, 3, sh3, err)) != SDICT_OK) {
+            oom = !L->P;
+            break;
+        }
+        if (training) L->M = dropout_mask(c->attn_pdrop, B * H * T * T, &rng, &oom);
+        const float *QKV = L->qkv.data;
+        for (int64_t b = 0; b < B && !oom; b++)
+            for (int64_t h = 0; h < H; h++) {
+                const float *Q = QKV + b * T * 3 * E + h * D;
+                sdict_nn__sdpa_causal_forward(Q, 3 * E, Q + E, Q + 2 * E, 3 * E, T, T, 0, D,
+                                              (float)scale,
+                                              L->M ? L->M + (b * H + h) * T * T : NULL,
+                                              L->P + (b * H + h) * T * T,
+                                              (float *)att.data + b * T * E + h * D, E, scratch);
+            }
+        if (!oom) st = sdict_module_forward(L->c_proj, &att, &y, err);
+        sdict_act_free(&att);
+        if (oom || st != SDICT_OK) break;
+        if (training) L->Mr1 = dropout_mask(c->resid_pdrop, R * E, &rng, &oom);
+        mul_mask(y.data, L->Mr1, R * E);
+        for (int64_t i = 0; i < R * E; i++) X[i] += ((float *)y.data)[i];
+        sdict_act_free(&y);
+        if ((st = sdict_module_forward(L->ln2, &x, &a, err)) != SDICT_OK) break;
+        st = sdict_module_forward(L->c_fc, &a, &L->fpre, err);
+        sdict_act_free(&a);
+        if (st != SDICT_OK || (st = sdict_act_copy(&a, &L->fpre, err)) != SDICT_OK) break;
+        float *F = a.data;
+        if (c->activation == SDICT_GPT2_RELU) {
+            for (int64_t i = 0; i < R * NI; i++) F[i] = F[i] > 0.0f ? F[i] : 0.0f;
+        } else {
+            sdict_nn__gelu(F, R * NI, c->activation == SDICT_GPT2_GELU_NEW);
+        }
+        st = sdict_module_forward(L->mlp_proj, &a, &y, err);
+        sdict_act_free(&a);
+        if (st != SDICT_OK) break;
+        if (training) L->Mr2 = dropout_mask(c->resid_pdrop, R * E, &rng, &oom);
+        mul_mask(y.data, L->Mr2, R * E);
+        for (int64_t i = 0; i < R * E; i++) X[i] += ((float *)y.data)[i];
+        sdict_act_free(&y);
+    }
+    if (oom) st = sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory for training");
+    if (st != SDICT_OK) goto done;
+    if ((st = sdict_module_forward(lnf, &x, &hf, err)) != SDICT_OK) goto done;
+    int64_t ls[2] = {R, V};
+    if ((st = sdict_act_init(&logits, SDICT_FLOAT32, 2, ls, err)) != SDICT_OK ||
+        (st = sdict_act_init(&tgt, SDICT_INT64, 1, rs, err)) != SDICT_OK)
+        goto done;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)V, (int)E, 1.0f, hf.data,
+                (int)E, g->lm_head, (int)E, 0.0f, logits.data, (int)V);
+    /* transformers' ForCausalLMLoss: position t predicts labels[t + 1]; the last predicts
+       nothing (labels padded with -100 before the shift) */
+    int64_t *TG = tgt.data;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) TG[b * T + t] = t + 1 < T ? Lb[b * T + t + 1] : -100;
+    if ((st = sdict_cross_entropy_loss_ex(&logits, &tgt, -100, loss, &dlogits, err)) != SDICT_OK)
+        goto done;
+    sdict_act_free(&logits);
+
+    /* ---- backward */
+    {
+        sdict_act dh = {0};
+        if ((st = sdict_act_init(&dh, SDICT_FLOAT32, 3, sh3, err)) != SDICT_OK) goto done;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)E, (int)V, 1.0f,
+                    dlogits.data, (int)V, g->lm_head, (int)E, 0.0f, dh.data, (int)E);
+        sdict_named_tensor *head = sdict_module_tensor(g->root, g->tied ? "transformer.wte.weight"
+                                                                        : "lm_head.weight");
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)E, (int)R, 1.0f,
+                    dlogits.data, (int)V, hf.data, (int)E, 1.0f,
+                    sdict_storage_data(head->grad.storage), (int)E);
+        st = sdict_module_backward(lnf, &dh, &dx, err);
+        sdict_act_free(&dh);
+        if (st != SDICT_OK) goto done;
+    }
+    float *DX = dx.data;
+    for (int64_t l = NL - 1; l >= 0; l--) {
+        train_layer *L = &TL[l];
+        double scale = c->scale_attn_weights ? 1.0 / sqrt((double)D) : 1.0;
+        if (c->scale_attn_by_inverse_layer_idx) scale /= (double)(l + 1);
+        sdict_act dy = {0}, d1 = {0}, d2 = {0};
+        /* MLP branch: x += drop(c_proj(act(c_fc(ln_2(x))))) */
+        if ((st = sdict_act_copy(&dy, &dx, err)) != SDICT_OK) break;
+        mul_mask(dy.data, L->Mr2, R * E);
+        st = sdict_module_backward(L->mlp_proj, &dy, &d1, err);
+        sdict_act_free(&dy);
+        if (st != SDICT_OK) break;
+        float *G = d1.data;
+        const float *FP = L->fpre.data;
+        bool tanh_form = c->activation == SDICT_GPT2_GELU_NEW;
+        for (int64_t i = 0; i < R * NI; i++)
+            G[i] = c->activation == SDICT_GPT2_RELU
+                       ? (FP[i] > 0.0f ? G[i] : 0.0f)
+                       : (float)(G[i] * sdict_nn__gelu_grad(FP[i], tanh_form));
+        st = sdict_module_backward(L->c_fc, &d1, &d2, err);
+        sdict_act_free(&d1);
+        if (st == SDICT_OK) st = sdict_module_backward(L->ln2, &d2, &d1, err);
+        sdict_act_free(&d2);
+        if (st != SDICT_OK) break;
+        for (int64_t i = 0; i < R * E; i++) DX[i] += ((float *)d1.data)[i];
+        sdict_act_free(&d1);
+        /* attention branch: x += drop(c_proj(attn(c_attn(ln_1(x))))) */
+        if ((st = sdict_act_copy(&dy, &dx, err)) != SDICT_OK) break;
+        mul_mask(dy.data, L->Mr1, R * E);
+        st = sdict_module_backward(L->c_proj, &dy, &d1, err);
+        sdict_act_free(&dy);
+        if (st == SDICT_OK) st = sdict_act_init(&d2, SDICT_FLOAT32, 3, L->qkv.shape, err);
+        if (st != SDICT_OK) {
+            sdict_act_free(&d1);
+            break;
+        }
+        const float *QKV = L->qkv.data;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++) {
+                int64_t off = b * T * 3 * E + h * D;
+                float *dq = (float *)d2.data + off;
+                sdict_nn__sdpa_backward(L->P + (b * H + h) * T * T,
+                                        L->M ? L->M + (b * H + h) * T * T : NULL, QKV + off,
+                                        QKV + off + E, QKV + off + 2 * E, 3 * E,
+                                        (const float *)d1.data + b * T * E + h * D, E, T, T, D,
+                                        (float)scale, dq, dq + E, dq + 2 * E, scratch);
+            }
+        sdict_act_free(&d1);
+        st = sdict_module_backward(L->c_attn, &d2, &d1, err);
+        sdict_act_free(&d2);
+        if (st == SDICT_OK) st = sdict_module_backward(L->ln1, &d1, &d2, err);
+        sdict_act_free(&d1);
+        if (st != SDICT_OK) break;
+        for (int64_t i = 0; i < R * E; i++) DX[i] += ((float *)d2.data)[i];
+        sdict_act_free(&d2);
+    }
+    if (st != SDICT_OK) goto done;
+    mul_mask(DX, Me, R * E);
+    {
+        sdict_named_tensor *te = sdict_module_tensor(g->root, "transformer.wte.weight");
+        sdict_named_tensor *pe = sdict_module_tensor(g->root, "transformer.wpe.weight");
+        float *dwte = sdict_storage_data(te->grad.storage);
+        float *dwpe = sdict_storage_data(pe->grad.storage);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++) {
+                const float *d = DX + (b * T + t) * E;
+                float *a = dwte + ID[b * T + t] * E, *p = dwpe + t * E;
+                for (int64_t i = 0; i < E; i++) {
+                    a[i] += d[i];
+                    p[i] += d[i];
+                }
+            }
+    }
+done:
+    for (int64_t l = 0; TL && l < NL; l++) {
+        train_layer *L = &TL[l];
+        sdict_act_free(&L->qkv);
+        sdict_act_free(&L->fpre);
+        free(L->P);
+        free(L->M);
+        free(L->Mr1);
+        free(L->Mr2);
+        clear_caches(L->ln1);
+        clear_caches(L->c_attn);
+        clear_caches(L->c_proj);
+        clear_caches(L->ln2);
+        clear_caches(L->c_fc);
+        clear_caches(L->mlp_proj);
+    }
+    clear_caches(lnf);
+    free(TL);
+    free(Me);
+    free(scratch);
+    sdict_act_free(&x);
+    sdict_act_free(&hf);
+    sdict_act_free(&logits);
+    sdict_act_free(&tgt);
+    sdict_act_free(&dlogits);
+    sdict_act_free(&dx);
+    sdict_module_train(g->root, training);
+    if (st != SDICT_OK) *loss = NAN;
+    return st;
+}
+
+static void add_param(void *ctx, const char *key, sdict_named_tensor *nt) {
+    void **c = ctx;
+    sdict_optim_param *ps = c[0];
+    size_t *n = c[1];
+    const bool *tied = c[2];
+    if (*tied && strcmp(key, "lm_head.weight") == 0) return; /* the same Parameter as wte */
+    sdict_optim_param *p = &ps[(*n)++];
+    memset(p, 0, sizeof *p);
+    p->data = sdict_storage_data(nt->value.storage);
+    p->grad = sdict_storage_data(nt->grad.storage);
+    p->numel = sdict_tensor_numel(&nt->value);
+    p->ndim = nt->value.ndim;
+    for (int32_t i = 0; i < p->ndim; i++) p->shape[i] = nt->value.shape[i];
+}
+
+sdict_status sdict_gpt2_optim_add(sdict_optim *o, const sdict_optim_hparams *hp, sdict_gpt2 *g,
+                                  sdict_error *err) {
+    size_t n = 0, cap = (size_t)(4 + 12 * g->cfg.n_layer + 1);
+    sdict_optim_param *ps = calloc(cap, sizeof *ps);
+    if (!ps) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
+    void *ctx[3] = {ps, &n, &g->tied};
+    sdict_module_each_param(g->root, add_param, ctx);
+    sdict_status st = sdict_optim_add_group(o, hp, ps, n, err);
+    free(ps);
     return st;
 }

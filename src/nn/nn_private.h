@@ -49,4 +49,29 @@ sdict_status sdict_nn__softmax_backward(sdict_module *m, const sdict_act *dy, sd
 sdict_status sdict_nn__hf_conv1d_backward(sdict_module *m, const sdict_act *dy, sdict_act *dx,
                                           sdict_error *err);
 
+/* GELU's derivative at v (transformer.c): exact (erf) or tanh form. */
+double sdict_nn__gelu_grad(double v, bool tanh_approx);
+
+/* Causal scaled dot-product attention forward for one head (attention.c), GPT-2's: scores
+   S = scale Q K^T; query row t sees keys 0..past + t (past: positions before the queries, as in
+   a KV cache; the others get weight 0); P = softmax(S) by rows, written to P [l, s]
+   (contiguous); O = (P * M) V with M [l, s] dropout multipliers (NULL: none; then scratch may be
+   NULL, else it has room for l * s floats). Q [l, hd] has row stride ldq, K and V [s, hd] row
+   stride ldkv, O [l, hd] row stride ldo. Requires past + l <= s. */
+void sdict_nn__sdpa_causal_forward(const float *Q, int64_t ldq, const float *K, const float *V,
+                                   int64_t ldkv, int64_t l, int64_t s, int64_t past, int64_t hd,
+                                   float scale, const float *M, float *P, float *O, int64_t ldo,
+                                   float *scratch);
+
+/* Scaled dot-product attention backward for one head (attention.c), shared by
+   MultiheadAttention and GPT-2. The forward was S = scale Q K^T (+ masks), P = softmax(S) by
+   rows, O = (P * M) V with M the dropout multipliers (0 or 1/(1-p); NULL: no dropout).
+   P and M: [l, s] contiguous; Q [l, hd], K and V [s, hd] with row stride ld; dO [l, hd] with
+   row stride ldo. Writes (not accumulates) dQ [l, hd], dK and dV [s, hd], row stride ld.
+   scratch: room for 2 * l * s floats. Masked-out scores have P = 0 and get no gradient. */
+void sdict_nn__sdpa_backward(const float *P, const float *M, const float *Q, const float *K,
+                             const float *V, int64_t ld, const float *dO, int64_t ldo, int64_t l,
+                             int64_t s, int64_t hd, float scale, float *dQ, float *dK, float *dV,
+                             float *scratch);
+
 #endif

@@ -1,0 +1,264 @@
+/*
+ test_nn_gpt2_train.c - GPT-2's training backward (sdict_gpt2_forward_backward) against central
+ finite differences of its own loss, for every parameter tensor (a spread of elements each):
+ tied and untied lm_head, gelu_new / gelu / relu, scale_attn_by_inverse_layer_idx, labels with
+ ignored (-100) positions, and training mode with all three dropouts (the masks are fixed by the
+ seed, so the loss stays a function of the weights). Also: the eval loss equals the
+ cross-entropy of sdict_gpt2_forward's logits, sdict_gpt2_optim_add's parameter count (lm_head
+ left out when tied), tie_weights, and the refusals. Parity with transformers is tests/gpt2
+ (gpt2_train).
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "statedict_nn.h"
+#include "statedict_optim.h"
+
+/* finite-difference step: 1e-2 keeps float32 rounding of the loss small; ReLU's kink needs a
+   step that rarely crosses it */
+static double H = 1e-2;
+
+static uint32_t next(uint32_t *s) { return *s = *s * 1664525u + 1013904223u; }
+static float unif(uint32_t *s) { return (float)((next(s) >> 8) & 0xFFFF) / 32768.0f - 1.0f; }
+
+static void fill(void *ctx, const char *key, sdict_named_tensor *nt) {
+    uint32_t *seed = ctx;
+    float *p = sdict_tensor_data(&nt->value);
+    bool ln_w = strstr(key, "ln_") && strstr(key, ".weight");
+    for (int64_t i = 0; i < sdict_tensor_numel(&nt->value); i++)
+        p[i] = ln_w ? 1.0f + 0.3f * unif(seed) : 0.5f * unif(seed);
+}
+
+typedef struct run_ctx {
+    sdict_gpt2 *g;
+    sdict_act *ids, *labels;
+    uint64_t seed;
+} run_ctx;
+
+static double loss_of(const run_ctx *r) {
+    float loss;
+    sdict_module_zero_grad(sdict_gpt2_module(r->g));
+    assert_int_equal(sdict_gpt2_forward_backward(r->g, r->ids, r->labels, r->seed, &loss, NULL),
+                     SDICT_OK);
+    return loss;
+}
+
+typedef struct grad_ctx {
+    const run_ctx *r;
+    sdict_gpt2 *g;
+    int checked;
+} grad_ctx;
+
+/* Every parameter: the analytic gradient of up to 10 spread elements against (L(p+h) -
+   L(p-h)) / 2h. Tied: wte's gradient includes lm_head's use; lm_head.weight is skipped (the
+   forward re-copies it from wte). */
+static void fd_param(void *ctx, const char *key, sdict_named_tensor *nt) {
+    grad_ctx *c = ctx;
+    if (sdict_gpt2_is_tied(c->g) && strcmp(key, "lm_head.weight") == 0) {
+        const float *gr = sdict_tensor_data(&nt->grad);
+        for (int64_t i = 0; i < sdict_tensor_numel(&nt->grad); i++) assert_true(gr[i] == 0.0f);
+        return;
+    }
+    float *p = sdict_tensor_data(&nt->value);
+    int64_t n = sdict_tensor_numel(&nt->value), stepn = n / 10 > 0 ? n / 10 : 1;
+    float *ana = malloc(sizeof(float) * (size_t)n);
+    assert_non_null(ana);
+    memcpy(ana, sdict_tensor_data(&nt->grad), sizeof(float) * (size_t)n);
+    double gmax = 0.0;
+    for (int64_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(ana[i]));
+    for (int64_t i = 0; i < n; i += stepn) {
+        float keep = p[i];
+        p[i] = keep + (float)H;
+        double lp = loss_of(c->r);
+        p[i] = keep - (float)H;
+        double lm = loss_of(c->r);
+        p[i] = keep;
+        double num = (lp - lm) / (2 * H);
+        if (fabs(num - ana[i]) > 2e-3 + 3e-2 * fabs(ana[i]))
+            fail_msg("%s[%lld]: finite difference %.6f, backward %.6f", key, (long long)i, num,
+                     (double)ana[i]);
+        c->checked++;
+    }
+    /* restore the analytic gradients for the next tensor */
+    loss_of(c->r);
+    free(ana);
+    (void)gmax;
+}
+
+static void check(sdict_gpt2_config cfg, bool with_labels, bool train, uint32_t seed) {
+    sdict_gpt2 *g = NULL;
+    assert_int_equal(sdict_gpt2_new(&cfg, &g, NULL), SDICT_OK);
+    sdict_module_each_param(sdict_gpt2_module(g), fill, &seed);
+    sdict_gpt2_tie_weights(g);
+    sdict_module_train(sdict_gpt2_module(g), train);
+    int64_t B = 2, T = 5, shape[2] = {B, T};
+    sdict_act ids = {0}, labels = {0};
+    assert_int_equal(sdict_act_init(&ids, SDICT_INT64, 2, shape, NULL), SDICT_OK);
+    assert_int_equal(sdict_act_init(&labels, SDICT_INT64, 2, shape, NULL), SDICT_OK);
+    int64_t *I = ids.data, *L = labels.data;
+    for (int64_t i = 0; i < B * T; i++) {
+        I[i] = next(&seed) % (uint32_t)cfg.vocab_size;
+        L[i] = i % 3 == 1 ? -100 : (int64_t)(next(&seed) % (uint32_t)cfg.vocab_size);
+    }
+    run_ctx r = {g, &ids, with_labels ? &labels : NULL, 1234};
+    double l0 = loss_of(&r);
+    assert_true(isfinite(l0) && l0 > 0.0);
+    if (!train) { /* the eval loss is the cross-entropy of the eval forward's shifted logits */
+        sdict_act logits = {0}, sl = {0}, tg = {0};
+        assert_int_equal(sdict_gpt2_forward(g, &ids, &logits, NULL), SDICT_OK);
+        int64_t V = cfg.vocab_size, ls[2] = {B * (T - 1), V}, ts[1] = {B * (T - 1)};
+        assert_int_equal(sdict_act_init(&sl, SDICT_FLOAT32, 2, ls, NULL), SDICT_OK);
+        assert_int_equal(sdict_act_init(&tg, SDICT_INT64, 1, ts, NULL), SDICT_OK);
+        const int64_t *lab = with_labels ? L : I;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t + 1 < T; t++) {
+                memcpy(sdict_act_f32(&sl) + (b * (T - 1) + t) * V,
+                       sdict_act_f32(&logits) + (b * T + t) * V, sizeof(float) * (size_t)V);
+                ((int64_t *)tg.data)[b * (T - 1) + t] = lab[b * T + t + 1];
+            }
+        float ref;
+        assert_int_equal(sdict_cross_entropy_loss_ex(&sl, &tg, -100, &ref, NULL, NULL), SDICT_OK);
+        assert_float_equal(l0, ref, 1e-5 * (1.0 + fabs(ref)));
+        sdict_act_free(&logits);
+        sdict_act_free(&sl);
+        sdict_act_free(&tg);
+    } else { /* dropout is on: another seed gives another loss, the same seed the same one */
+        r.seed = 99;
+        double l1 = loss_of(&r);
+        assert_true(fabs(l1 - l0) > 1e-6);
+        r.seed = 1234;
+        assert_float_equal(loss_of(&r), l0, 0.0);
+    }
+    grad_ctx c = {&r, g, 0};
+    sdict_module_each_param(sdict_gpt2_module(g), fd_param, &c);
+    assert_true(c.checked > 100);
+    assert_true(sdict_gpt2_module(g)->training == train);
+    sdict_act_free(&ids);
+    sdict_act_free(&labels);
+    sdict_gpt2_free(g);
+}
+
+static sdict_gpt2_config small(void) {
+    sdict_gpt2_config c;
+    sdict_gpt2_config_default(&c);
+    c.vocab_size = 7;
+    c.n_positions = 6;
+    c.n_embd = 8;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.attn_pdrop = c.resid_pdrop = c.embd_pdrop = 0.0;
+    return c;
+}
+
+static void test_backward_tied(void **state) {
+    (void)state;
+    check(small(), false, false, 1);
+    check(small(), true, false, 2);
+}
+
+static void test_backward_untied_variants(void **state) {
+    (void)state;
+    sdict_gpt2_config c = small();
+    c.tie_word_embeddings = false;
+    c.activation = SDICT_GPT2_GELU;
+    c.scale_attn_by_inverse_layer_idx = true;
+    check(c, true, false, 3);
+}
+
+static void test_backward_relu(void **state) {
+    (void)state;
+    sdict_gpt2_config c = small();
+    c.activation = SDICT_GPT2_RELU;
+    c.n_inner = 12;
+    H = 1e-3;
+    check(c, false, false, 4);
+    H = 1e-2;
+}
+
+static void test_backward_dropout(void **state) {
+    (void)state;
+    sdict_gpt2_config c = small();
+    c.attn_pdrop = 0.2;
+    c.resid_pdrop = 0.15;
+    c.embd_pdrop = 0.1;
+    check(c, true, true, 5);
+}
+
+static void test_optim_params_and_errors(void **state) {
+    (void)state;
+    sdict_gpt2_config c = small();
+    for (int tied = 0; tied < 2; tied++) {
+        c.tie_word_embeddings = tied;
+        sdict_gpt2 *g = NULL;
+        assert_int_equal(sdict_gpt2_new(&c, &g, NULL), SDICT_OK);
+        sdict_optim *o = sdict_optim_new(SDICT_OPTIM_ADAMW);
+        sdict_optim_hparams hp = sdict_optim_defaults(SDICT_OPTIM_ADAMW);
+        assert_int_equal(sdict_gpt2_optim_add(o, &hp, g, NULL), SDICT_OK);
+        sdict_doc *doc = NULL;
+        sdict_value *osd = NULL;
+        assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+        assert_int_equal(sdict_optim_state_dict(o, doc, &osd, NULL), SDICT_OK);
+        const sdict_value *params =
+            sdict_dict_get(sdict_seq_item(sdict_dict_get(osd, "param_groups"), 0), "params");
+        /* wte, wpe, 12 per layer, ln_f weight and bias, (+ lm_head untied) */
+        assert_int_equal(sdict_seq_len(params), 2 + 12 * 2 + 2 + (tied ? 0 : 1));
+        sdict_doc_free(doc);
+        sdict_optim_free(o);
+        /* tie_weights copies wte into lm_head only when tied */
+        float *wte = sdict_tensor_data(&sdict_module_tensor(sdict_gpt2_module(g),
+                                                            "transformer.wte.weight")->value);
+        float *head = sdict_tensor_data(&sdict_module_tensor(sdict_gpt2_module(g),
+                                                             "lm_head.weight")->value);
+        wte[3] += 1.0f;
+        sdict_gpt2_tie_weights(g);
+        assert_true((wte[3] == head[3]) == (tied == 1));
+
+        int64_t s2[2] = {1, 4}, s3[2] = {1, 3}, s7[2] = {1, 7};
+        sdict_act ids = {0}, lab = {0}, big = {0};
+        sdict_error err;
+        float loss = 0.0f;
+        assert_int_equal(sdict_act_init(&ids, SDICT_INT64, 2, s2, NULL), SDICT_OK);
+        assert_int_equal(sdict_act_init(&lab, SDICT_INT64, 2, s3, NULL), SDICT_OK);
+        assert_int_equal(sdict_gpt2_forward_backward(g, &ids, &lab, 0, &loss, &err),
+                         SDICT_E_SHAPE);
+        assert_true(isnan(loss));
+        assert_non_null(strstr(err.message, "labels"));
+        ((int64_t *)ids.data)[2] = 7;
+        assert_int_equal(sdict_gpt2_forward_backward(g, &ids, NULL, 0, &loss, &err),
+                         SDICT_E_INVALID_ARG);
+        assert_non_null(strstr(err.message, "out of range"));
+        ((int64_t *)ids.data)[2] = 0;
+        sdict_act_free(&lab);
+        assert_int_equal(sdict_act_init(&lab, SDICT_INT64, 2, s2, NULL), SDICT_OK);
+        ((int64_t *)lab.data)[1] = 12;
+        assert_int_equal(sdict_gpt2_forward_backward(g, &ids, &lab, 0, &loss, &err),
+                         SDICT_E_INVALID_ARG);
+        assert_non_null(strstr(err.message, "out of bounds"));
+        assert_int_equal(sdict_act_init(&big, SDICT_INT64, 2, s7, NULL), SDICT_OK);
+        assert_int_equal(sdict_gpt2_forward_backward(g, &big, NULL, 0, &loss, &err),
+                         SDICT_E_LIMIT);
+        sdict_act_free(&ids);
+        sdict_act_free(&lab);
+        sdict_act_free(&big);
+        sdict_gpt2_free(g);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backward_tied),
+        cmocka_unit_test(test_backward_untied_variants),
+        cmocka_unit_test(test_backward_relu),
+        cmocka_unit_test(test_backward_dropout),
+        cmocka_unit_test(test_optim_params_and_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
