@@ -10,10 +10,8 @@ folder with torch for the MPI loader. Run with the generation's python (torch 2.
 
 Exit status 0 when every check passed.
 """
-import datetime
 import os
 import sys
-import tempfile
 import traceback
 
 import torch
@@ -21,6 +19,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from gloo import init, rendezvous
 
 SHAPES = {"model.fc1.weight": (10, 7), "model.fc1.bias": (10,),
           "model.fc2.weight": (5, 10), "model.fc2.bias": (5,)}
@@ -69,15 +68,6 @@ def nest(flat, blank):
     return sd
 
 
-def rendezvous():
-    """A fresh rendezvous file for torch's FileStore. A TCP port picked here could be taken by
-    another test's process group before ours binds it, and then both hang."""
-    fd, path = tempfile.mkstemp(prefix="sdict-store-")
-    os.close(fd)
-    os.unlink(path)
-    return "file://" + path
-
-
 def sharded(rank, world, mesh, dim, blank):
     """This rank's state dict: 2-d tensors as DTensor Shard(dim) pieces (torch.chunk rule)."""
     from torch.distributed.tensor import DTensor, Shard
@@ -101,9 +91,7 @@ def sharded(rank, world, mesh, dim, blank):
 
 
 def loader(rank, world, store, jobs, q):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    init(rank, world, store)
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh("cpu", (world,))
     bad = []
@@ -132,9 +120,7 @@ def loader(rank, world, store, jobs, q):
 
 
 def saver(rank, world, store, folder):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    init(rank, world, store)
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh("cpu", (world,))
     flat, _ = sharded(rank, world, mesh, 0, False)

@@ -12,12 +12,10 @@ structure with the original values from 1 process and from 2 processes (gloo on 
 Exit 0 on success, 1 on a mismatch.
 """
 import copy
-import datetime
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import torch
 import torch.distributed as dist
@@ -25,6 +23,7 @@ import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save, torch_save_to_dcp
+from gloo import init, rendezvous
 
 STATEDICT, WORK = sys.argv[1:3]
 failures = []
@@ -95,9 +94,7 @@ def values_equal(want, got, path):
 
 
 def loader(rank, world, store, folder, src, q):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    init(rank, world, store)
     want = torch.load(src, weights_only=False)
     target = zeroed(want)
     dcp.load(target, checkpoint_id=folder)
@@ -107,15 +104,6 @@ def loader(rank, world, store, folder, src, q):
     values_equal(want, target, f"rank{rank}")
     q.put((rank, bad))
     dist.destroy_process_group()
-
-
-def rendezvous():
-    """A fresh rendezvous file for torch's FileStore. A TCP port picked here could be taken by
-    another test's process group before ours binds it, and then both hang."""
-    fd, path = tempfile.mkstemp(prefix="sdict-store-")
-    os.close(fd)
-    os.unlink(path)
-    return "file://" + path
 
 
 if __name__ == "__main__":
