@@ -44,10 +44,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MD_NAME ".metadata"
 /* A .metadata larger than this is refused (a 100,000-tensor, 64-rank checkpoint is ~100 MB). */
@@ -851,6 +853,8 @@ static sdict_status item_read(dcp *c, const dcp_store *s, const sdict__read_job 
     }
     sdict__source sub;
     sdict__source_init_mem(&sub, data, (size_t)s->len, f->name);
+    if (!buf)
+        sub.mapping = f->src.mapping; /* storages map the item's records in place */
     sdict_load_opts o;
     memset(&o, 0, sizeof o);
     o.flags = c->flags & ~(uint32_t)SDICT_LOAD_METADATA_ONLY;
@@ -1184,6 +1188,59 @@ static sdict_status entry_geom(dcp *c, const char *fqn, size_t flen, const sdict
     return SDICT_OK;
 }
 
+/* Marks elements at..at+n-1 in the bitmap of elements already copied; false (nothing is
+   marked past the first element found) if one of them already was: two chunks overlap. Whole
+   bytes at a time, as a run is a row of a chunk. */
+static bool mark_run(uint8_t *bits, uint64_t at, uint64_t n) {
+    uint64_t e = at, end = at + n;
+    for (; e < end && (e & 7); e++) {
+        if (bits[e >> 3] & (1u << (e & 7)))
+            return false;
+        bits[e >> 3] |= (uint8_t)(1u << (e & 7));
+    }
+    uint64_t whole = (end - e) >> 3;
+    for (uint64_t i = 0; i < whole; i++)
+        if (bits[(e >> 3) + i])
+            return false;
+    memset(bits + (e >> 3), 0xFF, (size_t)whole);
+    for (e += whole << 3; e < end; e++) {
+        if (bits[e >> 3] & (1u << (e & 7)))
+            return false;
+        bits[e >> 3] |= (uint8_t)(1u << (e & 7));
+    }
+    return true;
+}
+
+/* Copies n bytes at src, inside the mapping of file f, to dst with pread when n is large: the
+   kernel's copy from the page cache, as a copy load reads, instead of a memcpy that faults in
+   every page of the mapping. *fd is opened on first use and must be the file f mapped (same
+   device and inode); on any failure the bytes are copied from the mapping. */
+static void copy_out(const dcp_file *f, int *fd, const uint8_t *src, uint8_t *dst, size_t n) {
+    const uint8_t *base = f->src.data;
+    if (n >= ((size_t)1 << 12) && base && src >= base && (uint64_t)(src - base) + n <= f->src.size) {
+        if (*fd == -1) {
+            struct stat sb;
+            *fd = open(f->path, O_RDONLY | O_CLOEXEC);
+            if (*fd >= 0 && (fstat(*fd, &sb) != 0 || sb.st_dev != f->dev || sb.st_ino != f->ino)) {
+                close(*fd);
+                *fd = -2;
+            }
+        }
+        size_t done = 0;
+        while (*fd >= 0 && done < n) {
+            ssize_t r = pread(*fd, dst + done, n - done, (off_t)(src - base) + (off_t)done);
+            if (r <= 0)
+                break;
+            done += (size_t)r;
+        }
+        if (done == n)
+            return;
+        memcpy(dst + done, src + done, n - done);
+        return;
+    }
+    memcpy(dst, src, n);
+}
+
 /* Copies the part of chunk k of g inside the region (offsets ro, lengths rl, a contiguous
    tensor at dst marked in the region's bitmap bits) from the chunk's item, read only when the
    chunk overlaps the region. *copied counts the elements. */
@@ -1205,10 +1262,14 @@ static sdict_status region_chunk(dcp *c, const char *fqn, const dcp_geom *g, siz
     }
     if (ov == 0)
         return SDICT_OK;
-    sdict__read_job job = {SDICT__READ_LOAD, NULL, NULL, NULL, NULL};
+    sdict__read_job job = {SDICT__READ_LOAD_BYTES, NULL, NULL, NULL, NULL};
     sdict_doc *idoc = NULL;
     const sdict_tensor *t;
+    dcp_file *f = NULL;
+    int fd = -1;
     sdict_status st = item_read(c, g->store[k], &job, &idoc, err);
+    if (st == SDICT_OK)
+        st = item_locate(c, g->store[k], &f, err);
     if (st == SDICT_OK)
         st = chunk_tensor(c, fqn, idoc, g->dtype, cs, nd, &t, err);
     uint8_t *tmp = NULL;
@@ -1221,35 +1282,41 @@ static sdict_status region_chunk(dcp *c, const char *fqn, const dcp_geom *g, siz
         src = tmp;
     }
     if (st == SDICT_OK) {
-        int64_t run = nd ? len[nd - 1] : 1, rows = 1;
-        for (size_t d = 0; d + 1 < nd; d++) {
-            rows *= len[d];
+        /* runs: the overlap's rows over dimensions [0, in), each contiguous in the chunk and
+           in the region because every dimension after `in` is whole in both */
+        size_t in = nd ? nd - 1 : 0;
+        while (in > 0 && len[in] == cs[in] && len[in] == rl[in])
+            in--;
+        int64_t run = 1, rows = 1;
+        for (size_t d = 0; d < nd; d++) {
+            if (d < in)
+                rows *= len[d];
+            else
+                run *= len[d];
             idx[d] = 0;
         }
         for (int64_t r = 0; r < rows && st == SDICT_OK; r++) {
             int64_t at = 0, from = 0;
             for (size_t d = 0; d < nd; d++) {
-                int64_t i = d + 1 < nd ? idx[d] : 0;
-                at += (lo[d] + i - ro[d]) * rstride[d];
-                from += (lo[d] + i - co[d]) * cstride[d];
+                at += (lo[d] + idx[d] - ro[d]) * rstride[d];
+                from += (lo[d] + idx[d] - co[d]) * cstride[d];
             }
-            for (int64_t e = at; e < at + run; e++) {
-                if (bits[e >> 3] & (1u << (e & 7))) {
-                    st = md_err(c, err, SDICT_E_SHAPE, "'%.80s': chunk %zu overlaps another chunk",
-                                fqn, k);
-                    break;
-                }
-                bits[e >> 3] |= (uint8_t)(1u << (e & 7));
+            if (!mark_run(bits, (uint64_t)at, (uint64_t)run)) {
+                st = md_err(c, err, SDICT_E_SHAPE, "'%.80s': chunk %zu overlaps another chunk",
+                            fqn, k);
+                break;
             }
-            memcpy(dst + (size_t)at * es, src + (size_t)from * es, (size_t)run * es);
-            for (size_t d = nd >= 2 ? nd - 2 : 0; nd >= 2; d--) {
-                if (++idx[d] < len[d] || d == 0)
+            copy_out(f, &fd, src + (size_t)from * es, dst + (size_t)at * es, (size_t)run * es);
+            for (size_t d = in; d-- > 0;) { /* the next row: odometer over [0, in) */
+                if (++idx[d] < len[d])
                     break;
                 idx[d] = 0;
             }
         }
         *copied += ov;
     }
+    if (fd >= 0)
+        close(fd);
     sdict__free(tmp);
     sdict_doc_free(idoc);
     return st;

@@ -145,6 +145,9 @@ typedef struct sdict__source {
     int fd;
     const uint8_t *data;
     uint64_t size;
+    /* the file mapping data lies in, or NULL; data may start inside it (a source over one item
+       of a mapped DCP file, which then maps its storages in place); not owned by such a
+       sub-source */
     sdict__mapping *mapping;
 } sdict__source;
 
@@ -457,8 +460,15 @@ typedef enum sdict__input {
 } sdict__input;
 
 /** What a read is for: a load (doc out), a scan (globals reported, no payload read) or a
-    verify (every check, CRCs of every record, no doc kept). */
-typedef enum sdict__read_mode { SDICT__READ_LOAD, SDICT__READ_SCAN, SDICT__READ_VERIFY } sdict__read_mode;
+    verify (every check, CRCs of every record, no doc kept). A bytes load is a load of a zip
+    archive whose stored records are mapped in place at any offset, aligned for their dtype or
+    not: for a caller that only copies the tensors' bytes (a DCP chunk into its tensor). */
+typedef enum sdict__read_mode {
+    SDICT__READ_LOAD,
+    SDICT__READ_SCAN,
+    SDICT__READ_VERIFY,
+    SDICT__READ_LOAD_BYTES
+} sdict__read_mode;
 
 /* Passes scan items on to fn with the record prefixed: "PREFIX:RECORD" (a folder's readers
    name the shard or the DCP item a record came from). load.c. */

@@ -156,6 +156,7 @@ typedef struct loader {
     sdict_limits limits;
     uint32_t flags;
     bool scan;              /* sdict_scan: no payload bytes read, globals reported */
+    bool map_any;           /* SDICT__READ_LOAD_BYTES: stored records mapped at any offset */
     bool verify_crc;
     bool script;            /* an inert load of a TorchScript archive */
     bool big_endian;        /* payloads in the file are big-endian */
@@ -567,14 +568,17 @@ static sdict_status zip_persistent_load(void *ctx, sdict_value *pid, int64_t off
        or copied storage is always aligned for its dtype. */
     uint64_t want = L->alignment < 64 ? L->alignment : 64, es = sdict_dtype_size(p.dtype);
     es = es > 8 ? 8 : es;
-    bool aligned = e->data_offset % want == 0 && e->data_offset % es == 0;
-    if (m && e->method == 0 && !swap && nbytes > 0 && (L->scan || aligned)) {
-        /* Zero-copy: the record is the storage. Scans map any offset: nothing reads it. */
+    /* the source may be a part of a mapped file (an item of a DCP .distcp file) */
+    uint64_t at = m ? (uint64_t)(L->src->data - sdict__mapping_base(m)) + e->data_offset : 0;
+    bool aligned = e->data_offset % want == 0 && at % es == 0;
+    if (m && e->method == 0 && !swap && nbytes > 0 && (L->scan || L->map_any || aligned)) {
+        /* Zero-copy: the record is the storage. Scans map any offset: nothing reads it; bytes
+           loads too: their caller only copies its bytes. */
         if (L->verify_crc && !L->scan &&
-            (st = crc_check(L, e, sdict__mapping_base(m) + e->data_offset, (size_t)nbytes, L->rec,
-                            err)) != SDICT_OK)
+            (st = crc_check(L, e, L->src->data + e->data_offset, (size_t)nbytes, L->rec, err)) !=
+                SDICT_OK)
             return st;
-        st = sdict__storage_new_mapped(L->src->mapping, e->data_offset, (size_t)nbytes, &s, err);
+        st = sdict__storage_new_mapped(L->src->mapping, at, (size_t)nbytes, &s, err);
         if (st != SDICT_OK)
             return st;
     } else {
@@ -1810,6 +1814,7 @@ sdict_status sdict__torch_read(sdict__source *src, sdict__input kind, const sdic
         L.verify_crc = true;
         L.verify_all = true;
     }
+    L.map_any = job->mode == SDICT__READ_LOAD_BYTES;
     sdict_status st = sdict_doc_new(&L.doc, err);
     if (st == SDICT_OK)
         st = load_any(&L, kind, err);

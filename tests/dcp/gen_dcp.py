@@ -13,29 +13,19 @@ and the bytes items) giving the same text as `ls --verify-crc` (which reads ever
 safetensors and to a Hugging Face model folder holding the same tensors.
 Exit 0 on success, 1 on a mismatch.
 """
-import datetime
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from gloo import init, rendezvous
 
 STATEDICT, WORK = sys.argv[1:3]
-
-
-def rendezvous():
-    """A fresh rendezvous file for torch's FileStore. A TCP port picked here could be taken by
-    another test's process group before ours binds it, and then both hang."""
-    fd, path = tempfile.mkstemp(prefix="sdict-store-")
-    os.close(fd)
-    os.unlink(path)
-    return "file://" + path
 
 
 def model_sd(seed):
@@ -74,11 +64,14 @@ def cases(rank, world):
     cols = torch.arange(3 * 10, dtype=torch.int64).reshape(3, 10)  # 10 cols: 3,3,3,1 over 4
     cube = torch.randn(2, 3, 7, dtype=torch.float64)
     half = torch.randn(5, 2).to(torch.bfloat16)
+    wide = torch.randn(130, 257)   # chunks of whole rows past 4 KiB: read straight from the file
     out["sharded"] = {
         "rows": shard(rows, 0),
         "cols": shard(cols, 1),
         "cube": shard(cube, 2),
         "half": shard(half, 0),
+        "wide": shard(wide, 0),
+        "tall": shard(wide.t().contiguous(), 1),
         "bias": torch.arange(4, dtype=torch.float32),   # plain: replicated
         "scale": torch.tensor(1.5),                     # 0-dim
         "step": 7,
@@ -89,9 +82,7 @@ def cases(rank, world):
 
 
 def worker(rank, world, store, root):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    init(rank, world, store)
     for name, sd in cases(rank, world).items():
         dcp.save(sd, checkpoint_id=os.path.join(root, f"{name}_{world}"))
     dist.barrier()
