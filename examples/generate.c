@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
     else if (sdict_gpt2_from_pretrained(model, &g, &err) != SDICT_OK) rc = fail(model, &err);
     else if (sdict_gpt2_generate(g, ids, n, max_new, top_k, (uint64_t)seed, out, &n_out, &err) !=
              SDICT_OK)
-        rc = fail("generate", &err);
+        rc = fail("GPT-2", &err);
     else {
         for (int64_t i = 0; i < n_out; i++) printf("%s%lld", i ? " " : "", (long long)out[i]);
         printf("\n");

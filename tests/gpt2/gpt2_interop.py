@@ -304,6 +304,10 @@ for CASE in CASES.split("+"):
         check(r.returncode == 1 and "exceed n_positions 160" in r.stderr, f"too long: {r.stderr.strip()!r}")
         r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,2,3", "--max-new-tokens", "158"], expect=1)
         check(r.returncode == 1 and "exceed n_positions" in r.stderr, f"generate too long: {r.stderr.strip()!r}")
+        # the program's name once, then the library's own "GPT-2: ..." text
+        r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,300", "--max-new-tokens", "2"], expect=1)
+        check(r.returncode == 1 and r.stderr.startswith("generate: GPT-2: token id 300 out of range [0, "),
+              f"generate id out of range: {r.stderr.strip()!r}")
     else:
         print("unknown case", CASE)
         sys.exit(2)
