@@ -791,7 +791,9 @@ SDICT_API sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache
  softmax of the k largest logits (temperature 1) with our seeded generator (seed gives the
  same ids every run; they are not torch's draws). Stops after max_new_tokens or after emitting
  config.eos_token_id. out (room for n_prompt + max_new_tokens ids) receives the prompt then the
- new ids; *n_out their count.
+ new ids; *n_out their count. On an error *n_out counts the ids of out that were written before
+ it (0 for argument errors; the prompt, and any ids generated, for an id out of range or
+ out of memory); the caller owns out throughout.
  Errors: SDICT_E_INVALID_ARG (empty prompt, negative N, an id out of range), SDICT_E_LIMIT
  (n_prompt + N > n_positions), SDICT_E_NOMEM.
 */
