@@ -417,8 +417,9 @@ static sdict_status plan_parse(const void *data, size_t len, plan *out, sdict_er
     out->len = len;
     out->rank = (uint32_t)cur_u(&c, 4);
     uint64_t n = cur_u(&c, 4);
-    /* every item takes at least 44 bytes */
-    if (c.bad || n > (len - c.at) / 44)
+    /* every item takes at least 36 bytes (a 0-dim tensor or a value with an empty fqn and
+       path: the fixed fields only) */
+    if (c.bad || n > (len - c.at) / 36)
         return plan_err(err, "item count past the end", c.at);
     out->items = sdict__calloc(n ? (size_t)n : 1, sizeof *out->items);
     if (!out->items)

@@ -365,12 +365,48 @@ static void test_commit_checks_files(void **state) {
     sdict_doc_free(doc);
 }
 
+/* Items of a few bytes each: one-letter keys, a 0-dim tensor, the empty key (a plan's items
+   can be as short as its fixed fields). */
+static void test_small_items(void **state) {
+    (void)state;
+    sdict_doc *doc = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_value *root = sdict_dict_new(doc, false);
+    sdict_dict_set_str(root, "a", sdict_int_new(doc, 7));
+    sdict_dict_set_str(root, "", sdict_int_new(doc, 8));
+    sdict_value *t0 = NULL;
+    sdict_tensor t;
+    sdict_storage *s = NULL;
+    assert_int_equal(sdict_storage_new(4, &s, NULL), SDICT_OK);
+    *(float *)sdict_storage_data(s) = 2.5f;
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, NULL, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_new(doc, &t, &t0, NULL), SDICT_OK);
+    sdict_storage_release(s);
+    sdict_dict_set_str(root, "t", t0);
+    assert_int_equal(sdict_save_dcp(g_dir, root, &err), SDICT_OK);
+    sdict_dcp *d = NULL;
+    sdict_value *v = NULL;
+    assert_int_equal(sdict_dcp_open(g_dir, NULL, &d, &err), SDICT_OK);
+    assert_int_equal(sdict_dcp_entry_count(d), 3);
+    assert_int_equal(sdict_dcp_read_value(d, "a", doc, &v, &err), SDICT_OK);
+    assert_true(sdict_float_get(v) == 7.0);
+    assert_int_equal(sdict_dcp_read_value(d, "", doc, &v, &err), SDICT_OK);
+    assert_true(sdict_float_get(v) == 8.0);
+    assert_int_equal(sdict_dcp_read_region(d, "t", NULL, NULL, doc, &v, &err), SDICT_OK);
+    assert_int_equal(sdict_value_tensor(v)->ndim, 0);
+    assert_true(*(const float *)sdict_tensor_data(sdict_value_tensor(v)) == 2.5f);
+    sdict_dcp_close(d);
+    sdict_doc_free(doc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_save_and_lazy_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lowest_rank, setup, teardown),
         cmocka_unit_test(test_plan_errors),
         cmocka_unit_test_setup_teardown(test_commit_checks_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_small_items, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
