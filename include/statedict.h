@@ -1657,8 +1657,9 @@ SDICT_API sdict_status sdict_dcp_discard(const char *dir, size_t rank, sdict_err
  rename. An empty file when the rank keeps nothing (torch does the same).
 
  @param root, shards, n_shards  exactly what this rank passed to sdict_dcp_plan_local.
- @param written      out: the rank's written plan (its plan with file offsets and lengths, in
-                     bytes), free with sdict_free_buffer; NULL on failure.
+ @param written      out: the rank's written plan (the save's number of ranks, and the rank's
+                     plan with file offsets and lengths in bytes), free with
+                     sdict_free_buffer; NULL on failure.
  @return SDICT_OK, or SDICT_E_INVALID_ARG (rank >= world; root or shards differ from the
          rank's plan), SDICT_E_FORMAT (not a global plan), the errors of sdict_save_buffer for
          an item, SDICT_E_IO (naming the file), SDICT_E_NOMEM.
@@ -1681,9 +1682,19 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
  between leaves a folder without `.metadata`, never an old one over new data. Call only after
  every rank's sdict_dcp_write_rank succeeded.
 
- @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, plans out of rank order, a kept item
-         not written), SDICT_E_FORMAT (a buffer that is no plan), SDICT_E_IO (a rank's staged file
-         missing or of another size, naming it; writing .metadata), SDICT_E_NOMEM.
+ Before anything in dir changes, the written plans must make one save, as
+ sdict_dcp_plan_global checked it: world plans of a save by world ranks, each item where
+ sdict_dcp_write_rank put it, and, over all ranks, per fqn one kind, dtype and global shape,
+ tensor chunks neither overlapping nor leaving a hole, each non-tensor value written once
+ (plans of two saves staged into one folder, or edited plans, are refused).
+
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, plans out of rank order, a local or
+         global plan, a written plan of a save by another number of ranks, a kept item not
+         written or not where sdict_dcp_write_rank puts it, a value written by no rank or by
+         several), SDICT_E_FORMAT (a buffer that is no plan), SDICT_E_DTYPE / SDICT_E_SHAPE
+         (the plans disagree on a tensor's dtype or global shape, chunks overlap or leave a
+         hole), SDICT_E_IO (a rank's staged file missing, not a regular file or of another
+         size, naming it; writing .metadata), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *written,
                                         const size_t *written_lens, size_t world,

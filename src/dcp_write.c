@@ -347,10 +347,13 @@ static void uuid4(char out[37]) {
            u64 length
    global  "SDCPGLB1", u32 world, then world times: u64 plan_len, plan bytes (keep set on the
            items the rank writes after deduplication)
+   written "SDCPWRT1", u32 world of the global plan, then the rank's plan from the global plan
+           with file_offset and length of the items it wrote
 ==================================================================================================*/
 
 #define PLAN_MAGIC "SDCPPLN1"
 #define GLOBAL_MAGIC "SDCPGLB1"
+#define WRITTEN_MAGIC "SDCPWRT1"
 #define NO_RANK 0xffffffffu
 
 typedef struct pitem {
@@ -569,6 +572,7 @@ static sdict_status validate(pitem **v, size_t n, sdict_error *err) {
             j++;
         const pitem *a = v[i];
         uint64_t numel = 1, vol = 0;
+        size_t kept = 0;
         for (uint32_t d = 0; a->tensor && d < a->ndim; d++)
             if (!sdict__mul_u64(numel, (uint64_t)dim_at(a, 0, d), &numel))
                 return item_err(err, SDICT_E_SHAPE, a, "element count overflows");
@@ -577,6 +581,7 @@ static sdict_status validate(pitem **v, size_t n, sdict_error *err) {
             if (b->tensor != a->tensor)
                 return item_err(err, SDICT_E_INVALID_ARG, b,
                                 "a tensor on one rank and a non-tensor value on another");
+            kept += b->keep;
             if (!a->tensor)
                 continue;
             if (b->dtype != a->dtype)
@@ -608,6 +613,10 @@ static sdict_status validate(pitem **v, size_t n, sdict_error *err) {
         if (a->tensor && vol != numel)
             return item_err(err, SDICT_E_SHAPE, a,
                             "the ranks' chunks leave a hole in the global tensor");
+        if (kept == 0 || (!a->tensor && kept > 1))
+            return item_err(err, SDICT_E_INVALID_ARG, a,
+                            kept ? "a non-tensor value written by more than one rank"
+                                 : "written by no rank");
         i = j;
     }
     return SDICT_OK;
@@ -1181,25 +1190,27 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
     if (st == SDICT_OK) {
         /* the state dict must be the one this rank planned with: its local plan is the rank's
            section of the global plan but for the rank number and the keep flags */
+        sdict__buf_append(&out, WRITTEN_MAGIC, 8);
+        sdict__buf_le32(&out, (uint32_t)world);
         sdict__buf_append(&out, q->data, q->len);
         if ((st = sdict__buf_status(&out, err)) == SDICT_OK) {
+            uint8_t *pl = out.data + 12;
             for (size_t i = 0; i < q->n; i++)
-                out.data[q->items[i].keep_at] = 0;
-            memset(out.data + 8, 0xff, 4);
-            if (out.len != mine.len || memcmp(out.data, mine.data, mine.len) != 0 ||
-                q->n != f.n)
+                pl[q->items[i].keep_at] = 0;
+            memset(pl + 8, 0xff, 4);
+            if (q->len != mine.len || memcmp(pl, mine.data, mine.len) != 0 || q->n != f.n)
                 st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
                                 "rank %zu: the state dict or its shards differ from the ones in "
                                 "the rank's local plan",
                                 rank);
-            memcpy(out.data, q->data, q->len);
+            memcpy(pl, q->data, q->len);
         }
     }
     if (st == SDICT_OK && (st = ensure_dir(dir, err)) == SDICT_OK &&
         !(path = rank_path(dir, rank, true)))
         st = nomem(err);
     if (st == SDICT_OK) {
-        rank_job job = {&f, q, out.data};
+        rank_job job = {&f, q, out.data + 12};
         st = sdict__save_stream(path, rank_items, &job, err);
     }
     if (st == SDICT_OK)
@@ -1229,7 +1240,26 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
     sdict_status st = SDICT_OK;
     char *path = NULL;
     for (size_t r = 0; r < world && st == SDICT_OK; r++) {
-        if ((st = plan_parse(written[r], written_lens[r], &p[r], err)))
+        const uint8_t *w = written[r];
+        if (w && written_lens[r] >= 8 && memcmp(w, PLAN_MAGIC, 8) == 0) {
+            st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                            "plan %zu is a local or global plan's, not a written plan "
+                            "(sdict_dcp_write_rank's result expected)",
+                            r);
+            break;
+        }
+        if (!w || written_lens[r] < 12 || memcmp(w, WRITTEN_MAGIC, 8) != 0) {
+            st = plan_err(err, "bad written plan magic", 0);
+            break;
+        }
+        if (sdict__le32(w + 8) != world) {
+            st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                            "written plan %zu is from a save by %u ranks, not %zu: every "
+                            "rank's written plan is needed",
+                            r, (unsigned)sdict__le32(w + 8), world);
+            break;
+        }
+        if ((st = plan_parse(w + 12, written_lens[r] - 12, &p[r], err)))
             break;
         if (p[r].rank != r) {
             st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
@@ -1237,24 +1267,36 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
                             p[r].rank);
             break;
         }
-        /* every kept item must lie in the rank's file, which must end with the last one */
+        /* the kept items lie back to back in the rank's file as sdict_dcp_write_rank wrote
+           them (non-tensor items, then tensors), and the file ends with the last one */
         uint64_t end = 0;
-        for (size_t i = 0; i < p[r].n && st == SDICT_OK; i++) {
-            const pitem *it = &p[r].items[i];
-            if (it->keep && it->flen == 0)
-                st = item_err(err, SDICT_E_INVALID_ARG, it,
-                              "kept by the plan but not written (sdict_dcp_write_rank's result "
-                              "expected)");
-            else if (it->keep && it->foff + it->flen > end)
-                end = it->foff + it->flen;
-        }
+        for (int pass = 0; pass < 2 && st == SDICT_OK; pass++)
+            for (size_t i = 0; i < p[r].n && st == SDICT_OK; i++) {
+                const pitem *it = &p[r].items[i];
+                if (it->tensor != (pass == 1))
+                    continue;
+                if (it->keep && it->flen == 0)
+                    st = item_err(err, SDICT_E_INVALID_ARG, it,
+                                  "kept by the plan but not written (sdict_dcp_write_rank's "
+                                  "result expected)");
+                else if (it->keep ? it->foff != end || !sdict__add_u64(end, it->flen, &end)
+                                  : it->foff || it->flen)
+                    st = item_err(err, SDICT_E_INVALID_ARG, it,
+                                  "its file offset and length are not where "
+                                  "sdict_dcp_write_rank puts it");
+            }
         struct stat sb;
         sdict__free(path);
+        path = NULL;
         if (st == SDICT_OK && !(path = rank_path(dir, r, true)))
             st = nomem(err);
-        else if (st == SDICT_OK && stat(path, &sb) != 0)
+        else if (st == SDICT_OK && lstat(path, &sb) != 0)
             st = io_err(err, "stat", path, errno);
-        else if (st == SDICT_OK && (uint64_t)sb.st_size != end) {
+        else if (st == SDICT_OK && !S_ISREG(sb.st_mode)) {
+            sdict__err_file(err, path);
+            st = sdict__err(err, SDICT_E_IO, NULL, -1,
+                            "is not a regular file: not a file sdict_dcp_write_rank staged");
+        } else if (st == SDICT_OK && (uint64_t)sb.st_size != end) {
             sdict__err_file(err, path);
             st = sdict__err(err, SDICT_E_IO, NULL, -1,
                             "is %llu bytes, rank %zu wrote %llu: not this save's data",
@@ -1263,6 +1305,20 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
     }
     sdict__free(path);
     path = NULL;
+    /* the written plans must make one consistent save (as sdict_dcp_plan_global checked it):
+       plans of different saves, or edited ones, would leave a .metadata every reader refuses
+       in place of the old checkpoint */
+    if (st == SDICT_OK) {
+        size_t n = 0;
+        pitem **v = all_items(p, world, &n);
+        if (!v)
+            st = nomem(err);
+        else {
+            qsort(v, n, sizeof *v, cmp_fqn_order);
+            st = validate(v, n, err);
+        }
+        sdict__free(v);
+    }
     sdict__buf md;
     sdict__buf_init(&md);
     if (st == SDICT_OK) {
