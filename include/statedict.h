@@ -1494,8 +1494,14 @@ typedef struct sdict_dcp_entry {
  Opens a torch.distributed.checkpoint folder reading only `.metadata` (torch's
  FileSystemReader.read_metadata) with the allow-list and every check sdict_load applies to it,
  plus each tensor entry's chunk geometry: dtype byte-sized, every chunk inside the global shape
- with a storage_data entry, chunk volumes adding up to the element count. No `.distcp` byte is
- read here.
+ with a storage_data entry, chunk volumes adding up to the element count. Every `.distcp` file
+ is opened (mapped unless SDICT_LOAD_COPY; with it, one descriptor at a time) and every item
+ checked to lie inside its file, but no `.distcp` byte is read here. Reads come from the files
+ of this `.metadata`: a mapping keeps the file it was made of when a later save renames new
+ files over it; a file read with SDICT_LOAD_COPY that has to be reopened must be the same file
+ of the same size, else the read fails (SDICT_E_IO). Mapped files must not shrink while d is
+ open (SIGBUS, as for sdict_load's mapped files); SDICT_LOAD_COPY is for files rewritten in
+ place.
 
  @param dir   the folder; must not be NULL.
  @param opts  NULL, or load options: limits, SDICT_LOAD_COPY (pread instead of mapping the
@@ -1503,7 +1509,9 @@ typedef struct sdict_dcp_entry {
  @param out   out: the handle, close with sdict_dcp_close; NULL on failure.
  @return SDICT_OK, or what sdict_load returns for a DCP folder's `.metadata` (SDICT_E_FORMAT
          for a folder without it — an unfinished save —, _PICKLE_*, _SHAPE, _LIMIT, _IO), with
-         err naming the file; SDICT_E_INVALID_ARG; SDICT_E_NOMEM.
+         err naming the file; SDICT_E_FORMAT / _IO (an item file missing, not a regular file or
+         leaving the folder), SDICT_E_TRUNCATED (an item past its file's end), naming the
+         file; SDICT_E_INVALID_ARG; SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_open(const char *dir, const sdict_load_opts *opts,
                                       sdict_dcp **out, sdict_error *err);
@@ -1533,8 +1541,8 @@ SDICT_API uint64_t sdict_dcp_items_read(const sdict_dcp *d);
  @return SDICT_OK, or SDICT_E_NOT_FOUND (no such fqn), SDICT_E_INVALID_ARG (NULL, a
          non-tensor entry, a region outside the tensor), SDICT_E_FORMAT / _DTYPE / _SHAPE /
          _STORAGE (an item that is no tensor of its chunk, chunks overlapping or leaving a hole
-         in the region; err names the `.distcp` file and the item's bytes), SDICT_E_IO,
-         SDICT_E_TRUNCATED, SDICT_E_NOMEM.
+         in the region; err names the `.distcp` file and the item's bytes), SDICT_E_IO (also a
+         file reopened that changed since sdict_dcp_open), SDICT_E_TRUNCATED, SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_read_region(sdict_dcp *d, const char *fqn,
                                              const int64_t *offsets, const int64_t *lengths,

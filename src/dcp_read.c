@@ -185,6 +185,7 @@ typedef struct dcp_file {
     char *path;
     dev_t dev; /* the file's identity: two names for one file are refused */
     ino_t ino;
+    uint64_t size; /* when first opened: a file reopened must be the same */
     sdict__source src;
     bool open;
 } dcp_file;
@@ -717,6 +718,19 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
             return st;
         }
         hit->open = true;
+        /* items are read at .metadata's offsets: the file replaced (a newer save committed)
+           or resized since would give another save's bytes */
+        struct stat rb;
+        int sr = hit->src.fd >= 0 ? fstat(hit->src.fd, &rb) : stat(hit->path, &rb);
+        if (sr != 0 || rb.st_dev != hit->dev ||
+            rb.st_ino != hit->ino || hit->src.size != hit->size) {
+            sdict__source_close(&hit->src);
+            hit->open = false;
+            snprintf(c->errfile, sizeof c->errfile, "%s", hit->path);
+            return sdict__err(err, SDICT_E_IO, NULL, -1,
+                              "changed since the checkpoint was opened (replaced or resized, "
+                              "as by another save): open it again");
+        }
     }
     if (hit) {
         *out = hit;
@@ -768,6 +782,7 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     f->path = p;
     f->dev = sb.st_dev;
     f->ino = sb.st_ino;
+    f->size = (uint64_t)sb.st_size;
     if (!(f->name = sdict__strndup(rel, strlen(rel)))) {
         sdict__free(p);
         return nomem(err);
@@ -1839,6 +1854,14 @@ sdict_status sdict_dcp_open(const char *dir, const sdict_load_opts *opts, sdict_
         }
         d->n = i + 1;
         d->by_name[i] = e;
+    }
+    /* every item file opened now (mapped files hold none of the descriptors, and a mapping
+       keeps reading the file it was made of) and every item checked to lie inside it: reads
+       come from the files of this .metadata, not from those of a later save renamed over
+       them */
+    for (size_t i = 0; st == SDICT_OK && i < d->c.n_stores; i++) {
+        dcp_file *f;
+        st = item_locate(&d->c, &d->c.stores[i], &f, err);
     }
     if (st) {
         sdict__err_file(err, d->c.errfile);

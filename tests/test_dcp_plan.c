@@ -491,6 +491,46 @@ static void test_commit_checks_plans(void **state) {
     expect_old_checkpoint();
 }
 
+/* A handle opened before another save commits into the same folder reads its own save's data
+   or fails naming the file, never the new files at the old offsets: mapped files keep the old
+   contents; a file reopened with SDICT_LOAD_COPY must be the one that was opened. */
+static void test_read_after_new_save(void **state) {
+    (void)state;
+    save2(0);
+    sdict_error err;
+    sdict_dcp *mapped = NULL, *copied = NULL;
+    sdict_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.flags = SDICT_LOAD_COPY;
+    assert_int_equal(sdict_dcp_open(g_dir, NULL, &mapped, &err), SDICT_OK);
+    assert_int_equal(sdict_dcp_open(g_dir, &o, &copied, &err), SDICT_OK);
+    /* a new save: rows [0, 2) and [2, 6), other items and offsets */
+    const bool both[2] = {true, true};
+    void *w[2];
+    size_t wl[2];
+    stage2(2, both, w, wl);
+    assert_int_equal(sdict_dcp_commit(g_dir, (const void *const *)w, wl, 2, &err), SDICT_OK);
+    sdict_free_buffer(w[0]);
+    sdict_free_buffer(w[1]);
+    sdict_doc *doc = NULL;
+    sdict_value *v = NULL;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    assert_int_equal(sdict_dcp_read_region(mapped, "w", NULL, NULL, doc, &v, &err), SDICT_OK);
+    expect_rows(v, 0, 6, 0, 4);
+    assert_int_equal(sdict_dcp_read_value(mapped, "tag", doc, &v, &err), SDICT_OK);
+    /* opened last, rank 1's file is still open; rank 0's was closed and is another file now */
+    int64_t o1[2] = {3, 0}, l1[2] = {3, 4};
+    assert_int_equal(sdict_dcp_read_region(copied, "w", o1, l1, doc, &v, &err), SDICT_OK);
+    expect_rows(v, 3, 3, 0, 4);
+    assert_int_equal(sdict_dcp_read_value(copied, "tag", doc, &v, &err), SDICT_E_IO);
+    assert_null(v);
+    assert_non_null(strstr(err.file, "__0_0.distcp"));
+    assert_non_null(strstr(err.message, "changed since"));
+    sdict_dcp_close(mapped);
+    sdict_dcp_close(copied);
+    sdict_doc_free(doc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_save_and_lazy_read, setup, teardown),
@@ -499,6 +539,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_commit_checks_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_small_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_checks_plans, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_after_new_save, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
