@@ -1662,7 +1662,9 @@ SDICT_API sdict_status sdict_dcp_discard(const char *dir, size_t rank, sdict_err
  keeps on this rank, non-tensor items first and then tensors, in plan order, each a torch.save
  archive as sdict_save_dcp writes them (a shard saved as a contiguous tensor with storage
  offset 0, its bytes streamed from the local tensor); through a temporary file, fsync and
- rename. An empty file when the rank keeps nothing (torch does the same).
+ rename. A leftover staged file (a crashed save's, or a link planted under that name) is
+ removed first, never written through. An empty file when the rank keeps nothing (torch does
+ the same).
 
  @param root, shards, n_shards  exactly what this rank passed to sdict_dcp_plan_local.
  @param written      out: the rank's written plan (the save's number of ranks, and the rank's

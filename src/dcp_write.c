@@ -1209,6 +1209,11 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
     if (st == SDICT_OK && (st = ensure_dir(dir, err)) == SDICT_OK &&
         !(path = rank_path(dir, rank, true)))
         st = nomem(err);
+    /* a leftover staged file (a crashed save's) goes first: the file is the library's own,
+       and writing through a link planted under its name would overwrite whatever the link
+       names (outside the folder, or the previous checkpoint's data) */
+    if (st == SDICT_OK && unlink(path) != 0 && errno != ENOENT)
+        st = io_err(err, "remove the leftover staged file", path, errno);
     if (st == SDICT_OK) {
         rank_job job = {&f, q, out.data + 12};
         st = sdict__save_stream(path, rank_items, &job, err);
