@@ -1662,13 +1662,14 @@ SDICT_API sdict_status sdict_dcp_discard(const char *dir, size_t rank, sdict_err
  keeps on this rank, non-tensor items first and then tensors, in plan order, each a torch.save
  archive as sdict_save_dcp writes them (a shard saved as a contiguous tensor with storage
  offset 0, its bytes streamed from the local tensor); through a temporary file, fsync and
- rename. A leftover staged file (a crashed save's, or a link planted under that name) is
- removed first, never written through. An empty file when the rank keeps nothing (torch does
+ rename. A leftover staged file (a crashed save's) is replaced, and a link planted under that
+ name removed first, never written through. An empty file when the rank keeps nothing (torch does
  the same).
 
  @param root, shards, n_shards  exactly what this rank passed to sdict_dcp_plan_local.
- @param written      out: the rank's written plan (the save's number of ranks, and the rank's
-                     plan with file offsets and lengths in bytes), free with
+ @param written      out: the rank's written plan (the save's number of ranks, the staged
+                     file's inode and modification time, and the rank's plan with file
+                     offsets and lengths in bytes), free with
                      sdict_free_buffer; NULL on failure.
  @return SDICT_OK, or SDICT_E_INVALID_ARG (rank >= world; root or shards differ from the
          rank's plan), SDICT_E_FORMAT (not a global plan), the errors of sdict_save_buffer for
@@ -1696,15 +1697,17 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
  sdict_dcp_plan_global checked it: world plans of a save by world ranks, each item where
  sdict_dcp_write_rank put it, and, over all ranks, per fqn one kind, dtype and global shape,
  tensor chunks neither overlapping nor leaving a hole, each non-tensor value written once
- (plans of two saves staged into one folder, or edited plans, are refused).
+ (plans of two saves staged into one folder, or edited plans, are refused); and each staged
+ file must still be the one its rank wrote (same inode and modification time: another save
+ into the folder replaces it).
 
  @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, plans out of rank order, a local or
          global plan, a written plan of a save by another number of ranks, a kept item not
          written or not where sdict_dcp_write_rank puts it, a value written by no rank or by
          several), SDICT_E_FORMAT (a buffer that is no plan), SDICT_E_DTYPE / SDICT_E_SHAPE
          (the plans disagree on a tensor's dtype or global shape, chunks overlap or leave a
-         hole), SDICT_E_IO (a rank's staged file missing, not a regular file or of another
-         size, naming it; writing .metadata), SDICT_E_NOMEM.
+         hole), SDICT_E_IO (a rank's staged file missing, not a regular file, of another size
+         or replaced since the rank wrote it, naming it; writing .metadata), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *written,
                                         const size_t *written_lens, size_t world,

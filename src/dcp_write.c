@@ -347,13 +347,15 @@ static void uuid4(char out[37]) {
            u64 length
    global  "SDCPGLB1", u32 world, then world times: u64 plan_len, plan bytes (keep set on the
            items the rank writes after deduplication)
-   written "SDCPWRT1", u32 world of the global plan, then the rank's plan from the global plan
-           with file_offset and length of the items it wrote
+   written "SDCPWRT1", u32 world of the global plan, u64 inode and u64 mtime (ns) of the staged
+           file as written, then the rank's plan from the global plan with file_offset and
+           length of the items it wrote
 ==================================================================================================*/
 
 #define PLAN_MAGIC "SDCPPLN1"
 #define GLOBAL_MAGIC "SDCPGLB1"
 #define WRITTEN_MAGIC "SDCPWRT1"
+#define WRITTEN_HEAD 28
 #define NO_RANK 0xffffffffu
 
 typedef struct pitem {
@@ -1118,6 +1120,11 @@ SDICT_API sdict_status sdict_dcp_discard(const char *dir, size_t rank, sdict_err
     return st;
 }
 
+/* A file's modification time in nanoseconds (with the inode, a staged file's identity). */
+static uint64_t mtime_ns(const struct stat *sb) {
+    return (uint64_t)sb->st_mtim.tv_sec * 1000000000u + (uint64_t)sb->st_mtim.tv_nsec;
+}
+
 /* fsync of the folder dir (a rename or unlink in it made durable); EINVAL: not supported. */
 static sdict_status sync_dir(const char *dir, sdict_error *err) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1192,9 +1199,11 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
            section of the global plan but for the rank number and the keep flags */
         sdict__buf_append(&out, WRITTEN_MAGIC, 8);
         sdict__buf_le32(&out, (uint32_t)world);
+        sdict__buf_le64(&out, 0);
+        sdict__buf_le64(&out, 0);
         sdict__buf_append(&out, q->data, q->len);
         if ((st = sdict__buf_status(&out, err)) == SDICT_OK) {
-            uint8_t *pl = out.data + 12;
+            uint8_t *pl = out.data + WRITTEN_HEAD;
             for (size_t i = 0; i < q->n; i++)
                 pl[q->items[i].keep_at] = 0;
             memset(pl + 8, 0xff, 4);
@@ -1209,14 +1218,25 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
     if (st == SDICT_OK && (st = ensure_dir(dir, err)) == SDICT_OK &&
         !(path = rank_path(dir, rank, true)))
         st = nomem(err);
-    /* a leftover staged file (a crashed save's) goes first: the file is the library's own,
-       and writing through a link planted under its name would overwrite whatever the link
-       names (outside the folder, or the previous checkpoint's data) */
-    if (st == SDICT_OK && unlink(path) != 0 && errno != ENOENT)
+    /* the staged name is the library's own: a link planted under it goes first (writing
+       through it would overwrite whatever it names, outside the folder or the previous
+       checkpoint's data); a leftover regular file (a crashed or concurrent save's) is
+       replaced by the rename, so the new file never reuses its inode */
+    struct stat lb;
+    if (st == SDICT_OK && lstat(path, &lb) == 0 && !S_ISREG(lb.st_mode) && unlink(path) != 0)
         st = io_err(err, "remove the leftover staged file", path, errno);
     if (st == SDICT_OK) {
-        rank_job job = {&f, q, out.data + 12};
+        rank_job job = {&f, q, out.data + WRITTEN_HEAD};
         st = sdict__save_stream(path, rank_items, &job, err);
+    }
+    /* the staged file's identity: commit checks that no other save replaced it since */
+    struct stat sb;
+    if (st == SDICT_OK && lstat(path, &sb) != 0)
+        st = io_err(err, "stat", path, errno);
+    if (st == SDICT_OK) {
+        uint64_t id[2] = {(uint64_t)sb.st_ino, mtime_ns(&sb)};
+        for (int k = 0; k < 16; k++)
+            out.data[12 + k] = (uint8_t)(id[k / 8] >> (8 * (k % 8)));
     }
     if (st == SDICT_OK)
         st = out_buf(&out, written_out, written_len, err);
@@ -1253,7 +1273,7 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
                             r);
             break;
         }
-        if (!w || written_lens[r] < 12 || memcmp(w, WRITTEN_MAGIC, 8) != 0) {
+        if (!w || written_lens[r] < WRITTEN_HEAD || memcmp(w, WRITTEN_MAGIC, 8) != 0) {
             st = plan_err(err, "bad written plan magic", 0);
             break;
         }
@@ -1264,7 +1284,7 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
                             r, (unsigned)sdict__le32(w + 8), world);
             break;
         }
-        if ((st = plan_parse(w + 12, written_lens[r] - 12, &p[r], err)))
+        if ((st = plan_parse(w + WRITTEN_HEAD, written_lens[r] - WRITTEN_HEAD, &p[r], err)))
             break;
         if (p[r].rank != r) {
             st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
@@ -1306,6 +1326,13 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
             st = sdict__err(err, SDICT_E_IO, NULL, -1,
                             "is %llu bytes, rank %zu wrote %llu: not this save's data",
                             (unsigned long long)sb.st_size, r, (unsigned long long)end);
+        } else if (st == SDICT_OK && ((uint64_t)sb.st_ino != sdict__le64(w + 12) ||
+                                      mtime_ns(&sb) != sdict__le64(w + 20))) {
+            sdict__err_file(err, path);
+            st = sdict__err(err, SDICT_E_IO, NULL, -1,
+                            "is not the file rank %zu staged (replaced or rewritten since, as by "
+                            "another save into the folder)",
+                            r);
         }
     }
     sdict__free(path);

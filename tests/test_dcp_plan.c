@@ -458,6 +458,13 @@ static void test_commit_checks_plans(void **state) {
                      SDICT_E_INVALID_ARG);
     assert_non_null(strstr(err.message, "2 ranks"));
     expect_old_checkpoint();
+    /* a second save of the same layout replaces rank 1's staged file (same size): the first
+       save's commit would mix the two saves' data */
+    stage2(3, second, b, bl);
+    assert_int_equal(sdict_dcp_commit(g_dir, (const void *const *)a, al, 2, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, "another save"));
+    expect_old_checkpoint();
+    sdict_free_buffer(b[1]);
     /* a second save's rank 1 (rows [2, 6)) replaces the first's staged file: its plan and the
        first save's rank 0 (rows [0, 3)) overlap */
     stage2(2, second, b, bl);
