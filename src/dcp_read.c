@@ -714,7 +714,8 @@ static uint64_t id_hash(dev_t dev, ino_t ino) {
    one where it would go. */
 static size_t *ix_slot(dcp *c, const char *name, dev_t dev, ino_t ino) {
     size_t mask = c->cap_ix - 1, *tab = name ? c->ix_name : c->ix_id;
-    for (size_t i = (size_t)(name ? name_hash(name) : id_hash(dev, ino)) & mask;; i = (i + 1) & mask) {
+    size_t start = (size_t)(name ? name_hash(name) : id_hash(dev, ino)) & mask;
+    for (size_t i = start;; i = (i + 1) & mask) {
         size_t k = tab[i];
         if (k == 0 || (name ? strcmp(c->files[k - 1].name, name) == 0
                             : c->files[k - 1].dev == dev && c->files[k - 1].ino == ino))
