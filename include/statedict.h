@@ -1494,8 +1494,14 @@ typedef struct sdict_dcp_entry {
  Opens a torch.distributed.checkpoint folder reading only `.metadata` (torch's
  FileSystemReader.read_metadata) with the allow-list and every check sdict_load applies to it,
  plus each tensor entry's chunk geometry: dtype byte-sized, every chunk inside the global shape
- with a storage_data entry, chunk volumes adding up to the element count. No `.distcp` byte is
- read here.
+ with a storage_data entry, chunk volumes adding up to the element count. Every `.distcp` file
+ is opened (mapped unless SDICT_LOAD_COPY; with it, one descriptor at a time) and every item
+ checked to lie inside its file, but no `.distcp` byte is read here. Reads come from the files
+ of this `.metadata`: a mapping keeps the file it was made of when a later save renames new
+ files over it; a file read with SDICT_LOAD_COPY that has to be reopened must be the same file
+ of the same size, else the read fails (SDICT_E_IO). Mapped files must not shrink while d is
+ open (SIGBUS, as for sdict_load's mapped files); SDICT_LOAD_COPY is for files rewritten in
+ place.
 
  @param dir   the folder; must not be NULL.
  @param opts  NULL, or load options: limits, SDICT_LOAD_COPY (pread instead of mapping the
@@ -1503,7 +1509,9 @@ typedef struct sdict_dcp_entry {
  @param out   out: the handle, close with sdict_dcp_close; NULL on failure.
  @return SDICT_OK, or what sdict_load returns for a DCP folder's `.metadata` (SDICT_E_FORMAT
          for a folder without it — an unfinished save —, _PICKLE_*, _SHAPE, _LIMIT, _IO), with
-         err naming the file; SDICT_E_INVALID_ARG; SDICT_E_NOMEM.
+         err naming the file; SDICT_E_FORMAT / _IO (an item file missing, not a regular file or
+         leaving the folder), SDICT_E_TRUNCATED (an item past its file's end), naming the
+         file; SDICT_E_INVALID_ARG; SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_open(const char *dir, const sdict_load_opts *opts,
                                       sdict_dcp **out, sdict_error *err);
@@ -1533,8 +1541,8 @@ SDICT_API uint64_t sdict_dcp_items_read(const sdict_dcp *d);
  @return SDICT_OK, or SDICT_E_NOT_FOUND (no such fqn), SDICT_E_INVALID_ARG (NULL, a
          non-tensor entry, a region outside the tensor), SDICT_E_FORMAT / _DTYPE / _SHAPE /
          _STORAGE (an item that is no tensor of its chunk, chunks overlapping or leaving a hole
-         in the region; err names the `.distcp` file and the item's bytes), SDICT_E_IO,
-         SDICT_E_TRUNCATED, SDICT_E_NOMEM.
+         in the region; err names the `.distcp` file and the item's bytes), SDICT_E_IO (also a
+         file reopened that changed since sdict_dcp_open), SDICT_E_TRUNCATED, SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_read_region(sdict_dcp *d, const char *fqn,
                                              const int64_t *offsets, const int64_t *lengths,
@@ -1654,11 +1662,15 @@ SDICT_API sdict_status sdict_dcp_discard(const char *dir, size_t rank, sdict_err
  keeps on this rank, non-tensor items first and then tensors, in plan order, each a torch.save
  archive as sdict_save_dcp writes them (a shard saved as a contiguous tensor with storage
  offset 0, its bytes streamed from the local tensor); through a temporary file, fsync and
- rename. An empty file when the rank keeps nothing (torch does the same).
+ rename. A leftover staged file (a crashed save's) is replaced, and a link planted under that
+ name removed first, never written through. An empty file when the rank keeps nothing (torch does
+ the same).
 
  @param root, shards, n_shards  exactly what this rank passed to sdict_dcp_plan_local.
- @param written      out: the rank's written plan (its plan with file offsets and lengths, in
-                     bytes), free with sdict_free_buffer; NULL on failure.
+ @param written      out: the rank's written plan (the save's number of ranks, the staged
+                     file's inode and modification time, and the rank's plan with file
+                     offsets and lengths in bytes), free with
+                     sdict_free_buffer; NULL on failure.
  @return SDICT_OK, or SDICT_E_INVALID_ARG (rank >= world; root or shards differ from the
          rank's plan), SDICT_E_FORMAT (not a global plan), the errors of sdict_save_buffer for
          an item, SDICT_E_IO (naming the file), SDICT_E_NOMEM.
@@ -1681,9 +1693,21 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
  between leaves a folder without `.metadata`, never an old one over new data. Call only after
  every rank's sdict_dcp_write_rank succeeded.
 
- @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, plans out of rank order, a kept item
-         not written), SDICT_E_FORMAT (a buffer that is no plan), SDICT_E_IO (a rank's staged file
-         missing or of another size, naming it; writing .metadata), SDICT_E_NOMEM.
+ Before anything in dir changes, the written plans must make one save, as
+ sdict_dcp_plan_global checked it: world plans of a save by world ranks, each item where
+ sdict_dcp_write_rank put it, and, over all ranks, per fqn one kind, dtype and global shape,
+ tensor chunks neither overlapping nor leaving a hole, each non-tensor value written once
+ (plans of two saves staged into one folder, or edited plans, are refused); and each staged
+ file must still be the one its rank wrote (same inode and modification time: another save
+ into the folder replaces it).
+
+ @return SDICT_OK, or SDICT_E_INVALID_ARG (NULL, world 0, plans out of rank order, a local or
+         global plan, a written plan of a save by another number of ranks, a kept item not
+         written or not where sdict_dcp_write_rank puts it, a value written by no rank or by
+         several), SDICT_E_FORMAT (a buffer that is no plan), SDICT_E_DTYPE / SDICT_E_SHAPE
+         (the plans disagree on a tensor's dtype or global shape, chunks overlap or leave a
+         hole), SDICT_E_IO (a rank's staged file missing, not a regular file, of another size
+         or replaced since the rank wrote it, naming it; writing .metadata), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *written,
                                         const size_t *written_lens, size_t world,

@@ -187,6 +187,7 @@ typedef struct dcp_file {
     char *path;
     dev_t dev; /* the file's identity: two names for one file are refused */
     ino_t ino;
+    uint64_t size; /* when first opened: a file reopened must be the same */
     sdict__source src;
     bool open;
 } dcp_file;
@@ -204,6 +205,10 @@ typedef struct dcp {
     size_t n_stores;
     dcp_file *files;
     size_t n_files, cap_files;
+    /* open-addressed indexes of files (slot = file index + 1, 0 empty), by name and by
+       (dev, ino), cap_ix slots each (a power of two, at least twice n_files) */
+    size_t *ix_name, *ix_id, cap_ix;
+    size_t fd_file; /* the one file holding a descriptor, plus 1 (0: none) */
     char errfile[256]; /* the file an error is about (set with the error) */
     bool no_items;     /* metadata checks only: entries become None, no item is read */
     /* all tensors' chunk bytes claimed so far, and the item bytes backing them: a small folder
@@ -697,20 +702,69 @@ static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
  MARK: Items
 ==================================================================================================*/
 
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603u ^ sdict__hash_seed();
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211u;
+    return h ^ (h >> 29);
+}
+static uint64_t id_hash(dev_t dev, ino_t ino) {
+    uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32) ^ sdict__hash_seed()) * 0x9e3779b97f4a7c15u;
+    return h ^ (h >> 31);
+}
+/* The slot of name (or of (dev, ino) when name is NULL) in its index: its file's, or the empty
+   one where it would go. */
+static size_t *ix_slot(dcp *c, const char *name, dev_t dev, ino_t ino) {
+    size_t mask = c->cap_ix - 1, *tab = name ? c->ix_name : c->ix_id;
+    size_t start = (size_t)(name ? name_hash(name) : id_hash(dev, ino)) & mask;
+    for (size_t i = start;; i = (i + 1) & mask) {
+        size_t k = tab[i];
+        if (k == 0 || (name ? strcmp(c->files[k - 1].name, name) == 0
+                            : c->files[k - 1].dev == dev && c->files[k - 1].ino == ino))
+            return &tab[i];
+    }
+}
+/* Indexes c->files[0 .. n_files) again into tables of at least 4 * n_files slots. */
+static bool ix_grow(dcp *c) {
+    size_t cap = 16;
+    while (cap < 4 * (c->n_files + 1))
+        cap *= 2;
+    size_t *a = sdict__calloc(cap, sizeof *a), *b = sdict__calloc(cap, sizeof *b);
+    if (!a || !b) {
+        sdict__free(a);
+        sdict__free(b);
+        return false;
+    }
+    sdict__free(c->ix_name);
+    sdict__free(c->ix_id);
+    c->ix_name = a;
+    c->ix_id = b;
+    c->cap_ix = cap;
+    for (size_t i = 0; i < c->n_files; i++) {
+        *ix_slot(c, c->files[i].name, 0, 0) = i + 1;
+        *ix_slot(c, NULL, c->files[i].dev, c->files[i].ino) = i + 1;
+    }
+    return true;
+}
+
 /* The .distcp file rel of the folder, opened (mapped unless SDICT_LOAD_COPY) on first use. */
 static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_error *err) {
     /* a file read with pread (SDICT_LOAD_COPY, or one that cannot be mapped) holds its fd: only
        the one in use stays open, so that a folder of one file per item (torch's
        single_file_per_rank=False) does not run out of file descriptors; mapped files hold
        none */
-    dcp_file *hit = NULL;
-    for (size_t i = 0; i < c->n_files; i++)
-        if (strcmp(c->files[i].name, rel) == 0)
-            hit = &c->files[i];
-        else if (c->files[i].open && c->files[i].src.fd >= 0) {
-            sdict__source_close(&c->files[i].src);
-            c->files[i].open = false;
+    if (2 * (c->n_files + 1) > c->cap_ix && !ix_grow(c))
+        return nomem(err);
+    size_t k = *ix_slot(c, rel, 0, 0);
+    dcp_file *hit = k ? &c->files[k - 1] : NULL;
+    if (c->fd_file && c->fd_file != k) {
+        dcp_file *o = &c->files[c->fd_file - 1];
+        if (o->open && o->src.fd >= 0) {
+            sdict__source_close(&o->src);
+            o->open = false;
         }
+        c->fd_file = 0;
+    }
     if (hit && !hit->open) {
         sdict_status st =
             sdict__source_open_file(&hit->src, hit->path, !(c->flags & SDICT_LOAD_COPY), err);
@@ -719,6 +773,21 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
             return st;
         }
         hit->open = true;
+        if (hit->src.fd >= 0)
+            c->fd_file = k;
+        /* items are read at .metadata's offsets: the file replaced (a newer save committed)
+           or resized since would give another save's bytes */
+        struct stat rb;
+        int sr = hit->src.fd >= 0 ? fstat(hit->src.fd, &rb) : stat(hit->path, &rb);
+        if (sr != 0 || rb.st_dev != hit->dev ||
+            rb.st_ino != hit->ino || hit->src.size != hit->size) {
+            sdict__source_close(&hit->src);
+            hit->open = false;
+            snprintf(c->errfile, sizeof c->errfile, "%s", hit->path);
+            return sdict__err(err, SDICT_E_IO, NULL, -1,
+                              "changed since the checkpoint was opened (replaced or resized, "
+                              "as by another save): open it again");
+        }
     }
     if (hit) {
         *out = hit;
@@ -740,14 +809,14 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     free(real);
     /* a link to another item file of the folder would let two entries name the same bytes
        through two names, past the check that items do not share bytes */
-    for (size_t i = 0; regular && i < c->n_files; i++)
-        if (c->files[i].dev == sb.st_dev && c->files[i].ino == sb.st_ino) {
-            sdict__free(p);
-            return md_err(c, err, SDICT_E_FORMAT,
-                          "relative_path '%.100s' is the same file as '%.100s' (a link): torch "
-                          "writes every item file once",
-                          rel, c->files[i].name);
-        }
+    size_t alias = regular ? *ix_slot(c, NULL, sb.st_dev, sb.st_ino) : 0;
+    if (alias) {
+        sdict__free(p);
+        return md_err(c, err, SDICT_E_FORMAT,
+                      "relative_path '%.100s' is the same file as '%.100s' (a link): torch "
+                      "writes every item file once",
+                      rel, c->files[alias - 1].name);
+    }
     if (!real || !inside || !regular) {
         sdict__free(p);
         return md_err(c, err, SDICT_E_FORMAT, "relative_path '%.120s' %s", rel,
@@ -770,6 +839,7 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     f->path = p;
     f->dev = sb.st_dev;
     f->ino = sb.st_ino;
+    f->size = (uint64_t)sb.st_size;
     if (!(f->name = sdict__strndup(rel, strlen(rel)))) {
         sdict__free(p);
         return nomem(err);
@@ -783,6 +853,10 @@ static sdict_status file_get(dcp *c, const char *rel, dcp_file **out, sdict_erro
     }
     f->open = true;
     c->n_files++;
+    *ix_slot(c, f->name, 0, 0) = c->n_files;
+    *ix_slot(c, NULL, f->dev, f->ino) = c->n_files;
+    if (f->src.fd >= 0)
+        c->fd_file = c->n_files;
     *out = f;
     return SDICT_OK;
 }
@@ -1644,6 +1718,8 @@ static void dcp_close(dcp *c) {
         sdict__free(c->files[i].path);
     }
     sdict__free(c->files);
+    sdict__free(c->ix_name);
+    sdict__free(c->ix_id);
     sdict__free(c->stores);
     sdict_doc_free(c->md);
     free(c->rdir);
@@ -1906,6 +1982,14 @@ sdict_status sdict_dcp_open(const char *dir, const sdict_load_opts *opts, sdict_
         }
         d->n = i + 1;
         d->by_name[i] = e;
+    }
+    /* every item file opened now (mapped files hold none of the descriptors, and a mapping
+       keeps reading the file it was made of) and every item checked to lie inside it: reads
+       come from the files of this .metadata, not from those of a later save renamed over
+       them */
+    for (size_t i = 0; st == SDICT_OK && i < d->c.n_stores; i++) {
+        dcp_file *f;
+        st = item_locate(&d->c, &d->c.stores[i], &f, err);
     }
     if (st) {
         sdict__err_file(err, d->c.errfile);

@@ -347,10 +347,15 @@ static void uuid4(char out[37]) {
            u64 length
    global  "SDCPGLB1", u32 world, then world times: u64 plan_len, plan bytes (keep set on the
            items the rank writes after deduplication)
+   written "SDCPWRT1", u32 world of the global plan, u64 inode and u64 mtime (ns) of the staged
+           file as written, then the rank's plan from the global plan with file_offset and
+           length of the items it wrote
 ==================================================================================================*/
 
 #define PLAN_MAGIC "SDCPPLN1"
 #define GLOBAL_MAGIC "SDCPGLB1"
+#define WRITTEN_MAGIC "SDCPWRT1"
+#define WRITTEN_HEAD 28
 #define NO_RANK 0xffffffffu
 
 typedef struct pitem {
@@ -417,8 +422,9 @@ static sdict_status plan_parse(const void *data, size_t len, plan *out, sdict_er
     out->len = len;
     out->rank = (uint32_t)cur_u(&c, 4);
     uint64_t n = cur_u(&c, 4);
-    /* every item takes at least 44 bytes */
-    if (c.bad || n > (len - c.at) / 44)
+    /* every item takes at least 36 bytes (a 0-dim tensor or a value with an empty fqn and
+       path: the fixed fields only) */
+    if (c.bad || n > (len - c.at) / 36)
         return plan_err(err, "item count past the end", c.at);
     out->items = sdict__calloc(n ? (size_t)n : 1, sizeof *out->items);
     if (!out->items)
@@ -568,6 +574,7 @@ static sdict_status validate(pitem **v, size_t n, sdict_error *err) {
             j++;
         const pitem *a = v[i];
         uint64_t numel = 1, vol = 0;
+        size_t kept = 0;
         for (uint32_t d = 0; a->tensor && d < a->ndim; d++)
             if (!sdict__mul_u64(numel, (uint64_t)dim_at(a, 0, d), &numel))
                 return item_err(err, SDICT_E_SHAPE, a, "element count overflows");
@@ -576,6 +583,7 @@ static sdict_status validate(pitem **v, size_t n, sdict_error *err) {
             if (b->tensor != a->tensor)
                 return item_err(err, SDICT_E_INVALID_ARG, b,
                                 "a tensor on one rank and a non-tensor value on another");
+            kept += b->keep;
             if (!a->tensor)
                 continue;
             if (b->dtype != a->dtype)
@@ -607,6 +615,10 @@ static sdict_status validate(pitem **v, size_t n, sdict_error *err) {
         if (a->tensor && vol != numel)
             return item_err(err, SDICT_E_SHAPE, a,
                             "the ranks' chunks leave a hole in the global tensor");
+        if (kept == 0 || (!a->tensor && kept > 1))
+            return item_err(err, SDICT_E_INVALID_ARG, a,
+                            kept ? "a non-tensor value written by more than one rank"
+                                 : "written by no rank");
         i = j;
     }
     return SDICT_OK;
@@ -1108,6 +1120,11 @@ SDICT_API sdict_status sdict_dcp_discard(const char *dir, size_t rank, sdict_err
     return st;
 }
 
+/* A file's modification time in nanoseconds (with the inode, a staged file's identity). */
+static uint64_t mtime_ns(const struct stat *sb) {
+    return (uint64_t)sb->st_mtim.tv_sec * 1000000000u + (uint64_t)sb->st_mtim.tv_nsec;
+}
+
 /* fsync of the folder dir (a rename or unlink in it made durable); EINVAL: not supported. */
 static sdict_status sync_dir(const char *dir, sdict_error *err) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1180,26 +1197,46 @@ SDICT_API sdict_status sdict_dcp_write_rank(const char *dir, size_t rank, const 
     if (st == SDICT_OK) {
         /* the state dict must be the one this rank planned with: its local plan is the rank's
            section of the global plan but for the rank number and the keep flags */
+        sdict__buf_append(&out, WRITTEN_MAGIC, 8);
+        sdict__buf_le32(&out, (uint32_t)world);
+        sdict__buf_le64(&out, 0);
+        sdict__buf_le64(&out, 0);
         sdict__buf_append(&out, q->data, q->len);
         if ((st = sdict__buf_status(&out, err)) == SDICT_OK) {
+            uint8_t *pl = out.data + WRITTEN_HEAD;
             for (size_t i = 0; i < q->n; i++)
-                out.data[q->items[i].keep_at] = 0;
-            memset(out.data + 8, 0xff, 4);
-            if (out.len != mine.len || memcmp(out.data, mine.data, mine.len) != 0 ||
-                q->n != f.n)
+                pl[q->items[i].keep_at] = 0;
+            memset(pl + 8, 0xff, 4);
+            if (q->len != mine.len || memcmp(pl, mine.data, mine.len) != 0 || q->n != f.n)
                 st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
                                 "rank %zu: the state dict or its shards differ from the ones in "
                                 "the rank's local plan",
                                 rank);
-            memcpy(out.data, q->data, q->len);
+            memcpy(pl, q->data, q->len);
         }
     }
     if (st == SDICT_OK && (st = ensure_dir(dir, err)) == SDICT_OK &&
         !(path = rank_path(dir, rank, true)))
         st = nomem(err);
+    /* the staged name is the library's own: a link planted under it goes first (writing
+       through it would overwrite whatever it names, outside the folder or the previous
+       checkpoint's data); a leftover regular file (a crashed or concurrent save's) is
+       replaced by the rename, so the new file never reuses its inode */
+    struct stat lb;
+    if (st == SDICT_OK && lstat(path, &lb) == 0 && !S_ISREG(lb.st_mode) && unlink(path) != 0)
+        st = io_err(err, "remove the leftover staged file", path, errno);
     if (st == SDICT_OK) {
-        rank_job job = {&f, q, out.data};
+        rank_job job = {&f, q, out.data + WRITTEN_HEAD};
         st = sdict__save_stream(path, rank_items, &job, err);
+    }
+    /* the staged file's identity: commit checks that no other save replaced it since */
+    struct stat sb;
+    if (st == SDICT_OK && lstat(path, &sb) != 0)
+        st = io_err(err, "stat", path, errno);
+    if (st == SDICT_OK) {
+        uint64_t id[2] = {(uint64_t)sb.st_ino, mtime_ns(&sb)};
+        for (int k = 0; k < 16; k++)
+            out.data[12 + k] = (uint8_t)(id[k / 8] >> (8 * (k % 8)));
     }
     if (st == SDICT_OK)
         st = out_buf(&out, written_out, written_len, err);
@@ -1228,7 +1265,26 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
     sdict_status st = SDICT_OK;
     char *path = NULL;
     for (size_t r = 0; r < world && st == SDICT_OK; r++) {
-        if ((st = plan_parse(written[r], written_lens[r], &p[r], err)))
+        const uint8_t *w = written[r];
+        if (w && written_lens[r] >= 8 && memcmp(w, PLAN_MAGIC, 8) == 0) {
+            st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                            "plan %zu is a local or global plan's, not a written plan "
+                            "(sdict_dcp_write_rank's result expected)",
+                            r);
+            break;
+        }
+        if (!w || written_lens[r] < WRITTEN_HEAD || memcmp(w, WRITTEN_MAGIC, 8) != 0) {
+            st = plan_err(err, "bad written plan magic", 0);
+            break;
+        }
+        if (sdict__le32(w + 8) != world) {
+            st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
+                            "written plan %zu is from a save by %u ranks, not %zu: every "
+                            "rank's written plan is needed",
+                            r, (unsigned)sdict__le32(w + 8), world);
+            break;
+        }
+        if ((st = plan_parse(w + WRITTEN_HEAD, written_lens[r] - WRITTEN_HEAD, &p[r], err)))
             break;
         if (p[r].rank != r) {
             st = sdict__err(err, SDICT_E_INVALID_ARG, NULL, -1,
@@ -1236,32 +1292,65 @@ SDICT_API sdict_status sdict_dcp_commit(const char *dir, const void *const *writ
                             p[r].rank);
             break;
         }
-        /* every kept item must lie in the rank's file, which must end with the last one */
+        /* the kept items lie back to back in the rank's file as sdict_dcp_write_rank wrote
+           them (non-tensor items, then tensors), and the file ends with the last one */
         uint64_t end = 0;
-        for (size_t i = 0; i < p[r].n && st == SDICT_OK; i++) {
-            const pitem *it = &p[r].items[i];
-            if (it->keep && it->flen == 0)
-                st = item_err(err, SDICT_E_INVALID_ARG, it,
-                              "kept by the plan but not written (sdict_dcp_write_rank's result "
-                              "expected)");
-            else if (it->keep && it->foff + it->flen > end)
-                end = it->foff + it->flen;
-        }
+        for (int pass = 0; pass < 2 && st == SDICT_OK; pass++)
+            for (size_t i = 0; i < p[r].n && st == SDICT_OK; i++) {
+                const pitem *it = &p[r].items[i];
+                if (it->tensor != (pass == 1))
+                    continue;
+                if (it->keep && it->flen == 0)
+                    st = item_err(err, SDICT_E_INVALID_ARG, it,
+                                  "kept by the plan but not written (sdict_dcp_write_rank's "
+                                  "result expected)");
+                else if (it->keep ? it->foff != end || !sdict__add_u64(end, it->flen, &end)
+                                  : it->foff || it->flen)
+                    st = item_err(err, SDICT_E_INVALID_ARG, it,
+                                  "its file offset and length are not where "
+                                  "sdict_dcp_write_rank puts it");
+            }
         struct stat sb;
         sdict__free(path);
+        path = NULL;
         if (st == SDICT_OK && !(path = rank_path(dir, r, true)))
             st = nomem(err);
-        else if (st == SDICT_OK && stat(path, &sb) != 0)
+        else if (st == SDICT_OK && lstat(path, &sb) != 0)
             st = io_err(err, "stat", path, errno);
-        else if (st == SDICT_OK && (uint64_t)sb.st_size != end) {
+        else if (st == SDICT_OK && !S_ISREG(sb.st_mode)) {
+            sdict__err_file(err, path);
+            st = sdict__err(err, SDICT_E_IO, NULL, -1,
+                            "is not a regular file: not a file sdict_dcp_write_rank staged");
+        } else if (st == SDICT_OK && (uint64_t)sb.st_size != end) {
             sdict__err_file(err, path);
             st = sdict__err(err, SDICT_E_IO, NULL, -1,
                             "is %llu bytes, rank %zu wrote %llu: not this save's data",
                             (unsigned long long)sb.st_size, r, (unsigned long long)end);
+        } else if (st == SDICT_OK && ((uint64_t)sb.st_ino != sdict__le64(w + 12) ||
+                                      mtime_ns(&sb) != sdict__le64(w + 20))) {
+            sdict__err_file(err, path);
+            st = sdict__err(err, SDICT_E_IO, NULL, -1,
+                            "is not the file rank %zu staged (replaced or rewritten since, as by "
+                            "another save into the folder)",
+                            r);
         }
     }
     sdict__free(path);
     path = NULL;
+    /* the written plans must make one consistent save (as sdict_dcp_plan_global checked it):
+       plans of different saves, or edited ones, would leave a .metadata every reader refuses
+       in place of the old checkpoint */
+    if (st == SDICT_OK) {
+        size_t n = 0;
+        pitem **v = all_items(p, world, &n);
+        if (!v)
+            st = nomem(err);
+        else {
+            qsort(v, n, sizeof *v, cmp_fqn_order);
+            st = validate(v, n, err);
+        }
+        sdict__free(v);
+    }
     sdict__buf md;
     sdict__buf_init(&md);
     if (st == SDICT_OK) {

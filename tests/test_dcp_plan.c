@@ -365,12 +365,188 @@ static void test_commit_checks_files(void **state) {
     sdict_doc_free(doc);
 }
 
+/* Items of a few bytes each: one-letter keys, a 0-dim tensor, the empty key (a plan's items
+   can be as short as its fixed fields). */
+static void test_small_items(void **state) {
+    (void)state;
+    sdict_doc *doc = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    sdict_value *root = sdict_dict_new(doc, false);
+    sdict_dict_set_str(root, "a", sdict_int_new(doc, 7));
+    sdict_dict_set_str(root, "", sdict_int_new(doc, 8));
+    sdict_value *t0 = NULL;
+    sdict_tensor t;
+    sdict_storage *s = NULL;
+    assert_int_equal(sdict_storage_new(4, &s, NULL), SDICT_OK);
+    *(float *)sdict_storage_data(s) = 2.5f;
+    assert_int_equal(sdict_tensor_init(&t, SDICT_FLOAT32, 0, NULL, NULL, s, NULL), SDICT_OK);
+    assert_int_equal(sdict_tensor_new(doc, &t, &t0, NULL), SDICT_OK);
+    sdict_storage_release(s);
+    sdict_dict_set_str(root, "t", t0);
+    assert_int_equal(sdict_save_dcp(g_dir, root, &err), SDICT_OK);
+    sdict_dcp *d = NULL;
+    sdict_value *v = NULL;
+    assert_int_equal(sdict_dcp_open(g_dir, NULL, &d, &err), SDICT_OK);
+    assert_int_equal(sdict_dcp_entry_count(d), 3);
+    assert_int_equal(sdict_dcp_read_value(d, "a", doc, &v, &err), SDICT_OK);
+    assert_true(sdict_float_get(v) == 7.0);
+    assert_int_equal(sdict_dcp_read_value(d, "", doc, &v, &err), SDICT_OK);
+    assert_true(sdict_float_get(v) == 8.0);
+    assert_int_equal(sdict_dcp_read_region(d, "t", NULL, NULL, doc, &v, &err), SDICT_OK);
+    assert_int_equal(sdict_value_tensor(v)->ndim, 0);
+    assert_true(*(const float *)sdict_tensor_data(sdict_value_tensor(v)) == 2.5f);
+    sdict_dcp_close(d);
+    sdict_doc_free(doc);
+}
+
+/* A 2-rank save of {"w": rows [0, split) and [split, 6) of [6, 4]} planned; the ranks whose
+   write[r] is set stage their files. written[r] gets each written plan (NULL if not written). */
+static void stage2(int64_t split, const bool write[2], void *written[2], size_t wlen[2]) {
+    sdict_doc *doc = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    int64_t gs[2] = {6, 4}, off[2][2] = {{0, 0}, {split, 0}}, rows[2] = {split, 6 - split};
+    sdict_value *root[2];
+    sdict_dcp_shard sh[2];
+    void *plan[2], *global = NULL;
+    size_t plen[2], glen = 0;
+    for (int r = 0; r < 2; r++) {
+        root[r] = sdict_dict_new(doc, false);
+        sdict_dict_set_str(root[r], "w", rows_of(doc, off[r][0], rows[r], 4, false));
+        sh[r] = (sdict_dcp_shard){"w", gs, off[r]};
+        assert_int_equal(sdict_dcp_plan_local(root[r], &sh[r], 1, &plan[r], &plen[r], &err),
+                         SDICT_OK);
+    }
+    assert_int_equal(sdict_dcp_plan_global((const void *const *)plan, plen, 2, 0, &global, &glen,
+                                           &err),
+                     SDICT_OK);
+    for (int r = 0; r < 2; r++) {
+        written[r] = NULL;
+        if (write[r])
+            assert_int_equal(sdict_dcp_write_rank(g_dir, (size_t)r, root[r], &sh[r], 1, global,
+                                                  glen, &written[r], &wlen[r], &err),
+                             SDICT_OK);
+        sdict_free_buffer(plan[r]);
+    }
+    sdict_free_buffer(global);
+    sdict_doc_free(doc);
+}
+
+static void expect_old_checkpoint(void) {
+    sdict_doc *old = NULL;
+    sdict_error err;
+    assert_int_equal(sdict_load(g_dir, NULL, &old, &err), SDICT_OK);
+    expect_rows(sdict_dict_get(sdict_doc_root(old), "w"), 0, 6, 0, 4);
+    assert_non_null(sdict_dict_get(sdict_doc_root(old), "tag"));
+    sdict_doc_free(old);
+}
+
+/* Commits given written plans that do not make one save are refused before the old checkpoint
+   is touched: fewer plans than the save's ranks, plans of two saves staged into one folder,
+   offsets edited. */
+static void test_commit_checks_plans(void **state) {
+    (void)state;
+    save2(0);
+    sdict_error err;
+    const bool both[2] = {true, true}, second[2] = {false, true};
+    void *a[2], *b[2];
+    size_t al[2], bl[2];
+    stage2(3, both, a, al);
+    /* world 1 with rank 0's plan of a 2-rank save: rank 1's items would be lost */
+    assert_int_equal(sdict_dcp_commit(g_dir, (const void *const *)a, al, 1, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "2 ranks"));
+    expect_old_checkpoint();
+    /* a second save of the same layout replaces rank 1's staged file (same size): the first
+       save's commit would mix the two saves' data */
+    stage2(3, second, b, bl);
+    assert_int_equal(sdict_dcp_commit(g_dir, (const void *const *)a, al, 2, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, "another save"));
+    expect_old_checkpoint();
+    sdict_free_buffer(b[1]);
+    /* a second save's rank 1 (rows [2, 6)) replaces the first's staged file: its plan and the
+       first save's rank 0 (rows [0, 3)) overlap */
+    stage2(2, second, b, bl);
+    const void *mix[2] = {a[0], b[1]};
+    size_t mixl[2] = {al[0], bl[1]};
+    assert_int_equal(sdict_dcp_commit(g_dir, mix, mixl, 2, &err), SDICT_E_SHAPE);
+    assert_non_null(strstr(err.message, "overlaps"));
+    expect_old_checkpoint();
+    /* an item's offset moved (its length and the file size unchanged) */
+    uint8_t *w1 = b[1];
+    size_t foff = bl[1] - 16; /* the last item's file_offset */
+    w1[foff] ^= 1;
+    const void *cur[2] = {a[0], b[1]};
+    assert_int_equal(sdict_dcp_commit(g_dir, cur, mixl, 2, &err), SDICT_E_INVALID_ARG);
+    expect_old_checkpoint();
+    for (int r = 0; r < 2; r++) {
+        sdict_free_buffer(a[r]);
+        sdict_free_buffer(b[r]);
+    }
+    /* a staged file replaced by a folder after the rank wrote it */
+    stage2(3, both, a, al);
+    char p[512];
+    snprintf(p, sizeof p, "%s/__1_0.distcp.partial", g_dir);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(mkdir(p, 0700), 0);
+    assert_int_equal(sdict_dcp_commit(g_dir, (const void *const *)a, al, 2, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, "regular file"));
+    assert_int_equal(rmdir(p), 0);
+    for (int r = 0; r < 2; r++)
+        sdict_free_buffer(a[r]);
+    expect_old_checkpoint();
+}
+
+/* A handle opened before another save commits into the same folder reads its own save's data
+   or fails naming the file, never the new files at the old offsets: mapped files keep the old
+   contents; a file reopened with SDICT_LOAD_COPY must be the one that was opened. */
+static void test_read_after_new_save(void **state) {
+    (void)state;
+    save2(0);
+    sdict_error err;
+    sdict_dcp *mapped = NULL, *copied = NULL;
+    sdict_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.flags = SDICT_LOAD_COPY;
+    assert_int_equal(sdict_dcp_open(g_dir, NULL, &mapped, &err), SDICT_OK);
+    assert_int_equal(sdict_dcp_open(g_dir, &o, &copied, &err), SDICT_OK);
+    /* a new save: rows [0, 2) and [2, 6), other items and offsets */
+    const bool both[2] = {true, true};
+    void *w[2];
+    size_t wl[2];
+    stage2(2, both, w, wl);
+    assert_int_equal(sdict_dcp_commit(g_dir, (const void *const *)w, wl, 2, &err), SDICT_OK);
+    sdict_free_buffer(w[0]);
+    sdict_free_buffer(w[1]);
+    sdict_doc *doc = NULL;
+    sdict_value *v = NULL;
+    assert_int_equal(sdict_doc_new(&doc, NULL), SDICT_OK);
+    assert_int_equal(sdict_dcp_read_region(mapped, "w", NULL, NULL, doc, &v, &err), SDICT_OK);
+    expect_rows(v, 0, 6, 0, 4);
+    assert_int_equal(sdict_dcp_read_value(mapped, "tag", doc, &v, &err), SDICT_OK);
+    /* opened last, rank 1's file is still open; rank 0's was closed and is another file now */
+    int64_t o1[2] = {3, 0}, l1[2] = {3, 4};
+    assert_int_equal(sdict_dcp_read_region(copied, "w", o1, l1, doc, &v, &err), SDICT_OK);
+    expect_rows(v, 3, 3, 0, 4);
+    assert_int_equal(sdict_dcp_read_value(copied, "tag", doc, &v, &err), SDICT_E_IO);
+    assert_null(v);
+    assert_non_null(strstr(err.file, "__0_0.distcp"));
+    assert_non_null(strstr(err.message, "changed since"));
+    sdict_dcp_close(mapped);
+    sdict_dcp_close(copied);
+    sdict_doc_free(doc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_save_and_lazy_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lowest_rank, setup, teardown),
         cmocka_unit_test(test_plan_errors),
         cmocka_unit_test_setup_teardown(test_commit_checks_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_small_items, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_checks_plans, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_after_new_save, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,26 +67,37 @@ static sdict_status gather(MPI_Comm comm, int rank, int world, const void *buf, 
     if (len > INT_MAX)
         len = 0; /* refused below on every rank through the lengths */
     int n = (int)len, rc;
+    int st = SDICT_OK;
     if (rank == 0) {
         *lens = calloc((size_t)world, sizeof **lens);
         *offs = calloc((size_t)world, sizeof **offs);
+        if (!*lens || !*offs)
+            st = SDICT_E_NOMEM;
     }
+    /* before each collective every rank learns whether rank 0 can take part (a rank returning
+       early would leave the others waiting in it); rank 0's status is agreed on next */
+    if ((rc = MPI_Bcast(&st, 1, MPI_INT, 0, comm)) != MPI_SUCCESS)
+        return mpi_fail(err, rc, "MPI_Bcast");
+    if (st)
+        return rank == 0 ? (sdict_status)st : SDICT_OK;
     rc = MPI_Gather(&n, 1, MPI_INT, rank == 0 ? *lens : NULL, 1, MPI_INT, 0, comm);
     if (rc != MPI_SUCCESS)
         return mpi_fail(err, rc, "MPI_Gather");
     long long total = 0;
     if (rank == 0) {
-        if (!*lens || !*offs)
-            return SDICT_E_NOMEM;
         for (int r = 0; r < world; r++) {
             (*offs)[r] = (int)total;
             total += (*lens)[r];
         }
         if (total > INT_MAX)
-            return SDICT_E_LIMIT;
-        if (!(*all = malloc((size_t)total + 1)))
-            return SDICT_E_NOMEM;
+            st = SDICT_E_LIMIT;
+        else if (!(*all = malloc((size_t)total + 1)))
+            st = SDICT_E_NOMEM;
     }
+    if ((rc = MPI_Bcast(&st, 1, MPI_INT, 0, comm)) != MPI_SUCCESS)
+        return mpi_fail(err, rc, "MPI_Bcast");
+    if (st)
+        return rank == 0 ? (sdict_status)st : SDICT_OK; /* rank 0's status is agreed on next */
     rc = MPI_Gatherv(buf, n, MPI_BYTE, *all, *lens, *offs, MPI_BYTE, 0, comm);
     return rc == MPI_SUCCESS ? SDICT_OK : mpi_fail(err, rc, "MPI_Gatherv");
 }

@@ -529,6 +529,26 @@ if __name__ == "__main__":
           f"failed save over a checkpoint: convert exited {p.returncode} "
           f"({p.stderr.strip()[:200]!r}), then show {q.returncode} {q.stdout[:200]!r} "
           f"{q.stderr.strip()[:200]!r}")
+    # a staged file name planted as a link (to a file outside the folder, to the previous
+    # checkpoint's own data) is replaced, never written through
+    victim = os.path.join(WORK, "victim.txt")
+    with open(victim, "w") as f:
+        f.write("precious")
+    conv = os.path.join(WORK, "conv_ok")
+    os.symlink(victim, os.path.join(conv, "__0_0.distcp.partial"))
+    p = run("convert", "--format", "dcp", pt, conv)
+    with open(victim, "rb") as f:
+        kept = f.read()
+    check(p.returncode == 0 and kept == b"precious" and
+          not os.path.lexists(os.path.join(conv, "__0_0.distcp.partial")),
+          f"convert over a planted .partial link: exited {p.returncode}, the link's target now "
+          f"{kept[:20]!r}, stderr {p.stderr.strip()[:200]!r}")
+    os.symlink("__0_0.distcp", os.path.join(conv, "__0_0.distcp.partial"))
+    p = run("convert", "--format", "dcp", pt, conv)
+    check(p.returncode == 0 and not os.path.islink(os.path.join(conv, "__0_0.distcp")) and
+          run("show", conv, "w").returncode == 0,
+          f"save with .partial linked to the old data: exited {p.returncode}, "
+          f"stderr {p.stderr.strip()[:200]!r}")
     p = run("convert", "--format", "dcpx", pt, os.path.join(WORK, "conv_bad"))
     check(p.returncode == 2 and "pt, safetensors or dcp" in p.stderr,
           f"convert --format dcpx: exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
