@@ -649,6 +649,15 @@ SDICT_API sdict_status sdict_transformer_decoder_layer_backward(sdict_module *m,
  training step's loss and gradients, with dropout in training mode.
 ==================================================================================================*/
 
+/** Most blocks (n_layer) sdict_gpt2_new builds; GPT-2 XL has 48. */
+#define SDICT_GPT2_MAX_LAYERS 1024
+/** Most parameters sdict_gpt2_new allocates (lm_head counted even when tied): 2^32 float32, 16
+    GiB; GPT-2 XL has 1.6e9 with its head. */
+#define SDICT_GPT2_MAX_PARAMS (INT64_C(1) << 32)
+/** Most activation bytes sdict_gpt2_forward_backward allocates for one call (16 GiB), as
+    sdict_gpt2_train_bytes estimates them. */
+#define SDICT_GPT2_MAX_TRAIN_BYTES (INT64_C(1) << 34)
+
 /** The MLP activation (config.json's activation_function). */
 typedef enum sdict_gpt2_act {
     SDICT_GPT2_GELU_NEW = 0, /**< "gelu_new", "gelu_pytorch_tanh", "gelu_fast": tanh form */
@@ -708,7 +717,10 @@ SDICT_API sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_
  weights N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm weight 1 and bias 0; not torch's
  draws), lm_head a copy of wte when tied. *out owns everything;
  free with sdict_gpt2_free.
- Errors: SDICT_E_INVALID_ARG (sizes <= 0 or too large, n_embd % n_head != 0), SDICT_E_NOMEM.
+ Errors: SDICT_E_INVALID_ARG naming the field (a size <= 0, vocab_size, n_positions or n_head
+ above 2^31-1, n_embd above 2^29-1, n_layer above SDICT_GPT2_MAX_LAYERS, n_inner outside
+ 0..2^31-1, n_embd % n_head != 0, a negative eps), SDICT_E_LIMIT (more parameters than
+ SDICT_GPT2_MAX_PARAMS, refused before allocating), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out,
                                       sdict_error *err);
@@ -793,7 +805,8 @@ SDICT_API sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache
  config.eos_token_id. out (room for n_prompt + max_new_tokens ids) receives the prompt then the
  new ids; *n_out their count.
  Errors: SDICT_E_INVALID_ARG (empty prompt, negative N, an id out of range), SDICT_E_LIMIT
- (n_prompt + N > n_positions), SDICT_E_NOMEM.
+ (n_prompt + N > n_positions, checked without overflow for any N up to INT64_MAX),
+ SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt, int64_t n_prompt,
                                            int64_t max_new_tokens, int64_t top_k, uint64_t seed,
@@ -819,12 +832,18 @@ SDICT_API sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt,
  2 n_head seq) floats per position and layer, freed on return.
  Errors: SDICT_E_SHAPE (ids not int64 [B, T], labels of another shape), SDICT_E_INVALID_ARG (an
  id out of range, a label neither -100 nor in [0, vocab_size): "Target 12 is out of bounds."),
- SDICT_E_LIMIT (seq > n_positions), SDICT_E_NOMEM. On failure *loss is nan and gradients may be
- partly accumulated.
+ SDICT_E_LIMIT (seq > n_positions, or sdict_gpt2_train_bytes(g, batch, seq) above
+ SDICT_GPT2_MAX_TRAIN_BYTES: refused before allocating), SDICT_E_NOMEM. On failure *loss is nan
+ and gradients may be partly accumulated.
 */
 SDICT_API sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
                                                    const sdict_act *labels, uint64_t seed,
                                                    float *loss, sdict_error *err);
+/** Bytes of activations sdict_gpt2_forward_backward allocates for ids [batch, seq], about:
+    4 batch seq (n_layer (8 n_embd + 2 n_inner + 2 n_head seq) + 3 vocab_size), in double (no
+    overflow for any sizes). A caller can check a batch size against SDICT_GPT2_MAX_TRAIN_BYTES
+    before building the batch. */
+SDICT_API double sdict_gpt2_train_bytes(const sdict_gpt2 *g, int64_t batch, int64_t seq);
 /** model.tie_weights(): copies transformer.wte.weight into lm_head.weight when g is tied (call
     after an optimizer step, which updates wte only, before using or saving lm_head). No-op when
     untied or NULL. */

@@ -252,8 +252,62 @@ static void test_optim_params_and_errors(void **state) {
     }
 }
 
+/* Absurd configs are refused by name before anything is allocated; a huge max_new_tokens or
+   batch cannot overflow the size checks. */
+static void test_hostile_sizes(void **state) {
+    (void)state;
+    sdict_error err;
+    sdict_gpt2 *g = NULL;
+    sdict_gpt2_config c = small();
+    c.n_layer = SDICT_GPT2_MAX_LAYERS + 1;
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_INVALID_ARG);
+    assert_null(g);
+    assert_non_null(strstr(err.message, "n_layer 1025 is outside 1..1024"));
+    c = small();
+    c.n_embd = 9; /* n_head 2 */
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "n_embd 9 is not divisible by n_head 2"));
+    c = small();
+    c.vocab_size = INT32_MAX; /* 2 x 2^31 x 8 parameters in wte and lm_head */
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "more than the limit of 4294967296"));
+    c = small();
+    c.n_embd = INT32_MAX / 4 - 1; /* n_head 2 divides it; E^2 parameters overflow nothing */
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_LIMIT);
+    c = small();
+    c.n_positions = 0;
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "n_positions 0"));
+
+    c = small();
+    assert_int_equal(sdict_gpt2_new(&c, &g, NULL), SDICT_OK);
+    int64_t prompt[2] = {1, 2}, out[8] = {0}, n_out = -1;
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, INT64_MAX, 0, 0, out, &n_out, &err),
+                     SDICT_E_LIMIT);
+    assert_int_equal(n_out, 0);
+    assert_non_null(strstr(err.message, "exceed n_positions 6"));
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 4, 0, 0, out, &n_out, &err), SDICT_OK);
+    assert_int_equal(n_out, 6);
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 5, 0, 0, out, &n_out, &err),
+                     SDICT_E_LIMIT);
+    /* a batch of 2^40 rows is refused from its shape before its ids are read */
+    int64_t few[6] = {0};
+    sdict_act ids = {.dtype = SDICT_INT64, .ndim = 2, .shape = {INT64_C(1) << 40, 6},
+                     .data = few};
+    float loss = 0.0f;
+    assert_true(sdict_gpt2_train_bytes(g, INT64_C(1) << 40, 6) >
+                (double)SDICT_GPT2_MAX_TRAIN_BYTES);
+    assert_int_equal(sdict_gpt2_forward_backward(g, &ids, NULL, 0, &loss, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "bytes of activations"));
+    assert_true(isnan(loss));
+    /* 4 B T (n_layer (8 E + 2 NI + 2 H T) + 3 V) for the small model, B 3, T 5 */
+    assert_true(sdict_gpt2_train_bytes(g, 3, 5) == 4.0 * 15 * (2 * (64 + 64 + 20) + 21));
+    sdict_gpt2_free(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile_sizes),
         cmocka_unit_test(test_backward_tied),
         cmocka_unit_test(test_backward_untied_variants),
         cmocka_unit_test(test_backward_relu),

@@ -227,16 +227,43 @@ static int64_t inner_dim(const sdict_gpt2_config *c) {
     return c->n_inner > 0 ? c->n_inner : 4 * c->n_embd;
 }
 
+/* Parameters of GPT2LMHeadModel(cfg) with lm_head counted apart (tied or not), in double so
+   absurd sizes cannot overflow. */
+static double n_params(const sdict_gpt2_config *c) {
+    double E = (double)c->n_embd, NI = (double)inner_dim(c);
+    return 2.0 * (double)c->vocab_size * E + (double)c->n_positions * E + 2.0 * E +
+           (double)c->n_layer * (4.0 * E + 4.0 * E * E + 4.0 * E + 2.0 * E * NI + NI + E);
+}
+
+static sdict_status check_config(const sdict_gpt2_config *c, sdict_error *err) {
+    const char *names[5] = {"vocab_size", "n_positions", "n_embd", "n_layer", "n_head"};
+    int64_t vals[5] = {c->vocab_size, c->n_positions, c->n_embd, c->n_layer, c->n_head};
+    int64_t maxs[5] = {INT32_MAX, INT32_MAX, INT32_MAX / 4, SDICT_GPT2_MAX_LAYERS, INT32_MAX};
+    for (int i = 0; i < 5; i++)
+        if (vals[i] <= 0 || vals[i] > maxs[i])
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: %s %lld is outside 1..%lld",
+                                 names[i], (long long)vals[i], (long long)maxs[i]);
+    if (c->n_embd % c->n_head != 0)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: n_embd %lld is not divisible by "
+                             "n_head %lld", (long long)c->n_embd, (long long)c->n_head);
+    if (c->n_inner < 0 || inner_dim(c) > INT32_MAX)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: n_inner %lld is outside 0..%d",
+                             (long long)c->n_inner, INT32_MAX);
+    if (!(c->layer_norm_epsilon >= 0.0) || (unsigned)c->activation > SDICT_GPT2_RELU)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: layer_norm_epsilon must be >= 0 "
+                             "and activation one of sdict_gpt2_act");
+    if (n_params(c) > (double)SDICT_GPT2_MAX_PARAMS)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: the config describes %.0f parameters, "
+                             "more than the limit of %lld", n_params(c),
+                             (long long)SDICT_GPT2_MAX_PARAMS);
+    return SDICT_OK;
+}
+
 sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out, sdict_error *err) {
     *out = NULL;
-    if (!cfg || cfg->vocab_size <= 0 || cfg->n_positions <= 0 || cfg->n_embd <= 0 ||
-        cfg->n_layer <= 0 || cfg->n_head <= 0 || cfg->n_embd % cfg->n_head != 0 ||
-        cfg->n_inner < 0 || !(cfg->layer_norm_epsilon >= 0.0) ||
-        cfg->vocab_size > INT32_MAX || cfg->n_positions > INT32_MAX ||
-        cfg->n_embd > INT32_MAX / 4 || cfg->n_layer > 100000 || inner_dim(cfg) > INT32_MAX ||
-        (unsigned)cfg->activation > SDICT_GPT2_RELU)
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: invalid config (sizes must be "
-                             "positive, n_embd divisible by n_head)");
+    if (!cfg) return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: no config");
+    sdict_status cst = check_config(cfg, err);
+    if (cst != SDICT_OK) return cst;
     sdict_gpt2 *g = calloc(1, sizeof *g);
     if (!g) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
     g->cfg = *cfg;
@@ -390,10 +417,8 @@ sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out, sdict
         const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
         if (t) have += (double)sdict_tensor_numel(t);
     }
-    double need = (double)cfg.vocab_size * E + (double)cfg.n_positions * E + 2.0 * E +
-                  (double)cfg.n_layer * (4.0 * E + 3.0 * E * E + 3.0 * E + E * E + E +
-                                         2.0 * E * (double)inner_dim(&cfg) +
-                                         (double)inner_dim(&cfg) + E);
+    /* lm_head may be absent (tied): count it once */
+    double need = n_params(&cfg) - (double)cfg.vocab_size * E;
     if (need > have) {
         sdict_doc_free(doc);
         return sdict_nn__err(err, SDICT_E_SHAPE, "%s: config.json describes a model of %.0f "
@@ -630,11 +655,11 @@ sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt, int64_t n
     if (!prompt || n_prompt <= 0 || max_new_tokens < 0 || !out)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2 generate: an empty prompt or a "
                              "negative max_new_tokens");
-    int64_t total = n_prompt + max_new_tokens;
-    if (total > g->cfg.n_positions)
+    if (n_prompt > g->cfg.n_positions || max_new_tokens > g->cfg.n_positions - n_prompt)
         return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 generate: %lld prompt + %lld new tokens "
                              "exceed n_positions %lld", (long long)n_prompt,
                              (long long)max_new_tokens, (long long)g->cfg.n_positions);
+    int64_t total = n_prompt + max_new_tokens;
     memcpy(out, prompt, sizeof(int64_t) * (size_t)n_prompt);
     *n_out = n_prompt;
     if (max_new_tokens == 0) return SDICT_OK;
@@ -716,6 +741,14 @@ static void clear_caches(sdict_module *m) {
         for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
 }
 
+double sdict_gpt2_train_bytes(const sdict_gpt2 *g, int64_t batch, int64_t seq) {
+    const sdict_gpt2_config *c = &g->cfg;
+    double per_layer = 8.0 * (double)c->n_embd + 2.0 * (double)inner_dim(c) +
+                       2.0 * (double)c->n_head * (double)seq;
+    return 4.0 * (double)batch * (double)seq *
+           ((double)c->n_layer * per_layer + 3.0 * (double)c->vocab_size);
+}
+
 sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
                                          const sdict_act *labels, uint64_t seed, float *loss,
                                          sdict_error *err) {
@@ -728,6 +761,11 @@ sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
     if (T > c->n_positions)
         return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: %lld tokens exceed n_positions %lld",
                              (long long)T, (long long)c->n_positions);
+    if (sdict_gpt2_train_bytes(g, B, T) > (double)SDICT_GPT2_MAX_TRAIN_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: a training step on batch %lld x %lld "
+                             "tokens needs about %.0f bytes of activations, more than the limit "
+                             "of %lld", (long long)B, (long long)T, sdict_gpt2_train_bytes(g, B, T),
+                             (long long)SDICT_GPT2_MAX_TRAIN_BYTES);
     if (labels && (labels->dtype != SDICT_INT64 || labels->ndim != 2 ||
                    labels->shape[0] != B || labels->shape[1] != T))
         return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: labels must be int64 [%lld, %lld] like "

@@ -304,6 +304,15 @@ for CASE in CASES.split("+"):
         check(r.returncode == 1 and "exceed n_positions 160" in r.stderr, f"too long: {r.stderr.strip()!r}")
         r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,2,3", "--max-new-tokens", "158"], expect=1)
         check(r.returncode == 1 and "exceed n_positions" in r.stderr, f"generate too long: {r.stderr.strip()!r}")
+        # the output buffer is sized only after n_positions bounds it: no overflow, no huge malloc
+        r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,2,3", "--max-new-tokens",
+                 str(2**63 - 1)], expect=1)
+        check(r.returncode == 1 and "--max-new-tokens 9223372036854775807 exceed n_positions 160"
+              in r.stderr, f"generate 2^63-1 new tokens: {r.stderr.strip()!r}")
+        r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,,3", "--max-new-tokens", "2"],
+                expect=2)
+        check(r.returncode == 2 and "field 2 is not an integer" in r.stderr,
+              f"generate with an empty prompt field: {r.stderr.strip()!r}")
     else:
         print("unknown case", CASE)
         sys.exit(2)
