@@ -756,8 +756,10 @@ SDICT_API sdict_status sdict_gpt2_load_state_dict(sdict_gpt2 *g, const sdict_val
  (model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin or its index, in
  transformers' order) and sdict_gpt2_load_state_dict. *out is NULL on failure.
  Before the model is allocated, the parameter count config.json implies is checked against the
- elements the weights hold: a config describing more is refused (SDICT_E_SHAPE), so memory stays
- proportional to the files. Errors: those of the three, and that one.
+ elements the weights' storages hold (each storage once, whatever views of it the file has: an
+ expanded or repeated view adds nothing): a config describing more than twice those elements
+ plus 2^20 is refused (SDICT_E_SHAPE), so memory stays proportional to the files (a smaller
+ mismatch is left to the load's messages, which name the key). Errors: those of the three, and that one.
 */
 SDICT_API sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out,
                                                   sdict_error *err);

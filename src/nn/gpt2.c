@@ -396,6 +396,35 @@ done:
     return st;
 }
 
+typedef struct { const sdict_storage *s; size_t item; } storage_use;
+
+static int by_storage(const void *a, const void *b) {
+    const storage_use *x = a, *y = b;
+    if (x->s != y->s) return (uintptr_t)x->s < (uintptr_t)y->s ? -1 : 1;
+    return x->item < y->item ? -1 : x->item > y->item;
+}
+
+/* Elements the state_dict's storages really hold: each distinct storage once, in units of the
+   smallest dtype viewing it. Not the views' numel, which expanded (stride 0) or repeated views
+   of one small storage could inflate without bound. */
+static sdict_status stored_elements(const sdict_value *sd, double *have, sdict_error *err) {
+    size_t n = sdict_dict_len(sd), k = 0;
+    *have = 0.0;
+    storage_use *u = malloc(sizeof *u * (n ? n : 1));
+    if (!u) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
+        if (t && t->storage && sdict_dtype_size(t->dtype) > 0)
+            u[k++] = (storage_use){t->storage, sdict_dtype_size(t->dtype)};
+    }
+    qsort(u, k, sizeof *u, by_storage);
+    for (size_t i = 0; i < k; i++)
+        if (i == 0 || u[i].s != u[i - 1].s) /* sorted: the first is the smallest item */
+            *have += (double)(sdict_storage_nbytes(u[i].s) / u[i].item);
+    free(u);
+    return SDICT_OK;
+}
+
 sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out, sdict_error *err) {
     *out = NULL;
     size_t n = strlen(dir);
@@ -413,13 +442,15 @@ sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out, sdict
        weights hold before allocating it, so a small folder cannot ask for terabytes. */
     const sdict_value *sd = sdict_doc_root(doc);
     double have = 0.0, E = (double)cfg.n_embd;
-    for (size_t i = 0; i < sdict_dict_len(sd); i++) {
-        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
-        if (t) have += (double)sdict_tensor_numel(t);
+    if ((st = stored_elements(sd, &have, err)) != SDICT_OK) {
+        sdict_doc_free(doc);
+        return st;
     }
-    /* lm_head may be absent (tied): count it once */
+    /* lm_head may be absent (tied): count it once. The slack (twice the stored elements plus
+       2^20) leaves a near miss, such as one missing or mis-shaped key, to the load's own more
+       precise message, and still bounds the model by the files. */
     double need = n_params(&cfg) - (double)cfg.vocab_size * E;
-    if (need > have) {
+    if (need > 2.0 * have + 1048576.0) {
         sdict_doc_free(doc);
         return sdict_nn__err(err, SDICT_E_SHAPE, "%s: config.json describes a model of %.0f "
                              "parameters but the weights hold %.0f elements", dir, need, have);

@@ -283,6 +283,11 @@ for CASE in CASES.split("+"):
              "size mismatch for transformer.wpe.weight"),
             ("huge", lambda c: c.update(n_layer=100000, n_embd=4096, n_head=64), None,
              "config.json describes a model of"),
+            # an expanded view claims 2^31 elements over a 4-byte storage: it must not pay for
+            # the 786M parameters config.json asks for (they were allocated, then refused)
+            ("inflated", lambda c: c.update(n_layer=1000, n_embd=256, n_head=4),
+             lambda s: s.update({"junk": torch.zeros(1).expand(2**20, 2**11)}),
+             "config.json describes a model of"),
             ("untied_missing", lambda c: c.update(tie_word_embeddings=False),
              lambda s: s.pop("lm_head.weight"), "missing key lm_head.weight"),
         ]
