@@ -654,8 +654,10 @@ SDICT_API sdict_status sdict_transformer_decoder_layer_backward(sdict_module *m,
 /** Most parameters sdict_gpt2_new allocates (lm_head counted even when tied): 2^32 float32, 16
     GiB; GPT-2 XL has 1.6e9 with its head. */
 #define SDICT_GPT2_MAX_PARAMS (INT64_C(1) << 32)
-/** Most activation bytes sdict_gpt2_forward_backward allocates for one call (16 GiB), as
-    sdict_gpt2_train_bytes estimates them. */
+/** Most bytes one call allocates for activations (16 GiB): sdict_gpt2_forward_backward as
+    sdict_gpt2_train_bytes estimates them; sdict_gpt2_forward and sdict_gpt2_forward_cached for
+    logits and activations, 4 batch seq (vocab_size (0 with last_only) + 6 n_embd + n_inner +
+    n_positions) bytes; sdict_gpt2_cache_new for its keys and values. */
 #define SDICT_GPT2_MAX_TRAIN_BYTES (INT64_C(1) << 34)
 
 /** The MLP activation (config.json's activation_function). */
@@ -769,7 +771,8 @@ SDICT_API sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **
  [0, vocab_size), seq <= n_positions) -> *logits float32 [batch, seq, vocab_size] (allocated;
  free with sdict_act_free; zeroed on failure). Causal attention, positions 0..seq-1.
  Errors: SDICT_E_SHAPE (not int64 [B, T]), SDICT_E_INVALID_ARG (an id out of range),
- SDICT_E_LIMIT (seq > n_positions), SDICT_E_NOMEM.
+ SDICT_E_LIMIT (seq > n_positions, or logits and activations above SDICT_GPT2_MAX_TRAIN_BYTES,
+ refused before allocating), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, sdict_act *logits,
                                           sdict_error *err);
@@ -777,7 +780,8 @@ SDICT_API sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, s
 /**
  A KV cache for batch rows and up to max_len positions (max_len <= n_positions): 2 * n_layer *
  batch * max_len * n_embd floats. Free with sdict_gpt2_cache_free.
- Errors: SDICT_E_INVALID_ARG (sizes), SDICT_E_LIMIT, SDICT_E_NOMEM.
+ Errors: SDICT_E_INVALID_ARG (sizes), SDICT_E_LIMIT (more than SDICT_GPT2_MAX_TRAIN_BYTES),
+ SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_cache_new(const sdict_gpt2 *g, int64_t batch, int64_t max_len,
                                             sdict_gpt2_cache **out, sdict_error *err);

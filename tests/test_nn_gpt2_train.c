@@ -300,6 +300,14 @@ static void test_hostile_sizes(void **state) {
     assert_int_equal(sdict_gpt2_forward_backward(g, &ids, NULL, 0, &loss, &err), SDICT_E_LIMIT);
     assert_non_null(strstr(err.message, "bytes of activations"));
     assert_true(isnan(loss));
+    sdict_act logits = {0};
+    assert_int_equal(sdict_gpt2_forward(g, &ids, &logits, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "logits and activations"));
+    assert_null(logits.data);
+    sdict_gpt2_cache *kv = NULL;
+    assert_int_equal(sdict_gpt2_cache_new(g, INT64_C(1) << 30, 6, &kv, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "bytes of keys and values"));
+    assert_null(kv);
     /* 4 B T (n_layer (8 E + 2 NI + 2 H T) + 3 V) for the small model, B 3, T 5 */
     assert_true(sdict_gpt2_train_bytes(g, 3, 5) == 4.0 * 15 * (2 * (64 + 64 + 20) + 21));
     sdict_gpt2_free(g);

@@ -479,8 +479,11 @@ sdict_status sdict_gpt2_cache_new(const sdict_gpt2 *g, int64_t batch, int64_t ma
                              "%lld must be positive, max_len at most n_positions (%lld)",
                              (long long)batch, (long long)max_len, (long long)c->n_positions);
     double n = (double)c->n_layer * (double)batch * (double)max_len * (double)c->n_embd;
-    if (n * 2 * sizeof(float) > (double)SIZE_MAX / 2)
-        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 cache: too large");
+    if (n * 2 * sizeof(float) > (double)SDICT_GPT2_MAX_TRAIN_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 cache: batch %lld x %lld positions need "
+                             "%.0f bytes of keys and values, more than the limit of %lld",
+                             (long long)batch, (long long)max_len, n * 2 * sizeof(float),
+                             (long long)SDICT_GPT2_MAX_TRAIN_BYTES);
     sdict_gpt2_cache *kv = calloc(1, sizeof *kv);
     if (kv) {
         kv->k = malloc(sizeof(float) * (size_t)n);
@@ -617,12 +620,29 @@ static sdict_status check_ids(const sdict_act *ids, sdict_error *err) {
     return SDICT_OK;
 }
 
+/* Logits plus the activations run() allocates, refused before any of them. */
+static sdict_status check_forward_bytes(const sdict_gpt2 *g, int64_t B, int64_t T, bool last_only,
+                                        sdict_error *err) {
+    const sdict_gpt2_config *c = &g->cfg;
+    /* logits plus the activations run() allocates, refused before any of them */
+    double bytes = 4.0 * (double)B * (double)T *
+                   ((last_only ? 0.0 : (double)c->vocab_size) + 6.0 * (double)c->n_embd +
+                    (double)inner_dim(c) + (double)c->n_positions);
+    if (bytes > (double)SDICT_GPT2_MAX_TRAIN_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: a forward over batch %lld x %lld tokens "
+                             "needs about %.0f bytes of logits and activations, more than the "
+                             "limit of %lld", (long long)B, (long long)T, bytes,
+                             (long long)SDICT_GPT2_MAX_TRAIN_BYTES);
+    return SDICT_OK;
+}
+
 sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache *kv, const sdict_act *ids,
                                        bool last_only, sdict_act *logits, sdict_error *err) {
     memset(logits, 0, sizeof *logits);
     sdict_status st = check_ids(ids, err);
     if (st != SDICT_OK) return st;
     int64_t B = ids->shape[0], T = ids->shape[1];
+    if ((st = check_forward_bytes(g, B, T, last_only, err)) != SDICT_OK) return st;
     int64_t shape[3] = {B, last_only ? 1 : T, g->cfg.vocab_size};
     if ((st = sdict_act_init(logits, SDICT_FLOAT32, 3, shape, err)) != SDICT_OK) return st;
     if ((st = run(g, kv, ids->data, B, T, last_only, logits->data, err)) != SDICT_OK)
@@ -638,6 +658,8 @@ sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, sdict_act *
     if (ids->shape[1] > g->cfg.n_positions)
         return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: %lld tokens exceed n_positions %lld",
                              (long long)ids->shape[1], (long long)g->cfg.n_positions);
+    if ((st = check_forward_bytes(g, ids->shape[0], ids->shape[1], false, err)) != SDICT_OK)
+        return st;
     sdict_gpt2_cache *kv = NULL;
     if ((st = sdict_gpt2_cache_new(g, ids->shape[0], ids->shape[1], &kv, err)) != SDICT_OK)
         return st;
