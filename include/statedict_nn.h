@@ -649,6 +649,9 @@ SDICT_API sdict_status sdict_transformer_decoder_layer_backward(sdict_module *m,
  training step's loss and gradients, with dropout in training mode.
 ==================================================================================================*/
 
+/** Largest config.json sdict_gpt2_config_from_json reads (16 MiB; transformers writes about 1
+    KB for GPT-2), so a huge file is refused before it is parsed. */
+#define SDICT_GPT2_MAX_CONFIG_BYTES (16 << 20)
 /** Most blocks (n_layer) sdict_gpt2_new builds; GPT-2 XL has 48. */
 #define SDICT_GPT2_MAX_LAYERS 1024
 /** Most parameters sdict_gpt2_new allocates (lm_head counted even when tied): 2^32 float32, 16
@@ -699,7 +702,9 @@ SDICT_API void sdict_gpt2_config_default(sdict_gpt2_config *c);
  reorder_and_upcast_attn, tie_word_embeddings, eos_token_id, attn_pdrop, resid_pdrop, embd_pdrop
  (numbers in [0, 1]), model_type (must be "gpt2" when
  present), add_cross_attention (must be false); others are ignored.
- Errors: SDICT_E_IO (the file cannot be opened or read), SDICT_E_INVALID_ARG naming the file
+ Errors: SDICT_E_IO (the file cannot be opened or read), SDICT_E_LIMIT (larger than
+ SDICT_GPT2_MAX_CONFIG_BYTES; JSON nested deeper than 2048 levels is a parse error),
+ SDICT_E_INVALID_ARG naming the file
  and the field (or the JSON error's line, column and byte offset): a malformed file, a size
  outside 1..2^31-1, an activation other than
  gelu_new / gelu_pytorch_tanh / gelu_fast / gelu / relu, cross-attention, n_embd not divisible

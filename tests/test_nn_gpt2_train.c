@@ -8,6 +8,7 @@
  left out when tied), tie_weights, and the refusals. Parity with transformers is tests/gpt2
  (gpt2_train).
 */
+#define _POSIX_C_SOURCE 200809L /* mkstemp, ftruncate */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "statedict_nn.h"
 #include "statedict_optim.h"
@@ -279,6 +281,16 @@ static void test_hostile_sizes(void **state) {
     assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_INVALID_ARG);
     assert_non_null(strstr(err.message, "n_positions 0"));
 
+    /* a config.json past SDICT_GPT2_MAX_CONFIG_BYTES is refused before it is read (sparse) */
+    char path[] = "/tmp/sdict_gpt2_cfg_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)SDICT_GPT2_MAX_CONFIG_BYTES + 1), 0);
+    close(fd);
+    assert_int_equal(sdict_gpt2_config_from_json(path, &c, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "more than a config.json's limit"));
+    unlink(path);
+
     c = small();
     assert_int_equal(sdict_gpt2_new(&c, &g, NULL), SDICT_OK);
     int64_t prompt[2] = {1, 2}, out[8] = {0}, n_out = -1;
@@ -290,6 +302,15 @@ static void test_hostile_sizes(void **state) {
     assert_int_equal(n_out, 6);
     assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 5, 0, 0, out, &n_out, &err),
                      SDICT_E_LIMIT);
+    /* NaN weights: top-k still sorts with a total order (NaN first, as torch.topk) and draws
+       ids inside the vocabulary */
+    float *wte = sdict_tensor_data(&sdict_module_tensor(sdict_gpt2_module(g),
+                                                        "transformer.wte.weight")->value);
+    wte[8] = NAN;
+    sdict_gpt2_tie_weights(g);
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 4, 3, 7, out, &n_out, &err), SDICT_OK);
+    assert_int_equal(n_out, 6);
+    for (int i = 2; i < 6; i++) assert_true(out[i] >= 0 && out[i] < 7);
     /* a batch of 2^40 rows is refused from its shape before its ids are read */
     int64_t few[6] = {0};
     sdict_act ids = {.dtype = SDICT_INT64, .ndim = 2, .shape = {INT64_C(1) << 40, 6},

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct layer_w {
     const float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
@@ -91,6 +92,10 @@ static sdict_status get_bool(json_t *root, const char *key, bool *out, const cha
 sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cfg,
                                          sdict_error *err) {
     sdict_gpt2_config_default(cfg);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && sb.st_size > SDICT_GPT2_MAX_CONFIG_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "%s: %lld bytes, more than a config.json's limit "
+                             "of %d", path, (long long)sb.st_size, SDICT_GPT2_MAX_CONFIG_BYTES);
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root && je.line < 0) /* not parsed at all: cannot open or read it */
@@ -676,7 +681,9 @@ typedef struct { float v; int64_t i; } scored;
 
 static int by_score_desc(const void *a, const void *b) {
     const scored *x = a, *y = b;
-    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    bool xn = isnan(x->v), yn = isnan(y->v); /* NaN first, as torch.topk: a total order */
+    if (xn != yn) return xn ? -1 : 1;
+    if (!xn && x->v != y->v) return x->v > y->v ? -1 : 1;
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
