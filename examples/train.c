@@ -92,6 +92,15 @@ static bool whole_num(const char *v, double *out) {
     return true;
 }
 
+/* Whether s is "A:B", "A:", ":B", ":" or "A" with A and B whole non-negative integers. */
+static bool range_ok(const char *s) {
+    const char *colon = strchr(s, ':');
+    for (const char *p = s; *p; p++)
+        if (p != colon && (*p < '0' || *p > '9')) return false;
+    size_t la = colon ? (size_t)(colon - s) : strlen(s);
+    return (la <= 18 && (colon || la > 0)) && (!colon || strlen(colon + 1) <= 18);
+}
+
 /* "A:B" -> [a, b); either side may be empty (0 / n). */
 static void parse_range(const char *s, int64_t n, int64_t *a, int64_t *b) {
     *a = 0;
@@ -319,8 +328,9 @@ static int train_gpt2(gpt2_opts *o) {
     }
     int64_t T = o->block > 0 ? o->block : cfg.n_positions;
     if (T < 2 || T > cfg.n_positions || T > n) {
-        fprintf(stderr, "train: --block-size %lld must be in 2..n_positions (%lld) and at most "
-                "the text's %ld bytes\n", (long long)T, (long long)cfg.n_positions, n);
+        fprintf(stderr, "train: --block-size %lld%s must be in 2..n_positions (%lld) and at most "
+                "the text's %ld bytes\n", (long long)T, o->block > 0 ? "" : " (n_positions)",
+                (long long)cfg.n_positions, n);
         free(text);
         return 2;
     }
@@ -465,12 +475,14 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--betas") == 0) {
             if (sscanf(v, "%lf,%lf", &beta1, &beta2) != 2) return usage();
         } else if (strcmp(a, "--dropout") == 0) { if (!whole_num(v, &dropout)) return bad(a, v); }
-        else if (strcmp(a, "--epochs") == 0) { if (!whole_long(v, &epochs) || epochs < 0) return bad(a, v); }
+        else if (strcmp(a, "--epochs") == 0) { /* counts stay exact in a checkpoint: 2^53 */
+            if (!whole_long(v, &epochs) || epochs < 0 || epochs > (1L << 53)) return bad(a, v);
+        }
         else if (strcmp(a, "--batch-size") == 0) { if (!whole_long(v, &bs) || bs <= 0) return bad(a, v); }
         else if (strcmp(a, "--resume") == 0) resume = v;
         else if (strcmp(a, "--checkpoint") == 0) out = v;
-        else if (strcmp(a, "--range") == 0) range = v;
-        else if (strcmp(a, "--eval") == 0) eval_range = v;
+        else if (strcmp(a, "--range") == 0) { if (!range_ok(v)) return bad(a, v); range = v; }
+        else if (strcmp(a, "--eval") == 0) { if (!range_ok(v)) return bad(a, v); eval_range = v; }
         else if (strcmp(a, "--torch") == 0) gen = v;
         else if (strcmp(a, "--config") == 0) config = v;
         else if (strcmp(a, "--text") == 0) text = v;

@@ -276,7 +276,8 @@ torch.save(ck, bad_seed)
 refused(["--config", cfg_path, "--text", TEXT, "--resume", bad_seed], "'seed' is not an integer",
         "a checkpoint whose 'seed' is negative")
 for opt, val in (("--block-size", "0"), ("--block-size", "16x"), ("--epochs", "x"),
-                 ("--batch-size", "0"), ("--lr", "1e-3,")):
+                 ("--epochs", str(2**63 - 1)), ("--batch-size", "0"), ("--lr", "1e-3,"),
+                 ("--eval", "abc"), ("--eval", "-5:"), ("--eval", "1:2:3")):
     refused(["--config", cfg_path, "--text", TEXT, opt, val], f'{opt} "{val}": not a valid value',
             f"{opt} {val}")
 refused(["--config", cfg_path, "--text", TEXT, "--batch-size", str(2**40)],
