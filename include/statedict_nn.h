@@ -801,7 +801,8 @@ SDICT_API void sdict_gpt2_cache_reset(sdict_gpt2_cache *c);
  Incremental forward (model(ids, past_key_values=cache, use_cache=True)): ids int64 [batch, T]
  are positions len..len+T-1 after those in the cache, which gains them. *logits is float32
  [batch, T, vocab] or, with last_only, [batch, 1, vocab] for the last position only.
- Errors: as sdict_gpt2_forward, plus SDICT_E_SHAPE (batch differs from the cache's) and
+ Errors: as sdict_gpt2_forward, plus SDICT_E_SHAPE (batch differs from the cache's),
+ SDICT_E_INVALID_ARG (a cache made for a model of another n_layer, n_head or head size) and
  SDICT_E_LIMIT (len + T > the cache's max_len); the cache is unchanged on failure.
 */
 SDICT_API sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache *cache,

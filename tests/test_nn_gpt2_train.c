@@ -302,6 +302,26 @@ static void test_hostile_sizes(void **state) {
     assert_int_equal(n_out, 6);
     assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 5, 0, 0, out, &n_out, &err),
                      SDICT_E_LIMIT);
+    /* a KV cache of another model (3 layers) is refused, not overrun */
+    sdict_gpt2_config c3 = small();
+    c3.n_layer = 3;
+    sdict_gpt2 *g3 = NULL;
+    sdict_gpt2_cache *kv3 = NULL;
+    assert_int_equal(sdict_gpt2_new(&c3, &g3, NULL), SDICT_OK);
+    assert_int_equal(sdict_gpt2_cache_new(g, 1, 6, &kv3, NULL), SDICT_OK);
+    int64_t two[2] = {1, 2};
+    sdict_act pid = {.dtype = SDICT_INT64, .ndim = 2, .shape = {1, 2}, .data = two}, lg = {0};
+    assert_int_equal(sdict_gpt2_forward_cached(g3, kv3, &pid, true, &lg, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "cache was made for 2 layers"));
+    assert_null(lg.data);
+    assert_int_equal(sdict_gpt2_cache_len(kv3), 0);
+    assert_int_equal(sdict_gpt2_forward_cached(g, kv3, &pid, true, &lg, &err), SDICT_OK);
+    assert_int_equal(sdict_gpt2_cache_len(kv3), 2);
+    sdict_act_free(&lg);
+    sdict_gpt2_cache_free(kv3);
+    sdict_gpt2_free(g3);
+
     /* NaN weights: top-k still sorts with a total order (NaN first, as torch.topk) and draws
        ids inside the vocabulary */
     float *wte = sdict_tensor_data(&sdict_module_tensor(sdict_gpt2_module(g),

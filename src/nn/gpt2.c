@@ -542,6 +542,12 @@ static sdict_status run(sdict_gpt2 *g, sdict_gpt2_cache *kv, const int64_t *ids,
     const sdict_gpt2_config *c = &g->cfg;
     int64_t E = c->n_embd, H = c->n_head, D = E / H, NI = inner_dim(c), V = c->vocab_size;
     int64_t P = kv->len, S = P + T, R = B * T, L = kv->max_len;
+    if (kv->n_layer != c->n_layer || kv->n_head != H || kv->head_dim != D)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: the cache was made for %lld layers "
+                             "of %lld x %lld heads, not this model's %lld of %lld x %lld",
+                             (long long)kv->n_layer, (long long)kv->n_head,
+                             (long long)kv->head_dim, (long long)c->n_layer, (long long)H,
+                             (long long)D);
     if (B != kv->batch)
         return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: batch %lld does not match the cache's "
                              "%lld", (long long)B, (long long)kv->batch);
