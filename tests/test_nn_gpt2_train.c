@@ -322,6 +322,17 @@ static void test_hostile_sizes(void **state) {
     sdict_gpt2_cache_free(kv3);
     sdict_gpt2_free(g3);
 
+    /* a tree grown after sdict_gpt2_new is refused by optim_add, not written past its array */
+    sdict_gpt2_new(&c3, &g3, NULL);
+    assert_int_equal(sdict_module_add(sdict_gpt2_module(g3), "extra", sdict_linear_new(2, 2, true),
+                                      NULL), SDICT_OK);
+    sdict_optim *o3 = sdict_optim_new(SDICT_OPTIM_ADAM);
+    sdict_optim_hparams hp3 = sdict_optim_defaults(SDICT_OPTIM_ADAM);
+    assert_int_equal(sdict_gpt2_optim_add(o3, &hp3, g3, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "has 42 parameters, more than GPT2LMHeadModel's"));
+    sdict_optim_free(o3);
+    sdict_gpt2_free(g3);
+
     /* NaN weights: top-k still sorts with a total order (NaN first, as torch.topk) and draws
        ids inside the vocabulary */
     float *wte = sdict_tensor_data(&sdict_module_tensor(sdict_gpt2_module(g),

@@ -1065,7 +1065,12 @@ static void add_param(void *ctx, const char *key, sdict_named_tensor *nt) {
     sdict_optim_param *ps = c[0];
     size_t *n = c[1];
     const bool *tied = c[2];
+    const size_t *cap = c[3];
     if (*tied && strcmp(key, "lm_head.weight") == 0) return; /* the same Parameter as wte */
+    if (*n >= *cap) { /* the tree gained parameters after sdict_gpt2_new: counted, not stored */
+        (*n)++;
+        return;
+    }
     sdict_optim_param *p = &ps[(*n)++];
     memset(p, 0, sizeof *p);
     p->data = sdict_storage_data(nt->value.storage);
@@ -1080,8 +1085,14 @@ sdict_status sdict_gpt2_optim_add(sdict_optim *o, const sdict_optim_hparams *hp,
     size_t n = 0, cap = (size_t)(4 + 12 * g->cfg.n_layer + 1);
     sdict_optim_param *ps = calloc(cap, sizeof *ps);
     if (!ps) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
-    void *ctx[3] = {ps, &n, &g->tied};
+    void *ctx[4] = {ps, &n, &g->tied, &cap};
     sdict_module_each_param(g->root, add_param, ctx);
+    if (n > cap) {
+        free(ps);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: the module tree has %zu "
+                             "parameters, more than GPT2LMHeadModel's (modules added after "
+                             "sdict_gpt2_new)", n);
+    }
     sdict_status st = sdict_optim_add_group(o, hp, ps, n, err);
     free(ps);
     return st;
