@@ -478,7 +478,9 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--epochs") == 0) { /* counts stay exact in a checkpoint: 2^53 */
             if (!whole_long(v, &epochs) || epochs < 0 || epochs > (1L << 53)) return bad(a, v);
         }
-        else if (strcmp(a, "--batch-size") == 0) { if (!whole_long(v, &bs) || bs <= 0) return bad(a, v); }
+        else if (strcmp(a, "--batch-size") == 0) {
+            if (!whole_long(v, &bs) || bs <= 0) return bad(a, v);
+        }
         else if (strcmp(a, "--resume") == 0) resume = v;
         else if (strcmp(a, "--checkpoint") == 0) out = v;
         else if (strcmp(a, "--range") == 0) { if (!range_ok(v)) return bad(a, v); range = v; }
@@ -486,7 +488,9 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--torch") == 0) gen = v;
         else if (strcmp(a, "--config") == 0) config = v;
         else if (strcmp(a, "--text") == 0) text = v;
-        else if (strcmp(a, "--block-size") == 0) { if (!whole_long(v, &block) || block < 2) return bad(a, v); }
+        else if (strcmp(a, "--block-size") == 0) {
+            if (!whole_long(v, &block) || block < 2) return bad(a, v);
+        }
         else if (strcmp(a, "--seed") == 0) {
             long sv = -1;
             seed = whole_long(v, &sv) ? sv : -1;

@@ -702,8 +702,9 @@ SDICT_API void sdict_gpt2_config_default(sdict_gpt2_config *c);
  reorder_and_upcast_attn, tie_word_embeddings, eos_token_id, attn_pdrop, resid_pdrop, embd_pdrop
  (numbers in [0, 1]), model_type (must be "gpt2" when
  present), add_cross_attention (must be false); others are ignored.
- Errors: SDICT_E_IO (the file cannot be opened or read), SDICT_E_LIMIT (larger than
- SDICT_GPT2_MAX_CONFIG_BYTES; JSON nested deeper than 2048 levels is a parse error),
+ Errors: SDICT_E_IO (the file cannot be opened or read, or is a directory), SDICT_E_LIMIT
+ (larger than SDICT_GPT2_MAX_CONFIG_BYTES; JSON nested deeper than 2048 levels is a parse
+ error),
  SDICT_E_INVALID_ARG naming the file
  and the field (or the JSON error's line, column and byte offset): a malformed file, a size
  outside 1..2^31-1, an activation other than
@@ -766,7 +767,8 @@ SDICT_API sdict_status sdict_gpt2_load_state_dict(sdict_gpt2 *g, const sdict_val
  elements the weights' storages hold (each storage once, whatever views of it the file has: an
  expanded or repeated view adds nothing): a config describing more than twice those elements
  plus 2^20 is refused (SDICT_E_SHAPE), so memory stays proportional to the files (a smaller
- mismatch is left to the load's messages, which name the key). Errors: those of the three, and that one.
+ mismatch is left to the load's messages, which name the key). Errors: those of the three,
+ and that one.
 */
 SDICT_API sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out,
                                                   sdict_error *err);

@@ -290,6 +290,11 @@ static void test_hostile_sizes(void **state) {
     assert_int_equal(sdict_gpt2_config_from_json(path, &c, &err), SDICT_E_LIMIT);
     assert_non_null(strstr(err.message, "more than a config.json's limit"));
     unlink(path);
+    char dir[] = "/tmp/sdict_gpt2_dir_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(sdict_gpt2_config_from_json(dir, &c, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, "is a directory"));
+    rmdir(dir);
 
     c = small();
     assert_int_equal(sdict_gpt2_new(&c, &g, NULL), SDICT_OK);

@@ -93,6 +93,8 @@ sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cf
                                          sdict_error *err) {
     sdict_gpt2_config_default(cfg);
     struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return sdict_nn__err(err, SDICT_E_IO, "%s: is a directory, not a config.json file", path);
     if (stat(path, &sb) == 0 && sb.st_size > SDICT_GPT2_MAX_CONFIG_BYTES)
         return sdict_nn__err(err, SDICT_E_LIMIT, "%s: %lld bytes, more than a config.json's limit "
                              "of %d", path, (long long)sb.st_size, SDICT_GPT2_MAX_CONFIG_BYTES);
