@@ -41,7 +41,8 @@ static bool parse_i64(const char *s, long long *out) {
     return errno == 0 && end != s && *end == '\0';
 }
 
-/* Comma-separated ids, or else a file holding an integer tensor. */
+/* Comma-separated ids, or else a file holding an integer tensor. An argument made only of
+   digits, signs, spaces and commas is a list, and each of its fields must be an integer. */
 static int read_prompt(const char *arg, int64_t **ids, int64_t *n) {
     size_t cap = 1;
     for (const char *p = arg; *p; p++) cap += *p == ',';
@@ -49,13 +50,24 @@ static int read_prompt(const char *arg, int64_t **ids, int64_t *n) {
     if (!*ids) return 1;
     *n = 0;
     size_t len = strlen(arg);
+    bool listy = len > 0 && strspn(arg, "0123456789+-, ") == len && strpbrk(arg, "0123456789");
     char *copy = malloc(len + 1);
     if (copy) memcpy(copy, arg, len + 1);
     bool numeric = copy != NULL;
-    for (char *tok = copy ? strtok(copy, ",") : NULL; tok && numeric; tok = strtok(NULL, ",")) {
+    for (char *tok = copy, *next; tok && numeric; tok = next) {
+        next = strchr(tok, ',');
+        if (next) *next++ = '\0';
         long long v;
         if (!parse_i64(tok, &v)) numeric = false;
         else (*ids)[(*n)++] = v;
+    }
+    if (listy && !numeric) {
+        fprintf(stderr, "generate: --prompt \"%s\": field %lld is not an integer (expected ids "
+                        "such as 464,3290,318)\n", arg, (long long)*n + 1);
+        free(copy);
+        free(*ids);
+        *ids = NULL;
+        return 2;
     }
     free(copy);
     if (numeric && *n > 0) return 0;
@@ -105,15 +117,20 @@ int main(int argc, char **argv) {
         return 2;
     }
     int64_t *ids = NULL, n = 0;
-    if (read_prompt(prompt, &ids, &n) != 0) return 1;
+    int prc = read_prompt(prompt, &ids, &n);
+    if (prc != 0) return prc;
     sdict_error err;
     memset(&err, 0, sizeof err);
     sdict_gpt2 *g = NULL;
-    int64_t *out = malloc(sizeof(int64_t) * (size_t)(n + max_new));
-    int64_t n_out = 0;
+    int64_t *out = NULL, n_out = 0, npos = 0;
     int rc = 1;
-    if (!out) fprintf(stderr, "generate: out of memory\n");
-    else if (sdict_gpt2_from_pretrained(model, &g, &err) != SDICT_OK) rc = fail(model, &err);
+    /* the model first: n_positions bounds the output before anything is sized by the options */
+    if (sdict_gpt2_from_pretrained(model, &g, &err) != SDICT_OK) rc = fail(model, &err);
+    else if (npos = sdict_gpt2_get_config(g)->n_positions, n > npos || max_new > npos - n)
+        fprintf(stderr, "generate: --prompt's %lld ids + --max-new-tokens %lld exceed n_positions "
+                        "%lld of %s/config.json\n", (long long)n, max_new, (long long)npos, model);
+    else if (!(out = malloc(sizeof(int64_t) * (size_t)(n + max_new))))
+        fprintf(stderr, "generate: out of memory\n");
     else if (sdict_gpt2_generate(g, ids, n, max_new, top_k, (uint64_t)seed, out, &n_out, &err) !=
              SDICT_OK)
         rc = fail("GPT-2", &err);

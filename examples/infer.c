@@ -50,6 +50,7 @@
 */
 #include "statedict_nn.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,16 @@ static long long parse_size(const char *v) {
     char *end = NULL;
     long long n = strtoll(v, &end, 10);
     return end && *end == '\0' && n > 0 && n <= (1LL << 31) ? n : -1;
+}
+
+/* The whole of v as a finite number; false for "abc", "1x", "", nan or inf. */
+static bool parse_real(const char *v, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x - x == 0.0)) return false;
+    *out = x;
+    return true;
 }
 
 static void shape_text(const sdict_tensor *t, char *buf, size_t n) {
@@ -151,6 +162,19 @@ static int check_rnn_shapes(const sdict_value *sd, const char *arch, long long I
     return 0;
 }
 
+/* The model is built from the sizes of these weights: one whose storage holds fewer elements
+   than its shape (an expanded, stride-0 view) would let a small file ask for any amount of
+   memory, so it is refused. Returns 1 after printing why. */
+static int not_stored(const sdict_tensor *w, const char *key) {
+    size_t item = sdict_dtype_size(w->dtype);
+    double have = w->storage && item ? (double)(sdict_storage_nbytes(w->storage) / item) : 0.0;
+    if (have >= (double)sdict_tensor_numel(w)) return 0;
+    fprintf(stderr, "infer: %s has %lld elements but its storage holds %.0f (an expanded view); "
+                    "the model is sized by it, so it must hold its elements\n", key,
+            (long long)sdict_tensor_numel(w), have);
+    return 1;
+}
+
 /* The shape options of --arch transformer against the weights (nn.TransformerEncoder's
    layers.N. keys, or a single layer's when *single), before anything is built. Returns 0 when
    they agree; *bias receives whether the weights have biases, *final_norm whether the encoder
@@ -174,6 +198,10 @@ static int check_transformer_shapes(const sdict_value *sd, long long D, long lon
         if (!*single) snprintf(lp, sizeof lp, "%s%lld.", pre, l);
         snprintf(key, sizeof key, "%sself_attn.in_proj_weight", lp);
         const sdict_tensor *w = sd_tensor(sd, key);
+        if (!w && sdict_dict_get(sd, key)) {
+            fprintf(stderr, "infer: %s in the weights is not a tensor\n", key);
+            return 1;
+        }
         if (!w) {
             fprintf(stderr, "infer: --num-layers %lld, but the weights have no %s\n", L, key);
             return 1;
@@ -189,6 +217,7 @@ static int check_transformer_shapes(const sdict_value *sd, long long D, long lon
                             "%lld)\n", D, key, shape, (long long)w->shape[1]);
             return 1;
         }
+        if (not_stored(w, key)) return 1;
         snprintf(key, sizeof key, "%slinear1.weight", lp);
         if (!(w = sd_tensor(sd, key))) {
             fprintf(stderr, "infer: the weights have no %s\n", key);
@@ -201,6 +230,7 @@ static int check_transformer_shapes(const sdict_value *sd, long long D, long lon
                     (long long)(w->ndim == 2 ? w->shape[0] : -1));
             return 1;
         }
+        if (not_stored(w, key)) return 1;
         if (l == 0) {
             snprintf(key, sizeof key, "%sself_attn.in_proj_bias", lp);
             *bias = sd_tensor(sd, key) != NULL;
@@ -403,7 +433,12 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--input") == 0) input = v;
         else if (strcmp(a, "--output") == 0) output = v;
         else if (strcmp(a, "--mode") == 0) mode = v;
-        else if (strcmp(a, "--dropout") == 0) dropout = atof(v);
+        else if (strcmp(a, "--dropout") == 0) {
+            if (!parse_real(v, &dropout) || dropout < 0.0 || dropout > 1.0) {
+                fprintf(stderr, "infer: --dropout \"%s\": expected a number in [0, 1]\n", v);
+                return 2;
+            }
+        }
         else if (strcmp(a, "--save-state") == 0) save_state = v;
         else if (strcmp(a, "--strip-prefix") == 0 && *v) strip_prefix = v;
         else if (strcmp(a, "--num-classes") == 0 && (num_classes = parse_size(v)) > 0) {}
@@ -415,7 +450,12 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--dim-feedforward") == 0 && (dim_feedforward = parse_size(v)) > 0) {}
         else if (strcmp(a, "--activation") == 0 && strcmp(v, "relu") == 0) gelu = false;
         else if (strcmp(a, "--activation") == 0 && strcmp(v, "gelu") == 0) gelu = true;
-        else if (strcmp(a, "--layer-norm-eps") == 0 && (layer_norm_eps = atof(v)) > 0.0) {}
+        else if (strcmp(a, "--layer-norm-eps") == 0) {
+            if (!parse_real(v, &layer_norm_eps) || layer_norm_eps < 0.0) {
+                fprintf(stderr, "infer: --layer-norm-eps \"%s\": expected a number >= 0\n", v);
+                return 2;
+            }
+        }
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "2.x") == 0)
             save_opts.flags = SDICT_SAVE_LAYOUT_TORCH2;
         else if (strcmp(a, "--layout") == 0 && strcmp(v, "1.13") == 0)
@@ -438,7 +478,6 @@ int main(int argc, char **argv) {
                         "--batch-first as the model was built)\n");
         return 2;
     }
-    if (dropout > 1.0) return usage();
     if (rnn && (input_size < 0 || hidden_size < 0)) {
         fprintf(stderr, "infer: --arch %s needs --input-size and --hidden-size (and "
                         "--num-layers, --bidirectional, --batch-first as the model was built)\n",

@@ -61,10 +61,44 @@ static int usage(void) {
     return 2;
 }
 
+/* An option value that is not what the option takes. */
+static int bad(const char *opt, const char *v) {
+    fprintf(stderr, "train: %s \"%s\": not a valid value (see usage)\n", opt, v);
+    return usage();
+}
+
 static int fail(const char *what, const sdict_error *err) {
     char buf[1024];
     fprintf(stderr, "train: %s: %s\n", what, sdict_error_format(err, buf, sizeof buf));
     return 1;
+}
+
+/* The whole of v as an integer / a finite number; false for anything else ("abc", "1x", ""). */
+static bool whole_long(const char *v, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end) return false;
+    *out = x;
+    return true;
+}
+
+static bool whole_num(const char *v, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x - x == 0.0)) return false;
+    *out = x;
+    return true;
+}
+
+/* Whether s is "A:B", "A:", ":B", ":" or "A" with A and B whole non-negative integers. */
+static bool range_ok(const char *s) {
+    const char *colon = strchr(s, ':');
+    for (const char *p = s; *p; p++)
+        if (p != colon && (*p < '0' || *p > '9')) return false;
+    size_t la = colon ? (size_t)(colon - s) : strlen(s);
+    return (la <= 18 && (colon || la > 0)) && (!colon || strlen(colon + 1) <= 18);
 }
 
 /* "A:B" -> [a, b); either side may be empty (0 / n). */
@@ -294,8 +328,9 @@ static int train_gpt2(gpt2_opts *o) {
     }
     int64_t T = o->block > 0 ? o->block : cfg.n_positions;
     if (T < 2 || T > cfg.n_positions || T > n) {
-        fprintf(stderr, "train: --block-size %lld must be in 2..n_positions (%lld) and at most "
-                "the text's %ld bytes\n", (long long)T, (long long)cfg.n_positions, n);
+        fprintf(stderr, "train: --block-size %lld%s must be in 2..n_positions (%lld) and at most "
+                "the text's %ld bytes\n", (long long)T, o->block > 0 ? "" : " (n_positions)",
+                (long long)cfg.n_positions, n);
         free(text);
         return 2;
     }
@@ -312,6 +347,14 @@ static int train_gpt2(gpt2_opts *o) {
     /* ---- model = GPT2LMHeadModel(config); optimizer = AdamW(model.parameters(), ...) */
     if (sdict_gpt2_new(&cfg, &g, &err) != SDICT_OK) {
         rc = fail(o->config, &err);
+        goto done;
+    }
+    if (sdict_gpt2_train_bytes(g, o->bs, T) > (double)SDICT_GPT2_MAX_TRAIN_BYTES) {
+        fprintf(stderr, "train: --batch-size %ld with block %lld needs about %.3g GiB of "
+                "activations per step, more than the limit of %lld GiB\n", o->bs, (long long)T,
+                sdict_gpt2_train_bytes(g, o->bs, T) / 1073741824.0,
+                (long long)(SDICT_GPT2_MAX_TRAIN_BYTES >> 30));
+        rc = 2;
         goto done;
     }
     if (!(opt = sdict_optim_new(o->kind))) {
@@ -339,6 +382,11 @@ static int train_gpt2(gpt2_opts *o) {
         const sdict_value *msd = sdict_checkpoint_dict(ck, "model_state_dict", &err);
         if (!msd || sdict_gpt2_load_state_dict(g, msd, &err) != SDICT_OK) {
             rc = fail(o->resume, &err);
+            goto done;
+        }
+        if (cfg.tie_word_embeddings && !sdict_gpt2_is_tied(g)) { /* the optimizer has no lm_head */
+            fprintf(stderr, "train: %s: lm_head.weight differs from transformer.wte.weight, but "
+                    "%s ties them (tie_word_embeddings)\n", o->resume, o->config);
             goto done;
         }
         if (resume_optimizer(ck, o->resume, opt, o->kind, o->optname, &start) != 0) goto done;
@@ -419,26 +467,33 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--arch") == 0) arch = v;
         else if (strcmp(a, "--data") == 0) data = v;
         else if (strcmp(a, "--optimizer") == 0) optname = v;
-        else if (strcmp(a, "--lr") == 0) lr = atof(v);
-        else if (strcmp(a, "--momentum") == 0) momentum = atof(v);
-        else if (strcmp(a, "--weight-decay") == 0) wd = atof(v);
-        else if (strcmp(a, "--dampening") == 0) dampening = atof(v);
-        else if (strcmp(a, "--eps") == 0) eps = atof(v);
+        else if (strcmp(a, "--lr") == 0) { if (!whole_num(v, &lr)) return bad(a, v); }
+        else if (strcmp(a, "--momentum") == 0) { if (!whole_num(v, &momentum)) return bad(a, v); }
+        else if (strcmp(a, "--weight-decay") == 0) { if (!whole_num(v, &wd)) return bad(a, v); }
+        else if (strcmp(a, "--dampening") == 0) { if (!whole_num(v, &dampening)) return bad(a, v); }
+        else if (strcmp(a, "--eps") == 0) { if (!whole_num(v, &eps)) return bad(a, v); }
         else if (strcmp(a, "--betas") == 0) {
             if (sscanf(v, "%lf,%lf", &beta1, &beta2) != 2) return usage();
-        } else if (strcmp(a, "--dropout") == 0) dropout = atof(v);
-        else if (strcmp(a, "--epochs") == 0) epochs = atol(v);
-        else if (strcmp(a, "--batch-size") == 0) bs = atol(v);
+        } else if (strcmp(a, "--dropout") == 0) { if (!whole_num(v, &dropout)) return bad(a, v); }
+        else if (strcmp(a, "--epochs") == 0) { /* counts stay exact in a checkpoint: 2^53 */
+            if (!whole_long(v, &epochs) || epochs < 0 || epochs > (1L << 53)) return bad(a, v);
+        }
+        else if (strcmp(a, "--batch-size") == 0) {
+            if (!whole_long(v, &bs) || bs <= 0) return bad(a, v);
+        }
         else if (strcmp(a, "--resume") == 0) resume = v;
         else if (strcmp(a, "--checkpoint") == 0) out = v;
-        else if (strcmp(a, "--range") == 0) range = v;
-        else if (strcmp(a, "--eval") == 0) eval_range = v;
+        else if (strcmp(a, "--range") == 0) { if (!range_ok(v)) return bad(a, v); range = v; }
+        else if (strcmp(a, "--eval") == 0) { if (!range_ok(v)) return bad(a, v); eval_range = v; }
         else if (strcmp(a, "--torch") == 0) gen = v;
         else if (strcmp(a, "--config") == 0) config = v;
         else if (strcmp(a, "--text") == 0) text = v;
-        else if (strcmp(a, "--block-size") == 0) block = atol(v);
+        else if (strcmp(a, "--block-size") == 0) {
+            if (!whole_long(v, &block) || block < 2) return bad(a, v);
+        }
         else if (strcmp(a, "--seed") == 0) {
-            seed = atoll(v);
+            long sv = -1;
+            seed = whole_long(v, &sv) ? sv : -1;
             if (seed < 0 || seed > (1LL << 53)) { /* kept exactly as a checkpoint number */
                 fprintf(stderr, "train: --seed must be in 0..2^53\n");
                 return 2;

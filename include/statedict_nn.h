@@ -649,6 +649,20 @@ SDICT_API sdict_status sdict_transformer_decoder_layer_backward(sdict_module *m,
  training step's loss and gradients, with dropout in training mode.
 ==================================================================================================*/
 
+/** Largest config.json sdict_gpt2_config_from_json reads (16 MiB; transformers writes about 1
+    KB for GPT-2), so a huge file is refused before it is parsed. */
+#define SDICT_GPT2_MAX_CONFIG_BYTES (16 << 20)
+/** Most blocks (n_layer) sdict_gpt2_new builds; GPT-2 XL has 48. */
+#define SDICT_GPT2_MAX_LAYERS 1024
+/** Most parameters sdict_gpt2_new allocates (lm_head counted even when tied): 2^32 float32, 16
+    GiB; GPT-2 XL has 1.6e9 with its head. */
+#define SDICT_GPT2_MAX_PARAMS (INT64_C(1) << 32)
+/** Most bytes one call allocates for activations (16 GiB): sdict_gpt2_forward_backward as
+    sdict_gpt2_train_bytes estimates them; sdict_gpt2_forward and sdict_gpt2_forward_cached for
+    logits and activations, 4 batch seq (vocab_size (0 with last_only) + 6 n_embd + n_inner +
+    n_positions) bytes; sdict_gpt2_cache_new for its keys and values. */
+#define SDICT_GPT2_MAX_TRAIN_BYTES (INT64_C(1) << 34)
+
 /** The MLP activation (config.json's activation_function). */
 typedef enum sdict_gpt2_act {
     SDICT_GPT2_GELU_NEW = 0, /**< "gelu_new", "gelu_pytorch_tanh", "gelu_fast": tanh form */
@@ -688,7 +702,10 @@ SDICT_API void sdict_gpt2_config_default(sdict_gpt2_config *c);
  reorder_and_upcast_attn, tie_word_embeddings, eos_token_id, attn_pdrop, resid_pdrop, embd_pdrop
  (numbers in [0, 1]), model_type (must be "gpt2" when
  present), add_cross_attention (must be false); others are ignored.
- Errors: SDICT_E_IO (the file cannot be opened or read), SDICT_E_INVALID_ARG naming the file
+ Errors: SDICT_E_IO (the file cannot be opened or read, or is a directory), SDICT_E_LIMIT
+ (larger than SDICT_GPT2_MAX_CONFIG_BYTES; JSON nested deeper than 2048 levels is a parse
+ error),
+ SDICT_E_INVALID_ARG naming the file
  and the field (or the JSON error's line, column and byte offset): a malformed file, a size
  outside 1..2^31-1, an activation other than
  gelu_new / gelu_pytorch_tanh / gelu_fast / gelu / relu, cross-attention, n_embd not divisible
@@ -708,7 +725,10 @@ SDICT_API sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_
  weights N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm weight 1 and bias 0; not torch's
  draws), lm_head a copy of wte when tied. *out owns everything;
  free with sdict_gpt2_free.
- Errors: SDICT_E_INVALID_ARG (sizes <= 0 or too large, n_embd % n_head != 0), SDICT_E_NOMEM.
+ Errors: SDICT_E_INVALID_ARG naming the field (a size <= 0, vocab_size, n_positions or n_head
+ above 2^31-1, n_embd above 2^29-1, n_layer above SDICT_GPT2_MAX_LAYERS, n_inner outside
+ 0..2^31-1, n_embd % n_head != 0, a negative eps), SDICT_E_LIMIT (more parameters than
+ SDICT_GPT2_MAX_PARAMS, refused before allocating), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out,
                                       sdict_error *err);
@@ -744,8 +764,11 @@ SDICT_API sdict_status sdict_gpt2_load_state_dict(sdict_gpt2 *g, const sdict_val
  (model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin or its index, in
  transformers' order) and sdict_gpt2_load_state_dict. *out is NULL on failure.
  Before the model is allocated, the parameter count config.json implies is checked against the
- elements the weights hold: a config describing more is refused (SDICT_E_SHAPE), so memory stays
- proportional to the files. Errors: those of the three, and that one.
+ elements the weights' storages hold (each storage once, whatever views of it the file has: an
+ expanded or repeated view adds nothing): a config describing more than twice those elements
+ plus 2^20 is refused (SDICT_E_SHAPE), so memory stays proportional to the files (a smaller
+ mismatch is left to the load's messages, which name the key). Errors: those of the three,
+ and that one.
 */
 SDICT_API sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out,
                                                   sdict_error *err);
@@ -755,7 +778,8 @@ SDICT_API sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **
  [0, vocab_size), seq <= n_positions) -> *logits float32 [batch, seq, vocab_size] (allocated;
  free with sdict_act_free; zeroed on failure). Causal attention, positions 0..seq-1.
  Errors: SDICT_E_SHAPE (not int64 [B, T]), SDICT_E_INVALID_ARG (an id out of range),
- SDICT_E_LIMIT (seq > n_positions), SDICT_E_NOMEM.
+ SDICT_E_LIMIT (seq > n_positions, or logits and activations above SDICT_GPT2_MAX_TRAIN_BYTES,
+ refused before allocating), SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, sdict_act *logits,
                                           sdict_error *err);
@@ -763,7 +787,8 @@ SDICT_API sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, s
 /**
  A KV cache for batch rows and up to max_len positions (max_len <= n_positions): 2 * n_layer *
  batch * max_len * n_embd floats. Free with sdict_gpt2_cache_free.
- Errors: SDICT_E_INVALID_ARG (sizes), SDICT_E_LIMIT, SDICT_E_NOMEM.
+ Errors: SDICT_E_INVALID_ARG (sizes), SDICT_E_LIMIT (more than SDICT_GPT2_MAX_TRAIN_BYTES),
+ SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_cache_new(const sdict_gpt2 *g, int64_t batch, int64_t max_len,
                                             sdict_gpt2_cache **out, sdict_error *err);
@@ -778,7 +803,8 @@ SDICT_API void sdict_gpt2_cache_reset(sdict_gpt2_cache *c);
  Incremental forward (model(ids, past_key_values=cache, use_cache=True)): ids int64 [batch, T]
  are positions len..len+T-1 after those in the cache, which gains them. *logits is float32
  [batch, T, vocab] or, with last_only, [batch, 1, vocab] for the last position only.
- Errors: as sdict_gpt2_forward, plus SDICT_E_SHAPE (batch differs from the cache's) and
+ Errors: as sdict_gpt2_forward, plus SDICT_E_SHAPE (batch differs from the cache's),
+ SDICT_E_INVALID_ARG (a cache made for a model of another n_layer, n_head or head size) and
  SDICT_E_LIMIT (len + T > the cache's max_len); the cache is unchanged on failure.
 */
 SDICT_API sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache *cache,
@@ -795,7 +821,8 @@ SDICT_API sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache
  it (0 for argument errors; the prompt, and any ids generated, for an id out of range or
  out of memory); the caller owns out throughout.
  Errors: SDICT_E_INVALID_ARG (empty prompt, negative N, an id out of range), SDICT_E_LIMIT
- (n_prompt + N > n_positions), SDICT_E_NOMEM.
+ (n_prompt + N > n_positions, checked without overflow for any N up to INT64_MAX),
+ SDICT_E_NOMEM.
 */
 SDICT_API sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt, int64_t n_prompt,
                                            int64_t max_new_tokens, int64_t top_k, uint64_t seed,
@@ -821,12 +848,18 @@ SDICT_API sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt,
  2 n_head seq) floats per position and layer, freed on return.
  Errors: SDICT_E_SHAPE (ids not int64 [B, T], labels of another shape), SDICT_E_INVALID_ARG (an
  id out of range, a label neither -100 nor in [0, vocab_size): "Target 12 is out of bounds."),
- SDICT_E_LIMIT (seq > n_positions), SDICT_E_NOMEM. On failure *loss is nan and gradients may be
- partly accumulated.
+ SDICT_E_LIMIT (seq > n_positions, or sdict_gpt2_train_bytes(g, batch, seq) above
+ SDICT_GPT2_MAX_TRAIN_BYTES: refused before allocating), SDICT_E_NOMEM. On failure *loss is nan
+ and gradients may be partly accumulated.
 */
 SDICT_API sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
                                                    const sdict_act *labels, uint64_t seed,
                                                    float *loss, sdict_error *err);
+/** Bytes of activations sdict_gpt2_forward_backward allocates for ids [batch, seq], about:
+    4 batch seq (n_layer (8 n_embd + 2 n_inner + 2 n_head seq) + 3 vocab_size), in double (no
+    overflow for any sizes). A caller can check a batch size against SDICT_GPT2_MAX_TRAIN_BYTES
+    before building the batch. */
+SDICT_API double sdict_gpt2_train_bytes(const sdict_gpt2 *g, int64_t batch, int64_t seq);
 /** model.tie_weights(): copies transformer.wte.weight into lm_head.weight when g is tied (call
     after an optimizer step, which updates wte only, before using or saving lm_head). No-op when
     untied or NULL. */

@@ -211,7 +211,8 @@ SDICT_API sdict_status sdict_optim_add_module(sdict_optim *o, const sdict_optim_
 /** add_group with GPT2LMHeadModel's model.parameters(), in torch's order: every parameter of
     sdict_gpt2_module(g) except lm_head.weight when g is tied (torch yields a tied Parameter once,
     so the state_dict's indices match torch's AdamW(model.parameters())). Errors: those of
-    add_group, SDICT_E_NOMEM. */
+    add_group, SDICT_E_NOMEM, SDICT_E_INVALID_ARG (modules with parameters were added to the
+    tree after sdict_gpt2_new). */
 SDICT_API sdict_status sdict_gpt2_optim_add(sdict_optim *o, const sdict_optim_hparams *hp,
                                             sdict_gpt2 *g, sdict_error *err);
 

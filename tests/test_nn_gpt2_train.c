@@ -8,6 +8,7 @@
  left out when tied), tie_weights, and the refusals. Parity with transformers is tests/gpt2
  (gpt2_train).
 */
+#define _POSIX_C_SOURCE 200809L /* mkstemp, ftruncate */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "statedict_nn.h"
 #include "statedict_optim.h"
@@ -252,8 +254,125 @@ static void test_optim_params_and_errors(void **state) {
     }
 }
 
+/* Absurd configs are refused by name before anything is allocated; a huge max_new_tokens or
+   batch cannot overflow the size checks. */
+static void test_hostile_sizes(void **state) {
+    (void)state;
+    sdict_error err;
+    sdict_gpt2 *g = NULL;
+    sdict_gpt2_config c = small();
+    c.n_layer = SDICT_GPT2_MAX_LAYERS + 1;
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_INVALID_ARG);
+    assert_null(g);
+    assert_non_null(strstr(err.message, "n_layer 1025 is outside 1..1024"));
+    c = small();
+    c.n_embd = 9; /* n_head 2 */
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "n_embd 9 is not divisible by n_head 2"));
+    c = small();
+    c.vocab_size = INT32_MAX; /* 2 x 2^31 x 8 parameters in wte and lm_head */
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "more than the limit of 4294967296"));
+    c = small();
+    c.n_embd = INT32_MAX / 4 - 1; /* n_head 2 divides it; E^2 parameters overflow nothing */
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_LIMIT);
+    c = small();
+    c.n_positions = 0;
+    assert_int_equal(sdict_gpt2_new(&c, &g, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "n_positions 0"));
+
+    /* a config.json past SDICT_GPT2_MAX_CONFIG_BYTES is refused before it is read (sparse) */
+    char path[] = "/tmp/sdict_gpt2_cfg_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)SDICT_GPT2_MAX_CONFIG_BYTES + 1), 0);
+    close(fd);
+    assert_int_equal(sdict_gpt2_config_from_json(path, &c, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "more than a config.json's limit"));
+    unlink(path);
+    char dir[] = "/tmp/sdict_gpt2_dir_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(sdict_gpt2_config_from_json(dir, &c, &err), SDICT_E_IO);
+    assert_non_null(strstr(err.message, "is a directory"));
+    rmdir(dir);
+
+    c = small();
+    assert_int_equal(sdict_gpt2_new(&c, &g, NULL), SDICT_OK);
+    int64_t prompt[2] = {1, 2}, out[8] = {0}, n_out = -1;
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, INT64_MAX, 0, 0, out, &n_out, &err),
+                     SDICT_E_LIMIT);
+    assert_int_equal(n_out, 0);
+    assert_non_null(strstr(err.message, "exceed n_positions 6"));
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 4, 0, 0, out, &n_out, &err), SDICT_OK);
+    assert_int_equal(n_out, 6);
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 5, 0, 0, out, &n_out, &err),
+                     SDICT_E_LIMIT);
+    /* a KV cache of another model (3 layers) is refused, not overrun */
+    sdict_gpt2_config c3 = small();
+    c3.n_layer = 3;
+    sdict_gpt2 *g3 = NULL;
+    sdict_gpt2_cache *kv3 = NULL;
+    assert_int_equal(sdict_gpt2_new(&c3, &g3, NULL), SDICT_OK);
+    assert_int_equal(sdict_gpt2_cache_new(g, 1, 6, &kv3, NULL), SDICT_OK);
+    int64_t two[2] = {1, 2};
+    sdict_act pid = {.dtype = SDICT_INT64, .ndim = 2, .shape = {1, 2}, .data = two}, lg = {0};
+    assert_int_equal(sdict_gpt2_forward_cached(g3, kv3, &pid, true, &lg, &err),
+                     SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "cache was made for 2 layers"));
+    assert_null(lg.data);
+    assert_int_equal(sdict_gpt2_cache_len(kv3), 0);
+    assert_int_equal(sdict_gpt2_forward_cached(g, kv3, &pid, true, &lg, &err), SDICT_OK);
+    assert_int_equal(sdict_gpt2_cache_len(kv3), 2);
+    sdict_act_free(&lg);
+    sdict_gpt2_cache_free(kv3);
+    sdict_gpt2_free(g3);
+
+    /* a tree grown after sdict_gpt2_new is refused by optim_add, not written past its array */
+    sdict_gpt2_new(&c3, &g3, NULL);
+    assert_int_equal(sdict_module_add(sdict_gpt2_module(g3), "extra", sdict_linear_new(2, 2, true),
+                                      NULL), SDICT_OK);
+    sdict_optim *o3 = sdict_optim_new(SDICT_OPTIM_ADAM);
+    sdict_optim_hparams hp3 = sdict_optim_defaults(SDICT_OPTIM_ADAM);
+    assert_int_equal(sdict_gpt2_optim_add(o3, &hp3, g3, &err), SDICT_E_INVALID_ARG);
+    assert_non_null(strstr(err.message, "has 42 parameters, more than GPT2LMHeadModel's"));
+    sdict_optim_free(o3);
+    sdict_gpt2_free(g3);
+
+    /* NaN weights: top-k still sorts with a total order (NaN first, as torch.topk) and draws
+       ids inside the vocabulary */
+    float *wte = sdict_tensor_data(&sdict_module_tensor(sdict_gpt2_module(g),
+                                                        "transformer.wte.weight")->value);
+    wte[8] = NAN;
+    sdict_gpt2_tie_weights(g);
+    assert_int_equal(sdict_gpt2_generate(g, prompt, 2, 4, 3, 7, out, &n_out, &err), SDICT_OK);
+    assert_int_equal(n_out, 6);
+    for (int i = 2; i < 6; i++) assert_true(out[i] >= 0 && out[i] < 7);
+    /* a batch of 2^40 rows is refused from its shape before its ids are read */
+    int64_t few[6] = {0};
+    sdict_act ids = {.dtype = SDICT_INT64, .ndim = 2, .shape = {INT64_C(1) << 40, 6},
+                     .data = few};
+    float loss = 0.0f;
+    assert_true(sdict_gpt2_train_bytes(g, INT64_C(1) << 40, 6) >
+                (double)SDICT_GPT2_MAX_TRAIN_BYTES);
+    assert_int_equal(sdict_gpt2_forward_backward(g, &ids, NULL, 0, &loss, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "bytes of activations"));
+    assert_true(isnan(loss));
+    sdict_act logits = {0};
+    assert_int_equal(sdict_gpt2_forward(g, &ids, &logits, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "logits and activations"));
+    assert_null(logits.data);
+    sdict_gpt2_cache *kv = NULL;
+    assert_int_equal(sdict_gpt2_cache_new(g, INT64_C(1) << 30, 6, &kv, &err), SDICT_E_LIMIT);
+    assert_non_null(strstr(err.message, "bytes of keys and values"));
+    assert_null(kv);
+    /* 4 B T (n_layer (8 E + 2 NI + 2 H T) + 3 V) for the small model, B 3, T 5 */
+    assert_true(sdict_gpt2_train_bytes(g, 3, 5) == 4.0 * 15 * (2 * (64 + 64 + 20) + 21));
+    sdict_gpt2_free(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile_sizes),
         cmocka_unit_test(test_backward_tied),
         cmocka_unit_test(test_backward_untied_variants),
         cmocka_unit_test(test_backward_relu),

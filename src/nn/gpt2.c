@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct layer_w {
     const float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
@@ -91,6 +92,12 @@ static sdict_status get_bool(json_t *root, const char *key, bool *out, const cha
 sdict_status sdict_gpt2_config_from_json(const char *path, sdict_gpt2_config *cfg,
                                          sdict_error *err) {
     sdict_gpt2_config_default(cfg);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return sdict_nn__err(err, SDICT_E_IO, "%s: is a directory, not a config.json file", path);
+    if (stat(path, &sb) == 0 && sb.st_size > SDICT_GPT2_MAX_CONFIG_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "%s: %lld bytes, more than a config.json's limit "
+                             "of %d", path, (long long)sb.st_size, SDICT_GPT2_MAX_CONFIG_BYTES);
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root && je.line < 0) /* not parsed at all: cannot open or read it */
@@ -227,16 +234,43 @@ static int64_t inner_dim(const sdict_gpt2_config *c) {
     return c->n_inner > 0 ? c->n_inner : 4 * c->n_embd;
 }
 
+/* Parameters of GPT2LMHeadModel(cfg) with lm_head counted apart (tied or not), in double so
+   absurd sizes cannot overflow. */
+static double n_params(const sdict_gpt2_config *c) {
+    double E = (double)c->n_embd, NI = (double)inner_dim(c);
+    return 2.0 * (double)c->vocab_size * E + (double)c->n_positions * E + 2.0 * E +
+           (double)c->n_layer * (4.0 * E + 4.0 * E * E + 4.0 * E + 2.0 * E * NI + NI + E);
+}
+
+static sdict_status check_config(const sdict_gpt2_config *c, sdict_error *err) {
+    const char *names[5] = {"vocab_size", "n_positions", "n_embd", "n_layer", "n_head"};
+    int64_t vals[5] = {c->vocab_size, c->n_positions, c->n_embd, c->n_layer, c->n_head};
+    int64_t maxs[5] = {INT32_MAX, INT32_MAX, INT32_MAX / 4, SDICT_GPT2_MAX_LAYERS, INT32_MAX};
+    for (int i = 0; i < 5; i++)
+        if (vals[i] <= 0 || vals[i] > maxs[i])
+            return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: %s %lld is outside 1..%lld",
+                                 names[i], (long long)vals[i], (long long)maxs[i]);
+    if (c->n_embd % c->n_head != 0)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: n_embd %lld is not divisible by "
+                             "n_head %lld", (long long)c->n_embd, (long long)c->n_head);
+    if (c->n_inner < 0 || inner_dim(c) > INT32_MAX)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: n_inner %lld is outside 0..%d",
+                             (long long)c->n_inner, INT32_MAX);
+    if (!(c->layer_norm_epsilon >= 0.0) || (unsigned)c->activation > SDICT_GPT2_RELU)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: layer_norm_epsilon must be >= 0 "
+                             "and activation one of sdict_gpt2_act");
+    if (n_params(c) > (double)SDICT_GPT2_MAX_PARAMS)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: the config describes %.0f parameters, "
+                             "more than the limit of %lld", n_params(c),
+                             (long long)SDICT_GPT2_MAX_PARAMS);
+    return SDICT_OK;
+}
+
 sdict_status sdict_gpt2_new(const sdict_gpt2_config *cfg, sdict_gpt2 **out, sdict_error *err) {
     *out = NULL;
-    if (!cfg || cfg->vocab_size <= 0 || cfg->n_positions <= 0 || cfg->n_embd <= 0 ||
-        cfg->n_layer <= 0 || cfg->n_head <= 0 || cfg->n_embd % cfg->n_head != 0 ||
-        cfg->n_inner < 0 || !(cfg->layer_norm_epsilon >= 0.0) ||
-        cfg->vocab_size > INT32_MAX || cfg->n_positions > INT32_MAX ||
-        cfg->n_embd > INT32_MAX / 4 || cfg->n_layer > 100000 || inner_dim(cfg) > INT32_MAX ||
-        (unsigned)cfg->activation > SDICT_GPT2_RELU)
-        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: invalid config (sizes must be "
-                             "positive, n_embd divisible by n_head)");
+    if (!cfg) return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: no config");
+    sdict_status cst = check_config(cfg, err);
+    if (cst != SDICT_OK) return cst;
     sdict_gpt2 *g = calloc(1, sizeof *g);
     if (!g) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
     g->cfg = *cfg;
@@ -369,6 +403,35 @@ done:
     return st;
 }
 
+typedef struct { const sdict_storage *s; size_t item; } storage_use;
+
+static int by_storage(const void *a, const void *b) {
+    const storage_use *x = a, *y = b;
+    if (x->s != y->s) return (uintptr_t)x->s < (uintptr_t)y->s ? -1 : 1;
+    return x->item < y->item ? -1 : x->item > y->item;
+}
+
+/* Elements the state_dict's storages really hold: each distinct storage once, in units of the
+   smallest dtype viewing it. Not the views' numel, which expanded (stride 0) or repeated views
+   of one small storage could inflate without bound. */
+static sdict_status stored_elements(const sdict_value *sd, double *have, sdict_error *err) {
+    size_t n = sdict_dict_len(sd), k = 0;
+    *have = 0.0;
+    storage_use *u = malloc(sizeof *u * (n ? n : 1));
+    if (!u) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
+        if (t && t->storage && sdict_dtype_size(t->dtype) > 0)
+            u[k++] = (storage_use){t->storage, sdict_dtype_size(t->dtype)};
+    }
+    qsort(u, k, sizeof *u, by_storage);
+    for (size_t i = 0; i < k; i++)
+        if (i == 0 || u[i].s != u[i - 1].s) /* sorted: the first is the smallest item */
+            *have += (double)(sdict_storage_nbytes(u[i].s) / u[i].item);
+    free(u);
+    return SDICT_OK;
+}
+
 sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out, sdict_error *err) {
     *out = NULL;
     size_t n = strlen(dir);
@@ -386,15 +449,15 @@ sdict_status sdict_gpt2_from_pretrained(const char *dir, sdict_gpt2 **out, sdict
        weights hold before allocating it, so a small folder cannot ask for terabytes. */
     const sdict_value *sd = sdict_doc_root(doc);
     double have = 0.0, E = (double)cfg.n_embd;
-    for (size_t i = 0; i < sdict_dict_len(sd); i++) {
-        const sdict_tensor *t = sdict_value_tensor(sdict_dict_val(sd, i));
-        if (t) have += (double)sdict_tensor_numel(t);
+    if ((st = stored_elements(sd, &have, err)) != SDICT_OK) {
+        sdict_doc_free(doc);
+        return st;
     }
-    double need = (double)cfg.vocab_size * E + (double)cfg.n_positions * E + 2.0 * E +
-                  (double)cfg.n_layer * (4.0 * E + 3.0 * E * E + 3.0 * E + E * E + E +
-                                         2.0 * E * (double)inner_dim(&cfg) +
-                                         (double)inner_dim(&cfg) + E);
-    if (need > have) {
+    /* lm_head may be absent (tied): count it once. The slack (twice the stored elements plus
+       2^20) leaves a near miss, such as one missing or mis-shaped key, to the load's own more
+       precise message, and still bounds the model by the files. */
+    double need = n_params(&cfg) - (double)cfg.vocab_size * E;
+    if (need > 2.0 * have + 1048576.0) {
         sdict_doc_free(doc);
         return sdict_nn__err(err, SDICT_E_SHAPE, "%s: config.json describes a model of %.0f "
                              "parameters but the weights hold %.0f elements", dir, need, have);
@@ -423,8 +486,11 @@ sdict_status sdict_gpt2_cache_new(const sdict_gpt2 *g, int64_t batch, int64_t ma
                              "%lld must be positive, max_len at most n_positions (%lld)",
                              (long long)batch, (long long)max_len, (long long)c->n_positions);
     double n = (double)c->n_layer * (double)batch * (double)max_len * (double)c->n_embd;
-    if (n * 2 * sizeof(float) > (double)SIZE_MAX / 2)
-        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 cache: too large");
+    if (n * 2 * sizeof(float) > (double)SDICT_GPT2_MAX_TRAIN_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 cache: batch %lld x %lld positions need "
+                             "%.0f bytes of keys and values, more than the limit of %lld",
+                             (long long)batch, (long long)max_len, n * 2 * sizeof(float),
+                             (long long)SDICT_GPT2_MAX_TRAIN_BYTES);
     sdict_gpt2_cache *kv = calloc(1, sizeof *kv);
     if (kv) {
         kv->k = malloc(sizeof(float) * (size_t)n);
@@ -478,6 +544,12 @@ static sdict_status run(sdict_gpt2 *g, sdict_gpt2_cache *kv, const int64_t *ids,
     const sdict_gpt2_config *c = &g->cfg;
     int64_t E = c->n_embd, H = c->n_head, D = E / H, NI = inner_dim(c), V = c->vocab_size;
     int64_t P = kv->len, S = P + T, R = B * T, L = kv->max_len;
+    if (kv->n_layer != c->n_layer || kv->n_head != H || kv->head_dim != D)
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: the cache was made for %lld layers "
+                             "of %lld x %lld heads, not this model's %lld of %lld x %lld",
+                             (long long)kv->n_layer, (long long)kv->n_head,
+                             (long long)kv->head_dim, (long long)c->n_layer, (long long)H,
+                             (long long)D);
     if (B != kv->batch)
         return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: batch %lld does not match the cache's "
                              "%lld", (long long)B, (long long)kv->batch);
@@ -561,12 +633,29 @@ static sdict_status check_ids(const sdict_act *ids, sdict_error *err) {
     return SDICT_OK;
 }
 
+/* Logits plus the activations run() allocates, refused before any of them. */
+static sdict_status check_forward_bytes(const sdict_gpt2 *g, int64_t B, int64_t T, bool last_only,
+                                        sdict_error *err) {
+    const sdict_gpt2_config *c = &g->cfg;
+    /* logits plus the activations run() allocates, refused before any of them */
+    double bytes = 4.0 * (double)B * (double)T *
+                   ((last_only ? 0.0 : (double)c->vocab_size) + 6.0 * (double)c->n_embd +
+                    (double)inner_dim(c) + (double)c->n_positions);
+    if (bytes > (double)SDICT_GPT2_MAX_TRAIN_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: a forward over batch %lld x %lld tokens "
+                             "needs about %.0f bytes of logits and activations, more than the "
+                             "limit of %lld", (long long)B, (long long)T, bytes,
+                             (long long)SDICT_GPT2_MAX_TRAIN_BYTES);
+    return SDICT_OK;
+}
+
 sdict_status sdict_gpt2_forward_cached(sdict_gpt2 *g, sdict_gpt2_cache *kv, const sdict_act *ids,
                                        bool last_only, sdict_act *logits, sdict_error *err) {
     memset(logits, 0, sizeof *logits);
     sdict_status st = check_ids(ids, err);
     if (st != SDICT_OK) return st;
     int64_t B = ids->shape[0], T = ids->shape[1];
+    if ((st = check_forward_bytes(g, B, T, last_only, err)) != SDICT_OK) return st;
     int64_t shape[3] = {B, last_only ? 1 : T, g->cfg.vocab_size};
     if ((st = sdict_act_init(logits, SDICT_FLOAT32, 3, shape, err)) != SDICT_OK) return st;
     if ((st = run(g, kv, ids->data, B, T, last_only, logits->data, err)) != SDICT_OK)
@@ -582,6 +671,8 @@ sdict_status sdict_gpt2_forward(sdict_gpt2 *g, const sdict_act *ids, sdict_act *
     if (ids->shape[1] > g->cfg.n_positions)
         return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: %lld tokens exceed n_positions %lld",
                              (long long)ids->shape[1], (long long)g->cfg.n_positions);
+    if ((st = check_forward_bytes(g, ids->shape[0], ids->shape[1], false, err)) != SDICT_OK)
+        return st;
     sdict_gpt2_cache *kv = NULL;
     if ((st = sdict_gpt2_cache_new(g, ids->shape[0], ids->shape[1], &kv, err)) != SDICT_OK)
         return st;
@@ -598,7 +689,9 @@ typedef struct { float v; int64_t i; } scored;
 
 static int by_score_desc(const void *a, const void *b) {
     const scored *x = a, *y = b;
-    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    bool xn = isnan(x->v), yn = isnan(y->v); /* NaN first, as torch.topk: a total order */
+    if (xn != yn) return xn ? -1 : 1;
+    if (!xn && x->v != y->v) return x->v > y->v ? -1 : 1;
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
@@ -630,11 +723,11 @@ sdict_status sdict_gpt2_generate(sdict_gpt2 *g, const int64_t *prompt, int64_t n
     if (!prompt || n_prompt <= 0 || max_new_tokens < 0 || !out)
         return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2 generate: an empty prompt or a "
                              "negative max_new_tokens");
-    int64_t total = n_prompt + max_new_tokens;
-    if (total > g->cfg.n_positions)
+    if (n_prompt > g->cfg.n_positions || max_new_tokens > g->cfg.n_positions - n_prompt)
         return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2 generate: %lld prompt + %lld new tokens "
                              "exceed n_positions %lld", (long long)n_prompt,
                              (long long)max_new_tokens, (long long)g->cfg.n_positions);
+    int64_t total = n_prompt + max_new_tokens;
     memcpy(out, prompt, sizeof(int64_t) * (size_t)n_prompt);
     *n_out = n_prompt;
     if (max_new_tokens == 0) return SDICT_OK;
@@ -716,6 +809,14 @@ static void clear_caches(sdict_module *m) {
         for (int i = 0; i < SDICT_MODULE_CACHE; i++) sdict_act_free(&m->cache[i]);
 }
 
+double sdict_gpt2_train_bytes(const sdict_gpt2 *g, int64_t batch, int64_t seq) {
+    const sdict_gpt2_config *c = &g->cfg;
+    double per_layer = 8.0 * (double)c->n_embd + 2.0 * (double)inner_dim(c) +
+                       2.0 * (double)c->n_head * (double)seq;
+    return 4.0 * (double)batch * (double)seq *
+           ((double)c->n_layer * per_layer + 3.0 * (double)c->vocab_size);
+}
+
 sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
                                          const sdict_act *labels, uint64_t seed, float *loss,
                                          sdict_error *err) {
@@ -728,6 +829,11 @@ sdict_status sdict_gpt2_forward_backward(sdict_gpt2 *g, const sdict_act *ids,
     if (T > c->n_positions)
         return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: %lld tokens exceed n_positions %lld",
                              (long long)T, (long long)c->n_positions);
+    if (sdict_gpt2_train_bytes(g, B, T) > (double)SDICT_GPT2_MAX_TRAIN_BYTES)
+        return sdict_nn__err(err, SDICT_E_LIMIT, "GPT-2: a training step on batch %lld x %lld "
+                             "tokens needs about %.0f bytes of activations, more than the limit "
+                             "of %lld", (long long)B, (long long)T, sdict_gpt2_train_bytes(g, B, T),
+                             (long long)SDICT_GPT2_MAX_TRAIN_BYTES);
     if (labels && (labels->dtype != SDICT_INT64 || labels->ndim != 2 ||
                    labels->shape[0] != B || labels->shape[1] != T))
         return sdict_nn__err(err, SDICT_E_SHAPE, "GPT-2: labels must be int64 [%lld, %lld] like "
@@ -961,7 +1067,12 @@ static void add_param(void *ctx, const char *key, sdict_named_tensor *nt) {
     sdict_optim_param *ps = c[0];
     size_t *n = c[1];
     const bool *tied = c[2];
+    const size_t *cap = c[3];
     if (*tied && strcmp(key, "lm_head.weight") == 0) return; /* the same Parameter as wte */
+    if (*n >= *cap) { /* the tree gained parameters after sdict_gpt2_new: counted, not stored */
+        (*n)++;
+        return;
+    }
     sdict_optim_param *p = &ps[(*n)++];
     memset(p, 0, sizeof *p);
     p->data = sdict_storage_data(nt->value.storage);
@@ -976,8 +1087,14 @@ sdict_status sdict_gpt2_optim_add(sdict_optim *o, const sdict_optim_hparams *hp,
     size_t n = 0, cap = (size_t)(4 + 12 * g->cfg.n_layer + 1);
     sdict_optim_param *ps = calloc(cap, sizeof *ps);
     if (!ps) return sdict_nn__err(err, SDICT_E_NOMEM, "GPT-2: out of memory");
-    void *ctx[3] = {ps, &n, &g->tied};
+    void *ctx[4] = {ps, &n, &g->tied, &cap};
     sdict_module_each_param(g->root, add_param, ctx);
+    if (n > cap) {
+        free(ps);
+        return sdict_nn__err(err, SDICT_E_INVALID_ARG, "GPT-2: the module tree has %zu "
+                             "parameters, more than GPT2LMHeadModel's (modules added after "
+                             "sdict_gpt2_new)", n);
+    }
     sdict_status st = sdict_optim_add_group(o, hp, ps, n, err);
     free(ps);
     return st;

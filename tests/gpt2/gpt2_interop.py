@@ -283,6 +283,11 @@ for CASE in CASES.split("+"):
              "size mismatch for transformer.wpe.weight"),
             ("huge", lambda c: c.update(n_layer=100000, n_embd=4096, n_head=64), None,
              "config.json describes a model of"),
+            # an expanded view claims 2^31 elements over a 4-byte storage: it must not pay for
+            # the 786M parameters config.json asks for (they were allocated, then refused)
+            ("inflated", lambda c: c.update(n_layer=1000, n_embd=256, n_head=4),
+             lambda s: s.update({"junk": torch.zeros(1).expand(2**20, 2**11)}),
+             "config.json describes a model of"),
             ("untied_missing", lambda c: c.update(tie_word_embeddings=False),
              lambda s: s.pop("lm_head.weight"), "missing key lm_head.weight"),
         ]
@@ -308,6 +313,15 @@ for CASE in CASES.split("+"):
         r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,300", "--max-new-tokens", "2"], expect=1)
         check(r.returncode == 1 and r.stderr.startswith("generate: GPT-2: token id 300 out of range [0, "),
               f"generate id out of range: {r.stderr.strip()!r}")
+        # the output buffer is sized only after n_positions bounds it: no overflow, no huge malloc
+        r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,2,3", "--max-new-tokens",
+                 str(2**63 - 1)], expect=1)
+        check(r.returncode == 1 and "--max-new-tokens 9223372036854775807 exceed n_positions 160"
+              in r.stderr, f"generate 2^63-1 new tokens: {r.stderr.strip()!r}")
+        r = run([GENERATE, "--model", dirs["st"], "--prompt", "1,,3", "--max-new-tokens", "2"],
+                expect=2)
+        check(r.returncode == 2 and "field 2 is not an integer" in r.stderr,
+              f"generate with an empty prompt field: {r.stderr.strip()!r}")
     else:
         print("unknown case", CASE)
         sys.exit(2)

@@ -275,6 +275,26 @@ ck["seed"] = -3
 torch.save(ck, bad_seed)
 refused(["--config", cfg_path, "--text", TEXT, "--resume", bad_seed], "'seed' is not an integer",
         "a checkpoint whose 'seed' is negative")
+for opt, val in (("--block-size", "0"), ("--block-size", "16x"), ("--epochs", "x"),
+                 ("--epochs", str(2**63 - 1)), ("--batch-size", "0"), ("--lr", "1e-3,"),
+                 ("--eval", "abc"), ("--eval", "-5:"), ("--eval", "1:2:3")):
+    refused(["--config", cfg_path, "--text", TEXT, opt, val], f'{opt} "{val}": not a valid value',
+            f"{opt} {val}")
+refused(["--config", cfg_path, "--text", TEXT, "--batch-size", str(2**40)],
+        "GiB of activations per step, more than the limit of 16 GiB", "a batch of 2^40 rows")
+deep = os.path.join(WORK, "config_deep.json")
+GPT2Config(**dict(CFG, n_layer=1025)).to_json_file(deep)
+refused(["--config", deep, "--text", TEXT], "n_layer 1025 is outside 1..1024", "n_layer 1025")
+wide = os.path.join(WORK, "config_wide.json")
+GPT2Config(**dict(CFG, vocab_size=2**31 - 1)).to_json_file(wide)
+refused(["--config", wide, "--text", TEXT], "more than the limit of 4294967296",
+        "vocab_size 2^31-1 (terabytes of parameters)")
+untied = os.path.join(WORK, "untied.tar")
+ck = torch.load(t10)
+ck["model_state_dict"]["lm_head.weight"] = ck["model_state_dict"]["lm_head.weight"] + 1.0
+torch.save(ck, untied)
+refused(["--config", cfg_path, "--text", TEXT, "--resume", untied],
+        "lm_head.weight differs from transformer.wte.weight", "an untied checkpoint for a tied config")
 
 print(f"{len(failures)} failed" if failures else "all gpt2_train checks passed")
 sys.exit(1 if failures else 0)

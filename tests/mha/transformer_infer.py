@@ -39,7 +39,7 @@ def randomize(m):
 
 def infer(name, module, x, opts):
     w, i, o = (os.path.join(OUT, name + s) for s in ("_w.pt", "_x.pt", "_y.pt"))
-    torch.save(module.state_dict(), w)
+    torch.save(module if isinstance(module, dict) else module.state_dict(), w)
     torch.save(x, i)
     r = subprocess.run([INFER, "--arch", "transformer", "--weights", w, "--input", i,
                         "--output", o] + opts, capture_output=True, text=True)
@@ -116,6 +116,26 @@ r, _ = infer("bad_missing", m, x, ["--nhead", "4"])
 checked += 1
 if r.returncode != 2 or "--arch transformer needs --d-model and --nhead" not in r.stderr:
     failures.append(f"bad_missing: got rc {r.returncode} {r.stderr.strip()!r}")
+
+# hostile weights and options: refused with the key or option named, before any allocation
+expanded = dict(m.state_dict())
+expanded["layers.0.self_attn.in_proj_weight"] = torch.zeros(1).expand(3 * 8192, 8192)
+not_tensor = dict(m.state_dict())
+not_tensor["layers.1.self_attn.in_proj_weight"] = "x"
+for what, sd, change, rc, expect in (
+        ("expanded", expanded, {"--d-model": "8192", "--nhead": "2"}, 1,
+         "layers.0.self_attn.in_proj_weight has 201326592 elements but its storage holds 1"),
+        ("not_tensor", not_tensor, {}, 1, "layers.1.self_attn.in_proj_weight in the weights is "
+                                          "not a tensor"),
+        ("dropout_nan", m, {"--dropout": "nan"}, 2, '--dropout "nan": expected a number in [0, 1]'),
+        ("dropout_neg", m, {"--dropout": "-3"}, 2, '--dropout "-3": expected a number in [0, 1]'),
+        ("eps_text", m, {"--layer-norm-eps": "1e-5x"}, 2, '--layer-norm-eps "1e-5x"')):
+    opts = dict(base, **change)
+    r, _ = infer("bad_" + what, sd, x, [a for kv in opts.items() for a in kv])
+    checked += 1
+    if r.returncode != rc or expect not in r.stderr:
+        failures.append(f"bad_{what}: expected rc {rc} with {expect!r}, got rc {r.returncode} "
+                        f"{r.stderr.strip()!r}")
 
 print(f"torch {torch.__version__}: {checked} checks, {len(failures)} failures")
 for f in failures:
