@@ -17,7 +17,7 @@ if(TARGET statedict_cli)
   sdict_torch_test(dcp_read
     COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/dcp/gen_dcp.py $<TARGET_FILE:statedict_cli>
             ${CMAKE_CURRENT_BINARY_DIR}/dcp/@GEN@/read
-    GENERATIONS 2.6 2.14 LABELS dcp PROPERTIES TIMEOUT 900)
+    GENERATIONS 2.6 2.14 LABELS dcp PROPERTIES TIMEOUT 900 RESOURCE_LOCK gloo)
   sdict_torch_test(dcp_kill
     COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/dcp/kill_dcp.py $<TARGET_FILE:statedict_cli>
             ${CMAKE_CURRENT_BINARY_DIR}/dcp/@GEN@/kill
@@ -25,5 +25,5 @@ if(TARGET statedict_cli)
   sdict_torch_test(dcp_write
     COMMAND @PYTHON@ ${CMAKE_CURRENT_SOURCE_DIR}/dcp/write_dcp.py $<TARGET_FILE:statedict_cli>
             ${CMAKE_CURRENT_BINARY_DIR}/dcp/@GEN@/write
-    GENERATIONS 2.6 2.14 LABELS dcp PROPERTIES TIMEOUT 900)
+    GENERATIONS 2.6 2.14 LABELS dcp PROPERTIES TIMEOUT 900 RESOURCE_LOCK gloo)
 endif()

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-from gloo import init, rendezvous
+from gloo import done, init, rendezvous
 
 STATEDICT, WORK = sys.argv[1:3]
 
@@ -86,7 +86,7 @@ def worker(rank, world, store, root):
     for name, sd in cases(rank, world).items():
         dcp.save(sd, checkpoint_id=os.path.join(root, f"{name}_{world}"))
     dist.barrier()
-    dist.destroy_process_group()
+    done()
 
 
 failures = []

@@ -1,9 +1,14 @@
 """Process groups for the DCP tests: gloo on the loopback, met through a FileStore file.
 
 A TCP port probed free beforehand could be taken by another test's process group before ours
-binds it, and then both wait for each other; a fresh file cannot be shared by accident.
+binds it, and then both wait for each other; a fresh file cannot be shared by accident. The
+tests that start process groups also never run at the same time (CTest RESOURCE_LOCK gloo):
+under a full test run torch 2.6's gloo was seen to wait forever for peers. If a rank still
+hangs, a watchdog prints its Python stack and ends it, so the test fails within minutes and
+says where.
 """
 import datetime
+import faulthandler
 import os
 import tempfile
 
@@ -19,6 +24,12 @@ def rendezvous():
 
 
 def init(rank, world, store):
+    faulthandler.dump_traceback_later(240, exit=True)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))
+
+
+def done():
+    dist.destroy_process_group()
+    faulthandler.cancel_dump_traceback_later()

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-from gloo import init, rendezvous
+from gloo import done, init, rendezvous
 
 SHAPES = {"model.fc1.weight": (10, 7), "model.fc1.bias": (10,),
           "model.fc2.weight": (5, 10), "model.fc2.bias": (5,)}
@@ -116,7 +116,7 @@ def loader(rank, world, store, jobs, q):
         bad.append(f"rank {rank}/{world}: {traceback.format_exc()[-1500:]}")
     q.put(bad)
     dist.barrier()
-    dist.destroy_process_group()
+    done()
 
 
 def saver(rank, world, store, folder):
@@ -126,7 +126,7 @@ def saver(rank, world, store, folder):
     flat, _ = sharded(rank, world, mesh, 0, False)
     dcp.save(nest(flat, False), checkpoint_id=folder)
     dist.barrier()
-    dist.destroy_process_group()
+    done()
 
 
 def check_full(work, folder, fails):

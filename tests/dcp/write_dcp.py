@@ -23,7 +23,7 @@ import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save, torch_save_to_dcp
-from gloo import init, rendezvous
+from gloo import done, init, rendezvous
 
 STATEDICT, WORK = sys.argv[1:3]
 failures = []
@@ -103,7 +103,7 @@ def loader(rank, world, store, folder, src, q):
     failures = bad
     values_equal(want, target, f"rank{rank}")
     q.put((rank, bad))
-    dist.destroy_process_group()
+    done()
 
 
 if __name__ == "__main__":
