@@ -3,7 +3,9 @@
 #   dcp_hostile     (labels "hostile;cli"; standard library only) DCP folders with classes
 #                   outside DCP's, fields of wrong types, chunk geometry lies, path escapes,
 #                   lengths past the file and no .metadata: ls and verify refuse each naming the
-#                   fault, nothing runs; the valid folder is listed and reassembled
+#                   fault, nothing runs; the valid folder is listed and reassembled, and valid
+#                   folders in torch 2.2's and 2.3's layouts (CPython 3.10 and 3.11 pickles)
+#                   read exactly as dcp_to_torch_save reads them
 #   dcp_read@GEN    tests/dcp/gen_dcp.py: real dcp.save from 1, 2 and 4 processes (gloo on
 #                   127.0.0.1), read by statedict exactly as torch's dcp_to_torch_save reads them
 #   dcp_write@GEN   tests/dcp/write_dcp.py: convert --format dcp, checked against torch's own

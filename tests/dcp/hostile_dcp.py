@@ -10,6 +10,9 @@ of wrong types, chunk geometry lies, path escapes, lengths past the file, no .me
 `statedict ls` and `statedict verify` exit 3 with a message naming the fault (faults only the
 tensor items' bytes show: verify only, as ls reads .metadata and bytes items alone), and nothing the
 pickle names is ever run (a marker file a REDUCE of os.system would create stays absent).
+Valid folders in the layouts of torch 2.2 and 2.3 (which do not install here), pickled as
+CPython 3.10 and 3.11 do, are read exactly as dcp_to_torch_save reads them (old_spec: the tree
+of each was checked once against real torch 2.6's and 2.14's dcp_to_torch_save).
 Exit 0 on success, 1 on a failure.
 """
 import collections
@@ -113,11 +116,11 @@ EvilMetadata = cls(evil, "Metadata")
 
 
 class TensorProperties:
-    def __init__(self, dtype, mem=MemFormat.TORCH_CONTIGUOUS_FORMAT):
-        self.state = (dtype, Layout(), False, mem, False)
+    def __init__(self, dtype, mem=MemFormat.TORCH_CONTIGUOUS_FORMAT, layout=None):
+        self.state = (dtype, layout or Layout(), False, mem, False)
 
     def __reduce_ex__(self, proto):
-        return (copyreg_newobj, (TensorProperties,), self.state)
+        return (copyreg_newobj, (type(self),), self.state)
 
 
 import copyreg  # noqa: E402
@@ -125,6 +128,23 @@ import copyreg  # noqa: E402
 copyreg_newobj = copyreg.__newobj__
 TensorProperties.__module__, TensorProperties.__qualname__ = md.__name__, "TensorProperties"
 md.TensorProperties = TensorProperties
+
+# torch <= 2.2 pickles TensorProperties and its enum from the sharded-tensor module
+module("torch.distributed._shard")
+module("torch.distributed._shard.sharded_tensor")
+shard_md = module("torch.distributed._shard.sharded_tensor.metadata")
+OldTensorProperties = cls(shard_md, "TensorProperties", TensorProperties)
+
+
+class OldMemFormat(enum.Enum):
+    TORCH_CONTIGUOUS_FORMAT = 0
+    TORCH_CHANNELS_LAST = 1
+    TORCH_PRESERVE_FORMAT = 2
+
+
+OldMemFormat.__module__, OldMemFormat.__qualname__ = shard_md.__name__, "MEM_FORMAT_ENCODING"
+OldMemFormat.__name__ = "MEM_FORMAT_ENCODING"
+shard_md.MEM_FORMAT_ENCODING = OldMemFormat
 
 
 class Storage:
@@ -189,6 +209,8 @@ def spec():
         "storage_info": {},   # per item index: field overrides
         "index_fields": {},   # per item index: MetadataIndex field overrides
         "metadata_extra": {},
+        "drop_fields": (),    # Metadata fields left out (torch <= 2.3 has 3 of the 5)
+        "properties": TensorProperties,  # dtype -> the TensorProperties pickled
         "root": None,
     }
 
@@ -210,7 +232,7 @@ def build(folder, s, post=None):
             sdm[e[0]] = obj(BSM)
         else:
             fqn, _, dt, size, chunks = e
-            sdm[fqn] = obj(TSM, properties=TensorProperties(getattr(torch, dt)), size=Size(size),
+            sdm[fqn] = obj(TSM, properties=s["properties"](getattr(torch, dt)), size=Size(size),
                            chunks=[obj(Chunk, offsets=Size(o), sizes=Size(z)) for o, z in chunks])
     storage = {}
     for i, (fqn, off, fname, data) in enumerate(s["items"]):
@@ -225,6 +247,8 @@ def build(folder, s, post=None):
                                    modules=[]),
                   version="1.0.0")
     fields.update(s["metadata_extra"])
+    for name in s["drop_fields"]:
+        del fields[name]
     root = s["root"] if s["root"] is not None else obj(Metadata, **fields)
     with open(os.path.join(folder, ".metadata"), "wb") as f:
         pickle.dump(root, f, protocol=4)
@@ -309,6 +333,145 @@ def both(*fns):
     return f
 
 
+class T:
+    """An expected float32 tensor: its size and its elements in C order."""
+    def __init__(self, size, vals):
+        self.size, self.vals = size, vals
+
+
+def norm(node):
+    """A dump NODE as comparable Python values (dicts as ('dict', ordered, pairs))."""
+    t = node["type"]
+    if t == "dict":
+        return ("dict", node["ordered"], [(norm(k), norm(v)) for k, v in node["items"]])
+    if t in ("list", "tuple"):
+        return (t, [norm(v) for v in node["items"]])
+    if t == "tensor":
+        return ("tensor", node["dtype"], node["shape"], node["stride"], node["storage_offset"],
+                node["requires_grad"], node["sha256"])
+    if t == "none":
+        return ("none",)
+    return (t, node["value"])
+
+
+def expect(v):
+    """norm() of what dump gives for the Python value v (plain dicts, as dcp_to_torch_save
+    and torch.save of a non-tensor value give them)."""
+    if isinstance(v, dict):
+        return ("dict", False, [(expect(k), expect(x)) for k, x in v.items()])
+    if isinstance(v, (list, tuple)):
+        return ("list" if isinstance(v, list) else "tuple", [expect(x) for x in v])
+    if isinstance(v, T):
+        import hashlib
+        stride = [1] * len(v.size)
+        for d in range(len(v.size) - 2, -1, -1):
+            stride[d] = stride[d + 1] * v.size[d + 1]
+        return ("tensor", "float32", list(v.size), stride, 0, False,
+                hashlib.sha256(f32(v.vals)).hexdigest())
+    if v is None:
+        return ("none",)
+    return ({bool: "bool", int: "int", float: "float", str: "str"}[type(v)], v)
+
+
+W12 = [float(i) for i in range(12)]
+PARAM_GROUPS = [{"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-08, "weight_decay": 0,
+                 "amsgrad": False, "params": [0, 1, 2]}]
+META = {"tag": "run", "history": [0.9, 0.5]}
+
+
+def old_spec(release, py):
+    """A folder as torch `release` (2.2 or 2.3) on CPython `py` (3.10 or 3.11) saves from two
+    ranks {"model": {"w": (4, 3) row-sharded, "b": (3,)}, "optim": {"state": {0: {"step": 0-dim,
+    "exp_avg": (3,)}}, "param_groups": PARAM_GROUPS}, "epoch": 5, "loss": 0.25, "meta": META,
+    "extra": {}}: Metadata with 3 fields, TensorProperties from torch.distributed._shard.
+    sharded_tensor.metadata (2.2) or torch.distributed.checkpoint.metadata (2.3), the
+    memory-format enum by value (3.10) or through builtins.getattr by name (3.11), and the
+    v2.3 flattening: every dict or list without tensors (param_groups, meta, {}) one bytes item.
+    Non-tensor items on the coordinator (first in __0_0.distcp); replicated tensors kept on
+    rank 0 by 2.2's dedup_tensors, moved to rank 1 (fewest planned bytes) by 2.3's
+    dedup_save_plans. No pathlib path occurs: torch <= 2.3 has no StorageMeta (checkpoint_id)."""
+    enum_cls = OldMemFormat if release == "2.2" else MemFormat
+    mem = (Reduce(getattr, (enum_cls, "TORCH_CONTIGUOUS_FORMAT")) if py == "3.11"
+           else Reduce(enum_cls, (0,)))
+    layout = Layout()
+    tp = OldTensorProperties if release == "2.2" else TensorProperties
+    r = 0 if release == "2.2" else 1   # the rank keeping the replicated tensors
+    exp_avg = [0.125, -0.25, 0.001]
+    tensors = [  # flatten order: fqn, path, size, [(offsets, sizes, elements, rank)]
+        ("model.w", ("model", "w"), (4, 3), [((0, 0), (2, 3), W12[:6], 0), ((2, 0), (2, 3), W12[6:], 1)]),
+        ("model.b", ("model", "b"), (3,), [((0,), (3,), [0.5, 1.5, 2.5], r)]),
+        ("optim.state.0.step", ("optim", "state", "0", "step"), (), [((), (), [7.0], r)]),
+        ("optim.state.0.exp_avg", ("optim", "state", "0", "exp_avg"), (3,), [((0,), (3,), exp_avg, r)]),
+    ]
+    values = [("optim.param_groups", ("optim", "param_groups"), PARAM_GROUPS),
+              ("epoch", ("epoch",), 5), ("loss", ("loss",), 0.25), ("meta", ("meta",), META),
+              ("extra", ("extra",), {})]
+    s = spec()
+    s["properties"] = lambda dt: tp(dt, mem, layout)
+    s["drop_fields"] = ("storage_meta", "version")
+    s["planner"] = {fqn: path for fqn, path, _ in [t[:3] for t in tensors] + values}
+    flat = list(s["planner"])
+    # state_dict_metadata: rank 0's items (all non-tensor ones) in flatten order, then those
+    # new in rank 1's
+    by_name = {t[0]: t for t in tensors}
+    sdm_order = [f for f in flat if f not in by_name or any(c[3] == 0 for c in by_name[f][3])]
+    sdm_order += [f for f in flat if f not in sdm_order]
+    s["entries"] = [(f, "bytes") if f not in by_name else
+                    (f, "tensor", "float32", by_name[f][2], [(c[0], c[1]) for c in by_name[f][3]])
+                    for f in sdm_order]
+    # storage_data and the files: rank 0's bytes items, its tensor items, then rank 1's
+    s["items"], s["index_fields"] = [], {}
+    for fqn, _, v in values:
+        s["index_fields"][len(s["items"])] = {"index": None}
+        s["items"].append((fqn, None, "__0_0.distcp", torch_save(v)))
+    for rank in (0, 1):
+        for fqn, _, size, chunks in tensors:
+            for k, (off, sz, vals, cr) in enumerate(chunks):
+                if cr == rank:
+                    s["index_fields"][len(s["items"])] = {"index": k}
+                    s["items"].append((fqn, off, f"__{rank}_0.distcp", tensor_item(vals, sz)))
+    return s
+
+
+def old_layout(release, py):
+    """Builds old_spec(release, py) and checks statedict reads it as dcp_to_torch_save would:
+    the nesting of planner_data with every key a str, keys in state_dict_metadata order,
+    tensors whole and contiguous, the values as saved; verify and ls accept it, and convert to
+    a .pt file gives the same tree."""
+    name = f"torch{release}-py{py}"
+    folder = os.path.join(WORK, name)
+    build(folder, old_spec(release, py))
+    with open(os.path.join(folder, ".metadata"), "rb") as f:
+        raw = f.read()
+    check(raw[:2] == b"\x80\x04" and b"storage_meta" not in raw and b"1.0.0" not in raw and
+          (b"_shard.sharded_tensor.metadata" in raw) == (release == "2.2") and
+          (b"getattr" in raw) == (py == "3.11"), f"{name}: the .metadata built is not {name}'s")
+    step, exp_avg = T((), [7.0]), T((3,), [0.125, -0.25, 0.001])
+    state = {"0": {"step": step, "exp_avg": exp_avg}}
+    model = {"w": T((4, 3), W12), "b": T((3,), [0.5, 1.5, 2.5])}
+    if release == "2.2":
+        tree = {"model": model, "optim": {"state": state, "param_groups": PARAM_GROUPS},
+                "epoch": 5, "loss": 0.25, "meta": META, "extra": {}}
+    else:  # model.b and the optimizer state come after rank 0's items in state_dict_metadata
+        tree = {"model": model, "optim": {"param_groups": PARAM_GROUPS, "state": state},
+                "epoch": 5, "loss": 0.25, "meta": META, "extra": {}}
+    want = expect(tree)
+    import json
+    for cmd in ("ls", "verify"):
+        p = run(cmd, folder)
+        check(p.returncode == 0, f"{name}: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+    p = run("dump", folder)
+    got = norm(json.loads(p.stdout)["root"]) if p.returncode == 0 else None
+    check(got == want, f"{name}: dump exited {p.returncode}, gave {got}, expected {want}, "
+          f"stderr {p.stderr.strip()[:300]!r}")
+    pt = os.path.join(WORK, name + ".pt")
+    p = run("convert", folder, pt)
+    q = run("dump", pt)
+    got = norm(json.loads(q.stdout)["root"]) if p.returncode == q.returncode == 0 else None
+    check(got == want, f"{name}: convert exited {p.returncode} ({p.stderr.strip()[:300]!r}), "
+          f"its file dumps as {got}, expected {want}")
+
+
 W = ("model.w", "tensor", "float32", (4, 3))
 if __name__ == "__main__":
     shutil.rmtree(WORK, ignore_errors=True)
@@ -370,6 +533,10 @@ if __name__ == "__main__":
         p = subprocess.run([STATEDICT, *args], capture_output=True, text=True, preexec_fn=fd_limit)
         check(p.returncode == 0 and ("299." in p.stdout or args[0] != "show"),
               f"file_per_item: {args} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+
+    # the torch <= 2.3 layouts, valid, read exactly
+    for release, py in (("2.2", "3.10"), ("2.2", "3.11"), ("2.3", "3.10"), ("2.3", "3.11")):
+        old_layout(release, py)
 
     # classes outside DCP's (nothing runs: the marker file stays absent)
     case("os_system", storage_info(3, relative_path=Reduce(os.system, (f"touch {MARKER}",))),
