@@ -18,7 +18,9 @@ Exit 0 on success, 1 on a failure.
 import collections
 import copy
 import enum
+import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -362,7 +364,6 @@ def expect(v):
     if isinstance(v, (list, tuple)):
         return ("list" if isinstance(v, list) else "tuple", [expect(x) for x in v])
     if isinstance(v, T):
-        import hashlib
         stride = [1] * len(v.size)
         for d in range(len(v.size) - 2, -1, -1):
             stride[d] = stride[d + 1] * v.size[d + 1]
@@ -377,13 +378,14 @@ W12 = [float(i) for i in range(12)]
 PARAM_GROUPS = [{"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-08, "weight_decay": 0,
                  "amsgrad": False, "params": [0, 1, 2]}]
 META = {"tag": "run", "history": [0.9, 0.5]}
+EXP_AVG = [0.125, -0.25, 0.001]
 
 
 def old_spec(release, py):
     """A folder as torch `release` (2.2 or 2.3) on CPython `py` (3.10 or 3.11) saves from two
     ranks {"model": {"w": (4, 3) row-sharded, "b": (3,)}, "optim": {"state": {0: {"step": 0-dim,
     "exp_avg": (3,)}}, "param_groups": PARAM_GROUPS}, "epoch": 5, "loss": 0.25, "meta": META,
-    "extra": {}}: Metadata with 3 fields, TensorProperties from torch.distributed._shard.
+    "extra": {}, "hist": [(2,), 0.5]}: Metadata with 3 fields, TensorProperties from torch.distributed._shard.
     sharded_tensor.metadata (2.2) or torch.distributed.checkpoint.metadata (2.3), the
     memory-format enum by value (3.10) or through builtins.getattr by name (3.11), and the
     v2.3 flattening: every dict or list without tensors (param_groups, meta, {}) one bytes item.
@@ -396,20 +398,24 @@ def old_spec(release, py):
     layout = Layout()
     tp = OldTensorProperties if release == "2.2" else TensorProperties
     r = 0 if release == "2.2" else 1   # the rank keeping the replicated tensors
-    exp_avg = [0.125, -0.25, 0.001]
-    tensors = [  # flatten order: fqn, path, size, [(offsets, sizes, elements, rank)]
+    flat = [  # flatten order: fqn, path, then a tensor's size and its chunks [(offsets,
+              # sizes, elements, rank)], or a non-tensor value
         ("model.w", ("model", "w"), (4, 3), [((0, 0), (2, 3), W12[:6], 0), ((2, 0), (2, 3), W12[6:], 1)]),
         ("model.b", ("model", "b"), (3,), [((0,), (3,), [0.5, 1.5, 2.5], r)]),
         ("optim.state.0.step", ("optim", "state", "0", "step"), (), [((), (), [7.0], r)]),
-        ("optim.state.0.exp_avg", ("optim", "state", "0", "exp_avg"), (3,), [((0,), (3,), exp_avg, r)]),
+        ("optim.state.0.exp_avg", ("optim", "state", "0", "exp_avg"), (3,), [((0,), (3,), EXP_AVG, r)]),
+        ("optim.param_groups", ("optim", "param_groups"), PARAM_GROUPS),
+        ("epoch", ("epoch",), 5), ("loss", ("loss",), 0.25), ("meta", ("meta",), META),
+        ("extra", ("extra",), {}),
+        ("hist.0", ("hist", 0), (2,), [((0,), (2,), [1.0, 2.0], r)]),  # a list holding a tensor
+        ("hist.1", ("hist", 1), 0.5),                                  # is traversed
     ]
-    values = [("optim.param_groups", ("optim", "param_groups"), PARAM_GROUPS),
-              ("epoch", ("epoch",), 5), ("loss", ("loss",), 0.25), ("meta", ("meta",), META),
-              ("extra", ("extra",), {})]
+    tensors = [t for t in flat if len(t) == 4]
+    values = [t for t in flat if len(t) == 3]
     s = spec()
     s["properties"] = lambda dt: tp(dt, mem, layout)
     s["drop_fields"] = ("storage_meta", "version")
-    s["planner"] = {fqn: path for fqn, path, _ in [t[:3] for t in tensors] + values}
+    s["planner"] = {t[0]: t[1] for t in flat}
     flat = list(s["planner"])
     # state_dict_metadata: rank 0's items (all non-tensor ones) in flatten order, then those
     # new in rank 1's
@@ -446,17 +452,16 @@ def old_layout(release, py):
     check(raw[:2] == b"\x80\x04" and b"storage_meta" not in raw and b"1.0.0" not in raw and
           (b"_shard.sharded_tensor.metadata" in raw) == (release == "2.2") and
           (b"getattr" in raw) == (py == "3.11"), f"{name}: the .metadata built is not {name}'s")
-    step, exp_avg = T((), [7.0]), T((3,), [0.125, -0.25, 0.001])
-    state = {"0": {"step": step, "exp_avg": exp_avg}}
+    state = {"0": {"step": T((), [7.0]), "exp_avg": T((3,), EXP_AVG)}}
     model = {"w": T((4, 3), W12), "b": T((3,), [0.5, 1.5, 2.5])}
+    hist = [T((2,), [1.0, 2.0]), 0.5]
     if release == "2.2":
         tree = {"model": model, "optim": {"state": state, "param_groups": PARAM_GROUPS},
-                "epoch": 5, "loss": 0.25, "meta": META, "extra": {}}
-    else:  # model.b and the optimizer state come after rank 0's items in state_dict_metadata
+                "epoch": 5, "loss": 0.25, "meta": META, "extra": {}, "hist": hist}
+    else:  # the replicated tensors come after rank 0's items in state_dict_metadata
         tree = {"model": model, "optim": {"param_groups": PARAM_GROUPS, "state": state},
-                "epoch": 5, "loss": 0.25, "meta": META, "extra": {}}
+                "epoch": 5, "loss": 0.25, "meta": META, "extra": {}, "hist": hist}
     want = expect(tree)
-    import json
     for cmd in ("ls", "verify"):
         p = run(cmd, folder)
         check(p.returncode == 0, f"{name}: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
