@@ -385,9 +385,9 @@ def old_spec(release, py):
     """A folder as torch `release` (2.2 or 2.3) on CPython `py` (3.10 or 3.11) saves from two
     ranks {"model": {"w": (4, 3) row-sharded, "b": (3,)}, "optim": {"state": {0: {"step": 0-dim,
     "exp_avg": (3,)}}, "param_groups": PARAM_GROUPS}, "epoch": 5, "loss": 0.25, "meta": META,
-    "extra": {}, "hist": [(2,), 0.5]}: Metadata with 3 fields, TensorProperties from torch.distributed._shard.
-    sharded_tensor.metadata (2.2) or torch.distributed.checkpoint.metadata (2.3), the
-    memory-format enum by value (3.10) or through builtins.getattr by name (3.11), and the
+    "extra": {}, "hist": [(2,), 0.5]}: Metadata with 3 fields, TensorProperties from
+    torch.distributed._shard.sharded_tensor.metadata (2.2) or
+    torch.distributed.checkpoint.metadata (2.3), the memory-format enum by value (3.10) or through builtins.getattr by name (3.11), and the
     v2.3 flattening: every dict or list without tensors (param_groups, meta, {}) one bytes item.
     Non-tensor items on the coordinator (first in __0_0.distcp); replicated tensors kept on
     rank 0 by 2.2's dedup_tensors, moved to rank 1 (fewest planned bytes) by 2.3's
@@ -400,10 +400,12 @@ def old_spec(release, py):
     r = 0 if release == "2.2" else 1   # the rank keeping the replicated tensors
     flat = [  # flatten order: fqn, path, then a tensor's size and its chunks [(offsets,
               # sizes, elements, rank)], or a non-tensor value
-        ("model.w", ("model", "w"), (4, 3), [((0, 0), (2, 3), W12[:6], 0), ((2, 0), (2, 3), W12[6:], 1)]),
+        ("model.w", ("model", "w"), (4, 3),
+         [((0, 0), (2, 3), W12[:6], 0), ((2, 0), (2, 3), W12[6:], 1)]),
         ("model.b", ("model", "b"), (3,), [((0,), (3,), [0.5, 1.5, 2.5], r)]),
         ("optim.state.0.step", ("optim", "state", "0", "step"), (), [((), (), [7.0], r)]),
-        ("optim.state.0.exp_avg", ("optim", "state", "0", "exp_avg"), (3,), [((0,), (3,), EXP_AVG, r)]),
+        ("optim.state.0.exp_avg", ("optim", "state", "0", "exp_avg"), (3,),
+         [((0,), (3,), EXP_AVG, r)]),
         ("optim.param_groups", ("optim", "param_groups"), PARAM_GROUPS),
         ("epoch", ("epoch",), 5), ("loss", ("loss",), 0.25), ("meta", ("meta",), META),
         ("extra", ("extra",), {}),
@@ -464,7 +466,8 @@ def old_layout(release, py):
     want = expect(tree)
     for cmd in ("ls", "verify"):
         p = run(cmd, folder)
-        check(p.returncode == 0, f"{name}: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
+        check(p.returncode == 0,
+              f"{name}: {cmd} exited {p.returncode}, stderr {p.stderr.strip()[:300]!r}")
     p = run("dump", folder)
     got = norm(json.loads(p.stdout)["root"]) if p.returncode == 0 else None
     check(got == want, f"{name}: dump exited {p.returncode}, gave {got}, expected {want}, "
