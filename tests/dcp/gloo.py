@@ -2,10 +2,9 @@
 
 A TCP port probed free beforehand could be taken by another test's process group before ours
 binds it, and then both wait for each other; a fresh file cannot be shared by accident. The
-tests that start process groups also never run at the same time (CTest RESOURCE_LOCK gloo):
-under a full test run torch 2.6's gloo was seen to wait forever for peers. If a rank still
-hangs, a watchdog prints its Python stack and ends it, so the test fails within minutes and
-says where.
+tests that start process groups also never run at the same time (CTest RESOURCE_LOCK gloo).
+If a rank hangs, a watchdog prints its Python stack and ends it, so the test fails within
+minutes and says where (that is how the hang in done() below was found).
 """
 import datetime
 import faulthandler
@@ -31,5 +30,9 @@ def init(rank, world, store):
 
 
 def done():
-    dist.destroy_process_group()
+    """After the last barrier. torch 2.6's destroy_process_group was seen to wait forever for a
+    peer that had already gone, so a group with peers is left to process exit, which frees it;
+    a one-process group (this process goes on) is destroyed."""
+    if dist.get_world_size() == 1:
+        dist.destroy_process_group()
     faulthandler.cancel_dump_traceback_later()
