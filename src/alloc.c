@@ -214,3 +214,10 @@ uint64_t sdict__hash_seed(void) {
         return expected;
     return r;
 }
+
+uint64_t sdict__str_hash(const char *s) {
+    uint64_t h = UINT64_C(1469598103934665603) ^ sdict__hash_seed();
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * UINT64_C(1099511628211);
+    return h ^ (h >> 29);
+}

@@ -702,12 +702,6 @@ static sdict_status md_read(dcp *c, global_report *gr, sdict_error *err) {
  MARK: Items
 ==================================================================================================*/
 
-static uint64_t name_hash(const char *s) {
-    uint64_t h = 1469598103934665603u ^ sdict__hash_seed();
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211u;
-    return h ^ (h >> 29);
-}
 static uint64_t id_hash(dev_t dev, ino_t ino) {
     uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32) ^ sdict__hash_seed()) * 0x9e3779b97f4a7c15u;
     return h ^ (h >> 31);
@@ -716,7 +710,7 @@ static uint64_t id_hash(dev_t dev, ino_t ino) {
    one where it would go. */
 static size_t *ix_slot(dcp *c, const char *name, dev_t dev, ino_t ino) {
     size_t mask = c->cap_ix - 1, *tab = name ? c->ix_name : c->ix_id;
-    size_t start = (size_t)(name ? name_hash(name) : id_hash(dev, ino)) & mask;
+    size_t start = (size_t)(name ? sdict__str_hash(name) : id_hash(dev, ino)) & mask;
     for (size_t i = start;; i = (i + 1) & mask) {
         size_t k = tab[i];
         if (k == 0 || (name ? strcmp(c->files[k - 1].name, name) == 0

@@ -52,6 +52,9 @@ bool sdict__ends_with(const char *s, const char *suffix);
 /** The process's random hash seed (never 0), drawn once from getrandom(): every hash table
     over file-chosen keys mixes it in, so a file cannot force collisions. */
 uint64_t sdict__hash_seed(void);
+/** Seeded FNV-1a of the NUL-terminated string s, its high bits folded into the low ones (hash
+    tables index by the low bits): for tables keyed by names a file chooses. */
+uint64_t sdict__str_hash(const char *s);
 /** True while no custom allocator is installed (large storages may then use mmap directly). */
 bool sdict__allocator_is_default(void);
 

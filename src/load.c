@@ -71,13 +71,6 @@ typedef struct cache {
     size_t nslots;     /* power of two */
 } cache;
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ull ^ sdict__hash_seed(); /* keys come from the file */
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
-}
-
 static void cache_free(cache *c) {
     for (size_t i = 0; i < c->n; i++)
         sdict__free(c->ents[i].key);
@@ -89,7 +82,7 @@ static void cache_free(cache *c) {
 static cache_ent *cache_find(const cache *c, const char *key) {
     if (!c->nslots)
         return NULL;
-    for (size_t i = (size_t)fnv1a(key) & (c->nslots - 1);; i = (i + 1) & (c->nslots - 1)) {
+    for (size_t i = (size_t)sdict__str_hash(key) & (c->nslots - 1);; i = (i + 1) & (c->nslots - 1)) {
         uint32_t s = c->slots[i];
         if (!s)
             return NULL;
@@ -99,7 +92,7 @@ static cache_ent *cache_find(const cache *c, const char *key) {
 }
 
 static void cache_slot_insert(cache *c, uint32_t idx1) {
-    size_t i = (size_t)fnv1a(c->ents[idx1 - 1].key) & (c->nslots - 1);
+    size_t i = (size_t)sdict__str_hash(c->ents[idx1 - 1].key) & (c->nslots - 1);
     while (c->slots[i])
         i = (i + 1) & (c->nslots - 1);
     c->slots[i] = idx1;
